@@ -1,6 +1,18 @@
 //! A transport-agnostic, two-party, unidirectional payment channel, byte-compatible with the
-//! Nitro v2 contracts (`@statechannels/nitro-protocol@2.0.1-alpha.6`).
+//! Nitro v2 contracts (`@statechannels/nitro-protocol@2.0.1-alpha.6`, the go-nitro generation).
+//!
+//! Participants are `[payer, payee]`; the app is `VirtualPaymentApp`; payments are cumulative
+//! vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the EIP-191 prefix.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod abi;
+pub mod chain;
+pub mod sign;
+pub mod state;
+pub mod store;
+pub mod voucher;
+
+pub use alloy_primitives::{Address, B256, Bytes, U256};

@@ -1,0 +1,400 @@
+//! The on-chain side of a channel: the Nitro adjudicator's funding, dispute and payout calls.
+//!
+//! [`Chain`] is what the async [`crate`] client drives. Each handle acts for **one account** (the
+//! participant that sends the transactions and pays for them). Implementations:
+//! - `SimulatedChain` (module `sim`): an in-memory adjudicator with the v2 rules and a controllable clock;
+//! - `EthereumChain` (feature `ethereum`): JSON-RPC to a node running the real contracts.
+//!
+//! Both must behave identically: same reverts (as [`Revert`]), same events, same payouts.
+
+use alloy_primitives::{Address, B256, U256};
+use async_trait::async_trait;
+
+use crate::sign::Signature;
+use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+
+/// What a mined transaction reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxReceipt {
+    /// Transaction hash (the simulator makes up a unique one).
+    pub tx_hash: B256,
+    /// Gas used (the simulator reports 0).
+    pub gas_used: u64,
+    /// Block the transaction was mined in.
+    pub block_number: u64,
+    /// Timestamp of that block, unix seconds.
+    pub block_timestamp: u64,
+}
+
+/// The adjudicator's stored status of a channel (`unpackStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OnChainStatus {
+    /// Largest turn number the adjudicator knows to be supported.
+    pub turn_num_record: u64,
+    /// When the channel finalizes (0 = open, no challenge).
+    pub finalizes_at: u64,
+    /// Last 160 bits of `keccak256(abi.encode(stateHash, outcomeHash))`, as a 20-byte big-endian value.
+    pub fingerprint: [u8; 20],
+}
+
+/// The adjudicator's mode of a channel at some time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelMode {
+    /// No challenge is running and the channel has not finalized.
+    Open,
+    /// A challenge is running; it finalizes at `finalizes_at` unless cleared.
+    Challenge,
+    /// The channel has finalized; funds can be paid out.
+    Finalized,
+}
+
+impl OnChainStatus {
+    /// The mode at unix time `now` (`StatusManager._mode`).
+    pub fn mode(&self, now: u64) -> ChannelMode {
+        if self.finalizes_at == 0 {
+            ChannelMode::Open
+        } else if self.finalizes_at <= now {
+            ChannelMode::Finalized
+        } else {
+            ChannelMode::Challenge
+        }
+    }
+}
+
+/// An adjudicator event about one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChainEvent {
+    /// `Deposited(destination, asset, destinationHoldings)`.
+    Deposited {
+        /// Channel funded.
+        channel_id: B256,
+        /// Asset (zero = native).
+        asset: Address,
+        /// Holdings after the deposit.
+        holdings: U256,
+    },
+    /// `ChallengeRegistered(channelId, finalizesAt, proof, candidate)`.
+    ChallengeRegistered {
+        /// Channel challenged.
+        channel_id: B256,
+        /// When it finalizes unless cleared.
+        finalizes_at: u64,
+        /// Support proof.
+        proof: Vec<SignedVariablePart>,
+        /// The challenge state.
+        candidate: SignedVariablePart,
+    },
+    /// `ChallengeCleared(channelId, newTurnNumRecord)`.
+    ChallengeCleared {
+        /// Channel.
+        channel_id: B256,
+        /// New turn number record.
+        new_turn_num_record: u64,
+    },
+    /// `Checkpointed(channelId, newTurnNumRecord)`.
+    Checkpointed {
+        /// Channel.
+        channel_id: B256,
+        /// New turn number record.
+        new_turn_num_record: u64,
+    },
+    /// `Concluded(channelId, finalizesAt)`.
+    Concluded {
+        /// Channel.
+        channel_id: B256,
+        /// Finalization time (the block time of the conclude).
+        finalizes_at: u64,
+    },
+    /// `AllocationUpdated(channelId, assetIndex, initialHoldings, finalHoldings)`: a payout happened.
+    AllocationUpdated {
+        /// Channel.
+        channel_id: B256,
+        /// Index of the asset in the outcome.
+        asset_index: u64,
+        /// Holdings before.
+        initial_holdings: U256,
+        /// Holdings after.
+        final_holdings: U256,
+    },
+}
+
+impl ChainEvent {
+    /// The channel the event is about.
+    pub fn channel_id(&self) -> B256 {
+        match self {
+            Self::Deposited { channel_id, .. }
+            | Self::ChallengeRegistered { channel_id, .. }
+            | Self::ChallengeCleared { channel_id, .. }
+            | Self::Checkpointed { channel_id, .. }
+            | Self::Concluded { channel_id, .. }
+            | Self::AllocationUpdated { channel_id, .. } => *channel_id,
+        }
+    }
+}
+
+/// An event with its position in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainEventRecord {
+    /// Block number.
+    pub block_number: u64,
+    /// Index of the log within the block.
+    pub log_index: u64,
+    /// The event.
+    pub event: ChainEvent,
+}
+
+/// A revert reason of the Nitro v2 contracts, typed. Unknown reasons are kept as [`Revert::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Revert {
+    /// `Channel finalized.`
+    #[error("Channel finalized.")]
+    ChannelFinalized,
+    /// `Channel not finalized.`
+    #[error("Channel not finalized.")]
+    ChannelNotFinalized,
+    /// `turnNumRecord not increased.`
+    #[error("turnNumRecord not increased.")]
+    TurnNumRecordNotIncreased,
+    /// `turnNumRecord decreased.`
+    #[error("turnNumRecord decreased.")]
+    TurnNumRecordDecreased,
+    /// `Invalid signature` (ecrecover returned zero).
+    #[error("Invalid signature")]
+    InvalidSignature,
+    /// `Challenger is not a participant`
+    #[error("Challenger is not a participant")]
+    ChallengerNotParticipant,
+    /// `State must be final`
+    #[error("State must be final")]
+    StateMustBeFinal,
+    /// `!unanimous` (conclude without every signature).
+    #[error("!unanimous")]
+    NotUnanimous,
+    /// `held != expectedHeld`
+    #[error("held != expectedHeld")]
+    HeldMismatch,
+    /// `Incorrect msg.value for deposit`
+    #[error("Incorrect msg.value for deposit")]
+    IncorrectDepositValue,
+    /// `incorrect fingerprint`
+    #[error("incorrect fingerprint")]
+    IncorrectFingerprint,
+    /// A `stateIsSupported` rejection by the app (e.g. `invalid signature for voucher`,
+    /// `redemption not signed by Bob`, `!unanimous; |proof|=0`, `bad candidate turnNum; |proof|=1`).
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// Any other reason, verbatim.
+    #[error("reverted: {0}")]
+    Other(String),
+}
+
+impl Revert {
+    /// Maps a contract revert string to its typed form.
+    pub fn from_reason(reason: &str) -> Self {
+        match reason {
+            "Channel finalized." => Self::ChannelFinalized,
+            "Channel not finalized." => Self::ChannelNotFinalized,
+            "turnNumRecord not increased." => Self::TurnNumRecordNotIncreased,
+            "turnNumRecord decreased." => Self::TurnNumRecordDecreased,
+            "Invalid signature" => Self::InvalidSignature,
+            "Challenger is not a participant" => Self::ChallengerNotParticipant,
+            "State must be final" => Self::StateMustBeFinal,
+            "!unanimous" => Self::NotUnanimous,
+            "held != expectedHeld" => Self::HeldMismatch,
+            "Incorrect msg.value for deposit" => Self::IncorrectDepositValue,
+            "incorrect fingerprint" => Self::IncorrectFingerprint,
+            "!unanimous; |proof|=0"
+            | "bad candidate turnNum; |proof|=0"
+            | "bad proof[0].turnNum; |proof|=1"
+            | "postfund !unanimous; |proof|=1"
+            | "bad candidate turnNum; |proof|=1"
+            | "redemption not signed by Bob"
+            | "invalid signature for voucher"
+            | "only native asset allowed"
+            | "Alice not adjusted correctly"
+            | "Bob not adjusted correctly"
+            | "bad proof length" => Self::NotSupported(reason.to_owned()),
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+/// Why a chain call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The contract reverted.
+    #[error("transaction reverted: {0}")]
+    Reverted(#[from] Revert),
+    /// The sending account cannot pay for the call (value or gas).
+    #[error("insufficient funds: need {needed}, have {available}")]
+    InsufficientFunds {
+        /// Amount needed.
+        needed: U256,
+        /// Amount available.
+        available: U256,
+    },
+    /// The node or its transport failed; the call may or may not have happened.
+    #[error("chain transport: {0}")]
+    Transport(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Access to a Nitro v2 adjudicator, acting for one account.
+///
+/// All methods that send a transaction return once it is mined, with its receipt, or with
+/// [`ChainError::Reverted`] and no effect. Implementations must be usable behind `Arc<dyn Chain>`.
+#[async_trait]
+pub trait Chain: Send + Sync {
+    /// The account that sends (and pays for) this handle's transactions.
+    fn account(&self) -> Address;
+
+    /// Timestamp of the latest block (the adjudicator's "now"), unix seconds.
+    async fn now(&self) -> Result<u64, ChainError>;
+
+    /// Number of the latest block.
+    async fn block_number(&self) -> Result<u64, ChainError>;
+
+    /// Native-asset balance of an external address.
+    async fn balance(&self, address: Address) -> Result<U256, ChainError>;
+
+    /// `deposit(address(0), channelId, expectedHeld, amount)` with `msg.value = amount`.
+    async fn deposit(
+        &self,
+        channel_id: B256,
+        expected_held: U256,
+        amount: U256,
+    ) -> Result<TxReceipt, ChainError>;
+
+    /// `holdings(address(0), channelId)`.
+    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError>;
+
+    /// `unpackStatus(channelId)`.
+    async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError>;
+
+    /// `challenge(fixedPart, proof, candidate, challengerSig)`.
+    async fn challenge(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+        challenger_sig: &Signature,
+    ) -> Result<TxReceipt, ChainError>;
+
+    /// `checkpoint(fixedPart, proof, candidate)`.
+    async fn checkpoint(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError>;
+
+    /// `conclude(fixedPart, candidate)`.
+    async fn conclude(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError>;
+
+    /// `transferAllAssets(channelId, outcome, stateHash)`: pays out a finalized channel.
+    /// `state_hash` is zero for a concluded channel and the challenge state's hash otherwise.
+    async fn transfer_all_assets(
+        &self,
+        channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+    ) -> Result<TxReceipt, ChainError>;
+
+    /// Adjudicator events about `channel_id` in blocks `from_block..=latest`, in chain order.
+    async fn events(
+        &self,
+        channel_id: B256,
+        from_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError>;
+}
+
+#[async_trait]
+impl<T: Chain + ?Sized> Chain for std::sync::Arc<T> {
+    fn account(&self) -> Address {
+        (**self).account()
+    }
+    async fn now(&self) -> Result<u64, ChainError> {
+        (**self).now().await
+    }
+    async fn block_number(&self) -> Result<u64, ChainError> {
+        (**self).block_number().await
+    }
+    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+        (**self).balance(address).await
+    }
+    async fn deposit(
+        &self,
+        channel_id: B256,
+        expected_held: U256,
+        amount: U256,
+    ) -> Result<TxReceipt, ChainError> {
+        (**self).deposit(channel_id, expected_held, amount).await
+    }
+    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError> {
+        (**self).holdings(channel_id).await
+    }
+    async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {
+        (**self).status(channel_id).await
+    }
+    async fn challenge(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+        challenger_sig: &Signature,
+    ) -> Result<TxReceipt, ChainError> {
+        (**self)
+            .challenge(fixed, proof, candidate, challenger_sig)
+            .await
+    }
+    async fn checkpoint(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        (**self).checkpoint(fixed, proof, candidate).await
+    }
+    async fn conclude(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        (**self).conclude(fixed, candidate).await
+    }
+    async fn transfer_all_assets(
+        &self,
+        channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+    ) -> Result<TxReceipt, ChainError> {
+        (**self)
+            .transfer_all_assets(channel_id, outcome, state_hash)
+            .await
+    }
+    async fn events(
+        &self,
+        channel_id: B256,
+        from_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        (**self).events(channel_id, from_block).await
+    }
+}
+
+/// `keccak256(abi.encode(stateHash, outcomeHash))` truncated to its last 160 bits (`_generateFingerprint`).
+pub fn fingerprint(state_hash: B256, outcome_hash: B256) -> [u8; 20] {
+    use alloy_sol_types::SolValue;
+    let h = alloy_primitives::keccak256((state_hash, outcome_hash).abi_encode_params());
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&h[12..]);
+    out
+}
+
+#[allow(dead_code)]
+struct _ObjectSafe(Box<dyn Chain>);

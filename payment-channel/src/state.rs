@@ -1,0 +1,279 @@
+//! Nitro v2 state: fixed part, outcome (exit format), variable part, channel id and state hash.
+//!
+//! Formulas (`NitroUtils.sol` of `@statechannels/nitro-protocol@2.0.1-alpha.6`):
+//!
+//! ```text
+//! channelId = keccak256(abi.encode(address[] participants, uint64 channelNonce, address appDefinition, uint48 challengeDuration))
+//! stateHash = keccak256(abi.encode(bytes32 channelId, bytes appData, SingleAssetExit[] outcome, uint48 turnNum, bool isFinal))
+//! outcomeHash = keccak256(abi.encode(SingleAssetExit[] outcome))
+//! ```
+//!
+//! All encodings go through [`alloy_sol_types`]; nothing is hand-written.
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_sol_types::SolValue;
+use serde::{Deserialize, Serialize};
+
+use crate::abi;
+use crate::sign::Signature;
+
+/// Largest value of a Solidity `uint48` (turn numbers, challenge durations, timestamps).
+pub const MAX_UINT48: u64 = (1 << 48) - 1;
+
+/// The part of a channel's state that never changes; it determines the channel id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FixedPart {
+    /// Participants' signing addresses. In a payment channel: `[payer, payee]`.
+    pub participants: Vec<Address>,
+    /// Nonce that makes the channel id unique among channels of the same participants.
+    pub channel_nonce: u64,
+    /// Address of the `IForceMoveApp` contract (the `VirtualPaymentApp`).
+    pub app_definition: Address,
+    /// Seconds a challenge stays open before the channel finalizes (`uint48`).
+    pub challenge_duration: u64,
+}
+
+impl FixedPart {
+    /// The channel id: `keccak256(abi.encode(participants, channelNonce, appDefinition, challengeDuration))`.
+    pub fn channel_id(&self) -> B256 {
+        keccak256(self.to_abi().abi_encode_params())
+    }
+
+    /// The Solidity form of this fixed part.
+    pub fn to_abi(&self) -> abi::FixedPart {
+        abi::FixedPart {
+            participants: self.participants.clone(),
+            channelNonce: self.channel_nonce,
+            appDefinition: self.app_definition,
+            challengeDuration: alloy_primitives::Uint::<48, 1>::from(
+                self.challenge_duration & MAX_UINT48,
+            ),
+        }
+    }
+}
+
+/// Metadata of an asset in the exit format.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetMetadata {
+    /// 0 = default (native or ERC20).
+    pub asset_type: u8,
+    /// Opaque metadata, empty for plain assets.
+    pub metadata: Bytes,
+}
+
+/// One allocation of an asset to a destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Allocation {
+    /// Destination: an external address left-padded to 32 bytes, or a channel id.
+    pub destination: B256,
+    /// Amount in the asset's smallest unit (wei for the native asset).
+    pub amount: U256,
+    /// 0 = simple, 1 = guarantee.
+    pub allocation_type: u8,
+    /// Opaque metadata, empty for simple allocations.
+    pub metadata: Bytes,
+}
+
+impl Allocation {
+    /// A simple allocation of `amount` to the external address `to`.
+    pub fn simple(to: Address, amount: U256) -> Self {
+        Self {
+            destination: address_to_destination(to),
+            amount,
+            allocation_type: 0,
+            metadata: Bytes::new(),
+        }
+    }
+}
+
+/// All allocations of one asset.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SingleAssetExit {
+    /// Asset address; `Address::ZERO` is the chain's native asset.
+    pub asset: Address,
+    /// Asset metadata.
+    pub asset_metadata: AssetMetadata,
+    /// Allocations, in priority order.
+    pub allocations: Vec<Allocation>,
+}
+
+/// An outcome: one exit per asset.
+pub type Outcome = Vec<SingleAssetExit>;
+
+/// A native-asset outcome with two simple allocations, in participant order `[payer, payee]`.
+pub fn two_party_native_outcome(
+    payer_destination: Address,
+    payer_amount: U256,
+    payee_destination: Address,
+    payee_amount: U256,
+) -> Outcome {
+    vec![SingleAssetExit {
+        asset: Address::ZERO,
+        asset_metadata: AssetMetadata::default(),
+        allocations: vec![
+            Allocation::simple(payer_destination, payer_amount),
+            Allocation::simple(payee_destination, payee_amount),
+        ],
+    }]
+}
+
+/// `abi.encode(SingleAssetExit[])` of an outcome (what `transferAllAssets` receives and `hashOutcome` hashes).
+pub fn encode_outcome(outcome: &[SingleAssetExit]) -> Vec<u8> {
+    outcome_to_abi(outcome).abi_encode()
+}
+
+/// `keccak256(abi.encode(outcome))`.
+pub fn hash_outcome(outcome: &[SingleAssetExit]) -> B256 {
+    keccak256(encode_outcome(outcome))
+}
+
+/// Converts an outcome to its Solidity form.
+pub fn outcome_to_abi(outcome: &[SingleAssetExit]) -> Vec<abi::SingleAssetExit> {
+    outcome.iter().map(SingleAssetExit::to_abi).collect()
+}
+
+impl SingleAssetExit {
+    /// The Solidity form of this exit.
+    pub fn to_abi(&self) -> abi::SingleAssetExit {
+        abi::SingleAssetExit {
+            asset: self.asset,
+            assetMetadata: abi::AssetMetadata {
+                assetType: self.asset_metadata.asset_type,
+                metadata: self.asset_metadata.metadata.clone(),
+            },
+            allocations: self
+                .allocations
+                .iter()
+                .map(|a| abi::Allocation {
+                    destination: a.destination,
+                    amount: a.amount,
+                    allocationType: a.allocation_type,
+                    metadata: a.metadata.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Converts from the Solidity form.
+    pub fn from_abi(e: &abi::SingleAssetExit) -> Self {
+        Self {
+            asset: e.asset,
+            asset_metadata: AssetMetadata {
+                asset_type: e.assetMetadata.assetType,
+                metadata: e.assetMetadata.metadata.clone(),
+            },
+            allocations: e
+                .allocations
+                .iter()
+                .map(|a| Allocation {
+                    destination: a.destination,
+                    amount: a.amount,
+                    allocation_type: a.allocationType,
+                    metadata: a.metadata.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An external address as an exit-format destination (left-padded to 32 bytes).
+pub fn address_to_destination(address: Address) -> B256 {
+    address.into_word()
+}
+
+/// The external address in a destination, if it is one (the upper 12 bytes are zero).
+pub fn destination_to_address(destination: &B256) -> Option<Address> {
+    if destination[..12].iter().all(|b| *b == 0) {
+        Some(Address::from_slice(&destination[12..]))
+    } else {
+        None
+    }
+}
+
+/// The part of a state that changes from turn to turn.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariablePart {
+    /// The outcome the adjudicator pays out if this state finalizes.
+    pub outcome: Outcome,
+    /// App-specific data (for the redemption state: the voucher).
+    pub app_data: Bytes,
+    /// Turn number (`uint48`).
+    pub turn_num: u64,
+    /// Whether this is a final state.
+    pub is_final: bool,
+}
+
+impl VariablePart {
+    /// The Solidity form.
+    pub fn to_abi(&self) -> abi::VariablePart {
+        abi::VariablePart {
+            outcome: outcome_to_abi(&self.outcome),
+            appData: self.app_data.clone(),
+            turnNum: alloy_primitives::Uint::<48, 1>::from(self.turn_num & MAX_UINT48),
+            isFinal: self.is_final,
+        }
+    }
+
+    /// Converts from the Solidity form.
+    pub fn from_abi(v: &abi::VariablePart) -> Self {
+        Self {
+            outcome: v.outcome.iter().map(SingleAssetExit::from_abi).collect(),
+            app_data: v.appData.clone(),
+            turn_num: v.turnNum.to::<u64>(),
+            is_final: v.isFinal,
+        }
+    }
+
+    /// The state hash of this variable part in the channel `channel_id`:
+    /// `keccak256(abi.encode(channelId, appData, outcome, turnNum, isFinal))`.
+    pub fn hash(&self, channel_id: B256) -> B256 {
+        let outcome = outcome_to_abi(&self.outcome);
+        let encoded = (
+            channel_id,
+            self.app_data.clone(),
+            outcome,
+            U256::from(self.turn_num),
+            self.is_final,
+        )
+            .abi_encode_params();
+        keccak256(encoded)
+    }
+}
+
+/// A variable part with the signatures collected on it (the contract's `SignedVariablePart`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedVariablePart {
+    /// The state.
+    pub variable_part: VariablePart,
+    /// Signatures over its state hash, by any subset of participants.
+    pub sigs: Vec<Signature>,
+}
+
+impl SignedVariablePart {
+    /// The Solidity form.
+    pub fn to_abi(&self) -> abi::SignedVariablePart {
+        abi::SignedVariablePart {
+            variablePart: self.variable_part.to_abi(),
+            sigs: self.sigs.iter().map(Signature::to_abi).collect(),
+        }
+    }
+
+    /// Converts from the Solidity form.
+    pub fn from_abi(s: &abi::SignedVariablePart) -> Self {
+        Self {
+            variable_part: VariablePart::from_abi(&s.variablePart),
+            sigs: s.sigs.iter().map(Signature::from_abi).collect(),
+        }
+    }
+}
+
+/// The message a challenger signs: `keccak256(abi.encode(bytes32 supportedStateHash, string "forceMove"))`.
+pub fn challenge_message_hash(supported_state_hash: B256) -> B256 {
+    keccak256((supported_state_hash, String::from("forceMove")).abi_encode_params())
+}

@@ -1,0 +1,77 @@
+//! Durable channel state.
+//!
+//! The contract every implementation keeps: when a `put_*` call returns `Ok`, the data survives a
+//! crash of the process (the durable store commits with fsync before returning). The client relies
+//! on it to **persist before it acts**: the payee stores a voucher before crediting it, and the
+//! payer stores a voucher it signed before sending it. Records are opaque bytes (the client
+//! serializes its channel snapshot); vouchers are typed so that a store can keep the largest.
+
+use alloy_primitives::B256;
+use async_trait::async_trait;
+
+use crate::voucher::Voucher;
+
+/// Why the store failed. A failed `put_*` means nothing was acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backing storage failed (I/O, corruption, lock).
+    #[error("store backend: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// A stored record could not be decoded.
+    #[error("corrupt record for channel {channel_id}: {reason}")]
+    Corrupt {
+        /// The channel.
+        channel_id: B256,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// Durable storage for channel records and their best vouchers.
+#[async_trait]
+pub trait ChannelStore: Send + Sync {
+    /// Durably replaces the record of `channel_id`.
+    async fn put_channel(&self, channel_id: B256, record: &[u8]) -> Result<(), StoreError>;
+
+    /// The record of `channel_id`, if any.
+    async fn get_channel(&self, channel_id: B256) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Durably stores `voucher` as the best voucher of its channel **unless** the stored one has a
+    /// larger or equal amount. Returns the best voucher stored after the call.
+    async fn put_voucher(&self, voucher: &Voucher) -> Result<Voucher, StoreError>;
+
+    /// The best voucher stored for `channel_id`, if any.
+    async fn get_voucher(&self, channel_id: B256) -> Result<Option<Voucher>, StoreError>;
+
+    /// Every channel with a record, in no particular order.
+    async fn channel_ids(&self) -> Result<Vec<B256>, StoreError>;
+
+    /// Removes a channel's record and voucher (after it is settled).
+    async fn remove(&self, channel_id: B256) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<T: ChannelStore + ?Sized> ChannelStore for std::sync::Arc<T> {
+    async fn put_channel(&self, channel_id: B256, record: &[u8]) -> Result<(), StoreError> {
+        (**self).put_channel(channel_id, record).await
+    }
+    async fn get_channel(&self, channel_id: B256) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get_channel(channel_id).await
+    }
+    async fn put_voucher(&self, voucher: &Voucher) -> Result<Voucher, StoreError> {
+        (**self).put_voucher(voucher).await
+    }
+    async fn get_voucher(&self, channel_id: B256) -> Result<Option<Voucher>, StoreError> {
+        (**self).get_voucher(channel_id).await
+    }
+    async fn channel_ids(&self) -> Result<Vec<B256>, StoreError> {
+        (**self).channel_ids().await
+    }
+    async fn remove(&self, channel_id: B256) -> Result<(), StoreError> {
+        (**self).remove(channel_id).await
+    }
+}
+
+#[allow(dead_code)]
+struct _ObjectSafe(Box<dyn ChannelStore>);
