@@ -133,8 +133,11 @@ impl Default for PromptPolicy {
 }
 
 /// Configuration of one [`ChokeController`](super::ChokeController).
+///
+/// Build it with struct-update syntax over the defaults
+/// (`ChokeConfig { max_queue_len: 64, ..ChokeConfig::default() }`); it is deliberately not
+/// `#[non_exhaustive]` so that this works outside the crate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ChokeConfig {
     /// Price in the smallest currency unit ("wei") per byte. Must be non-zero. Default 1
     /// (web3torrent's `WEI_PER_BYTE`).

@@ -5,9 +5,9 @@ use std::collections::VecDeque;
 use super::ChannelId;
 use super::error::ConfigError;
 
-/// Configuration of a [`PaymentPlanner`].
+/// Configuration of a [`PaymentPlanner`]; build it from [`PayerConfig::new`] with struct-update
+/// syntax for the optional limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PayerConfig {
     /// Price in wei per byte (must match the payee's; a mismatch only mis-sizes payments).
     pub price_per_byte: u128,
