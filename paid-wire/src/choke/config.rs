@@ -219,3 +219,44 @@ impl ChokeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowance_grows_saturates_and_caps() {
+        let t = TrustPolicy::growing(10, 5, 22);
+        assert_eq!(t.allowance(0), 10);
+        assert_eq!(t.allowance(2), 20);
+        assert_eq!(t.allowance(3), 22);
+        assert_eq!(t.allowance(u64::MAX), 22);
+        // A cap below the initial allowance never reduces it.
+        assert_eq!(TrustPolicy::growing(10, 5, 0).allowance(7), 10);
+        assert_eq!(TrustPolicy::NONE.allowance(u64::MAX), 0);
+        let huge = TrustPolicy::growing(u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(huge.allowance(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn watermark_in_bytes() {
+        assert_eq!(Watermark::Bytes(7).bytes(1000), 7);
+        assert_eq!(Watermark::PercentOfLastPayment(50).bytes(1001), 500);
+        assert_eq!(
+            Watermark::PercentOfLastPayment(100).bytes(u64::MAX),
+            u64::MAX
+        );
+        assert_eq!(Watermark::PercentOfLastPayment(200).bytes(10), 10);
+        assert_eq!(Watermark::PercentOfLastPayment(50).bytes(0), 0);
+    }
+
+    #[test]
+    fn default_config_is_valid_and_web3torrent_priced() {
+        let c = ChokeConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.price_per_byte, 1);
+        assert_eq!(c.max_block_len, 16 * 1024);
+        assert!(c.serve_trust_before_channel);
+        assert_eq!(c.trust, TrustPolicy::NONE);
+    }
+}

@@ -554,3 +554,54 @@ impl ChokeController {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(index: u32, length: u32) -> BlockRequest {
+        BlockRequest {
+            index,
+            begin: 0,
+            length,
+        }
+    }
+
+    #[test]
+    fn spendable_respects_the_before_channel_policy() {
+        let trust = super::super::TrustPolicy::fixed(100);
+        let mut c = ChokeController::new(ChokeConfig {
+            trust,
+            ..ChokeConfig::default()
+        })
+        .unwrap();
+        assert_eq!(c.spendable(), 100);
+        c.config.serve_trust_before_channel = false;
+        assert_eq!(c.spendable(), 0);
+        c.channel = ChannelSlot::Ready([0; 32]);
+        assert_eq!(c.spendable(), 100);
+    }
+
+    #[test]
+    fn in_flight_counts_duplicates_separately() {
+        let mut c = ChokeController::new(ChokeConfig::default()).unwrap();
+        let now = Instant::now();
+        c.handle_channel_ready(now, [1; 32]).unwrap();
+        c.handle_payment(now, [1; 32], 100).unwrap();
+        // The same block requested again after it was served (e.g. hash failure) is a new request.
+        assert_eq!(
+            c.handle_request(now, req(0, 10)),
+            Ok(RequestOutcome::Served)
+        );
+        assert_eq!(
+            c.handle_request(now, req(0, 10)),
+            Ok(RequestOutcome::Served)
+        );
+        assert_eq!(c.in_flight_len(), 2);
+        c.handle_bytes_sent(now, req(0, 10), 10).unwrap();
+        assert_eq!(c.in_flight_len(), 1);
+        c.handle_bytes_sent(now, req(0, 10), 10).unwrap();
+        assert_eq!(c.in_flight_len(), 0);
+        assert!(c.in_flight.is_empty());
+    }
+}
