@@ -16,3 +16,4 @@ pub mod store;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
+pub use chain::sim::{SimulatedChain, SimulatedChainHandle};
