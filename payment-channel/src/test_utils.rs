@@ -23,7 +23,7 @@
 //!
 //! ```
 //! # use std::sync::Arc;
-//! # use payment_channel::{SimulatedChain, U256, chain::Chain, test_utils::*};
+//! # use payment_channel::{SimulatedChain, U256, chain::Chain, sign::Signer, test_utils::*};
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 //! let sim = SimulatedChain::new();
 //! let config = ScenarioConfig::new(sim.app_definition(), 1);
@@ -134,7 +134,13 @@ impl ChannelFixture {
     }
 
     /// A state of this channel.
-    pub fn state(&self, turn_num: u64, paid: U256, is_final: bool, app_data: Bytes) -> VariablePart {
+    pub fn state(
+        &self,
+        turn_num: u64,
+        paid: U256,
+        is_final: bool,
+        app_data: Bytes,
+    ) -> VariablePart {
         VariablePart {
             outcome: self.outcome(paid),
             app_data,
@@ -180,7 +186,10 @@ impl ChannelFixture {
             variable_part: state.clone(),
             sigs: signers
                 .iter()
-                .map(|s| s.sign_eth_message(&hash).expect("local signing cannot fail"))
+                .map(|s| {
+                    s.sign_eth_message(&hash)
+                        .expect("local signing cannot fail")
+                })
                 .collect(),
         }
     }
@@ -192,10 +201,8 @@ impl ChannelFixture {
 
     /// The challenger signature of `by` for a challenge with `candidate`.
     pub fn challenger_sig(&self, by: &LocalSigner, candidate: &VariablePart) -> Signature {
-        by.sign_eth_message(&challenge_message_hash(
-            candidate.hash(self.channel_id()),
-        ))
-        .expect("local signing cannot fail")
+        by.sign_eth_message(&challenge_message_hash(candidate.hash(self.channel_id())))
+            .expect("local signing cannot fail")
     }
 }
 
@@ -279,7 +286,11 @@ async fn destination_balances(chain: &dyn Chain, f: &ChannelFixture) -> (U256, U
 /// payer's, and emptied the channel.
 async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U256), paid: U256) {
     let (payer_after, payee_after) = destination_balances(chain, f).await;
-    assert_eq!(payee_after - before.1, paid, "payee gets exactly the voucher");
+    assert_eq!(
+        payee_after - before.1,
+        paid,
+        "payee gets exactly the voucher"
+    );
     assert_eq!(
         payer_after - before.0,
         f.deposit - paid,

@@ -115,7 +115,10 @@ fn env() -> Env {
 /// [`env`] with the deposit made.
 async fn funded() -> Env {
     let e = env();
-    e.payer.deposit(e.id(), U256::ZERO, wei(1000)).await.unwrap();
+    e.payer
+        .deposit(e.id(), U256::ZERO, wei(1000))
+        .await
+        .unwrap();
     e
 }
 
@@ -741,7 +744,11 @@ async fn transfer_requires_finalization() {
     let e = funded().await;
     let outcome = e.f.postfund().outcome;
     assert_eq!(
-        reverted(e.payee.transfer_all_assets(e.id(), &outcome, B256::ZERO).await),
+        reverted(
+            e.payee
+                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+                .await
+        ),
         Revert::ChannelNotFinalized
     );
     e.challenge_postfund().await.unwrap();
@@ -857,7 +864,11 @@ async fn transfer_refuses_guarantees() {
     outcome[0].allocations[1].allocation_type = 2;
     let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(e.payee.transfer_all_assets(e.id(), &outcome, B256::ZERO).await),
+        reverted(
+            e.payee
+                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+                .await
+        ),
         other("cannot transfer a guarantee")
     );
 }
@@ -885,7 +896,11 @@ async fn transfer_to_a_contract_without_receive_fails() {
     outcome[0].allocations[1] = Allocation::simple(e.sim.app_definition(), wei(300));
     let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(e.payee.transfer_all_assets(e.id(), &outcome, B256::ZERO).await),
+        reverted(
+            e.payee
+                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+                .await
+        ),
         other("Could not transfer ETH")
     );
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000), "the revert is atomic");
@@ -899,7 +914,11 @@ async fn transfer_of_a_token_reverts_without_a_token_contract() {
     token.asset = Address::repeat_byte(0x70);
     outcome.push(token);
     let outcome = conclude_with(&e, outcome).await;
-    let r = reverted(e.payee.transfer_all_assets(e.id(), &outcome, B256::ZERO).await);
+    let r = reverted(
+        e.payee
+            .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+            .await,
+    );
     assert!(is_silent(&r), "{r:?}");
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000));
 }
@@ -911,7 +930,11 @@ async fn transfer_of_a_duplicated_asset_overdraws_and_panics() {
     outcome.push(outcome[0].clone());
     let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(e.payee.transfer_all_assets(e.id(), &outcome, B256::ZERO).await),
+        reverted(
+            e.payee
+                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+                .await
+        ),
         other(PANIC_OVERFLOW)
     );
 }

@@ -77,10 +77,22 @@ async fn contract(store: &dyn ChannelStore) {
 
     // Vouchers: the largest is kept, and put_voucher reports it.
     assert_eq!(store.get_voucher(a).await.unwrap(), None);
-    assert_eq!(store.put_voucher(&voucher(1, 10)).await.unwrap(), voucher(1, 10));
-    assert_eq!(store.put_voucher(&voucher(1, 30)).await.unwrap(), voucher(1, 30));
-    assert_eq!(store.put_voucher(&voucher(1, 20)).await.unwrap(), voucher(1, 30));
-    assert_eq!(store.put_voucher(&voucher(1, 30)).await.unwrap(), voucher(1, 30));
+    assert_eq!(
+        store.put_voucher(&voucher(1, 10)).await.unwrap(),
+        voucher(1, 10)
+    );
+    assert_eq!(
+        store.put_voucher(&voucher(1, 30)).await.unwrap(),
+        voucher(1, 30)
+    );
+    assert_eq!(
+        store.put_voucher(&voucher(1, 20)).await.unwrap(),
+        voucher(1, 30)
+    );
+    assert_eq!(
+        store.put_voucher(&voucher(1, 30)).await.unwrap(),
+        voucher(1, 30)
+    );
     assert_eq!(store.get_voucher(a).await.unwrap(), Some(voucher(1, 30)));
     // Per channel.
     store.put_voucher(&voucher(2, 5)).await.unwrap();
@@ -161,22 +173,35 @@ async fn redb_store_reopened_after_drop_sees_everything_acknowledged() {
     let path = dir.path().join("channels.redb");
     {
         let store = RedbStore::open(&path).unwrap();
-        store.put_channel(B256::repeat_byte(1), b"record").await.unwrap();
+        store
+            .put_channel(B256::repeat_byte(1), b"record")
+            .await
+            .unwrap();
         store.put_voucher(&voucher(1, 70)).await.unwrap();
         store.put_voucher(&voucher(1, 50)).await.unwrap();
-        store.put_channel(B256::repeat_byte(2), b"gone").await.unwrap();
+        store
+            .put_channel(B256::repeat_byte(2), b"gone")
+            .await
+            .unwrap();
         store.remove(B256::repeat_byte(2)).await.unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(
-        store.get_channel(B256::repeat_byte(1)).await.unwrap().as_deref(),
+        store
+            .get_channel(B256::repeat_byte(1))
+            .await
+            .unwrap()
+            .as_deref(),
         Some(&b"record"[..])
     );
     assert_eq!(
         store.get_voucher(B256::repeat_byte(1)).await.unwrap(),
         Some(voucher(1, 70))
     );
-    assert_eq!(store.channel_ids().await.unwrap(), vec![B256::repeat_byte(1)]);
+    assert_eq!(
+        store.channel_ids().await.unwrap(),
+        vec![B256::repeat_byte(1)]
+    );
     assert_eq!(store.get_channel(B256::repeat_byte(2)).await.unwrap(), None);
 }
 

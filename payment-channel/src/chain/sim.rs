@@ -50,8 +50,8 @@ use super::{
 };
 use crate::sign::{Signature, address_of, eth_message_hash};
 use crate::state::{
-    FixedPart, MAX_UINT48, SignedVariablePart, SingleAssetExit, VariablePart, challenge_message_hash,
-    destination_to_address, hash_outcome,
+    FixedPart, MAX_UINT48, SignedVariablePart, SingleAssetExit, VariablePart,
+    challenge_message_hash, destination_to_address, hash_outcome,
 };
 
 mod app;
@@ -359,7 +359,8 @@ fn ecrecover(prehash: &B256, sig: &Signature) -> Option<Address> {
 
 /// `NitroUtils.recoverSigner`: `ecrecover` over the EIP-191 message, `'Invalid signature'` if it fails.
 fn recover_signer(digest: &B256, sig: &Signature) -> Result<Address, Revert> {
-    ecrecover(&eth_message_hash(digest), sig).ok_or_else(|| Revert::from_reason("Invalid signature"))
+    ecrecover(&eth_message_hash(digest), sig)
+        .ok_or_else(|| Revert::from_reason("Invalid signature"))
 }
 
 /// `NitroUtils.getClaimedSignersNum`: its `uint8` counter overflows past 255 signers.
@@ -398,7 +399,9 @@ fn decode_outcome(outcome: &[SingleAssetExit]) -> Result<Vec<SingleAssetExit>, R
         .iter()
         .any(|e| e.asset_metadata.asset_type > MAX_ASSET_TYPE)
     {
-        return Err(silent("calldata decoding: AssetType enum value out of range"));
+        return Err(silent(
+            "calldata decoding: AssetType enum value out of range",
+        ));
     }
     Ok(outcome
         .iter()
@@ -748,7 +751,11 @@ impl Tx {
             match destination_to_address(destination) {
                 Some(to) => self.transfer_asset(asset, to, *amount)?,
                 None => {
-                    let entry = self.state.holdings.entry((asset, *destination)).or_default();
+                    let entry = self
+                        .state
+                        .holdings
+                        .entry((asset, *destination))
+                        .or_default();
                     *entry = entry.checked_add(*amount).ok_or_else(panic_overflow)?;
                 }
             }
@@ -977,7 +984,10 @@ mod tests {
             dev0.address(),
             address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
         );
-        assert_eq!(create_address(dev0.address(), 0), DEFAULT_ADJUDICATOR_ADDRESS);
+        assert_eq!(
+            create_address(dev0.address(), 0),
+            DEFAULT_ADJUDICATOR_ADDRESS
+        );
         assert_eq!(create_address(dev0.address(), 1), DEFAULT_APP_DEFINITION);
     }
 
@@ -1006,10 +1016,7 @@ mod tests {
                 ..sig
             },
         ] {
-            assert_eq!(
-                recover_signer(&digest, &bad),
-                Err(Revert::InvalidSignature)
-            );
+            assert_eq!(recover_signer(&digest, &bad), Err(Revert::InvalidSignature));
         }
     }
 

@@ -75,8 +75,7 @@ impl RedbStore {
         body: impl FnOnce(&redb::WriteTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(backend)?;
+        txn.set_durability(Durability::Immediate).map_err(backend)?;
         let out = body(&txn)?;
         txn.commit().map_err(backend)?;
         Ok(out)
@@ -107,7 +106,7 @@ impl ChannelStore for RedbStore {
             let stored = table
                 .get(&channel_id.0)
                 .map_err(backend)?
-                .map(|v| decode_voucher(channel_id, &v.value()))
+                .map(|v| decode_voucher(channel_id, v.value()))
                 .transpose()?;
             match stored {
                 Some(best) if best.amount >= voucher.amount => Ok(best),
@@ -126,7 +125,7 @@ impl ChannelStore for RedbStore {
         let table = txn.open_table(VOUCHERS).map_err(backend)?;
         let stored = table.get(&channel_id.0).map_err(backend)?;
         stored
-            .map(|v| decode_voucher(channel_id, &v.value()))
+            .map(|v| decode_voucher(channel_id, v.value()))
             .transpose()
     }
 

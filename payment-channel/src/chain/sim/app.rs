@@ -93,9 +93,7 @@ fn decode_voucher(app_data: &[u8]) -> Result<(U256, Signature), Revert> {
         app_data
             .get(i * 32..(i + 1) * 32)
             .and_then(|w| <[u8; 32]>::try_from(w).ok())
-            .ok_or_else(|| {
-                silent("abi.decode of appData as VoucherAmountAndSignature: too short")
-            })
+            .ok_or_else(|| silent("abi.decode of appData as VoucherAmountAndSignature: too short"))
     };
     let amount = U256::from_be_bytes(word(0)?);
     let v_word = word(1)?;
