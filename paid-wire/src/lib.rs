@@ -7,6 +7,7 @@
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod bencode;
 pub mod choke;
 pub mod codec;
 pub mod error;
