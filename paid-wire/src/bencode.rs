@@ -119,6 +119,38 @@ impl Value {
         }
     }
 
+    /// Number of list items plus dictionary entries in this value and everything inside it
+    /// (what [`Limits::max_items`] bounds).
+    pub fn item_count(&self) -> usize {
+        match self {
+            Self::Int(_) | Self::Bytes(_) => 0,
+            Self::List(items) => items.len() + items.iter().map(Self::item_count).sum::<usize>(),
+            Self::Dict(entries) => {
+                entries.len() + entries.values().map(Self::item_count).sum::<usize>()
+            }
+        }
+    }
+
+    /// Checks that the canonical encoding of this value is itself within `limits` (depth
+    /// aside, which re-encoding never increases). A decoder that fills in defaults (such as
+    /// a missing key) uses this so that everything it accepts can be re-encoded and decoded
+    /// again.
+    pub fn check_reencoding(&self, limits: &Limits) -> Result<(), BencodeError> {
+        let len = self.encoded_len();
+        if len > limits.max_len {
+            return Err(BencodeError::TooLarge {
+                len,
+                max: limits.max_len,
+            });
+        }
+        if self.item_count() > limits.max_items {
+            return Err(BencodeError::TooManyItems {
+                max: limits.max_items,
+            });
+        }
+        Ok(())
+    }
+
     /// The canonical encoding.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());

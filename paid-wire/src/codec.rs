@@ -213,8 +213,8 @@ impl Decoder for PeerCodec {
             return Ok(None);
         }
         self.state = DecodeState::Head;
-        let frame = src.split_to(frame_len).freeze();
-        Ok(Some(Message::decode_frame(frame)?))
+        // Payloads are split off `src` (`BytesMut::copy_to_bytes` is `split_to().freeze()`).
+        Ok(Some(Message::decode_body(src, len)?))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, CodecError> {

@@ -12,6 +12,8 @@
 //! - bounded by [`HANDSHAKE_LIMITS`]: at most 64 KiB, nesting depth 8, 1024 items in total;
 //! - **unsorted keys are accepted, duplicate keys are rejected**, as for all bencode in this
 //!   crate (see [`crate::bencode`] for the reasoning); encoding always emits sorted keys;
+//! - a handshake whose canonical re-encoding would exceed those bounds (encoding always emits
+//!   `m`) is rejected the same way, so whatever decodes can be re-encoded and decoded again;
 //! - a BEP 9/10 key whose value has the wrong type or range (e.g. `p` not in `0..=65535`, `v`
 //!   not UTF-8) is [`ExtendedError::InvalidField`];
 //! - inside `m`, entries whose name is not UTF-8 or whose id is not an integer in `0..=255` are
@@ -115,6 +117,8 @@ impl ExtendedHandshake {
             hs.yourip = Some(ip);
         }
         hs.extra = dict;
+        // Encoding adds `m` when it was absent; keep what we accept re-decodable.
+        hs.to_value().check_reencoding(&HANDSHAKE_LIMITS)?;
         Ok(hs)
     }
 

@@ -82,7 +82,7 @@ impl BlockRequest {
         }
     }
 
-    fn get(src: &mut Bytes) -> Self {
+    fn get<B: Buf>(src: &mut B) -> Self {
         // Callers check the exact frame length first.
         Self {
             index: src.get_u32(),
@@ -348,7 +348,7 @@ impl Message {
             }
         };
         debug_assert_eq!(len as usize, frame_len);
-        Self::decode_frame(src.copy_to_bytes(frame_len))
+        Self::decode_body(src, len)
     }
 
     /// Decodes a frame whose length prefix was already removed: `frame` is the id byte plus the
@@ -363,41 +363,58 @@ impl Message {
                 max: u32::MAX,
             });
         };
-        if frame.is_empty() {
+        Self::decode_body(&mut frame, len)
+    }
+
+    /// Decodes the `len` bytes after a length prefix from `src`, which must hold at least
+    /// `len` bytes. Fixed-size messages are read in place; payloads are taken with
+    /// [`Buf::copy_to_bytes`], which is zero-copy for `Bytes` and `BytesMut`. On error `src` is
+    /// left inside the frame (every decode error is fatal to the stream).
+    pub(crate) fn decode_body<B: Buf>(src: &mut B, len: u32) -> Result<Self, DecodeError> {
+        debug_assert!(src.remaining() >= len as usize);
+        if len == 0 {
             return Ok(Self::KeepAlive);
         }
-        let id = frame.get_u8();
+        let id = src.get_u8();
         check_frame_len(id, len)?;
-        // From here the length is known to be exact (fixed ids) or at least `min_len(id)`.
+        // From here the length is exact (fixed ids) or at least `min_len(id)`, so none of the
+        // reads below can run past the frame.
+        let rest = len as usize - 1;
         Ok(match id {
             id::CHOKE => Self::Choke,
             id::UNCHOKE => Self::Unchoke,
             id::INTERESTED => Self::Interested,
             id::NOT_INTERESTED => Self::NotInterested,
-            id::HAVE => Self::Have(frame.get_u32()),
-            id::BITFIELD => Self::Bitfield(frame),
-            id::REQUEST => Self::Request(BlockRequest::get(&mut frame)),
+            id::HAVE => Self::Have(src.get_u32()),
+            id::BITFIELD => Self::Bitfield(src.copy_to_bytes(rest)),
+            id::REQUEST => Self::Request(BlockRequest::get(src)),
             id::PIECE => {
-                let index = frame.get_u32();
-                let begin = frame.get_u32();
+                let index = src.get_u32();
+                let begin = src.get_u32();
                 Self::Piece {
                     index,
                     begin,
-                    data: frame,
+                    data: src.copy_to_bytes(rest - 8),
                 }
             }
-            id::CANCEL => Self::Cancel(BlockRequest::get(&mut frame)),
-            id::PORT => Self::Port(frame.get_u16()),
-            id::SUGGEST => Self::Suggest(frame.get_u32()),
+            id::CANCEL => Self::Cancel(BlockRequest::get(src)),
+            id::PORT => Self::Port(src.get_u16()),
+            id::SUGGEST => Self::Suggest(src.get_u32()),
             id::HAVE_ALL => Self::HaveAll,
             id::HAVE_NONE => Self::HaveNone,
-            id::REJECT => Self::Reject(BlockRequest::get(&mut frame)),
-            id::ALLOWED_FAST => Self::AllowedFast(frame.get_u32()),
+            id::REJECT => Self::Reject(BlockRequest::get(src)),
+            id::ALLOWED_FAST => Self::AllowedFast(src.get_u32()),
             id::EXTENDED => {
-                let id = frame.get_u8();
-                Self::Extended { id, payload: frame }
+                let id = src.get_u8();
+                Self::Extended {
+                    id,
+                    payload: src.copy_to_bytes(rest - 1),
+                }
             }
-            id => Self::Unknown { id, payload: frame },
+            id => Self::Unknown {
+                id,
+                payload: src.copy_to_bytes(rest),
+            },
         })
     }
 

@@ -23,7 +23,9 @@
 //! payload must be one bencoded dictionary of at most [`MAX_PSE_LEN`] bytes (nesting depth 4,
 //! no trailing bytes, no duplicate keys; unsorted keys are accepted as everywhere in this
 //! crate), `command` must be a UTF-8 string, a `stop`/`permanent-stop` `data` must be `{}` or
-//! `0x` + 64 hex digits, and `message` data must hold a UTF-8 string under `message`.
+//! `0x` + 64 hex digits, and `message` data must hold a UTF-8 string under `message`. A payload
+//! whose canonical re-encoding (which adds `msg_type` and `data` if missing) would exceed the
+//! bounds is rejected too, so every decoded message can be re-encoded and decoded again.
 //!
 //! Encoding is canonical, so `decode(encode(m)) == m`, and for every input that decodes,
 //! re-encoding the result is a fixed point.
@@ -55,7 +57,7 @@ use std::str::FromStr;
 use bytes::{BufMut, Bytes};
 
 use crate::bencode::{Limits, Value, put_bytes, uint_len};
-use crate::error::PseError;
+use crate::error::{BencodeError, PseError};
 use crate::message::Message;
 
 /// The BEP 10 extension name.
@@ -292,7 +294,7 @@ impl PseMessage {
             Some(_) => return Err(PseError::InvalidCommand),
         };
         let data = dict.remove(&b"data"[..]);
-        Ok(match command.as_str() {
+        let msg = match command.as_str() {
             command::STOP => Self::Stop {
                 channel_id: channel_id(data, command::STOP)?,
             },
@@ -313,7 +315,34 @@ impl PseMessage {
                 }
             }
             _ => Self::Unknown { command, data },
-        })
+        };
+        msg.check_reencoding()?;
+        Ok(msg)
+    }
+
+    /// Encoding fills in `msg_type` (and `data: {}`), so an input at the bounds could re-encode
+    /// beyond them; reject it, so that every decoded message re-encodes to a decodable one.
+    fn check_reencoding(&self) -> Result<(), BencodeError> {
+        let len = self.encoded_len();
+        if len > PSE_LIMITS.max_len {
+            return Err(BencodeError::TooLarge {
+                len,
+                max: PSE_LIMITS.max_len,
+            });
+        }
+        // Top level: command, msg_type, and data when present.
+        let items = match self {
+            Self::Unknown { data: None, .. } => 2,
+            Self::Unknown { data: Some(d), .. } => 3 + d.item_count(),
+            Self::Message { .. } => 4,
+            _ => 3,
+        };
+        if items > PSE_LIMITS.max_items {
+            return Err(BencodeError::TooManyItems {
+                max: PSE_LIMITS.max_items,
+            });
+        }
+        Ok(())
     }
 }
 

@@ -271,3 +271,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn input_whose_reencoding_exceeds_the_bounds_is_rejected() {
+    // 1024 items without `m`: re-encoding adds `m` (1025 items).
+    let full = format!("d1:xl{}ee", "0:".repeat(HANDSHAKE_LIMITS.max_items - 1));
+    assert!(Value::decode(full.as_bytes(), &HANDSHAKE_LIMITS).is_ok());
+    assert_eq!(
+        ExtendedHandshake::decode(full.as_bytes()),
+        Err(ExtendedError::Bencode(BencodeError::TooManyItems {
+            max: 1024
+        }))
+    );
+    let with_m = format!(
+        "d1:mde1:xl{}ee",
+        "0:".repeat(HANDSHAKE_LIMITS.max_items - 2)
+    );
+    let hs = ExtendedHandshake::decode(with_m.as_bytes()).unwrap();
+    assert_eq!(&hs.to_bytes()[..], with_m.as_bytes());
+}

@@ -329,3 +329,31 @@ proptest! {
         }
     }
 }
+
+/// Found by `pse_decode` fuzzing: an unknown command whose data used almost the whole item
+/// budget, without `msg_type`; re-encoding added `msg_type` and the result did not decode.
+#[test]
+fn input_whose_reencoding_exceeds_the_bounds_is_rejected() {
+    let list = |n: usize| format!("l{}e", "0:".repeat(n));
+    // command + data + 253 list items = 255 items; re-encoded with msg_type: 256. Fine.
+    let ok = format!("d7:command1:x4:data{}e", list(253));
+    let msg = PseMessage::decode(ok.as_bytes()).unwrap();
+    assert!(PseMessage::decode(&msg.encode()).is_ok());
+    // 256 items as sent, 257 once re-encoded.
+    let bad = format!("d7:command1:x4:data{}e", list(254));
+    assert_eq!(
+        PseMessage::decode(bad.as_bytes()),
+        Err(PseError::Bencode(BencodeError::TooManyItems { max: 256 }))
+    );
+    // Length: just under the limit without msg_type, over it with.
+    let pad = MAX_PSE_LEN - b"d7:command1:x4:data5:e".len() - 5;
+    let long = format!("d7:command1:x4:data{pad}:{}e", "a".repeat(pad));
+    assert!(long.len() <= MAX_PSE_LEN);
+    assert!(matches!(
+        PseMessage::decode(long.as_bytes()),
+        Err(PseError::Bencode(BencodeError::TooLarge { .. }))
+    ));
+    let regression =
+        include_bytes!("../../fuzz/regressions/pse_decode/reencoding-exceeds-item-limit");
+    assert!(PseMessage::decode(regression).is_err());
+}
