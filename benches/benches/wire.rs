@@ -74,8 +74,18 @@ fn pse(c: &mut Criterion) {
     let id = ChannelId([0x6a; 32]);
     let json = r#"{"recipient":"0x7F0126D6c4270498b6514Cb934a3274898f68777","sender":"0xaaaa84838319627Fa056fC3FC29ab94d479B8502","data":{"signedStates":[{"channelId":"0x6a6a","turnNum":5}]}}"#;
     let cases = [
-        ("stop", PseMessage::Stop { channel_id: Some(id) }),
-        ("message", PseMessage::Message { message: json.to_owned() }),
+        (
+            "stop",
+            PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        ),
+        (
+            "message",
+            PseMessage::Message {
+                message: json.to_owned(),
+            },
+        ),
     ];
     let mut group = c.benchmark_group("pse");
     for (name, msg) in &cases {
