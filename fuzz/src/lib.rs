@@ -145,9 +145,9 @@ fn is_web3torrent_shape(data: &[u8]) -> bool {
     let Ok(Value::Dict(dict)) = Value::decode(data, &PSE_LIMITS) else {
         return false;
     };
-    let keys_ok = dict.keys().all(|k| {
-        matches!(k.as_slice(), b"command" | b"data" | b"msg_type")
-    });
+    let keys_ok = dict
+        .keys()
+        .all(|k| matches!(k.as_slice(), b"command" | b"data" | b"msg_type"));
     let msg_type_ok = dict.get(&b"msg_type"[..]) == Some(&Value::Int(0));
     let Some(command) = dict.get(&b"command"[..]).and_then(Value::as_str) else {
         return false;

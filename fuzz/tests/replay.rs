@@ -23,7 +23,9 @@ const TARGETS: [(&str, Target); 3] = [
 ];
 
 fn dir(kind: &str, target: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(kind).join(target)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(kind)
+        .join(target)
 }
 
 fn inputs(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -71,21 +73,40 @@ const CHANNEL: &str = "0x6a5b2e8d9c3e4f1a0b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9
 fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let req = BlockRequest::new(1, 0x4000, 0x4000);
     let hs = Handshake::new(
-        Reserved::empty().with_extension_protocol(true).with_fast(true).with_dht(true),
+        Reserved::empty()
+            .with_extension_protocol(true)
+            .with_fast(true)
+            .with_dht(true),
         [0x11; 20],
         *b"-PW0001-123456789012",
     );
     let mut hs_then_msgs = hs.to_bytes().to_vec();
     hs_then_msgs.extend(wire(&[Message::HaveAll, Message::Unchoke]));
     vec![
-        ("keepalive_choke_unchoke", wire(&[Message::KeepAlive, Message::Choke, Message::Unchoke])),
-        ("interest", wire(&[Message::Interested, Message::NotInterested])),
+        (
+            "keepalive_choke_unchoke",
+            wire(&[Message::KeepAlive, Message::Choke, Message::Unchoke]),
+        ),
+        (
+            "interest",
+            wire(&[Message::Interested, Message::NotInterested]),
+        ),
         ("have", wire(&[Message::Have(0xdead_beef)])),
-        ("bitfield", wire(&[Message::Bitfield(Bytes::from_static(&[0xff, 0xfe, 0x80]))])),
-        ("request_cancel", wire(&[Message::Request(req), Message::Cancel(req)])),
+        (
+            "bitfield",
+            wire(&[Message::Bitfield(Bytes::from_static(&[0xff, 0xfe, 0x80]))]),
+        ),
+        (
+            "request_cancel",
+            wire(&[Message::Request(req), Message::Cancel(req)]),
+        ),
         (
             "piece",
-            wire(&[Message::Piece { index: 1, begin: 0x4000, data: Bytes::from(vec![0xab; 64]) }]),
+            wire(&[Message::Piece {
+                index: 1,
+                begin: 0x4000,
+                data: Bytes::from(vec![0xab; 64]),
+            }]),
         ),
         ("port", wire(&[Message::Port(6881)])),
         (
@@ -105,7 +126,13 @@ fn wire_seeds() -> Vec<(&'static str, Vec<u8>)> {
             }]),
         ),
         ("extended_pse", wire(&[PseMessage::Start.to_message(2)])),
-        ("unknown", wire(&[Message::Unknown { id: 21, payload: Bytes::from_static(b"\x01\x02") }])),
+        (
+            "unknown",
+            wire(&[Message::Unknown {
+                id: 21,
+                payload: Bytes::from_static(b"\x01\x02"),
+            }]),
+        ),
         ("handshake_then_messages", hs_then_msgs),
         ("oversize_prefix", hex!("00 10 00 0a 07 00000000").to_vec()),
         ("bad_fixed_len", hex!("00000002 00 00").to_vec()),
@@ -148,20 +175,53 @@ fn pse_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let id: ChannelId = CHANNEL.parse().unwrap();
     let json = r#"{"recipient":"0x7F0126D6c4270498b6514Cb934a3274898f68777","sender":"0xaaaa84838319627Fa056fC3FC29ab94d479B8502","data":{"signedStates":[]}}"#;
     vec![
-        ("stop", PseMessage::Stop { channel_id: Some(id) }.encode()),
+        (
+            "stop",
+            PseMessage::Stop {
+                channel_id: Some(id),
+            }
+            .encode(),
+        ),
         ("stop_empty", PseMessage::Stop { channel_id: None }.encode()),
         ("start", PseMessage::Start.encode()),
-        ("permanent_stop", PseMessage::PermanentStop { channel_id: Some(id) }.encode()),
-        ("permanent_stop_empty", PseMessage::PermanentStop { channel_id: None }.encode()),
+        (
+            "permanent_stop",
+            PseMessage::PermanentStop {
+                channel_id: Some(id),
+            }
+            .encode(),
+        ),
+        (
+            "permanent_stop_empty",
+            PseMessage::PermanentStop { channel_id: None }.encode(),
+        ),
         ("ack", PseMessage::Ack.encode()),
-        ("message", PseMessage::Message { message: json.into() }.encode()),
+        (
+            "message",
+            PseMessage::Message {
+                message: json.into(),
+            }
+            .encode(),
+        ),
         ("stop_no_data", b"d7:command4:stop8:msg_typei0ee".to_vec()),
         ("start_no_msg_type", b"d7:command5:start4:datadee".to_vec()),
-        ("unknown", b"d7:command5:pause4:datad1:ai1ee8:msg_typei0ee".to_vec()),
-        ("unsorted", b"d8:msg_typei0e7:command3:ack4:datadee".to_vec()),
+        (
+            "unknown",
+            b"d7:command5:pause4:datad1:ai1ee8:msg_typei0ee".to_vec(),
+        ),
+        (
+            "unsorted",
+            b"d8:msg_typei0e7:command3:ack4:datadee".to_vec(),
+        ),
         ("bad_channel", b"d7:command4:stop4:data4:0x12e".to_vec()),
-        ("message_no_string", b"d7:command7:message4:datad7:messagei1eee".to_vec()),
-        ("trailing", b"d7:command3:ack4:datade8:msg_typei0eee".to_vec()),
+        (
+            "message_no_string",
+            b"d7:command7:message4:datad7:messagei1eee".to_vec(),
+        ),
+        (
+            "trailing",
+            b"d7:command3:ack4:datade8:msg_typei0eee".to_vec(),
+        ),
     ]
 }
 
