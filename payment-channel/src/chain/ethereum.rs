@@ -151,7 +151,8 @@ impl EthereumChain {
             url: rpc_url.to_owned(),
             reason: e.to_string(),
         })?;
-        let signer = PrivateKeySigner::from_bytes(secret_key).map_err(|_| SetupError::InvalidKey)?;
+        let signer =
+            PrivateKeySigner::from_bytes(secret_key).map_err(|_| SetupError::InvalidKey)?;
         let account = signer.address();
         // No cached nonces: the nonce is read from the node for every transaction, so a
         // transaction that fails before it is sent never leaves a gap.
@@ -252,14 +253,16 @@ impl EthereumChain {
             (call, *pending.tx_hash())
         };
         let receipt = self.wait_for_receipt(tx_hash).await?;
-        let block_number = receipt.block_number.ok_or_else(|| {
-            transport_msg(format!("receipt of {tx_hash} has no block number"))
-        })?;
+        let block_number = receipt
+            .block_number
+            .ok_or_else(|| transport_msg(format!("receipt of {tx_hash} has no block number")))?;
         if !receipt.status() {
             let request = call.into_transaction_request();
             return Err(self.replay_failed(request, block_number).await);
         }
-        let block_timestamp = self.block_timestamp(BlockNumberOrTag::Number(block_number)).await?;
+        let block_timestamp = self
+            .block_timestamp(BlockNumberOrTag::Number(block_number))
+            .await?;
         Ok((
             TxReceipt {
                 tx_hash,
@@ -339,7 +342,11 @@ impl EthereumChain {
             if let Some(revert) = revert_from_rpc_error(&payload.message, data.as_ref()) {
                 return ChainError::Reverted(revert);
             }
-            if payload.message.to_ascii_lowercase().contains("insufficient funds") {
+            if payload
+                .message
+                .to_ascii_lowercase()
+                .contains("insufficient funds")
+            {
                 // `available` is filled in by `send`.
                 return ChainError::InsufficientFunds {
                     needed: value,
@@ -355,7 +362,9 @@ impl EthereumChain {
         &self,
         call: CallBuilder<&DynProvider, D>,
     ) -> Result<D::CallOutput, ChainError> {
-        call.call().await.map_err(|e| self.classify_contract(e, U256::ZERO))
+        call.call()
+            .await
+            .map_err(|e| self.classify_contract(e, U256::ZERO))
     }
 }
 
@@ -512,7 +521,9 @@ impl Chain for EthereumChain {
         fixed: &FixedPart,
         candidate: &SignedVariablePart,
     ) -> Result<TxReceipt, ChainError> {
-        let call = self.adjudicator.conclude(fixed.to_abi(), candidate.to_abi());
+        let call = self
+            .adjudicator
+            .conclude(fixed.to_abi(), candidate.to_abi());
         Ok(self.send(call, U256::ZERO).await?.0)
     }
 
@@ -522,9 +533,9 @@ impl Chain for EthereumChain {
         outcome: &[SingleAssetExit],
         state_hash: B256,
     ) -> Result<TxReceipt, ChainError> {
-        let call = self
-            .adjudicator
-            .transferAllAssets(channel_id, outcome_to_abi(outcome), state_hash);
+        let call =
+            self.adjudicator
+                .transferAllAssets(channel_id, outcome_to_abi(outcome), state_hash);
         Ok(self.send(call, U256::ZERO).await?.0)
     }
 
@@ -703,12 +714,17 @@ pub async fn deploy(
         let call = CallBuilder::new_raw_deploy(&chain.provider, code.clone());
         let (receipt, address) = chain.send(call, U256::ZERO).await?;
         let address = address.ok_or_else(|| {
-            transport_msg(format!("deployment {} has no contract address", receipt.tx_hash))
+            transport_msg(format!(
+                "deployment {} has no contract address",
+                receipt.tx_hash
+            ))
         })?;
         deployed.push((address, receipt));
     }
-    let [(nitro_adjudicator, nitro_adjudicator_receipt), (virtual_payment_app, virtual_payment_app_receipt)] =
-        <[_; 2]>::try_from(deployed).map_err(|_| transport_msg(String::from("deploy")))?;
+    let [
+        (nitro_adjudicator, nitro_adjudicator_receipt),
+        (virtual_payment_app, virtual_payment_app_receipt),
+    ] = <[_; 2]>::try_from(deployed).map_err(|_| transport_msg(String::from("deploy")))?;
     Ok(Deployment {
         nitro_adjudicator,
         virtual_payment_app,
@@ -755,7 +771,9 @@ mod tests {
                 "VM Exception while processing transaction: revert redemption not signed by Bob",
                 None
             ),
-            Some(Revert::NotSupported(String::from("redemption not signed by Bob")))
+            Some(Revert::NotSupported(String::from(
+                "redemption not signed by Bob"
+            )))
         );
     }
 
@@ -768,7 +786,8 @@ mod tests {
             ),
             Some(Revert::ChannelNotFinalized)
         );
-        let data = serde_json::json!({ "message": "…", "data": error_string("held != expectedHeld") });
+        let data =
+            serde_json::json!({ "message": "…", "data": error_string("held != expectedHeld") });
         assert_eq!(
             revert_from_rpc_error("Error: Transaction reverted", Some(&data)),
             Some(Revert::HeldMismatch)
