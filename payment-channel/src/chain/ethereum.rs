@@ -1,7 +1,7 @@
 //! [`EthereumChain`]: the [`Chain`] trait over Ethereum JSON-RPC, against the real Nitro v2
 //! contracts (`NitroAdjudicator` + `VirtualPaymentApp` of `@statechannels/nitro-protocol@2.0.1-alpha.6`).
 //!
-//! - Transactions are built with the typed bindings of [`abi::NitroAdjudicator`] and **signed
+//! - Transactions are built with the typed bindings of [`NitroAdjudicator`] and **signed
 //!   locally** with the handle's secret key, so any node works (no unlocked node accounts).
 //! - Every transaction is gas-estimated first. A call the contract would refuse therefore fails
 //!   with [`ChainError::Reverted`] **before** anything is sent or mined. If a transaction still

@@ -332,7 +332,7 @@ fn pay(ch: &TestChannel, env: &Env, n: u64, step: u64) -> Voucher {
     largest.expect("n > 0")
 }
 
-/// 1. Deposit, `n` vouchers, cooperative close (conclude + transferAllAssets).
+/// Scenario 1: deposit, `n` vouchers, cooperative close (conclude + transferAllAssets).
 pub async fn happy_path(env: &Env, nonce: u64, n: u64) -> Report {
     let ch = TestChannel::new(env, nonce);
     let mut rec = Recorder::new(env, &ch).await;
@@ -351,7 +351,7 @@ pub async fn happy_path(env: &Env, nonce: u64, n: u64) -> Report {
     rec.finish(env, &ch).await
 }
 
-/// 2. The payer goes silent: the payee challenges with its largest voucher and collects it after
+/// Scenario 2: the payer goes silent: the payee challenges with its largest voucher and collects it after
 /// the challenge duration.
 pub async fn payee_challenges(env: &Env, nonce: u64, n: u64) -> Report {
     let ch = TestChannel::new(env, nonce);
@@ -399,7 +399,7 @@ pub async fn payee_challenges(env: &Env, nonce: u64, n: u64) -> Report {
     report
 }
 
-/// 3. The payee goes silent, the payer challenges with the postfund state; the payee wakes and
+/// Scenario 3: the payee goes silent, the payer challenges with the postfund state; the payee wakes and
 /// counters before the timeout, with a challenge at turn 2 (`checkpoint_first = false`) or a
 /// checkpoint at turn 2 followed by its own challenge (`checkpoint_first = true`).
 pub async fn payer_challenges_payee_counters(
@@ -482,7 +482,7 @@ pub async fn payer_challenges_payee_counters(
     report
 }
 
-/// 4. Invalid challenges and calls are refused with typed reverts, nothing is mined for them and
+/// Scenario 4: invalid challenges and calls are refused with typed reverts, nothing is mined for them and
 /// nothing is paid out by them.
 pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     let ch = TestChannel::new(env, nonce);
