@@ -10,6 +10,7 @@
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
+pub mod sim;
 #[cfg(feature = "ethereum")]
 pub mod ethereum;
 #[cfg(feature = "ethereum")]
