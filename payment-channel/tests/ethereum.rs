@@ -10,10 +10,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Instant;
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256, U256};
+use payment_channel::SimulatedChain;
 use payment_channel::chain::ethereum::{Deployment, EthereumChain, NitroArtifacts, deploy};
 use payment_channel::chain::{Chain, ChainEvent, ChannelMode};
 use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::test_utils::{
+    PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_invalid_challenges,
+    scenario_payee_counters_stale_challenge, scenario_payee_redeems,
+};
 use support::anvil::{Anvil, DEV_KEYS, artifacts_dir};
 use support::scenarios::{self, Env, Report};
 
@@ -73,9 +78,60 @@ async fn setup() -> Option<Setup> {
     })
 }
 
-fn finish(name: &str, started: Instant, report: &Report) {
+impl Setup {
+    /// `chain_for` of the shared `test_utils` scenarios: the payer's or the payee's handle.
+    fn chain_for(&self) -> impl Fn(Address) -> Arc<dyn Chain> + use<> {
+        let (payer, payee) = (self.env.payer.clone(), self.env.payee.clone());
+        move |a| {
+            if a == payer.account() {
+                payer.clone()
+            } else if a == payee.account() {
+                payee.clone()
+            } else {
+                panic!("no dev account handle for {a}")
+            }
+        }
+    }
+
+    /// `advance_time` of the shared scenarios.
+    fn advance_time(&self) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let advance = self.env.advance.clone();
+        move |secs| advance(secs)
+    }
+}
+
+/// The same participants on a fresh `SimulatedChain` (funded like anvil's dev accounts).
+fn sim_env() -> Env {
+    let sim = SimulatedChain::new();
+    let ether = U256::from(10u64).pow(U256::from(18u8));
+    for i in 1..4 {
+        sim.fund(key(i).address(), U256::from(10_000u64) * ether)
+            .expect("fund");
+    }
+    let clock = sim.clone();
+    Env {
+        payer: Arc::new(sim.handle(key(1).address())),
+        payee: Arc::new(sim.handle(key(2).address())),
+        payer_key: key(1),
+        payee_key: key(2),
+        stranger_key: key(3),
+        app: sim.app_definition(),
+        advance: Arc::new(move |secs| {
+            clock.advance_time(secs);
+            Box::pin(std::future::ready(()))
+        }),
+    }
+}
+
+/// Prints the figures and checks that the simulator ends the same way.
+fn finish(name: &str, started: Instant, report: &Report, sim: &Report) {
     report.print_gas(name);
     println!("TIME {name:<28} {:?}", started.elapsed());
+    assert_eq!(
+        report.comparable(),
+        sim.comparable(),
+        "{name}: anvil (left) and SimulatedChain (right) disagree"
+    );
 }
 
 #[tokio::test]
@@ -117,8 +173,13 @@ async fn happy_path_cooperative_close() {
     let Some(s) = setup().await else { return };
     let n = 20;
     let r = scenarios::happy_path(&s.env, 1, n).await;
-    finish("happy_path", started, &r);
-    let paid = alloy_primitives::U256::from(n * 1_000_000_000);
+    finish(
+        "happy_path",
+        started,
+        &r,
+        &scenarios::happy_path(&sim_env(), 1, n).await,
+    );
+    let paid = U256::from(n * 1_000_000_000);
     assert_eq!(r.payee_received, paid);
     assert_eq!(r.payer_received, r.deposit - paid);
     assert!(r.holdings_after.is_zero());
@@ -133,8 +194,9 @@ async fn payee_challenges_with_voucher_after_payer_goes_silent() {
     let started = Instant::now();
     let Some(s) = setup().await else { return };
     let r = scenarios::payee_challenges(&s.env, 2, 7).await;
-    finish("payee_challenges", started, &r);
-    let paid = alloy_primitives::U256::from(7 * 3_000_000_000u64);
+    let sim = scenarios::payee_challenges(&sim_env(), 2, 7).await;
+    finish("payee_challenges", started, &r, &sim);
+    let paid = U256::from(7 * 3_000_000_000u64);
     assert_eq!(
         (r.payee_received, r.payer_received),
         (paid, r.deposit - paid)
@@ -169,7 +231,8 @@ async fn payer_challenges_payee_counters_with_challenge() {
     let started = Instant::now();
     let Some(s) = setup().await else { return };
     let r = scenarios::payer_challenges_payee_counters(&s.env, 3, false).await;
-    finish("payer_chal/payee_counters", started, &r);
+    let sim = scenarios::payer_challenges_payee_counters(&sim_env(), 3, false).await;
+    finish("payer_chal/payee_counters", started, &r, &sim);
     assert!(r.holdings_after.is_zero());
     assert_eq!(
         r.events,
@@ -187,7 +250,8 @@ async fn payer_challenges_payee_checkpoints() {
     let started = Instant::now();
     let Some(s) = setup().await else { return };
     let r = scenarios::payer_challenges_payee_counters(&s.env, 4, true).await;
-    finish("payer_chal/payee_checkpoint", started, &r);
+    let sim = scenarios::payer_challenges_payee_counters(&sim_env(), 4, true).await;
+    finish("payer_chal/payee_checkpoint", started, &r, &sim);
     assert!(r.holdings_after.is_zero());
     assert_eq!(
         r.events,
@@ -206,9 +270,64 @@ async fn invalid_challenges_are_refused_with_typed_reverts() {
     let started = Instant::now();
     let Some(s) = setup().await else { return };
     let r = scenarios::invalid_calls(&s.env, 5).await;
-    finish("invalid_calls", started, &r);
+    finish(
+        "invalid_calls",
+        started,
+        &r,
+        &scenarios::invalid_calls(&sim_env(), 5).await,
+    );
     assert!(r.payee_received.is_zero() && r.payer_received.is_zero());
     assert_eq!(r.holdings_after, r.deposit);
     assert_eq!(r.events, ["Deposited", "ChallengeRegistered"]);
     println!("REVERTS {:?}", r.reverts);
+}
+
+// The shared chain-level scenarios of `test_utils` (also run against `SimulatedChain` in
+// `tests/sim_chain.rs`), on the real contracts.
+
+async fn shared(name: &str, nonce: u64, run: impl AsyncFnOnce(&Setup, ScenarioConfig)) {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    assert_eq!(
+        key(1).address(),
+        LocalSigner::from_hex(PAYER_KEY).unwrap().address()
+    );
+    assert_eq!(
+        key(2).address(),
+        LocalSigner::from_hex(PAYEE_KEY).unwrap().address()
+    );
+    run(&s, ScenarioConfig::new(s.env.app, nonce)).await;
+    println!("TIME shared/{name:<21} {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn shared_scenario_conclude() {
+    shared("conclude", 11, async |s, c| {
+        scenario_conclude(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_scenario_payee_redeems() {
+    shared("payee_redeems", 12, async |s, c| {
+        scenario_payee_redeems(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_scenario_payee_counters_stale_challenge() {
+    shared("payee_counters", 13, async |s, c| {
+        scenario_payee_counters_stale_challenge(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_scenario_invalid_challenges() {
+    shared("invalid_challenges", 14, async |s, c| {
+        scenario_invalid_challenges(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
 }

@@ -63,8 +63,7 @@ pub struct Report {
     pub payee_received: U256,
     /// Holdings left in the adjudicator.
     pub holdings_after: U256,
-    /// `unpackStatus` at the end, with `finalizes_at` made relative to the scenario's first
-    /// challenge/conclude (0 stays 0).
+    /// `unpackStatus` at the end (only `turn_num_record` is compared: times differ by backend).
     pub status_after: OnChainStatus,
     /// Mode at the end.
     pub mode_after: ChannelMode,
