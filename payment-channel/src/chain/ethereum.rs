@@ -16,7 +16,27 @@
 //! [`deploy`] deploys the two contracts from the npm package's compiled artifacts
 //! ([`NitroArtifacts`]); nothing of the contracts is vendored in this crate.
 //!
-//! This module does no I/O on its own: every method is one or a few JSON-RPC requests.
+//! Every method is one or a few JSON-RPC requests over HTTP; nothing runs in the background.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use payment_channel::chain::Chain;
+//! use payment_channel::chain::ethereum::{EthereumChain, NitroArtifacts, deploy};
+//! use payment_channel::{B256, U256};
+//!
+//! let url = "http://127.0.0.1:8545";
+//! let key: B256 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d".parse()?;
+//! // Once per chain: deploy the contracts from the npm artifacts.
+//! let artifacts = NitroArtifacts::from_dir("target/nitro-artifacts".as_ref())?;
+//! let deployment = deploy(url, &key, &artifacts).await?;
+//! // One handle per acting account.
+//! let chain = EthereumChain::connect(url, &key, deployment.nitro_adjudicator).await?;
+//! let channel_id = B256::repeat_byte(1);
+//! chain.deposit(channel_id, U256::ZERO, U256::from(1000u64)).await?;
+//! assert_eq!(chain.holdings(channel_id).await?, U256::from(1000u64));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -10,9 +10,9 @@
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
-pub mod sim;
 #[cfg(feature = "ethereum")]
 pub mod ethereum;
+pub mod sim;
 #[cfg(feature = "ethereum")]
 pub use ethereum::EthereumChain;
 
