@@ -224,6 +224,9 @@ async fn payee_challenges_with_voucher_after_payer_goes_silent() {
         payment_channel::voucher::Voucher::from_app_data(ch.id, &candidate.variable_part.app_data)
             .expect("voucher in app data");
     assert_eq!(v.amount, paid);
+    // A range that starts after the latest block is empty.
+    let latest = s.payer.block_number().await.unwrap();
+    assert!(s.payer.events(ch.id, latest + 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -330,4 +333,71 @@ async fn shared_scenario_invalid_challenges() {
         scenario_invalid_challenges(s.chain_for(), s.advance_time(), &c).await
     })
     .await;
+}
+
+/// Two challenges that each pass gas estimation land in the same block; the second one reverts
+/// on chain. Its reason is recovered by replaying it, and typed like any other revert.
+#[tokio::test]
+async fn on_chain_revert_is_recovered_by_replay() {
+    use payment_channel::chain::{ChainError, Revert};
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let ch = scenarios::TestChannel::new(&s.env, 21);
+    s.env
+        .payer
+        .deposit(ch.id, U256::ZERO, ch.deposit)
+        .await
+        .unwrap();
+    let postfund = ch.postfund();
+    let redemption = ch.redemption(&ch.voucher(U256::from(1000u64)), &s.env.payee_key);
+    let proof = std::slice::from_ref(&postfund);
+    let by_payee = ch.challenger_sig(&redemption, &s.env.payee_key);
+    let by_payer = ch.challenger_sig(&redemption, &s.env.payer_key);
+
+    s.anvil
+        .rpc("evm_setAutomine", "[false]")
+        .expect("automine off");
+    let block = s.env.payer.block_number().await.unwrap();
+    let miner = async {
+        // Mine once both transactions are in the pool.
+        loop {
+            let pool = s.anvil.rpc("txpool_status", "[]").expect("txpool_status");
+            let pending = pool["pending"]
+                .as_str()
+                .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+                .or_else(|| pool["pending"].as_u64())
+                .unwrap_or(0);
+            if pending >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        s.anvil.rpc("evm_mine", "[]").expect("evm_mine");
+    };
+    let (a, b, ()) = tokio::join!(
+        s.env
+            .payee
+            .challenge(&ch.fixed, proof, &redemption, &by_payee),
+        s.env
+            .payer
+            .challenge(&ch.fixed, proof, &redemption, &by_payer),
+        miner
+    );
+    s.anvil
+        .rpc("evm_setAutomine", "[true]")
+        .expect("automine on");
+    let (ok, failed) = match (a, b) {
+        (Ok(r), Err(e)) | (Err(e), Ok(r)) => (r, e),
+        other => panic!("expected exactly one of the two to revert: {other:?}"),
+    };
+    assert_eq!(ok.block_number, block + 1);
+    assert!(
+        matches!(
+            failed,
+            ChainError::Reverted(Revert::TurnNumRecordNotIncreased)
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(s.env.payer.status(ch.id).await.unwrap().turn_num_record, 2);
+    println!("TIME on_chain_revert_replay      {:?}", started.elapsed());
 }

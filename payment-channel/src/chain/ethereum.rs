@@ -564,11 +564,16 @@ impl Chain for EthereumChain {
         channel_id: B256,
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        // Some nodes reject a range that starts after the latest block; it is simply empty.
+        let latest = self.block_number().await?;
+        if from_block > latest {
+            return Ok(Vec::new());
+        }
         let filter = Filter::new()
             .address(self.adjudicator())
             .topic1(channel_id)
             .from_block(from_block)
-            .to_block(BlockNumberOrTag::Latest);
+            .to_block(latest);
         let logs = self.provider.get_logs(&filter).await.map_err(transport)?;
         let mut out = Vec::with_capacity(logs.len());
         for log in &logs {

@@ -86,6 +86,7 @@ pub fn artifacts_dir() -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Anvil {
     child: Child,
+    port: u16,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     /// From spawn to the first answered `eth_chainId`.
@@ -148,6 +149,7 @@ impl Anvil {
             if chain_id_answers(port) {
                 return Ok(Self {
                     child,
+                    port,
                     url,
                     started_in: started.elapsed(),
                 });
@@ -169,24 +171,40 @@ impl Drop for Anvil {
     }
 }
 
-/// Whether `eth_chainId` on 127.0.0.1:`port` gets a JSON-RPC result (a minimal HTTP/1.1 client,
-/// so that readiness needs no async runtime).
+/// Whether `eth_chainId` on 127.0.0.1:`port` gets a JSON-RPC result.
 fn chain_id_answers(port: u16) -> bool {
+    rpc(port, "eth_chainId", "[]").is_ok()
+}
+
+/// One JSON-RPC request to 127.0.0.1:`port` with a minimal HTTP/1.1 client (so that readiness
+/// and node control need no async runtime); returns the `result` member.
+fn rpc(port: u16, method: &str, params: &str) -> Result<serde_json::Value, String> {
     use std::io::Write;
-    let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
     let req = format!(
         "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    resp.contains("\"result\"")
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let json = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .ok_or_else(|| format!("no HTTP body in {resp:?}"))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("{e}: {json:?}"))?;
+    v.get("result")
+        .cloned()
+        .ok_or_else(|| format!("no result in {v}"))
+}
+
+impl Anvil {
+    /// A JSON-RPC request to this node (node control in tests: `evm_setAutomine`, `evm_mine`, ...).
+    pub fn rpc(&self, method: &str, params: &str) -> Result<serde_json::Value, String> {
+        rpc(self.port, method, params)
+    }
 }
