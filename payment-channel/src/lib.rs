@@ -3,6 +3,11 @@
 //!
 //! Participants are `[payer, payee]`; the app is `VirtualPaymentApp`; payments are cumulative
 //! vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the EIP-191 prefix.
+//!
+//! # Features
+//! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
+//!   JSON-RPC against the real contracts (pulls in `alloy`, about 300 crates).
+//! - `test-utils` (private): state builders and chain-level scenario scripts for tests.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
