@@ -10,6 +10,10 @@
 
 pub mod abi;
 pub mod chain;
+pub mod channel;
+pub mod error;
+pub mod message;
+pub mod policy;
 pub mod sign;
 pub mod state;
 pub mod store;
