@@ -933,11 +933,16 @@ impl Channel {
             .into());
         }
         if self.st.chain.finalized.is_some() {
-            // Only harmless duplicates of what we already agreed are accepted silently.
-            return match msg {
-                Message::Voucher(v) if self.final_amount().is_some_and(|a| v.amount <= a) => Ok(()),
-                _ => Err(self.unexpected(msg.kind())),
-            };
+            // After finalization only the close exchange can still complete (the other side may
+            // have concluded before our countersignature arrived), and late vouchers covered by
+            // the final state are harmless duplicates.
+            match msg {
+                Message::Close(_) if self.final_amount().is_some() => {}
+                Message::Voucher(v) if self.final_amount().is_some_and(|a| v.amount <= a) => {
+                    return Ok(());
+                }
+                _ => return Err(self.unexpected(msg.kind())),
+            }
         }
         match msg {
             Message::Propose(p) => self.on_propose(p),
@@ -957,6 +962,8 @@ impl Channel {
             }
             .into());
         }
+        // Time first: a payout event must find the channel finalized.
+        self.handle_timeout(now);
         match ev {
             ChainEvent::Deposited {
                 asset, holdings, ..

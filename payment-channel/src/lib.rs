@@ -11,6 +11,7 @@
 pub mod abi;
 pub mod chain;
 pub mod channel;
+pub mod client;
 pub mod error;
 pub mod message;
 pub mod policy;
