@@ -18,6 +18,11 @@ pub mod policy;
 pub mod sign;
 pub mod state;
 pub mod store;
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub mod test_utils;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
+pub use chain::sim::{SimulatedChain, SimulatedChainHandle};
+pub use store::{MemoryStore, RedbStore};

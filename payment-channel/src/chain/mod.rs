@@ -10,6 +10,8 @@
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
+pub mod sim;
+
 use crate::sign::Signature;
 use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
 
