@@ -962,8 +962,8 @@ impl Channel {
             }
             .into());
         }
-        // Time first: a payout event must find the channel finalized.
-        self.handle_timeout(now);
+        // Events are applied in chain order before `now` is looked at: a challenge registered
+        // (or cleared) before the current time must count when deciding what finalized.
         match ev {
             ChainEvent::Deposited {
                 asset, holdings, ..
@@ -1028,6 +1028,8 @@ impl Channel {
                 }
             }
             ChainEvent::AllocationUpdated { .. } => {
+                // A payout implies finalization: catch up with the clock first.
+                self.handle_timeout(now);
                 if let Some(fin) = &self.st.chain.finalized
                     && !self.st.chain.paid_out
                 {

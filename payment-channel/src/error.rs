@@ -51,9 +51,6 @@ pub enum Error {
     /// The durable store failed; nothing was acknowledged.
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    /// The transport failed to deliver an outbound message (it can be resent).
-    #[error("transport: {0}")]
-    Transport(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
@@ -66,8 +63,7 @@ impl Error {
             | Self::Rejected(_)
             | Self::Signer(_)
             | Self::Chain(_)
-            | Self::Store(_)
-            | Self::Transport(_) => Action::Ignore,
+            | Self::Store(_) => Action::Ignore,
         }
     }
 
