@@ -664,3 +664,29 @@ fn voucher_envelope_is_small_and_round_trips() {
         Err(payment_channel::error::DecodeError::TooLong { .. })
     ));
 }
+
+#[test]
+fn lifecycle_and_stale_challenge_on_simulated_chain() {
+    // Close path.
+    let mut p = Pair::running_on(1_000, MockChain::simulated());
+    p.pay(300);
+    p.drive();
+    p.payer.ch.close().unwrap();
+    p.flush(Who::Payer);
+    p.drive();
+    assert_eq!(p.chain.paid_to(p.payee_addr()), u(300));
+    assert_eq!(p.chain.paid_to(p.payer_addr()), u(700));
+    assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
+
+    // Challenge path, with the real VirtualPaymentApp rules checking the counter-challenge.
+    let mut p = Pair::running_on(1_000, MockChain::simulated());
+    p.pay(120);
+    p.drive();
+    p.payer.ch.challenge(p.chain.now).unwrap();
+    p.flush(Who::Payer);
+    assert_eq!(p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num, 2);
+    p.advance(DURATION);
+    assert_eq!(p.chain.paid_to(p.payee_addr()), u(120));
+    assert_eq!(p.chain.paid_to(p.payer_addr()), u(880));
+    assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty(), "{:?} {:?}", p.payer.reverts, p.payee.reverts);
+}

@@ -11,7 +11,18 @@ use payment_channel::message::{Envelope, Message};
 use payment_channel::sign::{LocalSigner, Signer, recover_eth_message};
 use payment_channel::state::{FixedPart, SignedVariablePart, challenge_message_hash, hash_outcome};
 use payment_channel::voucher::Voucher;
-use payment_channel::{Address, B256, U256};
+use payment_channel::chain::{Chain, ChainError, ChannelMode};
+use payment_channel::{Address, B256, SimulatedChain, U256};
+
+/// Runs a future that never waits (the simulator is in memory) to completion.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the simulator never waits"),
+    }
+}
 
 pub const APP: Address = Address::repeat_byte(0xAA);
 pub const DURATION: u64 = 100;
@@ -39,6 +50,9 @@ pub struct MockChain {
     pub paid: HashMap<Address, U256>,
     pub log: Vec<ChainEvent>,
     pub calls: Vec<(Address, &'static str)>,
+    /// When set, transactions run on the real simulator instead of this model.
+    sim: Option<SimulatedChain>,
+    sim_seen: usize,
 }
 
 impl Default for MockChain {
@@ -50,6 +64,8 @@ impl Default for MockChain {
             paid: HashMap::new(),
             log: Vec::new(),
             calls: Vec::new(),
+            sim: None,
+            sim_seen: 0,
         }
     }
 }
@@ -123,7 +139,94 @@ fn supported(
 }
 
 impl MockChain {
+    /// A model backed by the real `SimulatedChain` (same API; the simulator checks every rule).
+    pub fn simulated() -> Self {
+        Self {
+            sim: Some(SimulatedChain::with_genesis(GENESIS, APP)),
+            ..Self::default()
+        }
+    }
+
+    fn apply_sim(&mut self, from: Address, a: &ChainAction) -> Result<Vec<ChainEvent>, Revert> {
+        let sim = self.sim.clone().expect("simulated");
+        if sim.now() < self.now {
+            sim.set_time(self.now).unwrap();
+        }
+        let h = sim.handle(from);
+        let result: Result<(), ChainError> = match a {
+            ChainAction::Deposit {
+                channel_id,
+                expected_held,
+                amount,
+            } => {
+                self.calls.push((from, "deposit"));
+                sim.fund(from, *amount).unwrap();
+                ready(h.deposit(*channel_id, *expected_held, *amount)).map(|_| ())
+            }
+            ChainAction::Challenge {
+                fixed,
+                proof,
+                candidate,
+                challenger_sig,
+            } => {
+                self.calls.push((from, "challenge"));
+                ready(h.challenge(fixed, proof, candidate, challenger_sig)).map(|_| ())
+            }
+            ChainAction::Conclude { fixed, candidate } => {
+                if sim.status_of(fixed.channel_id()).mode(sim.now()) == ChannelMode::Finalized {
+                    return Ok(vec![]);
+                }
+                self.calls.push((from, "conclude"));
+                ready(h.conclude(fixed, candidate)).map(|_| ())
+            }
+            ChainAction::Transfer {
+                channel_id,
+                outcome,
+                state_hash,
+            } => {
+                if sim.holdings_of(*channel_id).is_zero() {
+                    return Ok(vec![]);
+                }
+                self.calls.push((from, "transfer"));
+                ready(h.transfer_all_assets(*channel_id, outcome, *state_hash)).map(|_| ())
+            }
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {}
+            Err(ChainError::Reverted(r)) => return Err(r),
+            Err(e) => return Err(Revert::Other(e.to_string())),
+        }
+        let all = sim.all_events();
+        let new: Vec<ChainEvent> = all[self.sim_seen..].iter().map(|r| r.event.clone()).collect();
+        self.sim_seen = all.len();
+        for ev in &new {
+            match ev {
+                ChainEvent::Deposited {
+                    channel_id,
+                    holdings,
+                    ..
+                } => {
+                    self.holdings.insert(*channel_id, *holdings);
+                }
+                ChainEvent::AllocationUpdated {
+                    channel_id,
+                    final_holdings,
+                    ..
+                } => {
+                    self.holdings.insert(*channel_id, *final_holdings);
+                }
+                _ => {}
+            }
+        }
+        self.log.extend(new.iter().cloned());
+        Ok(new)
+    }
+
     fn mode_finalized(&self, id: &B256) -> bool {
+        if let Some(sim) = &self.sim {
+            return sim.status_of(*id).mode(self.now.max(sim.now())) == ChannelMode::Finalized;
+        }
         self.status
             .get(id)
             .is_some_and(|s| s.finalizes_at != 0 && s.finalizes_at <= self.now)
@@ -135,6 +238,9 @@ impl MockChain {
 
     /// Executes an action for `from` (idempotently for conclude/transfer, like the Client).
     pub fn apply(&mut self, from: Address, a: &ChainAction) -> Result<Vec<ChainEvent>, Revert> {
+        if self.sim.is_some() {
+            return self.apply_sim(from, a);
+        }
         match a {
             ChainAction::Deposit {
                 channel_id,
@@ -269,6 +375,10 @@ impl MockChain {
     }
 
     pub fn paid_to(&self, a: Address) -> U256 {
+        if let Some(sim) = &self.sim {
+            // Deposits are funded just in time, so a balance is exactly what was paid out.
+            return sim.balance_of(a);
+        }
         self.paid.get(&a).copied().unwrap_or_default()
     }
 }
@@ -352,6 +462,10 @@ impl Pair {
     }
 
     pub fn with_nonce(deposit: u64, nonce: u64) -> Self {
+        Self::with_chain(deposit, nonce, MockChain::default())
+    }
+
+    pub fn with_chain(deposit: u64, nonce: u64, chain: MockChain) -> Self {
         let payer_signer = signer(1);
         let payee_signer = signer(2);
         let deposit = U256::from(deposit);
@@ -377,7 +491,7 @@ impl Pair {
         let mut pair = Self {
             payer: Side::new(payer_ch, payer_signer),
             payee,
-            chain: MockChain::default(),
+            chain,
             to_payer: VecDeque::new(),
             to_payee: VecDeque::new(),
             errors: Vec::new(),
@@ -477,7 +591,12 @@ impl Pair {
 
     /// Create → join → fund → running, with perfect delivery.
     pub fn running(deposit: u64) -> Self {
-        let mut p = Self::new(deposit);
+        Self::running_on(deposit, MockChain::default())
+    }
+
+    /// Like [`Pair::running`] on a given chain.
+    pub fn running_on(deposit: u64, chain: MockChain) -> Self {
+        let mut p = Self::with_chain(deposit, 1, chain);
         p.join();
         p.drive();
         assert!(p.payer.ch.is_running(), "{:?}", p.payer.ch);
