@@ -77,8 +77,7 @@ use crate::chain::ChainEvent;
 use crate::error::{Error, PeerMisbehaved, UsageError};
 use crate::message::{Close, Envelope, Join, Message, Postfund, Propose, VoucherMessage};
 use crate::sign::{
-    Signature, Signer, address_of, recover_eth_message, recover_key_eth_message,
-    verify_eth_message,
+    Signature, Signer, address_of, recover_eth_message, recover_key_eth_message, verify_eth_message,
 };
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
@@ -186,7 +185,11 @@ impl Sigs {
         self.payer.is_some() && self.payee.is_some()
     }
     fn to_vec(&self) -> Vec<Signature> {
-        self.payer.iter().chain(self.payee.iter()).copied().collect()
+        self.payer
+            .iter()
+            .chain(self.payee.iter())
+            .copied()
+            .collect()
     }
 }
 
@@ -465,7 +468,9 @@ impl Channel {
     pub fn create(signer: Arc<dyn Signer>, params: ChannelParams) -> Result<Self, Error> {
         let me = signer.address();
         if params.payer == me || params.payer == Address::ZERO {
-            return Err(UsageError::InvalidParams("payer must be another, non-zero address").into());
+            return Err(
+                UsageError::InvalidParams("payer must be another, non-zero address").into(),
+            );
         }
         if params.deposit.is_zero() {
             return Err(UsageError::InvalidParams("deposit must be positive").into());
@@ -1010,11 +1015,12 @@ impl Channel {
                     self.respond_to_challenge()?;
                 }
             }
-            ChainEvent::ChallengeCleared { .. } | ChainEvent::Checkpointed { .. } => {
-                if self.st.chain.challenge.take().is_some() {
-                    self.changed();
-                    self.emit(Event::ChallengeCleared);
-                }
+            ChainEvent::ChallengeCleared { .. } | ChainEvent::Checkpointed { .. }
+                if self.st.chain.challenge.is_some() =>
+            {
+                self.st.chain.challenge = None;
+                self.changed();
+                self.emit(Event::ChallengeCleared);
             }
             ChainEvent::Concluded { finalizes_at, .. } => {
                 if self.st.chain.finalized.is_none()
@@ -1105,8 +1111,8 @@ impl Channel {
             return self.progress();
         }
         // A duplicate: check it, then repeat our postfund if the payer may have missed it.
-        let known = self.st.prefund.payer == Some(j.prefund)
-            && self.st.postfund.payer == Some(j.postfund);
+        let known =
+            self.st.prefund.payer == Some(j.prefund) && self.st.postfund.payer == Some(j.postfund);
         if !known {
             self.check_sig(Role::Payer, &pre, &j.prefund, "prefund")?;
             self.check_sig(Role::Payer, &post, &j.postfund, "postfund")?;
@@ -1162,7 +1168,11 @@ impl Channel {
             return Ok(());
         }
         if v.amount < best {
-            return Err(PeerMisbehaved::LowerVoucher { best, got: v.amount }.into());
+            return Err(PeerMisbehaved::LowerVoucher {
+                best,
+                got: v.amount,
+            }
+            .into());
         }
         self.check_voucher_sig(&v)?;
         let delta = v.amount - best;
@@ -1384,7 +1394,9 @@ impl Channel {
     }
 
     /// The best `(proof, candidate)` we can support on chain.
-    fn best_supported(&self) -> Result<Option<(Vec<SignedVariablePart>, SignedVariablePart)>, Error> {
+    fn best_supported(
+        &self,
+    ) -> Result<Option<(Vec<SignedVariablePart>, SignedVariablePart)>, Error> {
         if self.st.role == Role::Payee
             && self.st.postfund.both()
             && let Some(v) = self.st.best
@@ -1467,7 +1479,13 @@ impl Channel {
         )
     }
 
-    fn vp(&self, turn_num: u64, payee_amount: U256, app_data: Bytes, is_final: bool) -> VariablePart {
+    fn vp(
+        &self,
+        turn_num: u64,
+        payee_amount: U256,
+        app_data: Bytes,
+        is_final: bool,
+    ) -> VariablePart {
         VariablePart {
             outcome: self.outcome(payee_amount),
             app_data,
@@ -1498,7 +1516,13 @@ impl Channel {
 
     /// Checks that `who` signed `hash`: with the cached payer key when we have it (one
     /// verification), by recovery otherwise.
-    fn check_sig(&self, who: Role, hash: &B256, sig: &Signature, what: &'static str) -> Result<(), Error> {
+    fn check_sig(
+        &self,
+        who: Role,
+        hash: &B256,
+        sig: &Signature,
+        what: &'static str,
+    ) -> Result<(), Error> {
         let ok = match (who, &self.payer_key) {
             (Role::Payer, Some(key)) => verify_eth_message(hash, sig, key),
             _ => {

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::chain::{Chain, ChainError, ChannelMode, Revert};
 use crate::channel::{
-    Channel, ChannelParams, ChannelSnapshot, ChainAction, Event, PhaseKind, Role,
+    ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind, Role,
 };
 use crate::error::{Error, PeerMisbehaved, UsageError};
 use crate::message::{ChannelKey, Envelope, Message};
@@ -175,7 +175,10 @@ impl Client {
             };
             let snapshot = ChannelSnapshot::from_bytes(&record)?;
             if snapshot.channel_id() != id {
-                return Err(UsageError::CorruptSnapshot(format!("record of {id} is another channel")).into());
+                return Err(UsageError::CorruptSnapshot(format!(
+                    "record of {id} is another channel"
+                ))
+                .into());
             }
             let voucher = store.get_voucher(id).await?;
             let channel = Channel::restore(signer.clone(), snapshot, voucher)?;
@@ -498,7 +501,10 @@ impl Client {
                     self.inner.store.put_voucher(v).await?;
                 }
                 if let Some(s) = &p.snapshot {
-                    self.inner.store.put_channel(p.channel_id, &s.to_bytes()).await?;
+                    self.inner
+                        .store
+                        .put_channel(p.channel_id, &s.to_bytes())
+                        .await?;
                 }
                 ch.handle_persisted(p.generation);
             }

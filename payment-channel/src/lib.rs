@@ -3,7 +3,14 @@
 //!
 //! Participants are `[payer, payee]`; the app is `VirtualPaymentApp`; payments are cumulative
 //! vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the EIP-191 prefix.
-
+//!
+//! - [`channel::Channel`]: the sans-IO state machine (no I/O, no clock, no randomness).
+//! - [`client::Client`]: the async driver over [`chain::Chain`], [`store::ChannelStore`] and
+//!   [`client::Transport`].
+//! - [`message`]: the wire messages and their compact JSON envelope.
+//! - [`error`]: errors by cause, each with the [`error::Action`] to take.
+//!
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]

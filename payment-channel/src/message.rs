@@ -189,7 +189,9 @@ impl<'de> Deserialize<'de> for ChannelRef {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         let mut out = [0u8; 8];
         if s.len() != 16 {
-            return Err(serde::de::Error::custom("channel ref must be 16 hex digits"));
+            return Err(serde::de::Error::custom(
+                "channel ref must be 16 hex digits",
+            ));
         }
         hex::decode_to_slice(s.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
         Ok(Self(out))
@@ -316,8 +318,7 @@ mod b64_sig {
 
 /// Unpadded, canonical base64url (RFC 4648 §5).
 pub mod base64url {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
     /// Encodes without padding.
     pub fn encode(bytes: &[u8]) -> String {

@@ -74,13 +74,13 @@ impl JoinPolicy {
                 got: d,
             });
         }
-        if let Some(max) = self.max_price {
-            if proposal.price.is_none_or(|p| p > max) {
-                return Err(PolicyRejection::PriceTooHigh {
-                    max,
-                    got: proposal.price,
-                });
-            }
+        if let Some(max) = self.max_price
+            && proposal.price.is_none_or(|p| p > max)
+        {
+            return Err(PolicyRejection::PriceTooHigh {
+                max,
+                got: proposal.price,
+            });
         }
         Ok(())
     }

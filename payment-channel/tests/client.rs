@@ -159,7 +159,10 @@ async fn create_autojoin_pay_close_over_transport() {
     let (mut payer, mut payee, id) = funded_pair(&w).await;
     for n in [&payer, &payee] {
         assert!(n.saw(|e| *e == Event::Funded), "{:?}", n.seen);
-        assert_eq!(n.client.channel_info(id).await.unwrap().phase, PhaseKind::Running);
+        assert_eq!(
+            n.client.channel_info(id).await.unwrap().phase,
+            PhaseKind::Running
+        );
     }
     assert!(payer.saw(|e| matches!(e, Event::Proposed { .. })));
     assert_eq!(w.chain.holdings_of(id), u(10_000));
@@ -178,7 +181,11 @@ async fn create_autojoin_pay_close_over_transport() {
         })
         .sum();
     assert_eq!(received, u(3_000));
-    assert!(payer.saw(|e| *e == Event::PaymentSent { delta: u(150), total: u(3_000) }));
+    assert!(payer.saw(|e| *e
+        == Event::PaymentSent {
+            delta: u(150),
+            total: u(3_000)
+        }));
 
     let payee_before = w.chain.balance_of(payee.client.address());
     payer.client.close(id).await.unwrap();
@@ -187,11 +194,21 @@ async fn create_autojoin_pay_close_over_transport() {
     payee.client.watch_chain().await.unwrap();
     payer.drain_events();
     payee.drain_events();
-    assert_eq!(w.chain.balance_of(payee.client.address()), payee_before + u(3_000));
-    assert_eq!(w.chain.balance_of(payer.client.address()), u(100_000 - 3_000));
+    assert_eq!(
+        w.chain.balance_of(payee.client.address()),
+        payee_before + u(3_000)
+    );
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - 3_000)
+    );
     assert_eq!(w.chain.holdings_of(id), U256::ZERO);
     for (n, amount) in [(&payer, u(7_000)), (&payee, u(3_000))] {
-        assert!(n.saw(|e| *e == Event::Closed { amount: u(3_000) }), "{:?}", n.seen);
+        assert!(
+            n.saw(|e| *e == Event::Closed { amount: u(3_000) }),
+            "{:?}",
+            n.seen
+        );
         assert!(n.saw(|e| matches!(e, Event::Finalized { .. })));
         assert!(n.saw(|e| *e == Event::PaidOut { amount }), "{:?}", n.seen);
         assert!(n.client.channel_info(id).await.unwrap().settled);
@@ -210,20 +227,31 @@ async fn stale_challenge_countered_by_watcher() {
     payer.client.challenge(id).await.unwrap();
     assert_eq!(w.chain.status_of(id).turn_num_record, 1);
     payee.client.watch_chain().await.unwrap();
-    assert_eq!(w.chain.status_of(id).turn_num_record, 2, "countered at turn 2");
+    assert_eq!(
+        w.chain.status_of(id).turn_num_record,
+        2,
+        "countered at turn 2"
+    );
     w.chain.advance_time(601);
     payer.client.watch_chain().await.unwrap();
     payee.client.watch_chain().await.unwrap();
     payee.drain_events();
     payer.drain_events();
     assert_eq!(w.chain.balance_of(payee.client.address()), u(1_500));
-    assert_eq!(w.chain.balance_of(payer.client.address()), u(100_000 - 1_500));
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - 1_500)
+    );
     assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
     assert!(payer.saw(|e| *e == Event::PaidOut { amount: u(8_500) }));
     assert!(payee.saw(|e| matches!(e, Event::ChallengeRegistered { turn_num: 2, .. })));
 }
 
-async fn resume(store: Arc<dyn ChannelStore>, reopen: impl Fn() -> Arc<dyn ChannelStore>, close: bool) {
+async fn resume(
+    store: Arc<dyn ChannelStore>,
+    reopen: impl Fn() -> Arc<dyn ChannelStore>,
+    close: bool,
+) {
     let w = World::new();
     let (payer_key, payee_key) = (key(1), key(2));
     w.chain.fund(payer_key.address(), u(100_000)).unwrap();
@@ -248,13 +276,21 @@ async fn resume(store: Arc<dyn ChannelStore>, reopen: impl Fn() -> Arc<dyn Chann
     // fails; it is resent below.
     payer.client.send_payment(id, u(100)).await.unwrap();
     let mut payee = w.node(payee_key, reopen(), None).await;
-    let info = payee.client.channel_info(id).await.expect("channel reloaded");
+    let info = payee
+        .client
+        .channel_info(id)
+        .await
+        .expect("channel reloaded");
     assert_eq!(info.paid, u(700));
     assert_eq!(info.phase, PhaseKind::Running);
     // The payer retransmits its latest voucher; the restored payee credits the difference.
     payer.client.resend(id).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
-    assert!(payee.saw(|e| *e == Event::PaymentReceived { delta: u(100), total: u(800) }));
+    assert!(payee.saw(|e| *e
+        == Event::PaymentReceived {
+            delta: u(100),
+            total: u(800)
+        }));
 
     if close {
         payee.client.close(id).await.unwrap();
@@ -270,7 +306,10 @@ async fn resume(store: Arc<dyn ChannelStore>, reopen: impl Fn() -> Arc<dyn Chann
     payer.client.watch_chain().await.unwrap();
     let expect = if close { 800 } else { 850 };
     assert_eq!(w.chain.balance_of(payee.client.address()), u(expect));
-    assert_eq!(w.chain.balance_of(payer.client.address()), u(100_000 - expect));
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - expect)
+    );
 }
 
 #[tokio::test]
@@ -288,7 +327,12 @@ async fn resume_from_redb_then_challenge() {
     let path2 = path.clone();
     // The first store handle is dropped with the first client (inside `resume`), so the file can
     // be opened again.
-    resume(store, move || Arc::new(RedbStore::open(&path2).unwrap()), false).await;
+    resume(
+        store,
+        move || Arc::new(RedbStore::open(&path2).unwrap()),
+        false,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -299,15 +343,27 @@ async fn policy_caps_and_manual_join() {
     let mut policy = w.policy();
     policy.max_price = Some(u(5));
     let mut payer = w
-        .node(payer_key.clone(), Arc::new(MemoryStore::new()), Some(policy))
+        .node(
+            payer_key.clone(),
+            Arc::new(MemoryStore::new()),
+            Some(policy),
+        )
         .await;
     let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
     let to = payer.client.address();
 
-    payee.client.create(to, u(20_000), Some(u(1))).await.unwrap();
+    payee
+        .client
+        .create(to, u(20_000), Some(u(1)))
+        .await
+        .unwrap();
     payee.client.create(to, u(1_000), Some(u(6))).await.unwrap();
     payee.client.create(to, u(1_000), None).await.unwrap();
-    let a = payee.client.create(to, u(10_000), Some(u(5))).await.unwrap();
+    let a = payee
+        .client
+        .create(to, u(10_000), Some(u(5)))
+        .await
+        .unwrap();
     payee.client.create(to, u(6_000), Some(u(1))).await.unwrap();
     let errors = pump(&mut payer, &mut payee).await;
     let rejections: Vec<_> = errors
@@ -317,10 +373,22 @@ async fn policy_caps_and_manual_join() {
             other => panic!("unexpected {other}"),
         })
         .collect();
-    assert!(matches!(rejections[0], PolicyRejection::DepositTooLarge { .. }));
-    assert!(matches!(rejections[1], PolicyRejection::PriceTooHigh { .. }));
-    assert!(matches!(rejections[2], PolicyRejection::PriceTooHigh { got: None, .. }));
-    assert!(matches!(rejections[3], PolicyRejection::OverBudget { .. }), "{rejections:?}");
+    assert!(matches!(
+        rejections[0],
+        PolicyRejection::DepositTooLarge { .. }
+    ));
+    assert!(matches!(
+        rejections[1],
+        PolicyRejection::PriceTooHigh { .. }
+    ));
+    assert!(matches!(
+        rejections[2],
+        PolicyRejection::PriceTooHigh { got: None, .. }
+    ));
+    assert!(
+        matches!(rejections[3], PolicyRejection::OverBudget { .. }),
+        "{rejections:?}"
+    );
     assert_eq!(payer.client.channel_ids(), vec![a]);
 
     // Without a policy, a proposal waits for an explicit join.
@@ -328,10 +396,16 @@ async fn policy_caps_and_manual_join() {
     let b = payee.client.create(to, u(500), None).await.unwrap();
     assert!(pump(&mut manual, &mut payee).await.is_empty());
     assert!(manual.saw(|e| matches!(e, Event::Proposed { .. })));
-    assert_eq!(manual.client.channel_info(b).await.unwrap().phase, PhaseKind::Proposed);
+    assert_eq!(
+        manual.client.channel_info(b).await.unwrap().phase,
+        PhaseKind::Proposed
+    );
     manual.client.join(b).await.unwrap();
     assert!(pump(&mut manual, &mut payee).await.is_empty());
-    assert_eq!(manual.client.channel_info(b).await.unwrap().phase, PhaseKind::Running);
+    assert_eq!(
+        manual.client.channel_info(b).await.unwrap().phase,
+        PhaseKind::Running
+    );
 }
 
 #[tokio::test]
@@ -348,7 +422,10 @@ async fn misaddressed_and_unknown_messages_are_typed() {
     };
     // Not for us.
     let err = payer.client.push_message(env.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::WrongParticipant { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::WrongParticipant { .. })
+    ));
     // A voucher for a channel this client does not have.
     let (other, _, _) = funded_pair(&World::new()).await;
     let err = other

@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
+use payment_channel::U256;
 use payment_channel::channel::PhaseKind;
 use payment_channel::message::{Message, VoucherMessage};
 use payment_channel::voucher::Voucher;
-use payment_channel::U256;
 use proptest::prelude::*;
 
 const DEPOSIT: u64 = 1_000;
@@ -68,7 +68,10 @@ fn check(p: &mut Pair, seen: &mut Seen) {
     }
     // The payee never credits what the payer did not sign; credits add up to the total, and the
     // best voucher is a genuine payer voucher.
-    assert!(payee_paid <= payer_paid, "payee credited {payee_paid} > signed {payer_paid}");
+    assert!(
+        payee_paid <= payer_paid,
+        "payee credited {payee_paid} > signed {payer_paid}"
+    );
     assert_eq!(p.payee.received_total(), payee_paid);
     if let Some(v) = p.payee.ch.best_voucher() {
         assert_eq!(v.recover_signer().unwrap(), p.payer_addr());
@@ -110,12 +113,12 @@ fn run(ops: Vec<Op>, chain: MockChain) {
                     Who::Payer => &mut p.to_payer,
                     Who::Payee => &mut p.to_payee,
                 };
-                if let Some(env) = q.pop_front() {
-                    if !drop {
+                if let Some(env) = q.pop_front()
+                    && !drop
+                {
+                    p.deliver_env(to, &env);
+                    if dup {
                         p.deliver_env(to, &env);
-                        if dup {
-                            p.deliver_env(to, &env);
-                        }
                     }
                 }
             }
@@ -194,13 +197,32 @@ fn run(ops: Vec<Op>, chain: MockChain) {
 
     let d = U256::from(DEPOSIT);
     assert!(p.payer.ch.is_settled() && p.payee.ch.is_settled(), "{p:?}");
-    let (to_payer, to_payee) = (p.chain.paid_to(p.payer_addr()), p.chain.paid_to(p.payee_addr()));
+    let (to_payer, to_payee) = (
+        p.chain.paid_to(p.payer_addr()),
+        p.chain.paid_to(p.payee_addr()),
+    );
     assert_eq!(to_payer + to_payee, d);
     // Honest parties never end with less than they are owed.
-    assert!(to_payee >= p.payee.ch.paid(), "payee got {to_payee}, credited {}", p.payee.ch.paid());
-    assert!(to_payer >= d - p.payer.ch.paid(), "payer got {to_payer}, sent {}", p.payer.ch.paid());
-    assert!(p.payer.reverts.is_empty(), "payer reverts: {:?}", p.payer.reverts);
-    assert!(p.payee.reverts.is_empty(), "payee reverts: {:?}", p.payee.reverts);
+    assert!(
+        to_payee >= p.payee.ch.paid(),
+        "payee got {to_payee}, credited {}",
+        p.payee.ch.paid()
+    );
+    assert!(
+        to_payer >= d - p.payer.ch.paid(),
+        "payer got {to_payer}, sent {}",
+        p.payer.ch.paid()
+    );
+    assert!(
+        p.payer.reverts.is_empty(),
+        "payer reverts: {:?}",
+        p.payer.reverts
+    );
+    assert!(
+        p.payee.reverts.is_empty(),
+        "payee reverts: {:?}",
+        p.payee.reverts
+    );
 }
 
 proptest! {

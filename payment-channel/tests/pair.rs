@@ -69,8 +69,14 @@ fn create_join_pay_close_pays_out() {
         assert_eq!(s.ch.phase(), PhaseKind::Finalized);
         assert!(s.ch.is_settled());
     }
-    assert!(p.payee.has_event(|e| *e == Event::PaidOut { amount: total }));
-    assert!(p.payer.has_event(|e| *e == Event::PaidOut { amount: u(1_000) - total }));
+    assert!(
+        p.payee
+            .has_event(|e| *e == Event::PaidOut { amount: total })
+    );
+    assert!(p.payer.has_event(|e| *e
+        == Event::PaidOut {
+            amount: u(1_000) - total
+        }));
     assert_eq!(p.chain.paid_to(p.payee_addr()), total);
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(1_000) - total);
     assert_eq!(p.chain.holdings[&p.id()], U256::ZERO);
@@ -104,7 +110,11 @@ fn close_before_last_voucher_arrives_credits_it() {
     // Deliver the close before the voucher.
     let voucher = p.to_payee.pop_front().unwrap();
     p.drive();
-    assert!(p.payee.has_event(|e| *e == Event::PaymentReceived { delta: u(5), total: u(15) }));
+    assert!(p.payee.has_event(|e| *e
+        == Event::PaymentReceived {
+            delta: u(5),
+            total: u(15)
+        }));
     // The late voucher is covered by the final state: a no-op.
     p.deliver_env(Who::Payee, &voucher);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
@@ -120,7 +130,10 @@ fn output_waits_for_persistence() {
     assert!(p.payer.ch.poll_event().is_none());
     let persist = p.payer.ch.poll_persist().unwrap();
     assert_eq!(persist.voucher.unwrap().amount, u(3));
-    assert!(persist.snapshot.is_none(), "a payment persists only the voucher");
+    assert!(
+        persist.snapshot.is_none(),
+        "a payment persists only the voucher"
+    );
     p.payer.ch.handle_persisted(persist.generation);
     let env = p.payer.ch.poll_outbound().unwrap();
 
@@ -156,11 +169,11 @@ fn survives_drop_duplicate_and_reorder() {
             };
             for env in batch.iter().rev() {
                 counter += 1;
-                if counter % 3 == 0 {
+                if counter.is_multiple_of(3) {
                     continue;
                 }
                 p.deliver_env(to, env);
-                if counter % 4 == 0 {
+                if counter.is_multiple_of(4) {
                     p.deliver_env(to, env);
                 }
             }
@@ -239,7 +252,12 @@ fn duplicates_are_no_ops_everywhere() {
     p.drive();
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     assert_eq!(p.payee.received_total(), u(7));
-    let funded = p.payee.events.iter().filter(|e| **e == Event::Funded).count();
+    let funded = p
+        .payee
+        .events
+        .iter()
+        .filter(|e| **e == Event::Funded)
+        .count();
     assert_eq!(funded, 1);
 }
 
@@ -257,8 +275,14 @@ fn stale_challenge_is_countered() {
     // The payee saw it and countered at turn 2 with its best voucher.
     let reg = p.payee.ch.on_chain().challenge.clone().unwrap();
     assert_eq!(reg.turn_num, 2);
-    assert!(p.payee.has_event(|e| matches!(e, Event::ChallengeRegistered { turn_num: 1, .. })));
-    assert!(p.payee.has_event(|e| matches!(e, Event::ChallengeRegistered { turn_num: 2, .. })));
+    assert!(
+        p.payee
+            .has_event(|e| matches!(e, Event::ChallengeRegistered { turn_num: 1, .. }))
+    );
+    assert!(
+        p.payee
+            .has_event(|e| matches!(e, Event::ChallengeRegistered { turn_num: 2, .. }))
+    );
     // No payments during the dispute.
     assert!(matches!(
         p.payer.ch.send_payment(u(1)),
@@ -269,8 +293,14 @@ fn stale_challenge_is_countered() {
     p.advance(1);
     assert_eq!(p.chain.paid_to(p.payee_addr()), u(100));
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(900));
-    assert!(p.payee.has_event(|e| *e == Event::PaidOut { amount: u(100) }));
-    assert!(p.payer.has_event(|e| *e == Event::PaidOut { amount: u(900) }));
+    assert!(
+        p.payee
+            .has_event(|e| *e == Event::PaidOut { amount: u(100) })
+    );
+    assert!(
+        p.payer
+            .has_event(|e| *e == Event::PaidOut { amount: u(900) })
+    );
     assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
 }
 
@@ -282,7 +312,10 @@ fn payee_challenges_with_best_voucher_when_payer_vanishes() {
     p.drive();
     p.payee.ch.challenge(p.chain.now).unwrap();
     p.flush(Who::Payee);
-    assert_eq!(p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num, 2);
+    assert_eq!(
+        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        2
+    );
     // A second challenge cannot improve on it.
     assert!(matches!(
         p.payee.ch.challenge(p.chain.now),
@@ -298,7 +331,10 @@ fn payee_without_voucher_challenges_with_postfund() {
     let mut p = Pair::running(300);
     p.payee.ch.challenge(p.chain.now).unwrap();
     p.flush(Who::Payee);
-    assert_eq!(p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num, 1);
+    assert_eq!(
+        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        1
+    );
     p.advance(DURATION);
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(300));
 }
@@ -311,7 +347,10 @@ fn payer_recovers_deposit_when_payee_never_countersigns_postfund() {
     assert_eq!(p.payer.ch.phase(), PhaseKind::AwaitingPostfund);
     p.payer.ch.challenge(p.chain.now).unwrap();
     p.flush(Who::Payer);
-    assert_eq!(p.payer.ch.on_chain().challenge.as_ref().unwrap().turn_num, 0);
+    assert_eq!(
+        p.payer.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        0
+    );
     p.advance(DURATION);
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(300));
 }
@@ -345,7 +384,10 @@ fn stale_challenge_during_close_is_concluded() {
     p.payer.ch.challenge(p.chain.now).unwrap();
     p.flush(Who::Payer);
     // The payee countered with its voucher (turn 2)...
-    assert_eq!(p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num, 2);
+    assert_eq!(
+        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        2
+    );
     // ...and the close still settles at once: conclude works during a challenge.
     p.deliver_env(Who::Payee, &close);
     p.drive();
@@ -371,7 +413,10 @@ fn bad_inputs_are_typed_and_change_nothing() {
     );
     assert!(matches!(
         err,
-        Error::PeerMisbehaved(PeerMisbehaved::BadSignature { what: "voucher", .. })
+        Error::PeerMisbehaved(PeerMisbehaved::BadSignature {
+            what: "voucher",
+            ..
+        })
     ));
     assert_eq!(err.action(), Action::Disconnect);
 
@@ -382,12 +427,18 @@ fn bad_inputs_are_typed_and_change_nothing() {
         &mut p.payee.ch,
         &Message::Voucher(VoucherMessage::from_voucher(&other_v)),
     );
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::WrongChannel { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::WrongChannel { .. })
+    ));
     // ...even if relabelled with this channel's reference, its signature does not verify here.
     let mut relabelled = VoucherMessage::from_voucher(&other_v);
     relabelled.channel = VoucherMessage::from_voucher(&forged).channel;
     let err = rejects(&mut p.payee.ch, &Message::Voucher(relabelled));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
+    ));
 
     // Replayed lower voucher.
     let lower = Voucher::sign(id, u(50), &*payer_key).unwrap();
@@ -416,25 +467,26 @@ fn bad_inputs_are_typed_and_change_nothing() {
         &mut p.payee.ch,
         &Message::Voucher(VoucherMessage::from_voucher(&over)),
     );
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::OverDeposit { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::OverDeposit { .. })
+    ));
 
     // A voucher sent to the payer.
     let err = rejects(
         &mut p.payer.ch,
         &Message::Voucher(VoucherMessage::from_voucher(&lower)),
     );
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::WrongRole { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::WrongRole { .. })
+    ));
 
     // A close that pays the payee less than it holds, and one the payer never paid.
     let (payer_addr, payee_addr) = (p.payer_addr(), p.payee_addr());
     let final_hash = |amount: u64| {
         VariablePart {
-            outcome: two_party_native_outcome(
-                payer_addr,
-                u(1_000 - amount),
-                payee_addr,
-                u(amount),
-            ),
+            outcome: two_party_native_outcome(payer_addr, u(1_000 - amount), payee_addr, u(amount)),
             app_data: Bytes::new(),
             turn_num: 3,
             is_final: true,
@@ -447,7 +499,10 @@ fn bad_inputs_are_typed_and_change_nothing() {
         signature: payer_key.sign_eth_message(&final_hash(10)).unwrap(),
     };
     let err = rejects(&mut p.payee.ch, &Message::Close(low_close));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::CloseBelowPaid { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::CloseBelowPaid { .. })
+    ));
     assert_eq!(err.action(), Action::Challenge);
     let greedy = Close {
         channel_id: id,
@@ -455,7 +510,10 @@ fn bad_inputs_are_typed_and_change_nothing() {
         signature: p.payee.signer.sign_eth_message(&final_hash(900)).unwrap(),
     };
     let err = rejects(&mut p.payer.ch, &Message::Close(greedy));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::CloseAboveSent { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::CloseAboveSent { .. })
+    ));
     // A close signed by someone else.
     let forged_close = Close {
         channel_id: id,
@@ -463,7 +521,10 @@ fn bad_inputs_are_typed_and_change_nothing() {
         signature: mallory.sign_eth_message(&final_hash(100)).unwrap(),
     };
     let err = rejects(&mut p.payee.ch, &Message::Close(forged_close));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
+    ));
 
     // Nothing above happened as far as the counterparty or the chain are concerned.
     assert_eq!(p.payee.ch.paid(), u(100));
@@ -477,7 +538,12 @@ fn join_by_wrong_participant_is_rejected() {
     let fixed = p.payee.ch.fixed_part().clone();
     let id = p.id();
     let state = |turn| VariablePart {
-        outcome: two_party_native_outcome(fixed.participants[0], u(1_000), fixed.participants[1], U256::ZERO),
+        outcome: two_party_native_outcome(
+            fixed.participants[0],
+            u(1_000),
+            fixed.participants[1],
+            U256::ZERO,
+        ),
         app_data: Bytes::new(),
         turn_num: turn,
         is_final: false,
@@ -500,7 +566,13 @@ fn join_by_wrong_participant_is_rejected() {
         postfund: mallory.sign_eth_message(&state(1).hash(id)).unwrap(),
     };
     let err = rejects(&mut p.payee.ch, &Message::Join(join));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::BadSignature { what: "postfund", .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::BadSignature {
+            what: "postfund",
+            ..
+        })
+    ));
     assert_eq!(p.payee.ch.phase(), PhaseKind::Proposed);
 
     // A proposal naming us in the wrong order is refused outright.
@@ -516,7 +588,10 @@ fn join_by_wrong_participant_is_rejected() {
         signature: mallory.sign_eth_message(&B256::ZERO).unwrap(),
     };
     let err = Channel::from_proposal(p.payer.signer.clone(), &propose).unwrap_err();
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::InvalidProposal(_))));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::InvalidProposal(_))
+    ));
 }
 
 #[test]
@@ -560,18 +635,35 @@ fn messages_after_close_are_rejected() {
     while let Some(x) = payee.poll_persist() {
         payee.handle_persisted(x.generation);
     }
-    while payee.poll_outbound().is_some() || payee.poll_event().is_some() || payee.poll_chain_action().is_some() {}
+    while payee.poll_outbound().is_some()
+        || payee.poll_event().is_some()
+        || payee.poll_chain_action().is_some()
+    {}
     assert_eq!(payee.phase(), PhaseKind::Closed);
     let later = Voucher::sign(q.id(), u(6), &*q.payer.signer.clone()).unwrap();
-    let err = rejects(&mut payee, &Message::Voucher(VoucherMessage::from_voucher(&later)));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::UnexpectedInPhase { .. })));
-    let Message::Close(mut c) = close.data.clone() else { unreachable!() };
+    let err = rejects(
+        &mut payee,
+        &Message::Voucher(VoucherMessage::from_voucher(&later)),
+    );
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::UnexpectedInPhase { .. })
+    ));
+    let Message::Close(mut c) = close.data.clone() else {
+        unreachable!()
+    };
     c.amount = u(4);
     let err = rejects(&mut payee, &Message::Close(c));
-    assert!(matches!(err, Error::PeerMisbehaved(PeerMisbehaved::ConflictingClose { .. })));
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::ConflictingClose { .. })
+    ));
     // The duplicate close is answered with our countersignature (the initiator may have lost it).
     payee.handle_message(&close.data).unwrap();
-    assert!(matches!(payee.poll_outbound().map(|e| e.data), Some(Message::Close(_))));
+    assert!(matches!(
+        payee.poll_outbound().map(|e| e.data),
+        Some(Message::Close(_))
+    ));
 }
 
 #[test]
@@ -582,15 +674,24 @@ fn usage_errors_sign_nothing() {
     let (before, quiet) = fingerprint(&mut p.payer.ch);
     assert!(quiet);
     let err = p.payer.ch.send_payment(u(41)).unwrap_err();
-    assert!(matches!(err, Error::Usage(UsageError::PayBeyondDeposit { .. })));
+    assert!(matches!(
+        err,
+        Error::Usage(UsageError::PayBeyondDeposit { .. })
+    ));
     let err = p.payer.ch.send_payment(U256::MAX).unwrap_err();
-    assert!(matches!(err, Error::Usage(UsageError::PayBeyondDeposit { total: None, .. })));
+    assert!(matches!(
+        err,
+        Error::Usage(UsageError::PayBeyondDeposit { total: None, .. })
+    ));
     assert_eq!(fingerprint(&mut p.payer.ch), (before, true));
     assert!(matches!(
         p.payee.ch.send_payment(u(1)),
         Err(Error::Usage(UsageError::WrongRole { .. }))
     ));
-    assert!(matches!(p.payee.ch.join(), Err(Error::Usage(UsageError::WrongRole { .. }))));
+    assert!(matches!(
+        p.payee.ch.join(),
+        Err(Error::Usage(UsageError::WrongRole { .. }))
+    ));
     // Paying exactly up to the deposit works.
     p.pay(40);
     p.drive();
@@ -625,11 +726,12 @@ fn restore_mid_stream_and_close_with_largest_voucher() {
     // payments (vouchers are persisted alone); the store's voucher brings it up to date.
     let snap = ChannelSnapshot::from_bytes(p.payee.stored_snapshot.as_ref().unwrap()).unwrap();
     assert_eq!(
-        Channel::restore(p.payee.signer.clone(), snap.clone(), None).unwrap().paid(),
+        Channel::restore(p.payee.signer.clone(), snap.clone(), None)
+            .unwrap()
+            .paid(),
         U256::ZERO
     );
-    let restored =
-        Channel::restore(p.payee.signer.clone(), snap, p.payee.stored_voucher).unwrap();
+    let restored = Channel::restore(p.payee.signer.clone(), snap, p.payee.stored_voucher).unwrap();
     assert_eq!(restored.paid(), u(150));
     p.payee.ch = restored;
     p.flush(Who::Payee);
@@ -654,7 +756,13 @@ fn voucher_envelope_is_small_and_round_trips() {
     assert!(json.len() < MAX_VOUCHER_ENVELOPE_LEN);
     assert_eq!(Envelope::from_json(&json).unwrap(), env);
     // Garbage is a decode error, never a panic.
-    for bad in ["", "{}", "[1]", &json[..json.len() - 1], &json.replace("\"v\"", "\"x\"")] {
+    for bad in [
+        "",
+        "{}",
+        "[1]",
+        &json[..json.len() - 1],
+        &json.replace("\"v\"", "\"x\""),
+    ] {
         let e = Envelope::from_json(bad).unwrap_err();
         assert_eq!(Error::from(e).action(), Action::Disconnect);
     }
@@ -684,9 +792,17 @@ fn lifecycle_and_stale_challenge_on_simulated_chain() {
     p.drive();
     p.payer.ch.challenge(p.chain.now).unwrap();
     p.flush(Who::Payer);
-    assert_eq!(p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num, 2);
+    assert_eq!(
+        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        2
+    );
     p.advance(DURATION);
     assert_eq!(p.chain.paid_to(p.payee_addr()), u(120));
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(880));
-    assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty(), "{:?} {:?}", p.payer.reverts, p.payee.reverts);
+    assert!(
+        p.payer.reverts.is_empty() && p.payee.reverts.is_empty(),
+        "{:?} {:?}",
+        p.payer.reverts,
+        p.payee.reverts
+    );
 }

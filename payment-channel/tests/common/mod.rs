@@ -5,13 +5,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use payment_channel::chain::{Chain, ChainError, ChannelMode};
 use payment_channel::chain::{ChainEvent, Revert};
 use payment_channel::channel::{ChainAction, Channel, ChannelParams, Event, Role};
 use payment_channel::message::{Envelope, Message};
 use payment_channel::sign::{LocalSigner, Signer, recover_eth_message};
 use payment_channel::state::{FixedPart, SignedVariablePart, challenge_message_hash, hash_outcome};
 use payment_channel::voucher::Voucher;
-use payment_channel::chain::{Chain, ChainError, ChannelMode};
 use payment_channel::{Address, B256, SimulatedChain, U256};
 
 /// Runs a future that never waits (the simulator is in memory) to completion.
@@ -126,7 +126,12 @@ fn supported(
             }
             let old = &p.variable_part.outcome[0].allocations;
             let new = &c.variable_part.outcome[0].allocations;
-            if new[0].amount != old[0].amount.checked_sub(v.amount).ok_or(ns("underflow"))? {
+            if new[0].amount
+                != old[0]
+                    .amount
+                    .checked_sub(v.amount)
+                    .ok_or_else(|| ns("underflow"))?
+            {
                 return Err(ns("Alice not adjusted correctly"));
             }
             if new[1].amount != v.amount {
@@ -198,7 +203,10 @@ impl MockChain {
             Err(e) => return Err(Revert::Other(e.to_string())),
         }
         let all = sim.all_events();
-        let new: Vec<ChainEvent> = all[self.sim_seen..].iter().map(|r| r.event.clone()).collect();
+        let new: Vec<ChainEvent> = all[self.sim_seen..]
+            .iter()
+            .map(|r| r.event.clone())
+            .collect();
         self.sim_seen = all.len();
         for ev in &new {
             match ev {
