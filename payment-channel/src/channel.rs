@@ -228,6 +228,10 @@ pub struct OnChain {
     pub finalized: Option<Finalization>,
     /// Set once the payout happened.
     pub paid_out: bool,
+    /// Largest turn number the adjudicator recorded (never decreases on chain, so replayed
+    /// older events are recognized and ignored).
+    #[serde(default)]
+    pub turn_num_record: u64,
 }
 
 /// Everything a channel persists. Opaque; JSON inside.
@@ -994,9 +998,12 @@ impl Channel {
                     state_hash: vp.hash(self.id),
                     candidate: vp,
                 };
-                if self.st.chain.challenge.as_ref() == Some(&reg) {
+                // A replay (e.g. after a restart) of this or an older registration.
+                let older = reg.turn_num < self.st.chain.turn_num_record;
+                if older || self.st.chain.challenge.as_ref() == Some(&reg) {
                     return Ok(());
                 }
+                self.st.chain.turn_num_record = reg.turn_num;
                 let turn = reg.turn_num;
                 self.st.chain.challenge = Some(reg);
                 self.changed();
@@ -1015,9 +1022,16 @@ impl Channel {
                     self.respond_to_challenge()?;
                 }
             }
-            ChainEvent::ChallengeCleared { .. } | ChainEvent::Checkpointed { .. }
-                if self.st.chain.challenge.is_some() =>
-            {
+            ChainEvent::ChallengeCleared {
+                new_turn_num_record,
+                ..
+            }
+            | ChainEvent::Checkpointed {
+                new_turn_num_record,
+                ..
+            } if *new_turn_num_record > self.st.chain.turn_num_record => {
+                // A checkpoint raises the record above the challenge it clears.
+                self.st.chain.turn_num_record = *new_turn_num_record;
                 self.st.chain.challenge = None;
                 self.changed();
                 self.emit(Event::ChallengeCleared);

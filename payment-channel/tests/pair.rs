@@ -806,3 +806,74 @@ fn lifecycle_and_stale_challenge_on_simulated_chain() {
         p.payee.reverts
     );
 }
+
+#[test]
+fn replayed_chain_events_are_no_ops() {
+    let mut p = Pair::running(1_000);
+    p.pay(80);
+    p.drive();
+    p.payer.ch.challenge(p.chain.now).unwrap();
+    p.flush(Who::Payer);
+    assert_eq!(
+        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        2
+    );
+    // A restarted watcher reads the whole log again, in order.
+    let log = p.chain.log.clone();
+    let now = p.chain.now;
+    for who in [Who::Payer, Who::Payee] {
+        let (before, _) = fingerprint(&mut p.side(who).ch);
+        for ev in &log {
+            p.side(who).ch.handle_chain_event(now, ev).unwrap();
+        }
+        assert_eq!(fingerprint(&mut p.side(who).ch), (before, true), "{who:?}");
+    }
+}
+
+#[test]
+fn every_message_fits_its_bound() {
+    let mut p = Pair::new(1_000_000_000_000_000_000);
+    let mut sizes = Vec::new();
+    let mut record = |env: &Envelope| {
+        let json = env.to_json();
+        assert!(json.len() <= payment_channel::message::MAX_ENVELOPE_LEN);
+        assert_eq!(&Envelope::from_json(&json).unwrap(), env);
+        sizes.push((env.data.kind(), json.len(), json));
+    };
+    // Replay the proposal for the record.
+    p.payee.ch.resend();
+    p.payee.persist();
+    record(&p.payee.ch.poll_outbound().unwrap());
+    p.join();
+    record(p.to_payee.front().unwrap());
+    p.deliver(Who::Payee);
+    record(p.to_payer.front().unwrap());
+    p.drive();
+    p.pay(1_000_000_000_000_000);
+    record(p.to_payee.front().unwrap());
+    p.drive();
+    p.payer.ch.close().unwrap();
+    p.flush(Who::Payer);
+    record(p.to_payee.front().unwrap());
+    for (kind, len, json) in &sizes {
+        println!("{kind:>8} {len:>4} bytes  {json}");
+    }
+    // The largest possible voucher still parses.
+    let env = p.to_payee.front().unwrap().clone();
+    let Message::Close(c) = &env.data else {
+        panic!()
+    };
+    let max = Envelope {
+        data: Message::Voucher(VoucherMessage {
+            channel: payment_channel::message::ChannelRef::of(&c.channel_id),
+            amount: U256::MAX,
+            signature: c.signature,
+        }),
+        ..env
+    };
+    let json = max.to_json();
+    assert!(json.len() <= MAX_VOUCHER_ENVELOPE_LEN, "{}", json.len());
+    assert_eq!(Envelope::from_json(&json).unwrap(), max);
+    let voucher = sizes.iter().find(|s| s.0 == "voucher").unwrap();
+    assert!(voucher.1 <= 270, "{}", voucher.1);
+}
