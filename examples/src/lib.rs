@@ -1,3 +1,24 @@
-//! Sample paid BitTorrent client (filled in by the examples issue).
+//! A small but real BitTorrent client that sells and buys upload bandwidth over Nitro payment
+//! channels: the sample for `paid-wire`, `payment-channel` and `torrent-glue`.
+//!
+//! - [`metainfo`]: create and parse `.torrent` files (v1, single- and multi-file).
+//! - [`storage`]: the files on disk, block I/O, SHA-1 piece verification, resume.
+//! - [`picker`]: rarest-first / sequential piece selection with endgame.
+//! - [`torrent`]: one torrent's shared state, used by every connection.
+//! - [`peer`]: the plain (unpaid) peer loop: BEP 3 + BEP 6 + BEP 10 over `paid-wire` codecs.
+//! - [`session`]: accept and connect peers, wait for completion.
+//!
+//! The binary `paid-torrent` (`src/main.rs`) is the command-line front end.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub mod bitfield;
+pub mod error;
+pub mod metainfo;
+pub mod peer;
+pub mod picker;
+pub mod session;
+pub mod storage;
+pub mod torrent;
