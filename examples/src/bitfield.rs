@@ -120,7 +120,11 @@ mod tests {
         assert!(!b.set(10));
         assert_eq!(b.as_bytes(), &[0x80, 0x40]);
         assert_eq!(Bitfield::from_wire(&[0x80, 0x40], 10), Some(b.clone()));
-        assert_eq!(Bitfield::from_wire(&[0x80, 0x60], 10), None, "spare bit set");
+        assert_eq!(
+            Bitfield::from_wire(&[0x80, 0x60], 10),
+            None,
+            "spare bit set"
+        );
         assert_eq!(Bitfield::from_wire(&[0x80], 10), None, "wrong size");
         assert_eq!(b.count(), 2);
         b.clear(0);

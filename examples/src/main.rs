@@ -124,12 +124,26 @@ async fn run(cli: Cli) -> Result<()> {
             out,
             sequential,
             timeout,
-        } => get(&torrent, &peers, &out, sequential, Duration::from_secs(timeout)).await,
+        } => {
+            get(
+                &torrent,
+                &peers,
+                &out,
+                sequential,
+                Duration::from_secs(timeout),
+            )
+            .await
+        }
         Command::Demo { size_mib } => demo(size_mib).await,
     }
 }
 
-fn create(path: &Path, output: Option<PathBuf>, piece_length: u32, announce: Option<String>) -> Result<()> {
+fn create(
+    path: &Path,
+    output: Option<PathBuf>,
+    piece_length: u32,
+    announce: Option<String>,
+) -> Result<()> {
     let meta = Metainfo::create(path, piece_length, announce)?;
     let output = output.unwrap_or_else(|| PathBuf::from(format!("{}.torrent", meta.info.name)));
     std::fs::write(&output, meta.to_bytes()?)?;
@@ -305,11 +319,21 @@ async fn demo(size_mib: u64) -> Result<()> {
         meta.info.piece_count(),
         meta.info_hash_hex()
     );
-    let seeder = Torrent::open(meta.clone(), &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst)?;
+    let seeder = Torrent::open(
+        meta.clone(),
+        &seed_dir,
+        OpenMode::ReadOnly,
+        Strategy::RarestFirst,
+    )?;
     let leecher = Torrent::open(meta, &leech_dir, OpenMode::ReadWrite, Strategy::RarestFirst)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(session::serve(seeder, listener, PeerConfig::default(), None));
+    let server = tokio::spawn(session::serve(
+        seeder,
+        listener,
+        PeerConfig::default(),
+        None,
+    ));
     let pb = progress_bar(size);
     let started = Instant::now();
     let ticker = {
@@ -330,9 +354,18 @@ async fn demo(size_mib: u64) -> Result<()> {
     let got = std::fs::read(leech_dir.join("demo.bin"))?;
     let want = std::fs::read(&file)?;
     let verified = sha1(&got) == sha1(&want);
-    println!("bytes:      {}", leecher.counters().downloaded.load(Ordering::Relaxed));
-    println!("throughput: {:.1} MiB/s", size as f64 / (1 << 20) as f64 / secs);
-    println!("file hash:  {}", if verified { "verified" } else { "MISMATCH" });
+    println!(
+        "bytes:      {}",
+        leecher.counters().downloaded.load(Ordering::Relaxed)
+    );
+    println!(
+        "throughput: {:.1} MiB/s",
+        size as f64 / (1 << 20) as f64 / secs
+    );
+    println!(
+        "file hash:  {}",
+        if verified { "verified" } else { "MISMATCH" }
+    );
     let _ = std::fs::remove_dir_all(&work);
     if !verified {
         return Err("downloaded file differs".into());

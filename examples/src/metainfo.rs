@@ -172,7 +172,10 @@ impl Info {
                         .try_into_bytes()
                         .map_err(|_| MetainfoError::invalid("pieces", "not a byte string"))?;
                     if b.len() % HASH_LEN != 0 {
-                        return Err(MetainfoError::invalid("pieces", "length not a multiple of 20"));
+                        return Err(MetainfoError::invalid(
+                            "pieces",
+                            "length not a multiple of 20",
+                        ));
                     }
                     pieces = Some(
                         b.chunks_exact(HASH_LEN)
@@ -202,7 +205,9 @@ impl Info {
         let layout = match (length, files) {
             (Some(length), None) => Layout::Single { length },
             (None, Some(files)) => Layout::Multi { files },
-            (Some(_), Some(_)) => return Err(MetainfoError::invalid("files", "both `length` and `files`")),
+            (Some(_), Some(_)) => {
+                return Err(MetainfoError::invalid("files", "both `length` and `files`"));
+            }
             (None, None) => return Err(MetainfoError::Missing("length")),
         };
         let info = Self {
@@ -282,7 +287,10 @@ impl Metainfo {
             let sources = found.into_iter().map(|(_, p)| p).collect();
             (Layout::Multi { files }, sources)
         } else {
-            (Layout::Single { length: meta.len() }, vec![path.to_path_buf()])
+            (
+                Layout::Single { length: meta.len() },
+                vec![path.to_path_buf()],
+            )
         };
         let mut hasher = PieceHasher::new(piece_length);
         let mut buf = vec![0u8; 1 << 20];
@@ -511,7 +519,10 @@ fn check_component(c: &str, key: &'static str) -> Result<(), MetainfoError> {
     let mut comps = Path::new(c).components();
     match (comps.next(), comps.next()) {
         (Some(Component::Normal(_)), None) if !c.contains(['/', '\\', '\0']) => Ok(()),
-        _ => Err(MetainfoError::invalid(key, format!("unsafe path component {c:?}"))),
+        _ => Err(MetainfoError::invalid(
+            key,
+            format!("unsafe path component {c:?}"),
+        )),
     }
 }
 
@@ -535,7 +546,9 @@ mod tests {
     use super::*;
 
     fn write(dir: &Path, rel: &str, len: usize, seed: u8) -> Vec<u8> {
-        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect();
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, &data).unwrap();
@@ -588,7 +601,12 @@ mod tests {
         assert_eq!(m.info_hash, sha1(info));
         assert_ne!(m.info_hash, sha1(&m.info.to_bencode().unwrap()));
         // And it survives a write/read cycle.
-        assert_eq!(Metainfo::from_bytes(&m.to_bytes().unwrap()).unwrap().info_hash, sha1(info));
+        assert_eq!(
+            Metainfo::from_bytes(&m.to_bytes().unwrap())
+                .unwrap()
+                .info_hash,
+            sha1(info)
+        );
     }
 
     #[test]
@@ -605,7 +623,11 @@ mod tests {
             b"",
         ];
         for c in cases {
-            assert!(Metainfo::from_bytes(c).is_err(), "{}", String::from_utf8_lossy(c));
+            assert!(
+                Metainfo::from_bytes(c).is_err(),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
         }
     }
 }

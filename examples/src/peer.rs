@@ -248,7 +248,8 @@ impl Conn {
         } else if self.fast && have.count() == 0 {
             self.out.push(Message::HaveNone);
         } else if have.count() > 0 {
-            self.out.push(Message::Bitfield(have.as_bytes().to_vec().into()));
+            self.out
+                .push(Message::Bitfield(have.as_bytes().to_vec().into()));
         }
     }
 
@@ -311,8 +312,9 @@ impl Conn {
                 if self.got_pieces_msg {
                     return Err(Self::protocol("bitfield after the first message"));
                 }
-                let bf = Bitfield::from_wire(&bits, n)
-                    .ok_or_else(|| Self::protocol("bitfield of the wrong size or with spare bits"))?;
+                let bf = Bitfield::from_wire(&bits, n).ok_or_else(|| {
+                    Self::protocol("bitfield of the wrong size or with spare bits")
+                })?;
                 self.set_peer_pieces(bf);
             }
             Message::HaveAll | Message::HaveNone => {
@@ -355,23 +357,20 @@ impl Conn {
                 }
                 self.fill_requests();
             }
-            Message::Suggest(_) | Message::AllowedFast(_) => {
-                if !self.fast {
-                    return Err(Self::protocol("BEP 6 message without the fast extension"));
-                }
+            Message::Suggest(_) | Message::AllowedFast(_) if !self.fast => {
+                return Err(Self::protocol("BEP 6 message without the fast extension"));
             }
-            Message::Extended { id, payload } => {
-                if id == HANDSHAKE_ID {
-                    // A malformed extended handshake is not worth a disconnect: ignore it.
-                    if let Ok(hs) = ExtendedHandshake::decode(&payload) {
-                        self.ext.apply_peer_handshake(&hs);
-                        if hs.v.is_some() {
-                            self.summary.client = hs.v;
-                        }
+            Message::Extended { id, payload } if id == HANDSHAKE_ID => {
+                // A malformed extended handshake is not worth a disconnect: ignore it.
+                if let Ok(hs) = ExtendedHandshake::decode(&payload) {
+                    self.ext.apply_peer_handshake(&hs);
+                    if hs.v.is_some() {
+                        self.summary.client = hs.v;
                     }
                 }
-                // We advertise no extension here, so other ids are ignored.
             }
+            // Suggest / allowed-fast are hints; we advertise no extension, so other extended
+            // ids are ignored.
             _ => {}
         }
         Ok(())
@@ -387,7 +386,11 @@ impl Conn {
 
     fn on_request(&mut self, req: BlockRequest) -> Result<(), PeerError> {
         let serve = !self.am_choking && self.cfg.upload;
-        let data = if serve { self.torrent.read_block(&req)? } else { None };
+        let data = if serve {
+            self.torrent.read_block(&req)?
+        } else {
+            None
+        };
         match data {
             Some(data) => {
                 self.summary.uploaded += data.len() as u64;

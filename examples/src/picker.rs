@@ -175,9 +175,13 @@ impl Picker {
         }
         // 3. Endgame: every missing block is requested somewhere; ask this peer too.
         if out.len() < max {
-            self.pick_from_partials(peer, max, &mut out, outstanding, |b| {
-                matches!(b, Block::Requested(n) if n < MAX_DUPLICATES)
-            });
+            self.pick_from_partials(
+                peer,
+                max,
+                &mut out,
+                outstanding,
+                |b| matches!(b, Block::Requested(n) if n < MAX_DUPLICATES),
+            );
         }
         out
     }
@@ -261,7 +265,7 @@ impl Picker {
             return BlockOutcome::Ignored;
         };
         let size = p.data.len() as u32;
-        if begin % BLOCK_SIZE != 0
+        if !begin.is_multiple_of(BLOCK_SIZE)
             || begin >= size
             || data.len() as u32 != (size - begin).min(BLOCK_SIZE)
         {
@@ -277,7 +281,11 @@ impl Picker {
         if p.received < p.blocks.len() {
             return BlockOutcome::Stored;
         }
-        let done = self.partial.remove(&index).map(|p| p.data).unwrap_or_default();
+        let done = self
+            .partial
+            .remove(&index)
+            .map(|p| p.data)
+            .unwrap_or_default();
         self.verifying.set(index);
         BlockOutcome::PieceComplete { index, data: done }
     }
@@ -332,7 +340,10 @@ mod tests {
         assert!(!p.is_complete());
         assert_eq!(p.bytes_left(), 40 * 1024);
         let again = p.pick(&peer, 100, &[]);
-        assert_eq!(again.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2, 2, 2]);
+        assert_eq!(
+            again.iter().map(|r| r.index).collect::<Vec<_>>(),
+            vec![2, 2, 2]
+        );
         let done = fill(&mut p, &again);
         p.piece_verified(done[0].0, true);
         assert!(p.is_complete());
@@ -340,7 +351,12 @@ mod tests {
 
     #[test]
     fn rarest_first_endgame_and_abandon() {
-        let mut p = Picker::new(BLOCK_SIZE, 4 * u64::from(BLOCK_SIZE), Bitfield::new(4), Strategy::RarestFirst);
+        let mut p = Picker::new(
+            BLOCK_SIZE,
+            4 * u64::from(BLOCK_SIZE),
+            Bitfield::new(4),
+            Strategy::RarestFirst,
+        );
         let all = Bitfield::full(4);
         let mut some = Bitfield::new(4);
         some.set(2);

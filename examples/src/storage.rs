@@ -106,8 +106,7 @@ impl Storage {
 
     /// Whether `length` bytes at `begin` lie inside piece `index` (and `length > 0`).
     pub fn block_in_range(&self, index: u32, begin: u32, length: u32) -> bool {
-        length > 0
-            && u64::from(begin) + u64::from(length) <= u64::from(self.piece_size(index))
+        length > 0 && u64::from(begin) + u64::from(length) <= u64::from(self.piece_size(index))
     }
 
     /// Reads `length` bytes at `begin` of piece `index`.
@@ -283,6 +282,9 @@ mod tests {
         }
         drop(leech);
         let again = Storage::open(&m, dst.path(), OpenMode::ReadWrite).unwrap();
-        assert_eq!(again.check().unwrap().ones().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            again.check().unwrap().ones().collect::<Vec<_>>(),
+            vec![1, 3]
+        );
     }
 }

@@ -72,7 +72,12 @@ impl Torrent {
         let storage = Storage::open(&meta, dir, mode)?;
         let have = storage.check()?;
         let complete = have.is_full();
-        let picker = Picker::new(meta.info.piece_length, meta.info.total_length(), have, strategy);
+        let picker = Picker::new(
+            meta.info.piece_length,
+            meta.info.total_length(),
+            have,
+            strategy,
+        );
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new(Self {
             peer_id: new_peer_id(&meta.info_hash),
@@ -151,7 +156,9 @@ impl Torrent {
     /// asks for 16 KiB; BEP 3 allows closing on larger ones), of a piece we have.
     pub fn can_serve(&self, req: &BlockRequest) -> bool {
         req.length <= 128 * 1024
-            && self.storage.block_in_range(req.index, req.begin, req.length)
+            && self
+                .storage
+                .block_in_range(req.index, req.begin, req.length)
             && self.has_piece(req.index)
     }
 
@@ -189,7 +196,12 @@ impl Torrent {
 
     /// Up to `max` new block requests for a peer with `peer`, given the ones already in flight
     /// to it.
-    pub fn pick(&self, peer: &Bitfield, max: usize, outstanding: &[BlockRequest]) -> Vec<BlockRequest> {
+    pub fn pick(
+        &self,
+        peer: &Bitfield,
+        max: usize,
+        outstanding: &[BlockRequest],
+    ) -> Vec<BlockRequest> {
         if max == 0 || self.is_complete() {
             return Vec::new();
         }
@@ -206,7 +218,12 @@ impl Torrent {
 
     /// A block arrived: store it; when it completes a piece, verify the piece, write it and
     /// announce it.
-    pub fn receive_block(&self, index: u32, begin: u32, data: &[u8]) -> Result<Received, StorageError> {
+    pub fn receive_block(
+        &self,
+        index: u32,
+        begin: u32,
+        data: &[u8],
+    ) -> Result<Received, StorageError> {
         let outcome = self.picker().on_block(index, begin, data);
         let piece = match outcome {
             BlockOutcome::Ignored => return Ok(Received::Ignored),
