@@ -430,7 +430,8 @@ impl Conn {
         }
         let inflight: Vec<BlockRequest> = self.outstanding.iter().map(|(r, _)| *r).collect();
         let now = Instant::now();
-        for req in self.torrent.pick(&self.peer_has, room, &inflight) {
+        let peer_has = &self.peer_has;
+        for req in self.torrent.pick(&|i| peer_has.get(i), room, &inflight) {
             self.outstanding.push((req, now));
             self.out.push(Message::Request(req));
         }

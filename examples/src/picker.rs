@@ -148,11 +148,16 @@ impl Picker {
 
     /// Up to `max` new requests to send to a peer that has `peer`; `outstanding` are the
     /// requests already in flight to that peer (never repeated to it).
+    ///
+    /// With `endgame`, once every missing block is requested somewhere, blocks in flight at
+    /// other peers are requested from this one too (up to 3 copies). A paid download turns it
+    /// off: a duplicate block is paid for twice.
     pub fn pick(
         &mut self,
-        peer: &Bitfield,
+        peer: &dyn Fn(u32) -> bool,
         max: usize,
         outstanding: &[BlockRequest],
+        endgame: bool,
     ) -> Vec<BlockRequest> {
         let mut out = Vec::new();
         // 1. Missing blocks of started pieces.
@@ -174,7 +179,7 @@ impl Picker {
             self.pick_from_partials(peer, max, &mut out, outstanding, |b| b == Block::Missing);
         }
         // 3. Endgame: every missing block is requested somewhere; ask this peer too.
-        if out.len() < max {
+        if endgame && out.len() < max {
             self.pick_from_partials(
                 peer,
                 max,
@@ -188,14 +193,14 @@ impl Picker {
 
     fn pick_from_partials(
         &mut self,
-        peer: &Bitfield,
+        peer: &dyn Fn(u32) -> bool,
         max: usize,
         out: &mut Vec<BlockRequest>,
         exclude: &[BlockRequest],
         eligible: impl Fn(Block) -> bool,
     ) {
         for (&index, p) in self.partial.iter_mut() {
-            if !peer.get(index) {
+            if !peer(index) {
                 continue;
             }
             let size = p.data.len() as u32;
@@ -220,12 +225,9 @@ impl Picker {
         }
     }
 
-    fn next_piece(&mut self, peer: &Bitfield) -> Option<u32> {
+    fn next_piece(&mut self, peer: &dyn Fn(u32) -> bool) -> Option<u32> {
         let candidates = (0..self.have.len()).filter(|&i| {
-            peer.get(i)
-                && !self.have.get(i)
-                && !self.verifying.get(i)
-                && !self.partial.contains_key(&i)
+            peer(i) && !self.have.get(i) && !self.verifying.get(i) && !self.partial.contains_key(&i)
         });
         match self.strategy {
             Strategy::Sequential => candidates.min(),
@@ -321,14 +323,14 @@ mod tests {
         // 3 pieces of 40 KiB (3 blocks: 16+16+8) and a last piece of 10 bytes.
         let total = 3 * 40 * 1024 + 10;
         let mut p = Picker::new(40 * 1024, total, Bitfield::new(4), Strategy::Sequential);
-        let peer = Bitfield::full(4);
-        let reqs = p.pick(&peer, 100, &[]);
+        let peer = |_| true;
+        let reqs = p.pick(&peer, 100, &[], true);
         assert_eq!(reqs.len(), 10);
         assert_eq!(reqs[0], BlockRequest::new(0, 0, BLOCK_SIZE));
         assert_eq!(reqs[2], BlockRequest::new(0, 32768, 8192));
         assert_eq!(reqs[9], BlockRequest::new(3, 0, 10));
         // Everything is requested once; the endgame must not repeat them to the same peer.
-        assert!(p.pick(&peer, 100, &reqs).is_empty());
+        assert!(p.pick(&peer, 100, &reqs, true).is_empty());
         // A malformed block is ignored.
         assert_eq!(p.on_block(0, 1, &[0; 10]), BlockOutcome::Ignored);
         let done = fill(&mut p, &reqs);
@@ -339,7 +341,7 @@ mod tests {
         }
         assert!(!p.is_complete());
         assert_eq!(p.bytes_left(), 40 * 1024);
-        let again = p.pick(&peer, 100, &[]);
+        let again = p.pick(&peer, 100, &[], true);
         assert_eq!(
             again.iter().map(|r| r.index).collect::<Vec<_>>(),
             vec![2, 2, 2]
@@ -365,19 +367,22 @@ mod tests {
         p.add_availability(&some);
         p.add_piece_availability(1);
         // Pieces 0 and 3 are the rarest.
-        let first = p.pick(&all, 2, &[]);
+        let any = |_| true;
+        let first = p.pick(&any, 2, &[], true);
         let mut idx: Vec<u32> = first.iter().map(|r| r.index).collect();
         idx.sort();
         assert_eq!(idx, vec![0, 3]);
-        let rest = p.pick(&all, 2, &first);
+        let rest = p.pick(&any, 2, &first, true);
         assert_eq!(rest.len(), 2);
+        // Without endgame, nothing is left to ask for.
+        assert!(p.pick(&any, 10, &[], false).is_empty());
         // Endgame: another peer gets duplicates of in-flight blocks.
-        let dup = p.pick(&all, 10, &[]);
+        let dup = p.pick(&any, 10, &[], true);
         assert_eq!(dup.len(), 4);
         // Abandon brings a block back to missing once no one has it outstanding.
         p.abandon(&first[0]);
         p.abandon(&first[0]);
-        let again = p.pick(&all, 1, &[]);
+        let again = p.pick(&any, 1, &[], true);
         assert_eq!(again, vec![first[0]]);
         assert!(p.wants_from(&some));
     }

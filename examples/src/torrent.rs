@@ -5,7 +5,7 @@
 //! adapter) talks to: it serves block data, takes received blocks, verifies and writes
 //! complete pieces, and announces each new piece to all connections.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -59,6 +59,7 @@ pub struct Torrent {
     complete: watch::Sender<bool>,
     counters: Counters,
     peer_id: [u8; 20],
+    endgame: AtomicBool,
 }
 
 impl Torrent {
@@ -87,6 +88,7 @@ impl Torrent {
             events,
             complete: watch::Sender::new(complete),
             counters: Counters::default(),
+            endgame: AtomicBool::new(true),
         }))
     }
 
@@ -194,18 +196,26 @@ impl Torrent {
         !self.is_complete() && self.picker().wants_from(peer)
     }
 
-    /// Up to `max` new block requests for a peer with `peer`, given the ones already in flight
-    /// to it.
+    /// Up to `max` new block requests for a peer that has the pieces for which `peer` is
+    /// true, given the ones already in flight to it (endgame duplicates as configured with
+    /// [`set_endgame`](Self::set_endgame)).
     pub fn pick(
         &self,
-        peer: &Bitfield,
+        peer: &dyn Fn(u32) -> bool,
         max: usize,
         outstanding: &[BlockRequest],
     ) -> Vec<BlockRequest> {
         if max == 0 || self.is_complete() {
             return Vec::new();
         }
-        self.picker().pick(peer, max, outstanding)
+        let endgame = self.endgame.load(Ordering::Relaxed);
+        self.picker().pick(peer, max, outstanding, endgame)
+    }
+
+    /// Whether to request in-flight blocks from several peers at the end of the download
+    /// (default on). Paid downloads turn it off: every duplicate block is paid for.
+    pub fn set_endgame(&self, on: bool) {
+        self.endgame.store(on, Ordering::Relaxed);
     }
 
     /// Requests that will not be answered go back to the picker.
