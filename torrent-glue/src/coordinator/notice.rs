@@ -278,7 +278,7 @@ mod tests {
         assert!(stop.ends_with(b"8:msg_typei0ee"));
         assert_eq!(
             Notice::Message("{}".into()).encode(),
-            b"d7:command7:message4:datad7:message2:{}ee8:msg_typei0ee"
+            b"d7:command7:message4:datad7:message2:{}e8:msg_typei0ee"
         );
     }
 
@@ -322,7 +322,6 @@ mod tests {
             b"de",
             b"le",
             b"i1e",
-            b"d7:command4:stope",
             b"d7:command4:stop4:data3:0x1e",
             b"d7:command7:message4:datadee",
             b"d7:command5:start4:datade8:msg_typei0eeX",
