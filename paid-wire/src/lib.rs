@@ -2,11 +2,20 @@
 //! extension, and a sans-IO choke controller that serves only what has been paid for.
 //!
 //! This crate performs no I/O and reads no clock.
+//!
+//! - [`handshake`]: the 68-byte BEP 3 handshake and its reserved bits.
+//! - [`message`]: every peer-wire message as one [`message::Message`] enum, `decode`/`encode`.
+//! - [`codec`]: `tokio_util::codec` adapters ([`codec::HandshakeCodec`], [`codec::PeerCodec`]).
+//! - [`extended`]: the BEP 10 extended handshake and the extension-id registry.
+//! - [`pse`]: the web3torrent paid-streaming extension messages.
+//! - [`bencode`]: the bounded bencode value type used by `extended` and `pse`.
+//! - [`error`]: error types, split by cause (peer bytes, caller misuse, I/O).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod bencode;
 pub mod choke;
 pub mod codec;
 pub mod error;

@@ -3,6 +3,11 @@
 //!
 //! Participants are `[payer, payee]`; the app is `VirtualPaymentApp`; payments are cumulative
 //! vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the EIP-191 prefix.
+//!
+//! # Features
+//! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
+//!   JSON-RPC against the real contracts (pulls in `alloy`, about 300 crates).
+//! - `test-utils` (private): state builders and chain-level scenario scripts for tests.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
@@ -13,6 +18,11 @@ pub mod chain;
 pub mod sign;
 pub mod state;
 pub mod store;
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub mod test_utils;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
+pub use chain::sim::{SimulatedChain, SimulatedChainHandle};
+pub use store::{MemoryStore, RedbStore};

@@ -5,11 +5,23 @@
 //! on it to **persist before it acts**: the payee stores a voucher before crediting it, and the
 //! payer stores a voucher it signed before sending it. Records are opaque bytes (the client
 //! serializes its channel snapshot); vouchers are typed so that a store can keep the largest.
+//!
+//! Implementations:
+//! - [`MemoryStore`]: a map in memory. It keeps the same semantics but is **not** durable; for
+//!   tests and for nodes that accept losing their vouchers on a crash.
+//! - [`RedbStore`]: a [`redb`](https://docs.rs/redb) file; every `put_*` commits with immediate
+//!   durability before it returns.
 
 use alloy_primitives::B256;
 use async_trait::async_trait;
 
 use crate::voucher::Voucher;
+
+mod memory;
+mod redb;
+
+pub use self::memory::MemoryStore;
+pub use self::redb::RedbStore;
 
 /// Why the store failed. A failed `put_*` means nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]

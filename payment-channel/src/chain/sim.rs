@@ -1,0 +1,1041 @@
+//! An in-memory Nitro v2 adjudicator with a controllable clock.
+//!
+//! [`SimulatedChain`] is one shared world (cheap to clone; every clone sees the same state), and
+//! [`SimulatedChain::handle`] gives a [`Chain`] that acts for one account. It follows the
+//! `NitroAdjudicator` of `@statechannels/nitro-protocol@2.0.1-alpha.6` (ForceMove, StatusManager,
+//! MultiAssetHolder) and its `VirtualPaymentApp` rule for rule, with the same revert strings
+//! (typed as [`Revert`]), the same status packing and fingerprints, and the same payout arithmetic
+//! (`compute_transfer_effects_and_interactions` of the exit format).
+//!
+//! # What it models
+//! - **Accounts**: native-asset balances, credited with [`SimulatedChain::fund`]. A deposit debits
+//!   the sending account; payouts credit the allocations' external addresses.
+//! - **Blocks and time**: every successful transaction mines one block at the current clock time;
+//!   [`SimulatedChain::advance_time`] and [`SimulatedChain::set_time`] move the clock and mine an
+//!   empty block (like `evm_increaseTime` + `evm_mine`), so [`Chain::now`] is always the latest
+//!   block's timestamp.
+//! - **The adjudicator**: holdings per channel (native asset), status per channel as
+//!   `(turnNumRecord, finalizesAt, fingerprint)`, and an event log.
+//! - **The app**: exactly one contract exists at [`SimulatedChain::app_definition`] and it is the
+//!   `VirtualPaymentApp`. A channel whose `appDefinition` is any other address reverts like a call
+//!   to an address without that function.
+//! - **EVM arithmetic**: what Solidity 0.8 checks (under/overflow, array bounds) reverts with a
+//!   `panic: …` reason, as a node reports it; reverts that carry no reason on chain (ABI decoding
+//!   failures, calls to non-contracts) get a descriptive [`Revert::Other`] prefixed `no reason:`.
+//!
+//! # What it does not model
+//! Gas (receipts report 0 and no fee is charged), the transaction pool, reorgs and confirmations,
+//! ERC20 and other token contracts (a non-native asset can be named in an outcome, but paying it
+//! out reverts as a transfer on a non-contract does), contracts other than the app and the
+//! adjudicator, `reclaim`/`transfer`/`concludeAndTransferAllAssets`, and strictly increasing block
+//! timestamps (two transactions in the same second share a timestamp). A reverted transaction
+//! changes nothing and mines no block (as a node's gas estimation would refuse it).
+//!
+//! Each transaction copies the chain's state, applies itself to the copy and keeps it only on
+//! success, so a revert is atomic. That costs O(state) per transaction: this is a test double.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use alloy_primitives::{Address, B256, U256, address, keccak256};
+use alloy_sol_types::SolValue;
+use async_trait::async_trait;
+use k256::ecdsa::{RecoveryId, VerifyingKey};
+use k256::elliptic_curve::PrimeField;
+use k256::elliptic_curve::scalar::IsHigh;
+
+use super::{
+    Chain, ChainError, ChainEvent, ChainEventRecord, ChannelMode, OnChainStatus, Revert, TxReceipt,
+    fingerprint,
+};
+use crate::sign::{Signature, address_of, eth_message_hash};
+use crate::state::{
+    FixedPart, MAX_UINT48, SignedVariablePart, SingleAssetExit, VariablePart,
+    challenge_message_hash, destination_to_address, hash_outcome,
+};
+
+mod app;
+
+/// The adjudicator's address: what anvil gives the first deployment from its dev account #0
+/// (`0xf39F…2266`, nonce 0). The simulator credits deposits to it and pays out from it.
+pub const DEFAULT_ADJUDICATOR_ADDRESS: Address =
+    address!("0x5FbDB2315678afecb367f032d93F642f64180aa3");
+
+/// The `VirtualPaymentApp` address of [`SimulatedChain::new`]: what anvil gives the second
+/// deployment from its dev account #0 (nonce 1), so that states built for the simulator also
+/// work on an anvil where the adjudicator and then the app were deployed.
+pub const DEFAULT_APP_DEFINITION: Address = address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512");
+
+/// The timestamp of the genesis block of [`SimulatedChain::new`] (2023-11-14T22:13:20Z).
+pub const DEFAULT_GENESIS_TIME: u64 = 1_700_000_000;
+
+/// `AllocationType.guarantee` of the exit format.
+const GUARANTEE: u8 = 2;
+/// Largest `AssetType` of the exit format (`Default, ERC721, ERC1155, Qualified`).
+const MAX_ASSET_TYPE: u8 = 3;
+
+/// Misuse of the simulator's own controls (not a chain revert).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// [`SimulatedChain::set_time`] was asked to move the clock backwards.
+    #[error("cannot move the clock back from {now} to {requested}")]
+    TimeWentBackwards {
+        /// The current time.
+        now: u64,
+        /// The requested time.
+        requested: u64,
+    },
+    /// [`SimulatedChain::fund`] would overflow the account's balance.
+    #[error("funding {address} would overflow its balance")]
+    BalanceOverflow {
+        /// The account.
+        address: Address,
+    },
+}
+
+/// The chain's state that transactions change.
+#[derive(Debug, Clone, Default)]
+struct State {
+    balances: HashMap<Address, U256>,
+    /// `holdings[asset][channelId]`.
+    holdings: HashMap<(Address, B256), U256>,
+    /// `statusOf[channelId]`; a missing entry is the zero word.
+    status: HashMap<B256, OnChainStatus>,
+}
+
+#[derive(Debug)]
+struct World {
+    state: State,
+    now: u64,
+    block_number: u64,
+    app_definition: Address,
+    adjudicator: Address,
+    events: Vec<ChainEventRecord>,
+}
+
+/// An in-memory Nitro v2 adjudicator shared by every clone (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub struct SimulatedChain {
+    world: Arc<Mutex<World>>,
+}
+
+impl Default for SimulatedChain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimulatedChain {
+    /// A chain at block 0, time [`DEFAULT_GENESIS_TIME`], with the app at [`DEFAULT_APP_DEFINITION`].
+    pub fn new() -> Self {
+        Self::with_genesis(DEFAULT_GENESIS_TIME, DEFAULT_APP_DEFINITION)
+    }
+
+    /// A chain at block 0 and time `genesis_time`, with the `VirtualPaymentApp` at `app_definition`.
+    pub fn with_genesis(genesis_time: u64, app_definition: Address) -> Self {
+        Self {
+            world: Arc::new(Mutex::new(World {
+                state: State::default(),
+                now: genesis_time,
+                block_number: 0,
+                app_definition,
+                adjudicator: DEFAULT_ADJUDICATOR_ADDRESS,
+                events: Vec::new(),
+            })),
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        // No code panics while holding the lock, so a poisoned lock still holds a consistent world.
+        self.world.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A [`Chain`] handle that sends transactions from `account`.
+    pub fn handle(&self, account: Address) -> SimulatedChainHandle {
+        SimulatedChainHandle {
+            chain: self.clone(),
+            account,
+        }
+    }
+
+    /// The address of the `VirtualPaymentApp` (the only valid `appDefinition`).
+    pub fn app_definition(&self) -> Address {
+        self.world().app_definition
+    }
+
+    /// The adjudicator's address (holds the deposited funds).
+    pub fn adjudicator_address(&self) -> Address {
+        self.world().adjudicator
+    }
+
+    /// The clock: the latest block's timestamp, unix seconds.
+    pub fn now(&self) -> u64 {
+        self.world().now
+    }
+
+    /// The latest block number.
+    pub fn block_number(&self) -> u64 {
+        self.world().block_number
+    }
+
+    /// Moves the clock forward by `secs` (saturating) and mines an empty block there. Returns the
+    /// new time.
+    pub fn advance_time(&self, secs: u64) -> u64 {
+        let mut world = self.world();
+        world.now = world.now.saturating_add(secs);
+        world.block_number = world.block_number.saturating_add(1);
+        world.now
+    }
+
+    /// Sets the clock to `unix_secs` and mines an empty block there. The clock never goes back.
+    pub fn set_time(&self, unix_secs: u64) -> Result<(), SimError> {
+        let mut world = self.world();
+        if unix_secs < world.now {
+            return Err(SimError::TimeWentBackwards {
+                now: world.now,
+                requested: unix_secs,
+            });
+        }
+        world.now = unix_secs;
+        world.block_number = world.block_number.saturating_add(1);
+        Ok(())
+    }
+
+    /// Credits `amount` of the native asset to `address` (out of thin air, like a genesis
+    /// allocation). Returns the new balance.
+    pub fn fund(&self, address: Address, amount: U256) -> Result<U256, SimError> {
+        let mut world = self.world();
+        let balance = world.state.balances.entry(address).or_default();
+        *balance = balance
+            .checked_add(amount)
+            .ok_or(SimError::BalanceOverflow { address })?;
+        Ok(*balance)
+    }
+
+    /// The native-asset balance of `address`.
+    pub fn balance_of(&self, address: Address) -> U256 {
+        balance(&self.world().state, address)
+    }
+
+    /// `holdings(address(0), channelId)`.
+    pub fn holdings_of(&self, channel_id: B256) -> U256 {
+        holdings(&self.world().state, Address::ZERO, channel_id)
+    }
+
+    /// `unpackStatus(channelId)`.
+    pub fn status_of(&self, channel_id: B256) -> OnChainStatus {
+        status(&self.world().state, channel_id)
+    }
+
+    /// Every event emitted so far, in chain order.
+    pub fn all_events(&self) -> Vec<ChainEventRecord> {
+        self.world().events.clone()
+    }
+
+    /// Runs one transaction from `sender`: `body` works on a copy of the state, which replaces the
+    /// chain's state (and mines a block with the events) only if `body` succeeds.
+    fn transact(
+        &self,
+        sender: Address,
+        body: impl FnOnce(&mut Tx) -> Result<(), ChainError>,
+    ) -> Result<TxReceipt, ChainError> {
+        let mut world = self.world();
+        let mut tx = Tx {
+            state: world.state.clone(),
+            events: Vec::new(),
+            now: world.now,
+            app_definition: world.app_definition,
+            adjudicator: world.adjudicator,
+        };
+        body(&mut tx)?;
+        let block_number = world.block_number.saturating_add(1);
+        world.block_number = block_number;
+        world.state = tx.state;
+        for (log_index, event) in (0u64..).zip(tx.events) {
+            world.events.push(ChainEventRecord {
+                block_number,
+                log_index,
+                event,
+            });
+        }
+        let tx_hash = keccak256(
+            (
+                U256::from(block_number),
+                sender,
+                String::from("SimulatedChain transaction"),
+            )
+                .abi_encode_params(),
+        );
+        Ok(TxReceipt {
+            tx_hash,
+            gas_used: 0,
+            block_number,
+            block_timestamp: world.now,
+        })
+    }
+}
+
+fn balance(state: &State, address: Address) -> U256 {
+    state.balances.get(&address).copied().unwrap_or_default()
+}
+
+fn holdings(state: &State, asset: Address, channel_id: B256) -> U256 {
+    state
+        .holdings
+        .get(&(asset, channel_id))
+        .copied()
+        .unwrap_or_default()
+}
+
+fn status(state: &State, channel_id: B256) -> OnChainStatus {
+    state.status.get(&channel_id).copied().unwrap_or_default()
+}
+
+/// A transaction in progress.
+struct Tx {
+    state: State,
+    events: Vec<ChainEvent>,
+    now: u64,
+    app_definition: Address,
+    adjudicator: Address,
+}
+
+/// A state with its signatures replaced by the `signedBy` bitmask (`RecoveredVariablePart`).
+#[derive(Debug)]
+struct Recovered {
+    variable_part: VariablePart,
+    signed_by: U256,
+}
+
+/// Solidity 0.8's `Panic(0x11)`, as nodes report it.
+fn panic_overflow() -> Revert {
+    Revert::Other("panic: arithmetic underflow or overflow (0x11)".to_owned())
+}
+
+/// Solidity 0.8's `Panic(0x32)`, as nodes report it.
+fn panic_oob() -> Revert {
+    Revert::Other("panic: array out-of-bounds access (0x32)".to_owned())
+}
+
+/// A revert that carries no reason on chain; `what` says why it happened.
+fn silent(what: &str) -> Revert {
+    Revert::Other(format!("no reason: {what}"))
+}
+
+fn require(condition: bool, reason: &str) -> Result<(), Revert> {
+    if condition {
+        Ok(())
+    } else {
+        Err(Revert::from_reason(reason))
+    }
+}
+
+/// The `ecrecover` precompile: `None` where it returns nothing (bad `v`, `r` or `s` out of range,
+/// no point for `r`). High-`s` signatures are accepted, as the precompile does.
+fn ecrecover(prehash: &B256, sig: &Signature) -> Option<Address> {
+    let parity = match sig.v {
+        27 => 0u8,
+        28 => 1u8,
+        _ => return None,
+    };
+    let r = Option::<k256::Scalar>::from(k256::Scalar::from_repr(sig.r.0.into()))?;
+    let s = Option::<k256::Scalar>::from(k256::Scalar::from_repr(sig.s.0.into()))?;
+    if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
+        return None;
+    }
+    // (r, s, v) and (r, n - s, v ^ 1) recover the same key; k256 only takes the low-s form.
+    let (s, parity) = if bool::from(s.is_high()) {
+        (-s, parity ^ 1)
+    } else {
+        (s, parity)
+    };
+    let signature = k256::ecdsa::Signature::from_scalars(r, s).ok()?;
+    let recovery_id = RecoveryId::from_byte(parity)?;
+    let key =
+        VerifyingKey::recover_from_prehash(prehash.as_slice(), &signature, recovery_id).ok()?;
+    Some(address_of(&key))
+}
+
+/// `NitroUtils.recoverSigner`: `ecrecover` over the EIP-191 message, `'Invalid signature'` if it fails.
+fn recover_signer(digest: &B256, sig: &Signature) -> Result<Address, Revert> {
+    ecrecover(&eth_message_hash(digest), sig)
+        .ok_or_else(|| Revert::from_reason("Invalid signature"))
+}
+
+/// `NitroUtils.getClaimedSignersNum`: its `uint8` counter overflows past 255 signers.
+fn claimed_signers_num(signed_by: U256) -> Result<u8, Revert> {
+    u8::try_from(signed_by.count_ones()).map_err(|_| panic_overflow())
+}
+
+/// `ForceMove.recoverVariablePart`.
+fn recover_variable_part(
+    fixed: &FixedPart,
+    channel_id: B256,
+    svp: &SignedVariablePart,
+) -> Result<Recovered, Revert> {
+    let state_hash = svp.variable_part.hash(channel_id);
+    let mut signed_by = U256::ZERO;
+    for sig in &svp.sigs {
+        let signer = recover_signer(&state_hash, sig)?;
+        if let Some(i) = fixed.participants.iter().position(|p| *p == signer) {
+            // `2 ** i` overflows a uint256 from i = 256 on.
+            if i >= 256 {
+                return Err(panic_overflow());
+            }
+            signed_by |= U256::from(1u8) << i;
+        }
+    }
+    Ok(Recovered {
+        variable_part: svp.variable_part.clone(),
+        signed_by,
+    })
+}
+
+/// What the contract sees after ABI-decoding its calldata: `uint48` fields are truncated (the
+/// sender's encoder does that), and an `AssetType` enum value above 3 fails decoding.
+fn decode_outcome(outcome: &[SingleAssetExit]) -> Result<Vec<SingleAssetExit>, Revert> {
+    if outcome
+        .iter()
+        .any(|e| e.asset_metadata.asset_type > MAX_ASSET_TYPE)
+    {
+        return Err(silent(
+            "calldata decoding: AssetType enum value out of range",
+        ));
+    }
+    Ok(outcome
+        .iter()
+        .map(|e| SingleAssetExit::from_abi(&e.to_abi()))
+        .collect())
+}
+
+fn decode_signed(svp: &SignedVariablePart) -> Result<SignedVariablePart, Revert> {
+    decode_outcome(&svp.variable_part.outcome)?;
+    Ok(SignedVariablePart::from_abi(&svp.to_abi()))
+}
+
+fn decode_fixed(fixed: &FixedPart) -> FixedPart {
+    let abi = fixed.to_abi();
+    FixedPart {
+        participants: abi.participants,
+        channel_nonce: abi.channelNonce,
+        app_definition: abi.appDefinition,
+        challenge_duration: abi.challengeDuration.to::<u64>(),
+    }
+}
+
+fn revert_err(revert: Revert) -> ChainError {
+    ChainError::Reverted(revert)
+}
+
+impl Tx {
+    fn mode(&self, channel_id: B256) -> ChannelMode {
+        status(&self.state, channel_id).mode(self.now)
+    }
+
+    fn set_status(&mut self, channel_id: B256, new: OnChainStatus) {
+        self.state.status.insert(channel_id, new);
+    }
+
+    /// `uint48(block.timestamp)`: an explicit conversion, so it truncates.
+    fn now48(&self) -> u64 {
+        self.now & MAX_UINT48
+    }
+
+    /// `_requireChannelNotFinalized`.
+    fn require_channel_not_finalized(&self, channel_id: B256) -> Result<(), Revert> {
+        require(
+            self.mode(channel_id) != ChannelMode::Finalized,
+            "Channel finalized.",
+        )
+    }
+
+    /// `_requireIncreasedTurnNumber`.
+    fn require_increased_turn_number(&self, channel_id: B256, turn: u64) -> Result<(), Revert> {
+        require(
+            turn > status(&self.state, channel_id).turn_num_record,
+            "turnNumRecord not increased.",
+        )
+    }
+
+    /// `_requireNonDecreasedTurnNumber`.
+    fn require_non_decreased_turn_number(&self, channel_id: B256, turn: u64) -> Result<(), Revert> {
+        require(
+            turn >= status(&self.state, channel_id).turn_num_record,
+            "turnNumRecord decreased.",
+        )
+    }
+
+    /// `ForceMove._stateIsSupported`: recovers every signer, then calls the app.
+    fn state_is_supported(
+        &self,
+        fixed: &FixedPart,
+        channel_id: B256,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+    ) -> Result<(), Revert> {
+        let recovered_proof = proof
+            .iter()
+            .map(|svp| recover_variable_part(fixed, channel_id, svp))
+            .collect::<Result<Vec<_>, _>>()?;
+        let recovered_candidate = recover_variable_part(fixed, channel_id, candidate)?;
+        if fixed.app_definition != self.app_definition {
+            return Err(silent(&format!(
+                "appDefinition {} has no stateIsSupported (no contract there)",
+                fixed.app_definition
+            )));
+        }
+        app::state_is_supported(fixed, channel_id, &recovered_proof, &recovered_candidate)
+    }
+
+    fn deposit(
+        &mut self,
+        sender: Address,
+        channel_id: B256,
+        expected_held: U256,
+        amount: U256,
+    ) -> Result<(), ChainError> {
+        // The node refuses a transaction whose value the sender cannot pay, before executing it.
+        let available = balance(&self.state, sender);
+        if available < amount {
+            return Err(ChainError::InsufficientFunds {
+                needed: amount,
+                available,
+            });
+        }
+        require(
+            destination_to_address(&channel_id).is_none(),
+            "Deposit to external destination",
+        )?;
+        let held = holdings(&self.state, Address::ZERO, channel_id);
+        require(held == expected_held, "held != expectedHeld")?;
+        // msg.value == amount by construction: 'Incorrect msg.value for deposit' cannot happen.
+        let held = held.checked_add(amount).ok_or_else(panic_overflow)?;
+        self.state.balances.insert(sender, available - amount);
+        let adjudicator = self.adjudicator;
+        self.credit(adjudicator, amount)?;
+        self.state
+            .holdings
+            .insert((Address::ZERO, channel_id), held);
+        self.events.push(ChainEvent::Deposited {
+            channel_id,
+            asset: Address::ZERO,
+            holdings: held,
+        });
+        Ok(())
+    }
+
+    fn credit(&mut self, address: Address, amount: U256) -> Result<(), Revert> {
+        let balance = self.state.balances.entry(address).or_default();
+        *balance = balance.checked_add(amount).ok_or_else(panic_overflow)?;
+        Ok(())
+    }
+
+    fn challenge(
+        &mut self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+        challenger_sig: &Signature,
+    ) -> Result<(), Revert> {
+        let channel_id = fixed.channel_id();
+        let candidate_turn_num = candidate.variable_part.turn_num;
+
+        match self.mode(channel_id) {
+            ChannelMode::Open => {
+                self.require_non_decreased_turn_number(channel_id, candidate_turn_num)?
+            }
+            ChannelMode::Challenge => {
+                self.require_increased_turn_number(channel_id, candidate_turn_num)?
+            }
+            // "This should revert."
+            ChannelMode::Finalized => self.require_channel_not_finalized(channel_id)?,
+        }
+
+        self.state_is_supported(fixed, channel_id, proof, candidate)?;
+
+        let supported_state_hash = candidate.variable_part.hash(channel_id);
+        // _requireChallengerIsParticipant
+        let challenger = recover_signer(
+            &challenge_message_hash(supported_state_hash),
+            challenger_sig,
+        )?;
+        require(
+            fixed.participants.contains(&challenger),
+            "Challenger is not a participant",
+        )?;
+
+        // `uint48(block.timestamp) + fixedPart.challengeDuration`, checked in uint48.
+        let finalizes_at = self
+            .now48()
+            .checked_add(fixed.challenge_duration)
+            .filter(|t| *t <= MAX_UINT48)
+            .ok_or_else(panic_overflow)?;
+        self.events.push(ChainEvent::ChallengeRegistered {
+            channel_id,
+            finalizes_at,
+            proof: proof.to_vec(),
+            candidate: candidate.clone(),
+        });
+        self.set_status(
+            channel_id,
+            OnChainStatus {
+                turn_num_record: candidate_turn_num,
+                finalizes_at,
+                fingerprint: fingerprint(
+                    supported_state_hash,
+                    hash_outcome(&candidate.variable_part.outcome),
+                ),
+            },
+        );
+        Ok(())
+    }
+
+    fn checkpoint(
+        &mut self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+    ) -> Result<(), Revert> {
+        let channel_id = fixed.channel_id();
+        let candidate_turn_num = candidate.variable_part.turn_num;
+
+        self.require_channel_not_finalized(channel_id)?;
+        self.require_increased_turn_number(channel_id, candidate_turn_num)?;
+        self.state_is_supported(fixed, channel_id, proof, candidate)?;
+
+        let curr_mode = self.mode(channel_id);
+        // `_generateStatus(ChannelData(turn, 0, bytes32(0), bytes32(0)))`: the fingerprint of two
+        // zero hashes is not zero.
+        self.set_status(
+            channel_id,
+            OnChainStatus {
+                turn_num_record: candidate_turn_num,
+                finalizes_at: 0,
+                fingerprint: fingerprint(B256::ZERO, B256::ZERO),
+            },
+        );
+        self.events.push(if curr_mode == ChannelMode::Open {
+            ChainEvent::Checkpointed {
+                channel_id,
+                new_turn_num_record: candidate_turn_num,
+            }
+        } else {
+            // "`Finalized` was ruled out by the require above"
+            ChainEvent::ChallengeCleared {
+                channel_id,
+                new_turn_num_record: candidate_turn_num,
+            }
+        });
+        Ok(())
+    }
+
+    fn conclude(
+        &mut self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<(), Revert> {
+        let channel_id = fixed.channel_id();
+
+        self.require_channel_not_finalized(channel_id)?;
+        require(candidate.variable_part.is_final, "State must be final")?;
+        let recovered = recover_variable_part(fixed, channel_id, candidate)?;
+        require(
+            usize::from(claimed_signers_num(recovered.signed_by)?) == fixed.participants.len(),
+            "!unanimous",
+        )?;
+
+        let finalizes_at = self.now48();
+        self.set_status(
+            channel_id,
+            OnChainStatus {
+                turn_num_record: 0,
+                finalizes_at,
+                fingerprint: fingerprint(
+                    B256::ZERO,
+                    hash_outcome(&candidate.variable_part.outcome),
+                ),
+            },
+        );
+        self.events.push(ChainEvent::Concluded {
+            channel_id,
+            finalizes_at,
+        });
+        Ok(())
+    }
+
+    fn transfer_all_assets(
+        &mut self,
+        channel_id: B256,
+        mut outcome: Vec<SingleAssetExit>,
+        state_hash: B256,
+    ) -> Result<(), Revert> {
+        // checks
+        require(
+            self.mode(channel_id) == ChannelMode::Finalized,
+            "Channel not finalized.",
+        )?;
+        require(
+            status(&self.state, channel_id).fingerprint
+                == fingerprint(state_hash, hash_outcome(&outcome)),
+            "incorrect fingerprint",
+        )?;
+
+        // computation
+        let mut allocates_only_zeros_for_all_assets = true;
+        let mut exits = Vec::with_capacity(outcome.len());
+        let mut initial_holdings = Vec::with_capacity(outcome.len());
+        let mut total_payouts = Vec::with_capacity(outcome.len());
+        for asset_outcome in &mut outcome {
+            let initial = holdings(&self.state, asset_outcome.asset, channel_id);
+            let effects = compute_transfer_effects(initial, &asset_outcome.allocations)?;
+            if !effects.allocates_only_zeros {
+                allocates_only_zeros_for_all_assets = false;
+            }
+            initial_holdings.push(initial);
+            total_payouts.push(effects.total_payouts);
+            exits.push((asset_outcome.asset, effects.exit));
+            asset_outcome.allocations = effects.new_allocations;
+        }
+
+        // effects
+        for (asset_index, (asset_outcome, (initial, total))) in (0u64..).zip(
+            outcome
+                .iter()
+                .zip(initial_holdings.iter().zip(total_payouts.iter())),
+        ) {
+            let key = (asset_outcome.asset, channel_id);
+            // Each asset's payout was computed from the holdings before any effect, so an asset
+            // listed twice can overdraw: `holdings -= totalPayouts` then panics.
+            let left = holdings(&self.state, key.0, key.1)
+                .checked_sub(*total)
+                .ok_or_else(panic_overflow)?;
+            self.state.holdings.insert(key, left);
+            self.events.push(ChainEvent::AllocationUpdated {
+                channel_id,
+                asset_index,
+                initial_holdings: *initial,
+                final_holdings: left,
+            });
+        }
+
+        if allocates_only_zeros_for_all_assets {
+            // `delete statusOf[channelId]`
+            self.state.status.remove(&channel_id);
+        } else {
+            // `_updateFingerprint`: keeps turnNumRecord and finalizesAt.
+            let old = status(&self.state, channel_id);
+            self.set_status(
+                channel_id,
+                OnChainStatus {
+                    fingerprint: fingerprint(state_hash, hash_outcome(&outcome)),
+                    ..old
+                },
+            );
+        }
+
+        // interactions: `_executeExit`
+        for (asset, exit) in exits {
+            self.execute_single_asset_exit(asset, &exit)?;
+        }
+        Ok(())
+    }
+
+    /// `MultiAssetHolder._executeSingleAssetExit`.
+    fn execute_single_asset_exit(
+        &mut self,
+        asset: Address,
+        exit: &[(B256, U256)],
+    ) -> Result<(), Revert> {
+        for (destination, amount) in exit {
+            match destination_to_address(destination) {
+                Some(to) => self.transfer_asset(asset, to, *amount)?,
+                None => {
+                    let entry = self
+                        .state
+                        .holdings
+                        .entry((asset, *destination))
+                        .or_default();
+                    *entry = entry.checked_add(*amount).ok_or_else(panic_overflow)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `MultiAssetHolder._transferAsset`.
+    fn transfer_asset(&mut self, asset: Address, to: Address, amount: U256) -> Result<(), Revert> {
+        if asset != Address::ZERO {
+            // `IERC20(asset).transfer(..)`: nothing answers at `asset`, so decoding the missing
+            // return value fails.
+            return Err(silent(&format!(
+                "IERC20({asset}).transfer: no token contract in the simulator"
+            )));
+        }
+        // The adjudicator and the app have no receive/fallback function: sending them value fails.
+        require(
+            to != self.adjudicator && to != self.app_definition,
+            "Could not transfer ETH",
+        )?;
+        let adjudicator = self.adjudicator;
+        let from = balance(&self.state, adjudicator)
+            .checked_sub(amount)
+            .ok_or_else(|| silent("simulator invariant: adjudicator balance below payout"))?;
+        self.state.balances.insert(adjudicator, from);
+        self.credit(to, amount)
+    }
+}
+
+struct TransferEffects {
+    new_allocations: Vec<crate::state::Allocation>,
+    allocates_only_zeros: bool,
+    exit: Vec<(B256, U256)>,
+    total_payouts: U256,
+}
+
+/// `compute_transfer_effects_and_interactions(initialHoldings, allocations, [])`: pays allocations
+/// in order while the holdings last.
+fn compute_transfer_effects(
+    initial_holdings: U256,
+    allocations: &[crate::state::Allocation],
+) -> Result<TransferEffects, Revert> {
+    let mut new_allocations = Vec::with_capacity(allocations.len());
+    let mut exit = Vec::with_capacity(allocations.len());
+    let mut total_payouts = U256::ZERO;
+    let mut allocates_only_zeros = true;
+    let mut surplus = initial_holdings;
+    for allocation in allocations {
+        let affords_for_destination = allocation.amount.min(surplus);
+        // With `indices == []`, `k == i` on every iteration, so `allocations[k]` is this one.
+        if allocation.allocation_type == GUARANTEE {
+            return Err(Revert::from_reason("cannot transfer a guarantee"));
+        }
+        let mut new = allocation.clone();
+        new.amount = allocation.amount - affords_for_destination;
+        exit.push((allocation.destination, affords_for_destination));
+        total_payouts = total_payouts
+            .checked_add(affords_for_destination)
+            .ok_or_else(panic_overflow)?;
+        if new.amount != U256::ZERO {
+            allocates_only_zeros = false;
+        }
+        new_allocations.push(new);
+        surplus -= affords_for_destination;
+    }
+    Ok(TransferEffects {
+        new_allocations,
+        allocates_only_zeros,
+        exit,
+        total_payouts,
+    })
+}
+
+/// A [`Chain`] acting for one account of a [`SimulatedChain`].
+#[derive(Debug, Clone)]
+pub struct SimulatedChainHandle {
+    chain: SimulatedChain,
+    account: Address,
+}
+
+impl SimulatedChainHandle {
+    /// The shared chain this handle acts on.
+    pub fn chain(&self) -> &SimulatedChain {
+        &self.chain
+    }
+}
+
+#[async_trait]
+impl Chain for SimulatedChainHandle {
+    fn account(&self) -> Address {
+        self.account
+    }
+
+    async fn now(&self) -> Result<u64, ChainError> {
+        Ok(self.chain.now())
+    }
+
+    async fn block_number(&self) -> Result<u64, ChainError> {
+        Ok(self.chain.block_number())
+    }
+
+    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+        Ok(self.chain.balance_of(address))
+    }
+
+    async fn deposit(
+        &self,
+        channel_id: B256,
+        expected_held: U256,
+        amount: U256,
+    ) -> Result<TxReceipt, ChainError> {
+        let sender = self.account;
+        self.chain.transact(sender, |tx| {
+            tx.deposit(sender, channel_id, expected_held, amount)
+        })
+    }
+
+    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError> {
+        Ok(self.chain.holdings_of(channel_id))
+    }
+
+    async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {
+        Ok(self.chain.status_of(channel_id))
+    }
+
+    async fn challenge(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+        challenger_sig: &Signature,
+    ) -> Result<TxReceipt, ChainError> {
+        let fixed = decode_fixed(fixed);
+        let proof = proof
+            .iter()
+            .map(decode_signed)
+            .collect::<Result<Vec<_>, _>>()?;
+        let candidate = decode_signed(candidate)?;
+        self.chain.transact(self.account, |tx| {
+            tx.challenge(&fixed, &proof, &candidate, challenger_sig)
+                .map_err(revert_err)
+        })
+    }
+
+    async fn checkpoint(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        let fixed = decode_fixed(fixed);
+        let proof = proof
+            .iter()
+            .map(decode_signed)
+            .collect::<Result<Vec<_>, _>>()?;
+        let candidate = decode_signed(candidate)?;
+        self.chain.transact(self.account, |tx| {
+            tx.checkpoint(&fixed, &proof, &candidate)
+                .map_err(revert_err)
+        })
+    }
+
+    async fn conclude(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        let fixed = decode_fixed(fixed);
+        let candidate = decode_signed(candidate)?;
+        self.chain.transact(self.account, |tx| {
+            tx.conclude(&fixed, &candidate).map_err(revert_err)
+        })
+    }
+
+    async fn transfer_all_assets(
+        &self,
+        channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+    ) -> Result<TxReceipt, ChainError> {
+        let outcome = decode_outcome(outcome)?;
+        self.chain.transact(self.account, |tx| {
+            tx.transfer_all_assets(channel_id, outcome, state_hash)
+                .map_err(revert_err)
+        })
+    }
+
+    async fn events(
+        &self,
+        channel_id: B256,
+        from_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        Ok(self
+            .chain
+            .world()
+            .events
+            .iter()
+            .filter(|r| r.block_number >= from_block && r.event.channel_id() == channel_id)
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::{LocalSigner, Signer};
+
+    /// The address of the contract `deployer` creates with its `nonce`-th transaction
+    /// (`keccak256(rlp([deployer, nonce]))[12..]`, for nonces below 0x80).
+    fn create_address(deployer: Address, nonce: u8) -> Address {
+        let mut rlp = vec![0xd6, 0x94];
+        rlp.extend_from_slice(deployer.as_slice());
+        rlp.push(if nonce == 0 { 0x80 } else { nonce });
+        Address::from_slice(&keccak256(&rlp)[12..])
+    }
+
+    #[test]
+    fn default_addresses_are_anvil_deployments_from_dev_account_0() {
+        let dev0 = LocalSigner::from_hex(
+            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+        )
+        .unwrap();
+        assert_eq!(
+            dev0.address(),
+            address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
+        );
+        assert_eq!(
+            create_address(dev0.address(), 0),
+            DEFAULT_ADJUDICATOR_ADDRESS
+        );
+        assert_eq!(create_address(dev0.address(), 1), DEFAULT_APP_DEFINITION);
+    }
+
+    #[test]
+    fn ecrecover_accepts_high_s_like_the_precompile() {
+        let signer = LocalSigner::from_bytes(&B256::repeat_byte(9)).unwrap();
+        let digest = B256::repeat_byte(3);
+        let sig = signer.sign_eth_message(&digest).unwrap();
+        assert_eq!(recover_signer(&digest, &sig), Ok(signer.address()));
+        let s = k256::Scalar::from_repr(sig.s.0.into()).unwrap();
+        let high = Signature {
+            v: if sig.v == 27 { 28 } else { 27 },
+            r: sig.r,
+            s: B256::from_slice(&(-s).to_repr()),
+        };
+        assert_eq!(recover_signer(&digest, &high), Ok(signer.address()));
+        for bad in [
+            Signature { v: 29, ..sig },
+            Signature { v: 0, ..sig },
+            Signature {
+                r: B256::ZERO,
+                ..sig
+            },
+            Signature {
+                s: B256::repeat_byte(0xff),
+                ..sig
+            },
+        ] {
+            assert_eq!(recover_signer(&digest, &bad), Err(Revert::InvalidSignature));
+        }
+    }
+
+    #[test]
+    fn compute_transfer_effects_pays_in_order_while_holdings_last() {
+        let a = crate::state::Allocation::simple(Address::repeat_byte(1), U256::from(5));
+        let b = crate::state::Allocation::simple(Address::repeat_byte(2), U256::from(7));
+        let fx = compute_transfer_effects(U256::from(9), &[a.clone(), b.clone()]).unwrap();
+        assert_eq!(fx.total_payouts, U256::from(9));
+        assert_eq!(fx.exit[0].1, U256::from(5));
+        assert_eq!(fx.exit[1].1, U256::from(4));
+        assert_eq!(fx.new_allocations[0].amount, U256::ZERO);
+        assert_eq!(fx.new_allocations[1].amount, U256::from(3));
+        assert!(!fx.allocates_only_zeros);
+        let mut g = b;
+        g.allocation_type = GUARANTEE;
+        assert!(matches!(
+            compute_transfer_effects(U256::from(9), &[a, g]),
+            Err(Revert::Other(r)) if r == "cannot transfer a guarantee"
+        ));
+    }
+}

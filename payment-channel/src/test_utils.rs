@@ -1,0 +1,636 @@
+//! Test support, behind the **private** `test-utils` feature: not part of the API, no semver
+//! promise.
+//!
+//! - [`ChannelFixture`] builds the states, vouchers and signatures of a `[payer, payee]`
+//!   `VirtualPaymentApp` channel by hand.
+//! - The `scenario_*` functions are chain-level scripts that run against **any** [`Chain`]
+//!   implementation: the [`SimulatedChain`](crate::SimulatedChain) in this crate's tests, and the
+//!   real contracts on a dev chain in the Ethereum backend's tests. They panic (like a test) when
+//!   the chain deviates from the Nitro v2 rules.
+//!
+//! # Calling a scenario
+//! Every scenario takes the same three arguments:
+//! - `chain_for: impl Fn(Address) -> Arc<dyn Chain>`: a handle that sends transactions from the
+//!   given account. The scenarios send from [`PAYER_KEY`]'s and [`PAYEE_KEY`]'s addresses (anvil's
+//!   dev accounts #1 and #2, which anvil funds and unlocks); on another chain, fund them first
+//!   with at least [`ScenarioConfig::deposit`] (plus gas) each.
+//! - `advance_time: impl Fn(u64) -> impl Future<Output = ()>`: moves the chain's clock forward by
+//!   that many seconds and mines a block (`evm_increaseTime` + `evm_mine` on a node).
+//! - `config: &ScenarioConfig`: the app address and a channel nonce that is fresh on that chain.
+//!
+//! Payouts go to destinations derived from the nonce ([`ChannelFixture::payer_destination`]), not
+//! to the senders, so balance changes are exact even where transactions cost gas.
+//!
+//! ```
+//! # use std::sync::Arc;
+//! # use payment_channel::{SimulatedChain, U256, chain::Chain, sign::Signer, test_utils::*};
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let sim = SimulatedChain::new();
+//! let config = ScenarioConfig::new(sim.app_definition(), 1);
+//! for key in [PAYER_KEY, PAYEE_KEY] {
+//!     sim.fund(signer(key).address(), U256::from(10u64).pow(U256::from(18))).unwrap();
+//! }
+//! let chain_for = |a| Arc::new(sim.handle(a)) as Arc<dyn Chain>;
+//! let advance = |secs| {
+//!     sim.advance_time(secs);
+//!     std::future::ready(())
+//! };
+//! scenario_conclude(chain_for, advance, &config).await;
+//! # });
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+
+use crate::chain::{Chain, ChainError, ChainEvent, OnChainStatus, Revert, fingerprint};
+use crate::sign::{LocalSigner, Signature, Signer};
+use crate::state::{
+    FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash, hash_outcome,
+    two_party_native_outcome,
+};
+use crate::voucher::Voucher;
+
+/// Secret key of the payer (participant 0, "Alice"): anvil's dev account #1
+/// (`0x70997970C51812dc3A010C7d01b50e0d17dc79C8`).
+pub const PAYER_KEY: &str = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+/// Secret key of the payee (participant 1, "Bob"): anvil's dev account #2
+/// (`0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC`).
+pub const PAYEE_KEY: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+/// Secret key of someone who is not a participant (forges signatures in the scenarios).
+pub const STRANGER_KEY: &str = "0x4242424242424242424242424242424242424242424242424242424242424242";
+
+/// A [`LocalSigner`] for one of the keys above.
+pub fn signer(key: &str) -> LocalSigner {
+    LocalSigner::from_hex(key).expect("the test keys are valid")
+}
+
+/// A two-party `VirtualPaymentApp` channel and everything needed to build its states by hand.
+#[derive(Debug, Clone)]
+pub struct ChannelFixture {
+    /// Participant 0, who pays.
+    pub payer: LocalSigner,
+    /// Participant 1, who is paid.
+    pub payee: LocalSigner,
+    /// A non-participant.
+    pub stranger: LocalSigner,
+    /// Where the payer's allocation goes (a fresh address per nonce).
+    pub payer_destination: Address,
+    /// Where the payee's allocation goes (a fresh address per nonce).
+    pub payee_destination: Address,
+    /// The channel's fixed part.
+    pub fixed: FixedPart,
+    /// What the payer deposits; the postfund outcome is `[deposit, 0]`.
+    pub deposit: U256,
+}
+
+fn derived_address(label: &str, nonce: u64) -> Address {
+    let mut data = label.as_bytes().to_vec();
+    data.extend_from_slice(&nonce.to_be_bytes());
+    Address::from_slice(&keccak256(data)[12..])
+}
+
+impl ChannelFixture {
+    /// The channel `[PAYER_KEY, PAYEE_KEY]` with this app, nonce, challenge duration and deposit.
+    pub fn new(
+        app_definition: Address,
+        channel_nonce: u64,
+        challenge_duration: u64,
+        deposit: U256,
+    ) -> Self {
+        let payer = signer(PAYER_KEY);
+        let payee = signer(PAYEE_KEY);
+        Self {
+            fixed: FixedPart {
+                participants: vec![payer.address(), payee.address()],
+                channel_nonce,
+                app_definition,
+                challenge_duration,
+            },
+            payer,
+            payee,
+            stranger: signer(STRANGER_KEY),
+            payer_destination: derived_address("payer destination", channel_nonce),
+            payee_destination: derived_address("payee destination", channel_nonce),
+            deposit,
+        }
+    }
+
+    /// The channel id.
+    pub fn channel_id(&self) -> B256 {
+        self.fixed.channel_id()
+    }
+
+    /// The outcome after `paid` has been paid: `[payer: deposit - paid, payee: paid]`
+    /// (`deposit - paid` saturates at zero).
+    pub fn outcome(&self, paid: U256) -> Outcome {
+        two_party_native_outcome(
+            self.payer_destination,
+            self.deposit.saturating_sub(paid),
+            self.payee_destination,
+            paid,
+        )
+    }
+
+    /// A state of this channel.
+    pub fn state(
+        &self,
+        turn_num: u64,
+        paid: U256,
+        is_final: bool,
+        app_data: Bytes,
+    ) -> VariablePart {
+        VariablePart {
+            outcome: self.outcome(paid),
+            app_data,
+            turn_num,
+            is_final,
+        }
+    }
+
+    /// The prefund state (turn 0, nothing paid).
+    pub fn prefund(&self) -> VariablePart {
+        self.state(0, U256::ZERO, false, Bytes::new())
+    }
+
+    /// The postfund state (turn 1, nothing paid).
+    pub fn postfund(&self) -> VariablePart {
+        self.state(1, U256::ZERO, false, Bytes::new())
+    }
+
+    /// A voucher for the cumulative `amount`, signed by the payer.
+    pub fn voucher(&self, amount: U256) -> Voucher {
+        self.voucher_signed_by(amount, &self.payer)
+    }
+
+    /// A voucher for `amount` signed by `by` (a forgery unless `by` is the payer).
+    pub fn voucher_signed_by(&self, amount: U256, by: &LocalSigner) -> Voucher {
+        Voucher::sign(self.channel_id(), amount, by).expect("local signing cannot fail")
+    }
+
+    /// The redemption state (turn 2): the voucher in the app data, the outcome adjusted by its amount.
+    pub fn redemption(&self, voucher: &Voucher) -> VariablePart {
+        self.state(2, voucher.amount, false, voucher.app_data())
+    }
+
+    /// A final state at `turn_num` with `paid` paid (what a cooperative close signs).
+    pub fn final_state(&self, turn_num: u64, paid: U256) -> VariablePart {
+        self.state(turn_num, paid, true, Bytes::new())
+    }
+
+    /// Signs `state` by each of `signers`, in order.
+    pub fn sign(&self, state: &VariablePart, signers: &[&LocalSigner]) -> SignedVariablePart {
+        let hash = state.hash(self.channel_id());
+        SignedVariablePart {
+            variable_part: state.clone(),
+            sigs: signers
+                .iter()
+                .map(|s| {
+                    s.sign_eth_message(&hash)
+                        .expect("local signing cannot fail")
+                })
+                .collect(),
+        }
+    }
+
+    /// `state` signed by the payer and the payee.
+    pub fn signed_by_both(&self, state: &VariablePart) -> SignedVariablePart {
+        self.sign(state, &[&self.payer, &self.payee])
+    }
+
+    /// The challenger signature of `by` for a challenge with `candidate`.
+    pub fn challenger_sig(&self, by: &LocalSigner, candidate: &VariablePart) -> Signature {
+        by.sign_eth_message(&challenge_message_hash(candidate.hash(self.channel_id())))
+            .expect("local signing cannot fail")
+    }
+}
+
+/// Parameters of a scenario run.
+#[derive(Debug, Clone)]
+pub struct ScenarioConfig {
+    /// The `VirtualPaymentApp` address on the chain under test.
+    pub app_definition: Address,
+    /// A channel nonce not used before on that chain (scenario (d) also uses `channel_nonce + 1`).
+    pub channel_nonce: u64,
+    /// Challenge duration, seconds.
+    pub challenge_duration: u64,
+    /// What the payer deposits, wei.
+    pub deposit: U256,
+    /// The voucher the payee redeems, wei (at most `deposit`).
+    pub voucher_amount: U256,
+}
+
+impl ScenarioConfig {
+    /// Defaults: 100 s challenges, a 1000 wei deposit, a 300 wei voucher.
+    pub fn new(app_definition: Address, channel_nonce: u64) -> Self {
+        Self {
+            app_definition,
+            channel_nonce,
+            challenge_duration: 100,
+            deposit: U256::from(1000u64),
+            voucher_amount: U256::from(300u64),
+        }
+    }
+
+    /// The fixture of this run's channel.
+    pub fn fixture(&self) -> ChannelFixture {
+        ChannelFixture::new(
+            self.app_definition,
+            self.channel_nonce,
+            self.challenge_duration,
+            self.deposit,
+        )
+    }
+}
+
+/// The revert inside `result`, or a panic describing what happened instead.
+pub fn expect_revert<T: std::fmt::Debug>(result: Result<T, ChainError>) -> Revert {
+    match result {
+        Err(ChainError::Reverted(r)) => r,
+        other => panic!("expected a revert, got {other:?}"),
+    }
+}
+
+/// Shorthand for `Revert::from_reason`.
+pub fn revert(reason: &str) -> Revert {
+    Revert::from_reason(reason)
+}
+
+/// The payer deposits `fixture.deposit` into a fresh channel; returns the payer's handle.
+async fn fund_channel(
+    chain_for: &impl Fn(Address) -> Arc<dyn Chain>,
+    f: &ChannelFixture,
+) -> Arc<dyn Chain> {
+    let payer = chain_for(f.payer.address());
+    let id = f.channel_id();
+    assert_eq!(
+        payer.holdings(id).await.unwrap(),
+        U256::ZERO,
+        "the channel nonce must be fresh"
+    );
+    payer.deposit(id, U256::ZERO, f.deposit).await.unwrap();
+    assert_eq!(payer.holdings(id).await.unwrap(), f.deposit);
+    payer
+}
+
+/// Destination balances before a payout.
+async fn destination_balances(chain: &dyn Chain, f: &ChannelFixture) -> (U256, U256) {
+    (
+        chain.balance(f.payer_destination).await.unwrap(),
+        chain.balance(f.payee_destination).await.unwrap(),
+    )
+}
+
+/// Checks that the payout moved exactly `paid` to the payee's destination and the rest to the
+/// payer's, and emptied the channel.
+async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U256), paid: U256) {
+    let (payer_after, payee_after) = destination_balances(chain, f).await;
+    assert_eq!(
+        payee_after - before.1,
+        paid,
+        "payee gets exactly the voucher"
+    );
+    assert_eq!(
+        payer_after - before.0,
+        f.deposit - paid,
+        "payer gets the rest"
+    );
+    let id = f.channel_id();
+    assert_eq!(chain.holdings(id).await.unwrap(), U256::ZERO);
+    // Everything paid: `delete statusOf[channelId]`.
+    assert_eq!(chain.status(id).await.unwrap(), OnChainStatus::default());
+}
+
+/// Scenario (a): deposit → `conclude` with a final state signed by both → `transferAllAssets`:
+/// the payee gets exactly the voucher amount, the payer the rest, holdings end at 0.
+pub async fn scenario_conclude<C, T, Fut>(chain_for: C, advance_time: T, config: &ScenarioConfig)
+where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    T: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let _ = &advance_time;
+    let f = config.fixture();
+    let id = f.channel_id();
+    let payer = fund_channel(&chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+    let from_block = payer.block_number().await.unwrap();
+
+    let paid = config.voucher_amount;
+    let final_state = f.final_state(3, paid);
+    let receipt = payee
+        .conclude(&f.fixed, &f.signed_by_both(&final_state))
+        .await
+        .unwrap();
+    let status = payee.status(id).await.unwrap();
+    assert_eq!(
+        status,
+        OnChainStatus {
+            turn_num_record: 0,
+            finalizes_at: receipt.block_timestamp,
+            fingerprint: fingerprint(B256::ZERO, hash_outcome(&final_state.outcome)),
+        }
+    );
+
+    let before = destination_balances(payee.as_ref(), &f).await;
+    payee
+        .transfer_all_assets(id, &final_state.outcome, B256::ZERO)
+        .await
+        .unwrap();
+    assert_paid_out(payee.as_ref(), &f, before, paid).await;
+
+    let events = payee.events(id, from_block).await.unwrap();
+    assert!(events.iter().any(|r| matches!(
+        r.event,
+        ChainEvent::Concluded { finalizes_at, .. } if finalizes_at == receipt.block_timestamp
+    )));
+    assert!(events.iter().any(|r| matches!(
+        r.event,
+        ChainEvent::AllocationUpdated { asset_index: 0, initial_holdings, final_holdings, .. }
+            if initial_holdings == f.deposit && final_holdings == U256::ZERO
+    )));
+}
+
+/// Scenario (b): the payee alone force-closes with the redemption state (proof = postfund signed
+/// by both, candidate = turn 2 signed by the payee with the voucher as app data), waits out the
+/// challenge, and `transferAllAssets` pays it exactly the voucher.
+pub async fn scenario_payee_redeems<C, T, Fut>(
+    chain_for: C,
+    advance_time: T,
+    config: &ScenarioConfig,
+) where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    T: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let f = config.fixture();
+    let id = f.channel_id();
+    fund_channel(&chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+
+    let postfund = f.signed_by_both(&f.postfund());
+    let voucher = f.voucher(config.voucher_amount);
+    let redemption = f.redemption(&voucher);
+    let candidate = f.sign(&redemption, &[&f.payee]);
+    let receipt = payee
+        .challenge(
+            &f.fixed,
+            std::slice::from_ref(&postfund),
+            &candidate,
+            &f.challenger_sig(&f.payee, &redemption),
+        )
+        .await
+        .unwrap();
+    let finalizes_at = receipt.block_timestamp + config.challenge_duration;
+    let state_hash = redemption.hash(id);
+    assert_eq!(
+        payee.status(id).await.unwrap(),
+        OnChainStatus {
+            turn_num_record: 2,
+            finalizes_at,
+            fingerprint: fingerprint(state_hash, hash_outcome(&redemption.outcome)),
+        }
+    );
+    let events = payee.events(id, receipt.block_number).await.unwrap();
+    assert!(events.iter().any(|r| matches!(
+        &r.event,
+        ChainEvent::ChallengeRegistered { finalizes_at: at, candidate: c, .. }
+            if *at == finalizes_at && c.variable_part.turn_num == 2
+    )));
+
+    // Not before the challenge times out.
+    assert_eq!(
+        expect_revert(
+            payee
+                .transfer_all_assets(id, &redemption.outcome, state_hash)
+                .await
+        ),
+        Revert::ChannelNotFinalized
+    );
+    advance_time(config.challenge_duration + 1).await;
+
+    let before = destination_balances(payee.as_ref(), &f).await;
+    payee
+        .transfer_all_assets(id, &redemption.outcome, state_hash)
+        .await
+        .unwrap();
+    assert_paid_out(payee.as_ref(), &f, before, config.voucher_amount).await;
+}
+
+/// Scenario (c): the payer challenges with the postfund (`[deposit, 0]`); before the timeout the
+/// payee counters with a turn-2 challenge carrying the voucher; the payout reflects the voucher.
+pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
+    chain_for: C,
+    advance_time: T,
+    config: &ScenarioConfig,
+) where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    T: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let f = config.fixture();
+    let id = f.channel_id();
+    let payer = fund_channel(&chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+
+    let postfund_state = f.postfund();
+    let postfund = f.signed_by_both(&postfund_state);
+    let stale = payer
+        .challenge(
+            &f.fixed,
+            &[],
+            &postfund,
+            &f.challenger_sig(&f.payer, &postfund_state),
+        )
+        .await
+        .unwrap();
+    let status = payer.status(id).await.unwrap();
+    assert_eq!(status.turn_num_record, 1);
+    assert_eq!(
+        status.finalizes_at,
+        stale.block_timestamp + config.challenge_duration
+    );
+
+    // Half-way through the challenge, the payee answers with the voucher.
+    advance_time(config.challenge_duration / 2).await;
+    let voucher = f.voucher(config.voucher_amount);
+    let redemption = f.redemption(&voucher);
+    let counter = payee
+        .challenge(
+            &f.fixed,
+            std::slice::from_ref(&postfund),
+            &f.sign(&redemption, &[&f.payee]),
+            &f.challenger_sig(&f.payee, &redemption),
+        )
+        .await
+        .unwrap();
+    let status = payee.status(id).await.unwrap();
+    assert_eq!(status.turn_num_record, 2);
+    assert_eq!(
+        status.finalizes_at,
+        counter.block_timestamp + config.challenge_duration
+    );
+
+    // The payer cannot go back to the postfund.
+    assert_eq!(
+        expect_revert(
+            payer
+                .challenge(
+                    &f.fixed,
+                    &[],
+                    &postfund,
+                    &f.challenger_sig(&f.payer, &postfund_state)
+                )
+                .await
+        ),
+        Revert::TurnNumRecordNotIncreased
+    );
+
+    advance_time(config.challenge_duration + 1).await;
+    // The stale state no longer matches the stored fingerprint.
+    assert_eq!(
+        expect_revert(
+            payer
+                .transfer_all_assets(id, &postfund_state.outcome, postfund_state.hash(id))
+                .await
+        ),
+        Revert::IncorrectFingerprint
+    );
+    let before = destination_balances(payee.as_ref(), &f).await;
+    payee
+        .transfer_all_assets(id, &redemption.outcome, redemption.hash(id))
+        .await
+        .unwrap();
+    assert_paid_out(payee.as_ref(), &f, before, config.voucher_amount).await;
+}
+
+/// Scenario (d): invalid challenges revert with typed errors and nothing is paid: a forged
+/// challenger signature, a forged voucher, a redemption not signed by the payee, an unrecoverable
+/// signature, states from another channel (nonce `channel_nonce + 1`), and a lower turn than the
+/// on-chain record.
+pub async fn scenario_invalid_challenges<C, T, Fut>(
+    chain_for: C,
+    advance_time: T,
+    config: &ScenarioConfig,
+) where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    T: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let f = config.fixture();
+    let id = f.channel_id();
+    let payer = fund_channel(&chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+
+    let postfund_state = f.postfund();
+    let postfund = f.signed_by_both(&postfund_state);
+    let voucher = f.voucher(config.voucher_amount);
+    let redemption = f.redemption(&voucher);
+    let candidate = f.sign(&redemption, &[&f.payee]);
+    let payee_sig = f.challenger_sig(&f.payee, &redemption);
+    let proof = std::slice::from_ref(&postfund);
+
+    // A challenger signature by a non-participant.
+    let forged = f.challenger_sig(&f.stranger, &redemption);
+    assert_eq!(
+        expect_revert(payee.challenge(&f.fixed, proof, &candidate, &forged).await),
+        Revert::ChallengerNotParticipant
+    );
+
+    // A voucher signed by someone other than the payer.
+    let fake_voucher = f.voucher_signed_by(config.voucher_amount, &f.stranger);
+    let fake_redemption = f.redemption(&fake_voucher);
+    assert_eq!(
+        expect_revert(
+            payee
+                .challenge(
+                    &f.fixed,
+                    proof,
+                    &f.sign(&fake_redemption, &[&f.payee]),
+                    &f.challenger_sig(&f.payee, &fake_redemption),
+                )
+                .await
+        ),
+        revert("invalid signature for voucher")
+    );
+
+    // The redemption state signed by a stranger instead of the payee.
+    assert_eq!(
+        expect_revert(
+            payee
+                .challenge(
+                    &f.fixed,
+                    proof,
+                    &f.sign(&redemption, &[&f.stranger]),
+                    &payee_sig
+                )
+                .await
+        ),
+        revert("redemption not signed by Bob")
+    );
+
+    // A signature `ecrecover` cannot recover (s = 0).
+    let mut broken = candidate.clone();
+    broken.sigs[0].s = B256::ZERO;
+    assert_eq!(
+        expect_revert(payee.challenge(&f.fixed, proof, &broken, &payee_sig).await),
+        Revert::InvalidSignature
+    );
+
+    // States signed for another channel of the same participants.
+    let other = ScenarioConfig {
+        channel_nonce: config.channel_nonce + 1,
+        ..config.clone()
+    }
+    .fixture();
+    let other_postfund = other.signed_by_both(&other.postfund());
+    let other_redemption = other.redemption(&other.voucher(config.voucher_amount));
+    assert_eq!(
+        expect_revert(
+            payee
+                .challenge(
+                    &f.fixed,
+                    std::slice::from_ref(&other_postfund),
+                    &other.sign(&other_redemption, &[&other.payee]),
+                    &f.challenger_sig(&f.payee, &other_redemption),
+                )
+                .await
+        ),
+        revert("postfund !unanimous; |proof|=1")
+    );
+
+    // The payee checkpoints the redemption; then a challenge with the (lower) postfund fails.
+    payee.checkpoint(&f.fixed, proof, &candidate).await.unwrap();
+    assert_eq!(
+        expect_revert(
+            payer
+                .challenge(
+                    &f.fixed,
+                    &[],
+                    &postfund,
+                    &f.challenger_sig(&f.payer, &postfund_state)
+                )
+                .await
+        ),
+        Revert::TurnNumRecordDecreased
+    );
+
+    // Nothing happened to the funds, and nothing can be paid out.
+    advance_time(config.challenge_duration + 1).await;
+    let status = payee.status(id).await.unwrap();
+    assert_eq!(status.turn_num_record, 2);
+    assert_eq!(status.finalizes_at, 0);
+    assert_eq!(payee.holdings(id).await.unwrap(), f.deposit);
+    assert_eq!(
+        expect_revert(
+            payee
+                .transfer_all_assets(id, &redemption.outcome, redemption.hash(id))
+                .await
+        ),
+        Revert::ChannelNotFinalized
+    );
+    let (payer_dest, payee_dest) = destination_balances(payee.as_ref(), &f).await;
+    assert_eq!(payer_dest, U256::ZERO);
+    assert_eq!(payee_dest, U256::ZERO);
+}

@@ -1,0 +1,403 @@
+//! `EthereumChain` against the real Nitro v2 contracts (`NitroAdjudicator` + `VirtualPaymentApp`
+//! from `@statechannels/nitro-protocol@2.0.1-alpha.6`) on a local anvil node, one node per test.
+//!
+//! Needs anvil (`scripts/install-anvil.sh`) and the artifacts (`scripts/fetch-nitro-artifacts.sh`);
+//! without them the tests are skipped, or fail when `CI` is set. Figures (gas, anvil start time,
+//! per-test wall time) are printed: run with `--nocapture`.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy_primitives::{Address, B256, U256};
+use payment_channel::SimulatedChain;
+use payment_channel::chain::ethereum::{Deployment, EthereumChain, NitroArtifacts, deploy};
+use payment_channel::chain::{Chain, ChainEvent, ChannelMode};
+use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::test_utils::{
+    PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_invalid_challenges,
+    scenario_payee_counters_stale_challenge, scenario_payee_redeems,
+};
+use support::anvil::{Anvil, DEV_KEYS, artifacts_dir};
+use support::scenarios::{self, Env, Report};
+
+/// A node with the contracts deployed and handles for dev accounts #1 (payer) and #2 (payee);
+/// #0 deploys, #3 is the stranger.
+struct Setup {
+    env: Env,
+    payer: Arc<EthereumChain>,
+    deployment: Deployment,
+    anvil: Anvil,
+}
+
+fn key(i: usize) -> LocalSigner {
+    LocalSigner::from_hex(DEV_KEYS[i]).expect("dev key")
+}
+
+async fn setup() -> Option<Setup> {
+    let dir = artifacts_dir()?;
+    let anvil = Anvil::start()?;
+    let artifacts = NitroArtifacts::from_dir(&dir).expect("artifacts");
+    let deployment = deploy(&anvil.url, &key(0).secret_bytes(), &artifacts)
+        .await
+        .expect("deploy");
+    let connect = |i: usize| {
+        let url = anvil.url.clone();
+        let adjudicator = deployment.nitro_adjudicator;
+        async move {
+            Arc::new(
+                EthereumChain::connect(&url, &key(i).secret_bytes(), adjudicator)
+                    .await
+                    .expect("connect"),
+            )
+        }
+    };
+    let payer = connect(1).await;
+    let payee = connect(2).await;
+    let clock = payer.clone();
+    let env = Env {
+        payer: payer.clone(),
+        payee,
+        payer_key: key(1),
+        payee_key: key(2),
+        stranger_key: key(3),
+        app: deployment.virtual_payment_app,
+        advance: Arc::new(move |secs| {
+            let clock = clock.clone();
+            Box::pin(async move {
+                clock.increase_time(secs).await.expect("evm_increaseTime");
+            })
+        }),
+    };
+    Some(Setup {
+        env,
+        payer,
+        deployment,
+        anvil,
+    })
+}
+
+impl Setup {
+    /// `chain_for` of the shared `test_utils` scenarios: the payer's or the payee's handle.
+    fn chain_for(&self) -> impl Fn(Address) -> Arc<dyn Chain> + use<> {
+        let (payer, payee) = (self.env.payer.clone(), self.env.payee.clone());
+        move |a| {
+            if a == payer.account() {
+                payer.clone()
+            } else if a == payee.account() {
+                payee.clone()
+            } else {
+                panic!("no dev account handle for {a}")
+            }
+        }
+    }
+
+    /// `advance_time` of the shared scenarios.
+    fn advance_time(&self) -> impl Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let advance = self.env.advance.clone();
+        move |secs| advance(secs)
+    }
+}
+
+/// The same participants on a fresh `SimulatedChain` (funded like anvil's dev accounts).
+fn sim_env() -> Env {
+    let sim = SimulatedChain::new();
+    let ether = U256::from(10u64).pow(U256::from(18u8));
+    for i in 1..4 {
+        sim.fund(key(i).address(), U256::from(10_000u64) * ether)
+            .expect("fund");
+    }
+    let clock = sim.clone();
+    Env {
+        payer: Arc::new(sim.handle(key(1).address())),
+        payee: Arc::new(sim.handle(key(2).address())),
+        payer_key: key(1),
+        payee_key: key(2),
+        stranger_key: key(3),
+        app: sim.app_definition(),
+        advance: Arc::new(move |secs| {
+            clock.advance_time(secs);
+            Box::pin(std::future::ready(()))
+        }),
+    }
+}
+
+/// Prints the figures and checks that the simulator ends the same way.
+fn finish(name: &str, started: Instant, report: &Report, sim: &Report) {
+    report.print_gas(name);
+    println!("TIME {name:<28} {:?}", started.elapsed());
+    assert_eq!(
+        report.comparable(),
+        sim.comparable(),
+        "{name}: anvil (left) and SimulatedChain (right) disagree"
+    );
+}
+
+#[tokio::test]
+async fn deploys_and_connects() {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    println!("ANVIL start {:?}", s.anvil.started_in);
+    println!(
+        "GAS deploy NitroAdjudicator {} / VirtualPaymentApp {}",
+        s.deployment.nitro_adjudicator_receipt.gas_used,
+        s.deployment.virtual_payment_app_receipt.gas_used
+    );
+    assert_eq!(s.payer.chain_id(), 1337);
+    assert_eq!(s.payer.account(), key(1).address());
+    assert_eq!(s.payer.adjudicator(), s.deployment.nitro_adjudicator);
+    // The dev keys are anvil's accounts #1..#3 (#0 paid for the deployment).
+    for i in 1..4 {
+        assert!(!s.payer.balance(key(i).address()).await.unwrap().is_zero());
+    }
+    // A wrong adjudicator address is caught at connect time.
+    let err = EthereumChain::connect(&s.anvil.url, &key(1).secret_bytes(), key(3).address())
+        .await
+        .expect_err("no code there");
+    assert!(err.to_string().contains("no contract"), "{err}");
+    // Time travel moves the adjudicator's clock.
+    let t0 = s.payer.now().await.unwrap();
+    let t1 = s.payer.increase_time(1000).await.unwrap();
+    assert!(t1 >= t0 + 1000, "{t0} -> {t1}");
+    let invalid = EthereumChain::connect(&s.anvil.url, &B256::ZERO, s.deployment.nitro_adjudicator)
+        .await
+        .expect_err("zero key");
+    assert!(invalid.to_string().contains("secret key"), "{invalid}");
+    println!("TIME deploys_and_connects {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn happy_path_cooperative_close() {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let n = 20;
+    let r = scenarios::happy_path(&s.env, 1, n).await;
+    finish(
+        "happy_path",
+        started,
+        &r,
+        &scenarios::happy_path(&sim_env(), 1, n).await,
+    );
+    let paid = U256::from(n * 1_000_000_000);
+    assert_eq!(r.payee_received, paid);
+    assert_eq!(r.payer_received, r.deposit - paid);
+    assert!(r.holdings_after.is_zero());
+    // Paying out everything deletes the channel's status.
+    assert_eq!(r.status_after, Default::default());
+    assert_eq!(r.mode_after, ChannelMode::Open);
+    assert_eq!(r.events, ["Deposited", "Concluded", "AllocationUpdated"]);
+}
+
+#[tokio::test]
+async fn payee_challenges_with_voucher_after_payer_goes_silent() {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let r = scenarios::payee_challenges(&s.env, 2, 7).await;
+    let sim = scenarios::payee_challenges(&sim_env(), 2, 7).await;
+    finish("payee_challenges", started, &r, &sim);
+    let paid = U256::from(7 * 3_000_000_000u64);
+    assert_eq!(
+        (r.payee_received, r.payer_received),
+        (paid, r.deposit - paid)
+    );
+    assert!(r.holdings_after.is_zero());
+    assert_eq!(
+        r.events,
+        ["Deposited", "ChallengeRegistered", "AllocationUpdated"]
+    );
+    // The ChallengeRegistered event carries the candidate as sent.
+    let ch = scenarios::TestChannel::new(&s.env, 2);
+    let events = s.payer.events(ch.id, 0).await.unwrap();
+    let Some(ChainEvent::ChallengeRegistered {
+        candidate, proof, ..
+    }) = events
+        .iter()
+        .map(|e| &e.event)
+        .find(|e| matches!(e, ChainEvent::ChallengeRegistered { .. }))
+    else {
+        panic!("no ChallengeRegistered in {events:?}");
+    };
+    assert_eq!(proof, &[ch.postfund()]);
+    assert_eq!(candidate.variable_part.turn_num, 2);
+    let v =
+        payment_channel::voucher::Voucher::from_app_data(ch.id, &candidate.variable_part.app_data)
+            .expect("voucher in app data");
+    assert_eq!(v.amount, paid);
+    // A range that starts after the latest block is empty.
+    let latest = s.payer.block_number().await.unwrap();
+    assert!(s.payer.events(ch.id, latest + 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn payer_challenges_payee_counters_with_challenge() {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let r = scenarios::payer_challenges_payee_counters(&s.env, 3, false).await;
+    let sim = scenarios::payer_challenges_payee_counters(&sim_env(), 3, false).await;
+    finish("payer_chal/payee_counters", started, &r, &sim);
+    assert!(r.holdings_after.is_zero());
+    assert_eq!(
+        r.events,
+        [
+            "Deposited",
+            "ChallengeRegistered",
+            "ChallengeRegistered",
+            "AllocationUpdated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn payer_challenges_payee_checkpoints() {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let r = scenarios::payer_challenges_payee_counters(&s.env, 4, true).await;
+    let sim = scenarios::payer_challenges_payee_counters(&sim_env(), 4, true).await;
+    finish("payer_chal/payee_checkpoint", started, &r, &sim);
+    assert!(r.holdings_after.is_zero());
+    assert_eq!(
+        r.events,
+        [
+            "Deposited",
+            "ChallengeRegistered",
+            "ChallengeCleared",
+            "ChallengeRegistered",
+            "AllocationUpdated"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn invalid_challenges_are_refused_with_typed_reverts() {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let r = scenarios::invalid_calls(&s.env, 5).await;
+    finish(
+        "invalid_calls",
+        started,
+        &r,
+        &scenarios::invalid_calls(&sim_env(), 5).await,
+    );
+    assert!(r.payee_received.is_zero() && r.payer_received.is_zero());
+    assert_eq!(r.holdings_after, r.deposit);
+    assert_eq!(r.events, ["Deposited", "ChallengeRegistered"]);
+    println!("REVERTS {:?}", r.reverts);
+}
+
+// The shared chain-level scenarios of `test_utils` (also run against `SimulatedChain` in
+// `tests/sim_chain.rs`), on the real contracts.
+
+async fn shared(name: &str, nonce: u64, run: impl AsyncFnOnce(&Setup, ScenarioConfig)) {
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    assert_eq!(
+        key(1).address(),
+        LocalSigner::from_hex(PAYER_KEY).unwrap().address()
+    );
+    assert_eq!(
+        key(2).address(),
+        LocalSigner::from_hex(PAYEE_KEY).unwrap().address()
+    );
+    run(&s, ScenarioConfig::new(s.env.app, nonce)).await;
+    println!("TIME shared/{name:<21} {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn shared_scenario_conclude() {
+    shared("conclude", 11, async |s, c| {
+        scenario_conclude(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_scenario_payee_redeems() {
+    shared("payee_redeems", 12, async |s, c| {
+        scenario_payee_redeems(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_scenario_payee_counters_stale_challenge() {
+    shared("payee_counters", 13, async |s, c| {
+        scenario_payee_counters_stale_challenge(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_scenario_invalid_challenges() {
+    shared("invalid_challenges", 14, async |s, c| {
+        scenario_invalid_challenges(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+/// Two challenges that each pass gas estimation land in the same block; the second one reverts
+/// on chain. Its reason is recovered by replaying it, and typed like any other revert.
+#[tokio::test]
+async fn on_chain_revert_is_recovered_by_replay() {
+    use payment_channel::chain::{ChainError, Revert};
+    let started = Instant::now();
+    let Some(s) = setup().await else { return };
+    let ch = scenarios::TestChannel::new(&s.env, 21);
+    s.env
+        .payer
+        .deposit(ch.id, U256::ZERO, ch.deposit)
+        .await
+        .unwrap();
+    let postfund = ch.postfund();
+    let redemption = ch.redemption(&ch.voucher(U256::from(1000u64)), &s.env.payee_key);
+    let proof = std::slice::from_ref(&postfund);
+    let by_payee = ch.challenger_sig(&redemption, &s.env.payee_key);
+    let by_payer = ch.challenger_sig(&redemption, &s.env.payer_key);
+
+    s.anvil
+        .rpc("evm_setAutomine", "[false]")
+        .expect("automine off");
+    let block = s.env.payer.block_number().await.unwrap();
+    let miner = async {
+        // Mine once both transactions are in the pool.
+        loop {
+            let pool = s.anvil.rpc("txpool_status", "[]").expect("txpool_status");
+            let pending = pool["pending"]
+                .as_str()
+                .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+                .or_else(|| pool["pending"].as_u64())
+                .unwrap_or(0);
+            if pending >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        s.anvil.rpc("evm_mine", "[]").expect("evm_mine");
+    };
+    let (a, b, ()) = tokio::join!(
+        s.env
+            .payee
+            .challenge(&ch.fixed, proof, &redemption, &by_payee),
+        s.env
+            .payer
+            .challenge(&ch.fixed, proof, &redemption, &by_payer),
+        miner
+    );
+    s.anvil
+        .rpc("evm_setAutomine", "[true]")
+        .expect("automine on");
+    let (ok, failed) = match (a, b) {
+        (Ok(r), Err(e)) | (Err(e), Ok(r)) => (r, e),
+        other => panic!("expected exactly one of the two to revert: {other:?}"),
+    };
+    assert_eq!(ok.block_number, block + 1);
+    assert!(
+        matches!(
+            failed,
+            ChainError::Reverted(Revert::TurnNumRecordNotIncreased)
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(s.env.payer.status(ch.id).await.unwrap().turn_num_record, 2);
+    println!("TIME on_chain_revert_replay      {:?}", started.elapsed());
+}

@@ -1,0 +1,210 @@
+//! A local anvil node for tests: found (never installed) and started on a free loopback port,
+//! killed when the handle drops.
+//!
+//! Where anvil is looked for, in order:
+//! 1. `$ANVIL_BIN`;
+//! 2. `<repo>/.ci/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil` (what
+//!    `scripts/install-anvil.sh` installs);
+//! 3. `anvil` on `PATH`.
+//!
+//! The Nitro v2 artifacts come from `$NITRO_ARTIFACTS_DIR`, default `<repo>/target/nitro-artifacts`
+//! (what `scripts/fetch-nitro-artifacts.sh` writes).
+//!
+//! When either is missing, a test **fails** if `$CI` is set and is skipped (with instructions on
+//! stderr) otherwise.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Private keys of anvil's default dev accounts #0..#3 (the public "test test … junk" mnemonic).
+/// They only ever hold dev-chain ether.
+pub const DEV_KEYS: [&str; 4] = [
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+];
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate is inside the workspace")
+        .to_path_buf()
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Fails under CI, else prints why the test is skipped. Returns `None` for `?`-style use.
+fn missing<T>(what: &str, how: &str) -> Option<T> {
+    if in_ci() {
+        panic!("{what} is required when CI is set: {how}");
+    }
+    eprintln!("SKIPPED: {what} not found. {how}");
+    None
+}
+
+/// Finds the anvil binary.
+pub fn find_anvil() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("ANVIL_BIN") {
+        return Some(PathBuf::from(bin));
+    }
+    let ci_bin = repo_root().join(".ci/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    if ci_bin.is_file() {
+        return Some(ci_bin);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("anvil"))
+        .find(|p| p.is_file())
+}
+
+/// The directory holding `NitroAdjudicator.json` and `VirtualPaymentApp.json`, or `None`
+/// (skip) / panic (CI) when it does not.
+pub fn artifacts_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("NITRO_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/nitro-artifacts"));
+    if dir.join("NitroAdjudicator.json").is_file() && dir.join("VirtualPaymentApp.json").is_file() {
+        Some(dir)
+    } else {
+        missing(
+            &format!("Nitro v2 contract artifacts in {}", dir.display()),
+            "Run `scripts/fetch-nitro-artifacts.sh` (needs npm), or set NITRO_ARTIFACTS_DIR.",
+        )
+    }
+}
+
+/// A running anvil node; killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Anvil {
+    child: Child,
+    port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// From spawn to the first answered `eth_chainId`.
+    pub started_in: Duration,
+}
+
+impl Anvil {
+    /// Starts anvil on a free loopback port, or returns `None` (skip) / panics (CI) when anvil
+    /// is not installed.
+    pub fn start() -> Option<Self> {
+        let Some(bin) = find_anvil() else {
+            return missing(
+                "anvil",
+                "Install it with `scripts/install-anvil.sh` (npm install --prefix .ci @foundry-rs/anvil), \
+                 or set ANVIL_BIN.",
+            );
+        };
+        let mut last_err = String::new();
+        for _attempt in 0..5 {
+            match Self::start_once(&bin) {
+                Ok(anvil) => return Some(anvil),
+                Err(e) => last_err = e,
+            }
+        }
+        panic!("anvil ({}) did not start: {last_err}", bin.display());
+    }
+
+    fn start_once(bin: &Path) -> Result<Self, String> {
+        // Not every anvil version takes `--port 0`: reserve a port, release it, and retry on a
+        // collision (another process may grab it in between).
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let started = Instant::now();
+        let mut child = Command::new(bin)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--chain-id",
+                "1337",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = started + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                return Err(format!("anvil exited with {status}: {stderr}"));
+            }
+            if chain_id_answers(port) {
+                return Ok(Self {
+                    child,
+                    port,
+                    url,
+                    started_in: started.elapsed(),
+                });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(String::from("no eth_chainId answer within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `eth_chainId` on 127.0.0.1:`port` gets a JSON-RPC result.
+fn chain_id_answers(port: u16) -> bool {
+    rpc(port, "eth_chainId", "[]").is_ok()
+}
+
+/// One JSON-RPC request to 127.0.0.1:`port` with a minimal HTTP/1.1 client (so that readiness
+/// and node control need no async runtime); returns the `result` member.
+fn rpc(port: u16, method: &str, params: &str) -> Result<serde_json::Value, String> {
+    use std::io::Write;
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let json = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .ok_or_else(|| format!("no HTTP body in {resp:?}"))?;
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("{e}: {json:?}"))?;
+    v.get("result")
+        .cloned()
+        .ok_or_else(|| format!("no result in {v}"))
+}
+
+impl Anvil {
+    /// A JSON-RPC request to this node (node control in tests: `evm_setAutomine`, `evm_mine`, ...).
+    pub fn rpc(&self, method: &str, params: &str) -> Result<serde_json::Value, String> {
+        rpc(self.port, method, params)
+    }
+}

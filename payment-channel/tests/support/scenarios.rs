@@ -1,0 +1,707 @@
+//! Chain-level payment-channel scenarios, written against `Arc<dyn Chain>` only, so that the same
+//! script runs on any backend (the real contracts on anvil, or the simulator) and returns a
+//! [`Report`] that can be compared across backends.
+//!
+//! States are built by hand from the crate's primitives: `[payer, payee]` participants,
+//! `VirtualPaymentApp` rules (prefund 0, postfund 1 signed by both; redemption 2 signed by the
+//! payee carrying the payer's voucher; a final state signed by both for a cooperative close).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, U256, keccak256};
+use payment_channel::chain::{Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert};
+use payment_channel::sign::{LocalSigner, Signature, Signer};
+use payment_channel::state::{
+    FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
+    two_party_native_outcome,
+};
+use payment_channel::voucher::Voucher;
+
+/// Moves the backend's clock forward by the given number of seconds (and mines a block).
+pub type Advance = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// What a scenario needs from a backend.
+#[derive(Clone)]
+pub struct Env {
+    /// Handle acting for the payer (participant 0).
+    pub payer: Arc<dyn Chain>,
+    /// Handle acting for the payee (participant 1).
+    pub payee: Arc<dyn Chain>,
+    /// The payer's signing key (its address is `payer.account()`).
+    pub payer_key: LocalSigner,
+    /// The payee's signing key.
+    pub payee_key: LocalSigner,
+    /// A key that belongs to neither participant.
+    pub stranger_key: LocalSigner,
+    /// `VirtualPaymentApp` address (the channels' `appDefinition`).
+    pub app: Address,
+    /// Time travel.
+    pub advance: Advance,
+}
+
+/// Gas of one call, as the backend reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gas {
+    /// Which call.
+    pub call: &'static str,
+    /// Gas used.
+    pub gas: u64,
+}
+
+/// The end state of a scenario, comparable across backends (gas and times excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Channel deposit.
+    pub deposit: U256,
+    /// What the payer's destination received.
+    pub payer_received: U256,
+    /// What the payee's destination received.
+    pub payee_received: U256,
+    /// Holdings left in the adjudicator.
+    pub holdings_after: U256,
+    /// `unpackStatus` at the end (only `turn_num_record` is compared: times differ by backend).
+    pub status_after: OnChainStatus,
+    /// Mode at the end.
+    pub mode_after: ChannelMode,
+    /// Kinds of the events about the channel, in order.
+    pub events: Vec<&'static str>,
+    /// Reverts observed, in order.
+    pub reverts: Vec<Revert>,
+    /// Gas per call (not compared).
+    pub gas: Vec<Gas>,
+}
+
+impl Report {
+    /// The part of the report both backends must agree on.
+    pub fn comparable(&self) -> (U256, U256, U256, U256, u64, ChannelMode, &[&str], &[Revert]) {
+        (
+            self.deposit,
+            self.payer_received,
+            self.payee_received,
+            self.holdings_after,
+            self.status_after.turn_num_record,
+            self.mode_after,
+            &self.events,
+            &self.reverts,
+        )
+    }
+
+    /// Prints the gas table.
+    pub fn print_gas(&self, scenario: &str) {
+        for g in &self.gas {
+            println!("GAS {scenario:<28} {:<28} {:>9}", g.call, g.gas);
+        }
+    }
+}
+
+/// Challenge duration of every scenario channel, seconds.
+pub const CHALLENGE_DURATION: u64 = 600;
+/// Deposit of every scenario channel, wei.
+pub const DEPOSIT: u64 = 1_000_000_000_000_000; // 0.001 ether
+
+/// A channel between the env's payer and payee, with fresh destination addresses that never send
+/// a transaction (so their balances change only by payouts).
+pub struct TestChannel {
+    /// Fixed part.
+    pub fixed: FixedPart,
+    /// Channel id.
+    pub id: B256,
+    /// Deposit.
+    pub deposit: U256,
+    /// Where the payer's share goes.
+    pub payer_dest: Address,
+    /// Where the payee's share goes.
+    pub payee_dest: Address,
+    payer_key: LocalSigner,
+    payee_key: LocalSigner,
+}
+
+impl TestChannel {
+    /// A channel with `nonce`.
+    pub fn new(env: &Env, nonce: u64) -> Self {
+        let fixed = FixedPart {
+            participants: vec![env.payer_key.address(), env.payee_key.address()],
+            channel_nonce: nonce,
+            app_definition: env.app,
+            challenge_duration: CHALLENGE_DURATION,
+        };
+        let dest = |label: &str| {
+            let h = keccak256(format!("{label}/{nonce}/{}", env.app));
+            Address::from_slice(&h[12..])
+        };
+        Self {
+            id: fixed.channel_id(),
+            fixed,
+            deposit: U256::from(DEPOSIT),
+            payer_dest: dest("payer-destination"),
+            payee_dest: dest("payee-destination"),
+            payer_key: env.payer_key.clone(),
+            payee_key: env.payee_key.clone(),
+        }
+    }
+
+    /// The outcome giving the payee `paid` and the payer the rest.
+    pub fn outcome(&self, paid: U256) -> Outcome {
+        two_party_native_outcome(self.payer_dest, self.deposit - paid, self.payee_dest, paid)
+    }
+
+    /// Signs `vp` with each of `keys`.
+    pub fn sign(&self, vp: VariablePart, keys: &[&LocalSigner]) -> SignedVariablePart {
+        let hash = vp.hash(self.id);
+        SignedVariablePart {
+            sigs: keys
+                .iter()
+                .map(|k| k.sign_eth_message(&hash).expect("local signer"))
+                .collect(),
+            variable_part: vp,
+        }
+    }
+
+    /// Turn 1, everything to the payer, signed by both.
+    pub fn postfund(&self) -> SignedVariablePart {
+        let vp = VariablePart {
+            outcome: self.outcome(U256::ZERO),
+            app_data: Default::default(),
+            turn_num: 1,
+            is_final: false,
+        };
+        self.sign(vp, &[&self.payer_key, &self.payee_key])
+    }
+
+    /// A voucher for the cumulative `amount`, signed by the payer.
+    pub fn voucher(&self, amount: U256) -> Voucher {
+        Voucher::sign(self.id, amount, &self.payer_key).expect("local signer")
+    }
+
+    /// Turn 2 redemption state for `voucher`, signed by `signer` (normally the payee).
+    pub fn redemption(&self, voucher: &Voucher, signer: &LocalSigner) -> SignedVariablePart {
+        let vp = VariablePart {
+            outcome: self.outcome(voucher.amount),
+            app_data: voucher.app_data(),
+            turn_num: 2,
+            is_final: false,
+        };
+        self.sign(vp, &[signer])
+    }
+
+    /// A final state paying the payee `paid`, signed by both.
+    pub fn final_state(&self, paid: U256) -> SignedVariablePart {
+        let vp = VariablePart {
+            outcome: self.outcome(paid),
+            app_data: Default::default(),
+            turn_num: 3,
+            is_final: true,
+        };
+        self.sign(vp, &[&self.payer_key, &self.payee_key])
+    }
+
+    /// The challenger signature of `signer` on `candidate`.
+    pub fn challenger_sig(
+        &self,
+        candidate: &SignedVariablePart,
+        signer: &LocalSigner,
+    ) -> Signature {
+        let hash = candidate.variable_part.hash(self.id);
+        signer
+            .sign_eth_message(&challenge_message_hash(hash))
+            .expect("local signer")
+    }
+}
+
+fn event_kind(e: &ChainEvent) -> &'static str {
+    match e {
+        ChainEvent::Deposited { .. } => "Deposited",
+        ChainEvent::ChallengeRegistered { .. } => "ChallengeRegistered",
+        ChainEvent::ChallengeCleared { .. } => "ChallengeCleared",
+        ChainEvent::Checkpointed { .. } => "Checkpointed",
+        ChainEvent::Concluded { .. } => "Concluded",
+        ChainEvent::AllocationUpdated { .. } => "AllocationUpdated",
+        _ => "Other",
+    }
+}
+
+/// Expects a typed revert.
+pub fn expect_revert<T: std::fmt::Debug>(r: Result<T, ChainError>, expected: &Revert) -> Revert {
+    match r {
+        Err(ChainError::Reverted(got)) => {
+            assert_eq!(&got, expected, "wrong revert reason");
+            got
+        }
+        other => panic!("expected revert {expected:?}, got {other:?}"),
+    }
+}
+
+struct Recorder {
+    gas: Vec<Gas>,
+    reverts: Vec<Revert>,
+    start_block: u64,
+    baseline: (U256, U256),
+}
+
+impl Recorder {
+    async fn new(env: &Env, ch: &TestChannel) -> Self {
+        Self {
+            gas: Vec::new(),
+            reverts: Vec::new(),
+            start_block: env.payer.block_number().await.expect("block number"),
+            baseline: (
+                env.payer.balance(ch.payer_dest).await.expect("balance"),
+                env.payer.balance(ch.payee_dest).await.expect("balance"),
+            ),
+        }
+    }
+
+    fn gas(
+        &mut self,
+        call: &'static str,
+        r: Result<payment_channel::chain::TxReceipt, ChainError>,
+    ) {
+        let receipt = r.unwrap_or_else(|e| panic!("{call} failed: {e}"));
+        self.gas.push(Gas {
+            call,
+            gas: receipt.gas_used,
+        });
+    }
+
+    /// Expects `r` to revert with `expected`, and (on backends where blocks are mined per
+    /// transaction) nothing to have been mined: reverts surface before sending.
+    async fn revert<T: std::fmt::Debug>(
+        &mut self,
+        env: &Env,
+        r: Result<T, ChainError>,
+        expected: Revert,
+    ) {
+        let before = env.payer.block_number().await.expect("block number");
+        self.reverts.push(expect_revert(r, &expected));
+        let after = env.payer.block_number().await.expect("block number");
+        assert_eq!(before, after, "a refused call must not be mined");
+    }
+
+    async fn finish(self, env: &Env, ch: &TestChannel) -> Report {
+        let status = env.payer.status(ch.id).await.expect("status");
+        let now = env.payer.now().await.expect("now");
+        let events = env
+            .payer
+            .events(ch.id, self.start_block)
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| event_kind(&r.event))
+            .collect();
+        Report {
+            deposit: ch.deposit,
+            payer_received: env.payer.balance(ch.payer_dest).await.expect("balance")
+                - self.baseline.0,
+            payee_received: env.payer.balance(ch.payee_dest).await.expect("balance")
+                - self.baseline.1,
+            holdings_after: env.payer.holdings(ch.id).await.expect("holdings"),
+            status_after: status,
+            mode_after: status.mode(now),
+            events,
+            reverts: self.reverts,
+            gas: self.gas,
+        }
+    }
+}
+
+async fn fund(env: &Env, ch: &TestChannel, rec: &mut Recorder) {
+    rec.gas(
+        "deposit",
+        env.payer.deposit(ch.id, U256::ZERO, ch.deposit).await,
+    );
+    assert_eq!(
+        env.payer.holdings(ch.id).await.expect("holdings"),
+        ch.deposit
+    );
+}
+
+/// Pays `n` vouchers of `step` wei each (cumulative) and returns the largest.
+fn pay(ch: &TestChannel, env: &Env, n: u64, step: u64) -> Voucher {
+    let payer_key = env.payer_key.public_key();
+    let mut largest = None;
+    for i in 1..=n {
+        let v = ch.voucher(U256::from(i * step));
+        assert!(v.verify(&payer_key), "payee accepts voucher {i}");
+        largest = Some(v);
+    }
+    largest.expect("n > 0")
+}
+
+/// Scenario 1: deposit, `n` vouchers, cooperative close (conclude + transferAllAssets).
+pub async fn happy_path(env: &Env, nonce: u64, n: u64) -> Report {
+    let ch = TestChannel::new(env, nonce);
+    let mut rec = Recorder::new(env, &ch).await;
+    fund(env, &ch, &mut rec).await;
+    let largest = pay(&ch, env, n, 1_000_000_000);
+    let fin = ch.final_state(largest.amount);
+    rec.gas("conclude", env.payee.conclude(&ch.fixed, &fin).await);
+    let concluded = env.payee.status(ch.id).await.expect("status");
+    assert_eq!(concluded.turn_num_record, 0);
+    rec.gas(
+        "transferAllAssets (concluded)",
+        env.payee
+            .transfer_all_assets(ch.id, &fin.variable_part.outcome, B256::ZERO)
+            .await,
+    );
+    rec.finish(env, &ch).await
+}
+
+/// Scenario 2: the payer goes silent: the payee challenges with its largest voucher and collects it after
+/// the challenge duration.
+pub async fn payee_challenges(env: &Env, nonce: u64, n: u64) -> Report {
+    let ch = TestChannel::new(env, nonce);
+    let mut rec = Recorder::new(env, &ch).await;
+    fund(env, &ch, &mut rec).await;
+    let postfund = ch.postfund();
+    let largest = pay(&ch, env, n, 3_000_000_000);
+    let redemption = ch.redemption(&largest, &env.payee_key);
+    let sig = ch.challenger_sig(&redemption, &env.payee_key);
+    let t0 = env.payee.now().await.expect("now");
+    rec.gas(
+        "challenge (redemption)",
+        env.payee
+            .challenge(
+                &ch.fixed,
+                std::slice::from_ref(&postfund),
+                &redemption,
+                &sig,
+            )
+            .await,
+    );
+    let status = env.payee.status(ch.id).await.expect("status");
+    assert_eq!(status.turn_num_record, 2);
+    assert!(status.finalizes_at > t0 && status.finalizes_at <= t0 + CHALLENGE_DURATION + 5);
+    let state_hash = redemption.variable_part.hash(ch.id);
+    let outcome = redemption.variable_part.outcome.clone();
+    // Too early.
+    rec.revert(
+        env,
+        env.payee
+            .transfer_all_assets(ch.id, &outcome, state_hash)
+            .await,
+        Revert::ChannelNotFinalized,
+    )
+    .await;
+    (env.advance)(CHALLENGE_DURATION + 1).await;
+    rec.gas(
+        "transferAllAssets (challenged)",
+        env.payee
+            .transfer_all_assets(ch.id, &outcome, state_hash)
+            .await,
+    );
+    let report = rec.finish(env, &ch).await;
+    assert_eq!(report.payee_received, largest.amount);
+    report
+}
+
+/// Scenario 3: the payee goes silent, the payer challenges with the postfund state; the payee wakes and
+/// counters before the timeout, with a challenge at turn 2 (`checkpoint_first = false`) or a
+/// checkpoint at turn 2 followed by its own challenge (`checkpoint_first = true`).
+pub async fn payer_challenges_payee_counters(
+    env: &Env,
+    nonce: u64,
+    checkpoint_first: bool,
+) -> Report {
+    let ch = TestChannel::new(env, nonce);
+    let mut rec = Recorder::new(env, &ch).await;
+    fund(env, &ch, &mut rec).await;
+    let postfund = ch.postfund();
+    let largest = pay(&ch, env, 5, 7_000_000_000);
+    let sig = ch.challenger_sig(&postfund, &env.payer_key);
+    rec.gas(
+        "challenge (postfund)",
+        env.payer.challenge(&ch.fixed, &[], &postfund, &sig).await,
+    );
+    assert_eq!(
+        env.payer
+            .status(ch.id)
+            .await
+            .expect("status")
+            .turn_num_record,
+        1
+    );
+    (env.advance)(CHALLENGE_DURATION / 2).await;
+    let redemption = ch.redemption(&largest, &env.payee_key);
+    let sig = ch.challenger_sig(&redemption, &env.payee_key);
+    let proof = std::slice::from_ref(&postfund);
+    if checkpoint_first {
+        rec.gas(
+            "checkpoint (clears)",
+            env.payee.checkpoint(&ch.fixed, proof, &redemption).await,
+        );
+        let s = env.payee.status(ch.id).await.expect("status");
+        assert_eq!((s.turn_num_record, s.finalizes_at), (2, 0));
+        rec.gas(
+            "challenge (redemption)",
+            env.payee
+                .challenge(&ch.fixed, proof, &redemption, &sig)
+                .await,
+        );
+    } else {
+        rec.gas(
+            "challenge (counter)",
+            env.payee
+                .challenge(&ch.fixed, proof, &redemption, &sig)
+                .await,
+        );
+    }
+    assert_eq!(
+        env.payee
+            .status(ch.id)
+            .await
+            .expect("status")
+            .turn_num_record,
+        2
+    );
+    // The payer cannot go back to the postfund state.
+    let back = ch.challenger_sig(&postfund, &env.payer_key);
+    rec.revert(
+        env,
+        env.payer.challenge(&ch.fixed, &[], &postfund, &back).await,
+        Revert::TurnNumRecordNotIncreased,
+    )
+    .await;
+    (env.advance)(CHALLENGE_DURATION + 1).await;
+    rec.gas(
+        "transferAllAssets (challenged)",
+        env.payee
+            .transfer_all_assets(
+                ch.id,
+                &redemption.variable_part.outcome,
+                redemption.variable_part.hash(ch.id),
+            )
+            .await,
+    );
+    let report = rec.finish(env, &ch).await;
+    assert_eq!(report.payee_received, largest.amount);
+    report
+}
+
+/// Scenario 4: invalid challenges and calls are refused with typed reverts, nothing is mined for them and
+/// nothing is paid out by them.
+pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
+    let ch = TestChannel::new(env, nonce);
+    let other = TestChannel::new(env, nonce + 1_000_000);
+    let mut rec = Recorder::new(env, &ch).await;
+    rec.revert(
+        env,
+        env.payer.deposit(ch.id, U256::from(1u8), ch.deposit).await,
+        Revert::HeldMismatch,
+    )
+    .await;
+    fund(env, &ch, &mut rec).await;
+    let postfund = ch.postfund();
+    let voucher = ch.voucher(U256::from(5_000_000_000u64));
+    let good = ch.redemption(&voucher, &env.payee_key);
+    let proof = std::slice::from_ref(&postfund);
+    let bob_sig = |c: &SignedVariablePart| ch.challenger_sig(c, &env.payee_key);
+    let stranger = &env.stranger_key;
+    let not_supported = |s: &str| Revert::NotSupported(s.to_owned());
+
+    // Forged signatures.
+    let forged_redemption = ch.redemption(&voucher, stranger);
+    rec.revert(
+        env,
+        env.payee
+            .challenge(
+                &ch.fixed,
+                proof,
+                &forged_redemption,
+                &bob_sig(&forged_redemption),
+            )
+            .await,
+        not_supported("redemption not signed by Bob"),
+    )
+    .await;
+    let forged_voucher = Voucher::sign(ch.id, voucher.amount, stranger).expect("sign");
+    let r = ch.redemption(&forged_voucher, &env.payee_key);
+    rec.revert(
+        env,
+        env.payee
+            .challenge(&ch.fixed, proof, &r, &bob_sig(&r))
+            .await,
+        not_supported("invalid signature for voucher"),
+    )
+    .await;
+    let forged_postfund = ch.sign(postfund.variable_part.clone(), &[stranger, &env.payee_key]);
+    rec.revert(
+        env,
+        env.payee
+            .challenge(
+                &ch.fixed,
+                std::slice::from_ref(&forged_postfund),
+                &good,
+                &bob_sig(&good),
+            )
+            .await,
+        not_supported("postfund !unanimous; |proof|=1"),
+    )
+    .await;
+    rec.revert(
+        env,
+        env.payee
+            .challenge(&ch.fixed, proof, &good, &ch.challenger_sig(&good, stranger))
+            .await,
+        Revert::ChallengerNotParticipant,
+    )
+    .await;
+    // A zero signature: `ecrecover` returns 0.
+    let zero_sig = Signature {
+        v: 27,
+        r: B256::ZERO,
+        s: B256::ZERO,
+    };
+    rec.revert(
+        env,
+        env.payee
+            .challenge(&ch.fixed, proof, &good, &zero_sig)
+            .await,
+        Revert::InvalidSignature,
+    )
+    .await;
+    // States of another channel.
+    let other_postfund = other.postfund();
+    let other_redemption = other.redemption(&other.voucher(voucher.amount), &env.payee_key);
+    rec.revert(
+        env,
+        env.payee
+            .challenge(
+                &ch.fixed,
+                std::slice::from_ref(&other_postfund),
+                &other_redemption,
+                &bob_sig(&other_redemption),
+            )
+            .await,
+        not_supported("postfund !unanimous; |proof|=1"),
+    )
+    .await;
+    let r = ch.redemption(&other.voucher(voucher.amount), &env.payee_key);
+    rec.revert(
+        env,
+        env.payee
+            .challenge(&ch.fixed, proof, &r, &bob_sig(&r))
+            .await,
+        not_supported("invalid signature for voucher"),
+    )
+    .await;
+    // The payee claims more than the voucher.
+    let mut greedy_vp = good.variable_part.clone();
+    greedy_vp.outcome = ch.outcome(voucher.amount + U256::from(1u8));
+    let greedy = ch.sign(greedy_vp, &[&env.payee_key]);
+    rec.revert(
+        env,
+        env.payee
+            .challenge(&ch.fixed, proof, &greedy, &bob_sig(&greedy))
+            .await,
+        not_supported("Alice not adjusted correctly"),
+    )
+    .await;
+    // Conclude needs a final, unanimous state.
+    rec.revert(
+        env,
+        env.payee.conclude(&ch.fixed, &good).await,
+        Revert::StateMustBeFinal,
+    )
+    .await;
+    let half_final = ch.sign(
+        ch.final_state(voucher.amount).variable_part,
+        &[&env.payee_key],
+    );
+    rec.revert(
+        env,
+        env.payee.conclude(&ch.fixed, &half_final).await,
+        Revert::NotUnanimous,
+    )
+    .await;
+    // Nothing happened so far.
+    assert_eq!(
+        env.payer.status(ch.id).await.expect("status"),
+        OnChainStatus::default()
+    );
+    assert_eq!(
+        env.payer.holdings(ch.id).await.expect("holdings"),
+        ch.deposit
+    );
+
+    // A valid challenge, then a lower turn.
+    rec.gas(
+        "challenge (redemption)",
+        env.payee
+            .challenge(&ch.fixed, proof, &good, &bob_sig(&good))
+            .await,
+    );
+    let registered = env.payer.status(ch.id).await.expect("status");
+    let pf_sig = ch.challenger_sig(&postfund, &env.payer_key);
+    rec.revert(
+        env,
+        env.payer
+            .challenge(&ch.fixed, &[], &postfund, &pf_sig)
+            .await,
+        Revert::TurnNumRecordNotIncreased,
+    )
+    .await;
+    rec.revert(
+        env,
+        env.payer.checkpoint(&ch.fixed, &[], &postfund).await,
+        Revert::TurnNumRecordNotIncreased,
+    )
+    .await;
+    assert_eq!(env.payer.status(ch.id).await.expect("status"), registered);
+    // Payout with the wrong state hash / before finalization.
+    rec.revert(
+        env,
+        env.payee
+            .transfer_all_assets(
+                ch.id,
+                &good.variable_part.outcome,
+                good.variable_part.hash(ch.id),
+            )
+            .await,
+        Revert::ChannelNotFinalized,
+    )
+    .await;
+    (env.advance)(CHALLENGE_DURATION + 1).await;
+    rec.revert(
+        env,
+        env.payer
+            .challenge(&ch.fixed, &[], &postfund, &pf_sig)
+            .await,
+        Revert::ChannelFinalized,
+    )
+    .await;
+    rec.revert(
+        env,
+        env.payer
+            .transfer_all_assets(
+                ch.id,
+                &postfund.variable_part.outcome,
+                postfund.variable_part.hash(ch.id),
+            )
+            .await,
+        Revert::IncorrectFingerprint,
+    )
+    .await;
+    // Insufficient funds are reported, not sent.
+    let huge = U256::from(10u8).pow(U256::from(30u8));
+    match other_deposit(env, &other, huge).await {
+        Err(ChainError::InsufficientFunds { needed, available }) => {
+            assert_eq!(needed, huge);
+            assert!(available < huge);
+        }
+        r => panic!("expected InsufficientFunds, got {r:?}"),
+    }
+    // Nothing was paid out.
+    rec.finish(env, &ch).await
+}
+
+async fn other_deposit(
+    env: &Env,
+    ch: &TestChannel,
+    amount: U256,
+) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+    env.payer.deposit(ch.id, U256::ZERO, amount).await
+}
