@@ -33,7 +33,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
+use paid_wire::bencode::Value;
+use paid_wire::extended::ExtendedHandshake;
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
 
@@ -125,6 +129,44 @@ impl Terms {
     };
 }
 
+impl Terms {
+    /// The bencoded form under [`TERMS_KEY`]: `{price: <int>, trust: <int>}` (a price above
+    /// `i64::MAX` is written as a decimal byte string).
+    pub fn to_value(&self) -> Value {
+        let price = i64::try_from(self.price_per_byte).map_or_else(
+            |_| Value::Bytes(self.price_per_byte.to_string().into_bytes()),
+            Value::Int,
+        );
+        let mut dict = BTreeMap::new();
+        dict.insert(b"price".to_vec(), price);
+        dict.insert(
+            b"trust".to_vec(),
+            Value::Int(i64::try_from(self.trust_bytes).unwrap_or(i64::MAX)),
+        );
+        Value::Dict(dict)
+    }
+
+    /// Parses [`Terms::to_value`]'s form; `None` if `price` is missing or invalid. A missing or
+    /// invalid `trust` reads as 0 (the safe side for the payer: it pays for everything).
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let dict = value.as_dict()?;
+        let price_per_byte = match dict.get(b"price".as_slice())? {
+            Value::Int(p) => u128::try_from(*p).ok()?,
+            Value::Bytes(p) => std::str::from_utf8(p).ok()?.parse().ok()?,
+            _ => return None,
+        };
+        let trust_bytes = dict
+            .get(b"trust".as_slice())
+            .and_then(Value::as_int)
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0);
+        Some(Self {
+            price_per_byte,
+            trust_bytes,
+        })
+    }
+}
+
 impl Default for Terms {
     fn default() -> Self {
         Self::WEB3TORRENT
@@ -156,6 +198,22 @@ pub struct PeerExtendedHandshake {
     pub client: Option<String>,
 }
 
+impl PeerExtendedHandshake {
+    /// The glue's view of a decoded BEP 10 handshake.
+    pub fn from_extended(hs: &ExtendedHandshake) -> Self {
+        Self {
+            pse_id: hs.m.get(crate::EXTENSION_NAME).copied(),
+            pse_account: hs.pse_account().map(<[u8]>::to_vec),
+            outcome_address: hs.outcome_address().map(<[u8]>::to_vec),
+            terms: hs
+                .extra
+                .get(TERMS_KEY.as_bytes())
+                .and_then(Terms::from_value),
+            client: hs.v.clone(),
+        }
+    }
+}
+
 /// What the glue adds to our extended handshake (hook 2).
 ///
 /// The engine registers [`extension_name`](Self::extension_name) in `m` under a local id of its
@@ -171,6 +229,25 @@ pub struct HandshakeContribution {
     pub outcome_address: String,
     /// Our terms as an uploader; `None` when we do not sell.
     pub terms: Option<Terms>,
+}
+
+impl HandshakeContribution {
+    /// Adds the top-level keys to `hs` (`pseAccount`, `outcomeAddress`, [`TERMS_KEY`]). The
+    /// `m` entry is the engine's: register [`extension_name`](Self::extension_name) under a
+    /// local id of its choosing (e.g. with `paid_wire::extended::ExtensionIds::set_local`).
+    pub fn apply_to(&self, hs: &mut ExtendedHandshake) {
+        hs.set_pse_account(self.pse_account.as_bytes());
+        hs.set_outcome_address(self.outcome_address.as_bytes());
+        match self.terms {
+            Some(terms) => {
+                hs.extra
+                    .insert(TERMS_KEY.as_bytes().to_vec(), terms.to_value());
+            }
+            None => {
+                hs.extra.remove(TERMS_KEY.as_bytes());
+            }
+        }
+    }
 }
 
 /// The glue's answer to a request (hook 5).
@@ -497,6 +574,40 @@ mod tests {
         let info = PeerInfo::new(TorrentKey(1), Direction::Outbound, r);
         assert!(info.supports_extension_protocol());
         assert!(info.remote_supports_fast());
+    }
+
+    #[test]
+    fn handshake_contribution_round_trips_through_bencode() {
+        let contribution = HandshakeContribution {
+            extension_name: crate::EXTENSION_NAME,
+            pse_account: "0x7F0126D6c4270498b6514Cb934a3274898f68777".into(),
+            outcome_address: "0x00000000000000000000000000000000000000b1".into(),
+            terms: Some(Terms {
+                price_per_byte: u128::MAX,
+                trust_bytes: 81920,
+            }),
+        };
+        let mut ours = ExtendedHandshake::new();
+        ours.m.insert(crate::EXTENSION_NAME.into(), 3);
+        ours.m.insert("ut_metadata".into(), 1);
+        contribution.apply_to(&mut ours);
+        let wire = ours.to_bytes();
+        let theirs = ExtendedHandshake::decode(&wire).unwrap();
+        let view = PeerExtendedHandshake::from_extended(&theirs);
+        assert_eq!(view.pse_id, Some(3));
+        assert_eq!(
+            parse_account(view.pse_account.as_deref().unwrap()),
+            parse_account(contribution.pse_account.as_bytes())
+        );
+        assert_eq!(view.terms, contribution.terms);
+        // A web3torrent handshake: no terms.
+        let mut w3t = ExtendedHandshake::new();
+        w3t.m.insert(crate::EXTENSION_NAME.into(), 2);
+        w3t.set_pse_account(&b"0x7F0126D6c4270498b6514Cb934a3274898f68777"[..]);
+        let view = PeerExtendedHandshake::from_extended(&w3t);
+        assert_eq!(view.terms, None);
+        assert_eq!(Terms::default(), Terms::WEB3TORRENT);
+        assert_eq!(Terms::from_value(&Value::Int(1)), None);
     }
 
     #[test]

@@ -80,5 +80,5 @@ pub use paid_wire::choke::ChannelId;
 pub use paid_wire::message::BlockRequest;
 pub use payment_channel::Address;
 
-/// The BEP 10 name of the paid-streaming extension (web3torrent's).
-pub const EXTENSION_NAME: &str = "paidStreamingExtension";
+/// The BEP 10 name of the paid-streaming extension, `paidStreamingExtension` (web3torrent's).
+pub use paid_wire::pse::EXTENSION_NAME;

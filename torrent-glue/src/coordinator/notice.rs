@@ -1,15 +1,18 @@
-//! Paid-streaming notices as the coordinator sees them, and their wire form.
+//! Paid-streaming notices as the coordinator sees them, mapped onto [`paid_wire::pse`].
 //!
 //! Byte-compatible with web3torrent (`{command, data, msg_type: 0}`, sorted keys), plus the
 //! `prompt` command (data `{amount: "<wei, decimal>", bytes: <int>}`) for the low-watermark
-//! pay-ahead prompt: web3torrent peers ack and ignore commands they do not know.
+//! pay-ahead prompt: web3torrent peers ack and ignore commands they do not know, and
+//! [`PseMessage`] keeps it as [`PseMessage::Unknown`].
 
 use std::collections::BTreeMap;
 
+use paid_wire::bencode::Value;
 use paid_wire::choke::ChannelId;
+use paid_wire::pse::{self, PseMessage};
 
 /// Largest notice payload accepted or sent (rqbit drops extension messages above ~16 KiB).
-pub(crate) const MAX_NOTICE_LEN: usize = 16 * 1024;
+pub(crate) const MAX_NOTICE_LEN: usize = pse::MAX_PSE_LEN;
 
 /// The command string of the pay-ahead prompt.
 pub(crate) const PROMPT: &str = "prompt";
@@ -27,235 +30,75 @@ pub(crate) enum Notice {
 }
 
 impl Notice {
-    pub(crate) fn command(&self) -> &str {
+    fn to_pse(&self) -> PseMessage {
         match self {
-            Self::Stop(_) => "stop",
-            Self::Start => "start",
-            Self::PermanentStop(_) => "permanent-stop",
-            Self::Ack => "ack",
-            Self::Message(_) => "message",
-            Self::Prompt { .. } => PROMPT,
-            Self::Unknown(c) => c,
+            Self::Stop(id) => PseMessage::Stop {
+                channel_id: id.map(pse::ChannelId),
+            },
+            Self::Start => PseMessage::Start,
+            Self::PermanentStop(id) => PseMessage::PermanentStop {
+                channel_id: id.map(pse::ChannelId),
+            },
+            Self::Ack => PseMessage::Ack,
+            Self::Message(message) => PseMessage::Message {
+                message: message.clone(),
+            },
+            Self::Prompt { bytes, amount } => {
+                let mut data = BTreeMap::new();
+                data.insert(
+                    b"amount".to_vec(),
+                    Value::Bytes(amount.to_string().into_bytes()),
+                );
+                data.insert(
+                    b"bytes".to_vec(),
+                    Value::Int(i64::try_from(*bytes).unwrap_or(i64::MAX)),
+                );
+                PseMessage::Unknown {
+                    command: PROMPT.into(),
+                    data: Some(Value::Dict(data)),
+                }
+            }
+            Self::Unknown(command) => PseMessage::Unknown {
+                command: command.clone(),
+                data: None,
+            },
         }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        out.push(b'd');
-        put_str(&mut out, b"command");
-        put_str(&mut out, self.command().as_bytes());
-        put_str(&mut out, b"data");
-        match self {
-            Self::Stop(Some(id)) | Self::PermanentStop(Some(id)) => {
-                put_str(&mut out, &channel_hex(id));
-            }
-            Self::Message(json) => {
-                out.push(b'd');
-                put_str(&mut out, b"message");
-                put_str(&mut out, json.as_bytes());
-                out.push(b'e');
-            }
-            Self::Prompt { bytes, amount } => {
-                out.push(b'd');
-                put_str(&mut out, b"amount");
-                put_str(&mut out, amount.to_string().as_bytes());
-                put_str(&mut out, b"bytes");
-                out.extend_from_slice(format!("i{bytes}e").as_bytes());
-                out.push(b'e');
-            }
-            _ => out.extend_from_slice(b"de"),
-        }
-        put_str(&mut out, b"msg_type");
-        out.extend_from_slice(b"i0e");
-        out.push(b'e');
-        out
+        self.to_pse().encode()
     }
 
     /// Decodes a payload; unknown commands become [`Notice::Unknown`].
     pub(crate) fn decode(payload: &[u8]) -> Result<Self, String> {
-        if payload.len() > MAX_NOTICE_LEN {
-            return Err(format!("{} bytes, above {MAX_NOTICE_LEN}", payload.len()));
-        }
-        let mut parser = Parser {
-            input: payload,
-            pos: 0,
-            depth: 0,
-        };
-        let value = parser.value()?;
-        if parser.pos != payload.len() {
-            return Err("trailing bytes".into());
-        }
-        let Value::Dict(dict) = value else {
-            return Err("not a dictionary".into());
-        };
-        let command = match dict.get(b"command".as_slice()) {
-            Some(Value::Bytes(c)) => {
-                String::from_utf8(c.clone()).map_err(|_| "command not UTF-8")?
+        let message = PseMessage::decode(payload).map_err(|e| e.to_string())?;
+        Ok(match message {
+            PseMessage::Stop { channel_id } => Self::Stop(channel_id.map(|c| c.0)),
+            PseMessage::Start => Self::Start,
+            PseMessage::PermanentStop { channel_id } => {
+                Self::PermanentStop(channel_id.map(|c| c.0))
             }
-            _ => return Err("no command".into()),
-        };
-        let data = dict.get(b"data".as_slice());
-        let channel = || -> Result<Option<ChannelId>, String> {
-            match data {
-                None => Ok(None),
-                Some(Value::Dict(d)) if d.is_empty() => Ok(None),
-                Some(Value::Bytes(hex)) => parse_channel_hex(hex)
-                    .map(Some)
-                    .ok_or_else(|| "bad channel id".to_string()),
-                Some(_) => Err("bad channel id".into()),
-            }
-        };
-        Ok(match command.as_str() {
-            "stop" => Self::Stop(channel()?),
-            "start" => Self::Start,
-            "permanent-stop" => Self::PermanentStop(channel()?),
-            "ack" => Self::Ack,
-            "message" => match data {
-                Some(Value::Dict(d)) => match d.get(b"message".as_slice()) {
-                    Some(Value::Bytes(m)) => Self::Message(
-                        String::from_utf8(m.clone()).map_err(|_| "message not UTF-8")?,
-                    ),
-                    _ => return Err("message without data.message".into()),
-                },
-                _ => return Err("message without data".into()),
-            },
-            PROMPT => {
-                let Some(Value::Dict(d)) = data else {
-                    return Err("prompt without data".into());
-                };
-                let bytes = match d.get(b"bytes".as_slice()) {
-                    Some(Value::Int(b)) => u64::try_from(*b).map_err(|_| "negative bytes")?,
-                    _ => 0,
-                };
-                let amount = match d.get(b"amount".as_slice()) {
-                    Some(Value::Bytes(a)) => std::str::from_utf8(a)
+            PseMessage::Ack => Self::Ack,
+            PseMessage::Message { message } => Self::Message(message),
+            PseMessage::Unknown { command, data } if command == PROMPT => {
+                let field = |key: &[u8]| data.as_ref()?.as_dict()?.get(key).cloned();
+                let bytes = field(b"bytes")
+                    .and_then(|v| v.as_int())
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0);
+                let amount = match field(b"amount") {
+                    Some(Value::Bytes(a)) => std::str::from_utf8(&a)
                         .ok()
                         .and_then(|a| a.parse::<u128>().ok())
-                        .ok_or("bad amount")?,
-                    Some(Value::Int(a)) => u128::try_from(*a).map_err(|_| "negative amount")?,
+                        .unwrap_or(0),
+                    Some(Value::Int(a)) => u128::try_from(a).unwrap_or(0),
                     _ => 0,
                 };
                 Self::Prompt { bytes, amount }
             }
-            _ => Self::Unknown(command),
+            PseMessage::Unknown { command, .. } => Self::Unknown(command),
+            _ => return Err("unsupported paid-streaming message".into()),
         })
-    }
-}
-
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(s.len().to_string().as_bytes());
-    out.push(b':');
-    out.extend_from_slice(s);
-}
-
-fn channel_hex(id: &ChannelId) -> Vec<u8> {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(66);
-    out.extend_from_slice(b"0x");
-    for b in id {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 0x0f)]);
-    }
-    out
-}
-
-fn parse_channel_hex(hex: &[u8]) -> Option<ChannelId> {
-    let digits = hex.strip_prefix(b"0x")?;
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        *byte = u8::try_from(hi * 16 + lo).ok()?;
-    }
-    Some(out)
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Value {
-    Int(i64),
-    Bytes(Vec<u8>),
-    List(Vec<Value>),
-    Dict(BTreeMap<Vec<u8>, Value>),
-}
-
-struct Parser<'a> {
-    input: &'a [u8],
-    pos: usize,
-    depth: usize,
-}
-
-impl Parser<'_> {
-    fn peek(&self) -> Result<u8, String> {
-        self.input
-            .get(self.pos)
-            .copied()
-            .ok_or_else(|| "unexpected end".to_string())
-    }
-
-    fn value(&mut self) -> Result<Value, String> {
-        match self.peek()? {
-            b'i' => {
-                self.pos += 1;
-                let n = self.until(b'e')?;
-                let n = std::str::from_utf8(n)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .ok_or("bad integer")?;
-                Ok(Value::Int(n))
-            }
-            b'0'..=b'9' => Ok(Value::Bytes(self.bytes()?.to_vec())),
-            c @ (b'l' | b'd') => {
-                self.depth += 1;
-                if self.depth > 4 {
-                    return Err("nested too deeply".into());
-                }
-                self.pos += 1;
-                let mut list = Vec::new();
-                let mut dict = BTreeMap::new();
-                while self.peek()? != b'e' {
-                    if c == b'l' {
-                        list.push(self.value()?);
-                    } else {
-                        let key = self.bytes()?.to_vec();
-                        let value = self.value()?;
-                        if dict.insert(key, value).is_some() {
-                            return Err("duplicate key".into());
-                        }
-                    }
-                }
-                self.pos += 1;
-                self.depth -= 1;
-                Ok(if c == b'l' {
-                    Value::List(list)
-                } else {
-                    Value::Dict(dict)
-                })
-            }
-            _ => Err("unexpected byte".into()),
-        }
-    }
-
-    fn until(&mut self, end: u8) -> Result<&[u8], String> {
-        let rest = &self.input[self.pos..];
-        let len = rest.iter().position(|&b| b == end).ok_or("unterminated")?;
-        self.pos += len + 1;
-        Ok(&rest[..len])
-    }
-
-    fn bytes(&mut self) -> Result<&[u8], String> {
-        let len = self.until(b':')?;
-        let len = std::str::from_utf8(len)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<usize>().ok())
-            .ok_or("bad length")?;
-        let end = self.pos.checked_add(len).ok_or("bad length")?;
-        let out = self.input.get(self.pos..end).ok_or("string past end")?;
-        self.pos = end;
-        Ok(out)
     }
 }
 
