@@ -61,6 +61,8 @@
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
+#[cfg(feature = "adapter")]
+pub mod adapter;
 pub mod channel;
 pub mod coordinator;
 pub mod engine;
