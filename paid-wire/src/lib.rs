@@ -23,3 +23,7 @@ pub mod extended;
 pub mod handshake;
 pub mod message;
 pub mod pse;
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

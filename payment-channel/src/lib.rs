@@ -4,17 +4,29 @@
 //! Participants are `[payer, payee]`; the app is `VirtualPaymentApp`; payments are cumulative
 //! vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the EIP-191 prefix.
 //!
+//! - [`channel::Channel`]: the sans-IO state machine (no I/O, no clock, no randomness).
+//! - [`client::Client`]: the async driver over [`chain::Chain`], [`store::ChannelStore`] and
+//!   [`client::Transport`].
+//! - [`message`]: the wire messages and their compact JSON envelope.
+//! - [`error`]: errors by cause, each with the [`error::Action`] to take.
+//!
 //! # Features
 //! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
 //!   JSON-RPC against the real contracts (pulls in `alloy`, about 300 crates).
 //! - `test-utils` (private): state builders and chain-level scenario scripts for tests.
-
+//!
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod abi;
 pub mod chain;
+pub mod channel;
+pub mod client;
+pub mod error;
+pub mod message;
+pub mod policy;
 pub mod sign;
 pub mod state;
 pub mod store;

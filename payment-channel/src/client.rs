@@ -1,0 +1,595 @@
+//! The async driver: runs [`Channel`]s against a [`Chain`], a [`ChannelStore`] and a [`Transport`].
+//!
+//! A [`Client`] acts for one signing address and holds any number of channels, as payer or payee.
+//! It is cheap to clone (all clones share state) and safe to use from several tasks; each channel
+//! is processed by one task at a time.
+//!
+//! For every input it follows the [`Channel`] calling contract: it **persists** what the channel
+//! asks for (best voucher first, then the snapshot) before anything leaves; then it publishes the
+//! events, hands envelopes to the transport (or to [`Client::next_outbound`] when there is none),
+//! and sends the chain transactions, feeding the resulting chain events back in.
+//!
+//! Nothing runs in the background: call [`Client::watch_chain`] periodically (e.g. every block
+//! or every few seconds, and well within the shortest challenge duration). It reads each open
+//! channel's adjudicator events, counters stale challenges, and pays out finalized channels.
+//!
+//! Chain transactions are made idempotent: a `conclude` is skipped when the chain already shows
+//! the channel finalized, and a payout is skipped when the holdings are already zero, so both
+//! parties can ask for them safely.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use alloy_primitives::{Address, B256, U256};
+use async_trait::async_trait;
+use k256::elliptic_curve::rand_core::{OsRng, RngCore};
+use tokio::sync::mpsc;
+
+use crate::chain::{Chain, ChainError, ChannelMode, Revert};
+use crate::channel::{
+    ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind, Role,
+};
+use crate::error::{Error, PeerMisbehaved, UsageError};
+use crate::message::{ChannelKey, Envelope, Message};
+use crate::policy::JoinPolicy;
+use crate::sign::Signer;
+use crate::store::ChannelStore;
+use crate::voucher::Voucher;
+
+/// An error a [`Transport`] reports.
+pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Delivers envelopes to peers (in practice: the BEP-10 paid-streaming extension's `message`
+/// command of the connection to `to`).
+///
+/// Delivery may be lossy: the protocol tolerates drops, duplicates and reordering, and
+/// [`Client::resend`] repeats what a peer may have missed. An `Err` is logged, not returned to the
+/// operation that produced the message: that operation is already committed (a voucher is signed
+/// and stored, so the payment counts) and only its delivery failed.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Sends `envelope` to the peer with signing address `to`.
+    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError>;
+}
+
+#[async_trait]
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
+        (**self).send(to, envelope).await
+    }
+}
+
+#[allow(dead_code)]
+struct _ObjectSafe(Box<dyn Transport>);
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The deployed `VirtualPaymentApp` (used in the channels we create).
+    pub app_definition: Address,
+    /// Challenge duration of the channels we create, in seconds.
+    pub challenge_duration: u64,
+    /// Payer side: proposals this policy accepts are joined and funded automatically; others are
+    /// refused. `None`: every valid proposal waits for [`Client::join`] (see [`Event::Proposed`]).
+    pub auto_join: Option<JoinPolicy>,
+}
+
+impl ClientConfig {
+    /// Channels on `app_definition` with a one-hour challenge duration, no auto-join.
+    pub fn new(app_definition: Address) -> Self {
+        Self {
+            app_definition,
+            challenge_duration: 3600,
+            auto_join: None,
+        }
+    }
+}
+
+/// An [`Event`] of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelEvent {
+    /// The channel.
+    pub channel_id: B256,
+    /// What happened.
+    pub event: Event,
+}
+
+/// A summary of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    /// The channel.
+    pub channel_id: B256,
+    /// Our role.
+    pub role: Role,
+    /// Its phase.
+    pub phase: PhaseKind,
+    /// The other participant.
+    pub counterparty: Address,
+    /// The deposit.
+    pub deposit: U256,
+    /// Payer: total sent. Payee: total received.
+    pub paid: U256,
+    /// The best voucher.
+    pub best_voucher: Option<Voucher>,
+    /// Whether a challenge is registered (or the channel finalized).
+    pub disputed: bool,
+    /// Whether the channel is paid out.
+    pub settled: bool,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Channel>>;
+
+struct Inner {
+    config: ClientConfig,
+    signer: Arc<dyn Signer>,
+    chain: Arc<dyn Chain>,
+    store: Arc<dyn ChannelStore>,
+    transport: Option<Arc<dyn Transport>>,
+    channels: Mutex<HashMap<B256, Slot>>,
+    /// Next block to read, per channel.
+    cursors: Mutex<HashMap<B256, u64>>,
+    outbox: Mutex<VecDeque<Envelope>>,
+    events: mpsc::UnboundedSender<ChannelEvent>,
+    /// Serializes joins, so that two proposals cannot both pass the budget check.
+    join_lock: tokio::sync::Mutex<()>,
+}
+
+/// The async payment-channel client. See the [module docs](self).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.inner.signer.address())
+            .field("channels", &self.channel_ids().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these short locks leaves plain data behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Client {
+    /// Opens a client and reloads **every** channel in `store` (resume after a restart). Returns
+    /// the client and its event stream.
+    ///
+    /// After opening, call [`Client::watch_chain`] (catches up on chain events) and
+    /// [`Client::resend_all`] (repeats what peers may have missed).
+    pub async fn open(
+        config: ClientConfig,
+        signer: Arc<dyn Signer>,
+        chain: Arc<dyn Chain>,
+        store: Arc<dyn ChannelStore>,
+        transport: Option<Arc<dyn Transport>>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<ChannelEvent>), Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut channels = HashMap::new();
+        for id in store.channel_ids().await? {
+            let Some(record) = store.get_channel(id).await? else {
+                continue;
+            };
+            let snapshot = ChannelSnapshot::from_bytes(&record)?;
+            if snapshot.channel_id() != id {
+                return Err(UsageError::CorruptSnapshot(format!(
+                    "record of {id} is another channel"
+                ))
+                .into());
+            }
+            let voucher = store.get_voucher(id).await?;
+            let channel = Channel::restore(signer.clone(), snapshot, voucher)?;
+            channels.insert(id, Arc::new(tokio::sync::Mutex::new(channel)));
+        }
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                signer,
+                chain,
+                store,
+                transport,
+                channels: Mutex::new(channels),
+                cursors: Mutex::new(HashMap::new()),
+                outbox: Mutex::new(VecDeque::new()),
+                events: tx,
+                join_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        // Persist anything the restore merged (a voucher newer than the snapshot).
+        for slot in client.slots() {
+            let mut ch = slot.lock().await;
+            client.drive(&mut ch).await?;
+        }
+        Ok((client, rx))
+    }
+
+    /// Our signing address.
+    pub fn address(&self) -> Address {
+        self.inner.signer.address()
+    }
+
+    /// Every channel we hold.
+    pub fn channel_ids(&self) -> Vec<B256> {
+        lock(&self.inner.channels).keys().copied().collect()
+    }
+
+    /// A summary of a channel.
+    pub async fn channel_info(&self, channel_id: B256) -> Option<ChannelInfo> {
+        let slot = self.slot(channel_id).ok()?;
+        let ch = slot.lock().await;
+        Some(ChannelInfo {
+            channel_id,
+            role: ch.role(),
+            phase: ch.phase(),
+            counterparty: ch.counterparty(),
+            deposit: ch.deposit(),
+            paid: ch.paid(),
+            best_voucher: ch.best_voucher().copied(),
+            disputed: ch.is_disputed(),
+            settled: ch.is_settled(),
+        })
+    }
+
+    /// Payee: proposes a channel in which `payer` deposits `deposit`; returns its id.
+    pub async fn create(
+        &self,
+        payer: Address,
+        deposit: U256,
+        price: Option<U256>,
+    ) -> Result<B256, Error> {
+        let params = ChannelParams {
+            payer,
+            deposit,
+            channel_nonce: OsRng.next_u64(),
+            app_definition: self.inner.config.app_definition,
+            challenge_duration: self.inner.config.challenge_duration,
+            price,
+        };
+        let channel = Channel::create(self.inner.signer.clone(), params)?;
+        let id = channel.id();
+        let slot = Arc::new(tokio::sync::Mutex::new(channel));
+        lock(&self.inner.channels).insert(id, slot.clone());
+        let mut ch = slot.lock().await;
+        self.drive(&mut ch).await?;
+        Ok(id)
+    }
+
+    /// Payer: joins (and funds) a proposed channel. Retries the deposit if called again while
+    /// funding.
+    pub async fn join(&self, channel_id: B256) -> Result<(), Error> {
+        let _guard = self.inner.join_lock.lock().await;
+        let slot = self.slot(channel_id)?;
+        let mut ch = slot.lock().await;
+        ch.join()?;
+        self.drive(&mut ch).await
+    }
+
+    /// Forgets a proposal we do not want to join (or a settled channel).
+    pub async fn forget(&self, channel_id: B256) -> Result<(), Error> {
+        self.inner.store.remove(channel_id).await?;
+        lock(&self.inner.channels).remove(&channel_id);
+        lock(&self.inner.cursors).remove(&channel_id);
+        Ok(())
+    }
+
+    /// Payer: pays `delta` more. The voucher is stored before it is sent.
+    pub async fn send_payment(&self, channel_id: B256, delta: U256) -> Result<Voucher, Error> {
+        let slot = self.slot(channel_id)?;
+        let mut ch = slot.lock().await;
+        let voucher = ch.send_payment(delta)?;
+        self.drive(&mut ch).await?;
+        Ok(voucher)
+    }
+
+    /// Either side: starts (or retries) a cooperative close.
+    pub async fn close(&self, channel_id: B256) -> Result<(), Error> {
+        let slot = self.slot(channel_id)?;
+        let mut ch = slot.lock().await;
+        ch.close()?;
+        self.drive(&mut ch).await
+    }
+
+    /// Either side: takes the channel on chain with the best state we can support.
+    pub async fn challenge(&self, channel_id: B256) -> Result<(), Error> {
+        let slot = self.slot(channel_id)?;
+        let mut ch = slot.lock().await;
+        let now = self.inner.chain.now().await?;
+        ch.challenge(now)?;
+        self.drive(&mut ch).await
+    }
+
+    /// Repeats the message the counterparty of `channel_id` needs in our current phase.
+    pub async fn resend(&self, channel_id: B256) -> Result<(), Error> {
+        let slot = self.slot(channel_id)?;
+        let mut ch = slot.lock().await;
+        ch.resend();
+        self.drive(&mut ch).await
+    }
+
+    /// [`Client::resend`] for every channel that is not settled.
+    pub async fn resend_all(&self) -> Result<(), Error> {
+        let mut first_err = None;
+        for slot in self.slots() {
+            let mut ch = slot.lock().await;
+            if ch.is_settled() {
+                continue;
+            }
+            ch.resend();
+            if let Err(e) = self.drive(&mut ch).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Parses and handles an envelope's JSON (see [`Client::push_message`]).
+    pub async fn push_json(&self, json: &str) -> Result<(), Error> {
+        let envelope = Envelope::from_json(json)?;
+        self.push_message(envelope).await
+    }
+
+    /// Handles an envelope from a peer. A proposal for a new channel is checked, then joined
+    /// automatically when [`ClientConfig::auto_join`] accepts it (or kept for [`Client::join`] when
+    /// there is no policy). Errors are typed; see [`Error::action`].
+    pub async fn push_message(&self, envelope: Envelope) -> Result<(), Error> {
+        let me = self.address();
+        if envelope.recipient != me {
+            return Err(PeerMisbehaved::WrongParticipant {
+                sender: envelope.sender,
+                recipient: envelope.recipient,
+            }
+            .into());
+        }
+        if let Message::Propose(p) = &envelope.data {
+            let id = p.fixed.channel_id();
+            if self.slot(id).is_err() {
+                return self.on_new_proposal(envelope).await;
+            }
+        }
+        let slot = self.route(&envelope)?;
+        let mut ch = slot.lock().await;
+        if ch.counterparty() != envelope.sender {
+            return Err(PeerMisbehaved::WrongParticipant {
+                sender: envelope.sender,
+                recipient: envelope.recipient,
+            }
+            .into());
+        }
+        ch.handle_message(&envelope.data)?;
+        let needs_funding_check = matches!(envelope.data, Message::Join(_))
+            && ch.role() == Role::Payee
+            && ch.phase() == PhaseKind::Funding;
+        if needs_funding_check {
+            // The payer joins after its deposit: look at the chain now rather than at the next watch.
+            self.sync_chain(&mut ch).await?;
+        }
+        self.drive(&mut ch).await
+    }
+
+    async fn on_new_proposal(&self, envelope: Envelope) -> Result<(), Error> {
+        let Message::Propose(p) = &envelope.data else {
+            unreachable!("checked by the caller");
+        };
+        let channel = Channel::from_proposal(self.inner.signer.clone(), p)?;
+        if channel.counterparty() != envelope.sender {
+            return Err(PeerMisbehaved::WrongParticipant {
+                sender: envelope.sender,
+                recipient: envelope.recipient,
+            }
+            .into());
+        }
+        let id = channel.id();
+        let _guard = self.inner.join_lock.lock().await;
+        let auto = match &self.inner.config.auto_join {
+            Some(policy) => {
+                policy.check(p, self.locked().await)?;
+                true
+            }
+            None => false,
+        };
+        let slot = Arc::new(tokio::sync::Mutex::new(channel));
+        lock(&self.inner.channels).insert(id, slot.clone());
+        let mut ch = slot.lock().await;
+        self.drive(&mut ch).await?;
+        if auto {
+            ch.join()?;
+            self.drive(&mut ch).await?;
+        }
+        Ok(())
+    }
+
+    /// Total deposit of our payer channels that are joined and not yet settled.
+    async fn locked(&self) -> U256 {
+        let mut total = U256::ZERO;
+        for slot in self.slots() {
+            let ch = slot.lock().await;
+            if ch.role() == Role::Payer && ch.phase() > PhaseKind::Proposed && !ch.is_settled() {
+                total = total.saturating_add(ch.deposit());
+            }
+        }
+        total
+    }
+
+    /// Reads the chain for every open channel: feeds new adjudicator events and the chain time to
+    /// each, which counters stale challenges, finalizes timed-out challenges and pays them out.
+    /// Errors of one channel do not stop the others; the first is returned.
+    pub async fn watch_chain(&self) -> Result<(), Error> {
+        let mut first_err = None;
+        for slot in self.slots() {
+            let mut ch = slot.lock().await;
+            if ch.is_settled() {
+                continue;
+            }
+            let result = match self.sync_chain(&mut ch).await {
+                Ok(()) => self.drive(&mut ch).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!(channel = %ch.id(), error = %e, "watch_chain");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The next envelope to send, when the client has no [`Transport`].
+    pub fn next_outbound(&self) -> Option<Envelope> {
+        lock(&self.inner.outbox).pop_front()
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn slots(&self) -> Vec<Slot> {
+        lock(&self.inner.channels).values().cloned().collect()
+    }
+
+    fn slot(&self, channel_id: B256) -> Result<Slot, Error> {
+        lock(&self.inner.channels)
+            .get(&channel_id)
+            .cloned()
+            .ok_or_else(|| UsageError::UnknownChannel(channel_id).into())
+    }
+
+    fn route(&self, envelope: &Envelope) -> Result<Slot, Error> {
+        let channels = lock(&self.inner.channels);
+        match envelope.data.channel() {
+            ChannelKey::Id(id) => channels.get(&id).cloned(),
+            ChannelKey::Ref(r) => {
+                // Vouchers name a channel by an 8-byte prefix; with several channels of this peer
+                // sharing it (never by accident), the signature check of the first one decides.
+                channels
+                    .iter()
+                    .find(|(id, _)| r.matches(id))
+                    .map(|(_, s)| s.clone())
+            }
+        }
+        .ok_or_else(|| {
+            let id = match envelope.data.channel() {
+                ChannelKey::Id(id) => id,
+                ChannelKey::Ref(r) => r.padded(),
+            };
+            PeerMisbehaved::UnknownChannel(id).into()
+        })
+    }
+
+    /// Feeds the channel its new chain events and the chain time.
+    async fn sync_chain(&self, ch: &mut Channel) -> Result<(), Error> {
+        let id = ch.id();
+        let from = lock(&self.inner.cursors).get(&id).copied().unwrap_or(0);
+        let records = self.inner.chain.events(id, from).await?;
+        let now = self.inner.chain.now().await?;
+        let mut next = from;
+        for r in &records {
+            if let Err(e) = ch.handle_chain_event(now, &r.event) {
+                tracing::warn!(channel = %id, error = %e, "chain event not applied");
+            }
+            next = next.max(r.block_number + 1);
+        }
+        lock(&self.inner.cursors).insert(id, next);
+        ch.handle_timeout(now);
+        Ok(())
+    }
+
+    /// Runs the channel's outputs until it is quiet: persist, events, envelopes, transactions.
+    async fn drive(&self, ch: &mut Channel) -> Result<(), Error> {
+        loop {
+            while let Some(p) = ch.poll_persist() {
+                if let Some(v) = &p.voucher {
+                    self.inner.store.put_voucher(v).await?;
+                }
+                if let Some(s) = &p.snapshot {
+                    self.inner
+                        .store
+                        .put_channel(p.channel_id, &s.to_bytes())
+                        .await?;
+                }
+                ch.handle_persisted(p.generation);
+            }
+            while let Some(event) = ch.poll_event() {
+                // A dropped receiver only means nobody listens.
+                let _ = self.inner.events.send(ChannelEvent {
+                    channel_id: ch.id(),
+                    event,
+                });
+            }
+            while let Some(env) = ch.poll_outbound() {
+                match &self.inner.transport {
+                    Some(t) => {
+                        // Delivery is best effort: what was produced is already committed and
+                        // stored, and `resend` repairs a loss. The payment is not undone.
+                        if let Err(e) = t.send(env.recipient, env).await {
+                            tracing::warn!(channel = %ch.id(), error = %e, "transport send failed");
+                        }
+                    }
+                    None => lock(&self.inner.outbox).push_back(env),
+                }
+            }
+            let Some(action) = ch.poll_chain_action() else {
+                break;
+            };
+            let result = self.execute(&action).await;
+            // Whatever happened, learn the chain's view before going on.
+            self.sync_chain(ch).await?;
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, action: &ChainAction) -> Result<(), Error> {
+        let chain = &self.inner.chain;
+        match action {
+            ChainAction::Deposit {
+                channel_id,
+                expected_held,
+                amount,
+            } => {
+                chain.deposit(*channel_id, *expected_held, *amount).await?;
+            }
+            ChainAction::Challenge {
+                fixed,
+                proof,
+                candidate,
+                challenger_sig,
+            } => {
+                chain
+                    .challenge(fixed, proof, candidate, challenger_sig)
+                    .await?;
+            }
+            ChainAction::Conclude { fixed, candidate } => {
+                let id = fixed.channel_id();
+                let now = chain.now().await?;
+                if chain.status(id).await?.mode(now) == ChannelMode::Finalized {
+                    return Ok(());
+                }
+                match chain.conclude(fixed, candidate).await {
+                    Ok(_) | Err(ChainError::Reverted(Revert::ChannelFinalized)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            ChainAction::Transfer {
+                channel_id,
+                outcome,
+                state_hash,
+            } => {
+                if chain.holdings(*channel_id).await?.is_zero() {
+                    return Ok(());
+                }
+                if let Err(e) = chain
+                    .transfer_all_assets(*channel_id, outcome, *state_hash)
+                    .await
+                {
+                    // Someone else may have paid out in between.
+                    if !chain.holdings(*channel_id).await?.is_zero() {
+                        return Err(e.into());
+                    }
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        Ok(())
+    }
+}

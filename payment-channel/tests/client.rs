@@ -1,0 +1,497 @@
+//! The async `Client` over an in-process transport (tokio mpsc), the `SimulatedChain` and the
+//! stores, including resume-from-store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use payment_channel::channel::{Event, PhaseKind};
+use payment_channel::client::{ChannelEvent, Client, ClientConfig, Transport, TransportError};
+use payment_channel::error::{Error, PeerMisbehaved, PolicyRejection};
+use payment_channel::message::Envelope;
+use payment_channel::policy::JoinPolicy;
+use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::store::ChannelStore;
+use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
+use tokio::sync::mpsc;
+
+fn u(x: u64) -> U256 {
+    U256::from(x)
+}
+
+/// Routes envelopes to per-address mpsc queues.
+#[derive(Default)]
+struct Net {
+    queues: Mutex<HashMap<Address, mpsc::UnboundedSender<Envelope>>>,
+}
+
+struct NetTransport(Arc<Net>);
+
+#[async_trait]
+impl Transport for NetTransport {
+    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
+        let q = self.0.queues.lock().unwrap().get(&to).cloned();
+        match q {
+            // Send as JSON text, as the extension would.
+            Some(q) => q
+                .send(Envelope::from_json(&envelope.to_json())?)
+                .map_err(|e| e.to_string().into()),
+            None => Ok(()), // peer offline: the message is lost
+        }
+    }
+}
+
+struct Node {
+    client: Client,
+    events: mpsc::UnboundedReceiver<ChannelEvent>,
+    inbox: mpsc::UnboundedReceiver<Envelope>,
+    seen: Vec<ChannelEvent>,
+}
+
+impl Node {
+    fn drain_events(&mut self) {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen.push(e);
+        }
+    }
+    fn saw(&self, f: impl Fn(&Event) -> bool) -> bool {
+        self.seen.iter().any(|e| f(&e.event))
+    }
+}
+
+struct World {
+    chain: SimulatedChain,
+    net: Arc<Net>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            chain: SimulatedChain::new(),
+            net: Arc::new(Net::default()),
+        }
+    }
+
+    fn config(&self, policy: Option<JoinPolicy>) -> ClientConfig {
+        ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            ..ClientConfig::new(self.chain.app_definition())
+        }
+    }
+
+    fn policy(&self) -> JoinPolicy {
+        JoinPolicy::new(self.chain.app_definition(), u(10_000), u(15_000))
+    }
+
+    async fn node(
+        &self,
+        signer: Arc<LocalSigner>,
+        store: Arc<dyn ChannelStore>,
+        policy: Option<JoinPolicy>,
+    ) -> Node {
+        let (tx, inbox) = mpsc::unbounded_channel();
+        self.net.queues.lock().unwrap().insert(signer.address(), tx);
+        let (client, events) = Client::open(
+            self.config(policy),
+            signer.clone(),
+            Arc::new(self.chain.handle(signer.address())),
+            store,
+            Some(Arc::new(NetTransport(self.net.clone()))),
+        )
+        .await
+        .unwrap();
+        Node {
+            client,
+            events,
+            inbox,
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// Delivers messages until both inboxes are empty; returns the errors the clients reported.
+async fn pump(a: &mut Node, b: &mut Node) -> Vec<Error> {
+    let mut errors = Vec::new();
+    loop {
+        let mut moved = false;
+        for n in [&mut *a, &mut *b] {
+            while let Ok(env) = n.inbox.try_recv() {
+                moved = true;
+                if let Err(e) = n.client.push_message(env).await {
+                    errors.push(e);
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    a.drain_events();
+    b.drain_events();
+    errors
+}
+
+fn key(seed: u8) -> Arc<LocalSigner> {
+    Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).unwrap())
+}
+
+async fn funded_pair(w: &World) -> (Node, Node, B256) {
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), Some(u(1)))
+        .await
+        .unwrap();
+    let errors = pump(&mut payer, &mut payee).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    (payer, payee, id)
+}
+
+#[tokio::test]
+async fn create_autojoin_pay_close_over_transport() {
+    let w = World::new();
+    let (mut payer, mut payee, id) = funded_pair(&w).await;
+    for n in [&payer, &payee] {
+        assert!(n.saw(|e| *e == Event::Funded), "{:?}", n.seen);
+        assert_eq!(
+            n.client.channel_info(id).await.unwrap().phase,
+            PhaseKind::Running
+        );
+    }
+    assert!(payer.saw(|e| matches!(e, Event::Proposed { .. })));
+    assert_eq!(w.chain.holdings_of(id), u(10_000));
+
+    for _ in 0..20 {
+        payer.client.send_payment(id, u(150)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(3_000));
+    let received: U256 = payee
+        .seen
+        .iter()
+        .filter_map(|e| match e.event {
+            Event::PaymentReceived { delta, .. } => Some(delta),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(received, u(3_000));
+    assert!(payer.saw(|e| *e
+        == Event::PaymentSent {
+            delta: u(150),
+            total: u(3_000)
+        }));
+
+    let payee_before = w.chain.balance_of(payee.client.address());
+    payer.client.close(id).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.watch_chain().await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    payer.drain_events();
+    payee.drain_events();
+    assert_eq!(
+        w.chain.balance_of(payee.client.address()),
+        payee_before + u(3_000)
+    );
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - 3_000)
+    );
+    assert_eq!(w.chain.holdings_of(id), U256::ZERO);
+    for (n, amount) in [(&payer, u(7_000)), (&payee, u(3_000))] {
+        assert!(
+            n.saw(|e| *e == Event::Closed { amount: u(3_000) }),
+            "{:?}",
+            n.seen
+        );
+        assert!(n.saw(|e| matches!(e, Event::Finalized { .. })));
+        assert!(n.saw(|e| *e == Event::PaidOut { amount }), "{:?}", n.seen);
+        assert!(n.client.channel_info(id).await.unwrap().settled);
+    }
+}
+
+#[tokio::test]
+async fn stale_challenge_countered_by_watcher() {
+    let w = World::new();
+    let (mut payer, mut payee, id) = funded_pair(&w).await;
+    for _ in 0..3 {
+        payer.client.send_payment(id, u(500)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    // The payer tries to walk away with the postfund (pays the payee nothing).
+    payer.client.challenge(id).await.unwrap();
+    assert_eq!(w.chain.status_of(id).turn_num_record, 1);
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(
+        w.chain.status_of(id).turn_num_record,
+        2,
+        "countered at turn 2"
+    );
+    w.chain.advance_time(601);
+    payer.client.watch_chain().await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    payee.drain_events();
+    payer.drain_events();
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(1_500));
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - 1_500)
+    );
+    assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
+    assert!(payer.saw(|e| *e == Event::PaidOut { amount: u(8_500) }));
+    assert!(payee.saw(|e| matches!(e, Event::ChallengeRegistered { turn_num: 2, .. })));
+}
+
+async fn resume(
+    store: Arc<dyn ChannelStore>,
+    reopen: impl Fn() -> Arc<dyn ChannelStore>,
+    close: bool,
+) {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let mut payee = w.node(payee_key.clone(), store, None).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    for _ in 0..7 {
+        payer.client.send_payment(id, u(100)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+
+    // The payee process dies mid-stream: no close, in-memory state gone.
+    drop(payee);
+    // The payee is offline: the voucher is signed and stored (the payment counts), its delivery
+    // fails; it is resent below.
+    payer.client.send_payment(id, u(100)).await.unwrap();
+    let mut payee = w.node(payee_key, reopen(), None).await;
+    let info = payee
+        .client
+        .channel_info(id)
+        .await
+        .expect("channel reloaded");
+    assert_eq!(info.paid, u(700));
+    assert_eq!(info.phase, PhaseKind::Running);
+    // The payer retransmits its latest voucher; the restored payee credits the difference.
+    payer.client.resend(id).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert!(payee.saw(|e| *e
+        == Event::PaymentReceived {
+            delta: u(100),
+            total: u(800)
+        }));
+
+    if close {
+        payee.client.close(id).await.unwrap();
+        assert!(pump(&mut payer, &mut payee).await.is_empty());
+    } else {
+        payer.client.send_payment(id, u(50)).await.unwrap();
+        assert!(pump(&mut payer, &mut payee).await.is_empty());
+        payee.client.challenge(id).await.unwrap();
+        assert_eq!(w.chain.status_of(id).turn_num_record, 2);
+        w.chain.advance_time(601);
+        payee.client.watch_chain().await.unwrap();
+    }
+    payer.client.watch_chain().await.unwrap();
+    let expect = if close { 800 } else { 850 };
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(expect));
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - expect)
+    );
+}
+
+#[tokio::test]
+async fn resume_from_memory_store_then_close() {
+    let store = Arc::new(MemoryStore::new());
+    let s2 = store.clone();
+    resume(store, move || s2.clone(), true).await;
+}
+
+#[tokio::test]
+async fn resume_from_redb_then_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payee.redb");
+    let store: Arc<dyn ChannelStore> = Arc::new(RedbStore::open(&path).unwrap());
+    let path2 = path.clone();
+    // The first store handle is dropped with the first client (inside `resume`), so the file can
+    // be opened again.
+    resume(
+        store,
+        move || Arc::new(RedbStore::open(&path2).unwrap()),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn policy_caps_and_manual_join() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut policy = w.policy();
+    policy.max_price = Some(u(5));
+    let mut payer = w
+        .node(
+            payer_key.clone(),
+            Arc::new(MemoryStore::new()),
+            Some(policy),
+        )
+        .await;
+    let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
+    let to = payer.client.address();
+
+    payee
+        .client
+        .create(to, u(20_000), Some(u(1)))
+        .await
+        .unwrap();
+    payee.client.create(to, u(1_000), Some(u(6))).await.unwrap();
+    payee.client.create(to, u(1_000), None).await.unwrap();
+    let a = payee
+        .client
+        .create(to, u(10_000), Some(u(5)))
+        .await
+        .unwrap();
+    payee.client.create(to, u(6_000), Some(u(1))).await.unwrap();
+    let errors = pump(&mut payer, &mut payee).await;
+    let rejections: Vec<_> = errors
+        .iter()
+        .map(|e| match e {
+            Error::Rejected(r) => r.clone(),
+            other => panic!("unexpected {other}"),
+        })
+        .collect();
+    assert!(matches!(
+        rejections[0],
+        PolicyRejection::DepositTooLarge { .. }
+    ));
+    assert!(matches!(
+        rejections[1],
+        PolicyRejection::PriceTooHigh { .. }
+    ));
+    assert!(matches!(
+        rejections[2],
+        PolicyRejection::PriceTooHigh { got: None, .. }
+    ));
+    assert!(
+        matches!(rejections[3], PolicyRejection::OverBudget { .. }),
+        "{rejections:?}"
+    );
+    assert_eq!(payer.client.channel_ids(), vec![a]);
+
+    // Without a policy, a proposal waits for an explicit join.
+    let mut manual = w.node(payer_key, Arc::new(MemoryStore::new()), None).await;
+    let b = payee.client.create(to, u(500), None).await.unwrap();
+    assert!(pump(&mut manual, &mut payee).await.is_empty());
+    assert!(manual.saw(|e| matches!(e, Event::Proposed { .. })));
+    assert_eq!(
+        manual.client.channel_info(b).await.unwrap().phase,
+        PhaseKind::Proposed
+    );
+    manual.client.join(b).await.unwrap();
+    assert!(pump(&mut manual, &mut payee).await.is_empty());
+    assert_eq!(
+        manual.client.channel_info(b).await.unwrap().phase,
+        PhaseKind::Running
+    );
+}
+
+#[tokio::test]
+async fn misaddressed_and_unknown_messages_are_typed() {
+    let w = World::new();
+    let (payer, _payee, id) = funded_pair(&w).await;
+    let v = payer.client.send_payment(id, u(1)).await.unwrap();
+    let env = Envelope {
+        recipient: Address::repeat_byte(7),
+        sender: payer.client.address(),
+        data: payment_channel::message::Message::Voucher(
+            payment_channel::message::VoucherMessage::from_voucher(&v),
+        ),
+    };
+    // Not for us.
+    let err = payer.client.push_message(env.clone()).await.unwrap_err();
+    assert!(matches!(
+        err,
+        Error::PeerMisbehaved(PeerMisbehaved::WrongParticipant { .. })
+    ));
+    // A voucher for a channel this client does not have.
+    let (other, _, _) = funded_pair(&World::new()).await;
+    let err = other
+        .client
+        .push_message(Envelope {
+            recipient: other.client.address(),
+            ..env
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::PeerMisbehaved(_)), "{err}");
+    // Garbage JSON.
+    assert!(matches!(
+        payer.client.push_json("{\"recipient\":1}").await,
+        Err(Error::Decode(_))
+    ));
+}
+
+#[tokio::test]
+async fn pollable_outbox_without_transport() {
+    let chain = SimulatedChain::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    chain.fund(payer_key.address(), u(1_000)).unwrap();
+    let config = |policy| ClientConfig {
+        auto_join: policy,
+        ..ClientConfig::new(chain.app_definition())
+    };
+    let policy = JoinPolicy::new(chain.app_definition(), u(1_000), u(1_000));
+    let (payer, _) = Client::open(
+        config(Some(policy)),
+        payer_key.clone(),
+        Arc::new(chain.handle(payer_key.address())),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .await
+    .unwrap();
+    let (payee, _) = Client::open(
+        config(None),
+        payee_key.clone(),
+        Arc::new(chain.handle(payee_key.address())),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .await
+    .unwrap();
+    let id = payee.create(payer.address(), u(1_000), None).await.unwrap();
+    let mut turns = 0;
+    loop {
+        let mut moved = false;
+        while let Some(e) = payee.next_outbound() {
+            payer.push_json(&e.to_json()).await.unwrap();
+            moved = true;
+        }
+        while let Some(e) = payer.next_outbound() {
+            payee.push_json(&e.to_json()).await.unwrap();
+            moved = true;
+        }
+        turns += 1;
+        if !moved || turns > 10 {
+            break;
+        }
+    }
+    payer.send_payment(id, u(10)).await.unwrap();
+    let e = payer.next_outbound().unwrap();
+    println!("voucher envelope: {} bytes", e.to_json().len());
+    payee.push_message(e).await.unwrap();
+    assert_eq!(payee.channel_info(id).await.unwrap().paid, u(10));
+}
