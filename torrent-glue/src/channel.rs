@@ -45,6 +45,8 @@ pub enum ChannelCommand {
         peer_destination: Option<Address>,
         /// Wei the payer is asked to deposit.
         deposit: u128,
+        /// Our price in wei per byte, advertised in the proposal.
+        price: Option<u128>,
     },
     /// Join (countersign and fund) a channel that `peer` proposed, depositing `deposit` wei.
     Join {
@@ -90,7 +92,8 @@ impl ChannelCommand {
                 peer,
                 peer_destination,
                 deposit,
-            } => client.create(peer, peer_destination, deposit),
+                price,
+            } => client.create(peer, peer_destination, deposit, price),
             Self::Join {
                 channel_id,
                 peer,
@@ -108,7 +111,13 @@ impl ChannelCommand {
 /// work and return at once (spawn, or queue for an async driver).
 pub trait ChannelControl {
     /// See [`ChannelCommand::Create`].
-    fn create(&mut self, peer: Address, peer_destination: Option<Address>, deposit: u128);
+    fn create(
+        &mut self,
+        peer: Address,
+        peer_destination: Option<Address>,
+        deposit: u128,
+        price: Option<u128>,
+    );
     /// See [`ChannelCommand::Join`].
     fn join(&mut self, channel_id: ChannelId, peer: Address, deposit: u128);
     /// See [`ChannelCommand::Pay`].
@@ -174,6 +183,9 @@ pub enum ChannelEvent {
         payee: Address,
         /// The deposit asked of us.
         deposit: u128,
+        /// The price in wei per byte the proposal advertises, if any. It must match the terms
+        /// the payee advertised in its handshake.
+        price: Option<u128>,
     },
     /// The channel is funded and running (also usable to restore a channel after a restart).
     Ready {

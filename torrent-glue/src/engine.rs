@@ -295,6 +295,8 @@ pub enum DisconnectReason {
     PaymentOverdue,
     /// The peer connected with our own payment identity.
     SelfConnection,
+    /// The application asked for it (not emitted by the coordinator).
+    Application,
 }
 
 /// One thing the engine must do, drained with [`EngineHooks::poll_engine_command`] in order.

@@ -30,6 +30,7 @@
 //! [`Coordinator::poll_timeout`] or every [`NodeConfig::tick`], whichever is sooner, and gives
 //! the backend a [`ChannelBackend::tick`].
 
+mod client;
 mod peer;
 mod store;
 
@@ -41,6 +42,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+pub use self::client::ClientBackend;
 pub use self::peer::ConnectionError;
 pub use self::store::{
     BLOCK_LEN, Delivery, MemoryTorrent, PieceSink, PieceSource, PieceStore, TorrentMeta,
@@ -304,6 +306,23 @@ impl Node {
         drop(coordinator);
         self.inner.wake.notify_one();
         (result, mine)
+    }
+
+    /// The connections currently running.
+    pub fn connections(&self) -> Vec<PeerKey> {
+        let mut keys: Vec<PeerKey> = lock(&self.inner.peers).keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// Asks a connection to close (it ends after the commands already queued for it).
+    pub fn disconnect(&self, peer: PeerKey) {
+        if let Some(tx) = lock(&self.inner.peers).get(&peer) {
+            let _ = tx.send(EngineCommand::Disconnect {
+                peer,
+                reason: crate::engine::DisconnectReason::Application,
+            });
+        }
     }
 
     fn register(&self) -> (PeerKey, mpsc::UnboundedReceiver<EngineCommand>) {

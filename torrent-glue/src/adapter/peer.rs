@@ -104,16 +104,9 @@ where
         queue: VecDeque::new(),
         disconnect: false,
     };
-    let result = conn
-        .run(&mut framed, &mut rx, theirs.reserved, direction)
-        .await;
-    for request in conn.outstanding.drain() {
-        conn.store.abandon(request);
-    }
-    node.unregister(key);
-    let at = now();
-    node.with_coordinator(|c| c.handle_disconnect(at, key))?;
-    result
+    // Dropping `conn` (normal end, error, or the task being aborted) reports the disconnect.
+    conn.run(&mut framed, &mut rx, theirs.reserved, direction)
+        .await
 }
 
 struct Conn {
@@ -130,6 +123,17 @@ struct Conn {
     /// Engine commands for this connection, in coordinator order.
     queue: VecDeque<EngineCommand>,
     disconnect: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for request in self.outstanding.drain() {
+            self.store.abandon(request);
+        }
+        self.node.unregister(self.key);
+        let (at, key) = (now(), self.key);
+        let _ = self.node.with_coordinator(|c| c.handle_disconnect(at, key));
+    }
 }
 
 impl Conn {

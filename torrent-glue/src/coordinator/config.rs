@@ -149,6 +149,11 @@ pub struct DownloadConfig {
     /// Refuse to pay while this many paid bytes are undelivered by a connection (protects
     /// against an uploader that collects payments without serving). Default `None`.
     pub max_unreceived_bytes: Option<u64>,
+    /// A STOP that arrives although what we paid should still cover the uploader (typically it
+    /// crossed a pay-ahead payment still in flight) is not paid at once: if no START follows
+    /// within this time after our last payment, it is paid then. This is what keeps a
+    /// pay-ahead downloader from paying twice for one exhaustion. Default 2 s.
+    pub stop_grace: Duration,
 }
 
 impl Default for DownloadConfig {
@@ -161,6 +166,7 @@ impl Default for DownloadConfig {
             max_deposit: 100_000_000,
             budget: 1_000_000_000,
             max_unreceived_bytes: None,
+            stop_grace: Duration::from_secs(2),
         }
     }
 }

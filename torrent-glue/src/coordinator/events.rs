@@ -48,6 +48,8 @@ pub enum DeclineReason {
     AlreadyHaveChannel,
     /// Its advertised price is above our maximum.
     PriceTooHigh,
+    /// The proposal's price differs from the terms in its handshake.
+    PriceMismatch,
     /// The deposit is above our per-channel maximum.
     DepositTooLarge,
     /// The deposit does not fit in what is left of the budget.

@@ -237,7 +237,11 @@ impl Coordinator {
                 Class::Pending { deadline } => Some(deadline),
                 _ => None,
             };
-            [pending, p.gate.controller().and_then(|c| c.next_deadline())]
+            [
+                pending,
+                p.gate.controller().and_then(|c| c.next_deadline()),
+                p.stop_retry_at,
+            ]
         });
         let identities = self.identities.values().flat_map(|i| {
             let idle_at = match (i.idle_since, idle) {
@@ -342,6 +346,8 @@ impl Coordinator {
                 prompted_at: None,
                 planner: None,
                 stop_pending: None,
+                stop_retry_at: None,
+                suppress_start: false,
                 // BEP 3: "Connections start out choked". Under engine authority the engine
                 // reports its own state.
                 local_choked: glue,
@@ -454,8 +460,11 @@ impl Coordinator {
             }
             Notice::Start => {
                 self.send_notice(key, Notice::Ack);
-                if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
-                    planner.handle_start();
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.stop_retry_at = None;
+                    if let Some(planner) = peer.planner.as_mut() {
+                        planner.handle_start();
+                    }
                 }
                 if let Some(ident) = self.identities.get_mut(&account) {
                     ident.stall_deadline = None;
@@ -693,11 +702,15 @@ impl Coordinator {
                 self.make_non_paying(now, key, NonPayingReason::HandshakeTimeout);
                 continue;
             }
+            let retry = peer.stop_retry_at.is_some_and(|at| at <= now);
             if let Some(ctrl) = peer.gate.controller_mut()
                 && ctrl.next_deadline().is_some_and(|d| d <= now)
             {
                 ctrl.handle_timeout(now);
                 self.drain_gate(now, key, None);
+            }
+            if retry {
+                self.retry_stop(now, key);
             }
         }
 
@@ -811,8 +824,9 @@ impl Coordinator {
                 channel_id,
                 payee,
                 deposit,
+                price,
             } => {
-                self.evaluate_proposal(now, channel_id, payee, deposit);
+                self.evaluate_proposal(now, channel_id, payee, deposit, price);
                 Ok(())
             }
             ChannelEvent::Ready {
@@ -1249,12 +1263,28 @@ impl Coordinator {
                     }
                 }
                 Action::SendStop { channel_id } => {
+                    if let Some(account) = account
+                        && self.cover_from_pool(now, key, account, channel_id)
+                    {
+                        // Credit the peer already paid for covered it: no STOP on the wire,
+                        // and none of the START that the controller emits next.
+                        if let Some(peer) = self.peers.get_mut(&key) {
+                            peer.suppress_start = true;
+                        }
+                        continue;
+                    }
+                    let Some(peer) = self.peers.get_mut(&key) else {
+                        return;
+                    };
                     peer.stopped_at = Some(self.seq);
                     self.seq += 1;
                     self.send_notice(key, Notice::Stop(Some(channel_id)));
                 }
                 Action::SendStart { .. } => {
                     peer.stopped_at = None;
+                    if std::mem::take(&mut peer.suppress_start) {
+                        continue;
+                    }
                     self.send_notice(key, Notice::Start);
                 }
                 Action::PromptPayment {
@@ -1319,6 +1349,7 @@ impl Coordinator {
             return;
         };
         let deposit = up.deposit;
+        let price = up.choke.price_per_byte;
         let deadline = now
             .checked_add(self.config.liveness.response_timeout)
             .unwrap_or(now);
@@ -1334,9 +1365,99 @@ impl Coordinator {
             peer: account,
             peer_destination: ident.outcome,
             deposit,
+            price: Some(price),
         });
         self.events
             .push_back(CoordinatorEvent::ChannelRequested { account });
+    }
+
+    /// A connection of `account` ran out of credit. Before a STOP goes out, use what the peer
+    /// already paid that sits elsewhere: the identity's ledger, and the unused credit of its
+    /// other connections that are idle (credit is held per connection; with several
+    /// connections the piece picker may move the last blocks away from the one that holds it).
+    /// Returns whether the connection is no longer stopped.
+    fn cover_from_pool(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        channel_id: ChannelId,
+    ) -> bool {
+        let siblings: Vec<PeerKey> = match self.identities.get(&account) {
+            Some(ident) if slot_open(ident.payee) => {
+                ident.live.iter().copied().filter(|k| *k != key).collect()
+            }
+            _ => return false,
+        };
+        for sibling in siblings {
+            self.resettle(now, sibling, account, channel_id);
+        }
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return false;
+        };
+        let bank = std::mem::take(&mut ident.ledger.bank_wei);
+        if bank == 0 {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let Some(ctrl) = peer.gate.controller_mut() else {
+            return false;
+        };
+        if ctrl.handle_payment(now, channel_id, bank).is_err() {
+            if let Some(ident) = self.identities.get_mut(&account) {
+                ident.ledger.add(bank, 0);
+            }
+            return false;
+        }
+        peer.fed_wei = peer.fed_wei.saturating_add(bank);
+        !ctrl.is_stopped()
+    }
+
+    /// Moves the unused credit of an idle connection (nothing queued, nothing being served, not
+    /// stopped) back to its identity's ledger, by settling it as if it had reconnected: its gate
+    /// is replaced by a fresh one on the same channel, with the identity's remaining trust.
+    fn resettle(&mut self, now: Instant, key: PeerKey, account: Address, channel_id: ChannelId) {
+        let price = self.upload_price();
+        let Some(up) = self.config.upload.clone() else {
+            return;
+        };
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let Some(ctrl) = peer.gate.controller() else {
+            return;
+        };
+        let idle = ctrl.queued_len() == 0
+            && ctrl.in_flight_len() == 0
+            && !ctrl.is_stopped()
+            && !ctrl.is_permanently_stopped()
+            && ctrl.channel_id() == Some(channel_id);
+        let sent_wei = u128::from(ctrl.stats().bytes_sent).saturating_mul(price);
+        if !idle || peer.fed_wei <= sent_wei {
+            return; // busy, or nothing paid to take back
+        }
+        let credit = peer.fed_wei - sent_wei;
+        let (fast, choked) = (peer.info.fast_negotiated, peer.local_choked);
+        let mut config = self.identity_choke_config(&up, account, key);
+        config.fast_negotiated = fast;
+        let Ok(mut fresh) = ChokeController::new(config) else {
+            return;
+        };
+        if choked {
+            fresh.handle_choke(now);
+        }
+        let _ = fresh.handle_channel_ready(now, channel_id);
+        if let Some(ident) = self.identities.get_mut(&account) {
+            ident.ledger.add(credit, 0);
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.gate = Gate::Credit(Box::new(fresh));
+            peer.fed_wei = 0;
+            peer.prompted_at = None;
+        }
+        self.drain_gate(now, key, None);
     }
 
     fn on_created(&mut self, now: Instant, account: Address, channel_id: ChannelId) {
@@ -1471,6 +1592,7 @@ impl Coordinator {
         channel_id: ChannelId,
         payee: Address,
         deposit: u128,
+        price: Option<u128>,
     ) {
         let decline = |this: &mut Self, reason| {
             this.events.push_back(CoordinatorEvent::ProposalDeclined {
@@ -1493,6 +1615,7 @@ impl Coordinator {
                     channel_id,
                     payee,
                     deposit,
+                    price,
                     expires,
                 });
             }
@@ -1506,6 +1629,10 @@ impl Coordinator {
         }
         if ident.terms.price_per_byte > down.max_price_per_byte {
             return decline(self, DeclineReason::PriceTooHigh);
+        }
+        if price.is_some_and(|p| p != ident.terms.price_per_byte) {
+            // We size payments with the advertised terms: they must be the channel's terms.
+            return decline(self, DeclineReason::PriceMismatch);
         }
         if deposit > down.max_deposit {
             return decline(self, DeclineReason::DepositTooLarge);
@@ -1541,7 +1668,7 @@ impl Coordinator {
             .partition(|p| p.payee == account);
         self.proposals = rest;
         for p in mine {
-            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit);
+            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price);
         }
     }
 
@@ -1652,13 +1779,68 @@ impl Coordinator {
             peer.stop_pending = Some(channel);
             return;
         };
-        match self.payment_size(key, account, PayReason::Stop) {
+        let bytes = match self.payment_size(key, account, PayReason::Stop, false) {
+            None => return self.out_of_funds(now, account),
+            Some(0) => {
+                // Our payments should cover it: one is probably still in flight. Give it the
+                // grace period to arrive (START) before paying again.
+                let grace = self
+                    .config
+                    .download
+                    .map(|d| d.stop_grace)
+                    .unwrap_or_default();
+                let retry_at = self
+                    .identities
+                    .get(&account)
+                    .and_then(|i| i.last_paid_at)
+                    .and_then(|t| t.checked_add(grace))
+                    .filter(|at| *at > now);
+                match retry_at {
+                    Some(at) => {
+                        if let Some(peer) = self.peers.get_mut(&key) {
+                            peer.stop_retry_at = Some(at);
+                        }
+                        0
+                    }
+                    None => self
+                        .payment_size(key, account, PayReason::Stop, true)
+                        .unwrap_or(0),
+                }
+            }
+            Some(bytes) => bytes,
+        };
+        if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+            let paid = planner.stats().bytes_paid;
+            planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+            planner.handle_stop(slot.id);
+        }
+        self.drain_planner(now, key);
+    }
+
+    /// A deferred STOP's grace period ended without START: pay it now.
+    fn retry_stop(&mut self, now: Instant, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.stop_retry_at = None;
+        let Some(account) = peer.account() else {
+            return;
+        };
+        if !peer
+            .planner
+            .as_ref()
+            .is_some_and(PaymentPlanner::is_stopped)
+        {
+            return;
+        }
+        match self.payment_size(key, account, PayReason::Stop, true) {
             None => self.out_of_funds(now, account),
             Some(bytes) => {
                 if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
                     let paid = planner.stats().bytes_paid;
                     planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
-                    planner.handle_stop(slot.id);
+                    // Re-evaluates the deferred STOP payment under the new cap.
+                    planner.handle_bytes_received(0);
                 }
                 self.drain_planner(now, key);
             }
@@ -1682,7 +1864,7 @@ impl Coordinator {
         if stopped {
             return; // the STOP payment covers it
         }
-        match self.payment_size(key, account, PayReason::PayAhead) {
+        match self.payment_size(key, account, PayReason::PayAhead, false) {
             None => self.out_of_funds(now, account),
             Some(0) => {}
             Some(bytes) => {
@@ -1699,7 +1881,17 @@ impl Coordinator {
     /// Bytes to buy now: one granularity, no more than we still need beyond the credit the
     /// uploader should still hold for us (paid + its advertised trust − received), and no more
     /// than the deposit allows. `None` when more is needed but nothing is affordable.
-    fn payment_size(&self, key: PeerKey, account: Address, reason: PayReason) -> Option<u64> {
+    ///
+    /// `force` (a STOP whose grace period passed) ignores the credit estimate: the uploader says
+    /// it has none left, so the estimate is off (bytes lost with a dropped connection, or less
+    /// trust than advertised).
+    fn payment_size(
+        &self,
+        key: PeerKey,
+        account: Address,
+        reason: PayReason,
+        force: bool,
+    ) -> Option<u64> {
         let down = self.config.download?;
         let ident = self.identities.get(&account)?;
         let slot = ident.payer?;
@@ -1716,11 +1908,11 @@ impl Coordinator {
             .bytes_paid
             .saturating_add(ident.terms.trust_bytes)
             .saturating_sub(ident.paid.bytes_received);
-        let mut want = needed.saturating_sub(credit);
-        if reason == PayReason::Stop && want == 0 {
-            // The uploader says we are out of credit: our estimate is off, trust the STOP.
-            want = needed;
-        }
+        let want = if force && reason == PayReason::Stop {
+            needed
+        } else {
+            needed.saturating_sub(credit)
+        };
         let want = want.min(down.granularity_bytes);
         if want > 0 && affordable == 0 {
             return None;
@@ -1798,6 +1990,7 @@ impl Coordinator {
         if ident.stall_deadline.is_none() {
             ident.stall_deadline = stall;
         }
+        ident.last_paid_at = Some(now);
         self.channel_out
             .push_back(ChannelCommand::Pay { channel_id, amount });
         self.events.push_back(CoordinatorEvent::PaymentSent {

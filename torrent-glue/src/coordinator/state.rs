@@ -64,6 +64,8 @@ pub(crate) struct Peer {
     pub(crate) serving: HashMap<BlockRequest, u32>,
     /// Wei routed into this connection's controller.
     pub(crate) fed_wei: u128,
+    /// A STOP was covered from the pool and not sent: do not send the START that follows.
+    pub(crate) suppress_start: bool,
     /// When (in event order) our STOP to this peer went out, if outstanding.
     pub(crate) stopped_at: Option<u64>,
     /// When (in event order) we last prompted this peer.
@@ -71,6 +73,8 @@ pub(crate) struct Peer {
     pub(crate) planner: Option<PaymentPlanner>,
     /// A STOP arrived before our channel to its sender was ready.
     pub(crate) stop_pending: Option<Option<ChannelId>>,
+    /// A STOP was deferred (a payment is probably in flight): pay it then unless START came.
+    pub(crate) stop_retry_at: Option<Instant>,
     pub(crate) local_choked: bool,
     pub(crate) remote_choked: bool,
     pub(crate) remote_interested: bool,
@@ -156,6 +160,8 @@ pub(crate) struct Identity {
     pub(crate) outbox: VecDeque<String>,
     /// Payer side: we paid and have received nothing since.
     pub(crate) stall_deadline: Option<Instant>,
+    /// Payer side: when we last paid.
+    pub(crate) last_paid_at: Option<Instant>,
 }
 
 impl Identity {
@@ -172,6 +178,7 @@ impl Identity {
             paid: PayerLedger::default(),
             outbox: VecDeque::new(),
             stall_deadline: None,
+            last_paid_at: None,
         }
     }
 
@@ -219,6 +226,7 @@ pub(crate) struct PendingProposal {
     pub(crate) channel_id: ChannelId,
     pub(crate) payee: Address,
     pub(crate) deposit: u128,
+    pub(crate) price: Option<u128>,
     pub(crate) expires: Instant,
 }
 

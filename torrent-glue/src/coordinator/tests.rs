@@ -189,6 +189,7 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
             peer: buyer,
             peer_destination: Some(buyer),
             deposit: UploadConfig::default().deposit,
+            price: Some(1),
         }
     );
     // Nothing is sent before the channel is funded (STOP carries the channel id).
@@ -548,6 +549,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
         channel_id: id,
         payee: seller,
         deposit: 1_000_000,
+        price: None,
     });
     assert_eq!(
         h.channel(),
@@ -629,6 +631,7 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
         channel_id: id,
         payee: seller,
         deposit: 1_000_000,
+        price: None,
     });
     h.channel();
     // web3torrent sends STOP right after proposing.
@@ -695,6 +698,7 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
         channel_id: id,
         payee: seller,
         deposit: 1_000_000,
+        price: None,
     });
     h.ev(ChannelEvent::Ready {
         channel_id: id,
@@ -792,6 +796,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
         channel_id: [id; 32],
         payee,
         deposit,
+        price: None,
     };
     h.ev(proposal(1, pricey, 100));
     let fine = addr(0x02);
@@ -838,6 +843,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         channel_id: [4; 32],
         payee: seller,
         deposit: 10,
+        price: None,
     });
     assert!(h.channel().is_empty());
     h.paying(1, seller);
@@ -854,6 +860,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         channel_id: [5; 32],
         payee: addr(0x77),
         deposit: 10,
+        price: None,
     });
     h.advance(Duration::from_secs(6));
     h.paying(2, addr(0x77));
@@ -1377,6 +1384,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
         channel_id: [2; 32],
         payee: seller,
         deposit: 500,
+        price: None,
     });
     assert_eq!(h.c.budget_used(), (500, 0));
     h.ev(ChannelEvent::CommandFailed {
@@ -1572,6 +1580,7 @@ impl Pair {
                         channel_id: CH,
                         payee: addr(0x5E),
                         deposit,
+                        price: None,
                     });
                 }
                 ChannelCommand::Close { .. } | ChannelCommand::Challenge { .. } => {
