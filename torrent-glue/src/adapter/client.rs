@@ -201,7 +201,7 @@ impl ChannelBackend for ClientBackend {
         let n = self
             .ticks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if n % self.watch_every == 0 {
+        if n.is_multiple_of(self.watch_every) {
             let _ = self.client.watch_chain().await;
         }
         self.flush(events).await;
