@@ -647,6 +647,88 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
 }
 
 #[test]
+fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
+    // 30 000 bytes left to download, 30 000 per payment.
+    let (mut h, k, _, id) = downloader(buyer_config(30_000), 30_000);
+    h.notice_in(
+        k,
+        &Notice::Prompt {
+            bytes: 1,
+            amount: 1,
+        },
+    )
+    .unwrap();
+    assert_eq!(pays(&h.channel()), vec![30_000]);
+    // Before it arrives, the uploader (which had nothing left) sends STOP: not paid again.
+    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    assert!(
+        pays(&h.channel()).is_empty(),
+        "the payment in flight covers it"
+    );
+    assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_secs(2)));
+    // It arrives: START. Nothing more is paid.
+    h.notice_in(k, &Notice::Start).unwrap();
+    h.advance(Duration::from_secs(3));
+    assert!(pays(&h.channel()).is_empty());
+    // A STOP long after our last payment means our estimate is off (bytes lost with a
+    // connection, or less trust than advertised): paid at once.
+    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    assert_eq!(pays(&h.channel()), vec![30_000]);
+    // And a STOP right after a payment that START does not follow: paid after the grace.
+    h.notice_in(k, &Notice::Start).unwrap();
+    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.advance(Duration::from_secs(1));
+    assert!(pays(&h.channel()).is_empty());
+    h.advance(Duration::from_secs(1));
+    assert_eq!(pays(&h.channel()), vec![30_000]);
+}
+
+#[test]
+fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k1 = h.paying(1, buyer);
+    let k2 = h.paying(2, buyer);
+    h.c.handle_request(h.now, k1, req(0)).unwrap();
+    h.open_payee(buyer, id);
+    h.engine();
+    // k1 is paid 4 blocks but only ever asks for 1: 3 blocks of credit sit idle on it.
+    h.pay_in(id, 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
+    let cmds = h.engine();
+    assert_eq!(serves(&cmds), vec![req(0)]);
+    h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
+    // k2's requests are served from it: no STOP, no START on k2.
+    assert_eq!(
+        h.c.handle_request(h.now, k2, req(1)).unwrap(),
+        RequestDecision::Defer
+    );
+    let cmds = h.engine();
+    assert!(notices(&cmds).is_empty(), "{cmds:?}");
+    assert_eq!(serves(&cmds), vec![req(1)]);
+    h.c.handle_bytes_sent(h.now, k2, req(1), BLOCK).unwrap();
+    for i in 2..4 {
+        assert_eq!(
+            h.c.handle_request(h.now, k2, req(i)).unwrap(),
+            RequestDecision::Serve,
+            "block {i}"
+        );
+        h.c.handle_bytes_sent(h.now, k2, req(i), BLOCK).unwrap();
+    }
+    // (The pay-ahead prompt is the only notice: the peer is never stopped.)
+    assert!(
+        notices(&h.engine())
+            .iter()
+            .all(|(_, n)| matches!(n, Notice::Prompt { .. }))
+    );
+    // Only now is the peer out of credit.
+    h.c.handle_request(h.now, k2, req(4)).unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k2, Notice::Stop(Some(id)))]);
+    let view = h.c.identity(buyer).unwrap();
+    assert_eq!(u128::from(view.bytes_served), view.wei_received);
+}
+
+#[test]
 fn prompt_pays_ahead_unless_stopped() {
     let (mut h, k, _, id) = downloader(buyer_config(30_000), 10_000_000);
     h.notice_in(
@@ -808,6 +890,15 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
     h.ev(proposal(4, other, 600));
     // A second proposal from a peer we already pay.
     h.ev(proposal(5, fine, 10));
+    // A proposal whose price differs from the handshake terms.
+    let liar = addr(0x04);
+    h.paying(4, liar);
+    h.ev(ChannelEvent::Proposed {
+        channel_id: [6; 32],
+        payee: liar,
+        deposit: 10,
+        price: Some(2),
+    });
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Join {
@@ -830,7 +921,8 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
             DeclineReason::PriceTooHigh,
             DeclineReason::DepositTooLarge,
             DeclineReason::OverBudget,
-            DeclineReason::AlreadyHaveChannel
+            DeclineReason::AlreadyHaveChannel,
+            DeclineReason::PriceMismatch
         ]
     );
 }
