@@ -2,12 +2,13 @@
 //! `payment_channel::Client` (k256 signatures, `MemoryStore`) on one `SimulatedChain`, connected
 //! over `tokio::io::duplex` or loopback TCP. Every test is bounded in time.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use paid_wire::choke::TrustPolicy;
+use paid_wire::choke::{PromptPolicy, TrustPolicy, Watermark};
 use payment_channel::client::{Client, ClientConfig};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
@@ -159,6 +160,27 @@ async fn pair(
     pay_ahead: bool,
     buyer_pay_limit: Option<u32>,
 ) -> (Party, Party) {
+    pair_with(
+        chain,
+        size,
+        granularity,
+        trust,
+        pay_ahead,
+        buyer_pay_limit,
+        |_| {},
+    )
+    .await
+}
+
+async fn pair_with(
+    chain: &SimulatedChain,
+    size: u64,
+    granularity: u64,
+    trust: u64,
+    pay_ahead: bool,
+    buyer_pay_limit: Option<u32>,
+    seller_tweak: impl FnOnce(&mut CoordinatorConfig),
+) -> (Party, Party) {
     let seed = MemoryTorrent::seed(content(size), 256 * 1024);
     let meta = seed.meta().clone();
     let seller = party(
@@ -169,6 +191,7 @@ async fn pair(
             up.choke.trust = TrustPolicy::fixed(trust);
             up.deposit = u128::from(size) * 2;
             c.download = None;
+            seller_tweak(c);
         },
         None,
         false,
@@ -202,6 +225,68 @@ fn connect_duplex(seller: &Party, buyer: &Party) -> tokio::task::JoinHandle<()> 
     tokio::spawn(async move {
         let _ = d.run_connection(b, Direction::Outbound, Some(T)).await;
     })
+}
+
+/// A stream whose reads are limited to `rate` bytes per second: a steady transfer.
+struct Throttled<S> {
+    inner: S,
+    rate: u64,
+    start: tokio::time::Instant,
+    read: u64,
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Throttled<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        let due = this.start + Duration::from_secs_f64(this.read as f64 / this.rate as f64);
+        if due > tokio::time::Instant::now() {
+            let sleep = this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            sleep.as_mut().reset(due);
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let max = buf.remaining().min(chunk.len());
+        let mut limited = tokio::io::ReadBuf::new(&mut chunk[..max]);
+        let poll = std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.put_slice(limited.filled());
+        this.read += n as u64;
+        poll
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Throttled<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn connect_tcp(seller: &Party, buyer: &Party) -> tokio::task::JoinHandle<()> {
@@ -347,10 +432,33 @@ async fn tcp_transfers_at_several_granularities() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pay_ahead_never_waits_for_a_payment_round_trip() {
     let chain = SimulatedChain::new();
-    // The prompt comes at half of the last payment (512 KiB), more than the request pipeline
-    // (16 × 16 KiB): every payment after the first arrives before the credit runs out.
-    let (mut seller, mut buyer) = pair(&chain, 8 * MIB, MIB, 0, true, None).await;
-    connect_duplex(&seller, &buyer);
+    // The watermark must cover what is in flight (the request pipeline, 16 × 16 KiB, is served
+    // ahead of the prompt) plus a payment round trip at the transfer's rate. Prompt at 75 % of
+    // the last payment (768 KiB); a steady 2 MiB/s: 512 KiB of margin, 250 ms, far more than a
+    // payment round trip (signing, two channel tasks, verification).
+    let (mut seller, mut buyer) = pair_with(&chain, 8 * MIB, MIB, 0, true, None, |c| {
+        c.upload.as_mut().unwrap().choke.prompt = Some(PromptPolicy {
+            watermark: Watermark::PercentOfLastPayment(75),
+            suggested_bytes: None,
+        });
+    })
+    .await;
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    let s = seller.node.clone();
+    tokio::spawn(async move {
+        let _ = s.run_connection(a, Direction::Inbound, None).await;
+    });
+    let d = buyer.node.clone();
+    let b = Throttled {
+        inner: b,
+        rate: 2 * MIB,
+        start: tokio::time::Instant::now(),
+        read: 0,
+        sleep: None,
+    };
+    tokio::spawn(async move {
+        let _ = d.run_connection(b, Direction::Outbound, Some(T)).await;
+    });
     let f = finish(&chain, &mut seller, &mut buyer, 0, true).await;
     // The only STOP is the first one (no channel yet); every later payment is made ahead.
     assert_eq!(f.stops, 1, "{f:?}");

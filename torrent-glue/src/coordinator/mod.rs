@@ -570,10 +570,14 @@ impl Coordinator {
             }
         }
         peer.stats.bytes_served = peer.stats.bytes_served.saturating_add(u64::from(sent));
-        if let Some(ident) = peer.account().and_then(|a| self.identities.get_mut(&a)) {
+        let account = peer.account();
+        if let Some(ident) = account.and_then(|a| self.identities.get_mut(&a)) {
             ident.ledger.bytes_served = ident.ledger.bytes_served.saturating_add(u64::from(sent));
         }
         self.drain_gate(now, key, None);
+        if let Some(account) = account {
+            self.rebalance(now, account);
+        }
         Ok(())
     }
 
@@ -1415,6 +1419,35 @@ impl Coordinator {
         !ctrl.is_stopped()
     }
 
+    /// A connection of `account` is stopped with requests waiting while a sibling holds idle
+    /// credit (a payment was routed to the sibling, or its last requests went elsewhere): move
+    /// the credit over. The STOP went out, so the START that follows does too.
+    fn rebalance(&mut self, now: Instant, account: Address) {
+        let Some(ident) = self.identities.get(&account) else {
+            return;
+        };
+        let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Open) else {
+            return;
+        };
+        if ident.live.len() < 2 && ident.ledger.bank_wei == 0 {
+            return;
+        }
+        let mut stopped: Vec<(u64, PeerKey)> = ident
+            .live
+            .iter()
+            .filter_map(|k| {
+                let p = self.peers.get(k)?;
+                let c = p.gate.controller()?;
+                (c.is_stopped() && c.queued_len() > 0).then_some((p.stopped_at?, *k))
+            })
+            .collect();
+        stopped.sort_unstable();
+        for (_, key) in stopped {
+            self.cover_from_pool(now, key, account, slot.id);
+            self.drain_gate(now, key, None);
+        }
+    }
+
     /// Moves the unused credit of an idle connection (nothing queued, nothing being served, not
     /// stopped) back to its identity's ledger, by settling it as if it had reconnected: its gate
     /// is replaced by a fresh one on the same channel, with the identity's remaining trust.
@@ -1517,6 +1550,7 @@ impl Coordinator {
             peer.fed_wei = peer.fed_wei.saturating_add(wei);
             self.drain_gate(now, key, None);
             self.update_choke(now, key);
+            self.rebalance(now, account);
             return;
         }
         if let Some(ident) = self.identities.get_mut(&account) {

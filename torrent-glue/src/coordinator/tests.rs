@@ -729,6 +729,28 @@ fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
 }
 
 #[test]
+fn spare_credit_moves_to_a_stopped_sibling() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k1 = h.paying(1, buyer);
+    let k2 = h.paying(2, buyer);
+    h.c.handle_request(h.now, k1, req(0)).unwrap();
+    h.c.handle_request(h.now, k2, req(1)).unwrap();
+    h.open_payee(buyer, id);
+    assert_eq!(notices(&h.engine()).len(), 2, "both stopped");
+    // One payment for both blocks goes to the oldest STOP (k1), which needs one.
+    h.pay_in(id, 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
+    let cmds = h.engine();
+    assert_eq!(serves(&cmds), vec![req(0)]);
+    // Once k1's block is out, its spare block of credit unblocks k2.
+    h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
+    let cmds = h.engine();
+    assert!(notices(&cmds).contains(&(k2, Notice::Start)), "{cmds:?}");
+    assert_eq!(serves(&cmds), vec![req(1)]);
+}
+
+#[test]
 fn prompt_pays_ahead_unless_stopped() {
     let (mut h, k, _, id) = downloader(buyer_config(30_000), 10_000_000);
     h.notice_in(
