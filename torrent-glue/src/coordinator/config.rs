@@ -196,7 +196,7 @@ pub enum NonPayingPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LivenessConfig {
     /// A peer that set the BEP 10 bit but sent no extended handshake this long after connecting
-    /// (and after its first request) is treated as non-paying. Default 10 s.
+    /// is treated as non-paying. Default 10 s.
     pub handshake_timeout: Duration,
     /// The counterparty must answer channel work we started (a proposal, a join, a close) within
     /// this time; every channel message it sends restarts the clock. On expiry an unfunded
@@ -205,8 +205,8 @@ pub struct LivenessConfig {
     /// Close a channel whose counterparty has had no connection for this long (`None`: keep it
     /// open for a later reconnect). Default 30 s.
     pub idle_close_after: Option<Duration>,
-    /// Downloader: after a payment, if the uploader neither sends data nor START for this long
-    /// while we have requests outstanding, close the channel. Default `None`.
+    /// Downloader: if the uploader sends neither data nor START for this long after one of our
+    /// payments, close the channel (it takes payments without serving). Default `None`.
     pub stall_timeout: Option<Duration>,
 }
 

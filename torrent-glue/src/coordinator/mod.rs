@@ -47,11 +47,15 @@
 //!   per identity, whatever the burst of requests or the number of connections); its requests
 //!   wait, and once the channel is funded the peer gets STOP. A payment credits the connection
 //!   that is waiting (oldest STOP first), which sends START and replays its queued requests.
-//!   When its credit drops below the watermark, the peer is prompted to pay ahead.
+//!   When its credit drops below the watermark, the peer is prompted to pay ahead. Credit is
+//!   held per connection; credit left idle on one connection is moved to a sibling that runs
+//!   out, so several connections never make the peer pay twice.
 //! * **Downloader.** A proposal from a paying peer is joined if its advertised price, the deposit
 //!   and our budget allow. STOP → pay one granularity (once per STOP; a STOP while stopped is
 //!   only acked); prompt → pay ahead. Payments are sized so we never pay for more than we still
-//!   need (the uploader's advertised trust is counted). The channel is closed when every torrent
+//!   need (the uploader's advertised trust is counted); a STOP that crosses a payment still in
+//!   flight waits [`DownloadConfig::stop_grace`] for START before it is paid. The channel is
+//!   closed when every torrent
 //!   it served is complete, or when the deposit runs out; the uploader's client answers the
 //!   close by itself.
 //! * **Notices.** Every accepted notice except `ack` is acked (web3torrent §1.3); a channel
