@@ -55,9 +55,8 @@
 //!   only acked); prompt → pay ahead. Payments are sized so we never pay for more than we still
 //!   need (the uploader's advertised trust is counted); a STOP that crosses a payment still in
 //!   flight waits [`DownloadConfig::stop_grace`] for START before it is paid. The channel is
-//!   closed when every torrent
-//!   it served is complete, or when the deposit runs out; the uploader's client answers the
-//!   close by itself.
+//!   closed when every torrent it served is complete, or when the deposit runs out; the
+//!   uploader's client answers the close by itself.
 //! * **Notices.** Every accepted notice except `ack` is acked (web3torrent §1.3); a channel
 //!   message whose recipient is not us is dropped without an ack. Nothing is ever sent to a peer
 //!   that did not advertise the extension.
