@@ -1,5 +1,28 @@
-//! Engine-agnostic glue between a BitTorrent engine, the paid-streaming extension and a payment channel.
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
+
+#[cfg(feature = "adapter")]
+pub mod adapter;
+pub mod channel;
+pub mod coordinator;
+pub mod engine;
+pub mod error;
+
+pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, Role};
+pub use coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
+    NonPayingPolicy, OverduePolicy, UploadConfig,
+};
+pub use engine::{
+    ChokeAuthority, EngineCommand, EngineControl, EngineHooks, PeerInfo, PeerKey, RequestDecision,
+    Terms, TorrentKey,
+};
+pub use error::{ConfigError, Error, PeerError, UsageError};
+pub use paid_wire::choke::ChannelId;
+pub use paid_wire::message::BlockRequest;
+pub use payment_channel::Address;
+
+/// The BEP 10 name of the paid-streaming extension, `paidStreamingExtension` (web3torrent's).
+pub use paid_wire::pse::EXTENSION_NAME;

@@ -1,0 +1,209 @@
+//! [`ChannelBackend`] over [`payment_channel::client::Client`].
+//!
+//! The client is opened **without** a `Transport`: everything it does happens inside the calls
+//! this backend makes (it has no background tasks), so after each call the backend drains the
+//! client's outbox into [`ChannelEvent::Outbound`] (the coordinator carries it in the
+//! paid-streaming `message` command) and its event stream into coordinator events. Joins are
+//! decided by the coordinator (price, deposit, budget, one channel per peer), so the client must
+//! not auto-join; the backend additionally checks each proposal against a
+//! [`JoinPolicy`] (app definition, challenge duration, deposit, price) before handing it over.
+
+use async_trait::async_trait;
+use payment_channel::client::{ChannelEvent as ClientEvent, Client};
+use payment_channel::message::{Envelope, Message};
+use payment_channel::policy::JoinPolicy;
+use payment_channel::{B256, U256};
+use tokio::sync::{Mutex, mpsc};
+
+use super::{ChannelBackend, ChannelEvents};
+use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, Role};
+use payment_channel::channel::{Event, Role as ClientRole};
+
+/// Drives a [`Client`] for a [`Node`](super::Node).
+#[derive(Debug)]
+pub struct ClientBackend {
+    client: Client,
+    events: Mutex<mpsc::UnboundedReceiver<ClientEvent>>,
+    policy: Option<JoinPolicy>,
+    /// Call `watch_chain` every this many ticks (1 = every tick).
+    watch_every: u32,
+    ticks: std::sync::atomic::AtomicU32,
+}
+
+fn wei(x: U256) -> u128 {
+    u128::try_from(x).unwrap_or(u128::MAX)
+}
+
+impl ClientBackend {
+    /// Wraps a client opened with `transport = None` and `auto_join = None`, with its event
+    /// stream. `policy` vets proposals before they reach the client (its `budget` is not used:
+    /// the coordinator keeps the budget).
+    pub fn new(
+        client: Client,
+        events: mpsc::UnboundedReceiver<ClientEvent>,
+        policy: Option<JoinPolicy>,
+    ) -> Self {
+        Self {
+            client,
+            events: Mutex::new(events),
+            policy,
+            watch_every: 1,
+            ticks: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Watches the chain every `n` node ticks instead of every tick.
+    pub fn watch_every(mut self, n: u32) -> Self {
+        self.watch_every = n.max(1);
+        self
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Reports what the client produced: outbound envelopes first (the counterparty needs them
+    /// to make progress), then events.
+    async fn flush(&self, events: &ChannelEvents) {
+        while let Some(envelope) = self.client.next_outbound() {
+            events.report(ChannelEvent::Outbound {
+                to: envelope.recipient,
+                json: envelope.to_json(),
+            });
+        }
+        let mut rx = self.events.lock().await;
+        while let Ok(ClientEvent { channel_id, event }) = rx.try_recv() {
+            let id = channel_id.0;
+            match event {
+                Event::Proposed {
+                    payee,
+                    deposit,
+                    price,
+                } => events.report(ChannelEvent::Proposed {
+                    channel_id: id,
+                    payee,
+                    deposit: wei(deposit),
+                    price: price.map(wei),
+                }),
+                Event::Funded => {
+                    if let Some(info) = self.client.channel_info(channel_id).await {
+                        events.report(ChannelEvent::Ready {
+                            channel_id: id,
+                            counterparty: info.counterparty,
+                            role: match info.role {
+                                ClientRole::Payee => Role::Payee,
+                                _ => Role::Payer,
+                            },
+                            deposit: wei(info.deposit),
+                        });
+                    }
+                }
+                Event::PaymentReceived { delta, total } => {
+                    events.report(ChannelEvent::PaymentReceived {
+                        channel_id: id,
+                        delta: wei(delta),
+                        total: wei(total),
+                    });
+                }
+                Event::Closed { amount } => events.report(ChannelEvent::Closed {
+                    channel_id: id,
+                    payee_amount: wei(amount),
+                }),
+                Event::Finalized { amount } => {
+                    // `amount` is ours; the coordinator wants the payee's.
+                    if let Some(info) = self.client.channel_info(channel_id).await {
+                        let payee_amount = match info.role {
+                            ClientRole::Payee => amount,
+                            _ => info.deposit.saturating_sub(amount),
+                        };
+                        events.report(ChannelEvent::Closed {
+                            channel_id: id,
+                            payee_amount: wei(payee_amount),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn failed(events: &ChannelEvents, command: FailedCommand, error: impl ToString) {
+        events.report(ChannelEvent::CommandFailed {
+            command,
+            reason: error.to_string(),
+        });
+    }
+}
+
+#[async_trait]
+impl ChannelBackend for ClientBackend {
+    async fn execute(&self, command: ChannelCommand, events: &ChannelEvents) {
+        match command {
+            ChannelCommand::Create {
+                peer,
+                deposit,
+                price,
+                ..
+            } => match self
+                .client
+                .create(peer, U256::from(deposit), price.map(U256::from))
+                .await
+            {
+                Ok(id) => events.report(ChannelEvent::Created {
+                    peer,
+                    channel_id: id.0,
+                }),
+                Err(e) => Self::failed(events, FailedCommand::Create { peer }, e),
+            },
+            ChannelCommand::Join { channel_id, .. } => {
+                if let Err(e) = self.client.join(B256::from(channel_id)).await {
+                    Self::failed(events, FailedCommand::Join { channel_id }, e);
+                }
+            }
+            ChannelCommand::Pay { channel_id, amount } => {
+                if let Err(e) = self
+                    .client
+                    .send_payment(B256::from(channel_id), U256::from(amount))
+                    .await
+                {
+                    Self::failed(events, FailedCommand::Pay { channel_id, amount }, e);
+                }
+            }
+            ChannelCommand::Close { channel_id } => {
+                if let Err(e) = self.client.close(B256::from(channel_id)).await {
+                    Self::failed(events, FailedCommand::Close { channel_id }, e);
+                }
+            }
+            ChannelCommand::Challenge { channel_id } => {
+                if let Err(e) = self.client.challenge(B256::from(channel_id)).await {
+                    Self::failed(events, FailedCommand::Challenge { channel_id }, e);
+                }
+            }
+            ChannelCommand::PushMessage { json, .. } => {
+                let Ok(envelope) = Envelope::from_json(&json) else {
+                    return;
+                };
+                if let (Some(policy), Message::Propose(proposal)) = (&self.policy, &envelope.data)
+                    && policy.check(proposal, U256::ZERO).is_err()
+                {
+                    return; // not a channel we would ever join
+                }
+                // Peer errors are the client's to judge (replays are harmless, forgeries are
+                // refused); nothing else to do here.
+                let _ = self.client.push_message(envelope).await;
+            }
+        }
+        self.flush(events).await;
+    }
+
+    async fn tick(&self, events: &ChannelEvents) {
+        let n = self
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(self.watch_every) {
+            let _ = self.client.watch_chain().await;
+        }
+        self.flush(events).await;
+    }
+}

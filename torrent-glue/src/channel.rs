@@ -1,0 +1,231 @@
+//! The payment-channel boundary: what the glue asks of a channel client ([`ChannelCommand`] /
+//! [`ChannelControl`]) and what the client reports back ([`ChannelEvent`]).
+//!
+//! The coordinator never talks to a channel implementation directly. An embedding (for example
+//! the reference adapter over `payment_channel::Client`) drains
+//! [`Coordinator::poll_channel_command`](crate::Coordinator::poll_channel_command), performs
+//! each command asynchronously, and feeds what happens back through
+//! [`Coordinator::handle_channel_event`](crate::Coordinator::handle_channel_event). This keeps
+//! the coordinator synchronous and testable with scripted events.
+//!
+//! # Roles
+//! Channels are two-party and unidirectional: the **payee** (uploader) proposes, the **payer**
+//! (downloader) joins and deposits, and pays with cumulative vouchers. Between two parties there
+//! is at most one open channel per direction, keyed by the counterparty's payment account.
+//!
+//! # Channel messages
+//! Channel messages are opaque JSON envelopes `{recipient, sender, data}` carried inside the
+//! paid-streaming `message` command. [`ChannelEvent::Outbound`] asks the glue to deliver one,
+//! [`ChannelCommand::PushMessage`] hands a received one (addressed to us) to the client.
+
+use paid_wire::choke::ChannelId;
+use payment_channel::Address;
+
+/// Our side of a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// We receive payments (we upload).
+    Payee,
+    /// We pay (we download).
+    Payer,
+}
+
+/// One thing the channel client must do, drained with
+/// [`Coordinator::poll_channel_command`](crate::Coordinator::poll_channel_command).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelCommand {
+    /// Propose a channel in which `peer` pays us (we are the payee), with `deposit` wei from the
+    /// payer. Report [`ChannelEvent::Created`] with the id, then [`ChannelEvent::Ready`] once it
+    /// is funded, or [`ChannelEvent::CommandFailed`].
+    Create {
+        /// The payer's signing address (its `pseAccount`).
+        peer: Address,
+        /// The payer's `outcomeAddress`, if it advertised one.
+        peer_destination: Option<Address>,
+        /// Wei the payer is asked to deposit.
+        deposit: u128,
+        /// Our price in wei per byte, advertised in the proposal.
+        price: Option<u128>,
+    },
+    /// Join (countersign and fund) a channel that `peer` proposed, depositing `deposit` wei.
+    Join {
+        /// The proposed channel.
+        channel_id: ChannelId,
+        /// The payee's signing address.
+        peer: Address,
+        /// The deposit the proposal asks for.
+        deposit: u128,
+    },
+    /// Send a payment of `amount` wei (the increase of the cumulative voucher).
+    Pay {
+        /// The channel to pay on (we are the payer).
+        channel_id: ChannelId,
+        /// Wei to add.
+        amount: u128,
+    },
+    /// Close the channel cooperatively (final state signed by both, then conclude).
+    Close {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+    /// The counterparty stopped answering: close through the adjudicator with our best
+    /// supported state (the payee's largest voucher / the payer's latest state).
+    Challenge {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+    /// Hand a received channel message (addressed to us, sent by `from`) to the client.
+    PushMessage {
+        /// The peer's payment account it arrived from.
+        from: Address,
+        /// The JSON envelope as received.
+        json: String,
+    },
+}
+
+impl ChannelCommand {
+    /// Performs the command on `client`.
+    pub fn apply<C: ChannelControl + ?Sized>(self, client: &mut C) {
+        match self {
+            Self::Create {
+                peer,
+                peer_destination,
+                deposit,
+                price,
+            } => client.create(peer, peer_destination, deposit, price),
+            Self::Join {
+                channel_id,
+                peer,
+                deposit,
+            } => client.join(channel_id, peer, deposit),
+            Self::Pay { channel_id, amount } => client.pay(channel_id, amount),
+            Self::Close { channel_id } => client.close(channel_id),
+            Self::Challenge { channel_id } => client.challenge(channel_id),
+            Self::PushMessage { from, json } => client.push_message(from, json),
+        }
+    }
+}
+
+/// The client's side of [`ChannelCommand`]: one method per command. Implementations start the
+/// work and return at once (spawn, or queue for an async driver).
+pub trait ChannelControl {
+    /// See [`ChannelCommand::Create`].
+    fn create(
+        &mut self,
+        peer: Address,
+        peer_destination: Option<Address>,
+        deposit: u128,
+        price: Option<u128>,
+    );
+    /// See [`ChannelCommand::Join`].
+    fn join(&mut self, channel_id: ChannelId, peer: Address, deposit: u128);
+    /// See [`ChannelCommand::Pay`].
+    fn pay(&mut self, channel_id: ChannelId, amount: u128);
+    /// See [`ChannelCommand::Close`].
+    fn close(&mut self, channel_id: ChannelId);
+    /// See [`ChannelCommand::Challenge`].
+    fn challenge(&mut self, channel_id: ChannelId);
+    /// See [`ChannelCommand::PushMessage`].
+    fn push_message(&mut self, from: Address, json: String);
+}
+
+/// Which command failed, for [`ChannelEvent::CommandFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailedCommand {
+    /// [`ChannelCommand::Create`] for this payer.
+    Create {
+        /// The payer.
+        peer: Address,
+    },
+    /// [`ChannelCommand::Join`].
+    Join {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+    /// [`ChannelCommand::Pay`].
+    Pay {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The amount that was not paid.
+        amount: u128,
+    },
+    /// [`ChannelCommand::Close`].
+    Close {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+    /// [`ChannelCommand::Challenge`].
+    Challenge {
+        /// The channel.
+        channel_id: ChannelId,
+    },
+}
+
+/// Something the channel client reports, fed to
+/// [`Coordinator::handle_channel_event`](crate::Coordinator::handle_channel_event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelEvent {
+    /// A [`ChannelCommand::Create`] for `peer` produced a proposal with this id (not yet funded).
+    Created {
+        /// The payer.
+        peer: Address,
+        /// The new channel.
+        channel_id: ChannelId,
+    },
+    /// `payee` proposed a channel in which we pay, asking for `deposit` wei.
+    Proposed {
+        /// The proposed channel.
+        channel_id: ChannelId,
+        /// The proposer (payee).
+        payee: Address,
+        /// The deposit asked of us.
+        deposit: u128,
+        /// The price in wei per byte the proposal advertises, if any. It must match the terms
+        /// the payee advertised in its handshake.
+        price: Option<u128>,
+    },
+    /// The channel is funded and running (also usable to restore a channel after a restart).
+    Ready {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The other party.
+        counterparty: Address,
+        /// Our role in it.
+        role: Role,
+        /// The payer's deposit.
+        deposit: u128,
+    },
+    /// A payment was received and verified (we are the payee).
+    PaymentReceived {
+        /// The channel.
+        channel_id: ChannelId,
+        /// Increase over the previous best voucher, in wei.
+        delta: u128,
+        /// The new cumulative total, in wei.
+        total: u128,
+    },
+    /// The client wants to send a channel message to `to`.
+    Outbound {
+        /// Recipient's payment account.
+        to: Address,
+        /// The JSON envelope.
+        json: String,
+    },
+    /// The channel is finalized (cooperatively or after a challenge).
+    Closed {
+        /// The channel.
+        channel_id: ChannelId,
+        /// What the payee receives from it, in wei.
+        payee_amount: u128,
+    },
+    /// A command failed.
+    CommandFailed {
+        /// Which.
+        command: FailedCommand,
+        /// Why (diagnostics).
+        reason: String,
+    },
+}

@@ -1,0 +1,222 @@
+//! Coordinator configuration: identity, the uploader's and the downloader's policies, the policy
+//! for peers without the extension, and liveness timers.
+
+use std::time::Duration;
+
+use paid_wire::choke::{BlockedPolicy, ChokeConfig};
+use payment_channel::Address;
+
+use crate::engine::{ChokeAuthority, Terms};
+use crate::error::ConfigError;
+
+/// Configuration of a [`Coordinator`](crate::Coordinator).
+///
+/// Build it with [`CoordinatorConfig::new`] and struct-update syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorConfig {
+    /// Our `pseAccount`: the payment-channel signing address. Channel messages addressed to
+    /// anyone else are dropped.
+    pub account: Address,
+    /// Our `outcomeAddress`: where our channel funds go.
+    pub outcome_address: Address,
+    /// Who controls BitTorrent choking. Default [`ChokeAuthority::Glue`].
+    pub choke_authority: ChokeAuthority,
+    /// Selling: `None` serves every peer for free (no gating at all).
+    pub upload: Option<UploadConfig>,
+    /// Buying: `None` never joins a channel nor pays (paid uploaders then serve only their trust).
+    pub download: Option<DownloadConfig>,
+    /// What peers without the paid-streaming extension get from us.
+    /// Default [`NonPayingPolicy::Refuse`].
+    pub non_paying: NonPayingPolicy,
+    /// Timers that detect unresponsive or vanished counterparties.
+    pub liveness: LivenessConfig,
+    /// Requests held (deferred) per peer while we wait for its extended handshake. Default 64.
+    pub max_deferred_requests: usize,
+    /// Channel messages held per peer identity while it has no connection (delivered when it
+    /// reconnects; the oldest are dropped beyond this). Default 32.
+    pub max_outbox: usize,
+}
+
+impl CoordinatorConfig {
+    /// Sells with [`UploadConfig::default`], buys with [`DownloadConfig::default`], refuses
+    /// non-paying peers, glue-controlled choking.
+    pub fn new(account: Address, outcome_address: Address) -> Self {
+        Self {
+            account,
+            outcome_address,
+            choke_authority: ChokeAuthority::Glue,
+            upload: Some(UploadConfig::default()),
+            download: Some(DownloadConfig::default()),
+            non_paying: NonPayingPolicy::Refuse,
+            liveness: LivenessConfig::default(),
+            max_deferred_requests: 64,
+            max_outbox: 32,
+        }
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.account == Address::ZERO {
+            return Err(ConfigError::ZeroAccount);
+        }
+        if let Some(up) = &self.upload {
+            up.choke.validate()?;
+        }
+        if let Some(down) = &self.download {
+            if down.granularity_bytes == 0 {
+                return Err(ConfigError::ZeroGranularity);
+            }
+            if down.max_price_per_byte == 0 {
+                return Err(ConfigError::ZeroMaxPrice);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The uploader's (payee's) policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Per-connection gate: price per byte, trust allowance, pay-ahead prompt watermark,
+    /// blocked-request policy, queue bound, payment timeout, strike limit. Its
+    /// `fast_negotiated` is overridden per peer. The trust allowance is granted **per payment
+    /// identity**, not per connection: a reconnecting peer inherits what it already used.
+    pub choke: ChokeConfig,
+    /// Wei the payer is asked to deposit when we propose a channel.
+    pub deposit: u128,
+    /// Send the `prompt` notice when a paying peer's credit drops below the watermark (peers
+    /// that do not know it ack and ignore it). Default `true`.
+    pub send_prompts: bool,
+    /// What to do when a STOP stays unpaid for `choke.payment_timeout`.
+    /// Default [`OverduePolicy::Disconnect`].
+    pub on_overdue: OverduePolicy,
+}
+
+impl Default for UploadConfig {
+    /// 1 wei/byte, no trust, prompt at 50 % of the last payment, requests queued until paid,
+    /// STOP overdue after 60 s, 100 MB (1e8 wei) deposit.
+    fn default() -> Self {
+        Self {
+            choke: ChokeConfig {
+                blocked: BlockedPolicy::QueueUntilPaid,
+                payment_timeout: Some(Duration::from_secs(60)),
+                ..ChokeConfig::default()
+            },
+            deposit: 100_000_000,
+            send_prompts: true,
+            on_overdue: OverduePolicy::Disconnect,
+        }
+    }
+}
+
+impl UploadConfig {
+    /// The terms we advertise.
+    pub fn terms(&self) -> Terms {
+        Terms {
+            price_per_byte: self.choke.price_per_byte,
+            trust_bytes: self.choke.trust.initial_bytes,
+        }
+    }
+}
+
+/// Reaction to a STOP left unpaid for the payment timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OverduePolicy {
+    /// Keep the connection; the queue was cleared and the peer may still pay.
+    Wait,
+    /// Send `permanent-stop`: the peer will not be served on this connection again.
+    PermanentStop,
+    /// Close the connection (the channel is closed later if the peer does not come back).
+    Disconnect,
+}
+
+/// The downloader's (payer's) policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownloadConfig {
+    /// Bytes bought per payment (the payment granularity): the trust/overhead trade-off of
+    /// web3torrent's `PEER_TRUST × BLOCK_LENGTH`.
+    pub granularity_bytes: u64,
+    /// Pay ahead when the uploader prompts, so a steady transfer never waits for a payment
+    /// round trip. Default `true`.
+    pub pay_ahead: bool,
+    /// Highest price per byte we join a channel at (uploaders advertise their price).
+    pub max_price_per_byte: u128,
+    /// Largest deposit one channel may ask of us.
+    pub max_deposit: u128,
+    /// Total wei we may lock in deposits (open channels) and spend (closed channels).
+    pub budget: u128,
+    /// Refuse to pay while this many paid bytes are undelivered by a connection (protects
+    /// against an uploader that collects payments without serving). Default `None`.
+    pub max_unreceived_bytes: Option<u64>,
+    /// A STOP that arrives although what we paid should still cover the uploader (typically it
+    /// crossed a pay-ahead payment still in flight) is not paid at once: if no START follows
+    /// within this time after our last payment, it is paid then. This is what keeps a
+    /// pay-ahead downloader from paying twice for one exhaustion. Default 2 s.
+    pub stop_grace: Duration,
+}
+
+impl Default for DownloadConfig {
+    /// 256 KiB per payment, pay-ahead on, up to 1 wei/byte, 1e8 wei per channel, 1e9 in total.
+    fn default() -> Self {
+        Self {
+            granularity_bytes: 256 * 1024,
+            pay_ahead: true,
+            max_price_per_byte: 1,
+            max_deposit: 100_000_000,
+            budget: 1_000_000_000,
+            max_unreceived_bytes: None,
+            stop_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a peer without the paid-streaming extension (no BEP 10 bit, no
+/// `paidStreamingExtension` in its `m`, no valid `pseAccount`, or no extended handshake in
+/// time) gets. None of these is a protocol error: a stock client stays connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum NonPayingPolicy {
+    /// Nothing: kept choked (glue authority), every request rejected (BEP 6) or dropped.
+    #[default]
+    Refuse,
+    /// Up to `bytes` per connection for free, then as [`NonPayingPolicy::Refuse`].
+    FreeAllowance {
+        /// The allowance in bytes.
+        bytes: u64,
+    },
+    /// The BEP 6 allowed-fast set from [`PeerInfo::allowed_fast`](crate::PeerInfo::allowed_fast)
+    /// as a free preview: announced with `allowed fast`, served while choked, everything else
+    /// refused. Needs BEP 6; without it this is [`NonPayingPolicy::Refuse`].
+    AllowedFastPreview,
+}
+
+/// Timers that detect unresponsive or vanished counterparties. A channel is challenged when the
+/// counterparty stops answering channel messages for [`response_timeout`](Self::response_timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LivenessConfig {
+    /// A peer that set the BEP 10 bit but sent no extended handshake this long after connecting
+    /// is treated as non-paying. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// The counterparty must answer channel work we started (a proposal, a join, a close) within
+    /// this time; every channel message it sends restarts the clock. On expiry an unfunded
+    /// proposal is abandoned and a funded channel is challenged. Default 60 s.
+    pub response_timeout: Duration,
+    /// Close a channel whose counterparty has had no connection for this long (`None`: keep it
+    /// open for a later reconnect). Default 30 s.
+    pub idle_close_after: Option<Duration>,
+    /// Downloader: if the uploader sends neither data nor START for this long after one of our
+    /// payments, close the channel (it takes payments without serving). Default `None`.
+    pub stall_timeout: Option<Duration>,
+}
+
+impl Default for LivenessConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(60),
+            idle_close_after: Some(Duration::from_secs(30)),
+            stall_timeout: None,
+        }
+    }
+}

@@ -1,0 +1,2475 @@
+//! The coordinator: web3torrent's payment flows, per peer, over any engine and any channel client.
+//!
+//! [`Coordinator`] is a deterministic state machine. It performs no I/O, reads no clock (every
+//! input carries `now`), spawns nothing and never blocks. It sits between three parties:
+//!
+//! ```text
+//!            EngineHooks::on_* / handle_*            handle_channel_event(ChannelEvent)
+//!  engine ─────────────────────────────────▶ Coordinator ◀──────────────────────────── channel client
+//!         ◀─────────────────────────────────            ─────────────────────────────▶
+//!              poll_engine_command()                      poll_channel_command()
+//!                                        poll_event() ──▶ application (UI, logs)
+//! ```
+//!
+//! # Calling contract
+//! Method kinds follow quinn: `handle_*` feed inputs, plain verbs are application commands
+//! ([`stop_uploading`](Coordinator::stop_uploading), [`close_channel`](Coordinator::close_channel),
+//! [`challenge_channel`](Coordinator::challenge_channel)), `poll_*` drain outputs, and getters
+//! never change state.
+//!
+//! 1. Create with [`Coordinator::new`]; register each torrent with
+//!    [`add_torrent`](Coordinator::add_torrent) (bytes still missing; 0 when seeding).
+//! 2. Add [`extended_handshake_contribution`](Coordinator::extended_handshake_contribution) to
+//!    the extended handshake sent to every peer.
+//! 3. Per connection, in wire order: [`handle_peer_connected`](Coordinator::handle_peer_connected),
+//!    [`handle_extended_handshake`](Coordinator::handle_extended_handshake) (each one),
+//!    [`handle_extension_message`](Coordinator::handle_extension_message),
+//!    [`handle_request`](Coordinator::handle_request) / [`handle_cancel`](Coordinator::handle_cancel),
+//!    [`handle_bytes_sent`](Coordinator::handle_bytes_sent) (exactly once per served request),
+//!    [`handle_block_received`](Coordinator::handle_block_received), choke and interest changes,
+//!    and finally [`handle_disconnect`](Coordinator::handle_disconnect). Per torrent:
+//!    [`handle_piece_verified`](Coordinator::handle_piece_verified) /
+//!    [`handle_piece_failed`](Coordinator::handle_piece_failed).
+//! 4. Feed everything the channel client reports to
+//!    [`handle_channel_event`](Coordinator::handle_channel_event).
+//! 5. After every input (or batch), drain [`poll_engine_command`](Coordinator::poll_engine_command)
+//!    and [`poll_channel_command`](Coordinator::poll_channel_command) until `None` and perform
+//!    them **in order** (a START precedes the pieces it unblocks); optionally drain
+//!    [`poll_event`](Coordinator::poll_event).
+//! 6. Call [`handle_timeout`](Coordinator::handle_timeout) no later than
+//!    [`poll_timeout`](Coordinator::poll_timeout) (or on every engine tick).
+//!
+//! # Flows (the seed's, per peer)
+//! * **Identity.** A peer that advertises `paidStreamingExtension` and a valid `pseAccount` is
+//!   *paying*; its account is its identity. All its connections (reconnects, other torrents)
+//!   share one channel per direction and one credit ledger.
+//! * **Uploader.** The first request of a paying peer with no channel creates one (at most one
+//!   per identity, whatever the burst of requests or the number of connections); its requests
+//!   wait, and once the channel is funded the peer gets STOP. A payment credits the connection
+//!   that is waiting (oldest STOP first), which sends START and replays its queued requests.
+//!   When its credit drops below the watermark, the peer is prompted to pay ahead. Credit is
+//!   held per connection; credit left idle on one connection is moved to a sibling that runs
+//!   out, so several connections never make the peer pay twice.
+//! * **Downloader.** A proposal from a paying peer is joined if its advertised price, the deposit
+//!   and our budget allow. STOP → pay one granularity (once per STOP; a STOP while stopped is
+//!   only acked); prompt → pay ahead. Payments are sized so we never pay for more than we still
+//!   need (the uploader's advertised trust is counted); a STOP that crosses a payment still in
+//!   flight waits [`DownloadConfig::stop_grace`] for START before it is paid. The channel is
+//!   closed when every torrent it served is complete, or when the deposit runs out; the
+//!   uploader's client answers the close by itself.
+//! * **Notices.** Every accepted notice except `ack` is acked (web3torrent §1.3); a channel
+//!   message whose recipient is not us is dropped without an ack. Nothing is ever sent to a peer
+//!   that did not advertise the extension.
+//! * **Unresponsive counterparty.** Channel work we start (propose, join, close) must be
+//!   answered within [`LivenessConfig::response_timeout`]; each channel message from the peer
+//!   restarts the clock. On expiry an unfunded proposal is abandoned and a funded channel is
+//!   challenged. A channel whose counterparty has had no connection for
+//!   [`LivenessConfig::idle_close_after`] is closed (and challenged if the close is not answered).
+//! * **Peers without the extension** get the [`NonPayingPolicy`]: never a protocol error.
+
+mod config;
+mod events;
+mod notice;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+use paid_wire::choke::{
+    Action, BlockedPolicy, ChannelId, ChokeConfig, ChokeController, PayReason, PayerAction,
+    PayerConfig, PaymentPlanner, PeerMisbehaviour, PromptPolicy, RequestOutcome, TrustPolicy,
+};
+use paid_wire::message::BlockRequest;
+use payment_channel::Address;
+
+pub use config::{
+    CoordinatorConfig, DownloadConfig, LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,
+};
+pub use events::{
+    CoordinatorEvent, DeclineReason, IdentityView, MessageDropReason, NonPayingReason, PeerClass,
+    PeerStats,
+};
+
+use self::notice::{MAX_NOTICE_LEN, Notice};
+use self::state::{Class, Gate, Identity, Peer, PendingProposal, Phase, Slot, Torrent};
+use crate::EXTENSION_NAME;
+use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, Role};
+use crate::engine::{
+    ChokeAuthority, DisconnectReason, EngineCommand, EngineHooks, HandshakeContribution,
+    PeerExtendedHandshake, PeerInfo, PeerKey, RequestDecision, Terms, TorrentKey, parse_account,
+};
+use crate::error::{ConfigError, Error, PeerError, UsageError};
+
+/// Runs the paid-streaming flows for every connection of one client. See the
+/// [module docs](self) for the calling contract and the flows.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    peers: HashMap<PeerKey, Peer>,
+    identities: HashMap<Address, Identity>,
+    channels: HashMap<ChannelId, (Address, Role)>,
+    torrents: HashMap<TorrentKey, Torrent>,
+    proposals: Vec<PendingProposal>,
+    budget_reserved: u128,
+    budget_spent: u128,
+    seq: u64,
+    engine_out: VecDeque<EngineCommand>,
+    channel_out: VecDeque<ChannelCommand>,
+    events: VecDeque<CoordinatorEvent>,
+}
+
+impl Coordinator {
+    /// A coordinator with no peers, torrents or channels.
+    pub fn new(config: CoordinatorConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            peers: HashMap::new(),
+            identities: HashMap::new(),
+            channels: HashMap::new(),
+            torrents: HashMap::new(),
+            proposals: Vec::new(),
+            budget_reserved: 0,
+            budget_spent: 0,
+            seq: 0,
+            engine_out: VecDeque::new(),
+            channel_out: VecDeque::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    // ------------------------------------------------------------------ getters
+
+    /// The configuration.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// What to add to our extended handshake (the same for every peer).
+    pub fn extended_handshake_contribution(&self) -> HandshakeContribution {
+        HandshakeContribution {
+            extension_name: EXTENSION_NAME,
+            pse_account: self.config.account.to_checksum(None),
+            outcome_address: self.config.outcome_address.to_checksum(None),
+            terms: self.config.upload.as_ref().map(UploadConfig::terms),
+        }
+    }
+
+    /// How a connection was classified (`None` while its extended handshake is awaited, or if
+    /// the key is unknown).
+    pub fn peer_class(&self, peer: PeerKey) -> Option<PeerClass> {
+        match self.peers.get(&peer)?.class {
+            Class::Pending { .. } => None,
+            Class::Paying(account) => Some(PeerClass::Paying { account }),
+            Class::NonPaying(reason) => Some(PeerClass::NonPaying(reason)),
+        }
+    }
+
+    /// Counters of a connection.
+    pub fn peer_stats(&self, peer: PeerKey) -> Option<PeerStats> {
+        self.peers.get(&peer).map(|p| p.stats)
+    }
+
+    /// The uploader-side gate of a connection, for inspection (credit, queue, counters).
+    pub fn upload_gate(&self, peer: PeerKey) -> Option<&ChokeController> {
+        self.peers.get(&peer)?.gate.controller()
+    }
+
+    /// The downloader-side planner of a connection, for inspection.
+    pub fn download_planner(&self, peer: PeerKey) -> Option<&PaymentPlanner> {
+        self.peers.get(&peer)?.planner.as_ref()
+    }
+
+    /// Whether the uploader has this connection stopped (STOP without START since).
+    pub fn is_stopped_by_peer(&self, peer: PeerKey) -> bool {
+        self.download_planner(peer)
+            .is_some_and(PaymentPlanner::is_stopped)
+    }
+
+    /// What we know about a payment identity.
+    pub fn identity(&self, account: Address) -> Option<IdentityView> {
+        let i = self.identities.get(&account)?;
+        Some(IdentityView {
+            account,
+            connections: i.live.len(),
+            payee_channel: i.payee.map(|s| s.id),
+            payee_channel_open: i.payee.is_some_and(|s| s.phase == Phase::Open),
+            payer_channel: i.payer.map(|s| s.id),
+            payer_channel_open: i.payer.is_some_and(|s| s.phase == Phase::Open),
+            wei_received: i.ledger.wei_received,
+            bytes_served: i.ledger.bytes_served,
+            wei_paid: i.paid.wei_paid,
+            bytes_paid: i.paid.bytes_paid,
+            bytes_received: i.paid.bytes_received,
+            credit_wei: i.ledger.bank_wei,
+            debt_wei: i.ledger.debt_wei,
+        })
+    }
+
+    /// Wei locked in deposits of channels we pay on, and wei spent on closed ones.
+    pub fn budget_used(&self) -> (u128, u128) {
+        (self.budget_reserved, self.budget_spent)
+    }
+
+    // ------------------------------------------------------------------ outputs
+
+    /// The next engine command, oldest first.
+    pub fn poll_engine_command(&mut self) -> Option<EngineCommand> {
+        self.engine_out.pop_front()
+    }
+
+    /// The next channel command, oldest first.
+    pub fn poll_channel_command(&mut self) -> Option<ChannelCommand> {
+        self.channel_out.pop_front()
+    }
+
+    /// The next application notification, oldest first. Undrained events are kept, so an
+    /// embedding that does not care should drain and drop them.
+    pub fn poll_event(&mut self) -> Option<CoordinatorEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self.config.liveness.idle_close_after;
+        let peers = self.peers.values().flat_map(|p| {
+            let pending = match p.class {
+                Class::Pending { deadline } => Some(deadline),
+                _ => None,
+            };
+            [
+                pending,
+                p.gate.controller().and_then(|c| c.next_deadline()),
+                p.stop_retry_at,
+            ]
+        });
+        let identities = self.identities.values().flat_map(|i| {
+            let idle_at = match (i.idle_since, idle) {
+                (Some(since), Some(after)) if has_open(i) => since.checked_add(after),
+                _ => None,
+            };
+            [i.next_deadline(), idle_at]
+        });
+        let proposals = self.proposals.iter().map(|p| Some(p.expires));
+        peers.chain(identities).chain(proposals).flatten().min()
+    }
+
+    // ------------------------------------------------------------------ torrents
+
+    /// Registers a torrent with the number of bytes still missing (0 when seeding).
+    pub fn add_torrent(&mut self, torrent: TorrentKey, remaining: u64) -> Result<(), UsageError> {
+        if self.torrents.contains_key(&torrent) {
+            return Err(UsageError::DuplicateTorrent(torrent));
+        }
+        self.torrents.insert(
+            torrent,
+            Torrent {
+                remaining,
+                received_unverified: 0,
+                complete: remaining == 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets a torrent (its connections should be disconnected first).
+    pub fn remove_torrent(&mut self, torrent: TorrentKey) {
+        self.torrents.remove(&torrent);
+    }
+
+    /// A piece passed its hash check. When the torrent completes, channels we pay on that
+    /// serve no incomplete torrent are closed.
+    pub fn handle_piece_verified(
+        &mut self,
+        now: Instant,
+        torrent: TorrentKey,
+        _piece: u32,
+        length: u32,
+    ) {
+        let Some(t) = self.torrents.get_mut(&torrent) else {
+            return;
+        };
+        t.remaining = t.remaining.saturating_sub(u64::from(length));
+        t.received_unverified = t.received_unverified.saturating_sub(u64::from(length));
+        if t.remaining == 0 && !t.complete {
+            t.complete = true;
+            self.events
+                .push_back(CoordinatorEvent::DownloadComplete { torrent });
+            self.close_finished_payer_channels(now);
+        }
+    }
+
+    /// A piece failed its hash check: its bytes are needed again.
+    pub fn handle_piece_failed(
+        &mut self,
+        _now: Instant,
+        torrent: TorrentKey,
+        _piece: u32,
+        length: u32,
+    ) {
+        if let Some(t) = self.torrents.get_mut(&torrent) {
+            t.received_unverified = t.received_unverified.saturating_sub(u64::from(length));
+        }
+    }
+
+    // ------------------------------------------------------------------ connections
+
+    /// A connection finished its BitTorrent handshake.
+    pub fn handle_peer_connected(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        info: PeerInfo,
+    ) -> Result<(), UsageError> {
+        if self.peers.contains_key(&key) {
+            return Err(UsageError::DuplicatePeer(key));
+        }
+        let seq = self.next_seq();
+        let ext = info.supports_extension_protocol();
+        let deadline = now
+            .checked_add(self.config.liveness.handshake_timeout)
+            .unwrap_or(now);
+        let glue = self.config.choke_authority == ChokeAuthority::Glue;
+        self.peers.insert(
+            key,
+            Peer {
+                seq,
+                info,
+                class: Class::Pending { deadline },
+                pse_id: None,
+                handshake_seen: false,
+                gate: Gate::Pending,
+                deferred: VecDeque::new(),
+                serving: HashMap::new(),
+                fed_wei: 0,
+                stopped_at: None,
+                prompted_at: None,
+                planner: None,
+                stop_pending: None,
+                stop_retry_at: None,
+                suppress_start: false,
+                // BEP 3: "Connections start out choked". Under engine authority the engine
+                // reports its own state.
+                local_choked: glue,
+                remote_choked: true,
+                remote_interested: false,
+                stats: PeerStats::default(),
+            },
+        );
+        if !ext {
+            self.make_non_paying(now, key, NonPayingReason::NoExtensionProtocol);
+        }
+        Ok(())
+    }
+
+    /// The peer's extended handshake (every one: they are additive).
+    pub fn handle_extended_handshake(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        hs: &PeerExtendedHandshake,
+    ) -> Result<(), Error> {
+        let peer = self.peer_mut(key)?;
+        peer.handshake_seen = true;
+        let was_enabled = peer.pse_id.is_some();
+        match hs.pse_id {
+            // BEP 10: "Setting an extension number to zero means that the extension is not
+            // supported/disabled".
+            Some(0) => peer.pse_id = None,
+            Some(id) => peer.pse_id = Some(id),
+            None => {}
+        }
+        let enabled = peer.pse_id.is_some();
+        match peer.class {
+            Class::Pending { .. } => {
+                if !enabled {
+                    self.make_non_paying(now, key, NonPayingReason::NotAdvertised);
+                    return Ok(());
+                }
+                let Some(account) = hs.pse_account.as_deref().and_then(parse_account) else {
+                    self.make_non_paying(now, key, NonPayingReason::NoAccount);
+                    return Ok(());
+                };
+                if account == self.config.account {
+                    self.make_non_paying(now, key, NonPayingReason::SelfConnection);
+                    self.engine_out.push_back(EngineCommand::Disconnect {
+                        peer: key,
+                        reason: DisconnectReason::SelfConnection,
+                    });
+                    return Err(self.misbehaved(key, PeerError::SelfConnection));
+                }
+                let outcome = hs.outcome_address.as_deref().and_then(parse_account);
+                self.make_paying(now, key, account, outcome, hs.terms.unwrap_or_default());
+            }
+            Class::Paying(account) => {
+                if let Some(raw) = hs.pse_account.as_deref()
+                    && parse_account(raw) != Some(account)
+                {
+                    return Err(self.misbehaved(key, PeerError::IdentityChanged));
+                }
+                if let Some(ident) = self.identities.get_mut(&account) {
+                    if let Some(outcome) = hs.outcome_address.as_deref().and_then(parse_account) {
+                        ident.outcome = Some(outcome);
+                    }
+                    if let Some(terms) = hs.terms {
+                        ident.terms = terms;
+                    }
+                }
+                if enabled && !was_enabled {
+                    self.flush_outbox(account);
+                }
+            }
+            // Classification is final.
+            Class::NonPaying(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A paid-streaming message arrived (messages of other extensions are ignored).
+    ///
+    /// A malformed payload is ignored and reported as [`PeerError::MalformedNotice`]: no reply,
+    /// no ack, the connection stays up.
+    pub fn handle_extension_message(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        extension: &str,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        if extension != EXTENSION_NAME {
+            return Ok(());
+        }
+        let peer = self.peer_mut(key)?;
+        peer.stats.notices_received = peer.stats.notices_received.saturating_add(1);
+        let account = peer.account();
+        let notice = match Notice::decode(payload) {
+            Ok(n) => n,
+            Err(e) => return Err(self.misbehaved(key, PeerError::MalformedNotice(e))),
+        };
+        let Some(account) = account else {
+            // Not classified as paying: we cannot attribute anything to it.
+            return Ok(());
+        };
+        match notice {
+            Notice::Ack => {}
+            Notice::Stop(channel) => {
+                self.send_notice(key, Notice::Ack);
+                self.events
+                    .push_back(CoordinatorEvent::Stopped { peer: key });
+                self.on_remote_stop(now, key, account, channel);
+            }
+            Notice::Start => {
+                self.send_notice(key, Notice::Ack);
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.stop_retry_at = None;
+                    if let Some(planner) = peer.planner.as_mut() {
+                        planner.handle_start();
+                    }
+                }
+                if let Some(ident) = self.identities.get_mut(&account) {
+                    ident.stall_deadline = None;
+                }
+                self.events
+                    .push_back(CoordinatorEvent::Started { peer: key });
+            }
+            Notice::PermanentStop(channel) => {
+                self.send_notice(key, Notice::Ack);
+                if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+                    planner.handle_permanent_stop(channel);
+                }
+                self.events
+                    .push_back(CoordinatorEvent::PermanentlyStopped { peer: key });
+                self.drain_planner(now, key);
+            }
+            Notice::Prompt { bytes, .. } => {
+                self.send_notice(key, Notice::Ack);
+                self.on_prompt(now, key, account, bytes);
+            }
+            Notice::Message(json) => self.on_channel_message(now, key, account, json)?,
+            Notice::Unknown(_) => {
+                self.send_notice(key, Notice::Ack);
+            }
+        }
+        Ok(())
+    }
+
+    /// The peer requested a block. See [`RequestDecision`] for what the engine does next.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        request: BlockRequest,
+    ) -> Result<RequestDecision, UsageError> {
+        self.gate_request(now, key, request, false)
+    }
+
+    /// The peer cancelled a request. A deferred one is answered (reject under BEP 6) or
+    /// forgotten; one already being served is the engine's to finish or abort.
+    pub fn handle_cancel(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        request: BlockRequest,
+    ) -> Result<(), UsageError> {
+        let peer = self.peer_mut(key)?;
+        let fast = peer.info.fast_negotiated;
+        let removed = match &mut peer.gate {
+            Gate::Pending => match peer.deferred.iter().position(|r| *r == request) {
+                Some(pos) => {
+                    peer.deferred.remove(pos);
+                    true
+                }
+                None => false,
+            },
+            Gate::Credit(ctrl) => ctrl.handle_cancel(now, request),
+            _ => false,
+        };
+        if removed {
+            let was_pending = matches!(peer.gate, Gate::Pending);
+            if !fast {
+                self.engine_out
+                    .push_back(EngineCommand::DropRequest { peer: key, request });
+            } else if was_pending {
+                self.engine_out
+                    .push_back(EngineCommand::Reject { peer: key, request });
+            }
+        }
+        self.drain_gate(now, key, None);
+        Ok(())
+    }
+
+    /// A served request went out: `sent` bytes (0 if the engine could not send it).
+    pub fn handle_bytes_sent(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        request: BlockRequest,
+        sent: u32,
+    ) -> Result<(), UsageError> {
+        let peer = self.peer_mut(key)?;
+        let not_served = |detail| UsageError::NotBeingServed {
+            peer: key,
+            request,
+            detail,
+        };
+        if sent > request.length {
+            return Err(not_served("more bytes than requested"));
+        }
+        match &mut peer.gate {
+            Gate::Credit(ctrl) => ctrl
+                .handle_bytes_sent(now, request, sent)
+                .map_err(|_| not_served("no outstanding serve"))?,
+            _ => {
+                let Some(count) = peer.serving.get_mut(&request) else {
+                    return Err(not_served("no outstanding serve"));
+                };
+                *count -= 1;
+                if *count == 0 {
+                    peer.serving.remove(&request);
+                }
+            }
+        }
+        peer.stats.bytes_served = peer.stats.bytes_served.saturating_add(u64::from(sent));
+        let account = peer.account();
+        if let Some(ident) = account.and_then(|a| self.identities.get_mut(&a)) {
+            ident.ledger.bytes_served = ident.ledger.bytes_served.saturating_add(u64::from(sent));
+        }
+        self.drain_gate(now, key, None);
+        if let Some(account) = account {
+            self.rebalance(now, account);
+        }
+        Ok(())
+    }
+
+    /// `bytes` of piece payload for `request` arrived from the peer.
+    pub fn handle_block_received(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        _request: BlockRequest,
+        bytes: u32,
+    ) -> Result<(), UsageError> {
+        let peer = self.peer_mut(key)?;
+        let bytes = u64::from(bytes);
+        peer.stats.bytes_received = peer.stats.bytes_received.saturating_add(bytes);
+        let torrent = peer.info.torrent;
+        let account = peer.account();
+        if let Some(planner) = peer.planner.as_mut() {
+            planner.handle_bytes_received(bytes);
+        }
+        if let Some(t) = self.torrents.get_mut(&torrent) {
+            t.received_unverified = t.received_unverified.saturating_add(bytes);
+        }
+        if let Some(ident) = account.and_then(|a| self.identities.get_mut(&a)) {
+            ident.paid.bytes_received = ident.paid.bytes_received.saturating_add(bytes);
+            ident.stall_deadline = None;
+        }
+        self.drain_planner(now, key);
+        Ok(())
+    }
+
+    /// The peer choked (`true`) or unchoked us.
+    pub fn handle_remote_choke(
+        &mut self,
+        _now: Instant,
+        key: PeerKey,
+        choked: bool,
+    ) -> Result<(), UsageError> {
+        self.peer_mut(key)?.remote_choked = choked;
+        Ok(())
+    }
+
+    /// The peer became interested (`true`) or not. Under [`ChokeAuthority::Glue`] an interested
+    /// peer that may be served is unchoked.
+    pub fn handle_remote_interest(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        interested: bool,
+    ) -> Result<(), UsageError> {
+        self.peer_mut(key)?.remote_interested = interested;
+        self.update_choke(now, key);
+        Ok(())
+    }
+
+    /// The engine choked (`true`) or unchoked the peer ([`ChokeAuthority::Engine`] only).
+    /// Choking clears the peer's waiting requests (rejected under BEP 6).
+    pub fn handle_local_choke(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        choked: bool,
+    ) -> Result<(), UsageError> {
+        let engine = self.config.choke_authority == ChokeAuthority::Engine;
+        let peer = self.peer_mut(key)?;
+        if !engine {
+            return Ok(());
+        }
+        peer.local_choked = choked;
+        if let Some(ctrl) = peer.gate.controller_mut() {
+            if choked {
+                ctrl.handle_choke(now);
+            } else {
+                ctrl.handle_unchoke(now);
+            }
+        }
+        self.drain_gate(now, key, None);
+        Ok(())
+    }
+
+    /// The connection is gone. What its peer paid for and did not use (or used on trust) stays
+    /// with the peer's identity for its other and later connections.
+    pub fn handle_disconnect(&mut self, now: Instant, key: PeerKey) -> Result<(), UsageError> {
+        let peer = self
+            .peers
+            .remove(&key)
+            .ok_or(UsageError::UnknownPeer(key))?;
+        self.engine_out.retain(|c| c.peer() != key);
+        let Some(account) = peer.account() else {
+            return Ok(());
+        };
+        let price = self.upload_price();
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return Ok(());
+        };
+        if let Gate::Credit(ctrl) = &peer.gate {
+            let sent_wei = u128::from(ctrl.stats().bytes_sent).saturating_mul(price);
+            if peer.fed_wei >= sent_wei {
+                ident.ledger.add(peer.fed_wei - sent_wei, 0);
+            } else {
+                ident.ledger.add(0, sent_wei - peer.fed_wei);
+            }
+        }
+        ident.live.remove(&key);
+        if ident.live.is_empty() {
+            ident.idle_since = Some(now);
+        } else if ident.ledger.bank_wei > 0
+            && let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Open)
+        {
+            let bank = std::mem::take(&mut ident.ledger.bank_wei);
+            self.route_payment(now, account, slot.id, bank);
+        }
+        Ok(())
+    }
+
+    /// Time passed: handshake, payment, answer, idle and stall deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if let Class::Pending { deadline } = peer.class
+                && deadline <= now
+            {
+                self.make_non_paying(now, key, NonPayingReason::HandshakeTimeout);
+                continue;
+            }
+            let retry = peer.stop_retry_at.is_some_and(|at| at <= now);
+            if let Some(ctrl) = peer.gate.controller_mut()
+                && ctrl.next_deadline().is_some_and(|d| d <= now)
+            {
+                ctrl.handle_timeout(now);
+                self.drain_gate(now, key, None);
+            }
+            if retry {
+                self.retry_stop(now, key);
+            }
+        }
+
+        let mut accounts: Vec<Address> = self.identities.keys().copied().collect();
+        accounts.sort_unstable();
+        let idle_after = self.config.liveness.idle_close_after;
+        for account in accounts {
+            let Some(ident) = self.identities.get_mut(&account) else {
+                continue;
+            };
+            let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+            if due(ident.creating) {
+                self.setup_failed(now, account);
+            }
+            let Some(ident) = self.identities.get(&account) else {
+                continue;
+            };
+            if let Some(slot) = ident.payee
+                && due(slot.deadline)
+            {
+                match slot.phase {
+                    Phase::Proposed => self.setup_failed(now, account),
+                    _ => {
+                        self.challenge(now, account, Role::Payee);
+                    }
+                }
+            }
+            if let Some(slot) = self.identities.get(&account).and_then(|i| i.payer)
+                && due(slot.deadline)
+            {
+                self.challenge(now, account, Role::Payer);
+            }
+            let Some(ident) = self.identities.get_mut(&account) else {
+                continue;
+            };
+            if due(ident.stall_deadline) {
+                ident.stall_deadline = None;
+                if let Some(slot) = ident.payer.filter(|s| s.phase == Phase::Open) {
+                    self.events.push_back(CoordinatorEvent::Stalled {
+                        account,
+                        channel_id: slot.id,
+                    });
+                    self.close(now, account, Role::Payer);
+                }
+            }
+            let Some(ident) = self.identities.get_mut(&account) else {
+                continue;
+            };
+            if let (Some(since), Some(after)) = (ident.idle_since, idle_after)
+                && since.checked_add(after).is_some_and(|at| at <= now)
+            {
+                ident.idle_since = None;
+                self.close(now, account, Role::Payee);
+                self.close(now, account, Role::Payer);
+            }
+        }
+        self.proposals.retain(|p| p.expires > now);
+    }
+
+    // ------------------------------------------------------------------ application commands
+
+    /// Stops serving, for good, every connection (of `torrent`, or all): paying peers get
+    /// `permanent-stop` (web3torrent's `stopUploading`), everyone is choked and refused.
+    pub fn stop_uploading(&mut self, now: Instant, torrent: Option<TorrentKey>) {
+        let mut keys: Vec<PeerKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| torrent.is_none_or(|t| p.info.torrent == t))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        for key in keys {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            match &mut peer.gate {
+                Gate::Credit(ctrl) => ctrl.handle_permanent_stop(now),
+                gate => *gate = Gate::Refuse,
+            }
+            self.drain_gate(now, key, None);
+            self.update_choke(now, key);
+        }
+    }
+
+    /// Closes our channel with `account` in `role` cooperatively (if it is open). Returns
+    /// whether a close was started.
+    pub fn close_channel(&mut self, now: Instant, account: Address, role: Role) -> bool {
+        self.close(now, account, role)
+    }
+
+    /// Challenges our channel with `account` in `role` (web3torrent's "Challenge" button).
+    /// Returns whether a challenge was started.
+    pub fn challenge_channel(&mut self, now: Instant, account: Address, role: Role) -> bool {
+        self.challenge(now, account, role)
+    }
+
+    // ------------------------------------------------------------------ channel events
+
+    /// Something the channel client reports.
+    pub fn handle_channel_event(
+        &mut self,
+        now: Instant,
+        event: ChannelEvent,
+    ) -> Result<(), UsageError> {
+        match event {
+            ChannelEvent::Created { peer, channel_id } => {
+                self.on_created(now, peer, channel_id);
+                Ok(())
+            }
+            ChannelEvent::Proposed {
+                channel_id,
+                payee,
+                deposit,
+                price,
+            } => {
+                self.evaluate_proposal(now, channel_id, payee, deposit, price);
+                Ok(())
+            }
+            ChannelEvent::Ready {
+                channel_id,
+                counterparty,
+                role,
+                deposit,
+            } => {
+                self.on_ready(now, channel_id, counterparty, role, deposit);
+                Ok(())
+            }
+            ChannelEvent::PaymentReceived {
+                channel_id,
+                delta,
+                total,
+            } => self.on_payment_received(now, channel_id, delta, total),
+            ChannelEvent::Outbound { to, json } => {
+                self.route_outbound(to, json);
+                Ok(())
+            }
+            ChannelEvent::Closed {
+                channel_id,
+                payee_amount,
+            } => self.on_closed(now, channel_id, payee_amount),
+            ChannelEvent::CommandFailed { command, reason } => {
+                self.on_command_failed(now, command, reason);
+                Ok(())
+            }
+        }
+    }
+
+    // ================================================================== internals
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn peer_mut(&mut self, key: PeerKey) -> Result<&mut Peer, UsageError> {
+        self.peers.get_mut(&key).ok_or(UsageError::UnknownPeer(key))
+    }
+
+    fn upload_price(&self) -> u128 {
+        self.config
+            .upload
+            .as_ref()
+            .map_or(1, |u| u.choke.price_per_byte)
+            .max(1)
+    }
+
+    fn misbehaved(&mut self, key: PeerKey, error: PeerError) -> Error {
+        self.events.push_back(CoordinatorEvent::PeerMisbehaved {
+            peer: key,
+            error: error.clone(),
+        });
+        Error::Peer(error)
+    }
+
+    /// Sends a notice if the peer advertised the extension; returns whether it was sent.
+    fn send_notice(&mut self, key: PeerKey, notice: Notice) -> bool {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let payload = notice.encode();
+        let Some(id) = peer.pse_id.filter(|_| payload.len() <= MAX_NOTICE_LEN) else {
+            // Never send an extension message to a peer that did not advertise it (libtorrent
+            // and rqbit disconnect).
+            peer.stats.notices_suppressed = peer.stats.notices_suppressed.saturating_add(1);
+            return false;
+        };
+        peer.stats.notices_sent = peer.stats.notices_sent.saturating_add(1);
+        if notice == Notice::Ack {
+            peer.stats.acks_sent = peer.stats.acks_sent.saturating_add(1);
+        }
+        self.engine_out.push_back(EngineCommand::SendExtended {
+            peer: key,
+            extension: EXTENSION_NAME,
+            peer_ext_id: id,
+            payload: Bytes::from(payload),
+        });
+        true
+    }
+
+    // ------------------------------------------------------------------ classification
+
+    fn make_paying(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        outcome: Option<Address>,
+        terms: Terms,
+    ) {
+        let ident = self
+            .identities
+            .entry(account)
+            .or_insert_with(|| Identity::new(terms));
+        ident.terms = terms;
+        if outcome.is_some() {
+            ident.outcome = outcome;
+        }
+        ident.live.insert(key);
+        ident.idle_since = None;
+        let payee_open = ident.payee.filter(|s| s.phase == Phase::Open).map(|s| s.id);
+        let payer_open = ident.payer.filter(|s| s.phase == Phase::Open).map(|s| s.id);
+
+        let gate = match &self.config.upload {
+            None => Gate::Open,
+            Some(up) => {
+                let choke = self.identity_choke_config(up, account, key);
+                ChokeController::new(choke).map_or(Gate::Refuse, |c| Gate::Credit(Box::new(c)))
+            }
+        };
+        let planner = self.config.download.and_then(|d| {
+            PaymentPlanner::new(PayerConfig {
+                price_per_byte: terms.price_per_byte,
+                granularity_bytes: d.granularity_bytes,
+                pay_ahead: d.pay_ahead,
+                budget_wei: None,
+                max_unreceived_bytes: d.max_unreceived_bytes,
+            })
+            .ok()
+        });
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.class = Class::Paying(account);
+        peer.gate = gate;
+        peer.planner = planner;
+        let fast = peer.info.fast_negotiated;
+        let choked = peer.local_choked;
+        if let Some(ctrl) = peer.gate.controller_mut() {
+            ctrl.set_fast_negotiated(fast);
+            if choked {
+                ctrl.handle_choke(now);
+            }
+            if let Some(id) = payee_open {
+                // The channel is open: the new connection uses it at once.
+                let _ = ctrl.handle_channel_ready(now, id);
+            }
+        }
+        if let (Some(planner), Some(id)) = (peer.planner.as_mut(), payer_open) {
+            planner.handle_channel_ready(id);
+        }
+        self.events.push_back(CoordinatorEvent::PeerClassified {
+            peer: key,
+            class: PeerClass::Paying { account },
+        });
+        self.drain_gate(now, key, None);
+        if let Some(id) = payee_open
+            && let Some(ident) = self.identities.get_mut(&account)
+            && ident.ledger.bank_wei > 0
+        {
+            let bank = std::mem::take(&mut ident.ledger.bank_wei);
+            self.route_payment(now, account, id, bank);
+        }
+        self.flush_outbox(account);
+        self.retry_proposals(now, account);
+        self.replay_deferred(now, key);
+        self.update_choke(now, key);
+    }
+
+    /// The uploader's per-connection gate config, with the identity's trust: what closed
+    /// connections used on trust, and what live ones hold, is not granted again.
+    fn identity_choke_config(
+        &self,
+        up: &UploadConfig,
+        account: Address,
+        key: PeerKey,
+    ) -> ChokeConfig {
+        let mut choke = up.choke.clone();
+        let price = choke.price_per_byte.max(1);
+        if let Some(ident) = self.identities.get(&account) {
+            let debt = u64::try_from(ident.ledger.debt_wei.div_ceil(price)).unwrap_or(u64::MAX);
+            let held: u64 = ident
+                .live
+                .iter()
+                .filter(|k| **k != key)
+                .filter_map(|k| self.peers.get(k)?.gate.controller())
+                .map(ChokeController::trust_allowance)
+                .fold(0, u64::saturating_add);
+            let used = debt.saturating_add(held);
+            choke.trust.initial_bytes = choke.trust.initial_bytes.saturating_sub(used);
+            choke.trust.max_bytes = choke.trust.max_bytes.saturating_sub(used);
+        }
+        choke
+    }
+
+    fn make_non_paying(&mut self, now: Instant, key: PeerKey, reason: NonPayingReason) {
+        let policy = self.config.non_paying;
+        let upload = self.config.upload.clone();
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let fast = peer.info.fast_negotiated;
+        peer.class = Class::NonPaying(reason);
+        let mut announce = Vec::new();
+        peer.gate = match (upload, policy) {
+            (None, _) => Gate::Open,
+            (Some(_), NonPayingPolicy::Refuse) => Gate::Refuse,
+            (Some(up), NonPayingPolicy::FreeAllowance { bytes }) => {
+                let config = ChokeConfig {
+                    fast_negotiated: fast,
+                    blocked: BlockedPolicy::RefuseImmediately,
+                    trust: TrustPolicy::fixed(bytes),
+                    serve_trust_before_channel: true,
+                    prompt: None::<PromptPolicy>,
+                    payment_timeout: None,
+                    ..up.choke
+                };
+                ChokeController::new(config).map_or(Gate::Refuse, |c| Gate::Credit(Box::new(c)))
+            }
+            (Some(_), NonPayingPolicy::AllowedFastPreview) if fast => {
+                announce = peer.info.allowed_fast.clone();
+                Gate::Preview(peer.info.allowed_fast.iter().copied().collect())
+            }
+            (Some(_), _) => Gate::Refuse,
+        };
+        let choked = peer.local_choked;
+        if let Some(ctrl) = peer.gate.controller_mut()
+            && choked
+        {
+            ctrl.handle_choke(now);
+        }
+        for piece in announce {
+            self.engine_out
+                .push_back(EngineCommand::AllowedFast { peer: key, piece });
+        }
+        self.events.push_back(CoordinatorEvent::PeerClassified {
+            peer: key,
+            class: PeerClass::NonPaying(reason),
+        });
+        self.replay_deferred(now, key);
+        self.update_choke(now, key);
+    }
+
+    fn replay_deferred(&mut self, now: Instant, key: PeerKey) {
+        let deferred = match self.peers.get_mut(&key) {
+            Some(p) => std::mem::take(&mut p.deferred),
+            None => return,
+        };
+        for request in deferred {
+            let _ = self.gate_request(now, key, request, true);
+        }
+    }
+
+    // ------------------------------------------------------------------ choking
+
+    /// Whether a peer may be served at all right now (ignoring credit of paying peers).
+    fn servable(peer: &Peer) -> bool {
+        match &peer.gate {
+            Gate::Open | Gate::Pending => true,
+            Gate::Credit(c) => {
+                !c.is_permanently_stopped()
+                    && (matches!(peer.class, Class::Paying(_)) || c.credit() > 0)
+            }
+            Gate::Refuse | Gate::Preview(_) => false,
+        }
+    }
+
+    /// Under glue authority: unchoke an interested servable peer, choke an unservable one.
+    fn update_choke(&mut self, now: Instant, key: PeerKey) {
+        if self.config.choke_authority != ChokeAuthority::Glue {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let servable = Self::servable(peer);
+        let choke = if !servable {
+            true
+        } else if peer.remote_interested {
+            false
+        } else {
+            return;
+        };
+        if peer.local_choked == choke {
+            return;
+        }
+        peer.local_choked = choke;
+        if let Some(ctrl) = peer.gate.controller_mut() {
+            if choke {
+                ctrl.handle_choke(now);
+            } else {
+                ctrl.handle_unchoke(now);
+            }
+        }
+        self.engine_out.push_back(if choke {
+            EngineCommand::Choke { peer: key }
+        } else {
+            EngineCommand::Unchoke { peer: key }
+        });
+        self.drain_gate(now, key, None);
+    }
+
+    // ------------------------------------------------------------------ uploader
+
+    fn gate_request(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        request: BlockRequest,
+        replay: bool,
+    ) -> Result<RequestDecision, UsageError> {
+        let max_deferred = self.config.max_deferred_requests;
+        let max_block = self
+            .config
+            .upload
+            .as_ref()
+            .map_or(paid_wire::choke::DEFAULT_MAX_BLOCK_LEN, |u| {
+                u.choke.max_block_len
+            });
+        let peer = self.peer_mut(key)?;
+        let refuse = if peer.info.fast_negotiated {
+            RequestDecision::Reject
+        } else {
+            RequestDecision::Drop
+        };
+        let decision = match &mut peer.gate {
+            Gate::Open => RequestDecision::Serve,
+            Gate::Pending => {
+                if peer.deferred.contains(&request) {
+                    RequestDecision::Defer
+                } else if peer.deferred.len() < max_deferred {
+                    peer.deferred.push_back(request);
+                    RequestDecision::Defer
+                } else {
+                    refuse
+                }
+            }
+            Gate::Refuse => refuse,
+            Gate::Preview(pieces) => {
+                if pieces.contains(&request.index)
+                    && request.length > 0
+                    && request.length <= max_block
+                {
+                    RequestDecision::Serve
+                } else {
+                    refuse
+                }
+            }
+            Gate::Credit(ctrl) => {
+                let (decision, misbehaviour) = match ctrl.handle_request(now, request) {
+                    Ok(RequestOutcome::Served) => (RequestDecision::Serve, None),
+                    Ok(RequestOutcome::Rejected(_)) => (RequestDecision::Reject, None),
+                    Ok(RequestOutcome::Dropped(_)) => (RequestDecision::Drop, None),
+                    Ok(_) => (RequestDecision::Defer, None),
+                    Err(e) => (refuse, Some(misbehaviour_error(&e, request))),
+                };
+                if decision == RequestDecision::Defer {
+                    peer.stats.requests_deferred = peer.stats.requests_deferred.saturating_add(1);
+                }
+                let exhausted = matches!(peer.class, Class::NonPaying(_))
+                    && matches!(decision, RequestDecision::Reject | RequestDecision::Drop);
+                if let Some(error) = misbehaviour {
+                    let _ = self.misbehaved(key, error);
+                }
+                let intercept = (!replay).then_some((request, decision));
+                self.drain_gate(now, key, intercept);
+                if replay && decision == RequestDecision::Drop {
+                    self.engine_out
+                        .push_back(EngineCommand::DropRequest { peer: key, request });
+                }
+                if exhausted {
+                    self.update_choke(now, key);
+                }
+                return Ok(decision);
+            }
+        };
+        if decision == RequestDecision::Serve {
+            *peer.serving.entry(request).or_insert(0) += 1;
+        }
+        if decision == RequestDecision::Defer {
+            peer.stats.requests_deferred = peer.stats.requests_deferred.saturating_add(1);
+        }
+        if replay {
+            let command = match decision {
+                RequestDecision::Serve => Some(EngineCommand::Serve { peer: key, request }),
+                RequestDecision::Reject => Some(EngineCommand::Reject { peer: key, request }),
+                RequestDecision::Drop => Some(EngineCommand::DropRequest { peer: key, request }),
+                _ => None,
+            };
+            self.engine_out.extend(command);
+        }
+        Ok(decision)
+    }
+
+    /// Performs the queued actions of a connection's gate. `intercept` is the request whose
+    /// `Serve`/`Reject` the caller returns as a [`RequestDecision`] instead of a command.
+    fn drain_gate(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        mut intercept: Option<(BlockRequest, RequestDecision)>,
+    ) {
+        let send_prompts = self.config.upload.as_ref().is_some_and(|u| u.send_prompts);
+        let on_overdue = self
+            .config
+            .upload
+            .as_ref()
+            .map_or(OverduePolicy::Wait, |u| u.on_overdue);
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let account = peer.account();
+            let Some(action) = peer
+                .gate
+                .controller_mut()
+                .and_then(ChokeController::poll_action)
+            else {
+                return;
+            };
+            match action {
+                Action::Serve(request) => {
+                    if intercept == Some((request, RequestDecision::Serve)) {
+                        intercept = None;
+                    } else {
+                        self.engine_out
+                            .push_back(EngineCommand::Serve { peer: key, request });
+                    }
+                }
+                Action::Reject(request) => {
+                    if intercept == Some((request, RequestDecision::Reject)) {
+                        intercept = None;
+                    } else {
+                        self.engine_out
+                            .push_back(EngineCommand::Reject { peer: key, request });
+                    }
+                }
+                Action::NeedChannel => {
+                    if let Some(account) = account {
+                        self.need_payee_channel(now, account);
+                    }
+                }
+                Action::SendStop { channel_id } => {
+                    if let Some(account) = account
+                        && self.cover_from_pool(now, key, account, channel_id)
+                    {
+                        // Credit the peer already paid for covered it: no STOP on the wire,
+                        // and none of the START that the controller emits next.
+                        if let Some(peer) = self.peers.get_mut(&key) {
+                            peer.suppress_start = true;
+                        }
+                        continue;
+                    }
+                    let Some(peer) = self.peers.get_mut(&key) else {
+                        return;
+                    };
+                    peer.stopped_at = Some(self.seq);
+                    self.seq += 1;
+                    self.send_notice(key, Notice::Stop(Some(channel_id)));
+                }
+                Action::SendStart { .. } => {
+                    peer.stopped_at = None;
+                    if std::mem::take(&mut peer.suppress_start) {
+                        continue;
+                    }
+                    self.send_notice(key, Notice::Start);
+                }
+                Action::PromptPayment {
+                    suggested_bytes,
+                    suggested_amount,
+                    ..
+                } => {
+                    peer.prompted_at = Some(self.seq);
+                    self.seq += 1;
+                    if send_prompts {
+                        self.send_notice(
+                            key,
+                            Notice::Prompt {
+                                bytes: suggested_bytes,
+                                amount: suggested_amount,
+                            },
+                        );
+                    }
+                }
+                Action::SendPermanentStop { channel_id } => {
+                    self.send_notice(key, Notice::PermanentStop(channel_id));
+                    self.update_choke(now, key);
+                }
+                Action::PaymentOverdue { channel_id } => {
+                    self.events.push_back(CoordinatorEvent::PaymentOverdue {
+                        peer: key,
+                        channel_id,
+                    });
+                    match on_overdue {
+                        OverduePolicy::Wait => {}
+                        OverduePolicy::PermanentStop => {
+                            if let Some(ctrl) = peer.gate.controller_mut() {
+                                ctrl.handle_permanent_stop(now);
+                            }
+                        }
+                        OverduePolicy::Disconnect => {
+                            self.engine_out.push_back(EngineCommand::Disconnect {
+                                peer: key,
+                                reason: DisconnectReason::PaymentOverdue,
+                            });
+                        }
+                    }
+                }
+                Action::Disconnect(reason) => {
+                    let reason = match reason {
+                        paid_wire::choke::DisconnectReason::QueueOverflow => {
+                            DisconnectReason::QueueOverflow
+                        }
+                        _ => DisconnectReason::InvalidRequests,
+                    };
+                    self.engine_out
+                        .push_back(EngineCommand::Disconnect { peer: key, reason });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A paying peer needs a channel to pay us on: propose one unless one exists or is coming.
+    fn need_payee_channel(&mut self, now: Instant, account: Address) {
+        let Some(up) = self.config.upload.as_ref() else {
+            return;
+        };
+        let deposit = up.deposit;
+        let price = up.choke.price_per_byte;
+        let deadline = now
+            .checked_add(self.config.liveness.response_timeout)
+            .unwrap_or(now);
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return;
+        };
+        if ident.creating.is_some() || ident.payee.is_some() {
+            // At most one channel per identity (web3torrent #2220).
+            return;
+        }
+        ident.creating = Some(deadline);
+        self.channel_out.push_back(ChannelCommand::Create {
+            peer: account,
+            peer_destination: ident.outcome,
+            deposit,
+            price: Some(price),
+        });
+        self.events
+            .push_back(CoordinatorEvent::ChannelRequested { account });
+    }
+
+    /// A connection of `account` ran out of credit. Before a STOP goes out, use what the peer
+    /// already paid that sits elsewhere: the identity's ledger, and the unused credit of its
+    /// other connections that are idle (credit is held per connection; with several
+    /// connections the piece picker may move the last blocks away from the one that holds it).
+    /// Returns whether the connection is no longer stopped.
+    fn cover_from_pool(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        channel_id: ChannelId,
+    ) -> bool {
+        let siblings: Vec<PeerKey> = match self.identities.get(&account) {
+            Some(ident) if slot_open(ident.payee) => {
+                ident.live.iter().copied().filter(|k| *k != key).collect()
+            }
+            _ => return false,
+        };
+        for sibling in siblings {
+            self.resettle(now, sibling, account, channel_id);
+        }
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return false;
+        };
+        let bank = std::mem::take(&mut ident.ledger.bank_wei);
+        if bank == 0 {
+            return false;
+        }
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return false;
+        };
+        let Some(ctrl) = peer.gate.controller_mut() else {
+            return false;
+        };
+        if ctrl.handle_payment(now, channel_id, bank).is_err() {
+            if let Some(ident) = self.identities.get_mut(&account) {
+                ident.ledger.add(bank, 0);
+            }
+            return false;
+        }
+        peer.fed_wei = peer.fed_wei.saturating_add(bank);
+        !ctrl.is_stopped()
+    }
+
+    /// A connection of `account` is stopped with requests waiting while a sibling holds idle
+    /// credit (a payment was routed to the sibling, or its last requests went elsewhere): move
+    /// the credit over. The STOP went out, so the START that follows does too.
+    fn rebalance(&mut self, now: Instant, account: Address) {
+        let Some(ident) = self.identities.get(&account) else {
+            return;
+        };
+        let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Open) else {
+            return;
+        };
+        if ident.live.len() < 2 && ident.ledger.bank_wei == 0 {
+            return;
+        }
+        let mut stopped: Vec<(u64, PeerKey)> = ident
+            .live
+            .iter()
+            .filter_map(|k| {
+                let p = self.peers.get(k)?;
+                let c = p.gate.controller()?;
+                (c.is_stopped() && c.queued_len() > 0).then_some((p.stopped_at?, *k))
+            })
+            .collect();
+        stopped.sort_unstable();
+        for (_, key) in stopped {
+            self.cover_from_pool(now, key, account, slot.id);
+            self.drain_gate(now, key, None);
+        }
+    }
+
+    /// Moves the unused credit of an idle connection (nothing queued, nothing being served, not
+    /// stopped) back to its identity's ledger, by settling it as if it had reconnected: its gate
+    /// is replaced by a fresh one on the same channel, with the identity's remaining trust.
+    fn resettle(&mut self, now: Instant, key: PeerKey, account: Address, channel_id: ChannelId) {
+        let price = self.upload_price();
+        let Some(up) = self.config.upload.clone() else {
+            return;
+        };
+        let Some(peer) = self.peers.get(&key) else {
+            return;
+        };
+        let Some(ctrl) = peer.gate.controller() else {
+            return;
+        };
+        let idle = ctrl.queued_len() == 0
+            && ctrl.in_flight_len() == 0
+            && !ctrl.is_stopped()
+            && !ctrl.is_permanently_stopped()
+            && ctrl.channel_id() == Some(channel_id);
+        let sent_wei = u128::from(ctrl.stats().bytes_sent).saturating_mul(price);
+        if !idle || peer.fed_wei <= sent_wei {
+            return; // busy, or nothing paid to take back
+        }
+        let credit = peer.fed_wei - sent_wei;
+        let (fast, choked) = (peer.info.fast_negotiated, peer.local_choked);
+        let mut config = self.identity_choke_config(&up, account, key);
+        config.fast_negotiated = fast;
+        let Ok(mut fresh) = ChokeController::new(config) else {
+            return;
+        };
+        if choked {
+            fresh.handle_choke(now);
+        }
+        let _ = fresh.handle_channel_ready(now, channel_id);
+        if let Some(ident) = self.identities.get_mut(&account) {
+            ident.ledger.add(credit, 0);
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.gate = Gate::Credit(Box::new(fresh));
+            peer.fed_wei = 0;
+            peer.prompted_at = None;
+        }
+        self.drain_gate(now, key, None);
+    }
+
+    fn on_created(&mut self, now: Instant, account: Address, channel_id: ChannelId) {
+        let deposit = self.config.upload.as_ref().map_or(0, |u| u.deposit);
+        let deadline = now.checked_add(self.config.liveness.response_timeout);
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return;
+        };
+        if ident.payee.is_some() {
+            return;
+        }
+        ident.creating = None;
+        ident.payee = Some(Slot {
+            id: channel_id,
+            phase: Phase::Proposed,
+            deadline,
+            deposit,
+            paid: 0,
+        });
+        self.channels.insert(channel_id, (account, Role::Payee));
+    }
+
+    /// Picks the connection a payment credits: the oldest outstanding STOP, else the latest
+    /// prompt, else the newest connection.
+    fn payee_target(&self, account: Address, channel_id: ChannelId) -> Option<PeerKey> {
+        let ident = self.identities.get(&account)?;
+        let candidates = ident.live.iter().filter_map(|k| {
+            let p = self.peers.get(k)?;
+            let c = p.gate.controller()?;
+            (c.channel_id() == Some(channel_id) && !c.is_permanently_stopped()).then_some((*k, p))
+        });
+        let mut best: Option<(PeerKey, (u8, u64))> = None;
+        for (k, p) in candidates {
+            let rank = match (p.stopped_at, p.prompted_at) {
+                (Some(at), _) => (2, u64::MAX - at),
+                (None, Some(at)) => (1, at),
+                (None, None) => (0, p.seq),
+            };
+            if best.is_none_or(|(_, r)| rank > r) {
+                best = Some((k, rank));
+            }
+        }
+        best.map(|(k, _)| k)
+    }
+
+    /// Credits `wei` received on `channel_id` to a connection of `account`, or banks it.
+    fn route_payment(&mut self, now: Instant, account: Address, channel_id: ChannelId, wei: u128) {
+        if wei == 0 {
+            return;
+        }
+        let target = self.payee_target(account, channel_id);
+        if let Some(key) = target
+            && let Some(peer) = self.peers.get_mut(&key)
+            && let Some(ctrl) = peer.gate.controller_mut()
+            && ctrl.handle_payment(now, channel_id, wei).is_ok()
+        {
+            peer.fed_wei = peer.fed_wei.saturating_add(wei);
+            self.drain_gate(now, key, None);
+            self.update_choke(now, key);
+            self.rebalance(now, account);
+            return;
+        }
+        if let Some(ident) = self.identities.get_mut(&account) {
+            ident.ledger.add(wei, 0);
+        }
+    }
+
+    fn on_payment_received(
+        &mut self,
+        now: Instant,
+        channel_id: ChannelId,
+        delta: u128,
+        total: u128,
+    ) -> Result<(), UsageError> {
+        let Some(&(account, Role::Payee)) = self.channels.get(&channel_id) else {
+            return Err(UsageError::UnknownChannel(channel_id));
+        };
+        let deadline = self.answer_deadline(now);
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return Err(UsageError::UnknownChannel(channel_id));
+        };
+        let Some(slot) = ident.payee.as_mut().filter(|s| s.id == channel_id) else {
+            return Err(UsageError::UnknownChannel(channel_id));
+        };
+        // Vouchers are cumulative: the total is authoritative (a replayed event credits nothing).
+        let credited = total.saturating_sub(slot.paid);
+        slot.paid = slot.paid.max(total);
+        ident.ledger.wei_received = ident.ledger.wei_received.saturating_add(credited);
+        ident.touch(deadline);
+        self.events.push_back(CoordinatorEvent::PaymentReceived {
+            account,
+            channel_id,
+            delta,
+            total,
+        });
+        if slot_open(ident.payee) {
+            self.route_payment(now, account, channel_id, credited);
+        } else if let Some(ident) = self.identities.get_mut(&account) {
+            ident.ledger.add(credited, 0);
+        }
+        Ok(())
+    }
+
+    fn setup_failed(&mut self, now: Instant, account: Address) {
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return;
+        };
+        ident.creating = None;
+        if let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Proposed) {
+            ident.payee = None;
+            self.channels.remove(&slot.id);
+        }
+        let live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        self.events
+            .push_back(CoordinatorEvent::ChannelSetupFailed { account });
+        for key in live {
+            if let Some(ctrl) = self
+                .peers
+                .get_mut(&key)
+                .and_then(|p| p.gate.controller_mut())
+            {
+                ctrl.handle_permanent_stop(now);
+            }
+            self.drain_gate(now, key, None);
+        }
+    }
+
+    // ------------------------------------------------------------------ downloader
+
+    fn evaluate_proposal(
+        &mut self,
+        now: Instant,
+        channel_id: ChannelId,
+        payee: Address,
+        deposit: u128,
+        price: Option<u128>,
+    ) {
+        let decline = |this: &mut Self, reason| {
+            this.events.push_back(CoordinatorEvent::ProposalDeclined {
+                channel_id,
+                payee,
+                reason,
+            });
+        };
+        let Some(down) = self.config.download else {
+            return decline(self, DeclineReason::NotBuying);
+        };
+        let deadline = now.checked_add(self.config.liveness.response_timeout);
+        let Some(ident) = self.identities.get_mut(&payee) else {
+            // Its handshake may still be on its way: hold the proposal briefly.
+            if !self.proposals.iter().any(|p| p.channel_id == channel_id) {
+                let expires = now
+                    .checked_add(self.config.liveness.handshake_timeout)
+                    .unwrap_or(now);
+                self.proposals.push(PendingProposal {
+                    channel_id,
+                    payee,
+                    deposit,
+                    price,
+                    expires,
+                });
+            }
+            return;
+        };
+        if let Some(slot) = ident.payer {
+            if slot.id != channel_id {
+                decline(self, DeclineReason::AlreadyHaveChannel);
+            }
+            return;
+        }
+        if ident.terms.price_per_byte > down.max_price_per_byte {
+            return decline(self, DeclineReason::PriceTooHigh);
+        }
+        if price.is_some_and(|p| p != ident.terms.price_per_byte) {
+            // We size payments with the advertised terms: they must be the channel's terms.
+            return decline(self, DeclineReason::PriceMismatch);
+        }
+        if deposit > down.max_deposit {
+            return decline(self, DeclineReason::DepositTooLarge);
+        }
+        let committed = self.budget_reserved.saturating_add(self.budget_spent);
+        if committed.saturating_add(deposit) > down.budget {
+            return decline(self, DeclineReason::OverBudget);
+        }
+        self.budget_reserved = self.budget_reserved.saturating_add(deposit);
+        ident.payer = Some(Slot {
+            id: channel_id,
+            phase: Phase::Proposed,
+            deadline,
+            deposit,
+            paid: 0,
+        });
+        self.channels.insert(channel_id, (payee, Role::Payer));
+        self.channel_out.push_back(ChannelCommand::Join {
+            channel_id,
+            peer: payee,
+            deposit,
+        });
+        self.events.push_back(CoordinatorEvent::Joining {
+            channel_id,
+            account: payee,
+            deposit,
+        });
+    }
+
+    fn retry_proposals(&mut self, now: Instant, account: Address) {
+        let (mine, rest) = std::mem::take(&mut self.proposals)
+            .into_iter()
+            .partition(|p| p.payee == account);
+        self.proposals = rest;
+        for p in mine {
+            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price);
+        }
+    }
+
+    fn on_ready(
+        &mut self,
+        now: Instant,
+        channel_id: ChannelId,
+        account: Address,
+        role: Role,
+        deposit: u128,
+    ) {
+        let ident = self
+            .identities
+            .entry(account)
+            .or_insert_with(|| Identity::new(Terms::default()));
+        let slot = match role {
+            Role::Payee => &mut ident.payee,
+            Role::Payer => &mut ident.payer,
+        };
+        match slot {
+            Some(s) if s.id == channel_id => {
+                if s.phase != Phase::Proposed {
+                    return;
+                }
+                s.phase = Phase::Open;
+                s.deadline = None;
+            }
+            Some(_) => return, // another channel is in use for this direction
+            None => {
+                // Restored (or a proposal we joined and forgot): adopt it.
+                *slot = Some(Slot {
+                    id: channel_id,
+                    phase: Phase::Open,
+                    deadline: None,
+                    deposit,
+                    paid: 0,
+                });
+                if role == Role::Payer {
+                    self.budget_reserved = self.budget_reserved.saturating_add(deposit);
+                }
+            }
+        }
+        if role == Role::Payee {
+            ident.creating = None;
+        }
+        let live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        self.channels.insert(channel_id, (account, role));
+        self.events.push_back(CoordinatorEvent::ChannelOpened {
+            account,
+            channel_id,
+            role,
+        });
+        match role {
+            Role::Payee => {
+                for &key in &live {
+                    if let Some(ctrl) = self
+                        .peers
+                        .get_mut(&key)
+                        .and_then(|p| p.gate.controller_mut())
+                    {
+                        let _ = ctrl.handle_channel_ready(now, channel_id);
+                    }
+                    self.drain_gate(now, key, None);
+                }
+                if let Some(ident) = self.identities.get_mut(&account)
+                    && ident.ledger.bank_wei > 0
+                {
+                    let bank = std::mem::take(&mut ident.ledger.bank_wei);
+                    self.route_payment(now, account, channel_id, bank);
+                }
+            }
+            Role::Payer => {
+                for &key in &live {
+                    let Some(peer) = self.peers.get_mut(&key) else {
+                        continue;
+                    };
+                    if let Some(planner) = peer.planner.as_mut() {
+                        planner.handle_channel_ready(channel_id);
+                    }
+                    if let Some(channel) = peer.stop_pending.take() {
+                        self.on_remote_stop(now, key, account, channel);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_remote_stop(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        channel: Option<ChannelId>,
+    ) {
+        let open = self
+            .identities
+            .get(&account)
+            .and_then(|i| i.payer)
+            .filter(|s| s.phase == Phase::Open && channel.is_none_or(|c| c == s.id));
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if peer.planner.is_none() {
+            return; // we do not buy: ack only
+        }
+        let Some(slot) = open else {
+            // Not joined yet (web3torrent sends STOP right after proposing): pay once ready.
+            peer.stop_pending = Some(channel);
+            return;
+        };
+        let bytes = match self.payment_size(key, account, PayReason::Stop, false) {
+            None => return self.out_of_funds(now, account),
+            Some(0) => {
+                // Our payments should cover it: one is probably still in flight. Give it the
+                // grace period to arrive (START) before paying again.
+                let grace = self
+                    .config
+                    .download
+                    .map(|d| d.stop_grace)
+                    .unwrap_or_default();
+                let retry_at = self
+                    .identities
+                    .get(&account)
+                    .and_then(|i| i.last_paid_at)
+                    .and_then(|t| t.checked_add(grace))
+                    .filter(|at| *at > now);
+                match retry_at {
+                    Some(at) => {
+                        if let Some(peer) = self.peers.get_mut(&key) {
+                            peer.stop_retry_at = Some(at);
+                        }
+                        0
+                    }
+                    None => self
+                        .payment_size(key, account, PayReason::Stop, true)
+                        .unwrap_or(0),
+                }
+            }
+            Some(bytes) => bytes,
+        };
+        if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+            let paid = planner.stats().bytes_paid;
+            planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+            planner.handle_stop(slot.id);
+        }
+        self.drain_planner(now, key);
+    }
+
+    /// A deferred STOP's grace period ended without START: pay it now.
+    fn retry_stop(&mut self, now: Instant, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.stop_retry_at = None;
+        let Some(account) = peer.account() else {
+            return;
+        };
+        if !peer
+            .planner
+            .as_ref()
+            .is_some_and(PaymentPlanner::is_stopped)
+        {
+            return;
+        }
+        match self.payment_size(key, account, PayReason::Stop, true) {
+            None => self.out_of_funds(now, account),
+            Some(bytes) => {
+                if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+                    let paid = planner.stats().bytes_paid;
+                    planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+                    // Re-evaluates the deferred STOP payment under the new cap.
+                    planner.handle_bytes_received(0);
+                }
+                self.drain_planner(now, key);
+            }
+        }
+    }
+
+    fn on_prompt(&mut self, now: Instant, key: PeerKey, account: Address, _suggested: u64) {
+        let Some(slot) = self
+            .identities
+            .get(&account)
+            .and_then(|i| i.payer)
+            .filter(|s| s.phase == Phase::Open)
+        else {
+            return;
+        };
+        let stopped = self
+            .peers
+            .get(&key)
+            .and_then(|p| p.planner.as_ref())
+            .is_none_or(PaymentPlanner::is_stopped);
+        if stopped {
+            return; // the STOP payment covers it
+        }
+        match self.payment_size(key, account, PayReason::PayAhead, false) {
+            None => self.out_of_funds(now, account),
+            Some(0) => {}
+            Some(bytes) => {
+                if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+                    let paid = planner.stats().bytes_paid;
+                    planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+                    planner.handle_prompt(slot.id, bytes);
+                }
+                self.drain_planner(now, key);
+            }
+        }
+    }
+
+    /// Bytes to buy now: one granularity, no more than we still need beyond the credit the
+    /// uploader should still hold for us (paid + its advertised trust − received), and no more
+    /// than the deposit allows. `None` when more is needed but nothing is affordable.
+    ///
+    /// `force` (a STOP whose grace period passed) ignores the credit estimate: the uploader says
+    /// it has none left, so the estimate is off (bytes lost with a dropped connection, or less
+    /// trust than advertised).
+    fn payment_size(
+        &self,
+        key: PeerKey,
+        account: Address,
+        reason: PayReason,
+        force: bool,
+    ) -> Option<u64> {
+        let down = self.config.download?;
+        let ident = self.identities.get(&account)?;
+        let slot = ident.payer?;
+        let peer = self.peers.get(&key)?;
+        let price = ident.terms.price_per_byte.max(1);
+        let affordable =
+            u64::try_from(slot.deposit.saturating_sub(slot.paid) / price).unwrap_or(u64::MAX);
+        let needed = self
+            .torrents
+            .get(&peer.info.torrent)
+            .map_or(u64::MAX, Torrent::needed);
+        let credit = ident
+            .paid
+            .bytes_paid
+            .saturating_add(ident.terms.trust_bytes)
+            .saturating_sub(ident.paid.bytes_received);
+        let want = if force && reason == PayReason::Stop {
+            needed
+        } else {
+            needed.saturating_sub(credit)
+        };
+        let want = want.min(down.granularity_bytes);
+        if want > 0 && affordable == 0 {
+            return None;
+        }
+        Some(want.min(affordable))
+    }
+
+    fn drain_planner(&mut self, now: Instant, key: PeerKey) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return;
+            };
+            let Some(account) = peer.account() else {
+                return;
+            };
+            let Some(action) = peer.planner.as_mut().and_then(PaymentPlanner::poll_action) else {
+                return;
+            };
+            match action {
+                PayerAction::Pay {
+                    channel_id,
+                    amount,
+                    bytes,
+                    reason,
+                } => self.pay(now, key, account, channel_id, amount, bytes, reason),
+                PayerAction::CloseChannel { .. } => {
+                    // Only when no other connection to this uploader is still being served.
+                    let others_active = self.identities.get(&account).is_some_and(|i| {
+                        i.live.iter().filter(|k| **k != key).any(|k| {
+                            self.peers
+                                .get(k)
+                                .and_then(|p| p.planner.as_ref())
+                                .is_some_and(|pl| !pl.is_permanently_stopped())
+                        })
+                    });
+                    if !others_active {
+                        self.close(now, account, Role::Payer);
+                    }
+                }
+                PayerAction::OutOfFunds { .. } => self.out_of_funds(now, account),
+                _ => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pay(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        channel_id: ChannelId,
+        amount: u128,
+        bytes: u64,
+        reason: PayReason,
+    ) {
+        let stall = self
+            .config
+            .liveness
+            .stall_timeout
+            .and_then(|t| now.checked_add(t));
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return;
+        };
+        let Some(slot) = ident
+            .payer
+            .as_mut()
+            .filter(|s| s.id == channel_id && s.phase == Phase::Open)
+        else {
+            return;
+        };
+        slot.paid = slot.paid.saturating_add(amount);
+        ident.paid.wei_paid = ident.paid.wei_paid.saturating_add(amount);
+        ident.paid.bytes_paid = ident.paid.bytes_paid.saturating_add(bytes);
+        if ident.stall_deadline.is_none() {
+            ident.stall_deadline = stall;
+        }
+        ident.last_paid_at = Some(now);
+        self.channel_out
+            .push_back(ChannelCommand::Pay { channel_id, amount });
+        self.events.push_back(CoordinatorEvent::PaymentSent {
+            peer: key,
+            channel_id,
+            amount,
+            bytes,
+            reason,
+        });
+    }
+
+    fn out_of_funds(&mut self, now: Instant, account: Address) {
+        if let Some(slot) = self
+            .identities
+            .get(&account)
+            .and_then(|i| i.payer)
+            .filter(|s| s.phase == Phase::Open)
+        {
+            self.events.push_back(CoordinatorEvent::OutOfFunds {
+                account,
+                channel_id: slot.id,
+            });
+            self.close(now, account, Role::Payer);
+        }
+    }
+
+    fn close_finished_payer_channels(&mut self, now: Instant) {
+        let mut accounts: Vec<Address> = self
+            .identities
+            .iter()
+            .filter(|(_, i)| slot_open(i.payer))
+            .map(|(a, _)| *a)
+            .collect();
+        accounts.sort_unstable();
+        for account in accounts {
+            let busy = self.identities.get(&account).is_some_and(|i| {
+                i.live.iter().any(|k| {
+                    self.peers.get(k).is_some_and(|p| {
+                        self.torrents
+                            .get(&p.info.torrent)
+                            .is_none_or(|t| !t.complete)
+                    })
+                })
+            });
+            if !busy {
+                self.close(now, account, Role::Payer);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ channel messages
+
+    fn on_channel_message(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        json: String,
+    ) -> Result<(), Error> {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&json) else {
+            return Err(self.misbehaved(key, PeerError::MalformedChannelMessage));
+        };
+        let Some(recipient) = value.get("recipient").and_then(|r| r.as_str()) else {
+            return Err(self.misbehaved(key, PeerError::MalformedChannelMessage));
+        };
+        let drop_reason = if parse_account(recipient.as_bytes()) != Some(self.config.account) {
+            // web3torrent: "If data.recipient !== this.pseAccount, it is silently dropped (no ack)".
+            Some(MessageDropReason::NotForUs)
+        } else if let Some(sender) = value.get("sender").and_then(|s| s.as_str())
+            && parse_account(sender.as_bytes()).is_some_and(|s| s != account)
+        {
+            Some(MessageDropReason::SenderMismatch)
+        } else {
+            None
+        };
+        if let Some(reason) = drop_reason {
+            self.events.push_back(CoordinatorEvent::MessageDropped {
+                account: Some(account),
+                reason,
+            });
+            return Ok(());
+        }
+        self.send_notice(key, Notice::Ack);
+        let deadline = self.answer_deadline(now);
+        if let Some(ident) = self.identities.get_mut(&account) {
+            ident.touch(deadline);
+        }
+        self.channel_out.push_back(ChannelCommand::PushMessage {
+            from: account,
+            json,
+        });
+        Ok(())
+    }
+
+    fn route_outbound(&mut self, to: Address, json: String) {
+        let max_outbox = self.config.max_outbox;
+        let Some(ident) = self.identities.get_mut(&to) else {
+            self.events.push_back(CoordinatorEvent::MessageDropped {
+                account: Some(to),
+                reason: MessageDropReason::UnknownRecipient,
+            });
+            return;
+        };
+        if Notice::Message(json.clone()).encode().len() > MAX_NOTICE_LEN {
+            self.events.push_back(CoordinatorEvent::MessageDropped {
+                account: Some(to),
+                reason: MessageDropReason::TooLarge,
+            });
+            return;
+        }
+        let target = ident
+            .live
+            .iter()
+            .filter_map(|k| self.peers.get(k).map(|p| (*k, p)))
+            .filter(|(_, p)| p.pse_id.is_some())
+            .max_by_key(|(_, p)| p.seq)
+            .map(|(k, _)| k);
+        match target {
+            Some(key) => {
+                self.send_notice(key, Notice::Message(json));
+            }
+            None => {
+                if ident.outbox.len() >= max_outbox {
+                    ident.outbox.pop_front();
+                    self.events.push_back(CoordinatorEvent::MessageDropped {
+                        account: Some(to),
+                        reason: MessageDropReason::OutboxFull,
+                    });
+                }
+                if max_outbox > 0
+                    && let Some(ident) = self.identities.get_mut(&to)
+                {
+                    ident.outbox.push_back(json);
+                }
+            }
+        }
+    }
+
+    fn flush_outbox(&mut self, account: Address) {
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return;
+        };
+        let outbox = std::mem::take(&mut ident.outbox);
+        for json in outbox {
+            self.route_outbound(account, json);
+        }
+    }
+
+    fn answer_deadline(&self, now: Instant) -> Instant {
+        now.checked_add(self.config.liveness.response_timeout)
+            .unwrap_or(now)
+    }
+
+    // ------------------------------------------------------------------ closing
+
+    fn close(&mut self, now: Instant, account: Address, role: Role) -> bool {
+        let deadline = self.answer_deadline(now);
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return false;
+        };
+        let slot = match role {
+            Role::Payee => ident.payee.as_mut(),
+            Role::Payer => ident.payer.as_mut(),
+        };
+        let Some(slot) = slot.filter(|s| s.phase == Phase::Open) else {
+            return false;
+        };
+        slot.phase = Phase::Closing;
+        slot.deadline = Some(deadline);
+        let channel_id = slot.id;
+        self.channel_out
+            .push_back(ChannelCommand::Close { channel_id });
+        self.events.push_back(CoordinatorEvent::Closing {
+            account,
+            channel_id,
+            role,
+        });
+        true
+    }
+
+    fn challenge(&mut self, now: Instant, account: Address, role: Role) -> bool {
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return false;
+        };
+        let slot = match role {
+            Role::Payee => ident.payee.as_mut(),
+            Role::Payer => ident.payer.as_mut(),
+        };
+        let Some(slot) = slot else {
+            return false;
+        };
+        match (slot.phase, role) {
+            (Phase::Challenging, _) => return false,
+            // Nothing was deposited for us in an unfunded proposal: abandon it instead.
+            (Phase::Proposed, Role::Payee) => {
+                self.setup_failed(now, account);
+                return false;
+            }
+            _ => {}
+        }
+        slot.phase = Phase::Challenging;
+        slot.deadline = None;
+        let channel_id = slot.id;
+        self.channel_out
+            .push_back(ChannelCommand::Challenge { channel_id });
+        self.events.push_back(CoordinatorEvent::Challenging {
+            account,
+            channel_id,
+            role,
+        });
+        true
+    }
+
+    fn on_closed(
+        &mut self,
+        now: Instant,
+        channel_id: ChannelId,
+        payee_amount: u128,
+    ) -> Result<(), UsageError> {
+        let (account, role) = self
+            .channels
+            .remove(&channel_id)
+            .ok_or(UsageError::UnknownChannel(channel_id))?;
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return Ok(());
+        };
+        let slot = match role {
+            Role::Payee => &mut ident.payee,
+            Role::Payer => &mut ident.payer,
+        };
+        let Some(closed) = slot.take_if(|s| s.id == channel_id) else {
+            return Ok(());
+        };
+        let live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        if role == Role::Payer {
+            ident.stall_deadline = None;
+            self.budget_reserved = self.budget_reserved.saturating_sub(closed.deposit);
+            self.budget_spent = self.budget_spent.saturating_add(closed.paid);
+        }
+        self.events.push_back(CoordinatorEvent::ChannelClosed {
+            account,
+            channel_id,
+            role,
+            payee_amount,
+        });
+        if role == Role::Payee {
+            let mut waiting = false;
+            for key in live {
+                let Some(ctrl) = self
+                    .peers
+                    .get_mut(&key)
+                    .and_then(|p| p.gate.controller_mut())
+                else {
+                    continue;
+                };
+                if ctrl.channel_id() == Some(channel_id) {
+                    // Its channel is gone: nothing more is served on this connection.
+                    ctrl.handle_permanent_stop(now);
+                    self.drain_gate(now, key, None);
+                } else if ctrl.is_channel_pending() {
+                    waiting = true;
+                }
+            }
+            if waiting {
+                self.need_payee_channel(now, account);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_command_failed(&mut self, now: Instant, command: FailedCommand, reason: String) {
+        let _ = reason;
+        match command {
+            FailedCommand::Create { peer } => self.setup_failed(now, peer),
+            FailedCommand::Join { channel_id } => {
+                if let Some((account, _)) = self.channels.remove(&channel_id)
+                    && let Some(ident) = self.identities.get_mut(&account)
+                    && let Some(slot) = ident.payer.take_if(|s| s.id == channel_id)
+                {
+                    self.budget_reserved = self.budget_reserved.saturating_sub(slot.deposit);
+                }
+            }
+            FailedCommand::Pay { channel_id, amount } => {
+                // A payment that did not go out cannot be retried safely (the STOP it answered
+                // is already counted as paid): the channel is unusable, close it.
+                if let Some(&(account, Role::Payer)) = self.channels.get(&channel_id)
+                    && let Some(ident) = self.identities.get_mut(&account)
+                {
+                    if let Some(slot) = ident.payer.as_mut().filter(|s| s.id == channel_id) {
+                        slot.paid = slot.paid.saturating_sub(amount);
+                    }
+                    let price = ident.terms.price_per_byte.max(1);
+                    ident.paid.wei_paid = ident.paid.wei_paid.saturating_sub(amount);
+                    let bytes = u64::try_from(amount / price).unwrap_or(u64::MAX);
+                    ident.paid.bytes_paid = ident.paid.bytes_paid.saturating_sub(bytes);
+                    self.close(now, account, Role::Payer);
+                }
+            }
+            FailedCommand::Close { channel_id } => {
+                if let Some(&(account, role)) = self.channels.get(&channel_id) {
+                    self.challenge(now, account, role);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn slot_open(slot: Option<Slot>) -> bool {
+    slot.is_some_and(|s| s.phase == Phase::Open)
+}
+
+fn has_open(ident: &Identity) -> bool {
+    slot_open(ident.payee) || slot_open(ident.payer)
+}
+
+fn misbehaviour_error(e: &PeerMisbehaviour, request: BlockRequest) -> PeerError {
+    match e {
+        PeerMisbehaviour::QueueOverflow { .. } => PeerError::QueueOverflow(request),
+        _ => PeerError::InvalidRequest(request),
+    }
+}
+
+impl EngineHooks for Coordinator {
+    fn on_peer_connected(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        info: PeerInfo,
+    ) -> Result<(), UsageError> {
+        self.handle_peer_connected(now, peer, info)
+    }
+
+    fn extended_handshake_contribution(&self) -> HandshakeContribution {
+        Coordinator::extended_handshake_contribution(self)
+    }
+
+    fn on_extended_handshake(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        handshake: &PeerExtendedHandshake,
+    ) -> Result<(), Error> {
+        self.handle_extended_handshake(now, peer, handshake)
+    }
+
+    fn on_extension_message(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        extension: &str,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        self.handle_extension_message(now, peer, extension, payload)
+    }
+
+    fn on_request(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        request: BlockRequest,
+    ) -> Result<RequestDecision, UsageError> {
+        self.handle_request(now, peer, request)
+    }
+
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        request: BlockRequest,
+    ) -> Result<(), UsageError> {
+        self.handle_cancel(now, peer, request)
+    }
+
+    fn on_bytes_sent(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        request: BlockRequest,
+        sent: u32,
+    ) -> Result<(), UsageError> {
+        self.handle_bytes_sent(now, peer, request, sent)
+    }
+
+    fn on_block_received(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        request: BlockRequest,
+        bytes: u32,
+    ) -> Result<(), UsageError> {
+        self.handle_block_received(now, peer, request, bytes)
+    }
+
+    fn on_piece_verified(&mut self, now: Instant, torrent: TorrentKey, piece: u32, length: u32) {
+        self.handle_piece_verified(now, torrent, piece, length);
+    }
+
+    fn on_piece_failed(&mut self, now: Instant, torrent: TorrentKey, piece: u32, length: u32) {
+        self.handle_piece_failed(now, torrent, piece, length);
+    }
+
+    fn on_remote_choke(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        choked: bool,
+    ) -> Result<(), UsageError> {
+        self.handle_remote_choke(now, peer, choked)
+    }
+
+    fn on_remote_interest(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        interested: bool,
+    ) -> Result<(), UsageError> {
+        self.handle_remote_interest(now, peer, interested)
+    }
+
+    fn on_local_choke(
+        &mut self,
+        now: Instant,
+        peer: PeerKey,
+        choked: bool,
+    ) -> Result<(), UsageError> {
+        self.handle_local_choke(now, peer, choked)
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.handle_timeout(now);
+    }
+
+    fn on_disconnect(&mut self, now: Instant, peer: PeerKey) -> Result<(), UsageError> {
+        self.handle_disconnect(now, peer)
+    }
+
+    fn poll_engine_command(&mut self) -> Option<EngineCommand> {
+        Coordinator::poll_engine_command(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Coordinator::poll_timeout(self)
+    }
+}
