@@ -17,6 +17,7 @@
 pub mod bitfield;
 pub mod error;
 pub mod metainfo;
+pub mod paid;
 pub mod peer;
 pub mod picker;
 pub mod session;

@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use paid_torrent_examples::metainfo::{DEFAULT_PIECE_LENGTH, Metainfo, sha1};
+use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session::{self, PeerReport};
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
+use payment_channel::{SimulatedChain, U256};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use torrent_glue::{CoordinatorEvent, LivenessConfig};
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -29,6 +33,26 @@ struct Cli {
     chain: ChainArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Prices and payment sizes.
+#[derive(Debug, Args)]
+struct PayOpts {
+    /// Seller: price in wei per byte.
+    #[arg(long, default_value_t = 1)]
+    price: u128,
+    /// Seller: bytes served before the first payment.
+    #[arg(long, default_value_t = 0)]
+    trust: u64,
+    /// Buyer: bytes bought per payment.
+    #[arg(long, default_value_t = 1 << 20)]
+    granularity: u64,
+    /// Buyer: total wei it may spend (default: twice the price of the content).
+    #[arg(long)]
+    budget: Option<u128>,
+    /// Buyer: highest accepted price in wei per byte (default: the price).
+    #[arg(long)]
+    max_price: Option<u128>,
 }
 
 /// Which chain settles the payment channels.
@@ -86,11 +110,16 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
     },
-    /// Seed a generated file to a downloader in this process, over loopback.
+    /// Seed a generated file to a downloader in this process, over loopback, with payments.
     Demo {
         /// Size of the generated file in MiB.
         #[arg(long, default_value_t = 64)]
         size_mib: u64,
+        /// No payments (plain BitTorrent, for comparison).
+        #[arg(long)]
+        free: bool,
+        #[command(flatten)]
+        pay: PayOpts,
     },
 }
 
@@ -134,7 +163,11 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::Demo { size_mib } => demo(size_mib).await,
+        Command::Demo {
+            size_mib,
+            free,
+            pay,
+        } => demo(size_mib, free, &pay).await,
     }
 }
 
@@ -304,8 +337,9 @@ fn generate(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-async fn demo(size_mib: u64) -> Result<()> {
+async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
     let work = std::env::temp_dir().join(format!("paid-torrent-demo-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(work.clone());
     let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
     std::fs::create_dir_all(&seed_dir)?;
     std::fs::create_dir_all(&leech_dir)?;
@@ -314,10 +348,10 @@ async fn demo(size_mib: u64) -> Result<()> {
     generate(&file, size)?;
     let meta = Metainfo::create(&file, DEFAULT_PIECE_LENGTH, None)?;
     println!(
-        "demo: {} MiB file, {} pieces, info-hash {}",
-        size_mib,
+        "demo: {size_mib} MiB file, {} pieces, info-hash {}, payments {}",
         meta.info.piece_count(),
-        meta.info_hash_hex()
+        meta.info_hash_hex(),
+        if free { "off" } else { "on (simulated chain)" }
     );
     let seeder = Torrent::open(
         meta.clone(),
@@ -328,47 +362,205 @@ async fn demo(size_mib: u64) -> Result<()> {
     let leecher = Torrent::open(meta, &leech_dir, OpenMode::ReadWrite, Strategy::RarestFirst)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(session::serve(
-        seeder,
-        listener,
-        PeerConfig::default(),
-        None,
-    ));
     let pb = progress_bar(size);
     let started = Instant::now();
-    let ticker = {
-        let (t, pb) = (leecher.clone(), pb.clone());
-        tokio::spawn(async move {
-            loop {
-                pb.set_position(size - t.bytes_left());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    session::download(leecher.clone(), &[addr], PeerConfig::default(), 3, None).await;
+    let ticker = spawn_progress(&leecher, &pb, None);
+    if free {
+        let server = tokio::spawn(session::serve(
+            seeder,
+            listener,
+            PeerConfig::default(),
+            None,
+        ));
+        session::download(leecher.clone(), &[addr], PeerConfig::default(), 3, None).await;
+        server.abort();
+        ticker.abort();
+        finish_bar(&pb, &leecher);
+        let secs = started.elapsed().as_secs_f64();
+        summary_common(&leecher, size, secs);
+        return verify_files(&file, &leech_dir.join("demo.bin"));
+    }
     ticker.abort();
-    server.abort();
-    pb.set_position(size - leecher.bytes_left());
-    pb.finish();
+
+    let chain = SimulatedChain::new();
+    let choice = ChainChoice::Simulated(chain.clone());
+    let seller_wallet = Wallet::open(&choice, None, None).await?;
+    let buyer_wallet = Wallet::open(&choice, None, None).await?;
+    let budget = opts.budget.unwrap_or(u128::from(size) * opts.price * 2);
+    chain.fund(buyer_wallet.address(), U256::from(budget))?;
+    let sell = SellTerms {
+        price_per_byte: opts.price,
+        trust_bytes: opts.trust,
+        deposit: u128::from(size) * opts.price + 1,
+        free_bytes: None,
+        challenge_duration: 3600,
+    };
+    let buy = BuyTerms {
+        budget,
+        max_price_per_byte: opts.max_price.unwrap_or(opts.price),
+        granularity_bytes: opts.granularity,
+    };
+    let seller = PaidNode::start(
+        seeder,
+        &seller_wallet,
+        Some(sell),
+        None,
+        LivenessConfig::default(),
+    )
+    .await?;
+    let buyer = PaidNode::start(
+        leecher.clone(),
+        &buyer_wallet,
+        None,
+        Some(buy),
+        LivenessConfig::default(),
+    )
+    .await?;
+    let mut seller_events = seller.subscribe();
+    let mut buyer_events = buyer.subscribe();
+    let accept = {
+        let node = seller.node.clone();
+        tokio::spawn(async move { node.accept(listener).await })
+    };
+    let connect = {
+        let node = buyer.node.clone();
+        tokio::spawn(async move { node.connect(addr, TORRENT).await })
+    };
+    let paid = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = spawn_progress(&leecher, &pb, Some(paid.clone()));
+    let mut stats = DemoStats::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    // Until the download is done and both sides saw the channel close.
+    while !(leecher.is_complete() && stats.buyer_closed.is_some() && stats.seller_closed.is_some())
+    {
+        tokio::select! {
+            Some(e) = buyer_events.recv() => stats.buyer(&e, &paid),
+            Some(e) = seller_events.recv() => stats.seller(&e),
+            () = tokio::time::sleep_until(deadline) => return Err("demo timed out".into()),
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
-    let got = std::fs::read(leech_dir.join("demo.bin"))?;
-    let want = std::fs::read(&file)?;
-    let verified = sha1(&got) == sha1(&want);
+    ticker.abort();
+    finish_bar(&pb, &leecher);
+    // The payout is on chain once the seller's client has concluded and transferred.
+    let payout_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(seller.all_settled().await && buyer.all_settled().await) {
+        if tokio::time::Instant::now() > payout_deadline {
+            return Err("channel not settled on chain".into());
+        }
+        let _ = seller.watch_chain().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    accept.abort();
+    connect.abort();
+    let on_chain = chain.balance_of(seller.account);
+    let served = seller
+        .node
+        .inspect(|c| c.identity(buyer.account).map(|i| i.bytes_served))
+        .unwrap_or(0);
+    summary_common(&leecher, size, secs);
     println!(
-        "bytes:      {}",
-        leecher.counters().downloaded.load(Ordering::Relaxed)
+        "served:     {served} bytes (price {} wei/byte, trust {} bytes)",
+        opts.price, opts.trust
     );
     println!(
-        "throughput: {:.1} MiB/s",
-        size as f64 / (1 << 20) as f64 / secs
+        "payments:   {} ({} wei in total)",
+        stats.payments, stats.paid
     );
     println!(
-        "file hash:  {}",
-        if verified { "verified" } else { "MISMATCH" }
+        "channel:    closed (payee receives {} wei), settled on chain: seller balance {} wei",
+        stats.seller_closed.unwrap_or(0),
+        on_chain
     );
-    let _ = std::fs::remove_dir_all(&work);
-    if !verified {
+    if U256::from(stats.paid) != on_chain {
+        return Err(format!("paid {} but the seller holds {on_chain}", stats.paid).into());
+    }
+    verify_files(&file, &leech_dir.join("demo.bin"))
+}
+
+/// What the demo learns from the coordinators' events.
+#[derive(Debug, Default)]
+struct DemoStats {
+    payments: u64,
+    paid: u128,
+    buyer_closed: Option<u128>,
+    seller_closed: Option<u128>,
+}
+
+impl DemoStats {
+    fn buyer(&mut self, e: &CoordinatorEvent, paid: &std::sync::atomic::AtomicU64) {
+        match e {
+            CoordinatorEvent::PaymentSent { amount, .. } => {
+                self.payments += 1;
+                self.paid += amount;
+                paid.store(
+                    u64::try_from(self.paid).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+            }
+            CoordinatorEvent::ChannelClosed { payee_amount, .. } => {
+                self.buyer_closed = Some(*payee_amount)
+            }
+            _ => {}
+        }
+    }
+
+    fn seller(&mut self, e: &CoordinatorEvent) {
+        if let CoordinatorEvent::ChannelClosed { payee_amount, .. } = e {
+            self.seller_closed = Some(*payee_amount);
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn_progress(
+    torrent: &Arc<Torrent>,
+    pb: &ProgressBar,
+    paid: Option<Arc<std::sync::atomic::AtomicU64>>,
+) -> tokio::task::JoinHandle<()> {
+    let (t, pb) = (torrent.clone(), pb.clone());
+    let total = t.meta().info.total_length();
+    tokio::spawn(async move {
+        loop {
+            pb.set_position(total - t.bytes_left());
+            if let Some(p) = &paid {
+                pb.set_message(format!("paid {} wei", p.load(Ordering::Relaxed)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+fn finish_bar(pb: &ProgressBar, t: &Torrent) {
+    pb.set_position(t.meta().info.total_length() - t.bytes_left());
+    pb.finish();
+}
+
+fn summary_common(t: &Torrent, size: u64, secs: f64) {
+    println!(
+        "bytes:      {} received, {} in the file",
+        t.counters().downloaded.load(Ordering::Relaxed),
+        size
+    );
+    println!(
+        "time:       {secs:.2} s, {:.1} MiB/s",
+        size as f64 / f64::from(1 << 20) / secs
+    );
+}
+
+fn verify_files(a: &Path, b: &Path) -> Result<()> {
+    let (x, y) = (sha1(&std::fs::read(a)?), sha1(&std::fs::read(b)?));
+    if x != y {
+        println!("file hash:  MISMATCH");
         return Err("downloaded file differs".into());
     }
+    println!("file hash:  verified (SHA-1 {})", hex::encode(x));
     Ok(())
 }

@@ -1,0 +1,350 @@
+//! Paid transfers: the torrent plugged into torrent-glue's reference tokio adapter
+//! ([`torrent_glue::adapter::Node`]), with a payment-channel [`Client`] on the simulated chain or
+//! on an Ethereum node.
+//!
+//! [`Torrent`] implements the adapter's [`PieceSource`] and [`PieceSink`]: the adapter owns the
+//! sockets and the paid-streaming flows, the torrent keeps storage, piece selection and
+//! verification. [`PaidNode`] wires one torrent, one wallet and one coordinator together.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use paid_wire::choke::TrustPolicy;
+use paid_wire::message::BlockRequest;
+use payment_channel::chain::Chain;
+use payment_channel::client::{Client, ClientConfig};
+use payment_channel::policy::JoinPolicy;
+use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::store::ChannelStore;
+use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
+use tokio::sync::mpsc;
+use torrent_glue::adapter::{ClientBackend, Delivery, Node, NodeConfig, PieceSink, PieceSource};
+use torrent_glue::engine::TorrentKey;
+use torrent_glue::{
+    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
+    NonPayingPolicy, UploadConfig,
+};
+
+use crate::torrent::{Received, Torrent};
+
+/// The only torrent of a [`PaidNode`].
+pub const TORRENT: TorrentKey = TorrentKey(0);
+
+/// Setting up payments failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PaidError {
+    /// The payment-channel client or its store failed.
+    #[error("payment channel: {0}")]
+    Channel(#[from] payment_channel::error::Error),
+    /// The channel store could not be opened.
+    #[error("channel store: {0}")]
+    Store(#[from] payment_channel::store::StoreError),
+    /// The coordinator configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] torrent_glue::ConfigError),
+    /// The coordinator refused the torrent.
+    #[error("torrent: {0}")]
+    Usage(#[from] torrent_glue::UsageError),
+    /// A key is not a valid secp256k1 secret key.
+    #[error("invalid key")]
+    Key,
+    /// The Ethereum node could not be used.
+    #[error("ethereum: {0}")]
+    Ethereum(String),
+}
+
+impl PieceSource for Torrent {
+    fn piece_count(&self) -> u32 {
+        Torrent::piece_count(self)
+    }
+
+    fn has_piece(&self, piece: u32) -> bool {
+        Torrent::has_piece(self, piece)
+    }
+
+    fn read_block(&self, request: BlockRequest) -> Option<Bytes> {
+        // A storage error is reported as "not available": the adapter rejects the request.
+        Torrent::read_block(self, &request).ok().flatten()
+    }
+}
+
+impl PieceSink for Torrent {
+    fn remaining(&self) -> u64 {
+        self.bytes_left()
+    }
+
+    fn pick_block(&self, peer_has: &dyn Fn(u32) -> bool) -> Option<BlockRequest> {
+        self.pick(peer_has, 1, &[]).into_iter().next()
+    }
+
+    fn deliver(&self, request: BlockRequest, data: Bytes) -> Delivery {
+        let length = self.meta().info.piece_size(request.index);
+        match self.receive_block(request.index, request.begin, &data) {
+            Ok(Received::Ignored) => Delivery::Unwanted,
+            Ok(Received::Stored) => Delivery::Stored,
+            Ok(Received::PieceVerified(piece)) => Delivery::Verified { piece, length },
+            Ok(Received::PieceFailed(piece)) => Delivery::Failed { piece, length },
+            // The piece could not be written: it is wanted again.
+            Err(_) => Delivery::Failed {
+                piece: request.index,
+                length,
+            },
+        }
+    }
+
+    fn abandon(&self, request: BlockRequest) {
+        Torrent::abandon(self, &[request]);
+    }
+}
+
+/// Where channels are settled.
+#[derive(Debug, Clone)]
+pub enum ChainChoice {
+    /// The in-process simulated adjudicator (shared by every node of this process).
+    Simulated(SimulatedChain),
+    /// An Ethereum node over JSON-RPC (feature `ethereum`), e.g. a local anvil.
+    #[cfg(feature = "ethereum")]
+    Ethereum(EthereumChoice),
+}
+
+/// An Ethereum node and the deployed Nitro contracts.
+#[cfg(feature = "ethereum")]
+#[derive(Debug, Clone)]
+pub struct EthereumChoice {
+    /// JSON-RPC URL.
+    pub rpc: String,
+    /// Secret key of the account that sends transactions (deposits, challenges, payouts).
+    pub key: B256,
+    /// `NitroAdjudicator` address.
+    pub adjudicator: Address,
+    /// `VirtualPaymentApp` address.
+    pub app: Address,
+}
+
+/// A payment identity on a chain, with its channel store.
+#[derive(Clone)]
+pub struct Wallet {
+    /// The channel signing key; its address is our `pseAccount` and where payouts go.
+    pub signer: Arc<LocalSigner>,
+    /// The chain handle (acting for the transaction account).
+    pub chain: Arc<dyn Chain>,
+    /// The `VirtualPaymentApp` address.
+    pub app: Address,
+    /// Durable (redb) or in-memory channel store.
+    pub store: Arc<dyn ChannelStore>,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet")
+            .field("address", &self.signer.address())
+            .field("chain_account", &self.chain.account())
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wallet {
+    /// Opens a wallet. `signer` is the channel key (random if `None`); `store` a redb file
+    /// (in memory if `None`). On the simulated chain the signer's address is also the
+    /// transaction account.
+    pub async fn open(
+        chain: &ChainChoice,
+        signer: Option<B256>,
+        store: Option<&Path>,
+    ) -> Result<Self, PaidError> {
+        let signer = Arc::new(match signer {
+            Some(k) => LocalSigner::from_bytes(&k).map_err(|_| PaidError::Key)?,
+            None => LocalSigner::random(),
+        });
+        let store: Arc<dyn ChannelStore> = match store {
+            Some(p) => Arc::new(RedbStore::open(p)?),
+            None => Arc::new(MemoryStore::new()),
+        };
+        let (chain, app): (Arc<dyn Chain>, Address) = match chain {
+            ChainChoice::Simulated(sim) => {
+                (Arc::new(sim.handle(signer.address())), sim.app_definition())
+            }
+            #[cfg(feature = "ethereum")]
+            ChainChoice::Ethereum(eth) => {
+                let c = payment_channel::chain::EthereumChain::connect(
+                    &eth.rpc,
+                    &eth.key,
+                    eth.adjudicator,
+                )
+                .await
+                .map_err(|e| PaidError::Ethereum(e.to_string()))?;
+                (Arc::new(c), eth.app)
+            }
+        };
+        Ok(Self {
+            signer,
+            chain,
+            app,
+            store,
+        })
+    }
+
+    /// Our `pseAccount`.
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+}
+
+/// What we sell, as an uploader.
+#[derive(Debug, Clone)]
+pub struct SellTerms {
+    /// Wei per byte.
+    pub price_per_byte: u128,
+    /// Bytes served to a paying peer before its first payment.
+    pub trust_bytes: u64,
+    /// Deposit asked of each payer.
+    pub deposit: u128,
+    /// Bytes a peer without the extension (a stock client) gets for free per connection;
+    /// `None`: nothing.
+    pub free_bytes: Option<u64>,
+    /// Challenge duration of the channels we propose, in seconds.
+    pub challenge_duration: u64,
+}
+
+/// What we buy, as a downloader.
+#[derive(Debug, Clone)]
+pub struct BuyTerms {
+    /// Total wei we may lock or spend.
+    pub budget: u128,
+    /// Highest price per byte we accept.
+    pub max_price_per_byte: u128,
+    /// Bytes bought per payment.
+    pub granularity_bytes: u64,
+}
+
+/// One torrent served or downloaded through the glue adapter, with payments.
+#[derive(Debug, Clone)]
+pub struct PaidNode {
+    /// The adapter node.
+    pub node: Node,
+    /// The payment-channel client.
+    pub client: Client,
+    /// Our payment identity.
+    pub account: Address,
+    /// The torrent.
+    pub torrent: Arc<Torrent>,
+}
+
+impl PaidNode {
+    /// Starts a node for `torrent`: selling with `sell`, buying with `buy` (either may be
+    /// `None`). Channels left in the wallet's store by an earlier run are reloaded.
+    pub async fn start(
+        torrent: Arc<Torrent>,
+        wallet: &Wallet,
+        sell: Option<SellTerms>,
+        buy: Option<BuyTerms>,
+        liveness: LivenessConfig,
+    ) -> Result<Self, PaidError> {
+        let mut client_config = ClientConfig::new(wallet.app);
+        if let Some(s) = &sell {
+            client_config.challenge_duration = s.challenge_duration;
+        }
+        let (client, events) = Client::open(
+            client_config,
+            wallet.signer.clone(),
+            wallet.chain.clone(),
+            wallet.store.clone(),
+            None,
+        )
+        .await?;
+        let mut policy = JoinPolicy::new(wallet.app, U256::MAX, U256::MAX);
+        // A short challenge window only shortens how long our deposit could be stuck; the
+        // payee cannot take more than our largest voucher.
+        policy.min_challenge_duration = 1;
+        if let Some(b) = &buy {
+            policy.max_price = Some(U256::from(b.max_price_per_byte));
+        }
+        let backend = Arc::new(ClientBackend::new(client.clone(), events, Some(policy)));
+        let account = wallet.address();
+        let mut config = CoordinatorConfig::new(account, account);
+        config.liveness = liveness;
+        config.upload = sell.as_ref().map(|s| {
+            let mut up = UploadConfig::default();
+            up.choke.price_per_byte = s.price_per_byte;
+            up.choke.trust = TrustPolicy::fixed(s.trust_bytes);
+            up.deposit = s.deposit;
+            up
+        });
+        config.non_paying = match sell.as_ref().and_then(|s| s.free_bytes) {
+            Some(bytes) => NonPayingPolicy::FreeAllowance { bytes },
+            None => NonPayingPolicy::Refuse,
+        };
+        config.download = buy.as_ref().map(|b| DownloadConfig {
+            granularity_bytes: b.granularity_bytes,
+            max_price_per_byte: b.max_price_per_byte,
+            max_deposit: b.budget,
+            budget: b.budget,
+            ..DownloadConfig::default()
+        });
+        if buy.is_some() {
+            // Every duplicate block of an endgame would be paid for.
+            torrent.set_endgame(false);
+        }
+        let coordinator = Coordinator::new(config)?;
+        let mut node_config = NodeConfig::new(torrent.peer_id());
+        node_config.pipeline = 64;
+        node_config.tick = Duration::from_millis(100);
+        node_config.client_name = concat!("paid-torrent ", env!("CARGO_PKG_VERSION")).into();
+        let node = Node::start(coordinator, node_config, backend);
+        node.add_torrent(TORRENT, torrent.info_hash(), torrent.clone())?;
+        Ok(Self {
+            node,
+            client,
+            account,
+            torrent,
+        })
+    }
+
+    /// The coordinator's events from now on.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<CoordinatorEvent> {
+        self.node.subscribe()
+    }
+
+    /// Settles channels left open by an earlier run (found in the store): a cooperative close
+    /// if the counterparty is reachable is not attempted (it is not connected yet); as payee we
+    /// challenge with our largest voucher, as payer we challenge to recover the deposit.
+    /// Returns the channels challenged.
+    pub async fn settle_leftovers(&self) -> Result<Vec<B256>, PaidError> {
+        let mut challenged = Vec::new();
+        for id in self.client.channel_ids() {
+            let Some(info) = self.client.channel_info(id).await else {
+                continue;
+            };
+            if info.settled || info.disputed {
+                continue;
+            }
+            self.client.challenge(id).await?;
+            challenged.push(id);
+        }
+        Ok(challenged)
+    }
+
+    /// Reads the chain once (finalizes and pays out challenges that timed out).
+    pub async fn watch_chain(&self) -> Result<(), PaidError> {
+        Ok(self.client.watch_chain().await?)
+    }
+
+    /// Whether every channel of the client is paid out.
+    pub async fn all_settled(&self) -> bool {
+        for id in self.client.channel_ids() {
+            if self
+                .client
+                .channel_info(id)
+                .await
+                .is_some_and(|i| !i.settled)
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
