@@ -386,7 +386,9 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
     let choice = ChainChoice::Simulated(chain.clone());
     let seller_wallet = Wallet::open(&choice, None, None).await?;
     let buyer_wallet = Wallet::open(&choice, None, None).await?;
-    let budget = opts.budget.unwrap_or(u128::from(size) * opts.price * 2);
+    let budget = opts
+        .budget
+        .unwrap_or_else(|| u128::from(size) * opts.price * 2);
     chain.fund(buyer_wallet.address(), U256::from(budget))?;
     let sell = SellTerms {
         price_per_byte: opts.price,
