@@ -5,6 +5,7 @@
 use std::error::Error;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,8 @@ use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session::{self, PeerReport};
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
-use payment_channel::{SimulatedChain, U256};
-use std::sync::Arc;
+use payment_channel::{Address, B256, SimulatedChain, U256};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use torrent_glue::{CoordinatorEvent, LivenessConfig};
@@ -31,17 +32,20 @@ type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 struct Cli {
     #[command(flatten)]
     chain: ChainArgs,
+    /// Print machine-readable JSON lines on stdout (events and status) instead of a progress bar.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 /// Prices and payment sizes.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 struct PayOpts {
     /// Seller: price in wei per byte.
     #[arg(long, default_value_t = 1)]
     price: u128,
-    /// Seller: bytes served before the first payment.
+    /// Seller: bytes served to a paying peer before its first payment.
     #[arg(long, default_value_t = 0)]
     trust: u64,
     /// Buyer: bytes bought per payment.
@@ -58,12 +62,36 @@ struct PayOpts {
 /// Which chain settles the payment channels.
 #[derive(Debug, Args)]
 struct ChainArgs {
-    /// JSON-RPC URL of an Ethereum node (e.g. a local anvil). Default: the simulated chain.
+    /// JSON-RPC URL of an Ethereum node (e.g. a local anvil). Default: the simulated chain, which
+    /// lives inside one process (so `seed` and `get` in two processes need `--rpc` to pay).
     #[arg(long, global = true, requires = "key")]
     rpc: Option<String>,
-    /// Hex private key of the funded account used with `--rpc`.
+    /// Hex secret key of the funded account that sends transactions with `--rpc`.
     #[arg(long, global = true)]
     key: Option<String>,
+    /// `NitroAdjudicator` address (default: anvil's first deployment from its dev account #0;
+    /// deployed from `--artifacts` if nothing is there).
+    #[arg(long, global = true)]
+    adjudicator: Option<Address>,
+    /// `VirtualPaymentApp` address (default: anvil's second deployment from dev account #0).
+    #[arg(long, global = true)]
+    app: Option<Address>,
+    /// Folder with the Nitro contract artifacts (`scripts/fetch-nitro-artifacts.sh`).
+    #[arg(long, global = true)]
+    artifacts: Option<PathBuf>,
+}
+
+/// Where the payment identity and channels live.
+#[derive(Debug, Args)]
+struct WalletArgs {
+    /// Channel store (redb file): channels survive a crash and are settled on the next start.
+    /// The channel signing key is kept next to it (`<store>.key`) unless `--identity` is given.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Hex secret key that signs channel states (our `pseAccount`; payouts go to its address).
+    /// Default: the one kept next to `--store`, or a fresh one.
+    #[arg(long)]
+    identity: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,7 +110,7 @@ enum Command {
         #[arg(long)]
         announce: Option<String>,
     },
-    /// Seed a torrent whose content is on disk.
+    /// Seed a torrent whose content is on disk, selling it.
     Seed {
         /// The .torrent file.
         torrent: PathBuf,
@@ -92,8 +120,22 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:6881")]
         listen: SocketAddr,
+        /// Serve everyone for free with the plain peer loop (no paid extension).
+        #[arg(long)]
+        free: bool,
+        /// Bytes a peer without the paid extension (a stock client) gets for free per
+        /// connection (default: nothing).
+        #[arg(long)]
+        free_bytes: Option<u64>,
+        /// Challenge duration of the channels we propose, in seconds.
+        #[arg(long, default_value_t = 600)]
+        challenge_duration: u64,
+        #[command(flatten)]
+        pay: PayOpts,
+        #[command(flatten)]
+        wallet: WalletArgs,
     },
-    /// Download a torrent from peers given by address.
+    /// Download a torrent from peers given by address, paying for it.
     Get {
         /// The .torrent file.
         torrent: PathBuf,
@@ -109,6 +151,13 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
+        /// Plain BitTorrent: no paid extension, pay nothing.
+        #[arg(long)]
+        free: bool,
+        #[command(flatten)]
+        pay: PayOpts,
+        #[command(flatten)]
+        wallet: WalletArgs,
     },
     /// Seed a generated file to a downloader in this process, over loopback, with payments.
     Demo {
@@ -132,9 +181,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    if cli.chain.rpc.is_some() {
-        return Err("--rpc is not wired in yet (payments land with torrent-glue)".into());
-    }
+    let out = Out { json: cli.json };
     match cli.command {
         Command::Create {
             path,
@@ -146,22 +193,69 @@ async fn run(cli: Cli) -> Result<()> {
             torrent,
             dir,
             listen,
-        } => seed(&torrent, dir, listen).await,
+            free,
+            free_bytes,
+            challenge_duration,
+            pay,
+            wallet,
+        } => {
+            let meta = Metainfo::load(&torrent)?;
+            let dir = content_dir(&torrent, dir);
+            let t = Torrent::open(meta, &dir, OpenMode::ReadOnly, Strategy::RarestFirst)?;
+            if !t.is_complete() {
+                return Err(format!(
+                    "{}: the content in {} does not verify ({} of {} pieces)",
+                    torrent.display(),
+                    dir.display(),
+                    t.have().count(),
+                    t.piece_count()
+                )
+                .into());
+            }
+            if free {
+                return seed_free(t, listen).await;
+            }
+            let sell = SellTerms {
+                price_per_byte: pay.price,
+                trust_bytes: pay.trust,
+                deposit: u128::from(t.meta().info.total_length()) * pay.price + 1,
+                free_bytes,
+                challenge_duration,
+            };
+            let chain = chain_choice(&cli.chain, &out).await?;
+            let wallet = open_wallet(&chain, &wallet).await?;
+            seed_paid(t, listen, &wallet, sell, &out).await
+        }
         Command::Get {
             torrent,
             peers,
-            out,
+            out: dir,
             sequential,
             timeout,
+            free,
+            pay,
+            wallet,
         } => {
-            get(
-                &torrent,
-                &peers,
-                &out,
-                sequential,
-                Duration::from_secs(timeout),
-            )
-            .await
+            let meta = Metainfo::load(&torrent)?;
+            let strategy = if sequential {
+                Strategy::Sequential
+            } else {
+                Strategy::RarestFirst
+            };
+            let t = Torrent::open(meta, &dir, OpenMode::ReadWrite, strategy)?;
+            let timeout = Duration::from_secs(timeout);
+            if free {
+                return get_free(t, &peers, &dir, timeout, &out).await;
+            }
+            let total = u128::from(t.meta().info.total_length());
+            let buy = BuyTerms {
+                budget: pay.budget.unwrap_or_else(|| total * pay.price * 2),
+                max_price_per_byte: pay.max_price.unwrap_or(pay.price),
+                granularity_bytes: pay.granularity,
+            };
+            let chain = chain_choice(&cli.chain, &out).await?;
+            let wallet = open_wallet(&chain, &wallet).await?;
+            get_paid(t, &peers, &dir, timeout, &wallet, buy, &out).await
         }
         Command::Demo {
             size_mib,
@@ -169,6 +263,104 @@ async fn run(cli: Cli) -> Result<()> {
             pay,
         } => demo(size_mib, free, &pay).await,
     }
+}
+
+/// Where messages go: human lines on stderr, or JSON lines on stdout with `--json`.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn event(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            eprintln!("{}", human());
+        }
+    }
+}
+
+fn parse_key(hex_key: &str) -> Result<B256> {
+    let bytes = hex::decode(hex_key.trim().trim_start_matches("0x"))?;
+    if bytes.len() != 32 {
+        return Err("a key is 32 bytes of hex".into());
+    }
+    Ok(B256::from_slice(&bytes))
+}
+
+async fn chain_choice(args: &ChainArgs, out: &Out) -> Result<ChainChoice> {
+    let Some(rpc) = &args.rpc else {
+        out.event(json!({"event": "chain", "kind": "simulated"}), || {
+            "chain: simulated, in this process only (use --rpc to pay a peer in another process)"
+                .into()
+        });
+        return Ok(ChainChoice::Simulated(SimulatedChain::new()));
+    };
+    ethereum_choice(rpc, args, out).await
+}
+
+#[cfg(feature = "ethereum")]
+async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<ChainChoice> {
+    use payment_channel::chain::ethereum::{NitroArtifacts, SetupError, deploy};
+    use payment_channel::chain::sim::{DEFAULT_ADJUDICATOR_ADDRESS, DEFAULT_APP_DEFINITION};
+    let key = parse_key(args.key.as_deref().ok_or("--rpc needs --key")?)?;
+    let mut adjudicator = args.adjudicator.unwrap_or(DEFAULT_ADJUDICATOR_ADDRESS);
+    let mut app = args.app.unwrap_or(DEFAULT_APP_DEFINITION);
+    match payment_channel::chain::EthereumChain::connect(rpc, &key, adjudicator).await {
+        Ok(_) => {}
+        Err(SetupError::NoContract(_)) => {
+            let dir = args.artifacts.clone().unwrap_or_else(|| {
+                std::env::var_os("NITRO_ARTIFACTS_DIR").map_or_else(
+                    || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nitro-artifacts"),
+                    PathBuf::from,
+                )
+            });
+            let artifacts = NitroArtifacts::from_dir(&dir)?;
+            let d = deploy(rpc, &key, &artifacts).await?;
+            adjudicator = d.nitro_adjudicator;
+            app = d.virtual_payment_app;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    out.event(
+        json!({"event": "chain", "kind": "ethereum", "rpc": rpc,
+               "adjudicator": adjudicator.to_string(), "app": app.to_string()}),
+        || format!("chain: {rpc}, NitroAdjudicator {adjudicator}, VirtualPaymentApp {app}"),
+    );
+    Ok(ChainChoice::Ethereum(
+        paid_torrent_examples::paid::EthereumChoice {
+            rpc: rpc.to_owned(),
+            key,
+            adjudicator,
+            app,
+        },
+    ))
+}
+
+#[cfg(not(feature = "ethereum"))]
+async fn ethereum_choice(_rpc: &str, _args: &ChainArgs, _out: &Out) -> Result<ChainChoice> {
+    Err("this build has no Ethereum support: build with `--features ethereum`".into())
+}
+
+/// The identity key: `--identity`, else the key file next to `--store` (created on first use),
+/// else a fresh one.
+async fn open_wallet(chain: &ChainChoice, args: &WalletArgs) -> Result<Wallet> {
+    let identity = match (&args.identity, &args.store) {
+        (Some(k), _) => Some(parse_key(k)?),
+        (None, Some(store)) => {
+            let key_file = PathBuf::from(format!("{}.key", store.display()));
+            if key_file.exists() {
+                Some(parse_key(&std::fs::read_to_string(&key_file)?)?)
+            } else {
+                let fresh = payment_channel::sign::LocalSigner::random().secret_bytes();
+                std::fs::write(&key_file, hex::encode(fresh))?;
+                Some(fresh)
+            }
+        }
+        (None, None) => None,
+    };
+    Ok(Wallet::open(chain, identity, args.store.as_deref()).await?)
 }
 
 fn create(
@@ -219,23 +411,29 @@ fn print_reports(mut rx: mpsc::UnboundedReceiver<PeerReport>) {
     });
 }
 
-async fn seed(torrent_path: &Path, dir: Option<PathBuf>, listen: SocketAddr) -> Result<()> {
-    let meta = Metainfo::load(torrent_path)?;
-    let dir = content_dir(torrent_path, dir);
-    let torrent = Torrent::open(meta, &dir, OpenMode::ReadOnly, Strategy::RarestFirst)?;
-    if !torrent.is_complete() {
-        return Err(format!(
-            "{}: the content in {} does not verify ({} of {} pieces)",
-            torrent_path.display(),
-            dir.display(),
-            torrent.have().count(),
-            torrent.piece_count()
-        )
-        .into());
+/// Resolves on ctrl-c or (Unix) SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
     }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn seed_free(torrent: Arc<Torrent>, listen: SocketAddr) -> Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
-    println!("seeding {} on {local}", torrent.meta().info_hash_hex());
+    println!(
+        "seeding {} on {local} (free)",
+        torrent.meta().info_hash_hex()
+    );
     let (tx, rx) = mpsc::unbounded_channel();
     print_reports(rx);
     let cfg = PeerConfig {
@@ -244,8 +442,265 @@ async fn seed(torrent_path: &Path, dir: Option<PathBuf>, listen: SocketAddr) -> 
     };
     tokio::select! {
         r = session::serve(torrent, listener, cfg, Some(tx)) => r?,
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        () = shutdown_signal() => eprintln!("stopping"),
     }
+    Ok(())
+}
+
+fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
+    match e {
+        CoordinatorEvent::PaymentReceived {
+            account, total, delta, ..
+        } => out.event(
+            json!({"event": "payment_received", "from": account.to_string(), "delta": delta, "total": total}),
+            || format!("payment from {account}: +{delta} wei (total {total})"),
+        ),
+        CoordinatorEvent::ChannelOpened {
+            account, channel_id, ..
+        } => out.event(
+            json!({"event": "channel_opened", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
+            || format!("channel 0x{} with {account} open", hex::encode(channel_id)),
+        ),
+        CoordinatorEvent::ChannelClosed {
+            account,
+            channel_id,
+            payee_amount,
+            ..
+        } => out.event(
+            json!({"event": "channel_closed", "peer": account.to_string(),
+                   "channel": hex::encode(channel_id), "payee_amount": payee_amount}),
+            || format!("channel 0x{} with {account} closed: payee gets {payee_amount} wei", hex::encode(channel_id)),
+        ),
+        CoordinatorEvent::Challenging {
+            account, channel_id, ..
+        } => out.event(
+            json!({"event": "challenging", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
+            || format!("{account} stopped answering: challenging channel 0x{}", hex::encode(channel_id)),
+        ),
+        _ => {}
+    }
+}
+
+async fn seed_paid(
+    torrent: Arc<Torrent>,
+    listen: SocketAddr,
+    wallet: &Wallet,
+    sell: SellTerms,
+    out: &Out,
+) -> Result<()> {
+    let node = PaidNode::start(
+        torrent.clone(),
+        wallet,
+        Some(sell.clone()),
+        None,
+        LivenessConfig::default(),
+    )
+    .await?;
+    let mut events = node.subscribe();
+    // Channels an earlier run left open: the payer is not connected, so take them on chain
+    // with our largest voucher.
+    let mut pending = Vec::new();
+    for id in node.settle_leftovers().await? {
+        let paid = node
+            .client
+            .channel_info(id)
+            .await
+            .map(|i| i.paid)
+            .unwrap_or_default();
+        out.event(
+            json!({"event": "leftover_challenged", "channel": id.to_string(), "paid": paid.to_string()}),
+            || format!("channel {id} from an earlier run: challenged with our largest voucher ({paid} wei)"),
+        );
+        pending.push(id);
+    }
+    let listener = TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    out.event(
+        json!({"event": "listening", "addr": local.to_string(), "account": node.account.to_string(),
+               "info_hash": torrent.meta().info_hash_hex()}),
+        || format!(
+            "seeding {} on {local} as {} at {} wei/byte (trust {} B, free for stock peers {} B)",
+            torrent.meta().info_hash_hex(), node.account, sell.price_per_byte, sell.trust_bytes,
+            sell.free_bytes.unwrap_or(0)
+        ),
+    );
+    let accept = {
+        let n = node.node.clone();
+        tokio::spawn(async move { n.accept(listener).await })
+    };
+    let mut status = tokio::time::interval(Duration::from_secs(1));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            Some(e) = events.recv() => coordinator_event(out, &e),
+            _ = status.tick() => {
+                let mut still = Vec::new();
+                for id in pending.drain(..) {
+                    match node.client.channel_info(id).await {
+                        Some(i) if i.settled => out.event(
+                            json!({"event": "leftover_settled", "channel": id.to_string(), "paid": i.paid.to_string()}),
+                            || format!("channel {id} settled on chain: {} wei paid out to us", i.paid),
+                        ),
+                        _ => still.push(id),
+                    }
+                }
+                pending = still;
+                out.event(
+                    json!({"event": "status", "served": torrent.counters().uploaded.load(Ordering::Relaxed),
+                           "pending_leftovers": pending.len()}),
+                    String::new,
+                );
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    accept.abort();
+    out.event(json!({"event": "stopped"}), || "stopping".into());
+    Ok(())
+}
+
+async fn get_free(
+    torrent: Arc<Torrent>,
+    peers: &[SocketAddr],
+    dir: &Path,
+    timeout: Duration,
+    out: &Out,
+) -> Result<()> {
+    let total = torrent.meta().info.total_length();
+    let pb = if out.json {
+        ProgressBar::hidden()
+    } else {
+        progress_bar(total)
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    print_reports(rx);
+    let started = Instant::now();
+    let ticker = spawn_progress(&torrent, &pb, None);
+    let done = tokio::time::timeout(
+        timeout,
+        session::download(torrent.clone(), peers, PeerConfig::default(), 30, Some(tx)),
+    )
+    .await;
+    ticker.abort();
+    finish_bar(&pb, &torrent);
+    if done.is_err() || !torrent.is_complete() {
+        return Err(format!(
+            "incomplete: {} of {total} bytes",
+            total - torrent.bytes_left()
+        )
+        .into());
+    }
+    summary_common(&torrent, total, started.elapsed().as_secs_f64());
+    println!(
+        "complete: every piece verified; saved under {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+async fn get_paid(
+    torrent: Arc<Torrent>,
+    peers: &[SocketAddr],
+    dir: &Path,
+    timeout: Duration,
+    wallet: &Wallet,
+    buy: BuyTerms,
+    out: &Out,
+) -> Result<()> {
+    let total = torrent.meta().info.total_length();
+    let node = PaidNode::start(
+        torrent.clone(),
+        wallet,
+        None,
+        Some(buy),
+        LivenessConfig::default(),
+    )
+    .await?;
+    let mut events = node.subscribe();
+    out.event(
+        json!({"event": "started", "account": node.account.to_string()}),
+        || {
+            format!(
+                "downloading {} as {}",
+                torrent.meta().info_hash_hex(),
+                node.account
+            )
+        },
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for &addr in peers {
+        let (n, t) = (node.node.clone(), torrent.clone());
+        tasks.spawn(async move {
+            for _ in 0..30 {
+                if t.is_complete() {
+                    return;
+                }
+                let _ = n.connect(addr, TORRENT).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    let pb = if out.json {
+        ProgressBar::hidden()
+    } else {
+        progress_bar(total)
+    };
+    let paid_counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = spawn_progress(&torrent, &pb, Some(paid_counter.clone()));
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stats = DemoStats::default();
+    let mut status = tokio::time::interval(Duration::from_millis(500));
+    let mut complete_at = None;
+    loop {
+        tokio::select! {
+            Some(e) = events.recv() => {
+                stats.buyer(&e, &paid_counter);
+                coordinator_event(out, &e);
+                if let CoordinatorEvent::PaymentSent { amount, bytes, .. } = &e {
+                    out.event(json!({"event": "payment_sent", "amount": amount, "bytes": bytes}), String::new);
+                }
+            }
+            _ = status.tick() => {
+                out.event(
+                    json!({"event": "status", "have": total - torrent.bytes_left(), "total": total,
+                           "paid": stats.paid, "payments": stats.payments}),
+                    String::new,
+                );
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(format!("timed out: {} of {total} bytes", total - torrent.bytes_left()).into());
+            }
+        }
+        if torrent.is_complete() && complete_at.is_none() {
+            complete_at = Some(started.elapsed());
+        }
+        // Done when the file is complete and every channel is closed and paid out.
+        if complete_at.is_some()
+            && (stats.payments == 0 || stats.buyer_closed.is_some())
+            && node.all_settled().await
+        {
+            break;
+        }
+    }
+    ticker.abort();
+    finish_bar(&pb, &torrent);
+    tasks.shutdown().await;
+    let secs = complete_at.unwrap_or_default().as_secs_f64();
+    out.event(
+        json!({"event": "done", "bytes": total, "payments": stats.payments, "paid": stats.paid,
+               "settled": true, "seconds": secs}),
+        || {
+            format!(
+                "complete: {total} bytes in {secs:.2} s, every piece verified, saved under {}\n\
+                 payments: {} ({} wei); channel closed and settled on chain",
+                dir.display(),
+                stats.payments,
+                stats.paid
+            )
+        },
+    );
     Ok(())
 }
 
@@ -259,60 +714,6 @@ fn progress_bar(total: u64) -> ProgressBar {
         .progress_chars("=> "),
     );
     pb
-}
-
-async fn get(
-    torrent_path: &Path,
-    peers: &[SocketAddr],
-    out: &Path,
-    sequential: bool,
-    timeout: Duration,
-) -> Result<()> {
-    let meta = Metainfo::load(torrent_path)?;
-    let strategy = if sequential {
-        Strategy::Sequential
-    } else {
-        Strategy::RarestFirst
-    };
-    let torrent = Torrent::open(meta, out, OpenMode::ReadWrite, strategy)?;
-    let total = torrent.meta().info.total_length();
-    let pb = progress_bar(total);
-    let (tx, rx) = mpsc::unbounded_channel();
-    print_reports(rx);
-    let started = Instant::now();
-    let ticker = {
-        let (torrent, pb) = (torrent.clone(), pb.clone());
-        tokio::spawn(async move {
-            loop {
-                pb.set_position(total - torrent.bytes_left());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let done = tokio::time::timeout(
-        timeout,
-        session::download(torrent.clone(), peers, PeerConfig::default(), 30, Some(tx)),
-    )
-    .await;
-    ticker.abort();
-    pb.set_position(total - torrent.bytes_left());
-    if done.is_err() || !torrent.is_complete() {
-        pb.abandon();
-        return Err(format!(
-            "incomplete: {} of {} bytes",
-            total - torrent.bytes_left(),
-            total
-        )
-        .into());
-    }
-    pb.finish();
-    println!(
-        "complete: {} bytes in {:.2} s, every piece verified; saved under {}",
-        total,
-        started.elapsed().as_secs_f64(),
-        out.display()
-    );
-    Ok(())
 }
 
 /// Deterministic pseudo-random content (xorshift), so reruns produce the same torrent.
