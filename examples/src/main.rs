@@ -276,7 +276,10 @@ impl Out {
         if self.json {
             println!("{value}");
         } else {
-            eprintln!("{}", human());
+            let line = human();
+            if !line.is_empty() {
+                eprintln!("{line}");
+            }
         }
     }
 }
@@ -528,13 +531,30 @@ async fn seed_paid(
         let n = node.node.clone();
         tokio::spawn(async move { n.accept(listener).await })
     };
-    let mut status = tokio::time::interval(Duration::from_secs(1));
+    let mut status = tokio::time::interval(Duration::from_millis(250));
+    let mut buyers: Vec<Address> = Vec::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            Some(e) = events.recv() => coordinator_event(out, &e),
+            Some(e) = events.recv() => {
+                if let CoordinatorEvent::ChannelOpened { account, .. } = &e
+                    && !buyers.contains(account)
+                {
+                    buyers.push(*account);
+                }
+                coordinator_event(out, &e);
+            }
             _ = status.tick() => {
+                for b in &buyers {
+                    if let Some(i) = node.node.inspect(|c| c.identity(*b)) {
+                        out.event(
+                            json!({"event": "peer_status", "peer": b.to_string(),
+                                   "served": i.bytes_served, "received": i.wei_received}),
+                            String::new,
+                        );
+                    }
+                }
                 let mut still = Vec::new();
                 for id in pending.drain(..) {
                     match node.client.channel_info(id).await {

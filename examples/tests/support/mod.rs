@@ -64,25 +64,24 @@ pub fn write(path: &Path, data: &[u8]) {
     std::fs::write(path, data).expect("write");
 }
 
-/// A running `lt_peer.py`; killed on drop.
-pub struct LtPeer {
-    child: Child,
+/// A child process that prints JSON lines on stdout; killed on drop.
+pub struct JsonProc {
+    /// The process.
+    pub child: Child,
     lines: mpsc::Receiver<Value>,
     /// Every JSON line seen so far.
     pub seen: Vec<Value>,
+    name: &'static str,
 }
 
-impl LtPeer {
-    /// Starts the helper with `args` (see `lt_peer.py --help`).
-    pub fn spawn(args: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lt_peer.py");
-        let mut child = Command::new(PYTHON)
-            .arg(script)
-            .args(args)
+impl JsonProc {
+    /// Starts `cmd` with stdout piped (stderr inherited).
+    pub fn spawn(name: &'static str, mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn lt_peer.py");
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -93,7 +92,7 @@ impl LtPeer {
                             break;
                         }
                     }
-                    Err(_) => eprintln!("lt_peer: {line}"),
+                    Err(_) => eprintln!("{name}: {line}"),
                 }
             }
         });
@@ -101,6 +100,7 @@ impl LtPeer {
             child,
             lines,
             seen: Vec::new(),
+            name,
         }
     }
 
@@ -120,6 +120,18 @@ impl LtPeer {
         }
     }
 
+    /// Waits for the given event; panics with the lines seen if it does not come.
+    pub fn expect_event(&mut self, timeout: Duration, event: &str) -> Value {
+        match self.wait_for(timeout, |v| v["event"] == event) {
+            Some(v) => v,
+            None => panic!(
+                "{}: no {event:?} within {timeout:?}; last lines: {:#?}",
+                self.name,
+                self.seen.iter().rev().take(8).collect::<Vec<_>>()
+            ),
+        }
+    }
+
     /// Waits for the given event.
     pub fn wait_event(&mut self, timeout: Duration, event: &str) -> Option<Value> {
         self.wait_for(timeout, |v| v["event"] == event)
@@ -132,24 +144,74 @@ impl LtPeer {
         }
     }
 
-    /// The libtorrent listen port (from the first line).
-    pub fn port(&mut self) -> u16 {
-        let v = self
-            .wait_event(Duration::from_secs(20), "listening")
-            .expect("lt_peer did not start");
-        v["port"].as_u64().expect("port") as u16
-    }
-
     /// Lines with this event.
     pub fn events(&self, event: &str) -> Vec<&Value> {
         self.seen.iter().filter(|v| v["event"] == event).collect()
     }
+
+    /// The last line with this event.
+    pub fn last(&self, event: &str) -> Option<&Value> {
+        self.seen.iter().rev().find(|v| v["event"] == event)
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM (a graceful stop), then wait up to 10 s for the exit (SIGKILL after that).
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                self.drain();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
 }
 
-impl Drop for LtPeer {
+impl Drop for JsonProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running `lt_peer.py`.
+pub struct LtPeer(pub JsonProc);
+
+impl std::ops::Deref for LtPeer {
+    type Target = JsonProc;
+    fn deref(&self) -> &JsonProc {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LtPeer {
+    fn deref_mut(&mut self) -> &mut JsonProc {
+        &mut self.0
+    }
+}
+
+impl LtPeer {
+    /// Starts the helper with `args` (see `lt_peer.py --help`).
+    pub fn spawn(args: &[&str]) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lt_peer.py");
+        let mut cmd = Command::new(PYTHON);
+        cmd.arg(script).args(args);
+        Self(JsonProc::spawn("lt_peer", cmd))
+    }
+
+    /// The libtorrent listen port (from the first line).
+    pub fn port(&mut self) -> u16 {
+        let v = self.expect_event(Duration::from_secs(20), "listening");
+        v["port"].as_u64().expect("port") as u16
     }
 }
 
@@ -239,4 +301,179 @@ pub async fn recording_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Recor
 /// `CARGO_BIN_EXE_paid-torrent`.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paid-torrent"))
+}
+
+/// A one-connection-at-a-time TCP proxy in front of `target` that limits what flows from
+/// `target` to the client to `rate` bytes per second (a slow link).
+pub async fn throttled_proxy(target: SocketAddr, rate: u64) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                let _ = sw.shutdown().await;
+            });
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let mut sent = 0u64;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n as u64;
+                    let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                    tokio::time::sleep_until(due).await;
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("inside the workspace")
+        .to_path_buf()
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Fails under CI, else prints why the test is skipped and returns `None`.
+pub fn missing<T>(what: &str, how: &str) -> Option<T> {
+    if in_ci() {
+        panic!("{what} is required when CI is set: {how}");
+    }
+    eprintln!("SKIPPED: {what} not found. {how}");
+    None
+}
+
+/// A running anvil with one-second blocks (so chain time moves on by itself); killed on drop.
+pub struct Anvil {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+}
+
+impl Anvil {
+    /// Starts anvil (`$ANVIL_BIN`, `<repo>/.ci/node_modules/...`, or `anvil` on `PATH`).
+    pub fn start() -> Option<Self> {
+        let bin = std::env::var_os("ANVIL_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let ci =
+                    repo_root().join(".ci/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+                if ci.is_file() {
+                    return Some(ci);
+                }
+                let path = std::env::var_os("PATH")?;
+                std::env::split_paths(&path)
+                    .map(|d| d.join("anvil"))
+                    .find(|p| p.is_file())
+            });
+        let Some(bin) = bin else {
+            return missing(
+                "anvil",
+                "Install it with `scripts/install-anvil.sh`, or set ANVIL_BIN.",
+            );
+        };
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let mut child = Command::new(&bin)
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--block-time",
+                    "1",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn anvil");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if rpc(port, "eth_chainId", "[]").is_ok() {
+                    return Some(Self {
+                        child,
+                        port,
+                        url: format!("http://127.0.0.1:{port}"),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("anvil did not start");
+    }
+
+    /// Balance of `address` in wei.
+    pub fn balance(&self, address: &str) -> u128 {
+        let v = rpc(
+            self.port,
+            "eth_getBalance",
+            &format!(r#"["{address}","latest"]"#),
+        )
+        .expect("eth_getBalance");
+        let hex = v.as_str().expect("hex").trim_start_matches("0x");
+        u128::from_str_radix(hex, 16).expect("balance")
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One JSON-RPC call over a minimal blocking HTTP/1.1 client; returns `result`.
+pub fn rpc(port: u16, method: &str, params: &str) -> Result<Value, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let json = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or("no body")?;
+    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    v.get("result")
+        .cloned()
+        .ok_or_else(|| format!("no result: {v}"))
 }

@@ -1,0 +1,230 @@
+//! Two of our peers as separate OS processes (`paid-torrent seed` and `paid-torrent get`) over
+//! loopback, paying through Nitro channels on a local anvil (`--rpc`): a chain that two processes
+//! can share, unlike the in-process simulated one. Needs the `ethereum` feature, anvil
+//! (`scripts/install-anvil.sh`) and the contract artifacts (`scripts/fetch-nitro-artifacts.sh`).
+//!
+//! 1. A 64 MiB file moves with payments on; the seeder's payout on chain is exactly the price
+//!    of the file.
+//! 2. Again through a slow link, and the downloader is killed with SIGKILL mid-transfer: the
+//!    seeder (stopped, then restarted on the same durable store) challenges with the largest
+//!    voucher it received, and ends paid exactly that, on chain, for what it served.
+
+#![cfg(feature = "ethereum")]
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+/// Anvil's public dev accounts #0, #2 and #3 (they only ever hold dev-chain ether).
+const K0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const K2: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
+const K3: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+const MIB: u64 = 1 << 20;
+const SIZE: u64 = 64 * MIB;
+const GRANULARITY: u64 = MIB;
+
+fn cmd<S: AsRef<std::ffi::OsStr>>(
+    anvil: &Anvil,
+    artifacts: &str,
+    key: &str,
+    args: &[S],
+) -> Command {
+    let mut c = Command::new(binary());
+    c.args([
+        "--json",
+        "--rpc",
+        &anvil.url,
+        "--key",
+        key,
+        "--artifacts",
+        artifacts,
+    ]);
+    c.args(args);
+    c
+}
+
+fn num(v: &Value, key: &str) -> u128 {
+    match &v[key] {
+        Value::String(s) => s.parse().expect("decimal"),
+        other => u128::from(other.as_u64().unwrap_or_else(|| panic!("{key} in {v}"))),
+    }
+}
+
+#[test]
+fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
+    let Some(anvil) = Anvil::start() else {
+        return;
+    };
+    let art = repo_root().join("target/nitro-artifacts");
+    if !art.join("NitroAdjudicator.json").is_file() {
+        let _: Option<()> = missing(
+            "Nitro contract artifacts",
+            "Run `scripts/fetch-nitro-artifacts.sh`.",
+        );
+        return;
+    }
+    let art = arg(&art);
+    let dir = tempdir();
+    let seed_dir = dir.path().join("seed");
+    let data = content(SIZE as usize, 64);
+    write(&seed_dir.join("movie.bin"), &data);
+    let torrent = arg(&dir.path().join("movie.torrent"));
+    let status = Command::new(binary())
+        .args(["create", &arg(&seed_dir.join("movie.bin")), "-o", &torrent])
+        .status()
+        .expect("create");
+    assert!(status.success());
+    let seed_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "seed",
+            &torrent,
+            "--dir",
+            &arg(&seed_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--challenge-duration",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+
+    // ---- 1. a full paid transfer between two processes -------------------------------------
+    let identity = format!("0x{}", hex::encode(content(32, 7)));
+    let args = seed_args(&["--identity", &identity]);
+    let mut seeder = JsonProc::spawn("seeder", cmd(&anvil, &art, K0, &args));
+    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let seller = listening["account"].as_str().unwrap().to_owned();
+    let before = anvil.balance(&seller);
+    let out1 = arg(&dir.path().join("dl1"));
+    let started = std::time::Instant::now();
+    let mut buyer = JsonProc::spawn(
+        "buyer",
+        cmd(
+            &anvil,
+            &art,
+            K2,
+            &[
+                "get",
+                &torrent,
+                "--peer",
+                &addr,
+                "--out",
+                &out1,
+                "--timeout",
+                "300",
+            ],
+        ),
+    );
+    let done = buyer.expect_event(Duration::from_secs(300), "done");
+    println!(
+        "run 1: {} bytes, {} payments, {} wei, transfer {:.2} s, total with close and payout {:.2} s",
+        done["bytes"],
+        done["payments"],
+        done["paid"],
+        done["seconds"].as_f64().unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(buyer.child.wait().expect("buyer exit").success());
+    assert_eq!(
+        std::fs::read(dir.path().join("dl1/movie.bin")).unwrap(),
+        data
+    );
+    assert_eq!(num(&done, "paid"), u128::from(SIZE), "1 wei per byte");
+    assert_eq!(
+        anvil.balance(&seller) - before,
+        u128::from(SIZE),
+        "the seller's payout on chain is exactly the price of the file"
+    );
+    seeder.terminate();
+
+    // ---- 2. SIGKILL the downloader mid-transfer, restart the seeder ------------------------
+    let store = arg(&dir.path().join("seller.redb"));
+    let seed_argv = seed_args(&["--store", &store]);
+    let mut seeder = JsonProc::spawn("seeder-2", cmd(&anvil, &art, K0, &seed_argv));
+    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
+    let addr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let seller = listening["account"].as_str().unwrap().to_owned();
+    let before = anvil.balance(&seller);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // 8 MiB/s: the 64 MiB take 8 s, plenty of time to kill the downloader half way.
+    let slow = rt.block_on(throttled_proxy(addr, 8 * MIB));
+    let out2 = arg(&dir.path().join("dl2"));
+    let mut buyer = JsonProc::spawn(
+        "buyer-2",
+        cmd(
+            &anvil,
+            &art,
+            K3,
+            &[
+                "get",
+                &torrent,
+                "--peer",
+                &slow.to_string(),
+                "--out",
+                &out2,
+                "--granularity",
+                &GRANULARITY.to_string(),
+            ],
+        ),
+    );
+    let progress = buyer
+        .wait_for(Duration::from_secs(120), |v| {
+            v["event"] == "status" && v["have"].as_u64().is_some_and(|h| h >= SIZE / 3)
+        })
+        .expect("the downloader made progress");
+    buyer.kill9();
+    println!(
+        "run 2: downloader SIGKILLed at {} of {SIZE} bytes",
+        progress["have"]
+    );
+    // Let the seeder notice, then stop it and read its last figures for that peer.
+    std::thread::sleep(Duration::from_millis(1500));
+    seeder.terminate();
+    let last = seeder
+        .last("peer_status")
+        .cloned()
+        .expect("the seeder reported the downloader");
+    let (served, received) = (num(&last, "served"), num(&last, "received"));
+    assert!(
+        served > 0 && served < u128::from(SIZE),
+        "killed mid-transfer: {last}"
+    );
+    assert_eq!(anvil.balance(&seller), before, "nothing paid out yet");
+
+    let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, K0, &seed_argv));
+    let challenged = seeder.expect_event(Duration::from_secs(60), "leftover_challenged");
+    let voucher = num(&challenged, "paid");
+    assert_eq!(
+        voucher, received,
+        "the durable store kept the largest voucher received"
+    );
+    let settled = seeder.expect_event(Duration::from_secs(60), "leftover_settled");
+    assert_eq!(num(&settled, "paid"), voucher);
+    let payout = anvil.balance(&seller) - before;
+    println!(
+        "run 2: served {served} bytes, largest voucher {voucher} wei, paid out on chain {payout} wei"
+    );
+    assert_eq!(payout, voucher, "paid out exactly the largest voucher");
+    // Served only what was paid for (no trust). The downloader pays before it receives (on
+    // STOP, or ahead when prompted), so at the kill it had prepaid some credit it never used:
+    // at most what pay-ahead keeps in flight (two payments) plus blocks on the wire.
+    assert!(served <= payout, "served {served} > paid {payout}");
+    assert!(
+        payout - served <= 3 * u128::from(GRANULARITY),
+        "paid {payout} for {served} served"
+    );
+    seeder.terminate();
+}
