@@ -1,9 +1,14 @@
 //! Interoperability with a stock BitTorrent client: libtorrent 2.0 (Debian `python3-libtorrent`)
 //! driven by `tests/lt_peer.py` under `/usr/bin/python3`, over loopback.
 //!
-//! 1. libtorrent downloads from our seeder (free) and verifies every piece.
-//! 2. We download a multi-file torrent from a libtorrent seeder, verify it, and never send an
-//!    extension message to it.
+//! With payments on (torrent-glue's adapter, the paid-streaming extension advertised):
+//! 1. libtorrent downloads from our paid seeder: with a free allowance for peers without the
+//!    extension it completes and verifies the file; paid-only, it stays connected and gets
+//!    nothing, and never drops us for a protocol error.
+//! 2. We download from a libtorrent seeder: the file completes and verifies, and we never send
+//!    our extension to it (a recording proxy parses everything we send).
+//!
+//! The same two directions with the plain (unpaid) peer loop of `paid_torrent_examples::peer`.
 
 mod support;
 
@@ -11,13 +16,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
+use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
+use payment_channel::SimulatedChain;
 use support::*;
 use tokio::net::TcpListener;
+use torrent_glue::LivenessConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -167,4 +175,218 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
             "libtorrent: {d}"
         );
     }
+}
+
+/// A paid seeder (glue adapter) for `data`, on the simulated chain; `free_bytes` for peers
+/// without the extension.
+async fn paid_seeder(
+    dir: &std::path::Path,
+    data: &[u8],
+    free_bytes: Option<u64>,
+) -> (PaidNode, std::net::SocketAddr, std::path::PathBuf) {
+    let seed_dir = dir.join("seed");
+    write(&seed_dir.join("movie.bin"), data);
+    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
+    let torrent_file = dir.join("movie.torrent");
+    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+    let torrent =
+        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    let wallet = Wallet::open(&ChainChoice::Simulated(SimulatedChain::new()), None, None)
+        .await
+        .unwrap();
+    let sell = SellTerms {
+        price_per_byte: 1,
+        trust_bytes: 0,
+        deposit: 1 << 40,
+        free_bytes,
+        challenge_duration: 600,
+    };
+    let node = PaidNode::start(
+        torrent,
+        &wallet,
+        Some(sell),
+        None,
+        LivenessConfig::default(),
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = node.node.clone();
+    tokio::spawn(async move { n.accept(listener).await });
+    (node, addr, torrent_file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_downloads_free_allowance_from_paid_seeder() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let data = content((5 << 20) + 777, 11);
+    let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, Some(1 << 30)).await;
+    let lt_dir = dir.path().join("lt");
+    let mut lt = LtPeer::spawn(&[
+        "--torrent",
+        &arg(&torrent_file),
+        "--save",
+        &arg(&lt_dir),
+        "--mode",
+        "download",
+        "--peer",
+        &addr.to_string(),
+        "--timeout",
+        "50",
+    ]);
+    let (lt, exit) = tokio::task::spawn_blocking(move || {
+        let exit = lt.wait_event(LIMIT, "exit");
+        (lt, exit)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        exit.expect("lt_peer exit")["reason"],
+        "finished",
+        "{:#?}",
+        lt.seen
+    );
+    assert!(lt.events("hash_failed").is_empty());
+    assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
+    assert_eq!(
+        seller.torrent.counters().uploaded.load(Ordering::Relaxed),
+        data.len() as u64
+    );
+    for d in lt.events("peer_disconnected") {
+        assert_eq!(d["error"], "torrent finished", "libtorrent dropped us: {d}");
+    }
+    // A stock client never opens a channel.
+    assert!(seller.client.channel_ids().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_gets_nothing_from_paid_only_seeder_and_stays_connected() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let data = content(3 << 20, 12);
+    let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, None).await;
+    let lt_dir = dir.path().join("lt");
+    let mut lt = LtPeer::spawn(&[
+        "--torrent",
+        &arg(&torrent_file),
+        "--save",
+        &arg(&lt_dir),
+        "--mode",
+        "download",
+        "--peer",
+        &addr.to_string(),
+        "--timeout",
+        "8",
+    ]);
+    let (lt, exit) = tokio::task::spawn_blocking(move || {
+        let exit = lt.wait_event(Duration::from_secs(30), "exit");
+        (lt, exit)
+    })
+    .await
+    .unwrap();
+    assert_eq!(exit.expect("lt_peer exit")["reason"], "timeout");
+    let last = lt.last("status").expect("status");
+    assert_eq!(last["down"], 0, "libtorrent got nothing: {last}");
+    let peers = last["peers"].as_array().expect("peers");
+    assert_eq!(peers.len(), 1, "still connected to us at the end: {last}");
+    assert_eq!(peers[0]["we_choked_by_them"], true, "{last}");
+    assert_eq!(peers[0]["extensions"], true, "we speak BEP 10: {last}");
+    assert!(
+        lt.events("peer_disconnected").is_empty() && lt.events("peer_error").is_empty(),
+        "libtorrent never dropped us: {:#?}",
+        lt.seen
+    );
+    assert_eq!(
+        seller.torrent.counters().uploaded.load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let data = content((4 << 20) + 4321, 13);
+    write(&lt_dir.join("song.flac"), &data);
+    let meta = Metainfo::create(&lt_dir.join("song.flac"), 128 << 10, None).unwrap();
+    let torrent_file = dir.path().join("song.torrent");
+    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+    let mut lt = LtPeer::spawn(&[
+        "--torrent",
+        &arg(&torrent_file),
+        "--save",
+        &arg(&lt_dir),
+        "--mode",
+        "seed",
+        "--timeout",
+        "50",
+    ]);
+    let port = lt.port();
+    let (proxy, recorded) = recording_proxy(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let torrent =
+        Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
+    let wallet = Wallet::open(&ChainChoice::Simulated(SimulatedChain::new()), None, None)
+        .await
+        .unwrap();
+    let buy = BuyTerms {
+        budget: 1 << 40,
+        max_price_per_byte: 1,
+        granularity_bytes: 1 << 20,
+    };
+    let buyer = PaidNode::start(
+        torrent.clone(),
+        &wallet,
+        None,
+        Some(buy),
+        LivenessConfig::default(),
+    )
+    .await
+    .unwrap();
+    let n = buyer.node.clone();
+    tokio::spawn(async move {
+        // libtorrent may still be checking its files: retry a few times.
+        for _ in 0..20 {
+            let _ = n.connect(proxy, TORRENT).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    tokio::time::timeout(LIMIT, torrent.wait_complete())
+        .await
+        .expect("download timed out");
+    assert_eq!(std::fs::read(our_dir.join("song.flac")).unwrap(), data);
+    let rec = recorded.lock().unwrap().clone();
+    assert!(rec.parse_error.is_none(), "{rec:?}");
+    // We advertised the extension ...
+    assert!(
+        rec.ext_handshakes
+            .iter()
+            .any(|h| h.windows(22).any(|w| w == b"paidStreamingExtension")),
+        "our extended handshake advertises paidStreamingExtension"
+    );
+    // ... and, libtorrent not advertising it, never sent an extension message.
+    assert!(
+        rec.messages
+            .iter()
+            .all(|(_, ext)| ext.is_none_or(|id| id == 0)),
+        "we sent an extension message to libtorrent: {rec:?}"
+    );
+    assert!(
+        buyer.client.channel_ids().is_empty(),
+        "no channel with a stock peer"
+    );
+    lt.drain();
+    assert!(
+        lt.events("peer_error").is_empty(),
+        "libtorrent reported errors: {:#?}",
+        lt.events("peer_error")
+    );
 }

@@ -230,6 +230,8 @@ pub fn arg(p: &Path) -> String {
 pub struct Recorded {
     /// `(message id, extended id)` of every message from the client, in order.
     pub messages: Vec<(Option<u8>, Option<u8>)>,
+    /// Payloads of the client's extended handshakes (extended id 0).
+    pub ext_handshakes: Vec<Vec<u8>>,
     /// Whether the client's stream failed to parse.
     pub parse_error: Option<String>,
 }
@@ -278,7 +280,12 @@ pub async fn recording_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Recor
                         match codec.decode(&mut pending) {
                             Ok(Some(msg)) => {
                                 let ext = match &msg {
-                                    Message::Extended { id, .. } => Some(*id),
+                                    Message::Extended { id, payload } => {
+                                        if *id == 0 {
+                                            r.ext_handshakes.push(payload.to_vec());
+                                        }
+                                        Some(*id)
+                                    }
                                     _ => None,
                                 };
                                 r.messages.push((msg.id(), ext));
