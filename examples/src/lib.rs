@@ -6,7 +6,8 @@
 //! - [`picker`]: rarest-first / sequential piece selection with endgame.
 //! - [`torrent`]: one torrent's shared state, used by every connection.
 //! - [`peer`]: the plain (unpaid) peer loop: BEP 3 + BEP 6 + BEP 10 over `paid-wire` codecs.
-//! - [`session`]: accept and connect peers, wait for completion.
+//! - [`session`]: accept and connect peers, wait for completion (plain loop).
+//! - [`paid`]: paid transfers through torrent-glue's reference adapter, wallets and chains.
 //!
 //! The binary `paid-torrent` (`src/main.rs`) is the command-line front end.
 

@@ -39,24 +39,38 @@ struct Cli {
     command: Command,
 }
 
-/// Prices and payment sizes.
+/// What a seller asks.
 #[derive(Debug, Args, Clone)]
-struct PayOpts {
-    /// Seller: price in wei per byte.
+struct SellOpts {
+    /// Price in wei per byte.
     #[arg(long, default_value_t = 1)]
     price: u128,
-    /// Seller: bytes served to a paying peer before its first payment.
+    /// Bytes served to a paying peer before its first payment.
     #[arg(long, default_value_t = 0)]
     trust: u64,
-    /// Buyer: bytes bought per payment.
+}
+
+/// What a buyer accepts.
+#[derive(Debug, Args, Clone)]
+struct BuyOpts {
+    /// Bytes bought per payment.
     #[arg(long, default_value_t = 1 << 20)]
     granularity: u64,
-    /// Buyer: total wei it may spend (default: twice the price of the content).
+    /// Total wei it may spend (default: twice the content at the highest accepted price).
     #[arg(long)]
     budget: Option<u128>,
-    /// Buyer: highest accepted price in wei per byte (default: the price).
+    /// Highest accepted price in wei per byte (default: 1, or the demo's `--price`).
     #[arg(long)]
     max_price: Option<u128>,
+}
+
+/// Prices and payment sizes of both sides (demo).
+#[derive(Debug, Args, Clone)]
+struct PayOpts {
+    #[command(flatten)]
+    sell: SellOpts,
+    #[command(flatten)]
+    buy: BuyOpts,
 }
 
 /// Which chain settles the payment channels.
@@ -131,7 +145,7 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         challenge_duration: u64,
         #[command(flatten)]
-        pay: PayOpts,
+        pay: SellOpts,
         #[command(flatten)]
         wallet: WalletArgs,
     },
@@ -155,7 +169,7 @@ enum Command {
         #[arg(long)]
         free: bool,
         #[command(flatten)]
-        pay: PayOpts,
+        pay: BuyOpts,
         #[command(flatten)]
         wallet: WalletArgs,
     },
@@ -248,9 +262,10 @@ async fn run(cli: Cli) -> Result<()> {
                 return get_free(t, &peers, &dir, timeout, &out).await;
             }
             let total = u128::from(t.meta().info.total_length());
+            let max_price = pay.max_price.unwrap_or(1);
             let buy = BuyTerms {
-                budget: pay.budget.unwrap_or_else(|| total * pay.price * 2),
-                max_price_per_byte: pay.max_price.unwrap_or(pay.price),
+                budget: pay.budget.unwrap_or_else(|| total * max_price * 2),
+                max_price_per_byte: max_price,
                 granularity_bytes: pay.granularity,
             };
             let chain = chain_choice(&cli.chain, &out).await?;
@@ -808,20 +823,21 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
     let seller_wallet = Wallet::open(&choice, None, None).await?;
     let buyer_wallet = Wallet::open(&choice, None, None).await?;
     let budget = opts
+        .buy
         .budget
-        .unwrap_or_else(|| u128::from(size) * opts.price * 2);
+        .unwrap_or_else(|| u128::from(size) * opts.sell.price * 2);
     chain.fund(buyer_wallet.address(), U256::from(budget))?;
     let sell = SellTerms {
-        price_per_byte: opts.price,
-        trust_bytes: opts.trust,
-        deposit: u128::from(size) * opts.price + 1,
+        price_per_byte: opts.sell.price,
+        trust_bytes: opts.sell.trust,
+        deposit: u128::from(size) * opts.sell.price + 1,
         free_bytes: None,
         challenge_duration: 3600,
     };
     let buy = BuyTerms {
         budget,
-        max_price_per_byte: opts.max_price.unwrap_or(opts.price),
-        granularity_bytes: opts.granularity,
+        max_price_per_byte: opts.buy.max_price.unwrap_or(opts.sell.price),
+        granularity_bytes: opts.buy.granularity,
     };
     let seller = PaidNode::start(
         seeder,
@@ -884,7 +900,7 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
     summary_common(&leecher, size, secs);
     println!(
         "served:     {served} bytes (price {} wei/byte, trust {} bytes)",
-        opts.price, opts.trust
+        opts.sell.price, opts.sell.trust
     );
     println!(
         "payments:   {} ({} wei in total)",

@@ -5,7 +5,7 @@
 //! the same buffer). The loop reacts to three sources: the peer's messages, the torrent's
 //! [`TorrentEvent`]s (a new piece: send `have`, cancel duplicates) and a one-second tick
 //! (keep-alive, idle and request timeouts). Message handling itself is synchronous
-//! ([`Conn::handle`]) and only queues outgoing messages, which the loop then writes.
+//! (`Conn::handle`) and only queues outgoing messages, which the loop then writes.
 //!
 //! Policy, kept simple on purpose: every interested peer is unchoked (no choker slots); up to
 //! [`PeerConfig::pipeline`] requests are kept in flight; a choke abandons our requests; with
