@@ -204,6 +204,23 @@ fn payment(c: &mut Criterion) {
         })
     });
 
+    // Right after the floor: on a shared machine the load drifts, so the two terms of the
+    // target ratio are measured as close together in time as possible.
+    let mut running = running_channel();
+    let first = pay_one(&mut running);
+    assert_eq!(first, U256::from(1u8));
+    group.bench_function("whole_payment", |b| {
+        b.iter(|| black_box(pay_one(&mut running)))
+    });
+    // Every iteration made a new, larger voucher, and both sides agree on it.
+    let paid = running.payee.ch.paid();
+    assert_eq!(running.payer.ch.paid(), paid);
+    let stored = ready(running.payee.store.get_voucher(running.payee.ch.id()))
+        .expect("memory store")
+        .expect("a voucher");
+    assert_eq!(stored.amount, paid);
+    assert_eq!(stored.recover_signer(), Ok(running.payer_signer.address()));
+
     let input = [0x5au8; 64];
     group.bench_function("keccak256_64", |b| {
         b.iter(|| black_box(keccak256(black_box(&input))))
@@ -231,20 +248,6 @@ fn payment(c: &mut Criterion) {
         })
     });
 
-    let mut running = running_channel();
-    let first = pay_one(&mut running);
-    assert_eq!(first, U256::from(1u8));
-    group.bench_function("whole_payment", |b| {
-        b.iter(|| black_box(pay_one(&mut running)))
-    });
-    // Every iteration made a new, larger voucher, and both sides agree on it.
-    let paid = running.payee.ch.paid();
-    assert_eq!(running.payer.ch.paid(), paid);
-    let stored = ready(running.payee.store.get_voucher(running.payee.ch.id()))
-        .expect("memory store")
-        .expect("a voucher");
-    assert_eq!(stored.amount, paid);
-    assert_eq!(stored.recover_signer(), Ok(running.payer_signer.address()));
     group.finish();
 }
 
