@@ -377,6 +377,9 @@ impl Harness {
                 let Some((&id, ch)) = self.m.payee.iter_mut().nth(nth(n, len)) else {
                     return;
                 };
+                if ch.1 {
+                    return; // a client reports funding once
+                }
                 ch.1 = true;
                 ChannelEvent::Ready {
                     channel_id: id,
@@ -443,9 +446,13 @@ impl Harness {
                 let Some(&id) = ids.get(nth(n, ids.len())) else {
                     return;
                 };
-                let payee_amount = match self.m.payee.get(&id) {
+                // A closed channel reports nothing more.
+                let payee_amount = match self.m.payee.remove(&id) {
                     Some(ch) => ch.2,
-                    None => u128::from(amount),
+                    None => {
+                        self.m.payer.remove(&id);
+                        u128::from(amount)
+                    }
                 };
                 ChannelEvent::Closed {
                     channel_id: id,
@@ -697,6 +704,9 @@ pub fn glue_events(data: &[u8]) {
         let Ok(op) = GlueOp::arbitrary(&mut u) else {
             break;
         };
+        if std::env::var_os("GLUE_DEBUG").is_some() {
+            eprintln!("{op:?}");
+        }
         h.step(op);
         h.check();
         if u.is_empty() {
