@@ -709,6 +709,7 @@ impl Coordinator {
         ident.live.remove(&key);
         if ident.live.is_empty() {
             ident.idle_since = Some(now);
+            ident.departed_at = Some(now);
         } else if ident.ledger.bank_wei > 0
             && let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Open)
         {
@@ -932,7 +933,7 @@ impl Coordinator {
         };
         let grace = self.config.liveness.response_timeout;
         let departed = i
-            .idle_since
+            .departed_at
             .is_some_and(|since| since.checked_add(grace).is_some_and(|at| at <= now));
         let empty = departed
             && i.live.is_empty()
@@ -1001,6 +1002,7 @@ impl Coordinator {
         }
         ident.live.insert(key);
         ident.idle_since = None;
+        ident.departed_at = None;
         let payee_open = ident.payee.filter(|s| s.phase == Phase::Open).map(|s| s.id);
         let payer_open = ident.payer.filter(|s| s.phase == Phase::Open).map(|s| s.id);
 

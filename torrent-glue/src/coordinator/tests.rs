@@ -1918,6 +1918,8 @@ fn pay_ahead_keeps_a_steady_transfer_from_stopping() {
 fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandoned() {
     let mut config = config();
     config.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(u64::from(BLOCK));
+    // Idle close fires before the grace ends (it must not reset the reclamation clock).
+    config.liveness.idle_close_after = Some(Duration::from_secs(1));
     let mut h = H::new(config);
     // 50 peers, each with its own fresh account, ask for a channel and vanish.
     for i in 0..50u8 {
