@@ -22,7 +22,10 @@ use paid_wire::pse::PseMessage;
 use payment_channel::chain::Chain;
 use payment_channel::channel::{Channel, PhaseKind};
 use payment_channel::client::{Client, ClientConfig};
-use payment_channel::message::{Envelope, Join, Message as ChannelMessage, VoucherMessage};
+use payment_channel::error::{Error as ChannelError, PeerMisbehaved};
+use payment_channel::message::{
+    ChannelRef, Envelope, Join, Message as ChannelMessage, VoucherMessage,
+};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
 use payment_channel::{B256, MemoryStore, SimulatedChain, U256};
@@ -691,21 +694,83 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
     assert_eq!(before, 64 * 1024);
     let mallory = LocalSigner::random();
     let payer = a.signer.clone();
-    let forged = [
-        // A forged signature (someone else's key).
-        Voucher::sign(id, U256::from(500_000), &mallory).unwrap(),
-        // A genuine signature for another channel.
-        Voucher::sign(B256::repeat_byte(0x77), U256::from(500_000), &*payer).unwrap(),
-        // A genuine, replayed lower voucher.
-        Voucher::sign(id, U256::from(1_000), &*payer).unwrap(),
-        // A genuine voucher above the deposit.
-        Voucher::sign(id, U256::from(DEPOSIT + 1), &*payer).unwrap(),
+    let other = B256::repeat_byte(0x77);
+    let msg = |v: &Voucher, as_ours: bool| {
+        let mut m = VoucherMessage::from_voucher(v);
+        if as_ours {
+            m.channel = ChannelRef::of(&id);
+        }
+        ChannelMessage::Voucher(m)
+    };
+    let foreign = Voucher::sign(other, U256::from(500_000), &*payer).unwrap();
+    let cases: [(&str, ChannelMessage, fn(&ChannelError) -> bool); 5] = [
+        (
+            "forged signature",
+            msg(
+                &Voucher::sign(id, U256::from(500_000), &mallory).unwrap(),
+                false,
+            ),
+            |e| {
+                matches!(
+                    e,
+                    ChannelError::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
+                )
+            },
+        ),
+        ("another channel's voucher", msg(&foreign, false), |e| {
+            matches!(
+                e,
+                ChannelError::PeerMisbehaved(PeerMisbehaved::UnknownChannel(_))
+            )
+        }),
+        (
+            "another channel's voucher, relabelled as ours",
+            msg(&foreign, true),
+            |e| {
+                matches!(
+                    e,
+                    ChannelError::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
+                )
+            },
+        ),
+        (
+            "replayed lower voucher",
+            msg(
+                &Voucher::sign(id, U256::from(1_000), &*payer).unwrap(),
+                false,
+            ),
+            |e| {
+                matches!(
+                    e,
+                    ChannelError::PeerMisbehaved(PeerMisbehaved::LowerVoucher { .. })
+                )
+            },
+        ),
+        (
+            "voucher above the deposit",
+            msg(
+                &Voucher::sign(id, U256::from(DEPOSIT + 1), &*payer).unwrap(),
+                false,
+            ),
+            |e| {
+                matches!(
+                    e,
+                    ChannelError::PeerMisbehaved(PeerMisbehaved::OverDeposit { .. })
+                )
+            },
+        ),
     ];
-    for v in forged {
-        let mut msg = VoucherMessage::from_voucher(&v);
-        // The "other channel" voucher is labelled as ours: its signature does not match.
-        msg.channel = payment_channel::message::ChannelRef::of(&id);
-        a.send_channel(s, ChannelMessage::Voucher(msg)).await;
+    for (what, data, expected) in cases {
+        // Over the wire (the backend drops what the client refuses)...
+        a.send_channel(s, data.clone()).await;
+        // ...and the client's precise verdict on the same envelope.
+        let env = Envelope {
+            recipient: s,
+            sender: a.account(),
+            data,
+        };
+        let err = seller.client.push_message(env).await.unwrap_err();
+        assert!(expected(&err), "{what}: {err:?}");
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(credited(&seller, id).await, before, "nothing was credited");
@@ -738,15 +803,28 @@ async fn a_join_by_the_wrong_participant_is_refused_and_the_proposal_abandoned()
     // Mallory signs the prefund and postfund in the payer's place (and deposits nothing).
     let mallory = LocalSigner::random();
     let sig = mallory.sign_eth_message(&B256::repeat_byte(1)).unwrap();
-    a.send_channel(
-        seller.account,
-        ChannelMessage::Join(Join {
-            channel_id: id,
-            prefund: sig,
-            postfund: sig,
-        }),
-    )
-    .await;
+    let join = ChannelMessage::Join(Join {
+        channel_id: id,
+        prefund: sig,
+        postfund: sig,
+    });
+    a.send_channel(seller.account, join.clone()).await;
+    let err = seller
+        .client
+        .push_message(Envelope {
+            recipient: seller.account,
+            sender: a.account(),
+            data: join,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
+        ),
+        "{err:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let info = seller.client.channel_info(id).await.unwrap();
     assert_eq!(info.phase, PhaseKind::Proposed, "the join was refused");
@@ -789,12 +867,25 @@ async fn messages_after_close_change_nothing() {
     until("the payout", 10, || balance(&chain, s) == 100_000).await;
     // Now a late voucher, a replayed close and a new join: nothing changes.
     let late = Voucher::sign(id, U256::from(900_000), &*a.signer).unwrap();
-    a.send_channel(
-        s,
-        ChannelMessage::Voucher(VoucherMessage::from_voucher(&late)),
-    )
-    .await;
+    let late = ChannelMessage::Voucher(VoucherMessage::from_voucher(&late));
+    a.send_channel(s, late.clone()).await;
     a.send_channel(s, ChannelMessage::Close(c.clone())).await;
+    let err = seller
+        .client
+        .push_message(Envelope {
+            recipient: s,
+            sender: a.account(),
+            data: late,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ChannelError::PeerMisbehaved(PeerMisbehaved::UnexpectedInPhase { .. })
+        ),
+        "{err:?}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(credited(&seller, id).await, 100_000);
     assert_eq!(
