@@ -185,6 +185,8 @@ struct Model {
     next_channel: u8,
     paid: HashMap<Address, u128>,
     served: HashMap<Address, u64>,
+    /// Raw handshakes that decoded (each may name an account outside `account(..)`).
+    raw_handshakes: usize,
 }
 
 fn config() -> CoordinatorConfig {
@@ -543,7 +545,10 @@ impl Harness {
                         PeerExtendedHandshake::from_extended(&h)
                     }
                     Hs::Raw(bytes) => match ExtendedHandshake::decode(&bytes) {
-                        Ok(h) => PeerExtendedHandshake::from_extended(&h),
+                        Ok(h) => {
+                            self.m.raw_handshakes += 1;
+                            PeerExtendedHandshake::from_extended(&h)
+                        }
                         Err(_) => return,
                     },
                 };
@@ -671,7 +676,10 @@ impl Harness {
         assert!(usage.max_deferred <= cfg.max_deferred_requests, "{usage:?}");
         assert!(usage.max_gate_queue <= up.choke.max_queue_len, "{usage:?}");
         assert!(usage.max_outbox <= cfg.max_outbox, "{usage:?}");
-        assert!(usage.identities <= usize::from(ACCOUNTS), "{usage:?}");
+        assert!(
+            usage.identities <= usize::from(ACCOUNTS) + self.m.raw_handshakes,
+            "{usage:?}"
+        );
         assert!(usage.pending_proposals <= 256, "{usage:?}");
         // Served ≤ paid + trust, per identity (bytes at the configured price).
         for (account, served) in &self.m.served {
