@@ -419,6 +419,9 @@ async fn credited(seller: &Seller, id: B256) -> u128 {
         .map_or(0, |i| u128::try_from(i.paid).unwrap())
 }
 
+/// What is sent, and the client's expected verdict.
+type ForgedCase = (&'static str, ChannelMessage, fn(&ChannelError) -> bool);
+
 fn misbehaved(events: &[CoordinatorEvent], f: impl Fn(&PeerError) -> bool) -> bool {
     events
         .iter()
@@ -703,7 +706,7 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
         ChannelMessage::Voucher(m)
     };
     let foreign = Voucher::sign(other, U256::from(500_000), &*payer).unwrap();
-    let cases: [(&str, ChannelMessage, fn(&ChannelError) -> bool); 5] = [
+    let cases: [ForgedCase; 5] = [
         (
             "forged signature",
             msg(
