@@ -1,9 +1,16 @@
-//! Fuzz logic for `paid-wire`, kept in a library so the `fuzz_targets/` are one-liners and the
-//! committed corpus and regressions can be replayed by a stable `cargo test`.
+//! Fuzz logic for `paid-wire`, `payment-channel` and `torrent-glue`, kept in a library so the
+//! `fuzz_targets/` are one-liners and the committed corpus and regressions can be replayed by a
+//! stable `cargo test`.
 //!
 //! Every function panics if, and only if, an oracle fails.
 
 #![forbid(unsafe_code)]
+
+mod channel_ops;
+mod glue_events;
+
+pub use channel_ops::{ChannelOp, Forgery, Who, channel_ops};
+pub use glue_events::{Chan, Ext, GlueOp, Hs, Len, glue_events};
 
 use bytes::{Bytes, BytesMut};
 use paid_wire::bencode::Value;

@@ -16,11 +16,21 @@ use paid_wire::pse::{ChannelId, PseMessage};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 5] = [
     ("wire_decode", paid_wire_fuzz::wire_decode),
     ("ext_handshake", paid_wire_fuzz::ext_handshake),
     ("pse_decode", paid_wire_fuzz::pse_decode),
+    ("channel_ops", paid_wire_fuzz::channel_ops),
+    ("glue_events", paid_wire_fuzz::glue_events),
 ];
+
+/// Minimum committed seeds per target.
+fn min_seeds(target: &str) -> usize {
+    match target {
+        "channel_ops" | "glue_events" => 6,
+        _ => 12,
+    }
+}
 
 fn dir(kind: &str, target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,14 +60,18 @@ fn replay_corpus_and_regressions() {
     let mut total = 0;
     for (target, run) in TARGETS {
         let seeds = inputs("corpus", target);
-        assert!(seeds.len() >= 12, "{target}: only {} seeds", seeds.len());
+        assert!(
+            seeds.len() >= min_seeds(target),
+            "{target}: only {} seeds",
+            seeds.len()
+        );
         for (path, data) in seeds.iter().chain(&inputs("regressions", target)) {
             eprintln!("{target}: {}", path.display());
             run(data);
             total += 1;
         }
     }
-    assert!(total >= 36);
+    assert!(total >= 48);
 }
 
 fn wire(msgs: &[Message]) -> Vec<u8> {
@@ -232,6 +246,8 @@ fn write_seed_corpus() {
         ("wire_decode", wire_seeds()),
         ("ext_handshake", ext_seeds()),
         ("pse_decode", pse_seeds()),
+        ("channel_ops", channel_seeds()),
+        ("glue_events", glue_seeds()),
     ] {
         let d = dir("corpus", target);
         fs::create_dir_all(&d).unwrap();
@@ -252,4 +268,483 @@ fn seed_fixtures_pass_their_own_target() {
     for (_, data) in pse_seeds() {
         paid_wire_fuzz::pse_decode(&data);
     }
+    for (_, data) in channel_seeds() {
+        paid_wire_fuzz::channel_ops(&data);
+    }
+    for (_, data) in glue_seeds() {
+        paid_wire_fuzz::glue_events(&data);
+    }
+}
+
+// ---------------------------------------------------------------- operation-sequence seeds
+
+/// Writes bytes that `arbitrary` (derive, 1.x) decodes into chosen values: an enum variant is a
+/// little-endian `u32` scaled to the variant count, integers are little-endian, `bool` is the low
+/// bit of a byte. `seeds_decode_as_written` pins the encoding.
+#[derive(Default)]
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn variant(&mut self, i: u32, n: u32) -> &mut Self {
+        let x = (u64::from(i) << 32).div_ceil(u64::from(n));
+        self.0.extend(u32::try_from(x).unwrap().to_le_bytes());
+        self
+    }
+    fn u8(&mut self, x: u8) -> &mut Self {
+        self.0.push(x);
+        self
+    }
+    fn u16(&mut self, x: u16) -> &mut Self {
+        self.0.extend(x.to_le_bytes());
+        self
+    }
+    fn u32(&mut self, x: u32) -> &mut Self {
+        self.0.extend(x.to_le_bytes());
+        self
+    }
+    fn bool(&mut self, b: bool) -> &mut Self {
+        self.0.push(u8::from(b));
+        self
+    }
+}
+
+// `ChannelOp` variants, in declaration order.
+const C_OPS: u32 = 11;
+const C_JOIN: u32 = 0;
+const C_PAY: u32 = 1;
+const C_DELIVER: u32 = 2;
+const C_REORDER: u32 = 3;
+const C_RESEND: u32 = 4;
+const C_CLOSE: u32 = 5;
+const C_CHALLENGE: u32 = 6;
+const C_ADVANCE: u32 = 7;
+const C_RESTORE: u32 = 8;
+const C_MUTATE: u32 = 9;
+const C_FORGE: u32 = 10;
+const PAYER: u32 = 0;
+const PAYEE: u32 = 1;
+
+struct Ch(Enc);
+
+impl Ch {
+    fn new() -> Self {
+        Self(Enc::default())
+    }
+    fn op(&mut self, v: u32) -> &mut Enc {
+        self.0.variant(v, C_OPS)
+    }
+    fn join(&mut self) -> &mut Self {
+        self.op(C_JOIN);
+        self
+    }
+    fn pay(&mut self, x: u16) -> &mut Self {
+        self.op(C_PAY).u16(x);
+        self
+    }
+    fn deliver(&mut self, to: u32, drop: bool, dup: bool) -> &mut Self {
+        self.op(C_DELIVER).variant(to, 2).bool(drop).bool(dup);
+        self
+    }
+    fn to(&mut self, op: u32, who: u32) -> &mut Self {
+        self.op(op).variant(who, 2);
+        self
+    }
+    fn advance(&mut self, s: u8) -> &mut Self {
+        self.op(C_ADVANCE).u8(s);
+        self
+    }
+    fn mutate(&mut self, to: u32, at: u16, xor: u8) -> &mut Self {
+        self.op(C_MUTATE).variant(to, 2).u16(at).u8(xor);
+        self
+    }
+    fn forge(&mut self, kind: u32, arg: Option<(u32, u16)>) -> &mut Self {
+        self.op(C_FORGE).variant(kind, 6);
+        match (kind, arg) {
+            (0 | 3, Some((_, x))) => {
+                self.0.u16(x);
+            }
+            (5, Some((who, x))) => {
+                self.0.variant(who, 2).u16(x);
+            }
+            _ => {}
+        }
+        self
+    }
+    /// Proposal delivered, joined, join delivered, postfund delivered: running.
+    fn running(&mut self) -> &mut Self {
+        self.deliver(PAYER, false, false)
+            .join()
+            .deliver(PAYEE, false, false)
+            .deliver(PAYER, false, false)
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.0.clone()
+    }
+}
+
+fn channel_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "never_joined",
+            Ch::new().deliver(PAYER, false, false).bytes(),
+        ),
+        (
+            "happy_close",
+            Ch::new()
+                .running()
+                .pay(100)
+                .deliver(PAYEE, false, false)
+                .pay(250)
+                .deliver(PAYEE, false, false)
+                .to(C_CLOSE, PAYER)
+                .deliver(PAYEE, false, false)
+                .deliver(PAYER, false, false)
+                .bytes(),
+        ),
+        (
+            "lossy_duplicating_reordering",
+            Ch::new()
+                .running()
+                .pay(10)
+                .pay(20)
+                .pay(30)
+                .to(C_REORDER, PAYEE)
+                .deliver(PAYEE, true, false)
+                .deliver(PAYEE, false, true)
+                .deliver(PAYEE, false, false)
+                .to(C_RESEND, PAYER)
+                .deliver(PAYEE, false, true)
+                .bytes(),
+        ),
+        (
+            "payee_challenges_payer_vanished",
+            Ch::new()
+                .running()
+                .pay(300)
+                .deliver(PAYEE, false, false)
+                .to(C_CHALLENGE, PAYEE)
+                .advance(60)
+                .advance(60)
+                .bytes(),
+        ),
+        (
+            "stale_challenge_by_payer_is_countered",
+            Ch::new()
+                .running()
+                .pay(400)
+                .deliver(PAYEE, false, false)
+                .to(C_CHALLENGE, PAYER)
+                .advance(30)
+                .pay(1)
+                .advance(200)
+                .bytes(),
+        ),
+        (
+            "crash_and_restore_mid_payment",
+            Ch::new()
+                .running()
+                .pay(100)
+                .to(C_RESTORE, PAYER)
+                .deliver(PAYEE, false, false)
+                .to(C_RESTORE, PAYEE)
+                .pay(5)
+                .deliver(PAYEE, false, false)
+                .to(C_RESTORE, PAYEE)
+                .bytes(),
+        ),
+        (
+            "forgeries",
+            Ch::new()
+                .running()
+                .pay(50)
+                .deliver(PAYEE, false, false)
+                .forge(0, Some((0, 7)))
+                .forge(1, None)
+                .forge(2, None)
+                .forge(3, Some((0, 9)))
+                .forge(4, None)
+                .forge(5, Some((PAYEE, 900)))
+                .forge(5, Some((PAYER, 1)))
+                .bytes(),
+        ),
+        (
+            "mutated_messages",
+            Ch::new()
+                .mutate(PAYER, 40, 0x20)
+                .running()
+                .pay(70)
+                .mutate(PAYEE, 30, 0x01)
+                .mutate(PAYEE, 60, 0x08)
+                .deliver(PAYEE, false, false)
+                .bytes(),
+        ),
+        (
+            "pay_beyond_deposit_and_close_race",
+            Ch::new()
+                .running()
+                .pay(999)
+                .pay(2)
+                .pay(1)
+                .to(C_CLOSE, PAYEE)
+                .to(C_CLOSE, PAYER)
+                .deliver(PAYEE, false, false)
+                .deliver(PAYER, false, false)
+                .deliver(PAYEE, false, false)
+                .deliver(PAYER, false, false)
+                .bytes(),
+        ),
+    ]
+}
+
+// `GlueOp` variants, in declaration order.
+const G_OPS: u32 = 18;
+const G_CONNECT: u32 = 0;
+const G_HANDSHAKE: u32 = 1;
+const G_EXT: u32 = 2;
+const G_REQUEST: u32 = 3;
+const G_CANCEL: u32 = 4;
+const G_SENT: u32 = 5;
+const G_BOGUS: u32 = 6;
+const G_BLOCK: u32 = 7;
+const G_PIECE: u32 = 8;
+const G_CHANNEL: u32 = 12;
+const G_TICK: u32 = 13;
+const G_DISCONNECT: u32 = 14;
+const G_STOP_UPLOADING: u32 = 15;
+const G_CLOSE: u32 = 16;
+const G_CHALLENGE: u32 = 17;
+const G_INTEREST: u32 = 10;
+// `Ext` and `Chan` variants.
+const E_VARIANTS: u32 = 9;
+const E_UNKNOWN: u32 = 7;
+const E_STOP: u32 = 1;
+const E_START: u32 = 2;
+const E_PSTOP: u32 = 3;
+const E_ACK: u32 = 4;
+const E_PROMPT: u32 = 5;
+const E_MESSAGE: u32 = 6;
+const CH_VARIANTS: u32 = 9;
+const CH_CREATED: u32 = 0;
+const CH_PAYEE_READY: u32 = 1;
+const CH_PAID: u32 = 2;
+const CH_PROPOSED: u32 = 3;
+const CH_PAYER_READY: u32 = 4;
+const CH_FAILED: u32 = 6;
+
+struct Gl(Enc);
+
+impl Gl {
+    fn new() -> Self {
+        Self(Enc::default())
+    }
+    fn op(&mut self, v: u32) -> &mut Enc {
+        self.0.variant(v, G_OPS)
+    }
+    fn connect(&mut self, peer: u8, ext: bool, fast: bool) -> &mut Self {
+        self.op(G_CONNECT).u8(peer).bool(ext).bool(fast);
+        self
+    }
+    fn paying(&mut self, peer: u8, account: u8) -> &mut Self {
+        self.op(G_HANDSHAKE)
+            .u8(peer)
+            .variant(0, 3)
+            .u8(account)
+            .u8(3)
+            .bool(false);
+        self
+    }
+    fn self_account(&mut self, peer: u8) -> &mut Self {
+        self.op(G_HANDSHAKE).u8(peer).variant(1, 3);
+        self
+    }
+    fn interested(&mut self, peer: u8) -> &mut Self {
+        self.op(G_INTEREST).u8(peer).bool(true);
+        self
+    }
+    fn request(&mut self, peer: u8, index: u8, len: Option<u32>) -> &mut Self {
+        let e = self.op(G_REQUEST).u8(peer).u8(index);
+        match len {
+            None => e.variant(0, 3),
+            Some(x) => e.variant(2, 3).u32(x),
+        };
+        self
+    }
+    fn sent(&mut self, peer: u8, n: u8) -> &mut Self {
+        self.op(G_SENT).u8(peer).u8(n).variant(0, 3);
+        self
+    }
+    fn bogus(&mut self, peer: u8, n: u8) -> &mut Self {
+        self.op(G_BOGUS).u8(peer).u8(n);
+        self
+    }
+    fn cancel(&mut self, peer: u8, n: u8) -> &mut Self {
+        self.op(G_CANCEL).u8(peer).u8(n);
+        self
+    }
+    fn ext(&mut self, peer: u8, variant: u32) -> &mut Enc {
+        self.op(G_EXT).u8(peer).variant(variant, E_VARIANTS)
+    }
+    fn chan(&mut self, variant: u32) -> &mut Enc {
+        self.op(G_CHANNEL).variant(variant, CH_VARIANTS)
+    }
+    fn tick(&mut self, t: u8) -> &mut Self {
+        self.op(G_TICK).u8(t);
+        self
+    }
+    fn disconnect(&mut self, peer: u8) -> &mut Self {
+        self.op(G_DISCONNECT).u8(peer);
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.0.clone()
+    }
+}
+
+fn glue_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut paid_flow = Gl::new();
+    paid_flow
+        .connect(0, true, true)
+        .paying(0, 1)
+        .interested(0)
+        .request(0, 0, None)
+        .request(0, 1, None);
+    paid_flow.chan(CH_CREATED);
+    paid_flow.chan(CH_PAYEE_READY).u8(0);
+    paid_flow.chan(CH_PAID).u8(0).u32(40_000);
+    paid_flow
+        .sent(0, 0)
+        .sent(0, 0)
+        .request(0, 2, None)
+        .sent(0, 0);
+    paid_flow.ext(0, E_START);
+    paid_flow.ext(0, E_ACK);
+
+    let mut flood = Gl::new();
+    flood.connect(1, true, false).paying(1, 2).interested(1);
+    for i in 0..40 {
+        flood.request(1, i, None);
+    }
+    flood.request(1, 3, Some(1 << 20)).request(1, 4, Some(0));
+    flood.tick(30).tick(30);
+
+    let mut hostile_pse = Gl::new();
+    hostile_pse
+        .connect(2, true, true)
+        .paying(2, 0)
+        .interested(2);
+    hostile_pse.ext(2, E_STOP).bool(true).u8(9);
+    hostile_pse.ext(2, E_PSTOP).bool(false);
+    hostile_pse.ext(2, E_PROMPT).u32(1 << 30).u32(0).u32(1);
+    hostile_pse.ext(2, E_MESSAGE).bool(true).u8(2).u16(2500);
+    hostile_pse.ext(2, E_MESSAGE).bool(false).u8(0).u16(10);
+    hostile_pse.ext(2, E_UNKNOWN).u8(5);
+    hostile_pse.bogus(2, 1).cancel(2, 0);
+
+    let mut never_handshakes = Gl::new();
+    never_handshakes
+        .connect(3, true, false)
+        .request(3, 0, None)
+        .tick(8)
+        .tick(8)
+        .request(3, 1, None)
+        .connect(4, false, true)
+        .request(4, 2, None)
+        .connect(5, true, false)
+        .self_account(5);
+
+    let mut downloader = Gl::new();
+    downloader.connect(0, true, true).paying(0, 3).interested(0);
+    downloader
+        .chan(CH_PROPOSED)
+        .u8(3)
+        .u32(1 << 20)
+        .bool(true)
+        .u8(2);
+    downloader.chan(CH_PAYER_READY).u8(0);
+    downloader.ext(0, E_STOP).bool(false);
+    downloader.op(G_BLOCK).u8(0).u16(16_384);
+    downloader.op(G_PIECE).bool(true).u16(16_384);
+    downloader.chan(CH_FAILED);
+    downloader.tick(100);
+
+    let mut churn = Gl::new();
+    for round in 0..6u8 {
+        churn
+            .connect(round, true, false)
+            .paying(round, round)
+            .interested(round)
+            .request(round, round, None);
+        churn.chan(CH_CREATED);
+        churn.disconnect(round);
+    }
+    churn.tick(200).tick(200);
+    churn.op(G_STOP_UPLOADING);
+    churn.op(G_CLOSE).u8(1).bool(true);
+    churn.op(G_CHALLENGE).u8(2).bool(false);
+
+    vec![
+        ("paid_flow", paid_flow.bytes()),
+        ("request_flood_while_blocked", flood.bytes()),
+        ("hostile_pse", hostile_pse.bytes()),
+        (
+            "never_handshakes_and_self_connection",
+            never_handshakes.bytes(),
+        ),
+        ("downloader", downloader.bytes()),
+        ("churn", churn.bytes()),
+    ]
+}
+
+/// Pins the hand encoding above to `arbitrary`'s: the seeds decode to the operations meant.
+#[test]
+fn seeds_decode_as_written() {
+    use arbitrary::{Arbitrary, Unstructured};
+    let ops = |bytes: &[u8]| -> Vec<String> {
+        let mut u = Unstructured::new(bytes);
+        std::iter::from_fn(|| {
+            (!u.is_empty()).then(|| {
+                format!(
+                    "{:?}",
+                    paid_wire_fuzz::ChannelOp::arbitrary(&mut u).unwrap()
+                )
+            })
+        })
+        .collect()
+    };
+    let happy = ops(&channel_seeds()[1].1);
+    assert_eq!(happy[0], "Deliver { to: Payer, drop: false, dup: false }");
+    assert_eq!(happy[1], "Join");
+    assert_eq!(happy[4], "Pay(100)");
+    let forged = ops(&channel_seeds()[6].1);
+    assert!(
+        forged
+            .iter()
+            .any(|o| o == "Forge(StrangerClose(Payee, 900))"),
+        "{forged:?}"
+    );
+    let glue = |bytes: &[u8]| -> Vec<String> {
+        let mut u = Unstructured::new(bytes);
+        std::iter::from_fn(|| {
+            (!u.is_empty())
+                .then(|| format!("{:?}", paid_wire_fuzz::GlueOp::arbitrary(&mut u).unwrap()))
+        })
+        .collect()
+    };
+    let flow = glue(&glue_seeds()[0].1);
+    assert_eq!(flow[0], "Connect { peer: 0, ext: true, fast: true }");
+    assert_eq!(
+        flow[1],
+        "Handshake(0, Paying { account: 1, pse_id: 3, terms: None })"
+    );
+    assert_eq!(flow[3], "Request(0, 0, Block)");
+    assert_eq!(flow[6], "Channel(PayeeReady(0))");
+    assert_eq!(flow[7], "Channel(Paid(0, 40000))");
+    assert_eq!(flow[8], "BytesSent(0, 0, Block)");
+    let pse = glue(&glue_seeds()[2].1);
+    assert!(
+        pse.iter()
+            .any(|o| o.starts_with("Ext(2, Message { for_us: true")),
+        "{pse:?}"
+    );
+    assert!(pse.iter().any(|o| o == "BogusBytesSent(2, 1)"), "{pse:?}");
 }

@@ -82,6 +82,14 @@ pub enum ChannelCommand {
         /// The JSON envelope as received.
         json: String,
     },
+    /// Forget a channel that will never be used: a proposal we made that was not funded in
+    /// time (or whose creation raced another), or a proposal we declined or that expired.
+    /// Nothing of ours is at stake in it; without this a peer that opens channels and vanishes
+    /// would grow the client's state (and its chain watching) without bound.
+    Abandon {
+        /// The channel.
+        channel_id: ChannelId,
+    },
 }
 
 impl ChannelCommand {
@@ -103,6 +111,7 @@ impl ChannelCommand {
             Self::Close { channel_id } => client.close(channel_id),
             Self::Challenge { channel_id } => client.challenge(channel_id),
             Self::PushMessage { from, json } => client.push_message(from, json),
+            Self::Abandon { channel_id } => client.abandon(channel_id),
         }
     }
 }
@@ -128,6 +137,10 @@ pub trait ChannelControl {
     fn challenge(&mut self, channel_id: ChannelId);
     /// See [`ChannelCommand::PushMessage`].
     fn push_message(&mut self, from: Address, json: String);
+    /// [`ChannelCommand::Abandon`]. The default does nothing (the channel is merely kept).
+    fn abandon(&mut self, channel_id: ChannelId) {
+        let _ = channel_id;
+    }
 }
 
 /// Which command failed, for [`ChannelEvent::CommandFailed`].

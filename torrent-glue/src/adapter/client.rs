@@ -193,6 +193,12 @@ impl ChannelBackend for ClientBackend {
                 // refused); nothing else to do here.
                 let _ = self.client.push_message(envelope).await;
             }
+            ChannelCommand::Abandon { channel_id } => {
+                let _ = self.client.forget(B256::from(channel_id)).await;
+            }
+            // Future commands (the enum is non-exhaustive for other crates).
+            #[allow(unreachable_patterns)]
+            _ => {}
         }
         self.flush(events).await;
     }

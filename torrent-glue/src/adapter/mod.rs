@@ -71,6 +71,13 @@ pub struct NodeConfig {
     pub max_frame_len: u32,
     /// `v` in our extended handshake.
     pub client_name: String,
+    /// Longest wait for the peer's BitTorrent handshake after the connection opens; a peer
+    /// that connects and sends nothing is dropped with
+    /// [`ConnectionError::HandshakeTimeout`]. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Drop a connection after this long without receiving anything (not even a keep-alive,
+    /// which BEP 3 peers send every two minutes) with [`ConnectionError::Idle`]. Default 3 min.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -85,6 +92,8 @@ impl NodeConfig {
             pse_local_id: 3,
             max_frame_len: paid_wire::codec::DEFAULT_MAX_FRAME_LEN,
             client_name: concat!("torrent-glue/", env!("CARGO_PKG_VERSION")).into(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Some(Duration::from_secs(180)),
         }
     }
 }

@@ -38,6 +38,12 @@ pub enum ConnectionError {
     /// The peer's info hash is not one of our torrents (or not the one we asked for).
     #[error("unknown info hash")]
     UnknownTorrent,
+    /// No BitTorrent handshake within [`NodeConfig::handshake_timeout`](super::NodeConfig::handshake_timeout).
+    #[error("no handshake within the handshake timeout")]
+    HandshakeTimeout,
+    /// Nothing received within [`NodeConfig::idle_timeout`](super::NodeConfig::idle_timeout).
+    #[error("nothing received within the idle timeout")]
+    Idle,
     /// The coordinator refused the connection.
     #[error(transparent)]
     Usage(#[from] UsageError),
@@ -62,30 +68,36 @@ where
         Handshake::new(reserved, info_hash, config.peer_id)
     };
     let mut framed = Framed::new(stream, HandshakeCodec::new());
-    let (torrent, store, theirs) = match (direction, torrent) {
-        (Direction::Outbound, Some(key)) | (Direction::Inbound, Some(key)) => {
-            let (info_hash, store) = node.torrent(key).ok_or(ConnectionError::UnknownTorrent)?;
-            if direction == Direction::Outbound {
-                framed.send(ours(info_hash)).await?;
+    let handshake = async {
+        Ok::<_, ConnectionError>(match (direction, torrent) {
+            (Direction::Outbound, Some(key)) | (Direction::Inbound, Some(key)) => {
+                let (info_hash, store) =
+                    node.torrent(key).ok_or(ConnectionError::UnknownTorrent)?;
+                if direction == Direction::Outbound {
+                    framed.send(ours(info_hash)).await?;
+                }
+                let theirs = framed.next().await.ok_or(ConnectionError::HandshakeEof)??;
+                if theirs.info_hash != info_hash {
+                    return Err(ConnectionError::UnknownTorrent);
+                }
+                if direction == Direction::Inbound {
+                    framed.send(ours(info_hash)).await?;
+                }
+                (key, store, theirs)
             }
-            let theirs = framed.next().await.ok_or(ConnectionError::HandshakeEof)??;
-            if theirs.info_hash != info_hash {
-                return Err(ConnectionError::UnknownTorrent);
+            (_, None) => {
+                let theirs = framed.next().await.ok_or(ConnectionError::HandshakeEof)??;
+                let (key, store) = node
+                    .torrent_by_hash(&theirs.info_hash)
+                    .ok_or(ConnectionError::UnknownTorrent)?;
+                framed.send(ours(theirs.info_hash)).await?;
+                (key, store, theirs)
             }
-            if direction == Direction::Inbound {
-                framed.send(ours(info_hash)).await?;
-            }
-            (key, store, theirs)
-        }
-        (_, None) => {
-            let theirs = framed.next().await.ok_or(ConnectionError::HandshakeEof)??;
-            let (key, store) = node
-                .torrent_by_hash(&theirs.info_hash)
-                .ok_or(ConnectionError::UnknownTorrent)?;
-            framed.send(ours(theirs.info_hash)).await?;
-            (key, store, theirs)
-        }
+        })
     };
+    let (torrent, store, theirs) = tokio::time::timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| ConnectionError::HandshakeTimeout)??;
     let mut framed =
         framed.map_codec(|_| PeerCodec::new().with_max_frame_len(config.max_frame_len));
     let (key, mut rx) = node.register();
@@ -194,18 +206,27 @@ impl Conn {
         let _ = torrent;
         let mut keepalive = tokio::time::interval(config.keepalive);
         keepalive.tick().await;
+        let idle = config.idle_timeout;
+        // Far enough in the future to never fire, yet representable.
+        let never = tokio::time::Duration::from_secs(86_400 * 365);
+        let mut last_heard = tokio::time::Instant::now();
         loop {
             self.perform(wire, rx).await?;
             if self.disconnect {
                 return Ok(());
             }
             self.fill_pipeline(wire, config.pipeline).await?;
+            let idle_at = last_heard + idle.unwrap_or(never);
             tokio::select! {
                 message = wire.next() => match message {
                     None => return Ok(()),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(message)) => self.on_message(wire, rx, message).await?,
+                    Some(Ok(message)) => {
+                        last_heard = tokio::time::Instant::now();
+                        self.on_message(wire, rx, message).await?;
+                    }
                 },
+                () = tokio::time::sleep_until(idle_at) => return Err(ConnectionError::Idle),
                 command = rx.recv() => {
                     if let Some(command) = command {
                         self.queue.push_back(command);

@@ -286,3 +286,35 @@ pub struct IdentityView {
     /// Wei worth of bytes it received on trust on closed connections (reduces future trust).
     pub debt_wei: u128,
 }
+
+/// Sizes of the coordinator's internal collections, from
+/// [`Coordinator::resource_usage`](crate::Coordinator::resource_usage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ResourceUsage {
+    /// Live connections.
+    pub peers: usize,
+    /// Payment identities remembered (live, with a channel, or with an accounting history).
+    pub identities: usize,
+    /// Channels tracked.
+    pub channels: usize,
+    /// Proposals held while their proposer's handshake is awaited.
+    pub pending_proposals: usize,
+    /// Largest per-connection queue of requests deferred before classification (bounded by
+    /// [`CoordinatorConfig::max_deferred_requests`](crate::CoordinatorConfig::max_deferred_requests)).
+    pub max_deferred: usize,
+    /// Largest per-connection queue of requests waiting for payment (bounded by the choke
+    /// configuration's `max_queue_len`).
+    pub max_gate_queue: usize,
+    /// Largest per-connection set of serves awaiting their bytes-sent report.
+    pub max_serving: usize,
+    /// Largest per-identity outbox of channel messages (bounded by
+    /// [`CoordinatorConfig::max_outbox`](crate::CoordinatorConfig::max_outbox)).
+    pub max_outbox: usize,
+    /// Undrained engine commands.
+    pub engine_commands: usize,
+    /// Undrained channel commands.
+    pub channel_commands: usize,
+    /// Undrained application events.
+    pub events: usize,
+}

@@ -90,7 +90,7 @@ pub use config::{
 };
 pub use events::{
     CoordinatorEvent, DeclineReason, IdentityView, MessageDropReason, NonPayingReason, PeerClass,
-    PeerStats,
+    PeerStats, ResourceUsage,
 };
 
 use self::notice::{MAX_NOTICE_LEN, Notice};
@@ -207,6 +207,29 @@ impl Coordinator {
             credit_wei: i.ledger.bank_wei,
             debt_wei: i.ledger.debt_wei,
         })
+    }
+
+    /// Sizes of the internal collections (for monitoring, and for tests that check that what
+    /// departed peers left behind is reclaimed).
+    pub fn resource_usage(&self) -> ResourceUsage {
+        let max = |it: &mut dyn Iterator<Item = usize>| it.max().unwrap_or(0);
+        ResourceUsage {
+            peers: self.peers.len(),
+            identities: self.identities.len(),
+            channels: self.channels.len(),
+            pending_proposals: self.proposals.len(),
+            max_deferred: max(&mut self.peers.values().map(|p| p.deferred.len())),
+            max_gate_queue: max(&mut self
+                .peers
+                .values()
+                .filter_map(|p| p.gate.controller())
+                .map(ChokeController::queued_len)),
+            max_serving: max(&mut self.peers.values().map(|p| p.serving.len())),
+            max_outbox: max(&mut self.identities.values().map(|i| i.outbox.len())),
+            engine_commands: self.engine_out.len(),
+            channel_commands: self.channel_out.len(),
+            events: self.events.len(),
+        }
     }
 
     /// Wei locked in deposits of channels we pay on, and wei spent on closed ones.
@@ -686,6 +709,7 @@ impl Coordinator {
         ident.live.remove(&key);
         if ident.live.is_empty() {
             ident.idle_since = Some(now);
+            ident.departed_at = Some(now);
         } else if ident.ledger.bank_wei > 0
             && let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Open)
         {
@@ -774,7 +798,20 @@ impl Coordinator {
                 self.close(now, account, Role::Payer);
             }
         }
-        self.proposals.retain(|p| p.expires > now);
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.proposals)
+            .into_iter()
+            .partition(|p| p.expires <= now);
+        self.proposals = kept;
+        for p in expired {
+            self.channel_out.push_back(ChannelCommand::Abandon {
+                channel_id: p.channel_id,
+            });
+        }
+        let mut accounts: Vec<Address> = self.identities.keys().copied().collect();
+        accounts.sort_unstable();
+        for account in accounts {
+            self.reclaim_identity(now, account);
+        }
     }
 
     // ------------------------------------------------------------------ application commands
@@ -884,6 +921,34 @@ impl Coordinator {
             .max(1)
     }
 
+    /// Forgets an identity with nothing left to remember: no connection, no channel (or one
+    /// being created), no queued message, and no money or bytes ever accounted to it. Identities cost an attacker
+    /// nothing to mint, so without this a stream of short-lived peers would grow the map
+    /// without bound; an identity that was served on trust or paid anything is kept (its trust
+    /// must not be granted again). It is kept for the response timeout after its last
+    /// connection closed, so a quick reconnect finds its queued messages.
+    fn reclaim_identity(&mut self, now: Instant, account: Address) {
+        let Some(i) = self.identities.get(&account) else {
+            return;
+        };
+        let grace = self.config.liveness.response_timeout;
+        let departed = i
+            .departed_at
+            .is_some_and(|since| since.checked_add(grace).is_some_and(|at| at <= now));
+        let empty = departed
+            && i.live.is_empty()
+            && i.creating.is_none()
+            && i.payee.is_none()
+            && i.payer.is_none()
+            && i.stall_deadline.is_none()
+            && i.outbox.is_empty()
+            && i.ledger == state::Ledger::default()
+            && i.paid == state::PayerLedger::default();
+        if empty {
+            self.identities.remove(&account);
+        }
+    }
+
     fn misbehaved(&mut self, key: PeerKey, error: PeerError) -> Error {
         self.events.push_back(CoordinatorEvent::PeerMisbehaved {
             peer: key,
@@ -937,6 +1002,7 @@ impl Coordinator {
         }
         ident.live.insert(key);
         ident.idle_since = None;
+        ident.departed_at = None;
         let payee_open = ident.payee.filter(|s| s.phase == Phase::Open).map(|s| s.id);
         let payer_open = ident.payer.filter(|s| s.phase == Phase::Open).map(|s| s.id);
 
@@ -1500,8 +1566,15 @@ impl Coordinator {
         let deposit = self.config.upload.as_ref().map_or(0, |u| u.deposit);
         let deadline = now.checked_add(self.config.liveness.response_timeout);
         let Some(ident) = self.identities.get_mut(&account) else {
+            self.channel_out
+                .push_back(ChannelCommand::Abandon { channel_id });
             return;
         };
+        if ident.payee.is_some_and(|s| s.id != channel_id) {
+            self.channel_out
+                .push_back(ChannelCommand::Abandon { channel_id });
+            return;
+        }
         if ident.payee.is_some() {
             return;
         }
@@ -1605,6 +1678,13 @@ impl Coordinator {
         if let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Proposed) {
             ident.payee = None;
             self.channels.remove(&slot.id);
+            self.channel_out.push_back(ChannelCommand::Abandon {
+                channel_id: slot.id,
+            });
+            if ident.payer.is_none() {
+                // Whatever still waits for this peer concerns the abandoned proposal.
+                ident.outbox.clear();
+            }
         }
         let live: Vec<PeerKey> = ident.live.iter().copied().collect();
         self.events
@@ -1632,6 +1712,8 @@ impl Coordinator {
         price: Option<u128>,
     ) {
         let decline = |this: &mut Self, reason| {
+            this.channel_out
+                .push_back(ChannelCommand::Abandon { channel_id });
             this.events.push_back(CoordinatorEvent::ProposalDeclined {
                 channel_id,
                 payee,

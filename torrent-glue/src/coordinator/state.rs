@@ -149,6 +149,8 @@ pub(crate) struct Identity {
     /// Live paying connections.
     pub(crate) live: BTreeSet<crate::engine::PeerKey>,
     pub(crate) idle_since: Option<Instant>,
+    /// When its last connection closed (cleared on reconnect): reclamation's clock.
+    pub(crate) departed_at: Option<Instant>,
     /// A `Create` is outstanding (no id yet); the payer must answer by then.
     pub(crate) creating: Option<Instant>,
     /// The channel it pays us on.
@@ -171,6 +173,7 @@ impl Identity {
             terms,
             live: BTreeSet::new(),
             idle_since: None,
+            departed_at: None,
             creating: None,
             payee: None,
             payer: None,

@@ -921,13 +921,24 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
         deposit: 10,
         price: Some(2),
     });
+    // Declined proposals are abandoned in the client (they would otherwise pile up there).
+    let abandon = |id: u8| ChannelCommand::Abandon {
+        channel_id: [id; 32],
+    };
     assert_eq!(
         h.channel(),
-        vec![ChannelCommand::Join {
-            channel_id: [3; 32],
-            peer: fine,
-            deposit: 1000
-        }]
+        vec![
+            abandon(1),
+            abandon(2),
+            ChannelCommand::Join {
+                channel_id: [3; 32],
+                peer: fine,
+                deposit: 1000
+            },
+            abandon(4),
+            abandon(5),
+            abandon(6),
+        ]
     );
     let declined: Vec<DeclineReason> = h
         .events()
@@ -977,6 +988,13 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         price: None,
     });
     h.advance(Duration::from_secs(6));
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Abandon {
+            channel_id: [5; 32]
+        }],
+        "an expired proposal is abandoned in the client"
+    );
     h.paying(2, addr(0x77));
     assert!(h.channel().is_empty());
 }
@@ -1376,7 +1394,13 @@ fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
             .all(|c| matches!(c, ChannelCommand::PushMessage { .. }))
     );
     h.advance(Duration::from_secs(6));
-    assert!(h.channel().is_empty(), "nothing to challenge: unfunded");
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Abandon {
+            channel_id: [1; 32]
+        }],
+        "nothing to challenge (unfunded): the proposal is abandoned"
+    );
     assert_eq!(notices(&h.engine()), vec![(k, Notice::PermanentStop(None))]);
     assert!(
         h.events()
@@ -1886,4 +1910,51 @@ fn pay_ahead_keeps_a_steady_transfer_from_stopping() {
     let planner = p.down.download_planner(DNK).unwrap().stats();
     assert_eq!(planner.stops, 1, "only the initial STOP");
     assert!(planner.pay_ahead_payments >= 14);
+}
+
+// ====================================================================== resource reclamation
+
+#[test]
+fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandoned() {
+    let mut config = config();
+    config.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(u64::from(BLOCK));
+    // Idle close fires before the grace ends (it must not reset the reclamation clock).
+    config.liveness.idle_close_after = Some(Duration::from_secs(1));
+    let mut h = H::new(config);
+    // 50 peers, each with its own fresh account, ask for a channel and vanish.
+    for i in 0..50u8 {
+        let k = h.paying(u64::from(i) + 1, addr(0x20 + i));
+        h.c.handle_request(h.now, k, req(0)).unwrap();
+        h.ev(ChannelEvent::Created {
+            peer: addr(0x20 + i),
+            channel_id: [i; 32],
+        });
+        h.c.handle_disconnect(h.now, k).unwrap();
+    }
+    // One more that was served on trust: its identity must be remembered (no second allowance).
+    let trusted = addr(0x10);
+    let k = h.paying(100, trusted);
+    assert_eq!(
+        h.c.handle_request(h.now, k, req(0)).unwrap(),
+        RequestDecision::Serve
+    );
+    h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
+    h.c.handle_disconnect(h.now, k).unwrap();
+    h.engine();
+    h.channel();
+    assert_eq!(h.c.resource_usage().identities, 51);
+    // Past the response timeout the proposals are abandoned, then the identities reclaimed.
+    h.advance(Duration::from_secs(21));
+    let abandoned = h
+        .channel()
+        .iter()
+        .filter(|c| matches!(c, ChannelCommand::Abandon { .. }))
+        .count();
+    assert_eq!(abandoned, 50);
+    h.advance(Duration::from_secs(21));
+    let usage = h.c.resource_usage();
+    assert_eq!(usage.peers, 0);
+    assert_eq!(usage.identities, 1, "{usage:?}");
+    assert_eq!(usage.channels, 0);
+    assert_eq!(h.c.identity(trusted).unwrap().debt_wei, u128::from(BLOCK));
 }
