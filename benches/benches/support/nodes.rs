@@ -1,0 +1,126 @@
+//! Whole-stack peers for the `transfer` and `scale` benches: a `torrent_glue::adapter::Node`
+//! (paid-wire codec, choke controller, coordinator) driving a real `payment_channel::Client`
+//! (k256 signatures, `MemoryStore`) on a shared `SimulatedChain`, as in
+//! `torrent-glue/tests/adapter.rs`.
+
+use std::sync::Arc;
+
+use paid_wire::choke::TrustPolicy;
+use payment_channel::client::{Client, ClientConfig};
+use payment_channel::policy::JoinPolicy;
+use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::{MemoryStore, SimulatedChain, U256};
+use tokio::sync::mpsc;
+use torrent_glue::adapter::{ClientBackend, MemoryTorrent, Node, NodeConfig, TorrentMeta};
+use torrent_glue::{Address, Coordinator, CoordinatorConfig, CoordinatorEvent, TorrentKey};
+
+pub(crate) const INFO_HASH: [u8; 20] = [0x17; 20];
+pub(crate) const T: TorrentKey = TorrentKey(0);
+
+/// A node with its torrent store, account and event stream.
+pub(crate) struct Peer {
+    pub(crate) node: Node,
+    pub(crate) store: Arc<MemoryTorrent>,
+    pub(crate) account: Address,
+    pub(crate) events: mpsc::UnboundedReceiver<CoordinatorEvent>,
+}
+
+/// Pseudo-random content (xorshift), so that piece hashes differ.
+pub(crate) fn content(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn peer(
+    chain: &SimulatedChain,
+    store: Arc<MemoryTorrent>,
+    funds: u64,
+    seed: u8,
+    configure: impl FnOnce(&mut CoordinatorConfig),
+) -> Peer {
+    let signer = Arc::new(LocalSigner::random());
+    let account = signer.address();
+    if funds > 0 {
+        chain.fund(account, U256::from(funds)).expect("fund");
+    }
+    let mut client_config = ClientConfig::new(chain.app_definition());
+    client_config.challenge_duration = 60;
+    let (client, client_events) = Client::open(
+        client_config,
+        signer,
+        Arc::new(chain.handle(account)),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .await
+    .expect("client");
+    let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
+    let backend = Arc::new(ClientBackend::new(client, client_events, Some(policy)));
+    let mut config = CoordinatorConfig::new(account, account);
+    configure(&mut config);
+    let coordinator = Coordinator::new(config).expect("config");
+    let mut node_config = NodeConfig::new(*b"-PB0001-000000000000");
+    node_config.peer_id[18] = seed;
+    node_config.peer_id[19] = account.0[0];
+    let node = Node::start(coordinator, node_config, backend);
+    node.add_torrent(T, INFO_HASH, store.clone())
+        .expect("torrent");
+    let events = node.subscribe();
+    Peer {
+        node,
+        store,
+        account,
+        events,
+    }
+}
+
+/// A seeder of `store` at 1 wei/byte that trusts each buyer with `trust` bytes and proposes
+/// channels of `deposit` wei; it buys nothing. Everything else is the default policy (queue
+/// requests until paid, prompt to pay ahead at 50 % of the last payment).
+pub(crate) async fn seller(
+    chain: &SimulatedChain,
+    store: Arc<MemoryTorrent>,
+    trust: u64,
+    deposit: u128,
+) -> Peer {
+    peer(chain, store, 0, 0, |c| {
+        let up = c.upload.as_mut().expect("upload");
+        up.choke.trust = TrustPolicy::fixed(trust);
+        up.deposit = deposit;
+        c.download = None;
+    })
+    .await
+}
+
+/// A buyer of `meta` (funded with `funds` wei) paying `granularity` bytes per payment, with
+/// pay-ahead; it sells nothing.
+pub(crate) async fn buyer(
+    chain: &SimulatedChain,
+    meta: TorrentMeta,
+    granularity: u64,
+    funds: u64,
+    seed: u8,
+) -> Peer {
+    peer(
+        chain,
+        Arc::new(MemoryTorrent::empty(meta)),
+        funds,
+        seed,
+        |c| {
+            c.upload = None;
+            let down = c.download.as_mut().expect("download");
+            down.granularity_bytes = granularity;
+            down.pay_ahead = true;
+            down.max_deposit = u128::MAX;
+            down.budget = u128::MAX;
+        },
+    )
+    .await
+}
