@@ -173,6 +173,9 @@ fn benches(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let (t, payments) = rt.block_on(transfer(&seed, link, granularity));
+                    if std::env::var_os("TRANSFER_VERBOSE").is_some() {
+                        eprintln!("{id}: {t:?}");
+                    }
                     if !reported {
                         eprintln!("{id}: {payments} payments per transfer, {t:?}");
                         reported = true;
