@@ -133,7 +133,9 @@ fn benches(c: &mut Criterion) {
     // Per payment, first (same run as the transfers; see the module docs).
     let mut floor = c.benchmark_group("floor");
     floor.throughput(Throughput::Elements(1));
-    let _ = channel::floor_benches(&mut floor);
+    let running = channel::floor_benches(&mut floor);
+    assert!(running.payee.ch.paid() > payment_channel::U256::ZERO);
+    drop(running.payer_signer);
     floor.finish();
 
     let rt = tokio::runtime::Builder::new_multi_thread()

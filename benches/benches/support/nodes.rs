@@ -3,6 +3,8 @@
 //! (k256 signatures, `MemoryStore`) on a shared `SimulatedChain`, as in
 //! `torrent-glue/tests/adapter.rs`.
 
+#![allow(dead_code)] // shared by several bench binaries, each using a subset
+
 use std::sync::Arc;
 
 use paid_wire::choke::TrustPolicy;
@@ -11,7 +13,9 @@ use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::{MemoryStore, SimulatedChain, U256};
 use tokio::sync::mpsc;
-use torrent_glue::adapter::{ClientBackend, MemoryTorrent, Node, NodeConfig, TorrentMeta};
+use torrent_glue::adapter::{
+    ChannelBackend, ClientBackend, MemoryTorrent, Node, NodeConfig, TorrentMeta,
+};
 use torrent_glue::{Address, Coordinator, CoordinatorConfig, CoordinatorEvent, TorrentKey};
 
 pub(crate) const INFO_HASH: [u8; 20] = [0x17; 20];
@@ -44,6 +48,7 @@ async fn peer(
     funds: u64,
     seed: u8,
     configure: impl FnOnce(&mut CoordinatorConfig),
+    wrap: impl FnOnce(Arc<dyn ChannelBackend>) -> Arc<dyn ChannelBackend>,
 ) -> Peer {
     let signer = Arc::new(LocalSigner::random());
     let account = signer.address();
@@ -62,7 +67,11 @@ async fn peer(
     .await
     .expect("client");
     let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
-    let backend = Arc::new(ClientBackend::new(client, client_events, Some(policy)));
+    let backend = wrap(Arc::new(ClientBackend::new(
+        client,
+        client_events,
+        Some(policy),
+    )));
     let mut config = CoordinatorConfig::new(account, account);
     configure(&mut config);
     let coordinator = Coordinator::new(config).expect("config");
@@ -90,12 +99,19 @@ pub(crate) async fn seller(
     trust: u64,
     deposit: u128,
 ) -> Peer {
-    peer(chain, store, 0, 0, |c| {
-        let up = c.upload.as_mut().expect("upload");
-        up.choke.trust = TrustPolicy::fixed(trust);
-        up.deposit = deposit;
-        c.download = None;
-    })
+    peer(
+        chain,
+        store,
+        0,
+        0,
+        |c| {
+            let up = c.upload.as_mut().expect("upload");
+            up.choke.trust = TrustPolicy::fixed(trust);
+            up.deposit = deposit;
+            c.download = None;
+        },
+        |b| b,
+    )
     .await
 }
 
@@ -107,6 +123,18 @@ pub(crate) async fn buyer(
     granularity: u64,
     funds: u64,
     seed: u8,
+) -> Peer {
+    buyer_with(chain, meta, granularity, funds, seed, |b| b).await
+}
+
+/// [`buyer`], with its channel backend wrapped by `wrap`.
+pub(crate) async fn buyer_with(
+    chain: &SimulatedChain,
+    meta: TorrentMeta,
+    granularity: u64,
+    funds: u64,
+    seed: u8,
+    wrap: impl FnOnce(Arc<dyn ChannelBackend>) -> Arc<dyn ChannelBackend>,
 ) -> Peer {
     peer(
         chain,
@@ -121,6 +149,7 @@ pub(crate) async fn buyer(
             down.max_deposit = u128::MAX;
             down.budget = u128::MAX;
         },
+        wrap,
     )
     .await
 }
