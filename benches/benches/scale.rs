@@ -189,22 +189,21 @@ fn main() {
         let cpu_0 = cpu_time();
         let t_pay = Instant::now();
         gate_tx.send_replace(true);
+        let mut payments = 0u64;
         for b in &mut buyers {
             wait_for(&mut b.events, "a download", 1, |e| {
+                payments += u64::from(matches!(e, CoordinatorEvent::PaymentSent { .. }));
                 matches!(e, CoordinatorEvent::DownloadComplete { .. })
             })
             .await;
         }
         let wall = t_pay.elapsed();
         let cpu = cpu_time() - cpu_0;
-        let payments: u128 = buyers
-            .iter()
-            .map(|b| {
-                let s = seller.account;
-                b.node.inspect(|c| c.identity(s).map_or(0, |i| i.wei_paid))
-            })
-            .sum::<u128>()
-            / u128::from(GRANULARITY);
+        for b in &mut buyers {
+            while let Ok(e) = b.events.try_recv() {
+                payments += u64::from(matches!(e, CoordinatorEvent::PaymentSent { .. }));
+            }
+        }
         for t in tasks {
             t.abort();
         }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use paid_wire::choke::TrustPolicy;
+use paid_wire::choke::{PromptPolicy, TrustPolicy, Watermark};
 use payment_channel::client::{Client, ClientConfig};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
@@ -90,9 +90,19 @@ async fn peer(
     }
 }
 
-/// A seeder of `store` at 1 wei/byte that trusts each buyer with `trust` bytes and proposes
-/// channels of `deposit` wei; it buys nothing. Everything else is the default policy (queue
-/// requests until paid, prompt to pay ahead at 50 % of the last payment).
+/// The seeder's pay-ahead prompt: when a buyer's credit drops under 768 KiB (more than the
+/// downloader's request pipeline, 16 × 16 KiB, plus a payment round trip at a few hundred MiB/s),
+/// suggest topping it up to 1 MiB. The default (prompt at 50 % of the last payment, suggest one
+/// payment) keeps one payment in flight, which caps a transfer at one granularity per payment
+/// round trip.
+pub(crate) const PROMPT: PromptPolicy = PromptPolicy {
+    watermark: Watermark::Bytes(768 * 1024),
+    suggested_bytes: Some(1024 * 1024),
+};
+
+/// A seeder of `store` at 1 wei/byte that trusts each buyer with `trust` bytes, proposes
+/// channels of `deposit` wei and prompts with [`PROMPT`]; it buys nothing. Everything else is
+/// the default policy (requests queued until paid).
 pub(crate) async fn seller(
     chain: &SimulatedChain,
     store: Arc<MemoryTorrent>,
@@ -107,6 +117,7 @@ pub(crate) async fn seller(
         |c| {
             let up = c.upload.as_mut().expect("upload");
             up.choke.trust = TrustPolicy::fixed(trust);
+            up.choke.prompt = Some(PROMPT);
             up.deposit = deposit;
             c.download = None;
         },
