@@ -16,6 +16,10 @@
 //! - `duplex/paid_<G>`, `tcp/paid_<G>`: no trust; the downloader pays every G bytes (1 wei/byte),
 //!   ahead when prompted (the seeder prompts at 50 % of the last payment, the default).
 //!
+//! Each paid iteration is preceded by an untimed unpaid transfer on the same link; both times
+//! go to `target/criterion/transfer-paired.json`, so that `publish.py` can also report
+//! paid / unpaid as the median of per-pair ratios (robust to the load drifting between cases).
+//!
 //! Timed per iteration (`iter_custom`): from starting both connection tasks to the downloader's
 //! `DownloadComplete` event, i.e. BitTorrent + extended handshakes, channel setup (propose, join,
 //! deposit on the simulated chain, postfund: a few signatures), the transfer and the Keccak check
@@ -151,6 +155,7 @@ fn benches(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_secs(1));
+    let mut pairs: Vec<(String, Duration, Duration)> = Vec::new();
     let mut cases: Vec<(Link, Option<u64>)> = vec![(Link::Duplex, None)];
     for g in [KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, MIB, 4 * MIB] {
         cases.push((Link::Duplex, Some(g)));
@@ -170,11 +175,18 @@ fn benches(c: &mut Criterion) {
             granularity.map_or_else(|| "unpaid".to_owned(), |g| format!("paid_{}", label(g)))
         );
         let mut reported = false;
+        let pairs = &mut pairs;
         group.bench_function(&id, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
+                    // Paired reference: an unpaid transfer right before each paid one, so that
+                    // paid / unpaid is also taken per pair (the load drifts between cases).
+                    let reference = granularity.map(|_| rt.block_on(transfer(&seed, link, None)).0);
                     let (t, payments) = rt.block_on(transfer(&seed, link, granularity));
+                    if let Some(u) = reference {
+                        pairs.push((id.clone(), t, u));
+                    }
                     if std::env::var_os("TRANSFER_VERBOSE").is_some() {
                         eprintln!("{id}: {t:?}");
                     }
@@ -189,6 +201,31 @@ fn benches(c: &mut Criterion) {
         });
     }
     group.finish();
+    write_pairs(&pairs);
+}
+
+/// `target/criterion/transfer-paired.json`: `{id: [[paid_ns, unpaid_ns], ...]}`.
+fn write_pairs(pairs: &[(String, Duration, Duration)]) {
+    let mut ids: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
+    ids.dedup();
+    let body: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let v: Vec<String> = pairs
+                .iter()
+                .filter(|p| p.0 == *id)
+                .map(|p| format!("[{}, {}]", p.1.as_nanos(), p.2.as_nanos()))
+                .collect();
+            format!("  \"{id}\": [{}]", v.join(", "))
+        })
+        .collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    std::fs::create_dir_all(&dir).expect("target/criterion");
+    std::fs::write(
+        dir.join("transfer-paired.json"),
+        format!("{{\n{}\n}}\n", body.join(",\n")),
+    )
+    .expect("transfer-paired.json");
 }
 
 criterion_group!(transfer_benches, benches);
