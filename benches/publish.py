@@ -115,7 +115,8 @@ def fmt_rate(x):
 
 
 class Report:
-    def __init__(self, crit, original, scale):
+    def __init__(self, crit, original, scale, paired=None):
+        self.paired = paired or {}
         self.crit = crit
         self.original = original
         self.scale = scale
@@ -155,25 +156,30 @@ class Report:
         u = mibps(unpaid["median"])
         lines = [
             "| granularity | payments | time (median) | throughput MiB/s | paid / unpaid "
-            "| crypto bound MiB/s | measured / bound | measured / min(unpaid, bound) "
-            "| measured / serial sum | target |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-            f"| unpaid | 0 | {fmt_time(unpaid['median'])} | {fmt_rate(u)} | 1 | | | | | |",
+            "| paid / unpaid, paired | crypto bound MiB/s | measured / bound "
+            "| measured / min(unpaid, bound) | measured / serial sum | target |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| unpaid | 0 | {fmt_time(unpaid['median'])} | {fmt_rate(u)} | 1 | 1 | | | | | |",
         ]
         for g in sorted(k[1] for k in self.transfer if k[0] == link and k[1] is not None):
             v = self.transfer[(link, g)]
             m = mibps(v["median"])
             b = self.bound(g)
-            envelope = m / min(u, b)
+            pairs = self.paired.get(f"{link}/paid_{label(g).replace(' ', '')}", [])
+            # Median of per-pair ratios (unpaid time / paid time); falls back on the medians.
+            ratios = sorted(un / pd for pd, un in pairs)
+            pu = ratios[len(ratios) // 2] if ratios else m / u
+            envelope = max(pu, m / b)  # = measured / min(unpaid, bound)
             serial = m * (1 / u + 1 / b)  # serial sum: unpaid time + payments × whole_payment
             targets = []
             if g == MIB:
-                targets.append(f"paid/unpaid ≥ 0.97 {self.check(m / u >= 0.97)}")
+                targets.append(f"paid/unpaid ≥ 0.97 {self.check(pu >= 0.97)}")
             if g >= 16 * KIB:
                 targets.append(f"≥ 0.90 of min {self.check(envelope >= 0.90)}")
             lines.append(
                 f"| {label(g)} | {SIZE // g:,} | {fmt_time(v['median'])} | {fmt_rate(m)} "
-                f"| {m / u:.3f} | {fmt_rate(b)} | {m / b:.3f} | {envelope:.3f} | {serial:.3f} "
+                f"| {m / u:.3f} | {pu:.3f} ({len(ratios)}) | {fmt_rate(b)} | {m / b:.3f} "
+                f"| {envelope:.3f} | {serial:.3f} "
                 f"| {'; '.join(targets)} |"
             )
         return lines
@@ -224,7 +230,7 @@ class Report:
             "downloader with the whole file (`TrustPolicy::fixed(64 MiB)`): a channel is still "
             "opened, but the downloader never owes anything and signs no voucher. **Paid**: no "
             "trust, 1 wei/byte, the downloader pays every G bytes, ahead of time when the seeder "
-            "prompts (default watermark: 50 % of the last payment). Granularities under the 16 KiB "
+            "prompts (when the credit falls under 768 KiB, suggesting 1 MiB; see the notes below). Granularities under the 16 KiB "
             "block mean several payments per block.",
             "",
             "### `tokio::io::duplex` (256 KiB buffer)",
@@ -236,6 +242,11 @@ class Report:
             *self.transfer_table("tcp"),
             "",
             "![throughput vs granularity](throughput.svg)",
+            "",
+            "*Paired*: every paid iteration is preceded by an unpaid transfer on the same link; "
+            "the median of the per-pair ratios (number of pairs in brackets) is robust to the load "
+            "drifting between cases, and is what the targets use; `measured / min(unpaid, bound)` "
+            "is max(paired ratio, measured / bound).",
             "",
             "Targets: at 1 MiB paid ≥ 97 % of unpaid; from 16 KiB up, paid ≥ 90 % of "
             "min(unpaid, crypto bound). Below 16 KiB no target: the transfer is payment-bound. "
@@ -288,6 +299,7 @@ class Report:
         s = self.scale
         if not s:
             return ["## Scale", "", "Not measured (no `scale.json`).", ""]
+        expected = s["channels"] * s["bytes_per_channel"] // s["granularity"]
         return [
             "## Scale: one seeder, many concurrent paid channels",
             "",
@@ -312,6 +324,13 @@ class Report:
             f"| **payments per second per core** (payments / CPU seconds) | "
             f"**{s['payments_per_cpu_second']:,.0f}** |",
             "",
+            *([f"`payments` counts `PaymentSent` events: {s['payments'] - expected:,.0f} more than "
+               f"channels × {s['bytes_per_channel'] // KIB} KiB / {label(s['granularity'])} = "
+               f"{expected:,.0f}. Holding the payments back to open every channel first outlasts "
+               "the downloaders' 2 s STOP grace, after which a STOP is paid without trusting the "
+               "credit estimate (one extra granularity each time): an artifact of the gate, not "
+               "of steady transfers (the `transfer` bench pays exactly size / granularity).", ""]
+              if s["payments"] > expected else []),
             "Each payment is signed by a downloader and verified by the seeder, both in this "
             "process, so per core means one payment's both ends (compare 1 / `whole_payment` = "
             f"{1e9 / self.payment_ns:,.0f} per second), plus the data and the protocol around it.",
@@ -367,7 +386,10 @@ class Report:
         add(f'<text x="18" y="{top + ph / 2}" text-anchor="middle" '
             f'transform="rotate(-90 18 {top + ph / 2})">throughput, MiB/s (log scale)</text>')
 
-        g_lo, g_hi = xmin, xmax
+        # The bound is a straight line; clip its ends to the plot (not by clamping y, which
+        # would bend it).
+        per_byte = self.bound(1)
+        g_lo, g_hi = max(xmin, ymin / per_byte), min(xmax, ymax / per_byte)
         body = ['<g clip-path="url(#plot)">']
         # Crypto bound: G / whole_payment, a straight line of slope 1.
         body.append(f'<line x1="{x(g_lo):.1f}" y1="{y(self.bound(g_lo)):.1f}" x2="{x(g_hi):.1f}" '
@@ -434,7 +456,8 @@ def main():
     def optional(name):
         p = args.criterion_dir / name
         return json.loads(p.read_text()) if p.exists() else None
-    report = Report(crit, optional("original-stack.json"), optional("scale.json"))
+    report = Report(crit, optional("original-stack.json"), optional("scale.json"),
+                    optional("transfer-paired.json"))
     args.docs.mkdir(parents=True, exist_ok=True)
     md = report.markdown()
     (args.docs / "benchmarks.md").write_text(md)

@@ -55,6 +55,23 @@ enum Link {
     Tcp,
 }
 
+/// CPU time of every thread of the process so far (`/proc/self/task/*/schedstat`, ns).
+fn process_cpu() -> Duration {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(ns)
+}
+
 /// One transfer; returns the timed part and the number of payments made.
 async fn transfer(
     seed: &Arc<MemoryTorrent>,
@@ -155,7 +172,7 @@ fn benches(c: &mut Criterion) {
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_secs(1));
-    let mut pairs: Vec<(String, Duration, Duration)> = Vec::new();
+    let mut pairs: Vec<(String, [Duration; 4])> = Vec::new();
     let mut cases: Vec<(Link, Option<u64>)> = vec![(Link::Duplex, None)];
     for g in [KIB, 4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, MIB, 4 * MIB] {
         cases.push((Link::Duplex, Some(g)));
@@ -182,10 +199,17 @@ fn benches(c: &mut Criterion) {
                 for _ in 0..iters {
                     // Paired reference: an unpaid transfer right before each paid one, so that
                     // paid / unpaid is also taken per pair (the load drifts between cases).
-                    let reference = granularity.map(|_| rt.block_on(transfer(&seed, link, None)).0);
+                    // CPU time of the whole process around each (the floor benches are over).
+                    let reference = granularity.map(|_| {
+                        let cpu = process_cpu();
+                        let u = rt.block_on(transfer(&seed, link, None)).0;
+                        (u, process_cpu() - cpu)
+                    });
+                    let cpu = process_cpu();
                     let (t, payments) = rt.block_on(transfer(&seed, link, granularity));
-                    if let Some(u) = reference {
-                        pairs.push((id.clone(), t, u));
+                    let cpu = process_cpu() - cpu;
+                    if let Some((u, u_cpu)) = reference {
+                        pairs.push((id.clone(), [t, u, cpu, u_cpu]));
                     }
                     if std::env::var_os("TRANSFER_VERBOSE").is_some() {
                         eprintln!("{id}: {t:?}");
@@ -204,8 +228,9 @@ fn benches(c: &mut Criterion) {
     write_pairs(&pairs);
 }
 
-/// `target/criterion/transfer-paired.json`: `{id: [[paid_ns, unpaid_ns], ...]}`.
-fn write_pairs(pairs: &[(String, Duration, Duration)]) {
+/// `target/criterion/transfer-paired.json`:
+/// `{id: [[paid_ns, unpaid_ns, paid_cpu_ns, unpaid_cpu_ns], ...]}` (wall time, process CPU time).
+fn write_pairs(pairs: &[(String, [Duration; 4])]) {
     let mut ids: Vec<&str> = pairs.iter().map(|p| p.0.as_str()).collect();
     ids.dedup();
     let body: Vec<String> = ids
@@ -214,7 +239,10 @@ fn write_pairs(pairs: &[(String, Duration, Duration)]) {
             let v: Vec<String> = pairs
                 .iter()
                 .filter(|p| p.0 == *id)
-                .map(|p| format!("[{}, {}]", p.1.as_nanos(), p.2.as_nanos()))
+                .map(|p| {
+                    let v: Vec<String> = p.1.iter().map(|d| d.as_nanos().to_string()).collect();
+                    format!("[{}]", v.join(", "))
+                })
                 .collect();
             format!("  \"{id}\": [{}]", v.join(", "))
         })
