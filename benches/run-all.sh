@@ -5,6 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 cargo bench -p paid-benches --bench transfer
+# The Rust whole payment right before the ethers script, for a same-minute ratio.
+cargo bench -p paid-benches --bench payment -- 'payment/(bare|whole)'
 (cd benches/original && npm install --no-audit --no-fund && node payment.js --out ../../target/criterion/original-stack.json)
 cargo bench -p paid-benches --bench scale
 python3 benches/publish.py
