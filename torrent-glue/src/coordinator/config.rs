@@ -140,6 +140,12 @@ pub struct DownloadConfig {
     /// Pay ahead when the uploader prompts, so a steady transfer never waits for a payment
     /// round trip. Default `true`.
     pub pay_ahead: bool,
+    /// A prompt is answered with one granularity, then with more (each one granularity, all in
+    /// flight at once) while the credit we think the uploader holds for us (paid + trust −
+    /// received) is below the bytes the prompt suggests, up to this many bytes of credit.
+    /// Several payments in flight keep a fast transfer from waiting one payment round trip per
+    /// granularity. Bounds what an uploader can make us prepay. Default 1 MiB.
+    pub max_pay_ahead_bytes: u64,
     /// Highest price per byte we join a channel at (uploaders advertise their price).
     pub max_price_per_byte: u128,
     /// Largest deposit one channel may ask of us.
@@ -157,11 +163,12 @@ pub struct DownloadConfig {
 }
 
 impl Default for DownloadConfig {
-    /// 256 KiB per payment, pay-ahead on, up to 1 wei/byte, 1e8 wei per channel, 1e9 in total.
+    /// 256 KiB per payment, pay-ahead on (up to 1 MiB ahead), up to 1 wei/byte, 1e8 wei per channel, 1e9 in total.
     fn default() -> Self {
         Self {
             granularity_bytes: 256 * 1024,
             pay_ahead: true,
+            max_pay_ahead_bytes: 1024 * 1024,
             max_price_per_byte: 1,
             max_deposit: 100_000_000,
             budget: 1_000_000_000,

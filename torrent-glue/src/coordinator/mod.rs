@@ -1966,7 +1966,7 @@ impl Coordinator {
         }
     }
 
-    fn on_prompt(&mut self, now: Instant, key: PeerKey, account: Address, _suggested: u64) {
+    fn on_prompt(&mut self, now: Instant, key: PeerKey, account: Address, suggested: u64) {
         let Some(slot) = self
             .identities
             .get(&account)
@@ -1983,18 +1983,45 @@ impl Coordinator {
         if stopped {
             return; // the STOP payment covers it
         }
-        match self.payment_size(key, account, PayReason::PayAhead, false) {
-            None => self.out_of_funds(now, account),
-            Some(0) => {}
-            Some(bytes) => {
-                if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+        // One granularity, then more while the uploader's credit (as we see it) is below what it
+        // suggests, within our own pay-ahead bound: several payments in flight at once.
+        let target = suggested.min(self.config.download.map_or(0, |d| d.max_pay_ahead_bytes));
+        let mut first = true;
+        loop {
+            if !first && self.credit_at(account) >= target {
+                return;
+            }
+            first = false;
+            match self.payment_size(key, account, PayReason::PayAhead, false) {
+                None => return self.out_of_funds(now, account),
+                Some(0) => return,
+                Some(bytes) => {
+                    let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut())
+                    else {
+                        return;
+                    };
                     let paid = planner.stats().bytes_paid;
                     planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
-                    planner.handle_prompt(slot.id, bytes);
+                    let queued = planner.handle_prompt(slot.id, bytes);
+                    self.drain_planner(now, key);
+                    if !queued {
+                        return;
+                    }
                 }
-                self.drain_planner(now, key);
             }
         }
+    }
+
+    /// The credit we think `account` (an uploader) holds for us: paid + its advertised trust −
+    /// received, in bytes.
+    fn credit_at(&self, account: Address) -> u64 {
+        self.identities.get(&account).map_or(0, |ident| {
+            ident
+                .paid
+                .bytes_paid
+                .saturating_add(ident.terms.trust_bytes)
+                .saturating_sub(ident.paid.bytes_received)
+        })
     }
 
     /// Bytes to buy now: one granularity, no more than we still need beyond the credit the

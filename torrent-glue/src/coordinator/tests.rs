@@ -778,6 +778,43 @@ fn prompt_pays_ahead_unless_stopped() {
 }
 
 #[test]
+fn prompt_tops_credit_up_to_the_suggestion_within_the_pay_ahead_bound() {
+    let mut config = buyer_config(30_000);
+    config.download.as_mut().unwrap().max_pay_ahead_bytes = 100_000;
+    let (mut h, k, _, _) = downloader(config, 10_000_000);
+    // Suggests 75 000 bytes of credit: three payments of one granularity, all in flight.
+    h.notice_in(
+        k,
+        &Notice::Prompt {
+            bytes: 75_000,
+            amount: 75_000,
+        },
+    )
+    .unwrap();
+    assert_eq!(pays(&h.channel()), vec![30_000, 30_000, 30_000]);
+    // Credit 90 000 ≥ 75 000: one more granularity only (always at least one per prompt).
+    h.notice_in(
+        k,
+        &Notice::Prompt {
+            bytes: 75_000,
+            amount: 75_000,
+        },
+    )
+    .unwrap();
+    assert_eq!(pays(&h.channel()), vec![30_000]);
+    // A huge suggestion is capped by our own bound: credit 120 000 ≥ 100 000 after one.
+    h.notice_in(
+        k,
+        &Notice::Prompt {
+            bytes: u64::MAX,
+            amount: u128::MAX,
+        },
+    )
+    .unwrap();
+    assert_eq!(pays(&h.channel()), vec![30_000]);
+}
+
+#[test]
 fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     let mut config = buyer_config(100_000);
     config.download.as_mut().unwrap().granularity_bytes = 100_000;
