@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // web3torrent's per-payment cost, on this machine, with the library it used (ethers v5).
 //
-// One web3torrent payment is two Nitro G1 states (docs: /work/shared/reference/web3torrent.md
+// One web3torrent payment is two Nitro G1 states (docs: the project's shared/reference/web3torrent.md
 // §3.5, §4.3, §5.2): the payer's payment state at an odd turn (payer balance - x, beneficiary
 // + x), then the beneficiary's accept state at turn + 1 (same outcome). For each state the mover
 // hashes it (G1 `hashState`: channelId, appPartHash, outcomeHash, then the State tuple) and
