@@ -56,7 +56,7 @@ fn num(v: &Value, key: &str) -> u128 {
 
 #[test]
 fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
-    let Some(anvil) = Anvil::start() else {
+    let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
         return;
     };
     let art = repo_root().join("target/nitro-artifacts");

@@ -39,6 +39,8 @@
 //! # });
 //! ```
 
+pub mod anvil;
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -15,11 +15,11 @@ use payment_channel::SimulatedChain;
 use payment_channel::chain::ethereum::{Deployment, EthereumChain, NitroArtifacts, deploy};
 use payment_channel::chain::{Chain, ChainEvent, ChannelMode};
 use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::test_utils::anvil::{Anvil, DEV_KEYS, artifacts_dir};
 use payment_channel::test_utils::{
     PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_invalid_challenges,
     scenario_payee_counters_stale_challenge, scenario_payee_redeems,
 };
-use support::anvil::{Anvil, DEV_KEYS, artifacts_dir};
 use support::scenarios::{self, Env, Report};
 
 /// A node with the contracts deployed and handles for dev accounts #1 (payer) and #2 (payee);

@@ -1,4 +1,3 @@
-//! Shared test support: the anvil harness and backend-agnostic chain scenarios.
+//! Shared test support: backend-agnostic chain scenarios (the anvil harness is `payment_channel::test_utils::anvil`).
 
-pub mod anvil;
 pub mod scenarios;

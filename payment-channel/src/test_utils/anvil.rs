@@ -13,8 +13,6 @@
 //! When either is missing, a test **fails** if `$CI` is set and is skipped (with instructions on
 //! stderr) otherwise.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -38,12 +36,13 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn in_ci() -> bool {
+/// Whether `$CI` is set (to anything but empty, `false` or `0`).
+pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 /// Fails under CI, else prints why the test is skipped. Returns `None` for `?`-style use.
-fn missing<T>(what: &str, how: &str) -> Option<T> {
+pub fn missing<T>(what: &str, how: &str) -> Option<T> {
     if in_ci() {
         panic!("{what} is required when CI is set: {how}");
     }
@@ -86,7 +85,8 @@ pub fn artifacts_dir() -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct Anvil {
     child: Child,
-    port: u16,
+    /// The loopback port it listens on.
+    pub port: u16,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     /// From spawn to the first answered `eth_chainId`.
@@ -97,6 +97,11 @@ impl Anvil {
     /// Starts anvil on a free loopback port, or returns `None` (skip) / panics (CI) when anvil
     /// is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`Anvil::start`], with extra command-line arguments (e.g. `["--block-time", "1"]`).
+    pub fn start_with(extra_args: &[&str]) -> Option<Self> {
         let Some(bin) = find_anvil() else {
             return missing(
                 "anvil",
@@ -106,7 +111,7 @@ impl Anvil {
         };
         let mut last_err = String::new();
         for _attempt in 0..5 {
-            match Self::start_once(&bin) {
+            match Self::start_once(&bin, extra_args) {
                 Ok(anvil) => return Some(anvil),
                 Err(e) => last_err = e,
             }
@@ -114,7 +119,7 @@ impl Anvil {
         panic!("anvil ({}) did not start: {last_err}", bin.display());
     }
 
-    fn start_once(bin: &Path) -> Result<Self, String> {
+    fn start_once(bin: &Path, extra_args: &[&str]) -> Result<Self, String> {
         // Not every anvil version takes `--port 0`: reserve a port, release it, and retry on a
         // collision (another process may grab it in between).
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -131,6 +136,7 @@ impl Anvil {
                 "--chain-id",
                 "1337",
             ])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -178,7 +184,7 @@ fn chain_id_answers(port: u16) -> bool {
 
 /// One JSON-RPC request to 127.0.0.1:`port` with a minimal HTTP/1.1 client (so that readiness
 /// and node control need no async runtime); returns the `result` member.
-fn rpc(port: u16, method: &str, params: &str) -> Result<serde_json::Value, String> {
+pub fn rpc(port: u16, method: &str, params: &str) -> Result<serde_json::Value, String> {
     use std::io::Write;
     let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -206,5 +212,14 @@ impl Anvil {
     /// A JSON-RPC request to this node (node control in tests: `evm_setAutomine`, `evm_mine`, ...).
     pub fn rpc(&self, method: &str, params: &str) -> Result<serde_json::Value, String> {
         rpc(self.port, method, params)
+    }
+
+    /// Balance of `address` (hex) in wei.
+    pub fn balance(&self, address: &str) -> u128 {
+        let v = self
+            .rpc("eth_getBalance", &format!(r#"["{address}","latest"]"#))
+            .expect("eth_getBalance");
+        let hex = v.as_str().expect("hex quantity").trim_start_matches("0x");
+        u128::from_str_radix(hex, 16).expect("balance fits u128")
     }
 }
