@@ -95,6 +95,29 @@ struct ChainArgs {
     artifacts: Option<PathBuf>,
 }
 
+/// How long an absent or silent counterparty is waited for.
+#[derive(Debug, Args, Clone, Copy)]
+struct LivenessOpts {
+    /// Close a channel whose counterparty has had no connection for this many seconds (its
+    /// channel is kept for a reconnect until then, also across a restart with `--store`).
+    #[arg(long, default_value_t = 30)]
+    idle_close: u64,
+    /// Seconds the counterparty has to answer a proposal, a join or a close before the channel
+    /// is abandoned (unfunded) or challenged.
+    #[arg(long, default_value_t = 60)]
+    answer_timeout: u64,
+}
+
+impl LivenessOpts {
+    fn config(self) -> LivenessConfig {
+        LivenessConfig {
+            idle_close_after: Some(Duration::from_secs(self.idle_close)),
+            response_timeout: Duration::from_secs(self.answer_timeout),
+            ..LivenessConfig::default()
+        }
+    }
+}
+
 /// Where the payment identity and channels live.
 #[derive(Debug, Args)]
 struct WalletArgs {
@@ -148,6 +171,8 @@ enum Command {
         pay: SellOpts,
         #[command(flatten)]
         wallet: WalletArgs,
+        #[command(flatten)]
+        liveness: LivenessOpts,
     },
     /// Download a torrent from peers given by address, paying for it.
     Get {
@@ -172,6 +197,8 @@ enum Command {
         pay: BuyOpts,
         #[command(flatten)]
         wallet: WalletArgs,
+        #[command(flatten)]
+        liveness: LivenessOpts,
     },
     /// Seed a generated file to a downloader in this process, over loopback, with payments.
     Demo {
@@ -212,6 +239,7 @@ async fn run(cli: Cli) -> Result<()> {
             challenge_duration,
             pay,
             wallet,
+            liveness,
         } => {
             let meta = Metainfo::load(&torrent)?;
             let dir = content_dir(&torrent, dir);
@@ -238,7 +266,7 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let chain = chain_choice(&cli.chain, &out).await?;
             let wallet = open_wallet(&chain, &wallet).await?;
-            seed_paid(t, listen, &wallet, sell, &out).await
+            seed_paid(t, listen, &wallet, sell, liveness.config(), &out).await
         }
         Command::Get {
             torrent,
@@ -249,6 +277,7 @@ async fn run(cli: Cli) -> Result<()> {
             free,
             pay,
             wallet,
+            liveness,
         } => {
             let meta = Metainfo::load(&torrent)?;
             let strategy = if sequential {
@@ -270,7 +299,17 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let chain = chain_choice(&cli.chain, &out).await?;
             let wallet = open_wallet(&chain, &wallet).await?;
-            get_paid(t, &peers, &dir, timeout, &wallet, buy, &out).await
+            get_paid(
+                t,
+                &peers,
+                &dir,
+                timeout,
+                &wallet,
+                buy,
+                liveness.config(),
+                &out,
+            )
+            .await
         }
         Command::Demo {
             size_mib,
@@ -468,9 +507,13 @@ async fn seed_free(torrent: Arc<Torrent>, listen: SocketAddr) -> Result<()> {
 fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
     match e {
         CoordinatorEvent::PaymentReceived {
-            account, total, delta, ..
+            account,
+            channel_id,
+            total,
+            delta,
         } => out.event(
-            json!({"event": "payment_received", "from": account.to_string(), "delta": delta, "total": total}),
+            json!({"event": "payment_received", "from": account.to_string(),
+                   "channel": hex::encode(channel_id), "delta": delta, "total": total}),
             || format!("payment from {account}: +{delta} wei (total {total})"),
         ),
         CoordinatorEvent::ChannelOpened {
@@ -489,6 +532,23 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
                    "channel": hex::encode(channel_id), "payee_amount": payee_amount}),
             || format!("channel 0x{} with {account} closed: payee gets {payee_amount} wei", hex::encode(channel_id)),
         ),
+        CoordinatorEvent::ChannelRestored {
+            account,
+            channel_id,
+            role,
+            paid,
+            state,
+        } => out.event(
+            json!({"event": "channel_restored", "peer": account.to_string(), "channel": hex::encode(channel_id),
+                   "role": format!("{role:?}"), "paid": paid, "state": format!("{state:?}")}),
+            || format!("channel 0x{} with {account} restored from the store ({state:?}, {paid} wei paid)", hex::encode(channel_id)),
+        ),
+        CoordinatorEvent::Closing {
+            account, channel_id, ..
+        } => out.event(
+            json!({"event": "closing", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
+            || format!("closing channel 0x{} with {account}", hex::encode(channel_id)),
+        ),
         CoordinatorEvent::Challenging {
             account, channel_id, ..
         } => out.event(
@@ -504,32 +564,23 @@ async fn seed_paid(
     listen: SocketAddr,
     wallet: &Wallet,
     sell: SellTerms,
+    liveness: LivenessConfig,
     out: &Out,
 ) -> Result<()> {
-    let node = PaidNode::start(
-        torrent.clone(),
-        wallet,
-        Some(sell.clone()),
-        None,
-        LivenessConfig::default(),
-    )
-    .await?;
-    let mut events = node.subscribe();
-    // Channels an earlier run left open: the payer is not connected, so take them on chain
-    // with our largest voucher.
-    let mut pending = Vec::new();
-    for id in node.settle_leftovers().await? {
-        let paid = node
-            .client
-            .channel_info(id)
-            .await
-            .map(|i| i.paid)
-            .unwrap_or_default();
-        out.event(
-            json!({"event": "leftover_challenged", "channel": id.to_string(), "paid": paid.to_string()}),
-            || format!("channel {id} from an earlier run: challenged with our largest voucher ({paid} wei)"),
-        );
-        pending.push(id);
+    // Channels an earlier run left in the store are adopted by the node (reported as
+    // `channel_restored`): payments continue on them when their payer comes back; if it does
+    // not, they are closed, then challenged with our largest voucher.
+    let (node, mut events) =
+        PaidNode::start(torrent.clone(), wallet, Some(sell.clone()), None, liveness).await?;
+    let mut buyers: Vec<Address> = Vec::new();
+    // What the restore reported comes first (`channel_restored`).
+    while let Ok(e) = events.try_recv() {
+        if let CoordinatorEvent::ChannelRestored { account, .. } = &e
+            && !buyers.contains(account)
+        {
+            buyers.push(*account);
+        }
+        coordinator_event(out, &e);
     }
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
@@ -547,13 +598,13 @@ async fn seed_paid(
         tokio::spawn(async move { n.accept(listener).await })
     };
     let mut status = tokio::time::interval(Duration::from_millis(250));
-    let mut buyers: Vec<Address> = Vec::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             Some(e) = events.recv() => {
-                if let CoordinatorEvent::ChannelOpened { account, .. } = &e
+                if let CoordinatorEvent::ChannelOpened { account, .. }
+                | CoordinatorEvent::ChannelRestored { account, .. } = &e
                     && !buyers.contains(account)
                 {
                     buyers.push(*account);
@@ -570,20 +621,8 @@ async fn seed_paid(
                         );
                     }
                 }
-                let mut still = Vec::new();
-                for id in pending.drain(..) {
-                    match node.client.channel_info(id).await {
-                        Some(i) if i.settled => out.event(
-                            json!({"event": "leftover_settled", "channel": id.to_string(), "paid": i.paid.to_string()}),
-                            || format!("channel {id} settled on chain: {} wei paid out to us", i.paid),
-                        ),
-                        _ => still.push(id),
-                    }
-                }
-                pending = still;
                 out.event(
-                    json!({"event": "status", "served": torrent.counters().uploaded.load(Ordering::Relaxed),
-                           "pending_leftovers": pending.len()}),
+                    json!({"event": "status", "served": torrent.counters().uploaded.load(Ordering::Relaxed)}),
                     String::new,
                 );
             }
@@ -641,18 +680,16 @@ async fn get_paid(
     timeout: Duration,
     wallet: &Wallet,
     buy: BuyTerms,
+    liveness: LivenessConfig,
     out: &Out,
 ) -> Result<()> {
     let total = torrent.meta().info.total_length();
-    let node = PaidNode::start(
-        torrent.clone(),
-        wallet,
-        None,
-        Some(buy),
-        LivenessConfig::default(),
-    )
-    .await?;
-    let mut events = node.subscribe();
+    let (node, mut events) =
+        PaidNode::start(torrent.clone(), wallet, None, Some(buy), liveness).await?;
+    // What the restore reported comes first (`channel_restored`).
+    while let Ok(e) = events.try_recv() {
+        coordinator_event(out, &e);
+    }
     out.event(
         json!({"event": "started", "account": node.account.to_string()}),
         || {
@@ -666,11 +703,10 @@ async fn get_paid(
     let mut tasks = tokio::task::JoinSet::new();
     for &addr in peers {
         let (n, t) = (node.node.clone(), torrent.clone());
+        // Reconnect whenever the connection ends (the seeder restarted, a network blip) until
+        // the download is complete; the overall `--timeout` bounds it.
         tasks.spawn(async move {
-            for _ in 0..30 {
-                if t.is_complete() {
-                    return;
-                }
+            while !t.is_complete() {
                 let _ = n.connect(addr, TORRENT).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -839,7 +875,7 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
         max_price_per_byte: opts.buy.max_price.unwrap_or(opts.sell.price),
         granularity_bytes: opts.buy.granularity,
     };
-    let seller = PaidNode::start(
+    let (seller, mut seller_events) = PaidNode::start(
         seeder,
         &seller_wallet,
         Some(sell),
@@ -847,7 +883,7 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
         LivenessConfig::default(),
     )
     .await?;
-    let buyer = PaidNode::start(
+    let (buyer, mut buyer_events) = PaidNode::start(
         leecher.clone(),
         &buyer_wallet,
         None,
@@ -855,8 +891,6 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
         LivenessConfig::default(),
     )
     .await?;
-    let mut seller_events = seller.subscribe();
-    let mut buyer_events = buyer.subscribe();
     let accept = {
         let node = seller.node.clone();
         tokio::spawn(async move { node.accept(listener).await })

@@ -236,14 +236,16 @@ pub struct PaidNode {
 
 impl PaidNode {
     /// Starts a node for `torrent`: selling with `sell`, buying with `buy` (either may be
-    /// `None`). Channels left in the wallet's store by an earlier run are reloaded.
+    /// `None`). Channels left in the wallet's store by an earlier run are reloaded and adopted
+    /// (their [`CoordinatorEvent::ChannelRestored`] events are the first of the returned
+    /// stream).
     pub async fn start(
         torrent: Arc<Torrent>,
         wallet: &Wallet,
         sell: Option<SellTerms>,
         buy: Option<BuyTerms>,
         liveness: LivenessConfig,
-    ) -> Result<Self, PaidError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
         let mut client_config = ClientConfig::new(wallet.app);
         if let Some(s) = &sell {
             client_config.challenge_duration = s.challenge_duration;
@@ -296,36 +298,18 @@ impl PaidNode {
         node_config.client_name = concat!("paid-torrent ", env!("CARGO_PKG_VERSION")).into();
         let node = Node::start(coordinator, node_config, backend);
         node.add_torrent(TORRENT, torrent.info_hash(), torrent.clone())?;
-        Ok(Self {
-            node,
-            client,
-            account,
-            torrent,
-        })
-    }
-
-    /// The coordinator's events from now on.
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<CoordinatorEvent> {
-        self.node.subscribe()
-    }
-
-    /// Settles channels left open by an earlier run (found in the store): a cooperative close
-    /// if the counterparty is reachable is not attempted (it is not connected yet); as payee we
-    /// challenge with our largest voucher, as payer we challenge to recover the deposit.
-    /// Returns the channels challenged.
-    pub async fn settle_leftovers(&self) -> Result<Vec<B256>, PaidError> {
-        let mut challenged = Vec::new();
-        for id in self.client.channel_ids() {
-            let Some(info) = self.client.channel_info(id).await else {
-                continue;
-            };
-            if info.settled || info.disputed {
-                continue;
-            }
-            self.client.challenge(id).await?;
-            challenged.push(id);
-        }
-        Ok(challenged)
+        let events = node.subscribe();
+        // Channels an earlier run left in the store: carried on with (see `Node::restore`).
+        node.restore().await;
+        Ok((
+            Self {
+                node,
+                client,
+                account,
+                torrent,
+            },
+            events,
+        ))
     }
 
     /// Reads the chain once (finalizes and pays out challenges that timed out).

@@ -201,7 +201,7 @@ async fn paid_seeder(
         free_bytes,
         challenge_duration: 600,
     };
-    let node = PaidNode::start(
+    let (node, _) = PaidNode::start(
         torrent,
         &wallet,
         Some(sell),
@@ -342,7 +342,7 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
         max_price_per_byte: 1,
         granularity_bytes: 1 << 20,
     };
-    let buyer = PaidNode::start(
+    let (buyer, _) = PaidNode::start(
         torrent.clone(),
         &wallet,
         None,

@@ -6,8 +6,9 @@
 //! 1. A 64 MiB file moves with payments on; the seeder's payout on chain is exactly the price
 //!    of the file.
 //! 2. Again through a slow link, and the downloader is killed with SIGKILL mid-transfer: the
-//!    seeder (stopped, then restarted on the same durable store) challenges with the largest
-//!    voucher it received, and ends paid exactly that, on chain, for what it served.
+//!    seeder (stopped, then restarted on the same durable store) restores the channel, waits
+//!    for the payer to come back, then challenges with the largest voucher it received, and
+//!    ends paid exactly that, on chain, for what it served.
 
 #![cfg(feature = "ethereum")]
 
@@ -204,15 +205,27 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     );
     assert_eq!(anvil.balance(&seller), before, "nothing paid out yet");
 
-    let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, K0, &seed_argv));
-    let challenged = seeder.expect_event(Duration::from_secs(60), "leftover_challenged");
-    let voucher = num(&challenged, "paid");
+    // Restarted on its store, the seeder carries on with the channel; the downloader does not
+    // come back, so after `--idle-close` the seeder asks for a close, gets no answer within
+    // `--answer-timeout`, and challenges with the largest voucher it holds.
+    let mut argv3 = seed_argv.clone();
+    argv3.extend(["--idle-close", "1", "--answer-timeout", "2"].map(String::from));
+    let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, K0, &argv3));
+    let restored = seeder.expect_event(Duration::from_secs(60), "channel_restored");
+    let voucher = num(&restored, "paid");
     assert_eq!(
         voucher, received,
         "the durable store kept the largest voucher received"
     );
-    let settled = seeder.expect_event(Duration::from_secs(60), "leftover_settled");
-    assert_eq!(num(&settled, "paid"), voucher);
+    seeder.expect_event(Duration::from_secs(30), "challenging");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while anvil.balance(&seller) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no payout 60 s after the challenge"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let payout = anvil.balance(&seller) - before;
     println!(
         "run 2: served {served} bytes, largest voucher {voucher} wei, paid out on chain {payout} wei"

@@ -90,6 +90,13 @@ pub enum ChannelCommand {
         /// The channel.
         channel_id: ChannelId,
     },
+    /// Send again the last message of this channel (proposal, join, latest voucher, close
+    /// signature): the counterparty came back after an absence (a crash, a dropped connection)
+    /// and may have missed it. Duplicates are harmless to the receiver.
+    Resend {
+        /// The channel.
+        channel_id: ChannelId,
+    },
 }
 
 impl ChannelCommand {
@@ -112,6 +119,7 @@ impl ChannelCommand {
             Self::Challenge { channel_id } => client.challenge(channel_id),
             Self::PushMessage { from, json } => client.push_message(from, json),
             Self::Abandon { channel_id } => client.abandon(channel_id),
+            Self::Resend { channel_id } => client.resend(channel_id),
         }
     }
 }
@@ -139,6 +147,11 @@ pub trait ChannelControl {
     fn push_message(&mut self, from: Address, json: String);
     /// [`ChannelCommand::Abandon`]. The default does nothing (the channel is merely kept).
     fn abandon(&mut self, channel_id: ChannelId) {
+        let _ = channel_id;
+    }
+    /// [`ChannelCommand::Resend`]. The default does nothing (the counterparty then waits for
+    /// the response timeout).
+    fn resend(&mut self, channel_id: ChannelId) {
         let _ = channel_id;
     }
 }
@@ -234,6 +247,26 @@ pub enum ChannelEvent {
         /// What the payee receives from it, in wei.
         payee_amount: u128,
     },
+    /// A channel found in the durable store after a restart (report these before anything
+    /// else; the adapter's `Node::restore` does).
+    /// The coordinator adopts it instead of opening a second channel with the same peer:
+    /// payments continue on it when the peer comes back, and it is closed (or challenged) by
+    /// the usual liveness rules if the peer does not.
+    Restored {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The other party.
+        counterparty: Address,
+        /// Our role in it.
+        role: Role,
+        /// The payer's deposit.
+        deposit: u128,
+        /// Cumulative wei paid so far (the largest voucher): a payee credits only payments
+        /// above it, a payer only spends what is left of the deposit.
+        paid: u128,
+        /// Where the channel was when the process stopped.
+        state: RestoredState,
+    },
     /// A command failed.
     CommandFailed {
         /// Which.
@@ -241,4 +274,19 @@ pub enum ChannelEvent {
         /// Why (diagnostics).
         reason: String,
     },
+}
+
+/// Where a [`ChannelEvent::Restored`] channel was when the process stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestoredState {
+    /// Being set up (proposed, joined, funding): it must be funded within
+    /// [`LivenessConfig::response_timeout`](crate::LivenessConfig::response_timeout), or it is
+    /// abandoned (payee) or challenged to recover the deposit (payer).
+    Funding,
+    /// Funded and in use.
+    Open,
+    /// We asked for a cooperative close: it must be answered within the response timeout, or
+    /// it is challenged.
+    Closing,
 }

@@ -10,7 +10,7 @@ pub mod coordinator;
 pub mod engine;
 pub mod error;
 
-pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, Role};
+pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, RestoredState, Role};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
     NonPayingPolicy, OverduePolicy, UploadConfig,

@@ -16,8 +16,8 @@ use payment_channel::{B256, U256};
 use tokio::sync::{Mutex, mpsc};
 
 use super::{ChannelBackend, ChannelEvents};
-use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, Role};
-use payment_channel::channel::{Event, Role as ClientRole};
+use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, RestoredState, Role};
+use payment_channel::channel::{Event, PhaseKind, Role as ClientRole};
 
 /// Drives a [`Client`] for a [`Node`](super::Node).
 #[derive(Debug)]
@@ -193,6 +193,9 @@ impl ChannelBackend for ClientBackend {
                 // refused); nothing else to do here.
                 let _ = self.client.push_message(envelope).await;
             }
+            ChannelCommand::Resend { channel_id } => {
+                let _ = self.client.resend(B256::from(channel_id)).await;
+            }
             ChannelCommand::Abandon { channel_id } => {
                 let _ = self.client.forget(B256::from(channel_id)).await;
             }
@@ -200,6 +203,63 @@ impl ChannelBackend for ClientBackend {
             #[allow(unreachable_patterns)]
             _ => {}
         }
+        self.flush(events).await;
+    }
+
+    /// Reads the chain, then reports every channel of the client that is still in use as
+    /// [`ChannelEvent::Restored`], forgets proposals we never joined (nothing of ours is at
+    /// stake in them), retries the deposit of channels we joined if the chain does not hold it, asks again for the `conclude` of channels closed by both, then repeats
+    /// the last message of every channel (the counterparty may have missed it when we stopped).
+    /// Channels being challenged are left to the client (`watch_chain` finishes them).
+    async fn restore(&self, events: &ChannelEvents) {
+        // Catch up with the chain first: deposits, challenges and conclusions that happened
+        // while we were away decide what each channel is now.
+        let _ = self.client.watch_chain().await;
+        for id in self.client.channel_ids() {
+            let Some(info) = self.client.channel_info(id).await else {
+                continue;
+            };
+            if info.settled || info.disputed {
+                continue;
+            }
+            let role = match info.role {
+                ClientRole::Payee => Role::Payee,
+                _ => Role::Payer,
+            };
+            let state = match info.phase {
+                PhaseKind::Proposed if role == Role::Payer => {
+                    // A proposal we had not joined yet: nothing deposited, nothing signed.
+                    let _ = self.client.forget(id).await;
+                    continue;
+                }
+                PhaseKind::Funding if role == Role::Payer => {
+                    // Joined: the deposit may not have been sent (it is only sent when the chain
+                    // does not hold it yet, so this never deposits twice).
+                    let _ = self.client.join(id).await;
+                    RestoredState::Funding
+                }
+                PhaseKind::Proposed | PhaseKind::Funding | PhaseKind::AwaitingPostfund => {
+                    RestoredState::Funding
+                }
+                PhaseKind::Running => RestoredState::Open,
+                PhaseKind::Closing => RestoredState::Closing,
+                PhaseKind::Closed => {
+                    // Signed by both: only the `conclude` (and payout) may be missing.
+                    let _ = self.client.close(id).await;
+                    continue;
+                }
+                _ => continue,
+            };
+            events.report(ChannelEvent::Restored {
+                channel_id: id.0,
+                counterparty: info.counterparty,
+                role,
+                deposit: wei(info.deposit),
+                paid: wei(info.paid),
+                state,
+            });
+        }
+        let _ = self.client.resend_all().await;
         self.flush(events).await;
     }
 

@@ -110,6 +110,11 @@ pub trait ChannelBackend: Send + Sync + 'static {
 
     /// Called every [`NodeConfig::tick`] (e.g. to watch the chain). Default: nothing.
     async fn tick(&self, _events: &ChannelEvents) {}
+
+    /// Called by [`Node::restore`]: report the channels a previous run left in the durable
+    /// store as [`ChannelEvent::Restored`], so the coordinator carries on with them instead of
+    /// opening new ones. Default: nothing.
+    async fn restore(&self, _events: &ChannelEvents) {}
 }
 
 /// Reports [`ChannelEvent`]s to the [`Node`] that owns it. Cheap to clone.
@@ -126,6 +131,12 @@ impl ChannelEvents {
             let _ = c.handle_channel_event(now, event);
         });
     }
+}
+
+/// What the channel task does, in order.
+enum ChannelWork {
+    Command(ChannelCommand),
+    Restore(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Commands for the calling connection, returned by [`Node::call`].
@@ -147,7 +158,7 @@ struct Inner {
     coordinator: Mutex<Coordinator>,
     peers: Mutex<HashMap<PeerKey, mpsc::UnboundedSender<EngineCommand>>>,
     torrents: Mutex<HashMap<TorrentKey, Torrent>>,
-    channel_tx: mpsc::UnboundedSender<ChannelCommand>,
+    channel_tx: mpsc::UnboundedSender<ChannelWork>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<CoordinatorEvent>>>,
     next_key: AtomicU64,
     wake: tokio::sync::Notify,
@@ -201,12 +212,18 @@ impl Node {
         let driver = (weak.clone(), backend.clone());
         tokio::spawn(async move {
             let (weak, backend) = driver;
-            while let Some(command) = channel_rx.recv().await {
+            while let Some(work) = channel_rx.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
                 let events = ChannelEvents {
                     node: Node { inner },
                 };
-                backend.execute(command, &events).await;
+                match work {
+                    ChannelWork::Command(command) => backend.execute(command, &events).await,
+                    ChannelWork::Restore(done) => {
+                        backend.restore(&events).await;
+                        let _ = done.send(());
+                    }
+                }
             }
         });
         tokio::spawn(async move {
@@ -235,6 +252,19 @@ impl Node {
             }
         });
         node
+    }
+
+    /// Picks up the channels a previous run left in the backend's durable store
+    /// ([`ChannelBackend::restore`]) and returns once the coordinator has adopted them. Call it
+    /// once after [`start`](Self::start) (and after [`subscribe`](Self::subscribe), to see
+    /// the [`ChannelRestored`](CoordinatorEvent::ChannelRestored) events), before connecting
+    /// to or accepting peers: otherwise a returning peer gets a second channel and the restored
+    /// one is only settled on chain.
+    pub async fn restore(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.channel_tx.send(ChannelWork::Restore(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// The configuration.
@@ -305,7 +335,7 @@ impl Node {
         }
         drop(peers);
         while let Some(cmd) = coordinator.poll_channel_command() {
-            let _ = self.inner.channel_tx.send(cmd);
+            let _ = self.inner.channel_tx.send(ChannelWork::Command(cmd));
         }
         let mut subscribers = lock(&self.inner.subscribers);
         while let Some(event) = coordinator.poll_event() {

@@ -119,6 +119,20 @@ pub enum CoordinatorEvent {
         /// Our role.
         role: Role,
     },
+    /// A channel from the durable store was adopted after a restart
+    /// ([`ChannelEvent::Restored`](crate::ChannelEvent::Restored)).
+    ChannelRestored {
+        /// The counterparty.
+        account: Address,
+        /// The channel.
+        channel_id: ChannelId,
+        /// Our role.
+        role: Role,
+        /// Cumulative wei paid on it so far.
+        paid: u128,
+        /// Where it was.
+        state: crate::RestoredState,
+    },
     /// A proposal was not funded in time, or its creation failed; the peer's connections were
     /// permanently stopped.
     ChannelSetupFailed {

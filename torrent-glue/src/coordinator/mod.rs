@@ -96,7 +96,7 @@ pub use events::{
 use self::notice::{MAX_NOTICE_LEN, Notice};
 use self::state::{Class, Gate, Identity, Peer, PendingProposal, Phase, Slot, Torrent};
 use crate::EXTENSION_NAME;
-use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, Role};
+use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, RestoredState, Role};
 use crate::engine::{
     ChokeAuthority, DisconnectReason, EngineCommand, EngineHooks, HandshakeContribution,
     PeerExtendedHandshake, PeerInfo, PeerKey, RequestDecision, Terms, TorrentKey, parse_account,
@@ -895,6 +895,17 @@ impl Coordinator {
                 channel_id,
                 payee_amount,
             } => self.on_closed(now, channel_id, payee_amount),
+            ChannelEvent::Restored {
+                channel_id,
+                counterparty,
+                role,
+                deposit,
+                paid,
+                state,
+            } => {
+                self.on_restored(now, channel_id, counterparty, role, deposit, paid, state);
+                Ok(())
+            }
             ChannelEvent::CommandFailed { command, reason } => {
                 self.on_command_failed(now, command, reason);
                 Ok(())
@@ -999,6 +1010,17 @@ impl Coordinator {
         ident.terms = terms;
         if outcome.is_some() {
             ident.outcome = outcome;
+        }
+        if ident.live.is_empty() {
+            // Back after an absence (or a restart of either side): what we last sent on our
+            // channels with it may have been lost with the old connection.
+            for slot in [ident.payee, ident.payer].into_iter().flatten() {
+                if slot.phase != Phase::Challenging {
+                    self.channel_out.push_back(ChannelCommand::Resend {
+                        channel_id: slot.id,
+                    });
+                }
+            }
         }
         ident.live.insert(key);
         ident.idle_since = None;
@@ -1789,6 +1811,70 @@ impl Coordinator {
         for p in mine {
             self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price);
         }
+    }
+
+    /// Adopts a channel found in the store after a restart (see [`ChannelEvent::Restored`]).
+    #[allow(clippy::too_many_arguments)]
+    fn on_restored(
+        &mut self,
+        now: Instant,
+        channel_id: ChannelId,
+        account: Address,
+        role: Role,
+        deposit: u128,
+        paid: u128,
+        state: RestoredState,
+    ) {
+        if self.channels.contains_key(&channel_id) {
+            return; // already known (reported twice)
+        }
+        let deadline = self.answer_deadline(now);
+        let ident = self
+            .identities
+            .entry(account)
+            .or_insert_with(|| Identity::new(Terms::default()));
+        let slot = match role {
+            Role::Payee => &mut ident.payee,
+            Role::Payer => &mut ident.payer,
+        };
+        if slot.is_some() {
+            // A channel opened since the restart took the place: the usual rules settle the
+            // restored one (its counterparty will challenge it, or our client will on timeout).
+            return;
+        }
+        let (phase, deadline) = match state {
+            RestoredState::Funding => (Phase::Proposed, Some(deadline)),
+            RestoredState::Open => (Phase::Open, None),
+            RestoredState::Closing => (Phase::Closing, Some(deadline)),
+        };
+        *slot = Some(Slot {
+            id: channel_id,
+            phase,
+            deadline,
+            deposit,
+            paid,
+        });
+        if role == Role::Payer {
+            // Locked in the deposit: counts against the budget (what is paid of it is spent
+            // when the channel closes).
+            self.budget_reserved = self.budget_reserved.saturating_add(deposit);
+        } else {
+            ident.creating = None;
+            ident.ledger.wei_received = ident.ledger.wei_received.saturating_add(paid);
+        }
+        if ident.live.is_empty() {
+            // The counterparty is not connected (yet): the idle rule applies from now.
+            ident.idle_since = Some(now);
+            ident.departed_at = Some(now);
+        }
+        self.channels.insert(channel_id, (account, role));
+        self.events.push_back(CoordinatorEvent::ChannelRestored {
+            account,
+            channel_id,
+            role,
+            paid,
+            state,
+        });
     }
 
     fn on_ready(

@@ -1491,9 +1491,14 @@ fn reconnect_within_grace_keeps_the_channel_open() {
     h.c.handle_disconnect(h.now, k).unwrap();
     h.advance(Duration::from_secs(29));
     h.paying(2, buyer);
+    // Back: our last channel message is repeated (it may have been lost with the connection).
+    assert_eq!(h.channel(), vec![ChannelCommand::Resend { channel_id: id }]);
     h.advance(Duration::from_secs(60));
-    assert!(h.channel().is_empty());
+    assert!(h.channel().is_empty(), "neither closed nor challenged");
     assert!(h.c.identity(buyer).unwrap().payee_channel_open);
+    // A second connection while the first is live repeats nothing.
+    h.paying(3, buyer);
+    assert!(h.channel().is_empty());
 }
 
 #[test]
@@ -1994,4 +1999,191 @@ fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandon
     assert_eq!(usage.identities, 1, "{usage:?}");
     assert_eq!(usage.channels, 0);
     assert_eq!(h.c.identity(trusted).unwrap().debt_wei, u128::from(BLOCK));
+}
+
+// ====================================================================== restart
+
+fn restored(
+    id: ChannelId,
+    account: Address,
+    role: Role,
+    paid: u128,
+    state: RestoredState,
+) -> ChannelEvent {
+    ChannelEvent::Restored {
+        channel_id: id,
+        counterparty: account,
+        role,
+        deposit: 1 << 30,
+        paid,
+        state,
+    }
+}
+
+#[test]
+fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [4; 32];
+    h.ev(restored(
+        id,
+        buyer,
+        Role::Payee,
+        5 * u128::from(BLOCK),
+        RestoredState::Open,
+    ));
+    assert!(h.events().contains(&CoordinatorEvent::ChannelRestored {
+        account: buyer,
+        channel_id: id,
+        role: Role::Payee,
+        paid: 5 * u128::from(BLOCK),
+        state: RestoredState::Open,
+    }));
+    // The payer comes back: no second channel, STOP on the restored one at the first request.
+    let k = h.paying(1, buyer);
+    h.engine();
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    assert_eq!(creates(&h.channel()), 0, "the restored channel is reused");
+    assert_eq!(notices(&h.engine()), vec![(k, Notice::Stop(Some(id)))]);
+    // Its client repeats the voucher we already held: nothing is credited.
+    h.pay_in(id, 0, 5 * u128::from(BLOCK));
+    assert!(serves(&h.engine()).is_empty());
+    // A new voucher credits only the increase: one block.
+    h.pay_in(id, u128::from(BLOCK), 6 * u128::from(BLOCK));
+    let cmds = h.engine();
+    assert_eq!(serves(&cmds), vec![req(0)]);
+    h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
+    h.c.handle_request(h.now, k, req(1)).unwrap();
+    assert!(
+        serves(&h.engine()).is_empty(),
+        "one block was bought, one served"
+    );
+}
+
+#[test]
+fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
+    let mut c = Coordinator::new(buyer_config(40_000)).unwrap();
+    c.add_torrent(TorrentKey(0), 1_000_000).unwrap();
+    let mut h = H {
+        c,
+        now: Instant::now(),
+    };
+    let seller = addr(0x5E);
+    let id = [7; 32];
+    // Most of the deposit was spent before the restart.
+    let deposit = 100_000u128;
+    h.ev(ChannelEvent::Restored {
+        channel_id: id,
+        counterparty: seller,
+        role: Role::Payer,
+        deposit,
+        paid: 90_000,
+        state: RestoredState::Open,
+    });
+    let k = PeerKey(1);
+    h.c.handle_peer_connected(h.now, k, info(true, false))
+        .unwrap();
+    h.c.handle_extended_handshake(h.now, k, &handshake(seller, 3))
+        .unwrap();
+    h.channel();
+    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    // Only what is left of the deposit can be paid.
+    assert_eq!(pays(&h.channel()), vec![10_000]);
+    // A second proposal from the same seller is declined: the restored channel is in use.
+    h.ev(ChannelEvent::Proposed {
+        channel_id: [8; 32],
+        payee: seller,
+        deposit: 1_000_000,
+        price: None,
+    });
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Abandon {
+            channel_id: [8; 32]
+        }]
+    );
+}
+
+#[test]
+fn restored_channel_of_a_peer_that_never_returns_is_closed_then_challenged() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [4; 32];
+    h.ev(restored(id, buyer, Role::Payee, 1000, RestoredState::Open));
+    h.channel();
+    h.advance(Duration::from_secs(29));
+    assert!(h.channel().is_empty());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
+    h.advance(Duration::from_secs(21));
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Challenge { channel_id: id }]
+    );
+}
+
+#[test]
+fn restored_setup_must_be_funded_in_time() {
+    let mut h = H::new(config());
+    let (buyer, seller) = (addr(0xB1), addr(0x5E));
+    // Our proposal (payee) and a channel we had joined (payer): neither funded.
+    h.ev(restored(
+        [1; 32],
+        buyer,
+        Role::Payee,
+        0,
+        RestoredState::Funding,
+    ));
+    h.ev(restored(
+        [2; 32],
+        seller,
+        Role::Payer,
+        0,
+        RestoredState::Funding,
+    ));
+    // The buyer reconnects and asks: no second proposal while the first may still be funded.
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    assert_eq!(creates(&h.channel()), 0);
+    h.advance(Duration::from_secs(21));
+    let cmds = h.channel();
+    assert!(
+        cmds.contains(&ChannelCommand::Abandon {
+            channel_id: [1; 32]
+        }),
+        "{cmds:?}"
+    );
+    // Our own deposit may be on chain: the payer side challenges to get it back.
+    assert!(
+        cmds.contains(&ChannelCommand::Challenge {
+            channel_id: [2; 32]
+        }),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_restored_channel_reported_twice_is_adopted_once() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    h.ev(restored(
+        [4; 32],
+        buyer,
+        Role::Payee,
+        10,
+        RestoredState::Open,
+    ));
+    h.ev(restored(
+        [4; 32],
+        buyer,
+        Role::Payee,
+        10,
+        RestoredState::Open,
+    ));
+    let restored_events = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, CoordinatorEvent::ChannelRestored { .. }))
+        .count();
+    assert_eq!(restored_events, 1);
 }

@@ -1,0 +1,510 @@
+//! Crash safety of a paid transfer: the seeder and the downloader, two OS processes paying
+//! through Nitro channels on a local anvil, are killed with SIGKILL at random points, many
+//! times, and restarted on their durable stores (`--store`). Needs the `ethereum` feature,
+//! anvil (`scripts/install-anvil.sh`) and the contract artifacts
+//! (`scripts/fetch-nitro-artifacts.sh`).
+//!
+//! The downloader reaches the seeder through a relay in this (never killed) test process that
+//! counts the piece bytes actually delivered to the downloader's socket: what it *received*.
+//!
+//! Checked after every restart (the stores reconcile):
+//! * the restarted seeder restores each channel with at least the total it had credited before
+//!   the kill (it can always claim what it credited);
+//! * the restarted downloader restores each channel with at least what the seeder credited (it
+//!   never signs a voucher below one it already gave).
+//!
+//! Checked at the end, on chain, once both sides settled:
+//! * the file is complete and identical;
+//! * every channel's holdings are 0 (nothing stuck);
+//! * the seeder's payout ≥ everything it ever credited;
+//! * the downloader's payments ≤ the bytes it received + one pay-ahead window per run of
+//!   either side (what a kill can lose: credit the downloader prepaid and not yet used).
+//!
+//! `CRASH_SEED=<n>` replays a kill schedule (timings still vary); `CRASH_KILLS=<n>` changes the
+//! number of kills (default 16).
+
+#![cfg(feature = "ethereum")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use payment_channel::B256;
+use payment_channel::chain::Chain;
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Anvil's public dev accounts #0 (seeder's transactions) and #3 (downloader's).
+const K0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const K3: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
+const MIB: u64 = 1 << 20;
+const SIZE: u64 = 24 * MIB;
+const GRANULARITY: u64 = 256 * 1024;
+/// The downloader's `DownloadConfig::max_pay_ahead_bytes` (the default).
+const MAX_PAY_AHEAD: u64 = MIB;
+/// Relay speed seeder → downloader: the whole file takes 6 s without kills.
+const RATE: u64 = 4 * MIB;
+
+/// xorshift64*: a reproducible schedule without another dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Counts BitTorrent `piece` payload bytes in the seeder → downloader stream: only whole
+/// blocks, once their last byte was written to the downloader's socket.
+struct PieceCounter {
+    handshake_left: usize,
+    header: Vec<u8>,
+    body_left: u64,
+    frame_len: u64,
+    is_piece: bool,
+}
+
+impl PieceCounter {
+    fn new() -> Self {
+        Self {
+            handshake_left: 68,
+            header: Vec::with_capacity(5),
+            body_left: 0,
+            frame_len: 0,
+            is_piece: false,
+        }
+    }
+
+    /// Feeds delivered bytes; returns the piece payload bytes completed.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut payload = 0;
+        while !data.is_empty() {
+            if self.handshake_left > 0 {
+                let n = self.handshake_left.min(data.len());
+                self.handshake_left -= n;
+                data = &data[n..];
+            } else if self.body_left > 0 {
+                let n = (self.body_left.min(data.len() as u64)) as usize;
+                self.body_left -= n as u64;
+                data = &data[n..];
+                if self.body_left == 0 && self.is_piece {
+                    payload += self.frame_len - 9;
+                }
+            } else {
+                self.header.push(data[0]);
+                data = &data[1..];
+                if self.header.len() == 4 {
+                    self.frame_len = u64::from(u32::from_be_bytes(
+                        self.header[..4].try_into().expect("4 bytes"),
+                    ));
+                    if self.frame_len == 0 {
+                        self.header.clear(); // keep-alive
+                    }
+                } else if self.header.len() == 5 {
+                    self.is_piece = self.header[4] == 7 && self.frame_len > 9;
+                    self.body_left = self.frame_len - 1;
+                    self.header.clear();
+                    if self.body_left == 0 && self.is_piece {
+                        payload += self.frame_len - 9;
+                    }
+                }
+            }
+        }
+        payload
+    }
+}
+
+/// A throttled relay to whatever address the seeder listens on now, counting what the
+/// downloader received.
+struct Relay {
+    addr: SocketAddr,
+    upstream: Arc<Mutex<Option<SocketAddr>>>,
+    received: Arc<AtomicU64>,
+}
+
+async fn relay(rate: u64) -> Relay {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let received = Arc::new(AtomicU64::new(0));
+    let (up, rx) = (upstream.clone(), received.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = *up.lock().unwrap();
+            let Some(target) = target else { continue };
+            let Ok(server) = TcpStream::connect(target).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                let _ = sw.shutdown().await;
+            });
+            let rx = rx.clone();
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let (mut sent, mut counter) = (0u64, PieceCounter::new());
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    rx.fetch_add(counter.feed(&buf[..n]), Ordering::SeqCst);
+                    sent += n as u64;
+                    let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
+                    tokio::time::sleep_until(due).await;
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+    Relay {
+        addr,
+        upstream,
+        received,
+    }
+}
+
+fn num(v: &Value, key: &str) -> u128 {
+    match &v[key] {
+        Value::String(s) => s.parse().expect("decimal"),
+        other => u128::from(other.as_u64().unwrap_or_else(|| panic!("{key} in {v}"))),
+    }
+}
+
+/// Highest `payment_received` total per channel in these lines (what the seeder credited).
+fn credited(lines: &[Value]) -> HashMap<String, u128> {
+    let mut m = HashMap::new();
+    for v in lines.iter().filter(|v| v["event"] == "payment_received") {
+        let e = m
+            .entry(v["channel"].as_str().expect("channel").to_owned())
+            .or_insert(0);
+        *e = (*e).max(num(v, "total"));
+    }
+    m
+}
+
+/// `channel_restored` lines: channel → paid.
+fn restored(lines: &[Value]) -> HashMap<String, u128> {
+    lines
+        .iter()
+        .filter(|v| v["event"] == "channel_restored")
+        .map(|v| (v["channel"].as_str().unwrap().to_owned(), num(v, "paid")))
+        .collect()
+}
+
+/// Every channel id these lines mention.
+fn channels(lines: &[Value], into: &mut Vec<String>) {
+    for v in lines {
+        if let Some(c) = v["channel"].as_str()
+            && !into.iter().any(|x| x == c)
+        {
+            into.push(c.to_owned());
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Victim {
+    Seeder,
+    Downloader,
+}
+
+#[test]
+fn sigkill_loop_on_both_sides_loses_no_money() {
+    let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
+        return;
+    };
+    let art = repo_root().join("target/nitro-artifacts");
+    if !art.join("NitroAdjudicator.json").is_file() {
+        let _: Option<()> = missing(
+            "Nitro contract artifacts",
+            "Run `scripts/fetch-nitro-artifacts.sh`.",
+        );
+        return;
+    }
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let kills: usize = std::env::var("CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
+    println!("CRASH_SEED={seed} CRASH_KILLS={kills}");
+    let mut rng = Rng(seed);
+
+    let art = arg(&art);
+    let dir = tempdir();
+    let seed_dir = dir.path().join("seed");
+    let data = content(SIZE as usize, 99);
+    write(&seed_dir.join("file.bin"), &data);
+    let torrent = arg(&dir.path().join("file.torrent"));
+    let status = Command::new(binary())
+        .args(["create", &arg(&seed_dir.join("file.bin")), "-o", &torrent])
+        .status()
+        .expect("create");
+    assert!(status.success());
+    let seller_store = arg(&dir.path().join("seller.redb"));
+    let buyer_store = arg(&dir.path().join("buyer.redb"));
+    let out = arg(&dir.path().join("dl"));
+    let common = |key: &str| -> Vec<String> {
+        [
+            "--json",
+            "--rpc",
+            &anvil.url,
+            "--key",
+            key,
+            "--artifacts",
+            &art,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let seeder_cmd = || {
+        let mut c = Command::new(binary());
+        c.args(common(K0)).args([
+            "seed",
+            &torrent,
+            "--dir",
+            &arg(&seed_dir),
+            "--listen",
+            "127.0.0.1:0",
+            "--challenge-duration",
+            "3",
+            "--store",
+            &seller_store,
+            "--answer-timeout",
+            "20",
+        ]);
+        c
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay = rt.block_on(relay(RATE));
+    let relay_addr = relay.addr.to_string();
+    let buyer_cmd = || {
+        let mut c = Command::new(binary());
+        c.args(common(K3)).args([
+            "get",
+            &torrent,
+            "--peer",
+            &relay_addr,
+            "--out",
+            &out,
+            "--granularity",
+            &GRANULARITY.to_string(),
+            "--store",
+            &buyer_store,
+            "--answer-timeout",
+            "20",
+            "--timeout",
+            "600",
+        ]);
+        c
+    };
+    let start_seeder = |name| {
+        let mut p = JsonProc::spawn(name, seeder_cmd());
+        let l = p.expect_event(Duration::from_secs(60), "listening");
+        *relay.upstream.lock().unwrap() = Some(l["addr"].as_str().unwrap().parse().unwrap());
+        (p, l["account"].as_str().unwrap().to_owned())
+    };
+    let started = Instant::now();
+
+    let (mut seeder, seller) = start_seeder("seeder");
+    let mut buyer = JsonProc::spawn("buyer", buyer_cmd());
+    let buyer_account = buyer.expect_event(Duration::from_secs(60), "started")["account"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What every seeder run credited, per channel (kept across runs).
+    let mut credited_all: HashMap<String, u128> = HashMap::new();
+    let mut all_channels = Vec::new();
+    let (mut seeder_kills, mut buyer_kills) = (0u32, 0u32);
+    let mut restores_checked = 0u32;
+    let mut last_have = 0u64;
+    for round in 0..kills {
+        // A random point: 0.1 to 2.5 s into this run of the victim, so kills land in channel
+        // setup, in the middle of payments and of pieces, and around restarts.
+        let victim = if rng.below(2) == 0 {
+            Victim::Seeder
+        } else {
+            Victim::Downloader
+        };
+        let delay = Duration::from_millis(100 + rng.below(2400));
+        std::thread::sleep(delay);
+        seeder.drain();
+        buyer.drain();
+        if let Some(s) = buyer.last("status") {
+            last_have = s["have"].as_u64().unwrap_or(last_have);
+        }
+        if buyer.last("done").is_some() {
+            println!("round {round}: the download completed before the next kill");
+            break;
+        }
+        match victim {
+            Victim::Seeder => {
+                seeder.kill9();
+                seeder_kills += 1;
+                let before = credited(&seeder.seen);
+                channels(&seeder.seen, &mut all_channels);
+                for (c, t) in &before {
+                    let e = credited_all.entry(c.clone()).or_insert(0);
+                    *e = (*e).max(*t);
+                }
+                let (next, account) = start_seeder("seeder");
+                assert_eq!(account, seller, "the identity survives in the store");
+                seeder = next;
+                // Restored channels are reported before `listening`.
+                seeder.drain();
+                let back = restored(&seeder.seen);
+                for (c, t) in &before {
+                    if let Some(&r) = back.get(c) {
+                        assert!(
+                            r >= *t,
+                            "seeder restored channel {c} with {r} wei < {t} credited before the kill"
+                        );
+                        restores_checked += 1;
+                    }
+                }
+                println!(
+                    "round {round}: seeder SIGKILLed after {delay:?} (downloader had {last_have} B); restored {back:?}"
+                );
+            }
+            Victim::Downloader => {
+                buyer.kill9();
+                buyer_kills += 1;
+                channels(&buyer.seen, &mut all_channels);
+                seeder.drain();
+                let seen = credited(&seeder.seen);
+                buyer = JsonProc::spawn("buyer", buyer_cmd());
+                let s = buyer.expect_event(Duration::from_secs(60), "started");
+                assert_eq!(s["account"].as_str().unwrap(), buyer_account);
+                buyer.drain();
+                let back = restored(&buyer.seen);
+                for (c, &r) in &back {
+                    let credited_now = seen.get(c).copied().unwrap_or(0);
+                    let credited_then = credited_all.get(c).copied().unwrap_or(0);
+                    assert!(
+                        r >= credited_now.max(credited_then),
+                        "downloader restored channel {c} with {r} wei, below what the seeder credited"
+                    );
+                    restores_checked += 1;
+                }
+                println!(
+                    "round {round}: downloader SIGKILLed after {delay:?} at {last_have} B; restored {back:?}"
+                );
+            }
+        }
+    }
+
+    // No more kills: the transfer completes and both sides settle.
+    let done = buyer.expect_event(Duration::from_secs(300), "done");
+    assert!(buyer.child.wait().expect("buyer exit").success());
+    seeder.drain();
+    channels(&seeder.seen, &mut all_channels);
+    channels(&buyer.seen, &mut all_channels);
+    for (c, t) in credited(&seeder.seen) {
+        let e = credited_all.entry(c).or_insert(0);
+        *e = (*e).max(t);
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("dl/file.bin")).unwrap(),
+        data,
+        "the file is complete and identical"
+    );
+
+    // Every channel is paid out: nothing left on the adjudicator.
+    let chain = rt.block_on(async {
+        let key: B256 = K3.parse().unwrap();
+        payment_channel::chain::EthereumChain::connect(
+            &anvil.url,
+            &key,
+            payment_channel::chain::sim::DEFAULT_ADJUDICATOR_ADDRESS,
+        )
+        .await
+        .expect("connect")
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let held: Vec<(String, u128)> = all_channels
+            .iter()
+            .map(|c| {
+                let id: B256 = format!("0x{c}").parse().unwrap();
+                let h = rt.block_on(chain.holdings(id)).expect("holdings");
+                (c.clone(), u128::try_from(h).unwrap())
+            })
+            .collect();
+        if held.iter().all(|(_, h)| *h == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "channels still hold funds 90 s after the download: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    seeder.terminate();
+
+    let payout = anvil.balance(&seller);
+    let refund = anvil.balance(&buyer_account);
+    let received = u128::from(relay.received.load(Ordering::SeqCst));
+    let credited_total: u128 = credited_all.values().sum();
+    // The downloader pays ahead of what it received by at most its pay-ahead window plus the
+    // payment answering a STOP (W). A kill can lose that much once: the seeder's kill forgets
+    // the credit it held for the downloader; the downloader's kill loses what was served into
+    // the network but never arrived, and the restarted downloader no longer knows what it had
+    // prepaid. So the downloader pays at most W per run beyond what it received.
+    let window = u128::from(MAX_PAY_AHEAD + 2 * GRANULARITY);
+    let allowance = u128::from(seeder_kills + buyer_kills + 1) * window;
+    println!(
+        "crash loop: {seeder_kills} seeder + {buyer_kills} downloader SIGKILLs, {restores_checked} restores checked, \
+         {} channels; received {received} B, paid {payout} wei ({} payments in the last run), \
+         credited {credited_total} wei, refund {refund} wei; overpaid {} B vs allowance {allowance}; {:.1} s",
+        all_channels.len(),
+        done["payments"],
+        payout.saturating_sub(received),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        received >= u128::from(SIZE),
+        "the downloader received the file"
+    );
+    assert!(
+        payout >= credited_total,
+        "the seeder was paid out {payout} wei < {credited_total} credited"
+    );
+    assert!(
+        payout <= received + allowance,
+        "the downloader paid {payout} wei for {received} B received (allowance {allowance})"
+    );
+}
