@@ -21,7 +21,7 @@
 //!   either side (what a kill can lose: credit the downloader prepaid and not yet used).
 //!
 //! `CRASH_SEED=<n>` replays a kill schedule (timings still vary); `CRASH_KILLS=<n>` changes the
-//! number of kills (default 16).
+//! number of kills (default 20).
 
 #![cfg(feature = "ethereum")]
 
@@ -49,8 +49,8 @@ const SIZE: u64 = 24 * MIB;
 const GRANULARITY: u64 = 256 * 1024;
 /// The downloader's `DownloadConfig::max_pay_ahead_bytes` (the default).
 const MAX_PAY_AHEAD: u64 = MIB;
-/// Relay speed seeder → downloader: the whole file takes 6 s without kills.
-const RATE: u64 = 4 * MIB;
+/// Relay speed seeder → downloader: the whole file takes 12 s without kills.
+const RATE: u64 = 2 * MIB;
 
 /// xorshift64*: a reproducible schedule without another dependency.
 struct Rng(u64);
@@ -255,7 +255,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let kills: usize = std::env::var("CRASH_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(16);
+        .unwrap_or(20);
     println!("CRASH_SEED={seed} CRASH_KILLS={kills}");
     let mut rng = Rng(seed);
 

@@ -208,7 +208,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // Restarted on its store, the seeder carries on with the channel; the downloader does not
     // come back, so after `--idle-close` the seeder asks for a close, gets no answer within
     // `--answer-timeout`, and challenges with the largest voucher it holds.
-    let mut argv3 = seed_argv.clone();
+    let mut argv3 = seed_argv;
     argv3.extend(["--idle-close", "1", "--answer-timeout", "2"].map(String::from));
     let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, K0, &argv3));
     let restored = seeder.expect_event(Duration::from_secs(60), "channel_restored");

@@ -16,8 +16,8 @@ use torrent_glue::channel::FailedCommand;
 use torrent_glue::engine::{Direction, PeerExtendedHandshake, PeerInfo, TERMS_KEY};
 use torrent_glue::{
     Address, ChannelCommand, ChannelEvent, ChannelId, Coordinator, CoordinatorConfig,
-    EXTENSION_NAME, EngineCommand, LivenessConfig, NonPayingPolicy, PeerKey, RequestDecision, Role,
-    TorrentKey,
+    EXTENSION_NAME, EngineCommand, LivenessConfig, NonPayingPolicy, PeerKey, RequestDecision,
+    RestoredState, Role, TorrentKey,
 };
 
 const ME: Address = Address::repeat_byte(0xEE);
@@ -119,6 +119,17 @@ pub enum Chan {
     Outbound(u8, u16),
     /// An event about a channel we never heard of.
     Unknown(u8),
+    /// A channel from the store after a restart (normally reported first; here at any time).
+    Restored {
+        /// Account index.
+        account: u8,
+        /// We are its payee (else its payer).
+        payee: bool,
+        /// Cumulative wei paid on it.
+        paid: u16,
+        /// 0 funding, 1 open, 2 closing.
+        state: u8,
+    },
 }
 
 /// One input.
@@ -481,6 +492,36 @@ impl Harness {
                 to: account(a),
                 json: envelope(account(a), ME, pad),
             },
+            Chan::Restored {
+                account: a,
+                payee,
+                paid,
+                state,
+            } => {
+                self.m.next_channel = self.m.next_channel.wrapping_add(1);
+                let id = [self.m.next_channel; 32];
+                let state = match state % 3 {
+                    0 => RestoredState::Funding,
+                    1 => RestoredState::Open,
+                    _ => RestoredState::Closing,
+                };
+                let paid = u128::from(paid);
+                // What was paid before the restart was credited then: the model credits only
+                // payments above it.
+                if payee {
+                    self.m.payee.insert(id, (account(a), true, paid));
+                } else {
+                    self.m.payer.insert(id, (account(a), false));
+                }
+                ChannelEvent::Restored {
+                    channel_id: id,
+                    counterparty: account(a),
+                    role: if payee { Role::Payee } else { Role::Payer },
+                    deposit: 1 << 24,
+                    paid,
+                    state,
+                }
+            }
             Chan::Unknown(b) => ChannelEvent::PaymentReceived {
                 channel_id: [0xF0 | (b & 0x0F); 32],
                 delta: 1,

@@ -1859,8 +1859,9 @@ impl Coordinator {
             // when the channel closes).
             self.budget_reserved = self.budget_reserved.saturating_add(deposit);
         } else {
+            // What was paid before the restart is not credited again (the voucher total is
+            // the baseline of the next payment).
             ident.creating = None;
-            ident.ledger.wei_received = ident.ledger.wei_received.saturating_add(paid);
         }
         if ident.live.is_empty() {
             // The counterparty is not connected (yet): the idle rule applies from now.
