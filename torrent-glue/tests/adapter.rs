@@ -614,3 +614,38 @@ async fn uploader_vanishes_downloader_challenges_and_recovers_the_unspent_deposi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_downloaded_are_announced_with_have_to_every_other_peer() {
+    // A sells to B; C connects to B while B has nothing yet, so B's bitfield tells C nothing.
+    // C can only learn what B gets from A through BEP 3 `have` messages (B serves for free).
+    let chain = SimulatedChain::new();
+    let (mut seller, mut buyer) = pair(&chain, 2 * MIB, 256 * KIB, 0, true, None).await;
+    let meta = seller.store.meta().clone();
+    let late = party(
+        &chain,
+        Arc::new(MemoryTorrent::empty(meta)),
+        |c| {
+            c.upload = None;
+            let down = c.download.as_mut().unwrap();
+            down.max_deposit = u128::MAX;
+            down.budget = u128::MAX;
+        },
+        None,
+        true,
+    )
+    .await;
+    connect_duplex(&buyer, &late);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        late.store.remaining(),
+        2 * MIB,
+        "B had nothing to offer yet"
+    );
+    connect_duplex(&seller, &buyer);
+    finish(&chain, &mut seller, &mut buyer, 0, true).await;
+    until("C to complete from B's `have` announcements", 30, || {
+        late.store.remaining() == 0
+    })
+    .await;
+}

@@ -151,6 +151,8 @@ struct Own {
 struct Torrent {
     info_hash: [u8; 20],
     store: Arc<dyn PieceStore>,
+    /// Pieces verified here, for every connection of the torrent to announce (BEP 3 `have`).
+    verified: tokio::sync::broadcast::Sender<u32>,
 }
 
 struct Inner {
@@ -293,7 +295,15 @@ impl Node {
     ) -> Result<(), UsageError> {
         let remaining = store.remaining();
         self.with_coordinator(|c| c.add_torrent(key, remaining))?;
-        lock(&self.inner.torrents).insert(key, Torrent { info_hash, store });
+        let (verified, _) = tokio::sync::broadcast::channel(1024);
+        lock(&self.inner.torrents).insert(
+            key,
+            Torrent {
+                info_hash,
+                store,
+                verified,
+            },
+        );
         Ok(())
     }
 
@@ -386,6 +396,22 @@ impl Node {
         lock(&self.inner.torrents)
             .get(&key)
             .map(|t| (t.info_hash, t.store.clone()))
+    }
+
+    /// Pieces of `key` verified from now on (see [`Node::piece_verified`]).
+    fn verified_pieces(&self, key: TorrentKey) -> Option<tokio::sync::broadcast::Receiver<u32>> {
+        lock(&self.inner.torrents)
+            .get(&key)
+            .map(|t| t.verified.subscribe())
+    }
+
+    /// Tells every connection of `key` that `piece` is now verified here: each sends BEP 3
+    /// `have` to its peer (unless the peer has it already). The peer loop calls it for pieces
+    /// it downloads; call it for pieces completed another way.
+    pub fn piece_verified(&self, key: TorrentKey, piece: u32) {
+        if let Some(t) = lock(&self.inner.torrents).get(&key) {
+            let _ = t.verified.send(piece);
+        }
     }
 
     /// Connects to `addr` for `torrent` and runs the connection until it ends.

@@ -102,6 +102,8 @@ where
         framed.map_codec(|_| PeerCodec::new().with_max_frame_len(config.max_frame_len));
     let (key, mut rx) = node.register();
     let pieces = store.piece_count() as usize;
+    // Subscribed before the bitfield is computed: no piece verified in between is missed.
+    let verified = node.verified_pieces(torrent);
     let mut conn = Conn {
         node: node.clone(),
         key,
@@ -110,6 +112,8 @@ where
         fast: config.fast && theirs.reserved.fast(),
         ids: ExtensionIds::new(),
         peer_has: vec![false; pieces],
+        announced: vec![false; pieces],
+        verified,
         peer_choking: true,
         am_interested: false,
         outstanding: HashSet::new(),
@@ -129,6 +133,10 @@ struct Conn {
     fast: bool,
     ids: ExtensionIds,
     peer_has: Vec<bool>,
+    /// Pieces we told the peer we have (bitfield or `have`).
+    announced: Vec<bool>,
+    /// Pieces verified by any connection of the torrent (`None` once the torrent is gone).
+    verified: Option<tokio::sync::broadcast::Receiver<u32>>,
     peer_choking: bool,
     am_interested: bool,
     outstanding: HashSet<BlockRequest>,
@@ -233,8 +241,37 @@ impl Conn {
                     }
                 }
                 _ = keepalive.tick() => wire.send(Message::KeepAlive).await?,
+                piece = next_verified(&mut self.verified) => self.announce(wire, piece).await?,
             }
         }
+    }
+
+    /// Sends `have` for a newly verified piece (or, after missing some, for every piece we
+    /// have and did not announce yet). A peer that has the piece already is not told (BEP 3
+    /// allows it; it only saves bytes).
+    async fn announce<S>(
+        &mut self,
+        wire: &mut Wire<S>,
+        piece: Option<u32>,
+    ) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let pieces: Vec<u32> = match piece {
+            Some(p) => vec![p],
+            None => (0..self.store.piece_count()).collect(),
+        };
+        for p in pieces {
+            let i = p as usize;
+            if i >= self.announced.len() || self.announced[i] || !self.store.has_piece(p) {
+                continue;
+            }
+            self.announced[i] = true;
+            if !self.peer_has[i] {
+                wire.send(Message::Have(p)).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn send_bitfield<S>(&mut self, wire: &mut Wire<S>) -> Result<(), ConnectionError>
@@ -243,6 +280,7 @@ impl Conn {
     {
         let n = self.store.piece_count();
         let have: Vec<bool> = (0..n).map(|p| self.store.has_piece(p)).collect();
+        self.announced.clone_from(&have);
         let count = have.iter().filter(|h| **h).count();
         if self.fast && count == have.len() {
             wire.send(Message::HaveAll).await?;
@@ -449,6 +487,9 @@ impl Conn {
                 if self.outstanding.remove(&request) {
                     let delivery = self.store.deliver(request, data);
                     let torrent = self.torrent;
+                    if let Delivery::Verified { piece, .. } = delivery {
+                        self.node.piece_verified(torrent, piece);
+                    }
                     self.call_queue(rx, |c, key| {
                         let result = c.handle_block_received(at, key, request, length);
                         match delivery {
@@ -502,5 +543,23 @@ fn check(result: Result<(), Error>) -> Result<(), ConnectionError> {
         Err(Error::Usage(e)) => Err(e.into()),
         Err(Error::Peer(e)) if e.action() == PeerErrorAction::Disconnect => Ok(()),
         _ => Ok(()),
+    }
+}
+
+/// The next piece verified for the torrent: `Some(piece)`, or `None` when some were missed
+/// (the receiver lagged) and every piece must be checked. Never resolves once the torrent is
+/// gone.
+async fn next_verified(rx: &mut Option<tokio::sync::broadcast::Receiver<u32>>) -> Option<u32> {
+    use tokio::sync::broadcast::error::RecvError;
+    let Some(r) = rx.as_mut() else {
+        return std::future::pending().await;
+    };
+    match r.recv().await {
+        Ok(piece) => Some(piece),
+        Err(RecvError::Lagged(_)) => None,
+        Err(RecvError::Closed) => {
+            *rx = None;
+            std::future::pending().await
+        }
     }
 }
