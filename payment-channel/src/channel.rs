@@ -232,6 +232,10 @@ pub struct OnChain {
     /// older events are recognized and ignored).
     #[serde(default)]
     pub turn_num_record: u64,
+    /// First block whose adjudicator events have not been applied yet (persisted with the
+    /// state they produced, so a restart reads only newer blocks).
+    #[serde(default)]
+    pub next_block: u64,
 }
 
 /// Everything a channel persists. Opaque; JSON inside.
@@ -959,6 +963,22 @@ impl Channel {
             Message::Postfund(f) => self.on_postfund(f),
             Message::Voucher(v) => self.on_voucher(v),
             Message::Close(c) => self.on_close(c),
+        }
+    }
+
+    /// First block whose events have not been fed to
+    /// [`handle_chain_event`](Self::handle_chain_event) yet, as recorded by
+    /// [`advance_chain_cursor`](Self::advance_chain_cursor).
+    pub fn chain_cursor(&self) -> u64 {
+        self.st.chain.next_block
+    }
+
+    /// Records that every event before block `next` was handled. Persisted with the channel
+    /// (in the same snapshot as the state those events produced); never moves back.
+    pub fn advance_chain_cursor(&mut self, next: u64) {
+        if next > self.st.chain.next_block {
+            self.st.chain.next_block = next;
+            self.changed();
         }
     }
 

@@ -126,8 +126,6 @@ struct Inner {
     store: Arc<dyn ChannelStore>,
     transport: Option<Arc<dyn Transport>>,
     channels: Mutex<HashMap<B256, Slot>>,
-    /// Next block to read, per channel.
-    cursors: Mutex<HashMap<B256, u64>>,
     outbox: Mutex<VecDeque<Envelope>>,
     events: mpsc::UnboundedSender<ChannelEvent>,
     /// Serializes joins, so that two proposals cannot both pass the budget check.
@@ -192,7 +190,6 @@ impl Client {
                 store,
                 transport,
                 channels: Mutex::new(channels),
-                cursors: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(VecDeque::new()),
                 events: tx,
                 join_lock: tokio::sync::Mutex::new(()),
@@ -271,7 +268,6 @@ impl Client {
     pub async fn forget(&self, channel_id: B256) -> Result<(), Error> {
         self.inner.store.remove(channel_id).await?;
         lock(&self.inner.channels).remove(&channel_id);
-        lock(&self.inner.cursors).remove(&channel_id);
         Ok(())
     }
 
@@ -478,7 +474,7 @@ impl Client {
     /// Feeds the channel its new chain events and the chain time.
     async fn sync_chain(&self, ch: &mut Channel) -> Result<(), Error> {
         let id = ch.id();
-        let from = lock(&self.inner.cursors).get(&id).copied().unwrap_or(0);
+        let from = ch.chain_cursor();
         let records = self.inner.chain.events(id, from).await?;
         let now = self.inner.chain.now().await?;
         let mut next = from;
@@ -488,7 +484,8 @@ impl Client {
             }
             next = next.max(r.block_number + 1);
         }
-        lock(&self.inner.cursors).insert(id, next);
+        // Stored with the state the events produced (the caller drives the persist).
+        ch.advance_chain_cursor(next);
         ch.handle_timeout(now);
         Ok(())
     }

@@ -495,3 +495,143 @@ async fn pollable_outbox_without_transport() {
     payee.push_message(e).await.unwrap();
     assert_eq!(payee.channel_info(id).await.unwrap().paid, u(10));
 }
+
+/// A chain that records the `from_block` of every `events` query.
+struct Recording<C> {
+    inner: C,
+    froms: Arc<Mutex<Vec<u64>>>,
+}
+
+mod recording {
+    use super::Recording;
+    use async_trait::async_trait;
+    use payment_channel::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, TxReceipt};
+    use payment_channel::sign::Signature;
+    use payment_channel::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+    use payment_channel::{Address, B256, U256};
+
+    #[async_trait]
+    impl<C: Chain> Chain for Recording<C> {
+        fn account(&self) -> Address {
+            self.inner.account()
+        }
+        async fn now(&self) -> Result<u64, ChainError> {
+            self.inner.now().await
+        }
+        async fn block_number(&self) -> Result<u64, ChainError> {
+            self.inner.block_number().await
+        }
+        async fn balance(&self, address: Address) -> Result<U256, ChainError> {
+            self.inner.balance(address).await
+        }
+        async fn deposit(
+            &self,
+            id: B256,
+            held: U256,
+            amount: U256,
+        ) -> Result<TxReceipt, ChainError> {
+            self.inner.deposit(id, held, amount).await
+        }
+        async fn holdings(&self, id: B256) -> Result<U256, ChainError> {
+            self.inner.holdings(id).await
+        }
+        async fn status(&self, id: B256) -> Result<OnChainStatus, ChainError> {
+            self.inner.status(id).await
+        }
+        async fn challenge(
+            &self,
+            fixed: &FixedPart,
+            proof: &[SignedVariablePart],
+            candidate: &SignedVariablePart,
+            sig: &Signature,
+        ) -> Result<TxReceipt, ChainError> {
+            self.inner.challenge(fixed, proof, candidate, sig).await
+        }
+        async fn checkpoint(
+            &self,
+            fixed: &FixedPart,
+            proof: &[SignedVariablePart],
+            candidate: &SignedVariablePart,
+        ) -> Result<TxReceipt, ChainError> {
+            self.inner.checkpoint(fixed, proof, candidate).await
+        }
+        async fn conclude(
+            &self,
+            fixed: &FixedPart,
+            candidate: &SignedVariablePart,
+        ) -> Result<TxReceipt, ChainError> {
+            self.inner.conclude(fixed, candidate).await
+        }
+        async fn transfer_all_assets(
+            &self,
+            id: B256,
+            outcome: &[SingleAssetExit],
+            state_hash: B256,
+        ) -> Result<TxReceipt, ChainError> {
+            self.inner
+                .transfer_all_assets(id, outcome, state_hash)
+                .await
+        }
+        async fn events(&self, id: B256, from: u64) -> Result<Vec<ChainEventRecord>, ChainError> {
+            self.froms.lock().unwrap().push(from);
+            self.inner.events(id, from).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restart_reads_only_chain_events_it_has_not_applied() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
+    let mut payee = w.node(payee_key.clone(), store.clone(), None).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.send_payment(id, u(300)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payee.client.watch_chain().await.unwrap();
+    // Unrelated blocks, then the payee stops.
+    for _ in 0..5 {
+        w.chain.fund(Address::repeat_byte(9), u(1)).unwrap();
+    }
+    drop(payee);
+
+    // What the store says was applied: every block up to the deposit's.
+    let snapshot = payment_channel::channel::ChannelSnapshot::from_bytes(
+        &store.get_channel(id).await.unwrap().unwrap(),
+    )
+    .unwrap();
+    let cursor = payment_channel::channel::Channel::restore(payee_key.clone(), snapshot, None)
+        .unwrap()
+        .chain_cursor();
+    assert!(cursor > 0, "the deposit's block was recorded");
+
+    let froms = Arc::new(Mutex::new(Vec::new()));
+    let chain = Recording {
+        inner: w.chain.handle(payee_key.address()),
+        froms: froms.clone(),
+    };
+    let (client, _events) = Client::open(w.config(None), payee_key, Arc::new(chain), store, None)
+        .await
+        .unwrap();
+    client.watch_chain().await.unwrap();
+    assert_eq!(
+        froms.lock().unwrap().first(),
+        Some(&cursor),
+        "not from block 0"
+    );
+    // It still settles correctly: challenge with the voucher, time out, paid out.
+    client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.balance_of(client.address()), u(300));
+    assert!(froms.lock().unwrap().windows(2).all(|p| p[0] <= p[1]));
+}
