@@ -147,6 +147,10 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// Blocks before the current one that a new channel still reads events from (see
+/// `Client::first_block`): about 50 minutes of Ethereum mainnet.
+pub const EVENT_LOOKBACK_BLOCKS: u64 = 256;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these short locks leaves plain data behind; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -245,7 +249,8 @@ impl Client {
             challenge_duration: self.inner.config.challenge_duration,
             price,
         };
-        let channel = Channel::create(self.inner.signer.clone(), params)?;
+        let mut channel = Channel::create(self.inner.signer.clone(), params)?;
+        channel.advance_chain_cursor(self.first_block().await);
         let id = channel.id();
         let slot = Arc::new(tokio::sync::Mutex::new(channel));
         lock(&self.inner.channels).insert(id, slot.clone());
@@ -369,7 +374,7 @@ impl Client {
         let Message::Propose(p) = &envelope.data else {
             unreachable!("checked by the caller");
         };
-        let channel = Channel::from_proposal(self.inner.signer.clone(), p)?;
+        let mut channel = Channel::from_proposal(self.inner.signer.clone(), p)?;
         if channel.counterparty() != envelope.sender {
             return Err(PeerMisbehaved::WrongParticipant {
                 sender: envelope.sender,
@@ -386,6 +391,7 @@ impl Client {
             }
             None => false,
         };
+        channel.advance_chain_cursor(self.first_block().await);
         let slot = Arc::new(tokio::sync::Mutex::new(channel));
         lock(&self.inner.channels).insert(id, slot.clone());
         let mut ch = slot.lock().await;
@@ -469,6 +475,16 @@ impl Client {
             };
             PeerMisbehaved::UnknownChannel(id).into()
         })
+    }
+
+    /// Where a new channel starts reading adjudicator events: a channel id contains a fresh
+    /// random nonce, so nothing about it can be on chain before its proposal; the look-back
+    /// covers the proposal's travel time and short reorgs. Block 0 if the chain cannot say.
+    async fn first_block(&self) -> u64 {
+        match self.inner.chain.block_number().await {
+            Ok(latest) => latest.saturating_sub(EVENT_LOOKBACK_BLOCKS),
+            Err(_) => 0,
+        }
     }
 
     /// Feeds the channel its new chain events and the chain time.

@@ -600,7 +600,7 @@ async fn a_restart_reads_only_chain_events_it_has_not_applied() {
     payee.client.watch_chain().await.unwrap();
     // Unrelated blocks, then the payee stops.
     for _ in 0..5 {
-        w.chain.fund(Address::repeat_byte(9), u(1)).unwrap();
+        w.chain.advance_time(0); // mines an empty block
     }
     drop(payee);
 
@@ -634,4 +634,71 @@ async fn a_restart_reads_only_chain_events_it_has_not_applied() {
     client.watch_chain().await.unwrap();
     assert_eq!(w.chain.balance_of(client.address()), u(300));
     assert!(froms.lock().unwrap().windows(2).all(|p| p[0] <= p[1]));
+}
+
+#[tokio::test]
+async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
+    let w = World::new();
+    // A long chain before the channel exists.
+    for _ in 0..400 {
+        w.chain.advance_time(0); // mines an empty block
+    }
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let latest = {
+        use payment_channel::chain::Chain;
+        w.chain
+            .handle(payer_key.address())
+            .block_number()
+            .await
+            .unwrap()
+    };
+    assert!(latest >= 400);
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let froms = Arc::new(Mutex::new(Vec::new()));
+    let (tx, inbox) = mpsc::unbounded_channel();
+    w.net.queues.lock().unwrap().insert(payee_key.address(), tx);
+    let (client, events) = Client::open(
+        w.config(None),
+        payee_key.clone(),
+        Arc::new(Recording {
+            inner: w.chain.handle(payee_key.address()),
+            froms: froms.clone(),
+        }),
+        Arc::new(MemoryStore::new()),
+        Some(Arc::new(NetTransport(w.net.clone()))),
+    )
+    .await
+    .unwrap();
+    let mut payee = Node {
+        client,
+        events,
+        inbox,
+        seen: Vec::new(),
+    };
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.send_payment(id, u(250)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payee.client.watch_chain().await.unwrap();
+    let froms = froms.lock().unwrap().clone();
+    assert!(!froms.is_empty());
+    assert!(
+        froms
+            .iter()
+            .all(|f| *f >= latest - payment_channel::client::EVENT_LOOKBACK_BLOCKS),
+        "{froms:?} (latest {latest})"
+    );
+    // The deposit was seen: the channel runs and the payment was credited.
+    assert_eq!(
+        payee.client.channel_info(id).await.unwrap().phase,
+        PhaseKind::Running
+    );
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
