@@ -702,3 +702,104 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
     );
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
+
+/// The payee's `Client` watching a real chain: anvil with the published Nitro contracts.
+/// The payer takes the channel on chain with its postfund state (paying the payee nothing);
+/// the payee's `watch_chain` alone answers with a turn-2 challenge carrying its largest voucher,
+/// and after the timeout each side is paid exactly its share.
+#[cfg(all(feature = "ethereum", feature = "test-utils"))]
+#[tokio::test]
+async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
+    use payment_channel::chain::Chain;
+    use payment_channel::chain::ethereum::{EthereumChain, NitroArtifacts, deploy};
+    use payment_channel::test_utils::anvil::{Anvil, DEV_KEYS, artifacts_dir};
+
+    let Some(dir) = artifacts_dir() else { return };
+    let Some(anvil) = Anvil::start() else { return };
+    let tx_key = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap().secret_bytes();
+    let artifacts = NitroArtifacts::from_dir(&dir).unwrap();
+    let deployment = deploy(&anvil.url, &tx_key(0), &artifacts).await.unwrap();
+    let chain = |i: usize| {
+        let url = anvil.url.clone();
+        let adjudicator = deployment.nitro_adjudicator;
+        async move {
+            Arc::new(
+                EthereumChain::connect(&url, &tx_key(i), adjudicator)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
+    // Channel identities separate from the transaction accounts: payouts land on fresh
+    // addresses, so balances are exact (no gas in them).
+    let (payer_key, payee_key) = (key(0x31), key(0x32));
+    let net = Arc::new(Net::default());
+    let app = deployment.virtual_payment_app;
+    let node = |signer: Arc<LocalSigner>, chain: Arc<EthereumChain>, policy| {
+        let net = net.clone();
+        async move {
+            let (tx, inbox) = mpsc::unbounded_channel();
+            net.queues.lock().unwrap().insert(signer.address(), tx);
+            let config = ClientConfig {
+                challenge_duration: 600,
+                auto_join: policy,
+                ..ClientConfig::new(app)
+            };
+            let (client, events) = Client::open(
+                config,
+                signer,
+                chain,
+                Arc::new(MemoryStore::new()),
+                Some(Arc::new(NetTransport(net))),
+            )
+            .await
+            .unwrap();
+            Node {
+                client,
+                events,
+                inbox,
+                seen: Vec::new(),
+            }
+        }
+    };
+    let policy = JoinPolicy::new(app, u(10_000), u(15_000));
+    let mut payer = node(payer_key.clone(), payer_chain.clone(), Some(policy)).await;
+    let mut payee = node(payee_key.clone(), payee_chain.clone(), None).await;
+    let id = payee
+        .client
+        .create(payer_key.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    for _ in 0..3 {
+        payer.client.send_payment(id, u(500)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(1_500));
+
+    // The payer walks away with the postfund state.
+    payer.client.challenge(id).await.unwrap();
+    assert_eq!(payee_chain.status(id).await.unwrap().turn_num_record, 1);
+    // Nothing but the payee's watcher runs.
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(
+        payee_chain.status(id).await.unwrap().turn_num_record,
+        2,
+        "countered at turn 2"
+    );
+    payee_chain.increase_time(601).await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    payer.client.watch_chain().await.unwrap();
+    payee.drain_events();
+    assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
+    assert_eq!(
+        payee_chain.balance(payee_key.address()).await.unwrap(),
+        u(1_500)
+    );
+    assert_eq!(
+        payee_chain.balance(payer_key.address()).await.unwrap(),
+        u(8_500)
+    );
+    assert_eq!(payee_chain.holdings(id).await.unwrap(), U256::ZERO);
+}
