@@ -28,22 +28,15 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use payment_channel::B256;
 use payment_channel::chain::Chain;
 use serde_json::Value;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
-/// Anvil's public dev accounts #0 (seeder's transactions) and #3 (downloader's).
-const K0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const K3: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 24 * MIB;
 const GRANULARITY: u64 = 256 * 1024;
@@ -65,129 +58,6 @@ impl Rng {
 
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
-    }
-}
-
-/// Counts BitTorrent `piece` payload bytes in the seeder → downloader stream: only whole
-/// blocks, once their last byte was written to the downloader's socket.
-struct PieceCounter {
-    handshake_left: usize,
-    header: Vec<u8>,
-    body_left: u64,
-    frame_len: u64,
-    is_piece: bool,
-}
-
-impl PieceCounter {
-    fn new() -> Self {
-        Self {
-            handshake_left: 68,
-            header: Vec::with_capacity(5),
-            body_left: 0,
-            frame_len: 0,
-            is_piece: false,
-        }
-    }
-
-    /// Feeds delivered bytes; returns the piece payload bytes completed.
-    fn feed(&mut self, mut data: &[u8]) -> u64 {
-        let mut payload = 0;
-        while !data.is_empty() {
-            if self.handshake_left > 0 {
-                let n = self.handshake_left.min(data.len());
-                self.handshake_left -= n;
-                data = &data[n..];
-            } else if self.body_left > 0 {
-                let n = (self.body_left.min(data.len() as u64)) as usize;
-                self.body_left -= n as u64;
-                data = &data[n..];
-                if self.body_left == 0 && self.is_piece {
-                    payload += self.frame_len - 9;
-                }
-            } else {
-                self.header.push(data[0]);
-                data = &data[1..];
-                if self.header.len() == 4 {
-                    self.frame_len = u64::from(u32::from_be_bytes(
-                        self.header[..4].try_into().expect("4 bytes"),
-                    ));
-                    if self.frame_len == 0 {
-                        self.header.clear(); // keep-alive
-                    }
-                } else if self.header.len() == 5 {
-                    self.is_piece = self.header[4] == 7 && self.frame_len > 9;
-                    self.body_left = self.frame_len - 1;
-                    self.header.clear();
-                    if self.body_left == 0 && self.is_piece {
-                        payload += self.frame_len - 9;
-                    }
-                }
-            }
-        }
-        payload
-    }
-}
-
-/// A throttled relay to whatever address the seeder listens on now, counting what the
-/// downloader received.
-struct Relay {
-    addr: SocketAddr,
-    upstream: Arc<Mutex<Option<SocketAddr>>>,
-    received: Arc<AtomicU64>,
-}
-
-async fn relay(rate: u64) -> Relay {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
-    let received = Arc::new(AtomicU64::new(0));
-    let (up, rx) = (upstream.clone(), received.clone());
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let target = *up.lock().unwrap();
-            let Some(target) = target else { continue };
-            let Ok(server) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                let _ = sw.shutdown().await;
-            });
-            let rx = rx.clone();
-            tokio::spawn(async move {
-                let start = tokio::time::Instant::now();
-                let (mut sent, mut counter) = (0u64, PieceCounter::new());
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    rx.fetch_add(counter.feed(&buf[..n]), Ordering::SeqCst);
-                    sent += n as u64;
-                    let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
-                    tokio::time::sleep_until(due).await;
-                }
-                let _ = cw.shutdown().await;
-            });
-        }
-    });
-    Relay {
-        addr,
-        upstream,
-        received,
-    }
-}
-
-fn num(v: &Value, key: &str) -> u128 {
-    match &v[key] {
-        Value::String(s) => s.parse().expect("decimal"),
-        other => u128::from(other.as_u64().unwrap_or_else(|| panic!("{key} in {v}"))),
     }
 }
 
@@ -234,14 +104,9 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
         return;
     };
-    let art = repo_root().join("target/nitro-artifacts");
-    if !art.join("NitroAdjudicator.json").is_file() {
-        let _: Option<()> = missing(
-            "Nitro contract artifacts",
-            "Run `scripts/fetch-nitro-artifacts.sh`.",
-        );
+    let Some(art) = nitro_artifacts() else {
         return;
-    }
+    };
     let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -259,7 +124,6 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     println!("CRASH_SEED={seed} CRASH_KILLS={kills}");
     let mut rng = Rng(seed);
 
-    let art = arg(&art);
     let dir = tempdir();
     let seed_dir = dir.path().join("seed");
     let data = content(SIZE as usize, 99);
@@ -289,7 +153,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     };
     let seeder_cmd = || {
         let mut c = Command::new(binary());
-        c.args(common(K0)).args([
+        c.args(common(dev_key(0))).args([
             "seed",
             &torrent,
             "--dir",
@@ -314,7 +178,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let relay_addr = relay.addr.to_string();
     let buyer_cmd = || {
         let mut c = Command::new(binary());
-        c.args(common(K3)).args([
+        c.args(common(dev_key(3))).args([
             "get",
             &torrent,
             "--peer",
@@ -445,7 +309,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
 
     // Every channel is paid out: nothing left on the adjudicator.
     let chain = rt.block_on(async {
-        let key: B256 = K3.parse().unwrap();
+        let key: B256 = dev_key(3).parse().unwrap();
         payment_channel::chain::EthereumChain::connect(
             &anvil.url,
             &key,

@@ -17,13 +17,8 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
 use support::*;
 
-/// Anvil's public dev accounts #0, #2 and #3 (they only ever hold dev-chain ether).
-const K0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-const K2: &str = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
-const K3: &str = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 64 * MIB;
 const GRANULARITY: u64 = MIB;
@@ -48,27 +43,14 @@ fn cmd<S: AsRef<std::ffi::OsStr>>(
     c
 }
 
-fn num(v: &Value, key: &str) -> u128 {
-    match &v[key] {
-        Value::String(s) => s.parse().expect("decimal"),
-        other => u128::from(other.as_u64().unwrap_or_else(|| panic!("{key} in {v}"))),
-    }
-}
-
 #[test]
 fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
         return;
     };
-    let art = repo_root().join("target/nitro-artifacts");
-    if !art.join("NitroAdjudicator.json").is_file() {
-        let _: Option<()> = missing(
-            "Nitro contract artifacts",
-            "Run `scripts/fetch-nitro-artifacts.sh`.",
-        );
+    let Some(art) = nitro_artifacts() else {
         return;
-    }
-    let art = arg(&art);
+    };
     let dir = tempdir();
     let seed_dir = dir.path().join("seed");
     let data = content(SIZE as usize, 64);
@@ -100,7 +82,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // ---- 1. a full paid transfer between two processes -------------------------------------
     let identity = format!("0x{}", hex::encode(content(32, 7)));
     let args = seed_args(&["--identity", &identity]);
-    let mut seeder = JsonProc::spawn("seeder", cmd(&anvil, &art, K0, &args));
+    let mut seeder = JsonProc::spawn("seeder", cmd(&anvil, &art, dev_key(0), &args));
     let listening = seeder.expect_event(Duration::from_secs(60), "listening");
     let addr = listening["addr"].as_str().unwrap().to_owned();
     let seller = listening["account"].as_str().unwrap().to_owned();
@@ -112,7 +94,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
         cmd(
             &anvil,
             &art,
-            K2,
+            dev_key(2),
             &[
                 "get",
                 &torrent,
@@ -150,7 +132,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // ---- 2. SIGKILL the downloader mid-transfer, restart the seeder ------------------------
     let store = arg(&dir.path().join("seller.redb"));
     let seed_argv = seed_args(&["--store", &store]);
-    let mut seeder = JsonProc::spawn("seeder-2", cmd(&anvil, &art, K0, &seed_argv));
+    let mut seeder = JsonProc::spawn("seeder-2", cmd(&anvil, &art, dev_key(0), &seed_argv));
     let listening = seeder.expect_event(Duration::from_secs(60), "listening");
     let addr = listening["addr"].as_str().unwrap().parse().unwrap();
     let seller = listening["account"].as_str().unwrap().to_owned();
@@ -161,14 +143,16 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
         .build()
         .unwrap();
     // 8 MiB/s: the 64 MiB take 8 s, plenty of time to kill the downloader half way.
-    let slow = rt.block_on(throttled_proxy(addr, 8 * MIB));
+    let slow = rt.block_on(relay(8 * MIB));
+    *slow.upstream.lock().unwrap() = Some(addr);
+    let slow = slow.addr;
     let out2 = arg(&dir.path().join("dl2"));
     let mut buyer = JsonProc::spawn(
         "buyer-2",
         cmd(
             &anvil,
             &art,
-            K3,
+            dev_key(3),
             &[
                 "get",
                 &torrent,
@@ -210,7 +194,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // `--answer-timeout`, and challenges with the largest voucher it holds.
     let mut argv3 = seed_argv;
     argv3.extend(["--idle-close", "1", "--answer-timeout", "2"].map(String::from));
-    let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, K0, &argv3));
+    let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, dev_key(0), &argv3));
     let restored = seeder.expect_event(Duration::from_secs(60), "channel_restored");
     let voucher = num(&restored, "paid");
     assert_eq!(

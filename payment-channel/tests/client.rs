@@ -90,23 +90,35 @@ impl World {
         store: Arc<dyn ChannelStore>,
         policy: Option<JoinPolicy>,
     ) -> Node {
-        let (tx, inbox) = mpsc::unbounded_channel();
-        self.net.queues.lock().unwrap().insert(signer.address(), tx);
-        let (client, events) = Client::open(
-            self.config(policy),
-            signer.clone(),
-            Arc::new(self.chain.handle(signer.address())),
-            store,
-            Some(Arc::new(NetTransport(self.net.clone()))),
-        )
-        .await
-        .unwrap();
-        Node {
-            client,
-            events,
-            inbox,
-            seen: Vec::new(),
-        }
+        let chain = Arc::new(self.chain.handle(signer.address()));
+        open_node(&self.net, self.config(policy), signer, chain, store).await
+    }
+}
+
+/// A client on `chain`, reachable through `net`.
+async fn open_node(
+    net: &Arc<Net>,
+    config: ClientConfig,
+    signer: Arc<LocalSigner>,
+    chain: Arc<dyn payment_channel::chain::Chain>,
+    store: Arc<dyn ChannelStore>,
+) -> Node {
+    let (tx, inbox) = mpsc::unbounded_channel();
+    net.queues.lock().unwrap().insert(signer.address(), tx);
+    let (client, events) = Client::open(
+        config,
+        signer,
+        chain,
+        store,
+        Some(Arc::new(NetTransport(net.clone()))),
+    )
+    .await
+    .unwrap();
+    Node {
+        client,
+        events,
+        inbox,
+        seen: Vec::new(),
     }
 }
 
@@ -658,26 +670,12 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
         .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
         .await;
     let froms = Arc::new(Mutex::new(Vec::new()));
-    let (tx, inbox) = mpsc::unbounded_channel();
-    w.net.queues.lock().unwrap().insert(payee_key.address(), tx);
-    let (client, events) = Client::open(
-        w.config(None),
-        payee_key.clone(),
-        Arc::new(Recording {
-            inner: w.chain.handle(payee_key.address()),
-            froms: froms.clone(),
-        }),
-        Arc::new(MemoryStore::new()),
-        Some(Arc::new(NetTransport(w.net.clone()))),
-    )
-    .await
-    .unwrap();
-    let mut payee = Node {
-        client,
-        events,
-        inbox,
-        seen: Vec::new(),
-    };
+    let recording = Arc::new(Recording {
+        inner: w.chain.handle(payee_key.address()),
+        froms: froms.clone(),
+    });
+    let store = Arc::new(MemoryStore::new());
+    let mut payee = open_node(&w.net, w.config(None), payee_key, recording, store).await;
     let id = payee
         .client
         .create(payer.client.address(), u(10_000), None)
@@ -737,31 +735,12 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
     let net = Arc::new(Net::default());
     let app = deployment.virtual_payment_app;
     let node = |signer: Arc<LocalSigner>, chain: Arc<EthereumChain>, policy| {
-        let net = net.clone();
-        async move {
-            let (tx, inbox) = mpsc::unbounded_channel();
-            net.queues.lock().unwrap().insert(signer.address(), tx);
-            let config = ClientConfig {
-                challenge_duration: 600,
-                auto_join: policy,
-                ..ClientConfig::new(app)
-            };
-            let (client, events) = Client::open(
-                config,
-                signer,
-                chain,
-                Arc::new(MemoryStore::new()),
-                Some(Arc::new(NetTransport(net))),
-            )
-            .await
-            .unwrap();
-            Node {
-                client,
-                events,
-                inbox,
-                seen: Vec::new(),
-            }
-        }
+        let config = ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            ..ClientConfig::new(app)
+        };
+        open_node(&net, config, signer, chain, Arc::new(MemoryStore::new()))
     };
     let policy = JoinPolicy::new(app, u(10_000), u(15_000));
     let mut payer = node(payer_key.clone(), payer_chain.clone(), Some(policy)).await;

@@ -313,13 +313,32 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paid-torrent"))
 }
 
-/// A one-connection-at-a-time TCP proxy in front of `target` that limits what flows from
-/// `target` to the client to `rate` bytes per second (a slow link).
-pub async fn throttled_proxy(target: SocketAddr, rate: u64) -> SocketAddr {
+/// A throttled TCP relay to whatever address [`Relay::upstream`] names at the time a client
+/// connects (a seeder that restarts listens on a new port). What flows from upstream to the
+/// client is limited to `rate` bytes per second (a slow link), and the `piece` payload bytes
+/// written to the client's socket are counted in [`Relay::received`]: what the client
+/// received, whatever either side reports.
+pub struct Relay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Where the next connection is relayed (`None`: refused).
+    pub upstream: Arc<Mutex<Option<SocketAddr>>>,
+    /// Piece payload bytes delivered to clients, whole blocks only.
+    pub received: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Starts a [`Relay`] (call inside a tokio runtime).
+pub async fn relay(rate: u64) -> Relay {
+    use std::sync::atomic::Ordering;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let upstream: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (up, counted) = (upstream.clone(), received.clone());
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let target = *up.lock().unwrap();
+            let Some(target) = target else { continue };
             let Ok(server) = TcpStream::connect(target).await else {
                 continue;
             };
@@ -329,10 +348,14 @@ pub async fn throttled_proxy(target: SocketAddr, rate: u64) -> SocketAddr {
                 let _ = tokio::io::copy(&mut cr, &mut sw).await;
                 let _ = sw.shutdown().await;
             });
+            let counted = counted.clone();
             tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
                 let mut sent = 0u64;
                 let mut buf = vec![0u8; 16 * 1024];
+                // The stream as the client sees it: the handshake, then frames.
+                let (mut stream, mut codec) = (BytesMut::new(), PeerCodec::new());
+                let mut handshake_left = HANDSHAKE_LEN;
                 loop {
                     let n = match sr.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
@@ -340,6 +363,14 @@ pub async fn throttled_proxy(target: SocketAddr, rate: u64) -> SocketAddr {
                     };
                     if cw.write_all(&buf[..n]).await.is_err() {
                         break;
+                    }
+                    let skip = handshake_left.min(n);
+                    handshake_left -= skip;
+                    stream.extend_from_slice(&buf[skip..n]);
+                    while let Ok(Some(message)) = codec.decode(&mut stream) {
+                        if let Message::Piece { data, .. } = message {
+                            counted.fetch_add(data.len() as u64, Ordering::SeqCst);
+                        }
                     }
                     sent += n as u64;
                     let due = start + Duration::from_secs_f64(sent as f64 / rate as f64);
@@ -349,5 +380,28 @@ pub async fn throttled_proxy(target: SocketAddr, rate: u64) -> SocketAddr {
             });
         }
     });
-    addr
+    Relay {
+        addr,
+        upstream,
+        received,
+    }
+}
+
+/// Anvil dev account `i`'s secret key (they only ever hold dev-chain ether).
+pub fn dev_key(i: usize) -> &'static str {
+    payment_channel::test_utils::anvil::DEV_KEYS[i]
+}
+
+/// A decimal amount of an event line (a JSON string or number).
+pub fn num(v: &Value, key: &str) -> u128 {
+    match &v[key] {
+        Value::String(s) => s.parse().expect("decimal"),
+        other => u128::from(other.as_u64().unwrap_or_else(|| panic!("{key} in {v}"))),
+    }
+}
+
+/// The Nitro contract artifacts folder as a command-line argument, or `None` (skip; a panic
+/// under CI) when it is missing.
+pub fn nitro_artifacts() -> Option<String> {
+    payment_channel::test_utils::anvil::artifacts_dir().map(|d| arg(&d))
 }
