@@ -125,15 +125,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let mut rng = Rng(seed);
 
     let dir = tempdir();
-    let seed_dir = dir.path().join("seed");
-    let data = content(SIZE as usize, 99);
-    write(&seed_dir.join("file.bin"), &data);
-    let torrent = arg(&dir.path().join("file.torrent"));
-    let status = Command::new(binary())
-        .args(["create", &arg(&seed_dir.join("file.bin")), "-o", &torrent])
-        .status()
-        .expect("create");
-    assert!(status.success());
+    let (seed_dir, data, torrent) = seeded_torrent(dir.path(), "file.bin", SIZE as usize, 99);
     let seller_store = arg(&dir.path().join("seller.redb"));
     let buyer_store = arg(&dir.path().join("buyer.redb"));
     let out = arg(&dir.path().join("dl"));

@@ -52,15 +52,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
         return;
     };
     let dir = tempdir();
-    let seed_dir = dir.path().join("seed");
-    let data = content(SIZE as usize, 64);
-    write(&seed_dir.join("movie.bin"), &data);
-    let torrent = arg(&dir.path().join("movie.torrent"));
-    let status = Command::new(binary())
-        .args(["create", &arg(&seed_dir.join("movie.bin")), "-o", &torrent])
-        .status()
-        .expect("create");
-    assert!(status.success());
+    let (seed_dir, data, torrent) = seeded_torrent(dir.path(), "movie.bin", SIZE as usize, 64);
     let seed_args = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = [
             "seed",

@@ -508,6 +508,21 @@ async fn pollable_outbox_without_transport() {
     assert_eq!(payee.channel_info(id).await.unwrap().paid, u(10));
 }
 
+/// The payee proposes a 10 000 wei channel, the payer (auto-)joins and pays `amount` wei; the
+/// payee has looked at the chain since. Returns the channel.
+async fn open_and_pay(payer: &mut Node, payee: &mut Node, amount: u64) -> B256 {
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(payer, payee).await.is_empty());
+    payer.client.send_payment(id, u(amount)).await.unwrap();
+    assert!(pump(payer, payee).await.is_empty());
+    payee.client.watch_chain().await.unwrap();
+    id
+}
+
 /// A chain that records the `from_block` of every `events` query.
 struct Recording<C> {
     inner: C,
@@ -601,15 +616,7 @@ async fn a_restart_reads_only_chain_events_it_has_not_applied() {
         .await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
     let mut payee = w.node(payee_key.clone(), store.clone(), None).await;
-    let id = payee
-        .client
-        .create(payer.client.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.send_payment(id, u(300)).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payee.client.watch_chain().await.unwrap();
+    let id = open_and_pay(&mut payer, &mut payee, 300).await;
     // Unrelated blocks, then the payee stops.
     for _ in 0..5 {
         w.chain.advance_time(0); // mines an empty block
@@ -676,15 +683,7 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
     });
     let store = Arc::new(MemoryStore::new());
     let mut payee = open_node(&w.net, w.config(None), payee_key, recording, store).await;
-    let id = payee
-        .client
-        .create(payer.client.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.send_payment(id, u(250)).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payee.client.watch_chain().await.unwrap();
+    let id = open_and_pay(&mut payer, &mut payee, 250).await;
     let froms = froms.lock().unwrap().clone();
     assert!(!froms.is_empty());
     assert!(

@@ -405,3 +405,24 @@ pub fn num(v: &Value, key: &str) -> u128 {
 pub fn nitro_artifacts() -> Option<String> {
     payment_channel::test_utils::anvil::artifacts_dir().map(|d| arg(&d))
 }
+
+/// `size` bytes of generated content (from `seed`) in `<dir>/seed/<name>`, and a .torrent for
+/// it made by `paid-torrent create` in `<dir>/<name>.torrent`. Returns the content folder, the
+/// content and the .torrent's path.
+pub fn seeded_torrent(
+    dir: &Path,
+    name: &str,
+    size: usize,
+    seed: u64,
+) -> (PathBuf, Vec<u8>, String) {
+    let seed_dir = dir.join("seed");
+    let data = content(size, seed);
+    write(&seed_dir.join(name), &data);
+    let torrent = arg(&dir.join(format!("{name}.torrent")));
+    let status = Command::new(binary())
+        .args(["create", &arg(&seed_dir.join(name)), "-o", &torrent])
+        .status()
+        .expect("create");
+    assert!(status.success(), "paid-torrent create failed");
+    (seed_dir, data, torrent)
+}
