@@ -56,12 +56,19 @@ struct BuyOpts {
     /// Bytes bought per payment.
     #[arg(long, default_value_t = 1 << 20)]
     granularity: u64,
-    /// Total wei it may spend (default: twice the content at the highest accepted price).
+    /// Total wei it may lock in deposits and spend (default: three times the content at the
+    /// highest accepted price: after a channel's deposit is used up, e.g. by retransmissions or
+    /// crashes, a second channel's deposit must still fit).
     #[arg(long)]
     budget: Option<u128>,
     /// Highest accepted price in wei per byte (default: 1, or the demo's `--price`).
     #[arg(long)]
     max_price: Option<u128>,
+    /// Most bytes paid ahead of what was received, when the seller prompts (0: pay only on
+    /// STOP, slower). A crash of either side can cost us this, plus the requests in flight
+    /// (64 blocks), plus two payments.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_pay_ahead: u64,
 }
 
 /// Prices and payment sizes of both sides (demo).
@@ -293,9 +300,10 @@ async fn run(cli: Cli) -> Result<()> {
             let total = u128::from(t.meta().info.total_length());
             let max_price = pay.max_price.unwrap_or(1);
             let buy = BuyTerms {
-                budget: pay.budget.unwrap_or_else(|| total * max_price * 2),
+                budget: pay.budget.unwrap_or_else(|| total * max_price * 3),
                 max_price_per_byte: max_price,
                 granularity_bytes: pay.granularity,
+                max_pay_ahead_bytes: pay.max_pay_ahead,
             };
             let chain = chain_choice(&cli.chain, &out).await?;
             let wallet = open_wallet(&chain, &wallet).await?;
@@ -542,6 +550,15 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
             json!({"event": "channel_restored", "peer": account.to_string(), "channel": hex::encode(channel_id),
                    "role": format!("{role:?}"), "paid": paid, "state": format!("{state:?}")}),
             || format!("channel 0x{} with {account} restored from the store ({state:?}, {paid} wei paid)", hex::encode(channel_id)),
+        ),
+        CoordinatorEvent::ProposalDeclined {
+            channel_id,
+            payee,
+            reason,
+        } => out.event(
+            json!({"event": "proposal_declined", "peer": payee.to_string(),
+                   "channel": hex::encode(channel_id), "reason": format!("{reason:?}")}),
+            || format!("declined channel 0x{} from {payee}: {reason:?}", hex::encode(channel_id)),
         ),
         CoordinatorEvent::Closing {
             account, channel_id, ..
@@ -875,6 +892,7 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
         budget,
         max_price_per_byte: opts.buy.max_price.unwrap_or(opts.sell.price),
         granularity_bytes: opts.buy.granularity,
+        max_pay_ahead_bytes: opts.buy.max_pay_ahead,
     };
     let (seller, mut seller_events) = PaidNode::start(
         seeder,

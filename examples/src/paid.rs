@@ -219,6 +219,9 @@ pub struct BuyTerms {
     pub max_price_per_byte: u128,
     /// Bytes bought per payment.
     pub granularity_bytes: u64,
+    /// Most bytes paid ahead of what was received (`DownloadConfig::max_pay_ahead_bytes`); 0
+    /// pays only on STOP.
+    pub max_pay_ahead_bytes: u64,
 }
 
 /// One torrent served or downloaded through the glue adapter, with payments.
@@ -282,6 +285,8 @@ impl PaidNode {
         };
         config.download = buy.as_ref().map(|b| DownloadConfig {
             granularity_bytes: b.granularity_bytes,
+            pay_ahead: b.max_pay_ahead_bytes > 0,
+            max_pay_ahead_bytes: b.max_pay_ahead_bytes,
             max_price_per_byte: b.max_price_per_byte,
             max_deposit: b.budget,
             budget: b.budget,

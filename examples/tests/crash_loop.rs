@@ -17,11 +17,12 @@
 //! * the file is complete and identical;
 //! * every channel's holdings are 0 (nothing stuck);
 //! * the seeder's payout ≥ everything it ever credited;
-//! * the downloader's payments ≤ the bytes it received + one pay-ahead window per run of
-//!   either side (what a kill can lose: credit the downloader prepaid and not yet used).
+//! * the downloader's payments ≤ the bytes it received + one window per run of either side
+//!   (what a kill can lose: the requests in flight + what it pays ahead + two payments).
 //!
 //! `CRASH_SEED=<n>` replays a kill schedule (timings still vary); `CRASH_KILLS=<n>` changes the
-//! number of kills (default 20).
+//! number of kills (default 20); `CRASH_PAY_AHEAD=<bytes>` the downloader's `--max-pay-ahead`
+//! (default 1 MiB).
 
 #![cfg(feature = "ethereum")]
 
@@ -40,8 +41,10 @@ use support::*;
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 24 * MIB;
 const GRANULARITY: u64 = 256 * 1024;
-/// The downloader's `DownloadConfig::max_pay_ahead_bytes` (the default).
+/// The downloader's default `--max-pay-ahead` (`DownloadConfig::max_pay_ahead_bytes`).
 const MAX_PAY_AHEAD: u64 = MIB;
+/// Requests the sample client keeps in flight (`NodeConfig::pipeline` = 64 blocks of 16 KiB).
+const PIPELINE_BYTES: u64 = 64 * 16 * 1024;
 /// Relay speed seeder → downloader: the whole file takes 12 s without kills.
 const RATE: u64 = 2 * MIB;
 
@@ -121,7 +124,11 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    println!("CRASH_SEED={seed} CRASH_KILLS={kills}");
+    let pay_ahead: u64 = std::env::var("CRASH_PAY_AHEAD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(MAX_PAY_AHEAD);
+    println!("CRASH_SEED={seed} CRASH_KILLS={kills} CRASH_PAY_AHEAD={pay_ahead}");
     let mut rng = Rng(seed);
 
     let dir = tempdir();
@@ -179,6 +186,8 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
             &out,
             "--granularity",
             &GRANULARITY.to_string(),
+            "--max-pay-ahead",
+            &pay_ahead.to_string(),
             "--store",
             &buyer_store,
             "--answer-timeout",
@@ -335,20 +344,24 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let refund = anvil.balance(&buyer_account);
     let received = u128::from(relay.received.load(Ordering::SeqCst));
     let credited_total: u128 = credited_all.values().sum();
-    // The downloader pays ahead of what it received by at most its pay-ahead window plus the
-    // payment answering a STOP (W). A kill can lose that much once: the seeder's kill forgets
-    // the credit it held for the downloader; the downloader's kill loses what was served into
-    // the network but never arrived, and the restarted downloader no longer knows what it had
-    // prepaid. So the downloader pays at most W per run beyond what it received.
-    let window = u128::from(MAX_PAY_AHEAD + 2 * GRANULARITY);
+    // What the downloader paid for and did not receive is at most: the requests in flight
+    // (served, or about to be, and paid when the seller's STOP insists), plus what it pays
+    // ahead when prompted, plus the payment answering a STOP (W). A kill can lose that once:
+    // a killed downloader loses the blocks in flight to it, a killed seeder forgets the credit
+    // it held and the blocks in its socket. So the downloader pays at most W per process run
+    // beyond what it received.
+    let window = u128::from(PIPELINE_BYTES + pay_ahead + 2 * GRANULARITY);
     let allowance = u128::from(seeder_kills + buyer_kills + 1) * window;
     println!(
         "crash loop: {seeder_kills} seeder + {buyer_kills} downloader SIGKILLs, {restores_checked} restores checked, \
          {} channels; received {received} B, paid {payout} wei ({} payments in the last run), \
-         credited {credited_total} wei, refund {refund} wei; overpaid {} B vs allowance {allowance}; {:.1} s",
+         credited {credited_total} wei, refund {refund} wei; overpaid {} B ({:.0} KiB per kill) vs allowance {allowance}; {:.1} s",
         all_channels.len(),
         done["payments"],
         payout.saturating_sub(received),
+        payout.saturating_sub(received) as f64
+            / 1024.0
+            / f64::from((seeder_kills + buyer_kills).max(1)),
         started.elapsed().as_secs_f64()
     );
     assert!(

@@ -341,6 +341,7 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
         budget: 1 << 40,
         max_price_per_byte: 1,
         granularity_bytes: 1 << 20,
+        max_pay_ahead_bytes: 1 << 20,
     };
     let (buyer, _) = PaidNode::start(
         torrent.clone(),

@@ -128,9 +128,15 @@ impl JsonProc {
         match self.wait_for(timeout, |v| v["event"] == event) {
             Some(v) => v,
             None => panic!(
-                "{}: no {event:?} within {timeout:?}; last lines: {:#?}",
+                "{}: no {event:?} within {timeout:?}; last status: {:?}; last other lines: {:#?}",
                 self.name,
-                self.seen.iter().rev().take(8).collect::<Vec<_>>()
+                self.last("status"),
+                self.seen
+                    .iter()
+                    .rev()
+                    .filter(|v| v["event"] != "status")
+                    .take(12)
+                    .collect::<Vec<_>>()
             ),
         }
     }
