@@ -208,8 +208,9 @@ impl ChannelBackend for ClientBackend {
 
     /// Reads the chain, then reports every channel of the client that is still in use as
     /// [`ChannelEvent::Restored`], forgets proposals we never joined (nothing of ours is at
-    /// stake in them), retries the deposit of channels we joined if the chain does not hold it, asks again for the `conclude` of channels closed by both, then repeats
-    /// the last message of every channel (the counterparty may have missed it when we stopped).
+    /// stake in them), retries the deposit of channels we joined if the chain does not hold
+    /// it, asks again for the `conclude` of channels closed by both, then repeats the last
+    /// message of every channel (the counterparty may have missed it when we stopped).
     /// Channels being challenged are left to the client (`watch_chain` finishes them).
     async fn restore(&self, events: &ChannelEvents) {
         // Catch up with the chain first: deposits, challenges and conclusions that happened

@@ -1833,10 +1833,7 @@ impl Coordinator {
             .identities
             .entry(account)
             .or_insert_with(|| Identity::new(Terms::default()));
-        let slot = match role {
-            Role::Payee => &mut ident.payee,
-            Role::Payer => &mut ident.payer,
-        };
+        let slot = ident.slot_mut(role);
         if slot.is_some() {
             // A channel opened since the restart took the place: the usual rules settle the
             // restored one (its counterparty will challenge it, or our client will on timeout).
@@ -1859,8 +1856,9 @@ impl Coordinator {
             // when the channel closes).
             self.budget_reserved = self.budget_reserved.saturating_add(deposit);
         } else {
-            // What was paid before the restart is not credited again (the voucher total is
-            // the baseline of the next payment).
+            // A channel creation still in flight is abandoned when it completes (the restored
+            // channel holds the place); `paid` is the baseline of the next voucher, so nothing
+            // paid before the restart is credited again.
             ident.creating = None;
         }
         if ident.live.is_empty() {
@@ -1890,10 +1888,7 @@ impl Coordinator {
             .identities
             .entry(account)
             .or_insert_with(|| Identity::new(Terms::default()));
-        let slot = match role {
-            Role::Payee => &mut ident.payee,
-            Role::Payer => &mut ident.payer,
-        };
+        let slot = ident.slot_mut(role);
         match slot {
             Some(s) if s.id == channel_id => {
                 if s.phase != Phase::Proposed {
@@ -2384,10 +2379,7 @@ impl Coordinator {
         let Some(ident) = self.identities.get_mut(&account) else {
             return false;
         };
-        let slot = match role {
-            Role::Payee => ident.payee.as_mut(),
-            Role::Payer => ident.payer.as_mut(),
-        };
+        let slot = ident.slot_mut(role).as_mut();
         let Some(slot) = slot.filter(|s| s.phase == Phase::Open) else {
             return false;
         };
@@ -2408,10 +2400,7 @@ impl Coordinator {
         let Some(ident) = self.identities.get_mut(&account) else {
             return false;
         };
-        let slot = match role {
-            Role::Payee => ident.payee.as_mut(),
-            Role::Payer => ident.payer.as_mut(),
-        };
+        let slot = ident.slot_mut(role).as_mut();
         let Some(slot) = slot else {
             return false;
         };
@@ -2450,10 +2439,7 @@ impl Coordinator {
         let Some(ident) = self.identities.get_mut(&account) else {
             return Ok(());
         };
-        let slot = match role {
-            Role::Payee => &mut ident.payee,
-            Role::Payer => &mut ident.payer,
-        };
+        let slot = ident.slot_mut(role);
         let Some(closed) = slot.take_if(|s| s.id == channel_id) else {
             return Ok(());
         };

@@ -8,6 +8,7 @@ use paid_wire::message::BlockRequest;
 use payment_channel::Address;
 
 use super::events::{NonPayingReason, PeerStats};
+use crate::channel::Role;
 use crate::engine::{PeerInfo, Terms};
 
 /// How requests of one connection are answered.
@@ -167,6 +168,14 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// Our channel with this identity in `role` (payee: it pays us; payer: we pay it).
+    pub(crate) fn slot_mut(&mut self, role: Role) -> &mut Option<Slot> {
+        match role {
+            Role::Payee => &mut self.payee,
+            Role::Payer => &mut self.payer,
+        }
+    }
+
     pub(crate) fn new(terms: Terms) -> Self {
         Self {
             outcome: None,
