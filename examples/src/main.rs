@@ -576,6 +576,17 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
     }
 }
 
+/// Prints a seller's coordinator event and remembers the payers it has channels with.
+fn seller_event(out: &Out, buyers: &mut Vec<Address>, e: &CoordinatorEvent) {
+    if let CoordinatorEvent::ChannelOpened { account, .. }
+    | CoordinatorEvent::ChannelRestored { account, .. } = e
+        && !buyers.contains(account)
+    {
+        buyers.push(*account);
+    }
+    coordinator_event(out, e);
+}
+
 async fn seed_paid(
     torrent: Arc<Torrent>,
     listen: SocketAddr,
@@ -589,15 +600,11 @@ async fn seed_paid(
     // not, they are closed, then challenged with our largest voucher.
     let (node, mut events) =
         PaidNode::start(torrent.clone(), wallet, Some(sell.clone()), None, liveness).await?;
+    // Payers whose figures `peer_status` reports.
     let mut buyers: Vec<Address> = Vec::new();
     // What the restore reported comes first (`channel_restored`).
     while let Ok(e) = events.try_recv() {
-        if let CoordinatorEvent::ChannelRestored { account, .. } = &e
-            && !buyers.contains(account)
-        {
-            buyers.push(*account);
-        }
-        coordinator_event(out, &e);
+        seller_event(out, &mut buyers, &e);
     }
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
@@ -619,15 +626,7 @@ async fn seed_paid(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            Some(e) = events.recv() => {
-                if let CoordinatorEvent::ChannelOpened { account, .. }
-                | CoordinatorEvent::ChannelRestored { account, .. } = &e
-                    && !buyers.contains(account)
-                {
-                    buyers.push(*account);
-                }
-                coordinator_event(out, &e);
-            }
+            Some(e) = events.recv() => seller_event(out, &mut buyers, &e),
             _ = status.tick() => {
                 for b in &buyers {
                     if let Some(i) = node.node.inspect(|c| c.identity(*b)) {
