@@ -68,12 +68,18 @@ impl Rng {
 fn credited(lines: &[Value]) -> HashMap<String, u128> {
     let mut m = HashMap::new();
     for v in lines.iter().filter(|v| v["event"] == "payment_received") {
-        let e = m
-            .entry(v["channel"].as_str().expect("channel").to_owned())
-            .or_insert(0);
-        *e = (*e).max(num(v, "total"));
+        let channel = v["channel"].as_str().expect("channel").to_owned();
+        merge_max(&mut m, [(channel, num(v, "total"))]);
     }
     m
+}
+
+/// Keeps the larger amount per channel.
+fn merge_max(into: &mut HashMap<String, u128>, from: impl IntoIterator<Item = (String, u128)>) {
+    for (channel, amount) in from {
+        let e = into.entry(channel).or_insert(0);
+        *e = (*e).max(amount);
+    }
 }
 
 /// `channel_restored` lines: channel → paid.
@@ -242,10 +248,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
                 seeder_kills += 1;
                 let before = credited(&seeder.seen);
                 channels(&seeder.seen, &mut all_channels);
-                for (c, t) in &before {
-                    let e = credited_all.entry(c.clone()).or_insert(0);
-                    *e = (*e).max(*t);
-                }
+                merge_max(&mut credited_all, before.clone());
                 let (next, account) = start_seeder("seeder");
                 assert_eq!(account, seller, "the identity survives in the store");
                 seeder = next;
@@ -270,17 +273,16 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
                 buyer_kills += 1;
                 channels(&buyer.seen, &mut all_channels);
                 seeder.drain();
-                let seen = credited(&seeder.seen);
+                merge_max(&mut credited_all, credited(&seeder.seen));
                 buyer = JsonProc::spawn("buyer", buyer_cmd());
                 let s = buyer.expect_event(Duration::from_secs(60), "started");
                 assert_eq!(s["account"].as_str().unwrap(), buyer_account);
                 buyer.drain();
                 let back = restored(&buyer.seen);
                 for (c, &r) in &back {
-                    let credited_now = seen.get(c).copied().unwrap_or(0);
-                    let credited_then = credited_all.get(c).copied().unwrap_or(0);
+                    let credited = credited_all.get(c).copied().unwrap_or(0);
                     assert!(
-                        r >= credited_now.max(credited_then),
+                        r >= credited,
                         "downloader restored channel {c} with {r} wei, below what the seeder credited"
                     );
                     restores_checked += 1;
@@ -298,10 +300,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     seeder.drain();
     channels(&seeder.seen, &mut all_channels);
     channels(&buyer.seen, &mut all_channels);
-    for (c, t) in credited(&seeder.seen) {
-        let e = credited_all.entry(c).or_insert(0);
-        *e = (*e).max(t);
-    }
+    merge_max(&mut credited_all, credited(&seeder.seen));
     assert_eq!(
         std::fs::read(dir.path().join("dl/file.bin")).unwrap(),
         data,
