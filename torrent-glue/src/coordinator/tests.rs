@@ -71,12 +71,29 @@ struct H {
 
 impl H {
     fn new(config: CoordinatorConfig) -> Self {
+        Self::downloading(config, 0)
+    }
+
+    /// A coordinator with torrent 0 missing `remaining` bytes.
+    fn downloading(config: CoordinatorConfig, remaining: u64) -> Self {
         let mut c = Coordinator::new(config).unwrap();
-        c.add_torrent(TorrentKey(0), 0).unwrap();
+        c.add_torrent(TorrentKey(0), remaining).unwrap();
         Self {
             c,
             now: Instant::now(),
         }
+    }
+
+    /// Connects an uploader `account` with the extension (no fast) as `key`.
+    fn uploader(&mut self, key: u64, account: Address) -> PeerKey {
+        let k = PeerKey(key);
+        self.c
+            .handle_peer_connected(self.now, k, info(true, false))
+            .unwrap();
+        self.c
+            .handle_extended_handshake(self.now, k, &handshake(account, 3))
+            .unwrap();
+        k
     }
 
     fn advance(&mut self, d: Duration) {
@@ -532,18 +549,9 @@ fn engine_authority_never_chokes_and_mirrors_engine_choke() {
 
 /// A downloader harness: we buy from `seller`, whose proposal `id` we join.
 fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address, ChannelId) {
-    let mut c = Coordinator::new(config).unwrap();
-    c.add_torrent(TorrentKey(0), remaining).unwrap();
-    let mut h = H {
-        c,
-        now: Instant::now(),
-    };
+    let mut h = H::downloading(config, remaining);
     let seller = addr(0x5E);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    h.c.handle_extended_handshake(h.now, k, &handshake(seller, 3))
-        .unwrap();
+    let k = h.uploader(1, seller);
     let id = [9; 32];
     h.ev(ChannelEvent::Proposed {
         channel_id: id,
@@ -614,18 +622,9 @@ fn stop_pays_one_granularity_once_and_is_acked() {
 
 #[test]
 fn stop_before_join_is_paid_once_the_channel_is_ready() {
-    let mut c = Coordinator::new(buyer_config(40_000)).unwrap();
-    c.add_torrent(TorrentKey(0), 1_000_000).unwrap();
-    let mut h = H {
-        c,
-        now: Instant::now(),
-    };
+    let mut h = H::downloading(buyer_config(40_000), 1_000_000);
     let seller = addr(0x5E);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    h.c.handle_extended_handshake(h.now, k, &handshake(seller, 3))
-        .unwrap();
+    let k = h.uploader(1, seller);
     let id = [9; 32];
     h.ev(ChannelEvent::Proposed {
         channel_id: id,
@@ -818,12 +817,7 @@ fn prompt_tops_credit_up_to_the_suggestion_within_the_pay_ahead_bound() {
 fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     let mut config = buyer_config(100_000);
     config.download.as_mut().unwrap().granularity_bytes = 100_000;
-    let mut c = Coordinator::new(config).unwrap();
-    c.add_torrent(TorrentKey(0), 250_000).unwrap();
-    let mut h = H {
-        c,
-        now: Instant::now(),
-    };
+    let mut h = H::downloading(config, 250_000);
     let seller = addr(0x5E);
     let k = PeerKey(1);
     h.c.handle_peer_connected(h.now, k, info(true, false))
@@ -2062,12 +2056,7 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
 
 #[test]
 fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
-    let mut c = Coordinator::new(buyer_config(40_000)).unwrap();
-    c.add_torrent(TorrentKey(0), 1_000_000).unwrap();
-    let mut h = H {
-        c,
-        now: Instant::now(),
-    };
+    let mut h = H::downloading(buyer_config(40_000), 1_000_000);
     let seller = addr(0x5E);
     let id = [7; 32];
     // Most of the deposit was spent before the restart.
@@ -2080,11 +2069,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
         paid: 90_000,
         state: RestoredState::Open,
     });
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    h.c.handle_extended_handshake(h.now, k, &handshake(seller, 3))
-        .unwrap();
+    let k = h.uploader(1, seller);
     h.channel();
     h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
     // Only what is left of the deposit can be paid.
