@@ -29,7 +29,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -142,37 +141,26 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let seller_store = arg(&dir.path().join("seller.redb"));
     let buyer_store = arg(&dir.path().join("buyer.redb"));
     let out = arg(&dir.path().join("dl"));
-    let common = |key: &str| -> Vec<String> {
-        [
-            "--json",
-            "--rpc",
-            &anvil.url,
-            "--key",
-            key,
-            "--artifacts",
-            &art,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
     let seeder_cmd = || {
-        let mut c = Command::new(binary());
-        c.args(common(dev_key(0))).args([
-            "seed",
-            &torrent,
-            "--dir",
-            &arg(&seed_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--challenge-duration",
-            "3",
-            "--store",
-            &seller_store,
-            "--answer-timeout",
-            "20",
-        ]);
-        c
+        chain_cmd(
+            &anvil,
+            &art,
+            dev_key(0),
+            &[
+                "seed",
+                &torrent,
+                "--dir",
+                &arg(&seed_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--challenge-duration",
+                "3",
+                "--store",
+                &seller_store,
+                "--answer-timeout",
+                "20",
+            ],
+        )
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -181,27 +169,31 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
         .unwrap();
     let relay = rt.block_on(relay(RATE));
     let relay_addr = relay.addr.to_string();
+    let (granularity, pay_ahead_arg) = (GRANULARITY.to_string(), pay_ahead.to_string());
     let buyer_cmd = || {
-        let mut c = Command::new(binary());
-        c.args(common(dev_key(3))).args([
-            "get",
-            &torrent,
-            "--peer",
-            &relay_addr,
-            "--out",
-            &out,
-            "--granularity",
-            &GRANULARITY.to_string(),
-            "--max-pay-ahead",
-            &pay_ahead.to_string(),
-            "--store",
-            &buyer_store,
-            "--answer-timeout",
-            "20",
-            "--timeout",
-            "600",
-        ]);
-        c
+        chain_cmd(
+            &anvil,
+            &art,
+            dev_key(3),
+            &[
+                "get",
+                &torrent,
+                "--peer",
+                &relay_addr,
+                "--out",
+                &out,
+                "--granularity",
+                &granularity,
+                "--max-pay-ahead",
+                &pay_ahead_arg,
+                "--store",
+                &buyer_store,
+                "--answer-timeout",
+                "20",
+                "--timeout",
+                "600",
+            ],
+        )
     };
     let start_seeder = |name| {
         let mut p = JsonProc::spawn(name, seeder_cmd());

@@ -14,7 +14,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -22,26 +21,6 @@ use support::*;
 const MIB: u64 = 1 << 20;
 const SIZE: u64 = 64 * MIB;
 const GRANULARITY: u64 = MIB;
-
-fn cmd<S: AsRef<std::ffi::OsStr>>(
-    anvil: &Anvil,
-    artifacts: &str,
-    key: &str,
-    args: &[S],
-) -> Command {
-    let mut c = Command::new(binary());
-    c.args([
-        "--json",
-        "--rpc",
-        &anvil.url,
-        "--key",
-        key,
-        "--artifacts",
-        artifacts,
-    ]);
-    c.args(args);
-    c
-}
 
 #[test]
 fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
@@ -74,7 +53,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // ---- 1. a full paid transfer between two processes -------------------------------------
     let identity = format!("0x{}", hex::encode(content(32, 7)));
     let args = seed_args(&["--identity", &identity]);
-    let mut seeder = JsonProc::spawn("seeder", cmd(&anvil, &art, dev_key(0), &args));
+    let mut seeder = JsonProc::spawn("seeder", chain_cmd(&anvil, &art, dev_key(0), &args));
     let listening = seeder.expect_event(Duration::from_secs(60), "listening");
     let addr = listening["addr"].as_str().unwrap().to_owned();
     let seller = listening["account"].as_str().unwrap().to_owned();
@@ -83,7 +62,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     let started = std::time::Instant::now();
     let mut buyer = JsonProc::spawn(
         "buyer",
-        cmd(
+        chain_cmd(
             &anvil,
             &art,
             dev_key(2),
@@ -124,7 +103,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // ---- 2. SIGKILL the downloader mid-transfer, restart the seeder ------------------------
     let store = arg(&dir.path().join("seller.redb"));
     let seed_argv = seed_args(&["--store", &store]);
-    let mut seeder = JsonProc::spawn("seeder-2", cmd(&anvil, &art, dev_key(0), &seed_argv));
+    let mut seeder = JsonProc::spawn("seeder-2", chain_cmd(&anvil, &art, dev_key(0), &seed_argv));
     let listening = seeder.expect_event(Duration::from_secs(60), "listening");
     let addr = listening["addr"].as_str().unwrap().parse().unwrap();
     let seller = listening["account"].as_str().unwrap().to_owned();
@@ -141,7 +120,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     let out2 = arg(&dir.path().join("dl2"));
     let mut buyer = JsonProc::spawn(
         "buyer-2",
-        cmd(
+        chain_cmd(
             &anvil,
             &art,
             dev_key(3),
@@ -186,7 +165,7 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     // `--answer-timeout`, and challenges with the largest voucher it holds.
     let mut argv3 = seed_argv;
     argv3.extend(["--idle-close", "1", "--answer-timeout", "2"].map(String::from));
-    let mut seeder = JsonProc::spawn("seeder-3", cmd(&anvil, &art, dev_key(0), &argv3));
+    let mut seeder = JsonProc::spawn("seeder-3", chain_cmd(&anvil, &art, dev_key(0), &argv3));
     let restored = seeder.expect_event(Duration::from_secs(60), "channel_restored");
     let voucher = num(&restored, "paid");
     assert_eq!(

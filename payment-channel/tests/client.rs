@@ -271,16 +271,7 @@ async fn resume(
         .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
         .await;
     let mut payee = w.node(payee_key.clone(), store, None).await;
-    let id = payee
-        .client
-        .create(payer.client.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    for _ in 0..7 {
-        payer.client.send_payment(id, u(100)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    let id = open_and_pay(&mut payer, &mut payee, &[100; 7]).await;
 
     // The payee process dies mid-stream: no close, in-memory state gone.
     drop(payee);
@@ -508,16 +499,18 @@ async fn pollable_outbox_without_transport() {
     assert_eq!(payee.channel_info(id).await.unwrap().paid, u(10));
 }
 
-/// The payee proposes a 10 000 wei channel, the payer (auto-)joins and pays `amount` wei; the
-/// payee has looked at the chain since. Returns the channel.
-async fn open_and_pay(payer: &mut Node, payee: &mut Node, amount: u64) -> B256 {
+/// The payee proposes a 10 000 wei channel, the payer (auto-)joins and makes `payments`
+/// (wei each); the payee has looked at the chain since. Returns the channel.
+async fn open_and_pay(payer: &mut Node, payee: &mut Node, payments: &[u64]) -> B256 {
     let id = payee
         .client
         .create(payer.client.address(), u(10_000), None)
         .await
         .unwrap();
     assert!(pump(payer, payee).await.is_empty());
-    payer.client.send_payment(id, u(amount)).await.unwrap();
+    for &amount in payments {
+        payer.client.send_payment(id, u(amount)).await.unwrap();
+    }
     assert!(pump(payer, payee).await.is_empty());
     payee.client.watch_chain().await.unwrap();
     id
@@ -616,7 +609,7 @@ async fn a_restart_reads_only_chain_events_it_has_not_applied() {
         .await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
     let mut payee = w.node(payee_key.clone(), store.clone(), None).await;
-    let id = open_and_pay(&mut payer, &mut payee, 300).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[300]).await;
     // Unrelated blocks, then the payee stops.
     for _ in 0..5 {
         w.chain.advance_time(0); // mines an empty block
@@ -683,7 +676,7 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
     });
     let store = Arc::new(MemoryStore::new());
     let mut payee = open_node(&w.net, w.config(None), payee_key, recording, store).await;
-    let id = open_and_pay(&mut payer, &mut payee, 250).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[250]).await;
     let froms = froms.lock().unwrap().clone();
     assert!(!froms.is_empty());
     assert!(
@@ -744,16 +737,7 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
     let policy = JoinPolicy::new(app, u(10_000), u(15_000));
     let mut payer = node(payer_key.clone(), payer_chain.clone(), Some(policy)).await;
     let mut payee = node(payee_key.clone(), payee_chain.clone(), None).await;
-    let id = payee
-        .client
-        .create(payer_key.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    for _ in 0..3 {
-        payer.client.send_payment(id, u(500)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    let id = open_and_pay(&mut payer, &mut payee, &[500; 3]).await;
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(1_500));
 
     // The payer walks away with the postfund state.

@@ -432,3 +432,24 @@ pub fn seeded_torrent(
     assert!(status.success(), "paid-torrent create failed");
     (seed_dir, data, torrent)
 }
+
+/// `paid-torrent --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
+pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
+    anvil: &Anvil,
+    artifacts: &str,
+    key: &str,
+    args: &[S],
+) -> Command {
+    let mut c = Command::new(binary());
+    c.args([
+        "--json",
+        "--rpc",
+        &anvil.url,
+        "--key",
+        key,
+        "--artifacts",
+        artifacts,
+    ]);
+    c.args(args);
+    c
+}
