@@ -384,7 +384,7 @@ async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<Chain
             let artifacts = NitroArtifacts::from_dir(&dir)?;
             let d = deploy(rpc, &key, &artifacts).await?;
             adjudicator = d.nitro_adjudicator;
-            app = d.virtual_payment_app;
+            app = d.payment_app;
         }
         Err(e) => return Err(e.into()),
     }

@@ -266,7 +266,7 @@ impl PaidNode {
         // payee cannot take more than our largest voucher.
         policy.min_challenge_duration = 1;
         if let Some(b) = &buy {
-            policy.max_price = Some(U256::from(b.max_price_per_byte));
+            policy = policy.with_max_price(U256::from(b.max_price_per_byte));
         }
         let backend = Arc::new(ClientBackend::new(client.clone(), events, Some(policy)));
         let account = wallet.address();

@@ -316,7 +316,9 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
             .iter()
             .map(|c| {
                 let id: B256 = format!("0x{c}").parse().unwrap();
-                let h = rt.block_on(chain.holdings(id)).expect("holdings");
+                let h = rt
+                    .block_on(chain.holdings(payment_channel::Address::ZERO, id))
+                    .expect("holdings");
                 (c.clone(), u128::try_from(h).unwrap())
             })
             .collect();

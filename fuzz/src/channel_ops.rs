@@ -182,6 +182,7 @@ impl World {
                 app_definition: APP,
                 challenge_duration: DURATION,
                 price: Some(U256::from(1)),
+                asset: Address::ZERO,
             },
         )
         .expect("valid parameters");
@@ -220,6 +221,7 @@ impl World {
         let h = self.sim.handle(from);
         let _: Result<(), ChainError> = match a {
             ChainAction::Deposit {
+                asset,
                 channel_id,
                 expected_held,
                 amount,
@@ -227,7 +229,7 @@ impl World {
                 // Funded just in time; what a reverted deposit leaves in the wallet is not a
                 // payout, so it is remembered and subtracted.
                 self.sim.fund(from, *amount).expect("funding");
-                let r = ready(h.deposit(*channel_id, *expected_held, *amount)).map(|_| ());
+                let r = ready(h.deposit(*asset, *channel_id, *expected_held, *amount)).map(|_| ());
                 if r.is_err() {
                     self.stranded += *amount;
                 }

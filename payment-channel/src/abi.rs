@@ -82,6 +82,19 @@ macro_rules! nitro_sol {
             Signature signature;
         }
 
+        /// The ERC-20 calls a token deposit needs.
+        $($rpc)*
+        interface IERC20 {
+            /// `balanceOf(owner)`.
+            function balanceOf(address owner) external view returns (uint256);
+            /// `allowance(owner, spender)`.
+            function allowance(address owner, address spender) external view returns (uint256);
+            /// `approve(spender, amount)`.
+            function approve(address spender, uint256 amount) external returns (bool);
+            /// `decimals()`.
+            function decimals() external view returns (uint8);
+        }
+
         /// The Nitro v2 adjudicator (`NitroAdjudicator.sol`): the subset of its interface used here.
         $($rpc)*
         interface NitroAdjudicator {

@@ -81,7 +81,7 @@ use crate::sign::{
 };
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
-    two_party_native_outcome,
+    two_party_outcome,
 };
 use crate::voucher::Voucher;
 
@@ -220,7 +220,7 @@ pub struct Finalization {
 /// What this side knows about the channel on chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnChain {
-    /// Largest native-asset holdings seen.
+    /// Largest holdings seen, in the channel's asset.
     pub holdings: U256,
     /// The registered challenge, if any.
     pub challenge: Option<RegisteredChallenge>,
@@ -244,6 +244,9 @@ struct State {
     version: u8,
     role: Role,
     fixed: FixedPart,
+    /// The asset of the deposit and of every outcome (`Address::ZERO`: the native coin).
+    #[serde(default)]
+    asset: Address,
     deposit: U256,
     price: Option<U256>,
     phase: Phase,
@@ -312,6 +315,8 @@ pub enum Event {
         deposit: U256,
         /// Advertised price.
         price: Option<U256>,
+        /// The asset the deposit is in (`Address::ZERO`: the native coin).
+        asset: Address,
     },
     /// Payer: we joined and asked for the deposit. Payee: the payer's join verified.
     Joined,
@@ -366,8 +371,10 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ChainAction {
-    /// `deposit(0, channelId, expectedHeld, amount)`.
+    /// `deposit(asset, channelId, expectedHeld, amount)`.
     Deposit {
+        /// The asset (`Address::ZERO`: the native coin).
+        asset: Address,
         /// Channel.
         channel_id: B256,
         /// Holdings expected before the deposit.
@@ -432,8 +439,10 @@ pub struct ChannelParams {
     pub app_definition: Address,
     /// Challenge duration in seconds.
     pub challenge_duration: u64,
-    /// Advisory price (wei per byte).
+    /// Advisory price (smallest units of the asset per byte).
     pub price: Option<U256>,
+    /// The asset of the deposit (`Address::ZERO`: the native coin; otherwise an ERC-20).
+    pub asset: Address,
 }
 
 /// One side of one payment channel. See the [module docs](self) for the calling contract.
@@ -498,6 +507,7 @@ impl Channel {
                 version: SNAPSHOT_VERSION,
                 role: Role::Payee,
                 fixed,
+                asset: params.asset,
                 deposit: params.deposit,
                 price: params.price,
                 phase: Phase::Proposed,
@@ -544,6 +554,7 @@ impl Channel {
                 version: SNAPSHOT_VERSION,
                 role: Role::Payer,
                 fixed: fixed.clone(),
+                asset: proposal.asset,
                 deposit: proposal.deposit,
                 price: proposal.price,
                 phase: Phase::Proposed,
@@ -562,6 +573,7 @@ impl Channel {
             payee,
             deposit: proposal.deposit,
             price: proposal.price,
+            asset: proposal.asset,
         });
         Ok(ch)
     }
@@ -649,6 +661,10 @@ impl Channel {
     /// The deposit.
     pub fn deposit(&self) -> U256 {
         self.st.deposit
+    }
+    /// The asset of the deposit and the payments (`Address::ZERO`: the native coin).
+    pub fn asset(&self) -> Address {
+        self.st.asset
     }
     /// The advertised price.
     pub fn price(&self) -> Option<U256> {
@@ -795,6 +811,7 @@ impl Channel {
         let held = self.st.chain.holdings;
         if held < self.st.deposit {
             self.act(ChainAction::Deposit {
+                asset: self.st.asset,
                 channel_id: self.id,
                 expected_held: held,
                 amount: self.st.deposit - held,
@@ -997,7 +1014,7 @@ impl Channel {
             ChainEvent::Deposited {
                 asset, holdings, ..
             } => {
-                if *asset == Address::ZERO && *holdings > self.st.chain.holdings {
+                if *asset == self.st.asset && *holdings > self.st.chain.holdings {
                     self.st.chain.holdings = *holdings;
                     self.changed();
                 }
@@ -1505,7 +1522,8 @@ impl Channel {
 
     /// `{payer: deposit − payee_amount, payee: payee_amount}`; callers keep `payee_amount ≤ deposit`.
     fn outcome(&self, payee_amount: U256) -> Outcome {
-        two_party_native_outcome(
+        two_party_outcome(
+            self.st.asset,
             self.payer(),
             self.st.deposit.saturating_sub(payee_amount),
             self.payee(),
@@ -1590,6 +1608,7 @@ impl Channel {
             fixed: self.st.fixed.clone(),
             deposit: self.st.deposit,
             price: self.st.price,
+            asset: self.st.asset,
             signature: self
                 .st
                 .prefund

@@ -17,7 +17,7 @@
 //! the channel finalized, and a payout is skipped when the holdings are already zero, so both
 //! parties can ask for them safely.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use alloy_primitives::{Address, B256, U256};
@@ -25,11 +25,12 @@ use async_trait::async_trait;
 use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
+use crate::app::PAYMENT_APP_RUNTIME_HASH;
 use crate::chain::{Chain, ChainError, ChannelMode, Revert};
 use crate::channel::{
     ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind, Role,
 };
-use crate::error::{Error, PeerMisbehaved, UsageError};
+use crate::error::{Error, PeerMisbehaved, PolicyRejection, UsageError};
 use crate::message::{ChannelKey, Envelope, Message};
 use crate::policy::JoinPolicy;
 use crate::sign::Signer;
@@ -65,8 +66,11 @@ struct _ObjectSafe(Box<dyn Transport>);
 /// Settings of a [`Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// The deployed `VirtualPaymentApp` (used in the channels we create).
+    /// The deployed `PaymentApp` (used in the channels we create).
     pub app_definition: Address,
+    /// The asset of the channels we create (`Address::ZERO`: the native coin; otherwise an
+    /// ERC-20 address).
+    pub asset: Address,
     /// Challenge duration of the channels we create, in seconds.
     pub challenge_duration: u64,
     /// Payer side: proposals this policy accepts are joined and funded automatically; others are
@@ -75,10 +79,12 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Channels on `app_definition` with a one-hour challenge duration, no auto-join.
+    /// Channels on `app_definition` in the native coin with a one-hour challenge duration, no
+    /// auto-join.
     pub fn new(app_definition: Address) -> Self {
         Self {
             app_definition,
+            asset: Address::ZERO,
             challenge_duration: 3600,
             auto_join: None,
         }
@@ -130,6 +136,8 @@ struct Inner {
     events: mpsc::UnboundedSender<ChannelEvent>,
     /// Serializes joins, so that two proposals cannot both pass the budget check.
     join_lock: tokio::sync::Mutex<()>,
+    /// App addresses whose code was checked to be `PaymentApp` (deployed code does not change).
+    verified_apps: Mutex<HashSet<Address>>,
 }
 
 /// The async payment-channel client. See the [module docs](self).
@@ -197,6 +205,7 @@ impl Client {
                 outbox: Mutex::new(VecDeque::new()),
                 events: tx,
                 join_lock: tokio::sync::Mutex::new(()),
+                verified_apps: Mutex::new(HashSet::new()),
             }),
         };
         // Persist anything the restore merged (a voucher newer than the snapshot).
@@ -205,6 +214,11 @@ impl Client {
             client.drive(&mut ch).await?;
         }
         Ok((client, rx))
+    }
+
+    /// The client's settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// Our signing address.
@@ -248,6 +262,7 @@ impl Client {
             app_definition: self.inner.config.app_definition,
             challenge_duration: self.inner.config.challenge_duration,
             price,
+            asset: self.inner.config.asset,
         };
         let mut channel = Channel::create(self.inner.signer.clone(), params)?;
         channel.advance_chain_cursor(self.first_block().await);
@@ -386,11 +401,13 @@ impl Client {
         let _guard = self.inner.join_lock.lock().await;
         let auto = match &self.inner.config.auto_join {
             Some(policy) => {
-                policy.check(p, self.locked().await)?;
+                policy.check(p, self.locked(p.asset).await)?;
                 true
             }
             None => false,
         };
+        // Whatever the policy: the app decides who can take the deposit.
+        self.check_app(p.fixed.app_definition).await?;
         channel.advance_chain_cursor(self.first_block().await);
         let slot = Arc::new(tokio::sync::Mutex::new(channel));
         lock(&self.inner.channels).insert(id, slot.clone());
@@ -403,16 +420,86 @@ impl Client {
         Ok(())
     }
 
-    /// Total deposit of our payer channels that are joined and not yet settled.
-    async fn locked(&self) -> U256 {
+    /// Total deposit in `asset` of our payer channels that are joined and not yet settled.
+    async fn locked(&self, asset: Address) -> U256 {
         let mut total = U256::ZERO;
         for slot in self.slots() {
             let ch = slot.lock().await;
-            if ch.role() == Role::Payer && ch.phase() > PhaseKind::Proposed && !ch.is_settled() {
+            if ch.role() == Role::Payer
+                && ch.asset() == asset
+                && ch.phase() > PhaseKind::Proposed
+                && !ch.is_settled()
+            {
                 total = total.saturating_add(ch.deposit());
             }
         }
         total
+    }
+
+    /// Refuses an app whose deployed code is not `PaymentApp` ([`crate::app`]).
+    async fn check_app(&self, app: Address) -> Result<(), Error> {
+        if lock(&self.inner.verified_apps).contains(&app) {
+            return Ok(());
+        }
+        let code_hash = self.inner.chain.code_hash(app).await?;
+        if code_hash != PAYMENT_APP_RUNTIME_HASH {
+            return Err(PolicyRejection::AppCode { app, code_hash }.into());
+        }
+        lock(&self.inner.verified_apps).insert(app);
+        Ok(())
+    }
+
+    /// An ERC-20 deposit: checks the balance, sets the allowance to what this deposit needs if
+    /// it is lower, then deposits a small probe first and checks that the adjudicator's balance
+    /// rose by exactly the probe before the rest is put at risk (a fee-on-transfer token fails
+    /// here with [`ChainError::TokenMisbehaved`], having moved only the probe).
+    async fn deposit_token(
+        &self,
+        token: Address,
+        channel_id: B256,
+        expected_held: U256,
+        amount: U256,
+    ) -> Result<(), Error> {
+        let chain = &self.inner.chain;
+        let available = chain.balance(token, chain.account()).await?;
+        if available < amount {
+            return Err(ChainError::InsufficientFunds {
+                needed: amount,
+                available,
+            }
+            .into());
+        }
+        if chain.allowance(token).await? < amount {
+            // Exactly what the deposit needs: never a standing allowance beyond it.
+            chain.approve(token, amount).await?;
+        }
+        // A thousandth of the deposit: a percentage fee shows on it, and at most that is lost.
+        let probe = (amount / U256::from(1000u16))
+            .max(U256::from(1u8))
+            .min(amount);
+        let adjudicator = chain.adjudicator();
+        let before = chain.balance(token, adjudicator).await?;
+        chain
+            .deposit(token, channel_id, expected_held, probe)
+            .await?;
+        let received = chain
+            .balance(token, adjudicator)
+            .await?
+            .saturating_sub(before);
+        if received != probe {
+            return Err(ChainError::TokenMisbehaved {
+                token,
+                sent: probe,
+                received,
+            }
+            .into());
+        }
+        if amount > probe {
+            chain
+                .deposit(token, channel_id, expected_held + probe, amount - probe)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Reads the chain for every open channel: feeds new adjudicator events and the chain time to
@@ -555,11 +642,19 @@ impl Client {
         let chain = &self.inner.chain;
         match action {
             ChainAction::Deposit {
+                asset,
                 channel_id,
                 expected_held,
                 amount,
             } => {
-                chain.deposit(*channel_id, *expected_held, *amount).await?;
+                if *asset == Address::ZERO {
+                    chain
+                        .deposit(*asset, *channel_id, *expected_held, *amount)
+                        .await?;
+                } else {
+                    self.deposit_token(*asset, *channel_id, *expected_held, *amount)
+                        .await?;
+                }
             }
             ChainAction::Challenge {
                 fixed,
@@ -587,7 +682,8 @@ impl Client {
                 outcome,
                 state_hash,
             } => {
-                if chain.holdings(*channel_id).await?.is_zero() {
+                let asset = outcome.first().map_or(Address::ZERO, |e| e.asset);
+                if chain.holdings(asset, *channel_id).await?.is_zero() {
                     return Ok(());
                 }
                 if let Err(e) = chain
@@ -595,7 +691,7 @@ impl Client {
                     .await
                 {
                     // Someone else may have paid out in between.
-                    if !chain.holdings(*channel_id).await?.is_zero() {
+                    if !chain.holdings(asset, *channel_id).await?.is_zero() {
                         return Err(e.into());
                     }
                 }

@@ -273,7 +273,7 @@ pub enum UsageError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyRejection {
-    /// The app definition is not the configured `VirtualPaymentApp`.
+    /// The app definition is not the configured `PaymentApp`.
     #[error("app definition {got} is not the configured {expected}")]
     WrongApp {
         /// Configured app.
@@ -317,6 +317,18 @@ pub enum PolicyRejection {
         /// Proposed price.
         got: Option<U256>,
     },
+    /// The code deployed at the proposed app is not `PaymentApp` (see [`crate::app`]): the app
+    /// decides who can take the deposit, so nothing is signed or deposited.
+    #[error("the code at app {app} (hash {code_hash}) is not PaymentApp")]
+    AppCode {
+        /// The proposed app address.
+        app: Address,
+        /// `keccak256` of the code found there.
+        code_hash: B256,
+    },
+    /// The deposit's asset is not one the policy lists.
+    #[error("asset {0} not accepted")]
+    AssetNotAccepted(Address),
     /// The proposal came from a peer we do not want to pay.
     #[error("counterparty {0} not accepted")]
     Counterparty(Address),

@@ -1,8 +1,10 @@
 //! A transport-agnostic, two-party, unidirectional payment channel, byte-compatible with the
 //! Nitro v2 contracts (`@statechannels/nitro-protocol@2.0.1-alpha.6`, the go-nitro generation).
 //!
-//! Participants are `[payer, payee]`; the app is `VirtualPaymentApp`; payments are cumulative
-//! vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the EIP-191 prefix.
+//! Participants are `[payer, payee]`; the app is this crate's `PaymentApp` ([`app`]: the state
+//! shape of `VirtualPaymentApp` without its flaw); the asset is the native coin or an ERC-20;
+//! payments are cumulative vouchers `sign(keccak256(abi.encode(channelId, amount)))` under the
+//! EIP-191 prefix.
 //!
 //! - [`channel::Channel`]: the sans-IO state machine (no I/O, no clock, no randomness).
 //! - [`client::Client`]: the async driver over [`chain::Chain`], [`store::ChannelStore`] and
@@ -21,6 +23,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod abi;
+pub mod app;
 pub mod chain;
 pub mod channel;
 pub mod client;
@@ -36,5 +39,5 @@ pub mod test_utils;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
-pub use chain::sim::{SimulatedChain, SimulatedChainHandle};
+pub use chain::sim::{SimulatedChain, SimulatedChainHandle, TokenBehaviour};
 pub use store::{MemoryStore, RedbStore};

@@ -12,7 +12,7 @@
 //!
 //! | key | message | sender | fields |
 //! |-----|---------|--------|--------|
-//! | `p` | [`Propose`] | payee | `f` fixed part (`participants`, `channelNonce`, `appDefinition`, `challengeDuration`), `d` deposit, `p` price hint (optional), `s` payee's prefund signature |
+//! | `p` | [`Propose`] | payee | `f` fixed part (`participants`, `channelNonce`, `appDefinition`, `challengeDuration`), `d` deposit, `p` price hint (optional), `a` ERC-20 asset (absent for the native coin), `s` payee's prefund signature |
 //! | `j` | [`Join`] | payer | `c` channel id, `s0` payer's prefund signature, `s1` payer's postfund signature |
 //! | `f` | [`Postfund`] | payee | `c` channel id, `s` payee's postfund signature |
 //! | `v` | [`VoucherMessage`] | payer | `c` channel reference (first 8 bytes of the id, 16 hex digits), `a` cumulative amount, `s` voucher signature |
@@ -204,7 +204,8 @@ impl<'de> Deserialize<'de> for ChannelRef {
 }
 
 /// Payee → payer: proposes a channel. The payer recomputes the prefund state (turn 0, outcome
-/// `{payer: deposit, payee: 0}`, empty app data, not final) from these fields and checks `signature`.
+/// `{payer: deposit, payee: 0}` in `asset`, empty app data, not final) from these fields and
+/// checks `signature`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Propose {
@@ -214,12 +215,21 @@ pub struct Propose {
     /// The payer's deposit, in wei.
     #[serde(rename = "d")]
     pub deposit: U256,
-    /// Advisory price (wei per byte) the payee intends to charge; checked by the join policy.
+    /// Advisory price (smallest units of the asset per byte) the payee intends to charge;
+    /// checked by the join policy.
     #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
     pub price: Option<U256>,
+    /// The asset of the deposit and the outcome: absent (zero) for the native coin, an ERC-20's
+    /// address otherwise. It is part of the signed prefund state's outcome.
+    #[serde(rename = "a", default, skip_serializing_if = "is_native")]
+    pub asset: Address,
     /// The payee's signature on the prefund state.
     #[serde(rename = "s", with = "b64_sig")]
     pub signature: Signature,
+}
+
+fn is_native(asset: &Address) -> bool {
+    *asset == Address::ZERO
 }
 
 /// Payer → payee: joins a funded channel.

@@ -104,15 +104,17 @@ pub struct SingleAssetExit {
 /// An outcome: one exit per asset.
 pub type Outcome = Vec<SingleAssetExit>;
 
-/// A native-asset outcome with two simple allocations, in participant order `[payer, payee]`.
-pub fn two_party_native_outcome(
+/// A one-asset outcome with two simple allocations, in participant order `[payer, payee]`
+/// (`asset` = `Address::ZERO`: the native coin).
+pub fn two_party_outcome(
+    asset: Address,
     payer_destination: Address,
     payer_amount: U256,
     payee_destination: Address,
     payee_amount: U256,
 ) -> Outcome {
     vec![SingleAssetExit {
-        asset: Address::ZERO,
+        asset,
         asset_metadata: AssetMetadata::default(),
         allocations: vec![
             Allocation::simple(payer_destination, payer_amount),

@@ -2,7 +2,7 @@
 //! promise.
 //!
 //! - [`ChannelFixture`] builds the states, vouchers and signatures of a `[payer, payee]`
-//!   `VirtualPaymentApp` channel by hand.
+//!   payment channel by hand (on `PaymentApp`, or on `VirtualPaymentApp` to show its flaw).
 //! - The `scenario_*` functions are chain-level scripts that run against **any** [`Chain`]
 //!   implementation: the [`SimulatedChain`](crate::SimulatedChain) in this crate's tests, and the
 //!   real contracts on a dev chain in the Ethereum backend's tests. They panic (like a test) when
@@ -16,7 +16,8 @@
 //!   with at least [`ScenarioConfig::deposit`] (plus gas) each.
 //! - `advance_time: impl Fn(u64) -> impl Future<Output = ()>`: moves the chain's clock forward by
 //!   that many seconds and mines a block (`evm_increaseTime` + `evm_mine` on a node).
-//! - `config: &ScenarioConfig`: the app address and a channel nonce that is fresh on that chain.
+//! - `config: &ScenarioConfig`: the app address, the asset and a channel nonce that is fresh on
+//!   that chain. With an ERC-20 asset, the payer must hold at least the deposit in it.
 //!
 //! Payouts go to destinations derived from the nonce ([`ChannelFixture::payer_destination`]), not
 //! to the senders, so balance changes are exact even where transactions cost gas.
@@ -50,7 +51,7 @@ use crate::chain::{Chain, ChainError, ChainEvent, OnChainStatus, Revert, fingerp
 use crate::sign::{LocalSigner, Signature, Signer};
 use crate::state::{
     FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash, hash_outcome,
-    two_party_native_outcome,
+    two_party_outcome,
 };
 use crate::voucher::Voucher;
 
@@ -68,7 +69,7 @@ pub fn signer(key: &str) -> LocalSigner {
     LocalSigner::from_hex(key).expect("the test keys are valid")
 }
 
-/// A two-party `VirtualPaymentApp` channel and everything needed to build its states by hand.
+/// A two-party payment channel and everything needed to build its states by hand.
 #[derive(Debug, Clone)]
 pub struct ChannelFixture {
     /// Participant 0, who pays.
@@ -85,6 +86,8 @@ pub struct ChannelFixture {
     pub fixed: FixedPart,
     /// What the payer deposits; the postfund outcome is `[deposit, 0]`.
     pub deposit: U256,
+    /// The asset of the deposit and the outcome (`Address::ZERO`: the native coin).
+    pub asset: Address,
 }
 
 fn derived_address(label: &str, nonce: u64) -> Address {
@@ -116,7 +119,14 @@ impl ChannelFixture {
             payer_destination: derived_address("payer destination", channel_nonce),
             payee_destination: derived_address("payee destination", channel_nonce),
             deposit,
+            asset: Address::ZERO,
         }
+    }
+
+    /// The same channel in `asset`.
+    pub fn with_asset(mut self, asset: Address) -> Self {
+        self.asset = asset;
+        self
     }
 
     /// The channel id.
@@ -127,7 +137,8 @@ impl ChannelFixture {
     /// The outcome after `paid` has been paid: `[payer: deposit - paid, payee: paid]`
     /// (`deposit - paid` saturates at zero).
     pub fn outcome(&self, paid: U256) -> Outcome {
-        two_party_native_outcome(
+        two_party_outcome(
+            self.asset,
             self.payer_destination,
             self.deposit.saturating_sub(paid),
             self.payee_destination,
@@ -211,8 +222,10 @@ impl ChannelFixture {
 /// Parameters of a scenario run.
 #[derive(Debug, Clone)]
 pub struct ScenarioConfig {
-    /// The `VirtualPaymentApp` address on the chain under test.
+    /// The app address on the chain under test (`PaymentApp`, unless a scenario says otherwise).
     pub app_definition: Address,
+    /// The asset (`Address::ZERO`: the native coin).
+    pub asset: Address,
     /// A channel nonce not used before on that chain (scenario (d) also uses `channel_nonce + 1`).
     pub channel_nonce: u64,
     /// Challenge duration, seconds.
@@ -228,6 +241,7 @@ impl ScenarioConfig {
     pub fn new(app_definition: Address, channel_nonce: u64) -> Self {
         Self {
             app_definition,
+            asset: Address::ZERO,
             channel_nonce,
             challenge_duration: 100,
             deposit: U256::from(1000u64),
@@ -243,6 +257,7 @@ impl ScenarioConfig {
             self.challenge_duration,
             self.deposit,
         )
+        .with_asset(self.asset)
     }
 }
 
@@ -267,20 +282,26 @@ async fn fund_channel(
     let payer = chain_for(f.payer.address());
     let id = f.channel_id();
     assert_eq!(
-        payer.holdings(id).await.unwrap(),
+        payer.holdings(f.asset, id).await.unwrap(),
         U256::ZERO,
         "the channel nonce must be fresh"
     );
-    payer.deposit(id, U256::ZERO, f.deposit).await.unwrap();
-    assert_eq!(payer.holdings(id).await.unwrap(), f.deposit);
+    if f.asset != Address::ZERO {
+        payer.approve(f.asset, f.deposit).await.unwrap();
+    }
+    payer
+        .deposit(f.asset, id, U256::ZERO, f.deposit)
+        .await
+        .unwrap();
+    assert_eq!(payer.holdings(f.asset, id).await.unwrap(), f.deposit);
     payer
 }
 
 /// Destination balances before a payout.
 async fn destination_balances(chain: &dyn Chain, f: &ChannelFixture) -> (U256, U256) {
     (
-        chain.balance(f.payer_destination).await.unwrap(),
-        chain.balance(f.payee_destination).await.unwrap(),
+        chain.balance(f.asset, f.payer_destination).await.unwrap(),
+        chain.balance(f.asset, f.payee_destination).await.unwrap(),
     )
 }
 
@@ -299,7 +320,7 @@ async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U
         "payer gets the rest"
     );
     let id = f.channel_id();
-    assert_eq!(chain.holdings(id).await.unwrap(), U256::ZERO);
+    assert_eq!(chain.holdings(f.asset, id).await.unwrap(), U256::ZERO);
     // Everything paid: `delete statusOf[channelId]`.
     assert_eq!(chain.status(id).await.unwrap(), OnChainStatus::default());
 }
@@ -569,7 +590,7 @@ pub async fn scenario_invalid_challenges<C, T, Fut>(
                 )
                 .await
         ),
-        revert("redemption not signed by Bob")
+        revert("redemption not signed by payee")
     );
 
     // A signature `ecrecover` cannot recover (s = 0).
@@ -623,7 +644,7 @@ pub async fn scenario_invalid_challenges<C, T, Fut>(
     let status = payee.status(id).await.unwrap();
     assert_eq!(status.turn_num_record, 2);
     assert_eq!(status.finalizes_at, 0);
-    assert_eq!(payee.holdings(id).await.unwrap(), f.deposit);
+    assert_eq!(payee.holdings(f.asset, id).await.unwrap(), f.deposit);
     assert_eq!(
         expect_revert(
             payee
@@ -635,4 +656,212 @@ pub async fn scenario_invalid_challenges<C, T, Fut>(
     let (payer_dest, payee_dest) = destination_balances(payee.as_ref(), &f).await;
     assert_eq!(payer_dest, U256::ZERO);
     assert_eq!(payee_dest, U256::ZERO);
+}
+
+/// One forged redemption of [`scenario_forged_redemptions`]: a name, the state the payee signs
+/// (with the proof it uses) and the reason `PaymentApp` refuses it with.
+struct Forgery {
+    name: &'static str,
+    proof: SignedVariablePart,
+    state: VariablePart,
+    reason: &'static str,
+}
+
+/// The forgeries a payee holding one voucher could try against its payer, each built from the
+/// honest redemption (proof: the postfund signed by both).
+fn forgeries(f: &ChannelFixture, voucher_amount: U256) -> Vec<Forgery> {
+    let postfund = f.signed_by_both(&f.postfund());
+    let voucher = f.voucher(voucher_amount);
+    let honest = f.redemption(&voucher);
+    let forged = |name, reason, change: &dyn Fn(&mut VariablePart)| {
+        let mut state = honest.clone();
+        change(&mut state);
+        Forgery {
+            name,
+            proof: postfund.clone(),
+            state,
+            reason,
+        }
+    };
+    let payee_destination = crate::state::address_to_destination(f.payee_destination);
+    let mut forgeries = vec![
+        // The VirtualPaymentApp theft: the payer's change redirected to the payee.
+        forged("redirected destination", "destination changed", &|s| {
+            s.outcome[0].allocations[0].destination = payee_destination;
+        }),
+        forged("appended allocation", "allocation count changed", &|s| {
+            let extra = s.outcome[0].allocations[1].clone();
+            s.outcome[0].allocations.push(extra);
+        }),
+        forged("changed allocation type", "allocation type changed", &|s| {
+            s.outcome[0].allocations[1].allocation_type = 1;
+        }),
+        forged(
+            "changed allocation metadata",
+            "allocation metadata changed",
+            &|s| {
+                s.outcome[0].allocations[0].metadata = Bytes::from_static(b"mine");
+            },
+        ),
+        forged("changed asset", "asset changed", &|s| {
+            s.outcome[0].asset = Address::repeat_byte(0xa5);
+        }),
+        forged("changed asset metadata", "asset metadata changed", &|s| {
+            s.outcome[0].asset_metadata.asset_type = 1;
+        }),
+        forged("a second asset", "one asset only", &|s| {
+            let second = s.outcome[0].clone();
+            s.outcome.push(second);
+        }),
+        forged(
+            "payer's amount not lowered by the voucher",
+            "payer not adjusted correctly",
+            &|s| {
+                s.outcome[0].allocations[0].amount -= U256::from(1u8);
+            },
+        ),
+        forged(
+            "payee's amount above the voucher",
+            "payee not adjusted correctly",
+            &|s| {
+                s.outcome[0].allocations[1].amount += U256::from(1u8);
+            },
+        ),
+    ];
+    // A voucher above the payer's amount (the outcome adjusted to it, as if the deposit covered it).
+    let above = f.voucher(f.deposit + U256::from(1u8));
+    let mut state = f.redemption(&above);
+    state.outcome[0].allocations[0].amount = U256::ZERO;
+    forgeries.push(Forgery {
+        name: "voucher above the payer's amount",
+        proof: postfund.clone(),
+        state,
+        reason: "voucher above payer's amount",
+    });
+    // A voucher signed by someone else than the payer.
+    let forged_voucher = f.voucher_signed_by(voucher_amount, &f.stranger);
+    forgeries.push(Forgery {
+        name: "voucher by someone else",
+        proof: postfund.clone(),
+        state: f.redemption(&forged_voucher),
+        reason: "invalid signature for voucher",
+    });
+    // Amounts that do not add up: a postfund that already pays the payee (signed by both), and a
+    // redemption that sets the payee to the voucher, so the total shrinks.
+    let mut odd_postfund = f.postfund();
+    odd_postfund.outcome[0].allocations[0].amount -= U256::from(10u8);
+    odd_postfund.outcome[0].allocations[1].amount = U256::from(10u8);
+    let mut state = honest.clone();
+    state.outcome[0].allocations[0].amount =
+        odd_postfund.outcome[0].allocations[0].amount - voucher_amount;
+    forgeries.push(Forgery {
+        name: "amounts that do not add up",
+        proof: f.signed_by_both(&odd_postfund),
+        state,
+        reason: "amounts do not add up",
+    });
+    forgeries
+}
+
+/// Scenario (e), `PaymentApp` only: every redemption a payee can forge from one voucher is refused
+/// with its reason and changes nothing (see [`crate::app`]): a redirected destination, an appended
+/// allocation, a changed allocation type or metadata, a changed or added asset, amounts that do not
+/// add up, a voucher above the payer's amount, a voucher by someone else. The honest redemption
+/// then pays exactly the voucher.
+pub async fn scenario_forged_redemptions<C, T, Fut>(
+    chain_for: C,
+    advance_time: T,
+    config: &ScenarioConfig,
+) where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    T: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let f = config.fixture();
+    let id = f.channel_id();
+    fund_channel(&chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+    for forgery in forgeries(&f, config.voucher_amount) {
+        let candidate = f.sign(&forgery.state, &[&f.payee]);
+        let result = payee
+            .challenge(
+                &f.fixed,
+                std::slice::from_ref(&forgery.proof),
+                &candidate,
+                &f.challenger_sig(&f.payee, &forgery.state),
+            )
+            .await;
+        assert_eq!(
+            expect_revert(result),
+            revert(forgery.reason),
+            "{}",
+            forgery.name
+        );
+        assert_eq!(
+            payee.status(id).await.unwrap(),
+            OnChainStatus::default(),
+            "{}: nothing registered",
+            forgery.name
+        );
+    }
+    // The honest redemption still works and pays exactly the voucher.
+    let postfund = f.signed_by_both(&f.postfund());
+    let redemption = f.redemption(&f.voucher(config.voucher_amount));
+    payee
+        .challenge(
+            &f.fixed,
+            std::slice::from_ref(&postfund),
+            &f.sign(&redemption, &[&f.payee]),
+            &f.challenger_sig(&f.payee, &redemption),
+        )
+        .await
+        .unwrap();
+    advance_time(config.challenge_duration + 1).await;
+    let before = destination_balances(payee.as_ref(), &f).await;
+    payee
+        .transfer_all_assets(id, &redemption.outcome, redemption.hash(id))
+        .await
+        .unwrap();
+    assert_paid_out(payee.as_ref(), &f, before, config.voucher_amount).await;
+}
+
+/// Why this crate does not use the published `VirtualPaymentApp`: with `config.app_definition`
+/// pointing at it, a payee holding a single voucher of `config.voucher_amount` redirects the
+/// payer's change to itself, challenges alone, and after the timeout receives the **whole
+/// deposit**. Returns what the payee's destination received (the deposit).
+pub async fn scenario_virtual_payment_app_theft<C, T, Fut>(
+    chain_for: C,
+    advance_time: T,
+    config: &ScenarioConfig,
+) -> U256
+where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    T: Fn(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let f = config.fixture();
+    let id = f.channel_id();
+    fund_channel(&chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+    let postfund = f.signed_by_both(&f.postfund());
+    let mut theft = f.redemption(&f.voucher(config.voucher_amount));
+    theft.outcome[0].allocations[0].destination =
+        crate::state::address_to_destination(f.payee_destination);
+    payee
+        .challenge(
+            &f.fixed,
+            std::slice::from_ref(&postfund),
+            &f.sign(&theft, &[&f.payee]),
+            &f.challenger_sig(&f.payee, &theft),
+        )
+        .await
+        .expect("VirtualPaymentApp accepts the redirected redemption");
+    advance_time(config.challenge_duration + 1).await;
+    let (_, payee_before) = destination_balances(payee.as_ref(), &f).await;
+    payee
+        .transfer_all_assets(id, &theft.outcome, theft.hash(id))
+        .await
+        .unwrap();
+    let (_, payee_after) = destination_balances(payee.as_ref(), &f).await;
+    payee_after - payee_before
 }

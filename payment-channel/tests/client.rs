@@ -343,8 +343,8 @@ async fn policy_caps_and_manual_join() {
     let w = World::new();
     let (payer_key, payee_key) = (key(1), key(2));
     w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut policy = w.policy();
-    policy.max_price = Some(u(5));
+    let policy = w.policy();
+    let policy = policy.with_max_price(u(5));
     let mut payer = w
         .node(
             payer_key.clone(),
@@ -541,19 +541,35 @@ mod recording {
         async fn block_number(&self) -> Result<u64, ChainError> {
             self.inner.block_number().await
         }
-        async fn balance(&self, address: Address) -> Result<U256, ChainError> {
-            self.inner.balance(address).await
+        fn adjudicator(&self) -> Address {
+            self.inner.adjudicator()
+        }
+        async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
+            self.inner.balance(asset, owner).await
         }
         async fn deposit(
             &self,
+            asset: Address,
             id: B256,
             held: U256,
             amount: U256,
         ) -> Result<TxReceipt, ChainError> {
-            self.inner.deposit(id, held, amount).await
+            self.inner.deposit(asset, id, held, amount).await
         }
-        async fn holdings(&self, id: B256) -> Result<U256, ChainError> {
-            self.inner.holdings(id).await
+        async fn holdings(&self, asset: Address, id: B256) -> Result<U256, ChainError> {
+            self.inner.holdings(asset, id).await
+        }
+        async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
+            self.inner.allowance(token).await
+        }
+        async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
+            self.inner.approve(token, amount).await
+        }
+        async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
+            self.inner.decimals(token).await
+        }
+        async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
+            self.inner.code_hash(address).await
         }
         async fn status(&self, id: B256) -> Result<OnChainStatus, ChainError> {
             self.inner.status(id).await
@@ -725,7 +741,7 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
     // addresses, so balances are exact (no gas in them).
     let (payer_key, payee_key) = (key(0x31), key(0x32));
     let net = Arc::new(Net::default());
-    let app = deployment.virtual_payment_app;
+    let app = deployment.payment_app;
     let node = |signer: Arc<LocalSigner>, chain: Arc<EthereumChain>, policy| {
         let config = ClientConfig {
             challenge_duration: 600,
@@ -756,12 +772,241 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
     payee.drain_events();
     assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
     assert_eq!(
-        payee_chain.balance(payee_key.address()).await.unwrap(),
+        payee_chain
+            .balance(Address::ZERO, payee_key.address())
+            .await
+            .unwrap(),
         u(1_500)
     );
     assert_eq!(
-        payee_chain.balance(payer_key.address()).await.unwrap(),
+        payee_chain
+            .balance(Address::ZERO, payer_key.address())
+            .await
+            .unwrap(),
         u(8_500)
     );
-    assert_eq!(payee_chain.holdings(id).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        payee_chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
+}
+
+// ---------------------------------------------------------------- the app's code and ERC-20 channels
+
+/// A payer (holding `minted` of `token`, and no native coin) that auto-joins channels in `token`
+/// only, and a payee that proposes channels in `token`.
+async fn token_pair(w: &World, token: Address, minted: u64) -> (Node, Node) {
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.mint(token, payer_key.address(), u(minted)).unwrap();
+    let policy = w.policy().only_asset(
+        token,
+        payment_channel::policy::AssetLimits::new(u(1_000_000), u(1_000_000)),
+    );
+    let payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(policy))
+        .await;
+    let payee_config = ClientConfig {
+        asset: token,
+        ..w.config(None)
+    };
+    let payee_chain = Arc::new(w.chain.handle(payee_key.address()));
+    let payee = open_node(
+        &w.net,
+        payee_config,
+        payee_key,
+        payee_chain,
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
+    (payer, payee)
+}
+
+#[tokio::test]
+async fn erc20_channel_deposit_vouchers_close_and_payout_in_the_token() {
+    let w = World::new();
+    let token = w
+        .chain
+        .deploy_token(payment_channel::TokenBehaviour::Standard, 6);
+    let (mut payer, mut payee) = token_pair(&w, token, 100_000).await;
+    let (a, b) = (payer.client.address(), payee.client.address());
+    let id = payee.client.create(a, u(10_000), Some(u(1))).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert!(payer.saw(|e| matches!(e, Event::Proposed { asset, .. } if *asset == token)));
+    assert!(payee.saw(|e| *e == Event::Funded), "{:?}", payee.seen);
+    assert_eq!(w.chain.asset_holdings_of(token, id), u(10_000));
+    assert_eq!(w.chain.holdings_of(id), U256::ZERO, "no native coin");
+    assert_eq!(w.chain.asset_balance_of(token, a), u(90_000));
+    for _ in 0..20 {
+        payer.client.send_payment(id, u(150)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(3_000));
+    payer.client.close(id).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.watch_chain().await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.asset_balance_of(token, b), u(3_000));
+    assert_eq!(w.chain.asset_balance_of(token, a), u(97_000));
+    assert_eq!(w.chain.asset_holdings_of(token, id), U256::ZERO);
+    assert_eq!(w.chain.balance_of(a), U256::ZERO);
+    assert_eq!(w.chain.balance_of(b), U256::ZERO);
+    // The allowance was set to exactly the deposit and is used up.
+    let payer_handle = w.chain.handle(a);
+    assert_eq!(
+        payment_channel::chain::Chain::allowance(&payer_handle, token)
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
+}
+
+#[tokio::test]
+async fn erc20_payee_challenge_pays_out_in_the_token() {
+    let w = World::new();
+    let token = w
+        .chain
+        .deploy_token(payment_channel::TokenBehaviour::Standard, 18);
+    let (mut payer, mut payee) = token_pair(&w, token, 100_000).await;
+    let (a, b) = (payer.client.address(), payee.client.address());
+    let id = payee.client.create(a, u(10_000), None).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    for _ in 0..3 {
+        payer.client.send_payment(id, u(500)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payee.client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    payee.client.watch_chain().await.unwrap();
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.asset_balance_of(token, b), u(1_500));
+    assert_eq!(w.chain.asset_balance_of(token, a), u(100_000 - 1_500));
+    assert_eq!(w.chain.asset_holdings_of(token, id), U256::ZERO);
+}
+
+#[tokio::test]
+async fn erc20_allowance_is_reused_and_never_raised_beyond_the_deposit() {
+    use payment_channel::chain::Chain;
+    let w = World::new();
+    let token = w
+        .chain
+        .deploy_token(payment_channel::TokenBehaviour::Standard, 18);
+    let (mut payer, mut payee) = token_pair(&w, token, 100_000).await;
+    let a = payer.client.address();
+    let handle = w.chain.handle(a);
+    // A standing allowance above the deposit is used as it is (no approve).
+    handle.approve(token, u(25_000)).await.unwrap();
+    payee.client.create(a, u(10_000), None).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(handle.allowance(token).await.unwrap(), u(15_000));
+    // One below the next deposit is raised to exactly that deposit, which then uses it up.
+    handle.approve(token, u(3_000)).await.unwrap();
+    payee.client.create(a, u(8_000), None).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(handle.allowance(token).await.unwrap(), U256::ZERO);
+    assert_eq!(w.chain.asset_balance_of(token, a), u(82_000));
+}
+
+#[tokio::test]
+async fn erc20_short_balance_fails_before_anything_is_sent() {
+    use payment_channel::chain::{Chain, ChainError};
+    let w = World::new();
+    let token = w
+        .chain
+        .deploy_token(payment_channel::TokenBehaviour::Standard, 18);
+    let (mut payer, mut payee) = token_pair(&w, token, 5_000).await;
+    let a = payer.client.address();
+    let blocks = w.chain.block_number();
+    let id = payee.client.create(a, u(10_000), None).await.unwrap();
+    let errors = pump(&mut payer, &mut payee).await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Chain(ChainError::InsufficientFunds { needed, available })]
+                if *needed == u(10_000) && *available == u(5_000)
+        ),
+        "{errors:?}"
+    );
+    assert_eq!(w.chain.block_number(), blocks, "no transaction at all");
+    assert_eq!(w.chain.asset_holdings_of(token, id), U256::ZERO);
+    assert_eq!(
+        w.chain.handle(a).allowance(token).await.unwrap(),
+        U256::ZERO
+    );
+}
+
+#[tokio::test]
+async fn fee_on_transfer_token_is_refused_after_a_small_probe() {
+    use payment_channel::chain::ChainError;
+    let w = World::new();
+    let token = w
+        .chain
+        .deploy_token(payment_channel::TokenBehaviour::FeeOnTransfer, 18);
+    let (mut payer, mut payee) = token_pair(&w, token, 1_000_000).await;
+    let a = payer.client.address();
+    let id = payee.client.create(a, u(100_000), None).await.unwrap();
+    let errors = pump(&mut payer, &mut payee).await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Chain(ChainError::TokenMisbehaved { token: t, sent, received })]
+                if *t == token && *sent == u(100) && *received == u(99)
+        ),
+        "{errors:?}"
+    );
+    // Only the probe (a thousandth of the deposit) went in; the channel never runs.
+    assert_eq!(w.chain.asset_holdings_of(token, id), u(100));
+    assert_eq!(w.chain.asset_balance_of(token, a), u(1_000_000 - 100));
+    assert!(!payee.saw(|e| *e == Event::Funded));
+}
+
+#[tokio::test]
+async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
+    let w = World::new();
+    // A contract at the agreed address that is not PaymentApp (here: VirtualPaymentApp, whose
+    // redemption rule lets the payee take the deposit).
+    let vpa = Address::repeat_byte(0x77);
+    w.chain.install_virtual_payment_app(vpa);
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let config = |policy| ClientConfig {
+        challenge_duration: 600,
+        auto_join: policy,
+        ..ClientConfig::new(vpa)
+    };
+    let policy = JoinPolicy::new(vpa, u(10_000), u(15_000));
+    let open = |key: Arc<LocalSigner>, policy| {
+        let chain = Arc::new(w.chain.handle(key.address()));
+        open_node(
+            &w.net,
+            config(policy),
+            key,
+            chain,
+            Arc::new(MemoryStore::new()),
+        )
+    };
+    let mut payer = open(payer_key.clone(), Some(policy)).await;
+    let mut payee = open(payee_key, None).await;
+    let a = payer.client.address();
+    payee.client.create(a, u(1_000), None).await.unwrap();
+    let errors = pump(&mut payer, &mut payee).await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Rejected(PolicyRejection::AppCode { app, .. })] if *app == vpa
+        ),
+        "{errors:?}"
+    );
+    // Without a policy (manual join) the proposal is refused just the same.
+    let mut manual = open(payer_key, None).await;
+    payee.client.create(a, u(1_000), None).await.unwrap();
+    let errors = pump(&mut manual, &mut payee).await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Rejected(PolicyRejection::AppCode { .. })]
+        ),
+        "{errors:?}"
+    );
+    assert!(manual.client.channel_ids().is_empty());
+    assert_eq!(w.chain.balance_of(a), u(100_000), "nothing deposited");
 }

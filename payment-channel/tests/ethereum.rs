@@ -17,8 +17,9 @@ use payment_channel::chain::{Chain, ChainEvent, ChannelMode};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::anvil::{Anvil, DEV_KEYS, artifacts_dir};
 use payment_channel::test_utils::{
-    PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_invalid_challenges,
-    scenario_payee_counters_stale_challenge, scenario_payee_redeems,
+    PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_forged_redemptions,
+    scenario_invalid_challenges, scenario_payee_counters_stale_challenge, scenario_payee_redeems,
+    scenario_virtual_payment_app_theft,
 };
 use support::scenarios::{self, Env, Report};
 
@@ -62,7 +63,7 @@ async fn setup() -> Option<Setup> {
         payer_key: key(1),
         payee_key: key(2),
         stranger_key: key(3),
-        app: deployment.virtual_payment_app,
+        app: deployment.payment_app,
         advance: Arc::new(move |secs| {
             let clock = clock.clone();
             Box::pin(async move {
@@ -140,16 +141,21 @@ async fn deploys_and_connects() {
     let Some(s) = setup().await else { return };
     println!("ANVIL start {:?}", s.anvil.started_in);
     println!(
-        "GAS deploy NitroAdjudicator {} / VirtualPaymentApp {}",
-        s.deployment.nitro_adjudicator_receipt.gas_used,
-        s.deployment.virtual_payment_app_receipt.gas_used
+        "GAS deploy NitroAdjudicator {} / PaymentApp {}",
+        s.deployment.nitro_adjudicator_receipt.gas_used, s.deployment.payment_app_receipt.gas_used
     );
     assert_eq!(s.payer.chain_id(), 1337);
     assert_eq!(s.payer.account(), key(1).address());
     assert_eq!(s.payer.adjudicator(), s.deployment.nitro_adjudicator);
     // The dev keys are anvil's accounts #1..#3 (#0 paid for the deployment).
     for i in 1..4 {
-        assert!(!s.payer.balance(key(i).address()).await.unwrap().is_zero());
+        assert!(
+            !s.payer
+                .balance(Address::ZERO, key(i).address())
+                .await
+                .unwrap()
+                .is_zero()
+        );
     }
     // A wrong adjudicator address is caught at connect time.
     let err = EthereumChain::connect(&s.anvil.url, &key(1).secret_bytes(), key(3).address())
@@ -345,7 +351,7 @@ async fn on_chain_revert_is_recovered_by_replay() {
     let ch = scenarios::TestChannel::new(&s.env, 21);
     s.env
         .payer
-        .deposit(ch.id, U256::ZERO, ch.deposit)
+        .deposit(Address::ZERO, ch.id, U256::ZERO, ch.deposit)
         .await
         .unwrap();
     let postfund = ch.postfund();
@@ -400,4 +406,173 @@ async fn on_chain_revert_is_recovered_by_replay() {
     );
     assert_eq!(s.env.payer.status(ch.id).await.unwrap().turn_num_record, 2);
     println!("TIME on_chain_revert_replay      {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------- PaymentApp and ERC-20 on the real contracts
+
+#[tokio::test]
+async fn shared_scenario_forged_redemptions() {
+    shared("forged_redemptions", 15, async |s, c| {
+        scenario_forged_redemptions(s.chain_for(), s.advance_time(), &c).await
+    })
+    .await;
+}
+
+/// The deployed app is what the pinned compiler builds from `contracts/PaymentApp.sol`: its
+/// runtime code hashes to the constant joiners check, which is the hash the build script pins.
+#[tokio::test]
+async fn deployed_payment_app_is_the_pinned_build() {
+    let Some(s) = setup().await else { return };
+    let hash = s.payer.code_hash(s.deployment.payment_app).await.unwrap();
+    assert_eq!(hash, payment_channel::app::PAYMENT_APP_RUNTIME_HASH);
+    let pinned = std::fs::read_to_string(
+        payment_channel::test_utils::anvil::repo_root().join("contracts/PaymentApp.runtime-hash"),
+    )
+    .unwrap();
+    assert_eq!(pinned.trim().parse::<B256>().unwrap(), hash);
+    assert_ne!(
+        s.payer
+            .code_hash(s.deployment.virtual_payment_app)
+            .await
+            .unwrap(),
+        hash
+    );
+    assert_eq!(
+        s.deployment.payment_app,
+        payment_channel::chain::sim::DEFAULT_APP_DEFINITION
+    );
+}
+
+/// Why this crate does not use the published `VirtualPaymentApp`: a 1-wei voucher takes a
+/// 10^15 wei deposit. Also prints the gas of a redemption challenge on each app.
+#[tokio::test]
+async fn virtual_payment_app_lets_a_payee_take_the_whole_deposit() {
+    let Some(s) = setup().await else { return };
+    let mut c = ScenarioConfig::new(s.deployment.virtual_payment_app, 16);
+    c.deposit = U256::from(10u64).pow(U256::from(15u8));
+    c.voucher_amount = U256::from(1u8);
+    let taken = scenario_virtual_payment_app_theft(s.chain_for(), s.advance_time(), &c).await;
+    assert_eq!(taken, c.deposit, "the payee took everything");
+    // The same theft on PaymentApp is refused (scenario e), and an honest redemption costs:
+    for (name, app, nonce) in [
+        ("PaymentApp", s.deployment.payment_app, 17),
+        ("VirtualPaymentApp", s.deployment.virtual_payment_app, 18),
+    ] {
+        let f = ScenarioConfig::new(app, nonce).fixture();
+        let payer = s.chain_for()(f.payer.address());
+        payer
+            .deposit(Address::ZERO, f.channel_id(), U256::ZERO, f.deposit)
+            .await
+            .unwrap();
+        let redemption = f.redemption(&f.voucher(U256::from(300u64)));
+        let receipt = s
+            .env
+            .payee
+            .challenge(
+                &f.fixed,
+                &[f.signed_by_both(&f.postfund())],
+                &f.sign(&redemption, &[&f.payee]),
+                &f.challenger_sig(&f.payee, &redemption),
+            )
+            .await
+            .unwrap();
+        println!("GAS redemption challenge on {name}: {}", receipt.gas_used);
+    }
+}
+
+/// The shared scenarios with the deposit in the package's `Token.sol` (compiled with the pinned
+/// compiler), plus the gas of approve + deposit against a native deposit.
+#[tokio::test]
+async fn shared_scenarios_in_an_erc20() {
+    use payment_channel::test_utils::anvil::deploy_token;
+    let Some(dir) = artifacts_dir() else { return };
+    let Some(s) = setup().await else { return };
+    let token = deploy_token(&s.anvil.url, &key(0).secret_bytes(), &dir, key(1).address()).await;
+    assert_eq!(s.payer.decimals(token).await.unwrap(), 18);
+    let config = |nonce| ScenarioConfig {
+        asset: token,
+        ..ScenarioConfig::new(s.env.app, nonce)
+    };
+    scenario_conclude(s.chain_for(), s.advance_time(), &config(31)).await;
+    scenario_payee_redeems(s.chain_for(), s.advance_time(), &config(32)).await;
+    scenario_payee_counters_stale_challenge(s.chain_for(), s.advance_time(), &config(33)).await;
+    scenario_forged_redemptions(s.chain_for(), s.advance_time(), &config(35)).await;
+
+    // Gas: approve + deposit in the token vs a native deposit (first deposit into a channel).
+    let id = |b: u8| B256::repeat_byte(b);
+    let approve = s.payer.approve(token, U256::from(1000u64)).await.unwrap();
+    let token_deposit = s
+        .payer
+        .deposit(token, id(0xe1), U256::ZERO, U256::from(1000u64))
+        .await
+        .unwrap();
+    let native_deposit = s
+        .payer
+        .deposit(Address::ZERO, id(0xe2), U256::ZERO, U256::from(1000u64))
+        .await
+        .unwrap();
+    println!(
+        "GAS deposit: ERC-20 approve {} + deposit {} = {}; native {}",
+        approve.gas_used,
+        token_deposit.gas_used,
+        approve.gas_used + token_deposit.gas_used,
+        native_deposit.gas_used
+    );
+}
+
+/// Token deposits that must fail with nothing moved: no allowance, no balance, a token whose
+/// `transferFrom` returns false.
+#[tokio::test]
+async fn erc20_deposit_failures_on_the_real_contracts() {
+    use payment_channel::chain::{ChainError, Revert};
+    use payment_channel::test_utils::anvil::{BadTokenMode, deploy_bad_token, deploy_token};
+    let Some(dir) = artifacts_dir() else { return };
+    let Some(s) = setup().await else { return };
+    let payer = key(1).address();
+    let token = deploy_token(&s.anvil.url, &key(0).secret_bytes(), &dir, payer).await;
+    let id = B256::repeat_byte(0xd1);
+    let other = |r: Result<_, ChainError>| match r {
+        Err(ChainError::Reverted(Revert::Other(reason))) => reason,
+        other => panic!("expected a revert, got {other:?}"),
+    };
+    assert_eq!(
+        other(
+            s.payer
+                .deposit(token, id, U256::ZERO, U256::from(5u8))
+                .await
+        ),
+        "ERC20: insufficient allowance"
+    );
+    let balance = s.payer.balance(token, payer).await.unwrap();
+    s.payer
+        .approve(token, balance + U256::from(1u8))
+        .await
+        .unwrap();
+    // The backend refuses before sending when the balance is short.
+    assert!(matches!(
+        s.payer
+            .deposit(token, id, U256::ZERO, balance + U256::from(1u8))
+            .await,
+        Err(ChainError::InsufficientFunds { .. })
+    ));
+    let liar = deploy_bad_token(
+        &s.anvil.url,
+        &key(0).secret_bytes(),
+        &dir,
+        payer,
+        BadTokenMode::FalseOnTransferFrom,
+    )
+    .await;
+    s.payer.approve(liar, U256::from(10u8)).await.unwrap();
+    assert_eq!(
+        other(
+            s.payer
+                .deposit(liar, id, U256::ZERO, U256::from(10u8))
+                .await
+        ),
+        "SafeERC20: ERC20 operation did not succeed"
+    );
+    assert_eq!(s.payer.holdings(token, id).await.unwrap(), U256::ZERO);
+    assert_eq!(s.payer.holdings(liar, id).await.unwrap(), U256::ZERO);
+    assert_eq!(s.payer.balance(token, payer).await.unwrap(), balance);
 }

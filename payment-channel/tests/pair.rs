@@ -10,9 +10,9 @@ use payment_channel::message::{
     Close, Envelope, Join, MAX_VOUCHER_ENVELOPE_LEN, Message, VoucherMessage,
 };
 use payment_channel::sign::Signer;
-use payment_channel::state::{FixedPart, VariablePart, two_party_native_outcome};
+use payment_channel::state::{FixedPart, VariablePart, two_party_outcome};
 use payment_channel::voucher::Voucher;
-use payment_channel::{B256, Bytes, U256};
+use payment_channel::{Address, B256, Bytes, U256};
 
 fn u(x: u64) -> U256 {
     U256::from(x)
@@ -486,7 +486,13 @@ fn bad_inputs_are_typed_and_change_nothing() {
     let (payer_addr, payee_addr) = (p.payer_addr(), p.payee_addr());
     let final_hash = |amount: u64| {
         VariablePart {
-            outcome: two_party_native_outcome(payer_addr, u(1_000 - amount), payee_addr, u(amount)),
+            outcome: two_party_outcome(
+                Address::ZERO,
+                payer_addr,
+                u(1_000 - amount),
+                payee_addr,
+                u(amount),
+            ),
             app_data: Bytes::new(),
             turn_num: 3,
             is_final: true,
@@ -538,7 +544,8 @@ fn join_by_wrong_participant_is_rejected() {
     let fixed = p.payee.ch.fixed_part().clone();
     let id = p.id();
     let state = |turn| VariablePart {
-        outcome: two_party_native_outcome(
+        outcome: two_party_outcome(
+            Address::ZERO,
             fixed.participants[0],
             u(1_000),
             fixed.participants[1],
@@ -585,6 +592,7 @@ fn join_by_wrong_participant_is_rejected() {
         fixed: bad,
         deposit: u(1),
         price: None,
+        asset: Address::ZERO,
         signature: mallory.sign_eth_message(&B256::ZERO).unwrap(),
     };
     let err = Channel::from_proposal(p.payer.signer.clone(), &propose).unwrap_err();
@@ -709,6 +717,7 @@ fn usage_errors_sign_nothing() {
             app_definition: APP,
             challenge_duration: 10,
             price: None,
+            asset: Address::ZERO,
         },
     )
     .unwrap_err();

@@ -14,10 +14,11 @@ use payment_channel::state::{
     address_to_destination, hash_outcome,
 };
 use payment_channel::test_utils::*;
-use payment_channel::{Address, B256, Bytes, SimulatedChain, SimulatedChainHandle, U256};
+use payment_channel::{
+    Address, B256, Bytes, SimulatedChain, SimulatedChainHandle, TokenBehaviour, U256,
+};
 
 const PANIC_OVERFLOW: &str = "panic: arithmetic underflow or overflow (0x11)";
-const PANIC_OOB: &str = "panic: array out-of-bounds access (0x32)";
 
 fn eth() -> U256 {
     U256::from(10u64).pow(U256::from(18))
@@ -116,7 +117,7 @@ fn env() -> Env {
 async fn funded() -> Env {
     let e = env();
     e.payer
-        .deposit(e.id(), U256::ZERO, wei(1000))
+        .deposit(Address::ZERO, e.id(), U256::ZERO, wei(1000))
         .await
         .unwrap();
     e
@@ -140,12 +141,22 @@ fn is_silent(r: &Revert) -> bool {
 async fn deposit_debits_sender_and_credits_holdings() {
     let e = env();
     let id = e.id();
-    let r = e.payer.deposit(id, U256::ZERO, wei(600)).await.unwrap();
+    let r = e
+        .payer
+        .deposit(Address::ZERO, id, U256::ZERO, wei(600))
+        .await
+        .unwrap();
     assert_eq!(r.block_number, 1);
     assert_eq!(r.block_timestamp, e.sim.now());
     assert_eq!(r.gas_used, 0);
-    e.payee.deposit(id, wei(600), wei(400)).await.unwrap();
-    assert_eq!(e.payer.holdings(id).await.unwrap(), wei(1000));
+    e.payee
+        .deposit(Address::ZERO, id, wei(600), wei(400))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.payer.holdings(Address::ZERO, id).await.unwrap(),
+        wei(1000)
+    );
     assert_eq!(e.sim.balance_of(e.f.payer.address()), eth() - wei(600));
     assert_eq!(e.sim.balance_of(e.f.payee.address()), eth() - wei(400));
     assert_eq!(e.sim.balance_of(DEFAULT_ADJUDICATOR_ADDRESS), wei(1000));
@@ -167,11 +178,19 @@ async fn deposit_requires_expected_held() {
     let e = funded().await;
     let block = e.sim.block_number();
     assert_eq!(
-        reverted(e.payer.deposit(e.id(), U256::ZERO, wei(1)).await),
+        reverted(
+            e.payer
+                .deposit(Address::ZERO, e.id(), U256::ZERO, wei(1))
+                .await
+        ),
         Revert::HeldMismatch
     );
     assert_eq!(
-        reverted(e.payer.deposit(e.id(), wei(2000), wei(1)).await),
+        reverted(
+            e.payer
+                .deposit(Address::ZERO, e.id(), wei(2000), wei(1))
+                .await
+        ),
         Revert::HeldMismatch
     );
     assert_eq!(e.sim.block_number(), block, "a revert mines no block");
@@ -184,7 +203,11 @@ async fn deposit_to_external_destination_reverts() {
     let e = env();
     let external = address_to_destination(e.f.payee.address());
     assert_eq!(
-        reverted(e.payer.deposit(external, U256::ZERO, wei(1)).await),
+        reverted(
+            e.payer
+                .deposit(Address::ZERO, external, U256::ZERO, wei(1))
+                .await
+        ),
         other("Deposit to external destination")
     );
 }
@@ -194,7 +217,7 @@ async fn deposit_beyond_balance_is_insufficient_funds() {
     let e = env();
     let err = e
         .payer
-        .deposit(e.id(), U256::ZERO, eth() + wei(1))
+        .deposit(Address::ZERO, e.id(), U256::ZERO, eth() + wei(1))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -211,11 +234,15 @@ async fn deposit_overflowing_holdings_panics() {
     e.sim.fund(whale, U256::MAX).unwrap();
     e.sim
         .handle(whale)
-        .deposit(e.id(), U256::ZERO, U256::MAX - wei(1))
+        .deposit(Address::ZERO, e.id(), U256::ZERO, U256::MAX - wei(1))
         .await
         .unwrap();
     assert_eq!(
-        reverted(e.payer.deposit(e.id(), U256::MAX - wei(1), wei(2)).await),
+        reverted(
+            e.payer
+                .deposit(Address::ZERO, e.id(), U256::MAX - wei(1), wei(2))
+                .await
+        ),
         other(PANIC_OVERFLOW)
     );
 }
@@ -446,13 +473,13 @@ async fn app_candidate_after_postfund_must_be_turn_2() {
 }
 
 #[tokio::test]
-async fn app_redemption_must_be_signed_by_bob() {
+async fn app_redemption_must_be_signed_by_the_payee() {
     let e = funded().await;
     let (state, _) = e.redemption(300);
     let by_payer = e.f.sign(&state, &[&e.f.payer]);
     assert_eq!(
         reverted(e.challenge_by_payee(&[e.postfund()], &by_payer).await),
-        revert("redemption not signed by Bob")
+        revert("redemption not signed by payee")
     );
 }
 
@@ -509,18 +536,18 @@ async fn app_voucher_app_data_must_decode() {
 }
 
 #[tokio::test]
-async fn app_allows_only_the_native_asset() {
+async fn app_keeps_the_one_asset_of_the_postfund() {
     let e = funded().await;
     let voucher = e.f.voucher(wei(300));
     let mut token = e.f.redemption(&voucher);
     token.outcome[0].asset = Address::repeat_byte(0x70);
     let mut two_exits = e.f.redemption(&voucher);
     two_exits.outcome.push(two_exits.outcome[0].clone());
-    for state in [token, two_exits] {
+    for (state, reason) in [(token, "asset changed"), (two_exits, "one asset only")] {
         let candidate = e.f.sign(&state, &[&e.f.payee]);
         assert_eq!(
             reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
-            revert("only native asset allowed")
+            revert(reason)
         );
     }
 }
@@ -534,8 +561,8 @@ async fn app_checks_both_adjustments() {
     let mut bob = e.f.redemption(&voucher);
     bob.outcome[0].allocations[1].amount = wei(299);
     for (state, reason) in [
-        (alice, "Alice not adjusted correctly"),
-        (bob, "Bob not adjusted correctly"),
+        (alice, "payer not adjusted correctly"),
+        (bob, "payee not adjusted correctly"),
     ] {
         let candidate = e.f.sign(&state, &[&e.f.payee]);
         assert_eq!(
@@ -559,22 +586,22 @@ async fn app_rejects_longer_proofs() {
 }
 
 #[tokio::test]
-async fn app_arithmetic_and_bounds_panic_like_solidity() {
+async fn app_checks_bounds_before_arithmetic() {
     let e = funded().await;
-    // A voucher above Alice's postfund allocation: `oldAlice - voucherAmount` underflows.
+    // A voucher above the payer's postfund allocation is refused before any subtraction.
     let (_, candidate) = e.redemption(1001);
     assert_eq!(
         reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
-        other(PANIC_OVERFLOW)
+        revert("voucher above payer's amount")
     );
-    // A one-allocation outcome: `allocations[Bob]` is out of bounds.
+    // A one-allocation outcome is refused before any allocation is read.
     let voucher = e.f.voucher(wei(0));
     let mut state = e.f.redemption(&voucher);
     state.outcome[0].allocations.truncate(1);
     let candidate = e.f.sign(&state, &[&e.f.payee]);
     assert_eq!(
         reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
-        other(PANIC_OOB)
+        revert("allocation count changed")
     );
 }
 
@@ -794,7 +821,10 @@ async fn transfer_requires_the_stored_fingerprint() {
 async fn transfer_pays_in_order_while_holdings_last_and_stores_the_rest() {
     let e = env();
     let id = e.id();
-    e.payer.deposit(id, U256::ZERO, wei(500)).await.unwrap();
+    e.payer
+        .deposit(Address::ZERO, id, U256::ZERO, wei(500))
+        .await
+        .unwrap();
     let outcome = e.conclude(300).await; // [700, 300]
     let before = e.sim.status_of(id);
     let r = e
@@ -831,7 +861,10 @@ async fn transfer_pays_in_order_while_holdings_last_and_stores_the_rest() {
         reverted(e.payee.transfer_all_assets(id, &outcome, B256::ZERO).await),
         Revert::IncorrectFingerprint
     );
-    e.payer.deposit(id, U256::ZERO, wei(500)).await.unwrap();
+    e.payer
+        .deposit(Address::ZERO, id, U256::ZERO, wei(500))
+        .await
+        .unwrap();
     e.payee
         .transfer_all_assets(id, &left, B256::ZERO)
         .await
@@ -945,7 +978,10 @@ async fn transfer_of_a_duplicated_asset_overdraws_and_panics() {
 async fn events_filter_by_channel_and_block() {
     let e = funded().await;
     let other_id = B256::repeat_byte(0x99);
-    e.payer.deposit(other_id, U256::ZERO, wei(1)).await.unwrap();
+    e.payer
+        .deposit(Address::ZERO, other_id, U256::ZERO, wei(1))
+        .await
+        .unwrap();
     let r = e.challenge_postfund().await.unwrap();
     let all = e.payer.events(e.id(), 0).await.unwrap();
     assert_eq!(all.len(), 2);
@@ -999,16 +1035,120 @@ fn sim_env(nonce: u64) -> (SimulatedChain, ScenarioConfig) {
     (sim, config)
 }
 
+/// The same scenario run with the deposit in a (standard) ERC-20 held by the payer.
+fn sim_token_env(nonce: u64) -> (SimulatedChain, ScenarioConfig) {
+    let (sim, mut config) = sim_env(nonce);
+    let token = sim.deploy_token(TokenBehaviour::Standard, 6);
+    sim.mint(token, signer(PAYER_KEY).address(), eth()).unwrap();
+    config.asset = token;
+    (sim, config)
+}
+
 macro_rules! run_scenario {
-    ($name:ident) => {{
-        let (sim, config) = sim_env(42);
+    ($name:ident) => {
+        run_scenario!($name, sim_env)
+    };
+    ($name:ident, $env:ident) => {{
+        let (sim, config) = $env(42);
         let chain_for = |a: Address| Arc::new(sim.handle(a)) as Arc<dyn Chain>;
         let advance = |secs: u64| {
             sim.advance_time(secs);
             std::future::ready(())
         };
-        $name(chain_for, advance, &config).await;
+        $name(chain_for, advance, &config).await
     }};
+}
+
+#[tokio::test]
+async fn scenario_e_forged_redemptions_are_refused() {
+    run_scenario!(scenario_forged_redemptions);
+}
+
+#[tokio::test]
+async fn scenarios_in_an_erc20() {
+    run_scenario!(scenario_conclude, sim_token_env);
+    run_scenario!(scenario_payee_redeems, sim_token_env);
+    run_scenario!(scenario_payee_counters_stale_challenge, sim_token_env);
+    run_scenario!(scenario_forged_redemptions, sim_token_env);
+}
+
+/// The flaw that made this crate write its own app, kept as a test: on `VirtualPaymentApp`, one
+/// 1-unit voucher lets the payee take the whole deposit.
+#[tokio::test]
+async fn virtual_payment_app_lets_a_payee_take_the_whole_deposit() {
+    let (sim, mut config) = sim_env(43);
+    let vpa = Address::repeat_byte(0x77);
+    sim.install_virtual_payment_app(vpa);
+    config.app_definition = vpa;
+    config.voucher_amount = wei(1);
+    let chain_for = |a: Address| Arc::new(sim.handle(a)) as Arc<dyn Chain>;
+    let advance = |secs: u64| {
+        sim.advance_time(secs);
+        std::future::ready(())
+    };
+    let taken = scenario_virtual_payment_app_theft(chain_for, advance, &config).await;
+    assert_eq!(taken, config.deposit);
+    assert_ne!(
+        sim.code_hash(vpa),
+        payment_channel::app::PAYMENT_APP_RUNTIME_HASH
+    );
+    assert_eq!(
+        sim.code_hash(sim.app_definition()),
+        payment_channel::app::PAYMENT_APP_RUNTIME_HASH
+    );
+}
+
+#[tokio::test]
+async fn erc20_deposits_follow_the_token_and_leave_nothing_on_failure() {
+    let sim = SimulatedChain::new();
+    let payer = signer(PAYER_KEY).address();
+    let h = sim.handle(payer);
+    let id = B256::repeat_byte(0x42);
+    let token = sim.deploy_token(TokenBehaviour::Standard, 18);
+    assert_eq!(h.decimals(token).await.unwrap(), 18);
+    // No allowance: OpenZeppelin's revert, nothing moved.
+    sim.mint(token, payer, wei(1000)).unwrap();
+    assert_eq!(
+        reverted(h.deposit(token, id, U256::ZERO, wei(600)).await),
+        revert("ERC20: insufficient allowance")
+    );
+    h.approve(token, wei(5000)).await.unwrap();
+    assert_eq!(h.allowance(token).await.unwrap(), wei(5000));
+    // Allowance but not the balance.
+    assert_eq!(
+        reverted(h.deposit(token, id, U256::ZERO, wei(1001)).await),
+        revert("ERC20: transfer amount exceeds balance")
+    );
+    assert_eq!(h.balance(token, payer).await.unwrap(), wei(1000));
+    // The deposit moves the tokens and spends the allowance; no native coin is involved.
+    h.deposit(token, id, U256::ZERO, wei(600)).await.unwrap();
+    assert_eq!(h.holdings(token, id).await.unwrap(), wei(600));
+    assert_eq!(h.holdings(Address::ZERO, id).await.unwrap(), U256::ZERO);
+    assert_eq!(h.balance(token, payer).await.unwrap(), wei(400));
+    assert_eq!(
+        h.balance(token, DEFAULT_ADJUDICATOR_ADDRESS).await.unwrap(),
+        wei(600)
+    );
+    assert_eq!(h.allowance(token).await.unwrap(), wei(4400));
+    // A token whose transferFrom returns false: SafeERC20 refuses it.
+    let liar = sim.deploy_token(TokenBehaviour::FalseOnTransferFrom, 18);
+    sim.mint(liar, payer, wei(1000)).unwrap();
+    h.approve(liar, wei(1000)).await.unwrap();
+    assert_eq!(
+        reverted(h.deposit(liar, id, U256::ZERO, wei(10)).await),
+        revert("SafeERC20: ERC20 operation did not succeed")
+    );
+    assert_eq!(h.holdings(liar, id).await.unwrap(), U256::ZERO);
+    // A fee-on-transfer token: the adjudicator records more than it received.
+    let fee = sim.deploy_token(TokenBehaviour::FeeOnTransfer, 18);
+    sim.mint(fee, payer, wei(1000)).unwrap();
+    h.approve(fee, wei(1000)).await.unwrap();
+    h.deposit(fee, id, U256::ZERO, wei(1000)).await.unwrap();
+    assert_eq!(h.holdings(fee, id).await.unwrap(), wei(1000));
+    assert_eq!(
+        h.balance(fee, DEFAULT_ADJUDICATOR_ADDRESS).await.unwrap(),
+        wei(990)
+    );
 }
 
 #[tokio::test]

@@ -335,12 +335,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
                 let h = chain.handle(me);
                 match a {
                     payment_channel::channel::ChainAction::Deposit {
+                        asset,
                         channel_id,
                         expected_held,
                         amount,
                     } => {
                         chain.fund(me, amount).unwrap();
-                        ready(h.deposit(channel_id, expected_held, amount)).unwrap();
+                        ready(h.deposit(asset, channel_id, expected_held, amount)).unwrap();
                     }
                     payment_channel::channel::ChainAction::Challenge {
                         fixed,

@@ -93,6 +93,7 @@ pub(crate) fn running_channel() -> Running {
         app_definition: sim.app_definition(),
         challenge_duration: 3_600,
         price: None,
+        asset: payment_channel::Address::ZERO,
     };
     let mut payee = Side {
         ch: Channel::create(payee_signer, params).expect("create"),
@@ -120,12 +121,14 @@ pub(crate) fn running_channel() -> Running {
         for a in actions {
             match a {
                 ChainAction::Deposit {
+                    asset,
                     channel_id,
                     expected_held,
                     amount,
                 } => {
                     sim.fund(payer_signer.address(), amount).expect("fund");
-                    ready(chain.deposit(channel_id, expected_held, amount)).expect("deposit");
+                    ready(chain.deposit(asset, channel_id, expected_held, amount))
+                        .expect("deposit");
                 }
                 other => panic!("unexpected chain action {other:?}"),
             }

@@ -1,5 +1,6 @@
 //! [`EthereumChain`]: the [`Chain`] trait over Ethereum JSON-RPC, against the real Nitro v2
-//! contracts (`NitroAdjudicator` + `VirtualPaymentApp` of `@statechannels/nitro-protocol@2.0.1-alpha.6`).
+//! contracts (`NitroAdjudicator` of `@statechannels/nitro-protocol@2.0.1-alpha.6` and this crate's
+//! `PaymentApp`, see [`crate::app`]), in the native coin or an ERC-20.
 //!
 //! - Transactions are built with the typed bindings of [`NitroAdjudicator`] and **signed
 //!   locally** with the handle's secret key, so any node works (no unlocked node accounts).
@@ -13,8 +14,9 @@
 //!   data (anvil, geth, hardhat) or the reason in the error message (ganache, hardhat); see
 //!   [`revert_from_rpc_error`].
 //!
-//! [`deploy`] deploys the two contracts from the npm package's compiled artifacts
-//! ([`NitroArtifacts`]); nothing of the contracts is vendored in this crate.
+//! [`deploy`] deploys the contracts from their compiled artifacts ([`NitroArtifacts`]): the
+//! adjudicator from the npm package, `PaymentApp` from this repository's source, built with a
+//! pinned compiler; nothing compiled is vendored in this crate.
 //!
 //! Every method is one or a few JSON-RPC requests over HTTP; nothing runs in the background.
 //!
@@ -32,8 +34,9 @@
 //! // One handle per acting account.
 //! let chain = EthereumChain::connect(url, &key, deployment.nitro_adjudicator).await?;
 //! let channel_id = B256::repeat_byte(1);
-//! chain.deposit(channel_id, U256::ZERO, U256::from(1000u64)).await?;
-//! assert_eq!(chain.holdings(channel_id).await?, U256::from(1000u64));
+//! let native = payment_channel::Address::ZERO;
+//! chain.deposit(native, channel_id, U256::ZERO, U256::from(1000u64)).await?;
+//! assert_eq!(chain.holdings(native, channel_id).await?, U256::from(1000u64));
 //! # Ok(())
 //! # }
 //! ```
@@ -55,7 +58,7 @@ use alloy_sol_types::{SolError, SolEvent};
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use crate::abi::NitroAdjudicator;
+use crate::abi::{IERC20, NitroAdjudicator};
 use crate::chain::{
     Chain, ChainError, ChainEvent, ChainEventRecord, OnChainStatus, Revert, TxReceipt,
 };
@@ -89,6 +92,14 @@ pub enum SetupError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The code deployed at the app address is not `PaymentApp`.
+    #[error("the code at {app} (hash {code_hash}) is not PaymentApp")]
+    AppCode {
+        /// The app address.
+        app: Address,
+        /// `keccak256` of the code found there.
+        code_hash: B256,
     },
     /// A chain request failed.
     #[error(transparent)]
@@ -201,11 +212,6 @@ impl EthereumChain {
         self
     }
 
-    /// The adjudicator's address.
-    pub fn adjudicator(&self) -> Address {
-        *self.adjudicator.address()
-    }
-
     /// The node's chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
@@ -245,7 +251,7 @@ impl EthereumChain {
             Err(ChainError::InsufficientFunds { needed, .. }) => {
                 Err(ChainError::InsufficientFunds {
                     needed,
-                    available: self.balance(self.account).await?,
+                    available: self.balance(Address::ZERO, self.account).await?,
                 })
             }
             other => other,
@@ -469,17 +475,27 @@ impl Chain for EthereumChain {
         self.provider.get_block_number().await.map_err(transport)
     }
 
-    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
-        self.provider.get_balance(address).await.map_err(transport)
+    fn adjudicator(&self) -> Address {
+        *self.adjudicator.address()
+    }
+
+    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
+        if asset == Address::ZERO {
+            return self.provider.get_balance(owner).await.map_err(transport);
+        }
+        self.view(IERC20::new(asset, self.provider.clone()).balanceOf(owner))
+            .await
     }
 
     async fn deposit(
         &self,
+        asset: Address,
         channel_id: B256,
         expected_held: U256,
         amount: U256,
     ) -> Result<TxReceipt, ChainError> {
-        let available = self.balance(self.account).await?;
+        let native = asset == Address::ZERO;
+        let available = self.balance(asset, self.account).await?;
         if available < amount {
             return Err(ChainError::InsufficientFunds {
                 needed: amount,
@@ -488,13 +504,43 @@ impl Chain for EthereumChain {
         }
         let call = self
             .adjudicator
-            .deposit(Address::ZERO, channel_id, expected_held, amount);
-        Ok(self.send(call, amount).await?.0)
+            .deposit(asset, channel_id, expected_held, amount);
+        let value = if native { amount } else { U256::ZERO };
+        Ok(self.send(call, value).await?.0)
     }
 
-    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError> {
-        self.view(self.adjudicator.holdings(Address::ZERO, channel_id))
+    async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
+        self.view(self.adjudicator.holdings(asset, channel_id))
             .await
+    }
+
+    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
+        let erc20 = IERC20::new(token, self.provider.clone());
+        self.view(erc20.allowance(self.account, Chain::adjudicator(self)))
+            .await
+    }
+
+    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
+        let erc20 = IERC20::new(token, self.provider.clone());
+        let call = erc20.approve(Chain::adjudicator(self), amount);
+        Ok(self.send(call, U256::ZERO).await?.0)
+    }
+
+    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
+        if token == Address::ZERO {
+            return Ok(18);
+        }
+        self.view(IERC20::new(token, self.provider.clone()).decimals())
+            .await
+    }
+
+    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
+        let code = self
+            .provider
+            .get_code_at(address)
+            .await
+            .map_err(transport)?;
+        Ok(alloy_primitives::keccak256(&code))
     }
 
     async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {
@@ -663,11 +709,16 @@ fn decode_event(log: &Log) -> Result<Option<ChainEvent>, ChainError> {
     Ok(Some(event))
 }
 
-/// The creation bytecode of the two Nitro v2 contracts, from the npm package's Hardhat artifacts.
+/// The creation bytecode of the contracts a channel needs: the published `NitroAdjudicator` (from
+/// the npm package's Hardhat artifacts) and this crate's `PaymentApp` (compiled from
+/// `contracts/PaymentApp.sol` by `scripts/build-contracts.sh` with the pinned compiler), plus the
+/// published `VirtualPaymentApp`, kept only to test why it is not used.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NitroArtifacts {
     /// `NitroAdjudicator` creation bytecode.
     pub nitro_adjudicator: Bytes,
+    /// `PaymentApp` creation bytecode.
+    pub payment_app: Bytes,
     /// `VirtualPaymentApp` creation bytecode.
     pub virtual_payment_app: Bytes,
 }
@@ -676,26 +727,29 @@ impl fmt::Debug for NitroArtifacts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NitroArtifacts")
             .field("nitro_adjudicator_len", &self.nitro_adjudicator.len())
+            .field("payment_app_len", &self.payment_app.len())
             .field("virtual_payment_app_len", &self.virtual_payment_app.len())
             .finish()
     }
 }
 
 impl NitroArtifacts {
-    /// The npm package the artifacts come from (see `scripts/fetch-nitro-artifacts.sh`).
+    /// The npm package the adjudicator comes from (see `scripts/fetch-nitro-artifacts.sh`).
     pub const NPM_PACKAGE: &'static str = "@statechannels/nitro-protocol@2.0.1-alpha.6";
 
-    /// Reads `NitroAdjudicator.json` and `VirtualPaymentApp.json` (Hardhat artifacts with a
-    /// `bytecode` member) from `dir`.
+    /// Reads `NitroAdjudicator.json`, `PaymentApp.json` and `VirtualPaymentApp.json` (artifacts
+    /// with a `bytecode` member) from `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, SetupError> {
         Ok(Self {
             nitro_adjudicator: read_bytecode(&dir.join("NitroAdjudicator.json"))?,
+            payment_app: read_bytecode(&dir.join("PaymentApp.json"))?,
             virtual_payment_app: read_bytecode(&dir.join("VirtualPaymentApp.json"))?,
         })
     }
 }
 
-fn read_bytecode(path: &Path) -> Result<Bytes, SetupError> {
+/// The `bytecode` member (creation code, `0x` hex) of a Hardhat-style artifact.
+pub fn read_bytecode(path: &Path) -> Result<Bytes, SetupError> {
     let err = |reason: String| SetupError::Artifact {
         path: path.to_owned(),
         reason,
@@ -713,49 +767,74 @@ fn read_bytecode(path: &Path) -> Result<Bytes, SetupError> {
     Ok(code.into())
 }
 
-/// Addresses (and deployment gas) of freshly deployed Nitro v2 contracts.
+/// Addresses (and deployment receipts) of freshly deployed contracts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deployment {
     /// The `NitroAdjudicator`.
     pub nitro_adjudicator: Address,
-    /// The `VirtualPaymentApp` (the channels' `appDefinition`).
+    /// `PaymentApp` (the channels' `appDefinition`).
+    pub payment_app: Address,
+    /// The published `VirtualPaymentApp` (not used by channels; see [`crate::app`]).
     pub virtual_payment_app: Address,
     /// Receipt of the adjudicator's deployment.
     pub nitro_adjudicator_receipt: TxReceipt,
-    /// Receipt of the app's deployment.
-    pub virtual_payment_app_receipt: TxReceipt,
+    /// Receipt of `PaymentApp`'s deployment.
+    pub payment_app_receipt: TxReceipt,
 }
 
-/// Deploys `NitroAdjudicator` and `VirtualPaymentApp` from `artifacts`, from the account of
-/// `secret_key` (which pays the gas: about 3.5 M for both on a dev chain).
+/// Deploys `NitroAdjudicator`, `PaymentApp` and `VirtualPaymentApp` from `artifacts`, in this
+/// order, from the account of `secret_key` (which pays the gas: about 4.5 M on a dev chain). On a
+/// fresh dev chain from its account #0 they land at
+/// [`DEFAULT_ADJUDICATOR_ADDRESS`](crate::chain::sim::DEFAULT_ADJUDICATOR_ADDRESS) and
+/// [`DEFAULT_APP_DEFINITION`](crate::chain::sim::DEFAULT_APP_DEFINITION).
+///
+/// Fails with [`SetupError::AppCode`] if the deployed `PaymentApp` code is not the one this crate
+/// expects ([`PAYMENT_APP_RUNTIME_HASH`](crate::app::PAYMENT_APP_RUNTIME_HASH)).
 pub async fn deploy(
     rpc_url: &str,
     secret_key: &B256,
     artifacts: &NitroArtifacts,
 ) -> Result<Deployment, SetupError> {
-    let chain = EthereumChain::connect_unchecked(rpc_url, secret_key, Address::ZERO).await?;
-    let mut deployed = Vec::with_capacity(2);
-    for code in [&artifacts.nitro_adjudicator, &artifacts.virtual_payment_app] {
-        let call = CallBuilder::new_raw_deploy(&chain.provider, code.clone());
-        let (receipt, address) = chain.send(call, U256::ZERO).await?;
-        let address = address.ok_or_else(|| {
-            transport_msg(format!(
-                "deployment {} has no contract address",
-                receipt.tx_hash
-            ))
-        })?;
-        deployed.push((address, receipt));
+    let (nitro_adjudicator, nitro_adjudicator_receipt) =
+        deploy_contract(rpc_url, secret_key, artifacts.nitro_adjudicator.clone()).await?;
+    let (payment_app, payment_app_receipt) =
+        deploy_contract(rpc_url, secret_key, artifacts.payment_app.clone()).await?;
+    let (virtual_payment_app, _) =
+        deploy_contract(rpc_url, secret_key, artifacts.virtual_payment_app.clone()).await?;
+    let chain = EthereumChain::connect_unchecked(rpc_url, secret_key, nitro_adjudicator).await?;
+    let code_hash = chain.code_hash(payment_app).await?;
+    if code_hash != crate::app::PAYMENT_APP_RUNTIME_HASH {
+        return Err(SetupError::AppCode {
+            app: payment_app,
+            code_hash,
+        });
     }
-    let [
-        (nitro_adjudicator, nitro_adjudicator_receipt),
-        (virtual_payment_app, virtual_payment_app_receipt),
-    ] = <[_; 2]>::try_from(deployed).map_err(|_| transport_msg(String::from("deploy")))?;
     Ok(Deployment {
         nitro_adjudicator,
+        payment_app,
         virtual_payment_app,
         nitro_adjudicator_receipt,
-        virtual_payment_app_receipt,
+        payment_app_receipt,
     })
+}
+
+/// Deploys one contract from `creation_code` (with its ABI-encoded constructor arguments
+/// appended), from the account of `secret_key`. Returns its address and the receipt.
+pub async fn deploy_contract(
+    rpc_url: &str,
+    secret_key: &B256,
+    creation_code: Bytes,
+) -> Result<(Address, TxReceipt), SetupError> {
+    let chain = EthereumChain::connect_unchecked(rpc_url, secret_key, Address::ZERO).await?;
+    let call = CallBuilder::new_raw_deploy(&chain.provider, creation_code);
+    let (receipt, address) = chain.send(call, U256::ZERO).await?;
+    let address = address.ok_or_else(|| {
+        transport_msg(format!(
+            "deployment {} has no contract address",
+            receipt.tx_hash
+        ))
+    })?;
+    Ok((address, receipt))
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ pub enum Revert {
     #[error("incorrect fingerprint")]
     IncorrectFingerprint,
     /// A `stateIsSupported` rejection by the app (e.g. `invalid signature for voucher`,
-    /// `redemption not signed by Bob`, `!unanimous; |proof|=0`, `bad candidate turnNum; |proof|=1`).
+    /// `destination changed`, `!unanimous; |proof|=0`; the list is in [`crate::app`]).
     #[error("not supported: {0}")]
     NotSupported(String),
     /// Any other reason, verbatim.
@@ -211,17 +211,11 @@ impl Revert {
             "held != expectedHeld" => Self::HeldMismatch,
             "Incorrect msg.value for deposit" => Self::IncorrectDepositValue,
             "incorrect fingerprint" => Self::IncorrectFingerprint,
-            "!unanimous; |proof|=0"
-            | "bad candidate turnNum; |proof|=0"
-            | "bad proof[0].turnNum; |proof|=1"
-            | "postfund !unanimous; |proof|=1"
-            | "bad candidate turnNum; |proof|=1"
-            | "redemption not signed by Bob"
-            | "invalid signature for voucher"
-            | "only native asset allowed"
-            | "Alice not adjusted correctly"
-            | "Bob not adjusted correctly"
-            | "bad proof length" => Self::NotSupported(reason.to_owned()),
+            r if crate::app::PAYMENT_APP_REVERTS.contains(&r)
+                || crate::app::VIRTUAL_PAYMENT_APP_REVERTS.contains(&r) =>
+            {
+                Self::NotSupported(reason.to_owned())
+            }
             other => Self::Other(other.to_owned()),
         }
     }
@@ -241,6 +235,17 @@ pub enum ChainError {
         needed: U256,
         /// Amount available.
         available: U256,
+    },
+    /// A token moved another amount than asked (a fee-on-transfer or otherwise non-standard
+    /// ERC-20): the deposit stops before more is at risk.
+    #[error("token {token} moved {received} for a transfer of {sent}")]
+    TokenMisbehaved {
+        /// The token.
+        token: Address,
+        /// The amount transferred.
+        sent: U256,
+        /// What the recipient's balance rose by.
+        received: U256,
     },
     /// The node or its transport failed; the call may or may not have happened.
     #[error("chain transport: {0}")]
@@ -262,19 +267,39 @@ pub trait Chain: Send + Sync {
     /// Number of the latest block.
     async fn block_number(&self) -> Result<u64, ChainError>;
 
-    /// Native-asset balance of an external address.
-    async fn balance(&self, address: Address) -> Result<U256, ChainError>;
+    /// The adjudicator's address (where deposits go, and the spender a token deposit approves).
+    fn adjudicator(&self) -> Address;
 
-    /// `deposit(address(0), channelId, expectedHeld, amount)` with `msg.value = amount`.
+    /// Balance of `owner` in `asset`: the native coin for `Address::ZERO`, otherwise the ERC-20
+    /// `balanceOf(owner)`.
+    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError>;
+
+    /// `deposit(asset, channelId, expectedHeld, amount)`, with `msg.value = amount` for the
+    /// native coin and no value for an ERC-20 (whose allowance to the adjudicator must cover
+    /// `amount`: see [`Chain::approve`]).
     async fn deposit(
         &self,
+        asset: Address,
         channel_id: B256,
         expected_held: U256,
         amount: U256,
     ) -> Result<TxReceipt, ChainError>;
 
-    /// `holdings(address(0), channelId)`.
-    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError>;
+    /// `holdings(asset, channelId)`.
+    async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError>;
+
+    /// ERC-20 `allowance(account, adjudicator)` of `token`.
+    async fn allowance(&self, token: Address) -> Result<U256, ChainError>;
+
+    /// ERC-20 `approve(adjudicator, amount)` of `token`, from this handle's account.
+    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError>;
+
+    /// ERC-20 `decimals()` of `token` (18 for the native coin).
+    async fn decimals(&self, token: Address) -> Result<u8, ChainError>;
+
+    /// `keccak256` of the runtime code at `address` (`eth_getCode`); the hash of empty code where
+    /// there is no contract.
+    async fn code_hash(&self, address: Address) -> Result<B256, ChainError>;
 
     /// `unpackStatus(channelId)`.
     async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError>;
@@ -331,19 +356,37 @@ impl<T: Chain + ?Sized> Chain for std::sync::Arc<T> {
     async fn block_number(&self) -> Result<u64, ChainError> {
         (**self).block_number().await
     }
-    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
-        (**self).balance(address).await
+    fn adjudicator(&self) -> Address {
+        (**self).adjudicator()
+    }
+    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
+        (**self).balance(asset, owner).await
     }
     async fn deposit(
         &self,
+        asset: Address,
         channel_id: B256,
         expected_held: U256,
         amount: U256,
     ) -> Result<TxReceipt, ChainError> {
-        (**self).deposit(channel_id, expected_held, amount).await
+        (**self)
+            .deposit(asset, channel_id, expected_held, amount)
+            .await
     }
-    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError> {
-        (**self).holdings(channel_id).await
+    async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
+        (**self).holdings(asset, channel_id).await
+    }
+    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
+        (**self).allowance(token).await
+    }
+    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
+        (**self).approve(token, amount).await
+    }
+    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
+        (**self).decimals(token).await
+    }
+    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
+        (**self).code_hash(address).await
     }
     async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {
         (**self).status(channel_id).await

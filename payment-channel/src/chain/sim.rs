@@ -3,30 +3,34 @@
 //! [`SimulatedChain`] is one shared world (cheap to clone; every clone sees the same state), and
 //! [`SimulatedChain::handle`] gives a [`Chain`] that acts for one account. It follows the
 //! `NitroAdjudicator` of `@statechannels/nitro-protocol@2.0.1-alpha.6` (ForceMove, StatusManager,
-//! MultiAssetHolder) and its `VirtualPaymentApp` rule for rule, with the same revert strings
+//! MultiAssetHolder) and this crate's `PaymentApp` ([`crate::app`]) rule for rule, with the same revert strings
 //! (typed as [`Revert`]), the same status packing and fingerprints, and the same payout arithmetic
 //! (`compute_transfer_effects_and_interactions` of the exit format).
 //!
 //! # What it models
 //! - **Accounts**: native-asset balances, credited with [`SimulatedChain::fund`]. A deposit debits
 //!   the sending account; payouts credit the allocations' external addresses.
+//! - **ERC-20 tokens** ([`SimulatedChain::deploy_token`]): balances, allowances, `approve`, and the
+//!   OpenZeppelin 4.7 `transferFrom`/`transfer` rules with their revert strings; a token can be made
+//!   to misbehave ([`TokenBehaviour`]) like the test contract `contracts/test/BadToken.sol`.
 //! - **Blocks and time**: every successful transaction mines one block at the current clock time;
 //!   [`SimulatedChain::advance_time`] and [`SimulatedChain::set_time`] move the clock and mine an
 //!   empty block (like `evm_increaseTime` + `evm_mine`), so [`Chain::now`] is always the latest
 //!   block's timestamp.
-//! - **The adjudicator**: holdings per channel (native asset), status per channel as
+//! - **The adjudicator**: holdings per asset and channel, status per channel as
 //!   `(turnNumRecord, finalizesAt, fingerprint)`, and an event log.
-//! - **The app**: exactly one contract exists at [`SimulatedChain::app_definition`] and it is the
-//!   `VirtualPaymentApp`. A channel whose `appDefinition` is any other address reverts like a call
-//!   to an address without that function.
+//! - **The apps**: `PaymentApp` at [`SimulatedChain::app_definition`]; the published
+//!   `VirtualPaymentApp` only where [`SimulatedChain::install_virtual_payment_app`] puts it (to
+//!   show its flaw). A channel whose `appDefinition` is any other address reverts like a call
+//!   to an address without that function. [`Chain::code_hash`] tells the apps apart as
+//!   `eth_getCode` would: `PaymentApp`'s is [`PAYMENT_APP_RUNTIME_HASH`].
 //! - **EVM arithmetic**: what Solidity 0.8 checks (under/overflow, array bounds) reverts with a
 //!   `panic: …` reason, as a node reports it; reverts that carry no reason on chain (ABI decoding
 //!   failures, calls to non-contracts) get a descriptive [`Revert::Other`] prefixed `no reason:`.
 //!
 //! # What it does not model
 //! Gas (receipts report 0 and no fee is charged), the transaction pool, reorgs and confirmations,
-//! ERC20 and other token contracts (a non-native asset can be named in an outcome, but paying it
-//! out reverts as a transfer on a non-contract does), contracts other than the app and the
+//! token standards other than ERC-20, contracts other than the apps, the tokens and the
 //! adjudicator, `reclaim`/`transfer`/`concludeAndTransferAllAssets`, and strictly increasing block
 //! timestamps (two transactions in the same second share a timestamp). A reverted transaction
 //! changes nothing and mines no block (as a node's gas estimation would refuse it).
@@ -56,12 +60,15 @@ use crate::state::{
 
 mod app;
 
+use self::app::AppKind;
+use crate::app::PAYMENT_APP_RUNTIME_HASH;
+
 /// The adjudicator's address: what anvil gives the first deployment from its dev account #0
 /// (`0xf39F…2266`, nonce 0). The simulator credits deposits to it and pays out from it.
 pub const DEFAULT_ADJUDICATOR_ADDRESS: Address =
     address!("0x5FbDB2315678afecb367f032d93F642f64180aa3");
 
-/// The `VirtualPaymentApp` address of [`SimulatedChain::new`]: what anvil gives the second
+/// The `PaymentApp` address of [`SimulatedChain::new`]: what anvil gives the second
 /// deployment from its dev account #0 (nonce 1), so that states built for the simulator also
 /// work on an anvil where the adjudicator and then the app were deployed.
 pub const DEFAULT_APP_DEFINITION: Address = address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512");
@@ -92,6 +99,79 @@ pub enum SimError {
         /// The account.
         address: Address,
     },
+    /// [`SimulatedChain::mint`] named an address where no token was deployed.
+    #[error("no token at {0}")]
+    NoToken(Address),
+}
+
+/// How a simulated ERC-20 token behaves (the modes of `contracts/test/BadToken.sol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenBehaviour {
+    /// OpenZeppelin 4.7 `ERC20`.
+    #[default]
+    Standard,
+    /// `transfer` and `transferFrom` burn 1% of the amount: the recipient gets 99%.
+    FeeOnTransfer,
+    /// `transferFrom` returns `false` and moves nothing.
+    FalseOnTransferFrom,
+}
+
+/// One ERC-20 token contract.
+#[derive(Debug, Clone, Default)]
+struct Token {
+    behaviour: TokenBehaviour,
+    decimals: u8,
+    balances: HashMap<Address, U256>,
+    /// `allowance[(owner, spender)]`.
+    allowances: HashMap<(Address, Address), U256>,
+}
+
+impl Token {
+    fn balance(&self, owner: Address) -> U256 {
+        self.balances.get(&owner).copied().unwrap_or_default()
+    }
+
+    /// OpenZeppelin 4.7 `_transfer`, with the behaviour's fee.
+    fn transfer(&mut self, from: Address, to: Address, amount: U256) -> Result<(), Revert> {
+        let have = self.balance(from);
+        require(have >= amount, "ERC20: transfer amount exceeds balance")?;
+        let received = match self.behaviour {
+            TokenBehaviour::FeeOnTransfer => amount - amount / U256::from(100u8),
+            _ => amount,
+        };
+        self.balances.insert(from, have - amount);
+        let to_balance = self.balances.entry(to).or_default();
+        *to_balance = to_balance
+            .checked_add(received)
+            .ok_or_else(panic_overflow)?;
+        Ok(())
+    }
+
+    /// `transferFrom(from, to, amount)` called by `spender`; `Ok(false)` is the returned `false`.
+    fn transfer_from(
+        &mut self,
+        spender: Address,
+        from: Address,
+        to: Address,
+        amount: U256,
+    ) -> Result<bool, Revert> {
+        if self.behaviour == TokenBehaviour::FalseOnTransferFrom {
+            return Ok(false);
+        }
+        // `_spendAllowance`, then `_transfer`.
+        let allowed = self
+            .allowances
+            .get(&(from, spender))
+            .copied()
+            .unwrap_or_default();
+        if allowed != U256::MAX {
+            require(allowed >= amount, "ERC20: insufficient allowance")?;
+            self.allowances.insert((from, spender), allowed - amount);
+        }
+        self.transfer(from, to, amount)?;
+        Ok(true)
+    }
 }
 
 /// The chain's state that transactions change.
@@ -102,6 +182,8 @@ struct State {
     holdings: HashMap<(Address, B256), U256>,
     /// `statusOf[channelId]`; a missing entry is the zero word.
     status: HashMap<B256, OnChainStatus>,
+    /// ERC-20 token contracts by address.
+    tokens: HashMap<Address, Token>,
 }
 
 #[derive(Debug)]
@@ -109,7 +191,10 @@ struct World {
     state: State,
     now: u64,
     block_number: u64,
+    /// Where `PaymentApp` is.
     app_definition: Address,
+    /// Every app contract, by address.
+    apps: HashMap<Address, AppKind>,
     adjudicator: Address,
     events: Vec<ChainEventRecord>,
 }
@@ -132,7 +217,7 @@ impl SimulatedChain {
         Self::with_genesis(DEFAULT_GENESIS_TIME, DEFAULT_APP_DEFINITION)
     }
 
-    /// A chain at block 0 and time `genesis_time`, with the `VirtualPaymentApp` at `app_definition`.
+    /// A chain at block 0 and time `genesis_time`, with `PaymentApp` at `app_definition`.
     pub fn with_genesis(genesis_time: u64, app_definition: Address) -> Self {
         Self {
             world: Arc::new(Mutex::new(World {
@@ -140,6 +225,7 @@ impl SimulatedChain {
                 now: genesis_time,
                 block_number: 0,
                 app_definition,
+                apps: HashMap::from([(app_definition, AppKind::Payment)]),
                 adjudicator: DEFAULT_ADJUDICATOR_ADDRESS,
                 events: Vec::new(),
             })),
@@ -159,9 +245,69 @@ impl SimulatedChain {
         }
     }
 
-    /// The address of the `VirtualPaymentApp` (the only valid `appDefinition`).
+    /// The address of `PaymentApp` (the app of the channels this crate opens).
     pub fn app_definition(&self) -> Address {
         self.world().app_definition
+    }
+
+    /// Puts the published `VirtualPaymentApp` at `address` (its code hash is not
+    /// [`PAYMENT_APP_RUNTIME_HASH`]). For tests of why this crate does not use it.
+    pub fn install_virtual_payment_app(&self, address: Address) {
+        self.world().apps.insert(address, AppKind::VirtualPayment);
+    }
+
+    /// `keccak256(eth_getCode(address))`: [`PAYMENT_APP_RUNTIME_HASH`] for `PaymentApp`, a
+    /// distinct made-up hash for each other contract kind, and the hash of empty code elsewhere.
+    pub fn code_hash(&self, address: Address) -> B256 {
+        let world = self.world();
+        let label = match world.apps.get(&address) {
+            Some(AppKind::Payment) => return PAYMENT_APP_RUNTIME_HASH,
+            Some(AppKind::VirtualPayment) => "simulated VirtualPaymentApp",
+            None if address == world.adjudicator => "simulated NitroAdjudicator",
+            None if world.state.tokens.contains_key(&address) => "simulated ERC20",
+            None => return keccak256([]),
+        };
+        keccak256(label)
+    }
+
+    /// Deploys an ERC-20 token with `decimals` that behaves as `behaviour`; returns its address
+    /// (derived from the number of tokens deployed before, so it is the same in every run).
+    pub fn deploy_token(&self, behaviour: TokenBehaviour, decimals: u8) -> Address {
+        let mut world = self.world();
+        let n = world.state.tokens.len() as u64;
+        let address = Address::from_slice(
+            &keccak256((String::from("SimulatedChain token"), n).abi_encode_params())[12..],
+        );
+        world.state.tokens.insert(
+            address,
+            Token {
+                behaviour,
+                decimals,
+                ..Token::default()
+            },
+        );
+        address
+    }
+
+    /// Mints `amount` of `token` to `to` (out of thin air). Returns the new balance.
+    pub fn mint(&self, token: Address, to: Address, amount: U256) -> Result<U256, SimError> {
+        let mut world = self.world();
+        let token_state = world
+            .state
+            .tokens
+            .get_mut(&token)
+            .ok_or(SimError::NoToken(token))?;
+        let balance = token_state.balances.entry(to).or_default();
+        *balance = balance
+            .checked_add(amount)
+            .ok_or(SimError::BalanceOverflow { address: to })?;
+        Ok(*balance)
+    }
+
+    /// `balanceOf(owner)` of `asset` (the native balance for `Address::ZERO`; zero for an address
+    /// without a token).
+    pub fn asset_balance_of(&self, asset: Address, owner: Address) -> U256 {
+        asset_balance(&self.world().state, asset, owner)
     }
 
     /// The adjudicator's address (holds the deposited funds).
@@ -223,6 +369,11 @@ impl SimulatedChain {
         holdings(&self.world().state, Address::ZERO, channel_id)
     }
 
+    /// `holdings(asset, channelId)`.
+    pub fn asset_holdings_of(&self, asset: Address, channel_id: B256) -> U256 {
+        holdings(&self.world().state, asset, channel_id)
+    }
+
     /// `unpackStatus(channelId)`.
     pub fn status_of(&self, channel_id: B256) -> OnChainStatus {
         status(&self.world().state, channel_id)
@@ -245,7 +396,7 @@ impl SimulatedChain {
             state: world.state.clone(),
             events: Vec::new(),
             now: world.now,
-            app_definition: world.app_definition,
+            apps: world.apps.clone(),
             adjudicator: world.adjudicator,
         };
         body(&mut tx)?;
@@ -280,6 +431,17 @@ fn balance(state: &State, address: Address) -> U256 {
     state.balances.get(&address).copied().unwrap_or_default()
 }
 
+fn asset_balance(state: &State, asset: Address, owner: Address) -> U256 {
+    if asset == Address::ZERO {
+        return balance(state, owner);
+    }
+    state
+        .tokens
+        .get(&asset)
+        .map(|t| t.balance(owner))
+        .unwrap_or_default()
+}
+
 fn holdings(state: &State, asset: Address, channel_id: B256) -> U256 {
     state
         .holdings
@@ -297,7 +459,7 @@ struct Tx {
     state: State,
     events: Vec<ChainEvent>,
     now: u64,
-    app_definition: Address,
+    apps: HashMap<Address, AppKind>,
     adjudicator: Address,
 }
 
@@ -479,25 +641,27 @@ impl Tx {
             .map(|svp| recover_variable_part(fixed, channel_id, svp))
             .collect::<Result<Vec<_>, _>>()?;
         let recovered_candidate = recover_variable_part(fixed, channel_id, candidate)?;
-        if fixed.app_definition != self.app_definition {
+        let Some(app) = self.apps.get(&fixed.app_definition) else {
             return Err(silent(&format!(
                 "appDefinition {} has no stateIsSupported (no contract there)",
                 fixed.app_definition
             )));
-        }
-        app::state_is_supported(fixed, channel_id, &recovered_proof, &recovered_candidate)
+        };
+        app.state_is_supported(fixed, channel_id, &recovered_proof, &recovered_candidate)
     }
 
     fn deposit(
         &mut self,
         sender: Address,
+        asset: Address,
         channel_id: B256,
         expected_held: U256,
         amount: U256,
     ) -> Result<(), ChainError> {
         // The node refuses a transaction whose value the sender cannot pay, before executing it.
+        let native = asset == Address::ZERO;
         let available = balance(&self.state, sender);
-        if available < amount {
+        if native && available < amount {
             return Err(ChainError::InsufficientFunds {
                 needed: amount,
                 available,
@@ -507,21 +671,45 @@ impl Tx {
             destination_to_address(&channel_id).is_none(),
             "Deposit to external destination",
         )?;
-        let held = holdings(&self.state, Address::ZERO, channel_id);
+        let held = holdings(&self.state, asset, channel_id);
         require(held == expected_held, "held != expectedHeld")?;
-        // msg.value == amount by construction: 'Incorrect msg.value for deposit' cannot happen.
-        let held = held.checked_add(amount).ok_or_else(panic_overflow)?;
-        self.state.balances.insert(sender, available - amount);
         let adjudicator = self.adjudicator;
-        self.credit(adjudicator, amount)?;
-        self.state
-            .holdings
-            .insert((Address::ZERO, channel_id), held);
+        if native {
+            // msg.value == amount by construction: 'Incorrect msg.value for deposit' cannot happen.
+            self.state.balances.insert(sender, available - amount);
+            self.credit(adjudicator, amount)?;
+        } else {
+            // `IERC20(asset).safeTransferFrom(msg.sender, address(this), amount)`.
+            let token = self.state.tokens.get_mut(&asset).ok_or_else(|| {
+                silent(&format!("safeTransferFrom: no token contract at {asset}"))
+            })?;
+            let ok = token.transfer_from(adjudicator, sender, adjudicator, amount)?;
+            require(ok, "SafeERC20: ERC20 operation did not succeed")?;
+        }
+        let held = held.checked_add(amount).ok_or_else(panic_overflow)?;
+        self.state.holdings.insert((asset, channel_id), held);
         self.events.push(ChainEvent::Deposited {
             channel_id,
-            asset: Address::ZERO,
+            asset,
             holdings: held,
         });
+        Ok(())
+    }
+
+    /// `IERC20(token).approve(spender, amount)` sent by `owner`.
+    fn approve(
+        &mut self,
+        owner: Address,
+        token: Address,
+        spender: Address,
+        amount: U256,
+    ) -> Result<(), Revert> {
+        let token = self
+            .state
+            .tokens
+            .get_mut(&token)
+            .ok_or_else(|| silent(&format!("approve: no token contract at {token}")))?;
+        token.allowances.insert((owner, spender), amount);
         Ok(())
     }
 
@@ -765,19 +953,21 @@ impl Tx {
 
     /// `MultiAssetHolder._transferAsset`.
     fn transfer_asset(&mut self, asset: Address, to: Address, amount: U256) -> Result<(), Revert> {
+        let adjudicator = self.adjudicator;
         if asset != Address::ZERO {
-            // `IERC20(asset).transfer(..)`: nothing answers at `asset`, so decoding the missing
-            // return value fails.
-            return Err(silent(&format!(
-                "IERC20({asset}).transfer: no token contract in the simulator"
-            )));
+            // `IERC20(asset).transfer(destination, amount)`, its returned bool ignored.
+            let token = self.state.tokens.get_mut(&asset).ok_or_else(|| {
+                silent(&format!(
+                    "IERC20({asset}).transfer: no token contract there"
+                ))
+            })?;
+            return token.transfer(adjudicator, to, amount);
         }
-        // The adjudicator and the app have no receive/fallback function: sending them value fails.
+        // The adjudicator and the apps have no receive/fallback function: sending them value fails.
         require(
-            to != self.adjudicator && to != self.app_definition,
+            to != self.adjudicator && !self.apps.contains_key(&to),
             "Could not transfer ETH",
         )?;
-        let adjudicator = self.adjudicator;
         let from = balance(&self.state, adjudicator)
             .checked_sub(amount)
             .ok_or_else(|| silent("simulator invariant: adjudicator balance below payout"))?;
@@ -858,24 +1048,69 @@ impl Chain for SimulatedChainHandle {
         Ok(self.chain.block_number())
     }
 
-    async fn balance(&self, address: Address) -> Result<U256, ChainError> {
-        Ok(self.chain.balance_of(address))
+    fn adjudicator(&self) -> Address {
+        self.chain.adjudicator_address()
+    }
+
+    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
+        Ok(self.chain.asset_balance_of(asset, owner))
     }
 
     async fn deposit(
         &self,
+        asset: Address,
         channel_id: B256,
         expected_held: U256,
         amount: U256,
     ) -> Result<TxReceipt, ChainError> {
         let sender = self.account;
         self.chain.transact(sender, |tx| {
-            tx.deposit(sender, channel_id, expected_held, amount)
+            tx.deposit(sender, asset, channel_id, expected_held, amount)
         })
     }
 
-    async fn holdings(&self, channel_id: B256) -> Result<U256, ChainError> {
-        Ok(self.chain.holdings_of(channel_id))
+    async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
+        Ok(self.chain.asset_holdings_of(asset, channel_id))
+    }
+
+    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
+        let world = self.chain.world();
+        let token = world
+            .state
+            .tokens
+            .get(&token)
+            .ok_or_else(|| silent(&format!("allowance: no token contract at {token}")))?;
+        Ok(token
+            .allowances
+            .get(&(self.account, world.adjudicator))
+            .copied()
+            .unwrap_or_default())
+    }
+
+    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
+        let owner = self.account;
+        let spender = self.chain.adjudicator_address();
+        self.chain.transact(owner, |tx| {
+            tx.approve(owner, token, spender, amount)
+                .map_err(revert_err)
+        })
+    }
+
+    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
+        if token == Address::ZERO {
+            return Ok(18);
+        }
+        let world = self.chain.world();
+        let token = world
+            .state
+            .tokens
+            .get(&token)
+            .ok_or_else(|| silent(&format!("decimals: no token contract at {token}")))?;
+        Ok(token.decimals)
+    }
+
+    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
+        Ok(self.chain.code_hash(address))
     }
 
     async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {

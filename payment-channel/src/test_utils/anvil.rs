@@ -7,8 +7,8 @@
 //!    `scripts/install-anvil.sh` installs);
 //! 3. `anvil` on `PATH`.
 //!
-//! The Nitro v2 artifacts come from `$NITRO_ARTIFACTS_DIR`, default `<repo>/target/nitro-artifacts`
-//! (what `scripts/fetch-nitro-artifacts.sh` writes).
+//! The contract artifacts come from `$NITRO_ARTIFACTS_DIR`, default `<repo>/target/nitro-artifacts`
+//! (what `scripts/fetch-nitro-artifacts.sh` and `scripts/build-contracts.sh` write).
 //!
 //! When either is missing, a test **fails** if `$CI` is set and is skipped (with instructions on
 //! stderr) otherwise.
@@ -65,20 +65,82 @@ pub fn find_anvil() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The directory holding `NitroAdjudicator.json` and `VirtualPaymentApp.json`, or `None`
-/// (skip) / panic (CI) when it does not.
+/// The artifacts every Ethereum test needs.
+const ARTIFACTS: [&str; 5] = [
+    "NitroAdjudicator.json",
+    "VirtualPaymentApp.json",
+    "PaymentApp.json",
+    "Token.json",
+    "BadToken.json",
+];
+
+/// The directory holding the contract artifacts (`NitroAdjudicator.json`,
+/// `VirtualPaymentApp.json`, `PaymentApp.json`, `Token.json`, `BadToken.json`), or `None` (skip)
+/// / panic (CI) when it does not.
 pub fn artifacts_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("NITRO_ARTIFACTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/nitro-artifacts"));
-    if dir.join("NitroAdjudicator.json").is_file() && dir.join("VirtualPaymentApp.json").is_file() {
+    if ARTIFACTS.iter().all(|a| dir.join(a).is_file()) {
         Some(dir)
     } else {
         missing(
-            &format!("Nitro v2 contract artifacts in {}", dir.display()),
-            "Run `scripts/fetch-nitro-artifacts.sh` (needs npm), or set NITRO_ARTIFACTS_DIR.",
+            &format!("contract artifacts in {}", dir.display()),
+            "Run `scripts/fetch-nitro-artifacts.sh` and `scripts/build-contracts.sh` (need npm), \
+             or set NITRO_ARTIFACTS_DIR.",
         )
     }
+}
+
+/// How `contracts/test/BadToken.sol` misbehaves (its constructor's `mode`).
+#[cfg(feature = "ethereum")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadTokenMode {
+    /// 1% of every transfer is burnt from the recipient.
+    FeeOnTransfer = 1,
+    /// `transferFrom` returns `false` and moves nothing.
+    FalseOnTransferFrom = 2,
+}
+
+/// Deploys the nitro-protocol package's `Token.sol` (compiled by `scripts/build-contracts.sh`;
+/// 18 decimals, 10^10 units minted to `owner`) from the account of `deployer_key`.
+#[cfg(feature = "ethereum")]
+pub async fn deploy_token(
+    url: &str,
+    deployer_key: &alloy_primitives::B256,
+    dir: &Path,
+    owner: alloy_primitives::Address,
+) -> alloy_primitives::Address {
+    use alloy_sol_types::SolValue;
+    let mut code = crate::chain::ethereum::read_bytecode(&dir.join("Token.json"))
+        .expect("Token artifact")
+        .to_vec();
+    code.extend_from_slice(&owner.abi_encode());
+    crate::chain::ethereum::deploy_contract(url, deployer_key, code.into())
+        .await
+        .expect("deploy Token")
+        .0
+}
+
+/// Deploys `contracts/test/BadToken.sol` (18 decimals, 10^28 units minted to `owner`).
+#[cfg(feature = "ethereum")]
+pub async fn deploy_bad_token(
+    url: &str,
+    deployer_key: &alloy_primitives::B256,
+    dir: &Path,
+    owner: alloy_primitives::Address,
+    mode: BadTokenMode,
+) -> alloy_primitives::Address {
+    use alloy_primitives::U256;
+    use alloy_sol_types::SolValue;
+    let mut code = crate::chain::ethereum::read_bytecode(&dir.join("BadToken.json"))
+        .expect("BadToken artifact")
+        .to_vec();
+    code.extend_from_slice(&(owner, U256::from(mode as u8)).abi_encode_params());
+    crate::chain::ethereum::deploy_contract(url, deployer_key, code.into())
+        .await
+        .expect("deploy BadToken")
+        .0
 }
 
 /// A running anvil node; killed (and reaped) on drop.

@@ -117,7 +117,7 @@ fn supported(
                 return Err(ns("bad candidate turnNum; |proof|=1"));
             }
             if !cb[1] {
-                return Err(ns("redemption not signed by Bob"));
+                return Err(ns("redemption not signed by payee"));
             }
             let v = Voucher::from_app_data(fixed.channel_id(), &c.variable_part.app_data)
                 .ok_or_else(|| Revert::Other("abi decode".into()))?;
@@ -132,10 +132,10 @@ fn supported(
                     .checked_sub(v.amount)
                     .ok_or_else(|| ns("underflow"))?
             {
-                return Err(ns("Alice not adjusted correctly"));
+                return Err(ns("payer not adjusted correctly"));
             }
             if new[1].amount != v.amount {
-                return Err(ns("Bob not adjusted correctly"));
+                return Err(ns("payee not adjusted correctly"));
             }
             Ok(())
         }
@@ -160,13 +160,14 @@ impl MockChain {
         let h = sim.handle(from);
         let result: Result<(), ChainError> = match a {
             ChainAction::Deposit {
+                asset,
                 channel_id,
                 expected_held,
                 amount,
             } => {
                 self.calls.push((from, "deposit"));
                 sim.fund(from, *amount).unwrap();
-                ready(h.deposit(*channel_id, *expected_held, *amount)).map(|_| ())
+                ready(h.deposit(*asset, *channel_id, *expected_held, *amount)).map(|_| ())
             }
             ChainAction::Challenge {
                 fixed,
@@ -251,6 +252,7 @@ impl MockChain {
         }
         match a {
             ChainAction::Deposit {
+                asset: _,
                 channel_id,
                 expected_held,
                 amount,
@@ -486,6 +488,7 @@ impl Pair {
                 app_definition: APP,
                 challenge_duration: DURATION,
                 price: Some(U256::from(1)),
+                asset: Address::ZERO,
             },
         )
         .unwrap();

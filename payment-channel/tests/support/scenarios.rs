@@ -16,8 +16,7 @@ use alloy_primitives::{Address, B256, U256, keccak256};
 use payment_channel::chain::{Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert};
 use payment_channel::sign::{LocalSigner, Signature, Signer};
 use payment_channel::state::{
-    FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
-    two_party_native_outcome,
+    FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash, two_party_outcome,
 };
 use payment_channel::voucher::Voucher;
 
@@ -146,7 +145,13 @@ impl TestChannel {
 
     /// The outcome giving the payee `paid` and the payer the rest.
     pub fn outcome(&self, paid: U256) -> Outcome {
-        two_party_native_outcome(self.payer_dest, self.deposit - paid, self.payee_dest, paid)
+        two_party_outcome(
+            Address::ZERO,
+            self.payer_dest,
+            self.deposit - paid,
+            self.payee_dest,
+            paid,
+        )
     }
 
     /// Signs `vp` with each of `keys`.
@@ -249,8 +254,14 @@ impl Recorder {
             reverts: Vec::new(),
             start_block: env.payer.block_number().await.expect("block number"),
             baseline: (
-                env.payer.balance(ch.payer_dest).await.expect("balance"),
-                env.payer.balance(ch.payee_dest).await.expect("balance"),
+                env.payer
+                    .balance(Address::ZERO, ch.payer_dest)
+                    .await
+                    .expect("balance"),
+                env.payer
+                    .balance(Address::ZERO, ch.payee_dest)
+                    .await
+                    .expect("balance"),
             ),
         }
     }
@@ -294,11 +305,23 @@ impl Recorder {
             .collect();
         Report {
             deposit: ch.deposit,
-            payer_received: env.payer.balance(ch.payer_dest).await.expect("balance")
+            payer_received: env
+                .payer
+                .balance(Address::ZERO, ch.payer_dest)
+                .await
+                .expect("balance")
                 - self.baseline.0,
-            payee_received: env.payer.balance(ch.payee_dest).await.expect("balance")
+            payee_received: env
+                .payer
+                .balance(Address::ZERO, ch.payee_dest)
+                .await
+                .expect("balance")
                 - self.baseline.1,
-            holdings_after: env.payer.holdings(ch.id).await.expect("holdings"),
+            holdings_after: env
+                .payer
+                .holdings(Address::ZERO, ch.id)
+                .await
+                .expect("holdings"),
             status_after: status,
             mode_after: status.mode(now),
             events,
@@ -311,10 +334,15 @@ impl Recorder {
 async fn fund(env: &Env, ch: &TestChannel, rec: &mut Recorder) {
     rec.gas(
         "deposit",
-        env.payer.deposit(ch.id, U256::ZERO, ch.deposit).await,
+        env.payer
+            .deposit(Address::ZERO, ch.id, U256::ZERO, ch.deposit)
+            .await,
     );
     assert_eq!(
-        env.payer.holdings(ch.id).await.expect("holdings"),
+        env.payer
+            .holdings(Address::ZERO, ch.id)
+            .await
+            .expect("holdings"),
         ch.deposit
     );
 }
@@ -489,7 +517,9 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     let mut rec = Recorder::new(env, &ch).await;
     rec.revert(
         env,
-        env.payer.deposit(ch.id, U256::from(1u8), ch.deposit).await,
+        env.payer
+            .deposit(Address::ZERO, ch.id, U256::from(1u8), ch.deposit)
+            .await,
         Revert::HeldMismatch,
     )
     .await;
@@ -514,7 +544,7 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
                 &bob_sig(&forged_redemption),
             )
             .await,
-        not_supported("redemption not signed by Bob"),
+        not_supported("redemption not signed by payee"),
     )
     .await;
     let forged_voucher = Voucher::sign(ch.id, voucher.amount, stranger).expect("sign");
@@ -597,7 +627,7 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
         env.payee
             .challenge(&ch.fixed, proof, &greedy, &bob_sig(&greedy))
             .await,
-        not_supported("Alice not adjusted correctly"),
+        not_supported("payer not adjusted correctly"),
     )
     .await;
     // Conclude needs a final, unanimous state.
@@ -623,7 +653,10 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
         OnChainStatus::default()
     );
     assert_eq!(
-        env.payer.holdings(ch.id).await.expect("holdings"),
+        env.payer
+            .holdings(Address::ZERO, ch.id)
+            .await
+            .expect("holdings"),
         ch.deposit
     );
 
@@ -703,5 +736,7 @@ async fn other_deposit(
     ch: &TestChannel,
     amount: U256,
 ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
-    env.payer.deposit(ch.id, U256::ZERO, amount).await
+    env.payer
+        .deposit(Address::ZERO, ch.id, U256::ZERO, amount)
+        .await
 }

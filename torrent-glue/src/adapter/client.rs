@@ -80,6 +80,7 @@ impl ClientBackend {
                     payee,
                     deposit,
                     price,
+                    ..
                 } => events.report(ChannelEvent::Proposed {
                     channel_id: id,
                     payee,
@@ -184,10 +185,17 @@ impl ChannelBackend for ClientBackend {
                 let Ok(envelope) = Envelope::from_json(&json) else {
                     return;
                 };
-                if let (Some(policy), Message::Propose(proposal)) = (&self.policy, &envelope.data)
-                    && policy.check(proposal, U256::ZERO).is_err()
-                {
-                    return; // not a channel we would ever join
+                if let Message::Propose(proposal) = &envelope.data {
+                    // The coordinator counts in the client's asset: a proposal in another one
+                    // is not a channel we would ever join.
+                    let refused = proposal.asset != self.client.config().asset
+                        || self
+                            .policy
+                            .as_ref()
+                            .is_some_and(|p| p.check(proposal, U256::ZERO).is_err());
+                    if refused {
+                        return;
+                    }
                 }
                 // Peer errors are the client's to judge (replays are harmless, forgeries are
                 // refused); nothing else to do here.

@@ -1,6 +1,7 @@
-//! `VirtualPaymentApp.stateIsSupported` (2.0.1-alpha.6), rule for rule.
+//! The two apps the simulator runs, rule for rule: this crate's `PaymentApp` (see
+//! [`crate::app`]) and the published `VirtualPaymentApp` (2.0.1-alpha.6), kept to show its flaw.
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, U256, keccak256};
 
 use super::{Recovered, claimed_signers_num, panic_oob, panic_overflow, recover_signer, silent};
 use crate::chain::Revert;
@@ -13,9 +14,107 @@ const ALICE: usize = 0;
 /// Index of the payee's allocation (`AllocationIndices.Bob`).
 const BOB: usize = 1;
 
-/// `stateIsSupported(fixedPart, proof, candidate)`. The contract either returns `(true, "")` or
-/// reverts, so `Ok(())` means supported.
-pub(super) fn state_is_supported(
+/// Which contract answers `stateIsSupported` at an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppKind {
+    /// This crate's `PaymentApp`.
+    Payment,
+    /// The published `VirtualPaymentApp`.
+    VirtualPayment,
+}
+
+impl AppKind {
+    pub(super) fn state_is_supported(
+        self,
+        fixed: &FixedPart,
+        channel_id: B256,
+        proof: &[Recovered],
+        candidate: &Recovered,
+    ) -> Result<(), Revert> {
+        match self {
+            Self::Payment => payment_app(fixed, channel_id, proof, candidate),
+            Self::VirtualPayment => virtual_payment_app(fixed, channel_id, proof, candidate),
+        }
+    }
+}
+
+/// `PaymentApp.stateIsSupported`: the rules and their order are in [`crate::app`].
+fn payment_app(
+    fixed: &FixedPart,
+    channel_id: B256,
+    proof: &[Recovered],
+    candidate: &Recovered,
+) -> Result<(), Revert> {
+    let n = fixed.participants.len();
+    require(n >= 2, "need 2 participants")?;
+    if proof.is_empty() {
+        require(
+            usize::from(claimed_signers_num(candidate.signed_by)?) == n,
+            "!unanimous; |proof|=0",
+        )?;
+        return require(
+            candidate.variable_part.turn_num <= 1,
+            "bad candidate turnNum; |proof|=0",
+        );
+    }
+    let [postfund] = proof else {
+        return Err(Revert::from_reason("bad proof length"));
+    };
+    require_proof_of_unanimous_consensus_on_post_fund(postfund, n)?;
+    require(
+        candidate.variable_part.turn_num == 2,
+        "bad candidate turnNum; |proof|=1",
+    )?;
+    require(
+        // `uint8(participants.length - 1)`: a truncating conversion, as in the contract.
+        is_claimed_signed_by(candidate.signed_by, (n - 1) % 256),
+        "redemption not signed by payee",
+    )?;
+    let voucher = require_valid_voucher(&candidate.variable_part.app_data, fixed, channel_id)?;
+    let ([old], [new]) = (
+        postfund.variable_part.outcome.as_slice(),
+        candidate.variable_part.outcome.as_slice(),
+    ) else {
+        return Err(Revert::from_reason("one asset only"));
+    };
+    require(old.asset == new.asset, "asset changed")?;
+    require(
+        old.asset_metadata.asset_type == new.asset_metadata.asset_type
+            && keccak256(&old.asset_metadata.metadata) == keccak256(&new.asset_metadata.metadata),
+        "asset metadata changed",
+    )?;
+    require(old.allocations.len() == 2, "two allocations only")?;
+    require(
+        new.allocations.len() == old.allocations.len(),
+        "allocation count changed",
+    )?;
+    for (o, c) in old.allocations.iter().zip(&new.allocations) {
+        require(o.destination == c.destination, "destination changed")?;
+        require(
+            o.allocation_type == c.allocation_type,
+            "allocation type changed",
+        )?;
+        require(
+            keccak256(&o.metadata) == keccak256(&c.metadata),
+            "allocation metadata changed",
+        )?;
+    }
+    let (old_payer, old_payee) = (old.allocations[ALICE].amount, old.allocations[BOB].amount);
+    require(voucher <= old_payer, "voucher above payer's amount")?;
+    require(
+        new.allocations[ALICE].amount == old_payer - voucher,
+        "payer not adjusted correctly",
+    )?;
+    require(
+        new.allocations[BOB].amount == voucher,
+        "payee not adjusted correctly",
+    )?;
+    require(old_payee.is_zero(), "amounts do not add up")
+}
+
+/// `VirtualPaymentApp.stateIsSupported(fixedPart, proof, candidate)`. The contract either returns
+/// `(true, "")` or reverts, so `Ok(())` means supported.
+fn virtual_payment_app(
     fixed: &FixedPart,
     channel_id: B256,
     proof: &[Recovered],
