@@ -1010,3 +1010,143 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
     assert!(manual.client.channel_ids().is_empty());
     assert_eq!(w.chain.balance_of(a), u(100_000), "nothing deposited");
 }
+
+/// Two `Client`s paying in a real ERC-20 (`Token.sol`) on anvil: the payer's client approves and
+/// deposits (probe first), 20 vouchers, a cooperative close, and the payout in the token; then a
+/// fee-on-transfer token (`BadToken`) is refused after its probe. Prints the gas of each step.
+#[cfg(all(feature = "ethereum", feature = "test-utils"))]
+#[tokio::test]
+async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refused() {
+    use payment_channel::chain::ethereum::{EthereumChain, NitroArtifacts, deploy};
+    use payment_channel::chain::{Chain, ChainError};
+    use payment_channel::test_utils::anvil::{
+        Anvil, BadTokenMode, DEV_KEYS, artifacts_dir, deploy_bad_token, deploy_token,
+    };
+
+    let Some(dir) = artifacts_dir() else { return };
+    let Some(anvil) = Anvil::start() else { return };
+    let tx_key = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap().secret_bytes();
+    let tx_account = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap().address();
+    let artifacts = NitroArtifacts::from_dir(&dir).unwrap();
+    let deployment = deploy(&anvil.url, &tx_key(0), &artifacts).await.unwrap();
+    let token = deploy_token(&anvil.url, &tx_key(0), &dir, tx_account(1)).await;
+    let chain = |i: usize| {
+        let url = anvil.url.clone();
+        let adjudicator = deployment.nitro_adjudicator;
+        async move {
+            Arc::new(
+                EthereumChain::connect(&url, &tx_key(i), adjudicator)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
+    let (payer_key, payee_key) = (key(0x41), key(0x42));
+    let net = Arc::new(Net::default());
+    let app = deployment.payment_app;
+    let node = |signer: Arc<LocalSigner>, chain: Arc<EthereumChain>, policy, asset| {
+        let config = ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            asset,
+            ..ClientConfig::new(app)
+        };
+        open_node(&net, config, signer, chain, Arc::new(MemoryStore::new()))
+    };
+    let limits = payment_channel::policy::AssetLimits::new(u(1_000_000), u(1_000_000));
+    let policy = JoinPolicy::new(app, u(0), u(0)).only_asset(token, limits);
+    let mut payer = node(payer_key.clone(), payer_chain.clone(), Some(policy), token).await;
+    let mut payee = node(payee_key.clone(), payee_chain.clone(), None, token).await;
+    let before = payer_chain.balance(token, tx_account(1)).await.unwrap();
+    let block = payer_chain.block_number().await.unwrap();
+    let id = payee
+        .client
+        .create(payer_key.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(payer_chain.holdings(token, id).await.unwrap(), u(10_000));
+    assert_eq!(
+        payer_chain.balance(token, tx_account(1)).await.unwrap(),
+        before - u(10_000)
+    );
+    assert_eq!(payer_chain.allowance(token).await.unwrap(), U256::ZERO);
+    // The funding transactions: approve, probe deposit, rest of the deposit.
+    let mut gas = Vec::new();
+    for n in block + 1..=payer_chain.block_number().await.unwrap() {
+        let b = anvil
+            .rpc("eth_getBlockByNumber", &format!(r#"["0x{n:x}",true]"#))
+            .unwrap();
+        for tx in b["transactions"].as_array().unwrap() {
+            let r = anvil
+                .rpc(
+                    "eth_getTransactionReceipt",
+                    &format!(r#"["{}"]"#, tx["hash"].as_str().unwrap()),
+                )
+                .unwrap();
+            gas.push(
+                u64::from_str_radix(r["gasUsed"].as_str().unwrap().trim_start_matches("0x"), 16)
+                    .unwrap(),
+            );
+        }
+    }
+    println!(
+        "GAS client ERC-20 funding (approve, probe deposit, deposit): {gas:?} = {}",
+        gas.iter().sum::<u64>()
+    );
+    assert_eq!(gas.len(), 3, "approve + probe + deposit");
+
+    for _ in 0..20 {
+        payer.client.send_payment(id, u(150)).await.unwrap();
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.close(id).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.watch_chain().await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(
+        payee_chain
+            .balance(token, payee_key.address())
+            .await
+            .unwrap(),
+        u(3_000)
+    );
+    assert_eq!(
+        payee_chain
+            .balance(token, payer_key.address())
+            .await
+            .unwrap(),
+        u(7_000)
+    );
+    assert_eq!(payee_chain.holdings(token, id).await.unwrap(), U256::ZERO);
+
+    // A fee-on-transfer token: only the probe goes in, and the deposit stops with a typed error.
+    let fee = deploy_bad_token(
+        &anvil.url,
+        &tx_key(0),
+        &dir,
+        tx_account(1),
+        BadTokenMode::FeeOnTransfer,
+    )
+    .await;
+    let policy = JoinPolicy::new(app, u(0), u(0)).only_asset(fee, limits);
+    let mut payer = node(key(0x43), payer_chain.clone(), Some(policy), fee).await;
+    let mut payee = node(key(0x44), payee_chain.clone(), None, fee).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(100_000), None)
+        .await
+        .unwrap();
+    let errors = pump(&mut payer, &mut payee).await;
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Chain(ChainError::TokenMisbehaved { sent, received, .. })]
+                if *sent == u(100) && *received == u(99)
+        ),
+        "{errors:?}"
+    );
+    assert_eq!(payer_chain.holdings(fee, id).await.unwrap(), u(100));
+}
