@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use paid_torrent_examples::metainfo::{DEFAULT_PIECE_LENGTH, Metainfo, sha1};
-use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
+use paid_torrent_examples::paid::{
+    BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Units, Wallet,
+};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session::{self, PeerReport};
@@ -42,7 +44,7 @@ struct Cli {
 /// What a seller asks.
 #[derive(Debug, Args, Clone)]
 struct SellOpts {
-    /// Price in wei per byte.
+    /// Price per byte in the smallest unit of the asset (wei for the native coin).
     #[arg(long, default_value_t = 1)]
     price: u128,
     /// Bytes served to a paying peer before its first payment.
@@ -56,12 +58,14 @@ struct BuyOpts {
     /// Bytes bought per payment.
     #[arg(long, default_value_t = 1 << 20)]
     granularity: u64,
-    /// Total wei it may lock in deposits and spend (default: three times the content at the
+    /// Total it may lock in deposits and spend, in the asset's smallest unit (default: three
+    /// times the content at the
     /// highest accepted price: after a channel's deposit is used up, e.g. by retransmissions or
     /// crashes, a second channel's deposit must still fit).
     #[arg(long)]
     budget: Option<u128>,
-    /// Highest accepted price in wei per byte (default: 1, or the demo's `--price`).
+    /// Highest accepted price per byte, in the asset's smallest unit (default: 1, or the
+    /// demo's `--price`).
     #[arg(long)]
     max_price: Option<u128>,
     /// Most bytes paid ahead of what was received, when the seller prompts (0: pay only on
@@ -94,12 +98,40 @@ struct ChainArgs {
     /// deployed from `--artifacts` if nothing is there).
     #[arg(long, global = true)]
     adjudicator: Option<Address>,
-    /// `VirtualPaymentApp` address (default: anvil's second deployment from dev account #0).
+    /// `PaymentApp` address (default: anvil's second deployment from dev account #0). A payer
+    /// joins only channels whose app's code is `PaymentApp`'s, whatever this says.
     #[arg(long, global = true)]
     app: Option<Address>,
+    /// What channels are paid in: `native` (the chain's coin, default), an ERC-20 token's
+    /// address, or `test` for a test token deployed for this run and given to the buyer (demo,
+    /// or a dev chain with `--artifacts`). Seller and buyer must name the same asset.
+    #[arg(long, global = true, value_name = "native|ADDRESS|test")]
+    asset: Option<AssetArg>,
     /// Folder with the Nitro contract artifacts (`scripts/fetch-nitro-artifacts.sh`).
     #[arg(long, global = true)]
     artifacts: Option<PathBuf>,
+}
+
+/// The `--asset` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AssetArg {
+    Native,
+    Token(Address),
+    Test,
+}
+
+impl std::str::FromStr for AssetArg {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "native" => Ok(Self::Native),
+            "test" => Ok(Self::Test),
+            other => other
+                .parse()
+                .map(Self::Token)
+                .map_err(|e| format!("not `native`, `test` or an address: {e}")),
+        }
+    }
 }
 
 /// How long an absent or silent counterparty is waited for.
@@ -229,7 +261,10 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let out = Out { json: cli.json };
+    let out = Out {
+        json: cli.json,
+        units: Units::NATIVE,
+    };
     match cli.command {
         Command::Create {
             path,
@@ -272,7 +307,12 @@ async fn run(cli: Cli) -> Result<()> {
                 challenge_duration,
             };
             let chain = chain_choice(&cli.chain, &out).await?;
-            let wallet = open_wallet(&chain, &wallet).await?;
+            let asset = resolve_asset(&chain, &cli.chain, &out).await?;
+            let wallet = open_wallet(&chain, &wallet, asset).await?;
+            let out = Out {
+                units: wallet.units,
+                ..out
+            };
             seed_paid(t, listen, &wallet, sell, liveness.config(), &out).await
         }
         Command::Get {
@@ -306,7 +346,12 @@ async fn run(cli: Cli) -> Result<()> {
                 max_pay_ahead_bytes: pay.max_pay_ahead,
             };
             let chain = chain_choice(&cli.chain, &out).await?;
-            let wallet = open_wallet(&chain, &wallet).await?;
+            let asset = resolve_asset(&chain, &cli.chain, &out).await?;
+            let wallet = open_wallet(&chain, &wallet, asset).await?;
+            let out = Out {
+                units: wallet.units,
+                ..out
+            };
             get_paid(
                 t,
                 &peers,
@@ -323,14 +368,16 @@ async fn run(cli: Cli) -> Result<()> {
             size_mib,
             free,
             pay,
-        } => demo(size_mib, free, &pay).await,
+        } => demo(size_mib, free, &pay, cli.chain.asset).await,
     }
 }
 
-/// Where messages go: human lines on stderr, or JSON lines on stdout with `--json`.
+/// Where messages go: human lines on stderr, or JSON lines on stdout with `--json`; amounts in
+/// human lines are written in `units`.
 #[derive(Debug, Clone, Copy)]
 struct Out {
     json: bool,
+    units: Units,
 }
 
 impl Out {
@@ -375,13 +422,7 @@ async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<Chain
     match payment_channel::chain::EthereumChain::connect(rpc, &key, adjudicator).await {
         Ok(_) => {}
         Err(SetupError::NoContract(_)) => {
-            let dir = args.artifacts.clone().unwrap_or_else(|| {
-                std::env::var_os("NITRO_ARTIFACTS_DIR").map_or_else(
-                    || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nitro-artifacts"),
-                    PathBuf::from,
-                )
-            });
-            let artifacts = NitroArtifacts::from_dir(&dir)?;
+            let artifacts = NitroArtifacts::from_dir(&artifacts_dir(args))?;
             let d = deploy(rpc, &key, &artifacts).await?;
             adjudicator = d.nitro_adjudicator;
             app = d.payment_app;
@@ -391,7 +432,7 @@ async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<Chain
     out.event(
         json!({"event": "chain", "kind": "ethereum", "rpc": rpc,
                "adjudicator": adjudicator.to_string(), "app": app.to_string()}),
-        || format!("chain: {rpc}, NitroAdjudicator {adjudicator}, VirtualPaymentApp {app}"),
+        || format!("chain: {rpc}, NitroAdjudicator {adjudicator}, PaymentApp {app}"),
     );
     Ok(ChainChoice::Ethereum(
         paid_torrent_examples::paid::EthereumChoice {
@@ -408,9 +449,49 @@ async fn ethereum_choice(_rpc: &str, _args: &ChainArgs, _out: &Out) -> Result<Ch
     Err("this build has no Ethereum support: build with `--features ethereum`".into())
 }
 
+/// The asset of `--asset` on `chain`; `test` deploys a test token (the nitro-protocol package's
+/// `Token.sol` on an Ethereum node, minted to the `--key` account; a simulated token otherwise).
+async fn resolve_asset(chain: &ChainChoice, args: &ChainArgs, out: &Out) -> Result<Address> {
+    let asset = match (args.asset.unwrap_or(AssetArg::Native), chain) {
+        (AssetArg::Native, _) => return Ok(Address::ZERO),
+        (AssetArg::Token(a), _) => a,
+        (AssetArg::Test, ChainChoice::Simulated(sim)) => {
+            sim.deploy_token(payment_channel::TokenBehaviour::Standard, 18)
+        }
+        #[cfg(feature = "ethereum")]
+        (AssetArg::Test, ChainChoice::Ethereum(eth)) => {
+            use payment_channel::sign::Signer;
+            let owner = payment_channel::sign::LocalSigner::from_bytes(&eth.key)?.address();
+            payment_channel::chain::ethereum::deploy_test_token(
+                &eth.rpc,
+                &eth.key,
+                &artifacts_dir(args),
+                owner,
+            )
+            .await?
+        }
+    };
+    out.event(
+        json!({"event": "asset", "asset": asset.to_string()}),
+        || format!("paying in ERC-20 token {asset}"),
+    );
+    Ok(asset)
+}
+
+/// `--artifacts`, else `$NITRO_ARTIFACTS_DIR`, else the repository's `target/nitro-artifacts`.
+#[cfg(feature = "ethereum")]
+fn artifacts_dir(args: &ChainArgs) -> PathBuf {
+    args.artifacts.clone().unwrap_or_else(|| {
+        std::env::var_os("NITRO_ARTIFACTS_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nitro-artifacts"),
+            PathBuf::from,
+        )
+    })
+}
+
 /// The identity key: `--identity`, else the key file next to `--store` (created on first use),
 /// else a fresh one.
-async fn open_wallet(chain: &ChainChoice, args: &WalletArgs) -> Result<Wallet> {
+async fn open_wallet(chain: &ChainChoice, args: &WalletArgs, asset: Address) -> Result<Wallet> {
     let identity = match (&args.identity, &args.store) {
         (Some(k), _) => Some(parse_key(k)?),
         (None, Some(store)) => {
@@ -425,7 +506,7 @@ async fn open_wallet(chain: &ChainChoice, args: &WalletArgs) -> Result<Wallet> {
         }
         (None, None) => None,
     };
-    Ok(Wallet::open(chain, identity, args.store.as_deref()).await?)
+    Ok(Wallet::open(chain, identity, args.store.as_deref(), asset).await?)
 }
 
 fn create(
@@ -522,7 +603,7 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
         } => out.event(
             json!({"event": "payment_received", "from": account.to_string(),
                    "channel": hex::encode(channel_id), "delta": delta, "total": total}),
-            || format!("payment from {account}: +{delta} wei (total {total})"),
+            || format!("payment from {account}: +{} (total {})", out.units.format(*delta), out.units.format(*total)),
         ),
         CoordinatorEvent::ChannelOpened {
             account, channel_id, ..
@@ -538,7 +619,7 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
         } => out.event(
             json!({"event": "channel_closed", "peer": account.to_string(),
                    "channel": hex::encode(channel_id), "payee_amount": payee_amount}),
-            || format!("channel 0x{} with {account} closed: payee gets {payee_amount} wei", hex::encode(channel_id)),
+            || format!("channel 0x{} with {account} closed: payee gets {}", hex::encode(channel_id), out.units.format(*payee_amount)),
         ),
         CoordinatorEvent::ChannelRestored {
             account,
@@ -549,7 +630,7 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
         } => out.event(
             json!({"event": "channel_restored", "peer": account.to_string(), "channel": hex::encode(channel_id),
                    "role": format!("{role:?}"), "paid": paid, "state": format!("{state:?}")}),
-            || format!("channel 0x{} with {account} restored from the store ({state:?}, {paid} wei paid)", hex::encode(channel_id)),
+            || format!("channel 0x{} with {account} restored from the store ({state:?}, {} paid)", hex::encode(channel_id), out.units.format(*paid)),
         ),
         CoordinatorEvent::ProposalDeclined {
             channel_id,
@@ -612,8 +693,8 @@ async fn seed_paid(
         json!({"event": "listening", "addr": local.to_string(), "account": node.account.to_string(),
                "info_hash": torrent.meta().info_hash_hex()}),
         || format!(
-            "seeding {} on {local} as {} at {} wei/byte (trust {} B, free for stock peers {} B)",
-            torrent.meta().info_hash_hex(), node.account, sell.price_per_byte, sell.trust_bytes,
+            "seeding {} on {local} as {} at {} per byte (trust {} B, free for stock peers {} B)",
+            torrent.meta().info_hash_hex(), node.account, out.units.format(sell.price_per_byte), sell.trust_bytes,
             sell.free_bytes.unwrap_or(0)
         ),
     );
@@ -782,10 +863,10 @@ async fn get_paid(
         || {
             format!(
                 "complete: {total} bytes in {secs:.2} s, every piece verified, saved under {}\n\
-                 payments: {} ({} wei); channel closed and settled on chain",
+                 payments: {} ({}); channel closed and settled on chain",
                 dir.display(),
                 stats.payments,
-                stats.paid
+                out.units.format(stats.paid)
             )
         },
     );
@@ -826,7 +907,7 @@ fn generate(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
+async fn demo(size_mib: u64, free: bool, opts: &PayOpts, asset: Option<AssetArg>) -> Result<()> {
     let work = std::env::temp_dir().join(format!("paid-torrent-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(work.clone());
     let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
@@ -873,13 +954,27 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
 
     let chain = SimulatedChain::new();
     let choice = ChainChoice::Simulated(chain.clone());
-    let seller_wallet = Wallet::open(&choice, None, None).await?;
-    let buyer_wallet = Wallet::open(&choice, None, None).await?;
+    let asset = match asset.unwrap_or(AssetArg::Native) {
+        AssetArg::Native => Address::ZERO,
+        AssetArg::Test => chain.deploy_token(payment_channel::TokenBehaviour::Standard, 18),
+        AssetArg::Token(_) => {
+            return Err(
+                "the demo runs on the simulated chain: use `--asset test` for a token".into(),
+            );
+        }
+    };
+    let seller_wallet = Wallet::open(&choice, None, None, asset).await?;
+    let buyer_wallet = Wallet::open(&choice, None, None, asset).await?;
+    let units = buyer_wallet.units;
     let budget = opts
         .buy
         .budget
         .unwrap_or_else(|| u128::from(size) * opts.sell.price * 2);
-    chain.fund(buyer_wallet.address(), U256::from(budget))?;
+    if asset == Address::ZERO {
+        chain.fund(buyer_wallet.address(), U256::from(budget))?;
+    } else {
+        chain.mint(asset, buyer_wallet.address(), U256::from(budget))?;
+    }
     let sell = SellTerms {
         price_per_byte: opts.sell.price,
         trust_bytes: opts.sell.trust,
@@ -944,24 +1039,26 @@ async fn demo(size_mib: u64, free: bool, opts: &PayOpts) -> Result<()> {
     }
     accept.abort();
     connect.abort();
-    let on_chain = chain.balance_of(seller.account);
+    let on_chain = chain.asset_balance_of(asset, seller.account);
     let served = seller
         .node
         .inspect(|c| c.identity(buyer.account).map(|i| i.bytes_served))
         .unwrap_or(0);
     summary_common(&leecher, size, secs);
     println!(
-        "served:     {served} bytes (price {} wei/byte, trust {} bytes)",
-        opts.sell.price, opts.sell.trust
+        "served:     {served} bytes (price {} per byte, trust {} bytes)",
+        units.format(opts.sell.price),
+        opts.sell.trust
     );
     println!(
-        "payments:   {} ({} wei in total)",
-        stats.payments, stats.paid
+        "payments:   {} ({} in total)",
+        stats.payments,
+        units.format(stats.paid)
     );
     println!(
-        "channel:    closed (payee receives {} wei), settled on chain: seller balance {} wei",
-        stats.seller_closed.unwrap_or(0),
-        on_chain
+        "channel:    closed (payee receives {}), settled on chain: seller balance {}",
+        units.format(stats.seller_closed.unwrap_or(0)),
+        units.format(u128::try_from(on_chain).unwrap_or(u128::MAX))
     );
     if U256::from(stats.paid) != on_chain {
         return Err(format!("paid {} but the seller holds {on_chain}", stats.paid).into());

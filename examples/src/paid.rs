@@ -15,7 +15,7 @@ use paid_wire::choke::TrustPolicy;
 use paid_wire::message::BlockRequest;
 use payment_channel::chain::Chain;
 use payment_channel::client::{Client, ClientConfig};
-use payment_channel::policy::JoinPolicy;
+use payment_channel::policy::{AssetLimits, JoinPolicy};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::store::ChannelStore;
 use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
@@ -54,6 +54,9 @@ pub enum PaidError {
     /// The Ethereum node could not be used.
     #[error("ethereum: {0}")]
     Ethereum(String),
+    /// The asset is not an ERC-20 token on this chain.
+    #[error("asset {0} is not an ERC-20 token here: {1}")]
+    Asset(Address, String),
 }
 
 impl PieceSource for Torrent {
@@ -120,8 +123,48 @@ pub struct EthereumChoice {
     pub key: B256,
     /// `NitroAdjudicator` address.
     pub adjudicator: Address,
-    /// `VirtualPaymentApp` address.
+    /// `PaymentApp` address.
     pub app: Address,
+}
+
+/// What channels are paid in, and how its amounts are written for people: the native coin in
+/// wei, an ERC-20 in whole tokens (its `decimals`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Units {
+    /// `Address::ZERO` for the native coin, else the ERC-20 token.
+    pub asset: Address,
+    /// The token's `decimals()` (18 for the native coin).
+    pub decimals: u8,
+}
+
+impl Default for Units {
+    fn default() -> Self {
+        Self::NATIVE
+    }
+}
+
+impl Units {
+    /// The chain's native coin.
+    pub const NATIVE: Self = Self {
+        asset: Address::ZERO,
+        decimals: 18,
+    };
+
+    /// `amount` (in the asset's smallest unit) for people: `"1500 wei"` for the native coin,
+    /// `"0.0015 tokens 0x5FbD…"` for a token with 6 decimals.
+    pub fn format(&self, amount: u128) -> String {
+        if self.asset == Address::ZERO {
+            return format!("{amount} wei");
+        }
+        let Some(scale) = 10u128.checked_pow(u32::from(self.decimals)) else {
+            return format!("{amount} units of token {}", self.asset);
+        };
+        let (whole, frac) = (amount / scale, amount % scale);
+        let frac = format!("{frac:0width$}", width = usize::from(self.decimals));
+        let frac = frac.trim_end_matches('0');
+        let dot = if frac.is_empty() { "" } else { "." };
+        format!("{whole}{dot}{frac} tokens {}", self.asset)
+    }
 }
 
 /// A payment identity on a chain, with its channel store.
@@ -131,8 +174,10 @@ pub struct Wallet {
     pub signer: Arc<LocalSigner>,
     /// The chain handle (acting for the transaction account).
     pub chain: Arc<dyn Chain>,
-    /// The `VirtualPaymentApp` address.
+    /// The `PaymentApp` address.
     pub app: Address,
+    /// What our channels are paid in.
+    pub units: Units,
     /// Durable (redb) or in-memory channel store.
     pub store: Arc<dyn ChannelStore>,
 }
@@ -148,13 +193,14 @@ impl std::fmt::Debug for Wallet {
 }
 
 impl Wallet {
-    /// Opens a wallet. `signer` is the channel key (random if `None`); `store` a redb file
-    /// (in memory if `None`). On the simulated chain the signer's address is also the
-    /// transaction account.
+    /// Opens a wallet whose channels are paid in `asset` (`Address::ZERO`: the native coin).
+    /// `signer` is the channel key (random if `None`); `store` a redb file (in memory if
+    /// `None`). On the simulated chain the signer's address is also the transaction account.
     pub async fn open(
         chain: &ChainChoice,
         signer: Option<B256>,
         store: Option<&Path>,
+        asset: Address,
     ) -> Result<Self, PaidError> {
         let signer = Arc::new(match signer {
             Some(k) => LocalSigner::from_bytes(&k).map_err(|_| PaidError::Key)?,
@@ -180,10 +226,15 @@ impl Wallet {
                 (Arc::new(c), eth.app)
             }
         };
+        let decimals = chain
+            .decimals(asset)
+            .await
+            .map_err(|e| PaidError::Asset(asset, e.to_string()))?;
         Ok(Self {
             signer,
             chain,
             app,
+            units: Units { asset, decimals },
             store,
         })
     }
@@ -197,7 +248,7 @@ impl Wallet {
 /// What we sell, as an uploader.
 #[derive(Debug, Clone)]
 pub struct SellTerms {
-    /// Wei per byte.
+    /// Price per byte, in the smallest unit of the wallet's asset.
     pub price_per_byte: u128,
     /// Bytes served to a paying peer before its first payment.
     pub trust_bytes: u64,
@@ -213,7 +264,7 @@ pub struct SellTerms {
 /// What we buy, as a downloader.
 #[derive(Debug, Clone)]
 pub struct BuyTerms {
-    /// Total wei we may lock or spend.
+    /// Total we may lock or spend, in the smallest unit of the wallet's asset.
     pub budget: u128,
     /// Highest price per byte we accept.
     pub max_price_per_byte: u128,
@@ -250,6 +301,7 @@ impl PaidNode {
         liveness: LivenessConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
         let mut client_config = ClientConfig::new(wallet.app);
+        client_config.asset = wallet.units.asset;
         if let Some(s) = &sell {
             client_config.challenge_duration = s.challenge_duration;
         }
@@ -261,7 +313,10 @@ impl PaidNode {
             None,
         )
         .await?;
-        let mut policy = JoinPolicy::new(wallet.app, U256::MAX, U256::MAX);
+        // Only our asset: a channel in anything else is refused (the coordinator's budget and
+        // prices are in our asset's units).
+        let mut policy = JoinPolicy::new(wallet.app, U256::MAX, U256::MAX)
+            .only_asset(wallet.units.asset, AssetLimits::new(U256::MAX, U256::MAX));
         // A short challenge window only shortens how long our deposit could be stuck; the
         // payee cannot take more than our largest voucher.
         policy.min_challenge_duration = 1;

@@ -191,9 +191,14 @@ async fn paid_seeder(
     std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
     let torrent =
         Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    let wallet = Wallet::open(&ChainChoice::Simulated(SimulatedChain::new()), None, None)
-        .await
-        .unwrap();
+    let wallet = Wallet::open(
+        &ChainChoice::Simulated(SimulatedChain::new()),
+        None,
+        None,
+        Address::ZERO,
+    )
+    .await
+    .unwrap();
     let sell = SellTerms {
         price_per_byte: 1,
         trust_bytes: 0,
@@ -334,9 +339,14 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
     let (proxy, recorded) = recording_proxy(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let torrent =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
-    let wallet = Wallet::open(&ChainChoice::Simulated(SimulatedChain::new()), None, None)
-        .await
-        .unwrap();
+    let wallet = Wallet::open(
+        &ChainChoice::Simulated(SimulatedChain::new()),
+        None,
+        None,
+        Address::ZERO,
+    )
+    .await
+    .unwrap();
     let buy = BuyTerms {
         budget: 1 << 40,
         max_price_per_byte: 1,

@@ -196,3 +196,110 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     );
     seeder.terminate();
 }
+
+/// The same two processes paying in an ERC-20 (`--asset`): the nitro-protocol package's
+/// `Token.sol`, deployed by the test and owned by the buyer's transaction account. The file
+/// arrives whole and the seller's payout on chain is exactly the price of the file, in the token.
+#[test]
+fn two_processes_pay_in_an_erc20() {
+    use payment_channel::chain::ethereum::deploy_test_token;
+    use payment_channel::chain::{Chain, EthereumChain};
+    use payment_channel::sign::{LocalSigner, Signer};
+    let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
+        return;
+    };
+    let Some(art) = nitro_artifacts() else {
+        return;
+    };
+    const SIZE: u64 = 8 * MIB;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = |i: usize| LocalSigner::from_hex(dev_key(i)).unwrap();
+    let token = rt
+        .block_on(deploy_test_token(
+            &anvil.url,
+            &key(3).secret_bytes(),
+            std::path::Path::new(&art),
+            key(2).address(),
+        ))
+        .expect("deploy the token");
+    let token_arg = token.to_string();
+    let dir = tempdir();
+    let (seed_dir, data, torrent) = seeded_torrent(dir.path(), "book.bin", SIZE as usize, 9);
+    let mut seeder = JsonProc::spawn(
+        "seeder-erc20",
+        chain_cmd(
+            &anvil,
+            &art,
+            dev_key(0),
+            &[
+                "--asset",
+                &token_arg,
+                "seed",
+                &torrent,
+                "--dir",
+                &arg(&seed_dir),
+                "--listen",
+                "127.0.0.1:0",
+                "--challenge-duration",
+                "3",
+            ],
+        ),
+    );
+    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let seller: payment_channel::Address = listening["account"].as_str().unwrap().parse().unwrap();
+    let out = arg(&dir.path().join("dl"));
+    let mut buyer = JsonProc::spawn(
+        "buyer-erc20",
+        chain_cmd(
+            &anvil,
+            &art,
+            dev_key(2),
+            &[
+                "--asset",
+                &token_arg,
+                "get",
+                &torrent,
+                "--peer",
+                &addr,
+                "--out",
+                &out,
+                "--timeout",
+                "300",
+            ],
+        ),
+    );
+    let done = buyer.expect_event(Duration::from_secs(300), "done");
+    assert!(buyer.child.wait().expect("buyer exit").success());
+    seeder.terminate();
+    assert_eq!(std::fs::read(dir.path().join("dl/book.bin")).unwrap(), data);
+    assert_eq!(
+        num(&done, "paid"),
+        u128::from(SIZE),
+        "1 token unit per byte"
+    );
+    let chain = rt
+        .block_on(EthereumChain::connect(
+            &anvil.url,
+            &key(3).secret_bytes(),
+            payment_channel::chain::sim::DEFAULT_ADJUDICATOR_ADDRESS,
+        ))
+        .unwrap();
+    let payout = rt.block_on(chain.balance(token, seller)).unwrap();
+    assert_eq!(
+        payout,
+        payment_channel::U256::from(SIZE),
+        "the seller's payout on chain is exactly the price of the file, in the token"
+    );
+    let native = rt
+        .block_on(chain.balance(payment_channel::Address::ZERO, seller))
+        .unwrap();
+    assert!(native.is_zero(), "nothing in the native coin");
+    println!(
+        "erc20 run: {SIZE} bytes, {} payments, payout {payout} token units",
+        done["payments"]
+    );
+}

@@ -818,6 +818,21 @@ pub async fn deploy(
     })
 }
 
+/// Deploys the nitro-protocol package's test ERC-20 (`Token.sol`, built by
+/// `scripts/build-contracts.sh` into `Token.json` in `dir`: 18 decimals, 10^10 units minted to
+/// `owner`), from the account of `secret_key`. For dev chains and tests.
+pub async fn deploy_test_token(
+    rpc_url: &str,
+    secret_key: &B256,
+    dir: &Path,
+    owner: Address,
+) -> Result<Address, SetupError> {
+    use alloy_sol_types::SolValue;
+    let mut code = read_bytecode(&dir.join("Token.json"))?.to_vec();
+    code.extend_from_slice(&owner.abi_encode());
+    Ok(deploy_contract(rpc_url, secret_key, code.into()).await?.0)
+}
+
 /// Deploys one contract from `creation_code` (with its ABI-encoded constructor arguments
 /// appended), from the account of `secret_key`. Returns its address and the receipt.
 pub async fn deploy_contract(

@@ -111,15 +111,9 @@ pub async fn deploy_token(
     dir: &Path,
     owner: alloy_primitives::Address,
 ) -> alloy_primitives::Address {
-    use alloy_sol_types::SolValue;
-    let mut code = crate::chain::ethereum::read_bytecode(&dir.join("Token.json"))
-        .expect("Token artifact")
-        .to_vec();
-    code.extend_from_slice(&owner.abi_encode());
-    crate::chain::ethereum::deploy_contract(url, deployer_key, code.into())
+    crate::chain::ethereum::deploy_test_token(url, deployer_key, dir, owner)
         .await
         .expect("deploy Token")
-        .0
 }
 
 /// Deploys `contracts/test/BadToken.sol` (18 decimals, 10^28 units minted to `owner`).
