@@ -22,7 +22,7 @@ use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
-use payment_channel::SimulatedChain;
+use payment_channel::{Address, SimulatedChain};
 use support::*;
 use tokio::net::TcpListener;
 use torrent_glue::LivenessConfig;
