@@ -83,3 +83,36 @@ pub const VIRTUAL_PAYMENT_APP_REVERTS: &[&str] = &[
     "Alice not adjusted correctly",
     "Bob not adjusted correctly",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The constant joiners check is the hash `scripts/build-contracts.sh` pins (and fails on).
+    #[test]
+    fn runtime_hash_is_the_pinned_build() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../contracts/PaymentApp.runtime-hash"
+        );
+        let pinned = std::fs::read_to_string(path).expect("contracts/PaymentApp.runtime-hash");
+        assert_eq!(
+            pinned.trim().parse::<B256>().unwrap(),
+            PAYMENT_APP_RUNTIME_HASH
+        );
+    }
+
+    /// Every reason of the app is typed as a rejection by the app.
+    #[test]
+    fn every_reason_is_typed_not_supported() {
+        for r in PAYMENT_APP_REVERTS
+            .iter()
+            .chain(VIRTUAL_PAYMENT_APP_REVERTS)
+        {
+            assert_eq!(
+                crate::chain::Revert::from_reason(r),
+                crate::chain::Revert::NotSupported((*r).to_owned())
+            );
+        }
+    }
+}

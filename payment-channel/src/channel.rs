@@ -27,7 +27,7 @@
 //! An input or command that returns `Err` leaves the channel unchanged and queues nothing
 //! (only `handle_timeout` effects of the `now` passed in may have happened).
 //!
-//! # Protocol (Nitro v2, `VirtualPaymentApp`, participants `[payer, payee]`, native asset)
+//! # Protocol (Nitro v2, `PaymentApp`, participants `[payer, payee]`, one asset: native or ERC-20)
 //!
 //! | turn | state | outcome `{payer, payee}` | signed by |
 //! |------|-------|--------------------------|-----------|
@@ -36,7 +36,7 @@
 //! | 2 | redemption | `{D − v, v}`, app data = voucher `v` | payee alone, only to challenge |
 //! | 3 | final (`isFinal`) | `{D − a, a}` | both, in [`Close`] messages |
 //!
-//! The final state uses turn 3, above every state `VirtualPaymentApp` can support (0, 1, 2), so it
+//! The final state uses turn 3, above every state `PaymentApp` can support (0, 1, 2), so it
 //! can never be confused with them; `conclude` does not consult the app, so any turn works.
 //!
 //! **Funding.** The payer deposits only once the prefund is signed by both (it can then always
@@ -435,7 +435,7 @@ pub struct ChannelParams {
     pub deposit: U256,
     /// Nonce; choose it so that the channel id is new.
     pub channel_nonce: u64,
-    /// The deployed `VirtualPaymentApp`.
+    /// The deployed `PaymentApp` (see [`crate::app`]).
     pub app_definition: Address,
     /// Challenge duration in seconds.
     pub challenge_duration: u64,

@@ -28,7 +28,7 @@ pub struct FixedPart {
     pub participants: Vec<Address>,
     /// Nonce that makes the channel id unique among channels of the same participants.
     pub channel_nonce: u64,
-    /// Address of the `IForceMoveApp` contract (the `VirtualPaymentApp`).
+    /// Address of the `IForceMoveApp` contract (`PaymentApp`, see [`crate::app`]).
     pub app_definition: Address,
     /// Seconds a challenge stays open before the channel finalizes (`uint48`).
     pub challenge_duration: u64,

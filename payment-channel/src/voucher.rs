@@ -1,5 +1,5 @@
 //! Vouchers: the payer's cumulative promise `sign(keccak256(abi.encode(channelId, amount)))`,
-//! exactly as `VirtualPaymentApp.requireValidVoucher` checks it on chain.
+//! exactly as `PaymentApp` (and `VirtualPaymentApp`) check it on chain.
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::SolValue;
