@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use torrent_glue::adapter::{ClientBackend, Delivery, Node, NodeConfig, PieceSink, PieceSource};
 use torrent_glue::engine::TorrentKey;
 use torrent_glue::{
-    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
+    AssetTerms, Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
     NonPayingPolicy, UploadConfig,
 };
 
@@ -332,6 +332,10 @@ impl PaidNode {
             up.choke.price_per_byte = s.price_per_byte;
             up.choke.trust = TrustPolicy::fixed(s.trust_bytes);
             up.deposit = s.deposit;
+            up.asset = (wallet.units.asset != Address::ZERO).then_some(AssetTerms {
+                asset: wallet.units.asset,
+                decimals: wallet.units.decimals,
+            });
             up
         });
         config.non_paying = match sell.as_ref().and_then(|s| s.free_bytes) {

@@ -173,6 +173,42 @@ impl Default for Terms {
     }
 }
 
+/// The asset an uploader is paid in, advertised inside [`TERMS_KEY`] as `asset` (the ERC-20's
+/// `0x` EIP-55 address) and `decimals` when it is not the native coin (no `asset` key: the native
+/// coin). It is a hint for choosing sellers: the asset that binds is the one in the channel
+/// proposal, which a payer's join policy checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AssetTerms {
+    /// The ERC-20 token.
+    pub asset: Address,
+    /// Its `decimals()`, for showing amounts.
+    pub decimals: u8,
+}
+
+impl AssetTerms {
+    /// Reads `asset`/`decimals` from a [`TERMS_KEY`] dictionary; `None` when absent or invalid.
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let dict = value.as_dict()?;
+        let asset = std::str::from_utf8(dict.get(b"asset".as_slice())?.as_bytes()?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let decimals = u8::try_from(dict.get(b"decimals".as_slice())?.as_int()?).ok()?;
+        Some(Self { asset, decimals })
+    }
+
+    /// Adds `asset` and `decimals` to a [`TERMS_KEY`] dictionary.
+    pub fn insert_into(&self, value: &mut Value) {
+        if let Value::Dict(dict) = value {
+            dict.insert(
+                b"asset".to_vec(),
+                Value::Bytes(self.asset.to_checksum(None).into_bytes()),
+            );
+            dict.insert(b"decimals".to_vec(), Value::Int(i64::from(self.decimals)));
+        }
+    }
+}
+
 /// Top-level extended-handshake key under which [`Terms`] are advertised:
 /// `pseTerms: {price: <int>, trust: <int>}`. Unknown to web3torrent, which ignores it (BEP 10:
 /// "Any unknown names should be ignored").
@@ -194,6 +230,8 @@ pub struct PeerExtendedHandshake {
     pub outcome_address: Option<Vec<u8>>,
     /// The peer's advertised [`Terms`] ([`TERMS_KEY`]), if any.
     pub terms: Option<Terms>,
+    /// The ERC-20 the peer sells in, when its terms name one ([`AssetTerms`]).
+    pub asset: Option<AssetTerms>,
     /// `v`: client name and version, for diagnostics.
     pub client: Option<String>,
 }
@@ -209,6 +247,10 @@ impl PeerExtendedHandshake {
                 .extra
                 .get(TERMS_KEY.as_bytes())
                 .and_then(Terms::from_value),
+            asset: hs
+                .extra
+                .get(TERMS_KEY.as_bytes())
+                .and_then(AssetTerms::from_value),
             client: hs.v.clone(),
         }
     }
@@ -229,6 +271,8 @@ pub struct HandshakeContribution {
     pub outcome_address: String,
     /// Our terms as an uploader; `None` when we do not sell.
     pub terms: Option<Terms>,
+    /// The ERC-20 we sell in (advertised inside the terms); `None`: the native coin.
+    pub asset: Option<AssetTerms>,
 }
 
 impl HandshakeContribution {
@@ -240,8 +284,11 @@ impl HandshakeContribution {
         hs.set_outcome_address(self.outcome_address.as_bytes());
         match self.terms {
             Some(terms) => {
-                hs.extra
-                    .insert(TERMS_KEY.as_bytes().to_vec(), terms.to_value());
+                let mut value = terms.to_value();
+                if let Some(asset) = &self.asset {
+                    asset.insert_into(&mut value);
+                }
+                hs.extra.insert(TERMS_KEY.as_bytes().to_vec(), value);
             }
             None => {
                 hs.extra.remove(TERMS_KEY.as_bytes());
@@ -588,6 +635,12 @@ mod tests {
                 price_per_byte: u128::MAX,
                 trust_bytes: 81920,
             }),
+            asset: Some(AssetTerms {
+                asset: "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+                    .parse()
+                    .unwrap(),
+                decimals: 6,
+            }),
         };
         let mut ours = ExtendedHandshake::new();
         ours.m.insert(crate::EXTENSION_NAME.into(), 3);
@@ -602,6 +655,16 @@ mod tests {
             parse_account(contribution.pse_account.as_bytes())
         );
         assert_eq!(view.terms, contribution.terms);
+        assert_eq!(view.asset, contribution.asset);
+        // Without an asset (the native coin), the terms carry none.
+        let native = HandshakeContribution {
+            asset: None,
+            ..contribution.clone()
+        };
+        let mut ours = ExtendedHandshake::new();
+        native.apply_to(&mut ours);
+        let view = PeerExtendedHandshake::from_extended(&ours);
+        assert_eq!((view.terms, view.asset), (native.terms, None));
         // A web3torrent handshake: no terms.
         let mut w3t = ExtendedHandshake::new();
         w3t.m.insert(crate::EXTENSION_NAME.into(), 2);

@@ -16,8 +16,8 @@ pub use coordinator::{
     NonPayingPolicy, OverduePolicy, UploadConfig,
 };
 pub use engine::{
-    ChokeAuthority, EngineCommand, EngineControl, EngineHooks, PeerInfo, PeerKey, RequestDecision,
-    Terms, TorrentKey,
+    AssetTerms, ChokeAuthority, EngineCommand, EngineControl, EngineHooks, PeerInfo, PeerKey,
+    RequestDecision, Terms, TorrentKey,
 };
 pub use error::{ConfigError, Error, PeerError, UsageError};
 pub use paid_wire::choke::ChannelId;

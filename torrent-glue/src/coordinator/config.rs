@@ -6,7 +6,7 @@ use std::time::Duration;
 use paid_wire::choke::{BlockedPolicy, ChokeConfig};
 use payment_channel::Address;
 
-use crate::engine::{ChokeAuthority, Terms};
+use crate::engine::{AssetTerms, ChokeAuthority, Terms};
 use crate::error::ConfigError;
 
 /// Configuration of a [`Coordinator`](crate::Coordinator).
@@ -90,6 +90,9 @@ pub struct UploadConfig {
     /// What to do when a STOP stays unpaid for `choke.payment_timeout`.
     /// Default [`OverduePolicy::Disconnect`].
     pub on_overdue: OverduePolicy,
+    /// The ERC-20 we sell in, advertised with the terms; `None` (default): the native coin.
+    /// The channel client's asset must be the same (it is what the proposals carry).
+    pub asset: Option<AssetTerms>,
 }
 
 impl Default for UploadConfig {
@@ -105,6 +108,7 @@ impl Default for UploadConfig {
             deposit: 100_000_000,
             send_prompts: true,
             on_overdue: OverduePolicy::Disconnect,
+            asset: None,
         }
     }
 }

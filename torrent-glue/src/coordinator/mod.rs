@@ -155,6 +155,7 @@ impl Coordinator {
             pse_account: self.config.account.to_checksum(None),
             outcome_address: self.config.outcome_address.to_checksum(None),
             terms: self.config.upload.as_ref().map(UploadConfig::terms),
+            asset: self.config.upload.as_ref().and_then(|u| u.asset),
         }
     }
 

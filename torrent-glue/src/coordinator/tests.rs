@@ -52,6 +52,7 @@ fn handshake(account: Address, pse_id: u8) -> PeerExtendedHandshake {
         pse_account: Some(account.to_checksum(None).into_bytes()),
         outcome_address: Some(account.to_checksum(None).into_bytes()),
         terms: None,
+        asset: None,
         client: None,
     }
 }
@@ -1686,6 +1687,7 @@ impl Pair {
             pse_account: Some(c.pse_account.into_bytes()),
             outcome_address: Some(c.outcome_address.into_bytes()),
             terms: c.terms,
+            asset: c.asset,
             client: None,
         };
         let up_hs = to_hs(up.extended_handshake_contribution());
