@@ -14,8 +14,8 @@
 //! channel's adjudicator events, counters stale challenges, and pays out finalized channels.
 //!
 //! Chain transactions are made idempotent: a `conclude` is skipped when the chain already shows
-//! the channel finalized, and a payout is skipped when the holdings are already zero, so both
-//! parties can ask for them safely.
+//! the channel finalized or holds nothing for it (paid out, or never funded), and a payout is
+//! skipped when the holdings are already zero, so both parties can ask for them safely.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -670,6 +670,17 @@ impl Client {
                 let id = fixed.channel_id();
                 let now = chain.now().await?;
                 if chain.status(id).await?.mode(now) == ChannelMode::Finalized {
+                    return Ok(());
+                }
+                // Nothing held: either paid out already (the adjudicator deletes the status at
+                // payout, so the check above reads "open") or never funded. A conclude would
+                // cost gas and pay nobody.
+                let asset = candidate
+                    .variable_part
+                    .outcome
+                    .first()
+                    .map_or(Address::ZERO, |e| e.asset);
+                if chain.holdings(asset, id).await?.is_zero() {
                     return Ok(());
                 }
                 match chain.conclude(fixed, candidate).await {

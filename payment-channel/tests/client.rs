@@ -1150,3 +1150,37 @@ async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refu
     );
     assert_eq!(payer_chain.holdings(fee, id).await.unwrap(), u(100));
 }
+
+/// A cooperative close concludes once: nobody sends a second `conclude` after the payout (the
+/// adjudicator deletes the status at payout, so "already finalized?" reads no), and nothing is
+/// sent for a channel whose holdings are zero.
+#[tokio::test]
+async fn a_cooperative_close_concludes_once_and_pays_out_once() {
+    use payment_channel::chain::ChainEvent;
+    let w = World::new();
+    let (mut payer, mut payee, id) = funded_pair(&w).await;
+    payer.client.send_payment(id, u(1_000)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.close(id).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    for _ in 0..3 {
+        payer.client.watch_chain().await.unwrap();
+        payee.client.watch_chain().await.unwrap();
+        payer.client.close(id).await.ok();
+        payee.client.close(id).await.ok();
+        assert!(pump(&mut payer, &mut payee).await.is_empty());
+    }
+    let count = |f: fn(&ChainEvent) -> bool| {
+        w.chain
+            .all_events()
+            .iter()
+            .filter(|r| r.event.channel_id() == id && f(&r.event))
+            .count()
+    };
+    assert_eq!(count(|e| matches!(e, ChainEvent::Concluded { .. })), 1);
+    assert_eq!(
+        count(|e| matches!(e, ChainEvent::AllocationUpdated { .. })),
+        1
+    );
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(1_000));
+}
