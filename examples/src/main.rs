@@ -497,16 +497,51 @@ async fn open_wallet(chain: &ChainChoice, args: &WalletArgs, asset: Address) -> 
         (None, Some(store)) => {
             let key_file = PathBuf::from(format!("{}.key", store.display()));
             if key_file.exists() {
-                Some(parse_key(&std::fs::read_to_string(&key_file)?)?)
+                Some(parse_key(&read_key_file(&key_file)?)?)
             } else {
                 let fresh = payment_channel::sign::LocalSigner::random().secret_bytes();
-                std::fs::write(&key_file, hex::encode(fresh))?;
+                write_key_file(&key_file, &hex::encode(fresh))?;
                 Some(fresh)
             }
         }
         (None, None) => None,
     };
     Ok(Wallet::open(chain, identity, args.store.as_deref(), asset).await?)
+}
+
+/// Creates a key file readable by its owner only (mode 0600 on unix), refusing to overwrite one.
+fn write_key_file(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads a key file, refusing one that its group or others can read (on unix).
+fn read_key_file(path: &Path) -> Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{}: a secret key file must be readable by its owner only (mode {:o}); \
+                 run `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )
+            .into());
+        }
+    }
+    Ok(std::fs::read_to_string(path)?)
 }
 
 fn create(
@@ -1151,4 +1186,24 @@ fn verify_files(a: &Path, b: &Path) -> Result<()> {
     }
     println!("file hash:  verified (SHA-1 {})", hex::encode(x));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_owner_only_and_loose_ones_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id.key");
+        write_key_file(&path, "00").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(read_key_file(&path).unwrap(), "00");
+        assert!(write_key_file(&path, "11").is_err(), "never overwritten");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_key_file(&path).is_err());
+    }
 }
