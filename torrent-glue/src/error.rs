@@ -112,7 +112,9 @@ pub enum PeerError {
         window_bytes: u64,
     },
     /// A connection of an uploader advertises terms other than those fixed when we joined its
-    /// channel: it asked to be paid under them and was not paid.
+    /// channel, and asked to be paid under them: it was not paid, and we closed the channel
+    /// (see [`PeerErrorAction::CloseChannel`]); the uploader may propose a new one, checked
+    /// against our limits like any proposal.
     #[error(
         "uploader advertises {advertised:?} for channel {channel_id:02x?}, joined at {agreed:?}: not paid"
     )]
@@ -126,7 +128,8 @@ pub enum PeerError {
     },
     /// An uploader asked to be paid at a price above our
     /// [`max_price_per_byte`](crate::DownloadConfig::max_price_per_byte) (a channel adopted
-    /// after a restart takes the terms of the first connection within it): not paid.
+    /// after a restart takes the terms of the first connection within it): not paid, and the
+    /// channel is closed as for [`PeerError::TermsChanged`].
     #[error(
         "price {price} wei/byte on channel {channel_id:02x?} is above our maximum {max}: not paid"
     )]
@@ -145,7 +148,9 @@ impl PeerError {
     pub fn action(&self) -> PeerErrorAction {
         match self {
             Self::SelfConnection => PeerErrorAction::Disconnect,
-            Self::AskedBeyondWindow { .. } => PeerErrorAction::CloseChannel,
+            Self::AskedBeyondWindow { .. }
+            | Self::TermsChanged { .. }
+            | Self::PriceAboveCap { .. } => PeerErrorAction::CloseChannel,
             _ => PeerErrorAction::Ignore,
         }
     }

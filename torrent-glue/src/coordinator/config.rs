@@ -148,7 +148,8 @@ pub struct DownloadConfig {
     pub max_pay_ahead_bytes: u64,
     /// Highest price per byte we join a channel at (uploaders advertise their price), and pay
     /// at: it is checked again on every payment. A channel's price and trust are fixed when we
-    /// join it; a connection advertising other terms for it is not paid.
+    /// join it; a connection that asks to be paid under other terms is not paid (and the
+    /// channel is closed).
     pub max_price_per_byte: u128,
     /// Largest deposit one channel may ask of us.
     pub max_deposit: u128,

@@ -51,8 +51,9 @@
 //!   held per connection; credit left idle on one connection is moved to a sibling that runs
 //!   out, so several connections never make the peer pay twice.
 //! * **Downloader.** A proposal from a paying peer is joined if its advertised price, the deposit
-//!   and our budget allow; its price and trust are then fixed for the channel, and a connection
-//!   advertising other terms is not paid ([`PeerError::TermsChanged`]). STOP → pay one
+//!   and our budget allow; its price and trust are then fixed for the channel: a connection
+//!   that asks to be paid under other terms is not paid, and the channel is closed
+//!   ([`PeerError::TermsChanged`]). STOP → pay one
 //!   granularity (once per STOP; a STOP while stopped is only acked); prompt → pay ahead.
 //!   Payments are sized so we never pay for more than we still need (the uploader's trust is
 //!   counted); a STOP that crosses a payment still in flight waits
@@ -2029,13 +2030,7 @@ impl Coordinator {
     ) -> (u64, Option<PeerError>) {
         let terms = match self.agreed_terms(key, account) {
             Ok(terms) => terms,
-            Err(error) => {
-                let reported = ask.then(|| {
-                    let _ = self.misbehaved(key, error.clone());
-                    error
-                });
-                return (0, reported);
-            }
+            Err(error) => return (0, ask.then(|| self.refuse_terms(now, key, account, error))),
         };
         let mut size = self.payment_size(key, account, terms, force);
         if size == Payable::Covered && !force {
@@ -2156,10 +2151,7 @@ impl Coordinator {
         }
         let terms = match self.agreed_terms(key, account) {
             Ok(terms) => terms,
-            Err(error) => {
-                let _ = self.misbehaved(key, error.clone());
-                return Some(error);
-            }
+            Err(error) => return Some(self.refuse_terms(now, key, account, error)),
         };
         // One granularity, then more while the uploader's credit (as we see it) is below what it
         // suggests, within our own pay-ahead bound: several payments in flight at once.
@@ -2220,6 +2212,21 @@ impl Coordinator {
         let _ = self.misbehaved(key, error.clone());
         self.close(now, account, Role::Payer);
         Some(error)
+    }
+
+    /// `key` asked to be paid under terms other than its channel's (or above our price cap):
+    /// nothing is paid, and the channel is closed (challenged if unanswered), so that the payee
+    /// may propose a new one, checked against our limits like any proposal.
+    fn refuse_terms(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        error: PeerError,
+    ) -> PeerError {
+        let _ = self.misbehaved(key, error.clone());
+        self.close(now, account, Role::Payer);
+        error
     }
 
     /// The terms `key` may be paid under on our channel with `account`: the channel's, fixed

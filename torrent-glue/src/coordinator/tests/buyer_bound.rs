@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::error::PeerErrorAction;
 
 /// 50 000 bytes per payment, at most 100 000 bytes paid ahead, 50 000 bytes of requests in
 /// flight: a window of 200 000 bytes, a fifth of the 1 000 000 wei deposit of [`downloader`].
@@ -238,36 +239,53 @@ fn new_terms_on_a_new_connection_get_no_money() {
         trust_bytes: 0,
     };
     let k2 = seller_with_terms(&mut h, 2, seller, pricey);
-    let err = h.notice_in(k2, &Notice::Stop(Some(id))).unwrap_err();
-    assert!(pays(&h.channel()).is_empty(), "nothing under other terms");
-    let agreed = Terms::WEB3TORRENT;
-    assert_eq!(
-        err,
-        Error::Peer(PeerError::TermsChanged {
-            channel_id: id,
-            agreed,
-            advertised: pricey
-        })
-    );
-    let _ = h.notice_in(
-        k2,
-        &Notice::Prompt {
-            bytes: 1,
-            amount: 1,
-        },
-    );
-    assert!(pays(&h.channel()).is_empty());
-    // The same on a connection that changes its terms mid-way.
+    // A connection on the agreed terms is paid, at the agreed price, even beside it.
     let k3 = h.uploader(3, seller);
-    let mut hs = handshake(seller, 3);
-    hs.terms = Some(pricey);
-    h.c.handle_extended_handshake(h.now, k3, &hs).unwrap();
-    let _ = h.notice_in(k3, &Notice::Stop(Some(id)));
-    assert!(pays(&h.channel()).is_empty());
-    // A connection on the agreed terms is still paid, at the agreed price.
-    let k4 = h.uploader(4, seller);
-    h.notice_in(k4, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(k3, &Notice::Stop(Some(id))).unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000]);
+    let err = h.notice_in(k2, &Notice::Stop(Some(id))).unwrap_err();
+    let agreed = Terms::WEB3TORRENT;
+    let expected = PeerError::TermsChanged {
+        channel_id: id,
+        agreed,
+        advertised: pricey,
+    };
+    assert_eq!(err, Error::Peer(expected.clone()));
+    assert_eq!(expected.action(), PeerErrorAction::CloseChannel);
+    // Nothing under other terms; the channel is closed (a new proposal is checked anew), and
+    // challenged if the close is not answered.
+    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
+    for k in [k2, k3] {
+        let _ = h.notice_in(k, &Notice::Start);
+        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
+        let _ = h.notice_in(
+            k,
+            &Notice::Prompt {
+                bytes: 1,
+                amount: 1,
+            },
+        );
+    }
+    assert!(pays(&h.channel()).is_empty());
+    h.advance(Duration::from_secs(21));
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Challenge { channel_id: id }]
+    );
+}
+
+#[test]
+fn terms_changed_mid_connection_get_no_money() {
+    let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
+    let mut hs = handshake(seller, 3);
+    hs.terms = Some(Terms {
+        price_per_byte: 1,
+        trust_bytes: 5_000_000,
+    });
+    h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
+    let err = h.notice_in(k, &Notice::Stop(Some(id))).unwrap_err();
+    assert!(matches!(err, Error::Peer(PeerError::TermsChanged { .. })));
+    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
 }
 
 #[test]
@@ -291,7 +309,6 @@ fn a_restored_channel_is_paid_only_within_the_price_cap() {
     let k = seller_with_terms(&mut h, 1, seller, pricey);
     h.channel();
     let err = h.notice_in(k, &Notice::Stop(Some(id))).unwrap_err();
-    assert!(pays(&h.channel()).is_empty(), "above our 1 wei/byte cap");
     assert!(matches!(
         err,
         Error::Peer(PeerError::PriceAboveCap {
@@ -300,10 +317,44 @@ fn a_restored_channel_is_paid_only_within_the_price_cap() {
             ..
         })
     ));
-    // A connection within the cap fixes the channel's terms.
-    let k2 = h.uploader(2, seller);
-    h.notice_in(k2, &Notice::Stop(Some(id))).unwrap();
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Close { channel_id: id }],
+        "nothing above our 1 wei/byte cap; closed"
+    );
+}
+
+#[test]
+fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
+    let mut h = H::downloading(bounded(), 10_000_000);
+    let seller = addr(0x5E);
+    let id = [7; 32];
+    h.ev(ChannelEvent::Restored {
+        channel_id: id,
+        counterparty: seller,
+        role: Role::Payer,
+        deposit: 1_000_000,
+        paid: 100_000,
+        state: RestoredState::Open,
+    });
+    let k = h.uploader(1, seller);
+    h.channel();
+    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000]);
+    // Fixed now: other terms are refused even within the cap.
+    let k2 = seller_with_terms(
+        &mut h,
+        2,
+        seller,
+        Terms {
+            price_per_byte: 1,
+            trust_bytes: 1,
+        },
+    );
+    assert!(matches!(
+        h.notice_in(k2, &Notice::Stop(Some(id))),
+        Err(Error::Peer(PeerError::TermsChanged { .. }))
+    ));
 }
 
 #[test]
