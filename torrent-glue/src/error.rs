@@ -93,10 +93,11 @@ pub enum PeerError {
     /// The blocked-request queue overflowed.
     #[error("request queue overflow with {0:?}")]
     QueueOverflow(BlockRequest),
-    /// An uploader asked to be paid again (STOP or prompt) without delivering anything, while
-    /// we had already paid for the whole [window](crate::DownloadConfig::window_bytes) beyond
-    /// what it delivered. We stopped paying it and closed the channel (see
-    /// [`PeerErrorAction::CloseChannel`]); its later proposals are declined.
+    /// An uploader kept asking to be paid (STOP or prompt) while we had already paid for the
+    /// whole [window](crate::DownloadConfig::window_bytes) beyond what it delivered, and
+    /// delivered nothing for [`window_timeout`](crate::DownloadConfig::window_timeout). We
+    /// stopped paying it and closed the channel (see [`PeerErrorAction::CloseChannel`]); its
+    /// later proposals are declined.
     #[error(
         "uploader asked to be paid beyond our window on channel {channel_id:02x?}: \
          {paid_bytes} bytes paid, {received_bytes} received, window {window_bytes}"

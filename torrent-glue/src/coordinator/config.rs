@@ -167,6 +167,12 @@ pub struct DownloadConfig {
     /// within this time after our last payment, it is paid then. This is what keeps a
     /// pay-ahead downloader from paying twice for one exhaustion. Default 2 s.
     pub stop_grace: Duration,
+    /// An uploader that asks to be paid (STOP, prompt) while the [window](Self::window_bytes)
+    /// is full, and asks again although it delivered nothing for this long since, is a
+    /// [`PeerError::AskedBeyondWindow`](crate::PeerError::AskedBeyondWindow). An honest one
+    /// delivers what is in flight (its blocks, or the payments it has not processed yet) well
+    /// within it. Default 10 s.
+    pub window_timeout: Duration,
 }
 
 impl Default for DownloadConfig {
@@ -182,6 +188,7 @@ impl Default for DownloadConfig {
             budget: 1_000_000_000,
             in_flight_bytes: 256 * 1024,
             stop_grace: Duration::from_secs(2),
+            window_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -204,7 +211,8 @@ impl DownloadConfig {
     /// bytes). An honest uploader stays within it: what it may have served and we have not
     /// received yet is in flight, what we pay ahead is bounded by the pay-ahead, and a STOP buys
     /// one granularity. A payment the window has no room for waits until bytes arrive; an
-    /// uploader that asks again (STOP or prompt) without delivering anything meanwhile is a
+    /// uploader that keeps asking (STOP or prompt) without delivering anything for
+    /// [`window_timeout`](Self::window_timeout) is a
     /// [`PeerError::AskedBeyondWindow`](crate::PeerError::AskedBeyondWindow): we stop paying
     /// it, close the channel, and challenge if the close is not answered.
     ///

@@ -60,10 +60,10 @@
 //!   [`DownloadConfig::stop_grace`] for START before it is paid. Whatever the uploader does,
 //!   we never pay for more than it delivered plus the window
 //!   ([`DownloadConfig::window_bytes`]), per identity and per channel: a payment without room
-//!   waits for bytes to arrive, and an uploader that asks again without delivering is closed
-//!   on ([`PeerError::AskedBeyondWindow`]). The channel is closed when every torrent it served
-//!   is complete, or when the deposit runs out; the uploader's client answers the close by
-//!   itself.
+//!   waits for bytes to arrive, and an uploader that keeps asking without delivering for
+//!   [`DownloadConfig::window_timeout`] is closed on ([`PeerError::AskedBeyondWindow`]). The
+//!   channel is closed when every torrent it served is complete, or when the deposit runs out;
+//!   the uploader's client answers the close by itself.
 //! * **Notices.** Every accepted notice except `ack` is acked (web3torrent §1.3); a channel
 //!   message whose recipient is not us is dropped without an ack. Nothing is ever sent to a peer
 //!   that did not advertise the extension.
@@ -654,7 +654,7 @@ impl Coordinator {
             if let Some(slot) = ident.payer.as_mut() {
                 slot.bytes_received = slot.bytes_received.saturating_add(bytes);
                 if bytes > 0 {
-                    slot.asks_beyond_window = 0;
+                    slot.beyond_window_since = None;
                 }
             }
         }
@@ -2184,24 +2184,29 @@ impl Coordinator {
         }
     }
 
-    /// The uploader asked (STOP or prompt) and the window had no room. Tolerated once per live
-    /// connection (each may have an honest STOP whose blocks are still in flight) until it
-    /// delivers a byte; beyond that it is a misbehaviour: we stop paying, close the channel
-    /// (challenged if unanswered, as every close), and decline its later proposals.
+    /// The uploader asked (STOP or prompt) and the window had no room. An honest uploader asks
+    /// so at times (its blocks, or our payments, are still in flight) and delivers soon after;
+    /// one that asks again although it delivered nothing for
+    /// [`DownloadConfig::window_timeout`] since the first such ask misbehaves: we stop paying,
+    /// close the channel (challenged if unanswered, as every close), and decline its later
+    /// proposals.
     fn ask_beyond_window(
         &mut self,
         now: Instant,
         key: PeerKey,
         account: Address,
     ) -> Option<PeerError> {
-        let window = self.config.download.map_or(0, |d| d.window_bytes());
+        let down = self.config.download?;
         let ident = self.identities.get_mut(&account)?;
-        let tolerated = ident.live.len().max(1);
         let slot = ident.payer.as_mut().filter(|s| s.phase == Phase::Open)?;
-        slot.asks_beyond_window = slot.asks_beyond_window.saturating_add(1);
-        if slot.asks_beyond_window <= tolerated {
+        let since = *slot.beyond_window_since.get_or_insert(now);
+        if since
+            .checked_add(down.window_timeout)
+            .is_none_or(|at| now < at)
+        {
             return None;
         }
+        let window = down.window_bytes();
         let error = PeerError::AskedBeyondWindow {
             channel_id: slot.id,
             paid_bytes: slot.bytes_paid,

@@ -113,9 +113,9 @@ pub(crate) struct Slot {
     pub(crate) bytes_paid: u64,
     /// Payer side: piece bytes received from the payee since then.
     pub(crate) bytes_received: u64,
-    /// Payer side: STOPs and prompts the window had no room for since the payee last
-    /// delivered a byte.
-    pub(crate) asks_beyond_window: usize,
+    /// Payer side: when the payee first asked (STOP, prompt) while the window had no room,
+    /// since it last delivered a byte.
+    pub(crate) beyond_window_since: Option<Instant>,
 }
 
 impl Slot {
@@ -134,7 +134,7 @@ impl Slot {
             terms: None,
             bytes_paid: 0,
             bytes_received: 0,
-            asks_beyond_window: 0,
+            beyond_window_since: None,
         }
     }
 }

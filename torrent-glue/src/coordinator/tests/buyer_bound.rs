@@ -226,6 +226,53 @@ fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
 }
 
 #[test]
+fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
+    // An honest uploader at the edge of the window: its STOP crosses our pay-ahead, its START
+    // and a prompt arrive before the blocks it then serves.
+    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
+    for _ in 0..4 {
+        let prompt = Notice::Prompt {
+            bytes: 1,
+            amount: 1,
+        };
+        h.notice_in(k, &prompt).unwrap();
+    }
+    assert_eq!(paid(&h.channel()), u128::from(WINDOW));
+    let prompt = Notice::Prompt {
+        bytes: 1,
+        amount: 1,
+    };
+    for _ in 0..3 {
+        h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+        h.notice_in(k, &Notice::Start).unwrap();
+        h.notice_in(k, &prompt).unwrap();
+        h.advance(Duration::from_secs(3));
+    }
+    assert!(!asked_beyond_window(&h.events()));
+    h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
+    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    assert_eq!(pays(&h.channel()), vec![50_000], "delivery made room");
+    // Asking again and again with nothing delivered for the window timeout (10 s) is not.
+    h.notice_in(k, &Notice::Start).unwrap();
+    h.notice_in(k, &prompt).unwrap();
+    h.advance(Duration::from_secs(9));
+    h.notice_in(k, &prompt).unwrap();
+    assert!(!asked_beyond_window(&h.events()));
+    h.advance(Duration::from_secs(1));
+    let err = h.notice_in(k, &prompt).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Peer(PeerError::AskedBeyondWindow {
+            channel_id,
+            paid_bytes: 250_000,
+            received_bytes: 50_000,
+            window_bytes: WINDOW,
+        }) if channel_id == id
+    ));
+    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
+}
+
+#[test]
 fn new_terms_on_a_new_connection_get_no_money() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
     h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
@@ -363,6 +410,7 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     for _ in 0..10 {
         let _ = h.notice_in(k, &Notice::Stop(Some(id)));
         let _ = h.notice_in(k, &Notice::Start);
+        h.advance(Duration::from_secs(3));
     }
     h.ev(ChannelEvent::Closed {
         channel_id: id,
