@@ -24,7 +24,7 @@ use payment_channel::{Address, B256, SimulatedChain, U256};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use torrent_glue::{CoordinatorEvent, LivenessConfig};
+use torrent_glue::{CoordinatorEvent, LivenessConfig, PeerError};
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -69,10 +69,26 @@ struct BuyOpts {
     #[arg(long)]
     max_price: Option<u128>,
     /// Most bytes paid ahead of what was received, when the seller prompts (0: pay only on
-    /// STOP, slower). A crash of either side can cost us this, plus the requests in flight
-    /// (64 blocks), plus two payments.
+    /// STOP, slower). Part of the buyer's window, always enforced: we never pay a seller for
+    /// more than it delivered plus this, the requests in flight (64 blocks: 1 MiB) and one
+    /// granularity (3 MiB by default), whatever it does; a seller that asks for more without
+    /// delivering gets no more money and its channel is closed. A crash of either side can
+    /// cost one window per run.
     #[arg(long, default_value_t = 1 << 20)]
     max_pay_ahead: u64,
+}
+
+impl BuyOpts {
+    /// What `get` buys a torrent of `total` bytes with.
+    fn terms(&self, total: u128) -> BuyTerms {
+        let max_price = self.max_price.unwrap_or(1);
+        BuyTerms {
+            budget: self.budget.unwrap_or_else(|| total * max_price * 3),
+            max_price_per_byte: max_price,
+            granularity_bytes: self.granularity,
+            max_pay_ahead_bytes: self.max_pay_ahead,
+        }
+    }
 }
 
 /// Prices and payment sizes of both sides (demo).
@@ -337,14 +353,7 @@ async fn run(cli: Cli) -> Result<()> {
             if free {
                 return get_free(t, &peers, &dir, timeout, &out).await;
             }
-            let total = u128::from(t.meta().info.total_length());
-            let max_price = pay.max_price.unwrap_or(1);
-            let buy = BuyTerms {
-                budget: pay.budget.unwrap_or_else(|| total * max_price * 3),
-                max_price_per_byte: max_price,
-                granularity_bytes: pay.granularity,
-                max_pay_ahead_bytes: pay.max_pay_ahead,
-            };
+            let buy = pay.terms(u128::from(t.meta().info.total_length()));
             let chain = chain_choice(&cli.chain, &out).await?;
             let asset = resolve_asset(&chain, &cli.chain, &out).await?;
             let wallet = open_wallet(&chain, &wallet, asset).await?;
@@ -688,6 +697,21 @@ fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
             json!({"event": "challenging", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
             || format!("{account} stopped answering: challenging channel 0x{}", hex::encode(channel_id)),
         ),
+        // The seller asked for money it may not have (the buyer's window, the channel's terms).
+        CoordinatorEvent::PeerMisbehaved { peer, error }
+            if matches!(
+                error,
+                PeerError::AskedBeyondWindow { .. }
+                    | PeerError::TermsChanged { .. }
+                    | PeerError::PriceAboveCap { .. }
+            ) =>
+        {
+            out.event(
+                json!({"event": "peer_misbehaved", "connection": peer.0,
+                       "action": format!("{:?}", error.action()), "error": error.to_string()}),
+                || format!("seller on connection {}: {error} ({:?})", peer.0, error.action()),
+            );
+        }
         _ => {}
     }
 }
@@ -817,6 +841,7 @@ async fn get_paid(
     out: &Out,
 ) -> Result<()> {
     let total = torrent.meta().info.total_length();
+    let window = buy.download_config().window_bytes();
     let (node, mut events) =
         PaidNode::start(torrent.clone(), wallet, None, Some(buy), liveness).await?;
     // What the restore reported comes first (`channel_restored`).
@@ -824,10 +849,10 @@ async fn get_paid(
         coordinator_event(out, &e);
     }
     out.event(
-        json!({"event": "started", "account": node.account.to_string()}),
+        json!({"event": "started", "account": node.account.to_string(), "window_bytes": window}),
         || {
             format!(
-                "downloading {} as {}",
+                "downloading {} as {} (buyer's window: {window} bytes)",
                 torrent.meta().info_hash_hex(),
                 node.account
             )
@@ -1205,5 +1230,19 @@ mod tests {
         assert!(write_key_file(&path, "11").is_err(), "never overwritten");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(read_key_file(&path).is_err());
+    }
+
+    #[test]
+    fn the_buyers_window_is_on_by_default() {
+        let cli =
+            Cli::try_parse_from(["paid-torrent", "get", "x.torrent", "--peer", "127.0.0.1:1"])
+                .unwrap();
+        let Command::Get { pay, .. } = cli.command else {
+            panic!("not get");
+        };
+        let download = pay.terms(1 << 30).download_config();
+        // 64 requests of 16 KiB in flight + 1 MiB paid ahead + one 1 MiB granularity.
+        assert_eq!(download.in_flight_bytes, 1 << 20);
+        assert_eq!(download.window_bytes(), 3 << 20);
     }
 }

@@ -20,7 +20,9 @@ use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::store::ChannelStore;
 use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
 use tokio::sync::mpsc;
-use torrent_glue::adapter::{ClientBackend, Delivery, Node, NodeConfig, PieceSink, PieceSource};
+use torrent_glue::adapter::{
+    BLOCK_LEN, ClientBackend, Delivery, Node, NodeConfig, PieceSink, PieceSource,
+};
 use torrent_glue::engine::TorrentKey;
 use torrent_glue::{
     AssetTerms, Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
@@ -31,6 +33,9 @@ use crate::torrent::{Received, Torrent};
 
 /// The only torrent of a [`PaidNode`].
 pub const TORRENT: TorrentKey = TorrentKey(0);
+
+/// Block requests kept in flight per connection (64 × 16 KiB = 1 MiB).
+pub const PIPELINE: usize = 64;
 
 /// Setting up payments failed.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +280,23 @@ pub struct BuyTerms {
     pub max_pay_ahead_bytes: u64,
 }
 
+impl BuyTerms {
+    /// The downloader's configuration: the buyer's window
+    /// ([`DownloadConfig::window_bytes`]) counts the [`PIPELINE`] of requests in flight.
+    pub fn download_config(&self) -> DownloadConfig {
+        DownloadConfig {
+            granularity_bytes: self.granularity_bytes,
+            pay_ahead: self.max_pay_ahead_bytes > 0,
+            max_pay_ahead_bytes: self.max_pay_ahead_bytes,
+            max_price_per_byte: self.max_price_per_byte,
+            max_deposit: self.budget,
+            budget: self.budget,
+            in_flight_bytes: PIPELINE as u64 * u64::from(BLOCK_LEN),
+            ..DownloadConfig::default()
+        }
+    }
+}
+
 /// One torrent served or downloaded through the glue adapter, with payments.
 #[derive(Debug, Clone)]
 pub struct PaidNode {
@@ -342,22 +364,14 @@ impl PaidNode {
             Some(bytes) => NonPayingPolicy::FreeAllowance { bytes },
             None => NonPayingPolicy::Refuse,
         };
-        config.download = buy.as_ref().map(|b| DownloadConfig {
-            granularity_bytes: b.granularity_bytes,
-            pay_ahead: b.max_pay_ahead_bytes > 0,
-            max_pay_ahead_bytes: b.max_pay_ahead_bytes,
-            max_price_per_byte: b.max_price_per_byte,
-            max_deposit: b.budget,
-            budget: b.budget,
-            ..DownloadConfig::default()
-        });
+        config.download = buy.as_ref().map(BuyTerms::download_config);
         if buy.is_some() {
             // Every duplicate block of an endgame would be paid for.
             torrent.set_endgame(false);
         }
         let coordinator = Coordinator::new(config)?;
         let mut node_config = NodeConfig::new(torrent.peer_id());
-        node_config.pipeline = 64;
+        node_config.pipeline = PIPELINE;
         node_config.tick = Duration::from_millis(100);
         node_config.client_name = concat!("paid-torrent ", env!("CARGO_PKG_VERSION")).into();
         let node = Node::start(coordinator, node_config, backend);

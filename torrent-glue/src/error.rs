@@ -5,7 +5,7 @@
 use paid_wire::choke::ChannelId;
 use paid_wire::message::BlockRequest;
 
-use crate::engine::{PeerKey, TorrentKey};
+use crate::engine::{PeerKey, Terms, TorrentKey};
 
 /// The configuration is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +63,11 @@ pub enum PeerErrorAction {
     Ignore,
     /// The connection should be closed (the glue has already queued the command if needed).
     Disconnect,
+    /// We stopped paying the peer and started a cooperative close of our channel with it
+    /// (challenged if the close is not answered within
+    /// [`LivenessConfig::response_timeout`](crate::LivenessConfig::response_timeout)). The
+    /// connection may stay up: it is never paid again.
+    CloseChannel,
 }
 
 /// The peer sent something invalid. The glue has ignored it (no reply, no ack) and queued any
@@ -88,6 +93,55 @@ pub enum PeerError {
     /// The blocked-request queue overflowed.
     #[error("request queue overflow with {0:?}")]
     QueueOverflow(BlockRequest),
+    /// An uploader kept asking to be paid (STOP or prompt) while we had already paid for the
+    /// whole [window](crate::DownloadConfig::window_bytes) beyond what it delivered, and
+    /// delivered nothing for [`window_timeout`](crate::DownloadConfig::window_timeout). We
+    /// stopped paying it and closed the channel (see [`PeerErrorAction::CloseChannel`]); its
+    /// later proposals are declined.
+    #[error(
+        "uploader asked to be paid beyond our window on channel {channel_id:02x?}: \
+         {paid_bytes} bytes paid, {received_bytes} received, window {window_bytes}"
+    )]
+    AskedBeyondWindow {
+        /// The channel we pay it on.
+        channel_id: ChannelId,
+        /// Bytes paid for on that channel.
+        paid_bytes: u64,
+        /// Bytes received from it since we joined the channel.
+        received_bytes: u64,
+        /// Our window ([`DownloadConfig::window_bytes`](crate::DownloadConfig::window_bytes)).
+        window_bytes: u64,
+    },
+    /// A connection of an uploader advertises terms other than those fixed when we joined its
+    /// channel, and asked to be paid under them: it was not paid, and we closed the channel
+    /// (see [`PeerErrorAction::CloseChannel`]); the uploader may propose a new one, checked
+    /// against our limits like any proposal.
+    #[error(
+        "uploader advertises {advertised:?} for channel {channel_id:02x?}, joined at {agreed:?}: not paid"
+    )]
+    TermsChanged {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The terms fixed when we joined it.
+        agreed: Terms,
+        /// The terms this connection advertises.
+        advertised: Terms,
+    },
+    /// An uploader asked to be paid at a price above our
+    /// [`max_price_per_byte`](crate::DownloadConfig::max_price_per_byte) (a channel adopted
+    /// after a restart takes the terms of the first connection within it): not paid, and the
+    /// channel is closed as for [`PeerError::TermsChanged`].
+    #[error(
+        "price {price} wei/byte on channel {channel_id:02x?} is above our maximum {max}: not paid"
+    )]
+    PriceAboveCap {
+        /// The channel.
+        channel_id: ChannelId,
+        /// The price it asks.
+        price: u128,
+        /// Our maximum.
+        max: u128,
+    },
 }
 
 impl PeerError {
@@ -95,6 +149,9 @@ impl PeerError {
     pub fn action(&self) -> PeerErrorAction {
         match self {
             Self::SelfConnection => PeerErrorAction::Disconnect,
+            Self::AskedBeyondWindow { .. }
+            | Self::TermsChanged { .. }
+            | Self::PriceAboveCap { .. } => PeerErrorAction::CloseChannel,
             _ => PeerErrorAction::Ignore,
         }
     }

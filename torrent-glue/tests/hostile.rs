@@ -1,25 +1,23 @@
 //! Hostile peers against a real uploader `Node` (coordinator + reference peer loop) with a real
 //! `payment_channel::Client` on a `SimulatedChain`. The attacker is scripted frame by frame with
-//! paid-wire's codecs (`send_frame` / `recv_frame`), and, where money is involved, runs its own
-//! sans-IO payer `Channel` so it can speak the channel protocol honestly or not.
+//! paid-wire's codecs (`send_frame` / `recv_frame`, in `support`), and, where money is involved,
+//! runs its own sans-IO payer `Channel` so it can speak the channel protocol honestly or not.
+//! The hostile seller against a real buyer is `hostile_seller.rs`.
 //!
 //! Each case asserts the precise reaction and that the honest side's money and acknowledged
 //! state are intact. See the "Security" section of the README for the table.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use paid_wire::choke::TrustPolicy;
-use paid_wire::codec::{HandshakeCodec, PeerCodec};
 use paid_wire::error::{CodecError, DecodeError};
-use paid_wire::extended::ExtendedHandshake;
-use paid_wire::handshake::{Handshake, Reserved};
 use paid_wire::message::{BlockRequest, Message};
 use paid_wire::pse::PseMessage;
-use payment_channel::chain::Chain;
 use payment_channel::channel::{Channel, PhaseKind};
 use payment_channel::client::{Client, ClientConfig};
 use payment_channel::error::{Error as ChannelError, PeerMisbehaved};
@@ -29,26 +27,24 @@ use payment_channel::message::{
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
 use payment_channel::{B256, MemoryStore, SimulatedChain, U256};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::codec::Framed;
 use torrent_glue::adapter::{ClientBackend, ConnectionError, MemoryTorrent, Node, NodeConfig};
 use torrent_glue::coordinator::{NonPayingReason, PeerClass};
 use torrent_glue::engine::Direction;
 use torrent_glue::{
-    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, EXTENSION_NAME, LivenessConfig,
-    PeerError, Role, TorrentKey,
+    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, LivenessConfig, PeerError, Role,
+    TorrentKey,
 };
 
-const INFO_HASH: [u8; 20] = [0x42; 20];
+use crate::support::{Attacker, INFO_HASH, balance, tcp, until};
+
 const T: TorrentKey = TorrentKey(0);
 const PIECE: u32 = 64 * 1024;
 const BLOCK: u32 = 16 * 1024;
 const SIZE: u64 = 1024 * 1024;
 const DEPOSIT: u128 = 2 * 1024 * 1024;
 const CHALLENGE_DURATION: u64 = 60;
-/// Our (the attacker's) local id for the paid-streaming extension.
-const OUR_PSE_ID: u8 = 7;
 
 fn block(index: u32, begin: u32) -> BlockRequest {
     BlockRequest::new(index, begin, BLOCK)
@@ -127,256 +123,7 @@ async fn seller(
     }
 }
 
-async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn balance(chain: &SimulatedChain, a: Address) -> u128 {
-    u128::try_from(chain.balance_of(a)).unwrap()
-}
-
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("the simulator never waits"),
-    }
-}
-
-// ------------------------------------------------------------------ the scripted attacker
-
-#[derive(Debug)]
-enum Recv {
-    Frame(Message),
-    Closed,
-    Silent,
-}
-
-struct Attacker<S> {
-    wire: Framed<S, PeerCodec>,
-    signer: Arc<LocalSigner>,
-    /// The uploader's id for the paid-streaming extension (from its extended handshake).
-    their_pse_id: Option<u8>,
-    /// Our payer side of the channel, when we open one.
-    ch: Option<Channel>,
-    seen_chain_events: usize,
-}
-
-async fn tcp(addr: SocketAddr) -> tokio::net::TcpStream {
-    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.set_nodelay(true).unwrap();
-    s
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
-    /// BitTorrent handshake (BEP 10 and BEP 6 bits as given), then the uploader's handshake.
-    async fn handshake(stream: S, ext: bool) -> Self {
-        let mut hs = Framed::new(stream, HandshakeCodec::new());
-        let reserved = Reserved::empty()
-            .with_extension_protocol(ext)
-            .with_fast(true);
-        hs.send(Handshake::new(
-            reserved,
-            INFO_HASH,
-            *b"-XX0001-ATTACKER0000",
-        ))
-        .await
-        .unwrap();
-        let theirs = hs.next().await.unwrap().unwrap();
-        assert_eq!(theirs.info_hash, INFO_HASH);
-        Self {
-            wire: hs.map_codec(|_| PeerCodec::new()),
-            signer: Arc::new(LocalSigner::random()),
-            their_pse_id: None,
-            ch: None,
-            seen_chain_events: 0,
-        }
-    }
-
-    /// Handshake plus a paying extended handshake with our account.
-    async fn paying(stream: S) -> Self {
-        let mut a = Self::handshake(stream, true).await;
-        let mut hs = ExtendedHandshake::new();
-        hs.m.insert(EXTENSION_NAME.into(), OUR_PSE_ID);
-        hs.set_pse_account(a.signer.address().to_checksum(None).as_bytes());
-        a.send_frame(hs.to_message()).await;
-        a
-    }
-
-    fn account(&self) -> Address {
-        self.signer.address()
-    }
-
-    async fn send_frame(&mut self, m: Message) {
-        self.wire.send(m).await.unwrap();
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        let io = self.wire.get_mut();
-        io.write_all(bytes).await.unwrap();
-        io.flush().await.unwrap();
-    }
-
-    async fn recv_frame(&mut self, millis: u64) -> Recv {
-        match tokio::time::timeout(Duration::from_millis(millis), self.wire.next()).await {
-            Err(_) => Recv::Silent,
-            Ok(None | Some(Err(_))) => Recv::Closed,
-            Ok(Some(Ok(m))) => {
-                if let Message::Extended { id: 0, payload } = &m
-                    && let Ok(hs) = ExtendedHandshake::decode(payload)
-                    && let Some(id) = hs.m.get(EXTENSION_NAME)
-                {
-                    self.their_pse_id = Some(*id);
-                }
-                Recv::Frame(m)
-            }
-        }
-    }
-
-    /// Frames until `pred` holds (returning that frame); panics on close or after `secs`.
-    async fn recv_until(&mut self, secs: u64, mut pred: impl FnMut(&Message) -> bool) -> Message {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.recv_frame(left.as_millis() as u64).await {
-                Recv::Frame(m) if pred(&m) => return m,
-                Recv::Frame(_) => {}
-                other => panic!("expected a frame, got {other:?}"),
-            }
-        }
-    }
-
-    /// Everything received within `millis`, stopping early if the connection closes.
-    async fn collect(&mut self, millis: u64) -> (Vec<Message>, bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(millis);
-        let mut out = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.recv_frame(left.as_millis() as u64).await {
-                Recv::Frame(m) => out.push(m),
-                Recv::Closed => return (out, true),
-                Recv::Silent => return (out, false),
-            }
-        }
-    }
-
-    /// Reads until the uploader closes the connection.
-    async fn expect_closed(&mut self, secs: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.recv_frame(left.as_millis() as u64).await {
-                Recv::Frame(_) => {}
-                Recv::Closed => return,
-                Recv::Silent => panic!("the connection stayed open"),
-            }
-        }
-    }
-
-    async fn send_pse(&mut self, msg: &PseMessage) {
-        let id = self
-            .their_pse_id
-            .expect("the uploader advertised the extension");
-        self.send_frame(Message::Extended {
-            id,
-            payload: Bytes::from(msg.encode()),
-        })
-        .await;
-    }
-
-    async fn send_channel(&mut self, to: Address, data: ChannelMessage) {
-        let env = Envelope {
-            recipient: to,
-            sender: self.account(),
-            data,
-        };
-        self.send_pse(&PseMessage::Message {
-            message: env.to_json(),
-        })
-        .await;
-    }
-
-    /// The next channel message the uploader sends us.
-    async fn recv_channel(&mut self, secs: u64) -> ChannelMessage {
-        let m = self
-            .recv_until(secs, |m| {
-                matches!(m, Message::Extended { id, payload } if *id == OUR_PSE_ID
-                    && matches!(PseMessage::decode(payload), Ok(PseMessage::Message { .. })))
-            })
-            .await;
-        let Message::Extended { payload, .. } = m else {
-            unreachable!()
-        };
-        let Ok(PseMessage::Message { message }) = PseMessage::decode(&payload) else {
-            unreachable!()
-        };
-        Envelope::from_json(&message).unwrap().data
-    }
-
-    /// Executes our channel's chain actions and feeds back every new chain event.
-    fn drive_chain(&mut self, chain: &SimulatedChain) {
-        let me = self.account();
-        let ch = self.ch.as_mut().unwrap();
-        loop {
-            while let Some(p) = ch.poll_persist() {
-                ch.handle_persisted(p.generation);
-            }
-            let mut acted = false;
-            while let Some(a) = ch.poll_chain_action() {
-                acted = true;
-                let h = chain.handle(me);
-                match a {
-                    payment_channel::channel::ChainAction::Deposit {
-                        asset,
-                        channel_id,
-                        expected_held,
-                        amount,
-                    } => {
-                        chain.fund(me, amount).unwrap();
-                        ready(h.deposit(asset, channel_id, expected_held, amount)).unwrap();
-                    }
-                    payment_channel::channel::ChainAction::Challenge {
-                        fixed,
-                        proof,
-                        candidate,
-                        challenger_sig,
-                    } => {
-                        let _ = ready(h.challenge(&fixed, &proof, &candidate, &challenger_sig));
-                    }
-                    _ => {}
-                }
-            }
-            let all = chain.all_events();
-            let fresh = &all[self.seen_chain_events..];
-            self.seen_chain_events = all.len();
-            for r in fresh {
-                if r.event.channel_id() == ch.id() {
-                    ch.handle_chain_event(chain.now(), &r.event).unwrap();
-                }
-            }
-            if !acted && fresh.is_empty() {
-                return;
-            }
-        }
-    }
-
-    /// Our channel's next outbound message (after persisting), if any.
-    fn outbound(&mut self) -> Option<ChannelMessage> {
-        let ch = self.ch.as_mut().unwrap();
-        while let Some(p) = ch.poll_persist() {
-            ch.handle_persisted(p.generation);
-        }
-        ch.poll_outbound().map(|e| e.data)
-    }
-
     /// Asks for a block, receives the proposal, joins honestly, and runs the channel.
     async fn open_channel(&mut self, seller: Address, chain: &SimulatedChain) -> B256 {
         self.send_frame(Message::Interested).await;

@@ -150,24 +150,38 @@ pub struct DownloadConfig {
     /// Several payments in flight keep a fast transfer from waiting one payment round trip per
     /// granularity. Bounds what an uploader can make us prepay. Default 1 MiB.
     pub max_pay_ahead_bytes: u64,
-    /// Highest price per byte we join a channel at (uploaders advertise their price).
+    /// Highest price per byte we join a channel at (uploaders advertise their price), and pay
+    /// at: it is checked again on every payment. A channel's price and trust are fixed when we
+    /// join it; a connection that asks to be paid under other terms is not paid (and the
+    /// channel is closed).
     pub max_price_per_byte: u128,
     /// Largest deposit one channel may ask of us.
     pub max_deposit: u128,
     /// Total wei we may lock in deposits (open channels) and spend (closed channels).
     pub budget: u128,
-    /// Refuse to pay while this many paid bytes are undelivered by a connection (protects
-    /// against an uploader that collects payments without serving). Default `None`.
-    pub max_unreceived_bytes: Option<u64>,
+    /// Bytes of block requests our engine keeps outstanding with one uploader (pipeline ×
+    /// block length): blocks it may have served that are still on their way to us. One of the
+    /// three parts of the [window](Self::window_bytes). Default 256 KiB, the 16 requests of
+    /// 16 KiB of the adapter's default `NodeConfig::pipeline`; set it
+    /// to what the engine really keeps in flight (e.g. pipeline × connections per uploader),
+    /// or an honest uploader's STOP may wait for its blocks to arrive before it is paid.
+    pub in_flight_bytes: u64,
     /// A STOP that arrives although what we paid should still cover the uploader (typically it
     /// crossed a pay-ahead payment still in flight) is not paid at once: if no START follows
     /// within this time after our last payment, it is paid then. This is what keeps a
     /// pay-ahead downloader from paying twice for one exhaustion. Default 2 s.
     pub stop_grace: Duration,
+    /// An uploader that asks to be paid (STOP, prompt) while the [window](Self::window_bytes)
+    /// is full, and asks again although it delivered nothing for this long since, is a
+    /// [`PeerError::AskedBeyondWindow`](crate::PeerError::AskedBeyondWindow). An honest one
+    /// delivers what is in flight (its blocks, or the payments it has not processed yet) well
+    /// within it. Default 10 s.
+    pub window_timeout: Duration,
 }
 
 impl Default for DownloadConfig {
-    /// 256 KiB per payment, pay-ahead on (up to 1 MiB ahead), up to 1 wei/byte, 1e8 wei per channel, 1e9 in total.
+    /// 256 KiB per payment, pay-ahead on (up to 1 MiB ahead), 256 KiB of requests in flight
+    /// (a window of 1.5 MiB), up to 1 wei/byte, 1e8 wei per channel, 1e9 in total.
     fn default() -> Self {
         Self {
             granularity_bytes: 256 * 1024,
@@ -176,9 +190,46 @@ impl Default for DownloadConfig {
             max_price_per_byte: 1,
             max_deposit: 100_000_000,
             budget: 1_000_000_000,
-            max_unreceived_bytes: None,
+            in_flight_bytes: 256 * 1024,
             stop_grace: Duration::from_secs(2),
+            window_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl DownloadConfig {
+    /// The buyer's window, in bytes: the most we ever pay for beyond what an uploader
+    /// delivered, whatever it does (STOP and START in any order, prompts, reconnects, several
+    /// connections, new terms):
+    ///
+    /// ```text
+    /// window = in_flight_bytes + max_pay_ahead_bytes (0 without pay_ahead) + granularity_bytes
+    /// ```
+    ///
+    /// It is always enforced, per payment identity and per channel: for each uploader,
+    /// `bytes paid ≤ bytes received + window`, and for each channel (whose price is fixed when
+    /// we join it, and never above [`max_price_per_byte`](Self::max_price_per_byte))
+    /// `wei paid ≤ price × (bytes received on it + window)`. "Received" counts the piece bytes
+    /// of our requests that arrived from that uploader (a channel counts them from when we
+    /// joined it; after a restart, from when it was restored, as the store does not record
+    /// bytes). An honest uploader stays within it: what it may have served and we have not
+    /// received yet is in flight, what we pay ahead is bounded by the pay-ahead, and a STOP buys
+    /// one granularity. A payment the window has no room for waits until bytes arrive; an
+    /// uploader that keeps asking (STOP or prompt) without delivering anything for
+    /// [`window_timeout`](Self::window_timeout) is a
+    /// [`PeerError::AskedBeyondWindow`](crate::PeerError::AskedBeyondWindow): we stop paying
+    /// it, close the channel, and challenge if the close is not answered.
+    ///
+    /// Default: 256 KiB + 1 MiB + 256 KiB = 1.5 MiB.
+    pub fn window_bytes(&self) -> u64 {
+        let ahead = if self.pay_ahead {
+            self.max_pay_ahead_bytes
+        } else {
+            0
+        };
+        self.in_flight_bytes
+            .saturating_add(ahead)
+            .saturating_add(self.granularity_bytes)
     }
 }
 

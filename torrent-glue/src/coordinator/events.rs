@@ -54,6 +54,9 @@ pub enum DeclineReason {
     DepositTooLarge,
     /// The deposit does not fit in what is left of the budget.
     OverBudget,
+    /// We closed a channel on this uploader for asking to be paid beyond our window
+    /// ([`PeerError::AskedBeyondWindow`]): it gets no new deposit.
+    Misbehaved,
 }
 
 /// Why a channel message was not delivered.

@@ -51,12 +51,19 @@
 //!   held per connection; credit left idle on one connection is moved to a sibling that runs
 //!   out, so several connections never make the peer pay twice.
 //! * **Downloader.** A proposal from a paying peer is joined if its advertised price, the deposit
-//!   and our budget allow. STOP → pay one granularity (once per STOP; a STOP while stopped is
-//!   only acked); prompt → pay ahead. Payments are sized so we never pay for more than we still
-//!   need (the uploader's advertised trust is counted); a STOP that crosses a payment still in
-//!   flight waits [`DownloadConfig::stop_grace`] for START before it is paid. The channel is
-//!   closed when every torrent it served is complete, or when the deposit runs out; the
-//!   uploader's client answers the close by itself.
+//!   and our budget allow; its price and trust are then fixed for the channel: a connection
+//!   that asks to be paid under other terms is not paid, and the channel is closed
+//!   ([`PeerError::TermsChanged`]). STOP → pay one
+//!   granularity (once per STOP; a STOP while stopped is only acked); prompt → pay ahead.
+//!   Payments are sized so we never pay for more than we still need (the uploader's trust is
+//!   counted); a STOP that crosses a payment still in flight waits
+//!   [`DownloadConfig::stop_grace`] for START before it is paid. Whatever the uploader does,
+//!   we never pay for more than it delivered plus the window
+//!   ([`DownloadConfig::window_bytes`]), per identity and per channel: a payment without room
+//!   waits for bytes to arrive, and an uploader that keeps asking without delivering for
+//!   [`DownloadConfig::window_timeout`] is closed on ([`PeerError::AskedBeyondWindow`]). The
+//!   channel is closed when every torrent it served is complete, or when the deposit runs out;
+//!   the uploader's client answers the close by itself.
 //! * **Notices.** Every accepted notice except `ack` is acked (web3torrent §1.3); a channel
 //!   message whose recipient is not us is dropped without an ack. Nothing is ever sent to a peer
 //!   that did not advertise the extension.
@@ -80,7 +87,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use paid_wire::choke::{
     Action, BlockedPolicy, ChannelId, ChokeConfig, ChokeController, PayReason, PayerAction,
-    PayerConfig, PaymentPlanner, PeerMisbehaviour, PromptPolicy, RequestOutcome, TrustPolicy,
+    PayerConfig, PaymentPlanner, PeerMisbehaviour, PromptPolicy, RequestOutcome, StopOutcome,
+    TrustPolicy,
 };
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
@@ -374,6 +382,8 @@ impl Coordinator {
                 planner: None,
                 stop_pending: None,
                 stop_retry_at: None,
+                stop_held: false,
+                terms: Terms::default(),
                 suppress_start: false,
                 // BEP 3: "Connections start out choked". Under engine authority the engine
                 // reports its own state.
@@ -442,6 +452,9 @@ impl Coordinator {
                         ident.terms = terms;
                     }
                 }
+                if let (Some(terms), Some(peer)) = (hs.terms, self.peers.get_mut(&key)) {
+                    peer.terms = terms;
+                }
                 if enabled && !was_enabled {
                     self.flush_outbox(account);
                 }
@@ -483,12 +496,15 @@ impl Coordinator {
                 self.send_notice(key, Notice::Ack);
                 self.events
                     .push_back(CoordinatorEvent::Stopped { peer: key });
-                self.on_remote_stop(now, key, account, channel);
+                if let Some(error) = self.on_remote_stop(now, key, account, channel) {
+                    return Err(error.into());
+                }
             }
             Notice::Start => {
                 self.send_notice(key, Notice::Ack);
                 if let Some(peer) = self.peers.get_mut(&key) {
                     peer.stop_retry_at = None;
+                    peer.stop_held = false;
                     if let Some(planner) = peer.planner.as_mut() {
                         planner.handle_start();
                     }
@@ -510,7 +526,9 @@ impl Coordinator {
             }
             Notice::Prompt { bytes, .. } => {
                 self.send_notice(key, Notice::Ack);
-                self.on_prompt(now, key, account, bytes);
+                if let Some(error) = self.on_prompt(now, key, account, bytes) {
+                    return Err(error.into());
+                }
             }
             Notice::Message(json) => self.on_channel_message(now, key, account, json)?,
             Notice::Unknown(_) => {
@@ -622,6 +640,10 @@ impl Coordinator {
         let torrent = peer.info.torrent;
         let account = peer.account();
         if let Some(planner) = peer.planner.as_mut() {
+            // Only the coordinator decides payments (window, terms): the planner makes none on
+            // its own here; a STOP waiting for room is retried below.
+            let paid = planner.stats().bytes_paid;
+            planner.set_bytes_wanted(Some(paid));
             planner.handle_bytes_received(bytes);
         }
         if let Some(t) = self.torrents.get_mut(&torrent) {
@@ -630,8 +652,17 @@ impl Coordinator {
         if let Some(ident) = account.and_then(|a| self.identities.get_mut(&a)) {
             ident.paid.bytes_received = ident.paid.bytes_received.saturating_add(bytes);
             ident.stall_deadline = None;
+            if let Some(slot) = ident.payer.as_mut() {
+                slot.bytes_received = slot.bytes_received.saturating_add(bytes);
+                if bytes > 0 {
+                    slot.beyond_window_since = None;
+                }
+            }
         }
         self.drain_planner(now, key);
+        if let Some(account) = account {
+            self.retry_held_stops(now, account);
+        }
         Ok(())
     }
 
@@ -1042,7 +1073,8 @@ impl Coordinator {
                 granularity_bytes: d.granularity_bytes,
                 pay_ahead: d.pay_ahead,
                 budget_wei: None,
-                max_unreceived_bytes: d.max_unreceived_bytes,
+                // The coordinator's window bounds payments per identity and per channel.
+                max_unreceived_bytes: None,
             })
             .ok()
         });
@@ -1052,6 +1084,7 @@ impl Coordinator {
         peer.class = Class::Paying(account);
         peer.gate = gate;
         peer.planner = planner;
+        peer.terms = terms;
         let fast = peer.info.fast_negotiated;
         let choked = peer.local_choked;
         if let Some(ctrl) = peer.gate.controller_mut() {
@@ -1602,13 +1635,7 @@ impl Coordinator {
             return;
         }
         ident.creating = None;
-        ident.payee = Some(Slot {
-            id: channel_id,
-            phase: Phase::Proposed,
-            deadline,
-            deposit,
-            paid: 0,
-        });
+        ident.payee = Some(Slot::new(channel_id, Phase::Proposed, deadline, deposit));
         self.channels.insert(channel_id, (account, Role::Payee));
     }
 
@@ -1769,6 +1796,9 @@ impl Coordinator {
             }
             return;
         }
+        if ident.asked_beyond_window {
+            return decline(self, DeclineReason::Misbehaved);
+        }
         if ident.terms.price_per_byte > down.max_price_per_byte {
             return decline(self, DeclineReason::PriceTooHigh);
         }
@@ -1784,13 +1814,10 @@ impl Coordinator {
             return decline(self, DeclineReason::OverBudget);
         }
         self.budget_reserved = self.budget_reserved.saturating_add(deposit);
-        ident.payer = Some(Slot {
-            id: channel_id,
-            phase: Phase::Proposed,
-            deadline,
-            deposit,
-            paid: 0,
-        });
+        // The terms are fixed now: no connection is paid under other terms on this channel.
+        let mut slot = Slot::new(channel_id, Phase::Proposed, deadline, deposit);
+        slot.terms = Some(ident.terms);
+        ident.payer = Some(slot);
         self.channels.insert(channel_id, (payee, Role::Payer));
         self.channel_out.push_back(ChannelCommand::Join {
             channel_id,
@@ -1845,12 +1872,12 @@ impl Coordinator {
             RestoredState::Open => (Phase::Open, None),
             RestoredState::Closing => (Phase::Closing, Some(deadline)),
         };
+        // The price is not in the store: the first connection of the payee within our price
+        // cap fixes the terms, and the window counts from now (bytes received before the
+        // restart are not known either).
         *slot = Some(Slot {
-            id: channel_id,
-            phase,
-            deadline,
-            deposit,
             paid,
+            ..Slot::new(channel_id, phase, deadline, deposit)
         });
         if role == Role::Payer {
             // Locked in the deposit: counts against the budget (what is paid of it is spent
@@ -1901,13 +1928,7 @@ impl Coordinator {
             Some(_) => return, // another channel is in use for this direction
             None => {
                 // Restored (or a proposal we joined and forgot): adopt it.
-                *slot = Some(Slot {
-                    id: channel_id,
-                    phase: Phase::Open,
-                    deadline: None,
-                    deposit,
-                    paid: 0,
-                });
+                *slot = Some(Slot::new(channel_id, Phase::Open, None, deposit));
                 if role == Role::Payer {
                     self.budget_reserved = self.budget_reserved.saturating_add(deposit);
                 }
@@ -1951,72 +1972,109 @@ impl Coordinator {
                         planner.handle_channel_ready(channel_id);
                     }
                     if let Some(channel) = peer.stop_pending.take() {
-                        self.on_remote_stop(now, key, account, channel);
+                        // A misbehaviour is reported as an event; nobody to return it to here.
+                        let _ = self.on_remote_stop(now, key, account, channel);
                     }
                 }
             }
         }
     }
 
+    /// A STOP from `key`: paid once per STOP (a STOP while stopped is only acked), sized by
+    /// [`payment_size`](Self::payment_size), deferred for the grace period when our payments
+    /// should cover it, held when the window has no room. Returns the misbehaviour to report.
     fn on_remote_stop(
         &mut self,
         now: Instant,
         key: PeerKey,
         account: Address,
         channel: Option<ChannelId>,
-    ) {
+    ) -> Option<PeerError> {
         let open = self
             .identities
             .get(&account)
             .and_then(|i| i.payer)
             .filter(|s| s.phase == Phase::Open && channel.is_none_or(|c| c == s.id));
-        let Some(peer) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if peer.planner.is_none() {
-            return; // we do not buy: ack only
-        }
+        let peer = self.peers.get_mut(&key)?;
+        peer.planner.as_ref()?; // we do not buy: ack only
         let Some(slot) = open else {
             // Not joined yet (web3torrent sends STOP right after proposing): pay once ready.
             peer.stop_pending = Some(channel);
-            return;
+            return None;
         };
-        let bytes = match self.payment_size(key, account, PayReason::Stop, false) {
-            None => return self.out_of_funds(now, account),
-            Some(0) => {
-                // Our payments should cover it: one is probably still in flight. Give it the
-                // grace period to arrive (START) before paying again.
-                let grace = self
-                    .config
-                    .download
-                    .map(|d| d.stop_grace)
-                    .unwrap_or_default();
-                let retry_at = self
-                    .identities
-                    .get(&account)
-                    .and_then(|i| i.last_paid_at)
-                    .and_then(|t| t.checked_add(grace))
-                    .filter(|at| *at > now);
-                match retry_at {
-                    Some(at) => {
-                        if let Some(peer) = self.peers.get_mut(&key) {
-                            peer.stop_retry_at = Some(at);
-                        }
-                        0
-                    }
-                    None => self
-                        .payment_size(key, account, PayReason::Stop, true)
-                        .unwrap_or(0),
-                }
-            }
-            Some(bytes) => bytes,
-        };
+        let (bytes, error) = self.stop_size(now, key, account, true, false);
         if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
             let paid = planner.stats().bytes_paid;
             planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
-            planner.handle_stop(slot.id);
+            let repeated = planner.handle_stop(slot.id) == StopOutcome::AlreadyStopped;
+            if repeated && bytes > 0 {
+                // Paid only if this exhaustion's STOP is still unpaid (deferred or held).
+                planner.handle_bytes_received(0);
+            }
         }
         self.drain_planner(now, key);
+        error
+    }
+
+    /// Bytes a STOP of `key` gets now (0: nothing now). When our payments should cover it, it
+    /// waits [`DownloadConfig::stop_grace`] after our last payment, then is sized ignoring that
+    /// estimate (`force`). When the window has no room, it is held (`stop_held`) until bytes
+    /// arrive. `ask`: the STOP just arrived or its grace period ended, so a refusal counts
+    /// against the payee (not so when bytes arrive for a held STOP).
+    fn stop_size(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        ask: bool,
+        force: bool,
+    ) -> (u64, Option<PeerError>) {
+        let terms = match self.agreed_terms(key, account) {
+            Ok(terms) => terms,
+            Err(error) => return (0, ask.then(|| self.refuse_terms(now, key, account, error))),
+        };
+        let mut size = self.payment_size(key, account, terms, force);
+        if size == Payable::Covered && !force {
+            // Our payments should cover it: one is probably still in flight. Give it the grace
+            // period to arrive (START) before paying again.
+            let grace = self
+                .config
+                .download
+                .map(|d| d.stop_grace)
+                .unwrap_or_default();
+            let retry_at = self
+                .identities
+                .get(&account)
+                .and_then(|i| i.last_paid_at)
+                .and_then(|t| t.checked_add(grace))
+                .filter(|at| *at > now);
+            if let Some(at) = retry_at {
+                if let Some(peer) = self.peers.get_mut(&key) {
+                    peer.stop_retry_at = Some(at);
+                }
+                return (0, None);
+            }
+            size = self.payment_size(key, account, terms, true);
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.stop_held = size == Payable::Window;
+        }
+        match size {
+            Payable::Bytes(bytes) => (bytes, None),
+            Payable::Covered => (0, None),
+            Payable::OutOfFunds => {
+                self.out_of_funds(now, account);
+                (0, None)
+            }
+            Payable::Window => {
+                let error = if ask {
+                    self.ask_beyond_window(now, key, account)
+                } else {
+                    None
+                };
+                (0, error)
+            }
+        }
     }
 
     /// A deferred STOP's grace period ended without START: pay it now.
@@ -2035,118 +2093,256 @@ impl Coordinator {
         {
             return;
         }
-        match self.payment_size(key, account, PayReason::Stop, true) {
-            None => self.out_of_funds(now, account),
-            Some(bytes) => {
-                if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
-                    let paid = planner.stats().bytes_paid;
-                    planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
-                    // Re-evaluates the deferred STOP payment under the new cap.
-                    planner.handle_bytes_received(0);
-                }
-                self.drain_planner(now, key);
-            }
+        // A misbehaviour is reported as an event; nobody to return it to from a timer.
+        let (bytes, _) = self.stop_size(now, key, account, true, true);
+        self.pay_stop(now, key, bytes);
+    }
+
+    /// Bytes arrived from `account`: pay the STOPs that waited for room in the window.
+    fn retry_held_stops(&mut self, now: Instant, account: Address) {
+        let held: Vec<PeerKey> = match self.identities.get(&account) {
+            Some(ident) => ident
+                .live
+                .iter()
+                .copied()
+                .filter(|k| self.peers.get(k).is_some_and(|p| p.stop_held))
+                .collect(),
+            None => return,
+        };
+        for key in held {
+            let (bytes, _) = self.stop_size(now, key, account, false, false);
+            self.pay_stop(now, key, bytes);
         }
     }
 
-    fn on_prompt(&mut self, now: Instant, key: PeerKey, account: Address, suggested: u64) {
-        let Some(slot) = self
+    /// Pays `bytes` for the outstanding STOP of `key`, if it is still unpaid.
+    fn pay_stop(&mut self, now: Instant, key: PeerKey, bytes: u64) {
+        if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
+            let paid = planner.stats().bytes_paid;
+            planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+            // Re-evaluates the deferred STOP payment under the new cap.
+            planner.handle_bytes_received(0);
+        }
+        self.drain_planner(now, key);
+    }
+
+    /// A prompt: pay ahead, one granularity, then more while the credit we think the uploader
+    /// holds for us is below its suggestion (within our pay-ahead bound and the window).
+    /// Returns the misbehaviour to report.
+    fn on_prompt(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        suggested: u64,
+    ) -> Option<PeerError> {
+        let down = self.config.download.filter(|d| d.pay_ahead)?;
+        let slot = self
             .identities
             .get(&account)
             .and_then(|i| i.payer)
-            .filter(|s| s.phase == Phase::Open)
-        else {
-            return;
-        };
+            .filter(|s| s.phase == Phase::Open)?;
         let stopped = self
             .peers
             .get(&key)
             .and_then(|p| p.planner.as_ref())
             .is_none_or(PaymentPlanner::is_stopped);
         if stopped {
-            return; // the STOP payment covers it
+            return None; // the STOP payment covers it
         }
+        let terms = match self.agreed_terms(key, account) {
+            Ok(terms) => terms,
+            Err(error) => return Some(self.refuse_terms(now, key, account, error)),
+        };
         // One granularity, then more while the uploader's credit (as we see it) is below what it
         // suggests, within our own pay-ahead bound: several payments in flight at once.
-        let target = suggested.min(self.config.download.map_or(0, |d| d.max_pay_ahead_bytes));
+        let target = suggested.min(down.max_pay_ahead_bytes);
         let mut first = true;
         loop {
-            if !first && self.credit_at(account) >= target {
-                return;
+            if !first && self.credit_at(account, terms) >= target {
+                return None;
             }
-            first = false;
-            match self.payment_size(key, account, PayReason::PayAhead, false) {
-                None => return self.out_of_funds(now, account),
-                Some(0) => return,
-                Some(bytes) => {
-                    let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut())
-                    else {
-                        return;
-                    };
+            match self.payment_size(key, account, terms, false) {
+                Payable::OutOfFunds => {
+                    self.out_of_funds(now, account);
+                    return None;
+                }
+                Payable::Covered => return None,
+                Payable::Window if first => return self.ask_beyond_window(now, key, account),
+                Payable::Window => return None,
+                Payable::Bytes(bytes) => {
+                    let planner = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut())?;
                     let paid = planner.stats().bytes_paid;
                     planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
                     let queued = planner.handle_prompt(slot.id, bytes);
                     self.drain_planner(now, key);
                     if !queued {
-                        return;
+                        return None;
                     }
                 }
             }
+            first = false;
         }
     }
 
-    /// The credit we think `account` (an uploader) holds for us: paid + its advertised trust −
-    /// received, in bytes.
-    fn credit_at(&self, account: Address) -> u64 {
+    /// The uploader asked (STOP or prompt) and the window had no room. An honest uploader asks
+    /// so at times (its blocks, or our payments, are still in flight) and delivers soon after;
+    /// one that asks again although it delivered nothing for
+    /// [`DownloadConfig::window_timeout`] since the first such ask misbehaves: we stop paying,
+    /// close the channel (challenged if unanswered, as every close), and decline its later
+    /// proposals.
+    fn ask_beyond_window(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+    ) -> Option<PeerError> {
+        let down = self.config.download?;
+        let ident = self.identities.get_mut(&account)?;
+        let slot = ident.payer.as_mut().filter(|s| s.phase == Phase::Open)?;
+        let since = *slot.beyond_window_since.get_or_insert(now);
+        if since
+            .checked_add(down.window_timeout)
+            .is_none_or(|at| now < at)
+        {
+            return None;
+        }
+        let window = down.window_bytes();
+        let error = PeerError::AskedBeyondWindow {
+            channel_id: slot.id,
+            paid_bytes: slot.bytes_paid,
+            received_bytes: slot.bytes_received,
+            window_bytes: window,
+        };
+        ident.asked_beyond_window = true;
+        let _ = self.misbehaved(key, error.clone());
+        self.close(now, account, Role::Payer);
+        Some(error)
+    }
+
+    /// `key` asked to be paid under terms other than its channel's (or above our price cap):
+    /// nothing is paid, and the channel is closed (challenged if unanswered), so that the payee
+    /// may propose a new one, checked against our limits like any proposal.
+    fn refuse_terms(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        account: Address,
+        error: PeerError,
+    ) -> PeerError {
+        let _ = self.misbehaved(key, error.clone());
+        self.close(now, account, Role::Payer);
+        error
+    }
+
+    /// The terms `key` may be paid under on our channel with `account`: the channel's, fixed
+    /// when we joined it, and only if the connection advertises the same; a channel adopted
+    /// without a proposal (restored) takes the connection's. Never above our price cap.
+    fn agreed_terms(&mut self, key: PeerKey, account: Address) -> Result<Terms, PeerError> {
+        let max = self.config.download.map_or(0, |d| d.max_price_per_byte);
+        let advertised = self.peers.get(&key).map(|p| p.terms).unwrap_or_default();
+        let Some(slot) = self
+            .identities
+            .get_mut(&account)
+            .and_then(|i| i.payer.as_mut())
+        else {
+            return Ok(advertised); // no channel: nothing is paid anyway
+        };
+        let channel_id = slot.id;
+        let terms = match slot.terms {
+            Some(agreed) if agreed != advertised => {
+                return Err(PeerError::TermsChanged {
+                    channel_id,
+                    agreed,
+                    advertised,
+                });
+            }
+            Some(agreed) => agreed,
+            None if advertised.price_per_byte > max => advertised,
+            None => *slot.terms.insert(advertised),
+        };
+        if terms.price_per_byte > max {
+            return Err(PeerError::PriceAboveCap {
+                channel_id,
+                price: terms.price_per_byte,
+                max,
+            });
+        }
+        Ok(terms)
+    }
+
+    /// The credit we think `account` (an uploader) holds for us: paid + its trust − received,
+    /// in bytes.
+    fn credit_at(&self, account: Address, terms: Terms) -> u64 {
         self.identities.get(&account).map_or(0, |ident| {
             ident
                 .paid
                 .bytes_paid
-                .saturating_add(ident.terms.trust_bytes)
+                .saturating_add(terms.trust_bytes)
                 .saturating_sub(ident.paid.bytes_received)
         })
     }
 
-    /// Bytes to buy now: one granularity, no more than we still need beyond the credit the
-    /// uploader should still hold for us (paid + its advertised trust − received), and no more
-    /// than the deposit allows. `None` when more is needed but nothing is affordable.
+    /// Bytes the window still has room for, with `account` and on its payer channel: the
+    /// smaller of `received + window − paid` over the identity and over the channel.
+    fn window_room(&self, account: Address) -> u64 {
+        let Some(down) = self.config.download else {
+            return 0;
+        };
+        let window = down.window_bytes();
+        let Some(ident) = self.identities.get(&account) else {
+            return 0;
+        };
+        let room = |paid: u64, received: u64| received.saturating_add(window).saturating_sub(paid);
+        let identity = room(ident.paid.bytes_paid, ident.paid.bytes_received);
+        let channel = ident
+            .payer
+            .map_or(0, |s| room(s.bytes_paid, s.bytes_received));
+        identity.min(channel)
+    }
+
+    /// Bytes to buy now under `terms`: one granularity, no more than we still need beyond the
+    /// credit the uploader should still hold for us (paid + its trust − received), no more than
+    /// the deposit allows, and only if the window has room for all of it.
     ///
     /// `force` (a STOP whose grace period passed) ignores the credit estimate: the uploader says
     /// it has none left, so the estimate is off (bytes lost with a dropped connection, or less
-    /// trust than advertised).
-    fn payment_size(
-        &self,
-        key: PeerKey,
-        account: Address,
-        reason: PayReason,
-        force: bool,
-    ) -> Option<u64> {
-        let down = self.config.download?;
-        let ident = self.identities.get(&account)?;
-        let slot = ident.payer?;
-        let peer = self.peers.get(&key)?;
-        let price = ident.terms.price_per_byte.max(1);
+    /// trust than advertised). The window still applies.
+    fn payment_size(&self, key: PeerKey, account: Address, terms: Terms, force: bool) -> Payable {
+        let (Some(down), Some(ident), Some(peer)) = (
+            self.config.download,
+            self.identities.get(&account),
+            self.peers.get(&key),
+        ) else {
+            return Payable::Covered;
+        };
+        let Some(slot) = ident.payer else {
+            return Payable::Covered;
+        };
+        let price = terms.price_per_byte.max(1);
         let affordable =
             u64::try_from(slot.deposit.saturating_sub(slot.paid) / price).unwrap_or(u64::MAX);
         let needed = self
             .torrents
             .get(&peer.info.torrent)
             .map_or(u64::MAX, Torrent::needed);
-        let credit = ident
-            .paid
-            .bytes_paid
-            .saturating_add(ident.terms.trust_bytes)
-            .saturating_sub(ident.paid.bytes_received);
-        let want = if force && reason == PayReason::Stop {
+        let want = if force {
             needed
         } else {
-            needed.saturating_sub(credit)
+            needed.saturating_sub(self.credit_at(account, terms))
         };
         let want = want.min(down.granularity_bytes);
-        if want > 0 && affordable == 0 {
-            return None;
+        if want == 0 {
+            return Payable::Covered;
         }
-        Some(want.min(affordable))
+        if affordable == 0 {
+            return Payable::OutOfFunds;
+        }
+        let want = want.min(affordable);
+        if want > self.window_room(account) {
+            return Payable::Window;
+        }
+        Payable::Bytes(want)
     }
 
     fn drain_planner(&mut self, now: Instant, key: PeerKey) {
@@ -2163,10 +2359,10 @@ impl Coordinator {
             match action {
                 PayerAction::Pay {
                     channel_id,
-                    amount,
                     bytes,
                     reason,
-                } => self.pay(now, key, account, channel_id, amount, bytes, reason),
+                    ..
+                } => self.pay(now, key, account, channel_id, bytes, reason),
                 PayerAction::CloseChannel { .. } => {
                     // Only when no other connection to this uploader is still being served.
                     let others_active = self.identities.get(&account).is_some_and(|i| {
@@ -2187,17 +2383,22 @@ impl Coordinator {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The one place money leaves: `bytes` at the channel's fixed price, on an open channel,
+    /// within the deposit, our price cap and the window (the sizing above already keeps to
+    /// them; a payment that would not is dropped).
     fn pay(
         &mut self,
         now: Instant,
         key: PeerKey,
         account: Address,
         channel_id: ChannelId,
-        amount: u128,
         bytes: u64,
         reason: PayReason,
     ) {
+        let Some(down) = self.config.download else {
+            return;
+        };
+        let room = self.window_room(account);
         let stall = self
             .config
             .liveness
@@ -2213,7 +2414,21 @@ impl Coordinator {
         else {
             return;
         };
+        let Some(terms) = slot
+            .terms
+            .filter(|t| t.price_per_byte <= down.max_price_per_byte)
+        else {
+            return;
+        };
+        let amount = u128::from(bytes).checked_mul(terms.price_per_byte.max(1));
+        let Some(amount) = amount.filter(|a| *a <= slot.deposit.saturating_sub(slot.paid)) else {
+            return;
+        };
+        if bytes == 0 || bytes > room {
+            return;
+        }
         slot.paid = slot.paid.saturating_add(amount);
+        slot.bytes_paid = slot.bytes_paid.saturating_add(bytes);
         ident.paid.wei_paid = ident.paid.wei_paid.saturating_add(amount);
         ident.paid.bytes_paid = ident.paid.bytes_paid.saturating_add(bytes);
         if ident.stall_deadline.is_none() {
@@ -2499,12 +2714,15 @@ impl Coordinator {
                 if let Some(&(account, Role::Payer)) = self.channels.get(&channel_id)
                     && let Some(ident) = self.identities.get_mut(&account)
                 {
+                    let mut price = ident.terms.price_per_byte;
                     if let Some(slot) = ident.payer.as_mut().filter(|s| s.id == channel_id) {
+                        price = slot.terms.map_or(price, |t| t.price_per_byte);
+                        let bytes = u64::try_from(amount / price.max(1)).unwrap_or(u64::MAX);
                         slot.paid = slot.paid.saturating_sub(amount);
+                        slot.bytes_paid = slot.bytes_paid.saturating_sub(bytes);
                     }
-                    let price = ident.terms.price_per_byte.max(1);
                     ident.paid.wei_paid = ident.paid.wei_paid.saturating_sub(amount);
-                    let bytes = u64::try_from(amount / price).unwrap_or(u64::MAX);
+                    let bytes = u64::try_from(amount / price.max(1)).unwrap_or(u64::MAX);
                     ident.paid.bytes_paid = ident.paid.bytes_paid.saturating_sub(bytes);
                     self.close(now, account, Role::Payer);
                 }
@@ -2517,6 +2735,19 @@ impl Coordinator {
             _ => {}
         }
     }
+}
+
+/// How much a STOP or prompt may be paid now (see `Coordinator::payment_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payable {
+    /// Buy this many bytes.
+    Bytes(u64),
+    /// Nothing more is needed: what we paid should cover it.
+    Covered,
+    /// More is needed, but the window has no room for it until bytes arrive.
+    Window,
+    /// More is needed, but the deposit is spent.
+    OutOfFunds,
 }
 
 fn slot_open(slot: Option<Slot>) -> bool {

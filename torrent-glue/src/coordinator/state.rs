@@ -76,6 +76,10 @@ pub(crate) struct Peer {
     pub(crate) stop_pending: Option<Option<ChannelId>>,
     /// A STOP was deferred (a payment is probably in flight): pay it then unless START came.
     pub(crate) stop_retry_at: Option<Instant>,
+    /// A STOP waits for room in the buyer's window: paid when bytes arrive, unless START came.
+    pub(crate) stop_held: bool,
+    /// The terms this connection advertises (the last ones it sent).
+    pub(crate) terms: Terms,
     pub(crate) local_choked: bool,
     pub(crate) remote_choked: bool,
     pub(crate) remote_interested: bool,
@@ -101,6 +105,38 @@ pub(crate) struct Slot {
     pub(crate) deposit: u128,
     /// Payer side: wei paid on this channel.
     pub(crate) paid: u128,
+    /// Payer side: the price and trust fixed when we joined; `None` for a channel adopted
+    /// without a proposal (restored) until a connection of the payee within our price cap
+    /// fixes them.
+    pub(crate) terms: Option<Terms>,
+    /// Payer side: bytes paid for on this channel (since it was joined or adopted).
+    pub(crate) bytes_paid: u64,
+    /// Payer side: piece bytes received from the payee since then.
+    pub(crate) bytes_received: u64,
+    /// Payer side: when the payee first asked (STOP, prompt) while the window had no room,
+    /// since it last delivered a byte.
+    pub(crate) beyond_window_since: Option<Instant>,
+}
+
+impl Slot {
+    pub(crate) fn new(
+        id: ChannelId,
+        phase: Phase,
+        deadline: Option<Instant>,
+        deposit: u128,
+    ) -> Self {
+        Self {
+            id,
+            phase,
+            deadline,
+            deposit,
+            paid: 0,
+            terms: None,
+            bytes_paid: 0,
+            bytes_received: 0,
+            beyond_window_since: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +201,8 @@ pub(crate) struct Identity {
     pub(crate) stall_deadline: Option<Instant>,
     /// Payer side: when we last paid.
     pub(crate) last_paid_at: Option<Instant>,
+    /// Payer side: we closed a channel on it for asking beyond our window; no new channel.
+    pub(crate) asked_beyond_window: bool,
 }
 
 impl Identity {
@@ -191,6 +229,7 @@ impl Identity {
             outbox: VecDeque::new(),
             stall_deadline: None,
             last_paid_at: None,
+            asked_beyond_window: false,
         }
     }
 

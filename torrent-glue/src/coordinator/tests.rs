@@ -9,6 +9,8 @@ use super::notice::Notice;
 use super::*;
 use crate::engine::Direction;
 
+mod buyer_bound;
+
 const BLOCK: u32 = 16 * 1024;
 
 fn addr(b: u8) -> Address {

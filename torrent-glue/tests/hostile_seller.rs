@@ -1,0 +1,434 @@
+//! Hostile sellers against a real buyer: a `Node` (coordinator + reference peer loop) with a real
+//! `payment_channel::Client` on a `SimulatedChain`, accepting connections over loopback TCP. The
+//! seller is scripted frame by frame (the `support` peer) and runs its own sans-IO payee
+//! `Channel`: it proposes, answers the buyer's join honestly, and then never serves a byte.
+//!
+//! Each case asserts the buyer's loss — what the seller is paid out after the buyer's close
+//! went unanswered and its challenge was countered with the seller's best voucher — is at most
+//! the buyer's window, and the typed reaction: the misbehaviour, the cooperative close, and the
+//! challenge once the close is not answered. See the "Security" section of the README.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use paid_wire::bencode::Value;
+use paid_wire::message::Message;
+use paid_wire::pse::{self, PseMessage};
+use payment_channel::channel::{Channel, ChannelParams};
+use payment_channel::client::{Client, ClientConfig};
+use payment_channel::message::{Envelope, Message as ChannelMessage};
+use payment_channel::policy::JoinPolicy;
+use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::{B256, MemoryStore, SimulatedChain, U256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use torrent_glue::adapter::{ClientBackend, MemoryTorrent, Node, NodeConfig};
+use torrent_glue::error::PeerErrorAction;
+use torrent_glue::{
+    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, LivenessConfig, PeerError, Role,
+    Terms, TorrentKey,
+};
+
+use crate::support::{Attacker, INFO_HASH, OUR_PSE_ID, Recv, balance, tcp, until};
+
+const T: TorrentKey = TorrentKey(0);
+const PIECE: u32 = 64 * 1024;
+const SIZE: u64 = 4 * 1024 * 1024;
+const DEPOSIT: u128 = 2 * 1024 * 1024;
+const CHALLENGE_DURATION: u64 = 60;
+const FUNDS: u128 = 1 << 40;
+const GRANULARITY: u64 = 64 * 1024;
+const PAY_AHEAD: u64 = 128 * 1024;
+/// The buyer's requests in flight per connection, as its `DownloadConfig` counts them.
+const PIPELINE: usize = 4;
+const IN_FLIGHT: u64 = PIPELINE as u64 * 16 * 1024;
+/// The buyer's window: 64 KiB in flight + 128 KiB paid ahead + 64 KiB per payment = 256 KiB,
+/// an eighth of the deposit.
+const WINDOW: u64 = IN_FLIGHT + PAY_AHEAD + GRANULARITY;
+
+// ------------------------------------------------------------------ the honest buyer
+
+struct Buyer {
+    node: Node,
+    account: Address,
+    events: mpsc::UnboundedReceiver<CoordinatorEvent>,
+    seen: Vec<CoordinatorEvent>,
+    addr: std::net::SocketAddr,
+}
+
+impl Buyer {
+    /// Whether the buyer reported an event matching `f` so far.
+    fn saw(&mut self, f: impl Fn(&CoordinatorEvent) -> bool) -> bool {
+        while let Ok(e) = self.events.try_recv() {
+            self.seen.push(e);
+        }
+        self.seen.iter().any(f)
+    }
+
+    fn channel_open(&self, seller: Address) -> bool {
+        self.node
+            .inspect(|c| c.identity(seller).is_some_and(|i| i.payer_channel_open))
+    }
+}
+
+/// A buyer of a `size`-byte torrent, listening on loopback, with its window checked.
+async fn buyer(
+    chain: &SimulatedChain,
+    size: u64,
+    tweak: impl FnOnce(&mut CoordinatorConfig),
+) -> Buyer {
+    let signer = Arc::new(LocalSigner::random());
+    let account = signer.address();
+    chain.fund(account, U256::from(FUNDS)).unwrap();
+    let mut client_config = ClientConfig::new(chain.app_definition());
+    client_config.challenge_duration = CHALLENGE_DURATION;
+    let (client, client_events) = Client::open(
+        client_config,
+        signer,
+        Arc::new(chain.handle(account)),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .await
+    .unwrap();
+    let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
+    let backend = Arc::new(ClientBackend::new(client, client_events, Some(policy)));
+    let mut config = CoordinatorConfig::new(account, account);
+    config.liveness = LivenessConfig {
+        handshake_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(2),
+        idle_close_after: Some(Duration::from_secs(10)),
+        stall_timeout: None,
+    };
+    config.upload = None;
+    let down = config.download.as_mut().unwrap();
+    down.granularity_bytes = GRANULARITY;
+    down.max_pay_ahead_bytes = PAY_AHEAD;
+    down.in_flight_bytes = IN_FLIGHT;
+    // Asking without delivering for half a second, once the window is full, is misbehaving.
+    down.window_timeout = Duration::from_millis(500);
+    down.max_deposit = u128::MAX;
+    down.budget = u128::MAX;
+    assert_eq!(down.window_bytes(), WINDOW);
+    tweak(&mut config);
+    let mut node_config = NodeConfig::new(*b"-TG0001-BUYER0000000");
+    node_config.pipeline = PIPELINE;
+    node_config.tick = Duration::from_millis(20);
+    let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
+    let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+    let meta = MemoryTorrent::seed(content, PIECE).meta().clone();
+    node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::empty(meta)))
+        .unwrap();
+    let events = node.subscribe();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = node.clone();
+    tokio::spawn(async move {
+        let _ = n.accept(listener).await;
+    });
+    Buyer {
+        node,
+        account,
+        events,
+        seen: Vec::new(),
+        addr,
+    }
+}
+
+// ------------------------------------------------------------------ the scripted seller
+
+/// A seller connected to `buyer` as `signer`'s account, advertising `terms`.
+async fn connect(
+    buyer: &Buyer,
+    signer: Arc<LocalSigner>,
+    terms: Terms,
+) -> Attacker<tokio::net::TcpStream> {
+    let mut a = Attacker::paying_with(tcp(buyer.addr).await, signer, Some(terms)).await;
+    // The buyer's extended handshake tells us its id for the extension.
+    while a.their_pse_id.is_none() {
+        assert!(
+            matches!(a.recv_frame(5_000).await, Recv::Frame(_)),
+            "no extended handshake from the buyer"
+        );
+    }
+    a
+}
+
+fn stop(id: B256) -> PseMessage {
+    PseMessage::Stop {
+        channel_id: Some(pse::ChannelId(id.0)),
+    }
+}
+
+/// A pay-ahead prompt suggesting 1 MiB.
+fn prompt() -> PseMessage {
+    let mut data = std::collections::BTreeMap::new();
+    data.insert(b"amount".to_vec(), Value::Bytes(b"1048576".to_vec()));
+    data.insert(b"bytes".to_vec(), Value::Int(1 << 20));
+    PseMessage::Unknown {
+        command: "prompt".into(),
+        data: Some(Value::Dict(data)),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
+    /// Proposes a channel to `buyer` at `price` wei/byte, waits for its join (sent once its
+    /// deposit is on chain) and answers with the postfund: the channel is funded and running.
+    async fn sell_to(&mut self, buyer: Address, chain: &SimulatedChain, price: u128) -> B256 {
+        let ch = Channel::create(
+            self.signer.clone(),
+            ChannelParams {
+                payer: buyer,
+                deposit: U256::from(DEPOSIT),
+                channel_nonce: 1,
+                app_definition: chain.app_definition(),
+                challenge_duration: CHALLENGE_DURATION,
+                price: Some(U256::from(price)),
+                asset: Address::ZERO,
+            },
+        )
+        .unwrap();
+        let id = ch.id();
+        self.ch = Some(ch);
+        let propose = self.outbound().expect("the proposal");
+        self.send_channel(buyer, propose).await;
+        let join = self.recv_channel(15).await;
+        assert!(matches!(join, ChannelMessage::Join(_)), "{join:?}");
+        self.drive_chain(chain);
+        self.ch.as_mut().unwrap().handle_message(&join).unwrap();
+        self.drive_chain(chain);
+        let postfund = self.outbound().expect("the postfund once funded");
+        self.send_channel(buyer, postfund).await;
+        id
+    }
+
+    /// Reads for `millis`, crediting the buyer's vouchers to our channel. Everything else (its
+    /// close in particular) is left unanswered.
+    async fn take_vouchers(&mut self, millis: u64) {
+        let (frames, _) = self.collect(millis).await;
+        for m in frames {
+            let Message::Extended { id, payload } = m else {
+                continue;
+            };
+            if id != OUR_PSE_ID {
+                continue;
+            }
+            let Ok(PseMessage::Message { message }) = PseMessage::decode(&payload) else {
+                continue;
+            };
+            if let Ok(Envelope {
+                data: data @ ChannelMessage::Voucher(_),
+                ..
+            }) = Envelope::from_json(&message)
+            {
+                let _ = self.ch.as_mut().unwrap().handle_message(&data);
+            }
+        }
+    }
+
+    /// Wei the buyer's vouchers give us so far.
+    fn credited(&self) -> u128 {
+        u128::try_from(self.ch.as_ref().unwrap().paid()).unwrap()
+    }
+}
+
+// ------------------------------------------------------------------ the verdict
+
+fn misbehaved(e: &CoordinatorEvent, expected: fn(&PeerError) -> bool) -> bool {
+    matches!(e, CoordinatorEvent::PeerMisbehaved { error, .. } if expected(error))
+}
+
+/// The buyer paid at most its window for 0 bytes, reported `expected`, closed the channel, and
+/// challenged when the close went unanswered; the seller counters with its best voucher and
+/// is paid out exactly that, the buyer gets the rest of its deposit back.
+async fn assert_bounded_and_closed(
+    case: &str,
+    buyer: &mut Buyer,
+    a: &mut Attacker<tokio::net::TcpStream>,
+    chain: &SimulatedChain,
+    id: B256,
+    expected: fn(&PeerError) -> bool,
+) {
+    a.take_vouchers(500).await;
+    let paid = a.credited();
+    assert!(
+        paid <= u128::from(WINDOW),
+        "{case}: paid {paid} wei for 0 bytes, window {WINDOW}"
+    );
+    until("the typed misbehaviour", 10, || {
+        buyer.saw(|e| misbehaved(e, expected))
+    })
+    .await;
+    let closing = CoordinatorEvent::Closing {
+        account: a.account(),
+        channel_id: id.0,
+        role: Role::Payer,
+    };
+    until("the close", 10, || buyer.saw(|e| *e == closing)).await;
+    // We never answer the close: after the response timeout the buyer challenges.
+    let challenging = CoordinatorEvent::Challenging {
+        account: a.account(),
+        channel_id: id.0,
+        role: Role::Payer,
+    };
+    until("the challenge", 10, || buyer.saw(|e| *e == challenging)).await;
+    until("the challenge on chain", 10, || {
+        chain.status_of(id).finalizes_at != 0
+    })
+    .await;
+    // The worst case for the buyer: the seller counters with the best voucher it holds.
+    a.drive_chain(chain);
+    assert!(chain.status_of(id).turn_num_record >= 1);
+    chain.advance_time(CHALLENGE_DURATION + 1);
+    until("the payout", 20, || chain.holdings_of(id) == U256::ZERO).await;
+    let loss = balance(chain, a.account());
+    assert_eq!(
+        loss, paid,
+        "{case}: the seller is paid out its best voucher"
+    );
+    assert_eq!(balance(chain, buyer.account), FUNDS - loss);
+    let more = buyer
+        .node
+        .inspect(|c| c.identity(a.account()).unwrap().wei_paid);
+    assert_eq!(more, paid, "{case}: nothing was paid after the reaction");
+    println!(
+        "{case}: buyer lost {loss} wei for 0 bytes received (window {WINDOW} bytes at 1 wei/byte)"
+    );
+}
+
+fn asked_beyond_window(e: &PeerError) -> bool {
+    matches!(e, PeerError::AskedBeyondWindow { .. }) && e.action() == PeerErrorAction::CloseChannel
+}
+
+// ================================================================== cases
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_cycling_without_serving_costs_at_most_the_window() {
+    let chain = SimulatedChain::new();
+    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
+    let seller = a.account();
+    let id = a.sell_to(buyer.account, &chain, 1).await;
+    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    for _ in 0..100 {
+        a.send_pse(&stop(id)).await;
+        a.send_pse(&PseMessage::Start).await;
+        a.take_vouchers(50).await;
+        if buyer.saw(|e| matches!(e, CoordinatorEvent::Closing { .. })) {
+            break;
+        }
+    }
+    assert_bounded_and_closed(
+        "STOP/START",
+        &mut buyer,
+        &mut a,
+        &chain,
+        id,
+        asked_beyond_window,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_without_serving_after_being_paid_for_everything_costs_at_most_the_window() {
+    let chain = SimulatedChain::new();
+    // 48 KiB to download: after the first payment every STOP is "covered", and paid anyway
+    // once the grace period passes (the seller says it has no credit left).
+    let mut buyer = buyer(&chain, 48 * 1024, |c| {
+        c.download.as_mut().unwrap().stop_grace = Duration::from_millis(200);
+    })
+    .await;
+    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
+    let seller = a.account();
+    let id = a.sell_to(buyer.account, &chain, 1).await;
+    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    for _ in 0..100 {
+        a.send_pse(&stop(id)).await;
+        a.take_vouchers(300).await;
+        a.send_pse(&PseMessage::Start).await;
+        if buyer.saw(|e| matches!(e, CoordinatorEvent::Closing { .. })) {
+            break;
+        }
+    }
+    assert_bounded_and_closed(
+        "STOP after grace",
+        &mut buyer,
+        &mut a,
+        &chain,
+        id,
+        asked_beyond_window,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_without_serving_cost_at_most_the_window() {
+    let chain = SimulatedChain::new();
+    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
+    let seller = a.account();
+    let id = a.sell_to(buyer.account, &chain, 1).await;
+    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    for _ in 0..100 {
+        a.send_pse(&prompt()).await;
+        a.take_vouchers(50).await;
+        if buyer.saw(|e| matches!(e, CoordinatorEvent::Closing { .. })) {
+            break;
+        }
+    }
+    assert_bounded_and_closed(
+        "prompts",
+        &mut buyer,
+        &mut a,
+        &chain,
+        id,
+        asked_beyond_window,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_terms_on_a_new_connection_get_no_money() {
+    let chain = SimulatedChain::new();
+    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let signer = Arc::new(LocalSigner::random());
+    let mut a = connect(&buyer, signer.clone(), Terms::WEB3TORRENT).await;
+    let seller = a.account();
+    let id = a.sell_to(buyer.account, &chain, 1).await;
+    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    // One honest-looking STOP at the agreed 1 wei/byte: one granularity.
+    a.send_pse(&stop(id)).await;
+    for _ in 0..100 {
+        a.take_vouchers(100).await;
+        if a.credited() > 0 {
+            break;
+        }
+    }
+    assert_eq!(a.credited(), u128::from(GRANULARITY));
+    // Back on a new connection, asking 1000 wei per byte on the same channel.
+    let pricey = Terms {
+        price_per_byte: 1000,
+        trust_bytes: 0,
+    };
+    let mut b = connect(&buyer, signer, pricey).await;
+    b.ch = a.ch.take();
+    b.seen_chain_events = a.seen_chain_events;
+    drop(a);
+    b.send_pse(&stop(id)).await;
+    b.send_pse(&prompt()).await;
+    assert_bounded_and_closed("new terms", &mut buyer, &mut b, &chain, id, |e| {
+        matches!(
+            e,
+            PeerError::TermsChanged {
+                advertised: Terms {
+                    price_per_byte: 1000,
+                    ..
+                },
+                ..
+            }
+        ) && e.action() == PeerErrorAction::CloseChannel
+    })
+    .await;
+}

@@ -1,0 +1,304 @@
+//! The scripted peer shared by the hostile suites (`hostile.rs`: a hostile buyer against a real
+//! seller; `hostile_seller.rs`: a hostile seller against a real buyer). It speaks the wire frame
+//! by frame with paid-wire's codecs and, where money is involved, runs its own sans-IO
+//! `Channel` (payer or payee) so it can follow the channel protocol honestly or not.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use paid_wire::codec::{HandshakeCodec, PeerCodec};
+use paid_wire::extended::ExtendedHandshake;
+use paid_wire::handshake::{Handshake, Reserved};
+use paid_wire::message::Message;
+use paid_wire::pse::PseMessage;
+use payment_channel::SimulatedChain;
+use payment_channel::chain::Chain;
+use payment_channel::channel::Channel;
+use payment_channel::message::{Envelope, Message as ChannelMessage};
+use payment_channel::sign::{LocalSigner, Signer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Framed;
+use torrent_glue::engine::TERMS_KEY;
+use torrent_glue::{Address, EXTENSION_NAME, Terms};
+
+/// The info hash of the suites' torrent.
+pub const INFO_HASH: [u8; 20] = [0x42; 20];
+/// Our (the scripted peer's) local id for the paid-streaming extension.
+pub const OUR_PSE_ID: u8 = 7;
+
+pub async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn balance(chain: &SimulatedChain, a: Address) -> u128 {
+    u128::try_from(chain.balance_of(a)).unwrap()
+}
+
+pub fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the simulator never waits"),
+    }
+}
+
+// ------------------------------------------------------------------ the scripted peer
+
+#[derive(Debug)]
+pub enum Recv {
+    Frame(Message),
+    Closed,
+    Silent,
+}
+
+pub struct Attacker<S> {
+    pub wire: Framed<S, PeerCodec>,
+    pub signer: Arc<LocalSigner>,
+    /// The uploader's id for the paid-streaming extension (from its extended handshake).
+    pub their_pse_id: Option<u8>,
+    /// Our payer side of the channel, when we open one.
+    pub ch: Option<Channel>,
+    pub seen_chain_events: usize,
+}
+
+pub async fn tcp(addr: SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
+    /// BitTorrent handshake (BEP 10 and BEP 6 bits as given), then the uploader's handshake.
+    pub async fn handshake(stream: S, ext: bool) -> Self {
+        let mut hs = Framed::new(stream, HandshakeCodec::new());
+        let reserved = Reserved::empty()
+            .with_extension_protocol(ext)
+            .with_fast(true);
+        hs.send(Handshake::new(
+            reserved,
+            INFO_HASH,
+            *b"-XX0001-ATTACKER0000",
+        ))
+        .await
+        .unwrap();
+        let theirs = hs.next().await.unwrap().unwrap();
+        assert_eq!(theirs.info_hash, INFO_HASH);
+        Self {
+            wire: hs.map_codec(|_| PeerCodec::new()),
+            signer: Arc::new(LocalSigner::random()),
+            their_pse_id: None,
+            ch: None,
+            seen_chain_events: 0,
+        }
+    }
+
+    /// Handshake plus a paying extended handshake with our account.
+    pub async fn paying(stream: S) -> Self {
+        Self::paying_with(stream, Arc::new(LocalSigner::random()), None).await
+    }
+
+    /// Handshake plus a paying extended handshake as `signer`'s account, advertising `terms`
+    /// (as an uploader does) if given.
+    pub async fn paying_with(stream: S, signer: Arc<LocalSigner>, terms: Option<Terms>) -> Self {
+        let mut a = Self::handshake(stream, true).await;
+        a.signer = signer;
+        a.send_extended_handshake(terms).await;
+        a
+    }
+
+    /// A (new) extended handshake with our account and these terms.
+    pub async fn send_extended_handshake(&mut self, terms: Option<Terms>) {
+        let mut hs = ExtendedHandshake::new();
+        hs.m.insert(EXTENSION_NAME.into(), OUR_PSE_ID);
+        hs.set_pse_account(self.signer.address().to_checksum(None).as_bytes());
+        if let Some(terms) = terms {
+            hs.extra
+                .insert(TERMS_KEY.as_bytes().to_vec(), terms.to_value());
+        }
+        self.send_frame(hs.to_message()).await;
+    }
+
+    pub fn account(&self) -> Address {
+        self.signer.address()
+    }
+
+    pub async fn send_frame(&mut self, m: Message) {
+        self.wire.send(m).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let io = self.wire.get_mut();
+        io.write_all(bytes).await.unwrap();
+        io.flush().await.unwrap();
+    }
+
+    pub async fn recv_frame(&mut self, millis: u64) -> Recv {
+        match tokio::time::timeout(Duration::from_millis(millis), self.wire.next()).await {
+            Err(_) => Recv::Silent,
+            Ok(None | Some(Err(_))) => Recv::Closed,
+            Ok(Some(Ok(m))) => {
+                if let Message::Extended { id: 0, payload } = &m
+                    && let Ok(hs) = ExtendedHandshake::decode(payload)
+                    && let Some(id) = hs.m.get(EXTENSION_NAME)
+                {
+                    self.their_pse_id = Some(*id);
+                }
+                Recv::Frame(m)
+            }
+        }
+    }
+
+    /// Frames until `pred` holds (returning that frame); panics on close or after `secs`.
+    pub async fn recv_until(
+        &mut self,
+        secs: u64,
+        mut pred: impl FnMut(&Message) -> bool,
+    ) -> Message {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_frame(left.as_millis() as u64).await {
+                Recv::Frame(m) if pred(&m) => return m,
+                Recv::Frame(_) => {}
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Everything received within `millis`, stopping early if the connection closes.
+    pub async fn collect(&mut self, millis: u64) -> (Vec<Message>, bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(millis);
+        let mut out = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_frame(left.as_millis() as u64).await {
+                Recv::Frame(m) => out.push(m),
+                Recv::Closed => return (out, true),
+                Recv::Silent => return (out, false),
+            }
+        }
+    }
+
+    /// Reads until the uploader closes the connection.
+    pub async fn expect_closed(&mut self, secs: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.recv_frame(left.as_millis() as u64).await {
+                Recv::Frame(_) => {}
+                Recv::Closed => return,
+                Recv::Silent => panic!("the connection stayed open"),
+            }
+        }
+    }
+
+    pub async fn send_pse(&mut self, msg: &PseMessage) {
+        let id = self
+            .their_pse_id
+            .expect("the uploader advertised the extension");
+        self.send_frame(Message::Extended {
+            id,
+            payload: Bytes::from(msg.encode()),
+        })
+        .await;
+    }
+
+    pub async fn send_channel(&mut self, to: Address, data: ChannelMessage) {
+        let env = Envelope {
+            recipient: to,
+            sender: self.account(),
+            data,
+        };
+        self.send_pse(&PseMessage::Message {
+            message: env.to_json(),
+        })
+        .await;
+    }
+
+    /// The next channel message the uploader sends us.
+    pub async fn recv_channel(&mut self, secs: u64) -> ChannelMessage {
+        let m = self
+            .recv_until(secs, |m| {
+                matches!(m, Message::Extended { id, payload } if *id == OUR_PSE_ID
+                    && matches!(PseMessage::decode(payload), Ok(PseMessage::Message { .. })))
+            })
+            .await;
+        let Message::Extended { payload, .. } = m else {
+            unreachable!()
+        };
+        let Ok(PseMessage::Message { message }) = PseMessage::decode(&payload) else {
+            unreachable!()
+        };
+        Envelope::from_json(&message).unwrap().data
+    }
+
+    /// Executes our channel's chain actions and feeds back every new chain event.
+    pub fn drive_chain(&mut self, chain: &SimulatedChain) {
+        let me = self.account();
+        let ch = self.ch.as_mut().unwrap();
+        loop {
+            while let Some(p) = ch.poll_persist() {
+                ch.handle_persisted(p.generation);
+            }
+            let mut acted = false;
+            while let Some(a) = ch.poll_chain_action() {
+                acted = true;
+                let h = chain.handle(me);
+                match a {
+                    payment_channel::channel::ChainAction::Deposit {
+                        asset,
+                        channel_id,
+                        expected_held,
+                        amount,
+                    } => {
+                        chain.fund(me, amount).unwrap();
+                        ready(h.deposit(asset, channel_id, expected_held, amount)).unwrap();
+                    }
+                    payment_channel::channel::ChainAction::Challenge {
+                        fixed,
+                        proof,
+                        candidate,
+                        challenger_sig,
+                    } => {
+                        let _ = ready(h.challenge(&fixed, &proof, &candidate, &challenger_sig));
+                    }
+                    _ => {}
+                }
+            }
+            let all = chain.all_events();
+            let fresh = &all[self.seen_chain_events..];
+            self.seen_chain_events = all.len();
+            for r in fresh {
+                if r.event.channel_id() == ch.id() {
+                    ch.handle_chain_event(chain.now(), &r.event).unwrap();
+                }
+            }
+            if !acted && fresh.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Our channel's next outbound message (after persisting), if any.
+    pub fn outbound(&mut self) -> Option<ChannelMessage> {
+        let ch = self.ch.as_mut().unwrap();
+        while let Some(p) = ch.poll_persist() {
+            ch.handle_persisted(p.generation);
+        }
+        ch.poll_outbound().map(|e| e.data)
+    }
+}
