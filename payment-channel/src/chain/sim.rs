@@ -431,6 +431,23 @@ fn balance(state: &State, address: Address) -> U256 {
     state.balances.get(&address).copied().unwrap_or_default()
 }
 
+impl State {
+    /// The token contract at `address`, for a `call` to it; a call to an address without one
+    /// reverts without a reason (decoding the missing return data fails).
+    fn token(&self, address: Address, call: &str) -> Result<&Token, Revert> {
+        self.tokens
+            .get(&address)
+            .ok_or_else(|| silent(&format!("{call}: no token contract at {address}")))
+    }
+
+    /// [`State::token`], to change it.
+    fn token_mut(&mut self, address: Address, call: &str) -> Result<&mut Token, Revert> {
+        self.tokens
+            .get_mut(&address)
+            .ok_or_else(|| silent(&format!("{call}: no token contract at {address}")))
+    }
+}
+
 fn asset_balance(state: &State, asset: Address, owner: Address) -> U256 {
     if asset == Address::ZERO {
         return balance(state, owner);
@@ -680,9 +697,7 @@ impl Tx {
             self.credit(adjudicator, amount)?;
         } else {
             // `IERC20(asset).safeTransferFrom(msg.sender, address(this), amount)`.
-            let token = self.state.tokens.get_mut(&asset).ok_or_else(|| {
-                silent(&format!("safeTransferFrom: no token contract at {asset}"))
-            })?;
+            let token = self.state.token_mut(asset, "safeTransferFrom")?;
             let ok = token.transfer_from(adjudicator, sender, adjudicator, amount)?;
             require(ok, "SafeERC20: ERC20 operation did not succeed")?;
         }
@@ -704,12 +719,10 @@ impl Tx {
         spender: Address,
         amount: U256,
     ) -> Result<(), Revert> {
-        let token = self
-            .state
-            .tokens
-            .get_mut(&token)
-            .ok_or_else(|| silent(&format!("approve: no token contract at {token}")))?;
-        token.allowances.insert((owner, spender), amount);
+        self.state
+            .token_mut(token, "approve")?
+            .allowances
+            .insert((owner, spender), amount);
         Ok(())
     }
 
@@ -956,12 +969,10 @@ impl Tx {
         let adjudicator = self.adjudicator;
         if asset != Address::ZERO {
             // `IERC20(asset).transfer(destination, amount)`, its returned bool ignored.
-            let token = self.state.tokens.get_mut(&asset).ok_or_else(|| {
-                silent(&format!(
-                    "IERC20({asset}).transfer: no token contract there"
-                ))
-            })?;
-            return token.transfer(adjudicator, to, amount);
+            return self
+                .state
+                .token_mut(asset, "transfer")?
+                .transfer(adjudicator, to, amount);
         }
         // The adjudicator and the apps have no receive/fallback function: sending them value fails.
         require(
@@ -1075,12 +1086,9 @@ impl Chain for SimulatedChainHandle {
 
     async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
         let world = self.chain.world();
-        let token = world
+        Ok(world
             .state
-            .tokens
-            .get(&token)
-            .ok_or_else(|| silent(&format!("allowance: no token contract at {token}")))?;
-        Ok(token
+            .token(token, "allowance")?
             .allowances
             .get(&(self.account, world.adjudicator))
             .copied()
@@ -1100,13 +1108,7 @@ impl Chain for SimulatedChainHandle {
         if token == Address::ZERO {
             return Ok(18);
         }
-        let world = self.chain.world();
-        let token = world
-            .state
-            .tokens
-            .get(&token)
-            .ok_or_else(|| silent(&format!("decimals: no token contract at {token}")))?;
-        Ok(token.decimals)
+        Ok(self.chain.world().state.token(token, "decimals")?.decimals)
     }
 
     async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {

@@ -48,14 +48,7 @@ fn payment_app(
     let n = fixed.participants.len();
     require(n >= 2, "need 2 participants")?;
     if proof.is_empty() {
-        require(
-            usize::from(claimed_signers_num(candidate.signed_by)?) == n,
-            "!unanimous; |proof|=0",
-        )?;
-        return require(
-            candidate.variable_part.turn_num <= 1,
-            "bad candidate turnNum; |proof|=0",
-        );
+        return require_unanimous_prefund_or_postfund(candidate, n);
     }
     let [postfund] = proof else {
         return Err(Revert::from_reason("bad proof length"));
@@ -124,14 +117,7 @@ fn virtual_payment_app(
 
     // "states 0,1 can be supported via unanimous consensus"
     if proof.is_empty() {
-        require(
-            usize::from(claimed_signers_num(candidate.signed_by)?) == n,
-            "!unanimous; |proof|=0",
-        )?;
-        if candidate.variable_part.turn_num == 0 || candidate.variable_part.turn_num == 1 {
-            return Ok(());
-        }
-        return Err(Revert::from_reason("bad candidate turnNum; |proof|=0"));
+        return require_unanimous_prefund_or_postfund(candidate, n);
     }
 
     // "State 2 can be supported via a forced transition from state 1"
@@ -165,6 +151,18 @@ fn require(condition: bool, reason: &str) -> Result<(), Revert> {
     } else {
         Err(Revert::from_reason(reason))
     }
+}
+
+/// `|proof| = 0`, the same rule in both apps: turn 0 or 1, signed by all `n` participants.
+fn require_unanimous_prefund_or_postfund(candidate: &Recovered, n: usize) -> Result<(), Revert> {
+    require(
+        usize::from(claimed_signers_num(candidate.signed_by)?) == n,
+        "!unanimous; |proof|=0",
+    )?;
+    require(
+        candidate.variable_part.turn_num <= 1,
+        "bad candidate turnNum; |proof|=0",
+    )
 }
 
 fn is_claimed_signed_by(signed_by: U256, index: usize) -> bool {
