@@ -212,6 +212,24 @@ impl ChannelFixture {
         self.sign(state, &[&self.payer, &self.payee])
     }
 
+    /// The payee alone takes `redemption` on chain through `chain`: signs it, and challenges with
+    /// it over `proof` (normally the postfund signed by both).
+    pub async fn payee_challenges(
+        &self,
+        chain: &dyn Chain,
+        proof: &SignedVariablePart,
+        redemption: &VariablePart,
+    ) -> Result<crate::chain::TxReceipt, ChainError> {
+        chain
+            .challenge(
+                &self.fixed,
+                std::slice::from_ref(proof),
+                &self.sign(redemption, &[&self.payee]),
+                &self.challenger_sig(&self.payee, redemption),
+            )
+            .await
+    }
+
     /// The challenger signature of `by` for a challenge with `candidate`.
     pub fn challenger_sig(&self, by: &LocalSigner, candidate: &VariablePart) -> Signature {
         by.sign_eth_message(&challenge_message_hash(candidate.hash(self.channel_id())))
@@ -395,14 +413,8 @@ pub async fn scenario_payee_redeems<C, T, Fut>(
     let postfund = f.signed_by_both(&f.postfund());
     let voucher = f.voucher(config.voucher_amount);
     let redemption = f.redemption(&voucher);
-    let candidate = f.sign(&redemption, &[&f.payee]);
-    let receipt = payee
-        .challenge(
-            &f.fixed,
-            std::slice::from_ref(&postfund),
-            &candidate,
-            &f.challenger_sig(&f.payee, &redemption),
-        )
+    let receipt = f
+        .payee_challenges(payee.as_ref(), &postfund, &redemption)
         .await
         .unwrap();
     let finalizes_at = receipt.block_timestamp + config.challenge_duration;
@@ -479,13 +491,8 @@ pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
     advance_time(config.challenge_duration / 2).await;
     let voucher = f.voucher(config.voucher_amount);
     let redemption = f.redemption(&voucher);
-    let counter = payee
-        .challenge(
-            &f.fixed,
-            std::slice::from_ref(&postfund),
-            &f.sign(&redemption, &[&f.payee]),
-            &f.challenger_sig(&f.payee, &redemption),
-        )
+    let counter = f
+        .payee_challenges(payee.as_ref(), &postfund, &redemption)
         .await
         .unwrap();
     let status = payee.status(id).await.unwrap();
@@ -782,14 +789,8 @@ pub async fn scenario_forged_redemptions<C, T, Fut>(
     fund_channel(&chain_for, &f).await;
     let payee = chain_for(f.payee.address());
     for forgery in forgeries(&f, config.voucher_amount) {
-        let candidate = f.sign(&forgery.state, &[&f.payee]);
-        let result = payee
-            .challenge(
-                &f.fixed,
-                std::slice::from_ref(&forgery.proof),
-                &candidate,
-                &f.challenger_sig(&f.payee, &forgery.state),
-            )
+        let result = f
+            .payee_challenges(payee.as_ref(), &forgery.proof, &forgery.state)
             .await;
         assert_eq!(
             expect_revert(result),
@@ -807,13 +808,7 @@ pub async fn scenario_forged_redemptions<C, T, Fut>(
     // The honest redemption still works and pays exactly the voucher.
     let postfund = f.signed_by_both(&f.postfund());
     let redemption = f.redemption(&f.voucher(config.voucher_amount));
-    payee
-        .challenge(
-            &f.fixed,
-            std::slice::from_ref(&postfund),
-            &f.sign(&redemption, &[&f.payee]),
-            &f.challenger_sig(&f.payee, &redemption),
-        )
+    f.payee_challenges(payee.as_ref(), &postfund, &redemption)
         .await
         .unwrap();
     advance_time(config.challenge_duration + 1).await;
@@ -847,13 +842,7 @@ where
     let mut theft = f.redemption(&f.voucher(config.voucher_amount));
     theft.outcome[0].allocations[0].destination =
         crate::state::address_to_destination(f.payee_destination);
-    payee
-        .challenge(
-            &f.fixed,
-            std::slice::from_ref(&postfund),
-            &f.sign(&theft, &[&f.payee]),
-            &f.challenger_sig(&f.payee, &theft),
-        )
+    f.payee_challenges(payee.as_ref(), &postfund, &theft)
         .await
         .expect("VirtualPaymentApp accepts the redirected redemption");
     advance_time(config.challenge_duration + 1).await;

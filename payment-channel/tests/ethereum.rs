@@ -465,15 +465,9 @@ async fn virtual_payment_app_lets_a_payee_take_the_whole_deposit() {
             .await
             .unwrap();
         let redemption = f.redemption(&f.voucher(U256::from(300u64)));
-        let receipt = s
-            .env
-            .payee
-            .challenge(
-                &f.fixed,
-                &[f.signed_by_both(&f.postfund())],
-                &f.sign(&redemption, &[&f.payee]),
-                &f.challenger_sig(&f.payee, &redemption),
-            )
+        let postfund = f.signed_by_both(&f.postfund());
+        let receipt = f
+            .payee_challenges(s.env.payee.as_ref(), &postfund, &redemption)
             .await
             .unwrap();
         println!("GAS redemption challenge on {name}: {}", receipt.gas_used);
