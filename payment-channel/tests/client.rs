@@ -709,6 +709,88 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
 
+/// Two `Client`s' worth of a real chain: anvil with the contracts deployed, transaction
+/// handles for dev accounts #1 (payer) and #2 (payee), and the network between the clients.
+/// Channel identities are separate keys, so payouts land on fresh addresses and balances are
+/// exact (no gas in them).
+#[cfg(all(feature = "ethereum", feature = "test-utils"))]
+struct OnAnvil {
+    anvil: payment_channel::test_utils::anvil::Anvil,
+    artifacts: std::path::PathBuf,
+    app: Address,
+    payer_chain: Arc<payment_channel::chain::EthereumChain>,
+    payee_chain: Arc<payment_channel::chain::EthereumChain>,
+    net: Arc<Net>,
+}
+
+#[cfg(all(feature = "ethereum", feature = "test-utils"))]
+impl OnAnvil {
+    /// `None` (skip) without anvil or the artifacts, outside CI.
+    async fn start() -> Option<Self> {
+        use payment_channel::chain::EthereumChain;
+        use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
+        use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
+        let artifacts = artifacts_dir()?;
+        let anvil = Anvil::start()?;
+        let contracts = NitroArtifacts::from_dir(&artifacts).unwrap();
+        let deployment = deploy(&anvil.url, &Self::tx_key(0), &contracts)
+            .await
+            .unwrap();
+        let chain = async |i: usize| {
+            Arc::new(
+                EthereumChain::connect(&anvil.url, &Self::tx_key(i), deployment.nitro_adjudicator)
+                    .await
+                    .unwrap(),
+            )
+        };
+        let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
+        Some(Self {
+            anvil,
+            artifacts,
+            app: deployment.payment_app,
+            payer_chain,
+            payee_chain,
+            net: Arc::new(Net::default()),
+        })
+    }
+
+    /// Dev account `i`'s secret key.
+    fn tx_key(i: usize) -> B256 {
+        LocalSigner::from_hex(payment_channel::test_utils::anvil::DEV_KEYS[i])
+            .unwrap()
+            .secret_bytes()
+    }
+
+    /// Dev account `i`'s address.
+    fn tx_account(i: usize) -> Address {
+        LocalSigner::from_bytes(&Self::tx_key(i)).unwrap().address()
+    }
+
+    /// A client for `signer` sending through `chain`, in `asset`, with 600 s challenges.
+    async fn node(
+        &self,
+        signer: Arc<LocalSigner>,
+        chain: &Arc<payment_channel::chain::EthereumChain>,
+        policy: Option<JoinPolicy>,
+        asset: Address,
+    ) -> Node {
+        let config = ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            asset,
+            ..ClientConfig::new(self.app)
+        };
+        open_node(
+            &self.net,
+            config,
+            signer,
+            chain.clone(),
+            Arc::new(MemoryStore::new()),
+        )
+        .await
+    }
+}
+
 /// The payee's `Client` watching a real chain: anvil with the published Nitro contracts.
 /// The payer takes the channel on chain with its postfund state (paying the payee nothing);
 /// the payee's `watch_chain` alone answers with a turn-2 challenge carrying its largest voucher,
@@ -717,42 +799,18 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
 #[tokio::test]
 async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
     use payment_channel::chain::Chain;
-    use payment_channel::chain::ethereum::{EthereumChain, NitroArtifacts, deploy};
-    use payment_channel::test_utils::anvil::{Anvil, DEV_KEYS, artifacts_dir};
 
-    let Some(dir) = artifacts_dir() else { return };
-    let Some(anvil) = Anvil::start() else { return };
-    let tx_key = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap().secret_bytes();
-    let artifacts = NitroArtifacts::from_dir(&dir).unwrap();
-    let deployment = deploy(&anvil.url, &tx_key(0), &artifacts).await.unwrap();
-    let chain = |i: usize| {
-        let url = anvil.url.clone();
-        let adjudicator = deployment.nitro_adjudicator;
-        async move {
-            Arc::new(
-                EthereumChain::connect(&url, &tx_key(i), adjudicator)
-                    .await
-                    .unwrap(),
-            )
-        }
+    let Some(w) = OnAnvil::start().await else {
+        return;
     };
-    let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
-    // Channel identities separate from the transaction accounts: payouts land on fresh
-    // addresses, so balances are exact (no gas in them).
+    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
     let (payer_key, payee_key) = (key(0x31), key(0x32));
-    let net = Arc::new(Net::default());
-    let app = deployment.payment_app;
-    let node = |signer: Arc<LocalSigner>, chain: Arc<EthereumChain>, policy| {
-        let config = ClientConfig {
-            challenge_duration: 600,
-            auto_join: policy,
-            ..ClientConfig::new(app)
-        };
-        open_node(&net, config, signer, chain, Arc::new(MemoryStore::new()))
-    };
-    let policy = JoinPolicy::new(app, u(10_000), u(15_000));
-    let mut payer = node(payer_key.clone(), payer_chain.clone(), Some(policy)).await;
-    let mut payee = node(payee_key.clone(), payee_chain.clone(), None).await;
+    let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
+    let native = Address::ZERO;
+    let mut payer = w
+        .node(payer_key.clone(), payer_chain, Some(policy), native)
+        .await;
+    let mut payee = w.node(payee_key.clone(), payee_chain, None, native).await;
     let id = open_and_pay(&mut payer, &mut payee, &[500; 3]).await;
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(1_500));
 
@@ -793,9 +851,15 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
 
 // ---------------------------------------------------------------- the app's code and ERC-20 channels
 
-/// A payer (holding `minted` of `token`, and no native coin) that auto-joins channels in `token`
-/// only, and a payee that proposes channels in `token`.
-async fn token_pair(w: &World, token: Address, minted: u64) -> (Node, Node) {
+/// A token deployed on `w`'s chain, a payer holding `minted` of it (and no native coin) that
+/// auto-joins channels in that token only, and a payee that proposes channels in it.
+async fn token_pair(
+    w: &World,
+    behaviour: payment_channel::TokenBehaviour,
+    decimals: u8,
+    minted: u64,
+) -> (Address, Node, Node) {
+    let token = w.chain.deploy_token(behaviour, decimals);
     let (payer_key, payee_key) = (key(1), key(2));
     w.chain.mint(token, payer_key.address(), u(minted)).unwrap();
     let policy = w.policy().only_asset(
@@ -818,16 +882,14 @@ async fn token_pair(w: &World, token: Address, minted: u64) -> (Node, Node) {
         Arc::new(MemoryStore::new()),
     )
     .await;
-    (payer, payee)
+    (token, payer, payee)
 }
 
 #[tokio::test]
 async fn erc20_channel_deposit_vouchers_close_and_payout_in_the_token() {
     let w = World::new();
-    let token = w
-        .chain
-        .deploy_token(payment_channel::TokenBehaviour::Standard, 6);
-    let (mut payer, mut payee) = token_pair(&w, token, 100_000).await;
+    let (token, mut payer, mut payee) =
+        token_pair(&w, payment_channel::TokenBehaviour::Standard, 6, 100_000).await;
     let (a, b) = (payer.client.address(), payee.client.address());
     let id = payee.client.create(a, u(10_000), Some(u(1))).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
@@ -863,10 +925,8 @@ async fn erc20_channel_deposit_vouchers_close_and_payout_in_the_token() {
 #[tokio::test]
 async fn erc20_payee_challenge_pays_out_in_the_token() {
     let w = World::new();
-    let token = w
-        .chain
-        .deploy_token(payment_channel::TokenBehaviour::Standard, 18);
-    let (mut payer, mut payee) = token_pair(&w, token, 100_000).await;
+    let (token, mut payer, mut payee) =
+        token_pair(&w, payment_channel::TokenBehaviour::Standard, 18, 100_000).await;
     let (a, b) = (payer.client.address(), payee.client.address());
     let id = payee.client.create(a, u(10_000), None).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
@@ -887,10 +947,8 @@ async fn erc20_payee_challenge_pays_out_in_the_token() {
 async fn erc20_allowance_is_reused_and_never_raised_beyond_the_deposit() {
     use payment_channel::chain::Chain;
     let w = World::new();
-    let token = w
-        .chain
-        .deploy_token(payment_channel::TokenBehaviour::Standard, 18);
-    let (mut payer, mut payee) = token_pair(&w, token, 100_000).await;
+    let (token, mut payer, mut payee) =
+        token_pair(&w, payment_channel::TokenBehaviour::Standard, 18, 100_000).await;
     let a = payer.client.address();
     let handle = w.chain.handle(a);
     // A standing allowance above the deposit is used as it is (no approve).
@@ -910,10 +968,8 @@ async fn erc20_allowance_is_reused_and_never_raised_beyond_the_deposit() {
 async fn erc20_short_balance_fails_before_anything_is_sent() {
     use payment_channel::chain::{Chain, ChainError};
     let w = World::new();
-    let token = w
-        .chain
-        .deploy_token(payment_channel::TokenBehaviour::Standard, 18);
-    let (mut payer, mut payee) = token_pair(&w, token, 5_000).await;
+    let (token, mut payer, mut payee) =
+        token_pair(&w, payment_channel::TokenBehaviour::Standard, 18, 5_000).await;
     let a = payer.client.address();
     let blocks = w.chain.block_number();
     let id = payee.client.create(a, u(10_000), None).await.unwrap();
@@ -938,10 +994,13 @@ async fn erc20_short_balance_fails_before_anything_is_sent() {
 async fn fee_on_transfer_token_is_refused_after_a_small_probe() {
     use payment_channel::chain::ChainError;
     let w = World::new();
-    let token = w
-        .chain
-        .deploy_token(payment_channel::TokenBehaviour::FeeOnTransfer, 18);
-    let (mut payer, mut payee) = token_pair(&w, token, 1_000_000).await;
+    let (token, mut payer, mut payee) = token_pair(
+        &w,
+        payment_channel::TokenBehaviour::FeeOnTransfer,
+        18,
+        1_000_000,
+    )
+    .await;
     let a = payer.client.address();
     let id = payee.client.create(a, u(100_000), None).await.unwrap();
     let errors = pump(&mut payer, &mut payee).await;
@@ -1017,47 +1076,23 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
 #[cfg(all(feature = "ethereum", feature = "test-utils"))]
 #[tokio::test]
 async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refused() {
-    use payment_channel::chain::ethereum::{EthereumChain, NitroArtifacts, deploy};
     use payment_channel::chain::{Chain, ChainError};
-    use payment_channel::test_utils::anvil::{
-        Anvil, BadTokenMode, DEV_KEYS, artifacts_dir, deploy_bad_token, deploy_token,
-    };
+    use payment_channel::test_utils::anvil::{BadTokenMode, deploy_bad_token, deploy_token};
 
-    let Some(dir) = artifacts_dir() else { return };
-    let Some(anvil) = Anvil::start() else { return };
-    let tx_key = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap().secret_bytes();
-    let tx_account = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap().address();
-    let artifacts = NitroArtifacts::from_dir(&dir).unwrap();
-    let deployment = deploy(&anvil.url, &tx_key(0), &artifacts).await.unwrap();
-    let token = deploy_token(&anvil.url, &tx_key(0), &dir, tx_account(1)).await;
-    let chain = |i: usize| {
-        let url = anvil.url.clone();
-        let adjudicator = deployment.nitro_adjudicator;
-        async move {
-            Arc::new(
-                EthereumChain::connect(&url, &tx_key(i), adjudicator)
-                    .await
-                    .unwrap(),
-            )
-        }
+    let Some(w) = OnAnvil::start().await else {
+        return;
     };
-    let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
+    let (anvil, dir) = (&w.anvil, &w.artifacts);
+    let (tx_key, tx_account) = (OnAnvil::tx_key, OnAnvil::tx_account);
+    let token = deploy_token(&anvil.url, &tx_key(0), dir, tx_account(1)).await;
+    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
     let (payer_key, payee_key) = (key(0x41), key(0x42));
-    let net = Arc::new(Net::default());
-    let app = deployment.payment_app;
-    let node = |signer: Arc<LocalSigner>, chain: Arc<EthereumChain>, policy, asset| {
-        let config = ClientConfig {
-            challenge_duration: 600,
-            auto_join: policy,
-            asset,
-            ..ClientConfig::new(app)
-        };
-        open_node(&net, config, signer, chain, Arc::new(MemoryStore::new()))
-    };
     let limits = payment_channel::policy::AssetLimits::new(u(1_000_000), u(1_000_000));
-    let policy = JoinPolicy::new(app, u(0), u(0)).only_asset(token, limits);
-    let mut payer = node(payer_key.clone(), payer_chain.clone(), Some(policy), token).await;
-    let mut payee = node(payee_key.clone(), payee_chain.clone(), None, token).await;
+    let policy = JoinPolicy::new(w.app, u(0), u(0)).only_asset(token, limits);
+    let mut payer = w
+        .node(payer_key.clone(), payer_chain, Some(policy), token)
+        .await;
+    let mut payee = w.node(payee_key.clone(), payee_chain, None, token).await;
     let before = payer_chain.balance(token, tx_account(1)).await.unwrap();
     let block = payer_chain.block_number().await.unwrap();
     let id = payee
@@ -1126,14 +1161,14 @@ async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refu
     let fee = deploy_bad_token(
         &anvil.url,
         &tx_key(0),
-        &dir,
+        dir,
         tx_account(1),
         BadTokenMode::FeeOnTransfer,
     )
     .await;
-    let policy = JoinPolicy::new(app, u(0), u(0)).only_asset(fee, limits);
-    let mut payer = node(key(0x43), payer_chain.clone(), Some(policy), fee).await;
-    let mut payee = node(key(0x44), payee_chain.clone(), None, fee).await;
+    let policy = JoinPolicy::new(w.app, u(0), u(0)).only_asset(fee, limits);
+    let mut payer = w.node(key(0x43), payer_chain, Some(policy), fee).await;
+    let mut payee = w.node(key(0x44), payee_chain, None, fee).await;
     let id = payee
         .client
         .create(payer.client.address(), u(100_000), None)
