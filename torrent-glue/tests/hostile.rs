@@ -19,32 +19,33 @@ use paid_wire::error::{CodecError, DecodeError};
 use paid_wire::message::{BlockRequest, Message};
 use paid_wire::pse::PseMessage;
 use payment_channel::channel::{Channel, PhaseKind};
-use payment_channel::client::{Client, ClientConfig};
+use payment_channel::client::Client;
 use payment_channel::error::{Error as ChannelError, PeerMisbehaved};
 use payment_channel::message::{
     ChannelRef, Envelope, Join, Message as ChannelMessage, VoucherMessage,
 };
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
-use payment_channel::{B256, MemoryStore, SimulatedChain, U256};
+use payment_channel::{B256, SimulatedChain, U256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use torrent_glue::adapter::{ClientBackend, ConnectionError, MemoryTorrent, Node, NodeConfig};
+use torrent_glue::adapter::{ConnectionError, MemoryTorrent, Node, NodeConfig};
 use torrent_glue::coordinator::{NonPayingReason, PeerClass};
 use torrent_glue::engine::Direction;
 use torrent_glue::{
-    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, LivenessConfig, PeerError, Role,
-    TorrentKey,
+    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, PeerError, Role, TorrentKey,
 };
 
-use crate::support::{Attacker, INFO_HASH, balance, tcp, until};
+use crate::support::{
+    Attacker, CHALLENGE_DURATION, INFO_HASH, balance, client_backend, content, listen, liveness,
+    tcp, until,
+};
 
 const T: TorrentKey = TorrentKey(0);
 const PIECE: u32 = 64 * 1024;
 const BLOCK: u32 = 16 * 1024;
 const SIZE: u64 = 1024 * 1024;
 const DEPOSIT: u128 = 2 * 1024 * 1024;
-const CHALLENGE_DURATION: u64 = 60;
 
 fn block(index: u32, begin: u32) -> BlockRequest {
     BlockRequest::new(index, begin, BLOCK)
@@ -76,25 +77,9 @@ async fn seller(
 ) -> Seller {
     let signer = Arc::new(LocalSigner::random());
     let account = signer.address();
-    let mut client_config = ClientConfig::new(chain.app_definition());
-    client_config.challenge_duration = CHALLENGE_DURATION;
-    let (client, client_events) = Client::open(
-        client_config,
-        signer,
-        Arc::new(chain.handle(account)),
-        Arc::new(MemoryStore::new()),
-        None,
-    )
-    .await
-    .unwrap();
-    let backend = Arc::new(ClientBackend::new(client.clone(), client_events, None));
+    let (client, backend) = client_backend(chain, signer, None).await;
     let mut config = CoordinatorConfig::new(account, account);
-    config.liveness = LivenessConfig {
-        handshake_timeout: Duration::from_secs(2),
-        response_timeout: Duration::from_secs(2),
-        idle_close_after: Some(Duration::from_secs(1)),
-        stall_timeout: None,
-    };
+    config.liveness = liveness(Duration::from_secs(1));
     config.download = None;
     let up = config.upload.as_mut().unwrap();
     up.deposit = DEPOSIT;
@@ -104,16 +89,14 @@ async fn seller(
     node_config.tick = Duration::from_millis(20);
     tweak(&mut config, &mut node_config);
     let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
-    let content: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 251) as u8).collect();
-    node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::seed(content, PIECE)))
-        .unwrap();
+    node.add_torrent(
+        T,
+        INFO_HASH,
+        Arc::new(MemoryTorrent::seed(content(SIZE), PIECE)),
+    )
+    .unwrap();
     let events = node.subscribe();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let n = node.clone();
-    tokio::spawn(async move {
-        let _ = n.accept(listener).await;
-    });
+    let addr = listen(&node).await;
     Seller {
         node,
         client,

@@ -17,27 +17,27 @@ use paid_wire::bencode::Value;
 use paid_wire::message::Message;
 use paid_wire::pse::{self, PseMessage};
 use payment_channel::channel::{Channel, ChannelParams};
-use payment_channel::client::{Client, ClientConfig};
 use payment_channel::message::{Envelope, Message as ChannelMessage};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::{B256, MemoryStore, SimulatedChain, U256};
+use payment_channel::{B256, SimulatedChain, U256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use torrent_glue::adapter::{ClientBackend, MemoryTorrent, Node, NodeConfig};
+use torrent_glue::adapter::{MemoryTorrent, Node, NodeConfig};
 use torrent_glue::error::PeerErrorAction;
 use torrent_glue::{
-    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, LivenessConfig, PeerError, Role,
-    Terms, TorrentKey,
+    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, PeerError, Role, Terms, TorrentKey,
 };
 
-use crate::support::{Attacker, INFO_HASH, OUR_PSE_ID, Recv, balance, tcp, until};
+use crate::support::{
+    Attacker, CHALLENGE_DURATION, INFO_HASH, OUR_PSE_ID, Recv, balance, client_backend, content,
+    listen, liveness, tcp, until,
+};
 
 const T: TorrentKey = TorrentKey(0);
 const PIECE: u32 = 64 * 1024;
 const SIZE: u64 = 4 * 1024 * 1024;
 const DEPOSIT: u128 = 2 * 1024 * 1024;
-const CHALLENGE_DURATION: u64 = 60;
 const FUNDS: u128 = 1 << 40;
 const GRANULARITY: u64 = 64 * 1024;
 const PAY_AHEAD: u64 = 128 * 1024;
@@ -82,26 +82,10 @@ async fn buyer(
     let signer = Arc::new(LocalSigner::random());
     let account = signer.address();
     chain.fund(account, U256::from(FUNDS)).unwrap();
-    let mut client_config = ClientConfig::new(chain.app_definition());
-    client_config.challenge_duration = CHALLENGE_DURATION;
-    let (client, client_events) = Client::open(
-        client_config,
-        signer,
-        Arc::new(chain.handle(account)),
-        Arc::new(MemoryStore::new()),
-        None,
-    )
-    .await
-    .unwrap();
     let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
-    let backend = Arc::new(ClientBackend::new(client, client_events, Some(policy)));
+    let (_, backend) = client_backend(chain, signer, Some(policy)).await;
     let mut config = CoordinatorConfig::new(account, account);
-    config.liveness = LivenessConfig {
-        handshake_timeout: Duration::from_secs(2),
-        response_timeout: Duration::from_secs(2),
-        idle_close_after: Some(Duration::from_secs(10)),
-        stall_timeout: None,
-    };
+    config.liveness = liveness(Duration::from_secs(10));
     config.upload = None;
     let down = config.download.as_mut().unwrap();
     down.granularity_bytes = GRANULARITY;
@@ -117,17 +101,11 @@ async fn buyer(
     node_config.pipeline = PIPELINE;
     node_config.tick = Duration::from_millis(20);
     let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
-    let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
-    let meta = MemoryTorrent::seed(content, PIECE).meta().clone();
+    let meta = MemoryTorrent::seed(content(size), PIECE).meta().clone();
     node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::empty(meta)))
         .unwrap();
     let events = node.subscribe();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let n = node.clone();
-    tokio::spawn(async move {
-        let _ = n.accept(listener).await;
-    });
+    let addr = listen(&node).await;
     Buyer {
         node,
         account,

@@ -17,15 +17,18 @@ use paid_wire::extended::ExtendedHandshake;
 use paid_wire::handshake::{Handshake, Reserved};
 use paid_wire::message::Message;
 use paid_wire::pse::PseMessage;
-use payment_channel::SimulatedChain;
 use payment_channel::chain::Chain;
 use payment_channel::channel::Channel;
+use payment_channel::client::{Client, ClientConfig};
 use payment_channel::message::{Envelope, Message as ChannelMessage};
+use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::{MemoryStore, SimulatedChain};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
+use torrent_glue::adapter::{ClientBackend, Node};
 use torrent_glue::engine::TERMS_KEY;
-use torrent_glue::{Address, EXTENSION_NAME, Terms};
+use torrent_glue::{Address, EXTENSION_NAME, LivenessConfig, Terms};
 
 /// The info hash of the suites' torrent.
 pub const INFO_HASH: [u8; 20] = [0x42; 20];
@@ -54,6 +57,60 @@ pub fn ready<F: Future>(f: F) -> F::Output {
         std::task::Poll::Ready(v) => v,
         std::task::Poll::Pending => panic!("the simulator never waits"),
     }
+}
+
+// ------------------------------------------------------------------ the real node under test
+
+/// Challenge duration of every channel in the suites (seconds).
+pub const CHALLENGE_DURATION: u64 = 60;
+
+/// A payment-channel client for `signer` on `chain` (no transport: the node's backend carries
+/// its messages), and that backend, vetting proposals with `policy`.
+pub async fn client_backend(
+    chain: &SimulatedChain,
+    signer: Arc<LocalSigner>,
+    policy: Option<JoinPolicy>,
+) -> (Client, Arc<ClientBackend>) {
+    let account = signer.address();
+    let mut client_config = ClientConfig::new(chain.app_definition());
+    client_config.challenge_duration = CHALLENGE_DURATION;
+    let (client, client_events) = Client::open(
+        client_config,
+        signer,
+        Arc::new(chain.handle(account)),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .await
+    .unwrap();
+    let backend = Arc::new(ClientBackend::new(client.clone(), client_events, policy));
+    (client, backend)
+}
+
+/// The suites' liveness: 2 s for handshakes and answers, idle connections closed after `idle`.
+pub fn liveness(idle: Duration) -> LivenessConfig {
+    LivenessConfig {
+        handshake_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(2),
+        idle_close_after: Some(idle),
+        stall_timeout: None,
+    }
+}
+
+/// The suites' torrent content: `size` bytes of a fixed pattern.
+pub fn content(size: u64) -> Vec<u8> {
+    (0..size).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+/// Accepts connections for `node` on a fresh loopback port, in the background; its address.
+pub async fn listen(node: &Node) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = node.clone();
+    tokio::spawn(async move {
+        let _ = n.accept(listener).await;
+    });
+    addr
 }
 
 // ------------------------------------------------------------------ the scripted peer
