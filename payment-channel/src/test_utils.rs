@@ -323,6 +323,23 @@ async fn destination_balances(chain: &dyn Chain, f: &ChannelFixture) -> (U256, U
     )
 }
 
+/// `transferAllAssets` of the finalized `outcome` (with `state_hash`, zero after a conclude), and
+/// [`assert_paid_out`] of `paid`.
+async fn pay_out(
+    chain: &dyn Chain,
+    f: &ChannelFixture,
+    outcome: &[crate::state::SingleAssetExit],
+    state_hash: B256,
+    paid: U256,
+) {
+    let before = destination_balances(chain, f).await;
+    chain
+        .transfer_all_assets(f.channel_id(), outcome, state_hash)
+        .await
+        .unwrap();
+    assert_paid_out(chain, f, before, paid).await;
+}
+
 /// Checks that the payout moved exactly `paid` to the payee's destination and the rest to the
 /// payer's, and emptied the channel.
 async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U256), paid: U256) {
@@ -374,12 +391,7 @@ where
         }
     );
 
-    let before = destination_balances(payee.as_ref(), &f).await;
-    payee
-        .transfer_all_assets(id, &final_state.outcome, B256::ZERO)
-        .await
-        .unwrap();
-    assert_paid_out(payee.as_ref(), &f, before, paid).await;
+    pay_out(payee.as_ref(), &f, &final_state.outcome, B256::ZERO, paid).await;
 
     let events = payee.events(id, from_block).await.unwrap();
     assert!(events.iter().any(|r| matches!(
@@ -445,12 +457,14 @@ pub async fn scenario_payee_redeems<C, T, Fut>(
     );
     advance_time(config.challenge_duration + 1).await;
 
-    let before = destination_balances(payee.as_ref(), &f).await;
-    payee
-        .transfer_all_assets(id, &redemption.outcome, state_hash)
-        .await
-        .unwrap();
-    assert_paid_out(payee.as_ref(), &f, before, config.voucher_amount).await;
+    pay_out(
+        payee.as_ref(),
+        &f,
+        &redemption.outcome,
+        state_hash,
+        config.voucher_amount,
+    )
+    .await;
 }
 
 /// Scenario (c): the payer challenges with the postfund (`[deposit, 0]`); before the timeout the
@@ -527,12 +541,14 @@ pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
         ),
         Revert::IncorrectFingerprint
     );
-    let before = destination_balances(payee.as_ref(), &f).await;
-    payee
-        .transfer_all_assets(id, &redemption.outcome, redemption.hash(id))
-        .await
-        .unwrap();
-    assert_paid_out(payee.as_ref(), &f, before, config.voucher_amount).await;
+    pay_out(
+        payee.as_ref(),
+        &f,
+        &redemption.outcome,
+        redemption.hash(id),
+        config.voucher_amount,
+    )
+    .await;
 }
 
 /// Scenario (d): invalid challenges revert with typed errors and nothing is paid: a forged
@@ -812,12 +828,14 @@ pub async fn scenario_forged_redemptions<C, T, Fut>(
         .await
         .unwrap();
     advance_time(config.challenge_duration + 1).await;
-    let before = destination_balances(payee.as_ref(), &f).await;
-    payee
-        .transfer_all_assets(id, &redemption.outcome, redemption.hash(id))
-        .await
-        .unwrap();
-    assert_paid_out(payee.as_ref(), &f, before, config.voucher_amount).await;
+    pay_out(
+        payee.as_ref(),
+        &f,
+        &redemption.outcome,
+        redemption.hash(id),
+        config.voucher_amount,
+    )
+    .await;
 }
 
 /// Why this crate does not use the published `VirtualPaymentApp`: with `config.app_definition`
