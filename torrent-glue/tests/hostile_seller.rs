@@ -134,6 +134,20 @@ async fn connect(
     a
 }
 
+/// A seller `signer` connected to `buyer` with web3torrent's terms, whose 1 wei/byte channel the
+/// buyer joined and funded. Returns the connection and the channel.
+async fn sold_channel(
+    buyer: &Buyer,
+    chain: &SimulatedChain,
+    signer: Arc<LocalSigner>,
+) -> (Attacker<tokio::net::TcpStream>, B256) {
+    let mut a = connect(buyer, signer, Terms::WEB3TORRENT).await;
+    let seller = a.account();
+    let id = a.sell_to(buyer.account, chain, 1).await;
+    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    (a, id)
+}
+
 fn stop(id: B256) -> PseMessage {
     PseMessage::Stop {
         channel_id: Some(pse::ChannelId(id.0)),
@@ -286,10 +300,7 @@ fn asked_beyond_window(e: &PeerError) -> bool {
 async fn stop_start_cycling_without_serving_costs_at_most_the_window() {
     let chain = SimulatedChain::new();
     let mut buyer = buyer(&chain, SIZE, |_| {}).await;
-    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
-    let seller = a.account();
-    let id = a.sell_to(buyer.account, &chain, 1).await;
-    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
     for _ in 0..100 {
         a.send_pse(&stop(id)).await;
         a.send_pse(&PseMessage::Start).await;
@@ -318,10 +329,7 @@ async fn stop_without_serving_after_being_paid_for_everything_costs_at_most_the_
         c.download.as_mut().unwrap().stop_grace = Duration::from_millis(200);
     })
     .await;
-    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
-    let seller = a.account();
-    let id = a.sell_to(buyer.account, &chain, 1).await;
-    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
     for _ in 0..100 {
         a.send_pse(&stop(id)).await;
         a.take_vouchers(300).await;
@@ -345,10 +353,7 @@ async fn stop_without_serving_after_being_paid_for_everything_costs_at_most_the_
 async fn prompts_without_serving_cost_at_most_the_window() {
     let chain = SimulatedChain::new();
     let mut buyer = buyer(&chain, SIZE, |_| {}).await;
-    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
-    let seller = a.account();
-    let id = a.sell_to(buyer.account, &chain, 1).await;
-    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
     for _ in 0..100 {
         a.send_pse(&prompt()).await;
         a.take_vouchers(50).await;
@@ -372,10 +377,7 @@ async fn new_terms_on_a_new_connection_get_no_money() {
     let chain = SimulatedChain::new();
     let mut buyer = buyer(&chain, SIZE, |_| {}).await;
     let signer = Arc::new(LocalSigner::random());
-    let mut a = connect(&buyer, signer.clone(), Terms::WEB3TORRENT).await;
-    let seller = a.account();
-    let id = a.sell_to(buyer.account, &chain, 1).await;
-    until("the channel to open", 10, || buyer.channel_open(seller)).await;
+    let (mut a, id) = sold_channel(&buyer, &chain, signer.clone()).await;
     // One honest-looking STOP at the agreed 1 wei/byte: one granularity.
     a.send_pse(&stop(id)).await;
     for _ in 0..100 {
