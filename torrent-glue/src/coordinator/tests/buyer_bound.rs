@@ -49,6 +49,15 @@ fn closed_then_challenged(cmds: &[ChannelCommand], events: &[CoordinatorEvent], 
     assert!(close.is_some() && challenge > close, "{cmds:?}");
 }
 
+/// The buyer paid at most the window (for 0 bytes received), then closed and challenged.
+/// Returns what it paid.
+fn window_then_closed(cmds: &[ChannelCommand], events: &[CoordinatorEvent], id: ChannelId) -> u128 {
+    let paid = paid(cmds);
+    assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
+    closed_then_challenged(cmds, events, id);
+    paid
+}
+
 /// Connects `account` as an uploader advertising `terms`.
 fn seller_with_terms(h: &mut H, key: u64, account: Address, terms: Terms) -> PeerKey {
     let k = PeerKey(key);
@@ -88,10 +97,8 @@ fn stop_start_cycling_without_delivery_pays_at_most_the_window() {
         cmds.extend(h.channel());
         events.extend(h.events());
     }
-    let paid = paid(&cmds);
-    assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
+    let paid = window_then_closed(&cmds, &events, id);
     assert_eq!(paid, u128::from(WINDOW), "up to the window, no further");
-    closed_then_challenged(&cmds, &events, id);
 }
 
 #[test]
@@ -107,9 +114,7 @@ fn stop_without_serving_after_being_paid_for_everything_pays_at_most_the_window(
         cmds.extend(h.channel());
         events.extend(h.events());
     }
-    let paid = paid(&cmds);
-    assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
-    closed_then_challenged(&cmds, &events, id);
+    window_then_closed(&cmds, &events, id);
 }
 
 #[test]
@@ -140,9 +145,7 @@ fn prompts_without_serving_pay_at_most_the_window() {
         cmds.extend(h.channel());
         events.extend(h.events());
     }
-    let paid = paid(&cmds);
-    assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
-    closed_then_challenged(&cmds, &events, id);
+    window_then_closed(&cmds, &events, id);
 }
 
 #[test]
@@ -158,9 +161,7 @@ fn reconnect_loops_pay_at_most_the_window() {
         cmds.extend(h.channel());
         events.extend(h.events());
     }
-    let paid = paid(&cmds);
-    assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
-    closed_then_challenged(&cmds, &events, id);
+    window_then_closed(&cmds, &events, id);
 }
 
 #[test]
