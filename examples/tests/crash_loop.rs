@@ -109,10 +109,7 @@ enum Victim {
 
 #[test]
 fn sigkill_loop_on_both_sides_loses_no_money() {
-    let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
-        return;
-    };
-    let Some(art) = nitro_artifacts() else {
+    let Some((anvil, art)) = shared_chain() else {
         return;
     };
     let seed = std::env::var("CRASH_SEED")

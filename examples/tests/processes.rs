@@ -22,33 +22,33 @@ const MIB: u64 = 1 << 20;
 const SIZE: u64 = 64 * MIB;
 const GRANULARITY: u64 = MIB;
 
+/// `seed <torrent> --dir <seed_dir> --listen 127.0.0.1:0 --challenge-duration 3 <extra…>`.
+fn seed_args(torrent: &str, seed_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "seed",
+        torrent,
+        "--dir",
+        &arg(seed_dir),
+        "--listen",
+        "127.0.0.1:0",
+        "--challenge-duration",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
 #[test]
 fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
-    let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
-        return;
-    };
-    let Some(art) = nitro_artifacts() else {
+    let Some((anvil, art)) = shared_chain() else {
         return;
     };
     let dir = tempdir();
     let (seed_dir, data, torrent) = seeded_torrent(dir.path(), "movie.bin", SIZE as usize, 64);
-    let seed_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "seed",
-            &torrent,
-            "--dir",
-            &arg(&seed_dir),
-            "--listen",
-            "127.0.0.1:0",
-            "--challenge-duration",
-            "3",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
-    };
+    let seed_args = |extra: &[&str]| seed_args(&torrent, &seed_dir, extra);
 
     // ---- 1. a full paid transfer between two processes -------------------------------------
     let identity = format!("0x{}", hex::encode(content(32, 7)));
@@ -205,10 +205,7 @@ fn two_processes_pay_in_an_erc20() {
     use payment_channel::chain::ethereum::deploy_test_token;
     use payment_channel::chain::{Chain, EthereumChain};
     use payment_channel::sign::{LocalSigner, Signer};
-    let Some(anvil) = Anvil::start_with(&["--block-time", "1"]) else {
-        return;
-    };
-    let Some(art) = nitro_artifacts() else {
+    let Some((anvil, art)) = shared_chain() else {
         return;
     };
     const SIZE: u64 = 8 * MIB;
@@ -234,18 +231,7 @@ fn two_processes_pay_in_an_erc20() {
             &anvil,
             &art,
             dev_key(0),
-            &[
-                "--asset",
-                &token_arg,
-                "seed",
-                &torrent,
-                "--dir",
-                &arg(&seed_dir),
-                "--listen",
-                "127.0.0.1:0",
-                "--challenge-duration",
-                "3",
-            ],
+            &seed_args(&torrent, &seed_dir, &["--asset", &token_arg]),
         ),
     );
     let listening = seeder.expect_event(Duration::from_secs(60), "listening");

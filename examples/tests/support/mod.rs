@@ -412,6 +412,15 @@ pub fn nitro_artifacts() -> Option<String> {
     payment_channel::test_utils::anvil::artifacts_dir().map(|d| arg(&d))
 }
 
+/// A dev chain for processes to share (anvil mining a block every second, like a real chain)
+/// and the contract artifacts folder as an argument; `None` (skip; a panic under CI) when
+/// either is missing.
+pub fn shared_chain() -> Option<(Anvil, String)> {
+    let anvil = Anvil::start_with(&["--block-time", "1"])?;
+    let artifacts = nitro_artifacts()?;
+    Some((anvil, artifacts))
+}
+
 /// `size` bytes of generated content (from `seed`) in `<dir>/seed/<name>`, and a .torrent for
 /// it made by `paid-torrent create` in `<dir>/<name>.torrent`. Returns the content folder, the
 /// content and the .torrent's path.
