@@ -29,6 +29,18 @@ use torrent_glue::LivenessConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// A wallet paying in the native coin on a simulated chain of its own (libtorrent never pays).
+async fn native_wallet_on_its_own_chain() -> Wallet {
+    Wallet::open(
+        &ChainChoice::Simulated(SimulatedChain::new()),
+        None,
+        None,
+        Address::ZERO,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_free_seeder() {
     if !libtorrent_available() {
@@ -191,14 +203,7 @@ async fn paid_seeder(
     std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
     let torrent =
         Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    let wallet = Wallet::open(
-        &ChainChoice::Simulated(SimulatedChain::new()),
-        None,
-        None,
-        Address::ZERO,
-    )
-    .await
-    .unwrap();
+    let wallet = native_wallet_on_its_own_chain().await;
     let sell = SellTerms {
         price_per_byte: 1,
         trust_bytes: 0,
@@ -339,14 +344,7 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
     let (proxy, recorded) = recording_proxy(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let torrent =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
-    let wallet = Wallet::open(
-        &ChainChoice::Simulated(SimulatedChain::new()),
-        None,
-        None,
-        Address::ZERO,
-    )
-    .await
-    .unwrap();
+    let wallet = native_wallet_on_its_own_chain().await;
     let buy = BuyTerms {
         budget: 1 << 40,
         max_price_per_byte: 1,
