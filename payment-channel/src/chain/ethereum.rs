@@ -494,18 +494,24 @@ impl Chain for EthereumChain {
         expected_held: U256,
         amount: U256,
     ) -> Result<TxReceipt, ChainError> {
-        let native = asset == Address::ZERO;
-        let available = self.balance(asset, self.account).await?;
-        if available < amount {
-            return Err(ChainError::InsufficientFunds {
-                needed: amount,
-                available,
-            });
-        }
+        // The node refuses a value the account cannot pay before executing anything (as the
+        // simulator does); a token's balance is the token's to check: its revert reason comes
+        // back from the gas estimate, before anything is sent.
+        let value = if asset == Address::ZERO {
+            let available = self.balance(asset, self.account).await?;
+            if available < amount {
+                return Err(ChainError::InsufficientFunds {
+                    needed: amount,
+                    available,
+                });
+            }
+            amount
+        } else {
+            U256::ZERO
+        };
         let call = self
             .adjudicator
             .deposit(asset, channel_id, expected_held, amount);
-        let value = if native { amount } else { U256::ZERO };
         Ok(self.send(call, value).await?.0)
     }
 
