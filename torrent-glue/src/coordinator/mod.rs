@@ -642,8 +642,7 @@ impl Coordinator {
         if let Some(planner) = peer.planner.as_mut() {
             // Only the coordinator decides payments (window, terms): the planner makes none on
             // its own here; a STOP waiting for room is retried below.
-            let paid = planner.stats().bytes_paid;
-            planner.set_bytes_wanted(Some(paid));
+            allow_bytes(planner, 0);
             planner.handle_bytes_received(bytes);
         }
         if let Some(t) = self.torrents.get_mut(&torrent) {
@@ -2004,8 +2003,7 @@ impl Coordinator {
         };
         let (bytes, error) = self.stop_size(now, key, account, true, false);
         if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
-            let paid = planner.stats().bytes_paid;
-            planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+            allow_bytes(planner, bytes);
             let repeated = planner.handle_stop(slot.id) == StopOutcome::AlreadyStopped;
             if repeated && bytes > 0 {
                 // Paid only if this exhaustion's STOP is still unpaid (deferred or held).
@@ -2118,8 +2116,7 @@ impl Coordinator {
     /// Pays `bytes` for the outstanding STOP of `key`, if it is still unpaid.
     fn pay_stop(&mut self, now: Instant, key: PeerKey, bytes: u64) {
         if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
-            let paid = planner.stats().bytes_paid;
-            planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+            allow_bytes(planner, bytes);
             // Re-evaluates the deferred STOP payment under the new cap.
             planner.handle_bytes_received(0);
         }
@@ -2172,8 +2169,7 @@ impl Coordinator {
                 Payable::Window => return None,
                 Payable::Bytes(bytes) => {
                     let planner = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut())?;
-                    let paid = planner.stats().bytes_paid;
-                    planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
+                    allow_bytes(planner, bytes);
                     let queued = planner.handle_prompt(slot.id, bytes);
                     self.drain_planner(now, key);
                     if !queued {
@@ -2886,4 +2882,11 @@ impl EngineHooks for Coordinator {
     fn poll_timeout(&self) -> Option<Instant> {
         Coordinator::poll_timeout(self)
     }
+}
+
+/// Lets `planner` pay at most `bytes` more than it has paid so far: the coordinator alone sizes
+/// payments (window, terms, deposit), the planner only carries them out.
+fn allow_bytes(planner: &mut PaymentPlanner, bytes: u64) {
+    let paid = planner.stats().bytes_paid;
+    planner.set_bytes_wanted(Some(paid.saturating_add(bytes)));
 }
