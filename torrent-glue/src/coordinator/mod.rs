@@ -2710,15 +2710,18 @@ impl Coordinator {
                 if let Some(&(account, Role::Payer)) = self.channels.get(&channel_id)
                     && let Some(ident) = self.identities.get_mut(&account)
                 {
-                    let mut price = ident.terms.price_per_byte;
-                    if let Some(slot) = ident.payer.as_mut().filter(|s| s.id == channel_id) {
-                        price = slot.terms.map_or(price, |t| t.price_per_byte);
-                        let bytes = u64::try_from(amount / price.max(1)).unwrap_or(u64::MAX);
+                    // Paid at the channel's fixed price (the advertised one if it has none).
+                    let slot = ident.payer.as_mut().filter(|s| s.id == channel_id);
+                    let price = slot
+                        .as_ref()
+                        .and_then(|s| s.terms)
+                        .map_or(ident.terms.price_per_byte, |t| t.price_per_byte);
+                    let bytes = u64::try_from(amount / price.max(1)).unwrap_or(u64::MAX);
+                    if let Some(slot) = slot {
                         slot.paid = slot.paid.saturating_sub(amount);
                         slot.bytes_paid = slot.bytes_paid.saturating_sub(bytes);
                     }
                     ident.paid.wei_paid = ident.paid.wei_paid.saturating_sub(amount);
-                    let bytes = u64::try_from(amount / price.max(1)).unwrap_or(u64::MAX);
                     ident.paid.bytes_paid = ident.paid.bytes_paid.saturating_sub(bytes);
                     self.close(now, account, Role::Payer);
                 }
