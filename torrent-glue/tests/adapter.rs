@@ -2,6 +2,8 @@
 //! `payment_channel::Client` (k256 signatures, `MemoryStore`) on one `SimulatedChain`, connected
 //! over `tokio::io::duplex` or loopback TCP. Every test is bounded in time.
 
+mod support;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -22,6 +24,8 @@ use torrent_glue::{
     Address, ChannelCommand, Coordinator, CoordinatorConfig, CoordinatorEvent, LivenessConfig,
     Role, TorrentKey,
 };
+
+use crate::support::{balance, until};
 
 const INFO_HASH: [u8; 20] = [0x17; 20];
 const T: TorrentKey = TorrentKey(0);
@@ -300,21 +304,6 @@ async fn connect_tcp(seller: &Party, buyer: &Party) -> tokio::task::JoinHandle<(
     tokio::spawn(async move {
         let _ = d.connect(addr, T).await;
     })
-}
-
-async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn balance(chain: &SimulatedChain, a: Address) -> u128 {
-    u128::try_from(chain.balance_of(a)).unwrap()
 }
 
 fn drain(p: &mut Party) -> Vec<CoordinatorEvent> {

@@ -1,7 +1,8 @@
-//! The scripted peer shared by the hostile suites (`hostile.rs`: a hostile buyer against a real
-//! seller; `hostile_seller.rs`: a hostile seller against a real buyer). It speaks the wire frame
-//! by frame with paid-wire's codecs and, where money is involved, runs its own sans-IO
-//! `Channel` (payer or payee) so it can follow the channel protocol honestly or not.
+//! Support of torrent-glue's integration tests (`until`, `balance`, the real node under test) and
+//! the scripted peer of the hostile suites (`hostile.rs`: a hostile buyer against a real seller;
+//! `hostile_seller.rs`: a hostile seller against a real buyer). The peer speaks the wire frame by
+//! frame with paid-wire's codecs and, where money is involved, runs its own sans-IO `Channel`
+//! (payer or payee) so it can follow the channel protocol honestly or not.
 
 #![allow(dead_code, unreachable_pub)]
 
