@@ -506,18 +506,26 @@ async fn downloader_vanishes_uploader_challenges_and_is_paid_for_what_it_served(
         buyer.node.disconnect(key);
     }
     let (s, b) = (seller.account, buyer.account);
-    let mut challenged = false;
+    let mut challenged = None;
     until("the uploader's challenge", 30, || {
-        challenged |= drain(&mut seller).iter().any(|e| {
-            matches!(
-                e,
-                CoordinatorEvent::Challenging {
-                    role: Role::Payee,
-                    ..
-                }
-            )
-        });
-        challenged
+        for e in drain(&mut seller) {
+            if let CoordinatorEvent::Challenging {
+                role: Role::Payee,
+                channel_id,
+                ..
+            } = e
+            {
+                challenged = Some(channel_id);
+            }
+        }
+        challenged.is_some()
+    })
+    .await;
+    // The event says the challenge was decided, not that it landed: time may only move on once
+    // the adjudicator has registered it, or the challenge would finalize a duration later.
+    let challenged = challenged.unwrap();
+    until("the challenge on chain", 30, || {
+        chain.status_of(challenged.into()).finalizes_at > 0
     })
     .await;
     chain.advance_time(CHALLENGE_DURATION + 1);
@@ -557,18 +565,26 @@ async fn uploader_vanishes_downloader_challenges_and_recovers_the_unspent_deposi
         seller.node.disconnect(key);
     }
     let (s, b) = (seller.account, buyer.account);
-    let mut challenged = false;
+    let mut challenged = None;
     until("the downloader's challenge", 30, || {
-        challenged |= drain(&mut buyer).iter().any(|e| {
-            matches!(
-                e,
-                CoordinatorEvent::Challenging {
-                    role: Role::Payer,
-                    ..
-                }
-            )
-        });
-        challenged
+        for e in drain(&mut buyer) {
+            if let CoordinatorEvent::Challenging {
+                role: Role::Payer,
+                channel_id,
+                ..
+            } = e
+            {
+                challenged = Some(channel_id);
+            }
+        }
+        challenged.is_some()
+    })
+    .await;
+    // The event says the challenge was decided, not that it landed: time may only move on once
+    // the adjudicator has registered it, or the challenge would finalize a duration later.
+    let challenged = challenged.unwrap();
+    until("the challenge on chain", 30, || {
+        chain.status_of(challenged.into()).finalizes_at > 0
     })
     .await;
     let bought = buyer.node.inspect(|c| c.identity(s).unwrap());

@@ -697,18 +697,25 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
     a.send_raw(&frame[..frame.len() / 2]).await;
     drop(a);
     // The uploader closes (idle), gets no answer, challenges with its best voucher.
-    let mut challenged = false;
+    let mut challenged = None;
     until("the uploader's challenge", 20, || {
-        challenged |= seller.drain().iter().any(|e| {
-            matches!(
-                e,
-                CoordinatorEvent::Challenging {
-                    role: Role::Payee,
-                    ..
-                }
-            )
-        });
-        challenged
+        for e in seller.drain() {
+            if let CoordinatorEvent::Challenging {
+                role: Role::Payee,
+                channel_id,
+                ..
+            } = e
+            {
+                challenged = Some(channel_id);
+            }
+        }
+        challenged.is_some()
+    })
+    .await;
+    // Time may only move on once the challenge has landed (the event is the decision).
+    let challenged = challenged.unwrap();
+    until("the challenge on chain", 15, || {
+        chain.status_of(challenged.into()).finalizes_at > 0
     })
     .await;
     chain.advance_time(CHALLENGE_DURATION + 1);
