@@ -70,14 +70,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
-use k256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::ChainEvent;
 use crate::error::{Error, PeerMisbehaved, UsageError};
 use crate::message::{Close, Envelope, Join, Message, Postfund, Propose, VoucherMessage};
 use crate::sign::{
-    Signature, Signer, address_of, recover_eth_message, recover_key_eth_message, verify_eth_message,
+    PublicKey, Signature, Signer, recover_eth_message, recover_key_eth_message, verify_eth_message,
 };
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
@@ -452,7 +451,7 @@ pub struct Channel {
     me: Address,
     signer: Arc<dyn Signer>,
     /// Payee: the payer's key, recovered once from its prefund signature (fast voucher checks).
-    payer_key: Option<VerifyingKey>,
+    payer_key: Option<PublicKey>,
     generation: u64,
     persisted: u64,
     snapshot_dirty: bool,
@@ -596,7 +595,7 @@ impl Channel {
             let hash = ch.prefund_vp().hash(ch.id);
             ch.payer_key = recover_key_eth_message(&hash, &sig)
                 .ok()
-                .filter(|k| address_of(k) == ch.payer());
+                .filter(|k| k.address() == ch.payer());
         }
         if let Some(v) = stored_voucher {
             let better = ch.st.best.is_none_or(|b| v.amount > b.amount);
@@ -1141,7 +1140,7 @@ impl Channel {
         let post = self.postfund_vp().hash(self.id);
         if matches!(self.st.phase, Phase::Proposed) {
             let key = recover_key_eth_message(&pre, &j.prefund).ok();
-            let got = key.as_ref().map(address_of);
+            let got = key.as_ref().map(PublicKey::address);
             let Some(key) = key.filter(|_| got == Some(self.payer())) else {
                 return Err(PeerMisbehaved::BadSignature {
                     what: "prefund",

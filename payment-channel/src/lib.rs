@@ -15,6 +15,9 @@
 //! # Features
 //! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
 //!   JSON-RPC against the real contracts (pulls in `alloy`, about 300 crates).
+//! - `libsecp256k1` (off by default): signatures with libsecp256k1 (C) instead of the pure-Rust
+//!   k256, byte for byte the same ([`sign::BACKEND`] says which is compiled in); about 2× faster
+//!   to sign and 3× to verify. Needs a C compiler.
 //! - `test-utils` (private): state builders and chain-level scenario scripts for tests.
 //!
 #![doc = include_str!("../README.md")]

@@ -3,11 +3,12 @@
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy_sol_types::SolValue;
-use k256::ecdsa::VerifyingKey;
 use serde::{Deserialize, Serialize};
 
 use crate::abi;
-use crate::sign::{Signature, SignatureError, Signer, recover_eth_message, verify_eth_message};
+use crate::sign::{
+    PublicKey, Signature, SignatureError, Signer, recover_eth_message, verify_eth_message,
+};
 
 /// A signed, cumulative payment: "the payee may redeem `amount` in total from `channel_id`".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,7 +54,7 @@ impl Voucher {
 
     /// Whether the payer with public key `payer` signed this voucher (one ECDSA verification; the
     /// `v` byte is checked too, so a voucher that passes is redeemable on chain).
-    pub fn verify(&self, payer: &VerifyingKey) -> bool {
+    pub fn verify(&self, payer: &PublicKey) -> bool {
         verify_eth_message(&self.hash(), &self.signature, payer)
     }
 

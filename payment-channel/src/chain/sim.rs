@@ -44,15 +44,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use alloy_primitives::{Address, B256, U256, address, keccak256};
 use alloy_sol_types::SolValue;
 use async_trait::async_trait;
-use k256::ecdsa::{RecoveryId, VerifyingKey};
-use k256::elliptic_curve::PrimeField;
-use k256::elliptic_curve::scalar::IsHigh;
 
 use super::{
     Chain, ChainError, ChainEvent, ChainEventRecord, ChannelMode, OnChainStatus, Revert, TxReceipt,
     fingerprint,
 };
-use crate::sign::{Signature, address_of, eth_message_hash};
+use crate::sign::{Signature, ecrecover, eth_message_hash};
 use crate::state::{
     FixedPart, MAX_UINT48, SignedVariablePart, SingleAssetExit, VariablePart,
     challenge_message_hash, destination_to_address, hash_outcome,
@@ -508,32 +505,6 @@ fn require(condition: bool, reason: &str) -> Result<(), Revert> {
     } else {
         Err(Revert::from_reason(reason))
     }
-}
-
-/// The `ecrecover` precompile: `None` where it returns nothing (bad `v`, `r` or `s` out of range,
-/// no point for `r`). High-`s` signatures are accepted, as the precompile does.
-fn ecrecover(prehash: &B256, sig: &Signature) -> Option<Address> {
-    let parity = match sig.v {
-        27 => 0u8,
-        28 => 1u8,
-        _ => return None,
-    };
-    let r = Option::<k256::Scalar>::from(k256::Scalar::from_repr(sig.r.0.into()))?;
-    let s = Option::<k256::Scalar>::from(k256::Scalar::from_repr(sig.s.0.into()))?;
-    if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
-        return None;
-    }
-    // (r, s, v) and (r, n - s, v ^ 1) recover the same key; k256 only takes the low-s form.
-    let (s, parity) = if bool::from(s.is_high()) {
-        (-s, parity ^ 1)
-    } else {
-        (s, parity)
-    };
-    let signature = k256::ecdsa::Signature::from_scalars(r, s).ok()?;
-    let recovery_id = RecoveryId::from_byte(parity)?;
-    let key =
-        VerifyingKey::recover_from_prehash(prehash.as_slice(), &signature, recovery_id).ok()?;
-    Some(address_of(&key))
 }
 
 /// `NitroUtils.recoverSigner`: `ecrecover` over the EIP-191 message, `'Invalid signature'` if it fails.
@@ -1234,11 +1205,16 @@ mod tests {
         let digest = B256::repeat_byte(3);
         let sig = signer.sign_eth_message(&digest).unwrap();
         assert_eq!(recover_signer(&digest, &sig), Ok(signer.address()));
-        let s = k256::Scalar::from_repr(sig.s.0.into()).unwrap();
+        // n - s, with v flipped: the same key, in the high-s form honest signers never produce.
+        let n = U256::from_str_radix(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+            16,
+        )
+        .unwrap();
         let high = Signature {
             v: if sig.v == 27 { 28 } else { 27 },
             r: sig.r,
-            s: B256::from_slice(&(-s).to_repr()),
+            s: B256::from(n - U256::from_be_bytes(sig.s.0)),
         };
         assert_eq!(recover_signer(&digest, &high), Ok(signer.address()));
         for bad in [
