@@ -187,6 +187,14 @@ pub enum FailedCommand {
         /// The channel.
         channel_id: ChannelId,
     },
+    /// [`ChannelCommand::PushMessage`]: the client refused the peer's message. Report at least
+    /// those with a bad signature: each is a strike against the sender's connections.
+    PushMessage {
+        /// The sender (an authenticated identity).
+        from: Address,
+        /// The refusal was for a bad signature.
+        bad_signature: bool,
+    },
 }
 
 /// Something the channel client reports, fed to

@@ -77,7 +77,7 @@ async fn seller(
 ) -> Seller {
     let signer = Arc::new(LocalSigner::random());
     let account = signer.address();
-    let (client, backend) = client_backend(chain, signer, None).await;
+    let (client, backend) = client_backend(chain, signer.clone(), None).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(1));
     config.download = None;
@@ -88,7 +88,7 @@ async fn seller(
     let mut node_config = NodeConfig::new(*b"-TG0001-SELLER000000");
     node_config.tick = Duration::from_millis(20);
     tweak(&mut config, &mut node_config);
-    let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
+    let node = Node::start(Coordinator::with_signer(config, signer).unwrap(), node_config, backend);
     node.add_torrent(
         T,
         INFO_HASH,

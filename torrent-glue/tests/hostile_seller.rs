@@ -83,7 +83,7 @@ async fn buyer(
     let account = signer.address();
     chain.fund(account, U256::from(FUNDS)).unwrap();
     let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
-    let (_, backend) = client_backend(chain, signer, Some(policy)).await;
+    let (_, backend) = client_backend(chain, signer.clone(), Some(policy)).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(10));
     config.upload = None;
@@ -100,7 +100,7 @@ async fn buyer(
     let mut node_config = NodeConfig::new(*b"-TG0001-BUYER0000000");
     node_config.pipeline = PIPELINE;
     node_config.tick = Duration::from_millis(20);
-    let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
+    let node = Node::start(Coordinator::with_signer(config, signer).unwrap(), node_config, backend);
     let meta = MemoryTorrent::seed(content(size), PIECE).meta().clone();
     node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::empty(meta)))
         .unwrap();

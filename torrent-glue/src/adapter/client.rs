@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use payment_channel::client::{ChannelEvent as ClientEvent, Client};
+use payment_channel::error::PeerMisbehaved;
 use payment_channel::message::{Envelope, Message};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::{B256, U256};
@@ -185,6 +186,7 @@ impl ChannelBackend for ClientBackend {
                 let Ok(envelope) = Envelope::from_json(&json) else {
                     return;
                 };
+                let envelope_sender = envelope.sender;
                 if let Message::Propose(proposal) = &envelope.data {
                     // The coordinator counts in the client's asset: a proposal in another one
                     // is not a channel we would ever join.
@@ -198,8 +200,20 @@ impl ChannelBackend for ClientBackend {
                     }
                 }
                 // Peer errors are the client's to judge (replays are harmless, forgeries are
-                // refused); nothing else to do here.
-                let _ = self.client.push_message(envelope).await;
+                // refused); a forged signature is reported, a strike against the sender.
+                if let Err(payment_channel::error::Error::PeerMisbehaved(
+                    e @ PeerMisbehaved::BadSignature { .. },
+                )) = self.client.push_message(envelope).await
+                {
+                    Self::failed(
+                        events,
+                        FailedCommand::PushMessage {
+                            from: envelope_sender,
+                            bad_signature: true,
+                        },
+                        e,
+                    );
+                }
             }
             ChannelCommand::Resend { channel_id } => {
                 let _ = self.client.resend(B256::from(channel_id)).await;
