@@ -335,7 +335,7 @@ async fn deeply_nested_bencode_is_ignored_unsorted_is_read_leniently_huge_closes
     // Unsorted keys: read leniently (as libtorrent does), re-encoded canonically.
     let mut u = Attacker::handshake(tcp(seller.addr).await, true).await;
     let unsorted = format!(
-        "d1:md22:paidStreamingExtensioni7ee10:pseAccount42:{}1:ai1ee",
+        "d1:md22:paidStreamingExtensioni7ee10:pseAccount42:{}7:pseAuthi1e1:ai1ee",
         u.account().to_checksum(None)
     );
     u.send_frame(Message::Extended {
@@ -343,6 +343,8 @@ async fn deeply_nested_bencode_is_ignored_unsorted_is_read_leniently_huge_closes
         payload: Bytes::from(unsorted.into_bytes()),
     })
     .await;
+    u.prover = Some(u.signer.clone());
+    u.await_challenge(5).await;
     let account = u.account();
     until("the lenient classification", 5, || {
         seller
@@ -737,9 +739,13 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_peers_that_open_a_channel_and_vanish_leave_nothing_behind() {
     let chain = SimulatedChain::new();
-    let seller = seller(&chain, |_, _| {}).await;
-    let started = tokio::time::Instant::now();
     const N: usize = 1_000;
+    // Reclamation is under test here, not the creation rate limit (`identity` unit tests).
+    let seller = seller(&chain, |config, _| {
+        config.identity.max_channels_per_window = N as u32;
+    })
+    .await;
+    let started = tokio::time::Instant::now();
     // In waves of 50 over duplex streams (a few over TCP), each a fresh identity.
     for wave in 0..N / 50 {
         let mut tasks = Vec::new();

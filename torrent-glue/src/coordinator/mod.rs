@@ -76,7 +76,7 @@
 
 mod config;
 mod events;
-mod notice;
+pub(crate) mod notice;
 mod state;
 #[cfg(test)]
 mod tests;
