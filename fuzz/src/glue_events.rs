@@ -431,6 +431,7 @@ impl Harness {
                     payee: account(payee),
                     deposit: u128::from(deposit),
                     price: price.map(u128::from),
+                    nonce: None,
                 }
             }
             Chan::PayerReady(n) => {

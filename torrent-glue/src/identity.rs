@@ -106,6 +106,28 @@ pub(crate) fn random_secret() -> [u8; 32] {
     out
 }
 
+/// The channel nonce a payee proposes with on a connection where both sides challenged each
+/// other: the first 8 bytes (big-endian) of
+/// `keccak256("paid-torrent channel nonce v1" ‖ payer_challenge ‖ payee_challenge ‖ index)`,
+/// where `payer_challenge` is the challenge the payer sent (its fresh value),
+/// `payee_challenge` the payee's, and `index` counts the channels proposed on the connection.
+///
+/// The payer joins only a nonce derived from one of its live connections with the payee
+/// (`index` below [`IdentityConfig::max_channels_per_connection`](crate::IdentityConfig::max_channels_per_connection)),
+/// so it never funds a channel id it did not help create: an old proposal replayed after a
+/// restart (or one used on another chain) has another nonce, hence another id.
+pub fn channel_nonce(payer_challenge: &[u8; 32], payee_challenge: &[u8; 32], index: u32) -> u64 {
+    let mut h = Keccak256::new();
+    h.update(b"paid-torrent channel nonce v1");
+    h.update(payer_challenge);
+    h.update(payee_challenge);
+    h.update(index.to_be_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// Signs a proof for `signer`'s address.
 pub fn prove(
     signer: &dyn Signer,

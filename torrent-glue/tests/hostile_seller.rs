@@ -174,7 +174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
             ChannelParams {
                 payer: buyer,
                 deposit: U256::from(DEPOSIT),
-                channel_nonce: 1,
+                channel_nonce: self.next_nonce(),
                 app_definition: chain.app_definition(),
                 challenge_duration: CHALLENGE_DURATION,
                 price: Some(U256::from(price)),

@@ -29,6 +29,8 @@ pub struct ClientBackend {
     /// Call `watch_chain` every this many ticks (1 = every tick).
     watch_every: u32,
     ticks: std::sync::atomic::AtomicU32,
+    /// Nonces of the proposals pushed to the client, until it reports them.
+    nonces: Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 fn wei(x: U256) -> u128 {
@@ -50,6 +52,7 @@ impl ClientBackend {
             policy,
             watch_every: 1,
             ticks: std::sync::atomic::AtomicU32::new(0),
+            nonces: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -87,6 +90,7 @@ impl ClientBackend {
                     payee,
                     deposit: wei(deposit),
                     price: price.map(wei),
+                    nonce: self.nonces.lock().await.remove(&id),
                 }),
                 Event::Funded => {
                     if let Some(info) = self.client.channel_info(channel_id).await {
@@ -146,12 +150,20 @@ impl ChannelBackend for ClientBackend {
                 peer,
                 deposit,
                 price,
+                nonce,
                 ..
-            } => match self
-                .client
-                .create(peer, U256::from(deposit), price.map(U256::from))
-                .await
-            {
+            } => match match nonce {
+                Some(nonce) => {
+                    self.client
+                        .create_with_nonce(peer, U256::from(deposit), price.map(U256::from), nonce)
+                        .await
+                }
+                None => {
+                    self.client
+                        .create(peer, U256::from(deposit), price.map(U256::from))
+                        .await
+                }
+            } {
                 Ok(id) => events.report(ChannelEvent::Created {
                     peer,
                     channel_id: id.0,
@@ -198,6 +210,13 @@ impl ChannelBackend for ClientBackend {
                     if refused {
                         return;
                     }
+                    let mut nonces = self.nonces.lock().await;
+                    // Read back when the client reports the proposal; bounded like the
+                    // coordinator's channel work queue.
+                    if nonces.len() >= 1024 {
+                        nonces.clear();
+                    }
+                    nonces.insert(proposal.fixed.channel_id().0, proposal.fixed.channel_nonce);
                 }
                 // Peer errors are the client's to judge (replays are harmless, forgeries are
                 // refused); a forged signature is reported, a strike against the sender.

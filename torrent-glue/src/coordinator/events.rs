@@ -63,6 +63,10 @@ pub enum DeclineReason {
     /// We closed a channel on this uploader for asking to be paid beyond our window
     /// ([`PeerError::AskedBeyondWindow`]): it gets no new deposit.
     Misbehaved,
+    /// The payee proved its identity but the proposal's nonce is not one derived from our
+    /// connection with it ([`crate::identity::channel_nonce`]): an id we did not help create
+    /// (a replayed proposal, say) is never funded.
+    NotFresh,
 }
 
 /// Why a channel message was not delivered.

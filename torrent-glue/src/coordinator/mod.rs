@@ -444,6 +444,7 @@ impl Coordinator {
                 claim: None,
                 challenge: None,
                 answered_challenge: false,
+                their_challenge: None,
                 handshakes: 0,
                 strikes: 0,
                 struck_out: false,
@@ -993,8 +994,9 @@ impl Coordinator {
                 payee,
                 deposit,
                 price,
+                nonce,
             } => {
-                self.evaluate_proposal(now, channel_id, payee, deposit, price);
+                self.evaluate_proposal(now, channel_id, payee, deposit, price, nonce);
                 Ok(())
             }
             ChannelEvent::Ready {
@@ -1134,6 +1136,7 @@ impl Coordinator {
             return Ok(());
         }
         peer.answered_challenge = true;
+        peer.their_challenge = Some(nonce);
         let ctx = ProofContext {
             nonce,
             info_hash: peer.info.info_hash,
@@ -1713,7 +1716,16 @@ impl Coordinator {
             }
             return;
         }
+        let mut nonce = None;
         if let Some(p) = key.and_then(|k| self.peers.get_mut(&k)) {
+            // The payer contributed its challenge: it can check it helped create the id.
+            if let (Some(payer), Some(payee)) = (p.their_challenge, p.challenge) {
+                nonce = Some(crate::identity::channel_nonce(
+                    &payer,
+                    &payee,
+                    p.channels_requested,
+                ));
+            }
             p.channels_requested = p.channels_requested.saturating_add(1);
         }
         self.recent_creations.push_back(now);
@@ -1726,6 +1738,7 @@ impl Coordinator {
             peer_destination: ident.outcome,
             deposit,
             price: Some(price),
+            nonce,
         });
         self.events
             .push_back(CoordinatorEvent::ChannelRequested { account });
@@ -1991,6 +2004,7 @@ impl Coordinator {
         payee: Address,
         deposit: u128,
         price: Option<u128>,
+        nonce: Option<u64>,
     ) {
         let decline = |this: &mut Self, reason| {
             this.channel_out
@@ -2016,6 +2030,7 @@ impl Coordinator {
                     payee,
                     deposit,
                     price,
+                    nonce,
                     expires,
                 });
             }
@@ -2030,6 +2045,12 @@ impl Coordinator {
         if ident.asked_beyond_window {
             return decline(self, DeclineReason::Misbehaved);
         }
+        if !self.nonce_is_ours(payee, nonce) {
+            return decline(self, DeclineReason::NotFresh);
+        }
+        let Some(ident) = self.identities.get_mut(&payee) else {
+            return;
+        };
         if ident.terms.price_per_byte > down.max_price_per_byte {
             return decline(self, DeclineReason::PriceTooHigh);
         }
@@ -2062,13 +2083,42 @@ impl Coordinator {
         });
     }
 
+    /// Whether a proposal's nonce is one we helped create: derived from our challenge and the
+    /// payee's on one of its live connections that proved its identity
+    /// ([`crate::identity::channel_nonce`]). A payee believed on its word
+    /// ([`LegacyPolicy::TrustClaimedAccount`]) has no such connection and is not checked.
+    fn nonce_is_ours(&self, payee: Address, nonce: Option<u64>) -> bool {
+        let Some(ident) = self.identities.get(&payee) else {
+            return false;
+        };
+        let proven: Vec<&Peer> = ident
+            .live
+            .iter()
+            .filter_map(|k| self.peers.get(k))
+            .filter(|p| p.challenge.is_some())
+            .collect();
+        if proven.is_empty() {
+            return true;
+        }
+        let max = self.config.identity.max_channels_per_connection;
+        let Some(nonce) = nonce else {
+            return false;
+        };
+        proven.iter().any(|p| {
+            let (Some(ours), Some(theirs)) = (p.challenge, p.their_challenge) else {
+                return false;
+            };
+            (0..max).any(|i| crate::identity::channel_nonce(&ours, &theirs, i) == nonce)
+        })
+    }
+
     fn retry_proposals(&mut self, now: Instant, account: Address) {
         let (mine, rest) = std::mem::take(&mut self.proposals)
             .into_iter()
             .partition(|p| p.payee == account);
         self.proposals = rest;
         for p in mine {
-            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price);
+            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price, p.nonce);
         }
     }
 

@@ -88,8 +88,9 @@ pub(crate) struct Peer {
     pub(crate) claim: Option<Claim>,
     /// Our challenge to it, once sent.
     pub(crate) challenge: Option<[u8; 32]>,
-    /// Whether we answered its challenge (once per connection).
+    /// Whether we answered its challenge (once per connection), and the challenge.
     pub(crate) answered_challenge: bool,
+    pub(crate) their_challenge: Option<[u8; 32]>,
     /// Extended handshakes received.
     pub(crate) handshakes: u32,
     /// Misbehaviour strikes, and whether the disconnect they call for was queued.
@@ -299,6 +300,7 @@ pub(crate) struct PendingProposal {
     pub(crate) payee: Address,
     pub(crate) deposit: u128,
     pub(crate) price: Option<u128>,
+    pub(crate) nonce: Option<u64>,
     pub(crate) expires: Instant,
 }
 

@@ -232,6 +232,7 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
             peer_destination: Some(buyer),
             deposit: UploadConfig::default().deposit,
             price: Some(1),
+            nonce: None,
         }
     );
     // Nothing is sent before the channel is funded (STOP carries the channel id).
@@ -583,6 +584,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     assert_eq!(
         h.channel(),
@@ -656,6 +658,7 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     h.channel();
     // web3torrent sends STOP right after proposing.
@@ -859,6 +862,7 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     h.ev(ChannelEvent::Ready {
         channel_id: id,
@@ -957,6 +961,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
         payee,
         deposit,
         price: None,
+        nonce: None,
     };
     h.ev(proposal(1, pricey, 100));
     let fine = addr(0x02);
@@ -976,6 +981,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
         payee: liar,
         deposit: 10,
         price: Some(2),
+        nonce: None,
     });
     // Declined proposals are abandoned in the client (they would otherwise pile up there).
     let abandon = |id: u8| ChannelCommand::Abandon {
@@ -1025,6 +1031,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         payee: seller,
         deposit: 10,
         price: None,
+        nonce: None,
     });
     assert!(h.channel().is_empty());
     h.paying(1, seller);
@@ -1042,6 +1049,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         payee: addr(0x77),
         deposit: 10,
         price: None,
+        nonce: None,
     });
     h.advance(Duration::from_secs(6));
     assert_eq!(
@@ -1584,6 +1592,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
         payee: seller,
         deposit: 500,
         price: None,
+        nonce: None,
     });
     assert_eq!(h.c.budget_used(), (500, 0));
     h.ev(ChannelEvent::CommandFailed {
@@ -1782,7 +1791,14 @@ impl Pair {
         }
         while let Some(cmd) = self.up.poll_channel_command() {
             match cmd {
-                ChannelCommand::Create { peer, deposit, .. } => {
+                ChannelCommand::Create {
+                    peer,
+                    deposit,
+                    nonce,
+                    ..
+                } => {
+                    // The buyer only joins a nonce it helped create.
+                    assert!(nonce.is_some());
                     self.up_events.push_back(ChannelEvent::Created {
                         peer,
                         channel_id: CH,
@@ -1792,6 +1808,7 @@ impl Pair {
                         payee: keyed(0x5E),
                         deposit,
                         price: None,
+                        nonce,
                     });
                 }
                 ChannelCommand::Close { .. } | ChannelCommand::Challenge { .. } => {
@@ -2117,6 +2134,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     assert_eq!(
         h.channel(),

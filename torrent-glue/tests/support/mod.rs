@@ -146,6 +146,12 @@ pub struct Attacker<S> {
     pub challenges: usize,
     /// Frames read while answering the challenge, handed out first by `recv_frame`.
     pub buffered: VecDeque<Message>,
+    /// The node's last challenge to us (the payer's value when the node buys).
+    pub node_challenge: Option<[u8; 32]>,
+    /// Our challenge to the node (the payee's value when we sell).
+    pub our_challenge: Option<[u8; 32]>,
+    /// Channels we proposed on this connection (the index of the next nonce).
+    pub proposed: u32,
 }
 
 pub async fn tcp(addr: SocketAddr) -> tokio::net::TcpStream {
@@ -177,6 +183,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
             claimed: None,
             challenges: 0,
             buffered: VecDeque::new(),
+            node_challenge: None,
+            our_challenge: None,
+            proposed: 0,
         }
     }
 
@@ -196,7 +205,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
         a.signer = signer;
         a.send_extended_handshake(terms).await;
         a.await_challenge(10).await;
+        a.challenge_node().await;
         a
+    }
+
+    /// Challenges the node to prove its account (it answers with `auth-proof`, which
+    /// `recv_frame` hands on like any frame). Our challenge is the payee's share of the nonce
+    /// of the channels we propose.
+    pub async fn challenge_node(&mut self) {
+        use k256::elliptic_curve::rand_core::{OsRng, RngCore};
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        self.our_challenge = Some(nonce);
+        let id = self.their_pse_id.expect("the node advertised the extension");
+        self.send_frame(Message::Extended {
+            id,
+            payload: Bytes::from(identity::encode_challenge(&nonce)),
+        })
+        .await;
+    }
+
+    /// The nonce of the next channel we propose to the node on this connection: derived from
+    /// both challenges, as an honest seller does.
+    pub fn next_nonce(&mut self) -> u64 {
+        let n = identity::channel_nonce(
+            &self.node_challenge.expect("the node challenged us"),
+            &self.our_challenge.expect("we challenged the node"),
+            self.proposed,
+        );
+        self.proposed += 1;
+        n
     }
 
     /// Handshake plus an extended handshake claiming `claimed` (someone else's account), with
@@ -283,6 +321,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
                     && let Some(nonce) = identity::decode_challenge(payload)
                 {
                     self.challenges += 1;
+                    self.node_challenge = Some(nonce);
                     if let Some(prover) = self.prover.clone() {
                         self.prove(&prover, nonce).await;
                     }
