@@ -812,3 +812,54 @@ async fn a_thousand_peers_that_open_a_channel_and_vanish_leave_nothing_behind() 
         started.elapsed()
     );
 }
+
+// ================================================================== identity
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_claiming_the_buyers_account_gets_no_service_paid_by_the_buyer() {
+    let chain = SimulatedChain::new();
+    let (mut seller, mut a, id) = funded(&chain).await;
+    let s = seller.account;
+    // Every buyer advertises its account: a stranger claims it and signs with its own key.
+    let mut m = Attacker::claiming(
+        tcp(seller.addr).await,
+        a.account(),
+        Some(Arc::new(LocalSigner::random())),
+        None,
+    )
+    .await;
+    m.send_frame(Message::Interested).await;
+    m.send_frame(Message::Request(block(1, 0))).await;
+    // The buyer pays for its blocks, and closes: the stranger gets none of it.
+    a.pay(s, 64 * 1024).await;
+    a.recv_until(10, |f| matches!(f, Message::Piece { .. }))
+        .await;
+    a.ch.as_mut().unwrap().close().unwrap();
+    let close = a.outbound().expect("our close");
+    a.send_channel(s, close).await;
+    let answer = a.recv_channel(10).await;
+    assert!(matches!(answer, ChannelMessage::Close(_)), "{answer:?}");
+    let (frames, _) = m.collect(1_000).await;
+    assert!(
+        !frames.iter().any(|f| matches!(f, Message::Piece { .. })),
+        "{frames:?}"
+    );
+    assert!(
+        !frames.iter().any(|f| matches!(f, Message::Extended { payload, .. }
+            if matches!(PseMessage::decode(payload), Ok(PseMessage::Message { .. })))),
+        "{frames:?}"
+    );
+    let mut events = Vec::new();
+    while let Ok(e) = seller.events.try_recv() {
+        events.push(e);
+    }
+    assert!(misbehaved(&events, |e| matches!(e, PeerError::BadIdentityProof)));
+    assert!(events.iter().any(|e| matches!(e, CoordinatorEvent::PeerClassified {
+        class: PeerClass::NonPaying(NonPayingReason::AuthenticationFailed),
+        ..
+    })));
+    let ident = seller.node.inspect(|c| c.identity(a.account())).unwrap();
+    assert_eq!(ident.connections, 1);
+    assert_eq!(ident.wei_received, 64 * 1024);
+    assert_eq!(credited(&seller, id).await, 64 * 1024);
+}
