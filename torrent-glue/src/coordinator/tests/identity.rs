@@ -399,3 +399,50 @@ fn the_channel_work_queue_is_bounded() {
         reason: MessageDropReason::QueueFull,
     }));
 }
+
+#[test]
+fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
+    let me = key(ME);
+    let mut cfg = buyer_config(BLOCK.into());
+    cfg.identity = IdentityConfig::default();
+    cfg.account = me.address();
+    let mut h = H {
+        c: Coordinator::with_signer(cfg, me).unwrap(),
+        now: Instant::now(),
+    };
+    h.c.add_torrent(TorrentKey(0), 1 << 20).unwrap();
+    let seller = key(0x5E);
+    let k = proven(&mut h, 1, &seller);
+    // The seller challenges us too: its share of the nonce.
+    let theirs = [0x33; 32];
+    h.notice_in(k, &Notice::AuthChallenge(theirs)).unwrap();
+    h.engine();
+    // Our challenge went out when it connected.
+    let ours = h.c.peers.get(&k).and_then(|p| p.challenge).unwrap();
+    let fresh = crate::identity::channel_nonce(&ours, &theirs, 0);
+    // A replayed (or any other) nonce: declined, nothing joined.
+    h.ev(ChannelEvent::Proposed {
+        channel_id: [0x51; 32],
+        payee: seller.address(),
+        deposit: 1 << 20,
+        price: Some(1),
+        nonce: Some(fresh ^ 1),
+    });
+    assert!(h.events().contains(&CoordinatorEvent::ProposalDeclined {
+        channel_id: [0x51; 32],
+        payee: seller.address(),
+        reason: DeclineReason::NotFresh,
+    }));
+    assert!(!h.channel().iter().any(|c| matches!(c, ChannelCommand::Join { .. })));
+    // The nonce derived from this connection: joined.
+    h.ev(ChannelEvent::Proposed {
+        channel_id: [0x52; 32],
+        payee: seller.address(),
+        deposit: 1 << 20,
+        price: Some(1),
+        nonce: Some(fresh),
+    });
+    assert!(h.channel().iter().any(
+        |c| matches!(c, ChannelCommand::Join { channel_id, .. } if *channel_id == [0x52; 32])
+    ));
+}
