@@ -20,8 +20,8 @@ use paid_wire::pse::{self, PseMessage};
 use payment_channel::B256;
 use payment_channel::sign::{LocalSigner, Signer};
 use torrent_glue::channel::FailedCommand;
-use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::engine::{Direction, PeerExtendedHandshake, PeerInfo, TERMS_KEY};
+use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::{
     Address, ChannelCommand, ChannelEvent, ChannelId, Coordinator, CoordinatorConfig,
     EXTENSION_NAME, EngineCommand, LivenessConfig, NonPayingPolicy, PeerKey, RequestDecision,
@@ -328,10 +328,15 @@ fn ext_payload(ext: &Ext) -> Option<(&'static str, Vec<u8>)> {
             command: format!("cmd{x}"),
             data: None,
         },
-        Ext::AuthChallenge(x) => return Some((EXTENSION_NAME, identity::encode_challenge(&[*x; 32]))),
+        Ext::AuthChallenge(x) => {
+            return Some((EXTENSION_NAME, identity::encode_challenge(&[*x; 32])));
+        }
         Ext::AuthProof(x) => {
             let mut payload = b"d7:command10:auth-proof4:datad9:signature132:0x".to_vec();
-            payload.extend(std::iter::repeat_n(b"0123456789abcdef"[usize::from(*x % 16)], 130));
+            payload.extend(std::iter::repeat_n(
+                b"0123456789abcdef"[usize::from(*x % 16)],
+                130,
+            ));
             payload.extend_from_slice(b"ee8:msg_typei0ee");
             return Some((EXTENSION_NAME, payload));
         }

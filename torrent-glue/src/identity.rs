@@ -202,10 +202,7 @@ mod tests {
         }
         // Swapping the roles (a proof reflected back at its challenger) does not verify.
         let mut swapped = ctx();
-        std::mem::swap(
-            &mut swapped.challenger_peer_id,
-            &mut swapped.prover_peer_id,
-        );
+        std::mem::swap(&mut swapped.challenger_peer_id, &mut swapped.prover_peer_id);
         assert!(!verify(&swapped, me, &sig));
         // The wire forms round-trip; web3torrent sees an unknown command.
         assert_eq!(decode_proof(&encode_proof(&sig)), Some(sig));

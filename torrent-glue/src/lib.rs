@@ -13,8 +13,8 @@ pub mod identity;
 
 pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, RestoredState, Role};
 pub use coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, IdentityConfig,
-    LegacyPolicy, LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,
+    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, IdentityConfig, LegacyPolicy,
+    LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,
 };
 pub use engine::{
     AssetTerms, ChokeAuthority, EngineCommand, EngineControl, EngineHooks, PeerInfo, PeerKey,

@@ -88,7 +88,11 @@ async fn seller(
     let mut node_config = NodeConfig::new(*b"-TG0001-SELLER000000");
     node_config.tick = Duration::from_millis(20);
     tweak(&mut config, &mut node_config);
-    let node = Node::start(Coordinator::with_signer(config, signer).unwrap(), node_config, backend);
+    let node = Node::start(
+        Coordinator::with_signer(config, signer).unwrap(),
+        node_config,
+        backend,
+    );
     node.add_torrent(
         T,
         INFO_HASH,
@@ -845,7 +849,9 @@ async fn a_stranger_claiming_the_buyers_account_gets_no_service_paid_by_the_buye
         "{frames:?}"
     );
     assert!(
-        !frames.iter().any(|f| matches!(f, Message::Extended { payload, .. }
+        !frames
+            .iter()
+            .any(|f| matches!(f, Message::Extended { payload, .. }
             if matches!(PseMessage::decode(payload), Ok(PseMessage::Message { .. })))),
         "{frames:?}"
     );
@@ -853,11 +859,17 @@ async fn a_stranger_claiming_the_buyers_account_gets_no_service_paid_by_the_buye
     while let Ok(e) = seller.events.try_recv() {
         events.push(e);
     }
-    assert!(misbehaved(&events, |e| matches!(e, PeerError::BadIdentityProof)));
-    assert!(events.iter().any(|e| matches!(e, CoordinatorEvent::PeerClassified {
-        class: PeerClass::NonPaying(NonPayingReason::AuthenticationFailed),
-        ..
-    })));
+    assert!(misbehaved(&events, |e| matches!(
+        e,
+        PeerError::BadIdentityProof
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CoordinatorEvent::PeerClassified {
+            class: PeerClass::NonPaying(NonPayingReason::AuthenticationFailed),
+            ..
+        }
+    )));
     let ident = seller.node.inspect(|c| c.identity(a.account())).unwrap();
     assert_eq!(ident.connections, 1);
     assert_eq!(ident.wei_received, 64 * 1024);

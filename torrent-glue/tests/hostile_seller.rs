@@ -16,9 +16,9 @@ use std::time::Duration;
 use paid_wire::bencode::Value;
 use paid_wire::message::Message;
 use paid_wire::pse::{self, PseMessage};
+use payment_channel::chain::Chain;
 use payment_channel::channel::{Channel, ChannelParams};
 use payment_channel::message::{Envelope, Message as ChannelMessage};
-use payment_channel::chain::Chain;
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::{B256, SimulatedChain, U256};
@@ -110,7 +110,11 @@ async fn buyer_as(
     let mut node_config = NodeConfig::new(*b"-TG0001-BUYER0000000");
     node_config.pipeline = PIPELINE;
     node_config.tick = Duration::from_millis(20);
-    let node = Node::start(Coordinator::with_signer(config, signer).unwrap(), node_config, backend);
+    let node = Node::start(
+        Coordinator::with_signer(config, signer).unwrap(),
+        node_config,
+        backend,
+    );
     let meta = MemoryTorrent::seed(content(size), PIECE).meta().clone();
     node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::empty(meta)))
         .unwrap();
@@ -459,10 +463,13 @@ async fn a_stranger_claiming_the_sellers_account_gets_no_voucher() {
     .await;
     until("the stranger to be refused", 5, || {
         buyer.saw(|e| {
-            matches!(e, CoordinatorEvent::PeerMisbehaved {
-                error: PeerError::BadIdentityProof,
-                ..
-            })
+            matches!(
+                e,
+                CoordinatorEvent::PeerMisbehaved {
+                    error: PeerError::BadIdentityProof,
+                    ..
+                }
+            )
         })
     })
     .await;
@@ -551,10 +558,13 @@ async fn repeated_extended_handshakes_are_bounded() {
     }
     a.expect_closed(5).await;
     assert!(buyer.saw(|e| {
-        matches!(e, CoordinatorEvent::PeerMisbehaved {
-            error: PeerError::TooManyHandshakes,
-            ..
-        })
+        matches!(
+            e,
+            CoordinatorEvent::PeerMisbehaved {
+                error: PeerError::TooManyHandshakes,
+                ..
+            }
+        )
     }));
     until("the connection to go", 5, || {
         buyer.node.inspect(|c| c.resource_usage().peers) == 0

@@ -41,8 +41,21 @@
 //!
 //! # Flows (the seed's, per peer)
 //! * **Identity.** A peer that advertises `paidStreamingExtension` and a valid `pseAccount` is
-//!   *paying*; its account is its identity. All its connections (reconnects, other torrents)
-//!   share one channel per direction and one credit ledger.
+//!   *paying* once it proved that account ([`crate::identity`]: it announces `pseAuth`, we send
+//!   `auth-challenge` with a fresh nonce, it answers `auth-proof`); its account is then its
+//!   identity. Until then nothing paid, credited or addressed to that account reaches it; a bad
+//!   proof is a strike ([`PeerError::BadIdentityProof`]) and leaves it non-paying. Peers that
+//!   cannot prove (web3torrent) get the [`LegacyPolicy`]. All connections of an identity
+//!   (reconnects, other torrents) share one channel per direction and one credit ledger.
+//! * **Fresh channel ids.** We propose with a nonce derived from both challenges of the
+//!   connection ([`crate::identity::channel_nonce`]) and join a proven payee's proposal only
+//!   with such a nonce ([`DeclineReason::NotFresh`]).
+//! * **Bounded cost per stranger** ([`IdentityConfig`]): one answered challenge per connection,
+//!   at most `max_extended_handshakes` extended handshakes, channel proposals limited per
+//!   connection and per time window ([`CoordinatorEvent::ChannelRateLimited`]), the channel
+//!   work queue bounded ([`MessageDropReason::QueueFull`]), and strikes (bad proofs, bad
+//!   channel signatures, excess handshakes) that close the connection at
+//!   `disconnect_after_strikes`.
 //! * **Uploader.** The first request of a paying peer with no channel creates one (at most one
 //!   per identity, whatever the burst of requests or the number of connections); its requests
 //!   wait, and once the channel is funded the peer gets STOP. A payment credits the connection
@@ -509,13 +522,9 @@ impl Coordinator {
                     self.send_challenge(key, claim);
                 } else {
                     match self.config.identity.legacy {
-                        LegacyPolicy::TrustClaimedAccount => self.make_paying(
-                            now,
-                            key,
-                            claim.account,
-                            claim.outcome,
-                            claim.terms,
-                        ),
+                        LegacyPolicy::TrustClaimedAccount => {
+                            self.make_paying(now, key, claim.account, claim.outcome, claim.terms)
+                        }
                         _ => self.make_non_paying(now, key, NonPayingReason::Unauthenticated),
                     }
                 }

@@ -31,7 +31,10 @@ pub(crate) enum Notice {
     PermanentStop(Option<ChannelId>),
     Ack,
     Message(String),
-    Prompt { bytes: u64, amount: u128 },
+    Prompt {
+        bytes: u64,
+        amount: u128,
+    },
     /// `auth-challenge {nonce}`.
     AuthChallenge([u8; 32]),
     /// `auth-proof {signature}` (`r ‖ s ‖ v`).

@@ -1708,21 +1708,15 @@ impl Pair {
         up.handle_peer_connected(
             now,
             UPK,
-            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext).with_session(
-                [0x17; 20],
-                up_id,
-                down_id,
-            ),
+            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext)
+                .with_session([0x17; 20], up_id, down_id),
         )
         .unwrap();
         down.handle_peer_connected(
             now,
             DNK,
-            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext).with_session(
-                [0x17; 20],
-                down_id,
-                up_id,
-            ),
+            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext)
+                .with_session([0x17; 20], down_id, up_id),
         )
         .unwrap();
         let to_hs = |c: HandshakeContribution| PeerExtendedHandshake {

@@ -16,7 +16,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use paid_wire::codec::{HandshakeCodec, PeerCodec};
 use paid_wire::extended::ExtendedHandshake;
-use torrent_glue::identity::{self, ProofContext};
 use paid_wire::handshake::{Handshake, Reserved};
 use paid_wire::message::Message;
 use paid_wire::pse::PseMessage;
@@ -31,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 use torrent_glue::adapter::{ClientBackend, Node};
 use torrent_glue::engine::TERMS_KEY;
+use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::{Address, EXTENSION_NAME, LivenessConfig, Terms};
 
 /// The info hash of the suites' torrent.
@@ -217,7 +217,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
         let mut nonce = [0u8; 32];
         OsRng.fill_bytes(&mut nonce);
         self.our_challenge = Some(nonce);
-        let id = self.their_pse_id.expect("the node advertised the extension");
+        let id = self
+            .their_pse_id
+            .expect("the node advertised the extension");
         self.send_frame(Message::Extended {
             id,
             payload: Bytes::from(identity::encode_challenge(&nonce)),

@@ -8,7 +8,28 @@ const INFO_HASH: [u8; 20] = [0x17; 20];
 const OUR_ID: [u8; 20] = [0x01; 20];
 
 fn their_id(k: u64) -> [u8; 20] {
-    [0x80 | (k as u8), 0x42, 0x42, 0x42, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]
+    [
+        0x80 | (k as u8),
+        0x42,
+        0x42,
+        0x42,
+        0x42,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        9,
+    ]
 }
 
 /// A seller that verifies proofs (no signer of its own needed for that), default identity policy.
@@ -99,9 +120,11 @@ fn a_claimed_account_counts_only_once_proven() {
         })
     );
     // The deferred request now asks for its channel.
-    assert!(h.channel().iter().any(
-        |c| matches!(c, ChannelCommand::Create { peer, .. } if *peer == buyer.address())
-    ));
+    assert!(
+        h.channel()
+            .iter()
+            .any(|c| matches!(c, ChannelCommand::Create { peer, .. } if *peer == buyer.address()))
+    );
 }
 
 #[test]
@@ -433,7 +456,11 @@ fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
         payee: seller.address(),
         reason: DeclineReason::NotFresh,
     }));
-    assert!(!h.channel().iter().any(|c| matches!(c, ChannelCommand::Join { .. })));
+    assert!(
+        !h.channel()
+            .iter()
+            .any(|c| matches!(c, ChannelCommand::Join { .. }))
+    );
     // The nonce derived from this connection: joined.
     h.ev(ChannelEvent::Proposed {
         channel_id: [0x52; 32],
