@@ -369,7 +369,7 @@ impl PaidNode {
             // Every duplicate block of an endgame would be paid for.
             torrent.set_endgame(false);
         }
-        let coordinator = Coordinator::new(config)?;
+        let coordinator = Coordinator::with_signer(config, wallet.signer.clone())?;
         let mut node_config = NodeConfig::new(torrent.peer_id());
         node_config.pipeline = PIPELINE;
         node_config.tick = Duration::from_millis(100);

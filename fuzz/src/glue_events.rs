@@ -2,8 +2,13 @@
 //! model engine (which requests are being served) and a model channel client (which channels
 //! exist, what was paid on them). Fails on a panic, on a queue beyond its configured bound, or
 //! when an identity was served more than it paid for plus the trust it was granted.
+//!
+//! Peers prove their accounts the way a real one does (`Hs::Paying { auth: Some(true) }`), or
+//! send a stranger's proof, or none (web3torrent: non-paying under the default policy); the
+//! harness answers the coordinator's challenges and proposes with the nonce both sides derive.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
@@ -12,15 +17,42 @@ use paid_wire::choke::{BlockedPolicy, PromptPolicy, TrustPolicy};
 use paid_wire::extended::ExtendedHandshake;
 use paid_wire::message::BlockRequest;
 use paid_wire::pse::{self, PseMessage};
+use payment_channel::B256;
+use payment_channel::sign::{LocalSigner, Signer};
 use torrent_glue::channel::FailedCommand;
 use torrent_glue::engine::{Direction, PeerExtendedHandshake, PeerInfo, TERMS_KEY};
+use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::{
     Address, ChannelCommand, ChannelEvent, ChannelId, Coordinator, CoordinatorConfig,
     EXTENSION_NAME, EngineCommand, LivenessConfig, NonPayingPolicy, PeerKey, RequestDecision,
     RestoredState, Role, TorrentKey,
 };
 
-const ME: Address = Address::repeat_byte(0xEE);
+const INFO_HASH: [u8; 20] = [0x17; 20];
+const OUR_PEER_ID: [u8; 20] = [0x01; 20];
+
+/// The keys of [`account`]`(0..ACCOUNTS)`, then ours (computed once: key derivation is slow).
+fn signers() -> &'static [Arc<LocalSigner>] {
+    static KEYS: OnceLock<Vec<Arc<LocalSigner>>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        (0..=ACCOUNTS)
+            .map(|i| {
+                let byte = if i == ACCOUNTS { 0xEE } else { 0x10 + i };
+                Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(byte)).expect("a valid key"))
+            })
+            .collect()
+    })
+}
+
+fn me() -> Address {
+    signers()[usize::from(ACCOUNTS)].address()
+}
+
+fn peer_id(key: PeerKey) -> [u8; 20] {
+    let mut id = [0x50; 20];
+    id[12..].copy_from_slice(&key.0.to_be_bytes());
+    id
+}
 const PRICE: u128 = 2;
 const TRUST: u64 = 16 * 1024;
 const BLOCK: u32 = 16 * 1024;
@@ -29,7 +61,7 @@ const PEERS: u8 = 6;
 const ACCOUNTS: u8 = 4;
 
 fn account(i: u8) -> Address {
-    Address::repeat_byte(0x10 + i % ACCOUNTS)
+    signers()[usize::from(i % ACCOUNTS)].address()
 }
 
 /// A block length: mostly valid, sometimes hostile.
@@ -54,6 +86,9 @@ pub enum Hs {
         pse_id: u8,
         /// Advertised terms: (price, trust).
         terms: Option<(u8, u16)>,
+        /// `None`: no `pseAuth` (web3torrent); `Some(true)`: proves the account;
+        /// `Some(false)`: the proof is another account's signature (a stranger).
+        auth: Option<bool>,
     },
     /// Presents our own account.
     SelfAccount,
@@ -87,6 +122,10 @@ pub enum Ext {
     },
     /// An unknown command.
     Unknown(u8),
+    /// Challenges us (we answer once per connection).
+    AuthChallenge(u8),
+    /// A proof nobody asked for, or garbage.
+    AuthProof(u8),
     /// Sent under another extension's name.
     OtherExtension(Vec<u8>),
 }
@@ -108,6 +147,9 @@ pub enum Chan {
         deposit: u32,
         /// Price.
         price: Option<u8>,
+        /// With the nonce derived from a connection of the payee (else none: declined if
+        /// the payee proved its account).
+        fresh: bool,
     },
     /// A joined channel is funded.
     PayerReady(u8),
@@ -198,10 +240,13 @@ struct Model {
     served: HashMap<Address, u64>,
     /// Raw handshakes that decoded (each may name an account outside `account(..)`).
     raw_handshakes: usize,
+    /// The coordinator's challenge to each connection, and the one it answered.
+    ours: HashMap<PeerKey, [u8; 32]>,
+    theirs: HashMap<PeerKey, [u8; 32]>,
 }
 
 fn config() -> CoordinatorConfig {
-    let mut c = CoordinatorConfig::new(ME, ME);
+    let mut c = CoordinatorConfig::new(me(), me());
     c.non_paying = NonPayingPolicy::Refuse;
     c.max_deferred_requests = 8;
     c.max_outbox = 4;
@@ -274,7 +319,7 @@ fn ext_payload(ext: &Ext) -> Option<(&'static str, Vec<u8>)> {
             pad,
         } => PseMessage::Message {
             message: envelope(
-                if *for_us { ME } else { account(3) },
+                if *for_us { me() } else { account(3) },
                 account(*sender),
                 *pad,
             ),
@@ -283,6 +328,18 @@ fn ext_payload(ext: &Ext) -> Option<(&'static str, Vec<u8>)> {
             command: format!("cmd{x}"),
             data: None,
         },
+        Ext::AuthChallenge(x) => {
+            return Some((EXTENSION_NAME, identity::encode_challenge(&[*x; 32])));
+        }
+        Ext::AuthProof(x) => {
+            let mut payload = b"d7:command10:auth-proof4:datad9:signature132:0x".to_vec();
+            payload.extend(std::iter::repeat_n(
+                b"0123456789abcdef"[usize::from(*x % 16)],
+                130,
+            ));
+            payload.extend_from_slice(b"ee8:msg_typei0ee");
+            return Some((EXTENSION_NAME, payload));
+        }
     };
     Some((EXTENSION_NAME, msg.encode()))
 }
@@ -330,8 +387,11 @@ impl Harness {
                             .expect("a connected peer disconnects");
                     }
                 }
-                EngineCommand::SendExtended { payload, .. } => {
+                EngineCommand::SendExtended { peer, payload, .. } => {
                     assert!(payload.len() <= 16 * 1024, "oversized extension message");
+                    if let Some(nonce) = identity::decode_challenge(&payload) {
+                        self.m.ours.insert(peer, nonce);
+                    }
                 }
                 _ => {}
             }
@@ -422,7 +482,18 @@ impl Harness {
                 payee,
                 deposit,
                 price,
+                fresh,
             } => {
+                let nonce = fresh
+                    .then(|| {
+                        self.m.connected.values().find_map(|k| {
+                            (self.account_of(*k) == Some(account(payee)))
+                                .then(|| Some((self.m.ours.get(k)?, self.m.theirs.get(k)?)))
+                                .flatten()
+                                .map(|(o, t)| identity::channel_nonce(o, t, 0))
+                        })
+                    })
+                    .flatten();
                 self.m.next_channel = self.m.next_channel.wrapping_add(1);
                 let id = [self.m.next_channel; 32];
                 self.m.payer.insert(id, (account(payee), false));
@@ -431,6 +502,7 @@ impl Harness {
                     payee: account(payee),
                     deposit: u128::from(deposit),
                     price: price.map(u128::from),
+                    nonce,
                 }
             }
             Chan::PayerReady(n) => {
@@ -490,7 +562,7 @@ impl Harness {
             }
             Chan::Outbound(a, pad) => ChannelEvent::Outbound {
                 to: account(a),
-                json: envelope(account(a), ME, pad),
+                json: envelope(account(a), me(), pad),
             },
             Chan::Restored {
                 account: a,
@@ -551,7 +623,8 @@ impl Harness {
                 if fast {
                     reserved[7] |= 0x04;
                 }
-                let mut info = PeerInfo::new(TorrentKey(0), Direction::Inbound, reserved);
+                let mut info = PeerInfo::new(TorrentKey(0), Direction::Inbound, reserved)
+                    .with_session(INFO_HASH, OUR_PEER_ID, peer_id(key));
                 info.fast_negotiated = fast;
                 info.allowed_fast = vec![1, 2];
                 self.c
@@ -561,15 +634,22 @@ impl Harness {
             }
             GlueOp::Handshake(peer, hs) => {
                 let Some(key) = self.key(peer) else { return };
+                let mut proof = None;
                 let view = match hs {
                     Hs::Paying {
                         account: a,
                         pse_id,
                         terms,
+                        auth,
                     } => {
                         let mut h = ExtendedHandshake::new();
                         h.m.insert(EXTENSION_NAME.into(), pse_id);
                         h.set_pse_account(account(a).to_checksum(None).as_bytes());
+                        h.set_pse_auth(auth.map(|_| identity::AUTH_VERSION));
+                        if let Some(honest) = auth {
+                            let prover = if honest { a } else { a.wrapping_add(1) };
+                            proof = Some(signers()[usize::from(prover % ACCOUNTS)].clone());
+                        }
                         if let Some((price, trust)) = terms {
                             let t = torrent_glue::Terms {
                                 price_per_byte: u128::from(price),
@@ -582,7 +662,7 @@ impl Harness {
                     Hs::SelfAccount => {
                         let mut h = ExtendedHandshake::new();
                         h.m.insert(EXTENSION_NAME.into(), 3);
-                        h.set_pse_account(ME.to_checksum(None).as_bytes());
+                        h.set_pse_account(me().to_checksum(None).as_bytes());
                         PeerExtendedHandshake::from_extended(&h)
                     }
                     Hs::Raw(bytes) => match ExtendedHandshake::decode(&bytes) {
@@ -594,9 +674,29 @@ impl Harness {
                     },
                 };
                 let _ = self.c.handle_extended_handshake(now, key, &view);
+                self.drain();
+                // Answer the challenge, as the peer (or a stranger claiming its account) would.
+                if let (Some(prover), Some(nonce)) = (proof, self.m.ours.get(&key).copied()) {
+                    let ctx = ProofContext {
+                        nonce,
+                        info_hash: INFO_HASH,
+                        challenger_peer_id: OUR_PEER_ID,
+                        prover_peer_id: peer_id(key),
+                    };
+                    let sig = identity::prove(prover.as_ref(), &ctx).expect("signs");
+                    let _ = self.c.handle_extension_message(
+                        now,
+                        key,
+                        EXTENSION_NAME,
+                        &identity::encode_proof(&sig),
+                    );
+                }
             }
             GlueOp::Ext(peer, ext) => {
                 let Some(key) = self.key(peer) else { return };
+                if let Ext::AuthChallenge(x) = &ext {
+                    self.m.theirs.entry(key).or_insert([*x; 32]);
+                }
                 if let Some((name, payload)) = ext_payload(&ext) {
                     let _ = self.c.handle_extension_message(now, key, name, &payload);
                 }
@@ -741,7 +841,10 @@ impl Harness {
 pub fn glue_events(data: &[u8]) {
     let mut u = arbitrary::Unstructured::new(data);
     let config = config();
-    let mut c = Coordinator::new(config.clone()).expect("valid config");
+    let me = signers()[usize::from(ACCOUNTS)].clone();
+    let mut c = Coordinator::with_signer(config.clone(), me).expect("valid config");
+    // Reproducible challenges: a crash replays exactly.
+    c.set_challenge_secret([0x5e; 32]);
     c.add_torrent(TorrentKey(0), 1 << 22).expect("new torrent");
     let mut h = Harness {
         c,

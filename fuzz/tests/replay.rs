@@ -515,7 +515,7 @@ const G_CLOSE: u32 = 16;
 const G_CHALLENGE: u32 = 17;
 const G_INTEREST: u32 = 10;
 // `Ext` and `Chan` variants.
-const E_VARIANTS: u32 = 9;
+const E_VARIANTS: u32 = 11;
 const E_UNKNOWN: u32 = 7;
 const E_STOP: u32 = 1;
 const E_START: u32 = 2;
@@ -523,6 +523,7 @@ const E_PSTOP: u32 = 3;
 const E_ACK: u32 = 4;
 const E_PROMPT: u32 = 5;
 const E_MESSAGE: u32 = 6;
+const E_AUTH_CHALLENGE: u32 = 8;
 const CH_VARIANTS: u32 = 9;
 const CH_CREATED: u32 = 0;
 const CH_PAYEE_READY: u32 = 1;
@@ -550,7 +551,10 @@ impl Gl {
             .variant(0, 3)
             .u8(account)
             .u8(3)
-            .bool(false);
+            .bool(false)
+            // auth: Some(true), an honest proof of the account.
+            .bool(true)
+            .bool(true);
         self
     }
     fn self_account(&mut self, peer: u8) -> &mut Self {
@@ -654,12 +658,16 @@ fn glue_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     let mut downloader = Gl::new();
     downloader.connect(0, true, true).paying(0, 3).interested(0);
+    // The seller challenges us: its share of the channel nonce.
+    downloader.ext(0, E_AUTH_CHALLENGE).u8(9);
     downloader
         .chan(CH_PROPOSED)
         .u8(3)
         .u32(1 << 20)
         .bool(true)
-        .u8(2);
+        .u8(2)
+        // fresh: the nonce derived from the connection.
+        .bool(true);
     downloader.chan(CH_PAYER_READY).u8(0);
     downloader.ext(0, E_STOP).bool(false);
     downloader.op(G_BLOCK).u8(0).u16(16_384);
@@ -734,7 +742,7 @@ fn seeds_decode_as_written() {
     assert_eq!(flow[0], "Connect { peer: 0, ext: true, fast: true }");
     assert_eq!(
         flow[1],
-        "Handshake(0, Paying { account: 1, pse_id: 3, terms: None })"
+        "Handshake(0, Paying { account: 1, pse_id: 3, terms: None, auth: Some(true) })"
     );
     assert_eq!(flow[3], "Request(0, 0, Block)");
     assert_eq!(flow[6], "Channel(PayeeReady(0))");

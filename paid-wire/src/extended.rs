@@ -51,6 +51,11 @@ pub const PSE_ACCOUNT_KEY: &str = "pseAccount";
 /// web3torrent's handshake key for the peer's payout (destination) address.
 pub const OUTCOME_ADDRESS_KEY: &str = "outcomeAddress";
 
+/// Handshake key by which a peer announces that it proves control of its `pseAccount` (the
+/// value is the version of the proof it speaks, an integer; 1 today). Unknown to web3torrent,
+/// which ignores it (BEP 10: "Any unknown names should be ignored").
+pub const PSE_AUTH_KEY: &str = "pseAuth";
+
 const KNOWN_KEYS: [&str; 6] = ["m", "metadata_size", "p", "reqq", "v", "yourip"];
 
 /// A BEP 10 extended handshake.
@@ -211,6 +216,28 @@ impl ExtendedHandshake {
         );
     }
 
+    /// [`PSE_AUTH_KEY`]: the identity-proof version the sender speaks. `None` if absent or not
+    /// a non-negative integer below 2^32.
+    pub fn pse_auth(&self) -> Option<u32> {
+        self.extra
+            .get(PSE_AUTH_KEY.as_bytes())
+            .and_then(Value::as_int)
+            .and_then(|v| u32::try_from(v).ok())
+    }
+
+    /// Sets [`PSE_AUTH_KEY`] (`None` removes it).
+    pub fn set_pse_auth(&mut self, version: Option<u32>) {
+        match version {
+            Some(v) => {
+                self.extra
+                    .insert(PSE_AUTH_KEY.as_bytes().to_vec(), Value::Int(i64::from(v)));
+            }
+            None => {
+                self.extra.remove(PSE_AUTH_KEY.as_bytes());
+            }
+        }
+    }
+
     /// `yourip` as an address, if it is 4 or 16 bytes long.
     pub fn yourip_addr(&self) -> Option<IpAddr> {
         let ip = self.yourip.as_deref()?;
@@ -318,6 +345,35 @@ impl ExtensionIds {
     /// additive"; a name mapped to 0 is removed; other names keep their ids.
     pub fn apply_peer_handshake(&mut self, hs: &ExtendedHandshake) {
         for (name, &id) in &hs.m {
+            if id == 0 {
+                self.peer.remove(name);
+            } else {
+                self.peer.insert(name.clone(), id);
+            }
+        }
+    }
+
+    /// [`apply_peer_handshake`](Self::apply_peer_handshake) restricted to the names we
+    /// advertise ourselves: a name we do not speak is never sent to, so it is not kept. The peer
+    /// table is then bounded by our own, however many handshakes (and names) a peer sends.
+    ///
+    /// ```
+    /// use paid_wire::extended::{ExtendedHandshake, ExtensionIds};
+    ///
+    /// let mut ids = ExtensionIds::new();
+    /// ids.set_local("ut_metadata", 1).unwrap();
+    /// let mut theirs = ExtendedHandshake::new();
+    /// theirs.m.insert("ut_metadata".into(), 4);
+    /// theirs.m.insert("junk-1".into(), 5);
+    /// ids.apply_peer_handshake_known(&theirs);
+    /// assert_eq!(ids.peer_id("ut_metadata"), Some(4));
+    /// assert_eq!(ids.peer().len(), 1);
+    /// ```
+    pub fn apply_peer_handshake_known(&mut self, hs: &ExtendedHandshake) {
+        for (name, &id) in &hs.m {
+            if !self.local.contains_key(name) {
+                continue;
+            }
             if id == 0 {
                 self.peer.remove(name);
             } else {

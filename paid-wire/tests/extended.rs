@@ -290,3 +290,30 @@ fn input_whose_reencoding_exceeds_the_bounds_is_rejected() {
     let hs = ExtendedHandshake::decode(with_m.as_bytes()).unwrap();
     assert_eq!(&hs.to_bytes()[..], with_m.as_bytes());
 }
+
+/// A peer that sends handshake after handshake, each with new names, grows nothing beyond the
+/// names we speak ourselves.
+#[test]
+fn only_known_extension_names_are_kept() {
+    let mut ids = ExtensionIds::new();
+    ids.set_local(EXTENSION_NAME, 3).unwrap();
+    for i in 0..1_000u32 {
+        let mut hs = ExtendedHandshake::new();
+        hs.m.insert(format!("junk-{i}"), 5);
+        hs.m.insert(EXTENSION_NAME.into(), 2);
+        ids.apply_peer_handshake_known(&hs);
+    }
+    assert_eq!(ids.peer().len(), 1);
+    assert_eq!(ids.peer_id(EXTENSION_NAME), Some(2));
+    let mut off = ExtendedHandshake::new();
+    off.m.insert(EXTENSION_NAME.into(), 0);
+    ids.apply_peer_handshake_known(&off);
+    assert_eq!(ids.peer_id(EXTENSION_NAME), None);
+    // The `pseAuth` key round-trips.
+    let mut hs = ExtendedHandshake::new();
+    hs.set_pse_auth(Some(1));
+    let back = ExtendedHandshake::decode(&hs.to_bytes()).unwrap();
+    assert_eq!(back.pse_auth(), Some(1));
+    hs.set_pse_auth(None);
+    assert_eq!(hs.pse_auth(), None);
+}

@@ -26,7 +26,7 @@ use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
 use crate::app::PAYMENT_APP_RUNTIME_HASH;
-use crate::chain::{Chain, ChainError, ChannelMode, Revert};
+use crate::chain::{Chain, ChainError, ChannelMode, OnChainStatus, Revert};
 use crate::channel::{
     ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind, Role,
 };
@@ -248,17 +248,31 @@ impl Client {
         })
     }
 
-    /// Payee: proposes a channel in which `payer` deposits `deposit`; returns its id.
+    /// Payee: proposes a channel in which `payer` deposits `deposit`, with a random nonce;
+    /// returns its id.
     pub async fn create(
         &self,
         payer: Address,
         deposit: U256,
         price: Option<U256>,
     ) -> Result<B256, Error> {
+        self.create_with_nonce(payer, deposit, price, OsRng.next_u64())
+            .await
+    }
+
+    /// [`Client::create`] with the channel nonce given: one the payer helped choose, so it can
+    /// check that the id is fresh (a payer should not fund an id it did not help create).
+    pub async fn create_with_nonce(
+        &self,
+        payer: Address,
+        deposit: U256,
+        price: Option<U256>,
+        nonce: u64,
+    ) -> Result<B256, Error> {
         let params = ChannelParams {
             payer,
             deposit,
-            channel_nonce: OsRng.next_u64(),
+            channel_nonce: nonce,
             app_definition: self.inner.config.app_definition,
             challenge_duration: self.inner.config.challenge_duration,
             price,
@@ -408,6 +422,7 @@ impl Client {
         };
         // Whatever the policy: the app decides who can take the deposit.
         self.check_app(p.fixed.app_definition).await?;
+        self.check_fresh(id, p.asset).await?;
         channel.advance_chain_cursor(self.first_block().await);
         let slot = Arc::new(tokio::sync::Mutex::new(channel));
         lock(&self.inner.channels).insert(id, slot.clone());
@@ -434,6 +449,18 @@ impl Client {
             }
         }
         total
+    }
+
+    /// Refuses a proposal whose channel id already has a history on our chain (a status or
+    /// holdings): it is not a new channel, and may be an old one replayed to a payer that lost
+    /// its store, whose old vouchers would take the new deposit.
+    async fn check_fresh(&self, channel_id: B256, asset: Address) -> Result<(), Error> {
+        let status = self.inner.chain.status(channel_id).await?;
+        let held = self.inner.chain.holdings(asset, channel_id).await?;
+        if status != OnChainStatus::default() || !held.is_zero() {
+            return Err(PolicyRejection::NotFresh { channel_id }.into());
+        }
+        Ok(())
     }
 
     /// Refuses an app whose deployed code is not `PaymentApp` ([`crate::app`]).

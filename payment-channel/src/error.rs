@@ -332,4 +332,10 @@ pub enum PolicyRejection {
     /// The proposal came from a peer we do not want to pay.
     #[error("counterparty {0} not accepted")]
     Counterparty(Address),
+    /// The channel id has a history on chain (a status or holdings): not a new channel.
+    #[error("channel {channel_id} already has a history on chain")]
+    NotFresh {
+        /// The proposed channel.
+        channel_id: B256,
+    },
 }

@@ -1219,3 +1219,55 @@ async fn a_cooperative_close_concludes_once_and_pays_out_once() {
     );
     assert_eq!(w.chain.balance_of(payee.client.address()), u(1_000));
 }
+
+/// A payer that lost its store is offered the same proposal again (same participants and
+/// nonce: the same channel id, funded before): refused before anything is signed or deposited.
+#[tokio::test]
+async fn a_proposal_whose_id_has_history_on_chain_is_refused() {
+    let chain = SimulatedChain::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    chain.fund(payer_key.address(), u(10_000)).unwrap();
+    let policy = || JoinPolicy::new(chain.app_definition(), u(1_000), u(10_000));
+    let open = |key: Arc<LocalSigner>, policy: Option<JoinPolicy>| {
+        let chain = chain.clone();
+        async move {
+            Client::open(
+                ClientConfig {
+                    auto_join: policy,
+                    ..ClientConfig::new(chain.app_definition())
+                },
+                key.clone(),
+                Arc::new(chain.handle(key.address())),
+                Arc::new(MemoryStore::new()),
+                None,
+            )
+            .await
+            .unwrap()
+            .0
+        }
+    };
+    let payer = open(payer_key.clone(), Some(policy())).await;
+    let payee = open(payee_key.clone(), None).await;
+    let id = payee
+        .create_with_nonce(payer.address(), u(1_000), None, 7)
+        .await
+        .unwrap();
+    let proposal = payee.next_outbound().unwrap();
+    payer.push_message(proposal.clone()).await.unwrap();
+    assert_eq!(chain.holdings_of(id), u(1_000));
+    // The payer restarts with an empty store; the proposal is replayed.
+    let restarted = open(payer_key.clone(), Some(policy())).await;
+    let before = chain.balance_of(payer_key.address());
+    let err = restarted.push_message(proposal).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Rejected(PolicyRejection::NotFresh { channel_id }) if channel_id == id
+        ),
+        "{err:?}"
+    );
+    assert!(restarted.channel_ids().is_empty());
+    assert!(restarted.next_outbound().is_none());
+    assert_eq!(chain.balance_of(payer_key.address()), before);
+    assert_eq!(chain.holdings_of(id), u(1_000));
+}

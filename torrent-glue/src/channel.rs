@@ -47,6 +47,10 @@ pub enum ChannelCommand {
         deposit: u128,
         /// Our price in wei per byte, advertised in the proposal.
         price: Option<u128>,
+        /// The channel nonce to propose with: derived from both sides' identity challenges of
+        /// the connection, so the payer can check it helped create it
+        /// ([`crate::identity::channel_nonce`]); `None` (a peer without proofs): random.
+        nonce: Option<u64>,
     },
     /// Join (countersign and fund) a channel that `peer` proposed, depositing `deposit` wei.
     Join {
@@ -108,7 +112,8 @@ impl ChannelCommand {
                 peer_destination,
                 deposit,
                 price,
-            } => client.create(peer, peer_destination, deposit, price),
+                nonce,
+            } => client.create(peer, peer_destination, deposit, price, nonce),
             Self::Join {
                 channel_id,
                 peer,
@@ -134,6 +139,7 @@ pub trait ChannelControl {
         peer_destination: Option<Address>,
         deposit: u128,
         price: Option<u128>,
+        nonce: Option<u64>,
     );
     /// See [`ChannelCommand::Join`].
     fn join(&mut self, channel_id: ChannelId, peer: Address, deposit: u128);
@@ -187,6 +193,14 @@ pub enum FailedCommand {
         /// The channel.
         channel_id: ChannelId,
     },
+    /// [`ChannelCommand::PushMessage`]: the client refused the peer's message. Report at least
+    /// those with a bad signature: each is a strike against the sender's connections.
+    PushMessage {
+        /// The sender (an authenticated identity).
+        from: Address,
+        /// The refusal was for a bad signature.
+        bad_signature: bool,
+    },
 }
 
 /// Something the channel client reports, fed to
@@ -212,6 +226,11 @@ pub enum ChannelEvent {
         /// The price in wei per byte the proposal advertises, if any. It must match the terms
         /// the payee advertised in its handshake.
         price: Option<u128>,
+        /// The proposal's channel nonce (`None` if the client cannot tell). A payee that proved
+        /// its identity must use one derived from our connection with it
+        /// ([`crate::identity::channel_nonce`]); other nonces are declined
+        /// ([`DeclineReason::NotFresh`](crate::coordinator::DeclineReason::NotFresh)).
+        nonce: Option<u64>,
     },
     /// The channel is funded and running (also usable to restore a channel after a restart).
     Ready {

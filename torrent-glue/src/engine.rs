@@ -80,6 +80,15 @@ pub struct PeerInfo {
     /// The BEP 6 allowed-fast set the engine computed for this peer (pieces a choked peer may
     /// still request). Used by [`NonPayingPolicy::AllowedFastPreview`](crate::NonPayingPolicy::AllowedFastPreview).
     pub allowed_fast: Vec<u32>,
+    /// The torrent's info-hash on this connection, bound into identity proofs
+    /// ([`crate::identity`]). Zero when the engine does not set it.
+    pub info_hash: [u8; 20],
+    /// Our BitTorrent peer id on this connection (from our handshake), bound into identity
+    /// proofs. Zero when the engine does not set it.
+    pub local_peer_id: [u8; 20],
+    /// The peer's BitTorrent peer id (from its handshake), bound into identity proofs. Zero
+    /// when the engine does not set it.
+    pub remote_peer_id: [u8; 20],
 }
 
 impl PeerInfo {
@@ -93,7 +102,25 @@ impl PeerInfo {
             fast_negotiated: false,
             addr: None,
             allowed_fast: Vec::new(),
+            info_hash: [0; 20],
+            local_peer_id: [0; 20],
+            remote_peer_id: [0; 20],
         }
+    }
+
+    /// Sets the info-hash and both peer ids of the BitTorrent handshakes, which identity proofs
+    /// bind to ([`crate::identity`]). An engine should always set them: without them a proof is
+    /// bound to the challenge alone.
+    pub fn with_session(
+        mut self,
+        info_hash: [u8; 20],
+        local_peer_id: [u8; 20],
+        remote_peer_id: [u8; 20],
+    ) -> Self {
+        self.info_hash = info_hash;
+        self.local_peer_id = local_peer_id;
+        self.remote_peer_id = remote_peer_id;
+        self
     }
 
     /// Whether the peer set the BEP 10 extension-protocol bit (`reserved[5] & 0x10`).
@@ -234,6 +261,9 @@ pub struct PeerExtendedHandshake {
     pub asset: Option<AssetTerms>,
     /// `v`: client name and version, for diagnostics.
     pub client: Option<String>,
+    /// `pseAuth`: the identity-proof version the peer speaks ([`crate::identity`]); `None` for
+    /// peers that cannot prove their `pseAccount` (the original web3torrent).
+    pub auth: Option<u32>,
 }
 
 impl PeerExtendedHandshake {
@@ -252,6 +282,7 @@ impl PeerExtendedHandshake {
                 .get(TERMS_KEY.as_bytes())
                 .and_then(AssetTerms::from_value),
             client: hs.v.clone(),
+            auth: hs.pse_auth(),
         }
     }
 }
@@ -273,15 +304,19 @@ pub struct HandshakeContribution {
     pub terms: Option<Terms>,
     /// The ERC-20 we sell in (advertised inside the terms); `None`: the native coin.
     pub asset: Option<AssetTerms>,
+    /// The identity-proof version we answer challenges with (`pseAuth`); `None` when we cannot
+    /// sign (no signer was given to the coordinator).
+    pub auth: Option<u32>,
 }
 
 impl HandshakeContribution {
-    /// Adds the top-level keys to `hs` (`pseAccount`, `outcomeAddress`, [`TERMS_KEY`]). The
+    /// Adds the top-level keys to `hs` (`pseAccount`, `outcomeAddress`, `pseAuth`, [`TERMS_KEY`]). The
     /// `m` entry is the engine's: register [`extension_name`](Self::extension_name) under a
     /// local id of its choosing (e.g. with `paid_wire::extended::ExtensionIds::set_local`).
     pub fn apply_to(&self, hs: &mut ExtendedHandshake) {
         hs.set_pse_account(self.pse_account.as_bytes());
         hs.set_outcome_address(self.outcome_address.as_bytes());
+        hs.set_pse_auth(self.auth);
         match self.terms {
             Some(terms) => {
                 let mut value = terms.to_value();
@@ -342,6 +377,10 @@ pub enum DisconnectReason {
     PaymentOverdue,
     /// The peer connected with our own payment identity.
     SelfConnection,
+    /// The peer reached the strike limit
+    /// ([`IdentityConfig::disconnect_after_strikes`](crate::IdentityConfig::disconnect_after_strikes)):
+    /// bad identity proofs, bad channel-message signatures, repeated extended handshakes.
+    Strikes,
     /// The application asked for it (not emitted by the coordinator).
     Application,
 }
@@ -641,6 +680,7 @@ mod tests {
                     .unwrap(),
                 decimals: 6,
             }),
+            auth: Some(1),
         };
         let mut ours = ExtendedHandshake::new();
         ours.m.insert(crate::EXTENSION_NAME.into(), 3);
@@ -656,6 +696,7 @@ mod tests {
         );
         assert_eq!(view.terms, contribution.terms);
         assert_eq!(view.asset, contribution.asset);
+        assert_eq!(view.auth, Some(1));
         // Without an asset (the native coin), the terms carry none.
         let native = HandshakeContribution {
             asset: None,

@@ -23,6 +23,12 @@ pub enum ConfigError {
     /// Our account is the zero address.
     #[error("our payment account must not be the zero address")]
     ZeroAccount,
+    /// A limit of [`IdentityConfig`](crate::IdentityConfig) is zero.
+    #[error("identity and stranger limits must be non-zero")]
+    ZeroLimit,
+    /// The signer given to the coordinator signs for another address than our account.
+    #[error("the signer's address is not our payment account")]
+    SignerMismatch,
 }
 
 /// The caller used the API wrongly; no state changed.
@@ -87,6 +93,21 @@ pub enum PeerError {
     /// The peer presented our own payment account.
     #[error("peer presented our own payment account")]
     SelfConnection,
+    /// An identity proof (`auth-proof`) that does not recover to the claimed account, or that
+    /// answers no challenge of ours. A strike; the connection stays non-paying.
+    #[error("bad identity proof")]
+    BadIdentityProof,
+    /// A second `auth-challenge` on the same connection: each connection is answered once.
+    #[error("repeated identity challenge")]
+    RepeatedChallenge,
+    /// More extended handshakes than
+    /// [`IdentityConfig::max_extended_handshakes`](crate::IdentityConfig::max_extended_handshakes)
+    /// on one connection: ignored, a strike.
+    #[error("too many extended handshakes")]
+    TooManyHandshakes,
+    /// A channel message the channel client refused for a bad signature: a strike.
+    #[error("channel message with a bad signature")]
+    BadChannelSignature,
     /// An oversized or empty request.
     #[error("invalid request {0:?}")]
     InvalidRequest(BlockRequest),

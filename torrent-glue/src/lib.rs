@@ -9,11 +9,12 @@ pub mod channel;
 pub mod coordinator;
 pub mod engine;
 pub mod error;
+pub mod identity;
 
 pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, RestoredState, Role};
 pub use coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
-    NonPayingPolicy, OverduePolicy, UploadConfig,
+    Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, IdentityConfig, LegacyPolicy,
+    LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,
 };
 pub use engine::{
     AssetTerms, ChokeAuthority, EngineCommand, EngineControl, EngineHooks, PeerInfo, PeerKey,

@@ -138,7 +138,7 @@ async fn party(
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness();
     configure(&mut config);
-    let coordinator = Coordinator::new(config).unwrap();
+    let coordinator = Coordinator::with_signer(config, signer.clone()).unwrap();
     let mut node_config = NodeConfig::new(*b"-TG0001-000000000000");
     node_config.peer_id[19] = account.0[0];
     node_config.tick = Duration::from_millis(20);

@@ -77,7 +77,7 @@ async fn seller(
 ) -> Seller {
     let signer = Arc::new(LocalSigner::random());
     let account = signer.address();
-    let (client, backend) = client_backend(chain, signer, None).await;
+    let (client, backend) = client_backend(chain, signer.clone(), None).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(1));
     config.download = None;
@@ -88,7 +88,11 @@ async fn seller(
     let mut node_config = NodeConfig::new(*b"-TG0001-SELLER000000");
     node_config.tick = Duration::from_millis(20);
     tweak(&mut config, &mut node_config);
-    let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
+    let node = Node::start(
+        Coordinator::with_signer(config, signer).unwrap(),
+        node_config,
+        backend,
+    );
     node.add_torrent(
         T,
         INFO_HASH,
@@ -335,7 +339,7 @@ async fn deeply_nested_bencode_is_ignored_unsorted_is_read_leniently_huge_closes
     // Unsorted keys: read leniently (as libtorrent does), re-encoded canonically.
     let mut u = Attacker::handshake(tcp(seller.addr).await, true).await;
     let unsorted = format!(
-        "d1:md22:paidStreamingExtensioni7ee10:pseAccount42:{}1:ai1ee",
+        "d1:md22:paidStreamingExtensioni7ee10:pseAccount42:{}7:pseAuthi1e1:ai1ee",
         u.account().to_checksum(None)
     );
     u.send_frame(Message::Extended {
@@ -343,6 +347,8 @@ async fn deeply_nested_bencode_is_ignored_unsorted_is_read_leniently_huge_closes
         payload: Bytes::from(unsorted.into_bytes()),
     })
     .await;
+    u.prover = Some(u.signer.clone());
+    u.await_challenge(5).await;
     let account = u.account();
     until("the lenient classification", 5, || {
         seller
@@ -737,9 +743,13 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_peers_that_open_a_channel_and_vanish_leave_nothing_behind() {
     let chain = SimulatedChain::new();
-    let seller = seller(&chain, |_, _| {}).await;
-    let started = tokio::time::Instant::now();
     const N: usize = 1_000;
+    // Reclamation is under test here, not the creation rate limit (`identity` unit tests).
+    let seller = seller(&chain, |config, _| {
+        config.identity.max_channels_per_window = N as u32;
+    })
+    .await;
+    let started = tokio::time::Instant::now();
     // In waves of 50 over duplex streams (a few over TCP), each a fresh identity.
     for wave in 0..N / 50 {
         let mut tasks = Vec::new();
@@ -805,4 +815,63 @@ async fn a_thousand_peers_that_open_a_channel_and_vanish_leave_nothing_behind() 
         peak.identities,
         started.elapsed()
     );
+}
+
+// ================================================================== identity
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_claiming_the_buyers_account_gets_no_service_paid_by_the_buyer() {
+    let chain = SimulatedChain::new();
+    let (mut seller, mut a, id) = funded(&chain).await;
+    let s = seller.account;
+    // Every buyer advertises its account: a stranger claims it and signs with its own key.
+    let mut m = Attacker::claiming(
+        tcp(seller.addr).await,
+        a.account(),
+        Some(Arc::new(LocalSigner::random())),
+        None,
+    )
+    .await;
+    m.send_frame(Message::Interested).await;
+    m.send_frame(Message::Request(block(1, 0))).await;
+    // The buyer pays for its blocks, and closes: the stranger gets none of it.
+    a.pay(s, 64 * 1024).await;
+    a.recv_until(10, |f| matches!(f, Message::Piece { .. }))
+        .await;
+    a.ch.as_mut().unwrap().close().unwrap();
+    let close = a.outbound().expect("our close");
+    a.send_channel(s, close).await;
+    let answer = a.recv_channel(10).await;
+    assert!(matches!(answer, ChannelMessage::Close(_)), "{answer:?}");
+    let (frames, _) = m.collect(1_000).await;
+    assert!(
+        !frames.iter().any(|f| matches!(f, Message::Piece { .. })),
+        "{frames:?}"
+    );
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Message::Extended { payload, .. }
+            if matches!(PseMessage::decode(payload), Ok(PseMessage::Message { .. })))),
+        "{frames:?}"
+    );
+    let mut events = Vec::new();
+    while let Ok(e) = seller.events.try_recv() {
+        events.push(e);
+    }
+    assert!(misbehaved(&events, |e| matches!(
+        e,
+        PeerError::BadIdentityProof
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        CoordinatorEvent::PeerClassified {
+            class: PeerClass::NonPaying(NonPayingReason::AuthenticationFailed),
+            ..
+        }
+    )));
+    let ident = seller.node.inspect(|c| c.identity(a.account())).unwrap();
+    assert_eq!(ident.connections, 1);
+    assert_eq!(ident.wei_received, 64 * 1024);
+    assert_eq!(credited(&seller, id).await, 64 * 1024);
 }

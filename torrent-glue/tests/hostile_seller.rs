@@ -16,6 +16,7 @@ use std::time::Duration;
 use paid_wire::bencode::Value;
 use paid_wire::message::Message;
 use paid_wire::pse::{self, PseMessage};
+use payment_channel::chain::Chain;
 use payment_channel::channel::{Channel, ChannelParams};
 use payment_channel::message::{Envelope, Message as ChannelMessage};
 use payment_channel::policy::JoinPolicy;
@@ -31,7 +32,7 @@ use torrent_glue::{
 
 use crate::support::{
     Attacker, CHALLENGE_DURATION, INFO_HASH, OUR_PSE_ID, Recv, balance, client_backend, content,
-    listen, liveness, tcp, until,
+    listen, liveness, ready, tcp, until,
 };
 
 const T: TorrentKey = TorrentKey(0);
@@ -79,11 +80,20 @@ async fn buyer(
     size: u64,
     tweak: impl FnOnce(&mut CoordinatorConfig),
 ) -> Buyer {
-    let signer = Arc::new(LocalSigner::random());
+    buyer_as(chain, size, Arc::new(LocalSigner::random()), tweak).await
+}
+
+/// [`buyer`] with the key `signer` and an empty store (a restart that lost its store).
+async fn buyer_as(
+    chain: &SimulatedChain,
+    size: u64,
+    signer: Arc<LocalSigner>,
+    tweak: impl FnOnce(&mut CoordinatorConfig),
+) -> Buyer {
     let account = signer.address();
     chain.fund(account, U256::from(FUNDS)).unwrap();
     let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
-    let (_, backend) = client_backend(chain, signer, Some(policy)).await;
+    let (_, backend) = client_backend(chain, signer.clone(), Some(policy)).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(10));
     config.upload = None;
@@ -100,7 +110,11 @@ async fn buyer(
     let mut node_config = NodeConfig::new(*b"-TG0001-BUYER0000000");
     node_config.pipeline = PIPELINE;
     node_config.tick = Duration::from_millis(20);
-    let node = Node::start(Coordinator::new(config).unwrap(), node_config, backend);
+    let node = Node::start(
+        Coordinator::with_signer(config, signer).unwrap(),
+        node_config,
+        backend,
+    );
     let meta = MemoryTorrent::seed(content(size), PIECE).meta().clone();
     node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::empty(meta)))
         .unwrap();
@@ -174,7 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
             ChannelParams {
                 payer: buyer,
                 deposit: U256::from(DEPOSIT),
-                channel_nonce: 1,
+                channel_nonce: self.next_nonce(),
                 app_definition: chain.app_definition(),
                 challenge_duration: CHALLENGE_DURATION,
                 price: Some(U256::from(price)),
@@ -409,6 +423,151 @@ async fn new_terms_on_a_new_connection_get_no_money() {
                 ..
             }
         ) && e.action() == PeerErrorAction::CloseChannel
+    })
+    .await;
+}
+
+// ================================================================== identity and freshness
+
+/// Channel messages (vouchers, closes, joins) in `frames`.
+fn channel_messages(frames: &[Message]) -> Vec<ChannelMessage> {
+    frames
+        .iter()
+        .filter_map(|m| match m {
+            Message::Extended { id, payload } if *id == OUR_PSE_ID => {
+                match PseMessage::decode(payload) {
+                    Ok(PseMessage::Message { message }) => {
+                        Envelope::from_json(&message).ok().map(|e| e.data)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_claiming_the_sellers_account_gets_no_voucher() {
+    let chain = SimulatedChain::new();
+    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
+    let seller = a.account();
+    // Every seller advertises its account: a stranger claims it, and cannot prove it.
+    let mut m = Attacker::claiming(
+        tcp(buyer.addr).await,
+        seller,
+        Some(Arc::new(LocalSigner::random())),
+        Some(Terms::WEB3TORRENT),
+    )
+    .await;
+    until("the stranger to be refused", 5, || {
+        buyer.saw(|e| {
+            matches!(
+                e,
+                CoordinatorEvent::PeerMisbehaved {
+                    error: PeerError::BadIdentityProof,
+                    ..
+                }
+            )
+        })
+    })
+    .await;
+    // Its STOP is not paid; the real seller's is, on the real seller's connection only.
+    m.send_pse(&stop(id)).await;
+    a.send_pse(&stop(id)).await;
+    a.take_vouchers(1_500).await;
+    assert_eq!(a.credited(), u128::from(GRANULARITY));
+    let (frames, _) = m.collect(500).await;
+    assert!(channel_messages(&frames).is_empty(), "{frames:?}");
+    assert_eq!(
+        buyer
+            .node
+            .inspect(|c| c.identity(seller).map(|i| i.connections)),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_proposal_to_a_buyer_without_its_store_is_refused_and_nothing_deposited() {
+    let chain = SimulatedChain::new();
+    let key = Arc::new(LocalSigner::random());
+    let first = buyer_as(&chain, SIZE, key.clone(), |_| {}).await;
+    let seller = Arc::new(LocalSigner::random());
+    let (a, id) = sold_channel(&first, &chain, seller.clone()).await;
+    let old_nonce = a.ch.as_ref().unwrap().fixed_part().channel_nonce;
+    let held = ready(chain.handle(key.address()).holdings(Address::ZERO, id)).unwrap();
+    assert_eq!(held, U256::from(DEPOSIT));
+    // The buyer restarts with the same key and an empty store; the seller replays the old
+    // proposal (same participants, nonce, app: the same channel id) on a new connection.
+    let mut second = buyer_as(&chain, SIZE, key.clone(), |_| {}).await;
+    let balance_before = balance(&chain, key.address());
+    let mut b = connect(&second, seller.clone(), Terms::WEB3TORRENT).await;
+    let replay = Channel::create(
+        seller.clone(),
+        ChannelParams {
+            payer: key.address(),
+            deposit: U256::from(DEPOSIT),
+            channel_nonce: old_nonce,
+            app_definition: chain.app_definition(),
+            challenge_duration: CHALLENGE_DURATION,
+            price: Some(U256::from(1u8)),
+            asset: Address::ZERO,
+        },
+    )
+    .unwrap();
+    assert_eq!(replay.id(), id);
+    b.ch = Some(replay);
+    let propose = b.outbound().expect("the proposal");
+    b.send_channel(key.address(), propose).await;
+    let (frames, _) = b.collect(2_000).await;
+    assert!(
+        !channel_messages(&frames)
+            .iter()
+            .any(|m| matches!(m, ChannelMessage::Join(_))),
+        "{frames:?}"
+    );
+    // Nothing deposited, nothing joined.
+    assert_eq!(
+        ready(chain.handle(key.address()).holdings(Address::ZERO, id)).unwrap(),
+        U256::from(DEPOSIT)
+    );
+    assert_eq!(balance(&chain, key.address()), balance_before);
+    assert!(!second.saw(|e| matches!(e, CoordinatorEvent::Joining { .. })));
+    assert!(!second.channel_open(seller.address()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_extended_handshakes_are_bounded() {
+    let chain = SimulatedChain::new();
+    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
+    // Each with junk extension names: none is kept, and past the limit the connection goes.
+    for i in 0..50u32 {
+        let mut hs = paid_wire::extended::ExtendedHandshake::new();
+        for j in 0..100u32 {
+            hs.m.insert(format!("junk-{i}-{j}"), 1 + (j % 200) as u8);
+        }
+        // The node may close the connection while we are still writing.
+        if futures_util::SinkExt::send(&mut a.wire, hs.to_message())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    a.expect_closed(5).await;
+    assert!(buyer.saw(|e| {
+        matches!(
+            e,
+            CoordinatorEvent::PeerMisbehaved {
+                error: PeerError::TooManyHandshakes,
+                ..
+            }
+        )
+    }));
+    until("the connection to go", 5, || {
+        buyer.node.inspect(|c| c.resource_usage().peers) == 0
     })
     .await;
 }

@@ -59,7 +59,7 @@ async fn peer(
     client_config.challenge_duration = 60;
     let (client, client_events) = Client::open(
         client_config,
-        signer,
+        signer.clone(),
         Arc::new(chain.handle(account)),
         Arc::new(MemoryStore::new()),
         None,
@@ -74,7 +74,7 @@ async fn peer(
     )));
     let mut config = CoordinatorConfig::new(account, account);
     configure(&mut config);
-    let coordinator = Coordinator::new(config).expect("config");
+    let coordinator = Coordinator::with_signer(config, signer).expect("config");
     let mut node_config = NodeConfig::new(*b"-PB0001-000000000000");
     node_config.peer_id[18] = seed;
     node_config.peer_id[19] = account.0[0];

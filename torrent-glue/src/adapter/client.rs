@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 use payment_channel::client::{ChannelEvent as ClientEvent, Client};
+use payment_channel::error::PeerMisbehaved;
 use payment_channel::message::{Envelope, Message};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::{B256, U256};
@@ -28,6 +29,8 @@ pub struct ClientBackend {
     /// Call `watch_chain` every this many ticks (1 = every tick).
     watch_every: u32,
     ticks: std::sync::atomic::AtomicU32,
+    /// Nonces of the proposals pushed to the client, until it reports them.
+    nonces: Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 fn wei(x: U256) -> u128 {
@@ -49,6 +52,7 @@ impl ClientBackend {
             policy,
             watch_every: 1,
             ticks: std::sync::atomic::AtomicU32::new(0),
+            nonces: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -86,6 +90,7 @@ impl ClientBackend {
                     payee,
                     deposit: wei(deposit),
                     price: price.map(wei),
+                    nonce: self.nonces.lock().await.remove(&id),
                 }),
                 Event::Funded => {
                     if let Some(info) = self.client.channel_info(channel_id).await {
@@ -145,12 +150,20 @@ impl ChannelBackend for ClientBackend {
                 peer,
                 deposit,
                 price,
+                nonce,
                 ..
-            } => match self
-                .client
-                .create(peer, U256::from(deposit), price.map(U256::from))
-                .await
-            {
+            } => match match nonce {
+                Some(nonce) => {
+                    self.client
+                        .create_with_nonce(peer, U256::from(deposit), price.map(U256::from), nonce)
+                        .await
+                }
+                None => {
+                    self.client
+                        .create(peer, U256::from(deposit), price.map(U256::from))
+                        .await
+                }
+            } {
                 Ok(id) => events.report(ChannelEvent::Created {
                     peer,
                     channel_id: id.0,
@@ -185,6 +198,7 @@ impl ChannelBackend for ClientBackend {
                 let Ok(envelope) = Envelope::from_json(&json) else {
                     return;
                 };
+                let envelope_sender = envelope.sender;
                 if let Message::Propose(proposal) = &envelope.data {
                     // The coordinator counts in the client's asset: a proposal in another one
                     // is not a channel we would ever join.
@@ -196,10 +210,29 @@ impl ChannelBackend for ClientBackend {
                     if refused {
                         return;
                     }
+                    let mut nonces = self.nonces.lock().await;
+                    // Read back when the client reports the proposal; bounded like the
+                    // coordinator's channel work queue.
+                    if nonces.len() >= 1024 {
+                        nonces.clear();
+                    }
+                    nonces.insert(proposal.fixed.channel_id().0, proposal.fixed.channel_nonce);
                 }
                 // Peer errors are the client's to judge (replays are harmless, forgeries are
-                // refused); nothing else to do here.
-                let _ = self.client.push_message(envelope).await;
+                // refused); a forged signature is reported, a strike against the sender.
+                if let Err(payment_channel::error::Error::PeerMisbehaved(
+                    e @ PeerMisbehaved::BadSignature { .. },
+                )) = self.client.push_message(envelope).await
+                {
+                    Self::failed(
+                        events,
+                        FailedCommand::PushMessage {
+                            from: envelope_sender,
+                            bad_signature: true,
+                        },
+                        e,
+                    );
+                }
             }
             ChannelCommand::Resend { channel_id } => {
                 let _ = self.client.resend(B256::from(channel_id)).await;

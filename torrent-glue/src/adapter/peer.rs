@@ -121,8 +121,7 @@ where
         disconnect: false,
     };
     // Dropping `conn` (normal end, error, or the task being aborted) reports the disconnect.
-    conn.run(&mut framed, &mut rx, theirs.reserved, direction)
-        .await
+    conn.run(&mut framed, &mut rx, &theirs, direction).await
 }
 
 struct Conn {
@@ -184,7 +183,7 @@ impl Conn {
         &mut self,
         wire: &mut Wire<S>,
         rx: &mut mpsc::UnboundedReceiver<EngineCommand>,
-        remote: Reserved,
+        theirs: &Handshake,
         direction: Direction,
     ) -> Result<(), ConnectionError>
     where
@@ -192,7 +191,13 @@ impl Conn {
     {
         let config = self.node.config().clone();
         let at = now();
-        let mut info = PeerInfo::new(self.torrent, direction, remote.0);
+        let remote = theirs.reserved;
+        // Identity proofs bind the info-hash and both peer ids of these handshakes.
+        let mut info = PeerInfo::new(self.torrent, direction, remote.0).with_session(
+            theirs.info_hash,
+            config.peer_id,
+            theirs.peer_id,
+        );
         info.fast_negotiated = self.fast;
         let torrent = self.torrent;
         self.call_queue(rx, |c, key| c.handle_peer_connected(at, key, info))?;
@@ -514,7 +519,8 @@ impl Conn {
             } => {
                 // A malformed extended handshake is ignored, as unknown keys are.
                 if let Ok(hs) = ExtendedHandshake::decode(&payload) {
-                    self.ids.apply_peer_handshake(&hs);
+                    // Only the names we speak are kept: a peer's junk names cost nothing.
+                    self.ids.apply_peer_handshake_known(&hs);
                     let view = PeerExtendedHandshake::from_extended(&hs);
                     let result =
                         self.call_queue(rx, |c, key| c.handle_extended_handshake(at, key, &view));

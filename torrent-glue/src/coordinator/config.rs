@@ -35,6 +35,8 @@ pub struct CoordinatorConfig {
     /// Channel messages held per peer identity while it has no connection (delivered when it
     /// reconnects; the oldest are dropped beyond this). Default 32.
     pub max_outbox: usize,
+    /// Identity proofs and per-stranger bounds.
+    pub identity: IdentityConfig,
 }
 
 impl CoordinatorConfig {
@@ -51,6 +53,7 @@ impl CoordinatorConfig {
             liveness: LivenessConfig::default(),
             max_deferred_requests: 64,
             max_outbox: 32,
+            identity: IdentityConfig::default(),
         }
     }
 
@@ -69,6 +72,14 @@ impl CoordinatorConfig {
             if down.max_price_per_byte == 0 {
                 return Err(ConfigError::ZeroMaxPrice);
             }
+        }
+        let id = &self.identity;
+        if id.disconnect_after_strikes == Some(0)
+            || id.max_channel_commands == 0
+            || id.max_channels_per_connection == 0
+            || id.max_channels_per_window == 0
+        {
+            return Err(ConfigError::ZeroLimit);
         }
         Ok(())
     }
@@ -279,6 +290,66 @@ impl Default for LivenessConfig {
             response_timeout: Duration::from_secs(60),
             idle_close_after: Some(Duration::from_secs(30)),
             stall_timeout: None,
+        }
+    }
+}
+
+/// What a peer that cannot prove its `pseAccount` gets (the original web3torrent sends the
+/// account and no proof; see [`crate::identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum LegacyPolicy {
+    /// It is a non-paying peer
+    /// ([`NonPayingReason::Unauthenticated`](crate::coordinator::NonPayingReason::Unauthenticated)),
+    /// served under [`NonPayingPolicy`]: no channel, no payment, no channel message. The safe
+    /// default: an unproven account may be anyone's (every peer advertises its own).
+    #[default]
+    NonPaying,
+    /// Its claimed account is believed, as web3torrent does. **Unsafe** among strangers: a
+    /// peer claiming a buyer's account is served on that buyer's payments and receives the
+    /// channel messages meant for it. Only for closed deployments where every peer is trusted
+    /// not to lie about its account.
+    TrustClaimedAccount,
+}
+
+/// Identity proofs, and what one stranger may cost us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IdentityConfig {
+    /// Peers that announce no `pseAuth`. Default [`LegacyPolicy::NonPaying`].
+    pub legacy: LegacyPolicy,
+    /// Extended handshakes processed per connection; later ones are ignored and each is a
+    /// strike ([`PeerError::TooManyHandshakes`](crate::PeerError::TooManyHandshakes)).
+    /// Default 8.
+    pub max_extended_handshakes: u32,
+    /// Strikes (bad identity proofs, channel messages with a bad signature, extended handshakes
+    /// beyond the limit) after which the connection is closed
+    /// ([`DisconnectReason::Strikes`](crate::engine::DisconnectReason::Strikes)); `None`:
+    /// never. Default 3.
+    pub disconnect_after_strikes: Option<u32>,
+    /// Channel commands queued for the channel client at most (`poll_channel_command`); work
+    /// a stranger causes beyond it is refused (a proposal is not made, a message not pushed)
+    /// rather than queued. Default 1024.
+    pub max_channel_commands: usize,
+    /// Channels we propose to one identity from one connection at most (each costs a
+    /// signature and durable writes). Default 4.
+    pub max_channels_per_connection: u32,
+    /// Channels we propose overall within [`channel_window`](Self::channel_window) at most.
+    /// Default 64.
+    pub max_channels_per_window: u32,
+    /// The window of [`max_channels_per_window`](Self::max_channels_per_window). Default 60 s.
+    pub channel_window: Duration,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            legacy: LegacyPolicy::NonPaying,
+            max_extended_handshakes: 8,
+            disconnect_after_strikes: Some(3),
+            max_channel_commands: 1024,
+            max_channels_per_connection: 4,
+            max_channels_per_window: 64,
+            channel_window: Duration::from_secs(60),
         }
     }
 }

@@ -21,6 +21,12 @@ pub enum NonPayingReason {
     HandshakeTimeout,
     /// It presented our own account.
     SelfConnection,
+    /// It claims a `pseAccount` but announces no identity proof (`pseAuth`): the original
+    /// web3torrent, under [`LegacyPolicy::NonPaying`](crate::LegacyPolicy::NonPaying).
+    Unauthenticated,
+    /// Its identity proof did not verify (or never came before the handshake timeout while
+    /// it announced `pseAuth`).
+    AuthenticationFailed,
 }
 
 /// How a peer was classified once its extended handshake (or its absence) was known.
@@ -57,6 +63,10 @@ pub enum DeclineReason {
     /// We closed a channel on this uploader for asking to be paid beyond our window
     /// ([`PeerError::AskedBeyondWindow`]): it gets no new deposit.
     Misbehaved,
+    /// The payee proved its identity but the proposal's nonce is not one derived from our
+    /// connection with it ([`crate::identity::channel_nonce`]): an id we did not help create
+    /// (a replayed proposal, say) is never funded.
+    NotFresh,
 }
 
 /// Why a channel message was not delivered.
@@ -75,6 +85,9 @@ pub enum MessageDropReason {
     TooLarge,
     /// Outbound: the recipient had no connection and its outbox was full (oldest dropped).
     OutboxFull,
+    /// Inbound: the channel work queue is full
+    /// ([`IdentityConfig::max_channel_commands`](crate::IdentityConfig::max_channel_commands)).
+    QueueFull,
 }
 
 /// Something the application may want to know (UI, logs, metrics), drained with
@@ -92,6 +105,13 @@ pub enum CoordinatorEvent {
     },
     /// We asked the channel client to propose a channel to a paying peer.
     ChannelRequested {
+        /// The payer.
+        account: Address,
+    },
+    /// A paying peer needed a channel but the creation limits
+    /// ([`IdentityConfig`](crate::IdentityConfig): per connection, overall per window, or the
+    /// channel work queue) refused it: the connection waiting for it got `permanent-stop`.
+    ChannelRateLimited {
         /// The payer.
         account: Address,
     },

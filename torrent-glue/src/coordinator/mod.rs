@@ -41,8 +41,21 @@
 //!
 //! # Flows (the seed's, per peer)
 //! * **Identity.** A peer that advertises `paidStreamingExtension` and a valid `pseAccount` is
-//!   *paying*; its account is its identity. All its connections (reconnects, other torrents)
-//!   share one channel per direction and one credit ledger.
+//!   *paying* once it proved that account ([`crate::identity`]: it announces `pseAuth`, we send
+//!   `auth-challenge` with a fresh nonce, it answers `auth-proof`); its account is then its
+//!   identity. Until then nothing paid, credited or addressed to that account reaches it; a bad
+//!   proof is a strike ([`PeerError::BadIdentityProof`]) and leaves it non-paying. Peers that
+//!   cannot prove (web3torrent) get the [`LegacyPolicy`]. All connections of an identity
+//!   (reconnects, other torrents) share one channel per direction and one credit ledger.
+//! * **Fresh channel ids.** We propose with a nonce derived from both challenges of the
+//!   connection ([`crate::identity::channel_nonce`]) and join a proven payee's proposal only
+//!   with such a nonce ([`DeclineReason::NotFresh`]).
+//! * **Bounded cost per stranger** ([`IdentityConfig`]): one answered challenge per connection,
+//!   at most `max_extended_handshakes` extended handshakes, channel proposals limited per
+//!   connection and per time window ([`CoordinatorEvent::ChannelRateLimited`]), the channel
+//!   work queue bounded ([`MessageDropReason::QueueFull`]), and strikes (bad proofs, bad
+//!   channel signatures, excess handshakes) that close the connection at
+//!   `disconnect_after_strikes`.
 //! * **Uploader.** The first request of a paying peer with no channel creates one (at most one
 //!   per identity, whatever the burst of requests or the number of connections); its requests
 //!   wait, and once the channel is funded the peer gets STOP. A payment credits the connection
@@ -76,12 +89,13 @@
 
 mod config;
 mod events;
-mod notice;
+pub(crate) mod notice;
 mod state;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -92,9 +106,11 @@ use paid_wire::choke::{
 };
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
+use payment_channel::sign::{Signature, Signer};
 
 pub use config::{
-    CoordinatorConfig, DownloadConfig, LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,
+    CoordinatorConfig, DownloadConfig, IdentityConfig, LegacyPolicy, LivenessConfig,
+    NonPayingPolicy, OverduePolicy, UploadConfig,
 };
 pub use events::{
     CoordinatorEvent, DeclineReason, IdentityView, MessageDropReason, NonPayingReason, PeerClass,
@@ -102,7 +118,7 @@ pub use events::{
 };
 
 use self::notice::{MAX_NOTICE_LEN, Notice};
-use self::state::{Class, Gate, Identity, Peer, PendingProposal, Phase, Slot, Torrent};
+use self::state::{Claim, Class, Gate, Identity, Peer, PendingProposal, Phase, Slot, Torrent};
 use crate::EXTENSION_NAME;
 use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, RestoredState, Role};
 use crate::engine::{
@@ -110,12 +126,19 @@ use crate::engine::{
     PeerExtendedHandshake, PeerInfo, PeerKey, RequestDecision, Terms, TorrentKey, parse_account,
 };
 use crate::error::{ConfigError, Error, PeerError, UsageError};
+use crate::identity::{AUTH_VERSION, ProofContext};
 
 /// Runs the paid-streaming flows for every connection of one client. See the
 /// [module docs](self) for the calling contract and the flows.
-#[derive(Debug)]
 pub struct Coordinator {
     config: CoordinatorConfig,
+    /// Signs our identity proofs; `None`: we cannot prove our account (peers treat us as the
+    /// original web3torrent).
+    signer: Option<Arc<dyn Signer>>,
+    /// Secret from which our per-connection challenges are derived.
+    challenge_secret: [u8; 32],
+    /// When we proposed our recent channels (the overall creation rate limit).
+    recent_creations: VecDeque<Instant>,
     peers: HashMap<PeerKey, Peer>,
     identities: HashMap<Address, Identity>,
     channels: HashMap<ChannelId, (Address, Role)>,
@@ -127,6 +150,18 @@ pub struct Coordinator {
     engine_out: VecDeque<EngineCommand>,
     channel_out: VecDeque<ChannelCommand>,
     events: VecDeque<CoordinatorEvent>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("account", &self.config.account)
+            .field("signs_proofs", &self.signer.is_some())
+            .field("peers", &self.peers.len())
+            .field("identities", &self.identities.len())
+            .field("channels", &self.channels.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Coordinator {
@@ -146,7 +181,34 @@ impl Coordinator {
             engine_out: VecDeque::new(),
             channel_out: VecDeque::new(),
             events: VecDeque::new(),
+            signer: None,
+            challenge_secret: crate::identity::random_secret(),
+            recent_creations: VecDeque::new(),
         })
+    }
+
+    /// A coordinator that proves our account to peers with `signer` (see [`crate::identity`]):
+    /// it announces `pseAuth` and answers each connection's challenge once. `signer` must sign
+    /// for [`CoordinatorConfig::account`]. Without a signer ([`Coordinator::new`]) peers cannot
+    /// tell us from a stranger claiming our account, so they will not pay or join us unless
+    /// they trust claimed accounts ([`LegacyPolicy::TrustClaimedAccount`]).
+    pub fn with_signer(
+        config: CoordinatorConfig,
+        signer: Arc<dyn Signer>,
+    ) -> Result<Self, ConfigError> {
+        if signer.address() != config.account {
+            return Err(ConfigError::SignerMismatch);
+        }
+        let mut this = Self::new(config)?;
+        this.signer = Some(signer);
+        Ok(this)
+    }
+
+    /// Replaces the secret our challenges are derived from (drawn from the OS at creation).
+    /// For reproducible runs (tests, fuzzing) only: a secret known to others makes our
+    /// challenges predictable, and proofs for them could be collected in advance.
+    pub fn set_challenge_secret(&mut self, secret: [u8; 32]) {
+        self.challenge_secret = secret;
     }
 
     // ------------------------------------------------------------------ getters
@@ -164,6 +226,7 @@ impl Coordinator {
             outcome_address: self.config.outcome_address.to_checksum(None),
             terms: self.config.upload.as_ref().map(UploadConfig::terms),
             asset: self.config.upload.as_ref().and_then(|u| u.asset),
+            auth: self.signer.as_ref().map(|_| AUTH_VERSION),
         }
     }
 
@@ -391,6 +454,14 @@ impl Coordinator {
                 remote_choked: true,
                 remote_interested: false,
                 stats: PeerStats::default(),
+                claim: None,
+                challenge: None,
+                answered_challenge: false,
+                their_challenge: None,
+                handshakes: 0,
+                strikes: 0,
+                struck_out: false,
+                channels_requested: 0,
             },
         );
         if !ext {
@@ -406,7 +477,13 @@ impl Coordinator {
         key: PeerKey,
         hs: &PeerExtendedHandshake,
     ) -> Result<(), Error> {
+        let max_handshakes = self.config.identity.max_extended_handshakes;
         let peer = self.peer_mut(key)?;
+        peer.handshakes = peer.handshakes.saturating_add(1);
+        if peer.handshakes > max_handshakes {
+            // Each one costs a decode and is kept: bounded per connection.
+            return Err(self.strike(key, PeerError::TooManyHandshakes));
+        }
         peer.handshake_seen = true;
         let was_enabled = peer.pse_id.is_some();
         match hs.pse_id {
@@ -435,8 +512,22 @@ impl Coordinator {
                     });
                     return Err(self.misbehaved(key, PeerError::SelfConnection));
                 }
-                let outcome = hs.outcome_address.as_deref().and_then(parse_account);
-                self.make_paying(now, key, account, outcome, hs.terms.unwrap_or_default());
+                let claim = Claim {
+                    account,
+                    outcome: hs.outcome_address.as_deref().and_then(parse_account),
+                    terms: hs.terms.unwrap_or_default(),
+                };
+                if hs.auth.is_some_and(|v| v >= AUTH_VERSION) {
+                    // Paying only once it proves the account (`on_auth_proof`).
+                    self.send_challenge(key, claim);
+                } else {
+                    match self.config.identity.legacy {
+                        LegacyPolicy::TrustClaimedAccount => {
+                            self.make_paying(now, key, claim.account, claim.outcome, claim.terms)
+                        }
+                        _ => self.make_non_paying(now, key, NonPayingReason::Unauthenticated),
+                    }
+                }
             }
             Class::Paying(account) => {
                 if let Some(raw) = hs.pse_account.as_deref()
@@ -486,11 +577,17 @@ impl Coordinator {
             Ok(n) => n,
             Err(e) => return Err(self.misbehaved(key, PeerError::MalformedNotice(e))),
         };
+        match notice {
+            Notice::AuthChallenge(nonce) => return self.on_auth_challenge(key, nonce),
+            Notice::AuthProof(signature) => return self.on_auth_proof(now, key, signature),
+            _ => {}
+        }
         let Some(account) = account else {
             // Not classified as paying: we cannot attribute anything to it.
             return Ok(());
         };
         match notice {
+            Notice::AuthChallenge(_) | Notice::AuthProof(_) => {}
             Notice::Ack => {}
             Notice::Stop(channel) => {
                 self.send_notice(key, Notice::Ack);
@@ -761,7 +858,13 @@ impl Coordinator {
             if let Class::Pending { deadline } = peer.class
                 && deadline <= now
             {
-                self.make_non_paying(now, key, NonPayingReason::HandshakeTimeout);
+                let reason = if peer.claim.is_some() {
+                    // It announced a proof and did not deliver one in time.
+                    NonPayingReason::AuthenticationFailed
+                } else {
+                    NonPayingReason::HandshakeTimeout
+                };
+                self.make_non_paying(now, key, reason);
                 continue;
             }
             let retry = peer.stop_retry_at.is_some_and(|at| at <= now);
@@ -900,8 +1003,9 @@ impl Coordinator {
                 payee,
                 deposit,
                 price,
+                nonce,
             } => {
-                self.evaluate_proposal(now, channel_id, payee, deposit, price);
+                self.evaluate_proposal(now, channel_id, payee, deposit, price, nonce);
                 Ok(())
             }
             ChannelEvent::Ready {
@@ -989,6 +1093,103 @@ impl Coordinator {
         if empty {
             self.identities.remove(&account);
         }
+    }
+
+    /// [`misbehaved`](Self::misbehaved), counted as a strike: at the limit the connection is
+    /// closed ([`DisconnectReason::Strikes`]).
+    fn strike(&mut self, key: PeerKey, error: PeerError) -> Error {
+        let limit = self.config.identity.disconnect_after_strikes;
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.strikes = peer.strikes.saturating_add(1);
+            if limit.is_some_and(|l| peer.strikes >= l) && !peer.struck_out {
+                peer.struck_out = true;
+                self.engine_out.push_back(EngineCommand::Disconnect {
+                    peer: key,
+                    reason: DisconnectReason::Strikes,
+                });
+            }
+        }
+        self.misbehaved(key, error)
+    }
+
+    // ------------------------------------------------------------------ identity proofs
+
+    /// Sends our challenge for this connection (once) and remembers what it claims.
+    fn send_challenge(&mut self, key: PeerKey, claim: Claim) {
+        let secret = self.challenge_secret;
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.claim = Some(claim);
+        if peer.challenge.is_some() {
+            return;
+        }
+        // Unpredictable without the secret, distinct per connection (`seq` never repeats).
+        let nonce = crate::identity::challenge_nonce(&secret, peer.seq);
+        peer.challenge = Some(nonce);
+        self.send_notice(key, Notice::AuthChallenge(nonce));
+    }
+
+    /// The peer challenges us: answer once per connection, if we can sign.
+    fn on_auth_challenge(&mut self, key: PeerKey, nonce: [u8; 32]) -> Result<(), Error> {
+        let Some(signer) = self.signer.clone() else {
+            // We announced no `pseAuth`: nothing to answer with.
+            return Ok(());
+        };
+        let peer = self.peer_mut(key)?;
+        if peer.answered_challenge {
+            // One signature per connection, whatever the peer sends.
+            return Err(self.misbehaved(key, PeerError::RepeatedChallenge));
+        }
+        if peer.pse_id.is_none() {
+            return Ok(());
+        }
+        peer.answered_challenge = true;
+        peer.their_challenge = Some(nonce);
+        let ctx = ProofContext {
+            nonce,
+            info_hash: peer.info.info_hash,
+            challenger_peer_id: peer.info.remote_peer_id,
+            prover_peer_id: peer.info.local_peer_id,
+        };
+        if let Ok(signature) = crate::identity::prove(signer.as_ref(), &ctx) {
+            self.send_notice(key, Notice::AuthProof(signature.to_rsv()));
+        }
+        Ok(())
+    }
+
+    /// The peer answers our challenge: it becomes paying as the account it proved, or it is
+    /// non-paying for good and earns a strike.
+    fn on_auth_proof(
+        &mut self,
+        now: Instant,
+        key: PeerKey,
+        signature: [u8; 65],
+    ) -> Result<(), Error> {
+        let peer = self.peer_mut(key)?;
+        let (Class::Pending { .. }, Some(claim), Some(nonce)) =
+            (peer.class, peer.claim, peer.challenge)
+        else {
+            if matches!(peer.class, Class::Paying(_)) {
+                // Proven already: a repeat changes nothing.
+                return Ok(());
+            }
+            return Err(self.strike(key, PeerError::BadIdentityProof));
+        };
+        let ctx = ProofContext {
+            nonce,
+            info_hash: peer.info.info_hash,
+            challenger_peer_id: peer.info.local_peer_id,
+            prover_peer_id: peer.info.remote_peer_id,
+        };
+        let proven = Signature::from_rsv(&signature)
+            .is_ok_and(|sig| crate::identity::verify(&ctx, claim.account, &sig));
+        if !proven {
+            self.make_non_paying(now, key, NonPayingReason::AuthenticationFailed);
+            return Err(self.strike(key, PeerError::BadIdentityProof));
+        }
+        self.make_paying(now, key, claim.account, claim.outcome, claim.terms);
+        Ok(())
     }
 
     fn misbehaved(&mut self, key: PeerKey, error: PeerError) -> Error {
@@ -1387,7 +1588,7 @@ impl Coordinator {
                 }
                 Action::NeedChannel => {
                     if let Some(account) = account {
-                        self.need_payee_channel(now, account);
+                        self.need_payee_channel(now, account, Some(key));
                     }
                 }
                 Action::SendStop { channel_id } => {
@@ -1471,29 +1672,82 @@ impl Coordinator {
         }
     }
 
-    /// A paying peer needs a channel to pay us on: propose one unless one exists or is coming.
-    fn need_payee_channel(&mut self, now: Instant, account: Address) {
+    /// A paying peer needs a channel to pay us on: propose one unless one exists or is coming,
+    /// within the creation limits ([`IdentityConfig`]): per connection (`key`, or the
+    /// identity's newest connection), overall per window, and the channel work queue.
+    fn need_payee_channel(&mut self, now: Instant, account: Address, key: Option<PeerKey>) {
         let Some(up) = self.config.upload.as_ref() else {
             return;
         };
         let deposit = up.deposit;
         let price = up.choke.price_per_byte;
+        let limits = self.config.identity;
         let deadline = now
             .checked_add(self.config.liveness.response_timeout)
             .unwrap_or(now);
-        let Some(ident) = self.identities.get_mut(&account) else {
+        let Some(ident) = self.identities.get(&account) else {
             return;
         };
         if ident.creating.is_some() || ident.payee.is_some() {
             // At most one channel per identity (web3torrent #2220).
             return;
         }
+        let key = key.or_else(|| {
+            ident
+                .live
+                .iter()
+                .filter_map(|k| Some((*k, self.peers.get(k)?.seq)))
+                .max_by_key(|(_, seq)| *seq)
+                .map(|(k, _)| k)
+        });
+        while self.recent_creations.front().is_some_and(|t| {
+            t.checked_add(limits.channel_window)
+                .is_some_and(|end| end <= now)
+        }) {
+            self.recent_creations.pop_front();
+        }
+        let per_connection = key
+            .and_then(|k| self.peers.get(&k))
+            .is_some_and(|p| p.channels_requested >= limits.max_channels_per_connection);
+        let overall = self.recent_creations.len()
+            >= usize::try_from(limits.max_channels_per_window).unwrap_or(usize::MAX);
+        let queue_full = self.channel_out.len() >= limits.max_channel_commands;
+        if per_connection || overall || queue_full {
+            // Each proposal costs a signature and durable writes: a stranger gets no more.
+            // The connection waiting for it is not served (it may reconnect later).
+            self.events
+                .push_back(CoordinatorEvent::ChannelRateLimited { account });
+            if let Some(k) = key
+                && let Some(ctrl) = self.peers.get_mut(&k).and_then(|p| p.gate.controller_mut())
+            {
+                ctrl.handle_permanent_stop(now);
+                self.drain_gate(now, k, None);
+            }
+            return;
+        }
+        let mut nonce = None;
+        if let Some(p) = key.and_then(|k| self.peers.get_mut(&k)) {
+            // The payer contributed its challenge: it can check it helped create the id.
+            if let (Some(payer), Some(payee)) = (p.their_challenge, p.challenge) {
+                nonce = Some(crate::identity::channel_nonce(
+                    &payer,
+                    &payee,
+                    p.channels_requested,
+                ));
+            }
+            p.channels_requested = p.channels_requested.saturating_add(1);
+        }
+        self.recent_creations.push_back(now);
+        let Some(ident) = self.identities.get_mut(&account) else {
+            return;
+        };
         ident.creating = Some(deadline);
         self.channel_out.push_back(ChannelCommand::Create {
             peer: account,
             peer_destination: ident.outcome,
             deposit,
             price: Some(price),
+            nonce,
         });
         self.events
             .push_back(CoordinatorEvent::ChannelRequested { account });
@@ -1759,6 +2013,7 @@ impl Coordinator {
         payee: Address,
         deposit: u128,
         price: Option<u128>,
+        nonce: Option<u64>,
     ) {
         let decline = |this: &mut Self, reason| {
             this.channel_out
@@ -1784,6 +2039,7 @@ impl Coordinator {
                     payee,
                     deposit,
                     price,
+                    nonce,
                     expires,
                 });
             }
@@ -1798,6 +2054,12 @@ impl Coordinator {
         if ident.asked_beyond_window {
             return decline(self, DeclineReason::Misbehaved);
         }
+        if !self.nonce_is_ours(payee, nonce) {
+            return decline(self, DeclineReason::NotFresh);
+        }
+        let Some(ident) = self.identities.get_mut(&payee) else {
+            return;
+        };
         if ident.terms.price_per_byte > down.max_price_per_byte {
             return decline(self, DeclineReason::PriceTooHigh);
         }
@@ -1830,13 +2092,42 @@ impl Coordinator {
         });
     }
 
+    /// Whether a proposal's nonce is one we helped create: derived from our challenge and the
+    /// payee's on one of its live connections that proved its identity
+    /// ([`crate::identity::channel_nonce`]). A payee believed on its word
+    /// ([`LegacyPolicy::TrustClaimedAccount`]) has no such connection and is not checked.
+    fn nonce_is_ours(&self, payee: Address, nonce: Option<u64>) -> bool {
+        let Some(ident) = self.identities.get(&payee) else {
+            return false;
+        };
+        let proven: Vec<&Peer> = ident
+            .live
+            .iter()
+            .filter_map(|k| self.peers.get(k))
+            .filter(|p| p.challenge.is_some())
+            .collect();
+        if proven.is_empty() {
+            return true;
+        }
+        let max = self.config.identity.max_channels_per_connection;
+        let Some(nonce) = nonce else {
+            return false;
+        };
+        proven.iter().any(|p| {
+            let (Some(ours), Some(theirs)) = (p.challenge, p.their_challenge) else {
+                return false;
+            };
+            (0..max).any(|i| crate::identity::channel_nonce(&ours, &theirs, i) == nonce)
+        })
+    }
+
     fn retry_proposals(&mut self, now: Instant, account: Address) {
         let (mine, rest) = std::mem::take(&mut self.proposals)
             .into_iter()
             .partition(|p| p.payee == account);
         self.proposals = rest;
         for p in mine {
-            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price);
+            self.evaluate_proposal(now, p.channel_id, p.payee, p.deposit, p.price, p.nonce);
         }
     }
 
@@ -2513,6 +2804,15 @@ impl Coordinator {
             });
             return Ok(());
         }
+        if self.channel_out.len() >= self.config.identity.max_channel_commands {
+            // The channel client is behind: refuse more work rather than queue it without
+            // bound. Not acked, so an honest peer's resend brings it again.
+            self.events.push_back(CoordinatorEvent::MessageDropped {
+                account: Some(account),
+                reason: MessageDropReason::QueueFull,
+            });
+            return Ok(());
+        }
         self.send_notice(key, Notice::Ack);
         let deadline = self.answer_deadline(now);
         if let Some(ident) = self.identities.get_mut(&account) {
@@ -2686,7 +2986,7 @@ impl Coordinator {
                 }
             }
             if waiting {
-                self.need_payee_channel(now, account);
+                self.need_payee_channel(now, account, None);
             }
         }
         Ok(())
@@ -2729,6 +3029,21 @@ impl Coordinator {
             FailedCommand::Close { channel_id } => {
                 if let Some(&(account, role)) = self.channels.get(&channel_id) {
                     self.challenge(now, account, role);
+                }
+            }
+            FailedCommand::PushMessage {
+                from,
+                bad_signature: true,
+            } => {
+                // Only authenticated connections of `from` carry its messages.
+                let mut live: Vec<PeerKey> = self
+                    .identities
+                    .get(&from)
+                    .map(|i| i.live.iter().copied().collect())
+                    .unwrap_or_default();
+                live.sort_unstable();
+                for key in live {
+                    let _ = self.strike(key, PeerError::BadChannelSignature);
                 }
             }
             _ => {}

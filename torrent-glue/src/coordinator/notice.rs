@@ -17,6 +17,12 @@ pub(crate) const MAX_NOTICE_LEN: usize = pse::MAX_PSE_LEN;
 /// The command string of the pay-ahead prompt.
 pub(crate) const PROMPT: &str = "prompt";
 
+/// The command string of an identity challenge ([`crate::identity`]).
+pub(crate) const AUTH_CHALLENGE: &str = "auth-challenge";
+
+/// The command string of an identity proof ([`crate::identity`]).
+pub(crate) const AUTH_PROOF: &str = "auth-proof";
+
 /// One paid-streaming notice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Notice {
@@ -25,8 +31,40 @@ pub(crate) enum Notice {
     PermanentStop(Option<ChannelId>),
     Ack,
     Message(String),
-    Prompt { bytes: u64, amount: u128 },
+    Prompt {
+        bytes: u64,
+        amount: u128,
+    },
+    /// `auth-challenge {nonce}`.
+    AuthChallenge([u8; 32]),
+    /// `auth-proof {signature}` (`r ‖ s ‖ v`).
+    AuthProof([u8; 65]),
     Unknown(String),
+}
+
+fn hex_value(bytes: &[u8]) -> Value {
+    let mut out = Vec::with_capacity(2 + bytes.len() * 2);
+    out.extend_from_slice(b"0x");
+    for b in bytes {
+        out.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    Value::Bytes(out)
+}
+
+fn from_hex<const N: usize>(value: Option<Value>) -> Option<[u8; N]> {
+    let Value::Bytes(text) = value? else {
+        return None;
+    };
+    let digits = text.strip_prefix(b"0x")?;
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl Notice {
@@ -58,6 +96,20 @@ impl Notice {
                     data: Some(Value::Dict(data)),
                 }
             }
+            Self::AuthChallenge(nonce) => PseMessage::Unknown {
+                command: AUTH_CHALLENGE.into(),
+                data: Some(Value::Dict(BTreeMap::from([(
+                    b"nonce".to_vec(),
+                    hex_value(nonce),
+                )]))),
+            },
+            Self::AuthProof(signature) => PseMessage::Unknown {
+                command: AUTH_PROOF.into(),
+                data: Some(Value::Dict(BTreeMap::from([(
+                    b"signature".to_vec(),
+                    hex_value(signature),
+                )]))),
+            },
             Self::Unknown(command) => PseMessage::Unknown {
                 command: command.clone(),
                 data: None,
@@ -95,6 +147,20 @@ impl Notice {
                     _ => 0,
                 };
                 Self::Prompt { bytes, amount }
+            }
+            PseMessage::Unknown { command, data } if command == AUTH_CHALLENGE => {
+                let field = data.and_then(|d| match d {
+                    Value::Dict(mut d) => d.remove(b"nonce".as_slice()),
+                    _ => None,
+                });
+                Self::AuthChallenge(from_hex(field).ok_or("invalid auth-challenge nonce")?)
+            }
+            PseMessage::Unknown { command, data } if command == AUTH_PROOF => {
+                let field = data.and_then(|d| match d {
+                    Value::Dict(mut d) => d.remove(b"signature".as_slice()),
+                    _ => None,
+                });
+                Self::AuthProof(from_hex(field).ok_or("invalid auth-proof signature")?)
             }
             PseMessage::Unknown { command, .. } => Self::Unknown(command),
             _ => return Err("unsupported paid-streaming message".into()),
@@ -138,6 +204,8 @@ mod tests {
                 bytes: 65536,
                 amount: u128::MAX,
             },
+            Notice::AuthChallenge([0xa5; 32]),
+            Notice::AuthProof([0x5a; 65]),
             Notice::Unknown("frobnicate".into()),
         ] {
             assert_eq!(Notice::decode(&n.encode()), Ok(n));
@@ -171,6 +239,9 @@ mod tests {
             b"d7:commandi1ee",
             b"d99999999999999999999:x",
             b"dddddddddddd",
+            b"d7:command14:auth-challenge4:datad5:nonce4:0x12ee",
+            b"d7:command10:auth-proof4:datadee",
+            b"d7:command10:auth-proof4:datai1ee",
         ] {
             assert!(Notice::decode(bad).is_err(), "{bad:?}");
         }

@@ -84,6 +84,28 @@ pub(crate) struct Peer {
     pub(crate) remote_choked: bool,
     pub(crate) remote_interested: bool,
     pub(crate) stats: PeerStats,
+    /// The identity it claims, until it proves it (see [`crate::identity`]).
+    pub(crate) claim: Option<Claim>,
+    /// Our challenge to it, once sent.
+    pub(crate) challenge: Option<[u8; 32]>,
+    /// Whether we answered its challenge (once per connection), and the challenge.
+    pub(crate) answered_challenge: bool,
+    pub(crate) their_challenge: Option<[u8; 32]>,
+    /// Extended handshakes received.
+    pub(crate) handshakes: u32,
+    /// Misbehaviour strikes, and whether the disconnect they call for was queued.
+    pub(crate) strikes: u32,
+    pub(crate) struck_out: bool,
+    /// Channels we proposed because of this connection.
+    pub(crate) channels_requested: u32,
+}
+
+/// What a connection claims in its extended handshake, before it proves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) account: Address,
+    pub(crate) outcome: Option<Address>,
+    pub(crate) terms: Terms,
 }
 
 impl Peer {
@@ -278,6 +300,7 @@ pub(crate) struct PendingProposal {
     pub(crate) payee: Address,
     pub(crate) deposit: u128,
     pub(crate) price: Option<u128>,
+    pub(crate) nonce: Option<u64>,
     pub(crate) expires: Instant,
 }
 

@@ -10,6 +10,7 @@ use super::*;
 use crate::engine::Direction;
 
 mod buyer_bound;
+mod identity;
 
 const BLOCK: u32 = 16 * 1024;
 
@@ -17,10 +18,30 @@ fn addr(b: u8) -> Address {
     Address::repeat_byte(b)
 }
 
+/// A signer whose secret key is 32 bytes of `b`.
+fn key(b: u8) -> Arc<payment_channel::sign::LocalSigner> {
+    Arc::new(
+        payment_channel::sign::LocalSigner::from_bytes(&payment_channel::B256::repeat_byte(b))
+            .unwrap(),
+    )
+}
+
+/// The address of [`key`]`(b)`.
+fn keyed(b: u8) -> Address {
+    key(b).address()
+}
+
 const ME: u8 = 0xAA;
 
+/// The flows are scripted with accounts nobody holds a key for, so these peers are believed on
+/// their word ([`LegacyPolicy::TrustClaimedAccount`], web3torrent's behaviour); identity proofs
+/// have their own tests (`mod identity`) under the default policy.
 fn config() -> CoordinatorConfig {
     CoordinatorConfig {
+        identity: IdentityConfig {
+            legacy: LegacyPolicy::TrustClaimedAccount,
+            ..IdentityConfig::default()
+        },
         liveness: LivenessConfig {
             handshake_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(20),
@@ -56,6 +77,7 @@ fn handshake(account: Address, pse_id: u8) -> PeerExtendedHandshake {
         terms: None,
         asset: None,
         client: None,
+        auth: None,
     }
 }
 
@@ -210,6 +232,7 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
             peer_destination: Some(buyer),
             deposit: UploadConfig::default().deposit,
             price: Some(1),
+            nonce: None,
         }
     );
     // Nothing is sent before the channel is funded (STOP carries the channel id).
@@ -561,6 +584,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     assert_eq!(
         h.channel(),
@@ -634,6 +658,7 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     h.channel();
     // web3torrent sends STOP right after proposing.
@@ -837,6 +862,7 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     h.ev(ChannelEvent::Ready {
         channel_id: id,
@@ -935,6 +961,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
         payee,
         deposit,
         price: None,
+        nonce: None,
     };
     h.ev(proposal(1, pricey, 100));
     let fine = addr(0x02);
@@ -954,6 +981,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
         payee: liar,
         deposit: 10,
         price: Some(2),
+        nonce: None,
     });
     // Declined proposals are abandoned in the client (they would otherwise pile up there).
     let abandon = |id: u8| ChannelCommand::Abandon {
@@ -1003,6 +1031,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         payee: seller,
         deposit: 10,
         price: None,
+        nonce: None,
     });
     assert!(h.channel().is_empty());
     h.paying(1, seller);
@@ -1020,6 +1049,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         payee: addr(0x77),
         deposit: 10,
         price: None,
+        nonce: None,
     });
     h.advance(Duration::from_secs(6));
     assert_eq!(
@@ -1562,6 +1592,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
         payee: seller,
         deposit: 500,
         price: None,
+        nonce: None,
     });
     assert_eq!(h.c.budget_used(), (500, 0));
     h.ev(ChannelEvent::CommandFailed {
@@ -1656,8 +1687,8 @@ const CH: ChannelId = [0xC4; 32];
 
 impl Pair {
     fn new(total_blocks: u32, granularity: u64, trust: u64, pipeline: usize) -> Self {
-        let seller = addr(0x5E);
-        let buyer = addr(0xB1);
+        let seller = keyed(0x5E);
+        let buyer = keyed(0xB1);
         let mut up_cfg = CoordinatorConfig::new(seller, seller);
         up_cfg.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(trust);
         up_cfg.download = None;
@@ -1665,23 +1696,27 @@ impl Pair {
         down_cfg.download.as_mut().unwrap().granularity_bytes = granularity;
         down_cfg.download.as_mut().unwrap().max_deposit = u128::MAX;
         down_cfg.download.as_mut().unwrap().budget = u128::MAX;
-        let mut up = Coordinator::new(up_cfg).unwrap();
-        let mut down = Coordinator::new(down_cfg).unwrap();
+        // Both prove their accounts to each other over the piped notices.
+        let mut up = Coordinator::with_signer(up_cfg, key(0x5E)).unwrap();
+        let mut down = Coordinator::with_signer(down_cfg, key(0xB1)).unwrap();
         let total = u64::from(total_blocks) * u64::from(BLOCK);
         up.add_torrent(TorrentKey(0), 0).unwrap();
         down.add_torrent(TorrentKey(0), total).unwrap();
         let now = Instant::now();
         let ext = reserved(true, false);
+        let (up_id, down_id) = ([0x11; 20], [0x22; 20]);
         up.handle_peer_connected(
             now,
             UPK,
-            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext),
+            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext)
+                .with_session([0x17; 20], up_id, down_id),
         )
         .unwrap();
         down.handle_peer_connected(
             now,
             DNK,
-            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext),
+            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext)
+                .with_session([0x17; 20], down_id, up_id),
         )
         .unwrap();
         let to_hs = |c: HandshakeContribution| PeerExtendedHandshake {
@@ -1691,6 +1726,7 @@ impl Pair {
             terms: c.terms,
             asset: c.asset,
             client: None,
+            auth: c.auth,
         };
         let up_hs = to_hs(up.extended_handshake_contribution());
         let down_hs = to_hs(down.extended_handshake_contribution());
@@ -1749,16 +1785,24 @@ impl Pair {
         }
         while let Some(cmd) = self.up.poll_channel_command() {
             match cmd {
-                ChannelCommand::Create { peer, deposit, .. } => {
+                ChannelCommand::Create {
+                    peer,
+                    deposit,
+                    nonce,
+                    ..
+                } => {
+                    // The buyer only joins a nonce it helped create.
+                    assert!(nonce.is_some());
                     self.up_events.push_back(ChannelEvent::Created {
                         peer,
                         channel_id: CH,
                     });
                     self.down_events.push_back(ChannelEvent::Proposed {
                         channel_id: CH,
-                        payee: addr(0x5E),
+                        payee: keyed(0x5E),
                         deposit,
                         price: None,
+                        nonce,
                     });
                 }
                 ChannelCommand::Close { .. } | ChannelCommand::Challenge { .. } => {
@@ -1772,13 +1816,13 @@ impl Pair {
                 ChannelCommand::Join { deposit, .. } => {
                     self.up_events.push_back(ChannelEvent::Ready {
                         channel_id: CH,
-                        counterparty: addr(0xB1),
+                        counterparty: keyed(0xB1),
                         role: Role::Payee,
                         deposit,
                     });
                     self.down_events.push_back(ChannelEvent::Ready {
                         channel_id: CH,
-                        counterparty: addr(0x5E),
+                        counterparty: keyed(0x5E),
                         role: Role::Payer,
                         deposit,
                     });
@@ -1924,7 +1968,7 @@ fn pair_transfers_and_serves_exactly_paid_plus_trust() {
         let mut p = Pair::new(blocks, granularity, trust, pipeline);
         p.run();
         let total = u64::from(blocks) * u64::from(BLOCK);
-        let seen = p.up.identity(addr(0xB1)).unwrap();
+        let seen = p.up.identity(keyed(0xB1)).unwrap();
         assert_eq!(p.received, total, "{blocks} blocks at {granularity}");
         assert_eq!(seen.bytes_served, total);
         assert_eq!(
@@ -1934,7 +1978,7 @@ fn pair_transfers_and_serves_exactly_paid_plus_trust() {
         );
         assert_eq!(seen.wei_received, p.total_paid);
         assert_eq!(p.closed_with, Some(p.total_paid), "closed with that payout");
-        let bought = p.down.identity(addr(0x5E)).unwrap();
+        let bought = p.down.identity(keyed(0x5E)).unwrap();
         assert_eq!(bought.wei_paid, p.total_paid);
         assert_eq!(bought.payer_channel, None, "closed on completion");
     }
@@ -1945,7 +1989,7 @@ fn pay_ahead_keeps_a_steady_transfer_from_stopping() {
     // With pay-ahead, after the first STOP the uploader never has to stop the downloader again.
     let mut p = Pair::new(256, 262_144, 0, 8);
     p.run();
-    let gate_stops = p.up.identity(addr(0xB1)).unwrap();
+    let gate_stops = p.up.identity(keyed(0xB1)).unwrap();
     assert_eq!(gate_stops.bytes_served, 256 * u64::from(BLOCK));
     let planner = p.down.download_planner(DNK).unwrap().stats();
     assert_eq!(planner.stops, 1, "only the initial STOP");
@@ -2021,7 +2065,7 @@ fn restored(
 #[test]
 fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice() {
     let mut h = H::new(config());
-    let buyer = addr(0xB1);
+    let buyer = keyed(0xB1);
     let id = [4; 32];
     h.ev(restored(
         id,
@@ -2061,7 +2105,7 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
 #[test]
 fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     let mut h = H::downloading(buyer_config(40_000), 1_000_000);
-    let seller = addr(0x5E);
+    let seller = keyed(0x5E);
     let id = [7; 32];
     // Most of the deposit was spent before the restart.
     let deposit = 100_000u128;
@@ -2084,6 +2128,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     assert_eq!(
         h.channel(),
@@ -2096,7 +2141,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
 #[test]
 fn restored_channel_of_a_peer_that_never_returns_is_closed_then_challenged() {
     let mut h = H::new(config());
-    let buyer = addr(0xB1);
+    let buyer = keyed(0xB1);
     let id = [4; 32];
     h.ev(restored(id, buyer, Role::Payee, 1000, RestoredState::Open));
     h.channel();
@@ -2114,7 +2159,7 @@ fn restored_channel_of_a_peer_that_never_returns_is_closed_then_challenged() {
 #[test]
 fn restored_setup_must_be_funded_in_time() {
     let mut h = H::new(config());
-    let (buyer, seller) = (addr(0xB1), addr(0x5E));
+    let (buyer, seller) = (keyed(0xB1), keyed(0x5E));
     // Our proposal (payee) and a channel we had joined (payer): neither funded.
     h.ev(restored(
         [1; 32],
@@ -2154,7 +2199,7 @@ fn restored_setup_must_be_funded_in_time() {
 #[test]
 fn a_restored_channel_reported_twice_is_adopted_once() {
     let mut h = H::new(config());
-    let buyer = addr(0xB1);
+    let buyer = keyed(0xB1);
     h.ev(restored(
         [4; 32],
         buyer,

@@ -6,6 +6,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,12 +30,15 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Framed;
 use torrent_glue::adapter::{ClientBackend, Node};
 use torrent_glue::engine::TERMS_KEY;
+use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::{Address, EXTENSION_NAME, LivenessConfig, Terms};
 
 /// The info hash of the suites' torrent.
 pub const INFO_HASH: [u8; 20] = [0x42; 20];
 /// Our (the scripted peer's) local id for the paid-streaming extension.
 pub const OUR_PSE_ID: u8 = 7;
+/// The scripted peer's BitTorrent peer id.
+pub const OUR_PEER_ID: [u8; 20] = *b"-XX0001-ATTACKER0000";
 
 pub async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
@@ -131,6 +135,23 @@ pub struct Attacker<S> {
     /// Our payer side of the channel, when we open one.
     pub ch: Option<Channel>,
     pub seen_chain_events: usize,
+    /// The node's BitTorrent peer id (identity proofs bind it).
+    pub their_peer_id: [u8; 20],
+    /// Who answers the node's identity challenges: our signer unless a test makes a stranger
+    /// answer for the account it claims; `None`: challenges go unanswered.
+    pub prover: Option<Arc<LocalSigner>>,
+    /// The account our extended handshakes claim (`None`: our signer's).
+    pub claimed: Option<Address>,
+    /// Challenges received from the node, and proofs we sent.
+    pub challenges: usize,
+    /// Frames read while answering the challenge, handed out first by `recv_frame`.
+    pub buffered: VecDeque<Message>,
+    /// The node's last challenge to us (the payer's value when the node buys).
+    pub node_challenge: Option<[u8; 32]>,
+    /// Our challenge to the node (the payee's value when we sell).
+    pub our_challenge: Option<[u8; 32]>,
+    /// Channels we proposed on this connection (the index of the next nonce).
+    pub proposed: u32,
 }
 
 pub async fn tcp(addr: SocketAddr) -> tokio::net::TcpStream {
@@ -146,13 +167,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
         let reserved = Reserved::empty()
             .with_extension_protocol(ext)
             .with_fast(true);
-        hs.send(Handshake::new(
-            reserved,
-            INFO_HASH,
-            *b"-XX0001-ATTACKER0000",
-        ))
-        .await
-        .unwrap();
+        hs.send(Handshake::new(reserved, INFO_HASH, OUR_PEER_ID))
+            .await
+            .unwrap();
         let theirs = hs.next().await.unwrap().unwrap();
         assert_eq!(theirs.info_hash, INFO_HASH);
         Self {
@@ -161,6 +178,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
             their_pse_id: None,
             ch: None,
             seen_chain_events: 0,
+            their_peer_id: theirs.peer_id,
+            prover: None,
+            claimed: None,
+            challenges: 0,
+            buffered: VecDeque::new(),
+            node_challenge: None,
+            our_challenge: None,
+            proposed: 0,
         }
     }
 
@@ -171,18 +196,87 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
 
     /// Handshake plus a paying extended handshake as `signer`'s account, advertising `terms`
     /// (as an uploader does) if given.
+    ///
+    /// It proves the account as the node asks (`pseAuth`), before returning: the node treats it
+    /// as paying from then on.
     pub async fn paying_with(stream: S, signer: Arc<LocalSigner>, terms: Option<Terms>) -> Self {
         let mut a = Self::handshake(stream, true).await;
+        a.prover = Some(signer.clone());
         a.signer = signer;
         a.send_extended_handshake(terms).await;
+        a.await_challenge(10).await;
+        a.challenge_node().await;
         a
+    }
+
+    /// Challenges the node to prove its account (it answers with `auth-proof`, which
+    /// `recv_frame` hands on like any frame). Our challenge is the payee's share of the nonce
+    /// of the channels we propose.
+    pub async fn challenge_node(&mut self) {
+        use k256::elliptic_curve::rand_core::{OsRng, RngCore};
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        self.our_challenge = Some(nonce);
+        let id = self
+            .their_pse_id
+            .expect("the node advertised the extension");
+        self.send_frame(Message::Extended {
+            id,
+            payload: Bytes::from(identity::encode_challenge(&nonce)),
+        })
+        .await;
+    }
+
+    /// The nonce of the next channel we propose to the node on this connection: derived from
+    /// both challenges, as an honest seller does.
+    pub fn next_nonce(&mut self) -> u64 {
+        let n = identity::channel_nonce(
+            &self.node_challenge.expect("the node challenged us"),
+            &self.our_challenge.expect("we challenged the node"),
+            self.proposed,
+        );
+        self.proposed += 1;
+        n
+    }
+
+    /// Handshake plus an extended handshake claiming `claimed` (someone else's account), with
+    /// `prover` answering the node's challenge (`None`: nobody answers). Returns once the
+    /// challenge was answered (or, without a prover, once it arrived).
+    pub async fn claiming(
+        stream: S,
+        claimed: Address,
+        prover: Option<Arc<LocalSigner>>,
+        terms: Option<Terms>,
+    ) -> Self {
+        let mut a = Self::handshake(stream, true).await;
+        a.claimed = Some(claimed);
+        a.prover = prover;
+        a.send_extended_handshake(terms).await;
+        a.await_challenge(10).await;
+        a
+    }
+
+    /// Reads (and keeps for later `recv_frame`s) until the node's challenge has arrived and
+    /// been handled.
+    pub async fn await_challenge(&mut self, secs: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        let seen = self.challenges;
+        while self.challenges == seen {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_frame(left.as_millis() as u64).await {
+                Recv::Frame(m) => self.buffered.push_back(m),
+                other => panic!("no identity challenge from the node: {other:?}"),
+            }
+        }
     }
 
     /// A (new) extended handshake with our account and these terms.
     pub async fn send_extended_handshake(&mut self, terms: Option<Terms>) {
         let mut hs = ExtendedHandshake::new();
         hs.m.insert(EXTENSION_NAME.into(), OUR_PSE_ID);
-        hs.set_pse_account(self.signer.address().to_checksum(None).as_bytes());
+        let account = self.claimed.unwrap_or_else(|| self.signer.address());
+        hs.set_pse_account(account.to_checksum(None).as_bytes());
+        hs.set_pse_auth(Some(identity::AUTH_VERSION));
         if let Some(terms) = terms {
             hs.extra
                 .insert(TERMS_KEY.as_bytes().to_vec(), terms.to_value());
@@ -205,6 +299,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
     }
 
     pub async fn recv_frame(&mut self, millis: u64) -> Recv {
+        if let Some(m) = self.buffered.pop_front() {
+            return Recv::Frame(m);
+        }
+        self.read_frame(millis).await
+    }
+
+    /// The next frame off the wire; the node's identity challenge is answered on the way (by
+    /// `prover`) and counted, and handed on like any frame.
+    async fn read_frame(&mut self, millis: u64) -> Recv {
         match tokio::time::timeout(Duration::from_millis(millis), self.wire.next()).await {
             Err(_) => Recv::Silent,
             Ok(None | Some(Err(_))) => Recv::Closed,
@@ -215,9 +318,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
                 {
                     self.their_pse_id = Some(*id);
                 }
+                if let Message::Extended { id, payload } = &m
+                    && *id == OUR_PSE_ID
+                    && let Some(nonce) = identity::decode_challenge(payload)
+                {
+                    self.challenges += 1;
+                    self.node_challenge = Some(nonce);
+                    if let Some(prover) = self.prover.clone() {
+                        self.prove(&prover, nonce).await;
+                    }
+                }
                 Recv::Frame(m)
             }
         }
+    }
+
+    /// Answers `nonce` with `prover`'s signature, for the account we claim.
+    pub async fn prove(&mut self, prover: &LocalSigner, nonce: [u8; 32]) {
+        let ctx = ProofContext {
+            nonce,
+            info_hash: INFO_HASH,
+            challenger_peer_id: self.their_peer_id,
+            prover_peer_id: OUR_PEER_ID,
+        };
+        let sig = identity::prove(prover, &ctx).unwrap();
+        let id = self
+            .their_pse_id
+            .expect("the node advertised the extension before challenging");
+        self.send_frame(Message::Extended {
+            id,
+            payload: Bytes::from(identity::encode_proof(&sig)),
+        })
+        .await;
     }
 
     /// Frames until `pred` holds (returning that frame); panics on close or after `secs`.

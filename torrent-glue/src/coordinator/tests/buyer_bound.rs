@@ -424,6 +424,7 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
         payee: seller,
         deposit: 1_000_000,
         price: None,
+        nonce: None,
     });
     assert_eq!(
         h.channel(),
@@ -537,6 +538,7 @@ impl Run {
             payee: self.seller,
             deposit: 1_000_000,
             price: None,
+            nonce: None,
         });
         self.collect();
         if self.ledger.current.is_some_and(|(c, _)| c == id) {
