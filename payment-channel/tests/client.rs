@@ -612,6 +612,14 @@ mod recording {
             self.froms.lock().unwrap().push(from);
             self.inner.events(id, from).await
         }
+        async fn adjudicator_events(
+            &self,
+            from: u64,
+            to: u64,
+        ) -> Result<Vec<ChainEventRecord>, ChainError> {
+            self.froms.lock().unwrap().push(from);
+            self.inner.adjudicator_events(from, to).await
+        }
     }
 }
 
@@ -778,6 +786,9 @@ impl OnAnvil {
             challenge_duration: 600,
             auto_join: policy,
             asset,
+            // Anvil mines a block per transaction and none in between: no block would ever
+            // confirm the last transaction. Confirmations are tested in `tests/ethereum.rs`.
+            confirmations: Some(0),
             ..ClientConfig::new(self.app)
         };
         open_node(
