@@ -860,6 +860,72 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
     );
 }
 
+/// Reorg safety on a real node: the payer's deposit lands in the latest block, then a reorg
+/// (anvil's `evm_revert`) removes it. With the default confirmations of `EthereumChain` (2) the
+/// payer never applied it, so it neither told the payee it had funded nor lost track of its
+/// duty: its next watch deposits again, once, and the channel opens on the deposit that stays.
+#[cfg(all(feature = "ethereum", feature = "test-utils"))]
+#[tokio::test]
+async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_again() {
+    use payment_channel::chain::Chain;
+
+    let Some(w) = OnAnvil::start().await else {
+        return;
+    };
+    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
+    assert_eq!(payer_chain.default_confirmations(), 2);
+    let node = async |signer, chain: &Arc<payment_channel::chain::EthereumChain>, policy| {
+        let config = ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            ..ClientConfig::new(w.app)
+        };
+        open_node(&w.net, config, signer, chain.clone(), Arc::new(MemoryStore::new())).await
+    };
+    let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
+    let mut payer = node(key(0x51), payer_chain, Some(policy)).await;
+    let mut payee = node(key(0x52), payee_chain, None).await;
+    let phase = async |n: &Node, id| n.client.channel_info(id).await.unwrap().phase;
+
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    let snapshot = w.anvil.rpc("evm_snapshot", "[]").unwrap();
+    // The payer auto-joins and deposits; its deposit is in the latest block only.
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), u(10_000));
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(phase(&payer, id).await, PhaseKind::Funding, "not confirmed");
+    assert_eq!(phase(&payee, id).await, PhaseKind::Proposed, "no Join sent");
+
+    // The block with the deposit is replaced by empty ones.
+    w.anvil
+        .rpc("evm_revert", &format!("[{snapshot}]"))
+        .unwrap();
+    for _ in 0..3 {
+        payer_chain.mine().await.unwrap();
+    }
+    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), U256::ZERO);
+    // The deposit is still the payer's duty: the watcher makes it again.
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), u(10_000));
+    for _ in 0..2 {
+        payer_chain.mine().await.unwrap();
+    }
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(phase(&payer, id).await, PhaseKind::AwaitingPostfund);
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    for n in [&payer, &payee] {
+        assert_eq!(phase(n, id).await, PhaseKind::Running);
+    }
+    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), u(10_000));
+    payer.client.send_payment(id, u(250)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
+}
+
 // ---------------------------------------------------------------- the app's code and ERC-20 channels
 
 /// A token deployed on `w`'s chain, a payer holding `minted` of it (and no native coin) that
