@@ -22,6 +22,11 @@
 //!   3. [`Channel::poll_event`]: events for the application.
 //!   4. [`Channel::poll_chain_action`]: transactions to send; afterwards feed the resulting chain
 //!      events back with [`Channel::handle_chain_event`].
+//!
+//! A queued transaction is released once; if sending it fails, or the driver stops before it
+//! is sent, [`Channel::chain_duty`] still names it: it derives what the channel owes the chain
+//! from the persisted state alone, so a driver asks it after every watch and every restart
+//! (and checks the chain before sending, since the transaction may have landed already).
 //!   5. [`Channel::poll_timeout`]: when to call [`Channel::handle_timeout`] next.
 //!
 //! An input or command that returns `Err` leaves the channel unchanged and queues nothing
@@ -51,12 +56,14 @@
 //! the payer any amount `≤` what it sent. If both start a close at once with different amounts, the
 //! payer's proposal wins (the payee countersigns it; the payer rejects the payee's). A payee credits
 //! nothing above a final state it has signed. Whoever holds the final state signed by both asks
-//! for `conclude` then `transferAllAssets(outcome, 0)`; the [`Client`](crate::client::Client)
-//! skips them when the chain shows they already happened.
+//! for `conclude` then `transferAllAssets(outcome, 0)` unless its share is zero (no gas for
+//! nothing: the other side, which gets the money, pays for them); the
+//! [`Client`](crate::client::Client) skips them when the chain shows they already happened.
 //!
 //! **Disputes.** [`Channel::challenge`] registers the best state we can support: the payee the
 //! redemption state with its largest voucher (proof: the postfund signed by both), otherwise the
-//! latest state signed by both (proof: none). While a challenge is registered, payments stop.
+//! latest state signed by both (proof: none). It refuses when the challenge would claim nothing
+//! for us (a payee without a voucher above zero, a payer that signed its whole deposit away). While a challenge is registered, payments stop.
 //! When the payee sees a registered challenge whose candidate pays it less than its best voucher
 //! and whose turn is below 2, it **counter-challenges** at turn 2 with that voucher (a challenge
 //! in Challenge mode must raise the turn, and doing so both clears the stale challenge and puts

@@ -880,7 +880,14 @@ async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_agai
             auto_join: policy,
             ..ClientConfig::new(w.app)
         };
-        open_node(&w.net, config, signer, chain.clone(), Arc::new(MemoryStore::new())).await
+        open_node(
+            &w.net,
+            config,
+            signer,
+            chain.clone(),
+            Arc::new(MemoryStore::new()),
+        )
+        .await
     };
     let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
     let mut payer = node(key(0x51), payer_chain, Some(policy)).await;
@@ -895,22 +902,29 @@ async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_agai
     let snapshot = w.anvil.rpc("evm_snapshot", "[]").unwrap();
     // The payer auto-joins and deposits; its deposit is in the latest block only.
     assert!(pump(&mut payer, &mut payee).await.is_empty());
-    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), u(10_000));
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        u(10_000)
+    );
     payer.client.watch_chain().await.unwrap();
     assert_eq!(phase(&payer, id).await, PhaseKind::Funding, "not confirmed");
     assert_eq!(phase(&payee, id).await, PhaseKind::Proposed, "no Join sent");
 
     // The block with the deposit is replaced by empty ones.
-    w.anvil
-        .rpc("evm_revert", &format!("[{snapshot}]"))
-        .unwrap();
+    w.anvil.rpc("evm_revert", &format!("[{snapshot}]")).unwrap();
     for _ in 0..3 {
         payer_chain.mine().await.unwrap();
     }
-    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
     // The deposit is still the payer's duty: the watcher makes it again.
     payer.client.watch_chain().await.unwrap();
-    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), u(10_000));
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        u(10_000)
+    );
     for _ in 0..2 {
         payer_chain.mine().await.unwrap();
     }
@@ -920,7 +934,10 @@ async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_agai
     for n in [&payer, &payee] {
         assert_eq!(phase(n, id).await, PhaseKind::Running);
     }
-    assert_eq!(payer_chain.holdings(Address::ZERO, id).await.unwrap(), u(10_000));
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        u(10_000)
+    );
     payer.client.send_payment(id, u(250)).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
@@ -1386,7 +1403,8 @@ async fn a_counter_lost_in_a_crash_after_the_cursor_was_persisted_lands_after_re
         .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
         .await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
-    let (mut payee, chain) = faulty_node(&w, payee_key.clone(), store.clone(), w.config(None)).await;
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key.clone(), store.clone(), w.config(None)).await;
     let id = open_and_pay(&mut payer, &mut payee, &[400; 2]).await;
 
     payer.client.challenge(id).await.unwrap();
@@ -1496,10 +1514,7 @@ async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
     assert_eq!(w.chain.holdings_of(id), u(10_000));
     watch_until(&w, &payer, 1, 20, || w.chain.holdings_of(id).is_zero()).await;
     assert_eq!(w.chain.balance_of(payee.client.address()), u(600));
-    assert_eq!(
-        w.chain.balance_of(payer.client.address()),
-        u(100_000 - 600)
-    );
+    assert_eq!(w.chain.balance_of(payer.client.address()), u(100_000 - 600));
 }
 
 /// No gas for nothing: a payer that signed its whole deposit away does not challenge, a payee
@@ -1569,11 +1584,7 @@ async fn watch_chain_makes_one_log_query_for_all_channels() {
     // Proposals to a payer that is offline: never joined.
     let stranger = key(9).address();
     for _ in 0..5 {
-        payee
-            .client
-            .create(stranger, u(1_000), None)
-            .await
-            .unwrap();
+        payee.client.create(stranger, u(1_000), None).await.unwrap();
     }
     let count = |c: &Faulty| {
         [
@@ -1600,7 +1611,11 @@ async fn watch_chain_makes_one_log_query_for_all_channels() {
     payer.client.challenge(ids[2]).await.unwrap();
     payee.client.watch_chain().await.unwrap();
     assert_eq!(w.chain.status_of(ids[2]).turn_num_record, 2);
-    assert_eq!(chain.calls(Call::Events), before[2] + 1, "one read after our own tx");
+    assert_eq!(
+        chain.calls(Call::Events),
+        before[2] + 1,
+        "one read after our own tx"
+    );
 }
 
 /// With confirmations, an event is applied only once that many blocks follow its block, and
@@ -1646,7 +1661,11 @@ async fn events_are_applied_after_the_configured_confirmations_and_once() {
     }
     payee.drain_events();
     assert_eq!(w.chain.status_of(id).turn_num_record, 2, "countered");
-    assert_eq!(chain.calls(Call::Challenge), 1, "once, though not confirmed at first");
+    assert_eq!(
+        chain.calls(Call::Challenge),
+        1,
+        "once, though not confirmed at first"
+    );
     let registered = |turn| {
         payee
             .seen

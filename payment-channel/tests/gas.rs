@@ -312,7 +312,10 @@ async fn gas_per_party_per_lifecycle() {
     let _ = s.buyer.client.watch_chain().await;
     let _ = s.seller.client.watch_chain().await;
     assert!(s.seller.client.channel_info(id).await.unwrap().settled);
-    assert_eq!(s.chain.holdings(Address::ZERO, id).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        s.chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
     report("happy-close", &s);
 
     // Vanished buyer: deposits, pays nothing, disappears. The seller tries to close, then to
@@ -337,6 +340,9 @@ async fn gas_per_party_per_lifecycle() {
     s.buyer.client.challenge(id).await.unwrap();
     s.chain.increase_time(601).await.unwrap();
     let _ = s.buyer.client.watch_chain().await;
-    assert_eq!(s.chain.holdings(Address::ZERO, id).await.unwrap(), U256::ZERO);
+    assert_eq!(
+        s.chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
     report("vanished-seller", &s);
 }
