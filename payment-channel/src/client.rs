@@ -797,8 +797,10 @@ impl Client {
             let result = self.execute(&action).await;
             if result.is_err() {
                 // `watch_chain` retries it (as the channel's duty) once the backoff allows.
-                let now = self.inner.chain.now().await?;
-                self.record(ch.id(), now, false);
+                // Without the chain's time, the next watch retries it at once.
+                if let Ok(now) = self.inner.chain.now().await {
+                    self.record(ch.id(), now, false);
+                }
             }
             // Whatever happened, learn the chain's view before going on.
             self.sync_chain(ch).await?;
@@ -926,5 +928,30 @@ impl Client {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_the_cap() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0));
+        let mut now = 1_000;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            b.failed(now, 10);
+            assert!(!b.ready(b.next_at - 1));
+            assert!(b.ready(b.next_at));
+            waits.push(b.next_at - now);
+            now = b.next_at;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10, 10]);
+        for _ in 0..100 {
+            b.failed(now, 10);
+        }
+        assert_eq!(b.next_at - now, 10, "no overflow after many failures");
     }
 }
