@@ -224,7 +224,8 @@ impl Client {
     /// Opens a client and reloads **every** channel in `store` (resume after a restart). Returns
     /// the client and its event stream.
     ///
-    /// After opening, call [`Client::watch_chain`] (catches up on chain events) and
+    /// After opening, call [`Client::watch_chain`] (catches up on chain events and performs
+    /// every channel's pending on-chain duty, disputed channels included) and
     /// [`Client::resend_all`] (repeats what peers may have missed).
     pub async fn open(
         config: ClientConfig,
@@ -366,7 +367,10 @@ impl Client {
         self.drive(&mut ch).await
     }
 
-    /// Either side: takes the channel on chain with the best state we can support.
+    /// Either side: takes the channel on chain with the best state we can support. Refused
+    /// ([`UsageError::CannotChallenge`]) when it would claim nothing for us. The request is
+    /// persisted: if the transaction fails, [`Client::watch_chain`] retries it until a challenge
+    /// registers.
     pub async fn challenge(&self, channel_id: B256) -> Result<(), Error> {
         let slot = self.slot(channel_id)?;
         let mut ch = slot.lock().await;
