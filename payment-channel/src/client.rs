@@ -101,7 +101,9 @@ pub struct ClientConfig {
     /// Keep `confirmations × block time` well below the challenge duration.
     pub confirmations: Option<u64>,
     /// Longest wait, in chain seconds, between two attempts of a failed on-chain duty (the
-    /// wait doubles from 1 s up to this). Keep it well below the challenge duration.
+    /// wait doubles from 1 s up to this). Keep it well below the challenge duration. The waits
+    /// are measured on the chain's clock ([`Chain::now`]): where it stands still (a simulator, an
+    /// idle dev node) a failed duty is retried once it moves.
     pub max_retry_interval: u64,
 }
 
