@@ -591,20 +591,36 @@ impl Client {
             watched.push((slot, rescan_from));
         }
         let mut by_channel: HashMap<B256, Vec<ChainEventRecord>> = HashMap::new();
+        let mut first_err = None;
+        let mut logs_read = true;
         let from = watched.iter().map(|(_, f)| *f).min();
         if let (Some(from), Some(to)) = (from, confirmed)
             && from <= to
         {
-            for r in chain.adjudicator_events(from, to).await? {
-                by_channel.entry(r.event.channel_id()).or_default().push(r);
+            match chain.adjudicator_events(from, to).await {
+                Ok(records) => {
+                    for r in records {
+                        by_channel.entry(r.event.channel_id()).or_default().push(r);
+                    }
+                    lock(&self.inner.applied).retain(|_, block| *block >= from);
+                }
+                Err(e) => {
+                    // The duties the persisted state already shows (e.g. a payout) need no
+                    // logs: perform them, but leave every cursor where it is.
+                    tracing::warn!(error = %e, "watch_chain: log query failed");
+                    first_err = Some(Error::from(e));
+                    logs_read = false;
+                }
             }
-            lock(&self.inner.applied).retain(|_, block| *block >= from);
         }
-        let mut first_err = None;
         for (slot, rescan_from) in watched {
             let mut ch = slot.lock().await;
-            let records = by_channel.remove(&ch.id()).unwrap_or_default();
-            self.apply_events(&mut ch, &records, rescan_from, confirmed, now);
+            if logs_read {
+                let records = by_channel.remove(&ch.id()).unwrap_or_default();
+                self.apply_events(&mut ch, &records, rescan_from, confirmed, now);
+            } else {
+                ch.handle_timeout(now);
+            }
             let result = match self.drive(&mut ch).await {
                 Ok(()) => self.perform_duty(&mut ch, now).await,
                 Err(e) => Err(e),

@@ -1684,3 +1684,32 @@ async fn events_are_applied_after_the_configured_confirmations_and_once() {
         1
     );
 }
+
+/// A failed log query leaves every cursor in place (the events are read again next time) and
+/// does not hold back a duty the persisted state already shows.
+#[tokio::test]
+async fn a_failed_log_query_keeps_the_cursor_and_still_pays_out() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[900]).await;
+    payee.client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    chain.fail_next(Call::AdjudicatorEvents, 1);
+    assert!(payee.client.watch_chain().await.is_err());
+    assert_eq!(
+        w.chain.balance_of(payee.client.address()),
+        u(900),
+        "paid out"
+    );
+    // The channel learned of its payout (read right after the transaction) and stays settled.
+    payee.client.watch_chain().await.unwrap();
+    payee.drain_events();
+    assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(900) }));
+    assert!(payee.client.channel_info(id).await.unwrap().settled);
+}
