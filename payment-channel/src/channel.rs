@@ -946,15 +946,13 @@ impl Channel {
                 .best
                 .map(|v| Message::Voucher(VoucherMessage::from_voucher(&v))),
             (Phase::Running, Role::Payee) => self.postfund_message().map(Message::Postfund),
+            // Closed, whoever initiated: when both proposed the same amount at once, each takes
+            // itself for the initiator, and a lost proposal leaves the other side Closing. The
+            // side with nothing to claim no longer concludes for it (no gas for nothing), so the
+            // signature has to travel. (Only a non-initiator answers a duplicate close, so
+            // resending cannot start a ping-pong.)
             (Phase::Closing { amount, sigs }, role)
-            | (
-                Phase::Closed {
-                    amount,
-                    sigs,
-                    initiated: false,
-                },
-                role,
-            ) => sigs.get(role).map(|s| {
+            | (Phase::Closed { amount, sigs, .. }, role) => sigs.get(role).map(|s| {
                 Message::Close(Close {
                     channel_id: self.id,
                     amount: *amount,
