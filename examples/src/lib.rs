@@ -9,7 +9,7 @@
 //! - [`session`]: accept and connect peers, wait for completion (plain loop).
 //! - [`paid`]: paid transfers through torrent-glue's reference adapter, wallets and chains.
 //!
-//! The binary `paid-torrent` (`src/main.rs`) is the command-line front end.
+//! The binary `paid-torrent` (`src/cli/`) is the command-line front end.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
