@@ -8,6 +8,7 @@
 //! - [`peer`]: the plain (unpaid) peer loop: BEP 3 + BEP 6 + BEP 10 over `paid-wire` codecs.
 //! - [`session`]: accept and connect peers, wait for completion (plain loop).
 //! - [`paid`]: paid transfers through torrent-glue's reference adapter, wallets and chains.
+//! - [`redact`]: RPC URLs without their secrets, for printing.
 //!
 //! The binary `paid-torrent` (`src/cli/`) is the command-line front end.
 
@@ -21,6 +22,7 @@ pub mod metainfo;
 pub mod paid;
 pub mod peer;
 pub mod picker;
+pub mod redact;
 pub mod session;
 pub mod storage;
 pub mod torrent;

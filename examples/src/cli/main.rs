@@ -16,9 +16,11 @@ mod seed;
 mod wallet;
 
 use std::error::Error;
+use std::process::ExitCode;
 
 use clap::Parser;
 use paid_torrent_examples::paid::Units;
+use paid_torrent_examples::redact;
 
 use crate::options::{Cli, Command};
 use crate::output::Out;
@@ -26,12 +28,27 @@ use crate::output::Out;
 /// The error of a command: printed, and the process exits with status 1.
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rpc = cli.chain.rpc.clone();
+    let done = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    rt.block_on(run(cli))
+        .build()
+        .map_err(Into::into)
+        .and_then(|rt| rt.block_on(run(cli)));
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Errors may quote the RPC URL (a transport error names the URL it failed on).
+            let text = e.to_string();
+            let text = match &rpc {
+                Some(url) => redact::scrub(&text, url),
+                None => text,
+            };
+            eprintln!("Error: {text}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<()> {

@@ -86,17 +86,25 @@ pub(crate) struct PayOpts {
 #[derive(Debug, Args)]
 pub(crate) struct ChainArgs {
     /// JSON-RPC URL of an Ethereum node (e.g. a local anvil). Default: the simulated chain, which
-    /// lives inside one process (so `seed` and `get` in two processes need `--rpc` to pay).
-    #[arg(long, global = true, requires = "key")]
-    pub(crate) rpc: Option<String>,
-    /// Hex secret key of the funded account that sends transactions with `--rpc`.
+    /// lives inside one process (so `seed` and `get` in two processes need `--rpc` to pay). It
+    /// is only ever printed as `scheme://host[:port]/…` (API keys hide in the rest).
     #[arg(long, global = true)]
+    pub(crate) rpc: Option<String>,
+    /// File holding the hex secret key of the funded account that sends transactions with
+    /// `--rpc`, readable by its owner only (`chmod 600`). Or set `PAID_TORRENT_KEY`.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "key")]
+    pub(crate) key_file: Option<PathBuf>,
+    /// The same key as hex on the command line, where every user can see it: development chains
+    /// only (chain id 31337 or 1337), with a warning.
+    #[arg(long, global = true, value_name = "HEX")]
     pub(crate) key: Option<String>,
-    /// `NitroAdjudicator` address (default: anvil's first deployment from its dev account #0;
-    /// deployed from `--artifacts` if nothing is there).
+    /// `NitroAdjudicator` address (default on a development chain: anvil's first deployment
+    /// from its dev account #0, deployed from `--artifacts` if nothing is there; required on any
+    /// other chain). Its code must be the pinned `NitroAdjudicator`'s.
     #[arg(long, global = true)]
     pub(crate) adjudicator: Option<Address>,
-    /// `PaymentApp` address (default: anvil's second deployment from dev account #0). A payer
+    /// `PaymentApp` address (default on a development chain: anvil's second deployment from dev
+    /// account #0; required on any other chain). Its code must be `PaymentApp`'s, and a payer
     /// joins only channels whose app's code is `PaymentApp`'s, whatever this says.
     #[arg(long, global = true)]
     pub(crate) app: Option<Address>,
@@ -159,12 +167,17 @@ impl LivenessOpts {
 #[derive(Debug, Args)]
 pub(crate) struct WalletArgs {
     /// Channel store (redb file): channels survive a crash and are settled on the next start.
-    /// The channel signing key is kept next to it (`<store>.key`) unless `--identity` is given.
+    /// The channel signing key is kept next to it (`<store>.key`) unless one is given.
     #[arg(long)]
     pub(crate) store: Option<PathBuf>,
-    /// Hex secret key that signs channel states (our `pseAccount`; payouts go to its address).
-    /// Default: the one kept next to `--store`, or a fresh one.
-    #[arg(long)]
+    /// File holding the hex secret key that signs channel states (our `pseAccount`; payouts go
+    /// to its address), readable by its owner only. Or set `PAID_TORRENT_IDENTITY`. Default: the
+    /// one kept next to `--store`, or a fresh one.
+    #[arg(long, value_name = "PATH", conflicts_with = "identity")]
+    pub(crate) identity_file: Option<PathBuf>,
+    /// The same key as hex on the command line, where every user can see it: development chains
+    /// (and the simulated one) only, with a warning.
+    #[arg(long, value_name = "HEX")]
     pub(crate) identity: Option<String>,
 }
 
