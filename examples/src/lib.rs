@@ -11,8 +11,13 @@
 //! - [`redact`]: RPC URLs without their secrets, for printing.
 //!
 //! The binary `paid-torrent` (`src/cli/`) is the command-line front end.
+//!
+//! # Features
+//! - `ethereum` (off by default): `--rpc`, settling on an Ethereum node through
+//!   `payment-channel`'s `EthereumChain` ([`paid::ChainChoice`]'s `Ethereum` variant).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 

@@ -115,12 +115,14 @@ pub enum ChainChoice {
     Simulated(SimulatedChain),
     /// An Ethereum node over JSON-RPC (feature `ethereum`), e.g. a local anvil.
     #[cfg(feature = "ethereum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
     Ethereum(EthereumChoice),
 }
 
 /// An Ethereum node and the deployed Nitro contracts. Its `Debug` shows the RPC URL redacted
 /// ([`redact::rpc_url`](crate::redact::rpc_url)) and not the key.
 #[cfg(feature = "ethereum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 #[derive(Clone)]
 pub struct EthereumChoice {
     /// JSON-RPC URL.

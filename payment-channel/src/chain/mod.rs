@@ -11,9 +11,11 @@ use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
 #[cfg(feature = "ethereum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;
 pub mod sim;
 #[cfg(feature = "ethereum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub use ethereum::EthereumChain;
 
 use crate::sign::Signature;
