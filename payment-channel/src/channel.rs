@@ -22,6 +22,11 @@
 //!   3. [`Channel::poll_event`]: events for the application.
 //!   4. [`Channel::poll_chain_action`]: transactions to send; afterwards feed the resulting chain
 //!      events back with [`Channel::handle_chain_event`].
+//!
+//! A queued transaction is released once; if sending it fails, or the driver stops before it
+//! is sent, [`Channel::chain_duty`] still names it: it derives what the channel owes the chain
+//! from the persisted state alone, so a driver asks it after every watch and every restart
+//! (and checks the chain before sending, since the transaction may have landed already).
 //!   5. [`Channel::poll_timeout`]: when to call [`Channel::handle_timeout`] next.
 //!
 //! An input or command that returns `Err` leaves the channel unchanged and queues nothing
@@ -51,12 +56,14 @@
 //! the payer any amount `≤` what it sent. If both start a close at once with different amounts, the
 //! payer's proposal wins (the payee countersigns it; the payer rejects the payee's). A payee credits
 //! nothing above a final state it has signed. Whoever holds the final state signed by both asks
-//! for `conclude` then `transferAllAssets(outcome, 0)`; the [`Client`](crate::client::Client)
-//! skips them when the chain shows they already happened.
+//! for `conclude` then `transferAllAssets(outcome, 0)` unless its share is zero (no gas for
+//! nothing: the other side, which gets the money, pays for them); the
+//! [`Client`](crate::client::Client) skips them when the chain shows they already happened.
 //!
 //! **Disputes.** [`Channel::challenge`] registers the best state we can support: the payee the
 //! redemption state with its largest voucher (proof: the postfund signed by both), otherwise the
-//! latest state signed by both (proof: none). While a challenge is registered, payments stop.
+//! latest state signed by both (proof: none). It refuses when the challenge would claim nothing
+//! for us (a payee without a voucher above zero, a payer that signed its whole deposit away). While a challenge is registered, payments stop.
 //! When the payee sees a registered challenge whose candidate pays it less than its best voucher
 //! and whose turn is below 2, it **counter-challenges** at turn 2 with that voucher (a challenge
 //! in Challenge mode must raise the turn, and doing so both clears the stale challenge and puts
@@ -219,7 +226,8 @@ pub struct Finalization {
 /// What this side knows about the channel on chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnChain {
-    /// Largest holdings seen, in the channel's asset.
+    /// The channel's holdings in its asset, as the latest applied adjudicator event reports
+    /// them (`Deposited`, or a payout's `AllocationUpdated`): replaced, never accumulated.
     pub holdings: U256,
     /// The registered challenge, if any.
     pub challenge: Option<RegisteredChallenge>,
@@ -235,6 +243,10 @@ pub struct OnChain {
     /// state they produced, so a restart reads only newer blocks).
     #[serde(default)]
     pub next_block: u64,
+    /// We asked for a challenge ([`Channel::challenge`]) and no challenge has registered since:
+    /// the challenge stays a duty ([`Channel::chain_duty`]) across failures and restarts.
+    #[serde(default)]
+    pub challenge_requested: bool,
 }
 
 /// Everything a channel persists. Opaque; JSON inside.
@@ -909,7 +921,18 @@ impl Channel {
             )
             .into());
         }
-        self.request_challenge(proof, candidate)
+        if self.owed().is_zero() {
+            // Payee without a voucher above zero, or payer that signed its whole deposit away:
+            // the challenge and the payout would cost gas and pay us nothing.
+            return Err(UsageError::CannotChallenge("it would claim nothing for us").into());
+        }
+        let challenge = self.challenge_action(proof, candidate)?;
+        if !self.st.chain.challenge_requested {
+            self.st.chain.challenge_requested = true;
+            self.changed();
+        }
+        self.queue_challenge(challenge);
+        Ok(())
     }
 
     /// Re-queues the message the counterparty needs for our phase (after a loss or a restart).
@@ -923,15 +946,13 @@ impl Channel {
                 .best
                 .map(|v| Message::Voucher(VoucherMessage::from_voucher(&v))),
             (Phase::Running, Role::Payee) => self.postfund_message().map(Message::Postfund),
+            // Closed, whoever initiated: when both proposed the same amount at once, each takes
+            // itself for the initiator, and a lost proposal leaves the other side Closing. The
+            // side with nothing to claim no longer concludes for it (no gas for nothing), so the
+            // signature has to travel. (Only a non-initiator answers a duplicate close, so
+            // resending cannot start a ping-pong.)
             (Phase::Closing { amount, sigs }, role)
-            | (
-                Phase::Closed {
-                    amount,
-                    sigs,
-                    initiated: false,
-                },
-                role,
-            ) => sigs.get(role).map(|s| {
+            | (Phase::Closed { amount, sigs, .. }, role) => sigs.get(role).map(|s| {
                 Message::Close(Close {
                     channel_id: self.id,
                     amount: *amount,
@@ -1013,7 +1034,9 @@ impl Channel {
             ChainEvent::Deposited {
                 asset, holdings, ..
             } => {
-                if *asset == self.st.asset && *holdings > self.st.chain.holdings {
+                // Events come in chain order: the latest one tells the holdings (a re-scan after
+                // a reorg replaces them rather than adding to them).
+                if *asset == self.st.asset && *holdings != self.st.chain.holdings {
                     self.st.chain.holdings = *holdings;
                     self.changed();
                 }
@@ -1042,6 +1065,9 @@ impl Channel {
                 self.st.chain.turn_num_record = reg.turn_num;
                 let turn = reg.turn_num;
                 self.st.chain.challenge = Some(reg);
+                // Whoever registered it, the channel is on chain now: what we owe is an answer
+                // (see `chain_duty`), not our own challenge.
+                self.st.chain.challenge_requested = false;
                 self.changed();
                 // A queued challenge at or below the registered turn can only revert now.
                 let obsolete = |a: &ChainAction| {
@@ -1083,7 +1109,15 @@ impl Channel {
                     });
                 }
             }
-            ChainEvent::AllocationUpdated { .. } => {
+            ChainEvent::AllocationUpdated {
+                asset_index,
+                final_holdings,
+                ..
+            } => {
+                if *asset_index == 0 && *final_holdings != self.st.chain.holdings {
+                    self.st.chain.holdings = *final_holdings;
+                    self.changed();
+                }
                 // A payout implies finalization: catch up with the clock first.
                 self.handle_timeout(now);
                 if let Some(fin) = &self.st.chain.finalized
@@ -1401,16 +1435,8 @@ impl Channel {
             }
             return Ok(());
         }
-        if self.st.role != Role::Payee || reg.turn_num >= REDEMPTION_TURN {
-            return Ok(());
-        }
-        let candidate_pays = share(&reg.candidate.outcome, Role::Payee);
-        let best = self.st.best.map(|v| v.amount).unwrap_or_default();
-        if best > candidate_pays
-            && let Some((proof, candidate)) = self.best_supported()?
-            && candidate.variable_part.turn_num == REDEMPTION_TURN
-        {
-            self.request_challenge(proof, candidate)?;
+        if let Some(counter) = self.counter_action(&reg)? {
+            self.queue_challenge(counter);
         }
         Ok(())
     }
@@ -1424,11 +1450,9 @@ impl Channel {
 
     fn finalize(&mut self, fin: Finalization) {
         let amount = share(&fin.outcome, self.st.role);
-        self.act(ChainAction::Transfer {
-            channel_id: self.id,
-            outcome: fin.outcome.clone(),
-            state_hash: fin.state_hash,
-        });
+        if let Some(t) = self.transfer_action(&fin) {
+            self.act(t);
+        }
         // Any queued challenge or conclude is moot now.
         let moot = |a: &ChainAction| {
             matches!(
@@ -1483,38 +1507,165 @@ impl Channel {
         Ok(None)
     }
 
-    fn request_challenge(
-        &mut self,
+    /// Queues `challenge` in place of any queued challenge.
+    fn queue_challenge(&mut self, challenge: ChainAction) {
+        let is_challenge = |a: &ChainAction| matches!(a, ChainAction::Challenge { .. });
+        self.staged.actions.retain(|a| !is_challenge(a));
+        self.ready.actions.retain(|a| !is_challenge(a));
+        self.act(challenge);
+    }
+
+    fn request_conclude(&mut self) {
+        if let Some(c) = self.conclude_action() {
+            self.act(c);
+        }
+    }
+
+    /// `conclude` with the final state signed by both, unless the channel finalized or our
+    /// share of that state is zero (the other side, which gets everything, pays for it).
+    fn conclude_action(&self) -> Option<ChainAction> {
+        let Phase::Closed { amount, sigs, .. } = &self.st.phase else {
+            return None;
+        };
+        if self.st.chain.finalized.is_some() || self.final_share().is_zero() {
+            return None;
+        }
+        Some(ChainAction::Conclude {
+            fixed: self.st.fixed.clone(),
+            candidate: SignedVariablePart {
+                variable_part: self.final_vp(*amount),
+                sigs: sigs.to_vec(),
+            },
+        })
+    }
+
+    /// The payout of `fin`, unless it happened, our share is zero (the other side pays for
+    /// its own payout) or nothing is held.
+    fn transfer_action(&self, fin: &Finalization) -> Option<ChainAction> {
+        let c = &self.st.chain;
+        if c.paid_out || share(&fin.outcome, self.st.role).is_zero() || c.holdings.is_zero() {
+            return None;
+        }
+        Some(ChainAction::Transfer {
+            channel_id: self.id,
+            outcome: fin.outcome.clone(),
+            state_hash: fin.state_hash,
+        })
+    }
+
+    /// What we can still claim off chain: the payee its best voucher, the payer its deposit
+    /// minus what it signed away.
+    fn owed(&self) -> U256 {
+        match self.st.role {
+            Role::Payee => self.st.best.map(|v| v.amount).unwrap_or_default(),
+            Role::Payer => self.st.deposit.saturating_sub(self.st.paid),
+        }
+    }
+
+    /// The challenge we owe after [`Channel::challenge`]: our best supported state, unless it
+    /// would claim nothing for us.
+    fn own_challenge_action(&self) -> Result<Option<ChainAction>, Error> {
+        if self.owed().is_zero() || self.st.chain.holdings.is_zero() {
+            return Ok(None);
+        }
+        let Some((proof, candidate)) = self.best_supported()? else {
+            return Ok(None);
+        };
+        self.challenge_action(proof, candidate).map(Some)
+    }
+
+    /// The counter-challenge a registered challenge `reg` calls for (payee: its largest voucher
+    /// against a candidate below the redemption turn that pays it less).
+    fn counter_action(&self, reg: &RegisteredChallenge) -> Result<Option<ChainAction>, Error> {
+        if self.st.role != Role::Payee || reg.turn_num >= REDEMPTION_TURN {
+            return Ok(None);
+        }
+        let best = self.st.best.map(|v| v.amount).unwrap_or_default();
+        if best <= share(&reg.candidate.outcome, Role::Payee) {
+            return Ok(None);
+        }
+        match self.best_supported()? {
+            Some((proof, candidate)) if candidate.variable_part.turn_num == REDEMPTION_TURN => {
+                self.challenge_action(proof, candidate).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn challenge_action(
+        &self,
         proof: Vec<SignedVariablePart>,
         candidate: SignedVariablePart,
-    ) -> Result<(), Error> {
+    ) -> Result<ChainAction, Error> {
         let hash = candidate.variable_part.hash(self.id);
         let challenger_sig = self
             .signer
             .sign_eth_message(&challenge_message_hash(hash))?;
-        let is_challenge = |a: &ChainAction| matches!(a, ChainAction::Challenge { .. });
-        self.staged.actions.retain(|a| !is_challenge(a));
-        self.ready.actions.retain(|a| !is_challenge(a));
-        self.act(ChainAction::Challenge {
+        Ok(ChainAction::Challenge {
             fixed: self.st.fixed.clone(),
             proof,
             candidate,
             challenger_sig,
-        });
-        Ok(())
+        })
     }
 
-    fn request_conclude(&mut self) {
-        if let Phase::Closed { amount, sigs, .. } = &self.st.phase
-            && self.st.chain.finalized.is_none()
-        {
-            let candidate = SignedVariablePart {
-                variable_part: self.final_vp(*amount),
-                sigs: sigs.to_vec(),
-            };
-            let fixed = self.st.fixed.clone();
-            self.act(ChainAction::Conclude { fixed, candidate });
+    /// The transaction this side owes the chain at chain time `now`, derived from the persisted
+    /// state alone (so a driver can ask again after any failure or restart), or `None`:
+    ///
+    /// * finalized (recorded, or a registered challenge whose time is up): the payout, when our
+    ///   share and the holdings are not zero;
+    /// * a challenge registered: `conclude` when we hold a final state signed by both that pays
+    ///   us more than the candidate; the payee's counter-challenge with its largest voucher when
+    ///   the candidate is below the redemption turn and pays it less;
+    /// * closed by both: `conclude`, when our share is not zero;
+    /// * after [`Channel::challenge`] until a challenge registers: that challenge, when it claims
+    ///   something for us;
+    /// * payer, joined and the deposit not (fully) seen on chain: the rest of the deposit.
+    ///
+    /// The duty is what the chain still needs *as far as the applied events tell*: a driver
+    /// checks the chain before sending (the transaction may have landed in a block not applied
+    /// yet) and drops it when it is moot. Nothing is queued and nothing changes.
+    pub fn chain_duty(&self, now: u64) -> Result<Option<ChainAction>, Error> {
+        let c = &self.st.chain;
+        if c.paid_out {
+            return Ok(None);
         }
+        let timed_out = c.challenge.as_ref().filter(|r| r.finalizes_at <= now);
+        let fin = c.finalized.clone().or_else(|| {
+            timed_out.map(|r| Finalization {
+                outcome: r.candidate.outcome.clone(),
+                state_hash: r.state_hash,
+                at: r.finalizes_at,
+            })
+        });
+        if let Some(fin) = fin {
+            return Ok(self.transfer_action(&fin));
+        }
+        if let Some(reg) = &c.challenge {
+            if matches!(self.st.phase, Phase::Closed { .. }) {
+                let better = share(&reg.candidate.outcome, self.st.role) < self.final_share();
+                return Ok(if better { self.conclude_action() } else { None });
+            }
+            return self.counter_action(reg);
+        }
+        if matches!(self.st.phase, Phase::Closed { .. }) {
+            return Ok(self.conclude_action());
+        }
+        if c.challenge_requested {
+            return self.own_challenge_action();
+        }
+        if self.st.role == Role::Payer
+            && matches!(self.st.phase, Phase::Funding)
+            && c.holdings < self.st.deposit
+        {
+            return Ok(Some(ChainAction::Deposit {
+                asset: self.st.asset,
+                channel_id: self.id,
+                expected_held: c.holdings,
+                amount: self.st.deposit - c.holdings,
+            }));
+        }
+        Ok(None)
     }
 
     // ----- states and signatures ------------------------------------------------------------

@@ -10,12 +10,32 @@
 //! and sends the chain transactions, feeding the resulting chain events back in.
 //!
 //! Nothing runs in the background: call [`Client::watch_chain`] periodically (e.g. every block
-//! or every few seconds, and well within the shortest challenge duration). It reads each open
-//! channel's adjudicator events, counters stale challenges, and pays out finalized channels.
+//! or every few seconds, and well within the shortest challenge duration). It reads the
+//! adjudicator's events of all channels with **one** log query, applies each to its channel,
+//! then performs each channel's on-chain duty.
 //!
-//! Chain transactions are made idempotent: a `conclude` is skipped when the chain already shows
-//! the channel finalized or holds nothing for it (paid out, or never funded), and a payout is
-//! skipped when the holdings are already zero, so both parties can ask for them safely.
+//! # On-chain duties
+//!
+//! What a channel owes the chain (counter a stale challenge, `conclude`, pay out, finish the
+//! deposit, a challenge we asked for) is derived from its **persisted** state by
+//! [`Channel::chain_duty`] on every watch, after a restart too (disputed channels included). A
+//! failed transaction (node timeout, nonce clash, empty gas wallet) is retried on later watches
+//! with exponential backoff in chain time (1 s, 2 s, 4 s, … up to
+//! [`ClientConfig::max_retry_interval`]) until it lands or becomes moot. Before sending, the
+//! chain is checked so that nothing is sent twice: a challenge is skipped when the channel
+//! finalized or the adjudicator already records its turn, a `conclude` when the channel
+//! finalized or holds nothing, a payout when the holdings are zero, a deposit when the holdings
+//! already cover it (and it is re-sized to what is missing). No transaction is sent for nothing:
+//! no challenge that claims nothing for us, no `conclude` or payout when our share or the
+//! holdings are zero.
+//!
+//! # Confirmations and reorgs
+//!
+//! Events are applied only once [`ClientConfig::confirmations`] blocks (default: the chain's
+//! [`Chain::default_confirmations`], 2 on `EthereumChain`, 0 on the simulator) follow their
+//! block. Each watch re-reads that many blocks below the cursor and skips logs it already
+//! applied (by block hash and log index), so a log that a shallow reorg moved to another block
+//! is still applied once. Holdings are taken from the latest applied event, not accumulated.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,7 +46,7 @@ use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
 use crate::app::PAYMENT_APP_RUNTIME_HASH;
-use crate::chain::{Chain, ChainError, ChannelMode, OnChainStatus, Revert};
+use crate::chain::{Chain, ChainError, ChainEventRecord, ChannelMode, OnChainStatus, Revert};
 use crate::channel::{
     ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind, Role,
 };
@@ -76,6 +96,15 @@ pub struct ClientConfig {
     /// Payer side: proposals this policy accepts are joined and funded automatically; others are
     /// refused. `None`: every valid proposal waits for [`Client::join`] (see [`Event::Proposed`]).
     pub auto_join: Option<JoinPolicy>,
+    /// Blocks that must follow a block before its adjudicator events are applied. `None`: the
+    /// chain's [`Chain::default_confirmations`] (2 on `EthereumChain`, 0 on the simulator).
+    /// Keep `confirmations × block time` well below the challenge duration.
+    pub confirmations: Option<u64>,
+    /// Longest wait, in chain seconds, between two attempts of a failed on-chain duty (the
+    /// wait doubles from 1 s up to this). Keep it well below the challenge duration. The waits
+    /// are measured on the chain's clock ([`Chain::now`]): where it stands still (a simulator, an
+    /// idle dev node) a failed duty is retried once it moves.
+    pub max_retry_interval: u64,
 }
 
 impl ClientConfig {
@@ -87,6 +116,8 @@ impl ClientConfig {
             asset: Address::ZERO,
             challenge_duration: 3600,
             auto_join: None,
+            confirmations: None,
+            max_retry_interval: 60,
         }
     }
 }
@@ -138,6 +169,33 @@ struct Inner {
     join_lock: tokio::sync::Mutex<()>,
     /// App addresses whose code was checked to be `PaymentApp` (deployed code does not change).
     verified_apps: Mutex<HashSet<Address>>,
+    /// Per channel: when its failed duty may be tried again.
+    backoff: Mutex<HashMap<B256, Backoff>>,
+    /// Logs applied in the re-scanned window, by `(block hash, log index)`, with their block
+    /// number (to forget them once below the window).
+    applied: Mutex<HashMap<(B256, u64), u64>>,
+}
+
+/// Exponential backoff of one channel's failed duty, in chain seconds (sans-IO: time is passed in).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Backoff {
+    failures: u32,
+    next_at: u64,
+}
+
+impl Backoff {
+    fn ready(&self, now: u64) -> bool {
+        now >= self.next_at
+    }
+
+    fn failed(&mut self, now: u64, max_interval: u64) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = 1u64
+            .checked_shl(self.failures - 1)
+            .unwrap_or(u64::MAX)
+            .min(max_interval.max(1));
+        self.next_at = now.saturating_add(wait);
+    }
 }
 
 /// The async payment-channel client. See the [module docs](self).
@@ -168,7 +226,8 @@ impl Client {
     /// Opens a client and reloads **every** channel in `store` (resume after a restart). Returns
     /// the client and its event stream.
     ///
-    /// After opening, call [`Client::watch_chain`] (catches up on chain events) and
+    /// After opening, call [`Client::watch_chain`] (catches up on chain events and performs
+    /// every channel's pending on-chain duty, disputed channels included) and
     /// [`Client::resend_all`] (repeats what peers may have missed).
     pub async fn open(
         config: ClientConfig,
@@ -206,6 +265,8 @@ impl Client {
                 events: tx,
                 join_lock: tokio::sync::Mutex::new(()),
                 verified_apps: Mutex::new(HashSet::new()),
+                backoff: Mutex::new(HashMap::new()),
+                applied: Mutex::new(HashMap::new()),
             }),
         };
         // Persist anything the restore merged (a voucher newer than the snapshot).
@@ -322,7 +383,10 @@ impl Client {
         self.drive(&mut ch).await
     }
 
-    /// Either side: takes the channel on chain with the best state we can support.
+    /// Either side: takes the channel on chain with the best state we can support. Refused
+    /// ([`UsageError::CannotChallenge`]) when it would claim nothing for us. The request is
+    /// persisted: if the transaction fails, [`Client::watch_chain`] retries it until a challenge
+    /// registers.
     pub async fn challenge(&self, channel_id: B256) -> Result<(), Error> {
         let slot = self.slot(channel_id)?;
         let mut ch = slot.lock().await;
@@ -529,18 +593,63 @@ impl Client {
         Ok(())
     }
 
-    /// Reads the chain for every open channel: feeds new adjudicator events and the chain time to
-    /// each, which counters stale challenges, finalizes timed-out challenges and pays them out.
-    /// Errors of one channel do not stop the others; the first is returned.
+    /// Reads the chain for every channel that has a chain history (not settled, not a bare
+    /// proposal): the adjudicator events of all of them with one log query (confirmed blocks
+    /// only, see the [module docs](self)), dispatched by channel id, and the chain time; then
+    /// performs each channel's on-chain duty (counter a stale challenge, `conclude`, pay out,
+    /// deposit), retrying failed ones with backoff. Errors of one channel do not stop the
+    /// others; the first is returned.
     pub async fn watch_chain(&self) -> Result<(), Error> {
-        let mut first_err = None;
+        let chain = &self.inner.chain;
+        let latest = chain.block_number().await?;
+        let now = chain.now().await?;
+        let k = self.confirmations();
+        let confirmed = latest.checked_sub(k);
+        let mut watched = Vec::new();
         for slot in self.slots() {
-            let mut ch = slot.lock().await;
-            if ch.is_settled() {
+            let ch = slot.lock().await;
+            // A proposal has no chain history until someone joins (the payee learns it from
+            // the `Join`, which makes it read the chain): nothing to read for it.
+            if ch.is_settled() || ch.phase() == PhaseKind::Proposed {
                 continue;
             }
-            let result = match self.sync_chain(&mut ch).await {
-                Ok(()) => self.drive(&mut ch).await,
+            let rescan_from = ch.chain_cursor().saturating_sub(k);
+            drop(ch);
+            watched.push((slot, rescan_from));
+        }
+        let mut by_channel: HashMap<B256, Vec<ChainEventRecord>> = HashMap::new();
+        let mut first_err = None;
+        let mut logs_read = true;
+        let from = watched.iter().map(|(_, f)| *f).min();
+        if let (Some(from), Some(to)) = (from, confirmed)
+            && from <= to
+        {
+            match chain.adjudicator_events(from, to).await {
+                Ok(records) => {
+                    for r in records {
+                        by_channel.entry(r.event.channel_id()).or_default().push(r);
+                    }
+                    lock(&self.inner.applied).retain(|_, block| *block >= from);
+                }
+                Err(e) => {
+                    // The duties the persisted state already shows (e.g. a payout) need no
+                    // logs: perform them, but leave every cursor where it is.
+                    tracing::warn!(error = %e, "watch_chain: log query failed");
+                    first_err = Some(Error::from(e));
+                    logs_read = false;
+                }
+            }
+        }
+        for (slot, rescan_from) in watched {
+            let mut ch = slot.lock().await;
+            if logs_read {
+                let records = by_channel.remove(&ch.id()).unwrap_or_default();
+                self.apply_events(&mut ch, &records, rescan_from, confirmed, now);
+            } else {
+                ch.handle_timeout(now);
+            }
+            let result = match self.drive(&mut ch).await {
+                Ok(()) => self.perform_duty(&mut ch, now).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -601,23 +710,100 @@ impl Client {
         }
     }
 
-    /// Feeds the channel its new chain events and the chain time.
+    /// The number of confirmations events need (see [`ClientConfig::confirmations`]).
+    fn confirmations(&self) -> u64 {
+        self.inner
+            .config
+            .confirmations
+            .unwrap_or_else(|| self.inner.chain.default_confirmations())
+    }
+
+    /// Feeds one channel its new confirmed chain events and the chain time (one per-channel log
+    /// query: used right after a transaction and when a `Join` arrives, not by the watcher).
     async fn sync_chain(&self, ch: &mut Channel) -> Result<(), Error> {
-        let id = ch.id();
-        let from = ch.chain_cursor();
-        let records = self.inner.chain.events(id, from).await?;
-        let now = self.inner.chain.now().await?;
-        let mut next = from;
-        for r in &records {
-            if let Err(e) = ch.handle_chain_event(now, &r.event) {
-                tracing::warn!(channel = %id, error = %e, "chain event not applied");
-            }
-            next = next.max(r.block_number + 1);
-        }
-        // Stored with the state the events produced (the caller drives the persist).
-        ch.advance_chain_cursor(next);
-        ch.handle_timeout(now);
+        let chain = &self.inner.chain;
+        let latest = chain.block_number().await?;
+        let now = chain.now().await?;
+        let k = self.confirmations();
+        let confirmed = latest.checked_sub(k);
+        let rescan_from = ch.chain_cursor().saturating_sub(k);
+        let records = match confirmed {
+            Some(to) if rescan_from <= to => chain.events(ch.id(), rescan_from).await?,
+            _ => Vec::new(),
+        };
+        self.apply_events(ch, &records, rescan_from, confirmed, now);
         Ok(())
+    }
+
+    /// Applies the records of blocks `rescan_from..=confirmed` that were not applied yet (a log
+    /// is known by its block hash and index), moves the cursor past `confirmed` (stored with the
+    /// state the events produced: the caller drives the persist) and passes the chain time.
+    fn apply_events(
+        &self,
+        ch: &mut Channel,
+        records: &[ChainEventRecord],
+        rescan_from: u64,
+        confirmed: Option<u64>,
+        now: u64,
+    ) {
+        if let Some(to) = confirmed {
+            let id = ch.id();
+            let mut applied = lock(&self.inner.applied);
+            for r in records {
+                if r.block_number < rescan_from || r.block_number > to || r.event.channel_id() != id
+                {
+                    continue;
+                }
+                if applied
+                    .insert((r.block_hash, r.log_index), r.block_number)
+                    .is_some()
+                {
+                    continue;
+                }
+                if let Err(e) = ch.handle_chain_event(now, &r.event) {
+                    tracing::warn!(channel = %id, error = %e, "chain event not applied");
+                }
+            }
+            drop(applied);
+            ch.advance_chain_cursor(to.saturating_add(1));
+        }
+        ch.handle_timeout(now);
+    }
+
+    /// Performs the channel's current on-chain duty ([`Channel::chain_duty`]) unless a recent
+    /// failure of it is still backing off; learns the chain's view afterwards.
+    async fn perform_duty(&self, ch: &mut Channel, now: u64) -> Result<(), Error> {
+        let id = ch.id();
+        let Some(action) = ch.chain_duty(now)? else {
+            lock(&self.inner.backoff).remove(&id);
+            return Ok(());
+        };
+        if !self.ready(id, now) {
+            return Ok(());
+        }
+        let result = self.execute(&action).await;
+        self.record(id, now, result.is_ok());
+        self.sync_chain(ch).await?;
+        self.drive(ch).await?;
+        result
+    }
+
+    fn ready(&self, id: B256, now: u64) -> bool {
+        lock(&self.inner.backoff)
+            .get(&id)
+            .is_none_or(|b| b.ready(now))
+    }
+
+    fn record(&self, id: B256, now: u64, ok: bool) {
+        let mut backoff = lock(&self.inner.backoff);
+        if ok {
+            backoff.remove(&id);
+        } else {
+            backoff
+                .entry(id)
+                .or_default()
+                .failed(now, self.inner.config.max_retry_interval);
+        }
     }
 
     /// Runs the channel's outputs until it is quiet: persist, events, envelopes, transactions.
@@ -658,11 +844,46 @@ impl Client {
                 break;
             };
             let result = self.execute(&action).await;
+            if result.is_err() {
+                // `watch_chain` retries it (as the channel's duty) once the backoff allows.
+                // Without the chain's time, the next watch retries it at once.
+                if let Ok(now) = self.inner.chain.now().await {
+                    self.record(ch.id(), now, false);
+                }
+            }
             // Whatever happened, learn the chain's view before going on.
             self.sync_chain(ch).await?;
             result?;
         }
         Ok(())
+    }
+
+    /// Whether a challenge at `turn` can no longer land or is not needed: the channel finalized,
+    /// a registered challenge already has this turn or a later one, a checkpoint passed it, or
+    /// nothing is held.
+    async fn challenge_is_moot(
+        &self,
+        id: B256,
+        turn: u64,
+        candidate: &crate::state::SignedVariablePart,
+    ) -> Result<bool, Error> {
+        let chain = &self.inner.chain;
+        let now = chain.now().await?;
+        let status = chain.status(id).await?;
+        let moot = match status.mode(now) {
+            ChannelMode::Finalized => true,
+            ChannelMode::Challenge => status.turn_num_record >= turn,
+            ChannelMode::Open => status.turn_num_record > turn,
+        };
+        if moot {
+            return Ok(true);
+        }
+        let asset = candidate
+            .variable_part
+            .outcome
+            .first()
+            .map_or(Address::ZERO, |e| e.asset);
+        Ok(chain.holdings(asset, id).await?.is_zero())
     }
 
     async fn execute(&self, action: &ChainAction) -> Result<(), Error> {
@@ -674,12 +895,19 @@ impl Client {
                 expected_held,
                 amount,
             } => {
+                // The holdings the chain has now decide: a deposit that landed in a block not
+                // applied yet is not sent again, and a partial one is completed.
+                let target = expected_held.saturating_add(*amount);
+                let held = chain.holdings(*asset, *channel_id).await?;
+                if held >= target {
+                    return Ok(());
+                }
                 if *asset == Address::ZERO {
                     chain
-                        .deposit(*asset, *channel_id, *expected_held, *amount)
+                        .deposit(*asset, *channel_id, held, target - held)
                         .await?;
                 } else {
-                    self.deposit_token(*asset, *channel_id, *expected_held, *amount)
+                    self.deposit_token(*asset, *channel_id, held, target - held)
                         .await?;
                 }
             }
@@ -689,9 +917,20 @@ impl Client {
                 candidate,
                 challenger_sig,
             } => {
-                chain
+                let id = fixed.channel_id();
+                let turn = candidate.variable_part.turn_num;
+                if self.challenge_is_moot(id, turn, candidate).await? {
+                    return Ok(());
+                }
+                if let Err(e) = chain
                     .challenge(fixed, proof, candidate, challenger_sig)
-                    .await?;
+                    .await
+                {
+                    // Someone may have registered the turn, or finalized, in between.
+                    if !self.challenge_is_moot(id, turn, candidate).await? {
+                        return Err(e.into());
+                    }
+                }
             }
             ChainAction::Conclude { fixed, candidate } => {
                 let id = fixed.channel_id();
@@ -738,5 +977,30 @@ impl Client {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn backoff_doubles_from_one_second_up_to_the_cap() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0));
+        let mut now = 1_000;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            b.failed(now, 10);
+            assert!(!b.ready(b.next_at - 1));
+            assert!(b.ready(b.next_at));
+            waits.push(b.next_at - now);
+            now = b.next_at;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10, 10]);
+        for _ in 0..100 {
+            b.failed(now, 10);
+        }
+        assert_eq!(b.next_at - now, 10, "no overflow after many failures");
     }
 }

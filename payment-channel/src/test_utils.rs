@@ -41,6 +41,7 @@
 //! ```
 
 pub mod anvil;
+pub mod faulty;
 
 use std::future::Future;
 use std::sync::Arc;

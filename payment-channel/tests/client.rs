@@ -612,6 +612,14 @@ mod recording {
             self.froms.lock().unwrap().push(from);
             self.inner.events(id, from).await
         }
+        async fn adjudicator_events(
+            &self,
+            from: u64,
+            to: u64,
+        ) -> Result<Vec<ChainEventRecord>, ChainError> {
+            self.froms.lock().unwrap().push(from);
+            self.inner.adjudicator_events(from, to).await
+        }
     }
 }
 
@@ -778,6 +786,9 @@ impl OnAnvil {
             challenge_duration: 600,
             auto_join: policy,
             asset,
+            // Anvil mines a block per transaction and none in between: no block would ever
+            // confirm the last transaction. Confirmations are tested in `tests/ethereum.rs`.
+            confirmations: Some(0),
             ..ClientConfig::new(self.app)
         };
         open_node(
@@ -847,6 +858,89 @@ async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
         payee_chain.holdings(Address::ZERO, id).await.unwrap(),
         U256::ZERO
     );
+}
+
+/// Reorg safety on a real node: the payer's deposit lands in the latest block, then a reorg
+/// (anvil's `evm_revert`) removes it. With the default confirmations of `EthereumChain` (2) the
+/// payer never applied it, so it neither told the payee it had funded nor lost track of its
+/// duty: its next watch deposits again, once, and the channel opens on the deposit that stays.
+#[cfg(all(feature = "ethereum", feature = "test-utils"))]
+#[tokio::test]
+async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_again() {
+    use payment_channel::chain::Chain;
+
+    let Some(w) = OnAnvil::start().await else {
+        return;
+    };
+    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
+    assert_eq!(payer_chain.default_confirmations(), 2);
+    let node = async |signer, chain: &Arc<payment_channel::chain::EthereumChain>, policy| {
+        let config = ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            ..ClientConfig::new(w.app)
+        };
+        open_node(
+            &w.net,
+            config,
+            signer,
+            chain.clone(),
+            Arc::new(MemoryStore::new()),
+        )
+        .await
+    };
+    let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
+    let mut payer = node(key(0x51), payer_chain, Some(policy)).await;
+    let mut payee = node(key(0x52), payee_chain, None).await;
+    let phase = async |n: &Node, id| n.client.channel_info(id).await.unwrap().phase;
+
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    let snapshot = w.anvil.rpc("evm_snapshot", "[]").unwrap();
+    // The payer auto-joins and deposits; its deposit is in the latest block only.
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        u(10_000)
+    );
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(phase(&payer, id).await, PhaseKind::Funding, "not confirmed");
+    assert_eq!(phase(&payee, id).await, PhaseKind::Proposed, "no Join sent");
+
+    // The block with the deposit is replaced by empty ones.
+    w.anvil.rpc("evm_revert", &format!("[{snapshot}]")).unwrap();
+    for _ in 0..3 {
+        payer_chain.mine().await.unwrap();
+    }
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
+    // The deposit is still the payer's duty: the watcher makes it again.
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        u(10_000)
+    );
+    for _ in 0..2 {
+        payer_chain.mine().await.unwrap();
+    }
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(phase(&payer, id).await, PhaseKind::AwaitingPostfund);
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    for n in [&payer, &payee] {
+        assert_eq!(phase(n, id).await, PhaseKind::Running);
+    }
+    assert_eq!(
+        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+        u(10_000)
+    );
+    payer.client.send_payment(id, u(250)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
 
 // ---------------------------------------------------------------- the app's code and ERC-20 channels
@@ -1270,4 +1364,404 @@ async fn a_proposal_whose_id_has_history_on_chain_is_refused() {
     assert!(restarted.next_outbound().is_none());
     assert_eq!(chain.balance_of(payer_key.address()), before);
     assert_eq!(chain.holdings_of(id), u(1_000));
+}
+
+// ---------------------------------------------------------------- on-chain duties (issue 13)
+
+use payment_channel::chain::sim::SimulatedChainHandle;
+use payment_channel::test_utils::faulty::{Call, FaultyChain};
+
+type Faulty = Arc<FaultyChain<SimulatedChainHandle>>;
+
+/// A client whose chain handle fails on demand.
+async fn faulty_node(
+    w: &World,
+    signer: Arc<LocalSigner>,
+    store: Arc<dyn ChannelStore>,
+    config: ClientConfig,
+) -> (Node, Faulty) {
+    let chain = Arc::new(FaultyChain::new(w.chain.handle(signer.address())));
+    let node = open_node(&w.net, config, signer, chain.clone(), store).await;
+    (node, chain)
+}
+
+/// Watches (ignoring the errors of failed duties) with the chain clock moving `step` seconds
+/// between watches, until `done` or `max` watches.
+async fn watch_until(
+    w: &World,
+    node: &Node,
+    step: u64,
+    max: usize,
+    done: impl Fn() -> bool,
+) -> usize {
+    for i in 0..max {
+        let _ = node.client.watch_chain().await;
+        if done() {
+            return i + 1;
+        }
+        w.chain.advance_time(step);
+    }
+    max
+}
+
+/// The payer registers its postfund (paying the payee nothing) while the payee's counter fails
+/// twice: later watches retry it with backoff, it lands once, and the payee is paid its best
+/// voucher.
+#[tokio::test]
+async fn a_stale_challenge_is_countered_although_the_counter_fails_twice() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[500; 3]).await;
+
+    chain.fail_next(Call::Challenge, 2);
+    payer.client.challenge(id).await.unwrap();
+    assert_eq!(w.chain.status_of(id).turn_num_record, 1);
+    let watches = watch_until(&w, &payee, 1, 20, || {
+        w.chain.status_of(id).turn_num_record == 2
+    })
+    .await;
+    assert_eq!(w.chain.status_of(id).turn_num_record, 2, "countered");
+    assert_eq!(chain.calls(Call::Challenge), 3, "two failures, one landing");
+    assert!(watches >= 3, "retried on later watches ({watches})");
+    // Retried, never duplicated.
+    for _ in 0..3 {
+        payee.client.watch_chain().await.unwrap();
+    }
+    assert_eq!(chain.calls(Call::Challenge), 3);
+
+    w.chain.advance_time(601);
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(1_500));
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - 1_500)
+    );
+}
+
+/// The payee applied the payer's stale challenge and persisted its cursor past it, then died
+/// before its counter reached the chain. Reopened from the same store, its first watch counters.
+#[tokio::test]
+async fn a_counter_lost_in_a_crash_after_the_cursor_was_persisted_lands_after_restart() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key.clone(), store.clone(), w.config(None)).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[400; 2]).await;
+
+    payer.client.challenge(id).await.unwrap();
+    // The transaction never leaves (the process dies while sending it).
+    chain.fail_next(Call::Challenge, u32::MAX);
+    let _ = payee.client.watch_chain().await;
+    drop(payee);
+    assert_eq!(w.chain.status_of(id).turn_num_record, 1);
+    let snapshot = payment_channel::channel::ChannelSnapshot::from_bytes(
+        &store.get_channel(id).await.unwrap().unwrap(),
+    )
+    .unwrap();
+    let restored =
+        payment_channel::channel::Channel::restore(payee_key.clone(), snapshot, None).unwrap();
+    assert!(
+        restored.chain_cursor() > w.chain.block_number(),
+        "the cursor was persisted past the challenge"
+    );
+    assert!(restored.on_chain().challenge.is_some());
+
+    let payee = w.node(payee_key, store, None).await;
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.status_of(id).turn_num_record, 2, "countered");
+    w.chain.advance_time(601);
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(800));
+}
+
+/// A payout that fails is retried on later watches until it lands, once.
+#[tokio::test]
+async fn a_failed_payout_is_retried_until_it_lands() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[700]).await;
+    payee.client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    chain.fail_next(Call::TransferAllAssets, 3);
+    watch_until(&w, &payee, 1, 30, || w.chain.holdings_of(id).is_zero()).await;
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(700));
+    assert_eq!(chain.calls(Call::TransferAllAssets), 4);
+    assert!(payee.client.channel_info(id).await.unwrap().settled);
+}
+
+/// The payer's deposit fails when it joins: the watcher deposits later, exactly the deposit.
+#[tokio::test]
+async fn a_failed_deposit_is_retried_by_the_watcher_and_never_doubled() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (mut payer, chain) = faulty_node(
+        &w,
+        payer_key,
+        Arc::new(MemoryStore::new()),
+        w.config(Some(w.policy())),
+    )
+    .await;
+    let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
+    chain.fail_next(Call::Deposit, 1);
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    pump(&mut payer, &mut payee).await;
+    assert_eq!(w.chain.holdings_of(id), U256::ZERO);
+    for _ in 0..5 {
+        let _ = payer.client.watch_chain().await;
+        w.chain.advance_time(2);
+    }
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(w.chain.holdings_of(id), u(10_000));
+    assert_eq!(chain.calls(Call::Deposit), 2);
+    for n in [&payer, &payee] {
+        assert_eq!(
+            n.client.channel_info(id).await.unwrap().phase,
+            PhaseKind::Running
+        );
+    }
+}
+
+/// A cooperative close whose `conclude` fails is concluded and paid out by later watches.
+#[tokio::test]
+async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (mut payer, chain) = faulty_node(
+        &w,
+        payer_key,
+        Arc::new(MemoryStore::new()),
+        w.config(Some(w.policy())),
+    )
+    .await;
+    let (mut payee, payee_chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[600]).await;
+    chain.fail_next(Call::Conclude, 2);
+    payee_chain.fail_next(Call::Conclude, 2);
+    payer.client.close(id).await.unwrap();
+    pump(&mut payer, &mut payee).await;
+    assert_eq!(w.chain.holdings_of(id), u(10_000));
+    watch_until(&w, &payer, 1, 20, || w.chain.holdings_of(id).is_zero()).await;
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(600));
+    assert_eq!(w.chain.balance_of(payer.client.address()), u(100_000 - 600));
+}
+
+/// No gas for nothing: a payer that signed its whole deposit away does not challenge, a payee
+/// without a voucher above zero does not challenge, and a party whose share of the finalized
+/// outcome is zero leaves the payout to the other.
+#[tokio::test]
+async fn nobody_pays_gas_for_a_transaction_that_pays_them_nothing() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (mut payer, payer_chain) = faulty_node(
+        &w,
+        payer_key,
+        Arc::new(MemoryStore::new()),
+        w.config(Some(w.policy())),
+    )
+    .await;
+    let (mut payee, payee_chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    // A payee without a voucher.
+    let id = open_and_pay(&mut payer, &mut payee, &[]).await;
+    assert!(matches!(
+        payee.client.challenge(id).await,
+        Err(Error::Usage(
+            payment_channel::error::UsageError::CannotChallenge(_)
+        ))
+    ));
+    assert_eq!(payee_chain.calls(Call::Challenge), 0);
+    // A payer that paid everything.
+    payer.client.send_payment(id, u(10_000)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert!(matches!(
+        payer.client.challenge(id).await,
+        Err(Error::Usage(
+            payment_channel::error::UsageError::CannotChallenge(_)
+        ))
+    ));
+    assert_eq!(payer_chain.calls(Call::Challenge), 0);
+    // The payee's challenge finalizes paying the payer nothing: only the payee pays out.
+    payee.client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    payer.client.watch_chain().await.unwrap();
+    assert_eq!(payer_chain.calls(Call::TransferAllAssets), 0);
+    assert_eq!(w.chain.holdings_of(id), u(10_000));
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(payee_chain.calls(Call::TransferAllAssets), 1);
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(10_000));
+}
+
+/// `watch_chain` reads the events of all channels with one log query, and none per channel:
+/// its reads do not grow with the number of channels, and proposals nobody joined cost nothing.
+#[tokio::test]
+async fn watch_chain_makes_one_log_query_for_all_channels() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let policy = JoinPolicy::new(w.chain.app_definition(), u(10_000), u(100_000));
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(policy))
+        .await;
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(open_and_pay(&mut payer, &mut payee, &[100]).await);
+    }
+    // Proposals to a payer that is offline: never joined.
+    let stranger = key(9).address();
+    for _ in 0..5 {
+        payee.client.create(stranger, u(1_000), None).await.unwrap();
+    }
+    let count = |c: &Faulty| {
+        [
+            Call::Now,
+            Call::BlockNumber,
+            Call::Events,
+            Call::AdjudicatorEvents,
+            Call::Holdings,
+            Call::Status,
+        ]
+        .map(|k| c.calls(k))
+    };
+    let before = count(&chain);
+    w.chain.advance_time(0);
+    payee.client.watch_chain().await.unwrap();
+    let after = count(&chain);
+    let delta: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        delta,
+        [1, 1, 0, 1, 0, 0],
+        "now, block number, one log query; nothing per channel"
+    );
+    // The events still reach each channel: a challenge on one of them is countered.
+    payer.client.challenge(ids[2]).await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(w.chain.status_of(ids[2]).turn_num_record, 2);
+    assert_eq!(
+        chain.calls(Call::Events),
+        before[2] + 1,
+        "one read after our own tx"
+    );
+}
+
+/// With confirmations, an event is applied only once that many blocks follow its block, and
+/// exactly once although the watcher re-reads the last blocks.
+#[tokio::test]
+async fn events_are_applied_after_the_configured_confirmations_and_once() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let config = ClientConfig {
+        confirmations: Some(2),
+        ..w.config(None)
+    };
+    let (mut payee, chain) = faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), config).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    // The deposit is in the latest block: not confirmed yet.
+    let phase = async |n: &Node| n.client.channel_info(id).await.unwrap().phase;
+    assert_eq!(phase(&payee).await, PhaseKind::Funding);
+    w.chain.advance_time(0);
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(phase(&payee).await, PhaseKind::Funding, "one confirmation");
+    w.chain.advance_time(0);
+    payee.client.watch_chain().await.unwrap();
+    assert_eq!(phase(&payee).await, PhaseKind::Running, "two confirmations");
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    payer.client.send_payment(id, u(300)).await.unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+
+    payer.client.challenge(id).await.unwrap();
+    payee.client.watch_chain().await.unwrap();
+    assert!(!payee.client.channel_info(id).await.unwrap().disputed);
+    for _ in 0..4 {
+        w.chain.advance_time(0);
+        payee.client.watch_chain().await.unwrap();
+    }
+    payee.drain_events();
+    assert_eq!(w.chain.status_of(id).turn_num_record, 2, "countered");
+    assert_eq!(
+        chain.calls(Call::Challenge),
+        1,
+        "once, though not confirmed at first"
+    );
+    let registered = |turn| {
+        payee
+            .seen
+            .iter()
+            .filter(|e| matches!(e.event, Event::ChallengeRegistered { turn_num, .. } if turn_num == turn))
+            .count()
+    };
+    assert_eq!(registered(1), 1);
+    assert_eq!(registered(2), 1);
+    assert_eq!(
+        payee
+            .seen
+            .iter()
+            .filter(|e| e.event == Event::Funded)
+            .count(),
+        1
+    );
+}
+
+/// A failed log query leaves every cursor in place (the events are read again next time) and
+/// does not hold back a duty the persisted state already shows.
+#[tokio::test]
+async fn a_failed_log_query_keeps_the_cursor_and_still_pays_out() {
+    let w = World::new();
+    let (payer_key, payee_key) = (key(1), key(2));
+    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let mut payer = w
+        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
+        .await;
+    let (mut payee, chain) =
+        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[900]).await;
+    payee.client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    chain.fail_next(Call::AdjudicatorEvents, 1);
+    assert!(payee.client.watch_chain().await.is_err());
+    assert_eq!(
+        w.chain.balance_of(payee.client.address()),
+        u(900),
+        "paid out"
+    );
+    // The channel learned of its payout (read right after the transaction) and stays settled.
+    payee.client.watch_chain().await.unwrap();
+    payee.drain_events();
+    assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(900) }));
+    assert!(payee.client.channel_info(id).await.unwrap().settled);
 }

@@ -326,13 +326,22 @@ fn payee_challenges_with_best_voucher_when_payer_vanishes() {
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(958));
 }
 
+/// Issue 13 (gas for nothing): a payee without a voucher above zero has nothing to claim, so it
+/// does not challenge (that would refund the payer at the payee's expense). The payer recovers
+/// its deposit with its own postfund challenge.
 #[test]
-fn payee_without_voucher_challenges_with_postfund() {
+fn payee_without_voucher_does_not_challenge_and_the_payer_recovers_its_deposit() {
     let mut p = Pair::running(300);
-    p.payee.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payee);
+    assert!(matches!(
+        p.payee.ch.challenge(p.chain.now),
+        Err(Error::Usage(UsageError::CannotChallenge(_)))
+    ));
+    assert_eq!(p.payee.ch.poll_chain_action(), None);
+    assert_eq!(p.payee.ch.chain_duty(p.chain.now).unwrap(), None);
+    p.payer.ch.challenge(p.chain.now).unwrap();
+    p.flush(Who::Payer);
     assert_eq!(
-        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
+        p.payer.ch.on_chain().challenge.as_ref().unwrap().turn_num,
         1
     );
     p.advance(DURATION);

@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use paid_wire::choke::{PromptPolicy, TrustPolicy, Watermark};
+use payment_channel::chain::Chain;
+use payment_channel::chain::sim::SimulatedChainHandle;
 use payment_channel::client::{Client, ClientConfig};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::test_utils::faulty::{Call, FaultyChain};
 use payment_channel::{MemoryStore, SimulatedChain, U256};
 use tokio::sync::{Notify, mpsc};
 use torrent_glue::adapter::{
@@ -111,6 +114,18 @@ async fn party(
     pay_limit: Option<u32>,
     funded: bool,
 ) -> Party {
+    party_on(chain, |h| Arc::new(h), store, configure, pay_limit, funded).await
+}
+
+/// [`party`], sending its transactions through `wrap` of its simulator handle.
+async fn party_on(
+    chain: &SimulatedChain,
+    wrap: impl FnOnce(SimulatedChainHandle) -> Arc<dyn Chain>,
+    store: Arc<MemoryTorrent>,
+    configure: impl FnOnce(&mut CoordinatorConfig),
+    pay_limit: Option<u32>,
+    funded: bool,
+) -> Party {
     let signer = Arc::new(LocalSigner::random());
     let account = signer.address();
     if funded {
@@ -121,7 +136,7 @@ async fn party(
     let (client, client_events) = Client::open(
         client_config,
         signer.clone(),
-        Arc::new(chain.handle(account)),
+        wrap(chain.handle(account)),
         Arc::new(MemoryStore::new()),
         None,
     )
@@ -549,6 +564,102 @@ async fn downloader_vanishes_uploader_challenges_and_is_paid_for_what_it_served(
         view.bytes_served,
         balance(&chain, s)
     );
+}
+
+/// As above, but the uploader's first two challenge transactions fail (node timeouts): its
+/// client retries the challenge on later watches, it lands once, and the uploader is still paid
+/// exactly for what it served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploader_whose_challenge_fails_twice_is_still_paid_for_what_it_served() {
+    let chain = SimulatedChain::new();
+    let size = 4 * MIB;
+    let seed = MemoryTorrent::seed(content(size), 256 * 1024);
+    let meta = seed.meta().clone();
+    let faulty = std::sync::Mutex::new(None);
+    let mut seller = party_on(
+        &chain,
+        |h| {
+            let f = Arc::new(FaultyChain::new(h));
+            f.fail_next(Call::Challenge, 2);
+            *faulty.lock().unwrap() = Some(f.clone());
+            f
+        },
+        Arc::new(seed),
+        |c| {
+            let up = c.upload.as_mut().unwrap();
+            up.choke.trust = TrustPolicy::fixed(0);
+            up.deposit = u128::from(size) * 2;
+            c.download = None;
+        },
+        None,
+        false,
+    )
+    .await;
+    let faulty = faulty.into_inner().unwrap().unwrap();
+    let buyer = party(
+        &chain,
+        Arc::new(MemoryTorrent::empty(meta)),
+        |c| {
+            c.upload = None;
+            let down = c.download.as_mut().unwrap();
+            down.granularity_bytes = 64 * KIB;
+            down.pay_ahead = false;
+            down.max_deposit = u128::MAX;
+            down.budget = u128::MAX;
+        },
+        Some(10),
+        true,
+    )
+    .await;
+    connect_duplex(&seller, &buyer);
+    tokio::time::timeout(Duration::from_secs(60), buyer.backend.gone.notified())
+        .await
+        .expect("the downloader stops paying");
+    for key in buyer.node.connections() {
+        buyer.node.disconnect(key);
+    }
+    let (s, b) = (seller.account, buyer.account);
+    let mut challenged = None;
+    until("the uploader's challenge", 30, || {
+        for e in drain(&mut seller) {
+            if let CoordinatorEvent::Challenging {
+                role: Role::Payee,
+                channel_id,
+                ..
+            } = e
+            {
+                challenged = Some(channel_id);
+            }
+        }
+        challenged.is_some()
+    })
+    .await;
+    let challenged = challenged.unwrap();
+    // Retries back off in chain time: let the clock move in small steps (far below the
+    // challenge duration) until the challenge has landed, and only then jump past its timeout.
+    until("the challenge on chain despite two failures", 30, || {
+        let landed = chain.status_of(challenged.into()).finalizes_at > 0;
+        if !landed {
+            chain.advance_time(1);
+        }
+        landed
+    })
+    .await;
+    assert_eq!(
+        faulty.calls(Call::Challenge),
+        3,
+        "two failures, one landing"
+    );
+    chain.advance_time(CHALLENGE_DURATION + 1);
+    until("the payout", 30, || balance(&chain, s) > 0).await;
+    let view = seller.node.inspect(|c| c.identity(b).unwrap());
+    assert_eq!(view.wei_received, 10 * 64 * 1024);
+    assert_eq!(
+        balance(&chain, s),
+        u128::from(view.bytes_served),
+        "paid exactly for what it served"
+    );
+    assert_eq!(faulty.calls(Call::Challenge), 3, "never duplicated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,6 +117,10 @@ pub struct EthereumConfig {
     /// Gas limit = estimate × (100 + this) / 100, for headroom if the state changes between the
     /// estimate and the inclusion.
     pub gas_margin_percent: u64,
+    /// Blocks that must follow a block before a `Client` applies its adjudicator events
+    /// ([`Chain::default_confirmations`]): a reorg shallower than this never shows a watcher a
+    /// challenge or a deposit that then disappears. Default 2.
+    pub confirmations: u64,
 }
 
 impl Default for EthereumConfig {
@@ -125,6 +129,7 @@ impl Default for EthereumConfig {
             receipt_poll_interval: Duration::from_millis(20),
             receipt_timeout: Duration::from_secs(120),
             gas_margin_percent: 20,
+            confirmations: 2,
         }
     }
 }
@@ -626,16 +631,45 @@ impl Chain for EthereumChain {
             .topic1(channel_id)
             .from_block(from_block)
             .to_block(latest);
-        let logs = self.provider.get_logs(&filter).await.map_err(transport)?;
+        self.logs(&filter).await
+    }
+
+    async fn adjudicator_events(
+        &self,
+        from_block: u64,
+        to_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        if from_block > to_block {
+            return Ok(Vec::new());
+        }
+        let filter = Filter::new()
+            .address(self.adjudicator())
+            .from_block(from_block)
+            .to_block(to_block);
+        self.logs(&filter).await
+    }
+
+    fn default_confirmations(&self) -> u64 {
+        self.config.confirmations
+    }
+}
+
+impl EthereumChain {
+    /// `eth_getLogs` of `filter`, decoded and in chain order.
+    async fn logs(&self, filter: &Filter) -> Result<Vec<ChainEventRecord>, ChainError> {
+        let logs = self.provider.get_logs(filter).await.map_err(transport)?;
         let mut out = Vec::with_capacity(logs.len());
         for log in &logs {
             // Logs without a position are pending; they are reported once mined.
-            let (Some(block_number), Some(log_index)) = (log.block_number, log.log_index) else {
+            let (Some(block_number), Some(block_hash), Some(log_index)) =
+                (log.block_number, log.block_hash, log.log_index)
+            else {
                 continue;
             };
             if let Some(event) = decode_event(log)? {
                 out.push(ChainEventRecord {
                     block_number,
+                    block_hash,
                     log_index,
                     event,
                 });

@@ -144,6 +144,9 @@ impl ChainEvent {
 pub struct ChainEventRecord {
     /// Block number.
     pub block_number: u64,
+    /// Hash of that block: with `log_index`, identifies the log across re-scans (a reorg gives
+    /// a replaced block another hash).
+    pub block_hash: B256,
     /// Index of the log within the block.
     pub log_index: u64,
     /// The event.
@@ -343,6 +346,22 @@ pub trait Chain: Send + Sync {
         channel_id: B256,
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError>;
+
+    /// Adjudicator events about **every** channel in blocks `from_block..=to_block`, in chain
+    /// order: one log query however many channels the caller watches (it dispatches by
+    /// [`ChainEvent::channel_id`]). Empty when `from_block > to_block`.
+    async fn adjudicator_events(
+        &self,
+        from_block: u64,
+        to_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError>;
+
+    /// How many blocks must follow a block before a watcher applies its events, unless the
+    /// client configures another number (see `ClientConfig::confirmations`). A simulated chain
+    /// has no reorgs and answers 0; the default is 0.
+    fn default_confirmations(&self) -> u64 {
+        0
+    }
 }
 
 #[async_trait]
@@ -433,6 +452,16 @@ impl<T: Chain + ?Sized> Chain for std::sync::Arc<T> {
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
         (**self).events(channel_id, from_block).await
+    }
+    async fn adjudicator_events(
+        &self,
+        from_block: u64,
+        to_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        (**self).adjudicator_events(from_block, to_block).await
+    }
+    fn default_confirmations(&self) -> u64 {
+        (**self).default_confirmations()
     }
 }
 

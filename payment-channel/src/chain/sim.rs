@@ -403,6 +403,7 @@ impl SimulatedChain {
         for (log_index, event) in (0u64..).zip(tx.events) {
             world.events.push(ChainEventRecord {
                 block_number,
+                block_hash: sim_block_hash(block_number),
                 log_index,
                 event,
             });
@@ -422,6 +423,17 @@ impl SimulatedChain {
             block_timestamp: world.now,
         })
     }
+}
+
+/// The made-up hash of a simulated block (the simulator has no reorgs, so a number names it).
+fn sim_block_hash(block_number: u64) -> B256 {
+    keccak256(
+        (
+            U256::from(block_number),
+            String::from("SimulatedChain block"),
+        )
+            .abi_encode_params(),
+    )
 }
 
 fn balance(state: &State, address: Address) -> U256 {
@@ -1163,6 +1175,21 @@ impl Chain for SimulatedChainHandle {
             .events
             .iter()
             .filter(|r| r.block_number >= from_block && r.event.channel_id() == channel_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn adjudicator_events(
+        &self,
+        from_block: u64,
+        to_block: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        Ok(self
+            .chain
+            .world()
+            .events
+            .iter()
+            .filter(|r| (from_block..=to_block).contains(&r.block_number))
             .cloned()
             .collect())
     }

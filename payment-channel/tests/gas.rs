@@ -1,0 +1,348 @@
+//! Gas each party pays per channel lifecycle on anvil with the published Nitro contracts (sum of
+//! the `gasUsed` of the receipts of the transactions its `Client` sent). Prints one table line per
+//! lifecycle and party (`GAS <lifecycle> <party>: <total> <transactions>`), and checks that no
+//! party pays for a transaction that pays it nothing.
+#![cfg(all(feature = "ethereum", feature = "test-utils"))]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use payment_channel::chain::{
+    Chain, ChainError, ChainEventRecord, EthereumChain, OnChainStatus, TxReceipt,
+};
+use payment_channel::client::{ChannelEvent, Client, ClientConfig, Transport, TransportError};
+use payment_channel::message::Envelope;
+use payment_channel::policy::JoinPolicy;
+use payment_channel::sign::{LocalSigner, Signature, Signer};
+use payment_channel::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+use payment_channel::{Address, B256, MemoryStore, U256};
+use tokio::sync::mpsc;
+
+fn u(x: u64) -> U256 {
+    U256::from(x)
+}
+
+/// A chain handle that adds up the gas of the transactions sent through it.
+struct GasMeter {
+    inner: Arc<EthereumChain>,
+    txs: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl GasMeter {
+    fn new(inner: Arc<EthereumChain>) -> Self {
+        Self {
+            inner,
+            txs: Mutex::new(Vec::new()),
+        }
+    }
+    fn note(
+        &self,
+        what: &'static str,
+        r: Result<TxReceipt, ChainError>,
+    ) -> Result<TxReceipt, ChainError> {
+        if let Ok(receipt) = &r {
+            self.txs.lock().unwrap().push((what, receipt.gas_used));
+        }
+        r
+    }
+    fn total(&self) -> u64 {
+        self.txs.lock().unwrap().iter().map(|(_, g)| g).sum()
+    }
+    fn list(&self) -> String {
+        let txs = self.txs.lock().unwrap();
+        let parts: Vec<String> = txs.iter().map(|(w, g)| format!("{w} {g}")).collect();
+        format!("[{}]", parts.join(", "))
+    }
+}
+
+#[async_trait]
+impl Chain for GasMeter {
+    fn account(&self) -> Address {
+        self.inner.account()
+    }
+    async fn now(&self) -> Result<u64, ChainError> {
+        self.inner.now().await
+    }
+    async fn block_number(&self) -> Result<u64, ChainError> {
+        self.inner.block_number().await
+    }
+    fn adjudicator(&self) -> Address {
+        self.inner.adjudicator()
+    }
+    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
+        self.inner.balance(asset, owner).await
+    }
+    async fn deposit(
+        &self,
+        asset: Address,
+        id: B256,
+        held: U256,
+        amount: U256,
+    ) -> Result<TxReceipt, ChainError> {
+        let r = self.inner.deposit(asset, id, held, amount).await;
+        self.note("deposit", r)
+    }
+    async fn holdings(&self, asset: Address, id: B256) -> Result<U256, ChainError> {
+        self.inner.holdings(asset, id).await
+    }
+    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
+        self.inner.allowance(token).await
+    }
+    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
+        let r = self.inner.approve(token, amount).await;
+        self.note("approve", r)
+    }
+    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
+        self.inner.decimals(token).await
+    }
+    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
+        self.inner.code_hash(address).await
+    }
+    async fn status(&self, id: B256) -> Result<OnChainStatus, ChainError> {
+        self.inner.status(id).await
+    }
+    async fn challenge(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+        sig: &Signature,
+    ) -> Result<TxReceipt, ChainError> {
+        let r = self.inner.challenge(fixed, proof, candidate, sig).await;
+        self.note("challenge", r)
+    }
+    async fn checkpoint(
+        &self,
+        fixed: &FixedPart,
+        proof: &[SignedVariablePart],
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        let r = self.inner.checkpoint(fixed, proof, candidate).await;
+        self.note("checkpoint", r)
+    }
+    async fn conclude(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        let r = self.inner.conclude(fixed, candidate).await;
+        self.note("conclude", r)
+    }
+    async fn transfer_all_assets(
+        &self,
+        id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+    ) -> Result<TxReceipt, ChainError> {
+        let r = self
+            .inner
+            .transfer_all_assets(id, outcome, state_hash)
+            .await;
+        self.note("transferAllAssets", r)
+    }
+    async fn events(&self, id: B256, from: u64) -> Result<Vec<ChainEventRecord>, ChainError> {
+        self.inner.events(id, from).await
+    }
+    async fn adjudicator_events(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        self.inner.adjudicator_events(from, to).await
+    }
+}
+
+#[derive(Default)]
+struct Net {
+    queues: Mutex<HashMap<Address, mpsc::UnboundedSender<Envelope>>>,
+}
+
+struct NetTransport(Arc<Net>);
+
+#[async_trait]
+impl Transport for NetTransport {
+    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
+        let q = self.0.queues.lock().unwrap().get(&to).cloned();
+        if let Some(q) = q {
+            let _ = q.send(envelope);
+        }
+        Ok(())
+    }
+}
+
+struct Party {
+    client: Client,
+    _events: mpsc::UnboundedReceiver<ChannelEvent>,
+    inbox: mpsc::UnboundedReceiver<Envelope>,
+    meter: Arc<GasMeter>,
+}
+
+async fn pump(a: &mut Party, b: &mut Party) {
+    loop {
+        let mut moved = false;
+        for n in [&mut *a, &mut *b] {
+            while let Ok(env) = n.inbox.try_recv() {
+                moved = true;
+                let _ = n.client.push_message(env).await;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+/// Dev account `i`'s secret key.
+fn tx_key(i: usize) -> B256 {
+    LocalSigner::from_hex(payment_channel::test_utils::anvil::DEV_KEYS[i])
+        .unwrap()
+        .secret_bytes()
+}
+
+struct Setup {
+    _anvil: payment_channel::test_utils::anvil::Anvil,
+    buyer: Party,
+    seller: Party,
+    chain: Arc<EthereumChain>,
+}
+
+/// A fresh anvil with the contracts, a buyer (payer, auto-joins) and a seller (payee).
+async fn setup() -> Option<Setup> {
+    use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
+    use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
+    let artifacts = artifacts_dir()?;
+    let anvil = Anvil::start()?;
+    let contracts = NitroArtifacts::from_dir(&artifacts).unwrap();
+    let deployment = deploy(&anvil.url, &tx_key(0), &contracts).await.unwrap();
+    let net = Arc::new(Net::default());
+    let mut parties = Vec::new();
+    for (i, seed, policy) in [
+        (
+            1,
+            0x41u8,
+            Some(JoinPolicy::new(
+                deployment.payment_app,
+                u(10_000),
+                u(15_000),
+            )),
+        ),
+        (2, 0x42u8, None),
+    ] {
+        let chain = Arc::new(
+            EthereumChain::connect(&anvil.url, &tx_key(i), deployment.nitro_adjudicator)
+                .await
+                .unwrap(),
+        );
+        let meter = Arc::new(GasMeter::new(chain));
+        let signer = Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).unwrap());
+        let (tx, inbox) = mpsc::unbounded_channel();
+        net.queues.lock().unwrap().insert(signer.address(), tx);
+        let config = ClientConfig {
+            challenge_duration: 600,
+            auto_join: policy,
+            // Anvil mines only on transactions: nothing would confirm the last one.
+            confirmations: Some(0),
+            ..ClientConfig::new(deployment.payment_app)
+        };
+        let (client, events) = Client::open(
+            config,
+            signer,
+            meter.clone(),
+            Arc::new(MemoryStore::new()),
+            Some(Arc::new(NetTransport(net.clone()))),
+        )
+        .await
+        .unwrap();
+        parties.push(Party {
+            client,
+            _events: events,
+            inbox,
+            meter,
+        });
+    }
+    let seller = parties.pop().unwrap();
+    let buyer = parties.pop().unwrap();
+    let chain = seller.meter.inner.clone();
+    Some(Setup {
+        _anvil: anvil,
+        buyer,
+        seller,
+        chain,
+    })
+}
+
+/// Opens a 10 000 wei channel and pays `payments`.
+async fn open(s: &mut Setup, payments: &[u64]) -> B256 {
+    let id = s
+        .seller
+        .client
+        .create(s.buyer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    pump(&mut s.buyer, &mut s.seller).await;
+    for &p in payments {
+        s.buyer.client.send_payment(id, u(p)).await.unwrap();
+    }
+    pump(&mut s.buyer, &mut s.seller).await;
+    s.seller.client.watch_chain().await.unwrap();
+    id
+}
+
+fn report(lifecycle: &str, s: &Setup) -> (u64, u64) {
+    for (party, p) in [("buyer", &s.buyer), ("seller", &s.seller)] {
+        println!(
+            "GAS {lifecycle} {party}: {} {}",
+            p.meter.total(),
+            p.meter.list()
+        );
+    }
+    (s.buyer.meter.total(), s.seller.meter.total())
+}
+
+#[tokio::test]
+async fn gas_per_party_per_lifecycle() {
+    // Happy close: payments, cooperative close, conclude, payout.
+    let Some(mut s) = setup().await else {
+        return;
+    };
+    let id = open(&mut s, &[500; 3]).await;
+    s.buyer.client.close(id).await.unwrap();
+    pump(&mut s.buyer, &mut s.seller).await;
+    let _ = s.buyer.client.watch_chain().await;
+    let _ = s.seller.client.watch_chain().await;
+    assert!(s.seller.client.channel_info(id).await.unwrap().settled);
+    assert_eq!(
+        s.chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
+    report("happy-close", &s);
+
+    // Vanished buyer: deposits, pays nothing, disappears. The seller tries to close, then to
+    // challenge; a challenge would only refund the buyer at the seller's expense.
+    let Some(mut s) = setup().await else {
+        return;
+    };
+    let id = open(&mut s, &[]).await;
+    let _ = s.seller.client.close(id).await;
+    let _ = s.seller.client.challenge(id).await;
+    s.chain.increase_time(601).await.unwrap();
+    let _ = s.seller.client.watch_chain().await;
+    let (_, seller) = report("vanished-buyer", &s);
+    assert_eq!(seller, 0, "the seller pays nothing to refund the buyer");
+
+    // Vanished seller: the buyer paid 1 500 of 10 000 and the seller disappears; the buyer
+    // challenges with the postfund, waits, and pays out.
+    let Some(mut s) = setup().await else {
+        return;
+    };
+    let id = open(&mut s, &[500; 3]).await;
+    s.buyer.client.challenge(id).await.unwrap();
+    s.chain.increase_time(601).await.unwrap();
+    let _ = s.buyer.client.watch_chain().await;
+    assert_eq!(
+        s.chain.holdings(Address::ZERO, id).await.unwrap(),
+        U256::ZERO
+    );
+    report("vanished-seller", &s);
+}
