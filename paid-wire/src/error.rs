@@ -180,6 +180,13 @@ pub enum PseError {
     /// The `data` of `message` is not a dictionary with a UTF-8 string under `message`.
     #[error("PSE message data is not a dictionary with a UTF-8 string `message`")]
     InvalidMessageData,
+    /// The `data` of `auth-challenge` / `auth-proof` is not a dictionary holding its field
+    /// (`nonce`, `signature`) as `0x` + hex digits of the right length.
+    #[error("PSE {command} data is not a dictionary with its 0x-prefixed hex field")]
+    InvalidHexField {
+        /// The command with the bad data.
+        command: &'static str,
+    },
 }
 
 /// The caller asked to encode something the wire cannot carry.

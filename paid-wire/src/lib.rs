@@ -24,6 +24,10 @@ pub mod handshake;
 pub mod message;
 pub mod pse;
 
+/// A 32-byte state-channel id: one type for the wire (`pse`), the choke controller and the
+/// glue above them.
+pub use pse::ChannelId;
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -13,7 +13,7 @@ use paid_wire::choke::{
 use paid_wire::message::BlockRequest;
 
 const BLOCK: u32 = 16 * 1024;
-const CH: ChannelId = [0xab; 32];
+const CH: ChannelId = ChannelId([0xab; 32]);
 
 fn req(index: u32) -> BlockRequest {
     BlockRequest {
@@ -757,10 +757,10 @@ fn channel_ready_is_idempotent_and_rejects_a_second_channel() {
     let (mut c, now) = attached(cfg());
     assert_eq!(c.handle_channel_ready(now, CH), Ok(()));
     assert_eq!(
-        c.handle_channel_ready(now, [1; 32]),
+        c.handle_channel_ready(now, ChannelId([1; 32])),
         Err(UsageError::WrongChannel {
             attached: CH,
-            got: [1; 32]
+            got: ChannelId([1; 32])
         })
     );
     assert_eq!(c.channel_id(), Some(CH));
@@ -773,10 +773,10 @@ fn payment_before_channel_or_on_another_channel_is_misuse() {
     assert_eq!(c.handle_payment(now, CH, 5), Err(UsageError::NoChannel));
     c.handle_channel_ready(now, CH).unwrap();
     assert_eq!(
-        c.handle_payment(now, [2; 32], 5),
+        c.handle_payment(now, ChannelId([2; 32]), 5),
         Err(UsageError::WrongChannel {
             attached: CH,
-            got: [2; 32]
+            got: ChannelId([2; 32])
         })
     );
     assert_eq!(c.stats().wei_received, 0);

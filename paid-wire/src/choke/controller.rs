@@ -578,7 +578,7 @@ mod tests {
         assert_eq!(c.spendable(), 100);
         c.config.serve_trust_before_channel = false;
         assert_eq!(c.spendable(), 0);
-        c.channel = ChannelSlot::Ready([0; 32]);
+        c.channel = ChannelSlot::Ready(ChannelId([0; 32]));
         assert_eq!(c.spendable(), 100);
     }
 
@@ -586,8 +586,8 @@ mod tests {
     fn in_flight_counts_duplicates_separately() {
         let mut c = ChokeController::new(ChokeConfig::default()).unwrap();
         let now = Instant::now();
-        c.handle_channel_ready(now, [1; 32]).unwrap();
-        c.handle_payment(now, [1; 32], 100).unwrap();
+        c.handle_channel_ready(now, ChannelId([1; 32])).unwrap();
+        c.handle_payment(now, ChannelId([1; 32]), 100).unwrap();
         // The same block requested again after it was served (e.g. hash failure) is a new request.
         assert_eq!(
             c.handle_request(now, req(0, 10)),

@@ -57,7 +57,7 @@
 //! # Example
 //! ```
 //! use std::time::Instant;
-//! use paid_wire::choke::{Action, ChokeConfig, ChokeController};
+//! use paid_wire::choke::{Action, ChannelId, ChokeConfig, ChokeController};
 //! use paid_wire::message::BlockRequest;
 //!
 //! let now = Instant::now();
@@ -69,7 +69,7 @@
 //! assert_eq!(seeder.poll_action(), Some(Action::NeedChannel)); // glue creates the channel
 //! assert_eq!(seeder.poll_action(), None); // request queued: no credit, no channel yet
 //!
-//! let channel_id = [7u8; 32];
+//! let channel_id = ChannelId([7; 32]);
 //! seeder.handle_channel_ready(now, channel_id).unwrap();
 //! assert_eq!(seeder.poll_action(), Some(Action::SendStop { channel_id }));
 //!
@@ -95,8 +95,8 @@ pub use payer::{PayReason, PayerAction, PayerConfig, PayerStats, PaymentPlanner,
 
 use crate::message::BlockRequest;
 
-/// Opaque 32-byte payment channel id (the paid-streaming `stop` notice carries it as `0x…` hex).
-pub type ChannelId = [u8; 32];
+/// The payment channel id, the same type the paid-streaming `stop` notice carries.
+pub use crate::pse::ChannelId;
 
 /// What the engine/glue must do, drained from [`ChokeController::poll_action`] in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
