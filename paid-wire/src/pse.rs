@@ -163,6 +163,18 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
+impl AsRef<[u8]> for ChannelId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<[u8; 32]> for ChannelId {
+    fn from(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
 impl fmt::Display for ChannelId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The hex form is ASCII by construction.
@@ -278,9 +290,7 @@ impl PseMessage {
                 ]
                 .into(),
             )),
-            Self::AuthChallenge { nonce } => {
-                Some(dict(b"nonce", Value::Bytes(to_hex_vec(nonce))))
-            }
+            Self::AuthChallenge { nonce } => Some(dict(b"nonce", Value::Bytes(to_hex_vec(nonce)))),
             Self::AuthProof { signature } => {
                 Some(dict(b"signature", Value::Bytes(to_hex_vec(signature))))
             }
@@ -435,9 +445,7 @@ impl PseMessage {
             Self::Prompt { .. }
             | Self::AuthChallenge { .. }
             | Self::AuthProof { .. }
-            | Self::Unknown { .. } => self
-                .extension_data()
-                .map_or(2, |d| 3 + d.item_count()),
+            | Self::Unknown { .. } => self.extension_data().map_or(2, |d| 3 + d.item_count()),
             _ => 3,
         };
         if items > PSE_LIMITS.max_items {

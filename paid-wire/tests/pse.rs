@@ -272,10 +272,7 @@ fn extension_fixtures() -> Vec<(PseMessage, Vec<u8>)> {
             },
             b"d7:command6:prompt4:datad6:amount1:75:bytesi65536ee8:msg_typei0ee".to_vec(),
         ),
-        (
-            PseMessage::AuthChallenge { nonce: [0xa5; 32] },
-            challenge,
-        ),
+        (PseMessage::AuthChallenge { nonce: [0xa5; 32] }, challenge),
         (
             PseMessage::AuthProof {
                 signature: [0x5a; 65],
@@ -323,7 +320,10 @@ fn malformed_auth_data_is_a_typed_error() {
     };
     let cases: Vec<(&[u8], &PseError)> = vec![
         (b"d7:command14:auth-challengee", &challenge),
-        (b"d7:command14:auth-challenge4:datad5:nonce4:0x12ee", &challenge),
+        (
+            b"d7:command14:auth-challenge4:datad5:nonce4:0x12ee",
+            &challenge,
+        ),
         (b"d7:command14:auth-challenge4:datai1ee", &challenge),
         (b"d7:command10:auth-proof4:datadee", &proof),
         (b"d7:command10:auth-proof4:datai1ee", &proof),
@@ -447,4 +447,103 @@ fn input_whose_reencoding_exceeds_the_bounds_is_rejected() {
     let regression =
         include_bytes!("../../fuzz/regressions/pse_decode/reencoding-exceeds-item-limit");
     assert!(PseMessage::decode(regression).is_err());
+}
+
+// Moved from torrent-glue's former `Notice` mirror, now that the commands it added live here.
+
+#[test]
+fn glue_notices_web3torrent_bytes() {
+    assert_eq!(
+        PseMessage::Start.encode(),
+        b"d7:command5:start4:datade8:msg_typei0ee"
+    );
+    assert_eq!(
+        PseMessage::Ack.encode(),
+        b"d7:command3:ack4:datade8:msg_typei0ee"
+    );
+    let stop = PseMessage::Stop {
+        channel_id: Some(ChannelId([0xab; 32])),
+    }
+    .encode();
+    assert!(stop.starts_with(b"d7:command4:stop4:data66:0xabab"));
+    assert!(stop.ends_with(b"8:msg_typei0ee"));
+    assert_eq!(
+        PseMessage::Message {
+            message: "{}".into()
+        }
+        .encode(),
+        b"d7:command7:message4:datad7:message2:{}e8:msg_typei0ee"
+    );
+}
+
+#[test]
+fn glue_notices_round_trip() {
+    for n in [
+        PseMessage::Stop {
+            channel_id: Some(ChannelId([1; 32])),
+        },
+        PseMessage::Stop { channel_id: None },
+        PseMessage::PermanentStop {
+            channel_id: Some(ChannelId([2; 32])),
+        },
+        PseMessage::Start,
+        PseMessage::Ack,
+        PseMessage::Message {
+            message: "{\"recipient\":\"0x1\"}".into(),
+        },
+        PseMessage::Prompt {
+            bytes: 65536,
+            amount: u128::MAX,
+        },
+        PseMessage::AuthChallenge { nonce: [0xa5; 32] },
+        PseMessage::AuthProof {
+            signature: [0x5a; 65],
+        },
+        PseMessage::Unknown {
+            command: "frobnicate".into(),
+            data: None,
+        },
+    ] {
+        assert_eq!(PseMessage::decode(&n.encode()), Ok(n));
+    }
+}
+
+#[test]
+fn glue_notices_tolerant_where_web3torrent_is() {
+    // Missing data (channel id was null), upper-case hex.
+    assert_eq!(
+        PseMessage::decode(b"d7:command4:stop8:msg_typei0ee"),
+        Ok(PseMessage::Stop { channel_id: None })
+    );
+    let mut upper = b"d7:command4:stop4:data66:0x".to_vec();
+    upper.extend_from_slice(&[b'A'; 64]);
+    upper.extend_from_slice(b"e");
+    assert_eq!(
+        PseMessage::decode(&upper),
+        Ok(PseMessage::Stop {
+            channel_id: Some(ChannelId([0xaa; 32]))
+        })
+    );
+}
+
+#[test]
+fn glue_notices_reject_garbage_without_panicking() {
+    for bad in [
+        &b""[..],
+        b"d",
+        b"de",
+        b"le",
+        b"i1e",
+        b"d7:command4:stop4:data3:0x1e",
+        b"d7:command7:message4:datadee",
+        b"d7:command5:start4:datade8:msg_typei0eeX",
+        b"d7:commandi1ee",
+        b"d99999999999999999999:x",
+        b"dddddddddddd",
+        b"d7:command14:auth-challenge4:datad5:nonce4:0x12ee",
+        b"d7:command10:auth-proof4:datadee",
+        b"d7:command10:auth-proof4:datai1ee",
+    ] {
+        assert!(PseMessage::decode(bad).is_err(), "{bad:?}");
+    }
 }

@@ -83,7 +83,7 @@ pub enum PeerErrorAction {
 pub enum PeerError {
     /// A paid-streaming payload that does not decode.
     #[error("malformed paid-streaming message: {0}")]
-    MalformedNotice(String),
+    MalformedNotice(#[source] paid_wire::error::PseError),
     /// A `message` whose JSON has no string `recipient`.
     #[error("channel message without a recipient")]
     MalformedChannelMessage,

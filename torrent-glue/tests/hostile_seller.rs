@@ -269,14 +269,14 @@ async fn assert_bounded_and_closed(
     .await;
     let closing = CoordinatorEvent::Closing {
         account: a.account(),
-        channel_id: id.0,
+        channel_id: paid_wire::ChannelId(id.0),
         role: Role::Payer,
     };
     until("the close", 10, || buyer.saw(|e| *e == closing)).await;
     // We never answer the close: after the response timeout the buyer challenges.
     let challenging = CoordinatorEvent::Challenging {
         account: a.account(),
-        channel_id: id.0,
+        channel_id: paid_wire::ChannelId(id.0),
         role: Role::Payer,
     };
     until("the challenge", 10, || buyer.saw(|e| *e == challenging)).await;

@@ -6,28 +6,28 @@ use std::time::Instant;
 use bytes::Bytes;
 use payment_channel::Address;
 
-use super::notice::{MAX_NOTICE_LEN, Notice};
 use super::{Coordinator, CoordinatorEvent, MessageDropReason};
 use crate::EXTENSION_NAME;
 use crate::channel::ChannelCommand;
 use crate::engine::{EngineCommand, PeerKey, parse_account};
 use crate::error::{Error, PeerError};
+use paid_wire::pse::{MAX_PSE_LEN, PseMessage};
 
 impl Coordinator {
     /// Sends a notice if the peer advertised the extension; returns whether it was sent.
-    pub(super) fn send_notice(&mut self, key: PeerKey, notice: Notice) -> bool {
+    pub(super) fn send_notice(&mut self, key: PeerKey, notice: PseMessage) -> bool {
         let Some(peer) = self.peers.get_mut(&key) else {
             return false;
         };
         let payload = notice.encode();
-        let Some(id) = peer.pse_id.filter(|_| payload.len() <= MAX_NOTICE_LEN) else {
+        let Some(id) = peer.pse_id.filter(|_| payload.len() <= MAX_PSE_LEN) else {
             // Never send an extension message to a peer that did not advertise it (libtorrent
             // and rqbit disconnect).
             peer.stats.notices_suppressed = peer.stats.notices_suppressed.saturating_add(1);
             return false;
         };
         peer.stats.notices_sent = peer.stats.notices_sent.saturating_add(1);
-        if notice == Notice::Ack {
+        if notice == PseMessage::Ack {
             peer.stats.acks_sent = peer.stats.acks_sent.saturating_add(1);
         }
         self.engine_out.push_back(EngineCommand::SendExtended {
@@ -78,7 +78,7 @@ impl Coordinator {
             });
             return Ok(());
         }
-        self.send_notice(key, Notice::Ack);
+        self.send_notice(key, PseMessage::Ack);
         let deadline = self.answer_deadline(now);
         if let Some(ident) = self.identities.get_mut(&account) {
             ident.touch(deadline);
@@ -99,7 +99,13 @@ impl Coordinator {
             });
             return;
         };
-        if Notice::Message(json.clone()).encode().len() > MAX_NOTICE_LEN {
+        if (PseMessage::Message {
+            message: json.clone(),
+        })
+        .encode()
+        .len()
+            > MAX_PSE_LEN
+        {
             self.events.push_back(CoordinatorEvent::MessageDropped {
                 account: Some(to),
                 reason: MessageDropReason::TooLarge,
@@ -115,7 +121,7 @@ impl Coordinator {
             .map(|(k, _)| k);
         match target {
             Some(key) => {
-                self.send_notice(key, Notice::Message(json));
+                self.send_notice(key, PseMessage::Message { message: json });
             }
             None => {
                 if ident.outbox.len() >= max_outbox {

@@ -104,7 +104,6 @@ mod download;
 mod events;
 mod lifecycle;
 mod messages;
-pub(crate) mod notice;
 mod peers;
 mod state;
 #[cfg(test)]
@@ -132,7 +131,6 @@ pub use events::{
 use self::budget::Budget;
 use self::download::allow_bytes;
 use self::lifecycle::has_open;
-use self::notice::Notice;
 use self::state::{Claim, Class, Gate, Identity, Peer, PendingProposal, Phase, Torrent};
 use crate::EXTENSION_NAME;
 use crate::channel::{ChannelCommand, ChannelEvent, Role};
@@ -142,6 +140,7 @@ use crate::engine::{
 };
 use crate::error::{ConfigError, Error, PeerError, UsageError};
 use crate::identity::AUTH_VERSION;
+use paid_wire::pse::PseMessage;
 
 /// Runs the paid-streaming flows for every connection of one client. See the
 /// [module docs](self) for the calling contract and the flows.
@@ -588,13 +587,13 @@ impl Coordinator {
         let peer = self.peer_mut(key)?;
         peer.stats.notices_received = peer.stats.notices_received.saturating_add(1);
         let account = peer.account();
-        let notice = match Notice::decode(payload) {
+        let notice = match PseMessage::decode(payload) {
             Ok(n) => n,
             Err(e) => return Err(self.misbehaved(key, PeerError::MalformedNotice(e))),
         };
         match notice {
-            Notice::AuthChallenge(nonce) => return self.on_auth_challenge(key, nonce),
-            Notice::AuthProof(signature) => return self.on_auth_proof(now, key, signature),
+            PseMessage::AuthChallenge { nonce } => return self.on_auth_challenge(key, nonce),
+            PseMessage::AuthProof { signature } => return self.on_auth_proof(now, key, signature),
             _ => {}
         }
         let Some(account) = account else {
@@ -602,18 +601,20 @@ impl Coordinator {
             return Ok(());
         };
         match notice {
-            Notice::AuthChallenge(_) | Notice::AuthProof(_) => {}
-            Notice::Ack => {}
-            Notice::Stop(channel) => {
-                self.send_notice(key, Notice::Ack);
+            PseMessage::AuthChallenge { nonce: _ } | PseMessage::AuthProof { signature: _ } => {}
+            PseMessage::Ack => {}
+            PseMessage::Stop {
+                channel_id: channel,
+            } => {
+                self.send_notice(key, PseMessage::Ack);
                 self.events
                     .push_back(CoordinatorEvent::Stopped { peer: key });
                 if let Some(error) = self.on_remote_stop(now, key, account, channel) {
                     return Err(error.into());
                 }
             }
-            Notice::Start => {
-                self.send_notice(key, Notice::Ack);
+            PseMessage::Start => {
+                self.send_notice(key, PseMessage::Ack);
                 if let Some(peer) = self.peers.get_mut(&key) {
                     peer.stop_retry_at = None;
                     peer.stop_held = false;
@@ -627,8 +628,10 @@ impl Coordinator {
                 self.events
                     .push_back(CoordinatorEvent::Started { peer: key });
             }
-            Notice::PermanentStop(channel) => {
-                self.send_notice(key, Notice::Ack);
+            PseMessage::PermanentStop {
+                channel_id: channel,
+            } => {
+                self.send_notice(key, PseMessage::Ack);
                 if let Some(planner) = self.peers.get_mut(&key).and_then(|p| p.planner.as_mut()) {
                     planner.handle_permanent_stop(channel);
                 }
@@ -636,15 +639,18 @@ impl Coordinator {
                     .push_back(CoordinatorEvent::PermanentlyStopped { peer: key });
                 self.drain_planner(now, key);
             }
-            Notice::Prompt { bytes, .. } => {
-                self.send_notice(key, Notice::Ack);
+            PseMessage::Prompt { bytes, .. } => {
+                self.send_notice(key, PseMessage::Ack);
                 if let Some(error) = self.on_prompt(now, key, account, bytes) {
                     return Err(error.into());
                 }
             }
-            Notice::Message(json) => self.on_channel_message(now, key, account, json)?,
-            Notice::Unknown(_) => {
-                self.send_notice(key, Notice::Ack);
+            PseMessage::Message { message: json } => {
+                self.on_channel_message(now, key, account, json)?
+            }
+            // Commands we do not know (and any added later) are acked, as web3torrent does.
+            _ => {
+                self.send_notice(key, PseMessage::Ack);
             }
         }
         Ok(())

@@ -10,7 +10,6 @@ use paid_wire::choke::{
 use payment_channel::Address;
 use payment_channel::sign::Signature;
 
-use super::notice::Notice;
 use super::state::{Claim, Class, Gate, Identity, Phase};
 use super::{
     Coordinator, CoordinatorEvent, NonPayingPolicy, NonPayingReason, PeerClass, UploadConfig,
@@ -19,6 +18,7 @@ use crate::channel::ChannelCommand;
 use crate::engine::{DisconnectReason, EngineCommand, PeerKey, Terms};
 use crate::error::{Error, PeerError};
 use crate::identity::ProofContext;
+use paid_wire::pse::PseMessage;
 
 impl Coordinator {
     /// [`misbehaved`](Self::misbehaved), counted as a strike: at the limit the connection is
@@ -51,7 +51,7 @@ impl Coordinator {
         // Unpredictable without the secret, distinct per connection (`seq` never repeats).
         let nonce = crate::identity::challenge_nonce(&secret, peer.seq);
         peer.challenge = Some(nonce);
-        self.send_notice(key, Notice::AuthChallenge(nonce));
+        self.send_notice(key, PseMessage::AuthChallenge { nonce });
     }
 
     /// The peer challenges us: answer once per connection, if we can sign.
@@ -77,7 +77,12 @@ impl Coordinator {
             prover_peer_id: peer.info.local_peer_id,
         };
         if let Ok(signature) = crate::identity::prove(signer.as_ref(), &ctx) {
-            self.send_notice(key, Notice::AuthProof(signature.to_rsv()));
+            self.send_notice(
+                key,
+                PseMessage::AuthProof {
+                    signature: signature.to_rsv(),
+                },
+            );
         }
         Ok(())
     }

@@ -8,12 +8,12 @@ use paid_wire::message::BlockRequest;
 use payment_channel::Address;
 
 use super::lifecycle::slot_open;
-use super::notice::Notice;
 use super::state::{Class, Gate, Peer, Phase, Slot};
 use super::{Coordinator, CoordinatorEvent, OverduePolicy};
 use crate::channel::{ChannelCommand, Role};
 use crate::engine::{ChokeAuthority, DisconnectReason, EngineCommand, PeerKey, RequestDecision};
 use crate::error::{PeerError, UsageError};
+use paid_wire::pse::PseMessage;
 
 impl Coordinator {
     pub(super) fn upload_price(&self) -> u128 {
@@ -225,14 +225,19 @@ impl Coordinator {
                     };
                     peer.stopped_at = Some(self.seq);
                     self.seq += 1;
-                    self.send_notice(key, Notice::Stop(Some(channel_id)));
+                    self.send_notice(
+                        key,
+                        PseMessage::Stop {
+                            channel_id: Some(channel_id),
+                        },
+                    );
                 }
                 Action::SendStart { .. } => {
                     peer.stopped_at = None;
                     if std::mem::take(&mut peer.suppress_start) {
                         continue;
                     }
-                    self.send_notice(key, Notice::Start);
+                    self.send_notice(key, PseMessage::Start);
                 }
                 Action::PromptPayment {
                     suggested_bytes,
@@ -244,7 +249,7 @@ impl Coordinator {
                     if send_prompts {
                         self.send_notice(
                             key,
-                            Notice::Prompt {
+                            PseMessage::Prompt {
                                 bytes: suggested_bytes,
                                 amount: suggested_amount,
                             },
@@ -252,7 +257,7 @@ impl Coordinator {
                     }
                 }
                 Action::SendPermanentStop { channel_id } => {
-                    self.send_notice(key, Notice::PermanentStop(channel_id));
+                    self.send_notice(key, PseMessage::PermanentStop { channel_id });
                     self.update_choke(now, key);
                 }
                 Action::PaymentOverdue { channel_id } => {

@@ -5,19 +5,37 @@ use super::*;
 #[test]
 fn stop_pays_one_granularity_once_and_is_acked() {
     let (mut h, k, _, id) = downloader(buyer_config(50_000), 10_000_000);
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(pays(&h.channel()), vec![50_000]);
     assert!(h.c.is_stopped_by_peer(k));
     // STOP while stopped: ack only, no second payment (web3torrent #1876).
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert!(pays(&h.channel()).is_empty());
     // START, then the next STOP pays again.
-    h.notice_in(k, &Notice::Start).unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    h.notice_in(k, &PseMessage::Start).unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000]);
     let ev = h.events();
     assert!(ev.contains(&CoordinatorEvent::PaymentSent {
@@ -36,7 +54,7 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
     let k = h.uploader(1, seller);
     let id = [9; 32];
     h.ev(ChannelEvent::Proposed {
-        channel_id: id,
+        channel_id: ChannelId(id),
         payee: seller,
         deposit: 1_000_000,
         price: None,
@@ -44,10 +62,16 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
     });
     h.channel();
     // web3torrent sends STOP right after proposing.
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(ChannelId(id)),
+        },
+    )
+    .unwrap();
     assert!(pays(&h.channel()).is_empty());
     h.ev(ChannelEvent::Ready {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: seller,
         role: Role::Payer,
         deposit: 1_000_000,
@@ -61,7 +85,7 @@ fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
     let (mut h, k, _, id) = downloader(buyer_config(30_000), 30_000);
     h.notice_in(
         k,
-        &Notice::Prompt {
+        &PseMessage::Prompt {
             bytes: 1,
             amount: 1,
         },
@@ -69,23 +93,41 @@ fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
     .unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // Before it arrives, the uploader (which had nothing left) sends STOP: not paid again.
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert!(
         pays(&h.channel()).is_empty(),
         "the payment in flight covers it"
     );
     assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_secs(2)));
     // It arrives: START. Nothing more is paid.
-    h.notice_in(k, &Notice::Start).unwrap();
+    h.notice_in(k, &PseMessage::Start).unwrap();
     h.advance(Duration::from_secs(3));
     assert!(pays(&h.channel()).is_empty());
     // A STOP long after our last payment means our estimate is off (bytes lost with a
     // connection, or less trust than advertised): paid at once.
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // And a STOP right after a payment that START does not follow: paid after the grace.
-    h.notice_in(k, &Notice::Start).unwrap();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(k, &PseMessage::Start).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     h.advance(Duration::from_secs(1));
     assert!(pays(&h.channel()).is_empty());
     h.advance(Duration::from_secs(1));
@@ -100,10 +142,10 @@ fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
     let k1 = h.paying(1, buyer);
     let k2 = h.paying(2, buyer);
     h.c.handle_request(h.now, k1, req(0)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.engine();
     // k1 is paid 4 blocks but only ever asks for 1: 3 blocks of credit sit idle on it.
-    h.pay_in(id, 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
     let cmds = h.engine();
     assert_eq!(serves(&cmds), vec![req(0)]);
     h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
@@ -128,11 +170,19 @@ fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
     assert!(
         notices(&h.engine())
             .iter()
-            .all(|(_, n)| matches!(n, Notice::Prompt { .. }))
+            .all(|(_, n)| matches!(n, PseMessage::Prompt { .. }))
     );
     // Only now is the peer out of credit.
     h.c.handle_request(h.now, k2, req(4)).unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k2, Notice::Stop(Some(id)))]);
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k2,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
     let view = h.c.identity(buyer).unwrap();
     assert_eq!(u128::from(view.bytes_served), view.wei_received);
 }
@@ -146,16 +196,19 @@ fn spare_credit_moves_to_a_stopped_sibling() {
     let k2 = h.paying(2, buyer);
     h.c.handle_request(h.now, k1, req(0)).unwrap();
     h.c.handle_request(h.now, k2, req(1)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     assert_eq!(notices(&h.engine()).len(), 2, "both stopped");
     // One payment for both blocks goes to the oldest STOP (k1), which needs one.
-    h.pay_in(id, 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
     let cmds = h.engine();
     assert_eq!(serves(&cmds), vec![req(0)]);
     // Once k1's block is out, its spare block of credit unblocks k2.
     h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
     let cmds = h.engine();
-    assert!(notices(&cmds).contains(&(k2, Notice::Start)), "{cmds:?}");
+    assert!(
+        notices(&cmds).contains(&(k2, PseMessage::Start)),
+        "{cmds:?}"
+    );
     assert_eq!(serves(&cmds), vec![req(1)]);
 }
 
@@ -164,20 +217,26 @@ fn prompt_pays_ahead_unless_stopped() {
     let (mut h, k, _, id) = downloader(buyer_config(30_000), 10_000_000);
     h.notice_in(
         k,
-        &Notice::Prompt {
+        &PseMessage::Prompt {
             bytes: 1,
             amount: 1,
         },
     )
     .unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(pays(&h.channel()), vec![30_000]);
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // Stopped: the STOP payment covers it.
     h.notice_in(
         k,
-        &Notice::Prompt {
+        &PseMessage::Prompt {
             bytes: 1,
             amount: 1,
         },
@@ -194,7 +253,7 @@ fn prompt_tops_credit_up_to_the_suggestion_within_the_pay_ahead_bound() {
     // Suggests 75 000 bytes of credit: three payments of one granularity, all in flight.
     h.notice_in(
         k,
-        &Notice::Prompt {
+        &PseMessage::Prompt {
             bytes: 75_000,
             amount: 75_000,
         },
@@ -204,7 +263,7 @@ fn prompt_tops_credit_up_to_the_suggestion_within_the_pay_ahead_bound() {
     // Credit 90 000 ≥ 75 000: one more granularity only (always at least one per prompt).
     h.notice_in(
         k,
-        &Notice::Prompt {
+        &PseMessage::Prompt {
             bytes: 75_000,
             amount: 75_000,
         },
@@ -214,7 +273,7 @@ fn prompt_tops_credit_up_to_the_suggestion_within_the_pay_ahead_bound() {
     // A huge suggestion is capped by our own bound: credit 120 000 ≥ 100 000 after one.
     h.notice_in(
         k,
-        &Notice::Prompt {
+        &PseMessage::Prompt {
             bytes: u64::MAX,
             amount: u128::MAX,
         },
@@ -240,14 +299,14 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
     let id = [9; 32];
     h.ev(ChannelEvent::Proposed {
-        channel_id: id,
+        channel_id: ChannelId(id),
         payee: seller,
         deposit: 1_000_000,
         price: None,
         nonce: None,
     });
     h.ev(ChannelEvent::Ready {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: seller,
         role: Role::Payer,
         deposit: 1_000_000,
@@ -257,16 +316,28 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();
     let mut total = 0;
     for _ in 0..3 {
-        h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+        h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(ChannelId(id)),
+            },
+        )
+        .unwrap();
         let p = pays(&h.channel());
         total += p.iter().sum::<u128>();
-        h.notice_in(k, &Notice::Start).unwrap();
+        h.notice_in(k, &PseMessage::Start).unwrap();
         let got = u32::try_from(p.iter().sum::<u128>()).unwrap();
         h.c.handle_block_received(h.now, k, req(0), got).unwrap();
     }
     assert_eq!(total, 230_000, "250 000 needed − 20 000 trust");
     // More STOPs: nothing left to buy.
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(ChannelId(id)),
+        },
+    )
+    .unwrap();
     assert!(pays(&h.channel()).is_empty());
 }
 
@@ -274,14 +345,26 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
 fn out_of_funds_closes_the_channel() {
     let (mut h, k, seller, id) = downloader(buyer_config(400_000), 10_000_000);
     for _ in 0..3 {
-        h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
-        h.notice_in(k, &Notice::Start).unwrap();
+        h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap();
+        h.notice_in(k, &PseMessage::Start).unwrap();
         h.c.handle_block_received(h.now, k, req(0), 400_000)
             .unwrap();
     }
     // Deposit 1 000 000: 400 000 + 400 000 + 200 000.
     assert_eq!(pays(&h.channel()), vec![400_000, 400_000, 200_000]);
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
     assert!(h.events().contains(&CoordinatorEvent::OutOfFunds {
         account: seller,
@@ -292,7 +375,13 @@ fn out_of_funds_closes_the_channel() {
 #[test]
 fn download_complete_closes_the_channel() {
     let (mut h, k, _, id) = downloader(buyer_config(100_000), 2 * u64::from(BLOCK));
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![2 * u128::from(BLOCK)]);
     for i in 0..2 {
         h.c.handle_block_received(h.now, k, req(i), BLOCK).unwrap();
@@ -313,8 +402,14 @@ fn download_complete_closes_the_channel() {
 #[test]
 fn permanent_stop_closes_the_channel() {
     let (mut h, k, _, id) = downloader(buyer_config(100_000), 10_000_000);
-    h.notice_in(k, &Notice::PermanentStop(Some(id))).unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    h.notice_in(
+        k,
+        &PseMessage::PermanentStop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
 }
 
@@ -339,7 +434,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
     });
     h.c.handle_extended_handshake(h.now, k1, &hs).unwrap();
     let proposal = |id: u8, payee: Address, deposit: u128| ChannelEvent::Proposed {
-        channel_id: [id; 32],
+        channel_id: ChannelId([id; 32]),
         payee,
         deposit,
         price: None,
@@ -359,7 +454,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
     let liar = addr(0x04);
     h.paying(4, liar);
     h.ev(ChannelEvent::Proposed {
-        channel_id: [6; 32],
+        channel_id: ChannelId([6; 32]),
         payee: liar,
         deposit: 10,
         price: Some(2),
@@ -367,7 +462,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
     });
     // Declined proposals are abandoned in the client (they would otherwise pile up there).
     let abandon = |id: u8| ChannelCommand::Abandon {
-        channel_id: [id; 32],
+        channel_id: ChannelId([id; 32]),
     };
     assert_eq!(
         h.channel(),
@@ -375,7 +470,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
             abandon(1),
             abandon(2),
             ChannelCommand::Join {
-                channel_id: [3; 32],
+                channel_id: ChannelId([3; 32]),
                 peer: fine,
                 deposit: 1000
             },
@@ -409,7 +504,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
     let mut h = H::new(config());
     let seller = addr(0x5E);
     h.ev(ChannelEvent::Proposed {
-        channel_id: [4; 32],
+        channel_id: ChannelId([4; 32]),
         payee: seller,
         deposit: 10,
         price: None,
@@ -420,14 +515,14 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Join {
-            channel_id: [4; 32],
+            channel_id: ChannelId([4; 32]),
             peer: seller,
             deposit: 10
         }]
     );
     // Expired proposals are forgotten.
     h.ev(ChannelEvent::Proposed {
-        channel_id: [5; 32],
+        channel_id: ChannelId([5; 32]),
         payee: addr(0x77),
         deposit: 10,
         price: None,
@@ -437,7 +532,7 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {
-            channel_id: [5; 32]
+            channel_id: ChannelId([5; 32])
         }],
         "an expired proposal is abandoned in the client"
     );

@@ -10,14 +10,19 @@ fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
     h.c.handle_request(h.now, k, req(0)).unwrap();
     h.ev(ChannelEvent::Created {
         peer: buyer,
-        channel_id: [1; 32],
+        channel_id: ChannelId([1; 32]),
     });
     h.engine();
     h.channel();
     // Channel messages from the peer restart the clock.
     h.advance(Duration::from_secs(15));
-    h.notice_in(k, &Notice::Message(envelope(addr(ME), buyer)))
-        .unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Message {
+            message: envelope(addr(ME), buyer),
+        },
+    )
+    .unwrap();
     h.engine();
     h.advance(Duration::from_secs(15));
     assert!(
@@ -29,11 +34,14 @@ fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {
-            channel_id: [1; 32]
+            channel_id: ChannelId([1; 32])
         }],
         "nothing to challenge (unfunded): the proposal is abandoned"
     );
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::PermanentStop(None))]);
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(k, PseMessage::PermanentStop { channel_id: None })]
+    );
     assert!(
         h.events()
             .contains(&CoordinatorEvent::ChannelSetupFailed { account: buyer })
@@ -48,26 +56,33 @@ fn vanished_payer_channel_is_closed_then_challenged() {
     let id = [1; 32];
     let k = h.paying(1, buyer);
     h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, id);
-    h.pay_in(id, u128::from(BLOCK), u128::from(BLOCK));
+    h.open_payee(buyer, ChannelId(id));
+    h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
     h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
     assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_secs(30)));
     h.advance(Duration::from_secs(30));
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Close {
+            channel_id: ChannelId(id)
+        }]
+    );
     h.advance(Duration::from_secs(20));
     assert_eq!(
         h.channel(),
-        vec![ChannelCommand::Challenge { channel_id: id }]
+        vec![ChannelCommand::Challenge {
+            channel_id: ChannelId(id)
+        }]
     );
     assert!(h.events().contains(&CoordinatorEvent::Challenging {
         account: buyer,
-        channel_id: id,
+        channel_id: ChannelId(id),
         role: Role::Payee
     }));
     h.ev(ChannelEvent::Closed {
-        channel_id: id,
+        channel_id: ChannelId(id),
         payee_amount: u128::from(BLOCK),
     });
     assert_eq!(h.c.identity(buyer).unwrap().payee_channel, None);
@@ -81,13 +96,18 @@ fn reconnect_within_grace_keeps_the_channel_open() {
     let id = [1; 32];
     let k = h.paying(1, buyer);
     h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
     h.advance(Duration::from_secs(29));
     h.paying(2, buyer);
     // Back: our last channel message is repeated (it may have been lost with the connection).
-    assert_eq!(h.channel(), vec![ChannelCommand::Resend { channel_id: id }]);
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Resend {
+            channel_id: ChannelId(id)
+        }]
+    );
     h.advance(Duration::from_secs(60));
     assert!(h.channel().is_empty(), "neither closed nor challenged");
     assert!(h.c.identity(buyer).unwrap().payee_channel_open);
@@ -99,7 +119,13 @@ fn reconnect_within_grace_keeps_the_channel_open() {
 #[test]
 fn vanished_uploader_is_challenged_by_the_payer() {
     let (mut h, k, seller, id) = downloader(buyer_config(100_000), 10_000_000);
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
     h.advance(Duration::from_secs(30));
@@ -122,14 +148,26 @@ fn stalled_uploader_is_closed_on() {
     let mut config = buyer_config(100_000);
     config.liveness.stall_timeout = Some(Duration::from_secs(10));
     let (mut h, k, seller, id) = downloader(config, 10_000_000);
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     h.channel();
     h.advance(Duration::from_secs(9));
     h.c.handle_block_received(h.now, k, req(0), 1000).unwrap();
     h.advance(Duration::from_secs(9));
     assert!(h.channel().is_empty(), "data arrived: not stalled");
-    h.notice_in(k, &Notice::Start).unwrap();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(k, &PseMessage::Start).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     h.channel();
     h.advance(Duration::from_secs(10));
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
@@ -156,7 +194,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
     let seller = addr(0x5E);
     h.paying(1, seller);
     h.ev(ChannelEvent::Proposed {
-        channel_id: [2; 32],
+        channel_id: ChannelId([2; 32]),
         payee: seller,
         deposit: 500,
         price: None,
@@ -165,7 +203,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
     assert_eq!(h.c.budget_used(), (500, 0));
     h.ev(ChannelEvent::CommandFailed {
         command: FailedCommand::Join {
-            channel_id: [2; 32],
+            channel_id: ChannelId([2; 32]),
         },
         reason: "no funds".into(),
     });
@@ -179,13 +217,18 @@ fn stop_uploading_sends_permanent_stop_to_everyone() {
     let buyer = addr(0xB1);
     let k = h.paying(1, buyer);
     h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, [1; 32]);
+    h.open_payee(buyer, ChannelId([1; 32]));
     h.engine();
     h.c.stop_uploading(h.now, None);
     let cmds = h.engine();
     assert_eq!(
         notices(&cmds),
-        vec![(k, Notice::PermanentStop(Some([1; 32])))]
+        vec![(
+            k,
+            PseMessage::PermanentStop {
+                channel_id: Some(ChannelId([1; 32]))
+            }
+        )]
     );
     assert!(cmds.contains(&EngineCommand::Choke { peer: k }));
 }
@@ -222,7 +265,7 @@ fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandon
         h.c.handle_request(h.now, k, req(0)).unwrap();
         h.ev(ChannelEvent::Created {
             peer: addr(0x20 + i),
-            channel_id: [i; 32],
+            channel_id: ChannelId([i; 32]),
         });
         h.c.handle_disconnect(h.now, k).unwrap();
     }
@@ -277,7 +320,7 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
     let buyer = keyed(0xB1);
     let id = [4; 32];
     h.ev(restored(
-        id,
+        ChannelId(id),
         buyer,
         Role::Payee,
         5 * u128::from(BLOCK),
@@ -285,7 +328,7 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
     ));
     assert!(h.events().contains(&CoordinatorEvent::ChannelRestored {
         account: buyer,
-        channel_id: id,
+        channel_id: ChannelId(id),
         role: Role::Payee,
         paid: 5 * u128::from(BLOCK),
         state: RestoredState::Open,
@@ -295,12 +338,20 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
     h.engine();
     h.c.handle_request(h.now, k, req(0)).unwrap();
     assert_eq!(creates(&h.channel()), 0, "the restored channel is reused");
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Stop(Some(id)))]);
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
     // Its client repeats the voucher we already held: nothing is credited.
-    h.pay_in(id, 0, 5 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 0, 5 * u128::from(BLOCK));
     assert!(serves(&h.engine()).is_empty());
     // A new voucher credits only the increase: one block.
-    h.pay_in(id, u128::from(BLOCK), 6 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), u128::from(BLOCK), 6 * u128::from(BLOCK));
     let cmds = h.engine();
     assert_eq!(serves(&cmds), vec![req(0)]);
     h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
@@ -319,7 +370,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     // Most of the deposit was spent before the restart.
     let deposit = 100_000u128;
     h.ev(ChannelEvent::Restored {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: seller,
         role: Role::Payer,
         deposit,
@@ -328,12 +379,18 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     });
     let k = h.uploader(1, seller);
     h.channel();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(ChannelId(id)),
+        },
+    )
+    .unwrap();
     // Only what is left of the deposit can be paid.
     assert_eq!(pays(&h.channel()), vec![10_000]);
     // A second proposal from the same seller is declined: the restored channel is in use.
     h.ev(ChannelEvent::Proposed {
-        channel_id: [8; 32],
+        channel_id: ChannelId([8; 32]),
         payee: seller,
         deposit: 1_000_000,
         price: None,
@@ -342,7 +399,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {
-            channel_id: [8; 32]
+            channel_id: ChannelId([8; 32])
         }]
     );
 }
@@ -352,16 +409,29 @@ fn restored_channel_of_a_peer_that_never_returns_is_closed_then_challenged() {
     let mut h = H::new(config());
     let buyer = keyed(0xB1);
     let id = [4; 32];
-    h.ev(restored(id, buyer, Role::Payee, 1000, RestoredState::Open));
+    h.ev(restored(
+        ChannelId(id),
+        buyer,
+        Role::Payee,
+        1000,
+        RestoredState::Open,
+    ));
     h.channel();
     h.advance(Duration::from_secs(29));
     assert!(h.channel().is_empty());
     h.advance(Duration::from_secs(2));
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
+    assert_eq!(
+        h.channel(),
+        vec![ChannelCommand::Close {
+            channel_id: ChannelId(id)
+        }]
+    );
     h.advance(Duration::from_secs(21));
     assert_eq!(
         h.channel(),
-        vec![ChannelCommand::Challenge { channel_id: id }]
+        vec![ChannelCommand::Challenge {
+            channel_id: ChannelId(id)
+        }]
     );
 }
 
@@ -371,14 +441,14 @@ fn restored_setup_must_be_funded_in_time() {
     let (buyer, seller) = (keyed(0xB1), keyed(0x5E));
     // Our proposal (payee) and a channel we had joined (payer): neither funded.
     h.ev(restored(
-        [1; 32],
+        ChannelId([1; 32]),
         buyer,
         Role::Payee,
         0,
         RestoredState::Funding,
     ));
     h.ev(restored(
-        [2; 32],
+        ChannelId([2; 32]),
         seller,
         Role::Payer,
         0,
@@ -392,14 +462,14 @@ fn restored_setup_must_be_funded_in_time() {
     let cmds = h.channel();
     assert!(
         cmds.contains(&ChannelCommand::Abandon {
-            channel_id: [1; 32]
+            channel_id: ChannelId([1; 32])
         }),
         "{cmds:?}"
     );
     // Our own deposit may be on chain: the payer side challenges to get it back.
     assert!(
         cmds.contains(&ChannelCommand::Challenge {
-            channel_id: [2; 32]
+            channel_id: ChannelId([2; 32])
         }),
         "{cmds:?}"
     );
@@ -410,14 +480,14 @@ fn a_restored_channel_reported_twice_is_adopted_once() {
     let mut h = H::new(config());
     let buyer = keyed(0xB1);
     h.ev(restored(
-        [4; 32],
+        ChannelId([4; 32]),
         buyer,
         Role::Payee,
         10,
         RestoredState::Open,
     ));
     h.ev(restored(
-        [4; 32],
+        ChannelId([4; 32]),
         buyer,
         Role::Payee,
         10,

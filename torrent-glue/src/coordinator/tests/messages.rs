@@ -9,8 +9,14 @@ fn channel_messages_for_us_are_pushed_and_acked_others_dropped_silently() {
     let k = h.paying(1, peer);
     h.engine();
     let ours = envelope(addr(ME), peer);
-    h.notice_in(k, &Notice::Message(ours.clone())).unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    h.notice_in(
+        k,
+        &PseMessage::Message {
+            message: ours.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::PushMessage {
@@ -20,15 +26,26 @@ fn channel_messages_for_us_are_pushed_and_acked_others_dropped_silently() {
     );
     // Lower-case recipient is still us.
     let lower = envelope(addr(ME), peer).to_lowercase();
-    h.notice_in(k, &Notice::Message(lower)).unwrap();
+    h.notice_in(k, &PseMessage::Message { message: lower })
+        .unwrap();
     assert_eq!(h.channel().len(), 1);
     h.engine();
     // Not for us: no ack, nothing pushed.
-    h.notice_in(k, &Notice::Message(envelope(addr(0x99), peer)))
-        .unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Message {
+            message: envelope(addr(0x99), peer),
+        },
+    )
+    .unwrap();
     // Forged sender: no ack, nothing pushed.
-    h.notice_in(k, &Notice::Message(envelope(addr(ME), addr(0x98))))
-        .unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Message {
+            message: envelope(addr(ME), addr(0x98)),
+        },
+    )
+    .unwrap();
     assert!(h.engine().is_empty());
     assert!(h.channel().is_empty());
     let reasons: Vec<MessageDropReason> = h
@@ -48,7 +65,12 @@ fn channel_messages_for_us_are_pushed_and_acked_others_dropped_silently() {
     );
     // Garbage: reported, not acked.
     assert!(matches!(
-        h.notice_in(k, &Notice::Message("not json".into())),
+        h.notice_in(
+            k,
+            &PseMessage::Message {
+                message: "not json".into()
+            }
+        ),
         Err(Error::Peer(PeerError::MalformedChannelMessage))
     ));
     assert!(h.engine().is_empty());
@@ -59,11 +81,17 @@ fn acks_are_never_acked_unknown_commands_are() {
     let mut h = H::new(config());
     let k = h.paying(1, addr(0xB1));
     h.engine();
-    h.notice_in(k, &Notice::Ack).unwrap();
+    h.notice_in(k, &PseMessage::Ack).unwrap();
     assert!(h.engine().is_empty());
-    h.notice_in(k, &Notice::Unknown("frobnicate".into()))
-        .unwrap();
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Ack)]);
+    h.notice_in(
+        k,
+        &PseMessage::Unknown {
+            command: "frobnicate".into(),
+            data: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     // Malformed payload: ignored, reported, no ack.
     let err =
         h.c.handle_extension_message(h.now, k, EXTENSION_NAME, b"d7:command")
@@ -90,7 +118,12 @@ fn outbound_messages_use_the_newest_connection_and_wait_for_reconnects() {
     });
     assert_eq!(
         notices(&h.engine()),
-        vec![(k2, Notice::Message(json.clone()))]
+        vec![(
+            k2,
+            PseMessage::Message {
+                message: json.clone()
+            }
+        )]
     );
     h.c.handle_disconnect(h.now, k1).unwrap();
     h.c.handle_disconnect(h.now, k2).unwrap();
@@ -100,7 +133,12 @@ fn outbound_messages_use_the_newest_connection_and_wait_for_reconnects() {
     });
     assert!(h.engine().is_empty());
     let k3 = h.paying(3, peer);
-    assert!(notices(&h.engine()).contains(&(k3, Notice::Message(json.clone()))));
+    assert!(notices(&h.engine()).contains(&(
+        k3,
+        PseMessage::Message {
+            message: json.clone()
+        }
+    )));
     // Unknown recipient: dropped.
     h.ev(ChannelEvent::Outbound {
         to: addr(0x42),
@@ -150,7 +188,7 @@ fn nothing_is_sent_to_a_peer_that_did_not_advertise_or_disabled_the_extension() 
         ..Default::default()
     };
     h.c.handle_extended_handshake(h.now, k2, &disable).unwrap();
-    h.open_payee(buyer, [1; 32]);
+    h.open_payee(buyer, ChannelId([1; 32]));
     assert!(
         !h.engine()
             .iter()

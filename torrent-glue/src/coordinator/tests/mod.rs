@@ -8,10 +8,10 @@ use paid_wire::choke::{PayReason, TrustPolicy};
 use bytes::Bytes;
 use payment_channel::sign::Signature;
 
-use super::notice::Notice;
 use super::*;
 use crate::channel::{FailedCommand, RestoredState};
 use crate::engine::Direction;
+use paid_wire::pse::PseMessage;
 
 mod buyer_bound;
 mod download;
@@ -165,7 +165,7 @@ impl H {
         self.c.handle_channel_event(self.now, e).unwrap();
     }
 
-    fn notice_in(&mut self, k: PeerKey, n: &Notice) -> Result<(), Error> {
+    fn notice_in(&mut self, k: PeerKey, n: &PseMessage) -> Result<(), Error> {
         self.c
             .handle_extension_message(self.now, k, EXTENSION_NAME, &n.encode())
     }
@@ -193,11 +193,11 @@ impl H {
     }
 }
 
-fn notices(cmds: &[EngineCommand]) -> Vec<(PeerKey, Notice)> {
+fn notices(cmds: &[EngineCommand]) -> Vec<(PeerKey, PseMessage)> {
     cmds.iter()
         .filter_map(|c| match c {
             EngineCommand::SendExtended { peer, payload, .. } => {
-                Some((*peer, Notice::decode(payload).unwrap()))
+                Some((*peer, PseMessage::decode(payload).unwrap()))
             }
             _ => None,
         })
@@ -226,7 +226,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
     let k = h.uploader(1, seller);
     let id = [9; 32];
     h.ev(ChannelEvent::Proposed {
-        channel_id: id,
+        channel_id: ChannelId(id),
         payee: seller,
         deposit: 1_000_000,
         price: None,
@@ -235,20 +235,20 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Join {
-            channel_id: id,
+            channel_id: ChannelId(id),
             peer: seller,
             deposit: 1_000_000
         }]
     );
     h.ev(ChannelEvent::Ready {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: seller,
         role: Role::Payer,
         deposit: 1_000_000,
     });
     h.engine();
     h.events();
-    (h, k, seller, id)
+    (h, k, seller, ChannelId(id))
 }
 
 fn pays(cmds: &[ChannelCommand]) -> Vec<u128> {

@@ -183,12 +183,12 @@ fn usage_errors() {
         h.c.handle_channel_event(
             h.now,
             ChannelEvent::PaymentReceived {
-                channel_id: [1; 32],
+                channel_id: ChannelId([1; 32]),
                 delta: 1,
                 total: 1
             }
         ),
-        Err(UsageError::UnknownChannel([1; 32]))
+        Err(UsageError::UnknownChannel(ChannelId([1; 32])))
     );
     assert_eq!(
         h.c.add_torrent(TorrentKey(0), 1),

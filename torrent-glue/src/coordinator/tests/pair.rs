@@ -42,7 +42,7 @@ struct Pair {
 
 const UPK: PeerKey = PeerKey(10); // U's key for D
 const DNK: PeerKey = PeerKey(20); // D's key for U
-const CH: ChannelId = [0xC4; 32];
+const CH: ChannelId = ChannelId([0xC4; 32]);
 
 impl Pair {
     fn new(total_blocks: u32, granularity: u64, trust: u64, pipeline: usize) -> Self {

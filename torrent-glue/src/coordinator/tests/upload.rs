@@ -29,13 +29,29 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
     // Nothing is sent before the channel is funded (STOP carries the channel id).
     assert!(h.engine().is_empty());
     let id = [1; 32];
-    h.open_payee(buyer, id);
-    assert_eq!(notices(&h.engine()), vec![(k, Notice::Stop(Some(id)))]);
+    h.open_payee(buyer, ChannelId(id));
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
     // A second connection of the same identity in the middle of it all: no new channel.
     let k2 = h.paying(2, buyer);
     h.c.handle_request(h.now, k2, req(100)).unwrap();
     assert_eq!(creates(&h.channel()), 0);
-    assert_eq!(notices(&h.engine()), vec![(k2, Notice::Stop(Some(id)))]);
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k2,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
 }
 
 #[test]
@@ -50,10 +66,13 @@ fn burst_across_connections_before_funding_creates_one_channel() {
     }
     assert_eq!(creates(&h.channel()), 1);
     h.engine();
-    h.open_payee(buyer, [3; 32]);
+    h.open_payee(buyer, ChannelId([3; 32]));
     let stops = notices(&h.engine());
     assert_eq!(stops.len(), 4, "one STOP per waiting connection");
-    assert!(stops.iter().all(|(_, n)| *n == Notice::Stop(Some([3; 32]))));
+    assert!(stops.iter().all(|(_, n)| *n
+        == PseMessage::Stop {
+            channel_id: Some(ChannelId([3; 32]))
+        }));
 }
 
 #[test]
@@ -65,12 +84,12 @@ fn payment_credits_starts_and_replays_in_order() {
         h.c.handle_request(h.now, k, req(i)).unwrap();
     }
     let id = [1; 32];
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.engine();
     // Pays for two blocks: START, then the first two requests, then STOP again.
-    h.pay_in(id, 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
     let cmds = h.engine();
-    assert_eq!(notices(&cmds)[0], (k, Notice::Start));
+    assert_eq!(notices(&cmds)[0], (k, PseMessage::Start));
     assert_eq!(serves(&cmds), vec![req(0), req(1)]);
     let start_pos = cmds
         .iter()
@@ -84,12 +103,20 @@ fn payment_credits_starts_and_replays_in_order() {
         start_pos < serve_pos,
         "START precedes the pieces it unblocks"
     );
-    assert_eq!(notices(&cmds).last(), Some(&(k, Notice::Stop(Some(id)))));
+    assert_eq!(
+        notices(&cmds).last(),
+        Some(&(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        ))
+    );
     for r in [req(0), req(1)] {
         h.c.handle_bytes_sent(h.now, k, r, BLOCK).unwrap();
     }
     // A replayed event (same total) credits nothing.
-    h.pay_in(id, 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
     assert!(serves(&h.engine()).is_empty());
     let view = h.c.identity(buyer).unwrap();
     assert_eq!(view.wei_received, 2 * u128::from(BLOCK));
@@ -103,9 +130,9 @@ fn low_watermark_prompts_the_payer() {
     let k = h.paying(1, buyer);
     h.c.handle_request(h.now, k, req(0)).unwrap();
     let id = [1; 32];
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.engine();
-    h.pay_in(id, 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
     h.engine();
     // Credit 3 blocks left after the replay; at 50 % of the last payment (2 blocks) → prompt.
     h.c.handle_request(h.now, k, req(1)).unwrap();
@@ -118,7 +145,7 @@ fn low_watermark_prompts_the_payer() {
         notices(&h.engine()),
         vec![(
             k,
-            Notice::Prompt {
+            PseMessage::Prompt {
                 bytes: 4 * u64::from(BLOCK),
                 amount: 4 * u128::from(BLOCK)
             }
@@ -133,13 +160,13 @@ fn payment_goes_to_the_stopped_connection_first() {
     let id = [1; 32];
     let k1 = h.paying(1, buyer);
     h.c.handle_request(h.now, k1, req(0)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     let k2 = h.paying(2, buyer);
     h.engine();
     // Only k2 is stopped now? Both are: k1 got STOP at funding, k2 at its first request.
     h.c.handle_request(h.now, k2, req(5)).unwrap();
     h.engine();
-    h.pay_in(id, u128::from(BLOCK), u128::from(BLOCK));
+    h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
     let cmds = h.engine();
     assert_eq!(
         cmds.iter()
@@ -150,7 +177,7 @@ fn payment_goes_to_the_stopped_connection_first() {
         }),
         "the oldest STOP is paid first"
     );
-    h.pay_in(id, u128::from(BLOCK), 2 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), u128::from(BLOCK), 2 * u128::from(BLOCK));
     assert_eq!(serves(&h.engine()), vec![req(5)]);
 }
 
@@ -170,10 +197,10 @@ fn reconnect_reuses_the_channel_and_carries_credit_and_trust_debt() {
         );
         h.c.handle_bytes_sent(h.now, k1, req(i), BLOCK).unwrap();
     }
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     assert_eq!(creates(&h.channel()), 1);
     // Pays 3 blocks, uses none, and drops.
-    h.pay_in(id, 3 * u128::from(BLOCK), 3 * u128::from(BLOCK));
+    h.pay_in(ChannelId(id), 3 * u128::from(BLOCK), 3 * u128::from(BLOCK));
     h.c.handle_disconnect(h.now, k1).unwrap();
     let view = h.c.identity(buyer).unwrap();
     assert_eq!(view.credit_wei, u128::from(BLOCK), "3 paid − 2 on trust");
@@ -241,14 +268,22 @@ fn payee_close_by_payer_is_answered_by_permanent_stop() {
     let id = [1; 32];
     let k = h.paying(1, buyer);
     h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.engine();
     h.ev(ChannelEvent::Closed {
-        channel_id: id,
+        channel_id: ChannelId(id),
         payee_amount: 0,
     });
     let cmds = h.engine();
-    assert_eq!(notices(&cmds), vec![(k, Notice::PermanentStop(Some(id)))]);
+    assert_eq!(
+        notices(&cmds),
+        vec![(
+            k,
+            PseMessage::PermanentStop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
     assert!(cmds.contains(&EngineCommand::Choke { peer: k }));
     assert_eq!(h.c.identity(buyer).unwrap().payee_channel, None);
 }
@@ -260,7 +295,7 @@ fn overdue_stop_disconnects_by_default() {
     let id = [1; 32];
     let k = h.paying(1, buyer);
     h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.engine();
     h.advance(Duration::from_secs(59));
     assert!(h.engine().is_empty());
@@ -274,7 +309,7 @@ fn overdue_stop_disconnects_by_default() {
     );
     assert!(h.events().contains(&CoordinatorEvent::PaymentOverdue {
         peer: k,
-        channel_id: id
+        channel_id: ChannelId(id)
     }));
 }
 
@@ -342,7 +377,7 @@ fn engine_authority_never_chokes_and_mirrors_engine_choke() {
         "no choke commands under engine authority"
     );
     h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, id);
+    h.open_payee(buyer, ChannelId(id));
     h.engine();
     h.c.handle_local_choke(h.now, k, true).unwrap();
     // The queued request is dropped with the choke (no BEP 6).
