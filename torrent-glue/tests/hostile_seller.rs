@@ -25,7 +25,7 @@ use payment_channel::{B256, SimulatedChain, U256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use torrent_glue::adapter::{MemoryTorrent, Node, NodeConfig};
-use torrent_glue::error::PeerErrorAction;
+use torrent_glue::error::PeerReaction;
 use torrent_glue::{
     Address, Coordinator, CoordinatorConfig, CoordinatorEvent, PeerError, Role, Terms, TorrentKey,
 };
@@ -305,7 +305,7 @@ async fn assert_bounded_and_closed(
 }
 
 fn asked_beyond_window(e: &PeerError) -> bool {
-    matches!(e, PeerError::AskedBeyondWindow { .. }) && e.action() == PeerErrorAction::CloseChannel
+    matches!(e, PeerError::AskedBeyondWindow { .. }) && e.reaction() == PeerReaction::CloseChannel
 }
 
 // ================================================================== cases
@@ -422,7 +422,7 @@ async fn new_terms_on_a_new_connection_get_no_money() {
                 },
                 ..
             }
-        ) && e.action() == PeerErrorAction::CloseChannel
+        ) && e.reaction() == PeerReaction::CloseChannel
     })
     .await;
 }

@@ -115,6 +115,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use paid_wire::choke::{ChannelId, ChokeController, PaymentPlanner};
+use paid_wire::error::UsageError as GateUsageError;
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
 use payment_channel::sign::Signer;
@@ -710,21 +711,20 @@ impl Coordinator {
         sent: u32,
     ) -> Result<(), UsageError> {
         let peer = self.peer_mut(key)?;
-        let not_served = |detail| UsageError::NotBeingServed {
-            peer: key,
-            request,
-            detail,
-        };
+        let not_served = |cause| UsageError::NotBeingServed { peer: key, cause };
         if sent > request.length {
-            return Err(not_served("more bytes than requested"));
+            return Err(not_served(GateUsageError::SentMoreThanRequested {
+                request,
+                sent,
+            }));
         }
         match &mut peer.gate {
             Gate::Credit(ctrl) => ctrl
                 .handle_bytes_sent(now, request, sent)
-                .map_err(|_| not_served("no outstanding serve"))?,
+                .map_err(not_served)?,
             _ => {
                 let Some(count) = peer.serving.get_mut(&request) else {
-                    return Err(not_served("no outstanding serve"));
+                    return Err(not_served(GateUsageError::NotBeingServed { request }));
                 };
                 *count -= 1;
                 if *count == 0 {

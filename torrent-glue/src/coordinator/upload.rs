@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use paid_wire::choke::{Action, ChannelId, ChokeController, PeerMisbehaviour, RequestOutcome};
+use paid_wire::choke::{ChannelId, ChokeController, GateAction, PeerMisbehaviour, RequestOutcome};
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
 
@@ -188,7 +188,7 @@ impl Coordinator {
                 return;
             };
             match action {
-                Action::Serve(request) => {
+                GateAction::Serve(request) => {
                     if intercept == Some((request, RequestDecision::Serve)) {
                         intercept = None;
                     } else {
@@ -196,7 +196,7 @@ impl Coordinator {
                             .push_back(EngineCommand::Serve { peer: key, request });
                     }
                 }
-                Action::Reject(request) => {
+                GateAction::Reject(request) => {
                     if intercept == Some((request, RequestDecision::Reject)) {
                         intercept = None;
                     } else {
@@ -204,12 +204,12 @@ impl Coordinator {
                             .push_back(EngineCommand::Reject { peer: key, request });
                     }
                 }
-                Action::NeedChannel => {
+                GateAction::NeedChannel => {
                     if let Some(account) = account {
                         self.need_payee_channel(now, account, Some(key));
                     }
                 }
-                Action::SendStop { channel_id } => {
+                GateAction::SendStop { channel_id } => {
                     if let Some(account) = account
                         && self.cover_from_pool(now, key, account, channel_id)
                     {
@@ -232,14 +232,14 @@ impl Coordinator {
                         },
                     );
                 }
-                Action::SendStart { .. } => {
+                GateAction::SendStart { .. } => {
                     peer.stopped_at = None;
                     if std::mem::take(&mut peer.suppress_start) {
                         continue;
                     }
                     self.send_notice(key, PseMessage::Start);
                 }
-                Action::PromptPayment {
+                GateAction::PromptPayment {
                     suggested_bytes,
                     suggested_amount,
                     ..
@@ -256,11 +256,11 @@ impl Coordinator {
                         );
                     }
                 }
-                Action::SendPermanentStop { channel_id } => {
+                GateAction::SendPermanentStop { channel_id } => {
                     self.send_notice(key, PseMessage::PermanentStop { channel_id });
                     self.update_choke(now, key);
                 }
-                Action::PaymentOverdue { channel_id } => {
+                GateAction::PaymentOverdue { channel_id } => {
                     self.events.push_back(CoordinatorEvent::PaymentOverdue {
                         peer: key,
                         channel_id,
@@ -280,7 +280,7 @@ impl Coordinator {
                         }
                     }
                 }
-                Action::Disconnect(reason) => {
+                GateAction::Disconnect(reason) => {
                     let reason = match reason {
                         paid_wire::choke::DisconnectReason::QueueOverflow => {
                             DisconnectReason::QueueOverflow

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::error::PeerErrorAction;
+use crate::error::PeerReaction;
 
 /// 50 000 bytes per payment, at most 100 000 bytes paid ahead, 50 000 bytes of requests in
 /// flight: a window of 200 000 bytes, a fifth of the 1 000 000 wei deposit of [`downloader`].
@@ -367,7 +367,7 @@ fn new_terms_on_a_new_connection_get_no_money() {
         advertised: pricey,
     };
     assert_eq!(err, Error::Peer(expected.clone()));
-    assert_eq!(expected.action(), PeerErrorAction::CloseChannel);
+    assert_eq!(expected.reaction(), PeerReaction::CloseChannel);
     // Nothing under other terms; the channel is closed (a new proposal is checked anew), and
     // challenged if the close is not answered.
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
