@@ -8,10 +8,16 @@
 //! - [`peer`]: the plain (unpaid) peer loop: BEP 3 + BEP 6 + BEP 10 over `paid-wire` codecs.
 //! - [`session`]: accept and connect peers, wait for completion (plain loop).
 //! - [`paid`]: paid transfers through torrent-glue's reference adapter, wallets and chains.
+//! - [`redact`]: RPC URLs without their secrets, for printing.
 //!
-//! The binary `paid-torrent` (`src/main.rs`) is the command-line front end.
+//! The binary `paid-torrent` (`src/cli/`) is the command-line front end.
+//!
+//! # Features
+//! - `ethereum` (off by default): `--rpc`, settling on an Ethereum node through
+//!   `payment-channel`'s `EthereumChain` ([`paid::ChainChoice`]'s `Ethereum` variant).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]
 
@@ -21,6 +27,7 @@ pub mod metainfo;
 pub mod paid;
 pub mod peer;
 pub mod picker;
+pub mod redact;
 pub mod session;
 pub mod storage;
 pub mod torrent;

@@ -115,12 +115,15 @@ pub enum ChainChoice {
     Simulated(SimulatedChain),
     /// An Ethereum node over JSON-RPC (feature `ethereum`), e.g. a local anvil.
     #[cfg(feature = "ethereum")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
     Ethereum(EthereumChoice),
 }
 
-/// An Ethereum node and the deployed Nitro contracts.
+/// An Ethereum node and the deployed Nitro contracts. Its `Debug` shows the RPC URL redacted
+/// ([`redact::rpc_url`](crate::redact::rpc_url)) and not the key.
 #[cfg(feature = "ethereum")]
-#[derive(Debug, Clone)]
+#[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
+#[derive(Clone)]
 pub struct EthereumChoice {
     /// JSON-RPC URL.
     pub rpc: String,
@@ -130,6 +133,17 @@ pub struct EthereumChoice {
     pub adjudicator: Address,
     /// `PaymentApp` address.
     pub app: Address,
+}
+
+#[cfg(feature = "ethereum")]
+impl std::fmt::Debug for EthereumChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthereumChoice")
+            .field("rpc", &crate::redact::rpc_url(&self.rpc))
+            .field("adjudicator", &self.adjudicator)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What channels are paid in, and how its amounts are written for people: the native coin in

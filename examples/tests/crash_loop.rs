@@ -150,8 +150,9 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
                 &arg(&seed_dir),
                 "--listen",
                 "127.0.0.1:0",
+                // Long enough for the watcher's 2 confirmations (1 s blocks) plus a counter.
                 "--challenge-duration",
-                "3",
+                "10",
                 "--store",
                 &seller_store,
                 "--answer-timeout",

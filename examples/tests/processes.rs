@@ -22,7 +22,7 @@ const MIB: u64 = 1 << 20;
 const SIZE: u64 = 64 * MIB;
 const GRANULARITY: u64 = MIB;
 
-/// `seed <torrent> --dir <seed_dir> --listen 127.0.0.1:0 --challenge-duration 3 <extra…>`.
+/// `seed <torrent> --dir <seed_dir> --listen 127.0.0.1:0 --challenge-duration 10 <extra…>`.
 fn seed_args(torrent: &str, seed_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = [
         "seed",
@@ -31,8 +31,9 @@ fn seed_args(torrent: &str, seed_dir: &std::path::Path, extra: &[&str]) -> Vec<S
         &arg(seed_dir),
         "--listen",
         "127.0.0.1:0",
+        // Long enough for the watcher's 2 confirmations (1 s blocks) plus a counter.
         "--challenge-duration",
-        "3",
+        "10",
     ]
     .iter()
     .map(|s| s.to_string())

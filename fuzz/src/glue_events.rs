@@ -237,6 +237,10 @@ struct Model {
     next_channel: u8,
     paid: HashMap<Address, u128>,
     served: HashMap<Address, u64>,
+    /// The buyer's side: wei we were told to pay each payee in this run (failed payments are
+    /// rolled back by the coordinator, and here), and bytes that arrived from its connections.
+    bought: HashMap<Address, u128>,
+    received: HashMap<Address, u64>,
     /// Raw handshakes that decoded (each may name an account outside `account(..)`).
     raw_handshakes: usize,
     /// The coordinator's challenge to each connection, and the one it answered.
@@ -398,10 +402,17 @@ impl Harness {
                         .pending_failures
                         .push(FailedCommand::Join { channel_id });
                 }
-                ChannelCommand::Pay { channel_id, amount } => self
-                    .m
-                    .pending_failures
-                    .push(FailedCommand::Pay { channel_id, amount }),
+                ChannelCommand::Pay { channel_id, amount } => {
+                    let (payee, _) = *self
+                        .m
+                        .payer
+                        .get(&channel_id)
+                        .expect("a payment on a channel we joined and that is not closed");
+                    *self.m.bought.entry(payee).or_default() += amount;
+                    self.m
+                        .pending_failures
+                        .push(FailedCommand::Pay { channel_id, amount });
+                }
                 ChannelCommand::Close { channel_id } => self
                     .m
                     .pending_failures
@@ -543,8 +554,16 @@ impl Harness {
                         reason: "fuzz".into(),
                     }
                 } else if !self.m.pending_failures.is_empty() {
+                    let command = self.m.pending_failures.remove(0);
+                    if let FailedCommand::Pay { channel_id, amount } = command
+                        && let Some((payee, _)) = self.m.payer.get(&channel_id)
+                        && let Some(bought) = self.m.bought.get_mut(payee)
+                    {
+                        // The coordinator takes a failed payment back (and may make it again).
+                        *bought = bought.saturating_sub(amount);
+                    }
                     ChannelEvent::CommandFailed {
-                        command: self.m.pending_failures.remove(0),
+                        command,
                         reason: "fuzz".into(),
                     }
                 } else {
@@ -744,12 +763,14 @@ impl Harness {
             }
             GlueOp::Block(peer, bytes) => {
                 let Some(key) = self.key(peer) else { return };
-                let _ = self.c.handle_block_received(
-                    now,
-                    key,
-                    request(0, 0, Len::Block),
-                    u32::from(bytes),
-                );
+                let account = self.account_of(key);
+                let accepted = self
+                    .c
+                    .handle_block_received(now, key, request(0, 0, Len::Block), u32::from(bytes))
+                    .is_ok();
+                if let (true, Some(a)) = (accepted, account) {
+                    *self.m.received.entry(a).or_default() += u64::from(bytes);
+                }
             }
             GlueOp::Piece(ok, len) => {
                 if ok {
@@ -824,6 +845,18 @@ impl Harness {
             if let Some(view) = self.c.identity(*account) {
                 assert!(view.wei_received <= paid, "credited more than was paid");
             }
+        }
+        // The buyer's bound: paid ≤ (received + window) at the highest price we accept, per
+        // payee, whatever the seller sends (prompts, STOP/START, new terms, reconnects).
+        let down = cfg.download.as_ref().expect("download");
+        let window = down.window_bytes();
+        for (payee, wei) in &self.m.bought {
+            let received = self.m.received.get(payee).copied().unwrap_or(0);
+            let allowed = down.max_price_per_byte * u128::from(received.saturating_add(window));
+            assert!(
+                *wei <= allowed,
+                "{payee}: paid {wei} wei for {received} bytes received (window {window} B)"
+            );
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`error`]: error types, split by cause (peer bytes, caller misuse, I/O).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
 

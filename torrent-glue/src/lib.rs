@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(fuzzing), deny(missing_docs))]
 #![deny(rustdoc::broken_intra_doc_links)]
 
 #[cfg(feature = "adapter")]
+#[cfg_attr(docsrs, doc(cfg(feature = "adapter")))]
 pub mod adapter;
 pub mod channel;
 pub mod coordinator;

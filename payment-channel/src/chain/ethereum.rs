@@ -178,7 +178,10 @@ impl EthereumChain {
         Ok(chain)
     }
 
-    async fn connect_unchecked(
+    /// Like [`connect`](Self::connect) without checking the adjudicator address: for reading
+    /// the chain id or code hashes (e.g. with [`NITRO_ADJUDICATOR_RUNTIME_HASH`](
+    /// crate::chain::NITRO_ADJUDICATOR_RUNTIME_HASH)) before deciding which contracts to use.
+    pub async fn connect_unchecked(
         rpc_url: &str,
         secret_key: &B256,
         adjudicator: Address,

@@ -11,13 +11,23 @@ use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
 #[cfg(feature = "ethereum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;
 pub mod sim;
 #[cfg(feature = "ethereum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub use ethereum::EthereumChain;
 
 use crate::sign::Signature;
 use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+
+/// `keccak256` of the `NitroAdjudicator`'s runtime code
+/// (`@statechannels/nitro-protocol@2.0.1-alpha.6`'s `deployedBytecode`, which is what
+/// `eth_getCode` returns once deployed: the contract has no immutables), for checking with
+/// [`Chain::code_hash`] that an adjudicator address holds that contract. A test recomputes it from
+/// the artifact (`scripts/fetch-nitro-artifacts.sh`), so it cannot drift from the pinned version.
+pub const NITRO_ADJUDICATOR_RUNTIME_HASH: B256 =
+    alloy_primitives::b256!("0xa3b620a30e9c313891eb06a41fcbf46f85cdae9cb700d7cb3e576470b1566949");
 
 /// What a mined transaction reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -150,13 +150,14 @@ pub struct Anvil {
 }
 
 impl Anvil {
-    /// Starts anvil on a free loopback port, or returns `None` (skip) / panics (CI) when anvil
+    /// Starts anvil (chain id 1337) on a free loopback port, or returns `None` (skip) / panics (CI) when anvil
     /// is not installed.
     pub fn start() -> Option<Self> {
         Self::start_with(&[])
     }
 
     /// Like [`Anvil::start`], with extra command-line arguments (e.g. `["--block-time", "1"]`).
+    /// The chain id is 1337 unless they give `--chain-id`.
     pub fn start_with(extra_args: &[&str]) -> Option<Self> {
         let Some(bin) = find_anvil() else {
             return missing(
@@ -182,16 +183,15 @@ impl Anvil {
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
+        let default_chain_id: &[&str] = if extra_args.contains(&"--chain-id") {
+            &[]
+        } else {
+            &["--chain-id", "1337"]
+        };
         let started = Instant::now();
         let mut child = Command::new(bin)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--chain-id",
-                "1337",
-            ])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(default_chain_id)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,174 @@
+//! `paid-torrent seed`: sell a torrent whose content is on disk (or serve it for free).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use paid_torrent_examples::metainfo::Metainfo;
+use paid_torrent_examples::paid::{PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::peer::PeerConfig;
+use paid_torrent_examples::picker::Strategy;
+use paid_torrent_examples::session;
+use paid_torrent_examples::storage::OpenMode;
+use paid_torrent_examples::torrent::Torrent;
+use payment_channel::Address;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use torrent_glue::LivenessConfig;
+
+use crate::Result;
+use crate::options::{ChainArgs, SeedArgs};
+use crate::output::{Out, print_reports, seller_event};
+
+/// Re-verifies the content, then sells it (or, with `--free`, serves it with the plain loop)
+/// until ctrl-c or SIGTERM.
+pub(crate) async fn run(args: SeedArgs, chain: &ChainArgs, out: Out) -> Result<()> {
+    let SeedArgs {
+        torrent,
+        dir,
+        listen,
+        free,
+        free_bytes,
+        challenge_duration,
+        pay,
+        wallet,
+        liveness,
+    } = args;
+    let meta = Metainfo::load(&torrent)?;
+    let dir = content_dir(&torrent, dir);
+    let t = Torrent::open(meta, &dir, OpenMode::ReadOnly, Strategy::RarestFirst)?;
+    if !t.is_complete() {
+        return Err(format!(
+            "{}: the content in {} does not verify ({} of {} pieces)",
+            torrent.display(),
+            dir.display(),
+            t.have().count(),
+            t.piece_count()
+        )
+        .into());
+    }
+    if free {
+        return seed_free(t, listen).await;
+    }
+    let sell = SellTerms {
+        price_per_byte: pay.price,
+        trust_bytes: pay.trust,
+        deposit: u128::from(t.meta().info.total_length()) * pay.price + 1,
+        free_bytes,
+        challenge_duration,
+    };
+    let (wallet, out) = crate::wallet::open(chain, &wallet, out).await?;
+    seed_paid(t, listen, &wallet, sell, liveness.config(), &out).await
+}
+
+fn content_dir(torrent: &Path, dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| {
+        torrent
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    })
+}
+
+/// Resolves on ctrl-c or (Unix) SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn seed_free(torrent: Arc<Torrent>, listen: SocketAddr) -> Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    println!(
+        "seeding {} on {local} (free)",
+        torrent.meta().info_hash_hex()
+    );
+    let (tx, rx) = mpsc::unbounded_channel();
+    print_reports(rx);
+    let cfg = PeerConfig {
+        listen_port: Some(local.port()),
+        ..PeerConfig::default()
+    };
+    tokio::select! {
+        r = session::serve(torrent, listener, cfg, Some(tx)) => r?,
+        () = shutdown_signal() => eprintln!("stopping"),
+    }
+    Ok(())
+}
+
+async fn seed_paid(
+    torrent: Arc<Torrent>,
+    listen: SocketAddr,
+    wallet: &Wallet,
+    sell: SellTerms,
+    liveness: LivenessConfig,
+    out: &Out,
+) -> Result<()> {
+    // Channels an earlier run left in the store are adopted by the node (reported as
+    // `channel_restored`): payments continue on them when their payer comes back; if it does
+    // not, they are closed, then challenged with our largest voucher.
+    let (node, mut events) =
+        PaidNode::start(torrent.clone(), wallet, Some(sell.clone()), None, liveness).await?;
+    // Payers whose figures `peer_status` reports.
+    let mut buyers: Vec<Address> = Vec::new();
+    // What the restore reported comes first (`channel_restored`).
+    while let Ok(e) = events.try_recv() {
+        seller_event(out, &mut buyers, &e);
+    }
+    let listener = TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    out.event(
+        json!({"event": "listening", "addr": local.to_string(), "account": node.account.to_string(),
+               "info_hash": torrent.meta().info_hash_hex()}),
+        || format!(
+            "seeding {} on {local} as {} at {} per byte (trust {} B, free for stock peers {} B)",
+            torrent.meta().info_hash_hex(), node.account, out.units.format(sell.price_per_byte), sell.trust_bytes,
+            sell.free_bytes.unwrap_or(0)
+        ),
+    );
+    let accept = {
+        let n = node.node.clone();
+        tokio::spawn(async move { n.accept(listener).await })
+    };
+    let mut status = tokio::time::interval(Duration::from_millis(250));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            Some(e) = events.recv() => seller_event(out, &mut buyers, &e),
+            _ = status.tick() => {
+                for b in &buyers {
+                    if let Some(i) = node.node.inspect(|c| c.identity(*b)) {
+                        out.event(
+                            json!({"event": "peer_status", "peer": b.to_string(),
+                                   "served": i.bytes_served, "received": i.wei_received}),
+                            String::new,
+                        );
+                    }
+                }
+                out.event(
+                    json!({"event": "status", "served": torrent.counters().uploaded.load(Ordering::Relaxed)}),
+                    String::new,
+                );
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    accept.abort();
+    out.event(json!({"event": "stopped"}), || "stopping".into());
+    Ok(())
+}
