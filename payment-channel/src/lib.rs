@@ -10,7 +10,9 @@
 //! - [`client::Client`]: the async driver over [`chain::Chain`], [`store::ChannelStore`] and
 //!   [`client::Transport`].
 //! - [`message`]: the wire messages and their compact JSON envelope.
-//! - [`error`]: errors by cause, each with the [`error::Action`] to take.
+//! - [`error`]: errors by cause, each with the [`error::Reaction`] to take.
+//! - [`role`]: [`role::Role`] and [`role::PhaseKind`], shared by the channel, its errors and
+//!   messages.
 //!
 //! # Features
 //! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
@@ -34,6 +36,7 @@ pub mod client;
 pub mod error;
 pub mod message;
 pub mod policy;
+pub mod role;
 pub mod sign;
 pub mod state;
 pub mod store;

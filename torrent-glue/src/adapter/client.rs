@@ -10,7 +10,7 @@
 
 use async_trait::async_trait;
 use paid_wire::ChannelId;
-use payment_channel::client::{ChannelEvent as ClientEvent, Client};
+use payment_channel::client::{Client, ClientEvent};
 use payment_channel::error::PeerMisbehaved;
 use payment_channel::message::{Envelope, Message};
 use payment_channel::policy::JoinPolicy;
@@ -19,7 +19,8 @@ use tokio::sync::{Mutex, mpsc};
 
 use super::{ChannelBackend, ChannelEvents};
 use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, RestoredState, Role};
-use payment_channel::channel::{Event, PhaseKind, Role as ClientRole};
+use payment_channel::channel::Event;
+use payment_channel::role::PhaseKind;
 
 /// Drives a [`Client`] for a [`Node`](super::Node).
 #[derive(Debug)]
@@ -98,10 +99,7 @@ impl ClientBackend {
                         events.report(ChannelEvent::Ready {
                             channel_id: id,
                             counterparty: info.counterparty,
-                            role: match info.role {
-                                ClientRole::Payee => Role::Payee,
-                                _ => Role::Payer,
-                            },
+                            role: info.role,
                             deposit: wei(info.deposit),
                         });
                     }
@@ -121,8 +119,8 @@ impl ClientBackend {
                     // `amount` is ours; the coordinator wants the payee's.
                     if let Some(info) = self.client.channel_info(channel_id).await {
                         let payee_amount = match info.role {
-                            ClientRole::Payee => amount,
-                            _ => info.deposit.saturating_sub(amount),
+                            Role::Payee => amount,
+                            Role::Payer => info.deposit.saturating_sub(amount),
                         };
                         events.report(ChannelEvent::Closed {
                             channel_id: id,
@@ -268,10 +266,7 @@ impl ChannelBackend for ClientBackend {
             if info.settled || info.disputed {
                 continue;
             }
-            let role = match info.role {
-                ClientRole::Payee => Role::Payee,
-                _ => Role::Payer,
-            };
+            let role = info.role;
             let state = match info.phase {
                 PhaseKind::Proposed if role == Role::Payer => {
                     // A proposal we had not joined yet: nothing deposited, nothing signed.
