@@ -18,6 +18,8 @@
 
 pub mod bencode;
 pub mod choke;
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;
 pub mod error;
 pub mod extended;

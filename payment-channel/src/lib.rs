@@ -32,6 +32,8 @@ pub mod abi;
 pub mod app;
 pub mod chain;
 pub mod channel;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod error;
 pub mod message;
@@ -46,5 +48,9 @@ pub mod test_utils;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use chain::sim::{SimulatedChain, SimulatedChainHandle, TokenBehaviour};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use store::{MemoryStore, RedbStore};

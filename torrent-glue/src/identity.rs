@@ -100,9 +100,9 @@ pub(crate) fn challenge_nonce(secret: &[u8; 32], seq: u64) -> [u8; 32] {
 
 /// 32 bytes from the operating system's generator.
 pub(crate) fn random_secret() -> [u8; 32] {
-    use k256::elliptic_curve::rand_core::{OsRng, RngCore};
     let mut out = [0u8; 32];
-    OsRng.fill_bytes(&mut out);
+    // Like `OsRng`: a system without a random generator cannot run a node at all.
+    getrandom::fill(&mut out).expect("the operating system's random generator failed");
     out
 }
 
