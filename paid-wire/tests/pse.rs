@@ -449,32 +449,8 @@ fn input_whose_reencoding_exceeds_the_bounds_is_rejected() {
     assert!(PseMessage::decode(regression).is_err());
 }
 
-// Moved from torrent-glue's former `Notice` mirror, now that the commands it added live here.
-
-#[test]
-fn glue_notices_web3torrent_bytes() {
-    assert_eq!(
-        PseMessage::Start.encode(),
-        b"d7:command5:start4:datade8:msg_typei0ee"
-    );
-    assert_eq!(
-        PseMessage::Ack.encode(),
-        b"d7:command3:ack4:datade8:msg_typei0ee"
-    );
-    let stop = PseMessage::Stop {
-        channel_id: Some(ChannelId([0xab; 32])),
-    }
-    .encode();
-    assert!(stop.starts_with(b"d7:command4:stop4:data66:0xabab"));
-    assert!(stop.ends_with(b"8:msg_typei0ee"));
-    assert_eq!(
-        PseMessage::Message {
-            message: "{}".into()
-        }
-        .encode(),
-        b"d7:command7:message4:datad7:message2:{}e8:msg_typei0ee"
-    );
-}
+// Moved from torrent-glue's former `Notice` mirror, now that the commands it added live here
+// (its exact-bytes test is `every_command_is_byte_identical_to_web3torrent`'s fixtures).
 
 #[test]
 fn glue_notices_round_trip() {

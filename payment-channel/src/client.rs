@@ -427,7 +427,7 @@ impl Client {
 
     /// Handles an envelope from a peer. A proposal for a new channel is checked, then joined
     /// automatically when [`ClientConfig::auto_join`] accepts it (or kept for [`Client::join`] when
-    /// there is no policy). Errors are typed; see [`Error::action`].
+    /// there is no policy). Errors are typed; see [`Error::reaction`].
     pub async fn push_message(&self, envelope: Envelope) -> Result<(), Error> {
         let me = self.address();
         if envelope.recipient != me {
