@@ -15,7 +15,7 @@
 use std::io;
 
 use crate::ChannelId;
-use crate::message::BlockRequest;
+use crate::request::BlockRequest;
 
 /// The peer sent bytes that are not a valid handshake or peer-wire frame.
 ///

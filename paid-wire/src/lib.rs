@@ -26,6 +26,7 @@ pub mod extended;
 pub mod handshake;
 pub mod message;
 pub mod pse;
+mod request;
 
 /// A 32-byte state-channel id: one type for the wire (`pse`), the choke controller and the
 /// glue above them.

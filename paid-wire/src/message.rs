@@ -52,51 +52,13 @@ pub mod id {
     pub const EXTENDED: u8 = 20;
 }
 
+pub use crate::request::BlockRequest;
+
 /// Size of the big-endian length prefix in front of every message.
 pub const LENGTH_PREFIX_LEN: usize = 4;
 
 /// Length prefix of a `piece` frame without its data: id, index, begin.
 pub const PIECE_HEADER_LEN: u32 = 9;
-
-/// A block request as carried by `request`, `cancel` and `reject`: `<index><begin><length>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BlockRequest {
-    /// Zero-based piece index.
-    pub index: u32,
-    /// Byte offset within the piece.
-    pub begin: u32,
-    /// Requested length in bytes.
-    pub length: u32,
-}
-
-impl BlockRequest {
-    /// Encoded size: three big-endian `u32`s.
-    pub const ENCODED_LEN: usize = 12;
-
-    /// Creates a block request.
-    pub const fn new(index: u32, begin: u32, length: u32) -> Self {
-        Self {
-            index,
-            begin,
-            length,
-        }
-    }
-
-    fn get<B: Buf>(src: &mut B) -> Self {
-        // Callers check the exact frame length first.
-        Self {
-            index: src.get_u32(),
-            begin: src.get_u32(),
-            length: src.get_u32(),
-        }
-    }
-
-    fn put<B: BufMut>(&self, dst: &mut B) {
-        dst.put_u32(self.index);
-        dst.put_u32(self.begin);
-        dst.put_u32(self.length);
-    }
-}
 
 /// One peer-wire message.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
