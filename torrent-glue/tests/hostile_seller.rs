@@ -571,3 +571,59 @@ async fn repeated_extended_handshakes_are_bounded() {
     })
     .await;
 }
+
+/// The seller proposes, the buyer joins and deposits, and the seller never sends its postfund:
+/// the buyer challenges with the prefund both signed (which pays it everything) once the seller
+/// has not answered for the response timeout, and gets its whole deposit back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postfund_never_sent_costs_the_buyer_nothing() {
+    let chain = SimulatedChain::new();
+    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let mut a = connect(&buyer, Arc::new(LocalSigner::random()), Terms::WEB3TORRENT).await;
+    let ch = Channel::create(
+        a.signer.clone(),
+        ChannelParams {
+            payer: buyer.account,
+            deposit: U256::from(DEPOSIT),
+            channel_nonce: a.next_nonce(),
+            app_definition: chain.app_definition(),
+            challenge_duration: CHALLENGE_DURATION,
+            price: Some(U256::from(1u8)),
+            asset: Address::ZERO,
+        },
+    )
+    .unwrap();
+    let id = ch.id();
+    a.ch = Some(ch);
+    let propose = a.outbound().expect("the proposal");
+    a.send_channel(buyer.account, propose).await;
+    let join = a.recv_channel(15).await;
+    assert!(matches!(join, ChannelMessage::Join(_)), "{join:?}");
+    assert_eq!(chain.holdings_of(id), U256::from(DEPOSIT), "deposited");
+    // No postfund, ever. The buyer challenges once the response timeout has passed.
+    let challenging = CoordinatorEvent::Challenging {
+        account: a.account(),
+        channel_id: paid_wire::ChannelId(id.0),
+        role: Role::Payer,
+    };
+    until("the challenge", 15, || buyer.saw(|e| *e == challenging)).await;
+    until("the challenge on chain", 10, || {
+        chain.status_of(id).finalizes_at != 0
+    })
+    .await;
+    chain.advance_time(CHALLENGE_DURATION + 1);
+    until("the refund", 20, || chain.holdings_of(id) == U256::ZERO).await;
+    assert_eq!(balance(&chain, a.account()), 0, "the seller got nothing");
+    assert_eq!(
+        balance(&chain, buyer.account),
+        FUNDS,
+        "the buyer recovered its whole deposit"
+    );
+    assert_eq!(
+        buyer
+            .node
+            .inspect(|c| c.identity(a.account()).map_or(0, |i| i.wei_paid)),
+        0,
+        "nothing was paid on a channel that never ran"
+    );
+}
