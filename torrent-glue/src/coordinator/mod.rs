@@ -462,6 +462,7 @@ impl Coordinator {
                 strikes: 0,
                 struck_out: false,
                 channels_requested: 0,
+                advertised_account: None,
             },
         );
         if !ext {
@@ -485,6 +486,16 @@ impl Coordinator {
             return Err(self.strike(key, PeerError::TooManyHandshakes));
         }
         peer.handshake_seen = true;
+        if let Some(raw) = hs.pse_account.as_deref()
+            && parse_account(raw).is_some()
+        {
+            // Kept only when it is the text form (web3torrent's); the raw 20-byte form has no
+            // string to echo, and the checksummed form is used.
+            peer.advertised_account = std::str::from_utf8(raw)
+                .ok()
+                .filter(|_| raw.len() != 20)
+                .map(str::to_owned);
+        }
         let was_enabled = peer.pse_id.is_some();
         match hs.pse_id {
             // BEP 10: "Setting an extension number to zero means that the extension is not
@@ -2827,32 +2838,42 @@ impl Coordinator {
 
     fn route_outbound(&mut self, to: Address, json: String) {
         let max_outbox = self.config.max_outbox;
-        let Some(ident) = self.identities.get_mut(&to) else {
+        let Some(ident) = self.identities.get(&to) else {
             self.events.push_back(CoordinatorEvent::MessageDropped {
                 account: Some(to),
                 reason: MessageDropReason::UnknownRecipient,
             });
             return;
         };
-        if Notice::Message(json.clone()).encode().len() > MAX_NOTICE_LEN {
-            self.events.push_back(CoordinatorEvent::MessageDropped {
-                account: Some(to),
-                reason: MessageDropReason::TooLarge,
-            });
-            return;
-        }
         let target = ident
             .live
             .iter()
             .filter_map(|k| self.peers.get(k).map(|p| (*k, p)))
             .filter(|(_, p)| p.pse_id.is_some())
             .max_by_key(|(_, p)| p.seq)
-            .map(|(k, _)| k);
+            .map(|(k, p)| (k, p.advertised_account.clone()));
+        // The recipient as this connection advertised it: web3torrent drops a message whose
+        // `recipient` is not its `pseAccount` string, byte for byte.
+        let addressed = match &target {
+            Some((_, Some(advertised))) => readdress(&json, to, advertised),
+            _ => None,
+        };
+        let wire_json = addressed.as_deref().unwrap_or(&json);
+        if Notice::Message(wire_json.to_owned()).encode().len() > MAX_NOTICE_LEN {
+            self.events.push_back(CoordinatorEvent::MessageDropped {
+                account: Some(to),
+                reason: MessageDropReason::TooLarge,
+            });
+            return;
+        }
         match target {
-            Some(key) => {
-                self.send_notice(key, Notice::Message(json));
+            Some((key, _)) => {
+                self.send_notice(key, Notice::Message(addressed.unwrap_or(json)));
             }
             None => {
+                let Some(ident) = self.identities.get_mut(&to) else {
+                    return;
+                };
                 if ident.outbox.len() >= max_outbox {
                     ident.outbox.pop_front();
                     self.events.push_back(CoordinatorEvent::MessageDropped {
@@ -3062,6 +3083,23 @@ enum Payable {
     Window,
     /// More is needed, but the deposit is spent.
     OutOfFunds,
+}
+
+/// `json` (a channel-message envelope) with its top-level `recipient` replaced by `advertised`,
+/// the text by which the peer advertised the address `to`; `None` when nothing needs replacing
+/// (the same text already, not an envelope, or a recipient other than `to`).
+fn readdress(json: &str, to: Address, advertised: &str) -> Option<String> {
+    let mut envelope: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).ok()?;
+    let current = envelope.get("recipient")?.as_str()?;
+    if current == advertised || parse_account(current.as_bytes()) != Some(to) {
+        return None;
+    }
+    envelope.insert(
+        "recipient".to_owned(),
+        serde_json::Value::String(advertised.to_owned()),
+    );
+    serde_json::to_string(&envelope).ok()
 }
 
 fn slot_open(slot: Option<Slot>) -> bool {

@@ -98,6 +98,9 @@ pub(crate) struct Peer {
     pub(crate) struck_out: bool,
     /// Channels we proposed because of this connection.
     pub(crate) channels_requested: u32,
+    /// Its `pseAccount` exactly as it advertised it (when it is text): the `recipient` of the
+    /// channel messages we send on this connection (web3torrent compares it as a string).
+    pub(crate) advertised_account: Option<String>,
 }
 
 /// What a connection claims in its extended handshake, before it proves it.
