@@ -2,7 +2,7 @@
 """Publish the end-to-end benchmarks: docs/benchmarks.md and docs/throughput.svg (stdlib only).
 
 Reads, under the criterion directory (default target/criterion):
-- `floor/{bare_k256_sign_verify,whole_payment}` and `transfer/{duplex,tcp}/{unpaid,paid_<G>}`
+- `floor/{bare_sign_verify,whole_payment}` and `transfer/{duplex,tcp}/{unpaid,paid_<G>}`
   (criterion estimates, from `cargo bench -p paid-benches --bench transfer`);
 - `original-stack.json` (from `benches/original/payment.js --out ...`): web3torrent's per-payment
   cost with ethers v5 on the same machine;
@@ -134,7 +134,7 @@ class Report:
                 continue
             link, mode = fid.split("/", 1)
             self.transfer[(link, parse_granularity(mode))] = v
-        missing = [k for k in ("bare_k256_sign_verify", "whole_payment") if k not in self.floor]
+        missing = [k for k in ("bare_sign_verify", "whole_payment") if k not in self.floor]
         if missing or ("duplex", None) not in self.transfer:
             sys.exit("missing results: run `cargo bench -p paid-benches --bench transfer` first")
         times = [v["mtime"] for v in list(self.floor.values()) + list(self.transfer.values())]
@@ -144,7 +144,7 @@ class Report:
                 f"{STALE_SECS // 60} min apart (different runs); rerun the `transfer` bench."
             )
         self.payment_ns = self.floor["whole_payment"]["median"]
-        self.bare_ns = self.floor["bare_k256_sign_verify"]["median"]
+        self.bare_ns = self.floor["bare_sign_verify"]["median"]
 
     def pooled_unpaid(self, link):
         """Median time of every unpaid transfer of the run on `link`: the paired references and,
@@ -225,12 +225,12 @@ class Report:
             "| bench | median | 95% CI |",
             "|---|---:|---|",
         ]
-        for k in ("bare_k256_sign_verify", "whole_payment"):
+        for k in ("bare_sign_verify", "whole_payment"):
             v = self.floor[k]
             out.append(f"| `{k}` | {fmt_time(v['median'])} | {fmt_time(v['lo'])} – {fmt_time(v['hi'])} |")
         out += [
             "",
-            f"`whole_payment / bare_k256_sign_verify` = **{r:.3f}** "
+            f"`whole_payment / bare_sign_verify` = **{r:.3f}** "
             f"(target ≤ 1.25: {self.check(r <= 1.25)}). `whole_payment` is the payer's "
             "`send_payment` → persist → envelope → JSON, then the payee's parse → verify with the "
             "cached key → persist → `PaymentReceived` (`benches/benches/support/channel.rs`).",
@@ -320,7 +320,7 @@ class Report:
         # bench, run right before it), else this run's floor.
         ours, bare, where = self.payment_ns, self.bare_ns, "this run's `floor/whole_payment`"
         near = self.crit.get(("payment", "whole_payment"))
-        near_bare = self.crit.get(("payment", "bare_k256_sign_verify"))
+        near_bare = self.crit.get(("payment", "bare_sign_verify"))
         if near and near_bare and abs(near["mtime"] - self.original.get("_mtime", 0)) < 600:
             ours, bare = near["median"], near_bare["median"]
             where = "`payment/whole_payment`, run right before the script"

@@ -3,7 +3,7 @@
 
 Reads `<criterion dir>/<group>/<bench>/new/estimates.json` (the latest run of each benchmark) and
 prints, per group, the median with its confidence interval, then the payment ratios:
-`whole_payment / bare_k256_sign_verify` (target: at most 1.25) and
+`whole_payment / bare_sign_verify` (target: at most 1.25) and
 `voucher_recover_address / voucher_verify_cached_key`.
 
 Ratios are only meaningful between benchmarks of the same run: on a shared machine, absolute
@@ -25,11 +25,11 @@ STALE_SECS = 600
 
 # (label, numerator, denominator, target or None), all within the `payment` group.
 RATIOS = [
-    ("whole_payment / bare_k256_sign_verify", "whole_payment", "bare_k256_sign_verify", WHOLE_TARGET),
+    ("whole_payment / bare_sign_verify", "whole_payment", "bare_sign_verify", WHOLE_TARGET),
     ("voucher_recover_address / voucher_verify_cached_key", "voucher_recover_address",
      "voucher_verify_cached_key", None),
-    ("voucher_sign + voucher_verify_cached_key / bare_k256_sign_verify", ("voucher_sign",
-     "voucher_verify_cached_key"), "bare_k256_sign_verify", None),
+    ("voucher_sign + voucher_verify_cached_key / bare_sign_verify", ("voucher_sign",
+     "voucher_verify_cached_key"), "bare_sign_verify", None),
 ]
 
 

@@ -1,7 +1,8 @@
 //! Payment-channel benchmarks: what one payment costs next to the bare signature floor.
 //!
 //! One group, `payment`, so that the ratios come from one run on one (noisy, shared) machine:
-//! - `bare_k256_sign_verify`: k256 `sign_prehash` + `verify_prehash` of a fixed 32-byte hash, the floor;
+//! - `bare_sign_verify`: the bare signature library's sign + verify of a fixed 32-byte hash, the floor
+//!   (k256, or libsecp256k1 with `--features libsecp256k1`: the backend payment-channel signs with);
 //! - `keccak256_64`: keccak256 of 64 bytes (what a voucher hash costs, before the EIP-191 step);
 //! - `voucher_sign`: [`Voucher::sign`] of a new cumulative amount;
 //! - `voucher_verify_cached_key` / `voucher_recover_address`: the two ways to check a voucher;

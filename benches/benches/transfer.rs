@@ -1,6 +1,6 @@
 //! End-to-end paid transfer vs payment granularity, beside the payment floor, in one run.
 //!
-//! Group `floor` (per payment, run first): `bare_k256_sign_verify` (k256 sign + verify of a
+//! Group `floor` (per payment, run first): `bare_sign_verify` (the signature library's sign + verify of a
 //! 32-byte hash) and `whole_payment` (the `payment` bench's sans-IO payer → JSON → payee round,
 //! see `support/channel.rs`). The crypto-bound throughput at granularity G is
 //! G / `whole_payment`.

@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
-use paid_wire::bencode::Value;
 use paid_wire::choke::{BlockedPolicy, PromptPolicy, TrustPolicy};
 use paid_wire::extended::ExtendedHandshake;
 use paid_wire::message::BlockRequest;
@@ -305,18 +304,10 @@ fn ext_payload(ext: &Ext) -> Option<(&'static str, Vec<u8>)> {
         Ext::Start => PseMessage::Start,
         Ext::PermanentStop(c) => PseMessage::PermanentStop { channel_id: cid(c) },
         Ext::Ack => PseMessage::Ack,
-        Ext::Prompt(bytes, amount) => {
-            let mut data = BTreeMap::new();
-            data.insert(
-                b"amount".to_vec(),
-                Value::Bytes(amount.to_string().into_bytes()),
-            );
-            data.insert(b"bytes".to_vec(), Value::Int(i64::from(*bytes)));
-            PseMessage::Unknown {
-                command: "prompt".into(),
-                data: Some(Value::Dict(data)),
-            }
-        }
+        Ext::Prompt(bytes, amount) => PseMessage::Prompt {
+            bytes: u64::from(*bytes),
+            amount: u128::from(*amount),
+        },
         Ext::Message {
             for_us,
             sender,
@@ -449,7 +440,7 @@ impl Harness {
                 }
                 let peer = self.m.pending_creates.remove(0);
                 self.m.next_channel = self.m.next_channel.wrapping_add(1);
-                let id = [self.m.next_channel; 32];
+                let id = ChannelId([self.m.next_channel; 32]);
                 self.m.payee.insert(id, (peer, false, 0));
                 ChannelEvent::Created {
                     peer,
@@ -506,7 +497,7 @@ impl Harness {
                     })
                     .flatten();
                 self.m.next_channel = self.m.next_channel.wrapping_add(1);
-                let id = [self.m.next_channel; 32];
+                let id = ChannelId([self.m.next_channel; 32]);
                 self.m.payer.insert(id, (account(payee), false));
                 ChannelEvent::Proposed {
                     channel_id: id,
@@ -590,7 +581,7 @@ impl Harness {
                 state,
             } => {
                 self.m.next_channel = self.m.next_channel.wrapping_add(1);
-                let id = [self.m.next_channel; 32];
+                let id = ChannelId([self.m.next_channel; 32]);
                 let state = match state % 3 {
                     0 => RestoredState::Funding,
                     1 => RestoredState::Open,
@@ -614,7 +605,7 @@ impl Harness {
                 }
             }
             Chan::Unknown(b) => ChannelEvent::PaymentReceived {
-                channel_id: [0xF0 | (b & 0x0F); 32],
+                channel_id: ChannelId([0xF0 | (b & 0x0F); 32]),
                 delta: 1,
                 total: 1,
             },

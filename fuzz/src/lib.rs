@@ -173,6 +173,27 @@ fn is_web3torrent_shape(data: &[u8]) -> bool {
         "message" => data_value
             .and_then(Value::as_dict)
             .is_some_and(|d| d.len() == 1),
+        // Read leniently: only both fields, a canonical decimal amount and a non-negative
+        // byte count are reproduced.
+        "prompt" => data_value.and_then(Value::as_dict).is_some_and(|d| {
+            let amount_ok = d
+                .get(&b"amount"[..])
+                .and_then(Value::as_str)
+                .is_some_and(|a| a.parse::<u128>().is_ok_and(|n| n.to_string() == a));
+            let bytes_ok = d
+                .get(&b"bytes"[..])
+                .and_then(Value::as_int)
+                .is_some_and(|n| n >= 0);
+            d.len() == 2 && amount_ok && bytes_ok
+        }),
+        // One field; lower-case hex only.
+        "auth-challenge" | "auth-proof" => data_value.and_then(Value::as_dict).is_some_and(|d| {
+            d.len() == 1
+                && d.values().all(|v| match v {
+                    Value::Bytes(b) => !b.iter().any(u8::is_ascii_uppercase),
+                    _ => false,
+                })
+        }),
         _ => true,
     };
     keys_ok && msg_type_ok && data_ok

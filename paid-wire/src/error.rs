@@ -14,6 +14,9 @@
 
 use std::io;
 
+use crate::ChannelId;
+use crate::message::BlockRequest;
+
 /// The peer sent bytes that are not a valid handshake or peer-wire frame.
 ///
 /// Lengths called `len`, `expected` or `got` in frame errors are values of the 4-byte length
@@ -180,6 +183,13 @@ pub enum PseError {
     /// The `data` of `message` is not a dictionary with a UTF-8 string under `message`.
     #[error("PSE message data is not a dictionary with a UTF-8 string `message`")]
     InvalidMessageData,
+    /// The `data` of `auth-challenge` / `auth-proof` is not a dictionary holding its field
+    /// (`nonce`, `signature`) as `0x` + hex digits of the right length.
+    #[error("PSE {command} data is not a dictionary with its 0x-prefixed hex field")]
+    InvalidHexField {
+        /// The command with the bad data.
+        command: &'static str,
+    },
 }
 
 /// The caller asked to encode something the wire cannot carry.
@@ -241,5 +251,31 @@ pub enum UsageError {
     ExtensionIdInUse {
         /// The id.
         id: u8,
+    },
+    // The choke controller's (its state is unchanged):
+    /// A payment was reported before any channel was attached.
+    #[error("payment reported but no channel is attached")]
+    NoChannel,
+    /// A payment or channel id does not match the attached channel.
+    #[error("channel mismatch: attached {attached}, got {got}")]
+    WrongChannel {
+        /// The attached channel.
+        attached: ChannelId,
+        /// The id the caller passed.
+        got: ChannelId,
+    },
+    /// `handle_bytes_sent` for a request that has no outstanding `Serve`.
+    #[error("bytes sent reported for {request:?}, which was not being served")]
+    NotBeingServed {
+        /// The request passed by the caller.
+        request: BlockRequest,
+    },
+    /// `handle_bytes_sent` reported more bytes than the request's length.
+    #[error("{sent} bytes reported sent for {request:?}, more than its length")]
+    SentMoreThanRequested {
+        /// The request.
+        request: BlockRequest,
+        /// The reported byte count.
+        sent: u32,
     },
 }

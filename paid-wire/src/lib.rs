@@ -18,12 +18,18 @@
 
 pub mod bencode;
 pub mod choke;
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
 pub mod codec;
 pub mod error;
 pub mod extended;
 pub mod handshake;
 pub mod message;
 pub mod pse;
+
+/// A 32-byte state-channel id: one type for the wire (`pse`), the choke controller and the
+/// glue above them.
+pub use pse::ChannelId;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

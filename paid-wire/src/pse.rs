@@ -16,6 +16,14 @@
 //! | `Ack` | `d7:command3:ack4:datade8:msg_typei0ee` |
 //! | `Message { message }` | `d7:command7:message4:datad7:message<N>:<json>ee8:msg_typei0ee` |
 //!
+//! Three commands are this crate's own (web3torrent acks and ignores commands it does not know):
+//!
+//! | [`PseMessage`] | `data` |
+//! |---|---|
+//! | `Prompt { bytes, amount }` | `d6:amount<N>:<wei, decimal>5:bytesi<bytes>ee` |
+//! | `AuthChallenge { nonce }` | `d5:nonce66:0x<64 hex>e` |
+//! | `AuthProof { signature }` | `d9:signature132:0x<130 hex>e` |
+//!
 //! Decoding is tolerant where web3torrent is: `msg_type` and unknown keys are ignored, a
 //! missing `data` is accepted (web3torrent omits it when the channel id is `null`; it decodes
 //! as `channel_id: None`), the `data` of `start`/`ack` is ignored, channel-id hex digits may be
@@ -85,6 +93,12 @@ pub mod command {
     pub const ACK: &str = "ack";
     /// Either way: a tunnelled payment-channel message (JSON).
     pub const MESSAGE: &str = "message";
+    /// Seeder → leecher: credit is running low, pay ahead (this crate's extension).
+    pub const PROMPT: &str = "prompt";
+    /// Either way: prove your account by signing this nonce (this crate's extension).
+    pub const AUTH_CHALLENGE: &str = "auth-challenge";
+    /// Either way: the signature answering an `auth-challenge` (this crate's extension).
+    pub const AUTH_PROOF: &str = "auth-proof";
 }
 
 /// A 32-byte state-channel id, written on the wire as `0x` + 64 hex digits.
@@ -97,30 +111,47 @@ impl ChannelId {
 
     /// Parses `0x` + 64 hex digits (either case).
     pub fn from_hex(hex: &[u8]) -> Option<Self> {
-        let digits = hex.strip_prefix(b"0x")?;
-        if digits.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-            let (hi, lo) = (hex_val(pair[0])?, hex_val(pair[1])?);
-            *byte = (hi << 4) | lo;
-        }
-        Some(Self(out))
+        from_hex_array(hex).map(Self)
     }
 
     /// `0x` + 64 lower-case hex digits.
     pub fn to_hex(&self) -> [u8; Self::HEX_LEN] {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; Self::HEX_LEN];
-        out[0] = b'0';
-        out[1] = b'x';
-        for (pair, byte) in out[2..].chunks_exact_mut(2).zip(self.0) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0x0f)];
-        }
+        write_hex(&mut out, &self.0);
         out
     }
+}
+
+/// Writes `0x` + the lower-case hex digits of `bytes` into `dst` (`2 + 2 * bytes.len()` long).
+fn write_hex(dst: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    dst[0] = b'0';
+    dst[1] = b'x';
+    for (pair, byte) in dst[2..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
+/// `0x` + the lower-case hex digits of `bytes`.
+fn to_hex_vec(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; 2 + 2 * bytes.len()];
+    write_hex(&mut out, bytes);
+    out
+}
+
+/// Parses `0x` + exactly `2 * N` hex digits (either case).
+fn from_hex_array<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    let digits = hex.strip_prefix(b"0x")?;
+    if digits.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (hex_val(pair[0])?, hex_val(pair[1])?);
+        *byte = (hi << 4) | lo;
+    }
+    Some(out)
 }
 
 fn hex_val(c: u8) -> Option<u8> {
@@ -129,6 +160,18 @@ fn hex_val(c: u8) -> Option<u8> {
         b'a'..=b'f' => Some(c - b'a' + 10),
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
+    }
+}
+
+impl AsRef<[u8]> for ChannelId {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<[u8; 32]> for ChannelId {
+    fn from(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 }
 
@@ -182,6 +225,28 @@ pub enum PseMessage {
         /// The JSON text (not parsed here).
         message: String,
     },
+    /// `prompt` (this crate's extension; web3torrent acks and ignores it): the seeder's credit
+    /// for the receiver is running low, pay ahead. Data `{amount: "<wei, decimal>", bytes:
+    /// <int>}`. Decoding is lenient like web3torrent: a missing or malformed field reads as 0
+    /// (`amount` may also be an integer). `bytes` above `i64::MAX` is encoded as `i64::MAX`.
+    Prompt {
+        /// The bytes the seeder suggests paying for.
+        bytes: u64,
+        /// Their price in wei.
+        amount: u128,
+    },
+    /// `auth-challenge` (this crate's extension): prove your account by signing `nonce`. Data
+    /// `{nonce: "0x" + 64 hex digits}`.
+    AuthChallenge {
+        /// The nonce to sign.
+        nonce: [u8; 32],
+    },
+    /// `auth-proof` (this crate's extension): the answer to an `auth-challenge`. Data
+    /// `{signature: "0x" + 130 hex digits}` (`r ‖ s ‖ v`).
+    AuthProof {
+        /// The signature, `r ‖ s ‖ v`.
+        signature: [u8; 65],
+    },
     /// A command this crate does not know, kept as received. `command` is never one of the
     /// known commands.
     Unknown {
@@ -201,7 +266,36 @@ impl PseMessage {
             Self::PermanentStop { .. } => command::PERMANENT_STOP,
             Self::Ack => command::ACK,
             Self::Message { .. } => command::MESSAGE,
+            Self::Prompt { .. } => command::PROMPT,
+            Self::AuthChallenge { .. } => command::AUTH_CHALLENGE,
+            Self::AuthProof { .. } => command::AUTH_PROOF,
             Self::Unknown { command, .. } => command,
+        }
+    }
+
+    /// The `data` of the commands this crate added (`prompt`, `auth-*`), as a bencode value.
+    fn extension_data(&self) -> Option<Value> {
+        let dict = |key: &[u8], value: Value| Value::Dict([(key.to_vec(), value)].into());
+        match self {
+            Self::Prompt { bytes, amount } => Some(Value::Dict(
+                [
+                    (
+                        b"amount".to_vec(),
+                        Value::Bytes(amount.to_string().into_bytes()),
+                    ),
+                    (
+                        b"bytes".to_vec(),
+                        Value::Int(i64::try_from(*bytes).unwrap_or(i64::MAX)),
+                    ),
+                ]
+                .into(),
+            )),
+            Self::AuthChallenge { nonce } => Some(dict(b"nonce", Value::Bytes(to_hex_vec(nonce)))),
+            Self::AuthProof { signature } => {
+                Some(dict(b"signature", Value::Bytes(to_hex_vec(signature))))
+            }
+            Self::Unknown { data, .. } => data.clone(),
+            _ => None,
         }
     }
 
@@ -225,7 +319,12 @@ impl PseMessage {
                 // d 7:message <len>:<json> e
                 DATA_KEY + 1 + 9 + uint_len(message.len() as u64) + 1 + message.len() + 1
             }
-            Self::Unknown { data, .. } => data.as_ref().map_or(0, |d| DATA_KEY + d.encoded_len()),
+            Self::Prompt { .. }
+            | Self::AuthChallenge { .. }
+            | Self::AuthProof { .. }
+            | Self::Unknown { .. } => self
+                .extension_data()
+                .map_or(0, |d| DATA_KEY + d.encoded_len()),
         };
         FIXED + uint_len(command as u64) + 1 + command + data
     }
@@ -255,8 +354,11 @@ impl PseMessage {
                 put_bytes(dst, message.as_bytes());
                 dst.put_u8(b'e');
             }
-            Self::Unknown { data, .. } => {
-                if let Some(data) = data {
+            Self::Prompt { .. }
+            | Self::AuthChallenge { .. }
+            | Self::AuthProof { .. }
+            | Self::Unknown { .. } => {
+                if let Some(data) = self.extension_data() {
                     data_key(dst);
                     data.encode(dst);
                 }
@@ -314,6 +416,13 @@ impl PseMessage {
                     _ => return Err(PseError::InvalidMessageData),
                 }
             }
+            command::PROMPT => prompt(data.as_ref()),
+            command::AUTH_CHALLENGE => Self::AuthChallenge {
+                nonce: hex_field(data, b"nonce", command::AUTH_CHALLENGE)?,
+            },
+            command::AUTH_PROOF => Self::AuthProof {
+                signature: hex_field(data, b"signature", command::AUTH_PROOF)?,
+            },
             _ => Self::Unknown { command, data },
         };
         msg.check_reencoding()?;
@@ -332,9 +441,11 @@ impl PseMessage {
         }
         // Top level: command, msg_type, and data when present.
         let items = match self {
-            Self::Unknown { data: None, .. } => 2,
-            Self::Unknown { data: Some(d), .. } => 3 + d.item_count(),
             Self::Message { .. } => 4,
+            Self::Prompt { .. }
+            | Self::AuthChallenge { .. }
+            | Self::AuthProof { .. }
+            | Self::Unknown { .. } => self.extension_data().map_or(2, |d| 3 + d.item_count()),
             _ => 3,
         };
         if items > PSE_LIMITS.max_items {
@@ -344,6 +455,41 @@ impl PseMessage {
         }
         Ok(())
     }
+}
+
+/// `prompt` data, read leniently: a missing or malformed field is 0.
+fn prompt(data: Option<&Value>) -> PseMessage {
+    let field = |key: &[u8]| data?.as_dict()?.get(key);
+    let bytes = field(b"bytes")
+        .and_then(Value::as_int)
+        .and_then(|b| u64::try_from(b).ok())
+        .unwrap_or(0);
+    let amount = match field(b"amount") {
+        Some(Value::Bytes(a)) => std::str::from_utf8(a)
+            .ok()
+            .and_then(|a| a.parse::<u128>().ok())
+            .unwrap_or(0),
+        Some(Value::Int(a)) => u128::try_from(*a).unwrap_or(0),
+        _ => 0,
+    };
+    PseMessage::Prompt { bytes, amount }
+}
+
+/// The `0x` hex value under `key` in a dictionary `data`, exactly `N` bytes long.
+fn hex_field<const N: usize>(
+    data: Option<Value>,
+    key: &'static [u8],
+    command: &'static str,
+) -> Result<[u8; N], PseError> {
+    let hex = match data {
+        Some(Value::Dict(mut d)) => d.remove(key),
+        _ => None,
+    };
+    match hex {
+        Some(Value::Bytes(hex)) => from_hex_array(&hex),
+        _ => None,
+    }
+    .ok_or(PseError::InvalidHexField { command })
 }
 
 fn channel_id(data: Option<Value>, command: &'static str) -> Result<Option<ChannelId>, PseError> {

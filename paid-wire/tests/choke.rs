@@ -6,14 +6,14 @@ use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use paid_wire::choke::{
-    Action, BlockedPolicy, ChannelId, ChokeConfig, ChokeController, ConfigError, DisconnectReason,
-    PayReason, PayerAction, PayerConfig, PaymentPlanner, PeerMisbehaviour, PromptPolicy,
-    RefuseReason, RequestOutcome, StopOutcome, TrustPolicy, UsageError, Watermark,
+    BlockedPolicy, ChannelId, ChokeConfig, ChokeController, ConfigError, DisconnectReason,
+    GateAction, PayReason, PayerAction, PayerConfig, PaymentPlanner, PeerMisbehaviour,
+    PromptPolicy, RefuseReason, RequestOutcome, StopOutcome, TrustPolicy, UsageError, Watermark,
 };
 use paid_wire::message::BlockRequest;
 
 const BLOCK: u32 = 16 * 1024;
-const CH: ChannelId = [0xab; 32];
+const CH: ChannelId = ChannelId([0xab; 32]);
 
 fn req(index: u32) -> BlockRequest {
     BlockRequest {
@@ -23,7 +23,7 @@ fn req(index: u32) -> BlockRequest {
     }
 }
 
-fn drain(c: &mut ChokeController) -> Vec<Action> {
+fn drain(c: &mut ChokeController) -> Vec<GateAction> {
     std::iter::from_fn(|| c.poll_action()).collect()
 }
 
@@ -47,11 +47,11 @@ fn attached(config: ChokeConfig) -> (ChokeController, Instant) {
     (c, now)
 }
 
-fn serves(actions: &[Action]) -> Vec<BlockRequest> {
+fn serves(actions: &[GateAction]) -> Vec<BlockRequest> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Serve(r) => Some(*r),
+            GateAction::Serve(r) => Some(*r),
             _ => None,
         })
         .collect()
@@ -65,7 +65,7 @@ fn serves_when_credit_covers_and_debits_at_serve_time() {
     c.handle_payment(now, CH, 2 * u128::from(BLOCK)).unwrap();
     assert_eq!(c.credit(), 2 * u64::from(BLOCK));
     assert_eq!(c.handle_request(now, req(0)), Ok(RequestOutcome::Served));
-    assert_eq!(drain(&mut c), vec![Action::Serve(req(0))]);
+    assert_eq!(drain(&mut c), vec![GateAction::Serve(req(0))]);
     // Debited at serve time, before the engine reports the bytes as sent.
     assert_eq!(c.credit(), u64::from(BLOCK));
     assert_eq!(c.stats().bytes_committed, u64::from(BLOCK));
@@ -78,7 +78,7 @@ fn uncovered_requests_queue_and_stop_is_sent_once_per_exhaustion() {
     for i in 0..5 {
         assert_eq!(c.handle_request(now, req(i)), Ok(RequestOutcome::Queued));
     }
-    assert_eq!(drain(&mut c), vec![Action::SendStop { channel_id: CH }]);
+    assert_eq!(drain(&mut c), vec![GateAction::SendStop { channel_id: CH }]);
     assert_eq!(c.queued_len(), 5);
     assert_eq!(c.stats().stops_sent, 1);
     assert!(c.is_stopped());
@@ -111,7 +111,7 @@ fn regression_unit_mix_wei_vs_bytes() {
         ..cfg()
     });
     c.handle_request(now, req(0)).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::SendStop { channel_id: CH }]);
+    assert_eq!(drain(&mut c), vec![GateAction::SendStop { channel_id: CH }]);
     c.handle_payment(now, CH, u128::from(BLOCK)).unwrap();
     assert_eq!(c.credit(), u64::from(BLOCK) / 5);
     let a = drain(&mut c);
@@ -139,10 +139,10 @@ fn payment_sends_start_then_replays_queue_in_order() {
     assert_eq!(
         drain(&mut c),
         vec![
-            Action::SendStart { channel_id: CH },
-            Action::Serve(req(0)),
-            Action::Serve(req(1)),
-            Action::Serve(req(2)),
+            GateAction::SendStart { channel_id: CH },
+            GateAction::Serve(req(0)),
+            GateAction::Serve(req(1)),
+            GateAction::Serve(req(2)),
         ]
     );
     assert!(!c.is_stopped());
@@ -160,10 +160,10 @@ fn replay_that_exhausts_credit_again_sends_a_new_stop() {
     assert_eq!(
         drain(&mut c),
         vec![
-            Action::SendStart { channel_id: CH },
-            Action::Serve(req(0)),
-            Action::Serve(req(1)),
-            Action::SendStop { channel_id: CH },
+            GateAction::SendStart { channel_id: CH },
+            GateAction::Serve(req(0)),
+            GateAction::Serve(req(1)),
+            GateAction::SendStop { channel_id: CH },
         ]
     );
     assert_eq!(
@@ -202,7 +202,7 @@ fn duplicate_queued_request_is_answered_once() {
     c.handle_permanent_stop(now);
     let rejects = drain(&mut c)
         .into_iter()
-        .filter(|a| *a == Action::Reject(req(0)))
+        .filter(|a| *a == GateAction::Reject(req(0)))
         .count();
     assert_eq!(rejects, 1);
 }
@@ -229,13 +229,13 @@ fn oversized_request_is_misbehaviour_and_never_served() {
             max: BLOCK
         })
     );
-    assert_eq!(drain(&mut c), vec![Action::Reject(big)]);
+    assert_eq!(drain(&mut c), vec![GateAction::Reject(big)]);
     let empty = BlockRequest { length: 0, ..big };
     assert_eq!(
         c.handle_request(now, empty),
         Err(PeerMisbehaviour::EmptyRequest { request: empty })
     );
-    assert_eq!(drain(&mut c), vec![Action::Reject(empty)]);
+    assert_eq!(drain(&mut c), vec![GateAction::Reject(empty)]);
     assert_eq!(c.stats().invalid_requests, 2);
     assert_eq!(c.stats().bytes_committed, 0);
 }
@@ -292,7 +292,7 @@ fn queue_overflow_rejects_with_fast_and_drops_without() {
         assert_eq!(c.stats().queue_overflows, 1);
         let a = drain(&mut c);
         if fast {
-            assert_eq!(a, vec![Action::Reject(req(2))]);
+            assert_eq!(a, vec![GateAction::Reject(req(2))]);
         } else {
             assert_eq!(a, vec![]);
         }
@@ -311,11 +311,11 @@ fn disconnect_after_n_strikes_is_emitted_once() {
     }
     let disconnects: Vec<_> = drain(&mut c)
         .into_iter()
-        .filter(|a| matches!(a, Action::Disconnect(_)))
+        .filter(|a| matches!(a, GateAction::Disconnect(_)))
         .collect();
     assert_eq!(
         disconnects,
-        vec![Action::Disconnect(DisconnectReason::QueueOverflow)]
+        vec![GateAction::Disconnect(DisconnectReason::QueueOverflow)]
     );
     assert_eq!(c.strikes(), 5);
 }
@@ -340,7 +340,7 @@ fn cancel_removes_a_queued_request_and_rejects_it_under_fast() {
         assert_eq!(
             a,
             if fast {
-                vec![Action::Reject(req(0))]
+                vec![GateAction::Reject(req(0))]
             } else {
                 vec![]
             }
@@ -366,14 +366,17 @@ fn refuse_immediately_policy_rejects_and_still_stops_once() {
     assert_eq!(
         drain(&mut c),
         vec![
-            Action::Reject(req(0)),
-            Action::SendStop { channel_id: CH },
-            Action::Reject(req(1)),
+            GateAction::Reject(req(0)),
+            GateAction::SendStop { channel_id: CH },
+            GateAction::Reject(req(1)),
         ]
     );
     assert_eq!(c.queued_len(), 0);
     c.handle_payment(now, CH, u128::from(BLOCK)).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::SendStart { channel_id: CH }]);
+    assert_eq!(
+        drain(&mut c),
+        vec![GateAction::SendStart { channel_id: CH }]
+    );
     assert_eq!(c.handle_request(now, req(0)), Ok(RequestOutcome::Served));
 }
 
@@ -403,7 +406,7 @@ fn engine_choke_clears_queue_with_rejects_under_fast_and_keeps_payment_state() {
     c.handle_choke(now);
     assert_eq!(
         drain(&mut c),
-        vec![Action::Reject(req(0)), Action::Reject(req(1))]
+        vec![GateAction::Reject(req(0)), GateAction::Reject(req(1))]
     );
     assert!(
         c.is_stopped(),
@@ -416,7 +419,10 @@ fn engine_choke_clears_queue_with_rejects_under_fast_and_keeps_payment_state() {
     drain(&mut c);
     // Payment while choked: START (the payment gate opens) but nothing is served.
     c.handle_payment(now, CH, u128::from(BLOCK)).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::SendStart { channel_id: CH }]);
+    assert_eq!(
+        drain(&mut c),
+        vec![GateAction::SendStart { channel_id: CH }]
+    );
     c.handle_unchoke(now);
     assert_eq!(c.handle_request(now, req(3)), Ok(RequestOutcome::Served));
 }
@@ -437,7 +443,7 @@ fn payment_gate_does_not_touch_engine_choke() {
     let (mut c, now) = attached(cfg());
     c.handle_request(now, req(0)).unwrap();
     let a = drain(&mut c);
-    assert!(!a.iter().any(|a| matches!(a, Action::Reject(_))));
+    assert!(!a.iter().any(|a| matches!(a, GateAction::Reject(_))));
     assert!(!c.is_choked());
 }
 
@@ -456,10 +462,10 @@ fn permanent_stop_clears_queue_and_refuses_later_requests() {
     assert_eq!(
         drain(&mut c),
         vec![
-            Action::SendPermanentStop {
+            GateAction::SendPermanentStop {
                 channel_id: Some(CH)
             },
-            Action::Reject(req(0)),
+            GateAction::Reject(req(0)),
         ]
     );
     assert_eq!(
@@ -468,7 +474,7 @@ fn permanent_stop_clears_queue_and_refuses_later_requests() {
     );
     // Money arriving afterwards is counted, but nothing restarts.
     c.handle_payment(now, CH, 1 << 20).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::Reject(req(1))]);
+    assert_eq!(drain(&mut c), vec![GateAction::Reject(req(1))]);
     assert_eq!(c.stats().bytes_paid, 1 << 20);
 }
 
@@ -478,7 +484,7 @@ fn permanent_stop_before_any_channel_carries_no_id() {
     c.handle_permanent_stop(Instant::now());
     assert_eq!(
         drain(&mut c),
-        vec![Action::SendPermanentStop { channel_id: None }]
+        vec![GateAction::SendPermanentStop { channel_id: None }]
     );
 }
 
@@ -500,8 +506,8 @@ fn unpaid_stop_times_out_once_and_clears_the_queue() {
     assert_eq!(
         drain(&mut c),
         vec![
-            Action::PaymentOverdue { channel_id: CH },
-            Action::Reject(req(0))
+            GateAction::PaymentOverdue { channel_id: CH },
+            GateAction::Reject(req(0))
         ]
     );
     assert_eq!(c.next_deadline(), None);
@@ -582,7 +588,7 @@ fn low_watermark_prompt_is_emitted_once_per_refill() {
     let a = drain(&mut c);
     assert_eq!(
         a.last(),
-        Some(&Action::PromptPayment {
+        Some(&GateAction::PromptPayment {
             channel_id: CH,
             suggested_bytes: 4 * u64::from(BLOCK),
             suggested_amount: 2 * 4 * u128::from(BLOCK),
@@ -611,8 +617,8 @@ fn prompt_with_fixed_watermark_and_suggestion() {
     assert_eq!(
         drain(&mut c),
         vec![
-            Action::Serve(req(0)),
-            Action::PromptPayment {
+            GateAction::Serve(req(0)),
+            GateAction::PromptPayment {
                 channel_id: CH,
                 suggested_bytes: 1 << 20,
                 suggested_amount: 1 << 20,
@@ -633,10 +639,10 @@ fn no_prompt_while_a_stop_is_outstanding() {
     })
     .unwrap();
     c.handle_request(now, req(0)).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::NeedChannel]);
+    assert_eq!(drain(&mut c), vec![GateAction::NeedChannel]);
     // Blocked demand at channel-ready: STOP, and no prompt on top of it.
     c.handle_channel_ready(now, CH).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::SendStop { channel_id: CH }]);
+    assert_eq!(drain(&mut c), vec![GateAction::SendStop { channel_id: CH }]);
     c.handle_request(now, req(1)).unwrap();
     assert_eq!(drain(&mut c), vec![]);
     // Without blocked demand, a channel-ready below the watermark prompts at once.
@@ -696,17 +702,17 @@ fn regression_2220_burst_of_first_requests_one_channel() {
     let a = drain(&mut c);
     assert_eq!(
         a,
-        vec![Action::NeedChannel],
+        vec![GateAction::NeedChannel],
         "one channel for the whole burst"
     );
     assert!(c.is_channel_pending());
     assert_eq!(c.queued_len(), 50);
     c.handle_channel_ready(now, CH).unwrap();
-    assert_eq!(drain(&mut c), vec![Action::SendStop { channel_id: CH }]);
+    assert_eq!(drain(&mut c), vec![GateAction::SendStop { channel_id: CH }]);
     for i in 50..60 {
         c.handle_request(now, req(i)).unwrap();
     }
-    assert!(!drain(&mut c).contains(&Action::NeedChannel));
+    assert!(!drain(&mut c).contains(&GateAction::NeedChannel));
 }
 
 #[test]
@@ -731,7 +737,7 @@ fn regression_1178_no_free_data_while_joining() {
     }
     assert_eq!(
         drain(&mut c),
-        vec![Action::NeedChannel, Action::Serve(req(0))]
+        vec![GateAction::NeedChannel, GateAction::Serve(req(0))]
     );
 
     // Strict: not even the allowance before the channel; served once it is ready.
@@ -744,11 +750,14 @@ fn regression_1178_no_free_data_while_joining() {
     for i in 0..5 {
         c.handle_request(now, req(i)).unwrap();
     }
-    assert_eq!(drain(&mut c), vec![Action::NeedChannel]);
+    assert_eq!(drain(&mut c), vec![GateAction::NeedChannel]);
     c.handle_channel_ready(now, CH).unwrap();
     assert_eq!(
         drain(&mut c),
-        vec![Action::Serve(req(0)), Action::SendStop { channel_id: CH }]
+        vec![
+            GateAction::Serve(req(0)),
+            GateAction::SendStop { channel_id: CH }
+        ]
     );
 }
 
@@ -757,10 +766,10 @@ fn channel_ready_is_idempotent_and_rejects_a_second_channel() {
     let (mut c, now) = attached(cfg());
     assert_eq!(c.handle_channel_ready(now, CH), Ok(()));
     assert_eq!(
-        c.handle_channel_ready(now, [1; 32]),
+        c.handle_channel_ready(now, ChannelId([1; 32])),
         Err(UsageError::WrongChannel {
             attached: CH,
-            got: [1; 32]
+            got: ChannelId([1; 32])
         })
     );
     assert_eq!(c.channel_id(), Some(CH));
@@ -773,10 +782,10 @@ fn payment_before_channel_or_on_another_channel_is_misuse() {
     assert_eq!(c.handle_payment(now, CH, 5), Err(UsageError::NoChannel));
     c.handle_channel_ready(now, CH).unwrap();
     assert_eq!(
-        c.handle_payment(now, [2; 32], 5),
+        c.handle_payment(now, ChannelId([2; 32]), 5),
         Err(UsageError::WrongChannel {
             attached: CH,
-            got: [2; 32]
+            got: ChannelId([2; 32])
         })
     );
     assert_eq!(c.stats().wei_received, 0);
@@ -812,7 +821,10 @@ fn zero_payment_is_harmless() {
     c.handle_payment(now, CH, 7 * u128::from(BLOCK)).unwrap();
     assert_eq!(
         drain(&mut c),
-        vec![Action::SendStart { channel_id: CH }, Action::Serve(req(0))]
+        vec![
+            GateAction::SendStart { channel_id: CH },
+            GateAction::Serve(req(0))
+        ]
     );
 }
 
@@ -842,7 +854,7 @@ fn huge_amounts_saturate_instead_of_overflowing() {
     c.handle_payment(now, CH, u128::MAX).unwrap();
     assert_eq!(c.stats().bytes_paid, 1);
     let a = drain(&mut c);
-    assert!(a.contains(&Action::PromptPayment {
+    assert!(a.contains(&GateAction::PromptPayment {
         channel_id: CH,
         suggested_bytes: u64::MAX,
         suggested_amount: u128::MAX,
@@ -899,9 +911,9 @@ fn set_fast_negotiated_switches_reject_vs_drop() {
     let _ = c.handle_request(now, req(1));
     let rejects: Vec<_> = drain(&mut c)
         .into_iter()
-        .filter(|a| matches!(a, Action::Reject(_)))
+        .filter(|a| matches!(a, GateAction::Reject(_)))
         .collect();
-    assert_eq!(rejects, vec![Action::Reject(req(1))]);
+    assert_eq!(rejects, vec![GateAction::Reject(req(1))]);
 }
 
 // ------------------------------------------------------------------------------- payer
@@ -1056,20 +1068,20 @@ fn regression_1876_stop_while_blocked_no_deadlock() {
         seeder.handle_request(now, req(i)).unwrap();
     }
     let mut served = Vec::new();
-    let mut to_payer: VecDeque<Action> = drain(&mut seeder).into();
+    let mut to_payer: VecDeque<GateAction> = drain(&mut seeder).into();
     // Spurious duplicate STOP on the wire.
-    to_payer.push_back(Action::SendStop { channel_id: CH });
+    to_payer.push_back(GateAction::SendStop { channel_id: CH });
     let mut rounds = 0;
     while served.len() < 5 {
         rounds += 1;
         assert!(rounds < 20, "deadlock: served {served:?}");
         while let Some(a) = to_payer.pop_front() {
             match a {
-                Action::SendStop { channel_id } => {
+                GateAction::SendStop { channel_id } => {
                     payer.handle_stop(channel_id);
                 }
-                Action::SendStart { .. } => payer.handle_start(),
-                Action::Serve(r) => {
+                GateAction::SendStart { .. } => payer.handle_start(),
+                GateAction::Serve(r) => {
                     served.push(r);
                     seeder.handle_bytes_sent(now, r, r.length).unwrap();
                 }
@@ -1182,7 +1194,7 @@ mod props {
         c: &ChokeController,
         m: &mut Model,
         current: Option<(BlockRequest, Result<RequestOutcome, PeerMisbehaviour>)>,
-        actions: &[Action],
+        actions: &[GateAction],
         fast: bool,
     ) -> Result<(), TestCaseError> {
         let mut current_answer_pending = match &current {
@@ -1195,7 +1207,7 @@ mod props {
         }
         for a in actions {
             match a {
-                Action::Serve(r) | Action::Reject(r) => {
+                GateAction::Serve(r) | GateAction::Reject(r) => {
                     let is_current = current.as_ref().is_some_and(|(cr, _)| cr == r);
                     if is_current && current_answer_pending {
                         current_answer_pending = false;
@@ -1203,21 +1215,21 @@ mod props {
                         prop_assert!(m.owed.remove(r), "answer to a request not owed: {a:?}");
                     }
                     m.answered += 1;
-                    if matches!(a, Action::Serve(_)) {
+                    if matches!(a, GateAction::Serve(_)) {
                         m.in_flight.push(*r);
                     } else {
                         prop_assert!(fast, "reject without BEP 6");
                     }
                 }
-                Action::SendStop { .. } => {
+                GateAction::SendStop { .. } => {
                     prop_assert_ne!(m.last_gate, Some(true), "two STOPs without a START");
                     m.last_gate = Some(true);
                 }
-                Action::SendStart { .. } => {
+                GateAction::SendStart { .. } => {
                     prop_assert_eq!(m.last_gate, Some(true), "START without a STOP");
                     m.last_gate = Some(false);
                 }
-                Action::NeedChannel => m.need_channel += 1,
+                GateAction::NeedChannel => m.need_channel += 1,
                 _ => {}
             }
         }
@@ -1442,12 +1454,12 @@ fn simulate(total: u64, granularity: u64, pipeline: u32, prompt: bool) -> SimRes
             }
             while let Some(a) = seeder.poll_action() {
                 match a {
-                    Action::NeedChannel => {
+                    GateAction::NeedChannel => {
                         // Channel setup: one round trip.
                         send(&mut wire, t + 2 * latency, true, Msg::ChannelReady);
                         payer.handle_channel_ready(CH);
                     }
-                    Action::Serve(r) => {
+                    GateAction::Serve(r) => {
                         upload_free_at = upload_free_at.max(t) + block_us;
                         seeder.handle_bytes_sent(now, r, r.length).unwrap();
                         send(
@@ -1457,17 +1469,17 @@ fn simulate(total: u64, granularity: u64, pipeline: u32, prompt: bool) -> SimRes
                             Msg::Piece(r.index),
                         );
                     }
-                    Action::SendStop { .. } => {
+                    GateAction::SendStop { .. } => {
                         if warm {
                             stops_after_warmup += 1;
                         }
                         send(&mut wire, t + latency, false, Msg::Stop);
                     }
-                    Action::SendStart { .. } => {
+                    GateAction::SendStart { .. } => {
                         warm = true;
                         send(&mut wire, t + latency, false, Msg::Start);
                     }
-                    Action::PromptPayment { .. } => {
+                    GateAction::PromptPayment { .. } => {
                         send(&mut wire, t + latency, false, Msg::Prompt)
                     }
                     other => panic!("unexpected {other:?}"),

@@ -256,6 +256,97 @@ fn malformed_payloads_are_typed_errors() {
     }
 }
 
+/// The commands this crate adds to web3torrent's (`prompt`, `auth-challenge`, `auth-proof`).
+fn extension_fixtures() -> Vec<(PseMessage, Vec<u8>)> {
+    let mut challenge = b"d7:command14:auth-challenge4:datad5:nonce66:0x".to_vec();
+    challenge.extend_from_slice(&b"a5".repeat(32));
+    challenge.extend_from_slice(b"e8:msg_typei0ee");
+    let mut proof = b"d7:command10:auth-proof4:datad9:signature132:0x".to_vec();
+    proof.extend_from_slice(&b"5a".repeat(65));
+    proof.extend_from_slice(b"e8:msg_typei0ee");
+    vec![
+        (
+            PseMessage::Prompt {
+                bytes: 65536,
+                amount: 7,
+            },
+            b"d7:command6:prompt4:datad6:amount1:75:bytesi65536ee8:msg_typei0ee".to_vec(),
+        ),
+        (PseMessage::AuthChallenge { nonce: [0xa5; 32] }, challenge),
+        (
+            PseMessage::AuthProof {
+                signature: [0x5a; 65],
+            },
+            proof,
+        ),
+    ]
+}
+
+#[test]
+fn extension_commands_have_exact_bytes_and_round_trip() {
+    for (msg, wire) in extension_fixtures() {
+        assert_eq!(msg.encode(), wire, "{msg:?}");
+        assert_eq!(msg.encoded_len(), wire.len(), "{msg:?}");
+        assert_eq!(PseMessage::decode(&wire), Ok(msg));
+    }
+    let max = PseMessage::Prompt {
+        bytes: i64::MAX as u64,
+        amount: u128::MAX,
+    };
+    assert_eq!(PseMessage::decode(&max.encode()), Ok(max));
+}
+
+#[test]
+fn prompt_is_read_leniently() {
+    let prompt = |bytes, amount| Ok(PseMessage::Prompt { bytes, amount });
+    assert_eq!(PseMessage::decode(b"d7:command6:prompte"), prompt(0, 0));
+    assert_eq!(
+        PseMessage::decode(b"d7:command6:prompt4:datad6:amounti9e5:bytesi-1eee"),
+        prompt(0, 9)
+    );
+    assert_eq!(
+        PseMessage::decode(b"d7:command6:prompt4:datad6:amount2:x15:bytesi3eee"),
+        prompt(3, 0)
+    );
+}
+
+#[test]
+fn malformed_auth_data_is_a_typed_error() {
+    let challenge = PseError::InvalidHexField {
+        command: "auth-challenge",
+    };
+    let proof = PseError::InvalidHexField {
+        command: "auth-proof",
+    };
+    let cases: Vec<(&[u8], &PseError)> = vec![
+        (b"d7:command14:auth-challengee", &challenge),
+        (
+            b"d7:command14:auth-challenge4:datad5:nonce4:0x12ee",
+            &challenge,
+        ),
+        (b"d7:command14:auth-challenge4:datai1ee", &challenge),
+        (b"d7:command10:auth-proof4:datadee", &proof),
+        (b"d7:command10:auth-proof4:datai1ee", &proof),
+        (b"d7:command10:auth-proof4:datad9:signaturei1eee", &proof),
+    ];
+    for (input, err) in cases {
+        assert_eq!(
+            PseMessage::decode(input).as_ref(),
+            Err(err),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // Upper-case hex is accepted, as for channel ids.
+    let mut upper = b"d7:command14:auth-challenge4:datad5:nonce66:0x".to_vec();
+    upper.extend_from_slice(&[b'A'; 64]);
+    upper.extend_from_slice(b"ee");
+    assert_eq!(
+        PseMessage::decode(&upper),
+        Ok(PseMessage::AuthChallenge { nonce: [0xaa; 32] })
+    );
+}
+
 #[test]
 fn trailing_byte_after_every_fixture_is_rejected() {
     for (_, mut wire) in fixtures() {
@@ -356,4 +447,79 @@ fn input_whose_reencoding_exceeds_the_bounds_is_rejected() {
     let regression =
         include_bytes!("../../fuzz/regressions/pse_decode/reencoding-exceeds-item-limit");
     assert!(PseMessage::decode(regression).is_err());
+}
+
+// Moved from torrent-glue's former `Notice` mirror, now that the commands it added live here
+// (its exact-bytes test is `every_command_is_byte_identical_to_web3torrent`'s fixtures).
+
+#[test]
+fn glue_notices_round_trip() {
+    for n in [
+        PseMessage::Stop {
+            channel_id: Some(ChannelId([1; 32])),
+        },
+        PseMessage::Stop { channel_id: None },
+        PseMessage::PermanentStop {
+            channel_id: Some(ChannelId([2; 32])),
+        },
+        PseMessage::Start,
+        PseMessage::Ack,
+        PseMessage::Message {
+            message: "{\"recipient\":\"0x1\"}".into(),
+        },
+        PseMessage::Prompt {
+            bytes: 65536,
+            amount: u128::MAX,
+        },
+        PseMessage::AuthChallenge { nonce: [0xa5; 32] },
+        PseMessage::AuthProof {
+            signature: [0x5a; 65],
+        },
+        PseMessage::Unknown {
+            command: "frobnicate".into(),
+            data: None,
+        },
+    ] {
+        assert_eq!(PseMessage::decode(&n.encode()), Ok(n));
+    }
+}
+
+#[test]
+fn glue_notices_tolerant_where_web3torrent_is() {
+    // Missing data (channel id was null), upper-case hex.
+    assert_eq!(
+        PseMessage::decode(b"d7:command4:stop8:msg_typei0ee"),
+        Ok(PseMessage::Stop { channel_id: None })
+    );
+    let mut upper = b"d7:command4:stop4:data66:0x".to_vec();
+    upper.extend_from_slice(&[b'A'; 64]);
+    upper.extend_from_slice(b"e");
+    assert_eq!(
+        PseMessage::decode(&upper),
+        Ok(PseMessage::Stop {
+            channel_id: Some(ChannelId([0xaa; 32]))
+        })
+    );
+}
+
+#[test]
+fn glue_notices_reject_garbage_without_panicking() {
+    for bad in [
+        &b""[..],
+        b"d",
+        b"de",
+        b"le",
+        b"i1e",
+        b"d7:command4:stop4:data3:0x1e",
+        b"d7:command7:message4:datadee",
+        b"d7:command5:start4:datade8:msg_typei0eeX",
+        b"d7:commandi1ee",
+        b"d99999999999999999999:x",
+        b"dddddddddddd",
+        b"d7:command14:auth-challenge4:datad5:nonce4:0x12ee",
+        b"d7:command10:auth-proof4:datadee",
+        b"d7:command10:auth-proof4:datai1ee",
+    ] {
+        assert!(PseMessage::decode(bad).is_err(), "{bad:?}");
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use payment_channel::channel::Event;
-use payment_channel::client::{ChannelEvent, Client, ClientConfig, Transport, TransportError};
+use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
@@ -47,7 +47,7 @@ async fn open(
     signer: Arc<LocalSigner>,
     config: ClientConfig,
     pipe: DuplexStream,
-) -> Result<(Client, mpsc::UnboundedReceiver<ChannelEvent>)> {
+) -> Result<(Client, mpsc::UnboundedReceiver<ClientEvent>)> {
     let (read, write) = tokio::io::split(pipe);
     let transport: Arc<dyn Transport> = Arc::new(PipeTransport(Mutex::new(write)));
     let (client, events) = Client::open(
@@ -72,7 +72,7 @@ async fn open(
 
 /// Waits (at most 10 s) for an event that `pick` recognizes.
 async fn wait_for<T>(
-    events: &mut mpsc::UnboundedReceiver<ChannelEvent>,
+    events: &mut mpsc::UnboundedReceiver<ClientEvent>,
     pick: impl Fn(&Event) -> Option<T>,
 ) -> Result<T> {
     tokio::time::timeout(Duration::from_secs(10), async {

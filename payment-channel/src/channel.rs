@@ -91,6 +91,8 @@ use crate::state::{
 };
 use crate::voucher::Voucher;
 
+pub use crate::role::{PhaseKind, Role};
+
 /// Turn number of the prefund state.
 pub const PREFUND_TURN: u64 = 0;
 /// Turn number of the postfund state.
@@ -99,52 +101,6 @@ pub const POSTFUND_TURN: u64 = 1;
 pub const REDEMPTION_TURN: u64 = 2;
 /// Turn number of the final state of a cooperative close.
 pub const FINAL_TURN: u64 = 3;
-
-/// Which side of the channel we are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Role {
-    /// Participant 0: deposits and signs vouchers.
-    Payer,
-    /// Participant 1: proposes the channel and receives vouchers.
-    Payee,
-}
-
-impl Role {
-    /// Index in `participants` and in the outcome's allocations.
-    pub fn index(self) -> usize {
-        match self {
-            Self::Payer => 0,
-            Self::Payee => 1,
-        }
-    }
-
-    /// The other role.
-    pub fn other(self) -> Self {
-        match self {
-            Self::Payer => Self::Payee,
-            Self::Payee => Self::Payer,
-        }
-    }
-}
-
-/// The channel's phase, without its data. The order is the lifecycle order (pinned by a test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum PhaseKind {
-    /// The payee signed the prefund; the payer has not joined.
-    Proposed,
-    /// Prefund signed by both; waiting for `holdings ≥ deposit` on chain.
-    Funding,
-    /// Payer only: deposit done, postfund signed and sent; waiting for the payee's countersignature.
-    AwaitingPostfund,
-    /// Funded and postfund signed by both: vouchers flow.
-    Running,
-    /// We signed the final state; waiting for the countersignature.
-    Closing,
-    /// The final state is signed by both.
-    Closed,
-    /// The channel finalized on chain (concluded or challenge timed out).
-    Finalized,
-}
 
 /// The off-chain phase with its data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,7 +124,7 @@ impl ClientConfig {
 
 /// An [`Event`] of one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelEvent {
+pub struct ClientEvent {
     /// The channel.
     pub channel_id: B256,
     /// What happened.
@@ -164,7 +164,7 @@ struct Inner {
     transport: Option<Arc<dyn Transport>>,
     channels: Mutex<HashMap<B256, Slot>>,
     outbox: Mutex<VecDeque<Envelope>>,
-    events: mpsc::UnboundedSender<ChannelEvent>,
+    events: mpsc::UnboundedSender<ClientEvent>,
     /// Serializes joins, so that two proposals cannot both pass the budget check.
     join_lock: tokio::sync::Mutex<()>,
     /// App addresses whose code was checked to be `PaymentApp` (deployed code does not change).
@@ -235,7 +235,7 @@ impl Client {
         chain: Arc<dyn Chain>,
         store: Arc<dyn ChannelStore>,
         transport: Option<Arc<dyn Transport>>,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<ChannelEvent>), Error> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<ClientEvent>), Error> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut channels = HashMap::new();
         for id in store.channel_ids().await? {
@@ -427,7 +427,7 @@ impl Client {
 
     /// Handles an envelope from a peer. A proposal for a new channel is checked, then joined
     /// automatically when [`ClientConfig::auto_join`] accepts it (or kept for [`Client::join`] when
-    /// there is no policy). Errors are typed; see [`Error::action`].
+    /// there is no policy). Errors are typed; see [`Error::reaction`].
     pub async fn push_message(&self, envelope: Envelope) -> Result<(), Error> {
         let me = self.address();
         if envelope.recipient != me {
@@ -823,7 +823,7 @@ impl Client {
             }
             while let Some(event) = ch.poll_event() {
                 // A dropped receiver only means nobody listens.
-                let _ = self.inner.events.send(ChannelEvent {
+                let _ = self.inner.events.send(ClientEvent {
                     channel_id: ch.id(),
                     event,
                 });

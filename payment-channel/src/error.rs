@@ -1,6 +1,6 @@
 //! Errors of the channel state machine and the client, split by **who caused them**
 //! (after rustls' `InvalidMessage` / `PeerMisbehaved` / `ApiMisuse` split), each with the
-//! [`Action`] the caller should take (after rust-lightning's `ChannelError`).
+//! [`Reaction`] the caller should take (after rust-lightning's `ChannelError`).
 //!
 //! Contract: a [`Channel`](crate::channel::Channel) method that returns `Err` has **not changed**
 //! the channel's state and has queued no output.
@@ -8,14 +8,14 @@
 use alloy_primitives::{Address, B256, U256};
 
 use crate::chain::ChainError;
-use crate::channel::PhaseKind;
+use crate::role::{PhaseKind, Role};
 use crate::sign::SignatureError;
 use crate::store::StoreError;
 
 /// What the caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
-pub enum Action {
+pub enum Reaction {
     /// Nothing: the input was harmless (a replay, a late or reordered message, a local mistake, a
     /// transient failure). The channel is unchanged; retrying later may succeed.
     Ignore,
@@ -55,15 +55,15 @@ pub enum Error {
 
 impl Error {
     /// What to do about this error.
-    pub fn action(&self) -> Action {
+    pub fn reaction(&self) -> Reaction {
         match self {
-            Self::Decode(_) => Action::Disconnect,
-            Self::PeerMisbehaved(p) => p.action(),
+            Self::Decode(_) => Reaction::Disconnect,
+            Self::PeerMisbehaved(p) => p.reaction(),
             Self::Usage(_)
             | Self::Rejected(_)
             | Self::Signer(_)
             | Self::Chain(_)
-            | Self::Store(_) => Action::Ignore,
+            | Self::Store(_) => Reaction::Ignore,
         }
     }
 
@@ -141,7 +141,7 @@ pub enum PeerMisbehaved {
     #[error("{message} is never sent to the {role:?}")]
     WrongRole {
         /// Our role.
-        role: crate::channel::Role,
+        role: Role,
         /// The message kind.
         message: &'static str,
     },
@@ -191,21 +191,21 @@ pub enum PeerMisbehaved {
 
 impl PeerMisbehaved {
     /// What to do about it.
-    pub fn action(&self) -> Action {
+    pub fn reaction(&self) -> Reaction {
         match self {
             Self::LowerVoucher { .. }
             | Self::UnexpectedInPhase { .. }
             | Self::UnknownChannel(_)
-            | Self::WrongParticipant { .. } => Action::Ignore,
+            | Self::WrongParticipant { .. } => Reaction::Ignore,
             Self::BadSignature { .. }
             | Self::WrongChannel { .. }
             | Self::OverDeposit { .. }
             | Self::WrongRole { .. }
             | Self::InvalidProposal(_)
-            | Self::ConflictingProposal(_) => Action::Disconnect,
+            | Self::ConflictingProposal(_) => Reaction::Disconnect,
             Self::CloseBelowPaid { .. }
             | Self::CloseAboveSent { .. }
-            | Self::ConflictingClose { .. } => Action::Challenge,
+            | Self::ConflictingClose { .. } => Reaction::Challenge,
         }
     }
 }
@@ -230,7 +230,7 @@ pub enum UsageError {
         /// What was attempted.
         operation: &'static str,
         /// The role it needs.
-        needed: crate::channel::Role,
+        needed: Role,
     },
     /// The operation is not possible in the channel's phase.
     #[error("{operation} is not possible in phase {phase:?}")]

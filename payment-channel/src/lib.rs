@@ -10,7 +10,9 @@
 //! - [`client::Client`]: the async driver over [`chain::Chain`], [`store::ChannelStore`] and
 //!   [`client::Transport`].
 //! - [`message`]: the wire messages and their compact JSON envelope.
-//! - [`error`]: errors by cause, each with the [`error::Action`] to take.
+//! - [`error`]: errors by cause, each with the [`error::Reaction`] to take.
+//! - [`role`]: [`role::Role`] and [`role::PhaseKind`], shared by the channel, its errors and
+//!   messages.
 //!
 //! # Features
 //! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
@@ -30,10 +32,13 @@ pub mod abi;
 pub mod app;
 pub mod chain;
 pub mod channel;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod error;
 pub mod message;
 pub mod policy;
+pub mod role;
 pub mod sign;
 pub mod state;
 pub mod store;
@@ -43,5 +48,9 @@ pub mod test_utils;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use chain::sim::{SimulatedChain, SimulatedChainHandle, TokenBehaviour};
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use store::{MemoryStore, RedbStore};

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use payment_channel::channel::{Event, PhaseKind};
-use payment_channel::client::{ChannelEvent, Client, ClientConfig, Transport, TransportError};
+use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
 use payment_channel::error::{Error, PeerMisbehaved, PolicyRejection};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
@@ -43,9 +43,9 @@ impl Transport for NetTransport {
 
 struct Node {
     client: Client,
-    events: mpsc::UnboundedReceiver<ChannelEvent>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
     inbox: mpsc::UnboundedReceiver<Envelope>,
-    seen: Vec<ChannelEvent>,
+    seen: Vec<ClientEvent>,
 }
 
 impl Node {

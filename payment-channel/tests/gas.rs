@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use payment_channel::chain::{
     Chain, ChainError, ChainEventRecord, EthereumChain, OnChainStatus, TxReceipt,
 };
-use payment_channel::client::{ChannelEvent, Client, ClientConfig, Transport, TransportError};
+use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signature, Signer};
@@ -173,7 +173,7 @@ impl Transport for NetTransport {
 
 struct Party {
     client: Client,
-    _events: mpsc::UnboundedReceiver<ChannelEvent>,
+    _events: mpsc::UnboundedReceiver<ClientEvent>,
     inbox: mpsc::UnboundedReceiver<Envelope>,
     meter: Arc<GasMeter>,
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use payment_channel::channel::{Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind};
-use payment_channel::error::{Action, Error, PeerMisbehaved, UsageError};
+use payment_channel::error::{Error, PeerMisbehaved, Reaction, UsageError};
 use payment_channel::message::{
     Close, Envelope, Join, MAX_VOUCHER_ENVELOPE_LEN, Message, VoucherMessage,
 };
@@ -203,7 +203,7 @@ fn survives_drop_duplicate_and_reorder() {
     assert_eq!(p.payee.received_total(), u(300), "credits add up exactly");
     // Only harmless errors: replays and too-early messages.
     for (_, e) in &p.errors {
-        assert_eq!(e.action(), Action::Ignore, "{e}");
+        assert_eq!(e.reaction(), Reaction::Ignore, "{e}");
     }
     assert!(p.errors.iter().any(|(_, e)| matches!(
         e,
@@ -427,7 +427,7 @@ fn bad_inputs_are_typed_and_change_nothing() {
             ..
         })
     ));
-    assert_eq!(err.action(), Action::Disconnect);
+    assert_eq!(err.reaction(), Reaction::Disconnect);
 
     // Another channel's voucher: same participants, another nonce.
     let other = Pair::with_nonce(1_000, 2);
@@ -459,7 +459,7 @@ fn bad_inputs_are_typed_and_change_nothing() {
         err,
         Error::PeerMisbehaved(PeerMisbehaved::LowerVoucher { .. })
     ));
-    assert_eq!(err.action(), Action::Ignore);
+    assert_eq!(err.reaction(), Reaction::Ignore);
 
     // Equal voucher: a harmless duplicate (even with a garbage signature: it credits nothing).
     let same = Voucher::sign(id, u(100), &*mallory).unwrap();
@@ -518,7 +518,7 @@ fn bad_inputs_are_typed_and_change_nothing() {
         err,
         Error::PeerMisbehaved(PeerMisbehaved::CloseBelowPaid { .. })
     ));
-    assert_eq!(err.action(), Action::Challenge);
+    assert_eq!(err.reaction(), Reaction::Challenge);
     let greedy = Close {
         channel_id: id,
         amount: u(900),
@@ -782,7 +782,7 @@ fn voucher_envelope_is_small_and_round_trips() {
         &json.replace("\"v\"", "\"x\""),
     ] {
         let e = Envelope::from_json(bad).unwrap_err();
-        assert_eq!(Error::from(e).action(), Action::Disconnect);
+        assert_eq!(Error::from(e).reaction(), Reaction::Disconnect);
     }
     let long = "x".repeat(10_000);
     assert!(matches!(

@@ -11,7 +11,7 @@ use torrent_glue::channel::{ChannelCommand, ChannelEvent, Role};
 use torrent_glue::engine::{
     Direction, EngineCommand, PeerExtendedHandshake, PeerInfo, PeerKey, RequestDecision, TorrentKey,
 };
-use torrent_glue::{Address, BlockRequest, Coordinator, CoordinatorConfig};
+use torrent_glue::{Address, BlockRequest, ChannelId, Coordinator, CoordinatorConfig};
 
 /// Prints and returns the next engine command.
 fn engine(up: &mut Coordinator) -> Option<EngineCommand> {
@@ -61,7 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert!(matches!(create, Some(ChannelCommand::Create { peer, .. }) if peer == buyer));
 
     println!("the channel client reports the proposal, the funding and a payment");
-    let id = [7u8; 32];
+    let id = ChannelId([7u8; 32]);
     up.handle_channel_event(
         now,
         ChannelEvent::Created {

@@ -21,14 +21,9 @@
 use paid_wire::choke::ChannelId;
 use payment_channel::Address;
 
-/// Our side of a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// We receive payments (we upload).
-    Payee,
-    /// We pay (we download).
-    Payer,
-}
+/// Our side of a channel: [`Role::Payee`] when we upload (and are paid), [`Role::Payer`] when we
+/// download. The payment-channel crate's own type, so no conversion at the boundary.
+pub use payment_channel::role::Role;
 
 /// One thing the channel client must do, drained with
 /// [`Coordinator::poll_channel_command`](crate::Coordinator::poll_channel_command).

@@ -1,4 +1,5 @@
-//! The engine boundary: what a BitTorrent engine tells the glue ([`EngineHooks`]) and what the
+//! The engine boundary: what a BitTorrent engine tells the glue (the
+//! [`Coordinator`](crate::Coordinator)'s `handle_*` inputs) and what the
 //! glue asks the engine to do ([`EngineCommand`] / [`EngineControl`]).
 //!
 //! Nothing here names an engine type. A connection is an opaque [`PeerKey`], a torrent an opaque
@@ -6,20 +7,20 @@
 //! is the union of what libtorrent (`peer_plugin`), WebTorrent (`wire.use`), anacrolix
 //! (`Callbacks`) and a forked rqbit (`PeerConnectionHandler`) can deliver:
 //!
-//! | # | hook (engine → glue) | method |
+//! | # | hook (engine → glue) | [`Coordinator`](crate::Coordinator) input |
 //! |---|---|---|
-//! | 1 | peer connected (reserved bits, direction, BEP 6) | [`EngineHooks::on_peer_connected`] |
-//! | 2 | contribute to our extended handshake | [`EngineHooks::extended_handshake_contribution`] |
-//! | 3 | peer's extended handshake received | [`EngineHooks::on_extended_handshake`] |
-//! | 4 | extension message received (reassembled) | [`EngineHooks::on_extension_message`] |
-//! | 5 | request received → serve / reject / drop / defer | [`EngineHooks::on_request`] (+ [`EngineHooks::on_cancel`]) |
-//! | 6 | bytes actually sent | [`EngineHooks::on_bytes_sent`] |
-//! | 7 | block received, piece verified / failed | [`EngineHooks::on_block_received`], [`EngineHooks::on_piece_verified`], [`EngineHooks::on_piece_failed`] |
-//! | 8 | remote choke / interest, local choke | [`EngineHooks::on_remote_choke`], [`EngineHooks::on_remote_interest`], [`EngineHooks::on_local_choke`] |
-//! | 9 | periodic tick | [`EngineHooks::on_tick`] (+ [`EngineHooks::poll_timeout`]) |
-//! | 10 | disconnect | [`EngineHooks::on_disconnect`] |
+//! | 1 | peer connected (reserved bits, direction, BEP 6) | [`handle_peer_connected`](crate::Coordinator::handle_peer_connected) |
+//! | 2 | contribute to our extended handshake | [`extended_handshake_contribution`](crate::Coordinator::extended_handshake_contribution) |
+//! | 3 | peer's extended handshake received | [`handle_extended_handshake`](crate::Coordinator::handle_extended_handshake) |
+//! | 4 | extension message received (reassembled) | [`handle_extension_message`](crate::Coordinator::handle_extension_message) |
+//! | 5 | request received → serve / reject / drop / defer | [`handle_request`](crate::Coordinator::handle_request) (+ [`handle_cancel`](crate::Coordinator::handle_cancel)) |
+//! | 6 | bytes actually sent | [`handle_bytes_sent`](crate::Coordinator::handle_bytes_sent) |
+//! | 7 | block received, piece verified / failed | [`handle_block_received`](crate::Coordinator::handle_block_received), [`handle_piece_verified`](crate::Coordinator::handle_piece_verified), [`handle_piece_failed`](crate::Coordinator::handle_piece_failed) |
+//! | 8 | remote choke / interest, local choke | [`handle_remote_choke`](crate::Coordinator::handle_remote_choke), [`handle_remote_interest`](crate::Coordinator::handle_remote_interest), [`handle_local_choke`](crate::Coordinator::handle_local_choke) |
+//! | 9 | periodic tick | [`handle_timeout`](crate::Coordinator::handle_timeout) (+ [`poll_timeout`](crate::Coordinator::poll_timeout)) |
+//! | 10 | disconnect | [`handle_disconnect`](crate::Coordinator::handle_disconnect) |
 //!
-//! Commands flow back through [`EngineHooks::poll_engine_command`]; [`EngineCommand::apply`]
+//! Commands flow back through [`poll_engine_command`](crate::Coordinator::poll_engine_command); [`EngineCommand::apply`]
 //! dispatches one onto an [`EngineControl`] implementation.
 //!
 //! # Threading
@@ -31,7 +32,6 @@
 //! (anacrolix) drains commands after the callback returns.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use std::collections::BTreeMap;
 
@@ -40,8 +40,6 @@ use paid_wire::bencode::Value;
 use paid_wire::extended::ExtendedHandshake;
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
-
-use crate::error::UsageError;
 
 /// Opaque key of one peer connection, chosen by the engine and unique while the connection lives.
 ///
@@ -336,7 +334,7 @@ impl HandshakeContribution {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestDecision {
-    /// Serve it now. Report the outcome with [`EngineHooks::on_bytes_sent`] (exactly once).
+    /// Serve it now. Report the outcome with [`Coordinator::handle_bytes_sent`](crate::Coordinator::handle_bytes_sent) (exactly once).
     Serve,
     /// Answer with a BEP 6 `reject` now (only returned when fast is negotiated).
     Reject,
@@ -353,13 +351,13 @@ pub enum RequestDecision {
 #[non_exhaustive]
 pub enum ChokeAuthority {
     /// The engine's choker decides. The glue never emits [`EngineCommand::Choke`] /
-    /// [`EngineCommand::Unchoke`]; it gates uploads through [`EngineHooks::on_request`] only
+    /// [`EngineCommand::Unchoke`]; it gates uploads through [`Coordinator::handle_request`](crate::Coordinator::handle_request) only
     /// (the "serve gate", web3torrent's soft choke), and the engine reports its own choke
-    /// decisions with [`EngineHooks::on_local_choke`].
+    /// decisions with [`Coordinator::handle_local_choke`](crate::Coordinator::handle_local_choke).
     Engine,
     /// The glue decides and the engine must not override it: peers start choked, a peer that may
     /// be served is unchoked when it becomes interested, and a peer that may not (refused,
-    /// permanently stopped, free allowance used up) is choked. [`EngineHooks::on_local_choke`]
+    /// permanently stopped, free allowance used up) is choked. [`Coordinator::handle_local_choke`](crate::Coordinator::handle_local_choke)
     /// is not needed.
     #[default]
     Glue,
@@ -385,7 +383,7 @@ pub enum DisconnectReason {
     Application,
 }
 
-/// One thing the engine must do, drained with [`EngineHooks::poll_engine_command`] in order.
+/// One thing the engine must do, drained with [`Coordinator::poll_engine_command`](crate::Coordinator::poll_engine_command) in order.
 ///
 /// Commands addressed to a peer that has since disconnected must be ignored by the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,7 +412,7 @@ pub enum EngineCommand {
         /// The connection.
         peer: PeerKey,
     },
-    /// Serve a request that was deferred; report with [`EngineHooks::on_bytes_sent`].
+    /// Serve a request that was deferred; report with [`Coordinator::handle_bytes_sent`](crate::Coordinator::handle_bytes_sent).
     Serve {
         /// The connection.
         peer: PeerKey,
@@ -511,125 +509,6 @@ pub trait EngineControl {
     fn allowed_fast(&mut self, peer: PeerKey, piece: u32);
     /// See [`EngineCommand::Disconnect`].
     fn disconnect(&mut self, peer: PeerKey, reason: DisconnectReason);
-}
-
-/// The hooks an engine calls, in the order things happen on the wire. Implemented by
-/// [`Coordinator`](crate::Coordinator); object safe, so an engine binding can hold a
-/// `Box<dyn EngineHooks>`.
-///
-/// Every method is synchronous, non-blocking and takes the current time; after each call (or
-/// batch of calls) drain [`poll_engine_command`](Self::poll_engine_command) until `None`, and
-/// call [`on_tick`](Self::on_tick) no later than [`poll_timeout`](Self::poll_timeout).
-pub trait EngineHooks {
-    /// Hook 1: a connection finished its BitTorrent handshake.
-    fn on_peer_connected(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        info: PeerInfo,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 2: what to add to our extended handshake (same for every peer).
-    fn extended_handshake_contribution(&self) -> HandshakeContribution;
-
-    /// Hook 3: the peer's extended handshake (each one, BEP 10 handshakes are additive).
-    fn on_extended_handshake(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        handshake: &PeerExtendedHandshake,
-    ) -> Result<(), crate::Error>;
-
-    /// Hook 4: a complete extension message arrived under our local id for `extension`
-    /// (engines that deliver fragments reassemble first). Messages of other extensions are
-    /// ignored, so an engine may forward everything.
-    fn on_extension_message(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        extension: &str,
-        payload: &[u8],
-    ) -> Result<(), crate::Error>;
-
-    /// Hook 5: the peer requested a block. The answer is final for this call; a
-    /// [`RequestDecision::Defer`] is resolved later by a command.
-    fn on_request(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        request: BlockRequest,
-    ) -> Result<RequestDecision, UsageError>;
-
-    /// The peer cancelled a request.
-    fn on_cancel(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        request: BlockRequest,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 6: a served request went out (`sent` bytes; 0 if the engine could not send it, in
-    /// which case it answers the peer itself). Exactly once per [`RequestDecision::Serve`] or
-    /// [`EngineCommand::Serve`].
-    fn on_bytes_sent(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        request: BlockRequest,
-        sent: u32,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 7: `bytes` of piece payload for `request` arrived from the peer.
-    fn on_block_received(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        request: BlockRequest,
-        bytes: u32,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 7: a piece of `torrent` passed its hash check.
-    fn on_piece_verified(&mut self, now: Instant, torrent: TorrentKey, piece: u32, length: u32);
-
-    /// Hook 7: a piece of `torrent` failed its hash check (its blocks will be fetched again).
-    fn on_piece_failed(&mut self, now: Instant, torrent: TorrentKey, piece: u32, length: u32);
-
-    /// Hook 8: the peer choked (`true`) or unchoked us.
-    fn on_remote_choke(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        choked: bool,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 8: the peer became interested (`true`) or not interested in us.
-    fn on_remote_interest(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        interested: bool,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 8: the engine choked (`true`) or unchoked the peer (needed under
-    /// [`ChokeAuthority::Engine`]; ignored under [`ChokeAuthority::Glue`]).
-    fn on_local_choke(
-        &mut self,
-        now: Instant,
-        peer: PeerKey,
-        choked: bool,
-    ) -> Result<(), UsageError>;
-
-    /// Hook 9: time passed (call at least at [`poll_timeout`](Self::poll_timeout)).
-    fn on_tick(&mut self, now: Instant);
-
-    /// Hook 10: the connection is gone.
-    fn on_disconnect(&mut self, now: Instant, peer: PeerKey) -> Result<(), UsageError>;
-
-    /// The next engine command, oldest first.
-    fn poll_engine_command(&mut self) -> Option<EngineCommand>;
-
-    /// When [`on_tick`](Self::on_tick) must next be called, if ever.
-    fn poll_timeout(&self) -> Option<Instant>;
 }
 
 /// Parses a `pseAccount` / `outcomeAddress` value: `0x` + 40 hex digits (any case, checksum not

@@ -38,23 +38,23 @@ pub enum UsageError {
     /// The peer key is not connected.
     #[error("unknown peer {0:?}")]
     UnknownPeer(PeerKey),
-    /// `on_peer_connected` for a key that is already connected.
+    /// [`handle_peer_connected`](crate::Coordinator::handle_peer_connected) for a key that is
+    /// already connected.
     #[error("peer {0:?} is already connected")]
     DuplicatePeer(PeerKey),
     /// A torrent was registered twice.
     #[error("torrent {0:?} is already registered")]
     DuplicateTorrent(TorrentKey),
-    /// `on_bytes_sent` for a request that was not being served, or with more bytes than asked.
-    #[error(
-        "bytes sent reported for {request:?} on {peer:?}, which was not being served ({detail})"
-    )]
+    /// [`handle_bytes_sent`](crate::Coordinator::handle_bytes_sent) for a request that was not
+    /// being served, or with more bytes than asked.
+    #[error("bytes sent reported on {peer:?}: {cause}")]
     NotBeingServed {
         /// The connection.
         peer: PeerKey,
-        /// The request.
-        request: BlockRequest,
-        /// What was wrong.
-        detail: &'static str,
+        /// What was wrong ([`NotBeingServed`](paid_wire::error::UsageError::NotBeingServed) or
+        /// [`SentMoreThanRequested`](paid_wire::error::UsageError::SentMoreThanRequested)).
+        #[source]
+        cause: paid_wire::error::UsageError,
     },
     /// A channel event named a channel the coordinator does not know.
     #[error("unknown channel {0:02x?}")]
@@ -64,7 +64,7 @@ pub enum UsageError {
 /// What to do about a [`PeerError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum PeerErrorAction {
+pub enum PeerReaction {
     /// Nothing: the input was ignored (web3torrent logs and drops bad notices too).
     Ignore,
     /// The connection should be closed (the glue has already queued the command if needed).
@@ -83,7 +83,7 @@ pub enum PeerErrorAction {
 pub enum PeerError {
     /// A paid-streaming payload that does not decode.
     #[error("malformed paid-streaming message: {0}")]
-    MalformedNotice(String),
+    MalformedNotice(#[source] paid_wire::error::PseError),
     /// A `message` whose JSON has no string `recipient`.
     #[error("channel message without a recipient")]
     MalformedChannelMessage,
@@ -117,7 +117,7 @@ pub enum PeerError {
     /// An uploader kept asking to be paid (STOP or prompt) while we had already paid for the
     /// whole [window](crate::DownloadConfig::window_bytes) beyond what it delivered, and
     /// delivered nothing for [`window_timeout`](crate::DownloadConfig::window_timeout). We
-    /// stopped paying it and closed the channel (see [`PeerErrorAction::CloseChannel`]); its
+    /// stopped paying it and closed the channel (see [`PeerReaction::CloseChannel`]); its
     /// later proposals are declined.
     #[error(
         "uploader asked to be paid beyond our window on channel {channel_id:02x?}: \
@@ -135,7 +135,7 @@ pub enum PeerError {
     },
     /// A connection of an uploader advertises terms other than those fixed when we joined its
     /// channel, and asked to be paid under them: it was not paid, and we closed the channel
-    /// (see [`PeerErrorAction::CloseChannel`]); the uploader may propose a new one, checked
+    /// (see [`PeerReaction::CloseChannel`]); the uploader may propose a new one, checked
     /// against our limits like any proposal.
     #[error(
         "uploader advertises {advertised:?} for channel {channel_id:02x?}, joined at {agreed:?}: not paid"
@@ -167,13 +167,13 @@ pub enum PeerError {
 
 impl PeerError {
     /// The reaction this error calls for.
-    pub fn action(&self) -> PeerErrorAction {
+    pub fn reaction(&self) -> PeerReaction {
         match self {
-            Self::SelfConnection => PeerErrorAction::Disconnect,
+            Self::SelfConnection => PeerReaction::Disconnect,
             Self::AskedBeyondWindow { .. }
             | Self::TermsChanged { .. }
-            | Self::PriceAboveCap { .. } => PeerErrorAction::CloseChannel,
-            _ => PeerErrorAction::Ignore,
+            | Self::PriceAboveCap { .. } => PeerReaction::CloseChannel,
+            _ => PeerReaction::Ignore,
         }
     }
 }

@@ -55,7 +55,7 @@ use payment_channel::sign::{Signature, Signer, recover_eth_message};
 use payment_channel::{Address, B256};
 use sha3::{Digest, Keccak256};
 
-use crate::coordinator::notice::Notice;
+use paid_wire::pse::PseMessage;
 
 /// The proof version this crate speaks (the value of `pseAuth`).
 pub const AUTH_VERSION: u32 = 1;
@@ -100,9 +100,9 @@ pub(crate) fn challenge_nonce(secret: &[u8; 32], seq: u64) -> [u8; 32] {
 
 /// 32 bytes from the operating system's generator.
 pub(crate) fn random_secret() -> [u8; 32] {
-    use k256::elliptic_curve::rand_core::{OsRng, RngCore};
     let mut out = [0u8; 32];
-    OsRng.fill_bytes(&mut out);
+    // Like `OsRng`: a system without a random generator cannot run a node at all.
+    getrandom::fill(&mut out).expect("the operating system's random generator failed");
     out
 }
 
@@ -143,27 +143,30 @@ pub fn verify(ctx: &ProofContext, account: Address, signature: &Signature) -> bo
 
 /// The paid-streaming payload of an `auth-challenge` carrying `nonce`.
 pub fn encode_challenge(nonce: &[u8; 32]) -> Vec<u8> {
-    Notice::AuthChallenge(*nonce).encode()
+    PseMessage::AuthChallenge { nonce: *nonce }.encode()
 }
 
 /// The nonce of an `auth-challenge` payload; `None` for anything else.
 pub fn decode_challenge(payload: &[u8]) -> Option<[u8; 32]> {
-    match Notice::decode(payload) {
-        Ok(Notice::AuthChallenge(nonce)) => Some(nonce),
+    match PseMessage::decode(payload) {
+        Ok(PseMessage::AuthChallenge { nonce }) => Some(nonce),
         _ => None,
     }
 }
 
 /// The paid-streaming payload of an `auth-proof` carrying `signature`.
 pub fn encode_proof(signature: &Signature) -> Vec<u8> {
-    Notice::AuthProof(signature.to_rsv()).encode()
+    PseMessage::AuthProof {
+        signature: signature.to_rsv(),
+    }
+    .encode()
 }
 
 /// The signature of an `auth-proof` payload; `None` for anything else (or an invalid
 /// signature encoding).
 pub fn decode_proof(payload: &[u8]) -> Option<Signature> {
-    match Notice::decode(payload) {
-        Ok(Notice::AuthProof(sig)) => Signature::from_rsv(&sig).ok(),
+    match PseMessage::decode(payload) {
+        Ok(PseMessage::AuthProof { signature: sig }) => Signature::from_rsv(&sig).ok(),
         _ => None,
     }
 }

@@ -19,8 +19,8 @@ pub use coordinator::{
     LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,
 };
 pub use engine::{
-    AssetTerms, ChokeAuthority, EngineCommand, EngineControl, EngineHooks, PeerInfo, PeerKey,
-    RequestDecision, Terms, TorrentKey,
+    AssetTerms, ChokeAuthority, EngineCommand, EngineControl, PeerInfo, PeerKey, RequestDecision,
+    Terms, TorrentKey,
 };
 pub use error::{ConfigError, Error, PeerError, UsageError};
 pub use paid_wire::choke::ChannelId;

@@ -540,7 +540,7 @@ async fn downloader_vanishes_uploader_challenges_and_is_paid_for_what_it_served(
     // the adjudicator has registered it, or the challenge would finalize a duration later.
     let challenged = challenged.unwrap();
     until("the challenge on chain", 30, || {
-        chain.status_of(challenged.into()).finalizes_at > 0
+        chain.status_of(challenged.0.into()).finalizes_at > 0
     })
     .await;
     chain.advance_time(CHALLENGE_DURATION + 1);
@@ -638,7 +638,7 @@ async fn uploader_whose_challenge_fails_twice_is_still_paid_for_what_it_served()
     // Retries back off in chain time: let the clock move in small steps (far below the
     // challenge duration) until the challenge has landed, and only then jump past its timeout.
     until("the challenge on chain despite two failures", 30, || {
-        let landed = chain.status_of(challenged.into()).finalizes_at > 0;
+        let landed = chain.status_of(challenged.0.into()).finalizes_at > 0;
         if !landed {
             chain.advance_time(1);
         }
@@ -695,7 +695,7 @@ async fn uploader_vanishes_downloader_challenges_and_recovers_the_unspent_deposi
     // the adjudicator has registered it, or the challenge would finalize a duration later.
     let challenged = challenged.unwrap();
     until("the challenge on chain", 30, || {
-        chain.status_of(challenged.into()).finalizes_at > 0
+        chain.status_of(challenged.0.into()).finalizes_at > 0
     })
     .await;
     let bought = buyer.node.inspect(|c| c.identity(s).unwrap());

@@ -721,7 +721,7 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
     // Time may only move on once the challenge has landed (the event is the decision).
     let challenged = challenged.unwrap();
     until("the challenge on chain", 15, || {
-        chain.status_of(challenged.into()).finalizes_at > 0
+        chain.status_of(challenged.0.into()).finalizes_at > 0
     })
     .await;
     chain.advance_time(CHALLENGE_DURATION + 1);

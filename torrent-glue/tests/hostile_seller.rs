@@ -25,7 +25,7 @@ use payment_channel::{B256, SimulatedChain, U256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use torrent_glue::adapter::{MemoryTorrent, Node, NodeConfig};
-use torrent_glue::error::PeerErrorAction;
+use torrent_glue::error::PeerReaction;
 use torrent_glue::{
     Address, Coordinator, CoordinatorConfig, CoordinatorEvent, PeerError, Role, Terms, TorrentKey,
 };
@@ -269,14 +269,14 @@ async fn assert_bounded_and_closed(
     .await;
     let closing = CoordinatorEvent::Closing {
         account: a.account(),
-        channel_id: id.0,
+        channel_id: paid_wire::ChannelId(id.0),
         role: Role::Payer,
     };
     until("the close", 10, || buyer.saw(|e| *e == closing)).await;
     // We never answer the close: after the response timeout the buyer challenges.
     let challenging = CoordinatorEvent::Challenging {
         account: a.account(),
-        channel_id: id.0,
+        channel_id: paid_wire::ChannelId(id.0),
         role: Role::Payer,
     };
     until("the challenge", 10, || buyer.saw(|e| *e == challenging)).await;
@@ -305,7 +305,7 @@ async fn assert_bounded_and_closed(
 }
 
 fn asked_beyond_window(e: &PeerError) -> bool {
-    matches!(e, PeerError::AskedBeyondWindow { .. }) && e.action() == PeerErrorAction::CloseChannel
+    matches!(e, PeerError::AskedBeyondWindow { .. }) && e.reaction() == PeerReaction::CloseChannel
 }
 
 // ================================================================== cases
@@ -422,7 +422,7 @@ async fn new_terms_on_a_new_connection_get_no_money() {
                 },
                 ..
             }
-        ) && e.action() == PeerErrorAction::CloseChannel
+        ) && e.reaction() == PeerReaction::CloseChannel
     })
     .await;
 }

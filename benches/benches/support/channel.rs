@@ -10,7 +10,9 @@ use std::task::{Context, Poll, Waker};
 use alloy_primitives::keccak256;
 use criterion::BenchmarkGroup;
 use criterion::measurement::Measurement;
+#[cfg(not(feature = "libsecp256k1"))]
 use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+#[cfg(not(feature = "libsecp256k1"))]
 use k256::ecdsa::{Signature as K256Signature, SigningKey};
 use payment_channel::chain::{Chain, ChainEvent};
 use payment_channel::channel::{ChainAction, Channel, ChannelParams, Event, Persist};
@@ -174,24 +176,44 @@ pub(crate) fn pay_one(r: &mut Running) -> U256 {
     }
 }
 
-/// Benches, into `group`, the floor (`bare_k256_sign_verify`: k256 `sign_prehash` +
-/// `verify_prehash` of a fixed 32-byte hash) and right after it `whole_payment` ([`pay_one`]):
+/// Benches, into `group`, the floor (`bare_sign_verify`: the bare library's sign + verify of a
+/// fixed 32-byte hash, for the signature backend `payment-channel` is built with: k256, or
+/// libsecp256k1 with the feature `libsecp256k1`) and right after it `whole_payment` ([`pay_one`]):
 /// on a shared machine the load drifts, so the two terms of the ratio are measured as close
 /// together in time as possible. Returns the channel, every iteration having paid 1 wei more.
 pub(crate) fn floor_benches<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) -> Running {
-    let key = SigningKey::from_bytes(&B256::repeat_byte(0x33).0.into()).expect("key");
-    let vkey = *key.verifying_key();
     let prehash = keccak256(b"a fixed 32-byte hash to sign");
-    group.bench_function("bare_k256_sign_verify", |b| {
-        b.iter(|| {
-            let sig: K256Signature = key
-                .sign_prehash(black_box(prehash.as_slice()))
-                .expect("sign");
-            vkey.verify_prehash(black_box(prehash.as_slice()), &sig)
-                .expect("verify");
-            black_box(sig)
-        })
-    });
+    eprintln!("signature backend: {}", payment_channel::sign::BACKEND);
+    #[cfg(not(feature = "libsecp256k1"))]
+    {
+        let key = SigningKey::from_bytes(&B256::repeat_byte(0x33).0.into()).expect("key");
+        let vkey = *key.verifying_key();
+        group.bench_function("bare_sign_verify", |b| {
+            b.iter(|| {
+                let sig: K256Signature = key
+                    .sign_prehash(black_box(prehash.as_slice()))
+                    .expect("sign");
+                vkey.verify_prehash(black_box(prehash.as_slice()), &sig)
+                    .expect("verify");
+                black_box(sig)
+            })
+        });
+    }
+    #[cfg(feature = "libsecp256k1")]
+    {
+        let secp = secp256k1::Secp256k1::new();
+        let key = secp256k1::SecretKey::from_byte_array([0x33; 32]).expect("key");
+        let pk = secp256k1::PublicKey::from_secret_key(&secp, &key);
+        let msg = secp256k1::Message::from_digest(prehash.0);
+        group.bench_function("bare_sign_verify", |b| {
+            b.iter(|| {
+                let sig = secp.sign_ecdsa(black_box(msg), &key);
+                secp.verify_ecdsa(black_box(msg), &sig, &pk)
+                    .expect("verify");
+                black_box(sig)
+            })
+        });
+    }
 
     let mut running = running_channel();
     let first = pay_one(&mut running);

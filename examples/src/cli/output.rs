@@ -124,8 +124,8 @@ pub(crate) fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
         {
             out.event(
                 json!({"event": "peer_misbehaved", "connection": peer.0,
-                       "action": format!("{:?}", error.action()), "error": error.to_string()}),
-                || format!("seller on connection {}: {error} ({:?})", peer.0, error.action()),
+                       "action": format!("{:?}", error.reaction()), "error": error.to_string()}),
+                || format!("seller on connection {}: {error} ({:?})", peer.0, error.reaction()),
             );
         }
         _ => {}

@@ -112,7 +112,7 @@ impl Watermark {
     }
 }
 
-/// When and what to prompt the payer to pay ahead (see [`Action::PromptPayment`](super::Action::PromptPayment)).
+/// When and what to prompt the payer to pay ahead (see [`GateAction::PromptPayment`](super::GateAction::PromptPayment)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PromptPolicy {
     /// Prompt once per refill when the remaining credit drops below this.
@@ -164,9 +164,9 @@ pub struct ChokeConfig {
     /// Pay-ahead prompt; `None` disables it. Default [`PromptPolicy::default`].
     pub prompt: Option<PromptPolicy>,
     /// If a STOP stays unpaid this long, the queue is cleared and
-    /// [`Action::PaymentOverdue`](super::Action::PaymentOverdue) is emitted. Default `None`.
+    /// [`GateAction::PaymentOverdue`](super::GateAction::PaymentOverdue) is emitted. Default `None`.
     pub payment_timeout: Option<Duration>,
-    /// Emit [`Action::Disconnect`](super::Action::Disconnect) after this many misbehaviour
+    /// Emit [`GateAction::Disconnect`](super::GateAction::Disconnect) after this many misbehaviour
     /// strikes (invalid requests, queue overflows). Default `None` (never).
     pub disconnect_after_strikes: Option<u32>,
 }

@@ -6,8 +6,11 @@ use std::time::Instant;
 use crate::message::BlockRequest;
 
 use super::config::{BlockedPolicy, ChokeConfig};
-use super::error::{ConfigError, PeerMisbehaviour, UsageError};
-use super::{Action, ChannelId, DisconnectReason, PaymentOutcome, RefuseReason, RequestOutcome};
+use super::error::{ConfigError, PeerMisbehaviour};
+use super::{
+    ChannelId, DisconnectReason, GateAction, PaymentOutcome, RefuseReason, RequestOutcome,
+};
+use crate::error::UsageError;
 
 /// Counters of one controller, returned by [`ChokeController::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,7 +18,7 @@ use super::{Action, ChannelId, DisconnectReason, PaymentOutcome, RefuseReason, R
 pub struct ChokeStats {
     /// Bytes the engine reported as actually sent ([`ChokeController::handle_bytes_sent`]).
     pub bytes_sent: u64,
-    /// Bytes committed: sent plus reserved by outstanding [`Action::Serve`]s.
+    /// Bytes committed: sent plus reserved by outstanding [`GateAction::Serve`]s.
     pub bytes_committed: u64,
     /// Bytes credited by payments (`floor(wei_received / price)`, saturating).
     pub bytes_paid: u64,
@@ -31,11 +34,11 @@ pub struct ChokeStats {
     pub starts_sent: u64,
     /// Pay-ahead prompts emitted.
     pub prompts_sent: u64,
-    /// Requests served ([`Action::Serve`] emitted).
+    /// Requests served ([`GateAction::Serve`] emitted).
     pub requests_served: u64,
     /// Requests that entered the blocked-request queue.
     pub requests_queued: u64,
-    /// Requests rejected ([`Action::Reject`] emitted).
+    /// Requests rejected ([`GateAction::Reject`] emitted).
     pub requests_rejected: u64,
     /// Requests dropped silently.
     pub requests_dropped: u64,
@@ -79,7 +82,7 @@ pub struct ChokeController {
     overdue_at: Option<Instant>,
     strikes: u32,
     disconnect_emitted: bool,
-    actions: VecDeque<Action>,
+    actions: VecDeque<GateAction>,
     stats: ChokeStats,
 }
 
@@ -127,7 +130,7 @@ impl ChokeController {
         }
     }
 
-    /// Whether [`Action::NeedChannel`] was emitted and no channel is attached yet.
+    /// Whether [`GateAction::NeedChannel`] was emitted and no channel is attached yet.
     pub fn is_channel_pending(&self) -> bool {
         self.channel == ChannelSlot::Requested
     }
@@ -154,7 +157,7 @@ impl ChokeController {
         self.queue.iter()
     }
 
-    /// Number of [`Action::Serve`]s not yet confirmed by [`handle_bytes_sent`](Self::handle_bytes_sent).
+    /// Number of [`GateAction::Serve`]s not yet confirmed by [`handle_bytes_sent`](Self::handle_bytes_sent).
     pub fn in_flight_len(&self) -> usize {
         self.in_flight.values().map(|&n| n as usize).sum()
     }
@@ -192,7 +195,7 @@ impl ChokeController {
     // ---------------------------------------------------------------- outputs
 
     /// The next thing the engine must do, oldest first. Drain after every input.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub fn poll_action(&mut self) -> Option<GateAction> {
         self.actions.pop_front()
     }
 
@@ -240,7 +243,7 @@ impl ChokeController {
         if self.channel == ChannelSlot::None {
             // At most once per controller: later requests find `Requested` (#2220).
             self.channel = ChannelSlot::Requested;
-            self.actions.push_back(Action::NeedChannel);
+            self.actions.push_back(GateAction::NeedChannel);
         }
         // FIFO: nothing overtakes a request that is already waiting.
         if self.queue.is_empty() && self.try_serve(request) {
@@ -272,7 +275,7 @@ impl ChokeController {
     /// "even when a request is cancelled, the peer receiving the cancel should respond with either
     /// the corresponding reject or the corresponding piece"). Returns whether it was queued.
     ///
-    /// A request already handed out as [`Action::Serve`] is the engine's: it may still send it,
+    /// A request already handed out as [`GateAction::Serve`] is the engine's: it may still send it,
     /// or abort and report `handle_bytes_sent(req, 0)` (answering the peer itself).
     pub fn handle_cancel(&mut self, _now: Instant, request: BlockRequest) -> bool {
         let Some(pos) = self.queue.iter().position(|r| *r == request) else {
@@ -359,7 +362,7 @@ impl ChokeController {
                 // #1876: always START right after a payment, then replay.
                 self.stop_outstanding = false;
                 self.stats.starts_sent = self.stats.starts_sent.saturating_add(1);
-                self.actions.push_back(Action::SendStart { channel_id });
+                self.actions.push_back(GateAction::SendStart { channel_id });
             }
             self.replay(now);
             self.maybe_stop(now);
@@ -371,7 +374,7 @@ impl ChokeController {
         })
     }
 
-    /// The engine finished (or abandoned) an [`Action::Serve`]: `sent` bytes actually went out.
+    /// The engine finished (or abandoned) an [`GateAction::Serve`]: `sent` bytes actually went out.
     ///
     /// Call exactly once per `Serve`. Unsent bytes (`length − sent`) are returned to the credit
     /// and used for waiting requests at once.
@@ -415,7 +418,7 @@ impl ChokeController {
         self.engine_choked = false;
     }
 
-    /// Stop serving this peer for good: emits [`Action::SendPermanentStop`], clears the queue
+    /// Stop serving this peer for good: emits [`GateAction::SendPermanentStop`], clears the queue
     /// (rejects under BEP 6) and refuses every later request. Payments are still counted.
     pub fn handle_permanent_stop(&mut self, _now: Instant) {
         if self.permanently_stopped {
@@ -423,14 +426,14 @@ impl ChokeController {
         }
         self.permanently_stopped = true;
         self.overdue_at = None;
-        self.actions.push_back(Action::SendPermanentStop {
+        self.actions.push_back(GateAction::SendPermanentStop {
             channel_id: self.channel_id(),
         });
         self.clear_queue(RefuseReason::PermanentlyStopped);
     }
 
     /// Time passed. If an outstanding STOP has been unpaid for [`ChokeConfig::payment_timeout`],
-    /// clears the queue (rejects under BEP 6) and emits [`Action::PaymentOverdue`] once.
+    /// clears the queue (rejects under BEP 6) and emits [`GateAction::PaymentOverdue`] once.
     pub fn handle_timeout(&mut self, now: Instant) {
         let Some(due) = self.overdue_at else { return };
         if now < due {
@@ -439,7 +442,7 @@ impl ChokeController {
         self.overdue_at = None;
         if let ChannelSlot::Ready(channel_id) = self.channel {
             self.actions
-                .push_back(Action::PaymentOverdue { channel_id });
+                .push_back(GateAction::PaymentOverdue { channel_id });
         }
         self.clear_queue(RefuseReason::PaymentOverdue);
     }
@@ -464,7 +467,7 @@ impl ChokeController {
         self.stats.bytes_committed = self.stats.bytes_committed.saturating_add(len);
         *self.in_flight.entry(request).or_insert(0) += 1;
         self.stats.requests_served = self.stats.requests_served.saturating_add(1);
-        self.actions.push_back(Action::Serve(request));
+        self.actions.push_back(GateAction::Serve(request));
         self.maybe_prompt();
         true
     }
@@ -490,7 +493,7 @@ impl ChokeController {
         };
         self.stop_outstanding = true;
         self.stats.stops_sent = self.stats.stops_sent.saturating_add(1);
-        self.actions.push_back(Action::SendStop { channel_id });
+        self.actions.push_back(GateAction::SendStop { channel_id });
         self.overdue_at = self.config.payment_timeout.and_then(|t| now.checked_add(t));
     }
 
@@ -519,7 +522,7 @@ impl ChokeController {
         let suggested_amount =
             u128::from(suggested_bytes).saturating_mul(self.config.price_per_byte);
         self.stats.prompts_sent = self.stats.prompts_sent.saturating_add(1);
-        self.actions.push_back(Action::PromptPayment {
+        self.actions.push_back(GateAction::PromptPayment {
             channel_id,
             suggested_bytes,
             suggested_amount,
@@ -529,7 +532,7 @@ impl ChokeController {
     fn refuse(&mut self, request: BlockRequest, reason: RefuseReason) -> RequestOutcome {
         if self.config.fast_negotiated {
             self.stats.requests_rejected = self.stats.requests_rejected.saturating_add(1);
-            self.actions.push_back(Action::Reject(request));
+            self.actions.push_back(GateAction::Reject(request));
             RequestOutcome::Rejected(reason)
         } else {
             self.stats.requests_dropped = self.stats.requests_dropped.saturating_add(1);
@@ -550,7 +553,7 @@ impl ChokeController {
             && !self.disconnect_emitted
         {
             self.disconnect_emitted = true;
-            self.actions.push_back(Action::Disconnect(reason));
+            self.actions.push_back(GateAction::Disconnect(reason));
         }
     }
 }
@@ -578,7 +581,7 @@ mod tests {
         assert_eq!(c.spendable(), 100);
         c.config.serve_trust_before_channel = false;
         assert_eq!(c.spendable(), 0);
-        c.channel = ChannelSlot::Ready([0; 32]);
+        c.channel = ChannelSlot::Ready(ChannelId([0; 32]));
         assert_eq!(c.spendable(), 100);
     }
 
@@ -586,8 +589,8 @@ mod tests {
     fn in_flight_counts_duplicates_separately() {
         let mut c = ChokeController::new(ChokeConfig::default()).unwrap();
         let now = Instant::now();
-        c.handle_channel_ready(now, [1; 32]).unwrap();
-        c.handle_payment(now, [1; 32], 100).unwrap();
+        c.handle_channel_ready(now, ChannelId([1; 32])).unwrap();
+        c.handle_payment(now, ChannelId([1; 32]), 100).unwrap();
         // The same block requested again after it was served (e.g. hash failure) is a new request.
         assert_eq!(
             c.handle_request(now, req(0, 10)),

@@ -2,10 +2,8 @@
 
 use crate::message::BlockRequest;
 
-use super::ChannelId;
-
 /// The peer broke the rules. The controller has already queued its reaction (a reject when
-/// BEP 6 is negotiated, and [`Action::Disconnect`](super::Action::Disconnect) once the strike
+/// BEP 6 is negotiated, and [`GateAction::Disconnect`](super::GateAction::Disconnect) once the strike
 /// limit is reached); the caller may log it or apply its own ban policy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -31,37 +29,6 @@ pub enum PeerMisbehaviour {
         request: BlockRequest,
         /// The configured queue bound.
         bound: usize,
-    },
-}
-
-/// The caller used the API wrongly; the controller's state is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum UsageError {
-    /// A payment was reported before any channel was attached.
-    #[error("payment reported but no channel is attached")]
-    NoChannel,
-    /// A payment or channel id does not match the attached channel.
-    #[error("channel mismatch: attached {attached:02x?}, got {got:02x?}")]
-    WrongChannel {
-        /// The attached channel.
-        attached: ChannelId,
-        /// The id the caller passed.
-        got: ChannelId,
-    },
-    /// `handle_bytes_sent` for a request that has no outstanding `Serve`.
-    #[error("bytes sent reported for {request:?}, which was not being served")]
-    NotBeingServed {
-        /// The request passed by the caller.
-        request: BlockRequest,
-    },
-    /// `handle_bytes_sent` reported more bytes than the request's length.
-    #[error("{sent} bytes reported sent for {request:?}, more than its length")]
-    SentMoreThanRequested {
-        /// The request.
-        request: BlockRequest,
-        /// The reported byte count.
-        sent: u32,
     },
 }
 

@@ -29,9 +29,9 @@
 //! 2. Feed inputs as they happen, each with the current time:
 //!    [`handle_request`](ChokeController::handle_request),
 //!    [`handle_cancel`](ChokeController::handle_cancel),
-//!    [`handle_channel_ready`](ChokeController::handle_channel_ready) (after [`Action::NeedChannel`]),
+//!    [`handle_channel_ready`](ChokeController::handle_channel_ready) (after [`GateAction::NeedChannel`]),
 //!    [`handle_payment`](ChokeController::handle_payment) (a verified payment *delta*, in wei),
-//!    [`handle_bytes_sent`](ChokeController::handle_bytes_sent) (exactly once per [`Action::Serve`]),
+//!    [`handle_bytes_sent`](ChokeController::handle_bytes_sent) (exactly once per [`GateAction::Serve`]),
 //!    [`handle_choke`](ChokeController::handle_choke) / [`handle_unchoke`](ChokeController::handle_unchoke)
 //!    (the engine's BitTorrent choke, which is *not* the payment gate),
 //!    [`handle_permanent_stop`](ChokeController::handle_permanent_stop), and
@@ -49,7 +49,7 @@
 //!   queue is replayed (web3torrent #1876), followed by a new STOP if the replay exhausts the
 //!   credit again;
 //! * the queue never exceeds [`ChokeConfig::max_queue_len`];
-//! * at most one [`Action::NeedChannel`] per controller (web3torrent #2220).
+//! * at most one [`GateAction::NeedChannel`] per controller (web3torrent #2220).
 //!
 //! Arithmetic on bytes and wei saturates (`saturating_*`), it never wraps or panics: byte counts
 //! are `u64` (credit beyond `u64::MAX` bytes is clamped) and wei totals `u128`.
@@ -57,7 +57,7 @@
 //! # Example
 //! ```
 //! use std::time::Instant;
-//! use paid_wire::choke::{Action, ChokeConfig, ChokeController};
+//! use paid_wire::choke::{GateAction, ChannelId, ChokeConfig, ChokeController};
 //! use paid_wire::message::BlockRequest;
 //!
 //! let now = Instant::now();
@@ -66,16 +66,16 @@
 //! let req = BlockRequest { index: 0, begin: 0, length: 16384 };
 //!
 //! seeder.handle_request(now, req).unwrap();
-//! assert_eq!(seeder.poll_action(), Some(Action::NeedChannel)); // glue creates the channel
+//! assert_eq!(seeder.poll_action(), Some(GateAction::NeedChannel)); // glue creates the channel
 //! assert_eq!(seeder.poll_action(), None); // request queued: no credit, no channel yet
 //!
-//! let channel_id = [7u8; 32];
+//! let channel_id = ChannelId([7; 32]);
 //! seeder.handle_channel_ready(now, channel_id).unwrap();
-//! assert_eq!(seeder.poll_action(), Some(Action::SendStop { channel_id }));
+//! assert_eq!(seeder.poll_action(), Some(GateAction::SendStop { channel_id }));
 //!
 //! seeder.handle_payment(now, channel_id, 2 * 16384).unwrap(); // 16 KiB worth of wei
-//! assert_eq!(seeder.poll_action(), Some(Action::SendStart { channel_id }));
-//! assert_eq!(seeder.poll_action(), Some(Action::Serve(req)));
+//! assert_eq!(seeder.poll_action(), Some(GateAction::SendStart { channel_id }));
+//! assert_eq!(seeder.poll_action(), Some(GateAction::Serve(req)));
 //! seeder.handle_bytes_sent(now, req, 16384).unwrap();
 //! assert_eq!(seeder.stats().bytes_sent, 16384);
 //! ```
@@ -85,23 +85,24 @@ mod controller;
 mod error;
 mod payer;
 
+pub use crate::error::UsageError;
 pub use config::{
     BlockedPolicy, ChokeConfig, DEFAULT_MAX_BLOCK_LEN, DEFAULT_MAX_QUEUE_LEN, PromptPolicy,
     TrustPolicy, Watermark,
 };
 pub use controller::{ChokeController, ChokeStats};
-pub use error::{ConfigError, PeerMisbehaviour, UsageError};
+pub use error::{ConfigError, PeerMisbehaviour};
 pub use payer::{PayReason, PayerAction, PayerConfig, PayerStats, PaymentPlanner, StopOutcome};
 
 use crate::message::BlockRequest;
 
-/// Opaque 32-byte payment channel id (the paid-streaming `stop` notice carries it as `0x…` hex).
-pub type ChannelId = [u8; 32];
+/// The payment channel id, the same type the paid-streaming `stop` notice carries.
+pub use crate::pse::ChannelId;
 
 /// What the engine/glue must do, drained from [`ChokeController::poll_action`] in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Action {
+pub enum GateAction {
     /// The peer has no payment channel: create one (payee proposes) and call
     /// [`ChokeController::handle_channel_ready`] when it is funded. Emitted at most once.
     NeedChannel,
@@ -151,7 +152,7 @@ pub enum Action {
     Disconnect(DisconnectReason),
 }
 
-/// Why [`Action::Disconnect`] was emitted (the reason of the last strike).
+/// Why [`GateAction::Disconnect`] was emitted (the reason of the last strike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DisconnectReason {
@@ -185,11 +186,11 @@ pub enum RefuseReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RequestOutcome {
-    /// [`Action::Serve`] was queued.
+    /// [`GateAction::Serve`] was queued.
     Served,
     /// Waiting in the blocked-request queue for a payment (or for the channel).
     Queued,
-    /// [`Action::Reject`] was queued.
+    /// [`GateAction::Reject`] was queued.
     Rejected(RefuseReason),
     /// Dropped silently (no BEP 6).
     Dropped(RefuseReason),

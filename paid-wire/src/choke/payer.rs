@@ -14,7 +14,7 @@ pub struct PayerConfig {
     /// Bytes bought per payment. Should be at least the largest block requested, or a payment
     /// cannot unblock a full block on its own (it still progresses, one START/STOP per payment).
     pub granularity_bytes: u64,
-    /// Answer [`Action::PromptPayment`](super::Action::PromptPayment) by paying ahead. Default `true`.
+    /// Answer [`GateAction::PromptPayment`](super::GateAction::PromptPayment) by paying ahead. Default `true`.
     pub pay_ahead: bool,
     /// Total wei this peer may be paid; `None` = unbounded. A partial last payment is made when
     /// less than one granularity is left, then [`PayerAction::OutOfFunds`].
@@ -248,7 +248,7 @@ impl PaymentPlanner {
         }
     }
 
-    /// A pay-ahead prompt for `channel_id` (see [`Action::PromptPayment`](super::Action::PromptPayment)).
+    /// A pay-ahead prompt for `channel_id` (see [`GateAction::PromptPayment`](super::GateAction::PromptPayment)).
     /// The suggestion is informational: the planner pays its own granularity. Returns whether a
     /// payment was queued.
     pub fn handle_prompt(&mut self, channel_id: ChannelId, _suggested_bytes: u64) -> bool {

@@ -8,18 +8,24 @@
 //! Both must behave identically: same reverts (as [`Revert`]), same events, same payouts.
 
 use alloy_primitives::{Address, B256, U256};
+#[cfg(feature = "client")]
 use async_trait::async_trait;
 
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod sim;
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub use ethereum::EthereumChain;
 
+#[cfg(feature = "client")]
 use crate::sign::Signature;
-use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+use crate::state::SignedVariablePart;
+#[cfg(feature = "client")]
+use crate::state::{FixedPart, SingleAssetExit};
 
 /// `keccak256` of the `NitroAdjudicator`'s runtime code
 /// (`@statechannels/nitro-protocol@2.0.1-alpha.6`'s `deployedBytecode`, which is what
@@ -269,6 +275,8 @@ pub enum ChainError {
 ///
 /// All methods that send a transaction return once it is mined, with its receipt, or with
 /// [`ChainError::Reverted`] and no effect. Implementations must be usable behind `Arc<dyn Chain>`.
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 #[async_trait]
 pub trait Chain: Send + Sync {
     /// The account that sends (and pays for) this handle's transactions.
@@ -374,6 +382,7 @@ pub trait Chain: Send + Sync {
     }
 }
 
+#[cfg(feature = "client")]
 #[async_trait]
 impl<T: Chain + ?Sized> Chain for std::sync::Arc<T> {
     fn account(&self) -> Address {
@@ -484,5 +493,6 @@ pub fn fingerprint(state_hash: B256, outcome_hash: B256) -> [u8; 20] {
     out
 }
 
+#[cfg(feature = "client")]
 #[allow(dead_code)]
 struct _ObjectSafe(Box<dyn Chain>);

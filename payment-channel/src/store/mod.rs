@@ -13,14 +13,22 @@
 //!   durability before it returns.
 
 use alloy_primitives::B256;
+#[cfg(feature = "client")]
 use async_trait::async_trait;
 
+#[cfg(feature = "client")]
 use crate::voucher::Voucher;
 
+#[cfg(feature = "client")]
 mod memory;
+#[cfg(feature = "client")]
 mod redb;
 
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use self::memory::MemoryStore;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use self::redb::RedbStore;
 
 /// Why the store failed. A failed `put_*` means nothing was acknowledged.
@@ -41,6 +49,8 @@ pub enum StoreError {
 }
 
 /// Durable storage for channel records and their best vouchers.
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
     /// Durably replaces the record of `channel_id`.
@@ -63,6 +73,7 @@ pub trait ChannelStore: Send + Sync {
     async fn remove(&self, channel_id: B256) -> Result<(), StoreError>;
 }
 
+#[cfg(feature = "client")]
 #[async_trait]
 impl<T: ChannelStore + ?Sized> ChannelStore for std::sync::Arc<T> {
     async fn put_channel(&self, channel_id: B256, record: &[u8]) -> Result<(), StoreError> {
@@ -85,5 +96,6 @@ impl<T: ChannelStore + ?Sized> ChannelStore for std::sync::Arc<T> {
     }
 }
 
+#[cfg(feature = "client")]
 #[allow(dead_code)]
 struct _ObjectSafe(Box<dyn ChannelStore>);

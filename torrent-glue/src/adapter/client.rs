@@ -9,7 +9,8 @@
 //! [`JoinPolicy`] (app definition, challenge duration, deposit, price) before handing it over.
 
 use async_trait::async_trait;
-use payment_channel::client::{ChannelEvent as ClientEvent, Client};
+use paid_wire::ChannelId;
+use payment_channel::client::{Client, ClientEvent};
 use payment_channel::error::PeerMisbehaved;
 use payment_channel::message::{Envelope, Message};
 use payment_channel::policy::JoinPolicy;
@@ -18,7 +19,8 @@ use tokio::sync::{Mutex, mpsc};
 
 use super::{ChannelBackend, ChannelEvents};
 use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, RestoredState, Role};
-use payment_channel::channel::{Event, PhaseKind, Role as ClientRole};
+use payment_channel::channel::Event;
+use payment_channel::role::PhaseKind;
 
 /// Drives a [`Client`] for a [`Node`](super::Node).
 #[derive(Debug)]
@@ -30,7 +32,7 @@ pub struct ClientBackend {
     watch_every: u32,
     ticks: std::sync::atomic::AtomicU32,
     /// Nonces of the proposals pushed to the client, until it reports them.
-    nonces: Mutex<std::collections::HashMap<[u8; 32], u64>>,
+    nonces: Mutex<std::collections::HashMap<ChannelId, u64>>,
 }
 
 fn wei(x: U256) -> u128 {
@@ -78,7 +80,7 @@ impl ClientBackend {
         }
         let mut rx = self.events.lock().await;
         while let Ok(ClientEvent { channel_id, event }) = rx.try_recv() {
-            let id = channel_id.0;
+            let id = ChannelId(channel_id.0);
             match event {
                 Event::Proposed {
                     payee,
@@ -97,10 +99,7 @@ impl ClientBackend {
                         events.report(ChannelEvent::Ready {
                             channel_id: id,
                             counterparty: info.counterparty,
-                            role: match info.role {
-                                ClientRole::Payee => Role::Payee,
-                                _ => Role::Payer,
-                            },
+                            role: info.role,
                             deposit: wei(info.deposit),
                         });
                     }
@@ -120,8 +119,8 @@ impl ClientBackend {
                     // `amount` is ours; the coordinator wants the payee's.
                     if let Some(info) = self.client.channel_info(channel_id).await {
                         let payee_amount = match info.role {
-                            ClientRole::Payee => amount,
-                            _ => info.deposit.saturating_sub(amount),
+                            Role::Payee => amount,
+                            Role::Payer => info.deposit.saturating_sub(amount),
                         };
                         events.report(ChannelEvent::Closed {
                             channel_id: id,
@@ -166,31 +165,31 @@ impl ChannelBackend for ClientBackend {
             } {
                 Ok(id) => events.report(ChannelEvent::Created {
                     peer,
-                    channel_id: id.0,
+                    channel_id: ChannelId(id.0),
                 }),
                 Err(e) => Self::failed(events, FailedCommand::Create { peer }, e),
             },
             ChannelCommand::Join { channel_id, .. } => {
-                if let Err(e) = self.client.join(B256::from(channel_id)).await {
+                if let Err(e) = self.client.join(B256::from(channel_id.0)).await {
                     Self::failed(events, FailedCommand::Join { channel_id }, e);
                 }
             }
             ChannelCommand::Pay { channel_id, amount } => {
                 if let Err(e) = self
                     .client
-                    .send_payment(B256::from(channel_id), U256::from(amount))
+                    .send_payment(B256::from(channel_id.0), U256::from(amount))
                     .await
                 {
                     Self::failed(events, FailedCommand::Pay { channel_id, amount }, e);
                 }
             }
             ChannelCommand::Close { channel_id } => {
-                if let Err(e) = self.client.close(B256::from(channel_id)).await {
+                if let Err(e) = self.client.close(B256::from(channel_id.0)).await {
                     Self::failed(events, FailedCommand::Close { channel_id }, e);
                 }
             }
             ChannelCommand::Challenge { channel_id } => {
-                if let Err(e) = self.client.challenge(B256::from(channel_id)).await {
+                if let Err(e) = self.client.challenge(B256::from(channel_id.0)).await {
                     Self::failed(events, FailedCommand::Challenge { channel_id }, e);
                 }
             }
@@ -216,7 +215,10 @@ impl ChannelBackend for ClientBackend {
                     if nonces.len() >= 1024 {
                         nonces.clear();
                     }
-                    nonces.insert(proposal.fixed.channel_id().0, proposal.fixed.channel_nonce);
+                    nonces.insert(
+                        ChannelId(proposal.fixed.channel_id().0),
+                        proposal.fixed.channel_nonce,
+                    );
                 }
                 // Peer errors are the client's to judge (replays are harmless, forgeries are
                 // refused); a forged signature is reported, a strike against the sender.
@@ -235,10 +237,10 @@ impl ChannelBackend for ClientBackend {
                 }
             }
             ChannelCommand::Resend { channel_id } => {
-                let _ = self.client.resend(B256::from(channel_id)).await;
+                let _ = self.client.resend(B256::from(channel_id.0)).await;
             }
             ChannelCommand::Abandon { channel_id } => {
-                let _ = self.client.forget(B256::from(channel_id)).await;
+                let _ = self.client.forget(B256::from(channel_id.0)).await;
             }
             // Future commands (the enum is non-exhaustive for other crates).
             #[allow(unreachable_patterns)]
@@ -264,10 +266,7 @@ impl ChannelBackend for ClientBackend {
             if info.settled || info.disputed {
                 continue;
             }
-            let role = match info.role {
-                ClientRole::Payee => Role::Payee,
-                _ => Role::Payer,
-            };
+            let role = info.role;
             let state = match info.phase {
                 PhaseKind::Proposed if role == Role::Payer => {
                     // A proposal we had not joined yet: nothing deposited, nothing signed.
@@ -293,7 +292,7 @@ impl ChannelBackend for ClientBackend {
                 _ => continue,
             };
             events.report(ChannelEvent::Restored {
-                channel_id: id.0,
+                channel_id: ChannelId(id.0),
                 counterparty: info.counterparty,
                 role,
                 deposit: wei(info.deposit),

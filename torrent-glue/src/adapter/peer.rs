@@ -19,7 +19,7 @@ use crate::EXTENSION_NAME;
 use crate::engine::{
     Direction, EngineCommand, PeerExtendedHandshake, PeerInfo, PeerKey, RequestDecision, TorrentKey,
 };
-use crate::error::{Error, PeerErrorAction, UsageError};
+use crate::error::{Error, PeerReaction, UsageError};
 
 /// Why a connection ended abnormally. A disconnect asked for by the coordinator, or a clean
 /// end of stream, is `Ok(())`.
@@ -547,7 +547,7 @@ impl Conn {
 fn check(result: Result<(), Error>) -> Result<(), ConnectionError> {
     match result {
         Err(Error::Usage(e)) => Err(e.into()),
-        Err(Error::Peer(e)) if e.action() == PeerErrorAction::Disconnect => Ok(()),
+        Err(Error::Peer(e)) if e.reaction() == PeerReaction::Disconnect => Ok(()),
         _ => Ok(()),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use paid_wire::message::BlockRequest;
-use sha3::{Digest, Keccak256};
+use sha1::{Digest, Sha1};
 
 /// Serves block data. Called on the connection's task: implementations must not block for
 /// long (an in-memory or page-cache read is fine; slow storage should be read ahead).
@@ -66,16 +66,16 @@ pub trait PieceStore: PieceSource + PieceSink {}
 
 impl<T: PieceSource + PieceSink + ?Sized> PieceStore for T {}
 
-/// Layout and piece hashes of a torrent (Keccak-256 per piece; this is the reference
-/// adapter's own format, not a `.torrent` file).
+/// Layout and piece hashes of a torrent (SHA-1 per piece, as in BitTorrent's `pieces`; this is
+/// the reference adapter's own format, not a `.torrent` file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TorrentMeta {
     /// Total length in bytes.
     pub length: u64,
     /// Piece length in bytes (the last piece may be shorter).
     pub piece_length: u32,
-    /// Keccak-256 of each piece.
-    pub hashes: Vec<[u8; 32]>,
+    /// SHA-1 of each piece.
+    pub hashes: Vec<[u8; 20]>,
 }
 
 impl TorrentMeta {
@@ -123,8 +123,8 @@ impl MemoryTorrent {
         let piece_length = piece_length.max(1);
         let hashes = data
             .chunks(piece_length as usize)
-            .map(|piece| Keccak256::digest(piece).into())
-            .collect::<Vec<[u8; 32]>>();
+            .map(|piece| Sha1::digest(piece).into())
+            .collect::<Vec<[u8; 20]>>();
         let meta = TorrentMeta {
             length: data.len() as u64,
             piece_length,
@@ -263,7 +263,7 @@ impl PieceSink for MemoryTorrent {
             state.received.remove(&(piece, b));
         }
         let start = piece as usize * self.meta.piece_length as usize;
-        let hash: [u8; 32] = Keccak256::digest(&state.data[start..start + len as usize]).into();
+        let hash: [u8; 20] = Sha1::digest(&state.data[start..start + len as usize]).into();
         if self.meta.hashes.get(piece as usize) == Some(&hash) {
             state.have[piece as usize] = true;
             state.remaining = state.remaining.saturating_sub(u64::from(len));

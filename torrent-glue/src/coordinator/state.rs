@@ -61,7 +61,7 @@ pub(crate) struct Peer {
     pub(crate) gate: Gate,
     /// Requests deferred before classification.
     pub(crate) deferred: VecDeque<BlockRequest>,
-    /// Serves handed out by gates without a controller, awaiting `on_bytes_sent`.
+    /// Serves handed out by gates without a controller, awaiting `handle_bytes_sent`.
     pub(crate) serving: HashMap<BlockRequest, u32>,
     /// Wei routed into this connection's controller.
     pub(crate) fed_wei: u128,

@@ -213,9 +213,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
     /// `recv_frame` hands on like any frame). Our challenge is the payee's share of the nonce
     /// of the channels we propose.
     pub async fn challenge_node(&mut self) {
-        use k256::elliptic_curve::rand_core::{OsRng, RngCore};
         let mut nonce = [0u8; 32];
-        OsRng.fill_bytes(&mut nonce);
+        getrandom::fill(&mut nonce).expect("OS random generator");
         self.our_challenge = Some(nonce);
         let id = self
             .their_pse_id

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::error::PeerErrorAction;
+use crate::error::PeerReaction;
 
 /// 50 000 bytes per payment, at most 100 000 bytes paid ahead, 50 000 bytes of requests in
 /// flight: a window of 200 000 bytes, a fifth of the 1 000 000 wei deposit of [`downloader`].
@@ -91,8 +91,13 @@ fn stop_start_cycling_without_delivery_pays_at_most_the_window() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
     let (mut cmds, mut events) = (Vec::new(), Vec::new());
     for _ in 0..50 {
-        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
-        let _ = h.notice_in(k, &Notice::Start);
+        let _ = h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        );
+        let _ = h.notice_in(k, &PseMessage::Start);
         h.advance(Duration::from_secs(3));
         cmds.extend(h.channel());
         events.extend(h.events());
@@ -108,9 +113,14 @@ fn stop_without_serving_after_being_paid_for_everything_pays_at_most_the_window(
     let (mut h, k, _, id) = downloader(bounded(), 30_000);
     let (mut cmds, mut events) = (Vec::new(), Vec::new());
     for _ in 0..50 {
-        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
+        let _ = h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        );
         h.advance(Duration::from_secs(3));
-        let _ = h.notice_in(k, &Notice::Start);
+        let _ = h.notice_in(k, &PseMessage::Start);
         cmds.extend(h.channel());
         events.extend(h.events());
     }
@@ -122,7 +132,12 @@ fn repeated_stops_without_start_pay_once() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
     let mut cmds = Vec::new();
     for _ in 0..20 {
-        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
+        let _ = h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        );
         h.advance(Duration::from_secs(3));
         cmds.extend(h.channel());
     }
@@ -136,7 +151,7 @@ fn prompts_without_serving_pay_at_most_the_window() {
     for _ in 0..50 {
         let _ = h.notice_in(
             k,
-            &Notice::Prompt {
+            &PseMessage::Prompt {
                 bytes: 75_000,
                 amount: 75_000,
             },
@@ -155,7 +170,12 @@ fn reconnect_loops_pay_at_most_the_window() {
     let (mut cmds, mut events) = (Vec::new(), Vec::new());
     for key in 2..40 {
         let k = h.uploader(key, seller);
-        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
+        let _ = h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        );
         h.c.handle_disconnect(h.now, k).unwrap();
         h.advance(Duration::from_secs(3));
         cmds.extend(h.channel());
@@ -172,8 +192,13 @@ fn several_connections_share_one_window() {
     let mut cmds = Vec::new();
     for _ in 0..20 {
         for k in [k1, k2, k3] {
-            let _ = h.notice_in(k, &Notice::Stop(Some(id)));
-            let _ = h.notice_in(k, &Notice::Start);
+            let _ = h.notice_in(
+                k,
+                &PseMessage::Stop {
+                    channel_id: Some(id),
+                },
+            );
+            let _ = h.notice_in(k, &PseMessage::Start);
         }
         h.advance(Duration::from_secs(3));
         cmds.extend(h.channel());
@@ -188,13 +213,19 @@ fn an_honest_uploader_that_delivers_is_paid_as_before() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
     let mut cmds = Vec::new();
     for _ in 0..19 {
-        h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+        h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap();
         let bought = paid(&h.channel());
         cmds.push(ChannelCommand::Pay {
             channel_id: id,
             amount: bought,
         });
-        h.notice_in(k, &Notice::Start).unwrap();
+        h.notice_in(k, &PseMessage::Start).unwrap();
         h.c.handle_block_received(h.now, k, req(0), u32::try_from(bought).unwrap())
             .unwrap();
     }
@@ -209,7 +240,7 @@ fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
     for _ in 0..4 {
         h.notice_in(
             k,
-            &Notice::Prompt {
+            &PseMessage::Prompt {
                 bytes: 1,
                 amount: 1,
             },
@@ -218,7 +249,13 @@ fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
     }
     assert_eq!(paid(&h.channel()), u128::from(WINDOW));
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert!(pays(&h.channel()).is_empty(), "no room: held");
     // Its blocks arrive: room for one granularity.
     h.c.handle_block_received(h.now, k, req(1), 30_000).unwrap();
@@ -232,29 +269,41 @@ fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
     // and a prompt arrive before the blocks it then serves.
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
     for _ in 0..4 {
-        let prompt = Notice::Prompt {
+        let prompt = PseMessage::Prompt {
             bytes: 1,
             amount: 1,
         };
         h.notice_in(k, &prompt).unwrap();
     }
     assert_eq!(paid(&h.channel()), u128::from(WINDOW));
-    let prompt = Notice::Prompt {
+    let prompt = PseMessage::Prompt {
         bytes: 1,
         amount: 1,
     };
     for _ in 0..3 {
-        h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
-        h.notice_in(k, &Notice::Start).unwrap();
+        h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap();
+        h.notice_in(k, &PseMessage::Start).unwrap();
         h.notice_in(k, &prompt).unwrap();
         h.advance(Duration::from_secs(3));
     }
     assert!(!asked_beyond_window(&h.events()));
     h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000], "delivery made room");
     // Asking again and again with nothing delivered for the window timeout (10 s) is not.
-    h.notice_in(k, &Notice::Start).unwrap();
+    h.notice_in(k, &PseMessage::Start).unwrap();
     h.notice_in(k, &prompt).unwrap();
     h.advance(Duration::from_secs(9));
     h.notice_in(k, &prompt).unwrap();
@@ -276,7 +325,13 @@ fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
 #[test]
 fn new_terms_on_a_new_connection_get_no_money() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000]);
     h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
     h.c.handle_disconnect(h.now, k).unwrap();
@@ -289,9 +344,22 @@ fn new_terms_on_a_new_connection_get_no_money() {
     let k2 = seller_with_terms(&mut h, 2, seller, pricey);
     // A connection on the agreed terms is paid, at the agreed price, even beside it.
     let k3 = h.uploader(3, seller);
-    h.notice_in(k3, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k3,
+        &PseMessage::Stop {
+            channel_id: Some(id),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000]);
-    let err = h.notice_in(k2, &Notice::Stop(Some(id))).unwrap_err();
+    let err = h
+        .notice_in(
+            k2,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap_err();
     let agreed = Terms::WEB3TORRENT;
     let expected = PeerError::TermsChanged {
         channel_id: id,
@@ -299,16 +367,21 @@ fn new_terms_on_a_new_connection_get_no_money() {
         advertised: pricey,
     };
     assert_eq!(err, Error::Peer(expected.clone()));
-    assert_eq!(expected.action(), PeerErrorAction::CloseChannel);
+    assert_eq!(expected.reaction(), PeerReaction::CloseChannel);
     // Nothing under other terms; the channel is closed (a new proposal is checked anew), and
     // challenged if the close is not answered.
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
     for k in [k2, k3] {
-        let _ = h.notice_in(k, &Notice::Start);
-        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
+        let _ = h.notice_in(k, &PseMessage::Start);
         let _ = h.notice_in(
             k,
-            &Notice::Prompt {
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        );
+        let _ = h.notice_in(
+            k,
+            &PseMessage::Prompt {
                 bytes: 1,
                 amount: 1,
             },
@@ -331,7 +404,14 @@ fn terms_changed_mid_connection_get_no_money() {
         trust_bytes: 5_000_000,
     });
     h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
-    let err = h.notice_in(k, &Notice::Stop(Some(id))).unwrap_err();
+    let err = h
+        .notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap_err();
     assert!(matches!(err, Error::Peer(PeerError::TermsChanged { .. })));
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
 }
@@ -342,7 +422,7 @@ fn a_restored_channel_is_paid_only_within_the_price_cap() {
     let seller = addr(0x5E);
     let id = [7; 32];
     h.ev(ChannelEvent::Restored {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: seller,
         role: Role::Payer,
         deposit: 1_000_000,
@@ -356,7 +436,14 @@ fn a_restored_channel_is_paid_only_within_the_price_cap() {
     };
     let k = seller_with_terms(&mut h, 1, seller, pricey);
     h.channel();
-    let err = h.notice_in(k, &Notice::Stop(Some(id))).unwrap_err();
+    let err = h
+        .notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(ChannelId(id)),
+            },
+        )
+        .unwrap_err();
     assert!(matches!(
         err,
         Error::Peer(PeerError::PriceAboveCap {
@@ -367,7 +454,9 @@ fn a_restored_channel_is_paid_only_within_the_price_cap() {
     ));
     assert_eq!(
         h.channel(),
-        vec![ChannelCommand::Close { channel_id: id }],
+        vec![ChannelCommand::Close {
+            channel_id: ChannelId(id)
+        }],
         "nothing above our 1 wei/byte cap; closed"
     );
 }
@@ -378,7 +467,7 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
     let seller = addr(0x5E);
     let id = [7; 32];
     h.ev(ChannelEvent::Restored {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: seller,
         role: Role::Payer,
         deposit: 1_000_000,
@@ -387,7 +476,13 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
     });
     let k = h.uploader(1, seller);
     h.channel();
-    h.notice_in(k, &Notice::Stop(Some(id))).unwrap();
+    h.notice_in(
+        k,
+        &PseMessage::Stop {
+            channel_id: Some(ChannelId(id)),
+        },
+    )
+    .unwrap();
     assert_eq!(pays(&h.channel()), vec![50_000]);
     // Fixed now: other terms are refused even within the cap.
     let k2 = seller_with_terms(
@@ -400,7 +495,12 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
         },
     );
     assert!(matches!(
-        h.notice_in(k2, &Notice::Stop(Some(id))),
+        h.notice_in(
+            k2,
+            &PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        ),
         Err(Error::Peer(PeerError::TermsChanged { .. }))
     ));
 }
@@ -409,8 +509,13 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
 fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
     for _ in 0..10 {
-        let _ = h.notice_in(k, &Notice::Stop(Some(id)));
-        let _ = h.notice_in(k, &Notice::Start);
+        let _ = h.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        );
+        let _ = h.notice_in(k, &PseMessage::Start);
         h.advance(Duration::from_secs(3));
     }
     h.ev(ChannelEvent::Closed {
@@ -420,7 +525,7 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     h.channel();
     h.events();
     h.ev(ChannelEvent::Proposed {
-        channel_id: [10; 32],
+        channel_id: ChannelId([10; 32]),
         payee: seller,
         deposit: 1_000_000,
         price: None,
@@ -429,11 +534,11 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {
-            channel_id: [10; 32]
+            channel_id: ChannelId([10; 32])
         }]
     );
     assert!(h.events().contains(&CoordinatorEvent::ProposalDeclined {
-        channel_id: [10; 32],
+        channel_id: ChannelId([10; 32]),
         payee: seller,
         reason: DeclineReason::Misbehaved
     }));
@@ -534,16 +639,16 @@ impl Run {
         self.ledger.next_channel += 1;
         let id = [self.ledger.next_channel; 32];
         self.h.ev(ChannelEvent::Proposed {
-            channel_id: id,
+            channel_id: ChannelId(id),
             payee: self.seller,
             deposit: 1_000_000,
             price: None,
             nonce: None,
         });
         self.collect();
-        if self.ledger.current.is_some_and(|(c, _)| c == id) {
+        if self.ledger.current.is_some_and(|(c, _)| c == ChannelId(id)) {
             self.h.ev(ChannelEvent::Ready {
-                channel_id: id,
+                channel_id: ChannelId(id),
                 counterparty: self.seller,
                 role: Role::Payer,
                 deposit: 1_000_000,
@@ -576,17 +681,17 @@ impl Run {
         match op {
             Op::Stop(s) => {
                 if let Some(k) = conn(s) {
-                    let _ = self.h.notice_in(k, &Notice::Stop(id));
+                    let _ = self.h.notice_in(k, &PseMessage::Stop { channel_id: id });
                 }
             }
             Op::Start(s) => {
                 if let Some(k) = conn(s) {
-                    let _ = self.h.notice_in(k, &Notice::Start);
+                    let _ = self.h.notice_in(k, &PseMessage::Start);
                 }
             }
             Op::Prompt(s, bytes) => {
                 if let Some(k) = conn(s) {
-                    let n = Notice::Prompt {
+                    let n = PseMessage::Prompt {
                         bytes: *bytes,
                         amount: u128::from(*bytes),
                     };
@@ -652,7 +757,7 @@ impl Run {
             prop_assert!(
                 *paid <= bound,
                 "channel {:?}: paid {paid} > {price} × ({received} + {WINDOW})",
-                id[0]
+                id.0[0]
             );
             prop_assert_eq!(paid % price, 0);
             bytes_paid += paid / price;

@@ -52,11 +52,11 @@ fn connect(h: &mut H, k: u64, account: Address, auth: bool) -> PeerKey {
     key
 }
 
-fn notices(cmds: &[EngineCommand], to: PeerKey) -> Vec<Notice> {
+fn notices(cmds: &[EngineCommand], to: PeerKey) -> Vec<PseMessage> {
     cmds.iter()
         .filter_map(|c| match c {
             EngineCommand::SendExtended { peer, payload, .. } if *peer == to => {
-                Notice::decode(payload).ok()
+                PseMessage::decode(payload).ok()
             }
             _ => None,
         })
@@ -67,7 +67,7 @@ fn challenge(cmds: &[EngineCommand], to: PeerKey) -> [u8; 32] {
     notices(cmds, to)
         .into_iter()
         .find_map(|n| match n {
-            Notice::AuthChallenge(nonce) => Some(nonce),
+            PseMessage::AuthChallenge { nonce } => Some(nonce),
             _ => None,
         })
         .expect("a challenge")
@@ -88,7 +88,12 @@ fn answer(
         prover_peer_id: their_id(k),
     };
     let sig = prove(signer, &ctx).unwrap();
-    h.notice_in(key, &Notice::AuthProof(sig.to_rsv()))
+    h.notice_in(
+        key,
+        &PseMessage::AuthProof {
+            signature: sig.to_rsv(),
+        },
+    )
 }
 
 /// Connects and proves `signer`'s account as `k`.
@@ -140,10 +145,10 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
     let id = [0x31; 32];
     h.ev(ChannelEvent::Created {
         peer: buyer.address(),
-        channel_id: id,
+        channel_id: ChannelId(id),
     });
     h.ev(ChannelEvent::Ready {
-        channel_id: id,
+        channel_id: ChannelId(id),
         counterparty: buyer.address(),
         role: Role::Payee,
         deposit: 1 << 30,
@@ -176,7 +181,7 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
         json: "{\"postfund\":1}".into(),
     });
     h.ev(ChannelEvent::PaymentReceived {
-        channel_id: id,
+        channel_id: ChannelId(id),
         delta: u128::from(BLOCK),
         total: u128::from(BLOCK),
     });
@@ -186,7 +191,9 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
         peer: b,
         request: req(0)
     }));
-    assert!(notices(&cmds, b).contains(&Notice::Message("{\"postfund\":1}".into())));
+    assert!(notices(&cmds, b).contains(&PseMessage::Message {
+        message: "{\"postfund\":1}".into()
+    }));
     assert_eq!(h.c.identity(buyer.address()).unwrap().connections, 1);
 }
 
@@ -206,7 +213,7 @@ fn a_proof_made_for_another_connection_does_not_verify() {
     let mut h = seller();
     let k = connect(&mut h, 3, buyer.address(), false);
     assert_eq!(
-        h.notice_in(k, &Notice::AuthProof([0; 65])),
+        h.notice_in(k, &PseMessage::AuthProof { signature: [0; 65] }),
         Err(Error::Peer(PeerError::BadIdentityProof))
     );
 }
@@ -266,11 +273,12 @@ fn we_answer_one_challenge_per_connection_with_a_proof_bound_to_it() {
     let k = connect(&mut h, 5, addr(0xB1), true);
     h.engine();
     let nonce = [0x99; 32];
-    h.notice_in(k, &Notice::AuthChallenge(nonce)).unwrap();
+    h.notice_in(k, &PseMessage::AuthChallenge { nonce })
+        .unwrap();
     let proof = notices(&h.engine(), k)
         .into_iter()
         .find_map(|n| match n {
-            Notice::AuthProof(sig) => Some(sig),
+            PseMessage::AuthProof { signature: sig } => Some(sig),
             _ => None,
         })
         .expect("a proof");
@@ -285,7 +293,7 @@ fn we_answer_one_challenge_per_connection_with_a_proof_bound_to_it() {
     assert!(verify(&ctx, me.address(), &sig));
     // A second challenge costs us no second signature.
     assert_eq!(
-        h.notice_in(k, &Notice::AuthChallenge([0x98; 32])),
+        h.notice_in(k, &PseMessage::AuthChallenge { nonce: [0x98; 32] }),
         Err(Error::Peer(PeerError::RepeatedChallenge))
     );
     assert!(notices(&h.engine(), k).is_empty());
@@ -379,7 +387,7 @@ fn channel_creation_is_rate_limited_per_connection() {
     // permanently stopped then, and a later need of the same connection proposes nothing.
     h.ev(ChannelEvent::Created {
         peer: addr(0xB1),
-        channel_id: [0x41; 32],
+        channel_id: ChannelId([0x41; 32]),
     });
     h.c.need_payee_channel(h.now, addr(0xB1), Some(p));
     assert!(h.channel().is_empty());
@@ -409,12 +417,18 @@ fn the_channel_work_queue_is_bounded() {
         addr(0xB1).to_checksum(None)
     );
     for _ in 0..5 {
-        h.notice_in(p, &Notice::Message(json.clone())).unwrap();
+        h.notice_in(
+            p,
+            &PseMessage::Message {
+                message: json.clone(),
+            },
+        )
+        .unwrap();
     }
     assert_eq!(h.c.resource_usage().channel_commands, 2);
     let acks = notices(&h.engine(), p)
         .into_iter()
-        .filter(|n| *n == Notice::Ack)
+        .filter(|n| *n == PseMessage::Ack)
         .count();
     assert_eq!(acks, 2, "refused messages are not acked");
     assert!(h.events().contains(&CoordinatorEvent::MessageDropped {
@@ -438,21 +452,22 @@ fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
     let k = proven(&mut h, 1, &seller);
     // The seller challenges us too: its share of the nonce.
     let theirs = [0x33; 32];
-    h.notice_in(k, &Notice::AuthChallenge(theirs)).unwrap();
+    h.notice_in(k, &PseMessage::AuthChallenge { nonce: theirs })
+        .unwrap();
     h.engine();
     // Our challenge went out when it connected.
     let ours = h.c.peers.get(&k).and_then(|p| p.challenge).unwrap();
     let fresh = crate::identity::channel_nonce(&ours, &theirs, 0);
     // A replayed (or any other) nonce: declined, nothing joined.
     h.ev(ChannelEvent::Proposed {
-        channel_id: [0x51; 32],
+        channel_id: ChannelId([0x51; 32]),
         payee: seller.address(),
         deposit: 1 << 20,
         price: Some(1),
         nonce: Some(fresh ^ 1),
     });
     assert!(h.events().contains(&CoordinatorEvent::ProposalDeclined {
-        channel_id: [0x51; 32],
+        channel_id: ChannelId([0x51; 32]),
         payee: seller.address(),
         reason: DeclineReason::NotFresh,
     }));
@@ -463,13 +478,13 @@ fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
     );
     // The nonce derived from this connection: joined.
     h.ev(ChannelEvent::Proposed {
-        channel_id: [0x52; 32],
+        channel_id: ChannelId([0x52; 32]),
         payee: seller.address(),
         deposit: 1 << 20,
         price: Some(1),
         nonce: Some(fresh),
     });
     assert!(h.channel().iter().any(
-        |c| matches!(c, ChannelCommand::Join { channel_id, .. } if *channel_id == [0x52; 32])
+        |c| matches!(c, ChannelCommand::Join { channel_id, .. } if *channel_id == ChannelId([0x52; 32]))
     ));
 }

@@ -1,0 +1,356 @@
+//! A deterministic two-coordinator pair harness and the transfers it runs.
+
+use super::*;
+
+/// A message on the simulated wire.
+#[derive(Debug, Clone)]
+enum Wire {
+    Unchoke,
+    Choke,
+    Request(BlockRequest),
+    Piece(BlockRequest),
+    Reject(BlockRequest),
+    Ext(Bytes),
+}
+
+/// Two coordinators (uploader U, downloader D) connected by an in-order simulated wire, a
+/// minimal engine on each side, and a simulated channel that turns D's payments into U's
+/// payment events. Everything runs on one simulated clock.
+struct Pair {
+    now: Instant,
+    up: Coordinator,
+    down: Coordinator,
+    /// Messages U → D and D → U.
+    to_down: VecDeque<Wire>,
+    to_up: VecDeque<Wire>,
+    /// Channel events for U and D, delivered after `channel_delay` steps.
+    up_events: VecDeque<ChannelEvent>,
+    down_events: VecDeque<ChannelEvent>,
+    /// D's engine: blocks wanted, in order; outstanding requests.
+    wanted: VecDeque<BlockRequest>,
+    outstanding: BTreeSet<(u32, u32)>,
+    pipeline: usize,
+    unchoked: bool,
+    received: u64,
+    block_count: u32,
+    blocks_per_piece: u32,
+    piece_blocks: HashMap<u32, u32>,
+    total_paid: u128,
+    channel_total: u128,
+    closed_with: Option<u128>,
+}
+
+const UPK: PeerKey = PeerKey(10); // U's key for D
+const DNK: PeerKey = PeerKey(20); // D's key for U
+const CH: ChannelId = ChannelId([0xC4; 32]);
+
+impl Pair {
+    fn new(total_blocks: u32, granularity: u64, trust: u64, pipeline: usize) -> Self {
+        let seller = keyed(0x5E);
+        let buyer = keyed(0xB1);
+        let mut up_cfg = CoordinatorConfig::new(seller, seller);
+        up_cfg.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(trust);
+        up_cfg.download = None;
+        let mut down_cfg = CoordinatorConfig::new(buyer, buyer);
+        down_cfg.download.as_mut().unwrap().granularity_bytes = granularity;
+        down_cfg.download.as_mut().unwrap().max_deposit = u128::MAX;
+        down_cfg.download.as_mut().unwrap().budget = u128::MAX;
+        // Both prove their accounts to each other over the piped notices.
+        let mut up = Coordinator::with_signer(up_cfg, key(0x5E)).unwrap();
+        let mut down = Coordinator::with_signer(down_cfg, key(0xB1)).unwrap();
+        let total = u64::from(total_blocks) * u64::from(BLOCK);
+        up.add_torrent(TorrentKey(0), 0).unwrap();
+        down.add_torrent(TorrentKey(0), total).unwrap();
+        let now = Instant::now();
+        let ext = reserved(true, false);
+        let (up_id, down_id) = ([0x11; 20], [0x22; 20]);
+        up.handle_peer_connected(
+            now,
+            UPK,
+            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext)
+                .with_session([0x17; 20], up_id, down_id),
+        )
+        .unwrap();
+        down.handle_peer_connected(
+            now,
+            DNK,
+            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext)
+                .with_session([0x17; 20], down_id, up_id),
+        )
+        .unwrap();
+        let to_hs = |c: HandshakeContribution| PeerExtendedHandshake {
+            pse_id: Some(2),
+            pse_account: Some(c.pse_account.into_bytes()),
+            outcome_address: Some(c.outcome_address.into_bytes()),
+            terms: c.terms,
+            asset: c.asset,
+            client: None,
+            auth: c.auth,
+        };
+        let up_hs = to_hs(up.extended_handshake_contribution());
+        let down_hs = to_hs(down.extended_handshake_contribution());
+        up.handle_extended_handshake(now, UPK, &down_hs).unwrap();
+        down.handle_extended_handshake(now, DNK, &up_hs).unwrap();
+        up.handle_remote_interest(now, UPK, true).unwrap();
+        let wanted = (0..total_blocks)
+            .map(|i| BlockRequest {
+                index: i / 4,
+                begin: (i % 4) * BLOCK,
+                length: BLOCK,
+            })
+            .collect();
+        Self {
+            now,
+            up,
+            down,
+            to_down: VecDeque::new(),
+            to_up: VecDeque::new(),
+            up_events: VecDeque::new(),
+            down_events: VecDeque::new(),
+            wanted,
+            outstanding: BTreeSet::new(),
+            pipeline,
+            unchoked: false,
+            received: 0,
+            block_count: total_blocks,
+            blocks_per_piece: 4,
+            piece_blocks: HashMap::new(),
+            total_paid: 0,
+            channel_total: 0,
+            closed_with: None,
+        }
+    }
+
+    /// Runs U's and D's outputs into the wire and the channel.
+    fn pump_outputs(&mut self) {
+        while let Some(cmd) = self.up.poll_engine_command() {
+            match cmd {
+                EngineCommand::Unchoke { .. } => self.to_down.push_back(Wire::Unchoke),
+                EngineCommand::Choke { .. } => self.to_down.push_back(Wire::Choke),
+                EngineCommand::Serve { request, .. } => self.serve(request),
+                EngineCommand::Reject { request, .. } => {
+                    self.to_down.push_back(Wire::Reject(request));
+                }
+                EngineCommand::SendExtended { payload, .. } => {
+                    self.to_down.push_back(Wire::Ext(payload));
+                }
+                _ => {}
+            }
+        }
+        while let Some(cmd) = self.down.poll_engine_command() {
+            if let EngineCommand::SendExtended { payload, .. } = cmd {
+                self.to_up.push_back(Wire::Ext(payload));
+            }
+        }
+        while let Some(cmd) = self.up.poll_channel_command() {
+            match cmd {
+                ChannelCommand::Create {
+                    peer,
+                    deposit,
+                    nonce,
+                    ..
+                } => {
+                    // The buyer only joins a nonce it helped create.
+                    assert!(nonce.is_some());
+                    self.up_events.push_back(ChannelEvent::Created {
+                        peer,
+                        channel_id: CH,
+                    });
+                    self.down_events.push_back(ChannelEvent::Proposed {
+                        channel_id: CH,
+                        payee: keyed(0x5E),
+                        deposit,
+                        price: None,
+                        nonce,
+                    });
+                }
+                ChannelCommand::Close { .. } | ChannelCommand::Challenge { .. } => {
+                    self.closed_with = Some(self.channel_total);
+                }
+                _ => {}
+            }
+        }
+        while let Some(cmd) = self.down.poll_channel_command() {
+            match cmd {
+                ChannelCommand::Join { deposit, .. } => {
+                    self.up_events.push_back(ChannelEvent::Ready {
+                        channel_id: CH,
+                        counterparty: keyed(0xB1),
+                        role: Role::Payee,
+                        deposit,
+                    });
+                    self.down_events.push_back(ChannelEvent::Ready {
+                        channel_id: CH,
+                        counterparty: keyed(0x5E),
+                        role: Role::Payer,
+                        deposit,
+                    });
+                }
+                ChannelCommand::Pay { amount, .. } => {
+                    self.total_paid += amount;
+                    self.channel_total += amount;
+                    self.up_events.push_back(ChannelEvent::PaymentReceived {
+                        channel_id: CH,
+                        delta: amount,
+                        total: self.channel_total,
+                    });
+                }
+                ChannelCommand::Close { .. } => {
+                    // The payee's client answers the close by itself.
+                    self.closed_with = Some(self.channel_total);
+                    let closed = ChannelEvent::Closed {
+                        channel_id: CH,
+                        payee_amount: self.channel_total,
+                    };
+                    self.up_events.push_back(closed.clone());
+                    self.down_events.push_back(closed);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn serve(&mut self, request: BlockRequest) {
+        self.up
+            .handle_bytes_sent(self.now, UPK, request, request.length)
+            .unwrap();
+        self.to_down.push_back(Wire::Piece(request));
+    }
+
+    fn request_more(&mut self) {
+        if !self.unchoked || self.down.is_stopped_by_peer(DNK) {
+            return;
+        }
+        while self.outstanding.len() < self.pipeline {
+            let Some(r) = self.wanted.pop_front() else {
+                return;
+            };
+            self.outstanding.insert((r.index, r.begin));
+            self.to_up.push_back(Wire::Request(r));
+        }
+    }
+
+    /// One step: deliver everything in flight, once. Returns whether anything happened.
+    fn step(&mut self) -> bool {
+        self.now += Duration::from_millis(10);
+        self.request_more();
+        self.pump_outputs();
+        let mut progressed = false;
+        for ev in std::mem::take(&mut self.up_events) {
+            progressed = true;
+            let _ = self.up.handle_channel_event(self.now, ev);
+        }
+        for ev in std::mem::take(&mut self.down_events) {
+            progressed = true;
+            let _ = self.down.handle_channel_event(self.now, ev);
+        }
+        self.pump_outputs();
+        for msg in std::mem::take(&mut self.to_up) {
+            progressed = true;
+            match msg {
+                Wire::Request(r) => match self.up.handle_request(self.now, UPK, r).unwrap() {
+                    RequestDecision::Serve => self.serve(r),
+                    RequestDecision::Reject => self.to_down.push_back(Wire::Reject(r)),
+                    _ => {}
+                },
+                Wire::Ext(p) => {
+                    self.up
+                        .handle_extension_message(self.now, UPK, EXTENSION_NAME, &p)
+                        .unwrap();
+                }
+                _ => {}
+            }
+            self.pump_outputs();
+        }
+        for msg in std::mem::take(&mut self.to_down) {
+            progressed = true;
+            match msg {
+                Wire::Unchoke => self.unchoked = true,
+                Wire::Choke => self.unchoked = false,
+                Wire::Piece(r) => {
+                    self.outstanding.remove(&(r.index, r.begin));
+                    self.received += u64::from(r.length);
+                    self.down
+                        .handle_block_received(self.now, DNK, r, r.length)
+                        .unwrap();
+                    let got = self.piece_blocks.entry(r.index).or_insert(0);
+                    *got += 1;
+                    let in_piece = self
+                        .blocks_per_piece
+                        .min(self.block_count - r.index * self.blocks_per_piece);
+                    if *got == in_piece {
+                        self.down.handle_piece_verified(
+                            self.now,
+                            TorrentKey(0),
+                            r.index,
+                            in_piece * BLOCK,
+                        );
+                    }
+                }
+                Wire::Reject(r) => {
+                    self.outstanding.remove(&(r.index, r.begin));
+                    self.wanted.push_front(r);
+                }
+                Wire::Ext(p) => {
+                    self.down
+                        .handle_extension_message(self.now, DNK, EXTENSION_NAME, &p)
+                        .unwrap();
+                }
+                Wire::Request(_) => {}
+            }
+            self.pump_outputs();
+        }
+        self.request_more();
+        progressed || !self.to_up.is_empty()
+    }
+
+    fn run(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+}
+
+#[test]
+fn pair_transfers_and_serves_exactly_paid_plus_trust() {
+    for (blocks, granularity, trust, pipeline) in [
+        (64u32, 16_384u64, 0u64, 4usize),
+        (64, 65_536, 0, 8),
+        (64, 100_000, 32_768, 8),
+        (256, 262_144, 16_384, 16),
+        (100, 1 << 20, 0, 5),
+        (40, 50_000, 49_152, 3),
+    ] {
+        let mut p = Pair::new(blocks, granularity, trust, pipeline);
+        p.run();
+        let total = u64::from(blocks) * u64::from(BLOCK);
+        let seen = p.up.identity(keyed(0xB1)).unwrap();
+        assert_eq!(p.received, total, "{blocks} blocks at {granularity}");
+        assert_eq!(seen.bytes_served, total);
+        assert_eq!(
+            u128::from(seen.bytes_served),
+            p.total_paid + u128::from(trust),
+            "served = paid + trust, exactly ({blocks} blocks, granularity {granularity}, trust {trust})"
+        );
+        assert_eq!(seen.wei_received, p.total_paid);
+        assert_eq!(p.closed_with, Some(p.total_paid), "closed with that payout");
+        let bought = p.down.identity(keyed(0x5E)).unwrap();
+        assert_eq!(bought.wei_paid, p.total_paid);
+        assert_eq!(bought.payer_channel, None, "closed on completion");
+    }
+}
+
+#[test]
+fn pay_ahead_keeps_a_steady_transfer_from_stopping() {
+    // With pay-ahead, after the first STOP the uploader never has to stop the downloader again.
+    let mut p = Pair::new(256, 262_144, 0, 8);
+    p.run();
+    let gate_stops = p.up.identity(keyed(0xB1)).unwrap();
+    assert_eq!(gate_stops.bytes_served, 256 * u64::from(BLOCK));
+    let planner = p.down.download_planner(DNK).unwrap().stats();
+    assert_eq!(planner.stops, 1, "only the initial STOP");
+    assert!(planner.pay_ahead_payments >= 14);
+}

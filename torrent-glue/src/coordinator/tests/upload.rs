@@ -1,0 +1,398 @@
+//! The uploader: request gate, choking, channel creation and credit.
+
+use super::*;
+
+#[test]
+fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
+    for i in 0..20 {
+        assert_eq!(
+            h.c.handle_request(h.now, k, req(i)).unwrap(),
+            RequestDecision::Defer
+        );
+    }
+    let cmds = h.channel();
+    assert_eq!(creates(&cmds), 1);
+    assert_eq!(
+        cmds[0],
+        ChannelCommand::Create {
+            peer: buyer,
+            peer_destination: Some(buyer),
+            deposit: UploadConfig::default().deposit,
+            price: Some(1),
+            nonce: None,
+        }
+    );
+    // Nothing is sent before the channel is funded (STOP carries the channel id).
+    assert!(h.engine().is_empty());
+    let id = [1; 32];
+    h.open_payee(buyer, ChannelId(id));
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
+    // A second connection of the same identity in the middle of it all: no new channel.
+    let k2 = h.paying(2, buyer);
+    h.c.handle_request(h.now, k2, req(100)).unwrap();
+    assert_eq!(creates(&h.channel()), 0);
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k2,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
+}
+
+#[test]
+fn burst_across_connections_before_funding_creates_one_channel() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let ks: Vec<PeerKey> = (1..=4).map(|i| h.paying(i, buyer)).collect();
+    for &k in &ks {
+        for i in 0..5 {
+            h.c.handle_request(h.now, k, req(i)).unwrap();
+        }
+    }
+    assert_eq!(creates(&h.channel()), 1);
+    h.engine();
+    h.open_payee(buyer, ChannelId([3; 32]));
+    let stops = notices(&h.engine());
+    assert_eq!(stops.len(), 4, "one STOP per waiting connection");
+    assert!(stops.iter().all(|(_, n)| *n
+        == PseMessage::Stop {
+            channel_id: Some(ChannelId([3; 32]))
+        }));
+}
+
+#[test]
+fn payment_credits_starts_and_replays_in_order() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    for i in 0..3 {
+        h.c.handle_request(h.now, k, req(i)).unwrap();
+    }
+    let id = [1; 32];
+    h.open_payee(buyer, ChannelId(id));
+    h.engine();
+    // Pays for two blocks: START, then the first two requests, then STOP again.
+    h.pay_in(ChannelId(id), 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
+    let cmds = h.engine();
+    assert_eq!(notices(&cmds)[0], (k, PseMessage::Start));
+    assert_eq!(serves(&cmds), vec![req(0), req(1)]);
+    let start_pos = cmds
+        .iter()
+        .position(|c| matches!(c, EngineCommand::SendExtended { .. }))
+        .unwrap();
+    let serve_pos = cmds
+        .iter()
+        .position(|c| matches!(c, EngineCommand::Serve { .. }))
+        .unwrap();
+    assert!(
+        start_pos < serve_pos,
+        "START precedes the pieces it unblocks"
+    );
+    assert_eq!(
+        notices(&cmds).last(),
+        Some(&(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(ChannelId(id))
+            }
+        ))
+    );
+    for r in [req(0), req(1)] {
+        h.c.handle_bytes_sent(h.now, k, r, BLOCK).unwrap();
+    }
+    // A replayed event (same total) credits nothing.
+    h.pay_in(ChannelId(id), 2 * u128::from(BLOCK), 2 * u128::from(BLOCK));
+    assert!(serves(&h.engine()).is_empty());
+    let view = h.c.identity(buyer).unwrap();
+    assert_eq!(view.wei_received, 2 * u128::from(BLOCK));
+    assert_eq!(view.bytes_served, 2 * u64::from(BLOCK));
+}
+
+#[test]
+fn low_watermark_prompts_the_payer() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    let id = [1; 32];
+    h.open_payee(buyer, ChannelId(id));
+    h.engine();
+    h.pay_in(ChannelId(id), 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
+    h.engine();
+    // Credit 3 blocks left after the replay; at 50 % of the last payment (2 blocks) → prompt.
+    h.c.handle_request(h.now, k, req(1)).unwrap();
+    assert!(notices(&h.engine()).is_empty());
+    assert_eq!(
+        h.c.handle_request(h.now, k, req(2)).unwrap(),
+        RequestDecision::Serve
+    );
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Prompt {
+                bytes: 4 * u64::from(BLOCK),
+                amount: 4 * u128::from(BLOCK)
+            }
+        )]
+    );
+}
+
+#[test]
+fn payment_goes_to_the_stopped_connection_first() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k1 = h.paying(1, buyer);
+    h.c.handle_request(h.now, k1, req(0)).unwrap();
+    h.open_payee(buyer, ChannelId(id));
+    let k2 = h.paying(2, buyer);
+    h.engine();
+    // Only k2 is stopped now? Both are: k1 got STOP at funding, k2 at its first request.
+    h.c.handle_request(h.now, k2, req(5)).unwrap();
+    h.engine();
+    h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
+    let cmds = h.engine();
+    assert_eq!(
+        cmds.iter()
+            .find(|c| matches!(c, EngineCommand::Serve { .. })),
+        Some(&EngineCommand::Serve {
+            peer: k1,
+            request: req(0)
+        }),
+        "the oldest STOP is paid first"
+    );
+    h.pay_in(ChannelId(id), u128::from(BLOCK), 2 * u128::from(BLOCK));
+    assert_eq!(serves(&h.engine()), vec![req(5)]);
+}
+
+#[test]
+fn reconnect_reuses_the_channel_and_carries_credit_and_trust_debt() {
+    let mut config = config();
+    config.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(2 * u64::from(BLOCK));
+    let mut h = H::new(config);
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k1 = h.paying(1, buyer);
+    // Trust: two blocks served at once, before any channel.
+    for i in 0..2 {
+        assert_eq!(
+            h.c.handle_request(h.now, k1, req(i)).unwrap(),
+            RequestDecision::Serve
+        );
+        h.c.handle_bytes_sent(h.now, k1, req(i), BLOCK).unwrap();
+    }
+    h.open_payee(buyer, ChannelId(id));
+    assert_eq!(creates(&h.channel()), 1);
+    // Pays 3 blocks, uses none, and drops.
+    h.pay_in(ChannelId(id), 3 * u128::from(BLOCK), 3 * u128::from(BLOCK));
+    h.c.handle_disconnect(h.now, k1).unwrap();
+    let view = h.c.identity(buyer).unwrap();
+    assert_eq!(view.credit_wei, u128::from(BLOCK), "3 paid − 2 on trust");
+    assert_eq!(view.debt_wei, 0);
+    // Reconnects: same channel, no Create, the credit is usable at once, and the trust it
+    // already consumed and repaid is granted again.
+    let k2 = h.paying(2, buyer);
+    assert_eq!(creates(&h.channel()), 0);
+    h.engine();
+    for i in 2..5 {
+        assert_eq!(
+            h.c.handle_request(h.now, k2, req(i)).unwrap(),
+            RequestDecision::Serve,
+            "block {i}"
+        );
+        h.c.handle_bytes_sent(h.now, k2, req(i), BLOCK).unwrap();
+    }
+    assert_eq!(
+        h.c.handle_request(h.now, k2, req(5)).unwrap(),
+        RequestDecision::Defer
+    );
+    let view = h.c.identity(buyer).unwrap();
+    assert_eq!(view.bytes_served, 5 * u64::from(BLOCK));
+    assert_eq!(view.wei_received, 3 * u128::from(BLOCK));
+    // served = paid + trust, exactly.
+    assert_eq!(
+        u128::from(view.bytes_served),
+        view.wei_received + 2 * u128::from(BLOCK)
+    );
+}
+
+#[test]
+fn trust_is_per_identity_not_per_connection() {
+    let mut config = config();
+    config.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(u64::from(BLOCK));
+    let mut h = H::new(config);
+    let buyer = addr(0xB1);
+    let k1 = h.paying(1, buyer);
+    assert_eq!(
+        h.c.handle_request(h.now, k1, req(0)).unwrap(),
+        RequestDecision::Serve
+    );
+    h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
+    // A parallel connection gets no second allowance.
+    let k2 = h.paying(2, buyer);
+    assert_eq!(
+        h.c.handle_request(h.now, k2, req(1)).unwrap(),
+        RequestDecision::Defer
+    );
+    // Reconnecting does not refresh it either.
+    h.c.handle_disconnect(h.now, k1).unwrap();
+    h.c.handle_disconnect(h.now, k2).unwrap();
+    assert_eq!(h.c.identity(buyer).unwrap().debt_wei, u128::from(BLOCK));
+    let k3 = h.paying(3, buyer);
+    assert_eq!(
+        h.c.handle_request(h.now, k3, req(1)).unwrap(),
+        RequestDecision::Defer
+    );
+}
+
+#[test]
+fn payee_close_by_payer_is_answered_by_permanent_stop() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.open_payee(buyer, ChannelId(id));
+    h.engine();
+    h.ev(ChannelEvent::Closed {
+        channel_id: ChannelId(id),
+        payee_amount: 0,
+    });
+    let cmds = h.engine();
+    assert_eq!(
+        notices(&cmds),
+        vec![(
+            k,
+            PseMessage::PermanentStop {
+                channel_id: Some(ChannelId(id))
+            }
+        )]
+    );
+    assert!(cmds.contains(&EngineCommand::Choke { peer: k }));
+    assert_eq!(h.c.identity(buyer).unwrap().payee_channel, None);
+}
+
+#[test]
+fn overdue_stop_disconnects_by_default() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.open_payee(buyer, ChannelId(id));
+    h.engine();
+    h.advance(Duration::from_secs(59));
+    assert!(h.engine().is_empty());
+    h.advance(Duration::from_secs(2));
+    assert_eq!(
+        h.engine(),
+        vec![EngineCommand::Disconnect {
+            peer: k,
+            reason: DisconnectReason::PaymentOverdue
+        }]
+    );
+    assert!(h.events().contains(&CoordinatorEvent::PaymentOverdue {
+        peer: k,
+        channel_id: ChannelId(id)
+    }));
+}
+
+#[test]
+fn fast_peer_gets_rejects_for_refused_and_cancelled_requests() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = PeerKey(1);
+    h.c.handle_peer_connected(h.now, k, info(true, true))
+        .unwrap();
+    // A request before the handshake is deferred; its cancel is answered with a reject.
+    assert_eq!(
+        h.c.handle_request(h.now, k, req(9)).unwrap(),
+        RequestDecision::Defer
+    );
+    h.c.handle_cancel(h.now, k, req(9)).unwrap();
+    assert_eq!(
+        h.engine(),
+        vec![EngineCommand::Reject {
+            peer: k,
+            request: req(9)
+        }]
+    );
+    h.c.handle_extended_handshake(h.now, k, &handshake(buyer, 7))
+        .unwrap();
+    // Choked (never interested): refused with a reject.
+    assert_eq!(
+        h.c.handle_request(h.now, k, req(0)).unwrap(),
+        RequestDecision::Reject
+    );
+    h.c.handle_remote_interest(h.now, k, true).unwrap();
+    h.engine();
+    h.c.handle_request(h.now, k, req(1)).unwrap();
+    h.c.handle_cancel(h.now, k, req(1)).unwrap();
+    assert!(h.engine().contains(&EngineCommand::Reject {
+        peer: k,
+        request: req(1)
+    }));
+    // Oversized request: misbehaviour, rejected, reported.
+    let big = BlockRequest {
+        index: 0,
+        begin: 0,
+        length: 1 << 20,
+    };
+    assert_eq!(
+        h.c.handle_request(h.now, k, big).unwrap(),
+        RequestDecision::Reject
+    );
+    assert!(h.events().contains(&CoordinatorEvent::PeerMisbehaved {
+        peer: k,
+        error: PeerError::InvalidRequest(big)
+    }));
+}
+
+#[test]
+fn engine_authority_never_chokes_and_mirrors_engine_choke() {
+    let mut config = config();
+    config.choke_authority = ChokeAuthority::Engine;
+    let mut h = H::new(config);
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k = h.paying(1, buyer);
+    assert!(
+        h.engine().is_empty(),
+        "no choke commands under engine authority"
+    );
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.open_payee(buyer, ChannelId(id));
+    h.engine();
+    h.c.handle_local_choke(h.now, k, true).unwrap();
+    // The queued request is dropped with the choke (no BEP 6).
+    assert_eq!(h.c.upload_gate(k).unwrap().queued_len(), 0);
+    assert_eq!(
+        h.c.handle_request(h.now, k, req(1)).unwrap(),
+        RequestDecision::Drop
+    );
+    h.c.handle_local_choke(h.now, k, false).unwrap();
+    assert_eq!(
+        h.c.handle_request(h.now, k, req(1)).unwrap(),
+        RequestDecision::Defer
+    );
+    assert!(!h.engine().iter().any(|c| matches!(
+        c,
+        EngineCommand::Choke { .. } | EngineCommand::Unchoke { .. }
+    )));
+}
