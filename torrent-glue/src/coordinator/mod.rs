@@ -458,6 +458,7 @@ impl Coordinator {
                 stopped_at: None,
                 prompted_at: None,
                 planner: None,
+                early_stop: None,
                 stop_pending: None,
                 stop_retry_at: None,
                 stop_held: false,
