@@ -58,7 +58,9 @@
 //!   `disconnect_after_strikes`.
 //! * **Uploader.** The first request of a paying peer with no channel creates one (at most one
 //!   per identity, whatever the burst of requests or the number of connections); its requests
-//!   wait, and once the channel is funded the peer gets STOP. A payment credits the connection
+//!   wait (nothing is served before funding beyond the trust allowance), and right after the
+//!   proposal the peer gets STOP naming the channel (web3torrent's order: its leecher learns
+//!   the channel from that STOP); funding does not repeat it. A payment credits the connection
 //!   that is waiting (oldest STOP first), which sends START and replays its queued requests.
 //!   When its credit drops below the watermark, the peer is prompted to pay ahead. Credit is
 //!   held per connection; credit left idle on one connection is moved to a sibling that runs
