@@ -25,8 +25,8 @@ use torrent_glue::adapter::{
 };
 use torrent_glue::engine::TorrentKey;
 use torrent_glue::{
-    AssetTerms, Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, LivenessConfig,
-    NonPayingPolicy, UploadConfig,
+    AssetTerms, Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, IdentityConfig,
+    LivenessConfig, NonPayingPolicy, UploadConfig,
 };
 
 use crate::torrent::{Received, Torrent};
@@ -336,6 +336,28 @@ impl PaidNode {
         buy: Option<BuyTerms>,
         liveness: LivenessConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
+        Self::start_with_identity(
+            torrent,
+            wallet,
+            sell,
+            buy,
+            liveness,
+            IdentityConfig::default(),
+        )
+        .await
+    }
+
+    /// [`PaidNode::start`] with the given identity rules (e.g.
+    /// [`LegacyPolicy::TrustClaimedAccount`](torrent_glue::LegacyPolicy::TrustClaimedAccount)
+    /// to pay and be paid by web3torrent peers, which cannot prove their account).
+    pub async fn start_with_identity(
+        torrent: Arc<Torrent>,
+        wallet: &Wallet,
+        sell: Option<SellTerms>,
+        buy: Option<BuyTerms>,
+        liveness: LivenessConfig,
+        identity: IdentityConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
         let mut client_config = ClientConfig::new(wallet.app);
         client_config.asset = wallet.units.asset;
         if let Some(s) = &sell {
@@ -363,6 +385,7 @@ impl PaidNode {
         let account = wallet.address();
         let mut config = CoordinatorConfig::new(account, account);
         config.liveness = liveness;
+        config.identity = identity;
         config.upload = sell.as_ref().map(|s| {
             let mut up = UploadConfig::default();
             up.choke.price_per_byte = s.price_per_byte;

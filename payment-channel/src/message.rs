@@ -5,6 +5,10 @@
 //! ([`Envelope`]); `recipient` and `sender` are the participants' signing addresses, and a receiver
 //! drops an envelope whose `recipient` is not its own address.
 //!
+//! The addresses are written EIP-55 checksummed (as web3torrent's `pseAccount` is) and read in any
+//! case. Every integer in the JSON is within ±(2^53 − 1), the range JavaScript's `JSON.parse`
+//! keeps exactly: amounts are hex strings and the channel nonce a decimal string.
+//!
 //! `data` is a [`Message`]: a one-key object whose key names the kind. Field names are one or two
 //! letters; amounts are `0x` hex quantities; channel ids are `0x` hex; **signatures are the 65-byte
 //! `r ‖ s ‖ v` in unpadded base64url** (87 characters instead of 132), which keeps a whole voucher
@@ -22,7 +26,7 @@
 //! two addresses and keys, 87 the signature):
 //!
 //! ```json
-//! {"recipient":"0x5050a4f4b3f9338c3472dcc01a87c76a144b3c9c","sender":"0x1a642f0e3c3af545e7acbd38b07251b3990914f1",
+//! {"recipient":"0x5050A4F4b3f9338C3472dcC01A87C76A144b3c9c","sender":"0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1",
 //!  "data":{"v":{"c":"84969bb5ab1bfbe0","a":"0x38d7ea4c68000","s":"qXYaWn-TcRTk8fDLQXsjWaD_8gsQbwFLzY-KJxQ0elUZKI3YMJm7swD7YA92ktKDrhMue07fYLpfTWLKlXacZxw"}}}
 //! ```
 //!
@@ -47,12 +51,17 @@ pub const MAX_ENVELOPE_LEN: usize = 2048;
 pub const MAX_VOUCHER_ENVELOPE_LEN: usize = 320;
 
 /// The client-api-schema message envelope.
+///
+/// `recipient` and `sender` are written in EIP-55 checksummed form, the form web3torrent
+/// advertises as `pseAccount` and compares as a plain string; they are read in any case.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// The participant the message is for.
+    #[serde(serialize_with = "checksummed")]
     pub recipient: Address,
     /// The participant that sent it.
+    #[serde(serialize_with = "checksummed")]
     pub sender: Address,
     /// The message.
     pub data: Message,
@@ -88,6 +97,14 @@ impl Envelope {
             });
         }
         Ok(env)
+    }
+}
+
+fn checksummed<S: Serializer>(address: &Address, s: S) -> Result<S::Ok, S::Error> {
+    if s.is_human_readable() {
+        s.serialize_str(&address.to_checksum(None))
+    } else {
+        address.serialize(s)
     }
 }
 
@@ -422,6 +439,122 @@ pub mod base64url {
             for n in 0..70 {
                 assert_eq!(decode(&encode(&data[..n])).unwrap(), &data[..n]);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYER: Address = Address::new(hex_literal::hex!(
+        "5050a4f4b3f9338c3472dcc01a87c76a144b3c9c"
+    ));
+    const PAYEE: Address = Address::new(hex_literal::hex!(
+        "1a642f0e3c3af545e7acbd38b07251b3990914f1"
+    ));
+
+    fn sig() -> Signature {
+        let mut rsv = [0x5au8; 65];
+        rsv[64] = 28;
+        Signature::from_rsv(&rsv).unwrap()
+    }
+
+    fn every_kind() -> Vec<Message> {
+        let fixed = FixedPart {
+            participants: vec![PAYER, PAYEE],
+            channel_nonce: 4_211_659_201_689_351_742,
+            app_definition: Address::repeat_byte(0x33),
+            challenge_duration: 86_400,
+        };
+        let id = fixed.channel_id();
+        vec![
+            Message::Propose(Propose {
+                fixed,
+                deposit: U256::MAX,
+                price: Some(U256::MAX),
+                asset: Address::repeat_byte(0x44),
+                signature: sig(),
+            }),
+            Message::Join(Join {
+                channel_id: id,
+                prefund: sig(),
+                postfund: sig(),
+            }),
+            Message::Postfund(Postfund {
+                channel_id: id,
+                signature: sig(),
+            }),
+            Message::Voucher(VoucherMessage {
+                channel: ChannelRef::of(&id),
+                amount: U256::MAX,
+                signature: sig(),
+            }),
+            Message::Close(Close {
+                channel_id: id,
+                amount: U256::MAX,
+                signature: sig(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn addresses_are_written_checksummed_and_read_in_any_case() {
+        let env = Envelope {
+            recipient: PAYER,
+            sender: PAYEE,
+            data: every_kind().remove(3),
+        };
+        let json = env.to_json();
+        assert!(
+            json.starts_with(
+                r#"{"recipient":"0x5050A4F4b3f9338C3472dcC01A87C76A144b3c9c","sender":"0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1","#
+            ),
+            "{json}"
+        );
+        assert_eq!(Envelope::from_json(&json).unwrap(), env);
+        let lower = json
+            .replace(
+                "0x5050A4F4b3f9338C3472dcC01A87C76A144b3c9c",
+                &PAYER.to_string().to_lowercase(),
+            )
+            .replace(
+                "0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1",
+                &PAYEE.to_string().to_lowercase(),
+            );
+        assert_ne!(lower, json);
+        assert_eq!(Envelope::from_json(&lower).unwrap(), env);
+    }
+
+    /// Every integer of every message kind, at the largest values, is one JavaScript reads
+    /// exactly (within ±(2^53 − 1)); everything wider is a string.
+    #[test]
+    fn every_json_integer_is_javascript_safe() {
+        fn walk(v: &serde_json::Value, numbers: &mut Vec<serde_json::Number>) {
+            match v {
+                serde_json::Value::Number(n) => numbers.push(n.clone()),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, numbers)),
+                serde_json::Value::Object(o) => o.values().for_each(|v| walk(v, numbers)),
+                _ => {}
+            }
+        }
+        let mut numbers = Vec::new();
+        for data in every_kind() {
+            let env = Envelope {
+                recipient: PAYER,
+                sender: PAYEE,
+                data,
+            };
+            let json = env.to_json();
+            assert_eq!(Envelope::from_json(&json).unwrap(), env, "{json}");
+            walk(&serde_json::from_str(&json).unwrap(), &mut numbers);
+        }
+        // The challenge duration is the only number left.
+        assert_eq!(numbers.len(), 1, "{numbers:?}");
+        for n in numbers {
+            let ok = n.as_u64().is_some_and(|x| x < 1 << 53)
+                || n.as_i64().is_some_and(|x| x.unsigned_abs() < 1 << 53);
+            assert!(ok, "{n} is beyond 2^53 - 1");
         }
     }
 }

@@ -27,11 +27,105 @@ pub struct FixedPart {
     /// Participants' signing addresses. In a payment channel: `[payer, payee]`.
     pub participants: Vec<Address>,
     /// Nonce that makes the channel id unique among channels of the same participants.
+    ///
+    /// In JSON a decimal string (`"4211659201689351742"`): nonces are random 64-bit values and
+    /// JavaScript's `JSON.parse` rounds numbers above 2^53 − 1. A JSON number is still read.
+    #[serde(with = "js_int::always_string")]
     pub channel_nonce: u64,
     /// Address of the `IForceMoveApp` contract (`PaymentApp`, see [`crate::app`]).
     pub app_definition: Address,
     /// Seconds a challenge stays open before the channel finalizes (`uint48`).
+    ///
+    /// In JSON a number up to 2^53 − 1 and a decimal string above; both forms are read.
+    #[serde(with = "js_int::safe")]
     pub challenge_duration: u64,
+}
+
+/// Serde for `u64` values in JSON that JavaScript peers read: `JSON.parse` keeps integers
+/// exactly only within ±(2^53 − 1) (`Number.MAX_SAFE_INTEGER`).
+mod js_int {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    /// `Number.MAX_SAFE_INTEGER`.
+    pub(crate) const MAX_SAFE: u64 = (1 << 53) - 1;
+
+    struct U64Visitor;
+
+    impl Visitor<'_> for U64Visitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an unsigned 64-bit integer, as a JSON number or a decimal string")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            // Canonical decimal only: no sign, no leading zeros, no spaces, no exponent.
+            let canonical = !v.is_empty()
+                && v.bytes().all(|b| b.is_ascii_digit())
+                && (v == "0" || !v.starts_with('0'));
+            if !canonical {
+                return Err(E::invalid_value(de::Unexpected::Str(v), &self));
+            }
+            v.parse()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+    }
+
+    fn deserialize_any_form<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(U64Visitor)
+    }
+
+    /// Always a decimal string; reads a number too.
+    pub(crate) mod always_string {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                s.collect_str(v)
+            } else {
+                s.serialize_u64(*v)
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            if d.is_human_readable() {
+                deserialize_any_form(d)
+            } else {
+                serde::Deserialize::deserialize(d)
+            }
+        }
+    }
+
+    /// A number up to [`MAX_SAFE`], a decimal string above; reads both.
+    pub(crate) mod safe {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() && *v > MAX_SAFE {
+                s.collect_str(v)
+            } else {
+                s.serialize_u64(*v)
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            if d.is_human_readable() {
+                deserialize_any_form(d)
+            } else {
+                serde::Deserialize::deserialize(d)
+            }
+        }
+    }
 }
 
 impl FixedPart {
@@ -278,4 +372,94 @@ impl SignedVariablePart {
 /// The message a challenger signs: `keccak256(abi.encode(bytes32 supportedStateHash, string "forceMove"))`.
 pub fn challenge_message_hash(supported_state_hash: B256) -> B256 {
     keccak256((supported_state_hash, String::from("forceMove")).abi_encode_params())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(nonce: u64, challenge_duration: u64) -> FixedPart {
+        FixedPart {
+            participants: vec![Address::repeat_byte(0x11), Address::repeat_byte(0x22)],
+            channel_nonce: nonce,
+            app_definition: Address::repeat_byte(0x33),
+            challenge_duration,
+        }
+    }
+
+    #[test]
+    fn channel_nonce_is_a_decimal_string_in_json() {
+        // The nonce of issue 16: as a JSON number, JavaScript reads 4211659201689351700.
+        let f = fixed(4_211_659_201_689_351_742, 600);
+        let json = serde_json::to_string(&f).unwrap();
+        assert!(
+            json.contains(r#""channelNonce":"4211659201689351742""#),
+            "{json}"
+        );
+        assert!(json.contains(r#""challengeDuration":600"#), "{json}");
+        assert_eq!(serde_json::from_str::<FixedPart>(&json).unwrap(), f);
+        let small = serde_json::to_string(&fixed(7, 1)).unwrap();
+        assert!(small.contains(r#""channelNonce":"7""#), "{small}");
+    }
+
+    #[test]
+    fn old_number_form_is_still_read() {
+        let f = fixed(4_211_659_201_689_351_742, 600);
+        let old = format!(
+            r#"{{"participants":["{}","{}"],"channelNonce":4211659201689351742,"appDefinition":"{}","challengeDuration":600}}"#,
+            f.participants[0], f.participants[1], f.app_definition
+        );
+        assert_eq!(serde_json::from_str::<FixedPart>(&old).unwrap(), f);
+        let max = old.replace("4211659201689351742", &u64::MAX.to_string());
+        assert_eq!(
+            serde_json::from_str::<FixedPart>(&max)
+                .unwrap()
+                .channel_nonce,
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn challenge_duration_above_2_pow_53_is_a_string() {
+        let safe = js_int::MAX_SAFE;
+        let at = serde_json::to_string(&fixed(1, safe)).unwrap();
+        assert!(
+            at.contains(&format!(r#""challengeDuration":{safe}"#)),
+            "{at}"
+        );
+        let above = serde_json::to_string(&fixed(1, safe + 1)).unwrap();
+        assert!(
+            above.contains(&format!(r#""challengeDuration":"{}""#, safe + 1)),
+            "{above}"
+        );
+        assert_eq!(
+            serde_json::from_str::<FixedPart>(&above)
+                .unwrap()
+                .challenge_duration,
+            safe + 1
+        );
+    }
+
+    #[test]
+    fn non_canonical_integer_strings_are_refused() {
+        let good = serde_json::to_string(&fixed(12, 600)).unwrap();
+        for bad in [
+            r#""012""#,
+            r#""-12""#,
+            r#""+12""#,
+            r#""1e1""#,
+            r#""""#,
+            r#"" 12""#,
+            r#""18446744073709551616""#,
+            "-12",
+            "12.5",
+            "null",
+        ] {
+            let json = good.replace(r#""12""#, bad);
+            assert!(
+                serde_json::from_str::<FixedPart>(&json).is_err(),
+                "accepted {json}"
+            );
+        }
+    }
 }

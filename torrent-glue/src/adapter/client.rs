@@ -163,10 +163,15 @@ impl ChannelBackend for ClientBackend {
                         .await
                 }
             } {
-                Ok(id) => events.report(ChannelEvent::Created {
-                    peer,
-                    channel_id: ChannelId(id.0),
-                }),
+                Ok(id) => {
+                    // The proposal goes out first: the coordinator follows it with STOP naming
+                    // the channel (web3torrent's order).
+                    self.flush(events).await;
+                    events.report(ChannelEvent::Created {
+                        peer,
+                        channel_id: ChannelId(id.0),
+                    });
+                }
                 Err(e) => Self::failed(events, FailedCommand::Create { peer }, e),
             },
             ChannelCommand::Join { channel_id, .. } => {

@@ -92,15 +92,29 @@ impl Coordinator {
 
     pub(super) fn route_outbound(&mut self, to: Address, json: String) {
         let max_outbox = self.config.max_outbox;
-        let Some(ident) = self.identities.get_mut(&to) else {
+        let Some(ident) = self.identities.get(&to) else {
             self.events.push_back(CoordinatorEvent::MessageDropped {
                 account: Some(to),
                 reason: MessageDropReason::UnknownRecipient,
             });
             return;
         };
+        let target = ident
+            .live
+            .iter()
+            .filter_map(|k| self.peers.get(k).map(|p| (*k, p)))
+            .filter(|(_, p)| p.pse_id.is_some())
+            .max_by_key(|(_, p)| p.seq)
+            .map(|(k, p)| (k, p.advertised_account.clone()));
+        // The recipient as this connection advertised it: web3torrent drops a message whose
+        // `recipient` is not its `pseAccount` string, byte for byte.
+        let addressed = match &target {
+            Some((_, Some(advertised))) => readdress(&json, to, advertised),
+            _ => None,
+        };
+        let message = addressed.unwrap_or(json);
         if (PseMessage::Message {
-            message: json.clone(),
+            message: message.clone(),
         })
         .encode()
         .len()
@@ -112,18 +126,14 @@ impl Coordinator {
             });
             return;
         }
-        let target = ident
-            .live
-            .iter()
-            .filter_map(|k| self.peers.get(k).map(|p| (*k, p)))
-            .filter(|(_, p)| p.pse_id.is_some())
-            .max_by_key(|(_, p)| p.seq)
-            .map(|(k, _)| k);
         match target {
-            Some(key) => {
-                self.send_notice(key, PseMessage::Message { message: json });
+            Some((key, _)) => {
+                self.send_notice(key, PseMessage::Message { message });
             }
             None => {
+                let Some(ident) = self.identities.get_mut(&to) else {
+                    return;
+                };
                 if ident.outbox.len() >= max_outbox {
                     ident.outbox.pop_front();
                     self.events.push_back(CoordinatorEvent::MessageDropped {
@@ -134,7 +144,7 @@ impl Coordinator {
                 if max_outbox > 0
                     && let Some(ident) = self.identities.get_mut(&to)
                 {
-                    ident.outbox.push_back(json);
+                    ident.outbox.push_back(message);
                 }
             }
         }
@@ -154,4 +164,21 @@ impl Coordinator {
         now.checked_add(self.config.liveness.response_timeout)
             .unwrap_or(now)
     }
+}
+
+/// `json` (a channel-message envelope) with its top-level `recipient` replaced by `advertised`,
+/// the text by which the peer advertised the address `to`; `None` when nothing needs replacing
+/// (the same text already, not an envelope, or a recipient other than `to`).
+fn readdress(json: &str, to: Address, advertised: &str) -> Option<String> {
+    let mut envelope: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).ok()?;
+    let current = envelope.get("recipient")?.as_str()?;
+    if current == advertised || parse_account(current.as_bytes()) != Some(to) {
+        return None;
+    }
+    envelope.insert(
+        "recipient".to_owned(),
+        serde_json::Value::String(advertised.to_owned()),
+    );
+    serde_json::to_string(&envelope).ok()
 }

@@ -58,7 +58,9 @@
 //!   `disconnect_after_strikes`.
 //! * **Uploader.** The first request of a paying peer with no channel creates one (at most one
 //!   per identity, whatever the burst of requests or the number of connections); its requests
-//!   wait, and once the channel is funded the peer gets STOP. A payment credits the connection
+//!   wait (nothing is served before funding beyond the trust allowance), and right after the
+//!   proposal the peer gets STOP naming the channel (web3torrent's order: its leecher learns
+//!   the channel from that STOP); funding does not repeat it. A payment credits the connection
 //!   that is waiting (oldest STOP first), which sends START and replays its queued requests.
 //!   When its credit drops below the watermark, the peer is prompted to pay ahead. Credit is
 //!   held per connection; credit left idle on one connection is moved to a sibling that runs
@@ -458,6 +460,7 @@ impl Coordinator {
                 stopped_at: None,
                 prompted_at: None,
                 planner: None,
+                early_stop: None,
                 stop_pending: None,
                 stop_retry_at: None,
                 stop_held: false,
@@ -477,6 +480,7 @@ impl Coordinator {
                 strikes: 0,
                 struck_out: false,
                 channels_requested: 0,
+                advertised_account: None,
             },
         );
         if !ext {
@@ -500,6 +504,16 @@ impl Coordinator {
             return Err(self.strike(key, PeerError::TooManyHandshakes));
         }
         peer.handshake_seen = true;
+        if let Some(raw) = hs.pse_account.as_deref()
+            && parse_account(raw).is_some()
+        {
+            // Kept only in the text form (web3torrent's); the raw 20-byte form has no string to
+            // echo, and the client's checksummed form is used.
+            peer.advertised_account = std::str::from_utf8(raw)
+                .ok()
+                .filter(|_| raw.len() != 20)
+                .map(str::to_owned);
+        }
         let was_enabled = peer.pse_id.is_some();
         match hs.pse_id {
             // BEP 10: "Setting an extension number to zero means that the extension is not

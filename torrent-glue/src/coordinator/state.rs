@@ -72,6 +72,11 @@ pub(crate) struct Peer {
     /// When (in event order) we last prompted this peer.
     pub(crate) prompted_at: Option<u64>,
     pub(crate) planner: Option<PaymentPlanner>,
+    /// We sent STOP naming the channel we proposed, before it was funded (web3torrent's order:
+    /// STOP right after the proposal, on the first blocked request). The gate's first STOP once
+    /// the channel is ready is that same STOP and is not repeated; if the gate serves first
+    /// instead (trust), START tells the peer so.
+    pub(crate) early_stop: Option<ChannelId>,
     /// A STOP arrived before our channel to its sender was ready.
     pub(crate) stop_pending: Option<Option<ChannelId>>,
     /// A STOP was deferred (a payment is probably in flight): pay it then unless START came.
@@ -98,6 +103,9 @@ pub(crate) struct Peer {
     pub(crate) struck_out: bool,
     /// Channels we proposed because of this connection.
     pub(crate) channels_requested: u32,
+    /// Its `pseAccount` exactly as it advertised it (when it is text): the `recipient` of the
+    /// channel messages we send on this connection (web3torrent compares it as a string).
+    pub(crate) advertised_account: Option<String>,
 }
 
 /// What a connection claims in its extended handshake, before it proves it.

@@ -189,6 +189,11 @@ impl Coordinator {
             };
             match action {
                 GateAction::Serve(request) => {
+                    if peer.early_stop.take().is_some() {
+                        // Served (trust) before the peer paid for our early STOP: it is no
+                        // longer stopped.
+                        self.send_notice(key, PseMessage::Start);
+                    }
                     if intercept == Some((request, RequestDecision::Serve)) {
                         intercept = None;
                     } else {
@@ -207,16 +212,28 @@ impl Coordinator {
                 GateAction::NeedChannel => {
                     if let Some(account) = account {
                         self.need_payee_channel(now, account, Some(key));
+                        // A channel already proposed: this connection learns it now.
+                        if let Some(channel_id) = self
+                            .identities
+                            .get(&account)
+                            .and_then(|i| i.payee)
+                            .filter(|s| s.phase == Phase::Proposed)
+                            .map(|s| s.id)
+                        {
+                            self.send_early_stops(account, channel_id);
+                        }
                     }
                 }
                 GateAction::SendStop { channel_id } => {
+                    let told = peer.early_stop.take() == Some(channel_id);
                     if let Some(account) = account
                         && self.cover_from_pool(now, key, account, channel_id)
                     {
                         // Credit the peer already paid for covered it: no STOP on the wire,
-                        // and none of the START that the controller emits next.
+                        // and none of the START that the controller emits next (unless the
+                        // peer saw our early STOP: then it must hear START).
                         if let Some(peer) = self.peers.get_mut(&key) {
-                            peer.suppress_start = true;
+                            peer.suppress_start = !told;
                         }
                         continue;
                     }
@@ -225,6 +242,10 @@ impl Coordinator {
                     };
                     peer.stopped_at = Some(self.seq);
                     self.seq += 1;
+                    if told {
+                        // The STOP we sent on the proposal: not repeated.
+                        continue;
+                    }
                     self.send_notice(
                         key,
                         PseMessage::Stop {
@@ -234,6 +255,7 @@ impl Coordinator {
                 }
                 GateAction::SendStart { .. } => {
                     peer.stopped_at = None;
+                    peer.early_stop = None;
                     if std::mem::take(&mut peer.suppress_start) {
                         continue;
                     }
@@ -257,6 +279,7 @@ impl Coordinator {
                     }
                 }
                 GateAction::SendPermanentStop { channel_id } => {
+                    peer.early_stop = None;
                     self.send_notice(key, PseMessage::PermanentStop { channel_id });
                     self.update_choke(now, key);
                 }
@@ -524,6 +547,43 @@ impl Coordinator {
         ident.creating = None;
         ident.payee = Some(Slot::new(channel_id, Phase::Proposed, deadline, deposit));
         self.channels.insert(channel_id, (account, Role::Payee));
+        self.send_early_stops(account, channel_id);
+    }
+
+    /// STOP naming the channel just proposed to `account`, to each of its connections whose
+    /// requests wait for it (once each). web3torrent's seeder does this right after creating
+    /// the channel on the first request, and its leecher learns the channel from this STOP and
+    /// pays once the channel runs. Nothing is served before funding all the same (#1178).
+    pub(super) fn send_early_stops(&mut self, account: Address, channel_id: ChannelId) {
+        let Some(ident) = self.identities.get(&account) else {
+            return;
+        };
+        let waiting: Vec<PeerKey> = ident
+            .live
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.peers.get(k).is_some_and(|p| {
+                    p.early_stop.is_none()
+                        && p.gate.controller().is_some_and(|c| {
+                            c.is_channel_pending()
+                                && c.queued_len() > 0
+                                && !c.is_permanently_stopped()
+                        })
+                })
+            })
+            .collect();
+        for key in waiting {
+            if let Some(peer) = self.peers.get_mut(&key) {
+                peer.early_stop = Some(channel_id);
+            }
+            self.send_notice(
+                key,
+                PseMessage::Stop {
+                    channel_id: Some(channel_id),
+                },
+            );
+        }
     }
 
     /// Picks the connection a payment credits: the oldest outstanding STOP, else the latest

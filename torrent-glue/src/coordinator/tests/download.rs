@@ -79,6 +79,45 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
     assert_eq!(pays(&h.channel()), vec![40_000]);
 }
 
+/// The seller's STOP comes with its proposal, before funding, and may come again: nothing is
+/// paid before the channel is ready, then exactly once.
+#[test]
+fn stops_before_funding_are_paid_once_and_not_early() {
+    let mut h = H::downloading(buyer_config(40_000), 1_000_000);
+    let seller = addr(0x5E);
+    let k = h.uploader(1, seller);
+    let id = ChannelId([8; 32]);
+    let stop = PseMessage::Stop {
+        channel_id: Some(id),
+    };
+    // Before even the proposal reached us, and again after it.
+    h.notice_in(k, &stop).unwrap();
+    h.ev(ChannelEvent::Proposed {
+        channel_id: id,
+        payee: seller,
+        deposit: 1_000_000,
+        price: None,
+        nonce: None,
+    });
+    h.notice_in(k, &stop).unwrap();
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(k, PseMessage::Ack), (k, PseMessage::Ack)],
+        "each STOP acked"
+    );
+    assert!(pays(&h.channel()).is_empty(), "nothing paid before funding");
+    h.ev(ChannelEvent::Ready {
+        channel_id: id,
+        counterparty: seller,
+        role: Role::Payer,
+        deposit: 1_000_000,
+    });
+    assert_eq!(pays(&h.channel()), vec![40_000]);
+    // The seller repeating its STOP before our payment arrived: not paid again.
+    h.notice_in(k, &stop).unwrap();
+    assert!(pays(&h.channel()).is_empty());
+}
+
 #[test]
 fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
     // 30 000 bytes left to download, 30 000 per payment.

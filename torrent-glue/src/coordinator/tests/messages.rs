@@ -196,3 +196,67 @@ fn nothing_is_sent_to_a_peer_that_did_not_advertise_or_disabled_the_extension() 
     );
     assert_eq!(h.c.peer_stats(k2).unwrap().notices_suppressed, 1);
 }
+
+/// web3torrent accepts a `message` only if `recipient` is its `pseAccount` string exactly:
+/// the recipient goes out as the connection advertised it, whatever case the client wrote.
+#[test]
+fn outbound_recipient_is_the_account_as_the_connection_advertised_it() {
+    let mut h = H::new(config());
+    let peer = keyed(0xB1);
+    let checksummed = peer.to_checksum(None);
+    assert_ne!(checksummed, checksummed.to_lowercase(), "mixed case");
+    let lower_json = envelope(peer, addr(ME)).replace(&checksummed, &checksummed.to_lowercase());
+    let advertised = |text: &str| PeerExtendedHandshake {
+        pse_account: Some(text.as_bytes().to_vec()),
+        ..handshake(peer, 7)
+    };
+    let send = |h: &mut H, json: &str| {
+        h.ev(ChannelEvent::Outbound {
+            to: peer,
+            json: json.to_owned(),
+        });
+        let sent = notices(&h.engine());
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let PseMessage::Message { message } = &sent[0].1 else {
+            panic!("{sent:?}")
+        };
+        serde_json::from_str::<serde_json::Value>(message).unwrap()
+    };
+    // Advertised checksummed, the client wrote lower case: checksummed on the wire.
+    let k = PeerKey(1);
+    h.c.handle_peer_connected(h.now, k, info(true, false))
+        .unwrap();
+    h.c.handle_extended_handshake(h.now, k, &advertised(&checksummed))
+        .unwrap();
+    h.engine();
+    let out = send(&mut h, &lower_json);
+    assert_eq!(out["recipient"], checksummed.as_str());
+    // The rest of the envelope is untouched.
+    let before: serde_json::Value = serde_json::from_str(&lower_json).unwrap();
+    assert_eq!(out["sender"], before["sender"]);
+    assert_eq!(out["data"], before["data"]);
+    // Already as advertised: the very same bytes.
+    let exact = envelope(peer, addr(ME));
+    h.ev(ChannelEvent::Outbound {
+        to: peer,
+        json: exact.clone(),
+    });
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Message {
+                message: exact.clone()
+            }
+        )]
+    );
+    // A newer connection advertising lower case gets lower case.
+    let k2 = PeerKey(2);
+    h.c.handle_peer_connected(h.now, k2, info(true, false))
+        .unwrap();
+    h.c.handle_extended_handshake(h.now, k2, &advertised(&checksummed.to_lowercase()))
+        .unwrap();
+    h.engine();
+    let out = send(&mut h, &exact);
+    assert_eq!(out["recipient"], checksummed.to_lowercase().as_str());
+}

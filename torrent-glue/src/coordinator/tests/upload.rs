@@ -3,7 +3,7 @@
 use super::*;
 
 #[test]
-fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
+fn burst_of_first_requests_creates_one_channel_and_stop_follows_the_proposal() {
     let mut h = H::new(config());
     let buyer = addr(0xB1);
     let k = h.paying(1, buyer);
@@ -26,12 +26,18 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
             nonce: None,
         }
     );
-    // Nothing is sent before the channel is funded (STOP carries the channel id).
+    // Nothing is sent before the channel id exists (STOP carries it).
     assert!(h.engine().is_empty());
     let id = [1; 32];
-    h.open_payee(buyer, ChannelId(id));
+    // STOP as soon as the channel is proposed (web3torrent's order); nothing served.
+    h.ev(ChannelEvent::Created {
+        peer: buyer,
+        channel_id: ChannelId(id),
+    });
+    let cmds = h.engine();
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
     assert_eq!(
-        notices(&h.engine()),
+        notices(&cmds),
         vec![(
             k,
             PseMessage::Stop {
@@ -39,6 +45,14 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_funding() {
             }
         )]
     );
+    // Funded: that STOP is not repeated, and still nothing is served before payment.
+    h.ev(ChannelEvent::Ready {
+        channel_id: ChannelId(id),
+        counterparty: buyer,
+        role: Role::Payee,
+        deposit: 1 << 30,
+    });
+    assert!(h.engine().is_empty());
     // A second connection of the same identity in the middle of it all: no new channel.
     let k2 = h.paying(2, buyer);
     h.c.handle_request(h.now, k2, req(100)).unwrap();
@@ -395,4 +409,119 @@ fn engine_authority_never_chokes_and_mirrors_engine_choke() {
         c,
         EngineCommand::Choke { .. } | EngineCommand::Unchoke { .. }
     )));
+}
+
+#[test]
+fn connection_that_asks_while_the_proposal_is_out_gets_stop_then_start_on_payment() {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    assert_eq!(creates(&h.channel()), 1);
+    let id = ChannelId([4; 32]);
+    h.ev(ChannelEvent::Created {
+        peer: buyer,
+        channel_id: id,
+    });
+    h.engine();
+    // A second connection of the same identity asks before funding: STOP right away.
+    let k2 = h.paying(2, buyer);
+    h.engine();
+    h.c.handle_request(h.now, k2, req(1)).unwrap();
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k2,
+            PseMessage::Stop {
+                channel_id: Some(id)
+            }
+        )]
+    );
+    // Its further requests and the funding add no STOP; nothing is served.
+    h.c.handle_request(h.now, k2, req(2)).unwrap();
+    h.ev(ChannelEvent::Ready {
+        channel_id: id,
+        counterparty: buyer,
+        role: Role::Payee,
+        deposit: 1 << 30,
+    });
+    let cmds = h.engine();
+    assert!(
+        notices(&cmds).is_empty() && serves(&cmds).is_empty(),
+        "{cmds:?}"
+    );
+    // The payment the early STOP asked for: START, then the queue.
+    h.pay_in(id, u128::from(BLOCK), u128::from(BLOCK));
+    let cmds = h.engine();
+    assert_eq!(notices(&cmds)[0], (k, PseMessage::Start));
+    assert!(
+        !notices(&cmds)
+            .iter()
+            .any(|(_, n)| matches!(n, PseMessage::Stop { .. })),
+        "{cmds:?}"
+    );
+    assert_eq!(serves(&cmds), vec![req(0)]);
+}
+
+#[test]
+fn early_stop_then_trust_served_sends_start_before_serving() {
+    let mut config = config();
+    if let Some(up) = config.upload.as_mut() {
+        up.choke.trust = TrustPolicy::fixed(u64::from(BLOCK));
+        // The trust allowance too waits for funding here.
+        up.choke.serve_trust_before_channel = false;
+    }
+    let mut h = H::new(config);
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    h.engine();
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.c.handle_request(h.now, k, req(1)).unwrap();
+    h.channel();
+    let id = ChannelId([5; 32]);
+    h.ev(ChannelEvent::Created {
+        peer: buyer,
+        channel_id: id,
+    });
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(id)
+            }
+        )],
+        "nothing served before funding, trust or not (#1178)"
+    );
+    h.ev(ChannelEvent::Ready {
+        channel_id: id,
+        counterparty: buyer,
+        role: Role::Payee,
+        deposit: 1 << 30,
+    });
+    // Trust serves one block: the peer first hears START (it is no longer stopped), then the
+    // next exhaustion's STOP.
+    let cmds = h.engine();
+    assert_eq!(serves(&cmds), vec![req(0)]);
+    let start = cmds
+        .iter()
+        .position(|c| notices(std::slice::from_ref(c)) == vec![(k, PseMessage::Start)])
+        .expect("START");
+    let serve = cmds
+        .iter()
+        .position(|c| matches!(c, EngineCommand::Serve { .. }))
+        .unwrap();
+    assert!(start < serve, "{cmds:?}");
+    assert_eq!(
+        notices(&cmds),
+        vec![
+            (k, PseMessage::Start),
+            (
+                k,
+                PseMessage::Stop {
+                    channel_id: Some(id)
+                }
+            )
+        ]
+    );
 }
