@@ -1,9 +1,7 @@
-//! Deterministic two-party harness: two `Channel`s, messages carried by hand, a simulated clock
-//! and a model adjudicator (quinn `Pair` / LDK functional-test style).
+//! Deterministic two-party harness (`payment_channel::test_utils::pair`): two `Channel`s, messages
+//! carried by hand, a clock moved by the test, the `SimulatedChain` (quinn `Pair` / LDK
+//! functional-test style).
 
-mod common;
-
-use common::*;
 use payment_channel::channel::{Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind};
 use payment_channel::error::{Error, PeerMisbehaved, Reaction, UsageError};
 use payment_channel::message::{
@@ -11,6 +9,7 @@ use payment_channel::message::{
 };
 use payment_channel::sign::Signer;
 use payment_channel::state::{FixedPart, VariablePart, two_party_outcome};
+use payment_channel::test_utils::pair::*;
 use payment_channel::voucher::Voucher;
 use payment_channel::{Address, B256, Bytes, U256};
 
@@ -794,7 +793,7 @@ fn voucher_envelope_is_small_and_round_trips() {
 #[test]
 fn lifecycle_and_stale_challenge_on_simulated_chain() {
     // Close path.
-    let mut p = Pair::running_on(1_000, MockChain::simulated());
+    let mut p = Pair::running_on(1_000, PairChain::default());
     p.pay(300);
     p.drive();
     p.payer.ch.close().unwrap();
@@ -805,7 +804,7 @@ fn lifecycle_and_stale_challenge_on_simulated_chain() {
     assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
 
     // Challenge path, with the real VirtualPaymentApp rules checking the counter-challenge.
-    let mut p = Pair::running_on(1_000, MockChain::simulated());
+    let mut p = Pair::running_on(1_000, PairChain::default());
     p.pay(120);
     p.drive();
     p.payer.ch.challenge(p.chain.now).unwrap();
