@@ -7,13 +7,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use payment_channel::chain::{Chain, ChainError, ChainEvent, ChannelMode};
+use payment_channel::chain::ChainEvent;
 use payment_channel::channel::{
     ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind,
 };
 use payment_channel::message::{Close, Envelope, Join, Message, VoucherMessage};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
+use payment_channel::test_utils::pair::signer;
+use payment_channel::test_utils::run_chain_action;
 use payment_channel::{Address, B256, SimulatedChain, U256};
 
 const DEPOSIT: u64 = 1_000;
@@ -89,19 +91,6 @@ pub enum Forgery {
     StrangerJoin,
     /// A close signed by someone other than the counterparty, to either side.
     StrangerClose(Who, u16),
-}
-
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("the simulator never waits"),
-    }
-}
-
-fn signer(seed: u8) -> Arc<LocalSigner> {
-    Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).expect("valid key"))
 }
 
 struct Side {
@@ -218,51 +207,13 @@ impl World {
     }
 
     fn apply(&mut self, from: Address, a: &ChainAction) -> Vec<ChainEvent> {
-        let h = self.sim.handle(from);
-        let _: Result<(), ChainError> = match a {
-            ChainAction::Deposit {
-                asset,
-                channel_id,
-                expected_held,
-                amount,
-            } => {
-                // Funded just in time; what a reverted deposit leaves in the wallet is not a
-                // payout, so it is remembered and subtracted.
-                self.sim.fund(from, *amount).expect("funding");
-                let r = ready(h.deposit(*asset, *channel_id, *expected_held, *amount)).map(|_| ());
-                if r.is_err() {
-                    self.stranded += *amount;
-                }
-                r
-            }
-            ChainAction::Challenge {
-                fixed,
-                proof,
-                candidate,
-                challenger_sig,
-            } => ready(h.challenge(fixed, proof, candidate, challenger_sig)).map(|_| ()),
-            ChainAction::Conclude { fixed, candidate } => {
-                if self.sim.status_of(fixed.channel_id()).mode(self.sim.now())
-                    == ChannelMode::Finalized
-                {
-                    Ok(())
-                } else {
-                    ready(h.conclude(fixed, candidate)).map(|_| ())
-                }
-            }
-            ChainAction::Transfer {
-                channel_id,
-                outcome,
-                state_hash,
-            } => {
-                if self.sim.holdings_of(*channel_id).is_zero() {
-                    Ok(())
-                } else {
-                    ready(h.transfer_all_assets(*channel_id, outcome, *state_hash)).map(|_| ())
-                }
-            }
-            _ => Ok(()),
-        };
+        // Deposits are funded just in time; what a reverted deposit leaves in the wallet is not
+        // a payout, so it is remembered and subtracted.
+        if let (ChainAction::Deposit { amount, .. }, Some(Err(_))) =
+            (a, run_chain_action(&self.sim, from, a))
+        {
+            self.stranded += *amount;
+        }
         let all = self.sim.all_events();
         let new = all[self.seen_events..]
             .iter()

@@ -19,7 +19,6 @@ use paid_wire::pse::{self, PseMessage};
 use payment_channel::chain::Chain;
 use payment_channel::channel::{Channel, ChannelParams};
 use payment_channel::message::{Envelope, Message as ChannelMessage};
-use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::{B256, SimulatedChain, U256};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -92,7 +91,7 @@ async fn buyer_as(
 ) -> Buyer {
     let account = signer.address();
     chain.fund(account, U256::from(FUNDS)).unwrap();
-    let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
+    let policy = torrent_glue::test_utils::accept_any(chain);
     let (_, backend) = client_backend(chain, signer.clone(), Some(policy)).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(10));
