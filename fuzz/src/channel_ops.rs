@@ -14,7 +14,7 @@ use payment_channel::channel::{
 use payment_channel::message::{Close, Envelope, Join, Message, VoucherMessage};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
-use payment_channel::test_utils::pair::signer;
+use payment_channel::test_utils::pair::{persist, signer};
 use payment_channel::test_utils::run_chain_action;
 use payment_channel::{Address, B256, SimulatedChain, U256};
 
@@ -113,17 +113,8 @@ impl Side {
     }
 
     fn persist(&mut self) {
-        let Some(ch) = self.ch.as_mut() else { return };
-        while let Some(p) = ch.poll_persist() {
-            if let Some(v) = p.voucher
-                && self.voucher.is_none_or(|s| v.amount > s.amount)
-            {
-                self.voucher = Some(v);
-            }
-            if let Some(s) = p.snapshot {
-                self.snapshot = Some(s.to_bytes());
-            }
-            ch.handle_persisted(p.generation);
+        if let Some(ch) = self.ch.as_mut() {
+            persist(ch, &mut self.snapshot, &mut self.voucher);
         }
     }
 

@@ -87,12 +87,11 @@ struct Party {
     events: mpsc::UnboundedReceiver<CoordinatorEvent>,
 }
 
+/// The suites' liveness with idle connections closed after 1 s, and 5 s for handshakes.
 fn liveness() -> LivenessConfig {
     LivenessConfig {
         handshake_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(2),
-        idle_close_after: Some(Duration::from_secs(1)),
-        stall_timeout: None,
+        ..support::liveness(Duration::from_secs(1))
     }
 }
 

@@ -152,17 +152,11 @@ impl Side {
 
     /// Persists what the channel asks for (always succeeds here).
     pub fn persist(&mut self) {
-        while let Some(p) = self.ch.poll_persist() {
-            if let Some(v) = p.voucher
-                && self.stored_voucher.is_none_or(|s| v.amount > s.amount)
-            {
-                self.stored_voucher = Some(v);
-            }
-            if let Some(s) = p.snapshot {
-                self.stored_snapshot = Some(s.to_bytes());
-            }
-            self.ch.handle_persisted(p.generation);
-        }
+        persist(
+            &mut self.ch,
+            &mut self.stored_snapshot,
+            &mut self.stored_voucher,
+        );
     }
 
     /// The sum of the payments it received.
@@ -179,6 +173,22 @@ impl Side {
     /// Whether it emitted an event matching `f`.
     pub fn has_event(&self, f: impl Fn(&Event) -> bool) -> bool {
         self.events.iter().any(f)
+    }
+}
+
+/// Persists everything `ch` asks for into `snapshot` (the latest) and `voucher` (the largest),
+/// acknowledging each (a store that never fails).
+pub fn persist(ch: &mut Channel, snapshot: &mut Option<Vec<u8>>, voucher: &mut Option<Voucher>) {
+    while let Some(p) = ch.poll_persist() {
+        if let Some(v) = p.voucher
+            && voucher.is_none_or(|s| v.amount > s.amount)
+        {
+            *voucher = Some(v);
+        }
+        if let Some(s) = p.snapshot {
+            *snapshot = Some(s.to_bytes());
+        }
+        ch.handle_persisted(p.generation);
     }
 }
 

@@ -26,12 +26,16 @@ use payment_channel::message::{Envelope, Message as ChannelMessage};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
-use torrent_glue::adapter::{ClientBackend, Node};
+use torrent_glue::adapter::{ChannelBackend, ClientBackend, MemoryTorrent, Node, NodeConfig};
 use torrent_glue::engine::TERMS_KEY;
 use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::test_utils;
-use torrent_glue::{Address, EXTENSION_NAME, LivenessConfig, Terms};
+use torrent_glue::{
+    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, EXTENSION_NAME, LivenessConfig,
+    Terms, TorrentKey,
+};
 
 /// The info hash of the suites' torrent.
 pub const INFO_HASH: [u8; 20] = [0x42; 20];
@@ -73,6 +77,29 @@ pub async fn client_backend(
     let (client, backend) =
         test_utils::client_backend(chain, handle, signer, CHALLENGE_DURATION, policy).await;
     (client, Arc::new(backend))
+}
+
+/// The key of the suites' torrent in every node.
+pub const T: TorrentKey = TorrentKey(0);
+
+/// Starts a node of `config` signed by `signer` over `backend`, with `torrent` as the suites'
+/// torrent, accepting connections on a fresh loopback port: the node, its events, its address.
+pub async fn start_node(
+    config: CoordinatorConfig,
+    signer: Arc<LocalSigner>,
+    node_config: NodeConfig,
+    backend: Arc<dyn ChannelBackend>,
+    torrent: Arc<MemoryTorrent>,
+) -> (Node, mpsc::UnboundedReceiver<CoordinatorEvent>, SocketAddr) {
+    let node = Node::start(
+        Coordinator::with_signer(config, signer).unwrap(),
+        node_config,
+        backend,
+    );
+    node.add_torrent(T, INFO_HASH, torrent).unwrap();
+    let events = node.subscribe();
+    let addr = listen(&node).await;
+    (node, events, addr)
 }
 
 /// The suites' liveness: 2 s for handshakes and answers, idle connections closed after `idle`.

@@ -524,13 +524,7 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     });
     h.channel();
     h.events();
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([10; 32]),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed([10; 32], seller);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {
@@ -638,21 +632,10 @@ impl Run {
     fn propose(&mut self) {
         self.ledger.next_channel += 1;
         let id = [self.ledger.next_channel; 32];
-        self.h.ev(ChannelEvent::Proposed {
-            channel_id: ChannelId(id),
-            payee: self.seller,
-            deposit: 1_000_000,
-            price: None,
-            nonce: None,
-        });
+        self.h.proposed(id, self.seller);
         self.collect();
         if self.ledger.current.is_some_and(|(c, _)| c == ChannelId(id)) {
-            self.h.ev(ChannelEvent::Ready {
-                channel_id: ChannelId(id),
-                counterparty: self.seller,
-                role: Role::Payer,
-                deposit: 1_000_000,
-            });
+            self.h.ready(id, self.seller, Role::Payer, 1_000_000);
         }
     }
 

@@ -53,13 +53,7 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
     let seller = addr(0x5E);
     let k = h.uploader(1, seller);
     let id = [9; 32];
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId(id),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed(id, seller);
     h.channel();
     // web3torrent sends STOP right after proposing.
     h.notice_in(
@@ -70,12 +64,7 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
     )
     .unwrap();
     assert!(pays(&h.channel()).is_empty());
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.ready(id, seller, Role::Payer, 1_000_000);
     assert_eq!(pays(&h.channel()), vec![40_000]);
 }
 
@@ -298,19 +287,8 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     });
     h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
     let id = [9; 32];
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId(id),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.proposed(id, seller);
+    h.ready(id, seller, Role::Payer, 1_000_000);
     h.channel();
     // 20 000 on trust, then STOP: 100 000, 100 000, then only 30 000.
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();

@@ -389,13 +389,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     // Only what is left of the deposit can be paid.
     assert_eq!(pays(&h.channel()), vec![10_000]);
     // A second proposal from the same seller is declined: the restored channel is in use.
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([8; 32]),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed([8; 32], seller);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {

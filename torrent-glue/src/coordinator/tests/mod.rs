@@ -161,6 +161,27 @@ impl H {
         std::iter::from_fn(|| self.c.poll_event()).collect()
     }
 
+    /// `payee` proposes channel `id` with a 1 000 000 deposit, no price, no nonce.
+    fn proposed(&mut self, id: [u8; 32], payee: Address) {
+        self.ev(ChannelEvent::Proposed {
+            channel_id: ChannelId(id),
+            payee,
+            deposit: 1_000_000,
+            price: None,
+            nonce: None,
+        });
+    }
+
+    /// Channel `id` with `counterparty` is ready: we are `role`, `deposit` is on chain.
+    fn ready(&mut self, id: [u8; 32], counterparty: Address, role: Role, deposit: u128) {
+        self.ev(ChannelEvent::Ready {
+            channel_id: ChannelId(id),
+            counterparty,
+            role,
+            deposit,
+        });
+    }
+
     fn ev(&mut self, e: ChannelEvent) {
         self.c.handle_channel_event(self.now, e).unwrap();
     }
@@ -176,12 +197,7 @@ impl H {
             peer: account,
             channel_id: id,
         });
-        self.ev(ChannelEvent::Ready {
-            channel_id: id,
-            counterparty: account,
-            role: Role::Payee,
-            deposit: 1 << 30,
-        });
+        self.ready(id.0, account, Role::Payee, 1 << 30);
     }
 
     fn pay_in(&mut self, id: ChannelId, delta: u128, total: u128) {
@@ -225,13 +241,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
     let seller = addr(0x5E);
     let k = h.uploader(1, seller);
     let id = [9; 32];
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId(id),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed(id, seller);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Join {
@@ -240,12 +250,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
             deposit: 1_000_000
         }]
     );
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.ready(id, seller, Role::Payer, 1_000_000);
     h.engine();
     h.events();
     (h, k, seller, ChannelId(id))
