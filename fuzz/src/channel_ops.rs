@@ -14,7 +14,7 @@ use payment_channel::channel::{
 use payment_channel::message::{Close, Envelope, Join, Message, VoucherMessage};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
-use payment_channel::test_utils::pair::{persist, signer};
+use payment_channel::test_utils::pair::{persist, received_total, signer};
 use payment_channel::test_utils::run_chain_action;
 use payment_channel::{Address, B256, SimulatedChain, U256};
 
@@ -123,13 +123,7 @@ impl Side {
     }
 
     fn received_total(&self) -> U256 {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PaymentReceived { delta, .. } => Some(*delta),
-                _ => None,
-            })
-            .fold(U256::ZERO, |a, b| a + b)
+        received_total(&self.events)
     }
 }
 

@@ -42,6 +42,7 @@
 
 pub mod anvil;
 pub mod faulty;
+pub mod net;
 pub mod pair;
 
 use std::future::Future;

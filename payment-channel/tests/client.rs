@@ -1,44 +1,21 @@
 //! The async `Client` over an in-process transport (tokio mpsc), the `SimulatedChain` and the
 //! stores, including resume-from-store.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use payment_channel::channel::{Event, PhaseKind};
-use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
+use payment_channel::client::{Client, ClientConfig, ClientEvent};
 use payment_channel::error::{Error, PeerMisbehaved, PolicyRejection};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::store::ChannelStore;
+use payment_channel::test_utils::net::MemoryNet;
 use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
 use tokio::sync::mpsc;
 
 fn u(x: u64) -> U256 {
     U256::from(x)
-}
-
-/// Routes envelopes to per-address mpsc queues.
-#[derive(Default)]
-struct Net {
-    queues: Mutex<HashMap<Address, mpsc::UnboundedSender<Envelope>>>,
-}
-
-struct NetTransport(Arc<Net>);
-
-#[async_trait]
-impl Transport for NetTransport {
-    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
-        let q = self.0.queues.lock().unwrap().get(&to).cloned();
-        match q {
-            // Send as JSON text, as the extension would.
-            Some(q) => q
-                .send(Envelope::from_json(&envelope.to_json())?)
-                .map_err(|e| e.to_string().into()),
-            None => Ok(()), // peer offline: the message is lost
-        }
-    }
 }
 
 struct Node {
@@ -61,14 +38,14 @@ impl Node {
 
 struct World {
     chain: SimulatedChain,
-    net: Arc<Net>,
+    net: Arc<MemoryNet>,
 }
 
 impl World {
     fn new() -> Self {
         Self {
             chain: SimulatedChain::new(),
-            net: Arc::new(Net::default()),
+            net: Arc::new(MemoryNet::default()),
         }
     }
 
@@ -97,23 +74,16 @@ impl World {
 
 /// A client on `chain`, reachable through `net`.
 async fn open_node(
-    net: &Arc<Net>,
+    net: &Arc<MemoryNet>,
     config: ClientConfig,
     signer: Arc<LocalSigner>,
     chain: Arc<dyn payment_channel::chain::Chain>,
     store: Arc<dyn ChannelStore>,
 ) -> Node {
-    let (tx, inbox) = mpsc::unbounded_channel();
-    net.queues.lock().unwrap().insert(signer.address(), tx);
-    let (client, events) = Client::open(
-        config,
-        signer,
-        chain,
-        store,
-        Some(Arc::new(NetTransport(net.clone()))),
-    )
-    .await
-    .unwrap();
+    let inbox = net.join(signer.address());
+    let (client, events) = Client::open(config, signer, chain, store, Some(net.transport()))
+        .await
+        .unwrap();
     Node {
         client,
         events,
@@ -613,7 +583,7 @@ struct OnAnvil {
     app: Address,
     payer_chain: Arc<payment_channel::chain::EthereumChain>,
     payee_chain: Arc<payment_channel::chain::EthereumChain>,
-    net: Arc<Net>,
+    net: Arc<MemoryNet>,
 }
 
 #[cfg(all(feature = "ethereum", feature = "test-utils"))]
@@ -643,7 +613,7 @@ impl OnAnvil {
             app: deployment.payment_app,
             payer_chain,
             payee_chain,
-            net: Arc::new(Net::default()),
+            net: Arc::new(MemoryNet::default()),
         })
     }
 

@@ -4,16 +4,15 @@
 //! party pays for a transaction that pays it nothing.
 #![cfg(all(feature = "ethereum", feature = "test-utils"))]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use payment_channel::chain::{Chain, EthereumChain};
-use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
+use payment_channel::client::{Client, ClientConfig, ClientEvent};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::faulty::FaultyChain;
+use payment_channel::test_utils::net::MemoryNet;
 use payment_channel::{Address, B256, MemoryStore, U256};
 use tokio::sync::mpsc;
 
@@ -35,24 +34,6 @@ fn list(meter: &GasMeter) -> String {
         .map(|(call, g)| format!("{call:?} {g}"))
         .collect();
     format!("[{}]", parts.join(", "))
-}
-
-#[derive(Default)]
-struct Net {
-    queues: Mutex<HashMap<Address, mpsc::UnboundedSender<Envelope>>>,
-}
-
-struct NetTransport(Arc<Net>);
-
-#[async_trait]
-impl Transport for NetTransport {
-    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
-        let q = self.0.queues.lock().unwrap().get(&to).cloned();
-        if let Some(q) = q {
-            let _ = q.send(envelope);
-        }
-        Ok(())
-    }
 }
 
 struct Party {
@@ -99,7 +80,7 @@ async fn setup() -> Option<Setup> {
     let anvil = Anvil::start()?;
     let contracts = NitroArtifacts::from_dir(&artifacts).unwrap();
     let deployment = deploy(&anvil.url, &tx_key(0), &contracts).await.unwrap();
-    let net = Arc::new(Net::default());
+    let net = Arc::new(MemoryNet::default());
     let mut parties = Vec::new();
     for (i, seed, policy) in [
         (
@@ -120,8 +101,7 @@ async fn setup() -> Option<Setup> {
         );
         let meter = Arc::new(GasMeter::new(chain));
         let signer = Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).unwrap());
-        let (tx, inbox) = mpsc::unbounded_channel();
-        net.queues.lock().unwrap().insert(signer.address(), tx);
+        let inbox = net.join(signer.address());
         let config = ClientConfig {
             challenge_duration: 600,
             auto_join: policy,
@@ -134,7 +114,7 @@ async fn setup() -> Option<Setup> {
             signer,
             meter.clone(),
             Arc::new(MemoryStore::new()),
-            Some(Arc::new(NetTransport(net.clone()))),
+            Some(net.transport()),
         )
         .await
         .unwrap();

@@ -161,13 +161,7 @@ impl Side {
 
     /// The sum of the payments it received.
     pub fn received_total(&self) -> U256 {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PaymentReceived { delta, .. } => Some(*delta),
-                _ => None,
-            })
-            .fold(U256::ZERO, |a, b| a + b)
+        received_total(&self.events)
     }
 
     /// Whether it emitted an event matching `f`.
@@ -190,6 +184,17 @@ pub fn persist(ch: &mut Channel, snapshot: &mut Option<Vec<u8>>, voucher: &mut O
         }
         ch.handle_persisted(p.generation);
     }
+}
+
+/// The sum of the `PaymentReceived` deltas among `events`.
+pub fn received_total(events: &[Event]) -> U256 {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PaymentReceived { delta, .. } => Some(*delta),
+            _ => None,
+        })
+        .fold(U256::ZERO, |a, b| a + b)
 }
 
 /// Which side.
