@@ -182,6 +182,17 @@ impl H {
         });
     }
 
+    /// The peer `k` sends STOP for channel `id` (which the coordinator accepts).
+    fn stop_in(&mut self, k: PeerKey, id: ChannelId) {
+        self.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap();
+    }
+
     fn ev(&mut self, e: ChannelEvent) {
         self.c.handle_channel_event(self.now, e).unwrap();
     }
@@ -233,6 +244,18 @@ fn creates(cmds: &[ChannelCommand]) -> usize {
     cmds.iter()
         .filter(|c| matches!(c, ChannelCommand::Create { .. }))
         .count()
+}
+
+/// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
+/// 0, and our payee channel `[1; 32]` with it is open; returns the channel id's bytes.
+fn uploader() -> (H, PeerKey, Address, [u8; 32]) {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.open_payee(buyer, ChannelId(id));
+    (h, k, buyer, id)
 }
 
 /// A downloader harness: we buy from `seller`, whose proposal `id` we join.
