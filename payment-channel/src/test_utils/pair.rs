@@ -387,6 +387,36 @@ impl Pair {
         v
     }
 
+    /// `who` closes cooperatively (signs the final state) and flushes.
+    pub fn close(&mut self, who: Who) {
+        self.side(who).ch.close().expect("the channel can close");
+        self.flush(who);
+    }
+
+    /// `who` challenges on chain and flushes.
+    pub fn challenge(&mut self, who: Who) {
+        let now = self.chain.now;
+        self.side(who)
+            .ch
+            .challenge(now)
+            .expect("the channel can challenge");
+        self.flush(who);
+    }
+
+    /// The turn of the challenge registered on chain, as `who` saw it.
+    ///
+    /// # Panics
+    /// If `who` saw no challenge.
+    pub fn challenge_turn(&mut self, who: Who) -> u64 {
+        self.side(who)
+            .ch
+            .on_chain()
+            .challenge
+            .as_ref()
+            .expect("a challenge was registered")
+            .turn_num
+    }
+
     /// Moves the clock `secs` forward and lets both sides handle the timeout.
     pub fn advance(&mut self, secs: u64) {
         self.chain.now += secs;
