@@ -7,13 +7,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use arbitrary::Arbitrary;
-use payment_channel::chain::{Chain, ChainError, ChainEvent, ChannelMode};
+use payment_channel::chain::ChainEvent;
 use payment_channel::channel::{
     ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind,
 };
 use payment_channel::message::{Close, Envelope, Join, Message, VoucherMessage};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
+use payment_channel::test_utils::pair::{persist, received_total, signer};
+use payment_channel::test_utils::run_chain_action;
 use payment_channel::{Address, B256, SimulatedChain, U256};
 
 const DEPOSIT: u64 = 1_000;
@@ -91,19 +93,6 @@ pub enum Forgery {
     StrangerClose(Who, u16),
 }
 
-fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("the simulator never waits"),
-    }
-}
-
-fn signer(seed: u8) -> Arc<LocalSigner> {
-    Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).expect("valid key"))
-}
-
 struct Side {
     ch: Option<Channel>,
     signer: Arc<LocalSigner>,
@@ -124,17 +113,8 @@ impl Side {
     }
 
     fn persist(&mut self) {
-        let Some(ch) = self.ch.as_mut() else { return };
-        while let Some(p) = ch.poll_persist() {
-            if let Some(v) = p.voucher
-                && self.voucher.is_none_or(|s| v.amount > s.amount)
-            {
-                self.voucher = Some(v);
-            }
-            if let Some(s) = p.snapshot {
-                self.snapshot = Some(s.to_bytes());
-            }
-            ch.handle_persisted(p.generation);
+        if let Some(ch) = self.ch.as_mut() {
+            persist(ch, &mut self.snapshot, &mut self.voucher);
         }
     }
 
@@ -143,13 +123,7 @@ impl Side {
     }
 
     fn received_total(&self) -> U256 {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::PaymentReceived { delta, .. } => Some(*delta),
-                _ => None,
-            })
-            .fold(U256::ZERO, |a, b| a + b)
+        received_total(&self.events)
     }
 }
 
@@ -218,51 +192,13 @@ impl World {
     }
 
     fn apply(&mut self, from: Address, a: &ChainAction) -> Vec<ChainEvent> {
-        let h = self.sim.handle(from);
-        let _: Result<(), ChainError> = match a {
-            ChainAction::Deposit {
-                asset,
-                channel_id,
-                expected_held,
-                amount,
-            } => {
-                // Funded just in time; what a reverted deposit leaves in the wallet is not a
-                // payout, so it is remembered and subtracted.
-                self.sim.fund(from, *amount).expect("funding");
-                let r = ready(h.deposit(*asset, *channel_id, *expected_held, *amount)).map(|_| ());
-                if r.is_err() {
-                    self.stranded += *amount;
-                }
-                r
-            }
-            ChainAction::Challenge {
-                fixed,
-                proof,
-                candidate,
-                challenger_sig,
-            } => ready(h.challenge(fixed, proof, candidate, challenger_sig)).map(|_| ()),
-            ChainAction::Conclude { fixed, candidate } => {
-                if self.sim.status_of(fixed.channel_id()).mode(self.sim.now())
-                    == ChannelMode::Finalized
-                {
-                    Ok(())
-                } else {
-                    ready(h.conclude(fixed, candidate)).map(|_| ())
-                }
-            }
-            ChainAction::Transfer {
-                channel_id,
-                outcome,
-                state_hash,
-            } => {
-                if self.sim.holdings_of(*channel_id).is_zero() {
-                    Ok(())
-                } else {
-                    ready(h.transfer_all_assets(*channel_id, outcome, *state_hash)).map(|_| ())
-                }
-            }
-            _ => Ok(()),
-        };
+        // Deposits are funded just in time; what a reverted deposit leaves in the wallet is not
+        // a payout, so it is remembered and subtracted.
+        if let (ChainAction::Deposit { amount, .. }, Some(Err(_))) =
+            (a, run_chain_action(&self.sim, from, a))
+        {
+            self.stranded += *amount;
+        }
         let all = self.sim.all_events();
         let new = all[self.seen_events..]
             .iter()

@@ -226,6 +226,32 @@ struct State {
     chain: OnChain,
 }
 
+impl State {
+    /// A freshly proposed channel: nothing signed, paid or seen on chain yet.
+    fn proposed(
+        role: Role,
+        fixed: FixedPart,
+        asset: Address,
+        deposit: U256,
+        price: Option<U256>,
+    ) -> Self {
+        Self {
+            version: SNAPSHOT_VERSION,
+            role,
+            fixed,
+            asset,
+            deposit,
+            price,
+            phase: Phase::Proposed,
+            prefund: Sigs::default(),
+            postfund: Sigs::default(),
+            best: None,
+            paid: U256::ZERO,
+            chain: OnChain::default(),
+        }
+    }
+}
+
 /// A serializable copy of a channel's durable state, for [`ChannelStore::put_channel`](crate::store::ChannelStore::put_channel).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelSnapshot(State);
@@ -470,20 +496,13 @@ impl Channel {
         };
         let mut ch = Self::new(
             signer,
-            State {
-                version: SNAPSHOT_VERSION,
-                role: Role::Payee,
+            State::proposed(
+                Role::Payee,
                 fixed,
-                asset: params.asset,
-                deposit: params.deposit,
-                price: params.price,
-                phase: Phase::Proposed,
-                prefund: Sigs::default(),
-                postfund: Sigs::default(),
-                best: None,
-                paid: U256::ZERO,
-                chain: OnChain::default(),
-            },
+                params.asset,
+                params.deposit,
+                params.price,
+            ),
         );
         let sig = ch.sign_state(&ch.prefund_vp())?;
         ch.st.prefund.set(Role::Payee, sig);
@@ -517,20 +536,13 @@ impl Channel {
         }
         let mut ch = Self::new(
             signer,
-            State {
-                version: SNAPSHOT_VERSION,
-                role: Role::Payer,
-                fixed: fixed.clone(),
-                asset: proposal.asset,
-                deposit: proposal.deposit,
-                price: proposal.price,
-                phase: Phase::Proposed,
-                prefund: Sigs::default(),
-                postfund: Sigs::default(),
-                best: None,
-                paid: U256::ZERO,
-                chain: OnChain::default(),
-            },
+            State::proposed(
+                Role::Payer,
+                fixed.clone(),
+                proposal.asset,
+                proposal.deposit,
+                proposal.price,
+            ),
         );
         let hash = ch.prefund_vp().hash(ch.id);
         ch.check_sig(Role::Payee, &hash, &proposal.signature, "prefund")?;

@@ -42,13 +42,19 @@
 
 pub mod anvil;
 pub mod faulty;
+pub mod net;
+pub mod pair;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 
-use crate::chain::{Chain, ChainError, ChainEvent, OnChainStatus, Revert, fingerprint};
+use crate::SimulatedChain;
+use crate::chain::{
+    Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert, fingerprint,
+};
+use crate::channel::ChainAction;
 use crate::sign::{LocalSigner, Signature, Signer};
 use crate::state::{
     FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash, hash_outcome,
@@ -68,6 +74,76 @@ pub const STRANGER_KEY: &str = "0x4242424242424242424242424242424242424242424242
 /// A [`LocalSigner`] for one of the keys above.
 pub fn signer(key: &str) -> LocalSigner {
     LocalSigner::from_hex(key).expect("the test keys are valid")
+}
+
+/// Runs a future that never waits (the simulated chain, the memory store) to completion.
+///
+/// # Panics
+/// If the future is pending on its first poll.
+pub fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("an in-memory future must complete at once"),
+    }
+}
+
+/// The transaction `action` sends: `deposit`, `challenge`, `conclude` or `transfer`.
+pub fn action_name(action: &ChainAction) -> &'static str {
+    match action {
+        ChainAction::Deposit { .. } => "deposit",
+        ChainAction::Challenge { .. } => "challenge",
+        ChainAction::Conclude { .. } => "conclude",
+        ChainAction::Transfer { .. } => "transfer",
+    }
+}
+
+/// Sends the transaction of a channel's `action` from `from` on `sim`, as the async client would:
+/// a deposit is funded just in time (`from` gets the amount first); a conclude of a finalized
+/// channel and a transfer of an empty one are skipped, like the client's idempotent retries.
+/// `None` when nothing was sent, else the transaction's result.
+pub fn run_chain_action(
+    sim: &SimulatedChain,
+    from: Address,
+    action: &ChainAction,
+) -> Option<Result<(), ChainError>> {
+    let h = sim.handle(from);
+    let result = match action {
+        ChainAction::Deposit {
+            asset,
+            channel_id,
+            expected_held,
+            amount,
+        } => {
+            sim.fund(from, *amount)
+                .expect("the simulator funds any account");
+            ready(h.deposit(*asset, *channel_id, *expected_held, *amount))
+        }
+        ChainAction::Challenge {
+            fixed,
+            proof,
+            candidate,
+            challenger_sig,
+        } => ready(h.challenge(fixed, proof, candidate, challenger_sig)),
+        ChainAction::Conclude { fixed, candidate } => {
+            if sim.status_of(fixed.channel_id()).mode(sim.now()) == ChannelMode::Finalized {
+                return None;
+            }
+            ready(h.conclude(fixed, candidate))
+        }
+        ChainAction::Transfer {
+            channel_id,
+            outcome,
+            state_hash,
+        } => {
+            if sim.holdings_of(*channel_id).is_zero() {
+                return None;
+            }
+            ready(h.transfer_all_assets(*channel_id, outcome, *state_hash))
+        }
+    };
+    Some(result.map(|_| ()))
 }
 
 /// A two-party payment channel and everything needed to build its states by hand.

@@ -1,44 +1,21 @@
 //! The async `Client` over an in-process transport (tokio mpsc), the `SimulatedChain` and the
 //! stores, including resume-from-store.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
 use payment_channel::channel::{Event, PhaseKind};
-use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
+use payment_channel::client::{Client, ClientConfig, ClientEvent};
 use payment_channel::error::{Error, PeerMisbehaved, PolicyRejection};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::store::ChannelStore;
+use payment_channel::test_utils::net::MemoryNet;
 use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
 use tokio::sync::mpsc;
 
 fn u(x: u64) -> U256 {
     U256::from(x)
-}
-
-/// Routes envelopes to per-address mpsc queues.
-#[derive(Default)]
-struct Net {
-    queues: Mutex<HashMap<Address, mpsc::UnboundedSender<Envelope>>>,
-}
-
-struct NetTransport(Arc<Net>);
-
-#[async_trait]
-impl Transport for NetTransport {
-    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
-        let q = self.0.queues.lock().unwrap().get(&to).cloned();
-        match q {
-            // Send as JSON text, as the extension would.
-            Some(q) => q
-                .send(Envelope::from_json(&envelope.to_json())?)
-                .map_err(|e| e.to_string().into()),
-            None => Ok(()), // peer offline: the message is lost
-        }
-    }
 }
 
 struct Node {
@@ -61,14 +38,14 @@ impl Node {
 
 struct World {
     chain: SimulatedChain,
-    net: Arc<Net>,
+    net: Arc<MemoryNet>,
 }
 
 impl World {
     fn new() -> Self {
         Self {
             chain: SimulatedChain::new(),
-            net: Arc::new(Net::default()),
+            net: Arc::new(MemoryNet::default()),
         }
     }
 
@@ -97,23 +74,16 @@ impl World {
 
 /// A client on `chain`, reachable through `net`.
 async fn open_node(
-    net: &Arc<Net>,
+    net: &Arc<MemoryNet>,
     config: ClientConfig,
     signer: Arc<LocalSigner>,
     chain: Arc<dyn payment_channel::chain::Chain>,
     store: Arc<dyn ChannelStore>,
 ) -> Node {
-    let (tx, inbox) = mpsc::unbounded_channel();
-    net.queues.lock().unwrap().insert(signer.address(), tx);
-    let (client, events) = Client::open(
-        config,
-        signer,
-        chain,
-        store,
-        Some(Arc::new(NetTransport(net.clone()))),
-    )
-    .await
-    .unwrap();
+    let inbox = net.join(signer.address());
+    let (client, events) = Client::open(config, signer, chain, store, Some(net.transport()))
+        .await
+        .unwrap();
     Node {
         client,
         events,
@@ -516,113 +486,6 @@ async fn open_and_pay(payer: &mut Node, payee: &mut Node, payments: &[u64]) -> B
     id
 }
 
-/// A chain that records the `from_block` of every `events` query.
-struct Recording<C> {
-    inner: C,
-    froms: Arc<Mutex<Vec<u64>>>,
-}
-
-mod recording {
-    use super::Recording;
-    use async_trait::async_trait;
-    use payment_channel::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, TxReceipt};
-    use payment_channel::sign::Signature;
-    use payment_channel::state::{FixedPart, SignedVariablePart, SingleAssetExit};
-    use payment_channel::{Address, B256, U256};
-
-    #[async_trait]
-    impl<C: Chain> Chain for Recording<C> {
-        fn account(&self) -> Address {
-            self.inner.account()
-        }
-        async fn now(&self) -> Result<u64, ChainError> {
-            self.inner.now().await
-        }
-        async fn block_number(&self) -> Result<u64, ChainError> {
-            self.inner.block_number().await
-        }
-        fn adjudicator(&self) -> Address {
-            self.inner.adjudicator()
-        }
-        async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
-            self.inner.balance(asset, owner).await
-        }
-        async fn deposit(
-            &self,
-            asset: Address,
-            id: B256,
-            held: U256,
-            amount: U256,
-        ) -> Result<TxReceipt, ChainError> {
-            self.inner.deposit(asset, id, held, amount).await
-        }
-        async fn holdings(&self, asset: Address, id: B256) -> Result<U256, ChainError> {
-            self.inner.holdings(asset, id).await
-        }
-        async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
-            self.inner.allowance(token).await
-        }
-        async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-            self.inner.approve(token, amount).await
-        }
-        async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
-            self.inner.decimals(token).await
-        }
-        async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
-            self.inner.code_hash(address).await
-        }
-        async fn status(&self, id: B256) -> Result<OnChainStatus, ChainError> {
-            self.inner.status(id).await
-        }
-        async fn challenge(
-            &self,
-            fixed: &FixedPart,
-            proof: &[SignedVariablePart],
-            candidate: &SignedVariablePart,
-            sig: &Signature,
-        ) -> Result<TxReceipt, ChainError> {
-            self.inner.challenge(fixed, proof, candidate, sig).await
-        }
-        async fn checkpoint(
-            &self,
-            fixed: &FixedPart,
-            proof: &[SignedVariablePart],
-            candidate: &SignedVariablePart,
-        ) -> Result<TxReceipt, ChainError> {
-            self.inner.checkpoint(fixed, proof, candidate).await
-        }
-        async fn conclude(
-            &self,
-            fixed: &FixedPart,
-            candidate: &SignedVariablePart,
-        ) -> Result<TxReceipt, ChainError> {
-            self.inner.conclude(fixed, candidate).await
-        }
-        async fn transfer_all_assets(
-            &self,
-            id: B256,
-            outcome: &[SingleAssetExit],
-            state_hash: B256,
-        ) -> Result<TxReceipt, ChainError> {
-            self.inner
-                .transfer_all_assets(id, outcome, state_hash)
-                .await
-        }
-        async fn events(&self, id: B256, from: u64) -> Result<Vec<ChainEventRecord>, ChainError> {
-            self.froms.lock().unwrap().push(from);
-            self.inner.events(id, from).await
-        }
-        async fn adjudicator_events(
-            &self,
-            from: u64,
-            to: u64,
-        ) -> Result<Vec<ChainEventRecord>, ChainError> {
-            self.froms.lock().unwrap().push(from);
-            self.inner.adjudicator_events(from, to).await
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_restart_reads_only_chain_events_it_has_not_applied() {
     let w = World::new();
@@ -650,17 +513,13 @@ async fn a_restart_reads_only_chain_events_it_has_not_applied() {
         .chain_cursor();
     assert!(cursor > 0, "the deposit's block was recorded");
 
-    let froms = Arc::new(Mutex::new(Vec::new()));
-    let chain = Recording {
-        inner: w.chain.handle(payee_key.address()),
-        froms: froms.clone(),
-    };
-    let (client, _events) = Client::open(w.config(None), payee_key, Arc::new(chain), store, None)
+    let chain = Arc::new(FaultyChain::new(w.chain.handle(payee_key.address())));
+    let (client, _events) = Client::open(w.config(None), payee_key, chain.clone(), store, None)
         .await
         .unwrap();
     client.watch_chain().await.unwrap();
     assert_eq!(
-        froms.lock().unwrap().first(),
+        chain.event_queries().first(),
         Some(&cursor),
         "not from block 0"
     );
@@ -669,7 +528,7 @@ async fn a_restart_reads_only_chain_events_it_has_not_applied() {
     w.chain.advance_time(601);
     client.watch_chain().await.unwrap();
     assert_eq!(w.chain.balance_of(client.address()), u(300));
-    assert!(froms.lock().unwrap().windows(2).all(|p| p[0] <= p[1]));
+    assert!(chain.event_queries().windows(2).all(|p| p[0] <= p[1]));
 }
 
 #[tokio::test]
@@ -693,15 +552,11 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
     let mut payer = w
         .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
         .await;
-    let froms = Arc::new(Mutex::new(Vec::new()));
-    let recording = Arc::new(Recording {
-        inner: w.chain.handle(payee_key.address()),
-        froms: froms.clone(),
-    });
+    let recording = Arc::new(FaultyChain::new(w.chain.handle(payee_key.address())));
     let store = Arc::new(MemoryStore::new());
-    let mut payee = open_node(&w.net, w.config(None), payee_key, recording, store).await;
+    let mut payee = open_node(&w.net, w.config(None), payee_key, recording.clone(), store).await;
     let id = open_and_pay(&mut payer, &mut payee, &[250]).await;
-    let froms = froms.lock().unwrap().clone();
+    let froms = recording.event_queries();
     assert!(!froms.is_empty());
     assert!(
         froms
@@ -728,7 +583,7 @@ struct OnAnvil {
     app: Address,
     payer_chain: Arc<payment_channel::chain::EthereumChain>,
     payee_chain: Arc<payment_channel::chain::EthereumChain>,
-    net: Arc<Net>,
+    net: Arc<MemoryNet>,
 }
 
 #[cfg(all(feature = "ethereum", feature = "test-utils"))]
@@ -758,7 +613,7 @@ impl OnAnvil {
             app: deployment.payment_app,
             payer_chain,
             payee_chain,
-            net: Arc::new(Net::default()),
+            net: Arc::new(MemoryNet::default()),
         })
     }
 

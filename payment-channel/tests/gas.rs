@@ -4,18 +4,15 @@
 //! party pays for a transaction that pays it nothing.
 #![cfg(all(feature = "ethereum", feature = "test-utils"))]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use async_trait::async_trait;
-use payment_channel::chain::{
-    Chain, ChainError, ChainEventRecord, EthereumChain, OnChainStatus, TxReceipt,
-};
-use payment_channel::client::{Client, ClientConfig, ClientEvent, Transport, TransportError};
+use payment_channel::chain::{Chain, EthereumChain};
+use payment_channel::client::{Client, ClientConfig, ClientEvent};
 use payment_channel::message::Envelope;
 use payment_channel::policy::JoinPolicy;
-use payment_channel::sign::{LocalSigner, Signature, Signer};
-use payment_channel::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::test_utils::faulty::FaultyChain;
+use payment_channel::test_utils::net::MemoryNet;
 use payment_channel::{Address, B256, MemoryStore, U256};
 use tokio::sync::mpsc;
 
@@ -23,152 +20,20 @@ fn u(x: u64) -> U256 {
     U256::from(x)
 }
 
-/// A chain handle that adds up the gas of the transactions sent through it.
-struct GasMeter {
-    inner: Arc<EthereumChain>,
-    txs: Mutex<Vec<(&'static str, u64)>>,
+/// A chain handle that records the gas of the transactions sent through it.
+type GasMeter = FaultyChain<Arc<EthereumChain>>;
+
+fn total(meter: &GasMeter) -> u64 {
+    meter.gas_used().iter().map(|(_, g)| g).sum()
 }
 
-impl GasMeter {
-    fn new(inner: Arc<EthereumChain>) -> Self {
-        Self {
-            inner,
-            txs: Mutex::new(Vec::new()),
-        }
-    }
-    fn note(
-        &self,
-        what: &'static str,
-        r: Result<TxReceipt, ChainError>,
-    ) -> Result<TxReceipt, ChainError> {
-        if let Ok(receipt) = &r {
-            self.txs.lock().unwrap().push((what, receipt.gas_used));
-        }
-        r
-    }
-    fn total(&self) -> u64 {
-        self.txs.lock().unwrap().iter().map(|(_, g)| g).sum()
-    }
-    fn list(&self) -> String {
-        let txs = self.txs.lock().unwrap();
-        let parts: Vec<String> = txs.iter().map(|(w, g)| format!("{w} {g}")).collect();
-        format!("[{}]", parts.join(", "))
-    }
-}
-
-#[async_trait]
-impl Chain for GasMeter {
-    fn account(&self) -> Address {
-        self.inner.account()
-    }
-    async fn now(&self) -> Result<u64, ChainError> {
-        self.inner.now().await
-    }
-    async fn block_number(&self) -> Result<u64, ChainError> {
-        self.inner.block_number().await
-    }
-    fn adjudicator(&self) -> Address {
-        self.inner.adjudicator()
-    }
-    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
-        self.inner.balance(asset, owner).await
-    }
-    async fn deposit(
-        &self,
-        asset: Address,
-        id: B256,
-        held: U256,
-        amount: U256,
-    ) -> Result<TxReceipt, ChainError> {
-        let r = self.inner.deposit(asset, id, held, amount).await;
-        self.note("deposit", r)
-    }
-    async fn holdings(&self, asset: Address, id: B256) -> Result<U256, ChainError> {
-        self.inner.holdings(asset, id).await
-    }
-    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
-        self.inner.allowance(token).await
-    }
-    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-        let r = self.inner.approve(token, amount).await;
-        self.note("approve", r)
-    }
-    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
-        self.inner.decimals(token).await
-    }
-    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
-        self.inner.code_hash(address).await
-    }
-    async fn status(&self, id: B256) -> Result<OnChainStatus, ChainError> {
-        self.inner.status(id).await
-    }
-    async fn challenge(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-        sig: &Signature,
-    ) -> Result<TxReceipt, ChainError> {
-        let r = self.inner.challenge(fixed, proof, candidate, sig).await;
-        self.note("challenge", r)
-    }
-    async fn checkpoint(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let r = self.inner.checkpoint(fixed, proof, candidate).await;
-        self.note("checkpoint", r)
-    }
-    async fn conclude(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let r = self.inner.conclude(fixed, candidate).await;
-        self.note("conclude", r)
-    }
-    async fn transfer_all_assets(
-        &self,
-        id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-    ) -> Result<TxReceipt, ChainError> {
-        let r = self
-            .inner
-            .transfer_all_assets(id, outcome, state_hash)
-            .await;
-        self.note("transferAllAssets", r)
-    }
-    async fn events(&self, id: B256, from: u64) -> Result<Vec<ChainEventRecord>, ChainError> {
-        self.inner.events(id, from).await
-    }
-    async fn adjudicator_events(
-        &self,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        self.inner.adjudicator_events(from, to).await
-    }
-}
-
-#[derive(Default)]
-struct Net {
-    queues: Mutex<HashMap<Address, mpsc::UnboundedSender<Envelope>>>,
-}
-
-struct NetTransport(Arc<Net>);
-
-#[async_trait]
-impl Transport for NetTransport {
-    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
-        let q = self.0.queues.lock().unwrap().get(&to).cloned();
-        if let Some(q) = q {
-            let _ = q.send(envelope);
-        }
-        Ok(())
-    }
+fn list(meter: &GasMeter) -> String {
+    let parts: Vec<String> = meter
+        .gas_used()
+        .iter()
+        .map(|(call, g)| format!("{call:?} {g}"))
+        .collect();
+    format!("[{}]", parts.join(", "))
 }
 
 struct Party {
@@ -215,7 +80,7 @@ async fn setup() -> Option<Setup> {
     let anvil = Anvil::start()?;
     let contracts = NitroArtifacts::from_dir(&artifacts).unwrap();
     let deployment = deploy(&anvil.url, &tx_key(0), &contracts).await.unwrap();
-    let net = Arc::new(Net::default());
+    let net = Arc::new(MemoryNet::default());
     let mut parties = Vec::new();
     for (i, seed, policy) in [
         (
@@ -236,8 +101,7 @@ async fn setup() -> Option<Setup> {
         );
         let meter = Arc::new(GasMeter::new(chain));
         let signer = Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).unwrap());
-        let (tx, inbox) = mpsc::unbounded_channel();
-        net.queues.lock().unwrap().insert(signer.address(), tx);
+        let inbox = net.join(signer.address());
         let config = ClientConfig {
             challenge_duration: 600,
             auto_join: policy,
@@ -250,7 +114,7 @@ async fn setup() -> Option<Setup> {
             signer,
             meter.clone(),
             Arc::new(MemoryStore::new()),
-            Some(Arc::new(NetTransport(net.clone()))),
+            Some(net.transport()),
         )
         .await
         .unwrap();
@@ -263,7 +127,7 @@ async fn setup() -> Option<Setup> {
     }
     let seller = parties.pop().unwrap();
     let buyer = parties.pop().unwrap();
-    let chain = seller.meter.inner.clone();
+    let chain = seller.meter.inner().clone();
     Some(Setup {
         _anvil: anvil,
         buyer,
@@ -293,11 +157,11 @@ fn report(lifecycle: &str, s: &Setup) -> (u64, u64) {
     for (party, p) in [("buyer", &s.buyer), ("seller", &s.seller)] {
         println!(
             "GAS {lifecycle} {party}: {} {}",
-            p.meter.total(),
-            p.meter.list()
+            total(&p.meter),
+            list(&p.meter)
         );
     }
-    (s.buyer.meter.total(), s.seller.meter.total())
+    (total(&s.buyer.meter), total(&s.seller.meter))
 }
 
 #[tokio::test]

@@ -1,9 +1,7 @@
-//! Deterministic two-party harness: two `Channel`s, messages carried by hand, a simulated clock
-//! and a model adjudicator (quinn `Pair` / LDK functional-test style).
+//! Deterministic two-party harness (`payment_channel::test_utils::pair`): two `Channel`s, messages
+//! carried by hand, a clock moved by the test, the `SimulatedChain` (quinn `Pair` / LDK
+//! functional-test style).
 
-mod common;
-
-use common::*;
 use payment_channel::channel::{Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind};
 use payment_channel::error::{Error, PeerMisbehaved, Reaction, UsageError};
 use payment_channel::message::{
@@ -11,6 +9,7 @@ use payment_channel::message::{
 };
 use payment_channel::sign::Signer;
 use payment_channel::state::{FixedPart, VariablePart, two_party_outcome};
+use payment_channel::test_utils::pair::*;
 use payment_channel::voucher::Voucher;
 use payment_channel::{Address, B256, Bytes, U256};
 
@@ -59,8 +58,7 @@ fn create_join_pay_close_pays_out() {
     assert_eq!(p.payee.received_total(), total);
     assert_eq!(p.payee.stored_voucher.unwrap().amount, total);
 
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     p.drive();
     for s in [&p.payer, &p.payee] {
         assert!(s.has_event(|e| *e == Event::Closed { amount: total }));
@@ -92,8 +90,7 @@ fn payee_initiated_close() {
     let mut p = Pair::running(500);
     p.pay(70);
     p.drive();
-    p.payee.ch.close().unwrap();
-    p.flush(Who::Payee);
+    p.close(Who::Payee);
     p.drive();
     assert_eq!(p.chain.paid_to(p.payee_addr()), u(70));
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(430));
@@ -105,8 +102,7 @@ fn close_before_last_voucher_arrives_credits_it() {
     p.pay(10);
     p.drive();
     p.pay(5); // in flight
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     // Deliver the close before the voucher.
     let voucher = p.to_payee.pop_front().unwrap();
     p.drive();
@@ -210,8 +206,7 @@ fn survives_drop_duplicate_and_reorder() {
         Error::PeerMisbehaved(PeerMisbehaved::LowerVoucher { .. })
     )));
 
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     for _ in 0..50 {
         step(&mut p);
         if p.payer.ch.is_settled() && p.payee.ch.is_settled() {
@@ -270,8 +265,7 @@ fn stale_challenge_is_countered() {
     p.drive();
     assert_eq!(p.payee.ch.paid(), u(100));
     // The payer goes on chain with the postfund, which pays the payee nothing.
-    p.payer.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payer);
+    p.challenge(Who::Payer);
     // The payee saw it and countered at turn 2 with its best voucher.
     let reg = p.payee.ch.on_chain().challenge.clone().unwrap();
     assert_eq!(reg.turn_num, 2);
@@ -310,12 +304,8 @@ fn payee_challenges_with_best_voucher_when_payer_vanishes() {
     p.pay(40);
     p.pay(2);
     p.drive();
-    p.payee.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payee);
-    assert_eq!(
-        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
-        2
-    );
+    p.challenge(Who::Payee);
+    assert_eq!(p.challenge_turn(Who::Payee), 2);
     // A second challenge cannot improve on it.
     assert!(matches!(
         p.payee.ch.challenge(p.chain.now),
@@ -338,12 +328,8 @@ fn payee_without_voucher_does_not_challenge_and_the_payer_recovers_its_deposit()
     ));
     assert_eq!(p.payee.ch.poll_chain_action(), None);
     assert_eq!(p.payee.ch.chain_duty(p.chain.now).unwrap(), None);
-    p.payer.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payer);
-    assert_eq!(
-        p.payer.ch.on_chain().challenge.as_ref().unwrap().turn_num,
-        1
-    );
+    p.challenge(Who::Payer);
+    assert_eq!(p.challenge_turn(Who::Payer), 1);
     p.advance(DURATION);
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(300));
 }
@@ -354,12 +340,8 @@ fn payer_recovers_deposit_when_payee_never_countersigns_postfund() {
     p.join();
     p.to_payee.clear(); // the Join is lost, and the payee vanishes
     assert_eq!(p.payer.ch.phase(), PhaseKind::AwaitingPostfund);
-    p.payer.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payer);
-    assert_eq!(
-        p.payer.ch.on_chain().challenge.as_ref().unwrap().turn_num,
-        0
-    );
+    p.challenge(Who::Payer);
+    assert_eq!(p.challenge_turn(Who::Payer), 0);
     p.advance(DURATION);
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(300));
 }
@@ -371,8 +353,7 @@ fn challenge_answered_by_conclude_when_closed() {
     p.drive();
     // The payee signs the final state but its countersignature never reaches the payer... the
     // payer, now closed on the payee side only, challenges with the postfund.
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     p.deliver(Who::Payee);
     p.to_payer.clear();
     // The payee already concluded as responder; the chain is finalized with 60 to the payee.
@@ -387,16 +368,11 @@ fn stale_challenge_during_close_is_concluded() {
     p.drive();
     // Build a fully-signed final state on the payee side without letting its conclude through:
     // deliver the payer's close to a payee that has not finished; then the payer challenges.
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     let close = p.to_payee.pop_front().unwrap();
-    p.payer.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payer);
+    p.challenge(Who::Payer);
     // The payee countered with its voucher (turn 2)...
-    assert_eq!(
-        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
-        2
-    );
+    assert_eq!(p.challenge_turn(Who::Payee), 2);
     // ...and the close still settles at once: conclude works during a challenge.
     p.deliver_env(Who::Payee, &close);
     p.drive();
@@ -616,8 +592,7 @@ fn messages_after_close_are_rejected() {
     let mut p = Pair::running(1_000);
     p.pay(100);
     p.drive();
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     p.drive();
     assert_eq!(p.payee.ch.phase(), PhaseKind::Finalized);
     let payer = p.payer.signer.clone();
@@ -756,8 +731,7 @@ fn restore_mid_stream_and_close_with_largest_voucher() {
     p.pay(10);
     p.drive();
     assert_eq!(p.payee.ch.paid(), u(160));
-    p.payee.ch.close().unwrap();
-    p.flush(Who::Payee);
+    p.close(Who::Payee);
     p.drive();
     assert_eq!(p.chain.paid_to(p.payee_addr()), u(160));
 }
@@ -794,26 +768,21 @@ fn voucher_envelope_is_small_and_round_trips() {
 #[test]
 fn lifecycle_and_stale_challenge_on_simulated_chain() {
     // Close path.
-    let mut p = Pair::running_on(1_000, MockChain::simulated());
+    let mut p = Pair::running_on(1_000, PairChain::default());
     p.pay(300);
     p.drive();
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     p.drive();
     assert_eq!(p.chain.paid_to(p.payee_addr()), u(300));
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(700));
     assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
 
     // Challenge path, with the real VirtualPaymentApp rules checking the counter-challenge.
-    let mut p = Pair::running_on(1_000, MockChain::simulated());
+    let mut p = Pair::running_on(1_000, PairChain::default());
     p.pay(120);
     p.drive();
-    p.payer.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payer);
-    assert_eq!(
-        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
-        2
-    );
+    p.challenge(Who::Payer);
+    assert_eq!(p.challenge_turn(Who::Payee), 2);
     p.advance(DURATION);
     assert_eq!(p.chain.paid_to(p.payee_addr()), u(120));
     assert_eq!(p.chain.paid_to(p.payer_addr()), u(880));
@@ -830,12 +799,8 @@ fn replayed_chain_events_are_no_ops() {
     let mut p = Pair::running(1_000);
     p.pay(80);
     p.drive();
-    p.payer.ch.challenge(p.chain.now).unwrap();
-    p.flush(Who::Payer);
-    assert_eq!(
-        p.payee.ch.on_chain().challenge.as_ref().unwrap().turn_num,
-        2
-    );
+    p.challenge(Who::Payer);
+    assert_eq!(p.challenge_turn(Who::Payee), 2);
     // A restarted watcher reads the whole log again, in order.
     let log = p.chain.log.clone();
     let now = p.chain.now;
@@ -870,8 +835,7 @@ fn every_message_fits_its_bound() {
     p.pay(1_000_000_000_000_000);
     record(p.to_payee.front().unwrap());
     p.drive();
-    p.payer.ch.close().unwrap();
-    p.flush(Who::Payer);
+    p.close(Who::Payer);
     record(p.to_payee.front().unwrap());
     for (kind, len, json) in &sizes {
         println!("{kind:>8} {len:>4} bytes  {json}");

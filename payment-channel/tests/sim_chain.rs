@@ -51,6 +51,15 @@ impl Env {
         (state, signed)
     }
 
+    /// The payee signs `state` and challenges with it over the postfund: the revert.
+    async fn payee_redemption_refused(&self, state: &VariablePart) -> Revert {
+        let candidate = self.f.sign(state, &[&self.f.payee]);
+        reverted(
+            self.challenge_by_payee(&[self.postfund()], &candidate)
+                .await,
+        )
+    }
+
     async fn challenge_by_payee(
         &self,
         proof: &[SignedVariablePart],
@@ -465,9 +474,8 @@ async fn app_candidate_after_postfund_must_be_turn_2() {
     let e = funded().await;
     let mut state = e.f.redemption(&e.f.voucher(wei(300)));
     state.turn_num = 3;
-    let candidate = e.f.sign(&state, &[&e.f.payee]);
     assert_eq!(
-        reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
+        e.payee_redemption_refused(&state).await,
         revert("bad candidate turnNum; |proof|=1")
     );
 }
@@ -488,9 +496,8 @@ async fn app_voucher_must_be_signed_by_alice_for_this_channel() {
     let e = funded().await;
     let forged = e.f.voucher_signed_by(wei(300), &e.f.stranger);
     let state = e.f.redemption(&forged);
-    let candidate = e.f.sign(&state, &[&e.f.payee]);
     assert_eq!(
-        reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
+        e.payee_redemption_refused(&state).await,
         revert("invalid signature for voucher")
     );
     // A voucher of another channel.
@@ -498,9 +505,8 @@ async fn app_voucher_must_be_signed_by_alice_for_this_channel() {
     let mut foreign = other.voucher(wei(300));
     foreign.channel_id = e.id();
     let state = e.f.redemption(&foreign);
-    let candidate = e.f.sign(&state, &[&e.f.payee]);
     assert_eq!(
-        reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
+        e.payee_redemption_refused(&state).await,
         revert("invalid signature for voucher")
     );
 }
@@ -520,8 +526,7 @@ async fn app_voucher_app_data_must_decode() {
     ] {
         let mut state = e.f.redemption(&voucher);
         state.app_data = app_data;
-        let candidate = e.f.sign(&state, &[&e.f.payee]);
-        let r = reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await);
+        let r = e.payee_redemption_refused(&state).await;
         assert!(is_silent(&r), "{r:?}");
     }
     // Trailing bytes are ignored by abi.decode.
@@ -544,11 +549,7 @@ async fn app_keeps_the_one_asset_of_the_postfund() {
     let mut two_exits = e.f.redemption(&voucher);
     two_exits.outcome.push(two_exits.outcome[0].clone());
     for (state, reason) in [(token, "asset changed"), (two_exits, "one asset only")] {
-        let candidate = e.f.sign(&state, &[&e.f.payee]);
-        assert_eq!(
-            reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
-            revert(reason)
-        );
+        assert_eq!(e.payee_redemption_refused(&state).await, revert(reason));
     }
 }
 
@@ -564,11 +565,7 @@ async fn app_checks_both_adjustments() {
         (alice, "payer not adjusted correctly"),
         (bob, "payee not adjusted correctly"),
     ] {
-        let candidate = e.f.sign(&state, &[&e.f.payee]);
-        assert_eq!(
-            reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
-            revert(reason)
-        );
+        assert_eq!(e.payee_redemption_refused(&state).await, revert(reason));
     }
 }
 
@@ -598,9 +595,8 @@ async fn app_checks_bounds_before_arithmetic() {
     let voucher = e.f.voucher(wei(0));
     let mut state = e.f.redemption(&voucher);
     state.outcome[0].allocations.truncate(1);
-    let candidate = e.f.sign(&state, &[&e.f.payee]);
     assert_eq!(
-        reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
+        e.payee_redemption_refused(&state).await,
         revert("allocation count changed")
     );
 }

@@ -12,6 +12,9 @@ pub mod coordinator;
 pub mod engine;
 pub mod error;
 pub mod identity;
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub mod test_utils;
 
 pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, RestoredState, Role};
 pub use coordinator::{

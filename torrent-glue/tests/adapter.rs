@@ -13,11 +13,10 @@ use async_trait::async_trait;
 use paid_wire::choke::{PromptPolicy, TrustPolicy, Watermark};
 use payment_channel::chain::Chain;
 use payment_channel::chain::sim::SimulatedChainHandle;
-use payment_channel::client::{Client, ClientConfig};
-use payment_channel::policy::JoinPolicy;
+use payment_channel::client::Client;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::faulty::{Call, FaultyChain};
-use payment_channel::{MemoryStore, SimulatedChain, U256};
+use payment_channel::{SimulatedChain, U256};
 use tokio::sync::{Notify, mpsc};
 use torrent_glue::adapter::{
     ChannelBackend, ChannelEvents, ClientBackend, MemoryTorrent, Node, NodeConfig, PieceSink,
@@ -28,6 +27,8 @@ use torrent_glue::{
     Role, TorrentKey,
 };
 
+use torrent_glue::test_utils::{self, pseudo_random_content as content};
+
 use crate::support::{balance, until};
 
 const INFO_HASH: [u8; 20] = [0x17; 20];
@@ -36,18 +37,6 @@ const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 const FUNDS: u64 = 1 << 40;
 const CHALLENGE_DURATION: u64 = 60;
-
-fn content(len: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// A backend that can go dark: after `pay_limit` payments (or when told), it ignores every
 /// command and tick, as if its owner vanished.
@@ -98,12 +87,11 @@ struct Party {
     events: mpsc::UnboundedReceiver<CoordinatorEvent>,
 }
 
+/// The suites' liveness with idle connections closed after 1 s, and 5 s for handshakes.
 fn liveness() -> LivenessConfig {
     LivenessConfig {
         handshake_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(2),
-        idle_close_after: Some(Duration::from_secs(1)),
-        stall_timeout: None,
+        ..support::liveness(Duration::from_secs(1))
     }
 }
 
@@ -131,20 +119,16 @@ async fn party_on(
     if funded {
         chain.fund(account, U256::from(FUNDS)).unwrap();
     }
-    let mut client_config = ClientConfig::new(chain.app_definition());
-    client_config.challenge_duration = CHALLENGE_DURATION;
-    let (client, client_events) = Client::open(
-        client_config,
-        signer.clone(),
+    let (client, inner) = test_utils::client_backend(
+        chain,
         wrap(chain.handle(account)),
-        Arc::new(MemoryStore::new()),
-        None,
+        signer.clone(),
+        CHALLENGE_DURATION,
+        Some(test_utils::accept_any(chain)),
     )
-    .await
-    .unwrap();
-    let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
+    .await;
     let backend = Arc::new(Vanishing {
-        inner: ClientBackend::new(client.clone(), client_events, Some(policy)),
+        inner,
         pay_limit,
         pays: AtomicU32::new(0),
         dark: AtomicBool::new(false),

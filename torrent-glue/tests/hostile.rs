@@ -32,16 +32,13 @@ use tokio::sync::mpsc;
 use torrent_glue::adapter::{ConnectionError, MemoryTorrent, Node, NodeConfig};
 use torrent_glue::coordinator::{NonPayingReason, PeerClass};
 use torrent_glue::engine::Direction;
-use torrent_glue::{
-    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, PeerError, Role, TorrentKey,
-};
+use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role};
 
 use crate::support::{
-    Attacker, CHALLENGE_DURATION, INFO_HASH, balance, client_backend, content, listen, liveness,
-    tcp, until,
+    Attacker, CHALLENGE_DURATION, balance, client_backend, content, liveness, start_node, tcp,
+    until,
 };
 
-const T: TorrentKey = TorrentKey(0);
 const PIECE: u32 = 64 * 1024;
 const BLOCK: u32 = 16 * 1024;
 const SIZE: u64 = 1024 * 1024;
@@ -88,19 +85,14 @@ async fn seller(
     let mut node_config = NodeConfig::new(*b"-TG0001-SELLER000000");
     node_config.tick = Duration::from_millis(20);
     tweak(&mut config, &mut node_config);
-    let node = Node::start(
-        Coordinator::with_signer(config, signer).unwrap(),
+    let (node, events, addr) = start_node(
+        config,
+        signer,
         node_config,
         backend,
-    );
-    node.add_torrent(
-        T,
-        INFO_HASH,
         Arc::new(MemoryTorrent::seed(content(SIZE), PIECE)),
     )
-    .unwrap();
-    let events = node.subscribe();
-    let addr = listen(&node).await;
+    .await;
     Seller {
         node,
         client,

@@ -19,23 +19,19 @@ use paid_wire::pse::{self, PseMessage};
 use payment_channel::chain::Chain;
 use payment_channel::channel::{Channel, ChannelParams};
 use payment_channel::message::{Envelope, Message as ChannelMessage};
-use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::{B256, SimulatedChain, U256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use torrent_glue::adapter::{MemoryTorrent, Node, NodeConfig};
 use torrent_glue::error::PeerReaction;
-use torrent_glue::{
-    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, PeerError, Role, Terms, TorrentKey,
-};
+use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role, Terms};
 
 use crate::support::{
-    Attacker, CHALLENGE_DURATION, INFO_HASH, OUR_PSE_ID, Recv, balance, client_backend, content,
-    listen, liveness, ready, tcp, until,
+    Attacker, CHALLENGE_DURATION, OUR_PSE_ID, Recv, balance, client_backend, content, liveness,
+    ready, start_node, tcp, until,
 };
 
-const T: TorrentKey = TorrentKey(0);
 const PIECE: u32 = 64 * 1024;
 const SIZE: u64 = 4 * 1024 * 1024;
 const DEPOSIT: u128 = 2 * 1024 * 1024;
@@ -92,7 +88,7 @@ async fn buyer_as(
 ) -> Buyer {
     let account = signer.address();
     chain.fund(account, U256::from(FUNDS)).unwrap();
-    let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
+    let policy = torrent_glue::test_utils::accept_any(chain);
     let (_, backend) = client_backend(chain, signer.clone(), Some(policy)).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(10));
@@ -110,16 +106,15 @@ async fn buyer_as(
     let mut node_config = NodeConfig::new(*b"-TG0001-BUYER0000000");
     node_config.pipeline = PIPELINE;
     node_config.tick = Duration::from_millis(20);
-    let node = Node::start(
-        Coordinator::with_signer(config, signer).unwrap(),
+    let meta = MemoryTorrent::seed(content(size), PIECE).meta().clone();
+    let (node, events, addr) = start_node(
+        config,
+        signer,
         node_config,
         backend,
-    );
-    let meta = MemoryTorrent::seed(content(size), PIECE).meta().clone();
-    node.add_torrent(T, INFO_HASH, Arc::new(MemoryTorrent::empty(meta)))
-        .unwrap();
-    let events = node.subscribe();
-    let addr = listen(&node).await;
+        Arc::new(MemoryTorrent::empty(meta)),
+    )
+    .await;
     Buyer {
         node,
         account,

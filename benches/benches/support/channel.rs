@@ -1,11 +1,8 @@
 //! A running payment channel driven by hand (no async runtime): the whole per-payment cost,
 //! shared by the `payment` and `transfer` benches.
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 
 use alloy_primitives::keccak256;
 use criterion::BenchmarkGroup;
@@ -14,21 +11,15 @@ use criterion::measurement::Measurement;
 use k256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 #[cfg(not(feature = "libsecp256k1"))]
 use k256::ecdsa::{Signature as K256Signature, SigningKey};
-use payment_channel::chain::{Chain, ChainEvent};
-use payment_channel::channel::{ChainAction, Channel, ChannelParams, Event, Persist};
-use payment_channel::message::{Envelope, Message};
-use payment_channel::sign::{LocalSigner, Signer};
+#[cfg(not(feature = "libsecp256k1"))]
+use payment_channel::B256;
+use payment_channel::channel::{Channel, Event, Persist};
+use payment_channel::message::Envelope;
+use payment_channel::sign::LocalSigner;
 use payment_channel::store::ChannelStore;
-use payment_channel::{B256, MemoryStore, SimulatedChain, U256};
-
-/// Polls a future that must complete at once (the in-memory store and the simulated chain).
-pub(crate) fn ready<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("an in-memory future must complete at once"),
-    }
-}
+use payment_channel::test_utils::pair::Pair;
+pub(crate) use payment_channel::test_utils::ready;
+use payment_channel::{MemoryStore, U256};
 
 /// Stores what `p` asks for, as the async client would, and acknowledges it.
 fn persist(ch: &mut Channel, store: &MemoryStore, p: Persist) {
@@ -53,30 +44,10 @@ impl Side {
             persist(&mut self.ch, &self.store, p);
         }
     }
-
-    /// Settles, then returns the outbound envelopes as JSON and the chain actions; drops events.
-    fn drain(&mut self) -> (Vec<String>, Vec<ChainAction>) {
-        self.settle();
-        let mut out = Vec::new();
-        while let Some(env) = self.ch.poll_outbound() {
-            out.push(env.to_json());
-        }
-        while self.ch.poll_event().is_some() {}
-        let mut actions = Vec::new();
-        while let Some(a) = self.ch.poll_chain_action() {
-            actions.push(a);
-        }
-        (out, actions)
-    }
-
-    fn receive(&mut self, json: &str) {
-        let env = Envelope::from_json(json).expect("valid envelope");
-        assert_eq!(env.recipient, self.ch.me(), "envelope for us");
-        self.ch.handle_message(&env.data).expect("accepted");
-    }
 }
 
-/// A running channel, set up through the real protocol on a [`SimulatedChain`].
+/// A running channel, set up through the real protocol on a `SimulatedChain` by
+/// `payment_channel::test_utils::pair`.
 pub(crate) struct Running {
     pub(crate) payer: Side,
     pub(crate) payee: Side,
@@ -84,75 +55,18 @@ pub(crate) struct Running {
 }
 
 pub(crate) fn running_channel() -> Running {
-    let sim = SimulatedChain::new();
-    let payer_signer = Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(0x11)).expect("key"));
-    let payee_signer = Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(0x22)).expect("key"));
-    let deposit = U256::from(1u8) << 128;
-    let params = ChannelParams {
-        payer: payer_signer.address(),
-        deposit,
-        channel_nonce: 1,
-        app_definition: sim.app_definition(),
-        challenge_duration: 3_600,
-        price: None,
-        asset: payment_channel::Address::ZERO,
-    };
-    let mut payee = Side {
-        ch: Channel::create(payee_signer, params).expect("create"),
-        store: MemoryStore::new(),
-    };
-    let (proposals, _) = payee.drain();
-    let proposal = match Envelope::from_json(&proposals[0]).expect("valid").data {
-        Message::Propose(p) => p,
-        other => panic!("expected a proposal, got {}", other.kind()),
-    };
-    let mut payer = Side {
-        ch: Channel::from_proposal(payer_signer.clone(), &proposal).expect("valid proposal"),
-        store: MemoryStore::new(),
-    };
-    payer.ch.join().expect("join");
-
-    let chain = sim.handle(payer_signer.address());
-    let mut seen = 0;
-    for _ in 0..16 {
-        let (to_payee, actions) = payer.drain();
-        let (to_payer, _) = payee.drain();
-        if to_payee.is_empty() && to_payer.is_empty() && actions.is_empty() {
-            break;
-        }
-        for a in actions {
-            match a {
-                ChainAction::Deposit {
-                    asset,
-                    channel_id,
-                    expected_held,
-                    amount,
-                } => {
-                    sim.fund(payer_signer.address(), amount).expect("fund");
-                    ready(chain.deposit(asset, channel_id, expected_held, amount))
-                        .expect("deposit");
-                }
-                other => panic!("unexpected chain action {other:?}"),
-            }
-        }
-        let events: Vec<ChainEvent> = sim.all_events()[seen..]
-            .iter()
-            .map(|r| r.event.clone())
-            .collect();
-        seen += events.len();
-        for ev in &events {
-            for side in [&mut payer, &mut payee] {
-                side.ch.handle_chain_event(sim.now(), ev).expect("event");
-            }
-        }
-        to_payee.iter().for_each(|m| payee.receive(m));
-        to_payer.iter().for_each(|m| payer.receive(m));
-    }
-    assert!(payer.ch.is_running() && payee.ch.is_running(), "set-up");
+    // The deposit covers a 1-wei payment per iteration for as long as any bench runs.
+    let pair = Pair::running(u64::MAX);
     Running {
-        payer,
-        payee,
-        payer_signer,
+        payer_signer: pair.payer.signer,
+        payer: Side {
+            ch: pair.payer.ch,
+            store: MemoryStore::new(),
+        },
+        payee: Side {
+            ch: pair.payee.ch,
+            store: MemoryStore::new(),
+        },
     }
 }
 

@@ -8,14 +8,11 @@
 use std::sync::Arc;
 
 use paid_wire::choke::{PromptPolicy, TrustPolicy, Watermark};
-use payment_channel::client::{Client, ClientConfig};
-use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::{MemoryStore, SimulatedChain, U256};
+use payment_channel::{SimulatedChain, U256};
 use tokio::sync::mpsc;
-use torrent_glue::adapter::{
-    ChannelBackend, ClientBackend, MemoryTorrent, Node, NodeConfig, TorrentMeta,
-};
+use torrent_glue::adapter::{ChannelBackend, MemoryTorrent, Node, NodeConfig, TorrentMeta};
+use torrent_glue::test_utils;
 use torrent_glue::{Address, Coordinator, CoordinatorConfig, CoordinatorEvent, TorrentKey};
 
 pub(crate) const INFO_HASH: [u8; 20] = [0x17; 20];
@@ -29,17 +26,9 @@ pub(crate) struct Peer {
     pub(crate) events: mpsc::UnboundedReceiver<CoordinatorEvent>,
 }
 
-/// Pseudo-random content (xorshift), so that piece hashes differ.
+/// Pseudo-random content, so that piece hashes differ.
 pub(crate) fn content(len: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    test_utils::pseudo_random_content(len as u64)
 }
 
 async fn peer(
@@ -55,23 +44,15 @@ async fn peer(
     if funds > 0 {
         chain.fund(account, U256::from(funds)).expect("fund");
     }
-    let mut client_config = ClientConfig::new(chain.app_definition());
-    client_config.challenge_duration = 60;
-    let (client, client_events) = Client::open(
-        client_config,
-        signer.clone(),
+    let (_, backend) = test_utils::client_backend(
+        chain,
         Arc::new(chain.handle(account)),
-        Arc::new(MemoryStore::new()),
-        None,
+        signer.clone(),
+        60,
+        Some(test_utils::accept_any(chain)),
     )
-    .await
-    .expect("client");
-    let policy = JoinPolicy::new(chain.app_definition(), U256::MAX, U256::MAX);
-    let backend = wrap(Arc::new(ClientBackend::new(
-        client,
-        client_events,
-        Some(policy),
-    )));
+    .await;
+    let backend = wrap(Arc::new(backend));
     let mut config = CoordinatorConfig::new(account, account);
     configure(&mut config);
     let coordinator = Coordinator::with_signer(config, signer).expect("config");

@@ -576,6 +576,19 @@ fn decode_signed(svp: &SignedVariablePart) -> Result<SignedVariablePart, Revert>
     Ok(SignedVariablePart::from_abi(&svp.to_abi()))
 }
 
+/// The arguments of `challenge` and `checkpoint`, as the contract's ABI decoder sees them.
+fn decode_support(
+    fixed: &FixedPart,
+    proof: &[SignedVariablePart],
+    candidate: &SignedVariablePart,
+) -> Result<(FixedPart, Vec<SignedVariablePart>, SignedVariablePart), Revert> {
+    let proof = proof
+        .iter()
+        .map(decode_signed)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((decode_fixed(fixed), proof, decode_signed(candidate)?))
+}
+
 fn decode_fixed(fixed: &FixedPart) -> FixedPart {
     let abi = fixed.to_abi();
     FixedPart {
@@ -1109,12 +1122,7 @@ impl Chain for SimulatedChainHandle {
         candidate: &SignedVariablePart,
         challenger_sig: &Signature,
     ) -> Result<TxReceipt, ChainError> {
-        let fixed = decode_fixed(fixed);
-        let proof = proof
-            .iter()
-            .map(decode_signed)
-            .collect::<Result<Vec<_>, _>>()?;
-        let candidate = decode_signed(candidate)?;
+        let (fixed, proof, candidate) = decode_support(fixed, proof, candidate)?;
         self.chain.transact(self.account, |tx| {
             tx.challenge(&fixed, &proof, &candidate, challenger_sig)
                 .map_err(revert_err)
@@ -1127,12 +1135,7 @@ impl Chain for SimulatedChainHandle {
         proof: &[SignedVariablePart],
         candidate: &SignedVariablePart,
     ) -> Result<TxReceipt, ChainError> {
-        let fixed = decode_fixed(fixed);
-        let proof = proof
-            .iter()
-            .map(decode_signed)
-            .collect::<Result<Vec<_>, _>>()?;
-        let candidate = decode_signed(candidate)?;
+        let (fixed, proof, candidate) = decode_support(fixed, proof, candidate)?;
         self.chain.transact(self.account, |tx| {
             tx.checkpoint(&fixed, &proof, &candidate)
                 .map_err(revert_err)

@@ -1,6 +1,8 @@
-//! [`FaultyChain`]: a [`Chain`] wrapper that fails chosen calls and counts every call.
+//! [`FaultyChain`]: a [`Chain`] wrapper that fails chosen calls, counts every call, and records
+//! the gas of its transactions and the `from_block` of its event queries.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 
 use alloy_primitives::{Address, B256, U256};
@@ -51,7 +53,9 @@ pub enum Call {
 /// Forwards to `inner`, except that the next `n` calls of a method chosen with
 /// [`FaultyChain::fail_next`] fail with [`ChainError::Transport`] without reaching `inner` (a
 /// transaction that was never sent: node timeout, nonce clash, empty gas wallet). Counts every
-/// call, failed ones included ([`FaultyChain::calls`]).
+/// call, failed ones included ([`FaultyChain::calls`]), the gas of every transaction that went
+/// through ([`FaultyChain::gas_used`]) and the `from_block` of every event query
+/// ([`FaultyChain::event_queries`]).
 ///
 /// ```
 /// # use payment_channel::{SimulatedChain, Address, chain::Chain};
@@ -69,6 +73,12 @@ pub struct FaultyChain<C> {
     inner: C,
     faults: Mutex<HashMap<Call, u32>>,
     counts: Mutex<HashMap<Call, u64>>,
+    gas: Mutex<Vec<(Call, u64)>>,
+    from_blocks: Mutex<Vec<u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<C: Chain> FaultyChain<C> {
@@ -78,6 +88,8 @@ impl<C: Chain> FaultyChain<C> {
             inner,
             faults: Mutex::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
+            gas: Mutex::new(Vec::new()),
+            from_blocks: Mutex::new(Vec::new()),
         }
     }
 
@@ -88,31 +100,41 @@ impl<C: Chain> FaultyChain<C> {
 
     /// Makes the next `n` calls of `call` fail (replacing any count left).
     pub fn fail_next(&self, call: Call, n: u32) {
-        self.faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(call, n);
+        lock(&self.faults).insert(call, n);
     }
 
     /// How many times `call` was made, failed calls included.
     pub fn calls(&self, call: Call) -> u64 {
-        self.counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&call)
-            .copied()
-            .unwrap_or(0)
+        lock(&self.counts).get(&call).copied().unwrap_or(0)
+    }
+
+    /// The gas used by each transaction that went through, in order.
+    pub fn gas_used(&self) -> Vec<(Call, u64)> {
+        lock(&self.gas).clone()
+    }
+
+    /// The `from_block` of each [`Chain::events`] and [`Chain::adjudicator_events`] query, in
+    /// order, failed ones included.
+    pub fn event_queries(&self) -> Vec<u64> {
+        lock(&self.from_blocks).clone()
+    }
+
+    /// A transaction: [`Self::enter`], then `send`, recording the gas it used.
+    async fn transact(
+        &self,
+        call: Call,
+        send: impl Future<Output = Result<TxReceipt, ChainError>>,
+    ) -> Result<TxReceipt, ChainError> {
+        self.enter(call)?;
+        let receipt = send.await?;
+        lock(&self.gas).push((call, receipt.gas_used));
+        Ok(receipt)
     }
 
     /// Counts the call, and fails it if a fault is pending.
     fn enter(&self, call: Call) -> Result<(), ChainError> {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(call)
-            .or_default() += 1;
-        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        *lock(&self.counts).entry(call).or_default() += 1;
+        let mut faults = lock(&self.faults);
         match faults.get_mut(&call) {
             Some(n) if *n > 0 => {
                 *n -= 1;
@@ -152,10 +174,11 @@ impl<C: Chain> Chain for FaultyChain<C> {
         expected_held: U256,
         amount: U256,
     ) -> Result<TxReceipt, ChainError> {
-        self.enter(Call::Deposit)?;
-        self.inner
-            .deposit(asset, channel_id, expected_held, amount)
-            .await
+        self.transact(
+            Call::Deposit,
+            self.inner.deposit(asset, channel_id, expected_held, amount),
+        )
+        .await
     }
     async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
         self.enter(Call::Holdings)?;
@@ -166,8 +189,8 @@ impl<C: Chain> Chain for FaultyChain<C> {
         self.inner.allowance(token).await
     }
     async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-        self.enter(Call::Approve)?;
-        self.inner.approve(token, amount).await
+        self.transact(Call::Approve, self.inner.approve(token, amount))
+            .await
     }
     async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
         self.enter(Call::Decimals)?;
@@ -188,10 +211,12 @@ impl<C: Chain> Chain for FaultyChain<C> {
         candidate: &SignedVariablePart,
         challenger_sig: &Signature,
     ) -> Result<TxReceipt, ChainError> {
-        self.enter(Call::Challenge)?;
-        self.inner
-            .challenge(fixed, proof, candidate, challenger_sig)
-            .await
+        self.transact(
+            Call::Challenge,
+            self.inner
+                .challenge(fixed, proof, candidate, challenger_sig),
+        )
+        .await
     }
     async fn checkpoint(
         &self,
@@ -199,16 +224,19 @@ impl<C: Chain> Chain for FaultyChain<C> {
         proof: &[SignedVariablePart],
         candidate: &SignedVariablePart,
     ) -> Result<TxReceipt, ChainError> {
-        self.enter(Call::Checkpoint)?;
-        self.inner.checkpoint(fixed, proof, candidate).await
+        self.transact(
+            Call::Checkpoint,
+            self.inner.checkpoint(fixed, proof, candidate),
+        )
+        .await
     }
     async fn conclude(
         &self,
         fixed: &FixedPart,
         candidate: &SignedVariablePart,
     ) -> Result<TxReceipt, ChainError> {
-        self.enter(Call::Conclude)?;
-        self.inner.conclude(fixed, candidate).await
+        self.transact(Call::Conclude, self.inner.conclude(fixed, candidate))
+            .await
     }
     async fn transfer_all_assets(
         &self,
@@ -216,16 +244,19 @@ impl<C: Chain> Chain for FaultyChain<C> {
         outcome: &[SingleAssetExit],
         state_hash: B256,
     ) -> Result<TxReceipt, ChainError> {
-        self.enter(Call::TransferAllAssets)?;
-        self.inner
-            .transfer_all_assets(channel_id, outcome, state_hash)
-            .await
+        self.transact(
+            Call::TransferAllAssets,
+            self.inner
+                .transfer_all_assets(channel_id, outcome, state_hash),
+        )
+        .await
     }
     async fn events(
         &self,
         channel_id: B256,
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        lock(&self.from_blocks).push(from_block);
         self.enter(Call::Events)?;
         self.inner.events(channel_id, from_block).await
     }
@@ -234,6 +265,7 @@ impl<C: Chain> Chain for FaultyChain<C> {
         from_block: u64,
         to_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
+        lock(&self.from_blocks).push(from_block);
         self.enter(Call::AdjudicatorEvents)?;
         self.inner.adjudicator_events(from_block, to_block).await
     }

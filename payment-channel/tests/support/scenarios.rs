@@ -12,12 +12,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_primitives::{Address, B256, U256};
 use payment_channel::chain::{Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert};
 use payment_channel::sign::{LocalSigner, Signature, Signer};
-use payment_channel::state::{
-    FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash, two_party_outcome,
-};
+use payment_channel::state::{FixedPart, Outcome, SignedVariablePart, VariablePart};
+use payment_channel::test_utils::{self, ChannelFixture};
 use payment_channel::voucher::Voucher;
 
 /// Moves the backend's clock forward by the given number of seconds (and mines a block).
@@ -102,8 +101,9 @@ pub const CHALLENGE_DURATION: u64 = 600;
 /// Deposit of every scenario channel, wei.
 pub const DEPOSIT: u64 = 1_000_000_000_000_000; // 0.001 ether
 
-/// A channel between the env's payer and payee, with fresh destination addresses that never send
-/// a transaction (so their balances change only by payouts).
+/// A channel between the env's payer and payee (`test_utils::PAYER_KEY` and `PAYEE_KEY`), with
+/// fresh destination addresses that never send a transaction (so their balances change only by
+/// payouts): a [`ChannelFixture`] seen through signed states.
 pub struct TestChannel {
     /// Fixed part.
     pub fixed: FixedPart,
@@ -115,93 +115,58 @@ pub struct TestChannel {
     pub payer_dest: Address,
     /// Where the payee's share goes.
     pub payee_dest: Address,
-    payer_key: LocalSigner,
-    payee_key: LocalSigner,
+    fixture: ChannelFixture,
 }
 
 impl TestChannel {
     /// A channel with `nonce`.
     pub fn new(env: &Env, nonce: u64) -> Self {
-        let fixed = FixedPart {
-            participants: vec![env.payer_key.address(), env.payee_key.address()],
-            channel_nonce: nonce,
-            app_definition: env.app,
-            challenge_duration: CHALLENGE_DURATION,
-        };
-        let dest = |label: &str| {
-            let h = keccak256(format!("{label}/{nonce}/{}", env.app));
-            Address::from_slice(&h[12..])
-        };
+        let fixture = ChannelFixture::new(env.app, nonce, CHALLENGE_DURATION, U256::from(DEPOSIT));
+        assert_eq!(
+            [env.payer_key.address(), env.payee_key.address()],
+            [fixture.payer.address(), fixture.payee.address()],
+            "the env's participants are the fixture's"
+        );
         Self {
-            id: fixed.channel_id(),
-            fixed,
-            deposit: U256::from(DEPOSIT),
-            payer_dest: dest("payer-destination"),
-            payee_dest: dest("payee-destination"),
-            payer_key: env.payer_key.clone(),
-            payee_key: env.payee_key.clone(),
+            id: fixture.channel_id(),
+            fixed: fixture.fixed.clone(),
+            deposit: fixture.deposit,
+            payer_dest: fixture.payer_destination,
+            payee_dest: fixture.payee_destination,
+            fixture,
         }
     }
 
     /// The outcome giving the payee `paid` and the payer the rest.
     pub fn outcome(&self, paid: U256) -> Outcome {
-        two_party_outcome(
-            Address::ZERO,
-            self.payer_dest,
-            self.deposit - paid,
-            self.payee_dest,
-            paid,
-        )
+        self.fixture.outcome(paid)
     }
 
     /// Signs `vp` with each of `keys`.
     pub fn sign(&self, vp: VariablePart, keys: &[&LocalSigner]) -> SignedVariablePart {
-        let hash = vp.hash(self.id);
-        SignedVariablePart {
-            sigs: keys
-                .iter()
-                .map(|k| k.sign_eth_message(&hash).expect("local signer"))
-                .collect(),
-            variable_part: vp,
-        }
+        self.fixture.sign(&vp, keys)
     }
 
     /// Turn 1, everything to the payer, signed by both.
     pub fn postfund(&self) -> SignedVariablePart {
-        let vp = VariablePart {
-            outcome: self.outcome(U256::ZERO),
-            app_data: Default::default(),
-            turn_num: 1,
-            is_final: false,
-        };
-        self.sign(vp, &[&self.payer_key, &self.payee_key])
+        self.fixture.signed_by_both(&self.fixture.postfund())
     }
 
     /// A voucher for the cumulative `amount`, signed by the payer.
     pub fn voucher(&self, amount: U256) -> Voucher {
-        Voucher::sign(self.id, amount, &self.payer_key).expect("local signer")
+        self.fixture.voucher(amount)
     }
 
     /// Turn 2 redemption state for `voucher`, signed by `signer` (normally the payee).
     pub fn redemption(&self, voucher: &Voucher, signer: &LocalSigner) -> SignedVariablePart {
-        let vp = VariablePart {
-            outcome: self.outcome(voucher.amount),
-            app_data: voucher.app_data(),
-            turn_num: 2,
-            is_final: false,
-        };
-        self.sign(vp, &[signer])
+        self.fixture
+            .sign(&self.fixture.redemption(voucher), &[signer])
     }
 
-    /// A final state paying the payee `paid`, signed by both.
+    /// A final state (turn 3) paying the payee `paid`, signed by both.
     pub fn final_state(&self, paid: U256) -> SignedVariablePart {
-        let vp = VariablePart {
-            outcome: self.outcome(paid),
-            app_data: Default::default(),
-            turn_num: 3,
-            is_final: true,
-        };
-        self.sign(vp, &[&self.payer_key, &self.payee_key])
+        self.fixture
+            .signed_by_both(&self.fixture.final_state(3, paid))
     }
 
     /// The challenger signature of `signer` on `candidate`.
@@ -210,10 +175,8 @@ impl TestChannel {
         candidate: &SignedVariablePart,
         signer: &LocalSigner,
     ) -> Signature {
-        let hash = candidate.variable_part.hash(self.id);
-        signer
-            .sign_eth_message(&challenge_message_hash(hash))
-            .expect("local signer")
+        self.fixture
+            .challenger_sig(signer, &candidate.variable_part)
     }
 }
 
@@ -231,13 +194,9 @@ fn event_kind(e: &ChainEvent) -> &'static str {
 
 /// Expects a typed revert.
 pub fn expect_revert<T: std::fmt::Debug>(r: Result<T, ChainError>, expected: &Revert) -> Revert {
-    match r {
-        Err(ChainError::Reverted(got)) => {
-            assert_eq!(&got, expected, "wrong revert reason");
-            got
-        }
-        other => panic!("expected revert {expected:?}, got {other:?}"),
-    }
+    let got = test_utils::expect_revert(r);
+    assert_eq!(&got, expected, "wrong revert reason");
+    got
 }
 
 struct Recorder {

@@ -7,7 +7,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,19 +18,24 @@ use paid_wire::extended::ExtendedHandshake;
 use paid_wire::handshake::{Handshake, Reserved};
 use paid_wire::message::Message;
 use paid_wire::pse::PseMessage;
+use payment_channel::SimulatedChain;
 use payment_channel::chain::Chain;
 use payment_channel::channel::Channel;
-use payment_channel::client::{Client, ClientConfig};
+use payment_channel::client::Client;
 use payment_channel::message::{Envelope, Message as ChannelMessage};
 use payment_channel::policy::JoinPolicy;
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::{MemoryStore, SimulatedChain};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
-use torrent_glue::adapter::{ClientBackend, Node};
+use torrent_glue::adapter::{ChannelBackend, ClientBackend, MemoryTorrent, Node, NodeConfig};
 use torrent_glue::engine::TERMS_KEY;
 use torrent_glue::identity::{self, ProofContext};
-use torrent_glue::{Address, EXTENSION_NAME, LivenessConfig, Terms};
+use torrent_glue::test_utils;
+use torrent_glue::{
+    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, EXTENSION_NAME, LivenessConfig,
+    Terms, TorrentKey,
+};
 
 /// The info hash of the suites' torrent.
 pub const INFO_HASH: [u8; 20] = [0x42; 20];
@@ -55,14 +59,7 @@ pub fn balance(chain: &SimulatedChain, a: Address) -> u128 {
     u128::try_from(chain.balance_of(a)).unwrap()
 }
 
-pub fn ready<F: Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("the simulator never waits"),
-    }
-}
+pub use payment_channel::test_utils::ready;
 
 // ------------------------------------------------------------------ the real node under test
 
@@ -76,20 +73,33 @@ pub async fn client_backend(
     signer: Arc<LocalSigner>,
     policy: Option<JoinPolicy>,
 ) -> (Client, Arc<ClientBackend>) {
-    let account = signer.address();
-    let mut client_config = ClientConfig::new(chain.app_definition());
-    client_config.challenge_duration = CHALLENGE_DURATION;
-    let (client, client_events) = Client::open(
-        client_config,
-        signer,
-        Arc::new(chain.handle(account)),
-        Arc::new(MemoryStore::new()),
-        None,
-    )
-    .await
-    .unwrap();
-    let backend = Arc::new(ClientBackend::new(client.clone(), client_events, policy));
-    (client, backend)
+    let handle = Arc::new(chain.handle(signer.address()));
+    let (client, backend) =
+        test_utils::client_backend(chain, handle, signer, CHALLENGE_DURATION, policy).await;
+    (client, Arc::new(backend))
+}
+
+/// The key of the suites' torrent in every node.
+pub const T: TorrentKey = TorrentKey(0);
+
+/// Starts a node of `config` signed by `signer` over `backend`, with `torrent` as the suites'
+/// torrent, accepting connections on a fresh loopback port: the node, its events, its address.
+pub async fn start_node(
+    config: CoordinatorConfig,
+    signer: Arc<LocalSigner>,
+    node_config: NodeConfig,
+    backend: Arc<dyn ChannelBackend>,
+    torrent: Arc<MemoryTorrent>,
+) -> (Node, mpsc::UnboundedReceiver<CoordinatorEvent>, SocketAddr) {
+    let node = Node::start(
+        Coordinator::with_signer(config, signer).unwrap(),
+        node_config,
+        backend,
+    );
+    node.add_torrent(T, INFO_HASH, torrent).unwrap();
+    let events = node.subscribe();
+    let addr = listen(&node).await;
+    (node, events, addr)
 }
 
 /// The suites' liveness: 2 s for handshakes and answers, idle connections closed after `idle`.

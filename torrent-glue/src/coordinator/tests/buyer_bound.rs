@@ -213,13 +213,7 @@ fn an_honest_uploader_that_delivers_is_paid_as_before() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
     let mut cmds = Vec::new();
     for _ in 0..19 {
-        h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        )
-        .unwrap();
+        h.stop_in(k, id);
         let bought = paid(&h.channel());
         cmds.push(ChannelCommand::Pay {
             channel_id: id,
@@ -249,13 +243,7 @@ fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
     }
     assert_eq!(paid(&h.channel()), u128::from(WINDOW));
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert!(pays(&h.channel()).is_empty(), "no room: held");
     // Its blocks arrive: room for one granularity.
     h.c.handle_block_received(h.now, k, req(1), 30_000).unwrap();
@@ -281,26 +269,14 @@ fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
         amount: 1,
     };
     for _ in 0..3 {
-        h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        )
-        .unwrap();
+        h.stop_in(k, id);
         h.notice_in(k, &PseMessage::Start).unwrap();
         h.notice_in(k, &prompt).unwrap();
         h.advance(Duration::from_secs(3));
     }
     assert!(!asked_beyond_window(&h.events()));
     h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![50_000], "delivery made room");
     // Asking again and again with nothing delivered for the window timeout (10 s) is not.
     h.notice_in(k, &PseMessage::Start).unwrap();
@@ -325,13 +301,7 @@ fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
 #[test]
 fn new_terms_on_a_new_connection_get_no_money() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![50_000]);
     h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
     h.c.handle_disconnect(h.now, k).unwrap();
@@ -344,13 +314,7 @@ fn new_terms_on_a_new_connection_get_no_money() {
     let k2 = seller_with_terms(&mut h, 2, seller, pricey);
     // A connection on the agreed terms is paid, at the agreed price, even beside it.
     let k3 = h.uploader(3, seller);
-    h.notice_in(
-        k3,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k3, id);
     assert_eq!(pays(&h.channel()), vec![50_000]);
     let err = h
         .notice_in(
@@ -476,13 +440,7 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
     });
     let k = h.uploader(1, seller);
     h.channel();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(ChannelId(id)),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, ChannelId(id));
     assert_eq!(pays(&h.channel()), vec![50_000]);
     // Fixed now: other terms are refused even within the cap.
     let k2 = seller_with_terms(
@@ -524,13 +482,7 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     });
     h.channel();
     h.events();
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([10; 32]),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed([10; 32], seller);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {
@@ -638,21 +590,10 @@ impl Run {
     fn propose(&mut self) {
         self.ledger.next_channel += 1;
         let id = [self.ledger.next_channel; 32];
-        self.h.ev(ChannelEvent::Proposed {
-            channel_id: ChannelId(id),
-            payee: self.seller,
-            deposit: 1_000_000,
-            price: None,
-            nonce: None,
-        });
+        self.h.proposed(id, self.seller);
         self.collect();
         if self.ledger.current.is_some_and(|(c, _)| c == ChannelId(id)) {
-            self.h.ev(ChannelEvent::Ready {
-                channel_id: ChannelId(id),
-                counterparty: self.seller,
-                role: Role::Payer,
-                deposit: 1_000_000,
-            });
+            self.h.ready(id, self.seller, Role::Payer, 1_000_000);
         }
     }
 

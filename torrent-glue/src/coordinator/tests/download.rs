@@ -5,37 +5,19 @@ use super::*;
 #[test]
 fn stop_pays_one_granularity_once_and_is_acked() {
     let (mut h, k, _, id) = downloader(buyer_config(50_000), 10_000_000);
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(pays(&h.channel()), vec![50_000]);
     assert!(h.c.is_stopped_by_peer(k));
     // STOP while stopped: ack only, no second payment (web3torrent #1876).
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert!(pays(&h.channel()).is_empty());
     // START, then the next STOP pays again.
     h.notice_in(k, &PseMessage::Start).unwrap();
     assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     h.c.handle_block_received(h.now, k, req(0), 50_000).unwrap();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![50_000]);
     let ev = h.events();
     assert!(ev.contains(&CoordinatorEvent::PaymentSent {
@@ -53,29 +35,12 @@ fn stop_before_join_is_paid_once_the_channel_is_ready() {
     let seller = addr(0x5E);
     let k = h.uploader(1, seller);
     let id = [9; 32];
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId(id),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed(id, seller);
     h.channel();
     // web3torrent sends STOP right after proposing.
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(ChannelId(id)),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, ChannelId(id));
     assert!(pays(&h.channel()).is_empty());
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.ready(id, seller, Role::Payer, 1_000_000);
     assert_eq!(pays(&h.channel()), vec![40_000]);
 }
 
@@ -132,13 +97,7 @@ fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
     .unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // Before it arrives, the uploader (which had nothing left) sends STOP: not paid again.
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert!(
         pays(&h.channel()).is_empty(),
         "the payment in flight covers it"
@@ -150,23 +109,11 @@ fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
     assert!(pays(&h.channel()).is_empty());
     // A STOP long after our last payment means our estimate is off (bytes lost with a
     // connection, or less trust than advertised): paid at once.
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // And a STOP right after a payment that START does not follow: paid after the grace.
     h.notice_in(k, &PseMessage::Start).unwrap();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     h.advance(Duration::from_secs(1));
     assert!(pays(&h.channel()).is_empty());
     h.advance(Duration::from_secs(1));
@@ -264,13 +211,7 @@ fn prompt_pays_ahead_unless_stopped() {
     .unwrap();
     assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(pays(&h.channel()), vec![30_000]);
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // Stopped: the STOP payment covers it.
     h.notice_in(
@@ -337,31 +278,14 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     });
     h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
     let id = [9; 32];
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId(id),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.proposed(id, seller);
+    h.ready(id, seller, Role::Payer, 1_000_000);
     h.channel();
     // 20 000 on trust, then STOP: 100 000, 100 000, then only 30 000.
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();
     let mut total = 0;
     for _ in 0..3 {
-        h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(ChannelId(id)),
-            },
-        )
-        .unwrap();
+        h.stop_in(k, ChannelId(id));
         let p = pays(&h.channel());
         total += p.iter().sum::<u128>();
         h.notice_in(k, &PseMessage::Start).unwrap();
@@ -370,13 +294,7 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     }
     assert_eq!(total, 230_000, "250 000 needed − 20 000 trust");
     // More STOPs: nothing left to buy.
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(ChannelId(id)),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, ChannelId(id));
     assert!(pays(&h.channel()).is_empty());
 }
 
@@ -384,26 +302,14 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
 fn out_of_funds_closes_the_channel() {
     let (mut h, k, seller, id) = downloader(buyer_config(400_000), 10_000_000);
     for _ in 0..3 {
-        h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        )
-        .unwrap();
+        h.stop_in(k, id);
         h.notice_in(k, &PseMessage::Start).unwrap();
         h.c.handle_block_received(h.now, k, req(0), 400_000)
             .unwrap();
     }
     // Deposit 1 000 000: 400 000 + 400 000 + 200 000.
     assert_eq!(pays(&h.channel()), vec![400_000, 400_000, 200_000]);
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
     assert!(h.events().contains(&CoordinatorEvent::OutOfFunds {
         account: seller,
@@ -414,13 +320,7 @@ fn out_of_funds_closes_the_channel() {
 #[test]
 fn download_complete_closes_the_channel() {
     let (mut h, k, _, id) = downloader(buyer_config(100_000), 2 * u64::from(BLOCK));
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![2 * u128::from(BLOCK)]);
     for i in 0..2 {
         h.c.handle_block_received(h.now, k, req(i), BLOCK).unwrap();

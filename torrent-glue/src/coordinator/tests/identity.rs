@@ -147,12 +147,7 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
         peer: buyer.address(),
         channel_id: ChannelId(id),
     });
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: buyer.address(),
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.ready(id, buyer.address(), Role::Payee, 1 << 30);
     h.engine();
 
     // A stranger claims the buyer's account (every buyer advertises it) and signs with its

@@ -51,12 +51,7 @@ fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
 
 #[test]
 fn vanished_payer_channel_is_closed_then_challenged() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, ChannelId(id));
+    let (mut h, k, buyer, id) = uploader();
     h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
     h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
     h.channel();
@@ -91,12 +86,7 @@ fn vanished_payer_channel_is_closed_then_challenged() {
 
 #[test]
 fn reconnect_within_grace_keeps_the_channel_open() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, ChannelId(id));
+    let (mut h, k, buyer, id) = uploader();
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
     h.advance(Duration::from_secs(29));
@@ -119,13 +109,7 @@ fn reconnect_within_grace_keeps_the_channel_open() {
 #[test]
 fn vanished_uploader_is_challenged_by_the_payer() {
     let (mut h, k, seller, id) = downloader(buyer_config(100_000), 10_000_000);
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
     h.advance(Duration::from_secs(30));
@@ -148,26 +132,14 @@ fn stalled_uploader_is_closed_on() {
     let mut config = buyer_config(100_000);
     config.liveness.stall_timeout = Some(Duration::from_secs(10));
     let (mut h, k, seller, id) = downloader(config, 10_000_000);
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     h.channel();
     h.advance(Duration::from_secs(9));
     h.c.handle_block_received(h.now, k, req(0), 1000).unwrap();
     h.advance(Duration::from_secs(9));
     assert!(h.channel().is_empty(), "data arrived: not stalled");
     h.notice_in(k, &PseMessage::Start).unwrap();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(id),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, id);
     h.channel();
     h.advance(Duration::from_secs(10));
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
@@ -379,23 +351,11 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     });
     let k = h.uploader(1, seller);
     h.channel();
-    h.notice_in(
-        k,
-        &PseMessage::Stop {
-            channel_id: Some(ChannelId(id)),
-        },
-    )
-    .unwrap();
+    h.stop_in(k, ChannelId(id));
     // Only what is left of the deposit can be paid.
     assert_eq!(pays(&h.channel()), vec![10_000]);
     // A second proposal from the same seller is declined: the restored channel is in use.
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([8; 32]),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed([8; 32], seller);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Abandon {

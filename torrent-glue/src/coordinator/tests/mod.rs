@@ -161,6 +161,38 @@ impl H {
         std::iter::from_fn(|| self.c.poll_event()).collect()
     }
 
+    /// `payee` proposes channel `id` with a 1 000 000 deposit, no price, no nonce.
+    fn proposed(&mut self, id: [u8; 32], payee: Address) {
+        self.ev(ChannelEvent::Proposed {
+            channel_id: ChannelId(id),
+            payee,
+            deposit: 1_000_000,
+            price: None,
+            nonce: None,
+        });
+    }
+
+    /// Channel `id` with `counterparty` is ready: we are `role`, `deposit` is on chain.
+    fn ready(&mut self, id: [u8; 32], counterparty: Address, role: Role, deposit: u128) {
+        self.ev(ChannelEvent::Ready {
+            channel_id: ChannelId(id),
+            counterparty,
+            role,
+            deposit,
+        });
+    }
+
+    /// The peer `k` sends STOP for channel `id` (which the coordinator accepts).
+    fn stop_in(&mut self, k: PeerKey, id: ChannelId) {
+        self.notice_in(
+            k,
+            &PseMessage::Stop {
+                channel_id: Some(id),
+            },
+        )
+        .unwrap();
+    }
+
     fn ev(&mut self, e: ChannelEvent) {
         self.c.handle_channel_event(self.now, e).unwrap();
     }
@@ -176,12 +208,7 @@ impl H {
             peer: account,
             channel_id: id,
         });
-        self.ev(ChannelEvent::Ready {
-            channel_id: id,
-            counterparty: account,
-            role: Role::Payee,
-            deposit: 1 << 30,
-        });
+        self.ready(id.0, account, Role::Payee, 1 << 30);
     }
 
     fn pay_in(&mut self, id: ChannelId, delta: u128, total: u128) {
@@ -219,19 +246,25 @@ fn creates(cmds: &[ChannelCommand]) -> usize {
         .count()
 }
 
+/// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
+/// 0, and our payee channel `[1; 32]` with it is open; returns the channel id's bytes.
+fn uploader() -> (H, PeerKey, Address, [u8; 32]) {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let id = [1; 32];
+    let k = h.paying(1, buyer);
+    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.open_payee(buyer, ChannelId(id));
+    (h, k, buyer, id)
+}
+
 /// A downloader harness: we buy from `seller`, whose proposal `id` we join.
 fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address, ChannelId) {
     let mut h = H::downloading(config, remaining);
     let seller = addr(0x5E);
     let k = h.uploader(1, seller);
     let id = [9; 32];
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId(id),
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed(id, seller);
     assert_eq!(
         h.channel(),
         vec![ChannelCommand::Join {
@@ -240,12 +273,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
             deposit: 1_000_000
         }]
     );
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.ready(id, seller, Role::Payer, 1_000_000);
     h.engine();
     h.events();
     (h, k, seller, ChannelId(id))

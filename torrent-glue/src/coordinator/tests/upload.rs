@@ -139,12 +139,7 @@ fn payment_credits_starts_and_replays_in_order() {
 
 #[test]
 fn low_watermark_prompts_the_payer() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    let id = [1; 32];
-    h.open_payee(buyer, ChannelId(id));
+    let (mut h, k, _, id) = uploader();
     h.engine();
     h.pay_in(ChannelId(id), 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
     h.engine();
@@ -169,12 +164,7 @@ fn low_watermark_prompts_the_payer() {
 
 #[test]
 fn payment_goes_to_the_stopped_connection_first() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k1 = h.paying(1, buyer);
-    h.c.handle_request(h.now, k1, req(0)).unwrap();
-    h.open_payee(buyer, ChannelId(id));
+    let (mut h, k1, buyer, id) = uploader();
     let k2 = h.paying(2, buyer);
     h.engine();
     // Only k2 is stopped now? Both are: k1 got STOP at funding, k2 at its first request.
@@ -277,12 +267,7 @@ fn trust_is_per_identity_not_per_connection() {
 
 #[test]
 fn payee_close_by_payer_is_answered_by_permanent_stop() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, ChannelId(id));
+    let (mut h, k, buyer, id) = uploader();
     h.engine();
     h.ev(ChannelEvent::Closed {
         channel_id: ChannelId(id),
@@ -304,12 +289,7 @@ fn payee_close_by_payer_is_answered_by_permanent_stop() {
 
 #[test]
 fn overdue_stop_disconnects_by_default() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, ChannelId(id));
+    let (mut h, k, _, id) = uploader();
     h.engine();
     h.advance(Duration::from_secs(59));
     assert!(h.engine().is_empty());
