@@ -450,6 +450,9 @@ pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
     args: &[S],
 ) -> Command {
     let mut c = Command::new(binary());
+    // The subcommand first: the chain options belong to `seed` and `get`.
+    let (command, rest) = args.split_first().expect("a subcommand");
+    c.arg(command);
     c.args([
         "--json",
         "--rpc",
@@ -459,6 +462,6 @@ pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
         "--artifacts",
         artifacts,
     ]);
-    c.args(args);
+    c.args(rest);
     c
 }
