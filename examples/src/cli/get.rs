@@ -669,9 +669,10 @@ async fn get_paid(
                 if left != last_left {
                     (last_left, last_progress) = (left, Instant::now());
                 }
+                let live = node.node.connections();
                 if complete_at.is_none()
-                    && last_progress.elapsed() >= QUIET_BEFORE_GIVING_UP
-                    && let Some(why) = book.nobody_can_sell(&node.node.connections())
+                    && (live.is_empty() || last_progress.elapsed() >= QUIET_BEFORE_GIVING_UP)
+                    && let Some(why) = book.nobody_can_sell(&live)
                 {
                     break Some(Failure::network(why));
                 }

@@ -90,6 +90,15 @@ impl Announcer {
                             }
                         }
                         _ = &mut stop_rx => {
+                            // A download that completed since the last look is reported
+                            // before leaving (the tracker counts it).
+                            if !was_complete && torrent.is_complete() {
+                                let _ = tokio::time::timeout(
+                                    Duration::from_secs(5),
+                                    round(&mut tiers, &announce(AnnounceEvent::Completed), &out, &news),
+                                )
+                                .await;
+                            }
                             let _ = tokio::time::timeout(
                                 Duration::from_secs(5),
                                 round(&mut tiers, &announce(AnnounceEvent::Stopped), &out, &news),
