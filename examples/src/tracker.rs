@@ -236,6 +236,7 @@ impl Tracker {
 
     /// Announces `a`, returning the swarm's peers.
     pub async fn announce(&mut self, a: &Announce) -> Result<AnnounceResponse, TrackerError> {
+        tracing::debug!(tracker = %self.url, event = ?a.event, left = a.left, "announce");
         match self.url.clone() {
             TrackerUrl::Http(url) => self.http_announce(&url, a).await,
             TrackerUrl::Udp { host, port } => self.udp_announce(&host, port, a).await,

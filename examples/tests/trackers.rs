@@ -116,11 +116,16 @@ fn paid_download_through_tracker(udp: bool) {
     );
     let found = buyer.events("tracker_announced");
     assert!(
-        found.iter().any(|e| e["announce"] == "started" && num(e, "peers") >= 1),
+        found
+            .iter()
+            .any(|e| e["announce"] == "started" && num(e, "peers") >= 1),
         "the tracker named the seeder: {found:?}"
     );
     let stats = scrape_until(&url, &hash, |s| s.downloaded >= 1);
-    assert_eq!(stats.downloaded, 1, "the tracker counted the completed download");
+    assert_eq!(
+        stats.downloaded, 1,
+        "the tracker counted the completed download"
+    );
 
     if !udp {
         assert!(buyer.child.wait().expect("buyer exit").success());
@@ -171,7 +176,11 @@ fn paid_download_through_tracker(udp: bool) {
         .iter()
         .map(|e| num(e, "delta"))
         .sum();
-    assert_eq!(received, 2 * SIZE as u128, "the downloader was paid as a seller");
+    assert_eq!(
+        received,
+        2 * SIZE as u128,
+        "the downloader was paid as a seller"
+    );
     let stats = scrape_until(&url, &hash, |s| s.downloaded >= 2);
     assert_eq!(stats.downloaded, 2);
     buyer.terminate();

@@ -306,6 +306,7 @@ async fn peer_task(
 ) {
     let mut pause = Duration::from_secs(1);
     while !torrent.is_complete() {
+        tracing::debug!(%addr, "connecting");
         match tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await {
             Err(_) => {
                 let _ = news.send(PeerNews::Failed {
