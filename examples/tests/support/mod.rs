@@ -442,7 +442,7 @@ pub fn seeded_torrent(
     (seed_dir, data, torrent)
 }
 
-/// `paid-torrent --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
+/// `paid-torrent <command> --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
 pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
     anvil: &Anvil,
     artifacts: &str,
