@@ -76,6 +76,22 @@ impl PeerState {
     }
 }
 
+/// Why a live connection cannot sell to us.
+#[derive(Debug, Clone)]
+struct Unable {
+    reason: String,
+    /// Over our terms: nothing will change. Otherwise (stopped for good, stalled, broke the
+    /// protocol: a restart of either side can cause these) it counts after [`DROP_GRACE`].
+    definitive: bool,
+    since: Instant,
+}
+
+impl Unable {
+    fn hopeless(&self) -> bool {
+        self.definitive || self.since.elapsed() >= DROP_GRACE
+    }
+}
+
 /// Every peer address tried, and the connections the coordinator found unable to sell.
 #[derive(Debug, Default)]
 struct PeerBook {
@@ -83,7 +99,7 @@ struct PeerBook {
     ever_connected: usize,
     failures: usize,
     /// Live connections that cannot sell to us, with why.
-    unable: HashMap<PeerKey, String>,
+    unable: HashMap<PeerKey, Unable>,
     accounts: HashMap<PeerKey, Address>,
 }
 
@@ -130,28 +146,31 @@ impl PeerBook {
 
     /// Records what a coordinator event says about a seller's ability to sell to us.
     fn coordinator(&mut self, e: &CoordinatorEvent, out: &Out, same_process_chain: bool) {
-        let flag =
-            |book: &mut Self, keys: Vec<PeerKey>, account: Option<Address>, reason: String| {
-                let reason = if same_process_chain {
-                    format!(
-                        "{reason} (without --rpc only a peer in this process can be paid: another \
-                     process settles on its own simulated chain)"
-                    )
-                } else {
-                    reason
-                };
-                for k in keys {
-                    book.unable.insert(k, reason.clone());
-                }
-                out.event(
-                    json!({"event": "peer_unable", "account": account.map(|a| a.to_string()),
-                       "reason": reason}),
-                    || match account {
-                        Some(a) => format!("seller {a} cannot sell to us: {reason}"),
-                        None => format!("a peer cannot sell to us: {reason}"),
+        let flag = |book: &mut Self,
+                    keys: Vec<PeerKey>,
+                    account: Option<Address>,
+                    reason: String,
+                    definitive: bool| {
+            for k in keys {
+                let since = book.unable.get(&k).map_or_else(Instant::now, |u| u.since);
+                book.unable.insert(
+                    k,
+                    Unable {
+                        reason: reason.clone(),
+                        definitive,
+                        since,
                     },
                 );
-            };
+            }
+            out.event(
+                json!({"event": "peer_unable", "account": account.map(|a| a.to_string()),
+                       "reason": reason}),
+                || match account {
+                    Some(a) => format!("seller {a} cannot sell to us: {reason}"),
+                    None => format!("a peer cannot sell to us: {reason}"),
+                },
+            );
+        };
         let keys_of = |book: &Self, a: &Address| -> Vec<PeerKey> {
             book.accounts
                 .iter()
@@ -179,22 +198,35 @@ impl PeerBook {
                 _ => {}
             },
             CoordinatorEvent::ProposalDeclined { payee, reason, .. } => {
+                use torrent_glue::coordinator::DeclineReason as D;
                 let keys = keys_of(self, payee);
-                flag(
-                    self,
-                    keys,
-                    Some(*payee),
-                    format!("its channel proposal is over our terms ({reason:?})"),
+                let over_terms = matches!(
+                    reason,
+                    D::PriceTooHigh
+                        | D::PriceMismatch
+                        | D::DepositTooLarge
+                        | D::OverBudget
+                        | D::Misbehaved
                 );
+                let why = if over_terms {
+                    format!("its channel proposal is over our terms ({reason:?})")
+                } else {
+                    format!("we declined its channel proposal ({reason:?})")
+                };
+                flag(self, keys, Some(*payee), why, over_terms);
             }
             CoordinatorEvent::PermanentlyStopped { peer } => {
                 let account = self.accounts.get(peer).copied();
-                flag(
-                    self,
-                    vec![*peer],
-                    account,
-                    "it stopped serving us for good (permanent-stop)".into(),
-                );
+                // Without --rpc a seller in another process never sees our deposit: it gives
+                // up on the channel and stops us; nothing will change.
+                let why = if same_process_chain {
+                    "it stopped serving us for good (permanent-stop); without --rpc only a peer \
+                     in this process can be paid: another process settles on its own simulated \
+                     chain"
+                } else {
+                    "it stopped serving us for good (permanent-stop)"
+                };
+                flag(self, vec![*peer], account, why.into(), same_process_chain);
             }
             CoordinatorEvent::Stalled { account, .. } => {
                 let keys = keys_of(self, account);
@@ -203,6 +235,7 @@ impl PeerBook {
                     keys,
                     Some(*account),
                     "we paid and it sent nothing (stalled)".into(),
+                    false,
                 );
             }
             CoordinatorEvent::MessageDropped {
@@ -222,6 +255,7 @@ impl PeerBook {
                     vec![*peer],
                     account,
                     format!("it broke the protocol: {error}"),
+                    false,
                 );
             }
             _ => {}
@@ -243,7 +277,9 @@ impl PeerBook {
             .addrs
             .values()
             .all(|s| s.hopeless() || matches!(s, PeerState::Connected));
-        let all_live = live.iter().all(|k| self.unable.contains_key(k));
+        let all_live = live
+            .iter()
+            .all(|k| self.unable.get(k).is_some_and(Unable::hopeless));
         if !all_addrs || !all_live || live.len() < connected {
             return None;
         }
@@ -254,7 +290,7 @@ impl PeerBook {
             }
         }
         for k in live {
-            if let Some(r) = self.unable.get(k) {
+            if let Some(Unable { reason: r, .. }) = self.unable.get(k) {
                 let who = self
                     .accounts
                     .get(k)
@@ -824,5 +860,29 @@ mod tests {
         let why = book.nobody_can_sell(&[k]).unwrap();
         assert!(why.contains("PriceTooHigh"), "{why}");
         assert!(why.contains(&account.to_string()), "{why}");
+    }
+
+    #[test]
+    fn a_permanent_stop_counts_at_once_only_across_simulated_chains() {
+        for same_process_chain in [false, true] {
+            let mut book = PeerBook::default();
+            let a: SocketAddr = "127.0.0.1:4".parse().unwrap();
+            book.update(&PeerNews::Connected(a), &quiet());
+            let k = PeerKey(9);
+            book.coordinator(
+                &CoordinatorEvent::PermanentlyStopped { peer: k },
+                &quiet(),
+                same_process_chain,
+            );
+            let why = book.nobody_can_sell(&[k]);
+            assert_eq!(why.is_some(), same_process_chain);
+            if same_process_chain {
+                assert!(why.unwrap().contains("without --rpc"));
+            } else {
+                // A restarted seeder can stop us; it counts after the grace period.
+                book.unable.get_mut(&k).unwrap().since -= DROP_GRACE;
+                assert!(book.nobody_can_sell(&[k]).is_some());
+            }
+        }
     }
 }
