@@ -80,15 +80,15 @@ impl PeerState {
 #[derive(Debug, Clone)]
 struct Unable {
     reason: String,
-    /// Over our terms: nothing will change. Otherwise (stopped for good, stalled, broke the
-    /// protocol: a restart of either side can cause these) it counts after [`DROP_GRACE`].
+    /// Over our terms (or, without `--rpc`, stopped for good): nothing will change. Otherwise
+    /// (stopped for good, stalled, broke the protocol: a restart of either side causes these,
+    /// and the coordinator recovers with a new channel or connection) it is only reported.
     definitive: bool,
-    since: Instant,
 }
 
 impl Unable {
     fn hopeless(&self) -> bool {
-        self.definitive || self.since.elapsed() >= DROP_GRACE
+        self.definitive
     }
 }
 
@@ -152,13 +152,15 @@ impl PeerBook {
                     reason: String,
                     definitive: bool| {
             for k in keys {
-                let since = book.unable.get(&k).map_or_else(Instant::now, |u| u.since);
+                // A definitive reason is not replaced by a passing one.
+                if book.unable.get(&k).is_some_and(|u| u.definitive) {
+                    continue;
+                }
                 book.unable.insert(
                     k,
                     Unable {
                         reason: reason.clone(),
                         definitive,
-                        since,
                     },
                 );
             }
@@ -863,7 +865,7 @@ mod tests {
     }
 
     #[test]
-    fn a_permanent_stop_counts_at_once_only_across_simulated_chains() {
+    fn a_permanent_stop_ends_the_wait_only_across_simulated_chains() {
         for same_process_chain in [false, true] {
             let mut book = PeerBook::default();
             let a: SocketAddr = "127.0.0.1:4".parse().unwrap();
@@ -879,9 +881,8 @@ mod tests {
             if same_process_chain {
                 assert!(why.unwrap().contains("without --rpc"));
             } else {
-                // A restarted seeder can stop us; it counts after the grace period.
-                book.unable.get_mut(&k).unwrap().since -= DROP_GRACE;
-                assert!(book.nobody_can_sell(&[k]).is_some());
+                // A restarted seeder can stop us: reported, and the wait goes on.
+                assert!(book.unable.contains_key(&k));
             }
         }
     }
