@@ -227,7 +227,7 @@ fn a_get_whose_only_peer_refuses_fails_fast_with_the_reason() {
 fn seeding_content_that_does_not_verify_exits_5() {
     let dir = tempdir();
     let (seed_dir, data, torrent) = seeded_torrent(dir.path(), "d.bin", 40_000, 4);
-    let mut bad = data.clone();
+    let mut bad = data;
     bad[0] ^= 1;
     write(&seed_dir.join("d.bin"), &bad);
     let o = run(&[

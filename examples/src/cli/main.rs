@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let done = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::other(e))
+        .map_err(Failure::other)
         .and_then(|rt| rt.block_on(run(cli)));
     match done {
         Ok(()) => ExitCode::SUCCESS,
