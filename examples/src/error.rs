@@ -23,7 +23,7 @@ pub enum MetainfoError {
         reason: String,
     },
     /// Reading the source file or folder failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         /// The file being read.
         path: PathBuf,

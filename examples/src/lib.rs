@@ -9,6 +9,10 @@
 //! - [`session`]: accept and connect peers, wait for completion (plain loop).
 //! - [`paid`]: paid transfers through torrent-glue's reference adapter, wallets and chains.
 //! - [`redact`]: RPC URLs without their secrets, for printing.
+//! - [`magnet`]: magnet links (BEP 9).
+//! - [`tracker`]: HTTP (BEP 3, BEP 23, BEP 48) and UDP (BEP 15) tracker clients, announce lists
+//!   (BEP 12).
+//! - [`units`]: sizes, durations and prices as people write them.
 //!
 //! The binary `paid-torrent` (`src/cli/`) is the command-line front end.
 //!
@@ -23,6 +27,7 @@
 
 pub mod bitfield;
 pub mod error;
+pub mod magnet;
 pub mod metainfo;
 pub mod paid;
 pub mod peer;
@@ -31,3 +36,5 @@ pub mod redact;
 pub mod session;
 pub mod storage;
 pub mod torrent;
+pub mod tracker;
+pub mod units;

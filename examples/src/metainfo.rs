@@ -239,8 +239,10 @@ impl Info {
 /// A parsed or created `.torrent`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metainfo {
-    /// Tracker URL, if any (this client connects to peers given by address and ignores it).
+    /// Tracker URL, if any.
     pub announce: Option<String>,
+    /// BEP 12 `announce-list`: tiers of tracker URLs (empty if the file has none).
+    pub announce_list: Vec<Vec<String>>,
     /// The `info` dictionary.
     pub info: Info,
     /// SHA-1 of the raw bencoded `info` dictionary.
@@ -254,6 +256,7 @@ impl Metainfo {
         let raw_info = info.to_bencode()?;
         Ok(Self {
             announce,
+            announce_list: Vec::new(),
             info_hash: sha1(&raw_info),
             info,
             raw_info,
@@ -328,9 +331,11 @@ impl Metainfo {
             .try_into_dictionary()
             .map_err(|_| MetainfoError::invalid("metainfo", "not a dictionary"))?;
         let (mut announce, mut raw_info) = (None, None);
+        let mut announce_list = Vec::new();
         while let Some((key, value)) = dict.next_pair()? {
             match key {
                 b"announce" => announce = Some(utf8(value, "announce")?),
+                b"announce-list" => announce_list = tiers(value)?,
                 b"info" => {
                     let d = value
                         .try_into_dictionary()
@@ -343,6 +348,7 @@ impl Metainfo {
         let raw_info = raw_info.ok_or(MetainfoError::Missing("info"))?;
         Ok(Self {
             announce,
+            announce_list,
             info: Info::from_bencode(&raw_info)?,
             info_hash: sha1(&raw_info),
             raw_info,
@@ -366,6 +372,18 @@ impl Metainfo {
             out.extend_from_slice(format!("8:announce{}:", a.len()).as_bytes());
             out.extend_from_slice(a.as_bytes());
         }
+        if !self.announce_list.is_empty() {
+            out.extend_from_slice(b"13:announce-listl");
+            for tier in &self.announce_list {
+                out.push(b'l');
+                for url in tier {
+                    out.extend_from_slice(format!("{}:", url.len()).as_bytes());
+                    out.extend_from_slice(url.as_bytes());
+                }
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
         let client = concat!("paid-torrent ", env!("CARGO_PKG_VERSION"));
         out.extend_from_slice(format!("10:created by{}:{client}", client.len()).as_bytes());
         out.extend_from_slice(b"4:info");
@@ -378,6 +396,58 @@ impl Metainfo {
     pub fn info_hash_hex(&self) -> String {
         hex::encode(self.info_hash)
     }
+
+    /// Every tracker URL, once, in the order BEP 12 tries them: the `announce-list` tiers if
+    /// there are any (BEP 12: then `announce` is ignored), else `announce`.
+    pub fn trackers(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        let listed = self.announce_list.iter().flatten();
+        let urls: Vec<&String> = if self.announce_list.is_empty() {
+            self.announce.iter().collect()
+        } else {
+            listed.collect()
+        };
+        for u in urls {
+            if !all.contains(u) {
+                all.push(u.clone());
+            }
+        }
+        all
+    }
+
+    /// The raw bencoded `info` dictionary, as in the file (what the info-hash is the SHA-1 of).
+    pub fn raw_info(&self) -> &[u8] {
+        &self.raw_info
+    }
+
+    /// The magnet link (BEP 9): the info-hash, the name and every tracker.
+    pub fn magnet_link(&self) -> String {
+        crate::magnet::Magnet {
+            info_hash: self.info_hash,
+            name: Some(self.info.name.clone()),
+            trackers: self.trackers(),
+            peers: Vec::new(),
+        }
+        .to_string()
+    }
+}
+
+/// A BEP 12 `announce-list`: a list of tiers, each a list of URLs.
+fn tiers(value: Object<'_, '_>) -> Result<Vec<Vec<String>>, MetainfoError> {
+    let bad = || MetainfoError::invalid("announce-list", "not a list of lists of URLs");
+    let mut list = value.try_into_list().map_err(|_| bad())?;
+    let mut out = Vec::new();
+    while let Some(tier) = list.next_object()? {
+        let mut tier = tier.try_into_list().map_err(|_| bad())?;
+        let mut urls = Vec::new();
+        while let Some(url) = tier.next_object()? {
+            urls.push(utf8(url, "announce-list")?);
+        }
+        if !urls.is_empty() {
+            out.push(urls);
+        }
+    }
+    Ok(out)
 }
 
 /// SHA-1 of `data`.

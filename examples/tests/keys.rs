@@ -19,13 +19,13 @@ use support::*;
 /// Secret parts of the URLs below: none may be printed.
 const SECRETS: [&str; 4] = ["hunter22", "0123456789abcdef", "s3cretvalue", "bobby"];
 
-/// `paid-torrent --json --rpc <rpc> <args…> get <torrent> --peer 127.0.0.1:9 --timeout 1`: a
-/// paid `get` that opens its wallet, starts, and gives up after a second (no seller there).
+/// `paid-torrent get <torrent> --json --rpc <rpc> <args…> --peer 127.0.0.1:9 --timeout 1`: a
+/// paid `get` that opens its wallet, starts, and gives up (no seller there).
 fn get(rpc: &str, torrent: &str, out: &Path, args: &[&str], env_key: Option<&str>) -> Output {
     let mut cmd = Command::new(binary());
-    cmd.args(["--json", "--rpc", rpc])
+    cmd.args(["get", torrent, "--json", "--rpc", rpc])
         .args(args)
-        .args(["get", torrent, "--peer", "127.0.0.1:9", "--timeout", "1"])
+        .args(["--peer", "127.0.0.1:9", "--timeout", "1"])
         .arg("--out")
         .arg(out)
         .env_remove("PAID_TORRENT_KEY")

@@ -246,9 +246,9 @@ fn two_processes_pay_in_an_erc20() {
             &art,
             dev_key(2),
             &[
+                "get",
                 "--asset",
                 &token_arg,
-                "get",
                 &torrent,
                 "--peer",
                 &addr,

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use torrent_glue::LivenessConfig;
 
 use crate::Result;
+use crate::failure::Failure;
 use crate::options::{AssetArg, DemoArgs};
 use crate::output::{DemoStats, finish_bar, progress_bar, spawn_progress, summary_common};
 
@@ -41,25 +42,29 @@ fn generate(path: &Path, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// Seeds a generated file of `args.size_mib` MiB to a downloader in this process and checks the
+/// Seeds a generated file of `args.size` bytes to a downloader in this process and checks the
 /// payout on the simulated chain and the file.
-pub(crate) async fn run(args: DemoArgs, asset: Option<AssetArg>) -> Result<()> {
+pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     let DemoArgs {
-        size_mib,
+        size,
         free,
+        asset,
         pay: opts,
     } = args;
+    if size == 0 {
+        return Err(Failure::usage("--size: the demo needs at least one byte"));
+    }
     let work = std::env::temp_dir().join(format!("paid-torrent-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(work.clone());
     let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
     std::fs::create_dir_all(&seed_dir)?;
     std::fs::create_dir_all(&leech_dir)?;
     let file = seed_dir.join("demo.bin");
-    let size = size_mib << 20;
     generate(&file, size)?;
     let meta = Metainfo::create(&file, DEFAULT_PIECE_LENGTH, None)?;
     println!(
-        "demo: {size_mib} MiB file, {} pieces, info-hash {}, payments {}",
+        "demo: {} file, {} pieces, info-hash {}, payments {}",
+        paid_torrent_examples::units::format_size(size),
         meta.info.piece_count(),
         meta.info_hash_hex(),
         if free { "off" } else { "on (simulated chain)" }
@@ -99,9 +104,9 @@ pub(crate) async fn run(args: DemoArgs, asset: Option<AssetArg>) -> Result<()> {
         AssetArg::Native => Address::ZERO,
         AssetArg::Test => chain.deploy_token(payment_channel::TokenBehaviour::Standard, 18),
         AssetArg::Token(_) => {
-            return Err(
-                "the demo runs on the simulated chain: use `--asset test` for a token".into(),
-            );
+            return Err(Failure::usage(
+                "the demo runs on the simulated chain: use `--asset test` for a token",
+            ));
         }
     };
     let seller_wallet = Wallet::open(&choice, None, None, asset).await?;
@@ -163,7 +168,7 @@ pub(crate) async fn run(args: DemoArgs, asset: Option<AssetArg>) -> Result<()> {
         tokio::select! {
             Some(e) = buyer_events.recv() => stats.buyer(&e, &paid),
             Some(e) = seller_events.recv() => stats.seller(&e),
-            () = tokio::time::sleep_until(deadline) => return Err("demo timed out".into()),
+            () = tokio::time::sleep_until(deadline) => return Err(Failure::network("demo timed out")),
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -173,7 +178,7 @@ pub(crate) async fn run(args: DemoArgs, asset: Option<AssetArg>) -> Result<()> {
     let payout_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !(seller.all_settled().await && buyer.all_settled().await) {
         if tokio::time::Instant::now() > payout_deadline {
-            return Err("channel not settled on chain".into());
+            return Err(Failure::chain("channel not settled on chain"));
         }
         let _ = seller.watch_chain().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -202,7 +207,10 @@ pub(crate) async fn run(args: DemoArgs, asset: Option<AssetArg>) -> Result<()> {
         units.format(u128::try_from(on_chain).unwrap_or(u128::MAX))
     );
     if U256::from(stats.paid) != on_chain {
-        return Err(format!("paid {} but the seller holds {on_chain}", stats.paid).into());
+        return Err(Failure::chain(format!(
+            "paid {} but the seller holds {on_chain}",
+            stats.paid
+        )));
     }
     verify_files(&file, &leech_dir.join("demo.bin"))
 }
@@ -219,7 +227,7 @@ fn verify_files(a: &Path, b: &Path) -> Result<()> {
     let (x, y) = (sha1(&std::fs::read(a)?), sha1(&std::fs::read(b)?));
     if x != y {
         println!("file hash:  MISMATCH");
-        return Err("downloaded file differs".into());
+        return Err(Failure::verification("downloaded file differs"));
     }
     println!("file hash:  verified (SHA-1 {})", hex::encode(x));
     Ok(())

@@ -19,6 +19,8 @@ use torrent_glue::{CoordinatorEvent, PeerError};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Out {
     pub(crate) json: bool,
+    /// `-q`: no human lines and no progress bar (errors only; JSON lines are unchanged).
+    pub(crate) quiet: bool,
     pub(crate) units: Units,
 }
 
@@ -26,7 +28,7 @@ impl Out {
     pub(crate) fn event(&self, value: serde_json::Value, human: impl FnOnce() -> String) {
         if self.json {
             println!("{value}");
-        } else {
+        } else if !self.quiet {
             let line = human();
             if !line.is_empty() {
                 eprintln!("{line}");
@@ -175,9 +177,11 @@ impl DemoStats {
                     Ordering::Relaxed,
                 );
             }
-            CoordinatorEvent::ChannelClosed { payee_amount, .. } => {
-                self.buyer_closed = Some(*payee_amount)
-            }
+            CoordinatorEvent::ChannelClosed {
+                payee_amount,
+                role: torrent_glue::Role::Payer,
+                ..
+            } => self.buyer_closed = Some(*payee_amount),
             _ => {}
         }
     }

@@ -13,6 +13,7 @@ use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
+use paid_torrent_examples::tracker::Tiers;
 use payment_channel::Address;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -20,12 +21,14 @@ use tokio::sync::mpsc;
 use torrent_glue::LivenessConfig;
 
 use crate::Result;
-use crate::options::{ChainArgs, SeedArgs};
+use crate::failure::Failure;
+use crate::options::{SeedArgs, TrackerOpts};
 use crate::output::{Out, print_reports, seller_event};
+use crate::swarm::{Announcer, SwarmNews};
 
 /// Re-verifies the content, then sells it (or, with `--free`, serves it with the plain loop)
 /// until ctrl-c or SIGTERM.
-pub(crate) async fn run(args: SeedArgs, chain: &ChainArgs, out: Out) -> Result<()> {
+pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
     let SeedArgs {
         torrent,
         dir,
@@ -33,35 +36,70 @@ pub(crate) async fn run(args: SeedArgs, chain: &ChainArgs, out: Out) -> Result<(
         free,
         free_bytes,
         challenge_duration,
+        trackers,
         pay,
         wallet,
         liveness,
+        chain,
     } = args;
     let meta = Metainfo::load(&torrent)?;
     let dir = content_dir(&torrent, dir);
     let t = Torrent::open(meta, &dir, OpenMode::ReadOnly, Strategy::RarestFirst)?;
     if !t.is_complete() {
-        return Err(format!(
+        return Err(Failure::verification(format!(
             "{}: the content in {} does not verify ({} of {} pieces)",
             torrent.display(),
             dir.display(),
             t.have().count(),
             t.piece_count()
-        )
-        .into());
+        )));
     }
     if free {
-        return seed_free(t, listen).await;
+        return seed_free(t, listen, &trackers, out).await;
     }
     let sell = SellTerms {
         price_per_byte: pay.price,
         trust_bytes: pay.trust,
         deposit: u128::from(t.meta().info.total_length()) * pay.price + 1,
         free_bytes,
-        challenge_duration,
+        challenge_duration: challenge_duration.as_secs(),
     };
-    let (wallet, out) = crate::wallet::open(chain, &wallet, out).await?;
-    seed_paid(t, listen, &wallet, sell, liveness.config(), &out).await
+    let (wallet, out) = crate::wallet::open(&chain, &wallet, out).await?;
+    seed_paid(t, listen, &trackers, &wallet, sell, liveness.config(), &out).await
+}
+
+/// Announces `torrent` on its trackers with the port we listen on, unless `--no-trackers`.
+pub(crate) fn announce(
+    torrent: &Arc<Torrent>,
+    opts: &TrackerOpts,
+    listening: u16,
+    out: Out,
+) -> Result<Option<(Announcer, mpsc::UnboundedReceiver<SwarmNews>)>> {
+    if opts.no_trackers {
+        return Ok(None);
+    }
+    let meta = torrent.meta();
+    let urls: Vec<Vec<String>> = if meta.announce_list.is_empty() {
+        meta.announce.iter().map(|u| vec![u.clone()]).collect()
+    } else {
+        meta.announce_list.clone()
+    };
+    let (tiers, bad) = Tiers::new(&urls);
+    for e in bad {
+        out.event(
+            json!({"event": "tracker_failed", "reason": e.to_string()}),
+            || format!("tracker skipped: {e}"),
+        );
+    }
+    if tiers.is_empty() {
+        return Ok(None);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let port = opts.announce_port.unwrap_or(listening);
+    Ok(Some((
+        Announcer::spawn(tiers, torrent.clone(), port, out, tx),
+        rx,
+    )))
 }
 
 fn content_dir(torrent: &Path, dir: Option<PathBuf>) -> PathBuf {
@@ -90,9 +128,15 @@ pub(crate) async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn seed_free(torrent: Arc<Torrent>, listen: SocketAddr) -> Result<()> {
-    let listener = TcpListener::bind(listen).await?;
+async fn seed_free(
+    torrent: Arc<Torrent>,
+    listen: SocketAddr,
+    trackers: &TrackerOpts,
+    out: Out,
+) -> Result<()> {
+    let listener = bind(listen).await?;
     let local = listener.local_addr()?;
+    let swarm = announce(&torrent, trackers, local.port(), out)?;
     println!(
         "seeding {} on {local} (free)",
         torrent.meta().info_hash_hex()
@@ -104,15 +148,26 @@ async fn seed_free(torrent: Arc<Torrent>, listen: SocketAddr) -> Result<()> {
         ..PeerConfig::default()
     };
     tokio::select! {
-        r = session::serve(torrent, listener, cfg, Some(tx)) => r?,
+        r = session::serve(torrent, listener, cfg, Some(tx)) => r.map_err(Failure::network)?,
         () = shutdown_signal() => eprintln!("stopping"),
     }
+    if let Some((a, _)) = swarm {
+        a.stop().await;
+    }
     Ok(())
+}
+
+/// Binds the listening socket; failing is the user's to fix (port in use, not our address).
+pub(crate) async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))
 }
 
 async fn seed_paid(
     torrent: Arc<Torrent>,
     listen: SocketAddr,
+    trackers: &TrackerOpts,
     wallet: &Wallet,
     sell: SellTerms,
     liveness: LivenessConfig,
@@ -129,7 +184,7 @@ async fn seed_paid(
     while let Ok(e) = events.try_recv() {
         seller_event(out, &mut buyers, &e);
     }
-    let listener = TcpListener::bind(listen).await?;
+    let listener = bind(listen).await?;
     let local = listener.local_addr()?;
     out.event(
         json!({"event": "listening", "addr": local.to_string(), "account": node.account.to_string(),
@@ -140,6 +195,7 @@ async fn seed_paid(
             sell.free_bytes.unwrap_or(0)
         ),
     );
+    let swarm = announce(&torrent, trackers, local.port(), *out)?;
     let accept = {
         let n = node.node.clone();
         tokio::spawn(async move { n.accept(listener).await })
@@ -169,6 +225,9 @@ async fn seed_paid(
         }
     }
     accept.abort();
+    if let Some((a, _)) = swarm {
+        a.stop().await;
+    }
     out.event(json!({"event": "stopped"}), || "stopping".into());
     Ok(())
 }

@@ -8,6 +8,7 @@ use payment_channel::{Address, B256, SimulatedChain};
 use serde_json::json;
 
 use crate::Result;
+use crate::failure::{Failure, Kind};
 use crate::options::{AssetArg, ChainArgs, WalletArgs};
 use crate::output::Out;
 
@@ -18,8 +19,12 @@ pub(crate) async fn open(
     wallet: &WalletArgs,
     out: Out,
 ) -> Result<(Wallet, Out)> {
-    let (choice, dev) = chain_choice(chain, &out).await?;
-    let asset = resolve_asset(&choice, chain, &out).await?;
+    let (choice, dev) = chain_choice(chain, &out)
+        .await
+        .map_err(|f| f.or(Kind::Chain))?;
+    let asset = resolve_asset(&choice, chain, &out)
+        .await
+        .map_err(|f| f.or(Kind::Chain))?;
     let wallet = open_wallet(&choice, dev, wallet, asset).await?;
     let out = Out {
         units: wallet.units,
@@ -40,9 +45,9 @@ pub(crate) const DEV_CHAIN_IDS: [u64; 2] = [31337, 1337];
 
 pub(crate) fn parse_key(hex_key: &str) -> Result<B256> {
     let bytes = hex::decode(hex_key.trim().trim_start_matches("0x"))
-        .map_err(|_| "a key is 32 bytes of hex")?;
+        .map_err(|_| Failure::usage("a key is 32 bytes of hex"))?;
     if bytes.len() != 32 {
-        return Err("a key is 32 bytes of hex".into());
+        return Err(Failure::usage("a key is 32 bytes of hex"));
     }
     Ok(B256::from_slice(&bytes))
 }
@@ -91,7 +96,8 @@ impl Secret {
                 None => return Ok(None),
             },
         };
-        let key = parse_key(&text).map_err(|e| format!("{}: {e}", source.describe()))?;
+        let key = parse_key(&text)
+            .map_err(|e| Failure::usage(format!("{}: {}", source.describe(), e.error)))?;
         Ok(Some(Self { key, source }))
     }
 
@@ -112,12 +118,11 @@ impl Secret {
                  accepted on a development chain only, use {instead}"
             )))
         } else {
-            Err(format!(
+            Err(Failure::usage(format!(
                 "{flag}: a secret key on the command line is refused off a development chain \
                  (chain id not {} or {}); use {instead}",
                 DEV_CHAIN_IDS[0], DEV_CHAIN_IDS[1]
-            )
-            .into())
+            )))
         }
     }
 }
@@ -136,10 +141,15 @@ impl KeySource {
 /// (the simulated chain is one).
 pub(crate) async fn chain_choice(args: &ChainArgs, out: &Out) -> Result<(ChainChoice, bool)> {
     let Some(rpc) = &args.rpc else {
-        out.event(json!({"event": "chain", "kind": "simulated"}), || {
-            "chain: simulated, in this process only (use --rpc to pay a peer in another process)"
-                .into()
-        });
+        out.event(
+            json!({"event": "chain", "kind": "simulated", "same_process_only": true}),
+            || {
+                "no --rpc: payments settle on a chain simulated inside this process, so only a \
+                 peer in this same process can pay or be paid; a paid peer in another process \
+                 (another paid-torrent) never can. Give both sides the same --rpc URL."
+                    .into()
+            },
+        );
         return Ok((ChainChoice::Simulated(SimulatedChain::new()), true));
     };
     ethereum_choice(rpc, args, out).await
@@ -163,7 +173,7 @@ async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<(Chai
         |name| std::env::var(name).ok(),
     )?
     .ok_or_else(|| {
-        format!("--rpc needs the transaction account's key: --key-file PATH or ${KEY_ENV} (or --key HEX on a development chain)")
+        Failure::usage(format!("--rpc needs the transaction account's key: --key-file PATH or ${KEY_ENV} (or --key HEX on a development chain)"))
     })?;
     let mut adjudicator = args.adjudicator.unwrap_or(DEFAULT_ADJUDICATOR_ADDRESS);
     let mut app = args.app.unwrap_or(DEFAULT_APP_DEFINITION);
@@ -174,12 +184,11 @@ async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<(Chai
         eprintln!("{warning}");
     }
     if !dev && (args.adjudicator.is_none() || args.app.is_none()) {
-        return Err(format!(
+        return Err(Failure::usage(format!(
             "chain {chain_id} is not a development chain ({} or {}): give the contracts' \
              addresses with --adjudicator and --app (no defaults, nothing deployed)",
             DEV_CHAIN_IDS[0], DEV_CHAIN_IDS[1]
-        )
-        .into());
+        )));
     }
     let mut adjudicator_code = probe.code_hash(adjudicator).await?;
     if adjudicator_code == alloy_primitives::KECCAK256_EMPTY && dev {
@@ -226,7 +235,9 @@ async fn ethereum_choice(rpc: &str, args: &ChainArgs, out: &Out) -> Result<(Chai
 
 #[cfg(not(feature = "ethereum"))]
 async fn ethereum_choice(_rpc: &str, _args: &ChainArgs, _out: &Out) -> Result<(ChainChoice, bool)> {
-    Err("this build has no Ethereum support: build with `--features ethereum`".into())
+    Err(Failure::usage(
+        "this build has no Ethereum support: build with `--features ethereum`",
+    ))
 }
 
 /// The asset of `--asset` on `chain`; `test` deploys a test token (the nitro-protocol package's
@@ -317,7 +328,7 @@ pub(crate) fn write_key_file(path: &Path, contents: &str) -> Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
     file.write_all(contents.as_bytes())?;
     file.sync_all()?;
     Ok(())
@@ -330,14 +341,13 @@ pub(crate) fn read_key_file(path: &Path) -> Result<String> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)?.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(format!(
+            return Err(Failure::usage(format!(
                 "{}: a secret key file must be readable by its owner only (mode {:o}); \
                  run `chmod 600 {}`",
                 path.display(),
                 mode & 0o777,
                 path.display()
-            )
-            .into());
+            )));
         }
     }
     Ok(std::fs::read_to_string(path)?)

@@ -442,7 +442,7 @@ pub fn seeded_torrent(
     (seed_dir, data, torrent)
 }
 
-/// `paid-torrent --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
+/// `paid-torrent <command> --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
 pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
     anvil: &Anvil,
     artifacts: &str,
@@ -450,6 +450,9 @@ pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
     args: &[S],
 ) -> Command {
     let mut c = Command::new(binary());
+    // The subcommand first: the chain options belong to `seed` and `get`.
+    let (command, rest) = args.split_first().expect("a subcommand");
+    c.arg(command);
     c.args([
         "--json",
         "--rpc",
@@ -459,6 +462,114 @@ pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
         "--artifacts",
         artifacts,
     ]);
-    c.args(args);
+    c.args(rest);
     c
+}
+
+/// A Debian `opentracker` on 127.0.0.1 (HTTP and UDP on one port) in whitelist mode, killed on
+/// drop. Debian builds it with a whitelist: only the info-hashes given are tracked.
+pub struct OpenTracker {
+    child: Child,
+    /// The port (TCP and UDP).
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OpenTracker {
+    /// Starts a tracker for `info_hashes` (hex) on a free port; `None` (skip; a panic under CI)
+    /// when opentracker is not installed.
+    pub fn start(port: u16, info_hashes: &[String]) -> Option<Self> {
+        let bin = ["/usr/bin/opentracker", "/usr/sbin/opentracker"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            let help = "opentracker is missing: `sudo apt-get install -y opentracker` \
+                        (scripts/ci-install.sh installs it)";
+            if std::env::var_os("CI").is_some() {
+                panic!("{help}");
+            }
+            eprintln!("SKIPPED: {help}");
+            return None;
+        };
+        // It changes into (as root: chroots into) the folder and reads the whitelist there,
+        // possibly as `nobody`.
+        let dir = tempdir();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
+        std::fs::write(dir.path().join("whitelist"), info_hashes.join("\n") + "\n")
+            .expect("whitelist");
+        let port_s = port.to_string();
+        let child = Command::new(bin)
+            .args(["-i", "127.0.0.1", "-p", &port_s, "-P", &port_s, "-d"])
+            .arg(dir.path())
+            .args(["-w", "whitelist"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn opentracker");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "opentracker did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// A port free for both TCP and UDP on 127.0.0.1 (at the time of asking).
+    pub fn free_port() -> u16 {
+        loop {
+            let t = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let port = t.local_addr().expect("addr").port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+}
+
+impl Drop for OpenTracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Like [`seeded_torrent`], with `create --announce` for each tracker URL.
+pub fn seeded_torrent_with(
+    dir: &Path,
+    name: &str,
+    size: usize,
+    seed: u64,
+    announce: &[String],
+) -> (PathBuf, Vec<u8>, String) {
+    let seed_dir = dir.join("seed");
+    let data = content(size, seed);
+    write(&seed_dir.join(name), &data);
+    let torrent = arg(&dir.join(format!("{name}.torrent")));
+    let mut cmd = Command::new(binary());
+    cmd.args(["create", &arg(&seed_dir.join(name)), "-o", &torrent]);
+    for a in announce {
+        cmd.args(["--announce", a]);
+    }
+    assert!(cmd.status().expect("create").success(), "create failed");
+    (seed_dir, data, torrent)
+}
+
+/// The info-hash (hex) of a .torrent, from `paid-torrent info --json`.
+pub fn info_hash(torrent: &str) -> String {
+    let o = Command::new(binary())
+        .args(["info", torrent, "--json"])
+        .output()
+        .expect("info");
+    assert!(o.status.success(), "info failed");
+    let v: Value = serde_json::from_slice(&o.stdout).expect("info JSON");
+    v["info_hash"].as_str().expect("info_hash").to_owned()
 }
