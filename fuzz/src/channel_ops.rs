@@ -13,9 +13,9 @@ use payment_channel::channel::{
 };
 use payment_channel::message::{Close, Envelope, Join, Message, VoucherMessage};
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::voucher::Voucher;
 use payment_channel::test_utils::pair::{persist, received_total, signer};
 use payment_channel::test_utils::run_chain_action;
+use payment_channel::voucher::Voucher;
 use payment_channel::{Address, B256, SimulatedChain, U256};
 
 const DEPOSIT: u64 = 1_000;
