@@ -29,7 +29,7 @@ use torrent_glue::{
 
 use torrent_glue::test_utils::{self, pseudo_random_content as content};
 
-use crate::support::{balance, until};
+use crate::support::{balance, challenging, until, until_challenge_on_chain};
 
 const INFO_HASH: [u8; 20] = [0x17; 20];
 const T: TorrentKey = TorrentKey(0);
@@ -505,28 +505,8 @@ async fn downloader_vanishes_uploader_challenges_and_is_paid_for_what_it_served(
         buyer.node.disconnect(key);
     }
     let (s, b) = (seller.account, buyer.account);
-    let mut challenged = None;
-    until("the uploader's challenge", 30, || {
-        for e in drain(&mut seller) {
-            if let CoordinatorEvent::Challenging {
-                role: Role::Payee,
-                channel_id,
-                ..
-            } = e
-            {
-                challenged = Some(channel_id);
-            }
-        }
-        challenged.is_some()
-    })
-    .await;
-    // The event says the challenge was decided, not that it landed: time may only move on once
-    // the adjudicator has registered it, or the challenge would finalize a duration later.
-    let challenged = challenged.unwrap();
-    until("the challenge on chain", 30, || {
-        chain.status_of(challenged.0.into()).finalizes_at > 0
-    })
-    .await;
+    let challenged = challenging(30, Role::Payee, || drain(&mut seller)).await;
+    until_challenge_on_chain(&chain, challenged, 30).await;
     chain.advance_time(CHALLENGE_DURATION + 1);
     until("the payout", 30, || balance(&chain, s) > 0).await;
     let view = seller.node.inspect(|c| c.identity(b).unwrap());
@@ -603,22 +583,7 @@ async fn uploader_whose_challenge_fails_twice_is_still_paid_for_what_it_served()
         buyer.node.disconnect(key);
     }
     let (s, b) = (seller.account, buyer.account);
-    let mut challenged = None;
-    until("the uploader's challenge", 30, || {
-        for e in drain(&mut seller) {
-            if let CoordinatorEvent::Challenging {
-                role: Role::Payee,
-                channel_id,
-                ..
-            } = e
-            {
-                challenged = Some(channel_id);
-            }
-        }
-        challenged.is_some()
-    })
-    .await;
-    let challenged = challenged.unwrap();
+    let challenged = challenging(30, Role::Payee, || drain(&mut seller)).await;
     // Retries back off in chain time: let the clock move in small steps (far below the
     // challenge duration) until the challenge has landed, and only then jump past its timeout.
     until("the challenge on chain despite two failures", 30, || {
@@ -660,28 +625,8 @@ async fn uploader_vanishes_downloader_challenges_and_recovers_the_unspent_deposi
         seller.node.disconnect(key);
     }
     let (s, b) = (seller.account, buyer.account);
-    let mut challenged = None;
-    until("the downloader's challenge", 30, || {
-        for e in drain(&mut buyer) {
-            if let CoordinatorEvent::Challenging {
-                role: Role::Payer,
-                channel_id,
-                ..
-            } = e
-            {
-                challenged = Some(channel_id);
-            }
-        }
-        challenged.is_some()
-    })
-    .await;
-    // The event says the challenge was decided, not that it landed: time may only move on once
-    // the adjudicator has registered it, or the challenge would finalize a duration later.
-    let challenged = challenged.unwrap();
-    until("the challenge on chain", 30, || {
-        chain.status_of(challenged.0.into()).finalizes_at > 0
-    })
-    .await;
+    let challenged = challenging(30, Role::Payer, || drain(&mut buyer)).await;
+    until_challenge_on_chain(&chain, challenged, 30).await;
     let bought = buyer.node.inspect(|c| c.identity(s).unwrap());
     let deposit = u128::from(4 * MIB) * 2;
     assert_eq!(

@@ -35,8 +35,8 @@ use torrent_glue::engine::Direction;
 use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role};
 
 use crate::support::{
-    Attacker, CHALLENGE_DURATION, balance, client_backend, content, liveness, start_node, tcp,
-    until,
+    Attacker, CHALLENGE_DURATION, balance, challenging, client_backend, content, liveness,
+    start_node, tcp, until, until_challenge_on_chain,
 };
 
 const PIECE: u32 = 64 * 1024;
@@ -695,27 +695,8 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
     a.send_raw(&frame[..frame.len() / 2]).await;
     drop(a);
     // The uploader closes (idle), gets no answer, challenges with its best voucher.
-    let mut challenged = None;
-    until("the uploader's challenge", 20, || {
-        for e in seller.drain() {
-            if let CoordinatorEvent::Challenging {
-                role: Role::Payee,
-                channel_id,
-                ..
-            } = e
-            {
-                challenged = Some(channel_id);
-            }
-        }
-        challenged.is_some()
-    })
-    .await;
-    // Time may only move on once the challenge has landed (the event is the decision).
-    let challenged = challenged.unwrap();
-    until("the challenge on chain", 15, || {
-        chain.status_of(challenged.0.into()).finalizes_at > 0
-    })
-    .await;
+    let challenged = challenging(20, Role::Payee, || seller.drain()).await;
+    until_challenge_on_chain(&chain, challenged, 15).await;
     chain.advance_time(CHALLENGE_DURATION + 1);
     until("the payout", 15, || balance(&chain, s) > 0).await;
     let got = balance(&chain, s);

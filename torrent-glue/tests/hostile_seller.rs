@@ -29,7 +29,7 @@ use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role
 
 use crate::support::{
     Attacker, CHALLENGE_DURATION, OUR_PSE_ID, Recv, balance, client_backend, content, liveness,
-    ready, start_node, tcp, until,
+    ready, start_node, tcp, until, until_challenge_on_chain,
 };
 
 const PIECE: u32 = 64 * 1024;
@@ -275,10 +275,7 @@ async fn assert_bounded_and_closed(
         role: Role::Payer,
     };
     until("the challenge", 10, || buyer.saw(|e| *e == challenging)).await;
-    until("the challenge on chain", 10, || {
-        chain.status_of(id).finalizes_at != 0
-    })
-    .await;
+    until_challenge_on_chain(chain, paid_wire::ChannelId(id.0), 10).await;
     // The worst case for the buyer: the seller counters with the best voucher it holds.
     a.drive_chain(chain);
     assert!(chain.status_of(id).turn_num_record >= 1);
@@ -602,10 +599,7 @@ async fn a_postfund_never_sent_costs_the_buyer_nothing() {
         role: Role::Payer,
     };
     until("the challenge", 15, || buyer.saw(|e| *e == challenging)).await;
-    until("the challenge on chain", 10, || {
-        chain.status_of(id).finalizes_at != 0
-    })
-    .await;
+    until_challenge_on_chain(&chain, paid_wire::ChannelId(id.0), 10).await;
     chain.advance_time(CHALLENGE_DURATION + 1);
     until("the refund", 20, || chain.holdings_of(id) == U256::ZERO).await;
     assert_eq!(balance(&chain, a.account()), 0, "the seller got nothing");

@@ -33,8 +33,8 @@ use torrent_glue::engine::TERMS_KEY;
 use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::test_utils;
 use torrent_glue::{
-    Address, Coordinator, CoordinatorConfig, CoordinatorEvent, EXTENSION_NAME, LivenessConfig,
-    Terms, TorrentKey,
+    Address, ChannelId, Coordinator, CoordinatorConfig, CoordinatorEvent, EXTENSION_NAME,
+    LivenessConfig, Role, Terms, TorrentKey,
 };
 
 /// The info hash of the suites' torrent.
@@ -53,6 +53,42 @@ pub async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits up to `secs` for a `Challenging` event of `role` among what `events` drains, and
+/// returns its channel.
+pub async fn challenging(
+    secs: u64,
+    role: Role,
+    mut events: impl FnMut() -> Vec<CoordinatorEvent>,
+) -> ChannelId {
+    let mut challenged = None;
+    until("the challenge", secs, || {
+        for e in events() {
+            if let CoordinatorEvent::Challenging {
+                role: r,
+                channel_id,
+                ..
+            } = e
+                && r == role
+            {
+                challenged = Some(channel_id);
+            }
+        }
+        challenged.is_some()
+    })
+    .await;
+    challenged.expect("until returned")
+}
+
+/// Waits until `id`'s challenge is registered on chain. The `Challenging` event says the
+/// challenge was decided, not that it landed: time may only move on once the adjudicator has
+/// registered it, or the challenge would finalize a duration later.
+pub async fn until_challenge_on_chain(chain: &SimulatedChain, id: ChannelId, secs: u64) {
+    until("the challenge on chain", secs, || {
+        chain.status_of(id.0.into()).finalizes_at > 0
+    })
+    .await;
 }
 
 pub fn balance(chain: &SimulatedChain, a: Address) -> u128 {
