@@ -75,6 +75,13 @@ macro_rules! nitro_sol {
             Signature[] sigs;
         }
 
+        /// `MultiAssetHolder.Guarantee`: the metadata of a guarantee allocation.
+        #[derive(Debug, PartialEq, Eq)]
+        struct Guarantee {
+            bytes32 left;
+            bytes32 right;
+        }
+
         /// `VirtualPaymentApp.VoucherAmountAndSignature`: the app data of the turn-2 redemption state.
         #[derive(Debug, PartialEq, Eq)]
         struct VoucherAmountAndSignature {

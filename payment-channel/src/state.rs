@@ -165,10 +165,62 @@ pub struct Allocation {
     pub destination: B256,
     /// Amount in the asset's smallest unit (wei for the native asset).
     pub amount: U256,
-    /// 0 = simple, 1 = guarantee.
+    /// One of [`allocation_type`]: 0 = simple, 1 = withdraw helper, 2 = guarantee.
     pub allocation_type: u8,
-    /// Opaque metadata, empty for simple allocations.
+    /// Opaque metadata: empty for simple allocations, [`Guarantee::encode`] for guarantees.
     pub metadata: Bytes,
+}
+
+/// The exit format's `AllocationType` (`enum AllocationType {simple, withdrawHelper, guarantee}` in
+/// `@statechannels/exit-format@0.2.0`).
+///
+/// go-nitro writes guarantees with type 1, which `MultiAssetHolder.reclaim` refuses (`not a
+/// guarantee allocation`) and `transfer` pays out as if it were a plain allocation to the target:
+/// this crate writes and accepts only [`GUARANTEE`](allocation_type::GUARANTEE) (2).
+pub mod allocation_type {
+    /// A plain allocation: `transfer` pays `amount` to `destination`.
+    pub const SIMPLE: u8 = 0;
+    /// Withdraw helper (unused here).
+    pub const WITHDRAW_HELPER: u8 = 1;
+    /// A guarantee for the channel in `destination`, redeemed by `reclaim`.
+    pub const GUARANTEE: u8 = 2;
+}
+
+/// The metadata of a guarantee allocation (`MultiAssetHolder.Guarantee`): which destinations of
+/// the *guaranteeing* channel receive the guaranteed channel's allocations 0 and 1 on `reclaim`.
+///
+/// For a virtual channel `V = [payer, hub, payee]`, `left`/`right` follow V's participant order:
+/// in the payer's ledger `left = payer, right = hub`; in the payee's ledger `left = hub,
+/// right = payee`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Guarantee {
+    /// Receives V's allocation 0 (the payer's change).
+    pub left: B256,
+    /// Receives V's allocation 1 (what the payee was paid).
+    pub right: B256,
+}
+
+impl Guarantee {
+    /// `abi.encode(Guarantee{left, right})`: the 64 bytes `left ‖ right`.
+    pub fn encode(&self) -> Bytes {
+        abi::Guarantee {
+            left: self.left,
+            right: self.right,
+        }
+        .abi_encode()
+        .into()
+    }
+
+    /// Decodes [`Guarantee::encode`]'s output; `None` unless `metadata` is exactly 64 bytes.
+    pub fn decode(metadata: &[u8]) -> Option<Self> {
+        if metadata.len() != 64 {
+            return None;
+        }
+        Some(Self {
+            left: B256::from_slice(&metadata[..32]),
+            right: B256::from_slice(&metadata[32..]),
+        })
+    }
 }
 
 impl Allocation {
@@ -177,9 +229,28 @@ impl Allocation {
         Self {
             destination: address_to_destination(to),
             amount,
-            allocation_type: 0,
+            allocation_type: allocation_type::SIMPLE,
             metadata: Bytes::new(),
         }
+    }
+
+    /// A guarantee of `amount` for the channel `target` (type 2, the contracts' value).
+    pub fn guarantee(target: B256, amount: U256, guarantee: Guarantee) -> Self {
+        Self {
+            destination: target,
+            amount,
+            allocation_type: allocation_type::GUARANTEE,
+            metadata: guarantee.encode(),
+        }
+    }
+
+    /// This allocation's guarantee, if it is one the contracts can `reclaim` (type 2 with
+    /// well-formed metadata).
+    pub fn as_guarantee(&self) -> Option<Guarantee> {
+        if self.allocation_type != allocation_type::GUARANTEE {
+            return None;
+        }
+        Guarantee::decode(&self.metadata)
     }
 }
 
