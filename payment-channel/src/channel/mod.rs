@@ -36,8 +36,8 @@
 //!
 //! | turn | state | outcome `{payer, payee}` | signed by |
 //! |------|-------|--------------------------|-----------|
-//! | 0 | prefund | `{D, 0}` | payee (in [`Propose`]), then payer (in [`Join`]) |
-//! | 1 | postfund | `{D, 0}` | payer (in [`Join`], after the deposit is on chain), then payee (in [`Postfund`], after it sees `holdings ≥ D`) |
+//! | 0 | prefund | `{D, 0}` | payee (in [`Propose`](crate::message::Propose)), then payer (in [`Join`](crate::message::Join)) |
+//! | 1 | postfund | `{D, 0}` | payer (in [`Join`](crate::message::Join), after the deposit is on chain), then payee (in [`Postfund`](crate::message::Postfund), after it sees `holdings ≥ D`) |
 //! | 2 | redemption | `{D − v, v}`, app data = voucher `v` | payee alone, only to challenge |
 //! | 3 | final (`isFinal`) | `{D − a, a}` | both, in [`Close`] messages |
 //!
