@@ -186,22 +186,16 @@ async fn deposit_debits_sender_and_credits_holdings() {
 async fn deposit_requires_expected_held() {
     let e = funded().await;
     let block = e.sim.block_number();
-    assert_eq!(
-        reverted(
-            e.payer
-                .deposit(Address::ZERO, e.id(), U256::ZERO, wei(1))
-                .await
-        ),
-        Revert::HeldMismatch
-    );
-    assert_eq!(
-        reverted(
-            e.payer
-                .deposit(Address::ZERO, e.id(), wei(2000), wei(1))
-                .await
-        ),
-        Revert::HeldMismatch
-    );
+    for expected_held in [U256::ZERO, wei(2000)] {
+        assert_eq!(
+            reverted(
+                e.payer
+                    .deposit(Address::ZERO, e.id(), expected_held, wei(1))
+                    .await
+            ),
+            Revert::HeldMismatch
+        );
+    }
     assert_eq!(e.sim.block_number(), block, "a revert mines no block");
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000));
     assert_eq!(e.sim.balance_of(e.f.payer.address()), eth() - wei(1000));
@@ -346,17 +340,15 @@ async fn challenge_after_finalization_reverts() {
 async fn challenger_must_be_a_participant() {
     let e = funded().await;
     let postfund = e.postfund();
-    let sig = e.f.challenger_sig(&e.f.stranger, &postfund.variable_part);
-    assert_eq!(
-        reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
-        Revert::ChallengerNotParticipant
-    );
+    let by_stranger = e.f.challenger_sig(&e.f.stranger, &postfund.variable_part);
     // A participant's signature over another state is someone else's signature here.
-    let sig = e.f.challenger_sig(&e.f.payee, &e.f.prefund());
-    assert_eq!(
-        reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
-        Revert::ChallengerNotParticipant
-    );
+    let over_another_state = e.f.challenger_sig(&e.f.payee, &e.f.prefund());
+    for sig in [by_stranger, over_another_state] {
+        assert_eq!(
+            reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
+            Revert::ChallengerNotParticipant
+        );
+    }
     assert_eq!(e.sim.status_of(e.id()), OnChainStatus::default());
 }
 
@@ -430,16 +422,14 @@ async fn asset_type_outside_the_enum_fails_calldata_decoding() {
 async fn app_without_proof_needs_unanimity() {
     let e = funded().await;
     let only_payer = e.f.sign(&e.f.postfund(), &[&e.f.payer]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[], &only_payer).await),
-        revert("!unanimous; |proof|=0")
-    );
     // The same signer twice sets one bit.
     let twice = e.f.sign(&e.f.postfund(), &[&e.f.payer, &e.f.payer]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[], &twice).await),
-        revert("!unanimous; |proof|=0")
-    );
+    for candidate in [only_payer, twice] {
+        assert_eq!(
+            reverted(e.challenge_by_payee(&[], &candidate).await),
+            revert("!unanimous; |proof|=0")
+        );
+    }
 }
 
 #[tokio::test]
@@ -458,15 +448,16 @@ async fn app_proof_must_be_the_unanimous_postfund() {
     let e = funded().await;
     let (_, candidate) = e.redemption(300);
     let prefund = e.f.signed_by_both(&e.f.prefund());
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[prefund], &candidate).await),
-        revert("bad proof[0].turnNum; |proof|=1")
-    );
     let half = e.f.sign(&e.f.postfund(), &[&e.f.payee]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[half], &candidate).await),
-        revert("postfund !unanimous; |proof|=1")
-    );
+    for (proof, reason) in [
+        (prefund, "bad proof[0].turnNum; |proof|=1"),
+        (half, "postfund !unanimous; |proof|=1"),
+    ] {
+        assert_eq!(
+            reverted(e.challenge_by_payee(&[proof], &candidate).await),
+            revert(reason)
+        );
+    }
 }
 
 #[tokio::test]
