@@ -80,8 +80,6 @@ mod outputs;
 mod payments;
 mod snapshot;
 mod states;
-#[cfg(test)]
-mod tests;
 
 use std::fmt;
 use std::sync::Arc;
