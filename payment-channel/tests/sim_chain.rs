@@ -877,18 +877,24 @@ async fn conclude_with(e: &Env, outcome: Vec<SingleAssetExit>) -> Vec<SingleAsse
     state.outcome
 }
 
+/// Concludes with `outcome` ([`conclude_with`]), then the payee pays it out.
+async fn conclude_and_transfer(
+    e: &Env,
+    outcome: Vec<SingleAssetExit>,
+) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+    let outcome = conclude_with(e, outcome).await;
+    e.payee
+        .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+        .await
+}
+
 #[tokio::test]
 async fn transfer_refuses_guarantees() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1].allocation_type = 2;
-    let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
+        reverted(conclude_and_transfer(&e, outcome).await),
         other("cannot transfer a guarantee")
     );
 }
@@ -899,11 +905,7 @@ async fn transfer_to_a_channel_destination_credits_its_holdings() {
     let target = B256::repeat_byte(0xcc);
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1].destination = target;
-    let outcome = conclude_with(&e, outcome).await;
-    e.payee
-        .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-        .await
-        .unwrap();
+    conclude_and_transfer(&e, outcome).await.unwrap();
     assert_eq!(e.sim.holdings_of(target), wei(300));
     assert_eq!(e.sim.balance_of(e.f.payer_destination), wei(700));
     assert_eq!(e.sim.balance_of(DEFAULT_ADJUDICATOR_ADDRESS), wei(300));
@@ -914,13 +916,8 @@ async fn transfer_to_a_contract_without_receive_fails() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1] = Allocation::simple(e.sim.app_definition(), wei(300));
-    let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
+        reverted(conclude_and_transfer(&e, outcome).await),
         other("Could not transfer ETH")
     );
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000), "the revert is atomic");
@@ -933,12 +930,7 @@ async fn transfer_of_a_token_reverts_without_a_token_contract() {
     let mut token = outcome[0].clone();
     token.asset = Address::repeat_byte(0x70);
     outcome.push(token);
-    let outcome = conclude_with(&e, outcome).await;
-    let r = reverted(
-        e.payee
-            .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-            .await,
-    );
+    let r = reverted(conclude_and_transfer(&e, outcome).await);
     assert!(is_silent(&r), "{r:?}");
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000));
 }
@@ -948,13 +940,8 @@ async fn transfer_of_a_duplicated_asset_overdraws_and_panics() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome.push(outcome[0].clone());
-    let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
+        reverted(conclude_and_transfer(&e, outcome).await),
         other(PANIC_OVERFLOW)
     );
 }
