@@ -36,7 +36,7 @@
 //! Receivers never trust hashes from the peer: every message carries only what is needed to
 //! **recompute** the signed state, and the signature is checked against the recomputed hash.
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, U256, hex};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::DecodeError;
@@ -348,64 +348,20 @@ mod b64_sig {
     }
 }
 
-/// Unpadded, canonical base64url (RFC 4648 §5).
+/// Unpadded, canonical base64url (RFC 4648 §5): the `base64` crate's `URL_SAFE_NO_PAD` engine.
 pub mod base64url {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     /// Encodes without padding.
     pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            let chars = chunk.len() + 1;
-            for i in 0..chars {
-                let idx = (n >> (18 - 6 * i)) & 0x3f;
-                out.push(char::from(ALPHABET[idx as usize]));
-            }
-        }
-        out
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32)
-    }
-
-    /// Decodes unpadded base64url; `None` on any invalid character, impossible length or
-    /// non-zero trailing bits (so every byte string has exactly one accepted encoding).
+    /// Decodes unpadded base64url; `None` on any invalid character, padding, impossible length
+    /// or non-zero trailing bits (so every byte string has exactly one accepted encoding).
     pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let bytes = s.as_bytes();
-        if bytes.len() % 4 == 1 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-        for chunk in bytes.chunks(4) {
-            let mut n = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                n |= value(*c)? << (18 - 6 * i);
-            }
-            let produced = chunk.len() - 1;
-            let all = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-            // Bits below the produced bytes must be zero (canonical form).
-            let used_bits = 8 * produced;
-            let spare = 24 - used_bits;
-            if spare > 0 && (n & ((1 << spare) - 1)) != 0 {
-                return None;
-            }
-            out.extend_from_slice(&all[..produced]);
-        }
-        Some(out)
+        URL_SAFE_NO_PAD.decode(s).ok()
     }
 
     #[cfg(test)]
@@ -431,6 +387,36 @@ pub mod base64url {
             assert!(decode("Z").is_none());
             assert!(decode("Zm9v=").is_none());
             assert!(decode("Zm+v").is_none());
+        }
+
+        /// Outputs of the former hand-written encoder (65-byte signatures, as in every message),
+        /// pinned so that the switch to the `base64` crate provably changes no byte on the wire.
+        #[test]
+        fn signature_encodings_are_unchanged() {
+            let mut sig = [0x5au8; 65];
+            sig[64] = 28;
+            let ascending: Vec<u8> = (0..65).collect();
+            let descending: Vec<u8> = (191..=255).collect();
+            for (raw, enc) in [
+                (
+                    &sig[..],
+                    "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWhw",
+                ),
+                (
+                    &ascending[..],
+                    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEyMzQ1Njc4OTo7PD0-P0A",
+                ),
+                (
+                    &descending[..],
+                    "v8DBwsPExcbHyMnKy8zNzs_Q0dLT1NXW19jZ2tvc3d7f4OHi4-Tl5ufo6err7O3u7_Dx8vP09fb3-Pn6-_z9_v8",
+                ),
+            ] {
+                assert_eq!(encode(raw), enc);
+                assert_eq!(decode(enc).unwrap(), raw);
+            }
+            // The voucher signature of the module docs' example envelope.
+            let doc = "qXYaWn-TcRTk8fDLQXsjWaD_8gsQbwFLzY-KJxQ0elUZKI3YMJm7swD7YA92ktKDrhMue07fYLpfTWLKlXacZxw";
+            assert_eq!(encode(&decode(doc).unwrap()), doc);
         }
 
         #[test]

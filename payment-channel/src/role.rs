@@ -49,3 +49,16 @@ pub enum PhaseKind {
     /// The channel finalized on chain (concluded or challenge timed out).
     Finalized,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_order_is_lifecycle_order() {
+        use PhaseKind::*;
+        #[rustfmt::skip]
+        let order = [Proposed, Funding, AwaitingPostfund, Running, Closing, Closed, Finalized];
+        assert!(order.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -307,6 +307,23 @@ impl ChannelFixture {
             .await
     }
 
+    /// The payer takes the channel on chain with the postfund signed by both (no proof): the
+    /// stale state that pays the payee nothing.
+    pub async fn payer_challenges_with_postfund(
+        &self,
+        chain: &dyn Chain,
+    ) -> Result<crate::chain::TxReceipt, ChainError> {
+        let postfund = self.postfund();
+        chain
+            .challenge(
+                &self.fixed,
+                &[],
+                &self.signed_by_both(&postfund),
+                &self.challenger_sig(&self.payer, &postfund),
+            )
+            .await
+    }
+
     /// The challenger signature of `by` for a challenge with `candidate`.
     pub fn challenger_sig(&self, by: &LocalSigner, candidate: &VariablePart) -> Signature {
         by.sign_eth_message(&challenge_message_hash(candidate.hash(self.channel_id())))
@@ -392,6 +409,37 @@ async fn fund_channel(
     payer
 }
 
+/// Moves chain time forward by `secs` seconds and mines a block: what every scenario's
+/// `advance_time` argument does (see the module docs). Any `Fn(u64) -> impl Future<Output = ()>`
+/// is one.
+pub trait AdvanceTime {
+    /// Moves the clock.
+    fn advance(&self, secs: u64) -> impl Future<Output = ()>;
+}
+
+impl<T, F> AdvanceTime for T
+where
+    T: Fn(u64) -> F,
+    F: Future<Output = ()>,
+{
+    fn advance(&self, secs: u64) -> impl Future<Output = ()> {
+        self(secs)
+    }
+}
+
+/// The opening of every scenario: the fixture of `config`, its channel id, the payer's chain
+/// handle (after it funded the channel) and the payee's.
+async fn open_funded(
+    chain_for: &impl Fn(Address) -> Arc<dyn Chain>,
+    config: &ScenarioConfig,
+) -> (ChannelFixture, B256, Arc<dyn Chain>, Arc<dyn Chain>) {
+    let f = config.fixture();
+    let id = f.channel_id();
+    let payer = fund_channel(chain_for, &f).await;
+    let payee = chain_for(f.payee.address());
+    (f, id, payer, payee)
+}
+
 /// Destination balances before a payout.
 async fn destination_balances(chain: &dyn Chain, f: &ChannelFixture) -> (U256, U256) {
     (
@@ -439,17 +487,13 @@ async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U
 
 /// Scenario (a): deposit → `conclude` with a final state signed by both → `transferAllAssets`:
 /// the payee gets exactly the voucher amount, the payer the rest, holdings end at 0.
-pub async fn scenario_conclude<C, T, Fut>(chain_for: C, advance_time: T, config: &ScenarioConfig)
-where
-    C: Fn(Address) -> Arc<dyn Chain>,
-    T: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
+pub async fn scenario_conclude(
+    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
+    advance_time: impl AdvanceTime,
+    config: &ScenarioConfig,
+) {
     let _ = &advance_time;
-    let f = config.fixture();
-    let id = f.channel_id();
-    let payer = fund_channel(&chain_for, &f).await;
-    let payee = chain_for(f.payee.address());
+    let (f, id, payer, payee) = open_funded(&chain_for, config).await;
     let from_block = payer.block_number().await.unwrap();
 
     let paid = config.voucher_amount;
@@ -485,19 +529,12 @@ where
 /// Scenario (b): the payee alone force-closes with the redemption state (proof = postfund signed
 /// by both, candidate = turn 2 signed by the payee with the voucher as app data), waits out the
 /// challenge, and `transferAllAssets` pays it exactly the voucher.
-pub async fn scenario_payee_redeems<C, T, Fut>(
-    chain_for: C,
-    advance_time: T,
+pub async fn scenario_payee_redeems(
+    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
+    advance_time: impl AdvanceTime,
     config: &ScenarioConfig,
-) where
-    C: Fn(Address) -> Arc<dyn Chain>,
-    T: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let f = config.fixture();
-    let id = f.channel_id();
-    fund_channel(&chain_for, &f).await;
-    let payee = chain_for(f.payee.address());
+) {
+    let (f, id, _, payee) = open_funded(&chain_for, config).await;
 
     let postfund = f.signed_by_both(&f.postfund());
     let voucher = f.voucher(config.voucher_amount);
@@ -532,7 +569,7 @@ pub async fn scenario_payee_redeems<C, T, Fut>(
         ),
         Revert::ChannelNotFinalized
     );
-    advance_time(config.challenge_duration + 1).await;
+    advance_time.advance(config.challenge_duration + 1).await;
 
     pay_out(
         payee.as_ref(),
@@ -546,29 +583,17 @@ pub async fn scenario_payee_redeems<C, T, Fut>(
 
 /// Scenario (c): the payer challenges with the postfund (`[deposit, 0]`); before the timeout the
 /// payee counters with a turn-2 challenge carrying the voucher; the payout reflects the voucher.
-pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
-    chain_for: C,
-    advance_time: T,
+pub async fn scenario_payee_counters_stale_challenge(
+    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
+    advance_time: impl AdvanceTime,
     config: &ScenarioConfig,
-) where
-    C: Fn(Address) -> Arc<dyn Chain>,
-    T: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let f = config.fixture();
-    let id = f.channel_id();
-    let payer = fund_channel(&chain_for, &f).await;
-    let payee = chain_for(f.payee.address());
+) {
+    let (f, id, payer, payee) = open_funded(&chain_for, config).await;
 
     let postfund_state = f.postfund();
     let postfund = f.signed_by_both(&postfund_state);
-    let stale = payer
-        .challenge(
-            &f.fixed,
-            &[],
-            &postfund,
-            &f.challenger_sig(&f.payer, &postfund_state),
-        )
+    let stale = f
+        .payer_challenges_with_postfund(payer.as_ref())
         .await
         .unwrap();
     let status = payer.status(id).await.unwrap();
@@ -579,7 +604,7 @@ pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
     );
 
     // Half-way through the challenge, the payee answers with the voucher.
-    advance_time(config.challenge_duration / 2).await;
+    advance_time.advance(config.challenge_duration / 2).await;
     let voucher = f.voucher(config.voucher_amount);
     let redemption = f.redemption(&voucher);
     let counter = f
@@ -595,20 +620,11 @@ pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
 
     // The payer cannot go back to the postfund.
     assert_eq!(
-        expect_revert(
-            payer
-                .challenge(
-                    &f.fixed,
-                    &[],
-                    &postfund,
-                    &f.challenger_sig(&f.payer, &postfund_state)
-                )
-                .await
-        ),
+        expect_revert(f.payer_challenges_with_postfund(payer.as_ref()).await),
         Revert::TurnNumRecordNotIncreased
     );
 
-    advance_time(config.challenge_duration + 1).await;
+    advance_time.advance(config.challenge_duration + 1).await;
     // The stale state no longer matches the stored fingerprint.
     assert_eq!(
         expect_revert(
@@ -632,19 +648,12 @@ pub async fn scenario_payee_counters_stale_challenge<C, T, Fut>(
 /// challenger signature, a forged voucher, a redemption not signed by the payee, an unrecoverable
 /// signature, states from another channel (nonce `channel_nonce + 1`), and a lower turn than the
 /// on-chain record.
-pub async fn scenario_invalid_challenges<C, T, Fut>(
-    chain_for: C,
-    advance_time: T,
+pub async fn scenario_invalid_challenges(
+    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
+    advance_time: impl AdvanceTime,
     config: &ScenarioConfig,
-) where
-    C: Fn(Address) -> Arc<dyn Chain>,
-    T: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let f = config.fixture();
-    let id = f.channel_id();
-    let payer = fund_channel(&chain_for, &f).await;
-    let payee = chain_for(f.payee.address());
+) {
+    let (f, id, payer, payee) = open_funded(&chain_for, config).await;
 
     let postfund_state = f.postfund();
     let postfund = f.signed_by_both(&postfund_state);
@@ -726,21 +735,12 @@ pub async fn scenario_invalid_challenges<C, T, Fut>(
     // The payee checkpoints the redemption; then a challenge with the (lower) postfund fails.
     payee.checkpoint(&f.fixed, proof, &candidate).await.unwrap();
     assert_eq!(
-        expect_revert(
-            payer
-                .challenge(
-                    &f.fixed,
-                    &[],
-                    &postfund,
-                    &f.challenger_sig(&f.payer, &postfund_state)
-                )
-                .await
-        ),
+        expect_revert(f.payer_challenges_with_postfund(payer.as_ref()).await),
         Revert::TurnNumRecordDecreased
     );
 
     // Nothing happened to the funds, and nothing can be paid out.
-    advance_time(config.challenge_duration + 1).await;
+    advance_time.advance(config.challenge_duration + 1).await;
     let status = payee.status(id).await.unwrap();
     assert_eq!(status.turn_num_record, 2);
     assert_eq!(status.finalizes_at, 0);
@@ -868,19 +868,12 @@ fn forgeries(f: &ChannelFixture, voucher_amount: U256) -> Vec<Forgery> {
 /// allocation, a changed allocation type or metadata, a changed or added asset, amounts that do not
 /// add up, a voucher above the payer's amount, a voucher by someone else. The honest redemption
 /// then pays exactly the voucher.
-pub async fn scenario_forged_redemptions<C, T, Fut>(
-    chain_for: C,
-    advance_time: T,
+pub async fn scenario_forged_redemptions(
+    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
+    advance_time: impl AdvanceTime,
     config: &ScenarioConfig,
-) where
-    C: Fn(Address) -> Arc<dyn Chain>,
-    T: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let f = config.fixture();
-    let id = f.channel_id();
-    fund_channel(&chain_for, &f).await;
-    let payee = chain_for(f.payee.address());
+) {
+    let (f, id, _, payee) = open_funded(&chain_for, config).await;
     for forgery in forgeries(&f, config.voucher_amount) {
         let result = f
             .payee_challenges(payee.as_ref(), &forgery.proof, &forgery.state)
@@ -904,7 +897,7 @@ pub async fn scenario_forged_redemptions<C, T, Fut>(
     f.payee_challenges(payee.as_ref(), &postfund, &redemption)
         .await
         .unwrap();
-    advance_time(config.challenge_duration + 1).await;
+    advance_time.advance(config.challenge_duration + 1).await;
     pay_out(
         payee.as_ref(),
         &f,
@@ -919,20 +912,12 @@ pub async fn scenario_forged_redemptions<C, T, Fut>(
 /// pointing at it, a payee holding a single voucher of `config.voucher_amount` redirects the
 /// payer's change to itself, challenges alone, and after the timeout receives the **whole
 /// deposit**. Returns what the payee's destination received (the deposit).
-pub async fn scenario_virtual_payment_app_theft<C, T, Fut>(
-    chain_for: C,
-    advance_time: T,
+pub async fn scenario_virtual_payment_app_theft(
+    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
+    advance_time: impl AdvanceTime,
     config: &ScenarioConfig,
-) -> U256
-where
-    C: Fn(Address) -> Arc<dyn Chain>,
-    T: Fn(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let f = config.fixture();
-    let id = f.channel_id();
-    fund_channel(&chain_for, &f).await;
-    let payee = chain_for(f.payee.address());
+) -> U256 {
+    let (f, id, _, payee) = open_funded(&chain_for, config).await;
     let postfund = f.signed_by_both(&f.postfund());
     let mut theft = f.redemption(&f.voucher(config.voucher_amount));
     theft.outcome[0].allocations[0].destination =
@@ -940,7 +925,7 @@ where
     f.payee_challenges(payee.as_ref(), &postfund, &theft)
         .await
         .expect("VirtualPaymentApp accepts the redirected redemption");
-    advance_time(config.challenge_duration + 1).await;
+    advance_time.advance(config.challenge_duration + 1).await;
     let (_, payee_before) = destination_balances(payee.as_ref(), &f).await;
     payee
         .transfer_all_assets(id, &theft.outcome, theft.hash(id))

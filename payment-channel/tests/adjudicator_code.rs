@@ -3,6 +3,7 @@
 //! `NitroAdjudicator.json`, and (feature `ethereum`) a deployment on anvil reports both hashes
 //! through [`Chain::code_hash`].
 
+use alloy_primitives::hex;
 use payment_channel::B256;
 use payment_channel::chain::NITRO_ADJUDICATOR_RUNTIME_HASH;
 use payment_channel::test_utils::anvil::artifacts_dir;

@@ -61,6 +61,24 @@ impl World {
         JoinPolicy::new(self.chain.app_definition(), u(10_000), u(15_000))
     }
 
+    /// Keys 1 (the payer, funded with 100 000) and 2 (the payee).
+    fn funded_keys(&self) -> (Arc<LocalSigner>, Arc<LocalSigner>) {
+        let (payer_key, payee_key) = (key(1), key(2));
+        self.chain.fund(payer_key.address(), u(100_000)).unwrap();
+        (payer_key, payee_key)
+    }
+
+    /// A node with a fresh memory store.
+    async fn fresh_node(&self, signer: Arc<LocalSigner>, policy: Option<JoinPolicy>) -> Node {
+        self.node(signer, Arc::new(MemoryStore::new()), policy)
+            .await
+    }
+
+    /// A payer with a fresh memory store that auto-joins under [`World::policy`].
+    async fn payer(&self, signer: Arc<LocalSigner>) -> Node {
+        self.fresh_node(signer, Some(self.policy())).await
+    }
+
     async fn node(
         &self,
         signer: Arc<LocalSigner>,
@@ -119,12 +137,9 @@ fn key(seed: u8) -> Arc<LocalSigner> {
 }
 
 async fn funded_pair(w: &World) -> (Node, Node, B256) {
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
-    let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
+    let mut payee = w.fresh_node(payee_key, None).await;
     let id = payee
         .client
         .create(payer.client.address(), u(10_000), Some(u(1)))
@@ -149,10 +164,7 @@ async fn create_autojoin_pay_close_over_transport() {
     assert!(payer.saw(|e| matches!(e, Event::Proposed { .. })));
     assert_eq!(w.chain.holdings_of(id), u(10_000));
 
-    for _ in 0..20 {
-        payer.client.send_payment(id, u(150)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[150; 20]).await;
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(3_000));
     let received: U256 = payee
         .seen
@@ -170,10 +182,7 @@ async fn create_autojoin_pay_close_over_transport() {
         }));
 
     let payee_before = w.chain.balance_of(payee.client.address());
-    payer.client.close(id).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.watch_chain().await.unwrap();
-    payee.client.watch_chain().await.unwrap();
+    close_and_watch(&mut payer, &mut payee, id).await;
     payer.drain_events();
     payee.drain_events();
     assert_eq!(
@@ -201,10 +210,7 @@ async fn create_autojoin_pay_close_over_transport() {
 async fn stale_challenge_countered_by_watcher() {
     let w = World::new();
     let (mut payer, mut payee, id) = funded_pair(&w).await;
-    for _ in 0..3 {
-        payer.client.send_payment(id, u(500)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[500; 3]).await;
     // The payer tries to walk away with the postfund (pays the payee nothing).
     payer.client.challenge(id).await.unwrap();
     assert_eq!(w.chain.status_of(id).turn_num_record, 1);
@@ -219,11 +225,7 @@ async fn stale_challenge_countered_by_watcher() {
     payee.client.watch_chain().await.unwrap();
     payee.drain_events();
     payer.drain_events();
-    assert_eq!(w.chain.balance_of(payee.client.address()), u(1_500));
-    assert_eq!(
-        w.chain.balance_of(payer.client.address()),
-        u(100_000 - 1_500)
-    );
+    assert_paid_out(&w, &payer, &payee, 1_500);
     assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
     assert!(payer.saw(|e| *e == Event::PaidOut { amount: u(8_500) }));
     assert!(payee.saw(|e| matches!(e, Event::ChallengeRegistered { turn_num: 2, .. })));
@@ -235,11 +237,8 @@ async fn resume(
     close: bool,
 ) {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
     let mut payee = w.node(payee_key.clone(), store, None).await;
     let id = open_and_pay(&mut payer, &mut payee, &[100; 7]).await;
 
@@ -278,11 +277,7 @@ async fn resume(
     }
     payer.client.watch_chain().await.unwrap();
     let expect = if close { 800 } else { 850 };
-    assert_eq!(w.chain.balance_of(payee.client.address()), u(expect));
-    assert_eq!(
-        w.chain.balance_of(payer.client.address()),
-        u(100_000 - expect)
-    );
+    assert_paid_out(&w, &payer, &payee, expect);
 }
 
 #[tokio::test]
@@ -311,8 +306,7 @@ async fn resume_from_redb_then_challenge() {
 #[tokio::test]
 async fn policy_caps_and_manual_join() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (payer_key, payee_key) = w.funded_keys();
     let policy = w.policy();
     let policy = policy.with_max_price(u(5));
     let mut payer = w
@@ -322,7 +316,7 @@ async fn policy_caps_and_manual_join() {
             Some(policy),
         )
         .await;
-    let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
+    let mut payee = w.fresh_node(payee_key, None).await;
     let to = payer.client.address();
 
     payee
@@ -365,7 +359,7 @@ async fn policy_caps_and_manual_join() {
     assert_eq!(payer.client.channel_ids(), vec![a]);
 
     // Without a policy, a proposal waits for an explicit join.
-    let mut manual = w.node(payer_key, Arc::new(MemoryStore::new()), None).await;
+    let mut manual = w.fresh_node(payer_key, None).await;
     let b = payee.client.create(to, u(500), None).await.unwrap();
     assert!(pump(&mut manual, &mut payee).await.is_empty());
     assert!(manual.saw(|e| matches!(e, Event::Proposed { .. })));
@@ -478,22 +472,41 @@ async fn open_and_pay(payer: &mut Node, payee: &mut Node, payments: &[u64]) -> B
         .await
         .unwrap();
     assert!(pump(payer, payee).await.is_empty());
+    pay(payer, payee, id, payments).await;
+    payee.client.watch_chain().await.unwrap();
+    id
+}
+
+/// The payer makes `payments` (wei each); every message is delivered without an error.
+async fn pay(payer: &mut Node, payee: &mut Node, id: B256, payments: &[u64]) {
     for &amount in payments {
         payer.client.send_payment(id, u(amount)).await.unwrap();
     }
     assert!(pump(payer, payee).await.is_empty());
+}
+
+/// The payer closes cooperatively, then both watch the chain (conclude and payouts).
+async fn close_and_watch(payer: &mut Node, payee: &mut Node, id: B256) {
+    payer.client.close(id).await.unwrap();
+    assert!(pump(payer, payee).await.is_empty());
+    payer.client.watch_chain().await.unwrap();
     payee.client.watch_chain().await.unwrap();
-    id
+}
+
+/// On `w`'s chain, the payee holds `amount` and the payer (funded with 100 000) the rest.
+fn assert_paid_out(w: &World, payer: &Node, payee: &Node, amount: u64) {
+    assert_eq!(w.chain.balance_of(payee.client.address()), u(amount));
+    assert_eq!(
+        w.chain.balance_of(payer.client.address()),
+        u(100_000 - amount)
+    );
 }
 
 #[tokio::test]
 async fn a_restart_reads_only_chain_events_it_has_not_applied() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
     let mut payee = w.node(payee_key.clone(), store.clone(), None).await;
     let id = open_and_pay(&mut payer, &mut payee, &[300]).await;
@@ -538,8 +551,7 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
     for _ in 0..400 {
         w.chain.advance_time(0); // mines an empty block
     }
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (payer_key, payee_key) = w.funded_keys();
     let latest = {
         use payment_channel::chain::Chain;
         w.chain
@@ -549,9 +561,7 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
             .unwrap()
     };
     assert!(latest >= 400);
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
+    let mut payer = w.payer(payer_key).await;
     let recording = Arc::new(FaultyChain::new(w.chain.handle(payee_key.address())));
     let store = Arc::new(MemoryStore::new());
     let mut payee = open_node(&w.net, w.config(None), payee_key, recording.clone(), store).await;
@@ -793,8 +803,7 @@ async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_agai
         payer_chain.holdings(Address::ZERO, id).await.unwrap(),
         u(10_000)
     );
-    payer.client.send_payment(id, u(250)).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[250]).await;
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
 
@@ -847,15 +856,9 @@ async fn erc20_channel_deposit_vouchers_close_and_payout_in_the_token() {
     assert_eq!(w.chain.asset_holdings_of(token, id), u(10_000));
     assert_eq!(w.chain.holdings_of(id), U256::ZERO, "no native coin");
     assert_eq!(w.chain.asset_balance_of(token, a), u(90_000));
-    for _ in 0..20 {
-        payer.client.send_payment(id, u(150)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[150; 20]).await;
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(3_000));
-    payer.client.close(id).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.watch_chain().await.unwrap();
-    payee.client.watch_chain().await.unwrap();
+    close_and_watch(&mut payer, &mut payee, id).await;
     assert_eq!(w.chain.asset_balance_of(token, b), u(3_000));
     assert_eq!(w.chain.asset_balance_of(token, a), u(97_000));
     assert_eq!(w.chain.asset_holdings_of(token, id), U256::ZERO);
@@ -879,10 +882,7 @@ async fn erc20_payee_challenge_pays_out_in_the_token() {
     let (a, b) = (payer.client.address(), payee.client.address());
     let id = payee.client.create(a, u(10_000), None).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
-    for _ in 0..3 {
-        payer.client.send_payment(id, u(500)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[500; 3]).await;
     payee.client.challenge(id).await.unwrap();
     w.chain.advance_time(601);
     payee.client.watch_chain().await.unwrap();
@@ -974,8 +974,7 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
     // redemption rule lets the payee take the deposit).
     let vpa = Address::repeat_byte(0x77);
     w.chain.install_virtual_payment_app(vpa);
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (payer_key, payee_key) = w.funded_keys();
     let config = |policy| ClientConfig {
         challenge_duration: 600,
         auto_join: policy,
@@ -1082,14 +1081,8 @@ async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refu
     );
     assert_eq!(gas.len(), 3, "approve + probe + deposit");
 
-    for _ in 0..20 {
-        payer.client.send_payment(id, u(150)).await.unwrap();
-    }
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.close(id).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.watch_chain().await.unwrap();
-    payee.client.watch_chain().await.unwrap();
+    pay(&mut payer, &mut payee, id, &[150; 20]).await;
+    close_and_watch(&mut payer, &mut payee, id).await;
     assert_eq!(
         payee_chain
             .balance(token, payee_key.address())
@@ -1143,8 +1136,7 @@ async fn a_cooperative_close_concludes_once_and_pays_out_once() {
     use payment_channel::chain::ChainEvent;
     let w = World::new();
     let (mut payer, mut payee, id) = funded_pair(&w).await;
-    payer.client.send_payment(id, u(1_000)).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[1_000]).await;
     payer.client.close(id).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
     for _ in 0..3 {
@@ -1228,8 +1220,21 @@ use payment_channel::test_utils::faulty::{Call, FaultyChain};
 
 type Faulty = Arc<FaultyChain<SimulatedChainHandle>>;
 
-/// A client whose chain handle fails on demand.
-async fn faulty_node(
+/// A client with a fresh memory store whose chain handle fails on demand.
+async fn faulty_node(w: &World, signer: Arc<LocalSigner>, config: ClientConfig) -> (Node, Faulty) {
+    faulty_node_on(w, signer, Arc::new(MemoryStore::new()), config).await
+}
+
+/// A funded payer (auto-joining) and a payee whose chain handle fails on demand.
+async fn payer_and_faulty_payee(w: &World) -> (Node, Node, Faulty) {
+    let (payer_key, payee_key) = w.funded_keys();
+    let payer = w.payer(payer_key).await;
+    let (payee, chain) = faulty_node(w, payee_key, w.config(None)).await;
+    (payer, payee, chain)
+}
+
+/// A client on `store` whose chain handle fails on demand.
+async fn faulty_node_on(
     w: &World,
     signer: Arc<LocalSigner>,
     store: Arc<dyn ChannelStore>,
@@ -1265,13 +1270,7 @@ async fn watch_until(
 #[tokio::test]
 async fn a_stale_challenge_is_countered_although_the_counter_fails_twice() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
-    let (mut payee, chain) =
-        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let (mut payer, mut payee, chain) = payer_and_faulty_payee(&w).await;
     let id = open_and_pay(&mut payer, &mut payee, &[500; 3]).await;
 
     chain.fail_next(Call::Challenge, 2);
@@ -1292,11 +1291,7 @@ async fn a_stale_challenge_is_countered_although_the_counter_fails_twice() {
 
     w.chain.advance_time(601);
     payee.client.watch_chain().await.unwrap();
-    assert_eq!(w.chain.balance_of(payee.client.address()), u(1_500));
-    assert_eq!(
-        w.chain.balance_of(payer.client.address()),
-        u(100_000 - 1_500)
-    );
+    assert_paid_out(&w, &payer, &payee, 1_500);
 }
 
 /// The payee applied the payer's stale challenge and persisted its cursor past it, then died
@@ -1304,14 +1299,11 @@ async fn a_stale_challenge_is_countered_although_the_counter_fails_twice() {
 #[tokio::test]
 async fn a_counter_lost_in_a_crash_after_the_cursor_was_persisted_lands_after_restart() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
     let (mut payee, chain) =
-        faulty_node(&w, payee_key.clone(), store.clone(), w.config(None)).await;
+        faulty_node_on(&w, payee_key.clone(), store.clone(), w.config(None)).await;
     let id = open_and_pay(&mut payer, &mut payee, &[400; 2]).await;
 
     payer.client.challenge(id).await.unwrap();
@@ -1344,13 +1336,7 @@ async fn a_counter_lost_in_a_crash_after_the_cursor_was_persisted_lands_after_re
 #[tokio::test]
 async fn a_failed_payout_is_retried_until_it_lands() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
-    let (mut payee, chain) =
-        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let (mut payer, mut payee, chain) = payer_and_faulty_payee(&w).await;
     let id = open_and_pay(&mut payer, &mut payee, &[700]).await;
     payee.client.challenge(id).await.unwrap();
     w.chain.advance_time(601);
@@ -1365,16 +1351,9 @@ async fn a_failed_payout_is_retried_until_it_lands() {
 #[tokio::test]
 async fn a_failed_deposit_is_retried_by_the_watcher_and_never_doubled() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let (mut payer, chain) = faulty_node(
-        &w,
-        payer_key,
-        Arc::new(MemoryStore::new()),
-        w.config(Some(w.policy())),
-    )
-    .await;
-    let mut payee = w.node(payee_key, Arc::new(MemoryStore::new()), None).await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let (mut payer, chain) = faulty_node(&w, payer_key, w.config(Some(w.policy()))).await;
+    let mut payee = w.fresh_node(payee_key, None).await;
     chain.fail_next(Call::Deposit, 1);
     let id = payee
         .client
@@ -1402,17 +1381,9 @@ async fn a_failed_deposit_is_retried_by_the_watcher_and_never_doubled() {
 #[tokio::test]
 async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let (mut payer, chain) = faulty_node(
-        &w,
-        payer_key,
-        Arc::new(MemoryStore::new()),
-        w.config(Some(w.policy())),
-    )
-    .await;
-    let (mut payee, payee_chain) =
-        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let (mut payer, chain) = faulty_node(&w, payer_key, w.config(Some(w.policy()))).await;
+    let (mut payee, payee_chain) = faulty_node(&w, payee_key, w.config(None)).await;
     let id = open_and_pay(&mut payer, &mut payee, &[600]).await;
     chain.fail_next(Call::Conclude, 2);
     payee_chain.fail_next(Call::Conclude, 2);
@@ -1420,8 +1391,7 @@ async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
     pump(&mut payer, &mut payee).await;
     assert_eq!(w.chain.holdings_of(id), u(10_000));
     watch_until(&w, &payer, 1, 20, || w.chain.holdings_of(id).is_zero()).await;
-    assert_eq!(w.chain.balance_of(payee.client.address()), u(600));
-    assert_eq!(w.chain.balance_of(payer.client.address()), u(100_000 - 600));
+    assert_paid_out(&w, &payer, &payee, 600);
 }
 
 /// No gas for nothing: a payer that signed its whole deposit away does not challenge, a payee
@@ -1430,17 +1400,9 @@ async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
 #[tokio::test]
 async fn nobody_pays_gas_for_a_transaction_that_pays_them_nothing() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let (mut payer, payer_chain) = faulty_node(
-        &w,
-        payer_key,
-        Arc::new(MemoryStore::new()),
-        w.config(Some(w.policy())),
-    )
-    .await;
-    let (mut payee, payee_chain) =
-        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let (mut payer, payer_chain) = faulty_node(&w, payer_key, w.config(Some(w.policy()))).await;
+    let (mut payee, payee_chain) = faulty_node(&w, payee_key, w.config(None)).await;
     // A payee without a voucher.
     let id = open_and_pay(&mut payer, &mut payee, &[]).await;
     assert!(matches!(
@@ -1451,8 +1413,7 @@ async fn nobody_pays_gas_for_a_transaction_that_pays_them_nothing() {
     ));
     assert_eq!(payee_chain.calls(Call::Challenge), 0);
     // A payer that paid everything.
-    payer.client.send_payment(id, u(10_000)).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[10_000]).await;
     assert!(matches!(
         payer.client.challenge(id).await,
         Err(Error::Usage(
@@ -1476,14 +1437,12 @@ async fn nobody_pays_gas_for_a_transaction_that_pays_them_nothing() {
 #[tokio::test]
 async fn watch_chain_makes_one_log_query_for_all_channels() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
+    let (payer_key, payee_key) = w.funded_keys();
     let policy = JoinPolicy::new(w.chain.app_definition(), u(10_000), u(100_000));
     let mut payer = w
         .node(payer_key, Arc::new(MemoryStore::new()), Some(policy))
         .await;
-    let (mut payee, chain) =
-        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let (mut payee, chain) = faulty_node(&w, payee_key, w.config(None)).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(open_and_pay(&mut payer, &mut payee, &[100]).await);
@@ -1530,16 +1489,13 @@ async fn watch_chain_makes_one_log_query_for_all_channels() {
 #[tokio::test]
 async fn events_are_applied_after_the_configured_confirmations_and_once() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
     let config = ClientConfig {
         confirmations: Some(2),
         ..w.config(None)
     };
-    let (mut payee, chain) = faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), config).await;
+    let (mut payee, chain) = faulty_node(&w, payee_key, config).await;
     let id = payee
         .client
         .create(payer.client.address(), u(10_000), None)
@@ -1556,8 +1512,7 @@ async fn events_are_applied_after_the_configured_confirmations_and_once() {
     payee.client.watch_chain().await.unwrap();
     assert_eq!(phase(&payee).await, PhaseKind::Running, "two confirmations");
     assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payer.client.send_payment(id, u(300)).await.unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    pay(&mut payer, &mut payee, id, &[300]).await;
 
     payer.client.challenge(id).await.unwrap();
     payee.client.watch_chain().await.unwrap();
@@ -1597,13 +1552,7 @@ async fn events_are_applied_after_the_configured_confirmations_and_once() {
 #[tokio::test]
 async fn a_failed_log_query_keeps_the_cursor_and_still_pays_out() {
     let w = World::new();
-    let (payer_key, payee_key) = (key(1), key(2));
-    w.chain.fund(payer_key.address(), u(100_000)).unwrap();
-    let mut payer = w
-        .node(payer_key, Arc::new(MemoryStore::new()), Some(w.policy()))
-        .await;
-    let (mut payee, chain) =
-        faulty_node(&w, payee_key, Arc::new(MemoryStore::new()), w.config(None)).await;
+    let (mut payer, mut payee, chain) = payer_and_faulty_payee(&w).await;
     let id = open_and_pay(&mut payer, &mut payee, &[900]).await;
     payee.client.challenge(id).await.unwrap();
     w.chain.advance_time(601);

@@ -309,37 +309,42 @@ async fn shared(name: &str, nonce: u64, run: impl AsyncFnOnce(&Setup, ScenarioCo
     println!("TIME shared/{name:<21} {:?}", started.elapsed());
 }
 
-#[tokio::test]
-async fn shared_scenario_conclude() {
-    shared("conclude", 11, async |s, c| {
-        scenario_conclude(s.chain_for(), s.advance_time(), &c).await
-    })
-    .await;
+/// A test that runs the shared scenario `$scenario` (named `$name` in the timing line) on the
+/// real contracts, with channel nonce `$nonce`.
+macro_rules! shared_scenario {
+    ($test:ident, $name:literal, $nonce:literal, $scenario:ident) => {
+        #[tokio::test]
+        async fn $test() {
+            shared($name, $nonce, async |s, c| {
+                $scenario(s.chain_for(), s.advance_time(), &c).await
+            })
+            .await;
+        }
+    };
 }
 
-#[tokio::test]
-async fn shared_scenario_payee_redeems() {
-    shared("payee_redeems", 12, async |s, c| {
-        scenario_payee_redeems(s.chain_for(), s.advance_time(), &c).await
-    })
-    .await;
-}
+shared_scenario!(shared_scenario_conclude, "conclude", 11, scenario_conclude);
 
-#[tokio::test]
-async fn shared_scenario_payee_counters_stale_challenge() {
-    shared("payee_counters", 13, async |s, c| {
-        scenario_payee_counters_stale_challenge(s.chain_for(), s.advance_time(), &c).await
-    })
-    .await;
-}
+shared_scenario!(
+    shared_scenario_payee_redeems,
+    "payee_redeems",
+    12,
+    scenario_payee_redeems
+);
 
-#[tokio::test]
-async fn shared_scenario_invalid_challenges() {
-    shared("invalid_challenges", 14, async |s, c| {
-        scenario_invalid_challenges(s.chain_for(), s.advance_time(), &c).await
-    })
-    .await;
-}
+shared_scenario!(
+    shared_scenario_payee_counters_stale_challenge,
+    "payee_counters",
+    13,
+    scenario_payee_counters_stale_challenge
+);
+
+shared_scenario!(
+    shared_scenario_invalid_challenges,
+    "invalid_challenges",
+    14,
+    scenario_invalid_challenges
+);
 
 /// Two challenges that each pass gas estimation land in the same block; the second one reverts
 /// on chain. Its reason is recovered by replaying it, and typed like any other revert.
@@ -410,13 +415,12 @@ async fn on_chain_revert_is_recovered_by_replay() {
 
 // ---------------------------------------------------------------- PaymentApp and ERC-20 on the real contracts
 
-#[tokio::test]
-async fn shared_scenario_forged_redemptions() {
-    shared("forged_redemptions", 15, async |s, c| {
-        scenario_forged_redemptions(s.chain_for(), s.advance_time(), &c).await
-    })
-    .await;
-}
+shared_scenario!(
+    shared_scenario_forged_redemptions,
+    "forged_redemptions",
+    15,
+    scenario_forged_redemptions
+);
 
 /// The deployed app is what the pinned compiler builds from `contracts/PaymentApp.sol`: its
 /// runtime code hashes to the constant joiners check, which is the hash the build script pins.

@@ -38,6 +38,19 @@ fn rejects(ch: &mut Channel, msg: &Message) -> Error {
     err
 }
 
+/// [`rejects`], for an error the peer caused.
+fn rejects_peer(ch: &mut Channel, msg: &Message) -> PeerMisbehaved {
+    match rejects(ch, msg) {
+        Error::PeerMisbehaved(p) => p,
+        other => panic!("not the peer's fault: {other:?}"),
+    }
+}
+
+/// The message carrying voucher `v`.
+fn voucher_msg(v: &Voucher) -> Message {
+    Message::Voucher(VoucherMessage::from_voucher(v))
+}
+
 #[test]
 fn create_join_pay_close_pays_out() {
     let mut p = Pair::running(1_000);
@@ -392,80 +405,47 @@ fn bad_inputs_are_typed_and_change_nothing() {
 
     // Forged voucher signature.
     let forged = Voucher::sign(id, u(200), &*mallory).unwrap();
-    let err = rejects(
-        &mut p.payee.ch,
-        &Message::Voucher(VoucherMessage::from_voucher(&forged)),
-    );
+    let err = rejects_peer(&mut p.payee.ch, &voucher_msg(&forged));
     assert!(matches!(
         err,
-        Error::PeerMisbehaved(PeerMisbehaved::BadSignature {
+        PeerMisbehaved::BadSignature {
             what: "voucher",
             ..
-        })
+        }
     ));
     assert_eq!(err.reaction(), Reaction::Disconnect);
 
     // Another channel's voucher: same participants, another nonce.
     let other = Pair::with_nonce(1_000, 2);
     let other_v = Voucher::sign(other.id(), u(300), &*payer_key).unwrap();
-    let err = rejects(
-        &mut p.payee.ch,
-        &Message::Voucher(VoucherMessage::from_voucher(&other_v)),
-    );
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::WrongChannel { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &voucher_msg(&other_v));
+    assert!(matches!(err, PeerMisbehaved::WrongChannel { .. }));
     // ...even if relabelled with this channel's reference, its signature does not verify here.
     let mut relabelled = VoucherMessage::from_voucher(&other_v);
     relabelled.channel = VoucherMessage::from_voucher(&forged).channel;
-    let err = rejects(&mut p.payee.ch, &Message::Voucher(relabelled));
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &Message::Voucher(relabelled));
+    assert!(matches!(err, PeerMisbehaved::BadSignature { .. }));
 
     // Replayed lower voucher.
     let lower = Voucher::sign(id, u(50), &*payer_key).unwrap();
-    let err = rejects(
-        &mut p.payee.ch,
-        &Message::Voucher(VoucherMessage::from_voucher(&lower)),
-    );
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::LowerVoucher { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &voucher_msg(&lower));
+    assert!(matches!(err, PeerMisbehaved::LowerVoucher { .. }));
     assert_eq!(err.reaction(), Reaction::Ignore);
 
     // Equal voucher: a harmless duplicate (even with a garbage signature: it credits nothing).
     let same = Voucher::sign(id, u(100), &*mallory).unwrap();
     let (before, _) = fingerprint(&mut p.payee.ch);
-    p.payee
-        .ch
-        .handle_message(&Message::Voucher(VoucherMessage::from_voucher(&same)))
-        .unwrap();
+    p.payee.ch.handle_message(&voucher_msg(&same)).unwrap();
     assert_eq!(fingerprint(&mut p.payee.ch), (before, true));
 
     // Voucher above the deposit, validly signed by the payer.
     let over = Voucher::sign(id, u(1_001), &*payer_key).unwrap();
-    let err = rejects(
-        &mut p.payee.ch,
-        &Message::Voucher(VoucherMessage::from_voucher(&over)),
-    );
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::OverDeposit { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &voucher_msg(&over));
+    assert!(matches!(err, PeerMisbehaved::OverDeposit { .. }));
 
     // A voucher sent to the payer.
-    let err = rejects(
-        &mut p.payer.ch,
-        &Message::Voucher(VoucherMessage::from_voucher(&lower)),
-    );
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::WrongRole { .. })
-    ));
+    let err = rejects_peer(&mut p.payer.ch, &voucher_msg(&lower));
+    assert!(matches!(err, PeerMisbehaved::WrongRole { .. }));
 
     // A close that pays the payee less than it holds, and one the payer never paid.
     let (payer_addr, payee_addr) = (p.payer_addr(), p.payee_addr());
@@ -489,33 +469,24 @@ fn bad_inputs_are_typed_and_change_nothing() {
         amount: u(10),
         signature: payer_key.sign_eth_message(&final_hash(10)).unwrap(),
     };
-    let err = rejects(&mut p.payee.ch, &Message::Close(low_close));
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::CloseBelowPaid { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &Message::Close(low_close));
+    assert!(matches!(err, PeerMisbehaved::CloseBelowPaid { .. }));
     assert_eq!(err.reaction(), Reaction::Challenge);
     let greedy = Close {
         channel_id: id,
         amount: u(900),
         signature: p.payee.signer.sign_eth_message(&final_hash(900)).unwrap(),
     };
-    let err = rejects(&mut p.payer.ch, &Message::Close(greedy));
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::CloseAboveSent { .. })
-    ));
+    let err = rejects_peer(&mut p.payer.ch, &Message::Close(greedy));
+    assert!(matches!(err, PeerMisbehaved::CloseAboveSent { .. }));
     // A close signed by someone else.
     let forged_close = Close {
         channel_id: id,
         amount: u(100),
         signature: mallory.sign_eth_message(&final_hash(100)).unwrap(),
     };
-    let err = rejects(&mut p.payee.ch, &Message::Close(forged_close));
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &Message::Close(forged_close));
+    assert!(matches!(err, PeerMisbehaved::BadSignature { .. }));
 
     // Nothing above happened as far as the counterparty or the chain are concerned.
     assert_eq!(p.payee.ch.paid(), u(100));
@@ -545,11 +516,10 @@ fn join_by_wrong_participant_is_rejected() {
         prefund: mallory.sign_eth_message(&state(0).hash(id)).unwrap(),
         postfund: mallory.sign_eth_message(&state(1).hash(id)).unwrap(),
     };
-    let err = rejects(&mut p.payee.ch, &Message::Join(join));
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::BadSignature { what: "prefund", got: Some(a), .. }) if a == mallory.address()
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &Message::Join(join));
+    assert!(
+        matches!(err, PeerMisbehaved::BadSignature { what: "prefund", got: Some(a), .. } if a == mallory.address())
+    );
     // The real payer's prefund with a forged postfund is rejected too.
     let payer = p.payer.signer.clone();
     let join = Join {
@@ -557,13 +527,13 @@ fn join_by_wrong_participant_is_rejected() {
         prefund: payer.sign_eth_message(&state(0).hash(id)).unwrap(),
         postfund: mallory.sign_eth_message(&state(1).hash(id)).unwrap(),
     };
-    let err = rejects(&mut p.payee.ch, &Message::Join(join));
+    let err = rejects_peer(&mut p.payee.ch, &Message::Join(join));
     assert!(matches!(
         err,
-        Error::PeerMisbehaved(PeerMisbehaved::BadSignature {
+        PeerMisbehaved::BadSignature {
             what: "postfund",
             ..
-        })
+        }
     ));
     assert_eq!(p.payee.ch.phase(), PhaseKind::Proposed);
 
@@ -597,14 +567,8 @@ fn messages_after_close_are_rejected() {
     assert_eq!(p.payee.ch.phase(), PhaseKind::Finalized);
     let payer = p.payer.signer.clone();
     let higher = Voucher::sign(p.id(), u(200), &*payer).unwrap();
-    let err = rejects(
-        &mut p.payee.ch,
-        &Message::Voucher(VoucherMessage::from_voucher(&higher)),
-    );
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::UnexpectedInPhase { .. })
-    ));
+    let err = rejects_peer(&mut p.payee.ch, &voucher_msg(&higher));
+    assert!(matches!(err, PeerMisbehaved::UnexpectedInPhase { .. }));
     // Payments and a new close are refused locally.
     assert!(matches!(
         p.payer.ch.send_payment(u(1)),
@@ -633,23 +597,14 @@ fn messages_after_close_are_rejected() {
     {}
     assert_eq!(payee.phase(), PhaseKind::Closed);
     let later = Voucher::sign(q.id(), u(6), &*q.payer.signer.clone()).unwrap();
-    let err = rejects(
-        &mut payee,
-        &Message::Voucher(VoucherMessage::from_voucher(&later)),
-    );
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::UnexpectedInPhase { .. })
-    ));
+    let err = rejects_peer(&mut payee, &voucher_msg(&later));
+    assert!(matches!(err, PeerMisbehaved::UnexpectedInPhase { .. }));
     let Message::Close(mut c) = close.data.clone() else {
         unreachable!()
     };
     c.amount = u(4);
-    let err = rejects(&mut payee, &Message::Close(c));
-    assert!(matches!(
-        err,
-        Error::PeerMisbehaved(PeerMisbehaved::ConflictingClose { .. })
-    ));
+    let err = rejects_peer(&mut payee, &Message::Close(c));
+    assert!(matches!(err, PeerMisbehaved::ConflictingClose { .. }));
     // The duplicate close is answered with our countersignature (the initiator may have lost it).
     payee.handle_message(&close.data).unwrap();
     assert!(matches!(

@@ -186,22 +186,16 @@ async fn deposit_debits_sender_and_credits_holdings() {
 async fn deposit_requires_expected_held() {
     let e = funded().await;
     let block = e.sim.block_number();
-    assert_eq!(
-        reverted(
-            e.payer
-                .deposit(Address::ZERO, e.id(), U256::ZERO, wei(1))
-                .await
-        ),
-        Revert::HeldMismatch
-    );
-    assert_eq!(
-        reverted(
-            e.payer
-                .deposit(Address::ZERO, e.id(), wei(2000), wei(1))
-                .await
-        ),
-        Revert::HeldMismatch
-    );
+    for expected_held in [U256::ZERO, wei(2000)] {
+        assert_eq!(
+            reverted(
+                e.payer
+                    .deposit(Address::ZERO, e.id(), expected_held, wei(1))
+                    .await
+            ),
+            Revert::HeldMismatch
+        );
+    }
     assert_eq!(e.sim.block_number(), block, "a revert mines no block");
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000));
     assert_eq!(e.sim.balance_of(e.f.payer.address()), eth() - wei(1000));
@@ -346,17 +340,15 @@ async fn challenge_after_finalization_reverts() {
 async fn challenger_must_be_a_participant() {
     let e = funded().await;
     let postfund = e.postfund();
-    let sig = e.f.challenger_sig(&e.f.stranger, &postfund.variable_part);
-    assert_eq!(
-        reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
-        Revert::ChallengerNotParticipant
-    );
+    let by_stranger = e.f.challenger_sig(&e.f.stranger, &postfund.variable_part);
     // A participant's signature over another state is someone else's signature here.
-    let sig = e.f.challenger_sig(&e.f.payee, &e.f.prefund());
-    assert_eq!(
-        reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
-        Revert::ChallengerNotParticipant
-    );
+    let over_another_state = e.f.challenger_sig(&e.f.payee, &e.f.prefund());
+    for sig in [by_stranger, over_another_state] {
+        assert_eq!(
+            reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
+            Revert::ChallengerNotParticipant
+        );
+    }
     assert_eq!(e.sim.status_of(e.id()), OnChainStatus::default());
 }
 
@@ -430,16 +422,14 @@ async fn asset_type_outside_the_enum_fails_calldata_decoding() {
 async fn app_without_proof_needs_unanimity() {
     let e = funded().await;
     let only_payer = e.f.sign(&e.f.postfund(), &[&e.f.payer]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[], &only_payer).await),
-        revert("!unanimous; |proof|=0")
-    );
     // The same signer twice sets one bit.
     let twice = e.f.sign(&e.f.postfund(), &[&e.f.payer, &e.f.payer]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[], &twice).await),
-        revert("!unanimous; |proof|=0")
-    );
+    for candidate in [only_payer, twice] {
+        assert_eq!(
+            reverted(e.challenge_by_payee(&[], &candidate).await),
+            revert("!unanimous; |proof|=0")
+        );
+    }
 }
 
 #[tokio::test]
@@ -458,15 +448,16 @@ async fn app_proof_must_be_the_unanimous_postfund() {
     let e = funded().await;
     let (_, candidate) = e.redemption(300);
     let prefund = e.f.signed_by_both(&e.f.prefund());
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[prefund], &candidate).await),
-        revert("bad proof[0].turnNum; |proof|=1")
-    );
     let half = e.f.sign(&e.f.postfund(), &[&e.f.payee]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[half], &candidate).await),
-        revert("postfund !unanimous; |proof|=1")
-    );
+    for (proof, reason) in [
+        (prefund, "bad proof[0].turnNum; |proof|=1"),
+        (half, "postfund !unanimous; |proof|=1"),
+    ] {
+        assert_eq!(
+            reverted(e.challenge_by_payee(&[proof], &candidate).await),
+            revert(reason)
+        );
+    }
 }
 
 #[tokio::test]
@@ -886,18 +877,24 @@ async fn conclude_with(e: &Env, outcome: Vec<SingleAssetExit>) -> Vec<SingleAsse
     state.outcome
 }
 
+/// Concludes with `outcome` ([`conclude_with`]), then the payee pays it out.
+async fn conclude_and_transfer(
+    e: &Env,
+    outcome: Vec<SingleAssetExit>,
+) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+    let outcome = conclude_with(e, outcome).await;
+    e.payee
+        .transfer_all_assets(e.id(), &outcome, B256::ZERO)
+        .await
+}
+
 #[tokio::test]
 async fn transfer_refuses_guarantees() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1].allocation_type = 2;
-    let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
+        reverted(conclude_and_transfer(&e, outcome).await),
         other("cannot transfer a guarantee")
     );
 }
@@ -908,11 +905,7 @@ async fn transfer_to_a_channel_destination_credits_its_holdings() {
     let target = B256::repeat_byte(0xcc);
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1].destination = target;
-    let outcome = conclude_with(&e, outcome).await;
-    e.payee
-        .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-        .await
-        .unwrap();
+    conclude_and_transfer(&e, outcome).await.unwrap();
     assert_eq!(e.sim.holdings_of(target), wei(300));
     assert_eq!(e.sim.balance_of(e.f.payer_destination), wei(700));
     assert_eq!(e.sim.balance_of(DEFAULT_ADJUDICATOR_ADDRESS), wei(300));
@@ -923,13 +916,8 @@ async fn transfer_to_a_contract_without_receive_fails() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1] = Allocation::simple(e.sim.app_definition(), wei(300));
-    let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
+        reverted(conclude_and_transfer(&e, outcome).await),
         other("Could not transfer ETH")
     );
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000), "the revert is atomic");
@@ -942,12 +930,7 @@ async fn transfer_of_a_token_reverts_without_a_token_contract() {
     let mut token = outcome[0].clone();
     token.asset = Address::repeat_byte(0x70);
     outcome.push(token);
-    let outcome = conclude_with(&e, outcome).await;
-    let r = reverted(
-        e.payee
-            .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-            .await,
-    );
+    let r = reverted(conclude_and_transfer(&e, outcome).await);
     assert!(is_silent(&r), "{r:?}");
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000));
 }
@@ -957,13 +940,8 @@ async fn transfer_of_a_duplicated_asset_overdraws_and_panics() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome.push(outcome[0].clone());
-    let outcome = conclude_with(&e, outcome).await;
     assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
+        reverted(conclude_and_transfer(&e, outcome).await),
         other(PANIC_OVERFLOW)
     );
 }

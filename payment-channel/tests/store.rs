@@ -77,22 +77,12 @@ async fn contract(store: &dyn ChannelStore) {
 
     // Vouchers: the largest is kept, and put_voucher reports it.
     assert_eq!(store.get_voucher(a).await.unwrap(), None);
-    assert_eq!(
-        store.put_voucher(&voucher(1, 10)).await.unwrap(),
-        voucher(1, 10)
-    );
-    assert_eq!(
-        store.put_voucher(&voucher(1, 30)).await.unwrap(),
-        voucher(1, 30)
-    );
-    assert_eq!(
-        store.put_voucher(&voucher(1, 20)).await.unwrap(),
-        voucher(1, 30)
-    );
-    assert_eq!(
-        store.put_voucher(&voucher(1, 30)).await.unwrap(),
-        voucher(1, 30)
-    );
+    for (put, kept) in [(10, 10), (30, 30), (20, 30), (30, 30)] {
+        assert_eq!(
+            store.put_voucher(&voucher(1, put)).await.unwrap(),
+            voucher(1, kept)
+        );
+    }
     assert_eq!(store.get_voucher(a).await.unwrap(), Some(voucher(1, 30)));
     // Per channel.
     store.put_voucher(&voucher(2, 5)).await.unwrap();

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::ops::Deref;
 
-use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_primitives::{Address, B256, U256, hex, keccak256};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::abi;
@@ -302,6 +302,10 @@ impl LocalSigner {
         let trimmed = hex_key.trim();
         let s = trimmed.strip_prefix("0x").unwrap_or(trimmed);
         let mut bytes = [0u8; 32];
+        // Exactly 64 digits: `alloy_primitives::hex` would strip a second `0x`.
+        if s.len() != 64 {
+            return Err(SignatureError::InvalidLength(s.len() / 2));
+        }
         hex::decode_to_slice(s, &mut bytes)
             .map_err(|_| SignatureError::InvalidLength(s.len() / 2))?;
         Self::from_bytes(&B256::from(bytes))
@@ -401,6 +405,22 @@ pub fn verify_prehash_recoverable(prehash: &B256, sig: &Signature, key: &PublicK
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_hex_takes_one_optional_prefix_and_exactly_32_bytes() {
+        let key = "11".repeat(32);
+        let plain = LocalSigner::from_hex(&key).unwrap().address();
+        assert_eq!(
+            LocalSigner::from_hex(&format!("0x{key}"))
+                .unwrap()
+                .address(),
+            plain
+        );
+        assert!(LocalSigner::from_hex(&format!("0x0x{key}")).is_err());
+        assert!(LocalSigner::from_hex(&key[2..]).is_err());
+        assert!(LocalSigner::from_hex(&format!("{key}11")).is_err());
+        assert!(LocalSigner::from_hex(&format!("zz{}", &key[2..])).is_err());
+    }
 
     #[test]
     fn fast_verify_agrees_with_recovery_on_v() {

@@ -131,6 +131,12 @@ impl<C: Chain> FaultyChain<C> {
         Ok(receipt)
     }
 
+    /// [`enter`](Self::enter) for a log query, recording the block it starts from.
+    fn enter_log_query(&self, call: Call, from_block: u64) -> Result<(), ChainError> {
+        lock(&self.from_blocks).push(from_block);
+        self.enter(call)
+    }
+
     /// Counts the call, and fails it if a fault is pending.
     fn enter(&self, call: Call) -> Result<(), ChainError> {
         *lock(&self.counts).entry(call).or_default() += 1;
@@ -256,8 +262,7 @@ impl<C: Chain> Chain for FaultyChain<C> {
         channel_id: B256,
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        lock(&self.from_blocks).push(from_block);
-        self.enter(Call::Events)?;
+        self.enter_log_query(Call::Events, from_block)?;
         self.inner.events(channel_id, from_block).await
     }
     async fn adjudicator_events(
@@ -265,8 +270,7 @@ impl<C: Chain> Chain for FaultyChain<C> {
         from_block: u64,
         to_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        lock(&self.from_blocks).push(from_block);
-        self.enter(Call::AdjudicatorEvents)?;
+        self.enter_log_query(Call::AdjudicatorEvents, from_block)?;
         self.inner.adjudicator_events(from_block, to_block).await
     }
     fn default_confirmations(&self) -> u64 {

@@ -178,6 +178,18 @@ impl TestChannel {
         self.fixture
             .challenger_sig(signer, &candidate.variable_part)
     }
+
+    /// `transferAllAssets` from `chain` with the outcome and the hash of the challenged `state`.
+    pub async fn transfer_challenged(
+        &self,
+        chain: &dyn Chain,
+        state: &SignedVariablePart,
+    ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+        let vp = &state.variable_part;
+        chain
+            .transfer_all_assets(self.id, &vp.outcome, vp.hash(self.id))
+            .await
+    }
 }
 
 fn event_kind(e: &ChainEvent) -> &'static str {
@@ -212,16 +224,7 @@ impl Recorder {
             gas: Vec::new(),
             reverts: Vec::new(),
             start_block: env.payer.block_number().await.expect("block number"),
-            baseline: (
-                env.payer
-                    .balance(Address::ZERO, ch.payer_dest)
-                    .await
-                    .expect("balance"),
-                env.payer
-                    .balance(Address::ZERO, ch.payee_dest)
-                    .await
-                    .expect("balance"),
-            ),
+            baseline: destination_balances(env, ch).await,
         }
     }
 
@@ -262,20 +265,11 @@ impl Recorder {
             .iter()
             .map(|r| event_kind(&r.event))
             .collect();
+        let (payer_balance, payee_balance) = destination_balances(env, ch).await;
         Report {
             deposit: ch.deposit,
-            payer_received: env
-                .payer
-                .balance(Address::ZERO, ch.payer_dest)
-                .await
-                .expect("balance")
-                - self.baseline.0,
-            payee_received: env
-                .payer
-                .balance(Address::ZERO, ch.payee_dest)
-                .await
-                .expect("balance")
-                - self.baseline.1,
+            payer_received: payer_balance - self.baseline.0,
+            payee_received: payee_balance - self.baseline.1,
             holdings_after: env
                 .payer
                 .holdings(Address::ZERO, ch.id)
@@ -288,6 +282,17 @@ impl Recorder {
             gas: self.gas,
         }
     }
+}
+
+/// The balances of the channel's payer and payee destinations.
+async fn destination_balances(env: &Env, ch: &TestChannel) -> (U256, U256) {
+    let balance = async |who| {
+        env.payer
+            .balance(Address::ZERO, who)
+            .await
+            .expect("balance")
+    };
+    (balance(ch.payer_dest).await, balance(ch.payee_dest).await)
 }
 
 async fn fund(env: &Env, ch: &TestChannel, rec: &mut Recorder) {
@@ -455,12 +460,7 @@ pub async fn payer_challenges_payee_counters(
     (env.advance)(CHALLENGE_DURATION + 1).await;
     rec.gas(
         "transferAllAssets (challenged)",
-        env.payee
-            .transfer_all_assets(
-                ch.id,
-                &redemption.variable_part.outcome,
-                redemption.variable_part.hash(ch.id),
-            )
+        ch.transfer_challenged(env.payee.as_ref(), &redemption)
             .await,
     );
     let report = rec.finish(env, &ch).await;
@@ -491,104 +491,78 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     let stranger = &env.stranger_key;
     let not_supported = |s: &str| Revert::NotSupported(s.to_owned());
 
-    // Forged signatures.
+    // Challenges with forged signatures, states of another channel, a greedy outcome: each is
+    // `(proof, candidate, challenger signature, revert)`.
     let forged_redemption = ch.redemption(&voucher, stranger);
-    rec.revert(
-        env,
-        env.payee
-            .challenge(
-                &ch.fixed,
-                proof,
-                &forged_redemption,
-                &bob_sig(&forged_redemption),
-            )
-            .await,
-        not_supported("redemption not signed by payee"),
-    )
-    .await;
     let forged_voucher = Voucher::sign(ch.id, voucher.amount, stranger).expect("sign");
-    let r = ch.redemption(&forged_voucher, &env.payee_key);
-    rec.revert(
-        env,
-        env.payee
-            .challenge(&ch.fixed, proof, &r, &bob_sig(&r))
-            .await,
-        not_supported("invalid signature for voucher"),
-    )
-    .await;
+    let by_forged_voucher = ch.redemption(&forged_voucher, &env.payee_key);
     let forged_postfund = ch.sign(postfund.variable_part.clone(), &[stranger, &env.payee_key]);
-    rec.revert(
-        env,
-        env.payee
-            .challenge(
-                &ch.fixed,
-                std::slice::from_ref(&forged_postfund),
-                &good,
-                &bob_sig(&good),
-            )
-            .await,
-        not_supported("postfund !unanimous; |proof|=1"),
-    )
-    .await;
-    rec.revert(
-        env,
-        env.payee
-            .challenge(&ch.fixed, proof, &good, &ch.challenger_sig(&good, stranger))
-            .await,
-        Revert::ChallengerNotParticipant,
-    )
-    .await;
     // A zero signature: `ecrecover` returns 0.
     let zero_sig = Signature {
         v: 27,
         r: B256::ZERO,
         s: B256::ZERO,
     };
-    rec.revert(
-        env,
-        env.payee
-            .challenge(&ch.fixed, proof, &good, &zero_sig)
-            .await,
-        Revert::InvalidSignature,
-    )
-    .await;
-    // States of another channel.
     let other_postfund = other.postfund();
     let other_redemption = other.redemption(&other.voucher(voucher.amount), &env.payee_key);
-    rec.revert(
-        env,
-        env.payee
-            .challenge(
-                &ch.fixed,
-                std::slice::from_ref(&other_postfund),
-                &other_redemption,
-                &bob_sig(&other_redemption),
-            )
-            .await,
-        not_supported("postfund !unanimous; |proof|=1"),
-    )
-    .await;
-    let r = ch.redemption(&other.voucher(voucher.amount), &env.payee_key);
-    rec.revert(
-        env,
-        env.payee
-            .challenge(&ch.fixed, proof, &r, &bob_sig(&r))
-            .await,
-        not_supported("invalid signature for voucher"),
-    )
-    .await;
+    let by_other_voucher = ch.redemption(&other.voucher(voucher.amount), &env.payee_key);
     // The payee claims more than the voucher.
     let mut greedy_vp = good.variable_part.clone();
     greedy_vp.outcome = ch.outcome(voucher.amount + U256::from(1u8));
     let greedy = ch.sign(greedy_vp, &[&env.payee_key]);
-    rec.revert(
-        env,
-        env.payee
-            .challenge(&ch.fixed, proof, &greedy, &bob_sig(&greedy))
-            .await,
-        not_supported("payer not adjusted correctly"),
-    )
-    .await;
+    let refused_challenges = [
+        (
+            proof,
+            &forged_redemption,
+            bob_sig(&forged_redemption),
+            not_supported("redemption not signed by payee"),
+        ),
+        (
+            proof,
+            &by_forged_voucher,
+            bob_sig(&by_forged_voucher),
+            not_supported("invalid signature for voucher"),
+        ),
+        (
+            std::slice::from_ref(&forged_postfund),
+            &good,
+            bob_sig(&good),
+            not_supported("postfund !unanimous; |proof|=1"),
+        ),
+        (
+            proof,
+            &good,
+            ch.challenger_sig(&good, stranger),
+            Revert::ChallengerNotParticipant,
+        ),
+        (proof, &good, zero_sig, Revert::InvalidSignature),
+        (
+            std::slice::from_ref(&other_postfund),
+            &other_redemption,
+            bob_sig(&other_redemption),
+            not_supported("postfund !unanimous; |proof|=1"),
+        ),
+        (
+            proof,
+            &by_other_voucher,
+            bob_sig(&by_other_voucher),
+            not_supported("invalid signature for voucher"),
+        ),
+        (
+            proof,
+            &greedy,
+            bob_sig(&greedy),
+            not_supported("payer not adjusted correctly"),
+        ),
+    ];
+    for (proof, candidate, sig, expected) in refused_challenges {
+        rec.revert(
+            env,
+            env.payee.challenge(&ch.fixed, proof, candidate, &sig).await,
+            expected,
+        )
+        .await;
+    }
     // Conclude needs a final, unanimous state.
     rec.revert(
         env,
@@ -646,13 +620,7 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     // Payout with the wrong state hash / before finalization.
     rec.revert(
         env,
-        env.payee
-            .transfer_all_assets(
-                ch.id,
-                &good.variable_part.outcome,
-                good.variable_part.hash(ch.id),
-            )
-            .await,
+        ch.transfer_challenged(env.payee.as_ref(), &good).await,
         Revert::ChannelNotFinalized,
     )
     .await;
@@ -667,13 +635,7 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     .await;
     rec.revert(
         env,
-        env.payer
-            .transfer_all_assets(
-                ch.id,
-                &postfund.variable_part.outcome,
-                postfund.variable_part.hash(ch.id),
-            )
-            .await,
+        ch.transfer_challenged(env.payer.as_ref(), &postfund).await,
         Revert::IncorrectFingerprint,
     )
     .await;
