@@ -21,7 +21,7 @@
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
-use payment_channel::chain::{Chain, ChainError, ChainEvent, ChannelMode, ReclaimArgs, Revert};
+use payment_channel::chain::{Chain, ChainError, ChannelMode, ReclaimArgs, Revert};
 use payment_channel::sign::{LocalSigner, Signature, Signer};
 use payment_channel::state::{
     Allocation, FixedPart, Guarantee, Outcome, SignedVariablePart, VariablePart,
@@ -29,7 +29,7 @@ use payment_channel::state::{
 };
 use payment_channel::voucher::Voucher;
 
-use super::scenarios::Advance;
+use super::scenarios::{Advance, event_kind};
 
 /// What the scripts need from a backend.
 #[derive(Clone)]
@@ -275,15 +275,24 @@ impl Setup {
         l.sign(state(outcome, turn, is_final, Bytes::new()), &keys)
     }
 
-    /// The ledger's turn-2 state: the leader's deposit minus `a0` in the guarantee `g`.
-    pub fn ledger_with(&self, in_l2: bool, g: Allocation) -> SignedVariablePart {
+    /// A ledger state with the guarantee `g` taken from the leader's deposit, signed by both.
+    pub fn ledger_with(
+        &self,
+        in_l2: bool,
+        g: Allocation,
+        turn: u64,
+        is_final: bool,
+    ) -> SignedVariablePart {
         let amount = g.amount.to::<u64>();
-        self.ledger_state(
-            in_l2,
-            self.ledger_outcome(in_l2, LEDGER_DEPOSIT - amount, 0, Some(g)),
-            2,
-            false,
-        )
+        let outcome = self.ledger_outcome(in_l2, LEDGER_DEPOSIT - amount, 0, Some(g));
+        self.ledger_state(in_l2, outcome, turn, is_final)
+    }
+
+    /// [`Setup::ledger_with`] V's type-2 guarantee of `a0`: turn 2 is the state after the Add,
+    /// turn 3 final its close with the guarantee still in.
+    pub fn ledger_with_v(&self, in_l2: bool, turn: u64, is_final: bool) -> SignedVariablePart {
+        let g = self.guarantee(in_l2, A0, allocation_type::GUARANTEE);
+        self.ledger_with(in_l2, g, turn, is_final)
     }
 
     /// V's outcome `[payer a0 - paid, payee b0 + paid]`… as `PaymentApp` redeems it: the payee's
@@ -321,39 +330,48 @@ impl Setup {
         )
     }
 
-    /// `reclaim` of V's guarantee at index 2 of `ledger_outcome` (challenged with hash
-    /// `ledger_hash`, zero if concluded), V finalized with `v_outcome` under `v_hash`.
+    /// `reclaim` of V's guarantee at index 2 of `ledger`'s outcome (the ledger challenged with
+    /// `ledger`, or `concluded` with it: zero state hash), V challenged with `v`.
     pub fn reclaim_args(
         &self,
         in_l2: bool,
-        ledger_hash: B256,
-        ledger_outcome: &Outcome,
-        v_hash: B256,
-        v_outcome: &Outcome,
+        ledger: &SignedVariablePart,
+        concluded: bool,
+        v: &SignedVariablePart,
     ) -> ReclaimArgs {
+        let l = if in_l2 { &self.l2 } else { &self.l1 };
         ReclaimArgs {
-            source_channel_id: if in_l2 { self.l2.id } else { self.l1.id },
-            source_state_hash: ledger_hash,
-            source_outcome: ledger_outcome.clone(),
+            source_channel_id: l.id,
+            source_state_hash: if concluded {
+                B256::ZERO
+            } else {
+                l.hash(ledger)
+            },
+            source_outcome: ledger.variable_part.outcome.clone(),
             source_asset_index: 0,
             index_of_target_in_source: 2,
-            target_state_hash: v_hash,
-            target_outcome: v_outcome.clone(),
+            target_state_hash: self.v.hash(v),
+            target_outcome: v.variable_part.outcome.clone(),
             target_asset_index: 0,
         }
     }
-}
 
-fn event_kind(e: &ChainEvent) -> &'static str {
-    match e {
-        ChainEvent::Deposited { .. } => "Deposited",
-        ChainEvent::ChallengeRegistered { .. } => "ChallengeRegistered",
-        ChainEvent::ChallengeCleared { .. } => "ChallengeCleared",
-        ChainEvent::Checkpointed { .. } => "Checkpointed",
-        ChainEvent::Concluded { .. } => "Concluded",
-        ChainEvent::AllocationUpdated { .. } => "AllocationUpdated",
-        ChainEvent::Reclaimed { .. } => "Reclaimed",
-        _ => "Other",
+    /// The payee challenges V with `redemption` over `postfund`, through `chain`.
+    pub async fn redeem(
+        &self,
+        chain: &Arc<dyn Chain>,
+        postfund: &SignedVariablePart,
+        redemption: &SignedVariablePart,
+    ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+        let sig = self.v.challenger_sig(&self.env.payee_key, redemption);
+        chain
+            .challenge(
+                &self.v.fixed,
+                std::slice::from_ref(postfund),
+                redemption,
+                &sig,
+            )
+            .await
     }
 }
 
@@ -493,38 +511,34 @@ async fn challenge_ledger(
         .await
 }
 
-/// After V finalized with `v_final` (challenged, hash `v_hash`), reclaims in both ledgers
-/// (finalized with `l1_state`/`l2_state` under `l1_hash`/`l2_hash`) and pays both out; checks
-/// that the payee got exactly `PAID` and the hub netted 0.
-#[allow(clippy::too_many_arguments)]
+/// After V finalized with `redemption` (challenged) and both ledgers with `l1`/`l2` (challenged,
+/// or `concluded`), reclaims in both ledgers and pays both out, L(H,B) first.
 async fn reclaim_and_pay_out_both(
     env: &HubEnv,
     s: &Setup,
     rec: &mut Rec,
-    (l1_hash, l1_outcome): (B256, &Outcome),
-    (l2_hash, l2_outcome): (B256, &Outcome),
-    (v_hash, v_outcome): (B256, &Outcome),
+    [l1, l2]: [&SignedVariablePart; 2],
+    concluded: bool,
+    redemption: &SignedVariablePart,
 ) {
-    // L2 first: the hub gets its change back, the payee its receipts.
-    let args = s.reclaim_args(true, l2_hash, l2_outcome, v_hash, v_outcome);
-    rec.ok("reclaim L(H,B)", RECLAIM_GAS, env.hub.reclaim(&args).await);
-    let l2_after = s.ledger_outcome(true, LEDGER_DEPOSIT - A0 + (A0 - PAID), PAID, None);
-    let r = env
-        .hub
-        .transfer_all_assets(s.l2.id, &l2_after, l2_hash)
-        .await;
-    rec.ok("transferAllAssets L(H,B)", TRANSFER_ALL_GAS, r);
-    // L1: the hub is paid what the payee got; reclaiming twice finds no guarantee any more.
-    let args = s.reclaim_args(false, l1_hash, l1_outcome, v_hash, v_outcome);
-    rec.ok("reclaim L(P,H)", RECLAIM_GAS, env.hub.reclaim(&args).await);
-    rec.revert(env.hub.reclaim(&args).await, "incorrect fingerprint")
-        .await;
-    let l1_after = s.ledger_outcome(false, LEDGER_DEPOSIT - A0 + (A0 - PAID), PAID, None);
-    let r = env
-        .hub
-        .transfer_all_assets(s.l1.id, &l1_after, l1_hash)
-        .await;
-    rec.ok("transferAllAssets L(P,H)", TRANSFER_ALL_GAS, r);
+    for (in_l2, ledger, reclaim, pay_out) in [
+        (true, l2, "reclaim L(H,B)", "transferAllAssets L(H,B)"),
+        (false, l1, "reclaim L(P,H)", "transferAllAssets L(P,H)"),
+    ] {
+        let args = s.reclaim_args(in_l2, ledger, concluded, redemption);
+        rec.ok(reclaim, RECLAIM_GAS, env.hub.reclaim(&args).await);
+        // The guarantee is gone: a second reclaim no longer matches the fingerprint.
+        rec.revert(env.hub.reclaim(&args).await, "incorrect fingerprint")
+            .await;
+        // L(H,B): the hub gets its change back, the payee its receipts; L(P,H): the payer gets
+        // its change back, the hub what the payee got.
+        let after = s.ledger_outcome(in_l2, LEDGER_DEPOSIT - A0 + (A0 - PAID), PAID, None);
+        let r = env
+            .hub
+            .transfer_all_assets(args.source_channel_id, &after, args.source_state_hash)
+            .await;
+        rec.ok(pay_out, TRANSFER_ALL_GAS, r);
+    }
 }
 
 /// Checks the end of a complete virtual-funded exit: the payee got exactly `PAID`, the hub got
@@ -549,34 +563,19 @@ pub async fn s1_both_ledgers_and_redemption(env: &HubEnv, nonce: u64) -> HubRepo
     let s = Setup::new(env, nonce, env.payment_app);
     let mut rec = Rec::new(env, &s).await;
     fund(env, &s, &mut rec, true, true).await;
-    let l1 = s.ledger_with(false, s.guarantee(false, A0, allocation_type::GUARANTEE));
-    let l2 = s.ledger_with(true, s.guarantee(true, A0, allocation_type::GUARANTEE));
+    let l1 = s.ledger_with_v(false, 2, false);
+    let l2 = s.ledger_with_v(true, 2, false);
     let postfund = s.v_unanimous(1, 0);
     let redemption = s.v_redemption(PAID);
 
     let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
-    let sig = s.v.challenger_sig(&env.payee_key, &redemption);
-    let r = env
-        .payee
-        .challenge(
-            &s.v.fixed,
-            std::slice::from_ref(&postfund),
-            &redemption,
-            &sig,
-        )
-        .await;
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok("challenge V (redemption)", CHALLENGE_V_GAS, r);
     let r = challenge_ledger(&env.hub, &env.hub_key, &s.l1, &l1).await;
     rec.ok("challenge L(P,H) (turn 2)", CHALLENGE_LEDGER_GAS, r);
     // Nothing is final yet.
-    let args = s.reclaim_args(
-        true,
-        s.l2.hash(&l2),
-        &l2.variable_part.outcome,
-        s.v.hash(&redemption),
-        &redemption.variable_part.outcome,
-    );
+    let args = s.reclaim_args(true, &l2, false, &redemption);
     rec.revert(env.hub.reclaim(&args).await, "Channel not finalized.")
         .await;
     (env.advance)(CHALLENGE_DURATION + 1).await;
@@ -588,15 +587,7 @@ pub async fn s1_both_ledgers_and_redemption(env: &HubEnv, nonce: u64) -> HubRepo
         .await;
     rec.revert(r, "reverted: cannot transfer a guarantee").await;
 
-    reclaim_and_pay_out_both(
-        env,
-        &s,
-        &mut rec,
-        (s.l1.hash(&l1), &l1.variable_part.outcome),
-        (s.l2.hash(&l2), &l2.variable_part.outcome),
-        (s.v.hash(&redemption), &redemption.variable_part.outcome),
-    )
-    .await;
+    reclaim_and_pay_out_both(env, &s, &mut rec, [&l1, &l2], false, &redemption).await;
     let report = rec.finish(&s).await;
     assert_settled(&report);
     report
@@ -616,35 +607,12 @@ pub async fn s5_hub_exits_payee_counters(env: &HubEnv, nonce: u64) -> HubReport 
     let r = env.hub.challenge(&s.v.fixed, &[], &prefund, &sig).await;
     rec.ok("challenge V (prefund, hub)", CHALLENGE_V_GAS, r);
     (env.advance)(CHALLENGE_DURATION / 2).await;
-    let sig = s.v.challenger_sig(&env.payee_key, &redemption);
-    let r = env
-        .payee
-        .challenge(
-            &s.v.fixed,
-            std::slice::from_ref(&postfund),
-            &redemption,
-            &sig,
-        )
-        .await;
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok("challenge V (counter: redemption)", CHALLENGE_V_GAS, r);
 
     // Final ledger states: turn 3, isFinal, the guarantee still in.
-    let l1 = s.ledger_state(
-        false,
-        s.ledger_with(false, s.guarantee(false, A0, allocation_type::GUARANTEE))
-            .variable_part
-            .outcome,
-        3,
-        true,
-    );
-    let l2 = s.ledger_state(
-        true,
-        s.ledger_with(true, s.guarantee(true, A0, allocation_type::GUARANTEE))
-            .variable_part
-            .outcome,
-        3,
-        true,
-    );
+    let l1 = s.ledger_with_v(false, 3, true);
+    let l2 = s.ledger_with_v(true, 3, true);
     rec.ok(
         "conclude L(H,B)",
         CONCLUDE_GAS,
@@ -656,36 +624,16 @@ pub async fn s5_hub_exits_payee_counters(env: &HubEnv, nonce: u64) -> HubReport 
         env.hub.conclude(&s.l1.fixed, &l1).await,
     );
     // The ledger is final, V is not yet.
-    let args = s.reclaim_args(
-        true,
-        B256::ZERO,
-        &l2.variable_part.outcome,
-        s.v.hash(&redemption),
-        &redemption.variable_part.outcome,
-    );
+    let args = s.reclaim_args(true, &l2, true, &redemption);
     rec.revert(env.hub.reclaim(&args).await, "Channel not finalized.")
         .await;
     (env.advance)(CHALLENGE_DURATION + 1).await;
     // The prefund is no longer what V's fingerprint holds.
-    let stale = s.reclaim_args(
-        true,
-        B256::ZERO,
-        &l2.variable_part.outcome,
-        s.v.hash(&prefund),
-        &prefund.variable_part.outcome,
-    );
+    let stale = s.reclaim_args(true, &l2, true, &prefund);
     rec.revert(env.hub.reclaim(&stale).await, "incorrect fingerprint")
         .await;
 
-    reclaim_and_pay_out_both(
-        env,
-        &s,
-        &mut rec,
-        (B256::ZERO, &l1.variable_part.outcome),
-        (B256::ZERO, &l2.variable_part.outcome),
-        (s.v.hash(&redemption), &redemption.variable_part.outcome),
-    )
-    .await;
+    reclaim_and_pay_out_both(env, &s, &mut rec, [&l1, &l2], true, &redemption).await;
     let report = rec.finish(&s).await;
     assert_settled(&report);
     report
@@ -704,7 +652,7 @@ pub async fn stale_ledger_challenge_cleared(env: &HubEnv, nonce: u64) -> HubRepo
         1,
         false,
     );
-    let newer = s.ledger_with(false, s.guarantee(false, A0, allocation_type::GUARANTEE));
+    let newer = s.ledger_with_v(false, 2, false);
 
     let r = challenge_ledger(&env.payer, &env.payer_key, &s.l1, &stale).await;
     rec.ok("challenge L(P,H) (stale turn 1)", CHALLENGE_LEDGER_GAS, r);
@@ -741,30 +689,17 @@ pub async fn type_1_guarantee_is_not_reclaimable(env: &HubEnv, nonce: u64) -> Hu
     let l2 = s.ledger_with(
         true,
         s.guarantee(true, A0, allocation_type::WITHDRAW_HELPER),
+        2,
+        false,
     );
     let postfund = s.v_unanimous(1, 0);
     let redemption = s.v_redemption(PAID);
     let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (type 1)", CHALLENGE_LEDGER_GAS, r);
-    let sig = s.v.challenger_sig(&env.payee_key, &redemption);
-    let r = env
-        .payee
-        .challenge(
-            &s.v.fixed,
-            std::slice::from_ref(&postfund),
-            &redemption,
-            &sig,
-        )
-        .await;
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok("challenge V (redemption)", CHALLENGE_V_GAS, r);
     (env.advance)(CHALLENGE_DURATION + 1).await;
-    let args = s.reclaim_args(
-        true,
-        s.l2.hash(&l2),
-        &l2.variable_part.outcome,
-        s.v.hash(&redemption),
-        &redemption.variable_part.outcome,
-    );
+    let args = s.reclaim_args(true, &l2, false, &redemption);
     rec.revert(
         env.hub.reclaim(&args).await,
         "reverted: not a guarantee allocation",
@@ -795,16 +730,7 @@ pub async fn b0_breaks_reclaim(env: &HubEnv, nonce: u64) -> HubReport {
     let mut rec = Rec::new(env, &s).await;
     let postfund = s.v_unanimous(1, B0);
     let redemption = s.v_redemption(PAID);
-    let sig = s.v.challenger_sig(&env.payee_key, &redemption);
-    let r = env
-        .payee
-        .challenge(
-            &s.v.fixed,
-            std::slice::from_ref(&postfund),
-            &redemption,
-            &sig,
-        )
-        .await;
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.revert(r, "not supported: amounts do not add up").await;
     let refused = rec.reverts.clone();
 
@@ -813,34 +739,20 @@ pub async fn b0_breaks_reclaim(env: &HubEnv, nonce: u64) -> HubReport {
     let mut rec = Rec::new(env, &s).await;
     rec.reverts = refused;
     fund(env, &s, &mut rec, false, true).await;
-    let l2 = s.ledger_with(true, s.guarantee(true, A0 + B0, allocation_type::GUARANTEE));
+    let g = s.guarantee(true, A0 + B0, allocation_type::GUARANTEE);
+    let l2 = s.ledger_with(true, g, 2, false);
     let postfund = s.v_unanimous(1, B0);
     let redemption = s.v_redemption(PAID);
     let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
-    let sig = s.v.challenger_sig(&env.payee_key, &redemption);
-    let r = env
-        .payee
-        .challenge(
-            &s.v.fixed,
-            std::slice::from_ref(&postfund),
-            &redemption,
-            &sig,
-        )
-        .await;
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok(
         "challenge V (VirtualPaymentApp, b0 > 0)",
         CHALLENGE_V_GAS,
         r,
     );
     (env.advance)(CHALLENGE_DURATION + 1).await;
-    let args = s.reclaim_args(
-        true,
-        s.l2.hash(&l2),
-        &l2.variable_part.outcome,
-        s.v.hash(&redemption),
-        &redemption.variable_part.outcome,
-    );
+    let args = s.reclaim_args(true, &l2, false, &redemption);
     rec.revert(
         env.hub.reclaim(&args).await,
         "reverted: totalReclaimed!=guarantee.amount",
@@ -868,16 +780,7 @@ pub async fn zero_app_v_cannot_be_challenged(env: &HubEnv, nonce: u64) -> HubRep
     let sig = s.v.challenger_sig(&env.hub_key, &prefund);
     let r = env.hub.challenge(&s.v.fixed, &[], &prefund, &sig).await;
     rec.revert(r, "<no reason>").await;
-    let sig = s.v.challenger_sig(&env.payee_key, &redemption);
-    let r = env
-        .payee
-        .challenge(
-            &s.v.fixed,
-            std::slice::from_ref(&postfund),
-            &redemption,
-            &sig,
-        )
-        .await;
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.revert(r, "<no reason>").await;
     let keys = [&env.payer_key, &env.hub_key, &env.payee_key];
     let fin = s.v.sign(
@@ -903,7 +806,7 @@ pub async fn third_party_transfer_of_a_guarantee(env: &HubEnv, nonce: u64) -> Hu
     let s = Setup::new(env, nonce, env.payment_app);
     let mut rec = Rec::new(env, &s).await;
     fund(env, &s, &mut rec, false, true).await;
-    let l2 = s.ledger_with(true, s.guarantee(true, A0, allocation_type::GUARANTEE));
+    let l2 = s.ledger_with_v(true, 2, false);
     let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
     (env.advance)(CHALLENGE_DURATION + 1).await;
@@ -960,14 +863,7 @@ pub async fn cooperative_ledger_close(env: &HubEnv, nonce: u64) -> HubReport {
     let s = Setup::new(env, nonce, env.payment_app);
     let mut rec = Rec::new(env, &s).await;
     fund(env, &s, &mut rec, true, true).await;
-    let with_g = s.ledger_state(
-        true,
-        s.ledger_with(true, s.guarantee(true, A0, allocation_type::GUARANTEE))
-            .variable_part
-            .outcome,
-        3,
-        true,
-    );
+    let with_g = s.ledger_with_v(true, 3, true);
     let r = env
         .hub
         .conclude_and_transfer_all_assets(&s.l2.fixed, &with_g)

@@ -180,7 +180,8 @@ impl TestChannel {
     }
 }
 
-fn event_kind(e: &ChainEvent) -> &'static str {
+/// The name of an event's kind.
+pub fn event_kind(e: &ChainEvent) -> &'static str {
     match e {
         ChainEvent::Deposited { .. } => "Deposited",
         ChainEvent::ChallengeRegistered { .. } => "ChallengeRegistered",
@@ -188,6 +189,7 @@ fn event_kind(e: &ChainEvent) -> &'static str {
         ChainEvent::Checkpointed { .. } => "Checkpointed",
         ChainEvent::Concluded { .. } => "Concluded",
         ChainEvent::AllocationUpdated { .. } => "AllocationUpdated",
+        ChainEvent::Reclaimed { .. } => "Reclaimed",
         _ => "Other",
     }
 }
