@@ -25,7 +25,7 @@
 //!   show its flaw). A channel whose `appDefinition` is any other address reverts like a call
 //!   to an address without that function. [`Chain::code_hash`] tells the apps apart as
 //!   `eth_getCode` would: `PaymentApp`'s is [`PAYMENT_APP_RUNTIME_HASH`], `ConsensusApp`'s is
-//!   [`CONSENSUS_APP_RUNTIME_HASH`](super::CONSENSUS_APP_RUNTIME_HASH).
+//!   [`CONSENSUS_APP_RUNTIME_HASH`].
 //! - **Guarantees**: `reclaim`, `transfer` (with its contract bug: the `cannot transfer a
 //!   guarantee` check reads `allocations[k]`, `k` indexing `indices`, so `transfer(…, [i])` pays
 //!   out a guarantee at index `i`; see [`Chain::transfer`]) and `concludeAndTransferAllAssets`,
@@ -78,7 +78,7 @@ pub const DEFAULT_APP_DEFINITION: Address = address!("0xe7f1725E7734CE288F8367e1
 
 /// The `ConsensusApp` address of every simulated chain: what anvil gives the fourth deployment
 /// from its dev account #0 (nonce 3, after the adjudicator, `PaymentApp` and
-/// `VirtualPaymentApp`; see [`deploy`](crate::chain::ethereum::deploy)).
+/// `VirtualPaymentApp`; see `chain::ethereum::deploy`).
 pub const DEFAULT_CONSENSUS_APP: Address = address!("0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9");
 
 /// The timestamp of the genesis block of [`SimulatedChain::new`] (2023-11-14T22:13:20Z).
