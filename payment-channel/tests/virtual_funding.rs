@@ -207,6 +207,11 @@ on_both!(
     700
 );
 on_both!(
+    s3_the_payer_takes_a0_twice_if_the_hub_does_not_reclaim_at_once,
+    hub::payer_takes_a0_twice_through_transfer,
+    900
+);
+on_both!(
     cooperative_ledger_close_with_conclude_and_transfer_all_assets,
     hub::cooperative_ledger_close,
     800

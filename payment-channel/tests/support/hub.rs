@@ -905,3 +905,75 @@ pub async fn cooperative_ledger_close(env: &HubEnv, nonce: u64) -> HubReport {
     );
     report
 }
+
+/// S3 continued (§4.4), what the hazard costs the hub: the hub exits an unresponsive payee by
+/// finalizing L(H,B) and V (with the prefund). The payer then pushes L(H,B)'s guarantee into
+/// `holdings[V]` with `transfer(…, [2])`, reclaims its own guarantee in L(P,H) from the same V,
+/// and pays V out: it gets `a0` back twice, and the hub, who can no longer reclaim in L(H,B) (V's
+/// status is gone), loses `a0`. The mitigation is the hub's: reclaim in the first block in which
+/// both L(H,B) and V are final.
+pub async fn payer_takes_a0_twice_through_transfer(env: &HubEnv, nonce: u64) -> HubReport {
+    let s = Setup::new(env, nonce, env.payment_app);
+    let mut rec = Rec::new(env, &s).await;
+    fund(env, &s, &mut rec, true, true).await;
+    let l1 = s.ledger_with_v(false, 2, false);
+    let l2 = s.ledger_with_v(true, 2, false);
+    let prefund = s.v_unanimous(0, 0);
+    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
+    rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
+    let sig = s.v.challenger_sig(&env.hub_key, &prefund);
+    let r = env.hub.challenge(&s.v.fixed, &[], &prefund, &sig).await;
+    rec.ok("challenge V (prefund, hub)", CHALLENGE_V_GAS, r);
+    let r = challenge_ledger(&env.payer, &env.payer_key, &s.l1, &l1).await;
+    rec.ok("challenge L(P,H) (turn 2, payer)", CHALLENGE_LEDGER_GAS, r);
+    (env.advance)(CHALLENGE_DURATION + 1).await;
+
+    // The payer moves the hub's a0 into V, then reclaims its own a0 in L(P,H).
+    let (l2_hash, v_hash) = (s.l2.hash(&l2), s.v.hash(&prefund));
+    let r = env
+        .payer
+        .transfer(0, s.l2.id, &l2.variable_part.outcome, l2_hash, &[2])
+        .await;
+    rec.ok("transfer L(H,B) [2] (payer)", TRANSFER_GAS, r);
+    let args = s.reclaim_args(false, &l1, false, &prefund);
+    rec.ok(
+        "reclaim L(P,H)",
+        RECLAIM_GAS,
+        env.payer.reclaim(&args).await,
+    );
+    let l1_after = s.ledger_outcome(false, LEDGER_DEPOSIT, 0, None);
+    let r = env
+        .payer
+        .transfer_all_assets(s.l1.id, &l1_after, args.source_state_hash)
+        .await;
+    rec.ok("transferAllAssets L(P,H)", TRANSFER_ALL_GAS, r);
+    let r = env
+        .payer
+        .transfer_all_assets(s.v.id, &prefund.variable_part.outcome, v_hash)
+        .await;
+    rec.ok("transferAllAssets V (a0 from L(H,B))", TRANSFER_ALL_GAS, r);
+
+    // The hub comes back: V's status is deleted, so its reclaim in L(H,B) fails; only the
+    // balances are left to take.
+    let zeroed = s.guarantee(true, 0, allocation_type::GUARANTEE);
+    let l2_now = s.ledger_outcome(true, LEDGER_DEPOSIT - A0, 0, Some(zeroed));
+    let mut args = s.reclaim_args(true, &l2, false, &prefund);
+    args.source_outcome = l2_now.clone();
+    rec.revert(env.hub.reclaim(&args).await, "Channel not finalized.")
+        .await;
+    let r = env
+        .hub
+        .transfer(0, s.l2.id, &l2_now, l2_hash, &[0, 1])
+        .await;
+    rec.ok("transfer L(H,B) [0, 1] (hub)", TRANSFER_GAS, r);
+    let report = rec.finish(&s).await;
+    assert_eq!(
+        report.received,
+        [u(LEDGER_DEPOSIT + A0), u(LEDGER_DEPOSIT - A0), U256::ZERO],
+        "the payer got a0 twice, the hub lost a0"
+    );
+    for c in &report.channels {
+        assert_eq!(c.holdings, U256::ZERO);
+    }
+    report
+}
