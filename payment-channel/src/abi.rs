@@ -3,8 +3,9 @@
 //! and `VirtualPaymentApp.sol` exactly, so that every encoding is produced by the ABI encoder rather
 //! than by hand. The friendlier Rust types live in [`crate::state`]; they convert into these.
 //!
-//! [`NitroAdjudicator`] is the adjudicator's interface (the calls and events the payment channel
-//! uses), from `IForceMove.sol`, `IMultiAssetHolder.sol` and `NitroAdjudicator.sol`. Its call
+//! [`NitroAdjudicator`] is the adjudicator's interface (the calls and events the payment and
+//! ledger channels use), from `IForceMove.sol`, `IMultiAssetHolder.sol` and `NitroAdjudicator.sol`;
+//! a test checks every signature against the published artifact's ABI. Its call
 //! types (`NitroAdjudicator::challengeCall`, ...) encode calldata in every build; with the
 //! `ethereum` feature the interface also gets `alloy` contract bindings
 //! (`NitroAdjudicator::NitroAdjudicatorInstance`).
@@ -82,6 +83,19 @@ macro_rules! nitro_sol {
             bytes32 right;
         }
 
+        /// `IMultiAssetHolder.ReclaimArgs`, fields in the ABI's order: the argument of `reclaim`.
+        #[derive(Debug, PartialEq, Eq)]
+        struct ReclaimArgs {
+            bytes32 sourceChannelId;
+            bytes32 sourceStateHash;
+            bytes sourceOutcomeBytes;
+            uint256 sourceAssetIndex;
+            uint256 indexOfTargetInSource;
+            bytes32 targetStateHash;
+            bytes targetOutcomeBytes;
+            uint256 targetAssetIndex;
+        }
+
         /// `VirtualPaymentApp.VoucherAmountAndSignature`: the app data of the turn-2 redemption state.
         #[derive(Debug, PartialEq, Eq)]
         struct VoucherAmountAndSignature {
@@ -117,6 +131,15 @@ macro_rules! nitro_sol {
             function conclude(FixedPart fixedPart, SignedVariablePart candidate) external;
             /// `NitroAdjudicator.transferAllAssets`.
             function transferAllAssets(bytes32 channelId, SingleAssetExit[] outcome, bytes32 stateHash) external;
+            /// `NitroAdjudicator.concludeAndTransferAllAssets`: `conclude`, then `transferAllAssets`
+            /// with a zero state hash, in one transaction.
+            function concludeAndTransferAllAssets(FixedPart fixedPart, SignedVariablePart candidate) external;
+            /// `IMultiAssetHolder.reclaim`: moves a finalized target channel's outcome back into
+            /// the finalized source channel that guarantees it (no funds move).
+            function reclaim(ReclaimArgs reclaimArgs) external;
+            /// `IMultiAssetHolder.transfer`: pays the allocations at `indices` (all when empty) of
+            /// one asset of a finalized channel.
+            function transfer(uint256 assetIndex, bytes32 fromChannelId, bytes outcomeBytes, bytes32 stateHash, uint256[] indices) external;
             /// `ForceMove.unpackStatus`.
             function unpackStatus(bytes32 channelId) external view returns (uint48 turnNumRecord, uint48 finalizesAt, uint160 fingerprint);
 
@@ -132,6 +155,8 @@ macro_rules! nitro_sol {
             event Deposited(bytes32 indexed destination, address asset, uint256 destinationHoldings);
             /// `IMultiAssetHolder.AllocationUpdated`.
             event AllocationUpdated(bytes32 indexed channelId, uint256 assetIndex, uint256 initialHoldings, uint256 finalHoldings);
+            /// `IMultiAssetHolder.Reclaimed`.
+            event Reclaimed(bytes32 indexed channelId, uint256 assetIndex);
         }
         }
     };

@@ -5,7 +5,7 @@
 
 use alloy_primitives::hex;
 use payment_channel::B256;
-use payment_channel::chain::NITRO_ADJUDICATOR_RUNTIME_HASH;
+use payment_channel::chain::{CONSENSUS_APP_RUNTIME_HASH, NITRO_ADJUDICATOR_RUNTIME_HASH};
 use payment_channel::test_utils::anvil::artifacts_dir;
 
 /// `keccak256` of an artifact's `deployedBytecode`.
@@ -26,6 +26,80 @@ fn the_adjudicator_hash_is_the_artifacts() {
         return;
     };
     assert_eq!(hash, NITRO_ADJUDICATOR_RUNTIME_HASH);
+}
+
+#[test]
+fn the_consensus_app_hash_is_the_artifacts() {
+    let Some(hash) = deployed_code_hash("ConsensusApp.json") else {
+        return;
+    };
+    assert_eq!(hash, CONSENSUS_APP_RUNTIME_HASH);
+}
+
+/// The canonical Solidity type of an ABI JSON parameter (tuples expanded).
+fn canonical(param: &serde_json::Value) -> String {
+    let ty = param["type"].as_str().expect("type");
+    match ty.strip_prefix("tuple") {
+        Some(suffix) => {
+            let parts: Vec<String> = param["components"]
+                .as_array()
+                .expect("components")
+                .iter()
+                .map(canonical)
+                .collect();
+            format!("({}){suffix}", parts.join(","))
+        }
+        None => ty.to_owned(),
+    }
+}
+
+/// Every call and event of `abi::NitroAdjudicator` this crate sends or decodes has the signature
+/// of the published adjudicator's ABI (a wrong field order in `ReclaimArgs` would change it).
+#[test]
+fn the_adjudicator_interface_matches_the_artifacts_abi() {
+    use alloy_sol_types::{SolCall, SolEvent};
+    use payment_channel::abi::NitroAdjudicator as N;
+    let Some(dir) = artifacts_dir() else { return };
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("NitroAdjudicator.json")).expect("artifact"),
+    )
+    .expect("artifact JSON");
+    let abi: Vec<String> = json["abi"]
+        .as_array()
+        .expect("abi")
+        .iter()
+        .filter_map(|item| {
+            let name = item["name"].as_str()?;
+            let inputs: Vec<String> = item["inputs"].as_array()?.iter().map(canonical).collect();
+            Some(format!("{name}({})", inputs.join(",")))
+        })
+        .collect();
+    for signature in [
+        N::depositCall::SIGNATURE,
+        N::holdingsCall::SIGNATURE,
+        N::challengeCall::SIGNATURE,
+        N::checkpointCall::SIGNATURE,
+        N::concludeCall::SIGNATURE,
+        N::transferAllAssetsCall::SIGNATURE,
+        N::concludeAndTransferAllAssetsCall::SIGNATURE,
+        N::reclaimCall::SIGNATURE,
+        N::transferCall::SIGNATURE,
+        N::unpackStatusCall::SIGNATURE,
+        N::ChallengeRegistered::SIGNATURE,
+        N::ChallengeCleared::SIGNATURE,
+        N::Checkpointed::SIGNATURE,
+        N::Concluded::SIGNATURE,
+        N::Deposited::SIGNATURE,
+        N::AllocationUpdated::SIGNATURE,
+        N::Reclaimed::SIGNATURE,
+    ] {
+        assert!(
+            abi.iter().any(|s| s == signature),
+            "{signature} is not in the ABI"
+        );
+    }
+    // The selector the reference gives for `reclaim`.
+    assert_eq!(N::reclaimCall::SELECTOR, [0xd3, 0xc4, 0xe7, 0x38]);
 }
 
 #[test]
@@ -65,5 +139,14 @@ async fn deployed_contracts_have_the_constant_hashes() {
     assert_ne!(
         chain.code_hash(d.virtual_payment_app).await.unwrap(),
         NITRO_ADJUDICATOR_RUNTIME_HASH
+    );
+    assert_eq!(
+        chain.code_hash(d.consensus_app).await.unwrap(),
+        CONSENSUS_APP_RUNTIME_HASH
+    );
+    // Where the simulator puts it, so that ledger channel ids agree across backends.
+    assert_eq!(
+        d.consensus_app,
+        payment_channel::chain::sim::DEFAULT_CONSENSUS_APP
     );
 }

@@ -60,10 +60,12 @@ use tokio::sync::Mutex;
 
 use crate::abi::{IERC20, NitroAdjudicator};
 use crate::chain::{
-    Chain, ChainError, ChainEvent, ChainEventRecord, OnChainStatus, Revert, TxReceipt,
+    Chain, ChainError, ChainEvent, ChainEventRecord, OnChainStatus, ReclaimArgs, Revert, TxReceipt,
 };
 use crate::sign::Signature;
-use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit, outcome_to_abi};
+use crate::state::{
+    FixedPart, SignedVariablePart, SingleAssetExit, encode_outcome, outcome_to_abi,
+};
 
 type Adjudicator = NitroAdjudicator::NitroAdjudicatorInstance<DynProvider>;
 
@@ -619,6 +621,40 @@ impl Chain for EthereumChain {
         Ok(self.send(call, U256::ZERO).await?.0)
     }
 
+    async fn conclude_and_transfer_all_assets(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        let call = self
+            .adjudicator
+            .concludeAndTransferAllAssets(fixed.to_abi(), candidate.to_abi());
+        Ok(self.send(call, U256::ZERO).await?.0)
+    }
+
+    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
+        let call = self.adjudicator.reclaim(args.to_abi());
+        Ok(self.send(call, U256::ZERO).await?.0)
+    }
+
+    async fn transfer(
+        &self,
+        asset_index: u64,
+        from_channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+        indices: &[u64],
+    ) -> Result<TxReceipt, ChainError> {
+        let call = self.adjudicator.transfer(
+            U256::from(asset_index),
+            from_channel_id,
+            encode_outcome(outcome).into(),
+            state_hash,
+            indices.iter().map(|i| U256::from(*i)).collect(),
+        );
+        Ok(self.send(call, U256::ZERO).await?.0)
+    }
+
     async fn events(
         &self,
         channel_id: B256,
@@ -683,11 +719,11 @@ impl EthereumChain {
     }
 }
 
-/// Decodes one adjudicator log; `None` for events this crate does not model (e.g. `Reclaimed`).
+/// Decodes one adjudicator log; `None` for events this crate does not model.
 fn decode_event(log: &Log) -> Result<Option<ChainEvent>, ChainError> {
     use NitroAdjudicator::{
         AllocationUpdated, ChallengeCleared, ChallengeRegistered, Checkpointed, Concluded,
-        Deposited,
+        Deposited, Reclaimed,
     };
     fn decode<E: SolEvent>(log: &Log) -> Result<E, ChainError> {
         E::decode_log_data(log.data()).map_err(|e| {
@@ -747,15 +783,25 @@ fn decode_event(log: &Log) -> Result<Option<ChainEvent>, ChainError> {
                 final_holdings: e.finalHoldings,
             }
         }
+        Reclaimed::SIGNATURE_HASH => {
+            let e: Reclaimed = decode(log)?;
+            ChainEvent::Reclaimed {
+                channel_id: e.channelId,
+                asset_index: u64::try_from(e.assetIndex).map_err(|_| {
+                    transport_msg(format!("Reclaimed asset index {}", e.assetIndex))
+                })?,
+            }
+        }
         _ => return Ok(None),
     };
     Ok(Some(event))
 }
 
-/// The creation bytecode of the contracts a channel needs: the published `NitroAdjudicator` (from
-/// the npm package's Hardhat artifacts) and this crate's `PaymentApp` (compiled from
-/// `contracts/PaymentApp.sol` by `scripts/build-contracts.sh` with the pinned compiler), plus the
-/// published `VirtualPaymentApp`, kept only to test why it is not used.
+/// The creation bytecode of the contracts a channel needs: the published `NitroAdjudicator` and
+/// `ConsensusApp` (the app of ledger channels; from the npm package's Hardhat artifacts) and this
+/// crate's `PaymentApp` (compiled from `contracts/PaymentApp.sol` by `scripts/build-contracts.sh`
+/// with the pinned compiler), plus the published `VirtualPaymentApp`, kept only to test why it
+/// is not used.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NitroArtifacts {
     /// `NitroAdjudicator` creation bytecode.
@@ -764,6 +810,8 @@ pub struct NitroArtifacts {
     pub payment_app: Bytes,
     /// `VirtualPaymentApp` creation bytecode.
     pub virtual_payment_app: Bytes,
+    /// `ConsensusApp` creation bytecode.
+    pub consensus_app: Bytes,
 }
 
 impl fmt::Debug for NitroArtifacts {
@@ -772,6 +820,7 @@ impl fmt::Debug for NitroArtifacts {
             .field("nitro_adjudicator_len", &self.nitro_adjudicator.len())
             .field("payment_app_len", &self.payment_app.len())
             .field("virtual_payment_app_len", &self.virtual_payment_app.len())
+            .field("consensus_app_len", &self.consensus_app.len())
             .finish()
     }
 }
@@ -780,13 +829,14 @@ impl NitroArtifacts {
     /// The npm package the adjudicator comes from (see `scripts/fetch-nitro-artifacts.sh`).
     pub const NPM_PACKAGE: &'static str = "@statechannels/nitro-protocol@2.0.1-alpha.6";
 
-    /// Reads `NitroAdjudicator.json`, `PaymentApp.json` and `VirtualPaymentApp.json` (artifacts
-    /// with a `bytecode` member) from `dir`.
+    /// Reads `NitroAdjudicator.json`, `PaymentApp.json`, `VirtualPaymentApp.json` and
+    /// `ConsensusApp.json` (artifacts with a `bytecode` member) from `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, SetupError> {
         Ok(Self {
             nitro_adjudicator: read_bytecode(&dir.join("NitroAdjudicator.json"))?,
             payment_app: read_bytecode(&dir.join("PaymentApp.json"))?,
             virtual_payment_app: read_bytecode(&dir.join("VirtualPaymentApp.json"))?,
+            consensus_app: read_bytecode(&dir.join("ConsensusApp.json"))?,
         })
     }
 }
@@ -819,17 +869,20 @@ pub struct Deployment {
     pub payment_app: Address,
     /// The published `VirtualPaymentApp` (not used by channels; see [`crate::app`]).
     pub virtual_payment_app: Address,
+    /// The published `ConsensusApp` (the ledger channels' `appDefinition`).
+    pub consensus_app: Address,
     /// Receipt of the adjudicator's deployment.
     pub nitro_adjudicator_receipt: TxReceipt,
     /// Receipt of `PaymentApp`'s deployment.
     pub payment_app_receipt: TxReceipt,
 }
 
-/// Deploys `NitroAdjudicator`, `PaymentApp` and `VirtualPaymentApp` from `artifacts`, in this
-/// order, from the account of `secret_key` (which pays the gas: about 4.5 M on a dev chain). On a
-/// fresh dev chain from its account #0 they land at
-/// [`DEFAULT_ADJUDICATOR_ADDRESS`](crate::chain::sim::DEFAULT_ADJUDICATOR_ADDRESS) and
-/// [`DEFAULT_APP_DEFINITION`](crate::chain::sim::DEFAULT_APP_DEFINITION).
+/// Deploys `NitroAdjudicator`, `PaymentApp`, `VirtualPaymentApp` and `ConsensusApp` from
+/// `artifacts`, in this order, from the account of `secret_key` (which pays the gas: about 5 M on
+/// a dev chain). On a fresh dev chain from its account #0 they land at
+/// [`DEFAULT_ADJUDICATOR_ADDRESS`](crate::chain::sim::DEFAULT_ADJUDICATOR_ADDRESS),
+/// [`DEFAULT_APP_DEFINITION`](crate::chain::sim::DEFAULT_APP_DEFINITION) and (the fourth)
+/// [`DEFAULT_CONSENSUS_APP`](crate::chain::sim::DEFAULT_CONSENSUS_APP), as in the simulator.
 ///
 /// Fails with [`SetupError::AppCode`] if the deployed `PaymentApp` code is not the one this crate
 /// expects ([`PAYMENT_APP_RUNTIME_HASH`](crate::app::PAYMENT_APP_RUNTIME_HASH)).
@@ -844,6 +897,8 @@ pub async fn deploy(
         deploy_contract(rpc_url, secret_key, artifacts.payment_app.clone()).await?;
     let (virtual_payment_app, _) =
         deploy_contract(rpc_url, secret_key, artifacts.virtual_payment_app.clone()).await?;
+    let (consensus_app, _) =
+        deploy_contract(rpc_url, secret_key, artifacts.consensus_app.clone()).await?;
     let chain = EthereumChain::connect_unchecked(rpc_url, secret_key, nitro_adjudicator).await?;
     let code_hash = chain.code_hash(payment_app).await?;
     if code_hash != crate::app::PAYMENT_APP_RUNTIME_HASH {
@@ -856,6 +911,7 @@ pub async fn deploy(
         nitro_adjudicator,
         payment_app,
         virtual_payment_app,
+        consensus_app,
         nitro_adjudicator_receipt,
         payment_app_receipt,
     })

@@ -23,9 +23,10 @@ pub use ethereum::EthereumChain;
 
 #[cfg(feature = "client")]
 use crate::sign::Signature;
-use crate::state::SignedVariablePart;
 #[cfg(feature = "client")]
-use crate::state::{FixedPart, SingleAssetExit};
+use crate::state::FixedPart;
+use crate::state::SignedVariablePart;
+use crate::state::SingleAssetExit;
 
 /// `keccak256` of the `NitroAdjudicator`'s runtime code
 /// (`@statechannels/nitro-protocol@2.0.1-alpha.6`'s `deployedBytecode`, which is what
@@ -34,6 +35,12 @@ use crate::state::{FixedPart, SingleAssetExit};
 /// the artifact (`scripts/fetch-nitro-artifacts.sh`), so it cannot drift from the pinned version.
 pub const NITRO_ADJUDICATOR_RUNTIME_HASH: B256 =
     alloy_primitives::b256!("0xa3b620a30e9c313891eb06a41fcbf46f85cdae9cb700d7cb3e576470b1566949");
+
+/// `keccak256` of the published `ConsensusApp`'s runtime code (the same npm package's
+/// `deployedBytecode`; no immutables): the app of ledger channels, whose rule is "no proof, the
+/// candidate signed by every participant". A test recomputes it from the fetched artifact.
+pub const CONSENSUS_APP_RUNTIME_HASH: B256 =
+    alloy_primitives::b256!("0xd5d4caa5a34d439ee02ae71f0c87872d927bf4ae2a2398715eab5c3373f4ce4a");
 
 /// What a mined transaction reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +146,14 @@ pub enum ChainEvent {
         /// Holdings after.
         final_holdings: U256,
     },
+    /// `Reclaimed(channelId, assetIndex)`: a guarantee in the ledger `channel_id` was replaced by
+    /// the guaranteed channel's outcome ([`Chain::reclaim`]); no funds moved.
+    Reclaimed {
+        /// The source (ledger) channel.
+        channel_id: B256,
+        /// Index of the asset in its outcome.
+        asset_index: u64,
+    },
 }
 
 impl ChainEvent {
@@ -150,7 +165,8 @@ impl ChainEvent {
             | Self::ChallengeCleared { channel_id, .. }
             | Self::Checkpointed { channel_id, .. }
             | Self::Concluded { channel_id, .. }
-            | Self::AllocationUpdated { channel_id, .. } => *channel_id,
+            | Self::AllocationUpdated { channel_id, .. }
+            | Self::Reclaimed { channel_id, .. } => *channel_id,
         }
     }
 }
@@ -167,6 +183,46 @@ pub struct ChainEventRecord {
     pub log_index: u64,
     /// The event.
     pub event: ChainEvent,
+}
+
+/// The arguments of `reclaim` (`IMultiAssetHolder.ReclaimArgs`), typed: the outcomes are ABI-encoded
+/// when sent. `reclaim` moves the finalized outcome of a target channel `V` back into a finalized
+/// source channel `L` whose allocation `index_of_target_in_source` is a guarantee (allocation type
+/// 2) for `V`: the guarantee is removed and `left += V[0].amount`, `right += V[1].amount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReclaimArgs {
+    /// The source (ledger) channel.
+    pub source_channel_id: B256,
+    /// The state hash in the source's fingerprint: the challenge state's hash, zero if concluded.
+    pub source_state_hash: B256,
+    /// The source's outcome as currently fingerprinted (after earlier reclaims or transfers).
+    pub source_outcome: Vec<SingleAssetExit>,
+    /// Index of the asset in the source outcome.
+    pub source_asset_index: u64,
+    /// Index of the guarantee in that asset's allocations.
+    pub index_of_target_in_source: u64,
+    /// The state hash in the target's fingerprint: the challenge state's hash, zero if concluded.
+    pub target_state_hash: B256,
+    /// The target's finalized outcome.
+    pub target_outcome: Vec<SingleAssetExit>,
+    /// Index of the asset in the target outcome.
+    pub target_asset_index: u64,
+}
+
+impl ReclaimArgs {
+    /// The ABI struct (`sourceOutcomeBytes` and `targetOutcomeBytes` are `abi.encode(outcome)`).
+    pub fn to_abi(&self) -> crate::abi::ReclaimArgs {
+        crate::abi::ReclaimArgs {
+            sourceChannelId: self.source_channel_id,
+            sourceStateHash: self.source_state_hash,
+            sourceOutcomeBytes: crate::state::encode_outcome(&self.source_outcome).into(),
+            sourceAssetIndex: U256::from(self.source_asset_index),
+            indexOfTargetInSource: U256::from(self.index_of_target_in_source),
+            targetStateHash: self.target_state_hash,
+            targetOutcomeBytes: crate::state::encode_outcome(&self.target_outcome).into(),
+            targetAssetIndex: U256::from(self.target_asset_index),
+        }
+    }
 }
 
 /// A revert reason of the Nitro v2 contracts, typed. Unknown reasons are kept as [`Revert::Other`].
@@ -358,6 +414,43 @@ pub trait Chain: Send + Sync {
         state_hash: B256,
     ) -> Result<TxReceipt, ChainError>;
 
+    /// `concludeAndTransferAllAssets(fixedPart, candidate)`: `conclude` with a final state signed
+    /// by every participant, then `transferAllAssets` of its outcome, in one transaction (the
+    /// cooperative close of a ledger channel that holds no guarantee: the payout reverts
+    /// `cannot transfer a guarantee` otherwise, and the whole call with it).
+    async fn conclude_and_transfer_all_assets(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError>;
+
+    /// `reclaim(reclaimArgs)`: once both the source (ledger) channel and the target (virtual)
+    /// channel it guarantees are finalized, replaces the guarantee in the source's fingerprinted
+    /// outcome by the target's amounts (see [`ReclaimArgs`]). Moves no funds; emits
+    /// [`ChainEvent::Reclaimed`]. A ledger pays out ([`Chain::transfer_all_assets`]) only once
+    /// every guarantee in it was reclaimed.
+    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError>;
+
+    /// `transfer(assetIndex, fromChannelId, outcomeBytes, stateHash, indices)`: pays the
+    /// allocations at `indices` (strictly increasing; empty = all) of asset `asset_index` of a
+    /// finalized channel, and stores the reduced outcome's fingerprint.
+    ///
+    /// **This crate never needs it; it exists to test a contract hazard.** In
+    /// `nitro-protocol@2.0.1-alpha.6` the `cannot transfer a guarantee` check reads
+    /// `allocations[k]` with `k` indexing `indices`, not `allocations`. So once a ledger is
+    /// finalized with a live guarantee at index `i ≥ 1`, **anyone** can call it with `[i]` and
+    /// move the guarantee's amount into `holdings[V]` (the guaranteed channel), outside `reclaim`.
+    /// A hub must never let a ledger with a guarantee finalize before the guaranteed channel, and
+    /// must reclaim in the first block where both are final.
+    async fn transfer(
+        &self,
+        asset_index: u64,
+        from_channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+        indices: &[u64],
+    ) -> Result<TxReceipt, ChainError>;
+
     /// Adjudicator events about `channel_id` in blocks `from_block..=latest`, in chain order.
     async fn events(
         &self,
@@ -463,6 +556,30 @@ impl<T: Chain + ?Sized> Chain for std::sync::Arc<T> {
     ) -> Result<TxReceipt, ChainError> {
         (**self)
             .transfer_all_assets(channel_id, outcome, state_hash)
+            .await
+    }
+    async fn conclude_and_transfer_all_assets(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        (**self)
+            .conclude_and_transfer_all_assets(fixed, candidate)
+            .await
+    }
+    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
+        (**self).reclaim(args).await
+    }
+    async fn transfer(
+        &self,
+        asset_index: u64,
+        from_channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+        indices: &[u64],
+    ) -> Result<TxReceipt, ChainError> {
+        (**self)
+            .transfer(asset_index, from_channel_id, outcome, state_hash, indices)
             .await
     }
     async fn events(

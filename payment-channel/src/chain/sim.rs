@@ -20,10 +20,16 @@
 //! - **The adjudicator**: holdings per asset and channel, status per channel as
 //!   `(turnNumRecord, finalizesAt, fingerprint)`, and an event log.
 //! - **The apps**: `PaymentApp` at [`SimulatedChain::app_definition`]; the published
+//!   `ConsensusApp` (ledger channels) at [`SimulatedChain::consensus_app`]; the published
 //!   `VirtualPaymentApp` only where [`SimulatedChain::install_virtual_payment_app`] puts it (to
 //!   show its flaw). A channel whose `appDefinition` is any other address reverts like a call
 //!   to an address without that function. [`Chain::code_hash`] tells the apps apart as
-//!   `eth_getCode` would: `PaymentApp`'s is [`PAYMENT_APP_RUNTIME_HASH`].
+//!   `eth_getCode` would: `PaymentApp`'s is [`PAYMENT_APP_RUNTIME_HASH`], `ConsensusApp`'s is
+//!   [`CONSENSUS_APP_RUNTIME_HASH`].
+//! - **Guarantees**: `reclaim`, `transfer` (with its contract bug: the `cannot transfer a
+//!   guarantee` check reads `allocations[k]`, `k` indexing `indices`, so `transfer(…, [i])` pays
+//!   out a guarantee at index `i`; see [`Chain::transfer`]) and `concludeAndTransferAllAssets`,
+//!   with the contract's checks in the contract's order and its revert strings.
 //! - **EVM arithmetic**: what Solidity 0.8 checks (under/overflow, array bounds) reverts with a
 //!   `panic: …` reason, as a node reports it; reverts that carry no reason on chain (ABI decoding
 //!   failures, calls to non-contracts) get a descriptive [`Revert::Other`] prefixed `no reason:`.
@@ -31,8 +37,7 @@
 //! # What it does not model
 //! Gas (receipts report 0 and no fee is charged), the transaction pool, reorgs and confirmations,
 //! token standards other than ERC-20, contracts other than the apps, the tokens and the
-//! adjudicator, `reclaim`/`transfer`/`concludeAndTransferAllAssets`, and strictly increasing block
-//! timestamps (two transactions in the same second share a timestamp). A reverted transaction
+//! adjudicator, and strictly increasing block timestamps (two transactions in the same second share a timestamp). A reverted transaction
 //! changes nothing and mines no block (as a node's gas estimation would refuse it).
 //!
 //! Each transaction copies the chain's state, applies itself to the copy and keeps it only on
@@ -46,12 +51,13 @@ use alloy_sol_types::SolValue;
 use async_trait::async_trait;
 
 use super::{
-    Chain, ChainError, ChainEvent, ChainEventRecord, ChannelMode, OnChainStatus, Revert, TxReceipt,
-    fingerprint,
+    CONSENSUS_APP_RUNTIME_HASH, Chain, ChainError, ChainEvent, ChainEventRecord, ChannelMode,
+    OnChainStatus, ReclaimArgs, Revert, TxReceipt, fingerprint,
 };
 use crate::sign::{Signature, ecrecover, eth_message_hash};
+use crate::state::allocation_type::GUARANTEE;
 use crate::state::{
-    FixedPart, MAX_UINT48, SignedVariablePart, SingleAssetExit, VariablePart,
+    Allocation, FixedPart, MAX_UINT48, SignedVariablePart, SingleAssetExit, VariablePart,
     challenge_message_hash, destination_to_address, hash_outcome,
 };
 
@@ -70,11 +76,14 @@ pub const DEFAULT_ADJUDICATOR_ADDRESS: Address =
 /// work on an anvil where the adjudicator and then the app were deployed.
 pub const DEFAULT_APP_DEFINITION: Address = address!("0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512");
 
+/// The `ConsensusApp` address of every simulated chain: what anvil gives the fourth deployment
+/// from its dev account #0 (nonce 3, after the adjudicator, `PaymentApp` and
+/// `VirtualPaymentApp`; see `chain::ethereum::deploy`).
+pub const DEFAULT_CONSENSUS_APP: Address = address!("0xCf7Ed3AccA5a467e9e704C703E8D87F634fB0Fc9");
+
 /// The timestamp of the genesis block of [`SimulatedChain::new`] (2023-11-14T22:13:20Z).
 pub const DEFAULT_GENESIS_TIME: u64 = 1_700_000_000;
 
-/// `AllocationType.guarantee` of the exit format.
-const GUARANTEE: u8 = 2;
 /// Largest `AssetType` of the exit format (`Default, ERC721, ERC1155, Qualified`).
 const MAX_ASSET_TYPE: u8 = 3;
 
@@ -214,15 +223,18 @@ impl SimulatedChain {
         Self::with_genesis(DEFAULT_GENESIS_TIME, DEFAULT_APP_DEFINITION)
     }
 
-    /// A chain at block 0 and time `genesis_time`, with `PaymentApp` at `app_definition`.
+    /// A chain at block 0 and time `genesis_time`, with `PaymentApp` at `app_definition` and
+    /// `ConsensusApp` at [`DEFAULT_CONSENSUS_APP`] (unless `app_definition` is that address).
     pub fn with_genesis(genesis_time: u64, app_definition: Address) -> Self {
+        let mut apps = HashMap::from([(DEFAULT_CONSENSUS_APP, AppKind::Consensus)]);
+        apps.insert(app_definition, AppKind::Payment);
         Self {
             world: Arc::new(Mutex::new(World {
                 state: State::default(),
                 now: genesis_time,
                 block_number: 0,
                 app_definition,
-                apps: HashMap::from([(app_definition, AppKind::Payment)]),
+                apps,
                 adjudicator: DEFAULT_ADJUDICATOR_ADDRESS,
                 events: Vec::new(),
             })),
@@ -247,18 +259,26 @@ impl SimulatedChain {
         self.world().app_definition
     }
 
+    /// The address of the published `ConsensusApp` (the app of ledger channels):
+    /// [`DEFAULT_CONSENSUS_APP`].
+    pub fn consensus_app(&self) -> Address {
+        DEFAULT_CONSENSUS_APP
+    }
+
     /// Puts the published `VirtualPaymentApp` at `address` (its code hash is not
     /// [`PAYMENT_APP_RUNTIME_HASH`]). For tests of why this crate does not use it.
     pub fn install_virtual_payment_app(&self, address: Address) {
         self.world().apps.insert(address, AppKind::VirtualPayment);
     }
 
-    /// `keccak256(eth_getCode(address))`: [`PAYMENT_APP_RUNTIME_HASH`] for `PaymentApp`, a
-    /// distinct made-up hash for each other contract kind, and the hash of empty code elsewhere.
+    /// `keccak256(eth_getCode(address))`: [`PAYMENT_APP_RUNTIME_HASH`] for `PaymentApp`,
+    /// [`CONSENSUS_APP_RUNTIME_HASH`] for `ConsensusApp`, a distinct made-up hash for each other
+    /// contract kind, and the hash of empty code elsewhere.
     pub fn code_hash(&self, address: Address) -> B256 {
         let world = self.world();
         let label = match world.apps.get(&address) {
             Some(AppKind::Payment) => return PAYMENT_APP_RUNTIME_HASH,
+            Some(AppKind::Consensus) => return CONSENSUS_APP_RUNTIME_HASH,
             Some(AppKind::VirtualPayment) => "simulated VirtualPaymentApp",
             None if address == world.adjudicator => "simulated NitroAdjudicator",
             None if world.state.tokens.contains_key(&address) => "simulated ERC20",
@@ -885,7 +905,7 @@ impl Tx {
         let mut total_payouts = Vec::with_capacity(outcome.len());
         for asset_outcome in &mut outcome {
             let initial = holdings(&self.state, asset_outcome.asset, channel_id);
-            let effects = compute_transfer_effects(initial, &asset_outcome.allocations)?;
+            let effects = compute_transfer_effects(initial, &asset_outcome.allocations, &[])?;
             if !effects.allocates_only_zeros {
                 allocates_only_zeros_for_all_assets = false;
             }
@@ -920,21 +940,138 @@ impl Tx {
             // `delete statusOf[channelId]`
             self.state.status.remove(&channel_id);
         } else {
-            // `_updateFingerprint`: keeps turnNumRecord and finalizesAt.
-            let old = status(&self.state, channel_id);
-            self.set_status(
-                channel_id,
-                OnChainStatus {
-                    fingerprint: fingerprint(state_hash, hash_outcome(&outcome)),
-                    ..old
-                },
-            );
+            self.update_fingerprint(channel_id, state_hash, &outcome);
         }
 
         // interactions: `_executeExit`
         for (asset, exit) in exits {
             self.execute_single_asset_exit(asset, &exit)?;
         }
+        Ok(())
+    }
+
+    /// `NitroAdjudicator.concludeAndTransferAllAssets`: `_conclude`, then `transferAllAssets`
+    /// with a zero state hash.
+    fn conclude_and_transfer_all_assets(
+        &mut self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<(), Revert> {
+        self.conclude(fixed, candidate)?;
+        self.transfer_all_assets(
+            fixed.channel_id(),
+            candidate.variable_part.outcome.clone(),
+            B256::ZERO,
+        )
+    }
+
+    /// `_requireChannelFinalized` and `_requireMatchingFingerprint` of `MultiAssetHolder`.
+    fn require_finalized_with(
+        &self,
+        channel_id: B256,
+        state_hash: B256,
+        outcome: &[SingleAssetExit],
+    ) -> Result<(), Revert> {
+        require(
+            self.mode(channel_id) == ChannelMode::Finalized,
+            "Channel not finalized.",
+        )?;
+        require(
+            status(&self.state, channel_id).fingerprint
+                == fingerprint(state_hash, hash_outcome(outcome)),
+            "incorrect fingerprint",
+        )
+    }
+
+    /// `MultiAssetHolder._updateFingerprint`: keeps `turnNumRecord` and `finalizesAt`.
+    fn update_fingerprint(
+        &mut self,
+        channel_id: B256,
+        state_hash: B256,
+        outcome: &[SingleAssetExit],
+    ) {
+        let old = status(&self.state, channel_id);
+        self.set_status(
+            channel_id,
+            OnChainStatus {
+                fingerprint: fingerprint(state_hash, hash_outcome(outcome)),
+                ..old
+            },
+        );
+    }
+
+    /// `MultiAssetHolder.transfer`, its `indices` bug included (see [`Chain::transfer`]).
+    fn transfer(
+        &mut self,
+        asset_index: u64,
+        channel_id: B256,
+        mut outcome: Vec<SingleAssetExit>,
+        state_hash: B256,
+        indices: &[u64],
+    ) -> Result<(), Revert> {
+        // `_apply_transfer_checks`
+        for pair in indices.windows(2) {
+            require(pair[0] < pair[1], "Indices must be sorted")?;
+        }
+        self.require_finalized_with(channel_id, state_hash, &outcome)?;
+        let i = index(asset_index, outcome.len())?;
+        let asset = outcome[i].asset;
+        let initial = holdings(&self.state, asset, channel_id);
+
+        let effects = compute_transfer_effects(initial, &outcome[i].allocations, indices)?;
+
+        // `_apply_transfer_effects`: the fingerprint is updated even when only zeros are left
+        // (only `transferAllAssets` deletes the status).
+        let left = initial
+            .checked_sub(effects.total_payouts)
+            .ok_or_else(panic_overflow)?;
+        self.state.holdings.insert((asset, channel_id), left);
+        outcome[i].allocations = effects.new_allocations;
+        self.update_fingerprint(channel_id, state_hash, &outcome);
+        self.events.push(ChainEvent::AllocationUpdated {
+            channel_id,
+            asset_index,
+            initial_holdings: initial,
+            final_holdings: left,
+        });
+
+        // `_apply_transfer_interactions`
+        self.execute_single_asset_exit(asset, &effects.exit)
+    }
+
+    /// `MultiAssetHolder.reclaim`.
+    fn reclaim(&mut self, args: &ReclaimArgs) -> Result<(), Revert> {
+        // `_apply_reclaim_checks`: source checks, then the guarantee, then the target.
+        let source_id = args.source_channel_id;
+        self.require_finalized_with(source_id, args.source_state_hash, &args.source_outcome)?;
+        let source_index = index(args.source_asset_index, args.source_outcome.len())?;
+        let source = &args.source_outcome[source_index];
+        let g_index = index(args.index_of_target_in_source, source.allocations.len())?;
+        let guarantee = &source.allocations[g_index];
+        require(
+            guarantee.allocation_type == GUARANTEE,
+            "not a guarantee allocation",
+        )?;
+        let target_id = guarantee.destination;
+        let target_index = index(args.target_asset_index, args.target_outcome.len())?;
+        let target = &args.target_outcome[target_index];
+        require(
+            target.asset == source.asset,
+            "targetAsset != guaranteeAsset",
+        )?;
+        self.require_finalized_with(target_id, args.target_state_hash, &args.target_outcome)?;
+
+        let new_allocations =
+            compute_reclaim_effects(&source.allocations, &target.allocations, g_index)?;
+
+        // `_apply_reclaim_effects`: the target channel is not touched.
+        let mut outcome = args.source_outcome.clone();
+        outcome[source_index].allocations = new_allocations;
+        self.update_fingerprint(source_id, args.source_state_hash, &outcome);
+        self.events.push(ChainEvent::Reclaimed {
+            channel_id: source_id,
+            asset_index: args.source_asset_index,
+        });
         Ok(())
     }
 
@@ -984,35 +1121,56 @@ impl Tx {
 }
 
 struct TransferEffects {
-    new_allocations: Vec<crate::state::Allocation>,
+    new_allocations: Vec<Allocation>,
     allocates_only_zeros: bool,
+    /// `exitAllocations` as `(destination, amount)`: one entry per index (per allocation when
+    /// `indices` is empty); entries of indices that matched no allocation stay `(0, 0)`.
     exit: Vec<(B256, U256)>,
     total_payouts: U256,
 }
 
-/// `compute_transfer_effects_and_interactions(initialHoldings, allocations, [])`: pays allocations
-/// in order while the holdings last.
+/// `compute_transfer_effects_and_interactions(initialHoldings, allocations, indices)`: pays the
+/// allocations at `indices` (all when empty) while the holdings last; allocations before them
+/// use up holdings without being paid.
+///
+/// Faithful to the contract's bug: the guarantee check reads `allocations[k]`, where `k` counts
+/// the matched `indices`, not `allocations[i]`. With `indices == []`, `k == i`; otherwise a
+/// guarantee at index `i > 0` passes whenever `allocations[k]` is not one.
 fn compute_transfer_effects(
     initial_holdings: U256,
-    allocations: &[crate::state::Allocation],
+    allocations: &[Allocation],
+    indices: &[u64],
 ) -> Result<TransferEffects, Revert> {
+    let exit_len = if indices.is_empty() {
+        allocations.len()
+    } else {
+        indices.len()
+    };
+    let mut exit = vec![(B256::ZERO, U256::ZERO); exit_len];
     let mut new_allocations = Vec::with_capacity(allocations.len());
-    let mut exit = Vec::with_capacity(allocations.len());
     let mut total_payouts = U256::ZERO;
     let mut allocates_only_zeros = true;
     let mut surplus = initial_holdings;
-    for allocation in allocations {
+    let mut k = 0usize;
+    for (i, allocation) in allocations.iter().enumerate() {
         let affords_for_destination = allocation.amount.min(surplus);
-        // With `indices == []`, `k == i` on every iteration, so `allocations[k]` is this one.
-        if allocation.allocation_type == GUARANTEE {
-            return Err(Revert::from_reason("cannot transfer a guarantee"));
-        }
         let mut new = allocation.clone();
-        new.amount = allocation.amount - affords_for_destination;
-        exit.push((allocation.destination, affords_for_destination));
-        total_payouts = total_payouts
-            .checked_add(affords_for_destination)
-            .ok_or_else(panic_overflow)?;
+        let selected = indices.is_empty()
+            || indices
+                .get(k)
+                .is_some_and(|idx| u64::try_from(i) == Ok(*idx));
+        if selected {
+            // `allocations[k]`: `k <= i` here, so it is in bounds.
+            if allocations[k].allocation_type == GUARANTEE {
+                return Err(Revert::from_reason("cannot transfer a guarantee"));
+            }
+            new.amount = allocation.amount - affords_for_destination;
+            exit[k] = (allocation.destination, affords_for_destination);
+            total_payouts = total_payouts
+                .checked_add(affords_for_destination)
+                .ok_or_else(panic_overflow)?;
+            k += 1;
+        }
         if new.amount != U256::ZERO {
             allocates_only_zeros = false;
         }
@@ -1025,6 +1183,68 @@ fn compute_transfer_effects(
         exit,
         total_payouts,
     })
+}
+
+/// `MultiAssetHolder.compute_reclaim_effects`: the source's allocations without the guarantee at
+/// `index_of_target`, its `left` credited with `target[0]` and its `right` with `target[1]`
+/// (each at its first occurrence), which must add up to the guarantee's amount.
+fn compute_reclaim_effects(
+    source: &[Allocation],
+    target: &[Allocation],
+    index_of_target: usize,
+) -> Result<Vec<Allocation>, Revert> {
+    let guarantee = source.get(index_of_target).ok_or_else(panic_oob)?;
+    // `abi.decode(metadata, (Guarantee))`: two words; shorter data reverts without a reason.
+    let word = |i: usize| {
+        guarantee
+            .metadata
+            .get(i * 32..(i + 1) * 32)
+            .map(B256::from_slice)
+            .ok_or_else(|| silent("abi.decode of the guarantee metadata: too short"))
+    };
+    let (left, right) = (word(0)?, word(1)?);
+    let target_amount = |i: usize| target.get(i).map(|a| a.amount).ok_or_else(panic_oob);
+
+    let mut new_allocations = Vec::with_capacity(source.len().saturating_sub(1));
+    let (mut found_target, mut found_left, mut found_right) = (false, false, false);
+    let mut total_reclaimed = U256::ZERO;
+    for (i, allocation) in source.iter().enumerate() {
+        if i == index_of_target {
+            found_target = true;
+            continue;
+        }
+        let mut new = allocation.clone();
+        for (found, side, which) in [
+            (&mut found_left, left, 0usize),
+            (&mut found_right, right, 1usize),
+        ] {
+            if !*found && allocation.destination == side {
+                let amount = target_amount(which)?;
+                new.amount = new.amount.checked_add(amount).ok_or_else(panic_overflow)?;
+                total_reclaimed = total_reclaimed
+                    .checked_add(amount)
+                    .ok_or_else(panic_overflow)?;
+                *found = true;
+            }
+        }
+        new_allocations.push(new);
+    }
+    require(found_target, "could not find target")?;
+    require(found_left, "could not find left")?;
+    require(found_right, "could not find right")?;
+    require(
+        total_reclaimed == guarantee.amount,
+        "totalReclaimed!=guarantee.amount",
+    )?;
+    Ok(new_allocations)
+}
+
+/// An index into a Solidity memory array: out of bounds is `Panic(0x32)`.
+fn index(i: u64, len: usize) -> Result<usize, Revert> {
+    usize::try_from(i)
+        .ok()
+        .filter(|i| *i < len)
+        .ok_or_else(panic_oob)
 }
 
 /// A [`Chain`] acting for one account of a [`SimulatedChain`].
@@ -1167,6 +1387,44 @@ impl Chain for SimulatedChainHandle {
         })
     }
 
+    async fn conclude_and_transfer_all_assets(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        let fixed = decode_fixed(fixed);
+        let candidate = decode_signed(candidate)?;
+        self.chain.transact(self.account, |tx| {
+            tx.conclude_and_transfer_all_assets(&fixed, &candidate)
+                .map_err(revert_err)
+        })
+    }
+
+    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
+        let args = ReclaimArgs {
+            source_outcome: decode_outcome(&args.source_outcome)?,
+            target_outcome: decode_outcome(&args.target_outcome)?,
+            ..args.clone()
+        };
+        self.chain
+            .transact(self.account, |tx| tx.reclaim(&args).map_err(revert_err))
+    }
+
+    async fn transfer(
+        &self,
+        asset_index: u64,
+        from_channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+        indices: &[u64],
+    ) -> Result<TxReceipt, ChainError> {
+        let outcome = decode_outcome(outcome)?;
+        self.chain.transact(self.account, |tx| {
+            tx.transfer(asset_index, from_channel_id, outcome, state_hash, indices)
+                .map_err(revert_err)
+        })
+    }
+
     async fn events(
         &self,
         channel_id: B256,
@@ -1227,6 +1485,7 @@ mod tests {
             DEFAULT_ADJUDICATOR_ADDRESS
         );
         assert_eq!(create_address(dev0.address(), 1), DEFAULT_APP_DEFINITION);
+        assert_eq!(create_address(dev0.address(), 3), DEFAULT_CONSENSUS_APP);
     }
 
     #[test]
@@ -1265,9 +1524,9 @@ mod tests {
 
     #[test]
     fn compute_transfer_effects_pays_in_order_while_holdings_last() {
-        let a = crate::state::Allocation::simple(Address::repeat_byte(1), U256::from(5));
-        let b = crate::state::Allocation::simple(Address::repeat_byte(2), U256::from(7));
-        let fx = compute_transfer_effects(U256::from(9), &[a.clone(), b.clone()]).unwrap();
+        let a = Allocation::simple(Address::repeat_byte(1), U256::from(5));
+        let b = Allocation::simple(Address::repeat_byte(2), U256::from(7));
+        let fx = compute_transfer_effects(U256::from(9), &[a.clone(), b.clone()], &[]).unwrap();
         assert_eq!(fx.total_payouts, U256::from(9));
         assert_eq!(fx.exit[0].1, U256::from(5));
         assert_eq!(fx.exit[1].1, U256::from(4));
@@ -1277,8 +1536,81 @@ mod tests {
         let mut g = b;
         g.allocation_type = GUARANTEE;
         assert!(matches!(
-            compute_transfer_effects(U256::from(9), &[a, g]),
+            compute_transfer_effects(U256::from(9), &[a, g], &[]),
             Err(Revert::Other(r)) if r == "cannot transfer a guarantee"
         ));
+    }
+
+    fn guarantee(amount: u64, left: B256, right: B256) -> Allocation {
+        Allocation::guarantee(
+            B256::repeat_byte(0xcc),
+            U256::from(amount),
+            crate::state::Guarantee { left, right },
+        )
+    }
+
+    #[test]
+    fn transfer_with_indices_checks_the_wrong_allocation_like_the_contract() {
+        let a = Allocation::simple(Address::repeat_byte(1), U256::from(5));
+        let b = Allocation::simple(Address::repeat_byte(2), U256::from(5));
+        let g = guarantee(4, a.destination, b.destination);
+        let allocations = [a.clone(), b, g.clone()];
+        // `[2]`: the check reads `allocations[0]` (simple), so the guarantee is paid out.
+        let fx = compute_transfer_effects(U256::from(14), &allocations, &[2]).unwrap();
+        assert_eq!(fx.exit, vec![(g.destination, U256::from(4))]);
+        assert_eq!(fx.total_payouts, U256::from(4));
+        assert_eq!(fx.new_allocations[2].amount, U256::ZERO);
+        assert_eq!(fx.new_allocations[0].amount, U256::from(5));
+        // `[0, 2]`: `allocations[1]` is checked for the second match: paid too.
+        let fx = compute_transfer_effects(U256::from(14), &allocations, &[0, 2]).unwrap();
+        assert_eq!(fx.total_payouts, U256::from(9));
+        // With the guarantee first, `[0]` is refused; an index past the end pays nothing.
+        let first = [g, a];
+        assert!(compute_transfer_effects(U256::from(9), &first, &[0]).is_err());
+        let fx = compute_transfer_effects(U256::from(9), &first, &[7]).unwrap();
+        assert_eq!(fx.exit, vec![(B256::ZERO, U256::ZERO)]);
+    }
+
+    /// go-nitro's `computeReclaimEffects` vector (reference §5.4): `[A 2, B 2, G(6, A, B)]`,
+    /// index 2, target `[A 1, B 5]` gives `[A 3, B 7]`.
+    #[test]
+    fn compute_reclaim_effects_vector_and_reverts() {
+        let (a, b) = (
+            B256::left_padding_from(&[0x0a]),
+            B256::left_padding_from(&[0x0b]),
+        );
+        let alloc = |d: B256, x: u64| Allocation {
+            destination: d,
+            ..Allocation::simple(Address::ZERO, U256::from(x))
+        };
+        let source = [alloc(a, 2), alloc(b, 2), guarantee(6, a, b)];
+        let target = [alloc(a, 1), alloc(b, 5)];
+        let out = compute_reclaim_effects(&source, &target, 2).unwrap();
+        assert_eq!(out, vec![alloc(a, 3), alloc(b, 7)]);
+        let reason = |r: Result<Vec<Allocation>, Revert>| match r {
+            Err(Revert::Other(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        let short = [alloc(a, 1), alloc(b, 4)];
+        assert_eq!(
+            reason(compute_reclaim_effects(&source, &short, 2)),
+            "totalReclaimed!=guarantee.amount"
+        );
+        let c = B256::left_padding_from(&[0x0c]);
+        let no_right = [alloc(a, 2), alloc(c, 2), guarantee(6, a, b)];
+        assert_eq!(
+            reason(compute_reclaim_effects(&no_right, &target, 2)),
+            "could not find right"
+        );
+        let mut bad_metadata = guarantee(6, a, b);
+        bad_metadata.metadata = bad_metadata.metadata.slice(..40);
+        assert!(
+            reason(compute_reclaim_effects(
+                &[alloc(a, 2), bad_metadata],
+                &target,
+                1
+            ))
+            .starts_with("no reason:")
+        );
     }
 }

@@ -66,16 +66,18 @@ pub fn find_anvil() -> Option<PathBuf> {
 }
 
 /// The artifacts every Ethereum test needs.
-const ARTIFACTS: [&str; 5] = [
+const ARTIFACTS: [&str; 6] = [
     "NitroAdjudicator.json",
     "VirtualPaymentApp.json",
+    "ConsensusApp.json",
     "PaymentApp.json",
     "Token.json",
     "BadToken.json",
 ];
 
 /// The directory holding the contract artifacts (`NitroAdjudicator.json`,
-/// `VirtualPaymentApp.json`, `PaymentApp.json`, `Token.json`, `BadToken.json`), or `None` (skip)
+/// `VirtualPaymentApp.json`, `ConsensusApp.json`, `PaymentApp.json`, `Token.json`,
+/// `BadToken.json`), or `None` (skip)
 /// / panic (CI) when it does not.
 pub fn artifacts_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("NITRO_ARTIFACTS_DIR")

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
-use crate::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, TxReceipt};
+use crate::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, ReclaimArgs, TxReceipt};
 use crate::sign::Signature;
 use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
 
@@ -44,6 +44,12 @@ pub enum Call {
     Conclude,
     /// [`Chain::transfer_all_assets`].
     TransferAllAssets,
+    /// [`Chain::conclude_and_transfer_all_assets`].
+    ConcludeAndTransferAllAssets,
+    /// [`Chain::reclaim`].
+    Reclaim,
+    /// [`Chain::transfer`].
+    Transfer,
     /// [`Chain::events`] (one channel).
     Events,
     /// [`Chain::adjudicator_events`] (all channels).
@@ -254,6 +260,36 @@ impl<C: Chain> Chain for FaultyChain<C> {
             Call::TransferAllAssets,
             self.inner
                 .transfer_all_assets(channel_id, outcome, state_hash),
+        )
+        .await
+    }
+    async fn conclude_and_transfer_all_assets(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+    ) -> Result<TxReceipt, ChainError> {
+        self.transact(
+            Call::ConcludeAndTransferAllAssets,
+            self.inner
+                .conclude_and_transfer_all_assets(fixed, candidate),
+        )
+        .await
+    }
+    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
+        self.transact(Call::Reclaim, self.inner.reclaim(args)).await
+    }
+    async fn transfer(
+        &self,
+        asset_index: u64,
+        from_channel_id: B256,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+        indices: &[u64],
+    ) -> Result<TxReceipt, ChainError> {
+        self.transact(
+            Call::Transfer,
+            self.inner
+                .transfer(asset_index, from_channel_id, outcome, state_hash, indices),
         )
         .await
     }

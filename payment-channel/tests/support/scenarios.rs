@@ -192,7 +192,8 @@ impl TestChannel {
     }
 }
 
-fn event_kind(e: &ChainEvent) -> &'static str {
+/// The name of an event's kind.
+pub fn event_kind(e: &ChainEvent) -> &'static str {
     match e {
         ChainEvent::Deposited { .. } => "Deposited",
         ChainEvent::ChallengeRegistered { .. } => "ChallengeRegistered",
@@ -200,6 +201,7 @@ fn event_kind(e: &ChainEvent) -> &'static str {
         ChainEvent::Checkpointed { .. } => "Checkpointed",
         ChainEvent::Concluded { .. } => "Concluded",
         ChainEvent::AllocationUpdated { .. } => "AllocationUpdated",
+        ChainEvent::Reclaimed { .. } => "Reclaimed",
         _ => "Other",
     }
 }

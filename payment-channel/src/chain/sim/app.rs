@@ -1,5 +1,6 @@
-//! The two apps the simulator runs, rule for rule: this crate's `PaymentApp` (see
-//! [`crate::app`]) and the published `VirtualPaymentApp` (2.0.1-alpha.6), kept to show its flaw.
+//! The apps the simulator runs, rule for rule: this crate's `PaymentApp` (see [`crate::app`]),
+//! the published `ConsensusApp` (2.0.1-alpha.6; the app of ledger channels) and the published
+//! `VirtualPaymentApp`, kept to show its flaw.
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 
@@ -21,6 +22,8 @@ pub(crate) enum AppKind {
     Payment,
     /// The published `VirtualPaymentApp`.
     VirtualPayment,
+    /// The published `ConsensusApp`.
+    Consensus,
 }
 
 impl AppKind {
@@ -34,8 +37,23 @@ impl AppKind {
         match self {
             Self::Payment => payment_app(fixed, channel_id, proof, candidate),
             Self::VirtualPayment => virtual_payment_app(fixed, channel_id, proof, candidate),
+            Self::Consensus => consensus_app(fixed, proof, candidate),
         }
     }
+}
+
+/// `ConsensusApp.stateIsSupported` (`Consensus.requireConsensus`): no proof, and the candidate
+/// signed by every participant.
+fn consensus_app(
+    fixed: &FixedPart,
+    proof: &[Recovered],
+    candidate: &Recovered,
+) -> Result<(), Revert> {
+    require(proof.is_empty(), "|proof|!=0")?;
+    require(
+        usize::from(claimed_signers_num(candidate.signed_by)?) == fixed.participants.len(),
+        "!unanimous",
+    )
 }
 
 /// `PaymentApp.stateIsSupported`: the rules and their order are in [`crate::app`].
