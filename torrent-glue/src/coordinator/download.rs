@@ -38,26 +38,21 @@ impl Coordinator {
         let deadline = now.checked_add(self.config.liveness.response_timeout);
         let Some(ident) = self.identities.get_mut(&payee) else {
             // Its handshake may still be on its way: hold the proposal briefly.
-            if !self.proposals.iter().any(|p| p.channel_id == channel_id) {
-                let expires = now
-                    .checked_add(self.config.liveness.handshake_timeout)
-                    .unwrap_or(now);
-                self.proposals.push(PendingProposal {
-                    channel_id,
-                    payee,
-                    deposit,
-                    price,
-                    nonce,
-                    expires,
-                });
-            }
+            let expires = now.checked_add(self.config.liveness.handshake_timeout);
+            self.hold_proposal(now, channel_id, payee, deposit, price, nonce, expires);
             return;
         };
         if let Some(slot) = ident.payer {
-            if slot.id != channel_id {
-                decline(self, DeclineReason::AlreadyHaveChannel);
+            if slot.id == channel_id {
+                return;
             }
-            return;
+            if matches!(slot.phase, Phase::Closing | Phase::Challenging) {
+                // The payee saw our channel close before we did (it proposes the next one at
+                // once): hold the proposal until the close reaches us, within the answer time.
+                self.hold_proposal(now, channel_id, payee, deposit, price, nonce, deadline);
+                return;
+            }
+            return decline(self, DeclineReason::AlreadyHaveChannel);
         }
         if ident.asked_beyond_window {
             return decline(self, DeclineReason::Misbehaved);
@@ -96,6 +91,31 @@ impl Coordinator {
             account: payee,
             deposit,
         });
+    }
+
+    /// Keeps a proposal to evaluate again ([`retry_proposals`](Self::retry_proposals)) until
+    /// `expires` (abandoned then).
+    #[allow(clippy::too_many_arguments)]
+    fn hold_proposal(
+        &mut self,
+        now: Instant,
+        channel_id: ChannelId,
+        payee: Address,
+        deposit: u128,
+        price: Option<u128>,
+        nonce: Option<u64>,
+        expires: Option<Instant>,
+    ) {
+        if !self.proposals.iter().any(|p| p.channel_id == channel_id) {
+            self.proposals.push(PendingProposal {
+                channel_id,
+                payee,
+                deposit,
+                price,
+                nonce,
+                expires: expires.unwrap_or(now),
+            });
+        }
     }
 
     /// Whether a proposal's nonce is one we helped create: derived from our challenge and the

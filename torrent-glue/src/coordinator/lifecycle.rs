@@ -6,6 +6,7 @@ use std::time::Instant;
 use paid_wire::choke::ChannelId;
 use payment_channel::Address;
 
+use super::download::allow_bytes;
 use super::state::{Identity, Phase, Slot};
 use super::{Coordinator, CoordinatorEvent, state};
 use crate::channel::{ChannelCommand, FailedCommand, RestoredState, Role};
@@ -249,10 +250,17 @@ impl Coordinator {
         let Some(closed) = slot.take_if(|s| s.id == channel_id) else {
             return Ok(());
         };
-        let live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        let mut live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        live.sort_unstable();
         if role == Role::Payer {
             ident.stall_deadline = None;
             self.budget.spend(closed.deposit, closed.paid);
+            for key in &live {
+                if let Some(planner) = self.peers.get_mut(key).and_then(|p| p.planner.as_mut()) {
+                    // Nothing more is paid on the closed channel: payments wait for the next.
+                    allow_bytes(planner, 0);
+                }
+            }
         }
         self.events.push_back(CoordinatorEvent::ChannelClosed {
             account,
@@ -271,9 +279,9 @@ impl Coordinator {
                     continue;
                 };
                 if ctrl.channel_id() == Some(channel_id) {
-                    // Its channel is gone: nothing more is served on this connection.
-                    ctrl.handle_permanent_stop(now);
-                    self.drain_gate(now, key, None);
+                    // Its channel is gone, the connection is not: it is served again once a
+                    // new channel is funded (asked for by its next request).
+                    self.repend_gate(now, key, account);
                 } else if ctrl.is_channel_pending() {
                     waiting = true;
                 }
@@ -281,6 +289,9 @@ impl Coordinator {
             if waiting {
                 self.need_payee_channel(now, account, None);
             }
+        } else {
+            // A proposal that arrived while this channel was closing is considered now.
+            self.retry_proposals(now, account);
         }
         Ok(())
     }

@@ -59,6 +59,9 @@ pub(crate) struct Peer {
     pub(crate) pse_id: Option<u8>,
     pub(crate) handshake_seen: bool,
     pub(crate) gate: Gate,
+    /// The gate replaced when its payee channel closed, kept (permanently stopped) until the
+    /// serves it handed out are reported sent.
+    pub(crate) retired: Option<Box<ChokeController>>,
     /// Requests deferred before classification.
     pub(crate) deferred: VecDeque<BlockRequest>,
     /// Serves handed out by gates without a controller, awaiting `handle_bytes_sent`.

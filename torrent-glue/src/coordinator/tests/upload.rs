@@ -266,25 +266,105 @@ fn trust_is_per_identity_not_per_connection() {
 }
 
 #[test]
-fn payee_close_by_payer_is_answered_by_permanent_stop() {
+fn payee_close_by_payer_rearms_the_gate_for_a_new_channel() {
+    // The buyer closes our channel (its deposit is spent) while its connection lives: the
+    // connection is not stopped for good (web3torrent's seeder proposes a new channel on the
+    // next request), and nothing is served until the new channel is funded and paid.
     let (mut h, k, buyer, id) = uploader();
     h.engine();
-    h.ev(ChannelEvent::Closed {
-        channel_id: ChannelId(id),
-        payee_amount: 0,
-    });
-    let cmds = h.engine();
+    // Paid for one block: req(0) is handed out (not reported sent yet); req(1) waits.
+    h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
+    assert_eq!(serves(&h.engine()), vec![req(0)]);
     assert_eq!(
-        notices(&cmds),
+        h.c.handle_request(h.now, k, req(1)).unwrap(),
+        RequestDecision::Defer
+    );
+    assert_eq!(
+        notices(&h.engine()),
         vec![(
             k,
-            PseMessage::PermanentStop {
+            PseMessage::Stop {
                 channel_id: Some(ChannelId(id))
             }
         )]
     );
-    assert!(cmds.contains(&EngineCommand::Choke { peer: k }));
+    h.channel();
+    h.ev(ChannelEvent::Closed {
+        channel_id: ChannelId(id),
+        payee_amount: u128::from(BLOCK),
+    });
+    let cmds = h.engine();
+    // START (it was stopped), no permanent-stop, no choke, nothing served.
+    assert_eq!(notices(&cmds), vec![(k, PseMessage::Start)]);
+    assert!(
+        !cmds.contains(&EngineCommand::Choke { peer: k }),
+        "{cmds:?}"
+    );
+    assert!(serves(&cmds).is_empty(), "{cmds:?}");
     assert_eq!(h.c.identity(buyer).unwrap().payee_channel, None);
+    // The waiting request asks for a new channel.
+    assert_eq!(creates(&h.channel()), 1);
+    // The block handed out before the close is still reported to the old gate.
+    h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
+    assert_eq!(
+        h.c.handle_bytes_sent(h.now, k, req(0), BLOCK),
+        Err(UsageError::NotBeingServed {
+            peer: k,
+            cause: GateUsageError::NotBeingServed { request: req(0) }
+        }),
+        "reported once"
+    );
+    let seen = h.c.identity(buyer).unwrap();
+    assert_eq!(seen.bytes_served, u64::from(BLOCK));
+    assert_eq!((seen.credit_wei, seen.debt_wei), (0, 0), "paid what it got");
+    // The new channel: STOP naming it once proposed; served once funded and paid.
+    let id2 = ChannelId([2; 32]);
+    h.ev(ChannelEvent::Created {
+        peer: buyer,
+        channel_id: id2,
+    });
+    assert_eq!(
+        notices(&h.engine()),
+        vec![(
+            k,
+            PseMessage::Stop {
+                channel_id: Some(id2)
+            }
+        )]
+    );
+    h.ready(id2.0, buyer, Role::Payee, 1 << 30);
+    assert!(h.engine().is_empty(), "not served before it pays");
+    h.pay_in(id2, u128::from(BLOCK), u128::from(BLOCK));
+    assert_eq!(serves(&h.engine()), vec![req(1)]);
+}
+
+#[test]
+fn serves_out_when_the_channel_closes_are_refunded_if_never_sent() {
+    // Paid credit committed to a serve that was handed out before the close but never sent
+    // (aborted, or the connection dropped) goes back to the identity.
+    for disconnect in [false, true] {
+        let (mut h, k, buyer, id) = uploader();
+        h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
+        assert_eq!(serves(&h.engine()), vec![req(0)]);
+        h.ev(ChannelEvent::Closed {
+            channel_id: ChannelId(id),
+            payee_amount: u128::from(BLOCK),
+        });
+        if disconnect {
+            h.c.handle_disconnect(h.now, k).unwrap();
+        } else {
+            h.c.handle_bytes_sent(h.now, k, req(0), 1000).unwrap();
+        }
+        let sent = if disconnect { 0 } else { 1000 };
+        let seen = h.c.identity(buyer).unwrap();
+        assert_eq!(seen.bytes_served, sent);
+        assert_eq!(
+            seen.credit_wei,
+            u128::from(BLOCK - sent as u32),
+            "disconnect {disconnect}"
+        );
+        assert_eq!(seen.debt_wei, 0);
+    }
 }
 
 #[test]
