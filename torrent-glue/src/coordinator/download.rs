@@ -32,6 +32,19 @@ impl Coordinator {
                 reason,
             });
         };
+        // Kept to evaluate again (`retry_proposals`) until `expires` (abandoned then).
+        let hold = |this: &mut Self, expires: Option<Instant>| {
+            if !this.proposals.iter().any(|p| p.channel_id == channel_id) {
+                this.proposals.push(PendingProposal {
+                    channel_id,
+                    payee,
+                    deposit,
+                    price,
+                    nonce,
+                    expires: expires.unwrap_or(now),
+                });
+            }
+        };
         let Some(down) = self.config.download else {
             return decline(self, DeclineReason::NotBuying);
         };
@@ -39,7 +52,7 @@ impl Coordinator {
         let Some(ident) = self.identities.get_mut(&payee) else {
             // Its handshake may still be on its way: hold the proposal briefly.
             let expires = now.checked_add(self.config.liveness.handshake_timeout);
-            self.hold_proposal(now, channel_id, payee, deposit, price, nonce, expires);
+            hold(self, expires);
             return;
         };
         if let Some(slot) = ident.payer {
@@ -49,7 +62,7 @@ impl Coordinator {
             if matches!(slot.phase, Phase::Closing | Phase::Challenging) {
                 // The payee saw our channel close before we did (it proposes the next one at
                 // once): hold the proposal until the close reaches us, within the answer time.
-                self.hold_proposal(now, channel_id, payee, deposit, price, nonce, deadline);
+                hold(self, deadline);
                 return;
             }
             return decline(self, DeclineReason::AlreadyHaveChannel);
@@ -91,31 +104,6 @@ impl Coordinator {
             account: payee,
             deposit,
         });
-    }
-
-    /// Keeps a proposal to evaluate again ([`retry_proposals`](Self::retry_proposals)) until
-    /// `expires` (abandoned then).
-    #[allow(clippy::too_many_arguments)]
-    fn hold_proposal(
-        &mut self,
-        now: Instant,
-        channel_id: ChannelId,
-        payee: Address,
-        deposit: u128,
-        price: Option<u128>,
-        nonce: Option<u64>,
-        expires: Option<Instant>,
-    ) {
-        if !self.proposals.iter().any(|p| p.channel_id == channel_id) {
-            self.proposals.push(PendingProposal {
-                channel_id,
-                payee,
-                deposit,
-                price,
-                nonce,
-                expires: expires.unwrap_or(now),
-            });
-        }
     }
 
     /// Whether a proposal's nonce is one we helped create: derived from our challenge and the

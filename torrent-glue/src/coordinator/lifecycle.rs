@@ -192,15 +192,8 @@ impl Coordinator {
         };
         slot.phase = Phase::Closing;
         slot.deadline = Some(deadline);
-        let channel_id = slot.id;
-        self.channel_out
-            .push_back(ChannelCommand::Close { channel_id });
-        self.events.push_back(CoordinatorEvent::Closing {
-            account,
-            channel_id,
-            role,
-        });
-        true
+        let id = slot.id;
+        self.end_channel(account, role, id, true)
     }
 
     pub(super) fn challenge(&mut self, now: Instant, account: Address, role: Role) -> bool {
@@ -222,14 +215,40 @@ impl Coordinator {
         }
         slot.phase = Phase::Challenging;
         slot.deadline = None;
-        let channel_id = slot.id;
-        self.channel_out
-            .push_back(ChannelCommand::Challenge { channel_id });
-        self.events.push_back(CoordinatorEvent::Challenging {
-            account,
-            channel_id,
-            role,
-        });
+        let id = slot.id;
+        self.end_channel(account, role, id, false)
+    }
+
+    /// Asks the client to end `channel_id` (with `account`, as `role`): a cooperative close if
+    /// `close`, else a challenge; announces it. Returns `true`.
+    fn end_channel(
+        &mut self,
+        account: Address,
+        role: Role,
+        channel_id: ChannelId,
+        close: bool,
+    ) -> bool {
+        let (command, event) = if close {
+            (
+                ChannelCommand::Close { channel_id },
+                CoordinatorEvent::Closing {
+                    account,
+                    channel_id,
+                    role,
+                },
+            )
+        } else {
+            (
+                ChannelCommand::Challenge { channel_id },
+                CoordinatorEvent::Challenging {
+                    account,
+                    channel_id,
+                    role,
+                },
+            )
+        };
+        self.channel_out.push_back(command);
+        self.events.push_back(event);
         true
     }
 

@@ -849,14 +849,7 @@ impl Coordinator {
         if !engine {
             return Ok(());
         }
-        peer.local_choked = choked;
-        if let Some(ctrl) = peer.gate.controller_mut() {
-            if choked {
-                ctrl.handle_choke(now);
-            } else {
-                ctrl.handle_unchoke(now);
-            }
-        }
+        peer.set_local_choke(now, choked);
         self.drain_gate(now, key, None);
         Ok(())
     }

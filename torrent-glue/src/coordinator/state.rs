@@ -126,6 +126,18 @@ impl Peer {
             _ => None,
         }
     }
+
+    /// We choke (`true`) or unchoke the peer: its gate learns it.
+    pub(crate) fn set_local_choke(&mut self, now: Instant, choked: bool) {
+        self.local_choked = choked;
+        if let Some(ctrl) = self.gate.controller_mut() {
+            if choked {
+                ctrl.handle_choke(now);
+            } else {
+                ctrl.handle_unchoke(now);
+            }
+        }
+    }
 }
 
 /// A channel slot of one identity, in one direction.

@@ -55,14 +55,7 @@ impl Coordinator {
         if peer.local_choked == choke {
             return;
         }
-        peer.local_choked = choke;
-        if let Some(ctrl) = peer.gate.controller_mut() {
-            if choke {
-                ctrl.handle_choke(now);
-            } else {
-                ctrl.handle_unchoke(now);
-            }
-        }
+        peer.set_local_choke(now, choke);
         self.engine_out.push_back(if choke {
             EngineCommand::Choke { peer: key }
         } else {
