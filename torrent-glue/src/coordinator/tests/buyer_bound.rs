@@ -36,6 +36,22 @@ fn asked_beyond_window(events: &[CoordinatorEvent]) -> bool {
     })
 }
 
+/// Plays `round` `n` times (given the round's number); returns the channel commands and the
+/// events it caused.
+fn rounds(
+    h: &mut H,
+    n: usize,
+    mut round: impl FnMut(&mut H, usize),
+) -> (Vec<ChannelCommand>, Vec<CoordinatorEvent>) {
+    let (mut cmds, mut events) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        round(h, i);
+        cmds.extend(h.channel());
+        events.extend(h.events());
+    }
+    (cmds, events)
+}
+
 /// The typed reaction to a seller that asks again without delivering: it was reported, the
 /// channel was closed cooperatively, and challenged once the close went unanswered.
 fn closed_then_challenged(cmds: &[ChannelCommand], events: &[CoordinatorEvent], id: ChannelId) {
@@ -78,14 +94,11 @@ fn the_window_is_in_flight_plus_pay_ahead_plus_one_granularity() {
 #[test]
 fn stop_start_cycling_without_delivery_pays_at_most_the_window() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
+    let (cmds, events) = rounds(&mut h, 50, |h, _| {
         let _ = h.try_stop(k, id);
         let _ = h.notice_in(k, &PseMessage::Start);
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     let paid = window_then_closed(&cmds, &events, id);
     assert_eq!(paid, u128::from(WINDOW), "up to the window, no further");
 }
@@ -95,39 +108,31 @@ fn stop_without_serving_after_being_paid_for_everything_pays_at_most_the_window(
     // 30 000 bytes still needed: every STOP after the first is "covered" by what we paid, and is
     // forced after the grace period (the uploader says it has no credit left).
     let (mut h, k, _, id) = downloader(bounded(), 30_000);
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
+    let (cmds, events) = rounds(&mut h, 50, |h, _| {
         let _ = h.try_stop(k, id);
         h.advance(Duration::from_secs(3));
         let _ = h.notice_in(k, &PseMessage::Start);
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     window_then_closed(&cmds, &events, id);
 }
 
 #[test]
 fn repeated_stops_without_start_pay_once() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let mut cmds = Vec::new();
-    for _ in 0..20 {
+    let (cmds, _) = rounds(&mut h, 20, |h, _| {
         let _ = h.try_stop(k, id);
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-    }
+    });
     assert_eq!(pays(&cmds), vec![50_000]);
 }
 
 #[test]
 fn prompts_without_serving_pay_at_most_the_window() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
+    let (cmds, events) = rounds(&mut h, 50, |h, _| {
         let _ = h.prompt(k, 75_000);
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     window_then_closed(&cmds, &events, id);
 }
 
@@ -135,15 +140,12 @@ fn prompts_without_serving_pay_at_most_the_window() {
 fn reconnect_loops_pay_at_most_the_window() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
     h.c.handle_disconnect(h.now, k).unwrap();
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for key in 2..40 {
-        let k = h.uploader(key, seller);
+    let (cmds, events) = rounds(&mut h, 38, |h, round| {
+        let k = h.uploader(2 + round as u64, seller);
         let _ = h.try_stop(k, id);
         h.c.handle_disconnect(h.now, k).unwrap();
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     window_then_closed(&cmds, &events, id);
 }
 
@@ -152,15 +154,13 @@ fn several_connections_share_one_window() {
     let (mut h, k1, seller, id) = downloader(bounded(), 10_000_000);
     let k2 = h.uploader(2, seller);
     let k3 = h.uploader(3, seller);
-    let mut cmds = Vec::new();
-    for _ in 0..20 {
+    let (cmds, _) = rounds(&mut h, 20, |h, _| {
         for k in [k1, k2, k3] {
             let _ = h.try_stop(k, id);
             let _ = h.notice_in(k, &PseMessage::Start);
         }
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-    }
+    });
     let paid = paid(&cmds);
     assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
 }
@@ -185,14 +185,21 @@ fn an_honest_uploader_that_delivers_is_paid_as_before() {
     assert!(!asked_beyond_window(&h.events()));
 }
 
-#[test]
-fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
-    // Prompts filled the window; the uploader then stops us while its blocks are in flight.
+/// A downloader of [`bounded`] whose four prompted payments filled the window, nothing
+/// delivered yet.
+fn window_filled() -> (H, PeerKey, ChannelId) {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
     for _ in 0..4 {
         h.prompt(k, 1).unwrap();
     }
     assert_eq!(paid(&h.channel()), u128::from(WINDOW));
+    (h, k, id)
+}
+
+#[test]
+fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
+    // Prompts filled the window; the uploader then stops us while its blocks are in flight.
+    let (mut h, k, id) = window_filled();
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();
     h.stop_in(k, id);
     assert!(pays(&h.channel()).is_empty(), "no room: held");
@@ -206,11 +213,7 @@ fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
 fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
     // An honest uploader at the edge of the window: its STOP crosses our pay-ahead, its START
     // and a prompt arrive before the blocks it then serves.
-    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    for _ in 0..4 {
-        h.prompt(k, 1).unwrap();
-    }
-    assert_eq!(paid(&h.channel()), u128::from(WINDOW));
+    let (mut h, k, id) = window_filled();
     for _ in 0..3 {
         h.stop_in(k, id);
         h.notice_in(k, &PseMessage::Start).unwrap();

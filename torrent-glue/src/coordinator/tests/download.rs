@@ -71,12 +71,7 @@ fn stops_before_funding_are_paid_once_and_not_early() {
         "each STOP acked"
     );
     assert!(pays(&h.channel()).is_empty(), "nothing paid before funding");
-    h.ev(ChannelEvent::Ready {
-        channel_id: id,
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.ready(id.0, seller, Role::Payer, 1_000_000);
     assert_eq!(pays(&h.channel()), vec![40_000]);
     // The seller repeating its STOP before our payment arrived: not paid again.
     h.notice_in(k, &stop).unwrap();
@@ -248,11 +243,13 @@ fn out_of_funds_closes_the_channel() {
     // Deposit 1 000 000: 400 000 + 400 000 + 200 000.
     assert_eq!(pays(&h.channel()), vec![400_000, 400_000, 200_000]);
     h.stop_in(k, id);
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    assert!(h.events().contains(&CoordinatorEvent::OutOfFunds {
-        account: seller,
-        channel_id: id
-    }));
+    h.closes_because(
+        id,
+        CoordinatorEvent::OutOfFunds {
+            account: seller,
+            channel_id: id,
+        },
+    );
 }
 
 #[test]
@@ -264,10 +261,12 @@ fn download_complete_closes_the_channel() {
         h.c.handle_block_received(h.now, k, req(i), BLOCK).unwrap();
         h.c.handle_piece_verified(h.now, TorrentKey(0), i, BLOCK);
     }
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    assert!(h.events().contains(&CoordinatorEvent::DownloadComplete {
-        torrent: TorrentKey(0)
-    }));
+    h.closes_because(
+        id,
+        CoordinatorEvent::DownloadComplete {
+            torrent: TorrentKey(0),
+        },
+    );
     // The uploader's client answers; the channel is gone and the budget is settled.
     h.ev(ChannelEvent::Closed {
         channel_id: id,

@@ -137,10 +137,7 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
     assert_eq!(h.request(b, 0), RequestDecision::Defer);
     h.channel();
     let id = [0x31; 32];
-    h.ev(ChannelEvent::Created {
-        peer: buyer.address(),
-        channel_id: ChannelId(id),
-    });
+    h.created(buyer.address(), ChannelId(id));
     h.ready(id, buyer.address(), Role::Payee, 1 << 30);
     h.engine();
 
@@ -302,11 +299,7 @@ fn repeated_extended_handshakes_are_bounded_and_strike_out() {
             h.c.handle_extended_handshake(h.now, k, &hs),
             Err(Error::Peer(PeerError::TooManyHandshakes))
         );
-        let disconnect = h.engine().contains(&EngineCommand::Disconnect {
-            peer: k,
-            reason: DisconnectReason::Strikes,
-        });
-        assert_eq!(disconnect, strike == 3);
+        assert_eq!(h.struck_out(k), strike == 3);
     }
 }
 
@@ -324,11 +317,7 @@ fn bad_channel_signatures_are_strikes() {
             },
             reason: "bad signature".into(),
         });
-        let disconnect = h.engine().contains(&EngineCommand::Disconnect {
-            peer: b,
-            reason: DisconnectReason::Strikes,
-        });
-        assert_eq!(disconnect, strike == 3);
+        assert_eq!(h.struck_out(b), strike == 3);
     }
 }
 
@@ -341,12 +330,7 @@ fn channel_creation_is_rate_limited_overall() {
         let p = h.paying(u64::from(k), addr(0xB0 + k));
         assert_eq!(h.request(p, 0), RequestDecision::Defer);
     }
-    let creates = h
-        .channel()
-        .into_iter()
-        .filter(|c| matches!(c, ChannelCommand::Create { .. }))
-        .count();
-    assert_eq!(creates, 2);
+    assert_eq!(creates(&h.channel()), 2);
     assert!(h.events().contains(&CoordinatorEvent::ChannelRateLimited {
         account: addr(0xB3)
     }));
@@ -371,10 +355,7 @@ fn channel_creation_is_rate_limited_per_connection() {
     assert_eq!(h.channel().len(), 1);
     // The proposal is never answered: abandoned at the response timeout. The connection is
     // permanently stopped then, and a later need of the same connection proposes nothing.
-    h.ev(ChannelEvent::Created {
-        peer: addr(0xB1),
-        channel_id: ChannelId([0x41; 32]),
-    });
+    h.created(addr(0xB1), ChannelId([0x41; 32]));
     h.c.need_payee_channel(h.now, addr(0xB1), Some(p));
     assert!(h.channel().is_empty());
     h.advance(Duration::from_secs(21));

@@ -4,14 +4,8 @@ use super::*;
 
 #[test]
 fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.request(k, 0);
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: ChannelId([1; 32]),
-    });
+    let (mut h, k, buyer) = asking();
+    h.created(buyer, ChannelId([1; 32]));
     h.engine();
     h.channel();
     // Channel messages from the peer restart the clock.
@@ -123,11 +117,13 @@ fn stalled_uploader_is_closed_on() {
     h.stop_in(k, id);
     h.channel();
     h.advance(Duration::from_secs(10));
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    assert!(h.events().contains(&CoordinatorEvent::Stalled {
-        account: seller,
-        channel_id: id
-    }));
+    h.closes_because(
+        id,
+        CoordinatorEvent::Stalled {
+            account: seller,
+            channel_id: id,
+        },
+    );
 }
 
 #[test]
@@ -166,11 +162,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
 
 #[test]
 fn stop_uploading_sends_permanent_stop_to_everyone() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.request(k, 0);
-    h.open_payee(buyer, ChannelId([1; 32]));
+    let (mut h, k, _, _) = uploader();
     h.engine();
     h.c.stop_uploading(h.now, None);
     let cmds = h.engine();
@@ -216,10 +208,7 @@ fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandon
     for i in 0..50u8 {
         let k = h.paying(u64::from(i) + 1, addr(0x20 + i));
         h.request(k, 0);
-        h.ev(ChannelEvent::Created {
-            peer: addr(0x20 + i),
-            channel_id: ChannelId([i; 32]),
-        });
+        h.created(addr(0x20 + i), ChannelId([i; 32]));
         h.c.handle_disconnect(h.now, k).unwrap();
     }
     // One more that was served on trust: its identity must be remembered (no second allowance).

@@ -142,6 +142,22 @@ impl H {
         self.connect(key, account, 3, Some(terms))
     }
 
+    /// Connects peer `key` (`info`, no extended handshake yet), interested in us.
+    fn interested(&mut self, key: u64, info: PeerInfo) -> PeerKey {
+        let k = PeerKey(key);
+        self.c.handle_peer_connected(self.now, k, info).unwrap();
+        self.c.handle_remote_interest(self.now, k, true).unwrap();
+        k
+    }
+
+    /// Whether the engine was told to disconnect `k` for its strikes.
+    fn struck_out(&mut self, k: PeerKey) -> bool {
+        self.engine().contains(&EngineCommand::Disconnect {
+            peer: k,
+            reason: DisconnectReason::Strikes,
+        })
+    }
+
     fn advance(&mut self, d: Duration) {
         self.now += d;
         self.c.handle_timeout(self.now);
@@ -213,6 +229,15 @@ impl H {
         )
     }
 
+    /// Our only channel command is a cooperative close of `id`, and `event` says why.
+    fn closes_because(&mut self, id: ChannelId, event: CoordinatorEvent) {
+        assert_eq!(
+            self.channel(),
+            vec![ChannelCommand::Close { channel_id: id }]
+        );
+        assert!(self.events().contains(&event));
+    }
+
     /// Time passes by `secs` seconds: then our only channel command is a cooperative close of
     /// `id`; `challenge_secs` later, unanswered, its challenge.
     fn closes_then_challenges(&mut self, id: ChannelId, secs: u64, challenge_secs: u64) {
@@ -237,12 +262,17 @@ impl H {
             .handle_extension_message(self.now, k, EXTENSION_NAME, &n.encode())
     }
 
-    /// Opens a payee channel for `account` (Create → Created → Ready).
-    fn open_payee(&mut self, account: Address, id: ChannelId) {
+    /// Our proposal `id` to the payer `account` is created (not funded yet).
+    fn created(&mut self, account: Address, id: ChannelId) {
         self.ev(ChannelEvent::Created {
             peer: account,
             channel_id: id,
         });
+    }
+
+    /// Opens a payee channel for `account` (Create → Created → Ready).
+    fn open_payee(&mut self, account: Address, id: ChannelId) {
+        self.created(account, id);
         self.ready(id.0, account, Role::Payee, 1 << 30);
     }
 
@@ -339,13 +369,20 @@ fn creates(cmds: &[ChannelCommand]) -> usize {
 /// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
 /// 0, and our payee channel `[1; 32]` with it is open; returns the channel id's bytes.
 fn uploader() -> (H, PeerKey, Address, [u8; 32]) {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
+    let (mut h, k, buyer) = asking();
     let id = [1; 32];
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
     h.open_payee(buyer, ChannelId(id));
     (h, k, buyer, id)
+}
+
+/// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
+/// 0 (deferred: it is asked to pay on a channel we propose).
+fn asking() -> (H, PeerKey, Address) {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    assert_eq!(h.request(k, 0), RequestDecision::Defer);
+    (h, k, buyer)
 }
 
 /// An uploader harness (default config) with two connections of the buyer `0xB1`, peers 1 and

@@ -5,10 +5,7 @@ use super::*;
 #[test]
 fn refuse_policy_keeps_stock_peers_choked_and_drops_or_rejects() {
     let mut h = H::new(config());
-    let plain = PeerKey(1);
-    h.c.handle_peer_connected(h.now, plain, info(false, false))
-        .unwrap();
-    h.c.handle_remote_interest(h.now, plain, true).unwrap();
+    let plain = h.interested(1, info(false, false));
     assert_eq!(h.request(plain, 0), RequestDecision::Drop);
     let fast = PeerKey(2);
     h.c.handle_peer_connected(h.now, fast, info(false, true))
@@ -25,10 +22,7 @@ fn free_allowance_then_refuse_and_choke() {
         bytes: 2 * u64::from(BLOCK),
     };
     let mut h = H::new(config);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(false, true))
-        .unwrap();
-    h.c.handle_remote_interest(h.now, k, true).unwrap();
+    let k = h.interested(1, info(false, true));
     assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
     h.served(k, 0..2);
     assert_eq!(h.request(k, 2), RequestDecision::Reject);
@@ -72,10 +66,7 @@ fn allowed_fast_preview_serves_only_the_fast_set_while_choked() {
 #[test]
 fn handshake_timeout_classifies_as_non_paying_and_resolves_deferred_requests() {
     let mut h = H::new(config());
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    h.c.handle_remote_interest(h.now, k, true).unwrap();
+    let k = h.interested(1, info(true, false));
     assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
     for i in 0..3 {
         assert_eq!(h.request(k, i), RequestDecision::Defer);

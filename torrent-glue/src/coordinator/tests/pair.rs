@@ -94,22 +94,15 @@ impl Pair {
         up.add_torrent(TorrentKey(0), 0).unwrap();
         down.add_torrent(TorrentKey(0), total).unwrap();
         let now = Instant::now();
-        let ext = reserved(true, false);
         let (up_id, down_id) = ([0x11; 20], [0x22; 20]);
-        up.handle_peer_connected(
-            now,
-            UPK,
-            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext)
-                .with_session([0x17; 20], up_id, down_id),
-        )
-        .unwrap();
-        down.handle_peer_connected(
-            now,
-            DNK,
-            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext)
-                .with_session([0x17; 20], down_id, up_id),
-        )
-        .unwrap();
+        for (c, k, direction, ours, theirs) in [
+            (&mut up, UPK, Direction::Inbound, up_id, down_id),
+            (&mut down, DNK, Direction::Outbound, down_id, up_id),
+        ] {
+            let info = PeerInfo::new(TorrentKey(0), direction, reserved(true, false))
+                .with_session([0x17; 20], ours, theirs);
+            c.handle_peer_connected(now, k, info).unwrap();
+        }
         let to_hs = |c: HandshakeContribution| PeerExtendedHandshake {
             pse_id: Some(2),
             pse_account: Some(c.pse_account.into_bytes()),

@@ -27,20 +27,12 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_the_proposal() {
     assert!(h.engine().is_empty());
     let id = [1; 32];
     // STOP as soon as the channel is proposed (web3torrent's order); nothing served.
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: ChannelId(id),
-    });
+    h.created(buyer, ChannelId(id));
     let cmds = h.engine();
     assert_eq!(cmds.len(), 1, "{cmds:?}");
     assert_eq!(notices(&cmds), stop_to(k, ChannelId(id)));
     // Funded: that STOP is not repeated, and still nothing is served before payment.
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: buyer,
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.ready(id, buyer, Role::Payee, 1 << 30);
     assert!(h.engine().is_empty());
     // A second connection of the same identity in the middle of it all: no new channel.
     let k2 = h.paying(2, buyer);
@@ -261,10 +253,7 @@ fn payee_close_by_payer_rearms_the_gate_for_a_new_channel() {
     assert_eq!((seen.credit_wei, seen.debt_wei), (0, 0), "paid what it got");
     // The new channel: STOP naming it once proposed; served once funded and paid.
     let id2 = ChannelId([2; 32]);
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: id2,
-    });
+    h.created(buyer, id2);
     assert_eq!(notices(&h.engine()), stop_to(k, id2));
     h.ready(id2.0, buyer, Role::Payee, 1 << 30);
     assert!(h.engine().is_empty(), "not served before it pays");
@@ -395,16 +384,10 @@ fn engine_authority_never_chokes_and_mirrors_engine_choke() {
 
 #[test]
 fn connection_that_asks_while_the_proposal_is_out_gets_stop_then_start_on_payment() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.request(k, 0);
+    let (mut h, k, buyer) = asking();
     assert_eq!(creates(&h.channel()), 1);
     let id = ChannelId([4; 32]);
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: id,
-    });
+    h.created(buyer, id);
     h.engine();
     // A second connection of the same identity asks before funding: STOP right away.
     let k2 = h.paying(2, buyer);
@@ -413,12 +396,7 @@ fn connection_that_asks_while_the_proposal_is_out_gets_stop_then_start_on_paymen
     assert_eq!(notices(&h.engine()), stop_to(k2, id));
     // Its further requests and the funding add no STOP; nothing is served.
     h.request(k2, 2);
-    h.ev(ChannelEvent::Ready {
-        channel_id: id,
-        counterparty: buyer,
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.ready(id.0, buyer, Role::Payee, 1 << 30);
     let cmds = h.engine();
     assert!(
         notices(&cmds).is_empty() && serves(&cmds).is_empty(),
@@ -453,21 +431,13 @@ fn early_stop_then_trust_served_sends_start_before_serving() {
     h.request(k, 1);
     h.channel();
     let id = ChannelId([5; 32]);
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: id,
-    });
+    h.created(buyer, id);
     assert_eq!(
         notices(&h.engine()),
         stop_to(k, id),
         "nothing served before funding, trust or not (#1178)"
     );
-    h.ev(ChannelEvent::Ready {
-        channel_id: id,
-        counterparty: buyer,
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.ready(id.0, buyer, Role::Payee, 1 << 30);
     // Trust serves one block: the peer first hears START (it is no longer stopped), then the
     // next exhaustion's STOP.
     let cmds = h.engine();
