@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc};
 use torrent_glue::adapter::{
     ChannelBackend, ChannelEvents, ClientBackend, MemoryTorrent, Node, NodeConfig, PieceSink,
 };
+use torrent_glue::coordinator::IdentityView;
 use torrent_glue::engine::Direction;
 use torrent_glue::{
     Address, ChannelCommand, Coordinator, CoordinatorConfig, CoordinatorEvent, LivenessConfig,
@@ -154,28 +155,9 @@ async fn party_on(
     }
 }
 
-/// An uploader seeding `size` bytes and a downloader buying them.
+/// An uploader seeding `size` bytes (its config changed by `seller_tweak`) and a downloader
+/// buying them.
 async fn pair(
-    chain: &SimulatedChain,
-    size: u64,
-    granularity: u64,
-    trust: u64,
-    pay_ahead: bool,
-    buyer_pay_limit: Option<u32>,
-) -> (Party, Party) {
-    pair_with(
-        chain,
-        size,
-        granularity,
-        trust,
-        pay_ahead,
-        buyer_pay_limit,
-        |_| {},
-    )
-    .await
-}
-
-async fn pair_with(
     chain: &SimulatedChain,
     size: u64,
     granularity: u64,
@@ -391,7 +373,8 @@ async fn finish(
 async fn duplex_transfers_at_several_granularities() {
     for (granularity, trust) in [(16 * KIB, 0), (64 * KIB, 32 * KIB), (MIB, 0)] {
         let chain = SimulatedChain::new();
-        let (mut seller, mut buyer) = pair(&chain, 4 * MIB, granularity, trust, true, None).await;
+        let (mut seller, mut buyer) =
+            pair(&chain, 4 * MIB, granularity, trust, true, None, |_| {}).await;
         connect_duplex(&seller, &buyer);
         let f = finish(&chain, &mut seller, &mut buyer, trust, true).await;
         assert!(f.payments >= (4 * MIB - trust) / granularity);
@@ -405,7 +388,7 @@ async fn tcp_transfers_at_several_granularities() {
     {
         let chain = SimulatedChain::new();
         let (mut seller, mut buyer) =
-            pair(&chain, 6 * MIB, granularity, trust, pay_ahead, None).await;
+            pair(&chain, 6 * MIB, granularity, trust, pay_ahead, None, |_| {}).await;
         connect_tcp(&seller, &buyer).await;
         let f = finish(&chain, &mut seller, &mut buyer, trust, true).await;
         if !pay_ahead {
@@ -424,7 +407,7 @@ async fn pay_ahead_never_waits_for_a_payment_round_trip() {
     // ahead of the prompt) plus a payment round trip at the transfer's rate. Prompt at 75 % of
     // the last payment (768 KiB); a steady 2 MiB/s: 512 KiB of margin, 250 ms, far more than a
     // payment round trip (signing, two channel tasks, verification).
-    let (mut seller, mut buyer) = pair_with(&chain, 8 * MIB, MIB, 0, true, None, |c| {
+    let (mut seller, mut buyer) = pair(&chain, 8 * MIB, MIB, 0, true, None, |c| {
         c.upload.as_mut().unwrap().choke.prompt = Some(PromptPolicy {
             watermark: Watermark::PercentOfLastPayment(75),
             suggested_bytes: None,
@@ -455,7 +438,7 @@ async fn pay_ahead_never_waits_for_a_payment_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_first_requests_on_two_connections_creates_one_channel() {
     let chain = SimulatedChain::new();
-    let (mut seller, mut buyer) = pair(&chain, 4 * MIB, 64 * KIB, 0, true, None).await;
+    let (mut seller, mut buyer) = pair(&chain, 4 * MIB, 64 * KIB, 0, true, None, |_| {}).await;
     connect_duplex(&seller, &buyer);
     connect_duplex(&seller, &buyer);
     until("two connections", 10, || {
@@ -469,7 +452,7 @@ async fn a_burst_of_first_requests_on_two_connections_creates_one_channel() {
 async fn a_reconnect_mid_transfer_reuses_the_channel() {
     let chain = SimulatedChain::new();
     let trust = 48 * KIB;
-    let (mut seller, mut buyer) = pair(&chain, 4 * MIB, 64 * KIB, trust, true, None).await;
+    let (mut seller, mut buyer) = pair(&chain, 4 * MIB, 64 * KIB, trust, true, None, |_| {}).await;
     connect_tcp(&seller, &buyer).await;
     until("half of the download", 60, || {
         buyer.store.remaining() <= 2 * MIB
@@ -492,31 +475,50 @@ async fn a_reconnect_mid_transfer_reuses_the_channel() {
     finish(&chain, &mut seller, &mut buyer, trust, false).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn downloader_vanishes_uploader_challenges_and_is_paid_for_what_it_served() {
-    let chain = SimulatedChain::new();
-    // No trust, STOP-driven: at each STOP everything paid for has been served.
-    let (mut seller, buyer) = pair(&chain, 4 * MIB, 64 * KIB, 0, false, Some(10)).await;
-    connect_duplex(&seller, &buyer);
+/// Connects `seller` and `buyer` (which stops paying after a number of payments), waits until
+/// the buyer stops paying and drops its connections; returns the channel the seller challenges
+/// then.
+async fn vanishes_while_buying(seller: &mut Party, buyer: &Party) -> paid_wire::ChannelId {
+    connect_duplex(seller, buyer);
     tokio::time::timeout(Duration::from_secs(60), buyer.backend.gone.notified())
         .await
         .expect("the downloader stops paying");
     for key in buyer.node.connections() {
         buyer.node.disconnect(key);
     }
-    let (s, b) = (seller.account, buyer.account);
-    let challenged = challenging(30, Role::Payee, || drain(&mut seller)).await;
-    until_challenge_on_chain(&chain, challenged, 30).await;
+    challenging(30, Role::Payee, || drain(seller)).await
+}
+
+/// The seller's challenge against the buyer `b` (who paid 10 payments of 64 KiB) landed: past
+/// its timeout the seller is paid out exactly for what it served. Returns its view of `b`.
+async fn paid_out_for_what_it_served(
+    chain: &SimulatedChain,
+    seller: &Party,
+    b: Address,
+) -> IdentityView {
+    let s = seller.account;
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the payout", 30, || balance(&chain, s) > 0).await;
+    until("the payout", 30, || balance(chain, s) > 0).await;
     let view = seller.node.inspect(|c| c.identity(b).unwrap());
     assert_eq!(view.wei_received, 10 * 64 * 1024);
-    assert_eq!(u128::from(view.bytes_served), view.wei_received);
     assert_eq!(
-        balance(&chain, s),
+        balance(chain, s),
         u128::from(view.bytes_served),
         "paid exactly for what it served"
     );
+    view
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloader_vanishes_uploader_challenges_and_is_paid_for_what_it_served() {
+    let chain = SimulatedChain::new();
+    // No trust, STOP-driven: at each STOP everything paid for has been served.
+    let (mut seller, buyer) = pair(&chain, 4 * MIB, 64 * KIB, 0, false, Some(10), |_| {}).await;
+    let challenged = vanishes_while_buying(&mut seller, &buyer).await;
+    let (s, b) = (seller.account, buyer.account);
+    until_challenge_on_chain(&chain, challenged, 30).await;
+    let view = paid_out_for_what_it_served(&chain, &seller, b).await;
+    assert_eq!(u128::from(view.bytes_served), view.wei_received);
     until("the channel to close", 10, || {
         seller
             .node
@@ -575,15 +577,8 @@ async fn uploader_whose_challenge_fails_twice_is_still_paid_for_what_it_served()
         true,
     )
     .await;
-    connect_duplex(&seller, &buyer);
-    tokio::time::timeout(Duration::from_secs(60), buyer.backend.gone.notified())
-        .await
-        .expect("the downloader stops paying");
-    for key in buyer.node.connections() {
-        buyer.node.disconnect(key);
-    }
-    let (s, b) = (seller.account, buyer.account);
-    let challenged = challenging(30, Role::Payee, || drain(&mut seller)).await;
+    let challenged = vanishes_while_buying(&mut seller, &buyer).await;
+    let b = buyer.account;
     // Retries back off in chain time: let the clock move in small steps (far below the
     // challenge duration) until the challenge has landed, and only then jump past its timeout.
     until("the challenge on chain despite two failures", 30, || {
@@ -599,22 +594,14 @@ async fn uploader_whose_challenge_fails_twice_is_still_paid_for_what_it_served()
         3,
         "two failures, one landing"
     );
-    chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the payout", 30, || balance(&chain, s) > 0).await;
-    let view = seller.node.inspect(|c| c.identity(b).unwrap());
-    assert_eq!(view.wei_received, 10 * 64 * 1024);
-    assert_eq!(
-        balance(&chain, s),
-        u128::from(view.bytes_served),
-        "paid exactly for what it served"
-    );
+    paid_out_for_what_it_served(&chain, &seller, b).await;
     assert_eq!(faulty.calls(Call::Challenge), 3, "never duplicated");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploader_vanishes_downloader_challenges_and_recovers_the_unspent_deposit() {
     let chain = SimulatedChain::new();
-    let (seller, mut buyer) = pair(&chain, 4 * MIB, 64 * KIB, 0, true, None).await;
+    let (seller, mut buyer) = pair(&chain, 4 * MIB, 64 * KIB, 0, true, None, |_| {}).await;
     connect_tcp(&seller, &buyer).await;
     until("a quarter of the download", 60, || {
         buyer.store.remaining() <= 3 * MIB
@@ -665,7 +652,7 @@ async fn pieces_downloaded_are_announced_with_have_to_every_other_peer() {
     // A sells to B; C connects to B while B has nothing yet, so B's bitfield tells C nothing.
     // C can only learn what B gets from A through BEP 3 `have` messages (B serves for free).
     let chain = SimulatedChain::new();
-    let (mut seller, mut buyer) = pair(&chain, 2 * MIB, 256 * KIB, 0, true, None).await;
+    let (mut seller, mut buyer) = pair(&chain, 2 * MIB, 256 * KIB, 0, true, None, |_| {}).await;
     let meta = seller.store.meta().clone();
     let late = party(
         &chain,

@@ -302,80 +302,66 @@ fn asked_beyond_window(e: &PeerError) -> bool {
 
 // ================================================================== cases
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_start_cycling_without_serving_costs_at_most_the_window() {
+/// What a seller that never serves does, again and again, on its sold channel.
+#[derive(Clone, Copy)]
+enum Round {
+    /// STOP, START at once, then look at the vouchers.
+    StopStart,
+    /// STOP, wait for the vouchers (past the grace period), then START.
+    StopWaitStart,
+    /// A pay-ahead prompt.
+    Prompt,
+}
+
+/// A buyer missing `size` bytes (its config changed by `configure`) buys from a seller that
+/// plays `round` until the buyer closes the channel (at most 100 rounds): it pays at most its
+/// window and reacts to the misbehaviour ([`assert_bounded_and_closed`]).
+async fn never_served(case: &str, size: u64, configure: fn(&mut CoordinatorConfig), round: Round) {
     let chain = SimulatedChain::new();
-    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
+    let mut buyer = buyer(&chain, size, configure).await;
     let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
     for _ in 0..100 {
-        a.send_pse(&stop(id)).await;
-        a.send_pse(&PseMessage::Start).await;
-        a.take_vouchers(50).await;
+        match round {
+            Round::StopStart => {
+                a.send_pse(&stop(id)).await;
+                a.send_pse(&PseMessage::Start).await;
+                a.take_vouchers(50).await;
+            }
+            Round::StopWaitStart => {
+                a.send_pse(&stop(id)).await;
+                a.take_vouchers(300).await;
+                a.send_pse(&PseMessage::Start).await;
+            }
+            Round::Prompt => {
+                a.send_pse(&prompt()).await;
+                a.take_vouchers(50).await;
+            }
+        }
         if buyer.saw(|e| matches!(e, CoordinatorEvent::Closing { .. })) {
             break;
         }
     }
-    assert_bounded_and_closed(
-        "STOP/START",
-        &mut buyer,
-        &mut a,
-        &chain,
-        id,
-        asked_beyond_window,
-    )
-    .await;
+    assert_bounded_and_closed(case, &mut buyer, &mut a, &chain, id, asked_beyond_window).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_start_cycling_without_serving_costs_at_most_the_window() {
+    never_served("STOP/START", SIZE, |_| {}, Round::StopStart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_without_serving_after_being_paid_for_everything_costs_at_most_the_window() {
-    let chain = SimulatedChain::new();
     // 48 KiB to download: after the first payment every STOP is "covered", and paid anyway
     // once the grace period passes (the seller says it has no credit left).
-    let mut buyer = buyer(&chain, 48 * 1024, |c| {
+    let grace = |c: &mut CoordinatorConfig| {
         c.download.as_mut().unwrap().stop_grace = Duration::from_millis(200);
-    })
-    .await;
-    let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
-    for _ in 0..100 {
-        a.send_pse(&stop(id)).await;
-        a.take_vouchers(300).await;
-        a.send_pse(&PseMessage::Start).await;
-        if buyer.saw(|e| matches!(e, CoordinatorEvent::Closing { .. })) {
-            break;
-        }
-    }
-    assert_bounded_and_closed(
-        "STOP after grace",
-        &mut buyer,
-        &mut a,
-        &chain,
-        id,
-        asked_beyond_window,
-    )
-    .await;
+    };
+    never_served("STOP after grace", 48 * 1024, grace, Round::StopWaitStart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompts_without_serving_cost_at_most_the_window() {
-    let chain = SimulatedChain::new();
-    let mut buyer = buyer(&chain, SIZE, |_| {}).await;
-    let (mut a, id) = sold_channel(&buyer, &chain, Arc::new(LocalSigner::random())).await;
-    for _ in 0..100 {
-        a.send_pse(&prompt()).await;
-        a.take_vouchers(50).await;
-        if buyer.saw(|e| matches!(e, CoordinatorEvent::Closing { .. })) {
-            break;
-        }
-    }
-    assert_bounded_and_closed(
-        "prompts",
-        &mut buyer,
-        &mut a,
-        &chain,
-        id,
-        asked_beyond_window,
-    )
-    .await;
+    never_served("prompts", SIZE, |_| {}, Round::Prompt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,32 +32,40 @@ impl Coordinator {
                 reason,
             });
         };
+        // Kept to evaluate again (`retry_proposals`) until `expires` (abandoned then).
+        let hold = |this: &mut Self, expires: Option<Instant>| {
+            if !this.proposals.iter().any(|p| p.channel_id == channel_id) {
+                this.proposals.push(PendingProposal {
+                    channel_id,
+                    payee,
+                    deposit,
+                    price,
+                    nonce,
+                    expires: expires.unwrap_or(now),
+                });
+            }
+        };
         let Some(down) = self.config.download else {
             return decline(self, DeclineReason::NotBuying);
         };
         let deadline = now.checked_add(self.config.liveness.response_timeout);
         let Some(ident) = self.identities.get_mut(&payee) else {
             // Its handshake may still be on its way: hold the proposal briefly.
-            if !self.proposals.iter().any(|p| p.channel_id == channel_id) {
-                let expires = now
-                    .checked_add(self.config.liveness.handshake_timeout)
-                    .unwrap_or(now);
-                self.proposals.push(PendingProposal {
-                    channel_id,
-                    payee,
-                    deposit,
-                    price,
-                    nonce,
-                    expires,
-                });
-            }
+            let expires = now.checked_add(self.config.liveness.handshake_timeout);
+            hold(self, expires);
             return;
         };
         if let Some(slot) = ident.payer {
-            if slot.id != channel_id {
-                decline(self, DeclineReason::AlreadyHaveChannel);
+            if slot.id == channel_id {
+                return;
             }
-            return;
+            if matches!(slot.phase, Phase::Closing | Phase::Challenging) {
+                // The payee saw our channel close before we did (it proposes the next one at
+                // once): hold the proposal until the close reaches us, within the answer time.
+                hold(self, deadline);
+                return;
+            }
+            return decline(self, DeclineReason::AlreadyHaveChannel);
         }
         if ident.asked_beyond_window {
             return decline(self, DeclineReason::Misbehaved);

@@ -6,6 +6,7 @@ use std::time::Instant;
 use paid_wire::choke::ChannelId;
 use payment_channel::Address;
 
+use super::download::allow_bytes;
 use super::state::{Identity, Phase, Slot};
 use super::{Coordinator, CoordinatorEvent, state};
 use crate::channel::{ChannelCommand, FailedCommand, RestoredState, Role};
@@ -191,15 +192,8 @@ impl Coordinator {
         };
         slot.phase = Phase::Closing;
         slot.deadline = Some(deadline);
-        let channel_id = slot.id;
-        self.channel_out
-            .push_back(ChannelCommand::Close { channel_id });
-        self.events.push_back(CoordinatorEvent::Closing {
-            account,
-            channel_id,
-            role,
-        });
-        true
+        let id = slot.id;
+        self.end_channel(account, role, id, true)
     }
 
     pub(super) fn challenge(&mut self, now: Instant, account: Address, role: Role) -> bool {
@@ -221,14 +215,40 @@ impl Coordinator {
         }
         slot.phase = Phase::Challenging;
         slot.deadline = None;
-        let channel_id = slot.id;
-        self.channel_out
-            .push_back(ChannelCommand::Challenge { channel_id });
-        self.events.push_back(CoordinatorEvent::Challenging {
-            account,
-            channel_id,
-            role,
-        });
+        let id = slot.id;
+        self.end_channel(account, role, id, false)
+    }
+
+    /// Asks the client to end `channel_id` (with `account`, as `role`): a cooperative close if
+    /// `close`, else a challenge; announces it. Returns `true`.
+    fn end_channel(
+        &mut self,
+        account: Address,
+        role: Role,
+        channel_id: ChannelId,
+        close: bool,
+    ) -> bool {
+        let (command, event) = if close {
+            (
+                ChannelCommand::Close { channel_id },
+                CoordinatorEvent::Closing {
+                    account,
+                    channel_id,
+                    role,
+                },
+            )
+        } else {
+            (
+                ChannelCommand::Challenge { channel_id },
+                CoordinatorEvent::Challenging {
+                    account,
+                    channel_id,
+                    role,
+                },
+            )
+        };
+        self.channel_out.push_back(command);
+        self.events.push_back(event);
         true
     }
 
@@ -249,10 +269,17 @@ impl Coordinator {
         let Some(closed) = slot.take_if(|s| s.id == channel_id) else {
             return Ok(());
         };
-        let live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        let mut live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        live.sort_unstable();
         if role == Role::Payer {
             ident.stall_deadline = None;
             self.budget.spend(closed.deposit, closed.paid);
+            for key in &live {
+                if let Some(planner) = self.peers.get_mut(key).and_then(|p| p.planner.as_mut()) {
+                    // Nothing more is paid on the closed channel: payments wait for the next.
+                    allow_bytes(planner, 0);
+                }
+            }
         }
         self.events.push_back(CoordinatorEvent::ChannelClosed {
             account,
@@ -271,9 +298,9 @@ impl Coordinator {
                     continue;
                 };
                 if ctrl.channel_id() == Some(channel_id) {
-                    // Its channel is gone: nothing more is served on this connection.
-                    ctrl.handle_permanent_stop(now);
-                    self.drain_gate(now, key, None);
+                    // Its channel is gone, the connection is not: it is served again once a
+                    // new channel is funded (asked for by its next request).
+                    self.repend_gate(now, key, account);
                 } else if ctrl.is_channel_pending() {
                     waiting = true;
                 }
@@ -281,6 +308,9 @@ impl Coordinator {
             if waiting {
                 self.need_payee_channel(now, account, None);
             }
+        } else {
+            // A proposal that arrived while this channel was closing is considered now.
+            self.retry_proposals(now, account);
         }
         Ok(())
     }

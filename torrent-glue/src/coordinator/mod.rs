@@ -454,6 +454,7 @@ impl Coordinator {
                 pse_id: None,
                 handshake_seen: false,
                 gate: Gate::Pending,
+                retired: None,
                 deferred: VecDeque::new(),
                 serving: HashMap::new(),
                 fed_wei: 0,
@@ -724,6 +725,7 @@ impl Coordinator {
         request: BlockRequest,
         sent: u32,
     ) -> Result<(), UsageError> {
+        let price = self.upload_price();
         let peer = self.peer_mut(key)?;
         let not_served = |cause| UsageError::NotBeingServed { peer: key, cause };
         if sent > request.length {
@@ -732,10 +734,22 @@ impl Coordinator {
                 sent,
             }));
         }
+        let mut refund_wei = 0;
         match &mut peer.gate {
-            Gate::Credit(ctrl) => ctrl
-                .handle_bytes_sent(now, request, sent)
-                .map_err(not_served)?,
+            Gate::Credit(ctrl) => {
+                if let Err(e) = ctrl.handle_bytes_sent(now, request, sent) {
+                    // A serve handed out by the gate retired when its channel closed: what it
+                    // did not send goes back to the identity (it was settled as committed).
+                    let retired = peer.retired.as_mut().ok_or_else(|| not_served(e.clone()))?;
+                    retired
+                        .handle_bytes_sent(now, request, sent)
+                        .map_err(|_| not_served(e))?;
+                    refund_wei = u128::from(request.length - sent).saturating_mul(price);
+                    if retired.in_flight_len() == 0 {
+                        peer.retired = None;
+                    }
+                }
+            }
             _ => {
                 let Some(count) = peer.serving.get_mut(&request) else {
                     return Err(not_served(GateUsageError::NotBeingServed { request }));
@@ -750,6 +764,7 @@ impl Coordinator {
         let account = peer.account();
         if let Some(ident) = account.and_then(|a| self.identities.get_mut(&a)) {
             ident.ledger.bytes_served = ident.ledger.bytes_served.saturating_add(u64::from(sent));
+            ident.ledger.add(refund_wei, 0);
         }
         self.drain_gate(now, key, None);
         if let Some(account) = account {
@@ -834,14 +849,7 @@ impl Coordinator {
         if !engine {
             return Ok(());
         }
-        peer.local_choked = choked;
-        if let Some(ctrl) = peer.gate.controller_mut() {
-            if choked {
-                ctrl.handle_choke(now);
-            } else {
-                ctrl.handle_unchoke(now);
-            }
-        }
+        peer.set_local_choke(now, choked);
         self.drain_gate(now, key, None);
         Ok(())
     }
@@ -868,6 +876,14 @@ impl Coordinator {
             } else {
                 ident.ledger.add(0, sent_wei - peer.fed_wei);
             }
+        }
+        if let Some(retired) = &peer.retired {
+            // Its serves still out were settled as committed and will never be sent.
+            let stats = retired.stats();
+            let unsent = stats.bytes_committed.saturating_sub(stats.bytes_sent);
+            ident
+                .ledger
+                .add(u128::from(unsent).saturating_mul(price), 0);
         }
         ident.live.remove(&key);
         if ident.live.is_empty() {

@@ -59,6 +59,9 @@ pub(crate) struct Peer {
     pub(crate) pse_id: Option<u8>,
     pub(crate) handshake_seen: bool,
     pub(crate) gate: Gate,
+    /// The gate replaced when its payee channel closed, kept (permanently stopped) until the
+    /// serves it handed out are reported sent.
+    pub(crate) retired: Option<Box<ChokeController>>,
     /// Requests deferred before classification.
     pub(crate) deferred: VecDeque<BlockRequest>,
     /// Serves handed out by gates without a controller, awaiting `handle_bytes_sent`.
@@ -121,6 +124,18 @@ impl Peer {
         match self.class {
             Class::Paying(a) => Some(a),
             _ => None,
+        }
+    }
+
+    /// We choke (`true`) or unchoke the peer: its gate learns it.
+    pub(crate) fn set_local_choke(&mut self, now: Instant, choked: bool) {
+        self.local_choked = choked;
+        if let Some(ctrl) = self.gate.controller_mut() {
+            if choked {
+                ctrl.handle_choke(now);
+            } else {
+                ctrl.handle_unchoke(now);
+            }
         }
     }
 }

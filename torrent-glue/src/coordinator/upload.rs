@@ -9,7 +9,7 @@ use payment_channel::Address;
 
 use super::lifecycle::slot_open;
 use super::state::{Class, Gate, Peer, Phase, Slot};
-use super::{Coordinator, CoordinatorEvent, OverduePolicy};
+use super::{Coordinator, CoordinatorEvent, OverduePolicy, UploadConfig};
 use crate::channel::{ChannelCommand, Role};
 use crate::engine::{ChokeAuthority, DisconnectReason, EngineCommand, PeerKey, RequestDecision};
 use crate::error::{PeerError, UsageError};
@@ -55,14 +55,7 @@ impl Coordinator {
         if peer.local_choked == choke {
             return;
         }
-        peer.local_choked = choke;
-        if let Some(ctrl) = peer.gate.controller_mut() {
-            if choke {
-                ctrl.handle_choke(now);
-            } else {
-                ctrl.handle_unchoke(now);
-            }
-        }
+        peer.set_local_choke(now, choke);
         self.engine_out.push_back(if choke {
             EngineCommand::Choke { peer: key }
         } else {
@@ -507,15 +500,9 @@ impl Coordinator {
             return; // busy, or nothing paid to take back
         }
         let credit = peer.fed_wei - sent_wei;
-        let (fast, choked) = (peer.info.fast_negotiated, peer.local_choked);
-        let mut config = self.identity_choke_config(&up, account, key);
-        config.fast_negotiated = fast;
-        let Ok(mut fresh) = ChokeController::new(config) else {
+        let Some(mut fresh) = self.fresh_gate(now, &up, account, key) else {
             return;
         };
-        if choked {
-            fresh.handle_choke(now);
-        }
         let _ = fresh.handle_channel_ready(now, channel_id);
         if let Some(ident) = self.identities.get_mut(&account) {
             ident.ledger.add(credit, 0);
@@ -526,6 +513,79 @@ impl Coordinator {
             peer.prompted_at = None;
         }
         self.drain_gate(now, key, None);
+    }
+
+    /// A new gate for connection `key` of `account`, as a new connection would get it: no
+    /// channel, the identity's remaining trust, the connection's BEP 6 and choke state.
+    fn fresh_gate(
+        &self,
+        now: Instant,
+        up: &UploadConfig,
+        account: Address,
+        key: PeerKey,
+    ) -> Option<ChokeController> {
+        let peer = self.peers.get(&key)?;
+        let (fast, choked) = (peer.info.fast_negotiated, peer.local_choked);
+        let mut config = self.identity_choke_config(up, account, key);
+        config.fast_negotiated = fast;
+        let mut fresh = ChokeController::new(config).ok()?;
+        if choked {
+            fresh.handle_choke(now);
+        }
+        Some(fresh)
+    }
+
+    /// The payee channel the gate of `key` was bound to closed while the connection lives (the
+    /// payer spent its deposit, or finished): the gate is re-armed as on a new connection, so
+    /// that its next request asks for a new channel (web3torrent creates one on the first
+    /// request without a channel). The old gate is settled into the identity's ledger like a
+    /// closed connection, counting the serves it handed out as spent (it is kept, stopped,
+    /// until they are reported); its waiting requests are replayed into the new gate. A peer
+    /// that was stopped hears START: its requests are taken again (and stopped anew, naming the
+    /// new channel, until that channel is funded).
+    pub(super) fn repend_gate(&mut self, now: Instant, key: PeerKey, account: Address) {
+        let price = self.upload_price();
+        let Some(up) = self.config.upload.clone() else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Gate::Credit(mut old) = std::mem::replace(&mut peer.gate, Gate::Pending) else {
+            return;
+        };
+        let queued: Vec<BlockRequest> = old.queued().copied().collect();
+        let stopped = old.is_stopped();
+        let spent_wei = u128::from(old.stats().bytes_committed).saturating_mul(price);
+        let fed_wei = std::mem::take(&mut peer.fed_wei);
+        // No request of the old gate is answered by it any more (they are replayed below), and
+        // none of its actions reaches the peer.
+        old.handle_permanent_stop(now);
+        while old.poll_action().is_some() {}
+        peer.retired = (old.in_flight_len() > 0).then_some(old);
+        peer.prompted_at = None;
+        peer.stopped_at = None;
+        peer.early_stop = None;
+        peer.suppress_start = false;
+        if let Some(ident) = self.identities.get_mut(&account) {
+            ident.ledger.add(
+                fed_wei.saturating_sub(spent_wei),
+                spent_wei.saturating_sub(fed_wei),
+            );
+        }
+        let fresh = self.fresh_gate(now, &up, account, key);
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        peer.gate = fresh.map_or(Gate::Refuse, |c| Gate::Credit(Box::new(c)));
+        if stopped {
+            self.send_notice(key, PseMessage::Start);
+        }
+        for request in queued {
+            let _ = self.gate_request(now, key, request, true);
+        }
+        self.drain_gate(now, key, None);
+        self.update_choke(now, key);
     }
 
     pub(super) fn on_created(&mut self, now: Instant, account: Address, channel_id: ChannelId) {

@@ -36,6 +36,22 @@ fn asked_beyond_window(events: &[CoordinatorEvent]) -> bool {
     })
 }
 
+/// Plays `round` `n` times (given the round's number); returns the channel commands and the
+/// events it caused.
+fn rounds(
+    h: &mut H,
+    n: usize,
+    mut round: impl FnMut(&mut H, usize),
+) -> (Vec<ChannelCommand>, Vec<CoordinatorEvent>) {
+    let (mut cmds, mut events) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        round(h, i);
+        cmds.extend(h.channel());
+        events.extend(h.events());
+    }
+    (cmds, events)
+}
+
 /// The typed reaction to a seller that asks again without delivering: it was reported, the
 /// channel was closed cooperatively, and challenged once the close went unanswered.
 fn closed_then_challenged(cmds: &[ChannelCommand], events: &[CoordinatorEvent], id: ChannelId) {
@@ -58,17 +74,6 @@ fn window_then_closed(cmds: &[ChannelCommand], events: &[CoordinatorEvent], id: 
     paid
 }
 
-/// Connects `account` as an uploader advertising `terms`.
-fn seller_with_terms(h: &mut H, key: u64, account: Address, terms: Terms) -> PeerKey {
-    let k = PeerKey(key);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    let mut hs = handshake(account, 3);
-    hs.terms = Some(terms);
-    h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
-    k
-}
-
 #[test]
 fn the_window_is_in_flight_plus_pay_ahead_plus_one_granularity() {
     let d = bounded().download.unwrap();
@@ -89,19 +94,11 @@ fn the_window_is_in_flight_plus_pay_ahead_plus_one_granularity() {
 #[test]
 fn stop_start_cycling_without_delivery_pays_at_most_the_window() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        );
+    let (cmds, events) = rounds(&mut h, 50, |h, _| {
+        let _ = h.try_stop(k, id);
         let _ = h.notice_in(k, &PseMessage::Start);
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     let paid = window_then_closed(&cmds, &events, id);
     assert_eq!(paid, u128::from(WINDOW), "up to the window, no further");
 }
@@ -111,55 +108,31 @@ fn stop_without_serving_after_being_paid_for_everything_pays_at_most_the_window(
     // 30 000 bytes still needed: every STOP after the first is "covered" by what we paid, and is
     // forced after the grace period (the uploader says it has no credit left).
     let (mut h, k, _, id) = downloader(bounded(), 30_000);
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        );
+    let (cmds, events) = rounds(&mut h, 50, |h, _| {
+        let _ = h.try_stop(k, id);
         h.advance(Duration::from_secs(3));
         let _ = h.notice_in(k, &PseMessage::Start);
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     window_then_closed(&cmds, &events, id);
 }
 
 #[test]
 fn repeated_stops_without_start_pay_once() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let mut cmds = Vec::new();
-    for _ in 0..20 {
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        );
+    let (cmds, _) = rounds(&mut h, 20, |h, _| {
+        let _ = h.try_stop(k, id);
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-    }
+    });
     assert_eq!(pays(&cmds), vec![50_000]);
 }
 
 #[test]
 fn prompts_without_serving_pay_at_most_the_window() {
     let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..50 {
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Prompt {
-                bytes: 75_000,
-                amount: 75_000,
-            },
-        );
+    let (cmds, events) = rounds(&mut h, 50, |h, _| {
+        let _ = h.prompt(k, 75_000);
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     window_then_closed(&cmds, &events, id);
 }
 
@@ -167,20 +140,12 @@ fn prompts_without_serving_pay_at_most_the_window() {
 fn reconnect_loops_pay_at_most_the_window() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
     h.c.handle_disconnect(h.now, k).unwrap();
-    let (mut cmds, mut events) = (Vec::new(), Vec::new());
-    for key in 2..40 {
-        let k = h.uploader(key, seller);
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        );
+    let (cmds, events) = rounds(&mut h, 38, |h, round| {
+        let k = h.uploader(2 + round as u64, seller);
+        let _ = h.try_stop(k, id);
         h.c.handle_disconnect(h.now, k).unwrap();
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-        events.extend(h.events());
-    }
+    });
     window_then_closed(&cmds, &events, id);
 }
 
@@ -189,20 +154,13 @@ fn several_connections_share_one_window() {
     let (mut h, k1, seller, id) = downloader(bounded(), 10_000_000);
     let k2 = h.uploader(2, seller);
     let k3 = h.uploader(3, seller);
-    let mut cmds = Vec::new();
-    for _ in 0..20 {
+    let (cmds, _) = rounds(&mut h, 20, |h, _| {
         for k in [k1, k2, k3] {
-            let _ = h.notice_in(
-                k,
-                &PseMessage::Stop {
-                    channel_id: Some(id),
-                },
-            );
+            let _ = h.try_stop(k, id);
             let _ = h.notice_in(k, &PseMessage::Start);
         }
         h.advance(Duration::from_secs(3));
-        cmds.extend(h.channel());
-    }
+    });
     let paid = paid(&cmds);
     assert!(paid <= u128::from(WINDOW), "paid {paid} wei for 0 bytes");
 }
@@ -227,21 +185,21 @@ fn an_honest_uploader_that_delivers_is_paid_as_before() {
     assert!(!asked_beyond_window(&h.events()));
 }
 
+/// A downloader of [`bounded`] whose four prompted payments filled the window, nothing
+/// delivered yet.
+fn window_filled() -> (H, PeerKey, ChannelId) {
+    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
+    for _ in 0..4 {
+        h.prompt(k, 1).unwrap();
+    }
+    assert_eq!(paid(&h.channel()), u128::from(WINDOW));
+    (h, k, id)
+}
+
 #[test]
 fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
     // Prompts filled the window; the uploader then stops us while its blocks are in flight.
-    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    for _ in 0..4 {
-        h.notice_in(
-            k,
-            &PseMessage::Prompt {
-                bytes: 1,
-                amount: 1,
-            },
-        )
-        .unwrap();
-    }
-    assert_eq!(paid(&h.channel()), u128::from(WINDOW));
+    let (mut h, k, id) = window_filled();
     h.c.handle_block_received(h.now, k, req(0), 20_000).unwrap();
     h.stop_in(k, id);
     assert!(pays(&h.channel()).is_empty(), "no room: held");
@@ -255,23 +213,11 @@ fn a_stop_held_by_the_window_is_paid_once_bytes_arrive() {
 fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
     // An honest uploader at the edge of the window: its STOP crosses our pay-ahead, its START
     // and a prompt arrive before the blocks it then serves.
-    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    for _ in 0..4 {
-        let prompt = PseMessage::Prompt {
-            bytes: 1,
-            amount: 1,
-        };
-        h.notice_in(k, &prompt).unwrap();
-    }
-    assert_eq!(paid(&h.channel()), u128::from(WINDOW));
-    let prompt = PseMessage::Prompt {
-        bytes: 1,
-        amount: 1,
-    };
+    let (mut h, k, id) = window_filled();
     for _ in 0..3 {
         h.stop_in(k, id);
         h.notice_in(k, &PseMessage::Start).unwrap();
-        h.notice_in(k, &prompt).unwrap();
+        h.prompt(k, 1).unwrap();
         h.advance(Duration::from_secs(3));
     }
     assert!(!asked_beyond_window(&h.events()));
@@ -280,12 +226,12 @@ fn asks_without_delivery_are_tolerated_for_the_window_timeout() {
     assert_eq!(pays(&h.channel()), vec![50_000], "delivery made room");
     // Asking again and again with nothing delivered for the window timeout (10 s) is not.
     h.notice_in(k, &PseMessage::Start).unwrap();
-    h.notice_in(k, &prompt).unwrap();
+    h.prompt(k, 1).unwrap();
     h.advance(Duration::from_secs(9));
-    h.notice_in(k, &prompt).unwrap();
+    h.prompt(k, 1).unwrap();
     assert!(!asked_beyond_window(&h.events()));
     h.advance(Duration::from_secs(1));
-    let err = h.notice_in(k, &prompt).unwrap_err();
+    let err = h.prompt(k, 1).unwrap_err();
     assert!(matches!(
         err,
         Error::Peer(PeerError::AskedBeyondWindow {
@@ -311,19 +257,12 @@ fn new_terms_on_a_new_connection_get_no_money() {
         price_per_byte: 1000,
         trust_bytes: 0,
     };
-    let k2 = seller_with_terms(&mut h, 2, seller, pricey);
+    let k2 = h.seller_with_terms(2, seller, pricey);
     // A connection on the agreed terms is paid, at the agreed price, even beside it.
     let k3 = h.uploader(3, seller);
     h.stop_in(k3, id);
     assert_eq!(pays(&h.channel()), vec![50_000]);
-    let err = h
-        .notice_in(
-            k2,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        )
-        .unwrap_err();
+    let err = h.try_stop(k2, id).unwrap_err();
     let agreed = Terms::WEB3TORRENT;
     let expected = PeerError::TermsChanged {
         channel_id: id,
@@ -337,19 +276,8 @@ fn new_terms_on_a_new_connection_get_no_money() {
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
     for k in [k2, k3] {
         let _ = h.notice_in(k, &PseMessage::Start);
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        );
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Prompt {
-                bytes: 1,
-                amount: 1,
-            },
-        );
+        let _ = h.try_stop(k, id);
+        let _ = h.prompt(k, 1);
     }
     assert!(pays(&h.channel()).is_empty());
     h.advance(Duration::from_secs(21));
@@ -368,46 +296,39 @@ fn terms_changed_mid_connection_get_no_money() {
         trust_bytes: 5_000_000,
     });
     h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
-    let err = h
-        .notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        )
-        .unwrap_err();
+    let err = h.try_stop(k, id).unwrap_err();
     assert!(matches!(err, Error::Peer(PeerError::TermsChanged { .. })));
     assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
 }
 
-#[test]
-fn a_restored_channel_is_paid_only_within_the_price_cap() {
+/// A downloader whose payer channel `[7; 32]` with the seller `0x5E` was found in the store
+/// after a restart (100 000 of its 1 000 000 wei paid), its price not stored.
+fn restored_downloader() -> (H, Address, [u8; 32]) {
     let mut h = H::downloading(bounded(), 10_000_000);
     let seller = addr(0x5E);
     let id = [7; 32];
-    h.ev(ChannelEvent::Restored {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-        paid: 100_000,
-        state: RestoredState::Open,
-    });
+    h.ev(restored(
+        ChannelId(id),
+        seller,
+        Role::Payer,
+        1_000_000,
+        100_000,
+        RestoredState::Open,
+    ));
+    (h, seller, id)
+}
+
+#[test]
+fn a_restored_channel_is_paid_only_within_the_price_cap() {
+    let (mut h, seller, id) = restored_downloader();
     // Its price was not stored: the seller returns advertising 1000 wei per byte.
     let pricey = Terms {
         price_per_byte: 1000,
         trust_bytes: 0,
     };
-    let k = seller_with_terms(&mut h, 1, seller, pricey);
+    let k = h.seller_with_terms(1, seller, pricey);
     h.channel();
-    let err = h
-        .notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(ChannelId(id)),
-            },
-        )
-        .unwrap_err();
+    let err = h.try_stop(k, ChannelId(id)).unwrap_err();
     assert!(matches!(
         err,
         Error::Peer(PeerError::PriceAboveCap {
@@ -427,24 +348,13 @@ fn a_restored_channel_is_paid_only_within_the_price_cap() {
 
 #[test]
 fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
-    let mut h = H::downloading(bounded(), 10_000_000);
-    let seller = addr(0x5E);
-    let id = [7; 32];
-    h.ev(ChannelEvent::Restored {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-        paid: 100_000,
-        state: RestoredState::Open,
-    });
+    let (mut h, seller, id) = restored_downloader();
     let k = h.uploader(1, seller);
     h.channel();
     h.stop_in(k, ChannelId(id));
     assert_eq!(pays(&h.channel()), vec![50_000]);
     // Fixed now: other terms are refused even within the cap.
-    let k2 = seller_with_terms(
-        &mut h,
+    let k2 = h.seller_with_terms(
         2,
         seller,
         Terms {
@@ -453,12 +363,7 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
         },
     );
     assert!(matches!(
-        h.notice_in(
-            k2,
-            &PseMessage::Stop {
-                channel_id: Some(ChannelId(id))
-            }
-        ),
+        h.try_stop(k2, ChannelId(id)),
         Err(Error::Peer(PeerError::TermsChanged { .. }))
     ));
 }
@@ -467,12 +372,7 @@ fn a_restored_channel_takes_the_terms_of_the_first_connection_within_the_cap() {
 fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     let (mut h, k, seller, id) = downloader(bounded(), 10_000_000);
     for _ in 0..10 {
-        let _ = h.notice_in(
-            k,
-            &PseMessage::Stop {
-                channel_id: Some(id),
-            },
-        );
+        let _ = h.try_stop(k, id);
         let _ = h.notice_in(k, &PseMessage::Start);
         h.advance(Duration::from_secs(3));
     }
@@ -575,7 +475,7 @@ impl Run {
         self.disconnect(slot);
         let key = self.next_key;
         self.next_key += 1;
-        let k = seller_with_terms(&mut self.h, key, self.seller, terms);
+        let k = self.h.seller_with_terms(key, self.seller, terms);
         self.ledger.advertised = terms;
         self.conns[slot] = Some(k);
     }

@@ -71,12 +71,7 @@ fn stops_before_funding_are_paid_once_and_not_early() {
         "each STOP acked"
     );
     assert!(pays(&h.channel()).is_empty(), "nothing paid before funding");
-    h.ev(ChannelEvent::Ready {
-        channel_id: id,
-        counterparty: seller,
-        role: Role::Payer,
-        deposit: 1_000_000,
-    });
+    h.ready(id.0, seller, Role::Payer, 1_000_000);
     assert_eq!(pays(&h.channel()), vec![40_000]);
     // The seller repeating its STOP before our payment arrived: not paid again.
     h.notice_in(k, &stop).unwrap();
@@ -87,14 +82,7 @@ fn stops_before_funding_are_paid_once_and_not_early() {
 fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
     // 30 000 bytes left to download, 30 000 per payment.
     let (mut h, k, _, id) = downloader(buyer_config(30_000), 30_000);
-    h.notice_in(
-        k,
-        &PseMessage::Prompt {
-            bytes: 1,
-            amount: 1,
-        },
-    )
-    .unwrap();
+    h.prompt(k, 1).unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // Before it arrives, the uploader (which had nothing left) sends STOP: not paid again.
     h.stop_in(k, id);
@@ -122,12 +110,8 @@ fn stop_crossing_a_pay_ahead_is_not_paid_twice() {
 
 #[test]
 fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k1 = h.paying(1, buyer);
-    let k2 = h.paying(2, buyer);
-    h.c.handle_request(h.now, k1, req(0)).unwrap();
+    let (mut h, buyer, id, k1, k2) = two_connections();
+    h.request(k1, 0);
     h.open_payee(buyer, ChannelId(id));
     h.engine();
     // k1 is paid 4 blocks but only ever asks for 1: 3 blocks of credit sit idle on it.
@@ -136,22 +120,12 @@ fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
     assert_eq!(serves(&cmds), vec![req(0)]);
     h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
     // k2's requests are served from it: no STOP, no START on k2.
-    assert_eq!(
-        h.c.handle_request(h.now, k2, req(1)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(k2, 1), RequestDecision::Defer);
     let cmds = h.engine();
     assert!(notices(&cmds).is_empty(), "{cmds:?}");
     assert_eq!(serves(&cmds), vec![req(1)]);
     h.c.handle_bytes_sent(h.now, k2, req(1), BLOCK).unwrap();
-    for i in 2..4 {
-        assert_eq!(
-            h.c.handle_request(h.now, k2, req(i)).unwrap(),
-            RequestDecision::Serve,
-            "block {i}"
-        );
-        h.c.handle_bytes_sent(h.now, k2, req(i), BLOCK).unwrap();
-    }
+    h.served(k2, 2..4);
     // (The pay-ahead prompt is the only notice: the peer is never stopped.)
     assert!(
         notices(&h.engine())
@@ -159,29 +133,17 @@ fn credit_stranded_on_an_idle_connection_covers_a_sibling_without_stop() {
             .all(|(_, n)| matches!(n, PseMessage::Prompt { .. }))
     );
     // Only now is the peer out of credit.
-    h.c.handle_request(h.now, k2, req(4)).unwrap();
-    assert_eq!(
-        notices(&h.engine()),
-        vec![(
-            k2,
-            PseMessage::Stop {
-                channel_id: Some(ChannelId(id))
-            }
-        )]
-    );
+    h.request(k2, 4);
+    assert_eq!(notices(&h.engine()), stop_to(k2, ChannelId(id)));
     let view = h.c.identity(buyer).unwrap();
     assert_eq!(u128::from(view.bytes_served), view.wei_received);
 }
 
 #[test]
 fn spare_credit_moves_to_a_stopped_sibling() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let id = [1; 32];
-    let k1 = h.paying(1, buyer);
-    let k2 = h.paying(2, buyer);
-    h.c.handle_request(h.now, k1, req(0)).unwrap();
-    h.c.handle_request(h.now, k2, req(1)).unwrap();
+    let (mut h, buyer, id, k1, k2) = two_connections();
+    h.request(k1, 0);
+    h.request(k2, 1);
     h.open_payee(buyer, ChannelId(id));
     assert_eq!(notices(&h.engine()).len(), 2, "both stopped");
     // One payment for both blocks goes to the oldest STOP (k1), which needs one.
@@ -201,27 +163,13 @@ fn spare_credit_moves_to_a_stopped_sibling() {
 #[test]
 fn prompt_pays_ahead_unless_stopped() {
     let (mut h, k, _, id) = downloader(buyer_config(30_000), 10_000_000);
-    h.notice_in(
-        k,
-        &PseMessage::Prompt {
-            bytes: 1,
-            amount: 1,
-        },
-    )
-    .unwrap();
+    h.prompt(k, 1).unwrap();
     assert_eq!(notices(&h.engine()), vec![(k, PseMessage::Ack)]);
     assert_eq!(pays(&h.channel()), vec![30_000]);
     h.stop_in(k, id);
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // Stopped: the STOP payment covers it.
-    h.notice_in(
-        k,
-        &PseMessage::Prompt {
-            bytes: 1,
-            amount: 1,
-        },
-    )
-    .unwrap();
+    h.prompt(k, 1).unwrap();
     assert!(pays(&h.channel()).is_empty());
 }
 
@@ -231,24 +179,10 @@ fn prompt_tops_credit_up_to_the_suggestion_within_the_pay_ahead_bound() {
     config.download.as_mut().unwrap().max_pay_ahead_bytes = 100_000;
     let (mut h, k, _, _) = downloader(config, 10_000_000);
     // Suggests 75 000 bytes of credit: three payments of one granularity, all in flight.
-    h.notice_in(
-        k,
-        &PseMessage::Prompt {
-            bytes: 75_000,
-            amount: 75_000,
-        },
-    )
-    .unwrap();
+    h.prompt(k, 75_000).unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000, 30_000, 30_000]);
     // Credit 90 000 ≥ 75 000: one more granularity only (always at least one per prompt).
-    h.notice_in(
-        k,
-        &PseMessage::Prompt {
-            bytes: 75_000,
-            amount: 75_000,
-        },
-    )
-    .unwrap();
+    h.prompt(k, 75_000).unwrap();
     assert_eq!(pays(&h.channel()), vec![30_000]);
     // A huge suggestion is capped by our own bound: credit 120 000 ≥ 100 000 after one.
     h.notice_in(
@@ -268,15 +202,14 @@ fn payments_never_exceed_what_is_still_needed_minus_advertised_trust() {
     config.download.as_mut().unwrap().granularity_bytes = 100_000;
     let mut h = H::downloading(config, 250_000);
     let seller = addr(0x5E);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    let mut hs = handshake(seller, 3);
-    hs.terms = Some(Terms {
-        price_per_byte: 1,
-        trust_bytes: 20_000,
-    });
-    h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
+    let k = h.seller_with_terms(
+        1,
+        seller,
+        Terms {
+            price_per_byte: 1,
+            trust_bytes: 20_000,
+        },
+    );
     let id = [9; 32];
     h.proposed(id, seller);
     h.ready(id, seller, Role::Payer, 1_000_000);
@@ -310,11 +243,13 @@ fn out_of_funds_closes_the_channel() {
     // Deposit 1 000 000: 400 000 + 400 000 + 200 000.
     assert_eq!(pays(&h.channel()), vec![400_000, 400_000, 200_000]);
     h.stop_in(k, id);
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    assert!(h.events().contains(&CoordinatorEvent::OutOfFunds {
-        account: seller,
-        channel_id: id
-    }));
+    h.closes_because(
+        id,
+        CoordinatorEvent::OutOfFunds {
+            account: seller,
+            channel_id: id,
+        },
+    );
 }
 
 #[test]
@@ -326,10 +261,12 @@ fn download_complete_closes_the_channel() {
         h.c.handle_block_received(h.now, k, req(i), BLOCK).unwrap();
         h.c.handle_piece_verified(h.now, TorrentKey(0), i, BLOCK);
     }
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    assert!(h.events().contains(&CoordinatorEvent::DownloadComplete {
-        torrent: TorrentKey(0)
-    }));
+    h.closes_because(
+        id,
+        CoordinatorEvent::DownloadComplete {
+            torrent: TorrentKey(0),
+        },
+    );
     // The uploader's client answers; the channel is gone and the budget is settled.
     h.ev(ChannelEvent::Closed {
         channel_id: id,
@@ -363,15 +300,14 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
     }
     let mut h = H::new(config);
     let pricey = addr(0x01);
-    let k1 = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k1, info(true, false))
-        .unwrap();
-    let mut hs = handshake(pricey, 3);
-    hs.terms = Some(Terms {
-        price_per_byte: 3,
-        trust_bytes: 0,
-    });
-    h.c.handle_extended_handshake(h.now, k1, &hs).unwrap();
+    h.seller_with_terms(
+        1,
+        pricey,
+        Terms {
+            price_per_byte: 3,
+            trust_bytes: 0,
+        },
+    );
     let proposal = |id: u8, payee: Address, deposit: u128| ChannelEvent::Proposed {
         channel_id: ChannelId([id; 32]),
         payee,
@@ -418,16 +354,8 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
             abandon(6),
         ]
     );
-    let declined: Vec<DeclineReason> = h
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            CoordinatorEvent::ProposalDeclined { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        declined,
+        declined(h.events()),
         vec![
             DeclineReason::PriceTooHigh,
             DeclineReason::DepositTooLarge,

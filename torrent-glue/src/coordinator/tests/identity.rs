@@ -112,10 +112,7 @@ fn a_claimed_account_counts_only_once_proven() {
     // Challenged, not classified: its requests wait and no channel is proposed.
     let nonce = challenge(&h.engine(), k);
     assert_eq!(h.c.peer_class(k), None);
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(0)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(k, 0), RequestDecision::Defer);
     assert!(h.channel().is_empty());
     answer(&mut h, k, 1, &buyer, nonce).unwrap();
     assert_eq!(
@@ -137,16 +134,10 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
     let mut h = seller();
     let buyer = key(0xB1);
     let b = proven(&mut h, 1, &buyer);
-    assert_eq!(
-        h.c.handle_request(h.now, b, req(0)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(b, 0), RequestDecision::Defer);
     h.channel();
     let id = [0x31; 32];
-    h.ev(ChannelEvent::Created {
-        peer: buyer.address(),
-        channel_id: ChannelId(id),
-    });
+    h.created(buyer.address(), ChannelId(id));
     h.ready(id, buyer.address(), Role::Payee, 1 << 30);
     h.engine();
 
@@ -164,7 +155,7 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
         Some(PeerClass::NonPaying(NonPayingReason::AuthenticationFailed))
     );
     // It is not served, not on the buyer's payments, and gets none of its channel messages.
-    let decision = h.c.handle_request(h.now, s, req(1)).unwrap();
+    let decision = h.request(s, 1);
     assert!(matches!(
         decision,
         RequestDecision::Drop | RequestDecision::Reject
@@ -308,11 +299,7 @@ fn repeated_extended_handshakes_are_bounded_and_strike_out() {
             h.c.handle_extended_handshake(h.now, k, &hs),
             Err(Error::Peer(PeerError::TooManyHandshakes))
         );
-        let disconnect = h.engine().contains(&EngineCommand::Disconnect {
-            peer: k,
-            reason: DisconnectReason::Strikes,
-        });
-        assert_eq!(disconnect, strike == 3);
+        assert_eq!(h.struck_out(k), strike == 3);
     }
 }
 
@@ -330,11 +317,7 @@ fn bad_channel_signatures_are_strikes() {
             },
             reason: "bad signature".into(),
         });
-        let disconnect = h.engine().contains(&EngineCommand::Disconnect {
-            peer: b,
-            reason: DisconnectReason::Strikes,
-        });
-        assert_eq!(disconnect, strike == 3);
+        assert_eq!(h.struck_out(b), strike == 3);
     }
 }
 
@@ -345,24 +328,16 @@ fn channel_creation_is_rate_limited_overall() {
     let mut h = H::new(cfg);
     for k in 1..=3u8 {
         let p = h.paying(u64::from(k), addr(0xB0 + k));
-        assert_eq!(
-            h.c.handle_request(h.now, p, req(0)).unwrap(),
-            RequestDecision::Defer
-        );
+        assert_eq!(h.request(p, 0), RequestDecision::Defer);
     }
-    let creates = h
-        .channel()
-        .into_iter()
-        .filter(|c| matches!(c, ChannelCommand::Create { .. }))
-        .count();
-    assert_eq!(creates, 2);
+    assert_eq!(creates(&h.channel()), 2);
     assert!(h.events().contains(&CoordinatorEvent::ChannelRateLimited {
         account: addr(0xB3)
     }));
     // Once the window has passed, a new stranger gets one again.
     h.now += Duration::from_secs(61);
     let p = h.paying(4, addr(0xB4));
-    h.c.handle_request(h.now, p, req(0)).unwrap();
+    h.request(p, 0);
     assert!(
         h.channel()
             .iter()
@@ -376,14 +351,11 @@ fn channel_creation_is_rate_limited_per_connection() {
     cfg.identity.max_channels_per_connection = 1;
     let mut h = H::new(cfg);
     let p = h.paying(1, addr(0xB1));
-    h.c.handle_request(h.now, p, req(0)).unwrap();
+    h.request(p, 0);
     assert_eq!(h.channel().len(), 1);
     // The proposal is never answered: abandoned at the response timeout. The connection is
     // permanently stopped then, and a later need of the same connection proposes nothing.
-    h.ev(ChannelEvent::Created {
-        peer: addr(0xB1),
-        channel_id: ChannelId([0x41; 32]),
-    });
+    h.created(addr(0xB1), ChannelId([0x41; 32]));
     h.c.need_payee_channel(h.now, addr(0xB1), Some(p));
     assert!(h.channel().is_empty());
     h.advance(Duration::from_secs(21));

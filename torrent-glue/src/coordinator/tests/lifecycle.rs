@@ -4,14 +4,8 @@ use super::*;
 
 #[test]
 fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: ChannelId([1; 32]),
-    });
+    let (mut h, k, buyer) = asking();
+    h.created(buyer, ChannelId([1; 32]));
     h.engine();
     h.channel();
     // Channel messages from the peer restart the clock.
@@ -57,20 +51,7 @@ fn vanished_payer_channel_is_closed_then_challenged() {
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
     assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_secs(30)));
-    h.advance(Duration::from_secs(30));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Close {
-            channel_id: ChannelId(id)
-        }]
-    );
-    h.advance(Duration::from_secs(20));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Challenge {
-            channel_id: ChannelId(id)
-        }]
-    );
+    h.closes_then_challenges(ChannelId(id), 30, 20);
     assert!(h.events().contains(&CoordinatorEvent::Challenging {
         account: buyer,
         channel_id: ChannelId(id),
@@ -112,13 +93,7 @@ fn vanished_uploader_is_challenged_by_the_payer() {
     h.stop_in(k, id);
     h.channel();
     h.c.handle_disconnect(h.now, k).unwrap();
-    h.advance(Duration::from_secs(30));
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    h.advance(Duration::from_secs(20));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Challenge { channel_id: id }]
-    );
+    h.closes_then_challenges(id, 30, 20);
     h.ev(ChannelEvent::Closed {
         channel_id: id,
         payee_amount: 100_000,
@@ -142,11 +117,13 @@ fn stalled_uploader_is_closed_on() {
     h.stop_in(k, id);
     h.channel();
     h.advance(Duration::from_secs(10));
-    assert_eq!(h.channel(), vec![ChannelCommand::Close { channel_id: id }]);
-    assert!(h.events().contains(&CoordinatorEvent::Stalled {
-        account: seller,
-        channel_id: id
-    }));
+    h.closes_because(
+        id,
+        CoordinatorEvent::Stalled {
+            account: seller,
+            channel_id: id,
+        },
+    );
 }
 
 #[test]
@@ -185,11 +162,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
 
 #[test]
 fn stop_uploading_sends_permanent_stop_to_everyone() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.open_payee(buyer, ChannelId([1; 32]));
+    let (mut h, k, _, _) = uploader();
     h.engine();
     h.c.stop_uploading(h.now, None);
     let cmds = h.engine();
@@ -234,20 +207,14 @@ fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandon
     // 50 peers, each with its own fresh account, ask for a channel and vanish.
     for i in 0..50u8 {
         let k = h.paying(u64::from(i) + 1, addr(0x20 + i));
-        h.c.handle_request(h.now, k, req(0)).unwrap();
-        h.ev(ChannelEvent::Created {
-            peer: addr(0x20 + i),
-            channel_id: ChannelId([i; 32]),
-        });
+        h.request(k, 0);
+        h.created(addr(0x20 + i), ChannelId([i; 32]));
         h.c.handle_disconnect(h.now, k).unwrap();
     }
     // One more that was served on trust: its identity must be remembered (no second allowance).
     let trusted = addr(0x10);
     let k = h.paying(100, trusted);
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(0)).unwrap(),
-        RequestDecision::Serve
-    );
+    assert_eq!(h.request(k, 0), RequestDecision::Serve);
     h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
     h.c.handle_disconnect(h.now, k).unwrap();
     h.engine();
@@ -269,25 +236,9 @@ fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandon
     assert_eq!(h.c.identity(trusted).unwrap().debt_wei, u128::from(BLOCK));
 }
 
-fn restored(
-    id: ChannelId,
-    account: Address,
-    role: Role,
-    paid: u128,
-    state: RestoredState,
-) -> ChannelEvent {
-    ChannelEvent::Restored {
-        channel_id: id,
-        counterparty: account,
-        role,
-        deposit: 1 << 30,
-        paid,
-        state,
-    }
-}
-
-#[test]
-fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice() {
+/// A seller whose payee channel `[4; 32]` with the buyer `keyed(0xB1)` (`paid` on it) was found
+/// in the store after a restart.
+fn restored_payee(paid: u128) -> (H, Address, [u8; 32]) {
     let mut h = H::new(config());
     let buyer = keyed(0xB1);
     let id = [4; 32];
@@ -295,9 +246,16 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
         ChannelId(id),
         buyer,
         Role::Payee,
-        5 * u128::from(BLOCK),
+        1 << 30,
+        paid,
         RestoredState::Open,
     ));
+    (h, buyer, id)
+}
+
+#[test]
+fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice() {
+    let (mut h, buyer, id) = restored_payee(5 * u128::from(BLOCK));
     assert!(h.events().contains(&CoordinatorEvent::ChannelRestored {
         account: buyer,
         channel_id: ChannelId(id),
@@ -308,17 +266,9 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
     // The payer comes back: no second channel, STOP on the restored one at the first request.
     let k = h.paying(1, buyer);
     h.engine();
-    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.request(k, 0);
     assert_eq!(creates(&h.channel()), 0, "the restored channel is reused");
-    assert_eq!(
-        notices(&h.engine()),
-        vec![(
-            k,
-            PseMessage::Stop {
-                channel_id: Some(ChannelId(id))
-            }
-        )]
-    );
+    assert_eq!(notices(&h.engine()), stop_to(k, ChannelId(id)));
     // Its client repeats the voucher we already held: nothing is credited.
     h.pay_in(ChannelId(id), 0, 5 * u128::from(BLOCK));
     assert!(serves(&h.engine()).is_empty());
@@ -327,7 +277,7 @@ fn restored_payee_channel_is_used_again_and_old_payments_are_not_credited_twice(
     let cmds = h.engine();
     assert_eq!(serves(&cmds), vec![req(0)]);
     h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
-    h.c.handle_request(h.now, k, req(1)).unwrap();
+    h.request(k, 1);
     assert!(
         serves(&h.engine()).is_empty(),
         "one block was bought, one served"
@@ -341,14 +291,14 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     let id = [7; 32];
     // Most of the deposit was spent before the restart.
     let deposit = 100_000u128;
-    h.ev(ChannelEvent::Restored {
-        channel_id: ChannelId(id),
-        counterparty: seller,
-        role: Role::Payer,
+    h.ev(restored(
+        ChannelId(id),
+        seller,
+        Role::Payer,
         deposit,
-        paid: 90_000,
-        state: RestoredState::Open,
-    });
+        90_000,
+        RestoredState::Open,
+    ));
     let k = h.uploader(1, seller);
     h.channel();
     h.stop_in(k, ChannelId(id));
@@ -366,33 +316,11 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
 
 #[test]
 fn restored_channel_of_a_peer_that_never_returns_is_closed_then_challenged() {
-    let mut h = H::new(config());
-    let buyer = keyed(0xB1);
-    let id = [4; 32];
-    h.ev(restored(
-        ChannelId(id),
-        buyer,
-        Role::Payee,
-        1000,
-        RestoredState::Open,
-    ));
+    let (mut h, _, id) = restored_payee(1000);
     h.channel();
     h.advance(Duration::from_secs(29));
     assert!(h.channel().is_empty());
-    h.advance(Duration::from_secs(2));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Close {
-            channel_id: ChannelId(id)
-        }]
-    );
-    h.advance(Duration::from_secs(21));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Challenge {
-            channel_id: ChannelId(id)
-        }]
-    );
+    h.closes_then_challenges(ChannelId(id), 2, 21);
 }
 
 #[test]
@@ -404,6 +332,7 @@ fn restored_setup_must_be_funded_in_time() {
         ChannelId([1; 32]),
         buyer,
         Role::Payee,
+        1 << 30,
         0,
         RestoredState::Funding,
     ));
@@ -411,12 +340,13 @@ fn restored_setup_must_be_funded_in_time() {
         ChannelId([2; 32]),
         seller,
         Role::Payer,
+        1 << 30,
         0,
         RestoredState::Funding,
     ));
     // The buyer reconnects and asks: no second proposal while the first may still be funded.
     let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.request(k, 0);
     assert_eq!(creates(&h.channel()), 0);
     h.advance(Duration::from_secs(21));
     let cmds = h.channel();
@@ -437,19 +367,12 @@ fn restored_setup_must_be_funded_in_time() {
 
 #[test]
 fn a_restored_channel_reported_twice_is_adopted_once() {
-    let mut h = H::new(config());
-    let buyer = keyed(0xB1);
+    let (mut h, buyer, id) = restored_payee(10);
     h.ev(restored(
-        ChannelId([4; 32]),
+        ChannelId(id),
         buyer,
         Role::Payee,
-        10,
-        RestoredState::Open,
-    ));
-    h.ev(restored(
-        ChannelId([4; 32]),
-        buyer,
-        Role::Payee,
+        1 << 30,
         10,
         RestoredState::Open,
     ));

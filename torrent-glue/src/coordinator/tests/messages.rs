@@ -169,7 +169,7 @@ fn nothing_is_sent_to_a_peer_that_did_not_advertise_or_disabled_the_extension() 
         Some(PeerClass::NonPaying(NonPayingReason::NotAdvertised))
     );
     for i in 0..5 {
-        h.c.handle_request(h.now, k, req(i)).unwrap();
+        h.request(k, i);
     }
     h.advance(Duration::from_secs(600));
     assert!(
@@ -181,7 +181,7 @@ fn nothing_is_sent_to_a_peer_that_did_not_advertise_or_disabled_the_extension() 
     // A paying peer that later disables the extension (id 0): notices are suppressed.
     let buyer = addr(0xB2);
     let k2 = h.paying(2, buyer);
-    h.c.handle_request(h.now, k2, req(0)).unwrap();
+    h.request(k2, 0);
     h.engine();
     let disable = PeerExtendedHandshake {
         pse_id: Some(0),

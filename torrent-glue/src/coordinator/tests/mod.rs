@@ -119,16 +119,43 @@ impl H {
         }
     }
 
-    /// Connects an uploader `account` with the extension (no fast) as `key`.
-    fn uploader(&mut self, key: u64, account: Address) -> PeerKey {
+    /// Connects `account` with the extension (no fast) as `key`, its handshake carrying
+    /// `pse_id` and `terms` (`None`: the default terms).
+    fn connect(&mut self, key: u64, account: Address, pse_id: u8, terms: Option<Terms>) -> PeerKey {
         let k = PeerKey(key);
         self.c
             .handle_peer_connected(self.now, k, info(true, false))
             .unwrap();
-        self.c
-            .handle_extended_handshake(self.now, k, &handshake(account, 3))
-            .unwrap();
+        let mut hs = handshake(account, pse_id);
+        hs.terms = terms;
+        self.c.handle_extended_handshake(self.now, k, &hs).unwrap();
         k
+    }
+
+    /// Connects an uploader `account` with the extension (no fast) as `key`.
+    fn uploader(&mut self, key: u64, account: Address) -> PeerKey {
+        self.connect(key, account, 3, None)
+    }
+
+    /// Connects an uploader `account` advertising `terms` as `key`.
+    fn seller_with_terms(&mut self, key: u64, account: Address, terms: Terms) -> PeerKey {
+        self.connect(key, account, 3, Some(terms))
+    }
+
+    /// Connects peer `key` (`info`, no extended handshake yet), interested in us.
+    fn interested(&mut self, key: u64, info: PeerInfo) -> PeerKey {
+        let k = PeerKey(key);
+        self.c.handle_peer_connected(self.now, k, info).unwrap();
+        self.c.handle_remote_interest(self.now, k, true).unwrap();
+        k
+    }
+
+    /// Whether the engine was told to disconnect `k` for its strikes.
+    fn struck_out(&mut self, k: PeerKey) -> bool {
+        self.engine().contains(&EngineCommand::Disconnect {
+            peer: k,
+            reason: DisconnectReason::Strikes,
+        })
     }
 
     fn advance(&mut self, d: Duration) {
@@ -136,15 +163,9 @@ impl H {
         self.c.handle_timeout(self.now);
     }
 
-    /// Connects a paying peer (no fast) and drains the resulting commands.
+    /// Connects a paying peer (no fast), interested in us.
     fn paying(&mut self, key: u64, account: Address) -> PeerKey {
-        let k = PeerKey(key);
-        self.c
-            .handle_peer_connected(self.now, k, info(true, false))
-            .unwrap();
-        self.c
-            .handle_extended_handshake(self.now, k, &handshake(account, 7))
-            .unwrap();
+        let k = self.connect(key, account, 7, None);
         self.c.handle_remote_interest(self.now, k, true).unwrap();
         k
     }
@@ -184,13 +205,52 @@ impl H {
 
     /// The peer `k` sends STOP for channel `id` (which the coordinator accepts).
     fn stop_in(&mut self, k: PeerKey, id: ChannelId) {
+        self.try_stop(k, id).unwrap();
+    }
+
+    /// The peer `k` sends STOP for channel `id`.
+    fn try_stop(&mut self, k: PeerKey, id: ChannelId) -> Result<(), Error> {
         self.notice_in(
             k,
             &PseMessage::Stop {
                 channel_id: Some(id),
             },
         )
-        .unwrap();
+    }
+
+    /// The peer `k` prompts us to pay ahead `bytes` (for as many wei).
+    fn prompt(&mut self, k: PeerKey, bytes: u64) -> Result<(), Error> {
+        self.notice_in(
+            k,
+            &PseMessage::Prompt {
+                bytes,
+                amount: u128::from(bytes),
+            },
+        )
+    }
+
+    /// Our only channel command is a cooperative close of `id`, and `event` says why.
+    fn closes_because(&mut self, id: ChannelId, event: CoordinatorEvent) {
+        assert_eq!(
+            self.channel(),
+            vec![ChannelCommand::Close { channel_id: id }]
+        );
+        assert!(self.events().contains(&event));
+    }
+
+    /// Time passes by `secs` seconds: then our only channel command is a cooperative close of
+    /// `id`; `challenge_secs` later, unanswered, its challenge.
+    fn closes_then_challenges(&mut self, id: ChannelId, secs: u64, challenge_secs: u64) {
+        self.advance(Duration::from_secs(secs));
+        assert_eq!(
+            self.channel(),
+            vec![ChannelCommand::Close { channel_id: id }]
+        );
+        self.advance(Duration::from_secs(challenge_secs));
+        assert_eq!(
+            self.channel(),
+            vec![ChannelCommand::Challenge { channel_id: id }]
+        );
     }
 
     fn ev(&mut self, e: ChannelEvent) {
@@ -202,13 +262,33 @@ impl H {
             .handle_extension_message(self.now, k, EXTENSION_NAME, &n.encode())
     }
 
-    /// Opens a payee channel for `account` (Create → Created → Ready).
-    fn open_payee(&mut self, account: Address, id: ChannelId) {
+    /// Our proposal `id` to the payer `account` is created (not funded yet).
+    fn created(&mut self, account: Address, id: ChannelId) {
         self.ev(ChannelEvent::Created {
             peer: account,
             channel_id: id,
         });
+    }
+
+    /// Opens a payee channel for `account` (Create → Created → Ready).
+    fn open_payee(&mut self, account: Address, id: ChannelId) {
+        self.created(account, id);
         self.ready(id.0, account, Role::Payee, 1 << 30);
+    }
+
+    /// `k` requests block `i` (see [`req`]): what the coordinator decides.
+    fn request(&mut self, k: PeerKey, i: u32) -> RequestDecision {
+        self.c.handle_request(self.now, k, req(i)).unwrap()
+    }
+
+    /// `k` requests the blocks `blocks`: each is served at once and reported sent in full.
+    fn served(&mut self, k: PeerKey, blocks: std::ops::Range<u32>) {
+        for i in blocks {
+            assert_eq!(self.request(k, i), RequestDecision::Serve, "block {i}");
+            self.c
+                .handle_bytes_sent(self.now, k, req(i), BLOCK)
+                .unwrap();
+        }
     }
 
     fn pay_in(&mut self, id: ChannelId, delta: u128, total: u128) {
@@ -231,10 +311,50 @@ fn notices(cmds: &[EngineCommand]) -> Vec<(PeerKey, PseMessage)> {
         .collect()
 }
 
+/// The notices of a STOP naming `channel_id`, to `k` alone.
+fn stop_to(k: PeerKey, channel_id: ChannelId) -> Vec<(PeerKey, PseMessage)> {
+    vec![(
+        k,
+        PseMessage::Stop {
+            channel_id: Some(channel_id),
+        },
+    )]
+}
+
 fn serves(cmds: &[EngineCommand]) -> Vec<BlockRequest> {
     cmds.iter()
         .filter_map(|c| match c {
             EngineCommand::Serve { request, .. } => Some(*request),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The channel `id` found in the store after a restart: with `account`, we are `role`.
+fn restored(
+    id: ChannelId,
+    account: Address,
+    role: Role,
+    deposit: u128,
+    paid: u128,
+    state: RestoredState,
+) -> ChannelEvent {
+    ChannelEvent::Restored {
+        channel_id: id,
+        counterparty: account,
+        role,
+        deposit,
+        paid,
+        state,
+    }
+}
+
+/// The reasons of the proposals declined among `events`.
+fn declined(events: Vec<CoordinatorEvent>) -> Vec<DeclineReason> {
+    events
+        .into_iter()
+        .filter_map(|e| match e {
+            CoordinatorEvent::ProposalDeclined { reason, .. } => Some(reason),
             _ => None,
         })
         .collect()
@@ -249,13 +369,30 @@ fn creates(cmds: &[ChannelCommand]) -> usize {
 /// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
 /// 0, and our payee channel `[1; 32]` with it is open; returns the channel id's bytes.
 fn uploader() -> (H, PeerKey, Address, [u8; 32]) {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
+    let (mut h, k, buyer) = asking();
     let id = [1; 32];
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
     h.open_payee(buyer, ChannelId(id));
     (h, k, buyer, id)
+}
+
+/// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
+/// 0 (deferred: it is asked to pay on a channel we propose).
+fn asking() -> (H, PeerKey, Address) {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k = h.paying(1, buyer);
+    assert_eq!(h.request(k, 0), RequestDecision::Defer);
+    (h, k, buyer)
+}
+
+/// An uploader harness (default config) with two connections of the buyer `0xB1`, peers 1 and
+/// 2, and no channel yet; returns the bytes of the id its channel will have.
+fn two_connections() -> (H, Address, [u8; 32], PeerKey, PeerKey) {
+    let mut h = H::new(config());
+    let buyer = addr(0xB1);
+    let k1 = h.paying(1, buyer);
+    let k2 = h.paying(2, buyer);
+    (h, buyer, [1; 32], k1, k2)
 }
 
 /// A downloader harness: we buy from `seller`, whose proposal `id` we join.

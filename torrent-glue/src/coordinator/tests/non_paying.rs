@@ -5,21 +5,12 @@ use super::*;
 #[test]
 fn refuse_policy_keeps_stock_peers_choked_and_drops_or_rejects() {
     let mut h = H::new(config());
-    let plain = PeerKey(1);
-    h.c.handle_peer_connected(h.now, plain, info(false, false))
-        .unwrap();
-    h.c.handle_remote_interest(h.now, plain, true).unwrap();
-    assert_eq!(
-        h.c.handle_request(h.now, plain, req(0)).unwrap(),
-        RequestDecision::Drop
-    );
+    let plain = h.interested(1, info(false, false));
+    assert_eq!(h.request(plain, 0), RequestDecision::Drop);
     let fast = PeerKey(2);
     h.c.handle_peer_connected(h.now, fast, info(false, true))
         .unwrap();
-    assert_eq!(
-        h.c.handle_request(h.now, fast, req(0)).unwrap(),
-        RequestDecision::Reject
-    );
+    assert_eq!(h.request(fast, 0), RequestDecision::Reject);
     // Never unchoked, never sent an extension message, no error.
     assert!(h.engine().is_empty());
 }
@@ -31,22 +22,10 @@ fn free_allowance_then_refuse_and_choke() {
         bytes: 2 * u64::from(BLOCK),
     };
     let mut h = H::new(config);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(false, true))
-        .unwrap();
-    h.c.handle_remote_interest(h.now, k, true).unwrap();
+    let k = h.interested(1, info(false, true));
     assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
-    for i in 0..2 {
-        assert_eq!(
-            h.c.handle_request(h.now, k, req(i)).unwrap(),
-            RequestDecision::Serve
-        );
-        h.c.handle_bytes_sent(h.now, k, req(i), BLOCK).unwrap();
-    }
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(2)).unwrap(),
-        RequestDecision::Reject
-    );
+    h.served(k, 0..2);
+    assert_eq!(h.request(k, 2), RequestDecision::Reject);
     assert_eq!(h.engine(), vec![EngineCommand::Choke { peer: k }]);
     assert_eq!(
         h.c.peer_stats(k).unwrap().bytes_served,
@@ -72,40 +51,25 @@ fn allowed_fast_preview_serves_only_the_fast_set_while_choked() {
     );
     h.c.handle_remote_interest(h.now, k, true).unwrap();
     assert!(h.engine().is_empty(), "stays choked");
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(8)).unwrap(),
-        RequestDecision::Serve
-    );
+    assert_eq!(h.request(k, 8), RequestDecision::Serve);
     h.c.handle_bytes_sent(h.now, k, req(8), BLOCK).unwrap();
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(4)).unwrap(),
-        RequestDecision::Reject
-    );
+    assert_eq!(h.request(k, 4), RequestDecision::Reject);
     // Without BEP 6 the preview cannot be expressed: refused like everything else.
     let k2 = PeerKey(2);
     let mut i = info(false, false);
     i.allowed_fast = vec![3];
     h.c.handle_peer_connected(h.now, k2, i).unwrap();
     assert!(h.engine().is_empty());
-    assert_eq!(
-        h.c.handle_request(h.now, k2, req(3)).unwrap(),
-        RequestDecision::Drop
-    );
+    assert_eq!(h.request(k2, 3), RequestDecision::Drop);
 }
 
 #[test]
 fn handshake_timeout_classifies_as_non_paying_and_resolves_deferred_requests() {
     let mut h = H::new(config());
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
-    h.c.handle_remote_interest(h.now, k, true).unwrap();
+    let k = h.interested(1, info(true, false));
     assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
     for i in 0..3 {
-        assert_eq!(
-            h.c.handle_request(h.now, k, req(i)).unwrap(),
-            RequestDecision::Defer
-        );
+        assert_eq!(h.request(k, i), RequestDecision::Defer);
     }
     assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_secs(5)));
     h.advance(Duration::from_secs(5));

@@ -36,20 +36,52 @@ struct Pair {
     blocks_per_piece: u32,
     piece_blocks: HashMap<u32, u32>,
     total_paid: u128,
-    channel_total: u128,
-    closed_with: Option<u128>,
+    /// What D paid on each channel, and each channel's payout when it was closed.
+    channel_totals: HashMap<ChannelId, u128>,
+    closed_with: HashMap<ChannelId, u128>,
+    /// Channels D closed.
+    buyer_closed: Vec<ChannelId>,
+    /// Channels U proposed, in order.
+    proposed: Vec<ChannelId>,
+    /// D learns that its channel closed only after U's next proposal (the close transaction is
+    /// seen by the two sides at different times).
+    buyer_learns_close_late: bool,
+    held_close: Option<ChannelEvent>,
+    /// Trust U grants, for the invariant checked at every step.
+    trust: u64,
+    /// Bytes U had served when D closed each channel, in order.
+    served_at_close: Vec<u64>,
 }
 
 const UPK: PeerKey = PeerKey(10); // U's key for D
 const DNK: PeerKey = PeerKey(20); // D's key for U
 const CH: ChannelId = ChannelId([0xC4; 32]);
 
+/// The `n`th channel U proposes (the first is [`CH`]).
+fn nth_channel(n: usize) -> ChannelId {
+    ChannelId([0xC4 + u8::try_from(n).unwrap(); 32])
+}
+
 impl Pair {
     fn new(total_blocks: u32, granularity: u64, trust: u64, pipeline: usize) -> Self {
+        Self::with_deposit(total_blocks, granularity, trust, pipeline, None)
+    }
+
+    /// [`new`](Self::new), U asking for `deposit` (its default if `None`) in its proposals.
+    fn with_deposit(
+        total_blocks: u32,
+        granularity: u64,
+        trust: u64,
+        pipeline: usize,
+        deposit: Option<u128>,
+    ) -> Self {
         let seller = keyed(0x5E);
         let buyer = keyed(0xB1);
         let mut up_cfg = CoordinatorConfig::new(seller, seller);
         up_cfg.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(trust);
+        if let Some(deposit) = deposit {
+            up_cfg.upload.as_mut().unwrap().deposit = deposit;
+        }
         up_cfg.download = None;
         let mut down_cfg = CoordinatorConfig::new(buyer, buyer);
         down_cfg.download.as_mut().unwrap().granularity_bytes = granularity;
@@ -62,22 +94,15 @@ impl Pair {
         up.add_torrent(TorrentKey(0), 0).unwrap();
         down.add_torrent(TorrentKey(0), total).unwrap();
         let now = Instant::now();
-        let ext = reserved(true, false);
         let (up_id, down_id) = ([0x11; 20], [0x22; 20]);
-        up.handle_peer_connected(
-            now,
-            UPK,
-            PeerInfo::new(TorrentKey(0), Direction::Inbound, ext)
-                .with_session([0x17; 20], up_id, down_id),
-        )
-        .unwrap();
-        down.handle_peer_connected(
-            now,
-            DNK,
-            PeerInfo::new(TorrentKey(0), Direction::Outbound, ext)
-                .with_session([0x17; 20], down_id, up_id),
-        )
-        .unwrap();
+        for (c, k, direction, ours, theirs) in [
+            (&mut up, UPK, Direction::Inbound, up_id, down_id),
+            (&mut down, DNK, Direction::Outbound, down_id, up_id),
+        ] {
+            let info = PeerInfo::new(TorrentKey(0), direction, reserved(true, false))
+                .with_session([0x17; 20], ours, theirs);
+            c.handle_peer_connected(now, k, info).unwrap();
+        }
         let to_hs = |c: HandshakeContribution| PeerExtendedHandshake {
             pse_id: Some(2),
             pse_account: Some(c.pse_account.into_bytes()),
@@ -116,8 +141,14 @@ impl Pair {
             blocks_per_piece: 4,
             piece_blocks: HashMap::new(),
             total_paid: 0,
-            channel_total: 0,
-            closed_with: None,
+            channel_totals: HashMap::new(),
+            closed_with: HashMap::new(),
+            buyer_closed: Vec::new(),
+            proposed: Vec::new(),
+            buyer_learns_close_late: false,
+            held_close: None,
+            trust,
+            served_at_close: Vec::new(),
         }
     }
 
@@ -152,62 +183,85 @@ impl Pair {
                 } => {
                     // The buyer only joins a nonce it helped create.
                     assert!(nonce.is_some());
-                    self.up_events.push_back(ChannelEvent::Created {
-                        peer,
-                        channel_id: CH,
-                    });
+                    let channel_id = nth_channel(self.proposed.len());
+                    self.proposed.push(channel_id);
+                    self.up_events
+                        .push_back(ChannelEvent::Created { peer, channel_id });
                     self.down_events.push_back(ChannelEvent::Proposed {
-                        channel_id: CH,
+                        channel_id,
                         payee: keyed(0x5E),
                         deposit,
                         price: None,
                         nonce,
                     });
+                    self.down_events.extend(self.held_close.take());
                 }
-                ChannelCommand::Close { .. } | ChannelCommand::Challenge { .. } => {
-                    self.closed_with = Some(self.channel_total);
+                ChannelCommand::Close { channel_id } | ChannelCommand::Challenge { channel_id } => {
+                    let total = self.channel_total(channel_id);
+                    self.closed_with.insert(channel_id, total);
                 }
                 _ => {}
             }
         }
         while let Some(cmd) = self.down.poll_channel_command() {
             match cmd {
-                ChannelCommand::Join { deposit, .. } => {
+                ChannelCommand::Join {
+                    channel_id,
+                    deposit,
+                    ..
+                } => {
                     self.up_events.push_back(ChannelEvent::Ready {
-                        channel_id: CH,
+                        channel_id,
                         counterparty: keyed(0xB1),
                         role: Role::Payee,
                         deposit,
                     });
                     self.down_events.push_back(ChannelEvent::Ready {
-                        channel_id: CH,
+                        channel_id,
                         counterparty: keyed(0x5E),
                         role: Role::Payer,
                         deposit,
                     });
                 }
-                ChannelCommand::Pay { amount, .. } => {
+                ChannelCommand::Pay { channel_id, amount } => {
+                    assert!(
+                        !self.buyer_closed.contains(&channel_id),
+                        "paid {amount} into {channel_id:?} after closing it"
+                    );
                     self.total_paid += amount;
-                    self.channel_total += amount;
+                    let total = self.channel_totals.entry(channel_id).or_insert(0);
+                    *total += amount;
                     self.up_events.push_back(ChannelEvent::PaymentReceived {
-                        channel_id: CH,
+                        channel_id,
                         delta: amount,
-                        total: self.channel_total,
+                        total: *total,
                     });
                 }
-                ChannelCommand::Close { .. } => {
+                ChannelCommand::Close { channel_id } => {
                     // The payee's client answers the close by itself.
-                    self.closed_with = Some(self.channel_total);
+                    self.buyer_closed.push(channel_id);
+                    let served = self.up.identity(keyed(0xB1)).map_or(0, |i| i.bytes_served);
+                    self.served_at_close.push(served);
+                    let total = self.channel_total(channel_id);
+                    self.closed_with.insert(channel_id, total);
                     let closed = ChannelEvent::Closed {
-                        channel_id: CH,
-                        payee_amount: self.channel_total,
+                        channel_id,
+                        payee_amount: total,
                     };
                     self.up_events.push_back(closed.clone());
-                    self.down_events.push_back(closed);
+                    if self.buyer_learns_close_late {
+                        self.held_close = Some(closed);
+                    } else {
+                        self.down_events.push_back(closed);
+                    }
                 }
                 _ => {}
             }
         }
+    }
+
+    fn channel_total(&self, channel_id: ChannelId) -> u128 {
+        self.channel_totals.get(&channel_id).copied().unwrap_or(0)
     }
 
     fn serve(&mut self, request: BlockRequest) {
@@ -301,6 +355,21 @@ impl Pair {
             self.pump_outputs();
         }
         self.request_more();
+        // U never serves more than it was paid plus its trust, gaps between channels included.
+        if let Some(seen) = self.up.identity(keyed(0xB1)) {
+            assert!(
+                u128::from(seen.bytes_served) <= seen.wei_received + u128::from(self.trust),
+                "served {} for {} wei with {} trust",
+                seen.bytes_served,
+                seen.wei_received,
+                self.trust
+            );
+        }
+        if !progressed && let Some(closed) = self.held_close.take() {
+            // No proposal followed: D learns of the close now.
+            self.down_events.push_back(closed);
+            return true;
+        }
         progressed || !self.to_up.is_empty()
     }
 
@@ -336,7 +405,11 @@ fn pair_transfers_and_serves_exactly_paid_plus_trust() {
             "served = paid + trust, exactly ({blocks} blocks, granularity {granularity}, trust {trust})"
         );
         assert_eq!(seen.wei_received, p.total_paid);
-        assert_eq!(p.closed_with, Some(p.total_paid), "closed with that payout");
+        assert_eq!(
+            p.closed_with,
+            HashMap::from([(CH, p.total_paid)]),
+            "closed with that payout"
+        );
         let bought = p.down.identity(keyed(0x5E)).unwrap();
         assert_eq!(bought.wei_paid, p.total_paid);
         assert_eq!(bought.payer_channel, None, "closed on completion");
@@ -353,4 +426,64 @@ fn pay_ahead_keeps_a_steady_transfer_from_stopping() {
     let planner = p.down.download_planner(DNK).unwrap().stats();
     assert_eq!(planner.stops, 1, "only the initial STOP");
     assert!(planner.pay_ahead_payments >= 14);
+}
+
+/// A buyer whose deposit covers less than the file downloads it over ONE live connection: the
+/// exhausted channel is closed cooperatively with the seller paid for what it served on it, the
+/// seller re-arms the connection's gate and proposes the next channel, and the download
+/// completes. Both orders in which the two sides may learn of the close; with and without trust.
+#[test]
+fn exhausted_deposit_on_a_live_connection_continues_on_a_new_channel() {
+    const DEPOSIT: u128 = 400_000;
+    const GRANULARITY: u64 = 65_536;
+    for (trust, late) in [(0u64, false), (0, true), (32_768, false), (32_768, true)] {
+        let case = format!("trust {trust}, buyer learns the close late: {late}");
+        // 64 blocks (1 MiB) at 1 wei per byte: three deposits' worth.
+        let mut p = Pair::with_deposit(64, GRANULARITY, trust, 8, Some(DEPOSIT));
+        p.buyer_learns_close_late = late;
+        p.run();
+        let total = 64 * u64::from(BLOCK);
+        assert_eq!(p.received, total, "{case}: completes");
+        let seen = p.up.identity(keyed(0xB1)).unwrap();
+        assert_eq!(seen.bytes_served, total, "{case}");
+        assert_eq!(seen.wei_received, p.total_paid, "{case}");
+        assert_eq!(
+            p.proposed,
+            (0..3).map(nth_channel).collect::<Vec<_>>(),
+            "{case}: a new channel per deposit, on the same connection"
+        );
+        // Every channel closed with what was paid on it; the first two paid in full.
+        assert_eq!(p.closed_with, p.channel_totals, "{case}");
+        for id in &p.proposed[..2] {
+            assert_eq!(p.channel_totals[id], DEPOSIT, "{case}");
+        }
+        // The first channel paid for what the seller served up to its close (its trust
+        // aside), and no more than a block's worth was left over on it.
+        let served = u128::from(p.served_at_close[0]);
+        assert!(
+            served <= DEPOSIT + u128::from(trust),
+            "{case}: served {served}"
+        );
+        assert!(
+            DEPOSIT < served + u128::from(BLOCK),
+            "{case}: served {served}"
+        );
+        // The buyer's loss (paid, not received) stays within its window: here none.
+        let window = p.down.config().download.unwrap().window_bytes();
+        assert!(
+            p.total_paid <= u128::from(p.received + window),
+            "{case}: paid {} for {}",
+            p.total_paid,
+            p.received
+        );
+        assert!(
+            p.total_paid <= u128::from(total),
+            "{case}: paid {}",
+            p.total_paid
+        );
+        let bought = p.down.identity(keyed(0x5E)).unwrap();
+        assert_eq!(bought.wei_paid, p.total_paid, "{case}");
+        assert_eq!(bought.payer_channel, None, "{case}: closed on completion");
+        assert_eq!(p.down.budget_used(), (0, p.total_paid), "{case}");
+    }
 }

@@ -9,10 +9,7 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_the_proposal() {
     let k = h.paying(1, buyer);
     assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
     for i in 0..20 {
-        assert_eq!(
-            h.c.handle_request(h.now, k, req(i)).unwrap(),
-            RequestDecision::Defer
-        );
+        assert_eq!(h.request(k, i), RequestDecision::Defer);
     }
     let cmds = h.channel();
     assert_eq!(creates(&cmds), 1);
@@ -30,42 +27,18 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_the_proposal() {
     assert!(h.engine().is_empty());
     let id = [1; 32];
     // STOP as soon as the channel is proposed (web3torrent's order); nothing served.
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: ChannelId(id),
-    });
+    h.created(buyer, ChannelId(id));
     let cmds = h.engine();
     assert_eq!(cmds.len(), 1, "{cmds:?}");
-    assert_eq!(
-        notices(&cmds),
-        vec![(
-            k,
-            PseMessage::Stop {
-                channel_id: Some(ChannelId(id))
-            }
-        )]
-    );
+    assert_eq!(notices(&cmds), stop_to(k, ChannelId(id)));
     // Funded: that STOP is not repeated, and still nothing is served before payment.
-    h.ev(ChannelEvent::Ready {
-        channel_id: ChannelId(id),
-        counterparty: buyer,
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.ready(id, buyer, Role::Payee, 1 << 30);
     assert!(h.engine().is_empty());
     // A second connection of the same identity in the middle of it all: no new channel.
     let k2 = h.paying(2, buyer);
-    h.c.handle_request(h.now, k2, req(100)).unwrap();
+    h.request(k2, 100);
     assert_eq!(creates(&h.channel()), 0);
-    assert_eq!(
-        notices(&h.engine()),
-        vec![(
-            k2,
-            PseMessage::Stop {
-                channel_id: Some(ChannelId(id))
-            }
-        )]
-    );
+    assert_eq!(notices(&h.engine()), stop_to(k2, ChannelId(id)));
 }
 
 #[test]
@@ -75,7 +48,7 @@ fn burst_across_connections_before_funding_creates_one_channel() {
     let ks: Vec<PeerKey> = (1..=4).map(|i| h.paying(i, buyer)).collect();
     for &k in &ks {
         for i in 0..5 {
-            h.c.handle_request(h.now, k, req(i)).unwrap();
+            h.request(k, i);
         }
     }
     assert_eq!(creates(&h.channel()), 1);
@@ -95,7 +68,7 @@ fn payment_credits_starts_and_replays_in_order() {
     let buyer = addr(0xB1);
     let k = h.paying(1, buyer);
     for i in 0..3 {
-        h.c.handle_request(h.now, k, req(i)).unwrap();
+        h.request(k, i);
     }
     let id = [1; 32];
     h.open_payee(buyer, ChannelId(id));
@@ -144,12 +117,9 @@ fn low_watermark_prompts_the_payer() {
     h.pay_in(ChannelId(id), 4 * u128::from(BLOCK), 4 * u128::from(BLOCK));
     h.engine();
     // Credit 3 blocks left after the replay; at 50 % of the last payment (2 blocks) → prompt.
-    h.c.handle_request(h.now, k, req(1)).unwrap();
+    h.request(k, 1);
     assert!(notices(&h.engine()).is_empty());
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(2)).unwrap(),
-        RequestDecision::Serve
-    );
+    assert_eq!(h.request(k, 2), RequestDecision::Serve);
     assert_eq!(
         notices(&h.engine()),
         vec![(
@@ -168,7 +138,7 @@ fn payment_goes_to_the_stopped_connection_first() {
     let k2 = h.paying(2, buyer);
     h.engine();
     // Only k2 is stopped now? Both are: k1 got STOP at funding, k2 at its first request.
-    h.c.handle_request(h.now, k2, req(5)).unwrap();
+    h.request(k2, 5);
     h.engine();
     h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
     let cmds = h.engine();
@@ -194,13 +164,7 @@ fn reconnect_reuses_the_channel_and_carries_credit_and_trust_debt() {
     let id = [1; 32];
     let k1 = h.paying(1, buyer);
     // Trust: two blocks served at once, before any channel.
-    for i in 0..2 {
-        assert_eq!(
-            h.c.handle_request(h.now, k1, req(i)).unwrap(),
-            RequestDecision::Serve
-        );
-        h.c.handle_bytes_sent(h.now, k1, req(i), BLOCK).unwrap();
-    }
+    h.served(k1, 0..2);
     h.open_payee(buyer, ChannelId(id));
     assert_eq!(creates(&h.channel()), 1);
     // Pays 3 blocks, uses none, and drops.
@@ -214,18 +178,8 @@ fn reconnect_reuses_the_channel_and_carries_credit_and_trust_debt() {
     let k2 = h.paying(2, buyer);
     assert_eq!(creates(&h.channel()), 0);
     h.engine();
-    for i in 2..5 {
-        assert_eq!(
-            h.c.handle_request(h.now, k2, req(i)).unwrap(),
-            RequestDecision::Serve,
-            "block {i}"
-        );
-        h.c.handle_bytes_sent(h.now, k2, req(i), BLOCK).unwrap();
-    }
-    assert_eq!(
-        h.c.handle_request(h.now, k2, req(5)).unwrap(),
-        RequestDecision::Defer
-    );
+    h.served(k2, 2..5);
+    assert_eq!(h.request(k2, 5), RequestDecision::Defer);
     let view = h.c.identity(buyer).unwrap();
     assert_eq!(view.bytes_served, 5 * u64::from(BLOCK));
     assert_eq!(view.wei_received, 3 * u128::from(BLOCK));
@@ -243,48 +197,97 @@ fn trust_is_per_identity_not_per_connection() {
     let mut h = H::new(config);
     let buyer = addr(0xB1);
     let k1 = h.paying(1, buyer);
-    assert_eq!(
-        h.c.handle_request(h.now, k1, req(0)).unwrap(),
-        RequestDecision::Serve
-    );
+    assert_eq!(h.request(k1, 0), RequestDecision::Serve);
     h.c.handle_bytes_sent(h.now, k1, req(0), BLOCK).unwrap();
     // A parallel connection gets no second allowance.
     let k2 = h.paying(2, buyer);
-    assert_eq!(
-        h.c.handle_request(h.now, k2, req(1)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(k2, 1), RequestDecision::Defer);
     // Reconnecting does not refresh it either.
     h.c.handle_disconnect(h.now, k1).unwrap();
     h.c.handle_disconnect(h.now, k2).unwrap();
     assert_eq!(h.c.identity(buyer).unwrap().debt_wei, u128::from(BLOCK));
     let k3 = h.paying(3, buyer);
-    assert_eq!(
-        h.c.handle_request(h.now, k3, req(1)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(k3, 1), RequestDecision::Defer);
 }
 
 #[test]
-fn payee_close_by_payer_is_answered_by_permanent_stop() {
+fn payee_close_by_payer_rearms_the_gate_for_a_new_channel() {
+    // The buyer closes our channel (its deposit is spent) while its connection lives: the
+    // connection is not stopped for good (web3torrent's seeder proposes a new channel on the
+    // next request), and nothing is served until the new channel is funded and paid.
     let (mut h, k, buyer, id) = uploader();
     h.engine();
+    // Paid for one block: req(0) is handed out (not reported sent yet); req(1) waits.
+    h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
+    assert_eq!(serves(&h.engine()), vec![req(0)]);
+    assert_eq!(h.request(k, 1), RequestDecision::Defer);
+    assert_eq!(notices(&h.engine()), stop_to(k, ChannelId(id)));
+    h.channel();
     h.ev(ChannelEvent::Closed {
         channel_id: ChannelId(id),
-        payee_amount: 0,
+        payee_amount: u128::from(BLOCK),
     });
     let cmds = h.engine();
-    assert_eq!(
-        notices(&cmds),
-        vec![(
-            k,
-            PseMessage::PermanentStop {
-                channel_id: Some(ChannelId(id))
-            }
-        )]
+    // START (it was stopped), no permanent-stop, no choke, nothing served.
+    assert_eq!(notices(&cmds), vec![(k, PseMessage::Start)]);
+    assert!(
+        !cmds.contains(&EngineCommand::Choke { peer: k }),
+        "{cmds:?}"
     );
-    assert!(cmds.contains(&EngineCommand::Choke { peer: k }));
+    assert!(serves(&cmds).is_empty(), "{cmds:?}");
     assert_eq!(h.c.identity(buyer).unwrap().payee_channel, None);
+    // The waiting request asks for a new channel.
+    assert_eq!(creates(&h.channel()), 1);
+    // The block handed out before the close is still reported to the old gate.
+    h.c.handle_bytes_sent(h.now, k, req(0), BLOCK).unwrap();
+    assert_eq!(
+        h.c.handle_bytes_sent(h.now, k, req(0), BLOCK),
+        Err(UsageError::NotBeingServed {
+            peer: k,
+            cause: GateUsageError::NotBeingServed { request: req(0) }
+        }),
+        "reported once"
+    );
+    let seen = h.c.identity(buyer).unwrap();
+    assert_eq!(seen.bytes_served, u64::from(BLOCK));
+    assert_eq!((seen.credit_wei, seen.debt_wei), (0, 0), "paid what it got");
+    // The new channel: STOP naming it once proposed; served once funded and paid.
+    let id2 = ChannelId([2; 32]);
+    h.created(buyer, id2);
+    assert_eq!(notices(&h.engine()), stop_to(k, id2));
+    h.ready(id2.0, buyer, Role::Payee, 1 << 30);
+    assert!(h.engine().is_empty(), "not served before it pays");
+    h.pay_in(id2, u128::from(BLOCK), u128::from(BLOCK));
+    assert_eq!(serves(&h.engine()), vec![req(1)]);
+}
+
+#[test]
+fn serves_out_when_the_channel_closes_are_refunded_if_never_sent() {
+    // Paid credit committed to a serve that was handed out before the close but never sent
+    // (aborted, or the connection dropped) goes back to the identity.
+    for disconnect in [false, true] {
+        let (mut h, k, buyer, id) = uploader();
+        h.pay_in(ChannelId(id), u128::from(BLOCK), u128::from(BLOCK));
+        assert_eq!(serves(&h.engine()), vec![req(0)]);
+        h.ev(ChannelEvent::Closed {
+            channel_id: ChannelId(id),
+            payee_amount: u128::from(BLOCK),
+        });
+        if disconnect {
+            h.c.handle_disconnect(h.now, k).unwrap();
+        } else {
+            h.c.handle_bytes_sent(h.now, k, req(0), 1000).unwrap();
+        }
+        let sent = if disconnect { 0 } else { 1000 };
+        let seen = h.c.identity(buyer).unwrap();
+        assert_eq!(seen.bytes_served, sent);
+        assert_eq!(
+            seen.credit_wei,
+            u128::from(BLOCK - sent as u32),
+            "disconnect {disconnect}"
+        );
+        assert_eq!(seen.debt_wei, 0);
+    }
 }
 
 #[test]
@@ -315,10 +318,7 @@ fn fast_peer_gets_rejects_for_refused_and_cancelled_requests() {
     h.c.handle_peer_connected(h.now, k, info(true, true))
         .unwrap();
     // A request before the handshake is deferred; its cancel is answered with a reject.
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(9)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(k, 9), RequestDecision::Defer);
     h.c.handle_cancel(h.now, k, req(9)).unwrap();
     assert_eq!(
         h.engine(),
@@ -330,13 +330,10 @@ fn fast_peer_gets_rejects_for_refused_and_cancelled_requests() {
     h.c.handle_extended_handshake(h.now, k, &handshake(buyer, 7))
         .unwrap();
     // Choked (never interested): refused with a reject.
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(0)).unwrap(),
-        RequestDecision::Reject
-    );
+    assert_eq!(h.request(k, 0), RequestDecision::Reject);
     h.c.handle_remote_interest(h.now, k, true).unwrap();
     h.engine();
-    h.c.handle_request(h.now, k, req(1)).unwrap();
+    h.request(k, 1);
     h.c.handle_cancel(h.now, k, req(1)).unwrap();
     assert!(h.engine().contains(&EngineCommand::Reject {
         peer: k,
@@ -370,21 +367,15 @@ fn engine_authority_never_chokes_and_mirrors_engine_choke() {
         h.engine().is_empty(),
         "no choke commands under engine authority"
     );
-    h.c.handle_request(h.now, k, req(0)).unwrap();
+    h.request(k, 0);
     h.open_payee(buyer, ChannelId(id));
     h.engine();
     h.c.handle_local_choke(h.now, k, true).unwrap();
     // The queued request is dropped with the choke (no BEP 6).
     assert_eq!(h.c.upload_gate(k).unwrap().queued_len(), 0);
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(1)).unwrap(),
-        RequestDecision::Drop
-    );
+    assert_eq!(h.request(k, 1), RequestDecision::Drop);
     h.c.handle_local_choke(h.now, k, false).unwrap();
-    assert_eq!(
-        h.c.handle_request(h.now, k, req(1)).unwrap(),
-        RequestDecision::Defer
-    );
+    assert_eq!(h.request(k, 1), RequestDecision::Defer);
     assert!(!h.engine().iter().any(|c| matches!(
         c,
         EngineCommand::Choke { .. } | EngineCommand::Unchoke { .. }
@@ -393,38 +384,19 @@ fn engine_authority_never_chokes_and_mirrors_engine_choke() {
 
 #[test]
 fn connection_that_asks_while_the_proposal_is_out_gets_stop_then_start_on_payment() {
-    let mut h = H::new(config());
-    let buyer = addr(0xB1);
-    let k = h.paying(1, buyer);
-    h.c.handle_request(h.now, k, req(0)).unwrap();
+    let (mut h, k, buyer) = asking();
     assert_eq!(creates(&h.channel()), 1);
     let id = ChannelId([4; 32]);
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: id,
-    });
+    h.created(buyer, id);
     h.engine();
     // A second connection of the same identity asks before funding: STOP right away.
     let k2 = h.paying(2, buyer);
     h.engine();
-    h.c.handle_request(h.now, k2, req(1)).unwrap();
-    assert_eq!(
-        notices(&h.engine()),
-        vec![(
-            k2,
-            PseMessage::Stop {
-                channel_id: Some(id)
-            }
-        )]
-    );
+    h.request(k2, 1);
+    assert_eq!(notices(&h.engine()), stop_to(k2, id));
     // Its further requests and the funding add no STOP; nothing is served.
-    h.c.handle_request(h.now, k2, req(2)).unwrap();
-    h.ev(ChannelEvent::Ready {
-        channel_id: id,
-        counterparty: buyer,
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.request(k2, 2);
+    h.ready(id.0, buyer, Role::Payee, 1 << 30);
     let cmds = h.engine();
     assert!(
         notices(&cmds).is_empty() && serves(&cmds).is_empty(),
@@ -455,30 +427,17 @@ fn early_stop_then_trust_served_sends_start_before_serving() {
     let buyer = addr(0xB1);
     let k = h.paying(1, buyer);
     h.engine();
-    h.c.handle_request(h.now, k, req(0)).unwrap();
-    h.c.handle_request(h.now, k, req(1)).unwrap();
+    h.request(k, 0);
+    h.request(k, 1);
     h.channel();
     let id = ChannelId([5; 32]);
-    h.ev(ChannelEvent::Created {
-        peer: buyer,
-        channel_id: id,
-    });
+    h.created(buyer, id);
     assert_eq!(
         notices(&h.engine()),
-        vec![(
-            k,
-            PseMessage::Stop {
-                channel_id: Some(id)
-            }
-        )],
+        stop_to(k, id),
         "nothing served before funding, trust or not (#1178)"
     );
-    h.ev(ChannelEvent::Ready {
-        channel_id: id,
-        counterparty: buyer,
-        role: Role::Payee,
-        deposit: 1 << 30,
-    });
+    h.ready(id.0, buyer, Role::Payee, 1 << 30);
     // Trust serves one block: the peer first hears START (it is no longer stopped), then the
     // next exhaustion's STOP.
     let cmds = h.engine();
