@@ -36,6 +36,7 @@ pub mod channel;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod error;
+pub mod ledger;
 pub mod message;
 pub mod policy;
 pub mod role;
