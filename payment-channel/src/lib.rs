@@ -46,6 +46,7 @@ pub mod store;
 #[cfg(feature = "test-utils")]
 #[doc(hidden)]
 pub mod test_utils;
+pub mod virtual_channel;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
