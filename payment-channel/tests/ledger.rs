@@ -243,7 +243,7 @@ fn hostile(
 ) -> LedgerMessage {
     let base = p.follower.countersigned().unwrap().clone();
     let participants = p.leader.participants();
-    let mut vars = base.apply(&proposal, &participants).unwrap_or(base.clone());
+    let mut vars = base.apply(&proposal, &participants).unwrap_or(base);
     vars.turn_num = turn;
     let mut state = vars.variable_part(Address::ZERO, &participants, false);
     edit(&mut state);
@@ -306,7 +306,7 @@ fn malformed_metadata_and_unsorted_guarantees_are_refused() {
     );
     let m = hostile(&mut p, add, 2, |s| {
         let g = s.outcome[0].allocations[2].clone();
-        let mut g2 = g.clone();
+        let mut g2 = g;
         g2.destination = B256::repeat_byte(0x01);
         s.outcome[0].allocations[0].amount -= U256::from(1);
         g2.amount = U256::from(1);

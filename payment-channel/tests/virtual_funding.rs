@@ -1329,3 +1329,147 @@ proptest! {
 
 #[allow(dead_code)]
 fn _unused(_: SignedVariablePart) {}
+
+fn sent_postfund(from: Address, held: &[Envelope]) -> bool {
+    held.iter().any(|e| {
+        e.from == from
+            && matches!(
+                &e.payload,
+                Payload::Virtual(VirtualMessage {
+                    body: VirtualBody::Postfund { .. },
+                    ..
+                })
+            )
+    })
+}
+
+#[test]
+fn hub_locks_only_after_the_payer_side_and_signs_postfund_only_after_both() {
+    use payment_channel::virtual_channel::Side;
+    // Hold every ledger proposal: nothing is countersigned anywhere.
+    let (mut w, v, held) = withheld(is_ledger_proposals);
+    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    let hl = w.hub_ledgers[0];
+    assert!(
+        held.iter().all(|e| e.from == payer),
+        "the hub proposed before the payer's Add was countersigned"
+    );
+    assert!(
+        w.net
+            .p(hub)
+            .ledger(&hl)
+            .unwrap()
+            .latest_proposed()
+            .unwrap()
+            .guarantees
+            .is_empty()
+    );
+    // Deliver the payer's Add (the hub countersigns it); hold the hub's Add to the payee.
+    let mut later = Vec::new();
+    let mut seen = Vec::new();
+    for e in held {
+        w.net.deliver(e);
+    }
+    while let Some(e) = w.net.inflight.pop_front() {
+        if is_ledger_proposals(&e) && e.to == b {
+            later.push(e);
+        } else {
+            seen.push(e.clone());
+            w.net.deliver(e);
+        }
+    }
+    let h = w.net.p(hub).channel(&v).unwrap().clone();
+    assert!(h.is_guaranteed(Side::PayerSide) && !h.is_guaranteed(Side::PayeeSide));
+    assert_eq!(
+        later.len(),
+        1,
+        "the hub locks its own money once the payer's side is countersigned"
+    );
+    assert!(!h.is_running());
+    w.net.flush();
+    while let Some(e) = w.net.inflight.pop_front() {
+        seen.push(e.clone());
+        w.net.deliver(e);
+    }
+    assert!(
+        !sent_postfund(hub, &seen),
+        "the hub signed the postfund before both Adds"
+    );
+    // The payee countersigns; now the hub signs and everyone runs.
+    for e in later {
+        w.net.deliver(e);
+    }
+    w.net.run();
+    for a in [payer, hub, b] {
+        assert!(w.net.p(a).channel(&v).unwrap().is_running());
+    }
+}
+
+#[test]
+fn payer_with_a_silent_hub_exits_on_chain() {
+    let mut w = world(1, None);
+    let p = params(&w, 0, 100, 2);
+    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
+    w.net.run();
+    w.net.p(w.payer).pay(v, u(10)).unwrap();
+    w.net.run();
+    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    let pl = w.payer_ledger;
+    w.net.p(payer).challenge_virtual(v).unwrap();
+    // Paying stops once V is disputed.
+    assert!(w.net.p(payer).pay(v, u(1)).is_err());
+    w.net.flush();
+    let d = duties(&mut w, payer);
+    let [vd] = d.as_slice() else { panic!("{d:?}") };
+    let (_, v_final) = register(&mut w, vd);
+    // The payee redeems its voucher too (it pays the payee, not the payer's change).
+    let d = duties(&mut w, b);
+    let counter = d
+        .iter()
+        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
+        .unwrap()
+        .clone();
+    let (_, v_final2) = register(&mut w, &counter);
+    assert!(v_final2 >= v_final);
+    let now = w.net.now;
+    w.net.p(payer).handle_timeout(now);
+    w.net.flush();
+    let d = duties(&mut w, payer);
+    let ld = d
+        .iter()
+        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == pl))
+        .unwrap()
+        .clone();
+    let (_, l_final) = register(&mut w, &ld);
+    w.net.now = l_final.max(v_final2);
+    for a in [payer, hub, b] {
+        let now = w.net.now;
+        w.net.p(a).handle_timeout(now);
+    }
+    w.net.flush();
+    let d = duties(&mut w, payer);
+    let Some(ChainDuty::Reclaim(r)) = d
+        .iter()
+        .find(|d| matches!(d, ChainDuty::Reclaim(_)))
+        .cloned()
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(r.source_channel_id, pl);
+    for a in [payer, hub] {
+        w.net.p(a).handle_reclaimed(pl, v).unwrap();
+    }
+    w.net.flush();
+    let d = duties(&mut w, payer);
+    let Some(ChainDuty::TransferAllAssets { outcome, .. }) = d
+        .iter()
+        .find(|d| matches!(d, ChainDuty::TransferAllAssets { .. }))
+        .cloned()
+    else {
+        panic!("{d:?}")
+    };
+    w.net.pay_out(pl, &outcome);
+    // The payer gets everything back but the fee and the 10 it paid (which went to the hub in
+    // L(P,H); the hub owes the payee 10 in L(H,B)).
+    assert_eq!(w.net.wallet(payer), -2000 + 2000 - 2 - 10);
+}

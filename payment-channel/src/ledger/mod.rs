@@ -577,7 +577,7 @@ impl Ledger {
         }
         let base = self
             .latest_proposed()
-            .ok_or(usage(LedgerUsageError::WrongPhase("propose")))?;
+            .ok_or_else(|| usage(LedgerUsageError::WrongPhase("propose")))?;
         let vars = base
             .apply(&proposal, &self.participants())
             .map_err(|e| usage(e.into()))?;
@@ -640,7 +640,7 @@ impl Ledger {
         }
         let vars = self
             .final_vars()
-            .ok_or(usage(LedgerUsageError::WrongPhase("close")))?;
+            .ok_or_else(|| usage(LedgerUsageError::WrongPhase("close")))?;
         if !vars.guarantees.is_empty() {
             return Err(usage(LedgerUsageError::NotEmpty("guarantees remain")));
         }
@@ -670,7 +670,7 @@ impl Ledger {
             .chain
             .finalized
             .as_ref()
-            .ok_or(usage(LedgerUsageError::Reclaim("not finalized")))?;
+            .ok_or_else(|| usage(LedgerUsageError::Reclaim("not finalized")))?;
         let (outcome, _) = reclaim_effect(&fin.outcome, target, target_outcome)
             .map_err(|_| usage(LedgerUsageError::Reclaim("the contract would revert")))?;
         if let Some(f) = self.chain.finalized.as_mut() {
@@ -896,8 +896,8 @@ impl Ledger {
             let latest = queue
                 .last()
                 .map(|q| &q.vars)
-                .or(self.supported.as_ref().map(|s| &s.vars))
-                .ok_or(peer(LedgerPeerError::Unexpected("proposals")))?;
+                .or_else(|| self.supported.as_ref().map(|s| &s.vars))
+                .ok_or_else(|| peer(LedgerPeerError::Unexpected("proposals")))?;
             let turn = u.state.turn_num;
             if turn <= latest.turn_num {
                 continue; // already countersigned or queued
@@ -996,7 +996,7 @@ impl Ledger {
         }
         let vars = self
             .final_vars()
-            .ok_or(peer(LedgerPeerError::Unexpected("final")))?;
+            .ok_or_else(|| peer(LedgerPeerError::Unexpected("final")))?;
         if !vars.guarantees.is_empty() {
             return Err(peer(LedgerPeerError::InvalidFinal("guarantees remain")));
         }
@@ -1074,9 +1074,11 @@ impl Ledger {
             }
             ChainEvent::Concluded { finalizes_at, .. } => {
                 if self.chain.finalized.is_none() {
-                    let vars = self.final_vars().ok_or(peer(LedgerPeerError::Unexpected(
-                        "conclude without a final state",
-                    )))?;
+                    let vars = self.final_vars().ok_or_else(|| {
+                        peer(LedgerPeerError::Unexpected(
+                            "conclude without a final state",
+                        ))
+                    })?;
                     self.chain.finalized = Some(LedgerFinalization {
                         outcome: vars.outcome(self.asset, &self.participants()),
                         state_hash: B256::ZERO,

@@ -668,10 +668,12 @@ impl VirtualChannel {
             .paid
             .checked_add(delta)
             .filter(|t| *t <= self.amount)
-            .ok_or(usage(VirtualUsageError::PayBeyondAmount {
-                amount: self.amount,
-                delta,
-            }))?;
+            .ok_or_else(|| {
+                usage(VirtualUsageError::PayBeyondAmount {
+                    amount: self.amount,
+                    delta,
+                })
+            })?;
         let voucher = Voucher::sign(self.id(), total, signer)?;
         self.paid = total;
         self.best = Some(voucher);
@@ -994,9 +996,11 @@ impl VirtualChannel {
             }
             ChainEvent::Concluded { finalizes_at, .. } => {
                 if self.chain.finalized.is_none() {
-                    let x = self.fin.as_ref().map(|f| f.amount).ok_or(peer(
-                        VirtualPeerError::Unexpected("conclude without a final state"),
-                    ))?;
+                    let x = self.fin.as_ref().map(|f| f.amount).ok_or_else(|| {
+                        peer(VirtualPeerError::Unexpected(
+                            "conclude without a final state",
+                        ))
+                    })?;
                     self.chain.finalized = Some(VirtualFinalization {
                         outcome: self.final_vp(x).outcome,
                         state_hash: B256::ZERO,
@@ -1121,7 +1125,8 @@ impl VirtualChannel {
         if let Some(pf) = postfund {
             return Ok((Vec::new(), pf));
         }
-        let sigs = all(&self.prefund).ok_or(usage(VirtualUsageError::WrongPhase("challenge")))?;
+        let sigs =
+            all(&self.prefund).ok_or_else(|| usage(VirtualUsageError::WrongPhase("challenge")))?;
         Ok((
             Vec::new(),
             SignedVariablePart {

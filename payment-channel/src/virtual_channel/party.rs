@@ -459,13 +459,13 @@ impl Party {
 fn channel_mut(st: &mut PartyState, id: B256) -> Result<&mut VirtualChannel> {
     st.channels
         .get_mut(&id)
-        .ok_or(VirtualUsageError::Unknown(id).into())
+        .ok_or_else(|| VirtualUsageError::Unknown(id).into())
 }
 
 fn ledger_mut(st: &mut PartyState, id: B256) -> Result<&mut Ledger> {
     st.ledgers
         .get_mut(&id)
-        .ok_or(VirtualUsageError::Unknown(id).into())
+        .ok_or_else(|| VirtualUsageError::Unknown(id).into())
 }
 
 /// An open ledger with `counterparty` where we have `role`.
@@ -557,7 +557,9 @@ fn accept_virtual(
             [None, Some(payee_side)]
         }
         _ => {
-            return Err(VirtualPeerError::InvalidProposal("we are not the hub or the payee").into());
+            return Err(
+                VirtualPeerError::InvalidProposal("we are not the hub or the payee").into(),
+            );
         }
     };
     let v = VirtualChannel::accept(signer, st.config.payment_app, m, ledgers)?;
