@@ -13,6 +13,11 @@
 //! - [`error`]: errors by cause, each with the [`error::Reaction`] to take.
 //! - [`role`]: [`role::Role`] and [`role::PhaseKind`], shared by the channel, its errors and
 //!   messages.
+//! - [`ledger`]: sans-IO `ConsensusApp` ledger channels `[leader, follower]` (funding, the
+//!   consensus Add/Remove protocol with guarantees, closing, chain duties as data).
+//! - [`virtual_channel`]: sans-IO virtual payment channels `[payer, hub, payee]` funded by
+//!   guarantees in two ledgers, and [`virtual_channel::Party`], one participant's ledgers and
+//!   virtual channels together.
 //!
 //! # Features
 //! - `ethereum` (off by default): `chain::EthereumChain`, the [`chain::Chain`] trait over
@@ -36,6 +41,7 @@ pub mod channel;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod error;
+pub mod ledger;
 pub mod message;
 pub mod policy;
 pub mod role;
@@ -45,6 +51,7 @@ pub mod store;
 #[cfg(feature = "test-utils")]
 #[doc(hidden)]
 pub mod test_utils;
+pub mod virtual_channel;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};
