@@ -1111,6 +1111,9 @@ impl Ledger {
                     self.emit(LedgerEvent::PaidOut);
                 }
             }
+            // The event names the ledger, not the guaranteed channel whose outcome the reclaim
+            // applied: `Party::handle_reclaimed` (which knows both) applies it.
+            ChainEvent::Reclaimed { .. } => {}
         }
         Ok(())
     }
