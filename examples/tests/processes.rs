@@ -16,6 +16,7 @@ mod support;
 
 use std::time::Duration;
 
+use alloy_primitives::hex;
 use support::*;
 
 const MIB: u64 = 1 << 20;

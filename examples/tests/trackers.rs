@@ -11,6 +11,7 @@ mod support;
 
 use std::time::Duration;
 
+use alloy_primitives::hex;
 use paid_torrent_examples::tracker::{ScrapeStats, Tracker, TrackerUrl};
 use support::*;
 

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use alloy_primitives::hex;
 use paid_torrent_examples::metainfo::Metainfo;
 use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
 use paid_torrent_examples::picker::Strategy;

@@ -341,9 +341,10 @@ pub(crate) struct TrackerOpts {
 // The options of `get`.
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
-    /// The .torrent file.
-    #[arg(value_name = "FILE.torrent")]
-    pub(crate) torrent: PathBuf,
+    /// The .torrent file, or a magnet link (`magnet:?xt=urn:btih:…`: the metadata is fetched
+    /// from its peers, `--peer` and those its trackers name).
+    #[arg(value_name = "FILE.torrent|MAGNET")]
+    pub(crate) torrent: String,
     /// Peer to connect to, as `HOST:PORT` (repeatable), in addition to those the torrent's
     /// trackers name.
     #[arg(long = "peer", value_name = "HOST:PORT")]

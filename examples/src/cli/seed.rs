@@ -137,9 +137,15 @@ async fn seed_free(
     let listener = bind(listen).await?;
     let local = listener.local_addr()?;
     let swarm = announce(&torrent, trackers, local.port(), out)?;
-    println!(
-        "seeding {} on {local} (free)",
-        torrent.meta().info_hash_hex()
+    out.event(
+        json!({"event": "listening", "addr": local.to_string(),
+               "info_hash": torrent.meta().info_hash_hex(), "free": true}),
+        || {
+            format!(
+                "seeding {} on {local} (free)",
+                torrent.meta().info_hash_hex()
+            )
+        },
     );
     let (tx, rx) = mpsc::unbounded_channel();
     print_reports(rx);

@@ -319,6 +319,13 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paid-torrent"))
 }
 
+/// `paid-torrent <args…>`, to be run.
+pub fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args(args);
+    c
+}
+
 /// A throttled TCP relay to whatever address [`Relay::upstream`] names at the time a client
 /// connects (a seeder that restarts listens on a new port). What flows from upstream to the
 /// client is limited to `rate` bytes per second (a slow link), and the `piece` payload bytes
