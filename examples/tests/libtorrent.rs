@@ -399,3 +399,122 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
         lt.events("peer_error")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let (seed_dir, lt_dir) = (dir.path().join("seed"), dir.path().join("lt"));
+    // 14 MiB in 16 KiB pieces: 896 piece hashes, an info dictionary of two metadata pieces.
+    let data = content(14 << 20, 8);
+    write(&seed_dir.join("movie.bin"), &data);
+    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 16 << 10, None).unwrap();
+    assert_eq!(paid_wire::metadata::piece_count(meta.raw_info().len() as u64), 2);
+    let magnet = meta.magnet_link();
+    let seeder = Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(session::serve(
+        seeder.clone(),
+        listener,
+        PeerConfig::default(),
+        None,
+    ));
+    // libtorrent knows only the magnet link and our address.
+    let mut lt = LtPeer::spawn(&[
+        "--magnet",
+        &magnet,
+        "--save",
+        &arg(&lt_dir),
+        "--mode",
+        "download",
+        "--peer",
+        &addr.to_string(),
+        "--timeout",
+        "50",
+    ]);
+    let (lt, exit) = tokio::task::spawn_blocking(move || {
+        let exit = lt.wait_event(LIMIT, "exit");
+        (lt, exit)
+    })
+    .await
+    .unwrap();
+    server.abort();
+    assert_eq!(
+        exit.expect("lt_peer exit")["reason"],
+        "finished",
+        "{:#?}",
+        lt.seen
+    );
+    assert_eq!(lt.events("metadata_received").len(), 1, "{:#?}", lt.seen);
+    assert!(lt.events("metadata_failed").is_empty(), "{:#?}", lt.seen);
+    assert!(lt.events("hash_failed").is_empty());
+    assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let files = [
+        ("show/e01.mkv", content(2 << 20, 9)),
+        ("show/e02.mkv", content(1_500_000, 10)),
+    ];
+    for (p, d) in &files {
+        write(&lt_dir.join(p), d);
+    }
+    let meta = Metainfo::create(&lt_dir.join("show"), 32 << 10, None).unwrap();
+    let torrent_file = dir.path().join("show.torrent");
+    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+    let mut lt = LtPeer::spawn(&[
+        "--torrent",
+        &arg(&torrent_file),
+        "--save",
+        &arg(&lt_dir),
+        "--mode",
+        "seed",
+        "--timeout",
+        "50",
+    ]);
+    let port = lt.port();
+    // Our client as a user runs it, with only the magnet link and libtorrent's address.
+    let args = [
+        "get".to_owned(),
+        meta.magnet_link(),
+        "--free".into(),
+        "--peer".into(),
+        format!("127.0.0.1:{port}"),
+        "--dir".into(),
+        arg(&our_dir),
+        "--timeout".into(),
+        "60s".into(),
+        "--json".into(),
+    ];
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains(r#""event":"metadata""#),
+        "the metadata came from libtorrent: {stdout}"
+    );
+    for (p, d) in &files {
+        assert_eq!(&std::fs::read(our_dir.join(p)).unwrap(), d, "{p}");
+    }
+    drop(lt);
+}
