@@ -16,30 +16,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
+use paid_torrent_examples::paid::{BuyTerms, PaidNode, TORRENT};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
-use payment_channel::{Address, SimulatedChain};
 use support::*;
 use tokio::net::TcpListener;
 use torrent_glue::LivenessConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A wallet paying in the native coin on a simulated chain of its own (libtorrent never pays).
-async fn native_wallet_on_its_own_chain() -> Wallet {
-    Wallet::open(
-        &ChainChoice::Simulated(SimulatedChain::new()),
-        None,
-        None,
-        Address::ZERO,
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_free_seeder() {
@@ -187,44 +174,6 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
             "libtorrent: {d}"
         );
     }
-}
-
-/// A paid seeder (glue adapter) for `data`, on the simulated chain; `free_bytes` for peers
-/// without the extension.
-async fn paid_seeder(
-    dir: &std::path::Path,
-    data: &[u8],
-    free_bytes: Option<u64>,
-) -> (PaidNode, std::net::SocketAddr, std::path::PathBuf) {
-    let seed_dir = dir.join("seed");
-    write(&seed_dir.join("movie.bin"), data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
-    let torrent_file = dir.join("movie.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-    let torrent =
-        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    let wallet = native_wallet_on_its_own_chain().await;
-    let sell = SellTerms {
-        price_per_byte: 1,
-        trust_bytes: 0,
-        deposit: 1 << 40,
-        free_bytes,
-        challenge_duration: 600,
-    };
-    let (node, _) = PaidNode::start(
-        torrent,
-        &wallet,
-        Some(sell),
-        None,
-        LivenessConfig::default(),
-    )
-    .await
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let n = node.node.clone();
-    tokio::spawn(async move { n.accept(listener).await });
-    (node, addr, torrent_file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +360,10 @@ async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
     let data = content(14 << 20, 8);
     write(&seed_dir.join("movie.bin"), &data);
     let meta = Metainfo::create(&seed_dir.join("movie.bin"), 16 << 10, None).unwrap();
-    assert_eq!(paid_wire::metadata::piece_count(meta.raw_info().len() as u64), 2);
+    assert_eq!(
+        paid_wire::metadata::piece_count(meta.raw_info().len() as u64),
+        2
+    );
     let magnet = meta.magnet_link();
     let seeder = Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -318,3 +318,33 @@ fn get_a_magnet_link_with_only_a_lying_peer_exits_5() {
     assert!(stderr.contains("no peer gave the metadata of"), "{stderr}");
     assert!(!dir.path().join("dl").exists(), "nothing was downloaded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_paid_seeder_serves_metadata_too() {
+    let dir = tempdir();
+    let (node, addr, torrent_file) = paid_seeder(dir.path(), &content(1 << 20, 12), None).await;
+    let meta = Metainfo::load(&torrent_file).unwrap();
+    let raw = meta.raw_info();
+    let (mut framed, theirs) = ext_connect(addr, meta.info_hash).await;
+    assert_eq!(theirs.metadata_size, Some(raw.len() as u64));
+    assert!(
+        theirs
+            .extension_id(paid_wire::pse::EXTENSION_NAME)
+            .is_some()
+    );
+    let id = theirs
+        .extension_id(metadata::EXTENSION_NAME)
+        .expect("ut_metadata advertised");
+    for piece in [0, 1] {
+        framed
+            .send(MetadataMessage::Request { piece }.to_message(id))
+            .await
+            .unwrap();
+    }
+    assert_eq!(next_metadata(&mut framed).await, metadata::serve(raw, 0));
+    assert_eq!(
+        next_metadata(&mut framed).await,
+        MetadataMessage::Reject { piece: 1 }
+    );
+    drop(node);
+}

@@ -553,10 +553,7 @@ mod tests {
         // A short value followed by more than the limit is fine.
         let mut tail = b"i1e".to_vec();
         tail.extend(vec![0u8; 4096]);
-        assert_eq!(
-            Value::decode_prefix(&tail, &LIMITS),
-            Ok((Value::Int(1), 3))
-        );
+        assert_eq!(Value::decode_prefix(&tail, &LIMITS), Ok((Value::Int(1), 3)));
     }
 
     #[test]

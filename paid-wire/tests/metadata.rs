@@ -213,7 +213,10 @@ fn download_checks_each_answer_against_the_metadata() {
         Ok(Progress::Pending)
     );
     assert_eq!(d.handle(serve(&info, 1)), Ok(Progress::Pending));
-    assert_eq!(d.handle(serve(&info, 0)), Ok(Progress::Complete(info.clone())));
+    assert_eq!(
+        d.handle(serve(&info, 0)),
+        Ok(Progress::Complete(info.clone()))
+    );
 }
 
 #[test]

@@ -12,16 +12,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use paid_torrent_examples::metainfo::Metainfo;
+use paid_torrent_examples::paid::{ChainChoice, PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::picker::Strategy;
+use paid_torrent_examples::storage::OpenMode;
+use paid_torrent_examples::torrent::Torrent;
 use paid_wire::codec::PeerCodec;
 use paid_wire::handshake::HANDSHAKE_LEN;
 use paid_wire::message::Message;
 #[allow(unused_imports)]
 // used by processes.rs, not by every test binary that includes this module
 pub use payment_channel::test_utils::anvil::{Anvil, missing, repo_root};
+use payment_channel::{Address, SimulatedChain};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
+use torrent_glue::LivenessConfig;
 
 /// The Debian interpreter that `python3-libtorrent` is built for.
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -579,4 +586,54 @@ pub fn info_hash(torrent: &str) -> String {
     assert!(o.status.success(), "info failed");
     let v: Value = serde_json::from_slice(&o.stdout).expect("info JSON");
     v["info_hash"].as_str().expect("info_hash").to_owned()
+}
+
+/// A wallet paying in the native coin on a simulated chain of its own (libtorrent never pays).
+pub async fn native_wallet_on_its_own_chain() -> Wallet {
+    Wallet::open(
+        &ChainChoice::Simulated(SimulatedChain::new()),
+        None,
+        None,
+        Address::ZERO,
+    )
+    .await
+    .unwrap()
+}
+
+/// A paid seeder (glue adapter) for `data`, on the simulated chain; `free_bytes` for peers
+/// without the extension.
+pub async fn paid_seeder(
+    dir: &Path,
+    data: &[u8],
+    free_bytes: Option<u64>,
+) -> (PaidNode, SocketAddr, PathBuf) {
+    let seed_dir = dir.join("seed");
+    write(&seed_dir.join("movie.bin"), data);
+    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
+    let torrent_file = dir.join("movie.torrent");
+    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+    let torrent =
+        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    let wallet = native_wallet_on_its_own_chain().await;
+    let sell = SellTerms {
+        price_per_byte: 1,
+        trust_bytes: 0,
+        deposit: 1 << 40,
+        free_bytes,
+        challenge_duration: 600,
+    };
+    let (node, _) = PaidNode::start(
+        torrent,
+        &wallet,
+        Some(sell),
+        None,
+        LivenessConfig::default(),
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = node.node.clone();
+    tokio::spawn(async move { n.accept(listener).await });
+    (node, addr, torrent_file)
 }
