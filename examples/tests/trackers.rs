@@ -239,7 +239,10 @@ fn a_magnet_link_with_a_tracker_is_enough_for_a_paid_download() {
     let got = buyer.expect_event(Duration::from_secs(60), "metadata");
     assert_eq!(got["info_hash"], hash.as_str());
     let done = buyer.expect_event(Duration::from_secs(300), "done");
-    assert_eq!(std::fs::read(dir.path().join("dl/movie.bin")).unwrap(), data);
+    assert_eq!(
+        std::fs::read(dir.path().join("dl/movie.bin")).unwrap(),
+        data
+    );
     assert_eq!(num(&done, "paid"), SIZE as u128, "1 wei per byte");
     assert!(buyer.child.wait().expect("buyer exit").success());
     seeder.terminate();

@@ -30,7 +30,7 @@ use torrent_glue::{CoordinatorEvent, LivenessConfig};
 
 use crate::Result;
 use crate::failure::Failure;
-use crate::options::{GetArgs, PeerAddr, TrackerOpts};
+use crate::options::{ChannelArgs, GetArgs, PeerAddr, TrackerOpts};
 use crate::output::{
     DemoStats, Out, coordinator_event, finish_bar, print_reports, progress_bar, seller_event,
     spawn_progress, summary_common,
@@ -408,9 +408,12 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
         sell,
         trackers,
         pay,
-        wallet,
-        liveness,
-        chain,
+        channels:
+            ChannelArgs {
+                wallet,
+                liveness,
+                chain,
+            },
     } = args;
     let (mut given, unresolved) = resolve(&peers).await;
     for (p, e) in &unresolved {

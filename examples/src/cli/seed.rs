@@ -22,7 +22,7 @@ use torrent_glue::LivenessConfig;
 
 use crate::Result;
 use crate::failure::Failure;
-use crate::options::{SeedArgs, TrackerOpts};
+use crate::options::{ChannelArgs, SeedArgs, TrackerOpts};
 use crate::output::{Out, print_reports, seller_event};
 use crate::swarm::{Announcer, SwarmNews};
 
@@ -38,9 +38,12 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         challenge_duration,
         trackers,
         pay,
-        wallet,
-        liveness,
-        chain,
+        channels:
+            ChannelArgs {
+                wallet,
+                liveness,
+                chain,
+            },
     } = args;
     let meta = Metainfo::load(&torrent)?;
     let dir = content_dir(&torrent, dir);
