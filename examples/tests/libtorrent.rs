@@ -23,7 +23,6 @@ use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
 use support::*;
-use tokio::net::TcpListener;
 use torrent_glue::LivenessConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -34,57 +33,17 @@ async fn libtorrent_downloads_from_our_free_seeder() {
         return;
     }
     let dir = tempdir();
-    let (seed_dir, lt_dir) = (dir.path().join("seed"), dir.path().join("lt"));
+    let lt_dir = dir.path().join("lt");
     // 6 MiB + a short last piece.
     let data = content((6 << 20) + 12345, 1);
-    write(&seed_dir.join("movie.bin"), &data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
-    let torrent_file = dir.path().join("movie.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-
-    let seeder = Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    assert!(seeder.is_complete());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(session::serve(
-        seeder.clone(),
-        listener,
-        PeerConfig::default(),
-        None,
-    ));
-
+    let (seeder, addr, torrent_file, server) = free_seeder(dir.path(), &data, 256 << 10).await;
     // libtorrent with its default encryption policy: it tries MSE first, we close, it retries
     // in plaintext.
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "50",
-        "--encryption",
-        "default",
-    ]);
-    let done = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(LIMIT, "exit");
-        (lt, exit)
-    });
-    let (lt, exit) = done.await.unwrap();
+    let torrent = ["--torrent", &arg(&torrent_file)];
+    let (lt, exit) =
+        LtPeer::download(torrent, &lt_dir, addr, 50, &["--encryption", "default"]).await;
     server.abort();
-    assert_eq!(
-        exit.expect("lt_peer exit")["reason"],
-        "finished",
-        "{:#?}",
-        lt.seen
-    );
-    assert!(
-        lt.events("hash_failed").is_empty(),
-        "libtorrent saw a bad piece"
-    );
+    lt.assert_finished(exit);
     assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
     assert_eq!(
         seeder.counters().uploaded.load(Ordering::Relaxed),
@@ -185,31 +144,9 @@ async fn libtorrent_downloads_free_allowance_from_paid_seeder() {
     let data = content((5 << 20) + 777, 11);
     let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, Some(1 << 30)).await;
     let lt_dir = dir.path().join("lt");
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "50",
-    ]);
-    let (lt, exit) = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(LIMIT, "exit");
-        (lt, exit)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        exit.expect("lt_peer exit")["reason"],
-        "finished",
-        "{:#?}",
-        lt.seen
-    );
-    assert!(lt.events("hash_failed").is_empty());
+    let torrent = ["--torrent", &arg(&torrent_file)];
+    let (lt, exit) = LtPeer::download(torrent, &lt_dir, addr, 50, &[]).await;
+    lt.assert_finished(exit);
     assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
     assert_eq!(
         seller.torrent.counters().uploaded.load(Ordering::Relaxed),
@@ -231,24 +168,8 @@ async fn libtorrent_gets_nothing_from_paid_only_seeder_and_stays_connected() {
     let data = content(3 << 20, 12);
     let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, None).await;
     let lt_dir = dir.path().join("lt");
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "8",
-    ]);
-    let (lt, exit) = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(Duration::from_secs(30), "exit");
-        (lt, exit)
-    })
-    .await
-    .unwrap();
+    let torrent = ["--torrent", &arg(&torrent_file)];
+    let (lt, exit) = LtPeer::download(torrent, &lt_dir, addr, 8, &[]).await;
     assert_eq!(exit.expect("lt_peer exit")["reason"], "timeout");
     let last = lt.last("status").expect("status");
     assert_eq!(last["down"], 0, "libtorrent got nothing: {last}");
@@ -355,54 +276,22 @@ async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
         return;
     }
     let dir = tempdir();
-    let (seed_dir, lt_dir) = (dir.path().join("seed"), dir.path().join("lt"));
+    let lt_dir = dir.path().join("lt");
     // 14 MiB in 16 KiB pieces: 896 piece hashes, an info dictionary of two metadata pieces.
     let data = content(14 << 20, 8);
-    write(&seed_dir.join("movie.bin"), &data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 16 << 10, None).unwrap();
+    let (seeder, addr, _, server) = free_seeder(dir.path(), &data, 16 << 10).await;
+    let meta = seeder.meta();
     assert_eq!(
         paid_wire::metadata::piece_count(meta.raw_info().len() as u64),
         2
     );
-    let magnet = meta.magnet_link();
-    let seeder = Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(session::serve(
-        seeder.clone(),
-        listener,
-        PeerConfig::default(),
-        None,
-    ));
     // libtorrent knows only the magnet link and our address.
-    let mut lt = LtPeer::spawn(&[
-        "--magnet",
-        &magnet,
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "50",
-    ]);
-    let (lt, exit) = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(LIMIT, "exit");
-        (lt, exit)
-    })
-    .await
-    .unwrap();
+    let magnet = ["--magnet", &meta.magnet_link()];
+    let (lt, exit) = LtPeer::download(magnet, &lt_dir, addr, 50, &[]).await;
     server.abort();
-    assert_eq!(
-        exit.expect("lt_peer exit")["reason"],
-        "finished",
-        "{:#?}",
-        lt.seen
-    );
+    lt.assert_finished(exit);
     assert_eq!(lt.events("metadata_received").len(), 1, "{:#?}", lt.seen);
     assert!(lt.events("metadata_failed").is_empty(), "{:#?}", lt.seen);
-    assert!(lt.events("hash_failed").is_empty());
     assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
 }
 

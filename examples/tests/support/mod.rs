@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use paid_torrent_examples::metainfo::Metainfo;
 use paid_torrent_examples::paid::{ChainChoice, PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
+use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
 use paid_wire::codec::PeerCodec;
@@ -228,6 +230,42 @@ impl LtPeer {
     pub fn port(&mut self) -> u16 {
         let v = self.expect_event(Duration::from_secs(20), "listening");
         v["port"].as_u64().expect("port") as u16
+    }
+
+    /// libtorrent downloading `source` (`["--torrent", FILE]` or `["--magnet", LINK]`) into
+    /// `save` from `peer`, for at most `secs` seconds, with `extra` options; waits (on a
+    /// blocking thread) until it exits and returns it with its `exit` event.
+    pub async fn download(
+        source: [&str; 2],
+        save: &Path,
+        peer: SocketAddr,
+        secs: u64,
+        extra: &[&str],
+    ) -> (Self, Option<Value>) {
+        let (save, peer, timeout) = (arg(save), peer.to_string(), secs.to_string());
+        let mut args = source.to_vec();
+        args.extend(["--save", &save, "--mode", "download", "--peer", &peer]);
+        args.extend(["--timeout", &timeout]);
+        args.extend(extra);
+        let mut lt = Self::spawn(&args);
+        let limit = Duration::from_secs(secs + 20);
+        tokio::task::spawn_blocking(move || {
+            let exit = lt.wait_event(limit, "exit");
+            (lt, exit)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Asserts that the download finished (every piece downloaded and hash-checked) without a
+    /// bad piece.
+    pub fn assert_finished(&self, exit: Option<Value>) {
+        let reason = exit.expect("lt_peer exit")["reason"].clone();
+        assert_eq!(reason, "finished", "{:#?}", self.seen);
+        assert!(
+            self.events("hash_failed").is_empty(),
+            "libtorrent saw a bad piece"
+        );
     }
 }
 
@@ -600,6 +638,39 @@ pub async fn native_wallet_on_its_own_chain() -> Wallet {
     .unwrap()
 }
 
+/// `data` as `<dir>/seed/movie.bin`, its torrent in pieces of `piece_length` bytes written to
+/// `<dir>/movie.torrent`, and the complete torrent opened for seeding.
+pub fn seed_movie(dir: &Path, data: &[u8], piece_length: u32) -> (Arc<Torrent>, PathBuf) {
+    let seed_dir = dir.join("seed");
+    write(&seed_dir.join("movie.bin"), data);
+    let meta = Metainfo::create(&seed_dir.join("movie.bin"), piece_length, None).unwrap();
+    let torrent_file = dir.join("movie.torrent");
+    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+    let torrent =
+        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    assert!(torrent.is_complete());
+    (torrent, torrent_file)
+}
+
+/// [`seed_movie`] served for free by the plain peer loop on 127.0.0.1 until the returned task
+/// is aborted: the torrent, its address, the `.torrent` file and the task.
+pub async fn free_seeder(
+    dir: &Path,
+    data: &[u8],
+    piece_length: u32,
+) -> (
+    Arc<Torrent>,
+    SocketAddr,
+    PathBuf,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (torrent, torrent_file) = seed_movie(dir, data, piece_length);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = session::serve(torrent.clone(), listener, PeerConfig::default(), None);
+    (torrent, addr, torrent_file, tokio::spawn(serve))
+}
+
 /// A paid seeder (glue adapter) for `data`, on the simulated chain; `free_bytes` for peers
 /// without the extension.
 pub async fn paid_seeder(
@@ -607,13 +678,7 @@ pub async fn paid_seeder(
     data: &[u8],
     free_bytes: Option<u64>,
 ) -> (PaidNode, SocketAddr, PathBuf) {
-    let seed_dir = dir.join("seed");
-    write(&seed_dir.join("movie.bin"), data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
-    let torrent_file = dir.join("movie.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-    let torrent =
-        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    let (torrent, torrent_file) = seed_movie(dir, data, 256 << 10);
     let wallet = native_wallet_on_its_own_chain().await;
     let sell = SellTerms {
         price_per_byte: 1,
