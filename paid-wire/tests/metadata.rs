@@ -51,52 +51,31 @@ fn malformed_messages_are_typed_errors() {
         m.extend(vec![0; PIECE_LEN + 1]);
         m
     };
+    use MetadataError as E;
+    let (missing, invalid) = (|key| E::MissingField { key }, |key| E::InvalidField { key });
+    let trailing = |count| E::TrailingData { count };
     let cases: Vec<(&[u8], MetadataError)> = vec![
-        (b"", MetadataError::Bencode(BencodeError::UnexpectedEof)),
-        (b"li0ee", MetadataError::NotADict),
-        (
-            b"d5:piecei0ee",
-            MetadataError::MissingField { key: "msg_type" },
-        ),
-        (
-            b"d8:msg_typei0ee",
-            MetadataError::MissingField { key: "piece" },
-        ),
-        (
-            b"d8:msg_typei0e5:piecei-1ee",
-            MetadataError::InvalidField { key: "piece" },
-        ),
-        (
-            b"d8:msg_typei0e5:piece1:0e",
-            MetadataError::InvalidField { key: "piece" },
-        ),
-        (
-            b"d8:msg_typei1e5:piecei0ee",
-            MetadataError::MissingField { key: "total_size" },
-        ),
+        (b"", E::Bencode(BencodeError::UnexpectedEof)),
+        (b"li0ee", E::NotADict),
+        (b"d5:piecei0ee", missing("msg_type")),
+        (b"d8:msg_typei0ee", missing("piece")),
+        (b"d8:msg_typei0e5:piecei-1ee", invalid("piece")),
+        (b"d8:msg_typei0e5:piece1:0e", invalid("piece")),
+        (b"d8:msg_typei1e5:piecei0ee", missing("total_size")),
         (
             b"d8:msg_typei1e5:piecei0e10:total_sizei-5ee",
-            MetadataError::InvalidField { key: "total_size" },
+            invalid("total_size"),
         ),
-        (
-            b"d8:msg_typei0e5:piecei0eeX",
-            MetadataError::TrailingData { count: 1 },
-        ),
-        (
-            b"d8:msg_typei2e5:piecei0eeXY",
-            MetadataError::TrailingData { count: 2 },
-        ),
+        (b"d8:msg_typei0e5:piecei0eeX", trailing(1)),
+        (b"d8:msg_typei2e5:piecei0eeXY", trailing(2)),
         (
             b"d8:msg_typei7e5:piecei0ee",
-            MetadataError::UnknownMessageType { msg_type: 7 },
+            E::UnknownMessageType { msg_type: 7 },
         ),
-        (
-            &big_piece,
-            MetadataError::PieceTooLarge { len: PIECE_LEN + 1 },
-        ),
+        (&big_piece, E::PieceTooLarge { len: PIECE_LEN + 1 }),
         (
             b"d8:msg_typei0e5:piecei0e8:msg_typei0ee",
-            MetadataError::Bencode(BencodeError::DuplicateKey { offset: 24 }),
+            E::Bencode(BencodeError::DuplicateKey { offset: 24 }),
         ),
     ];
     for (wire, err) in cases {
