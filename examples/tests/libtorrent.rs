@@ -65,31 +65,13 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
         return;
     }
     let dir = tempdir();
-    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let our_dir = dir.path().join("ours");
     let files = [
         ("album/01.flac", content(3 << 20, 2)),
         ("album/cover.jpg", content(70_000, 3)),
         ("album/notes/readme.txt", content(1_234_567, 4)),
     ];
-    for (p, d) in &files {
-        write(&lt_dir.join(p), d);
-    }
-    let meta = Metainfo::create(&lt_dir.join("album"), 64 << 10, None).unwrap();
-    let torrent_file = dir.path().join("album.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "seed",
-        "--timeout",
-        "50",
-    ]);
-    let port = lt.port();
-    let lt_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut lt, lt_addr, meta, torrent_file) = LtPeer::seed(dir.path(), "album", &files, 64 << 10);
     let (proxy, recorded) = recording_proxy(lt_addr).await;
     let leecher =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
@@ -194,24 +176,11 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
         return;
     }
     let dir = tempdir();
-    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let our_dir = dir.path().join("ours");
     let data = content((4 << 20) + 4321, 13);
-    write(&lt_dir.join("song.flac"), &data);
-    let meta = Metainfo::create(&lt_dir.join("song.flac"), 128 << 10, None).unwrap();
-    let torrent_file = dir.path().join("song.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "seed",
-        "--timeout",
-        "50",
-    ]);
-    let port = lt.port();
-    let (proxy, recorded) = recording_proxy(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let files = [("song.flac", data.clone())];
+    let (mut lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "song.flac", &files, 128 << 10);
+    let (proxy, recorded) = recording_proxy(lt_addr).await;
     let torrent =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
     let wallet = native_wallet_on_its_own_chain().await;
@@ -301,35 +270,19 @@ async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
         return;
     }
     let dir = tempdir();
-    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let our_dir = dir.path().join("ours");
     let files = [
         ("show/e01.mkv", content(2 << 20, 9)),
         ("show/e02.mkv", content(1_500_000, 10)),
     ];
-    for (p, d) in &files {
-        write(&lt_dir.join(p), d);
-    }
-    let meta = Metainfo::create(&lt_dir.join("show"), 32 << 10, None).unwrap();
-    let torrent_file = dir.path().join("show.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "seed",
-        "--timeout",
-        "50",
-    ]);
-    let port = lt.port();
+    let (lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "show", &files, 32 << 10);
     // Our client as a user runs it, with only the magnet link and libtorrent's address.
     let args = [
         "get".to_owned(),
         meta.magnet_link(),
         "--free".into(),
         "--peer".into(),
-        format!("127.0.0.1:{port}"),
+        lt_addr.to_string(),
         "--dir".into(),
         arg(&our_dir),
         "--timeout".into(),
@@ -344,12 +297,7 @@ async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = assert_success(&o);
     assert!(
         stdout.contains(r#""event":"metadata""#),
         "the metadata came from libtorrent: {stdout}"

@@ -69,12 +69,7 @@ fn get_a_magnet_link_from_our_seeder_in_another_process() {
     ])
     .output()
     .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = assert_success(&o);
     let got: serde_json::Value = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

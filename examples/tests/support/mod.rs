@@ -257,6 +257,29 @@ impl LtPeer {
         .unwrap()
     }
 
+    /// libtorrent seeding `files` (paths under `<dir>/lt`, with their content): the torrent of
+    /// `<dir>/lt/<root>` in pieces of `piece_length` bytes, written to `<dir>/<root>.torrent`.
+    /// Returns it once it listens, with its address, the torrent and the `.torrent` file.
+    pub fn seed(
+        dir: &Path,
+        root: &str,
+        files: &[(&str, Vec<u8>)],
+        piece_length: u32,
+    ) -> (Self, SocketAddr, Metainfo, PathBuf) {
+        let lt_dir = dir.join("lt");
+        for (p, d) in files {
+            write(&lt_dir.join(p), d);
+        }
+        let meta = Metainfo::create(&lt_dir.join(root), piece_length, None).unwrap();
+        let torrent_file = dir.join(format!("{root}.torrent"));
+        std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+        let (torrent, save) = (arg(&torrent_file), arg(&lt_dir));
+        let args = ["--torrent", &torrent, "--save", &save, "--mode", "seed"];
+        let mut lt = Self::spawn(&[&args[..], &["--timeout", "50"]].concat());
+        let addr = SocketAddr::from(([127, 0, 0, 1], lt.port()));
+        (lt, addr, meta, torrent_file)
+    }
+
     /// Asserts that the download finished (every piece downloaded and hash-checked) without a
     /// bad piece.
     pub fn assert_finished(&self, exit: Option<Value>) {
@@ -369,6 +392,15 @@ pub fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(binary());
     c.args(args);
     c
+}
+
+/// Asserts that a finished `paid-torrent` exited 0 (showing its output if not); returns its
+/// stdout.
+pub fn assert_success(o: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}\n{stdout}\n{stderr}", o.status);
+    stdout
 }
 
 /// A throttled TCP relay to whatever address [`Relay::upstream`] names at the time a client
