@@ -234,14 +234,10 @@ fn seeding_content_that_does_not_verify_exits_5() {
     let mut bad = data;
     bad[0] ^= 1;
     write(&seed_dir.join("d.bin"), &bad);
-    let o = run(&[
-        "seed",
-        &torrent,
-        "--dir",
-        &arg(&seed_dir),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let o = cmd(&[])
+        .args(seed_args(&torrent, &seed_dir, &[]))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(error_lines(&o)[0].contains("does not verify"));
 }

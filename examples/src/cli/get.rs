@@ -30,7 +30,7 @@ use torrent_glue::{CoordinatorEvent, LivenessConfig};
 
 use crate::Result;
 use crate::failure::Failure;
-use crate::options::{ChannelArgs, GetArgs, PeerAddr, TrackerOpts};
+use crate::options::{GetArgs, PeerAddr, TrackerOpts};
 use crate::output::{
     DemoStats, Out, coordinator_event, finish_bar, print_reports, progress_bar, seller_event,
     spawn_progress, summary_common,
@@ -408,12 +408,7 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
         sell,
         trackers,
         pay,
-        channels:
-            ChannelArgs {
-                wallet,
-                liveness,
-                chain,
-            },
+        channels,
     } = args;
     let (mut given, unresolved) = resolve(&peers).await;
     for (p, e) in &unresolved {
@@ -484,13 +479,13 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
         free_bytes: None,
         challenge_duration: 600,
     });
-    let same_process_chain = chain.rpc.is_none();
-    let (wallet, out) = crate::wallet::open(&chain, &wallet, out).await?;
+    let same_process_chain = channels.chain.rpc.is_none();
+    let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
     let paid = Paid {
         wallet: &wallet,
         buy,
         sell,
-        liveness: liveness.config(),
+        liveness: channels.liveness.config(),
         same_process_chain,
     };
     get_paid(t, given, swarm, &dir, timeout, listener, paid, &out).await

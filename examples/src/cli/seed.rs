@@ -22,7 +22,7 @@ use torrent_glue::LivenessConfig;
 
 use crate::Result;
 use crate::failure::Failure;
-use crate::options::{ChannelArgs, SeedArgs, TrackerOpts};
+use crate::options::{SeedArgs, TrackerOpts};
 use crate::output::{Out, print_reports, seller_event};
 use crate::swarm::{Announcer, SwarmNews};
 
@@ -38,12 +38,7 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         challenge_duration,
         trackers,
         pay,
-        channels:
-            ChannelArgs {
-                wallet,
-                liveness,
-                chain,
-            },
+        channels,
     } = args;
     let meta = Metainfo::load(&torrent)?;
     let dir = content_dir(&torrent, dir);
@@ -67,8 +62,17 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         free_bytes,
         challenge_duration: challenge_duration.as_secs(),
     };
-    let (wallet, out) = crate::wallet::open(&chain, &wallet, out).await?;
-    seed_paid(t, listen, &trackers, &wallet, sell, liveness.config(), &out).await
+    let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
+    seed_paid(
+        t,
+        listen,
+        &trackers,
+        &wallet,
+        sell,
+        channels.liveness.config(),
+        &out,
+    )
+    .await
 }
 
 /// Announces `torrent` on its trackers with the port we listen on, unless `--no-trackers`.

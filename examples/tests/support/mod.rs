@@ -526,6 +526,20 @@ pub fn seeded_torrent(
     (seed_dir, data, torrent)
 }
 
+/// `seed <torrent> --dir <seed_dir> --listen 127.0.0.1:0 <extra…>`.
+pub fn seed_args(torrent: &str, seed_dir: &Path, extra: &[&str]) -> Vec<String> {
+    let seed_dir = arg(seed_dir);
+    let args = [
+        "seed",
+        torrent,
+        "--dir",
+        &seed_dir,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 /// `paid-torrent <command> --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
 pub fn chain_cmd<S: AsRef<std::ffi::OsStr>>(
     anvil: &Anvil,
