@@ -1,4 +1,6 @@
-//! Magnet links (BEP 9): `magnet:?xt=urn:btih:<info-hash>&dn=<name>&tr=<tracker>&x.pe=<peer>`.
+//! Magnet links (BEP 9): `magnet:?xt=urn:btih:<info-hash>&dn=<name>&tr=<tracker>&x.pe=<peer>`,
+//! and fetching the info dictionary they name from peers ([`fetch_metadata`], BEP 9
+//! `ut_metadata` over BEP 10), verified against the info-hash.
 //!
 //! ```
 //! use paid_torrent_examples::magnet::Magnet;
@@ -11,12 +13,25 @@
 //! ```
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
+use alloy_primitives::hex;
+use futures_util::{SinkExt, StreamExt};
+use paid_wire::codec::PeerCodec;
+use paid_wire::error::MetadataError;
+use paid_wire::extended::{ExtendedHandshake, ExtensionIds, HANDSHAKE_ID};
+use paid_wire::handshake::{Handshake, Reserved};
+use paid_wire::message::Message;
+use paid_wire::metadata::{self, MetadataDownload, MetadataMessage, Progress};
+use tokio::net::TcpStream;
 use url::Url;
 use url::form_urlencoded;
 
-use crate::metainfo::HASH_LEN;
+use crate::error::{MetainfoError, PeerError};
+use crate::metainfo::{HASH_LEN, Metainfo, sha1};
+use crate::peer::{self, UT_METADATA_ID};
 
 /// What a magnet link names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,34 +83,18 @@ impl FromStr for Magnet {
     }
 }
 
+/// The info-hash of `xt=urn:btih:`: 40 hex digits, or 32 characters of RFC 4648 base32 (the
+/// older form; either case).
 fn parse_btih(h: &str) -> Result<[u8; HASH_LEN], MagnetError> {
     let bytes = match h.len() {
         40 => hex::decode(h).map_err(|_| MagnetError(format!("`{h}` is not hex")))?,
-        32 => base32(h).ok_or_else(|| MagnetError(format!("`{h}` is not base32")))?,
+        32 => data_encoding::BASE32_NOPAD
+            .decode(h.to_ascii_uppercase().as_bytes())
+            .map_err(|_| MagnetError(format!("`{h}` is not base32")))?,
         n => return Err(MagnetError(format!("an info-hash of {n} characters"))),
     };
-    let mut out = [0u8; HASH_LEN];
-    out.copy_from_slice(&bytes);
-    Ok(out)
-}
-
-/// RFC 4648 base32 without padding (the older magnet form of an info-hash: 32 characters).
-fn base32(s: &str) -> Option<Vec<u8>> {
-    let (mut bits, mut acc, mut out) = (0u32, 0u64, Vec::with_capacity(20));
-    for c in s.bytes() {
-        let v = match c.to_ascii_uppercase() {
-            c @ b'A'..=b'Z' => c - b'A',
-            c @ b'2'..=b'7' => c - b'2' + 26,
-            _ => return None,
-        };
-        acc = (acc << 5) | u64::from(v);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    <[u8; HASH_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| MagnetError(format!("`{h}` is not a 20-byte info-hash")))
 }
 
 impl fmt::Display for Magnet {
@@ -119,6 +118,169 @@ impl fmt::Display for Magnet {
     }
 }
 
+impl Magnet {
+    /// The torrent once its info dictionary (`raw_info`, fetched from peers) is known: the
+    /// link's trackers, one tier each (BEP 12). Fails if `raw_info` is not this link's (its
+    /// SHA-1 is not the info-hash) or not a valid info dictionary.
+    pub fn metainfo(&self, raw_info: &[u8]) -> Result<Metainfo, FetchError> {
+        if sha1(raw_info) != self.info_hash {
+            return Err(FetchError::HashMismatch);
+        }
+        Metainfo::from_raw_info(raw_info, &self.trackers).map_err(FetchError::Invalid)
+    }
+}
+
+/// Why a peer did not give us the metadata.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// Connecting, the handshake or the connection failed.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The peer does not speak BEP 10 or did not advertise `ut_metadata`.
+    #[error("it does not offer metadata (no BEP 9 ut_metadata)")]
+    Unsupported,
+    /// The peer advertised `ut_metadata` but no `metadata_size`: it has no metadata itself.
+    #[error("it does not have the metadata (no metadata_size)")]
+    NoMetadata,
+    /// The peer sent a malformed `ut_metadata` message or one that does not fit the metadata.
+    #[error("bad ut_metadata message: {0}")]
+    Metadata(#[from] MetadataError),
+    /// The peer refused a piece of the metadata.
+    #[error("it refused metadata piece {0}")]
+    Rejected(u32),
+    /// What the peer sent is not the metadata of this info-hash.
+    #[error("its metadata does not match the info-hash (SHA-1)")]
+    HashMismatch,
+    /// The metadata matches the info-hash but is not a valid info dictionary.
+    #[error("the metadata is not a valid info dictionary: {0}")]
+    Invalid(MetainfoError),
+}
+
+impl FetchError {
+    /// Whether the peer is at fault (sent something wrong), as opposed to being unreachable or
+    /// not offering metadata.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            Self::Metadata(_) | Self::HashMismatch | Self::Peer(PeerError::Protocol(_))
+        )
+    }
+}
+
+/// Asks the peers at `peers`, one after the other, for the info dictionary of `info_hash`,
+/// each for at most `timeout`; returns the first that matches the info-hash (its SHA-1), and
+/// reports every peer that failed, with why, to `failed`.
+pub async fn fetch_metadata(
+    info_hash: [u8; HASH_LEN],
+    peer_id: [u8; 20],
+    peers: &[SocketAddr],
+    timeout: Duration,
+    mut failed: impl FnMut(SocketAddr, FetchError),
+) -> Option<Vec<u8>> {
+    for &addr in peers {
+        let attempt = fetch_from(addr, info_hash, peer_id, timeout);
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(raw)) => return Some(raw),
+            Ok(Err(e)) => failed(addr, e),
+            Err(_) => failed(addr, PeerError::Timeout("metadata").into()),
+        }
+    }
+    None
+}
+
+/// One peer's metadata: handshakes advertising `ut_metadata` (without a `metadata_size`: we
+/// have none), every piece requested at once, the whole checked against the info-hash.
+pub async fn fetch_from(
+    addr: SocketAddr,
+    info_hash: [u8; HASH_LEN],
+    peer_id: [u8; 20],
+    timeout: Duration,
+) -> Result<Vec<u8>, FetchError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| PeerError::Timeout("connect"))?
+        .map_err(PeerError::Io)?;
+    let ours = Handshake::new(
+        Reserved::empty().with_extension_protocol(true),
+        info_hash,
+        peer_id,
+    );
+    let (framed, theirs) = peer::handshake(stream, ours, true, timeout).await?;
+    if !theirs.reserved.extension_protocol() {
+        return Err(FetchError::Unsupported);
+    }
+    let mut framed = framed.map_codec(|_| PeerCodec::new());
+    let mut ids = ExtensionIds::new();
+    // Never fails: the id is not 0 and the table is empty.
+    let _ = ids.set_local(metadata::EXTENSION_NAME, UT_METADATA_ID);
+    let mut hs = ids.local_handshake();
+    hs.v = Some(concat!("paid-torrent ", env!("CARGO_PKG_VERSION")).into());
+    framed
+        .send(hs.to_message())
+        .await
+        .map_err(PeerError::from)?;
+    let mut download: Option<(MetadataDownload, u8)> = None;
+    loop {
+        let msg = framed
+            .next()
+            .await
+            .ok_or(PeerError::Closed)?
+            .map_err(PeerError::from)?;
+        let Message::Extended { id, payload } = msg else {
+            // Bitfield, have, keep-alive…: not what we came for.
+            continue;
+        };
+        if id == HANDSHAKE_ID {
+            let hs = ExtendedHandshake::decode(&payload)
+                .map_err(|e| PeerError::Protocol(format!("extended handshake: {e}")))?;
+            ids.apply_peer_handshake_known(&hs);
+            if download.is_some() {
+                continue;
+            }
+            let their_id = ids
+                .peer_id(metadata::EXTENSION_NAME)
+                .ok_or(FetchError::Unsupported)?;
+            let size = hs.metadata_size.ok_or(FetchError::NoMetadata)?;
+            let mut d = MetadataDownload::new(size)?;
+            while let Some(request) = d.next_request() {
+                framed
+                    .feed(request.to_message(their_id))
+                    .await
+                    .map_err(PeerError::from)?;
+            }
+            SinkExt::<Message>::flush(&mut framed)
+                .await
+                .map_err(PeerError::from)?;
+            download = Some((d, their_id));
+            continue;
+        }
+        if id != UT_METADATA_ID {
+            continue;
+        }
+        let Some((d, their_id)) = download.as_mut() else {
+            continue;
+        };
+        let msg = match MetadataMessage::decode(&payload) {
+            Err(MetadataError::UnknownMessageType { .. }) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(msg) => msg,
+        };
+        if let MetadataMessage::Request { piece } = msg {
+            // We have no metadata to give.
+            let reject = MetadataMessage::Reject { piece }.to_message(*their_id);
+            framed.send(reject).await.map_err(PeerError::from)?;
+            continue;
+        }
+        match d.handle(msg)? {
+            Progress::Pending => {}
+            Progress::Rejected(piece) => return Err(FetchError::Rejected(piece)),
+            Progress::Complete(raw) if sha1(&raw) == info_hash => return Ok(raw),
+            Progress::Complete(_) => return Err(FetchError::HashMismatch),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +300,8 @@ mod tests {
     #[test]
     fn bad_links_are_refused() {
         for bad in [
+            // 32 characters, but not base32 (`1`, `8` are outside its alphabet).
+            "magnet:?xt=urn:btih:1EX6DQDLXISUVHOJ6UM3GNNKPQJWPKE8",
             "http://example.com/?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a",
             "magnet:?dn=x",
             "magnet:?xt=urn:btih:c12f",

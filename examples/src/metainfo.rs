@@ -355,6 +355,22 @@ impl Metainfo {
         })
     }
 
+    /// The metainfo of a raw bencoded `info` dictionary (as fetched for a magnet link, kept
+    /// byte for byte) with `trackers`, one BEP 12 tier each (the first is also `announce`).
+    pub fn from_raw_info(raw_info: &[u8], trackers: &[String]) -> Result<Self, MetainfoError> {
+        Ok(Self {
+            announce: trackers.first().cloned(),
+            announce_list: if trackers.len() > 1 {
+                trackers.iter().map(|t| vec![t.clone()]).collect()
+            } else {
+                Vec::new()
+            },
+            info: Info::from_bencode(raw_info)?,
+            info_hash: sha1(raw_info),
+            raw_info: raw_info.to_vec(),
+        })
+    }
+
     /// Reads and parses a `.torrent` file.
     pub fn load(path: &Path) -> Result<Self, MetainfoError> {
         let bytes = std::fs::read(path).map_err(|source| MetainfoError::Io {
@@ -394,7 +410,7 @@ impl Metainfo {
 
     /// The info-hash as lowercase hex.
     pub fn info_hash_hex(&self) -> String {
-        hex::encode(self.info_hash)
+        alloy_primitives::hex::encode(self.info_hash)
     }
 
     /// Every tracker URL, once, in the order BEP 12 tries them: the `announce-list` tiers if

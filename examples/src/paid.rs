@@ -77,6 +77,10 @@ impl PieceSource for Torrent {
         // A storage error is reported as "not available": the adapter rejects the request.
         Torrent::read_block(self, &request).ok().flatten()
     }
+
+    fn metadata(&self) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(self.meta().raw_info()))
+    }
 }
 
 impl PieceSink for Torrent {

@@ -10,6 +10,10 @@
 //! Policy, kept simple on purpose: every interested peer is unchoked (no choker slots); up to
 //! [`PeerConfig::pipeline`] requests are kept in flight; a choke abandons our requests; with
 //! BEP 6 negotiated, requests we will not serve are rejected, otherwise they are dropped.
+//!
+//! The torrent's metadata is served (BEP 9 `ut_metadata`, advertised with its
+//! `metadata_size`), so that peers that know only a magnet link can start; a request past its
+//! end is rejected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use paid_wire::codec::{HandshakeCodec, PeerCodec};
 use paid_wire::extended::{ExtendedHandshake, ExtensionIds, HANDSHAKE_ID};
 use paid_wire::handshake::{Handshake, Reserved};
 use paid_wire::message::{BlockRequest, Message};
+use paid_wire::metadata::{self, MetadataMessage};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
@@ -79,6 +84,9 @@ pub struct PeerSummary {
     /// Block bytes we received and kept.
     pub downloaded: u64,
 }
+
+/// Our BEP 10 id for `ut_metadata` (peers send their metadata requests with it).
+pub const UT_METADATA_ID: u8 = 1;
 
 /// Our BitTorrent handshake's reserved bits: BEP 10 always, BEP 6 if configured.
 pub fn local_reserved(cfg: &PeerConfig) -> Reserved {
@@ -236,10 +244,13 @@ impl Conn {
     /// First messages: extended handshake (BEP 10), then what we have.
     fn start(&mut self) {
         if self.extended {
-            let mut hs = ExtendedHandshake::new();
+            // Never fails: the id is not 0 and the table is empty.
+            let _ = self.ext.set_local(metadata::EXTENSION_NAME, UT_METADATA_ID);
+            let mut hs = self.ext.local_handshake();
             hs.v = Some(concat!("paid-torrent ", env!("CARGO_PKG_VERSION")).into());
             hs.reqq = Some(500);
             hs.p = self.cfg.listen_port;
+            hs.metadata_size = Some(self.torrent.meta().raw_info().len() as u64);
             self.out.push(hs.to_message());
         }
         let have = self.torrent.have();
@@ -363,15 +374,36 @@ impl Conn {
             Message::Extended { id, payload } if id == HANDSHAKE_ID => {
                 // A malformed extended handshake is not worth a disconnect: ignore it.
                 if let Ok(hs) = ExtendedHandshake::decode(&payload) {
-                    self.ext.apply_peer_handshake(&hs);
+                    self.ext.apply_peer_handshake_known(&hs);
                     if hs.v.is_some() {
                         self.summary.client = hs.v;
                     }
                 }
             }
-            // Suggest / allowed-fast are hints; we advertise no extension, so other extended
-            // ids are ignored.
+            Message::Extended { id, payload } if id == UT_METADATA_ID && self.extended => {
+                self.on_metadata(&payload)?;
+            }
+            // Suggest / allowed-fast are hints; other extended ids are not ours: ignored.
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// BEP 9: a request is answered with the piece of our info dictionary, or rejected past
+    /// its end; an unknown `msg_type` is ignored; a malformed message ends the connection.
+    fn on_metadata(&mut self, payload: &[u8]) -> Result<(), PeerError> {
+        let request = match MetadataMessage::decode(payload) {
+            Ok(MetadataMessage::Request { piece }) => piece,
+            // We never ask this peer for metadata: answers are not ours to take.
+            Ok(_) | Err(paid_wire::error::MetadataError::UnknownMessageType { .. }) => {
+                return Ok(());
+            }
+            Err(e) => return Err(Self::protocol(format!("ut_metadata: {e}"))),
+        };
+        // A peer that did not advertise ut_metadata cannot be answered (no id to send with).
+        if let Some(id) = self.ext.peer_id(metadata::EXTENSION_NAME) {
+            let answer = metadata::serve(self.torrent.meta().raw_info(), request);
+            self.out.push(answer.to_message(id));
         }
         Ok(())
     }

@@ -278,8 +278,9 @@ impl Torrent {
     }
 }
 
-/// `-PT0001-` followed by 12 bytes derived from the time, the process id and the torrent.
-fn new_peer_id(info_hash: &[u8; 20]) -> [u8; 20] {
+/// A peer id for `info_hash`: `-PT0001-` followed by 12 printable bytes derived from the time,
+/// the process id and the torrent.
+pub fn new_peer_id(info_hash: &[u8; 20]) -> [u8; 20] {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -16,7 +16,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bendy::decoding::{Decoder, Object};
+use bendy::decoding::{Decoder, DictDecoder, Object};
 use percent_encoding::{NON_ALPHANUMERIC, percent_encode};
 use tokio::net::UdpSocket;
 use url::Url;
@@ -392,37 +392,53 @@ impl Tracker {
         Ok((socket, id))
     }
 
+    /// One BEP 15 request of `action` (connection id, action, transaction id, then `body`):
+    /// the answer, checked to be that action's and at least 20 bytes long, and whether it came
+    /// over IPv6. A failure forgets the connection id.
+    async fn udp_request(
+        &mut self,
+        host: &str,
+        port: u16,
+        action: u32,
+        body: &[u8],
+    ) -> Result<(Vec<u8>, bool), TrackerError> {
+        let (socket, connection) = self.udp_socket(host, port).await?;
+        let tid: u32 = rand::random();
+        let mut req = Vec::with_capacity(16 + body.len());
+        req.extend_from_slice(&connection.to_be_bytes());
+        req.extend_from_slice(&action.to_be_bytes());
+        req.extend_from_slice(&tid.to_be_bytes());
+        req.extend_from_slice(body);
+        let r = Self::udp_exchange(&socket, &req, tid)
+            .await
+            .inspect_err(|_| {
+                self.udp_connection = None;
+            })?;
+        if r.len() < 20 || be_u32(&r[0..4]) != action {
+            let what = if action == 1 { "announce" } else { "scrape" };
+            return Err(TrackerError::Malformed(format!("bad {what} response")));
+        }
+        Ok((r, socket.peer_addr().is_ok_and(|a| a.is_ipv6())))
+    }
+
     async fn udp_announce(
         &mut self,
         host: &str,
         port: u16,
         a: &Announce,
     ) -> Result<AnnounceResponse, TrackerError> {
-        let (socket, connection) = self.udp_socket(host, port).await?;
-        let tid: u32 = rand::random();
-        let mut req = Vec::with_capacity(98);
-        req.extend_from_slice(&connection.to_be_bytes());
-        req.extend_from_slice(&1u32.to_be_bytes());
-        req.extend_from_slice(&tid.to_be_bytes());
-        req.extend_from_slice(&a.info_hash);
-        req.extend_from_slice(&a.peer_id);
-        req.extend_from_slice(&a.downloaded.to_be_bytes());
-        req.extend_from_slice(&a.left.to_be_bytes());
-        req.extend_from_slice(&a.uploaded.to_be_bytes());
-        req.extend_from_slice(&a.event.udp().to_be_bytes());
-        req.extend_from_slice(&0u32.to_be_bytes()); // IP: the sender's
-        req.extend_from_slice(&a.key.to_be_bytes());
-        req.extend_from_slice(&i32::try_from(a.numwant).unwrap_or(-1).to_be_bytes());
-        req.extend_from_slice(&a.port.to_be_bytes());
-        let r = Self::udp_exchange(&socket, &req, tid)
-            .await
-            .inspect_err(|_| {
-                self.udp_connection = None;
-            })?;
-        if r.len() < 20 || be_u32(&r[0..4]) != 1 {
-            return Err(TrackerError::Malformed("bad announce response".into()));
-        }
-        let ipv6 = socket.peer_addr().is_ok_and(|a| a.is_ipv6());
+        let mut body = Vec::with_capacity(82);
+        body.extend_from_slice(&a.info_hash);
+        body.extend_from_slice(&a.peer_id);
+        body.extend_from_slice(&a.downloaded.to_be_bytes());
+        body.extend_from_slice(&a.left.to_be_bytes());
+        body.extend_from_slice(&a.uploaded.to_be_bytes());
+        body.extend_from_slice(&a.event.udp().to_be_bytes());
+        body.extend_from_slice(&0u32.to_be_bytes()); // IP: the sender's
+        body.extend_from_slice(&a.key.to_be_bytes());
+        body.extend_from_slice(&i32::try_from(a.numwant).unwrap_or(-1).to_be_bytes());
+        body.extend_from_slice(&a.port.to_be_bytes());
+        let (r, ipv6) = self.udp_request(host, port, 1, &body).await?;
         Ok(AnnounceResponse {
             interval: Duration::from_secs(u64::from(be_u32(&r[8..12]))),
             min_interval: None,
@@ -443,17 +459,7 @@ impl Tracker {
         port: u16,
         info_hash: [u8; HASH_LEN],
     ) -> Result<ScrapeStats, TrackerError> {
-        let (socket, connection) = self.udp_socket(host, port).await?;
-        let tid: u32 = rand::random();
-        let mut req = Vec::with_capacity(36);
-        req.extend_from_slice(&connection.to_be_bytes());
-        req.extend_from_slice(&2u32.to_be_bytes());
-        req.extend_from_slice(&tid.to_be_bytes());
-        req.extend_from_slice(&info_hash);
-        let r = Self::udp_exchange(&socket, &req, tid).await?;
-        if r.len() < 20 || be_u32(&r[0..4]) != 2 {
-            return Err(TrackerError::Malformed("bad scrape response".into()));
-        }
+        let (r, _) = self.udp_request(host, port, 2, &info_hash).await?;
         Ok(ScrapeStats {
             complete: be_u32(&r[8..12]),
             downloaded: be_u32(&r[12..16]),
@@ -579,14 +585,20 @@ fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
+/// The top-level dictionary of a tracker's HTTP response.
+fn response_dict<'obj, 'ser>(
+    dec: &'obj mut Decoder<'ser>,
+) -> Result<DictDecoder<'obj, 'ser>, TrackerError> {
+    dec.next_object()?
+        .ok_or_else(|| TrackerError::Malformed("empty".into()))?
+        .try_into_dictionary()
+        .map_err(|_| TrackerError::Malformed("not a dictionary".into()))
+}
+
 /// Parses an HTTP announce response (compact or dictionary peers).
 pub fn parse_http_announce(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
     let mut dec = Decoder::new(body).with_max_depth(8);
-    let mut dict = dec
-        .next_object()?
-        .ok_or_else(|| TrackerError::Malformed("empty".into()))?
-        .try_into_dictionary()
-        .map_err(|_| TrackerError::Malformed("not a dictionary".into()))?;
+    let mut dict = response_dict(&mut dec)?;
     let mut r = AnnounceResponse {
         interval: Duration::ZERO,
         min_interval: None,
@@ -650,11 +662,7 @@ pub fn parse_http_scrape(
     info_hash: &[u8; HASH_LEN],
 ) -> Result<ScrapeStats, TrackerError> {
     let mut dec = Decoder::new(body).with_max_depth(8);
-    let mut dict = dec
-        .next_object()?
-        .ok_or_else(|| TrackerError::Malformed("empty".into()))?
-        .try_into_dictionary()
-        .map_err(|_| TrackerError::Malformed("not a dictionary".into()))?;
+    let mut dict = response_dict(&mut dec)?;
     let mut stats = ScrapeStats::default();
     while let Some((k, v)) = dict.next_pair()? {
         match k {

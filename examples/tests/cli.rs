@@ -12,10 +12,14 @@ use serde_json::Value;
 use support::*;
 
 fn run(args: &[&str]) -> Output {
-    Command::new(binary())
-        .args(args)
-        .output()
-        .expect("run paid-torrent")
+    cmd(args).output().expect("run paid-torrent")
+}
+
+/// `get TORRENT --peer 127.0.0.1:1 --dir OUT <extra…>`: a get whose only peer refuses.
+fn get_from_refusing_peer(torrent: &str, out: &str, extra: &[&str]) -> Command {
+    let mut c = cmd(&["get", torrent, "--peer", "127.0.0.1:1", "--dir", out]);
+    c.args(extra);
+    c
 }
 
 fn stderr(o: &Output) -> String {
@@ -230,14 +234,10 @@ fn seeding_content_that_does_not_verify_exits_5() {
     let mut bad = data;
     bad[0] ^= 1;
     write(&seed_dir.join("d.bin"), &bad);
-    let o = run(&[
-        "seed",
-        &torrent,
-        "--dir",
-        &arg(&seed_dir),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let o = cmd(&[])
+        .args(seed_args(&torrent, &seed_dir, &[]))
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(error_lines(&o)[0].contains("does not verify"));
 }
@@ -248,29 +248,13 @@ fn logs_go_to_stderr_and_quiet_silences_them() {
     let (_, _, torrent) = seeded_torrent(dir.path(), "e.bin", 20_000, 5);
     let out = arg(&dir.path().join("out"));
     // -q: the error line only.
-    let o = run(&[
-        "get",
-        &torrent,
-        "--peer",
-        "127.0.0.1:1",
-        "--dir",
-        &out,
-        "-q",
-    ]);
+    let o = get_from_refusing_peer(&torrent, &out, &["-q"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
     // -vv: debug lines on stderr (here: the connection attempts); stdout keeps only JSON.
-    let o = Command::new(binary())
-        .args([
-            "get",
-            &torrent,
-            "--peer",
-            "127.0.0.1:1",
-            "--dir",
-            &out,
-            "--json",
-            "-vv",
-        ])
+    let o = get_from_refusing_peer(&torrent, &out, &["--json", "-vv"])
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
@@ -285,16 +269,7 @@ fn logs_go_to_stderr_and_quiet_silences_them() {
         "{err}"
     );
     // RUST_LOG wins over -v.
-    let o = Command::new(binary())
-        .args([
-            "get",
-            &torrent,
-            "--peer",
-            "127.0.0.1:1",
-            "--dir",
-            &out,
-            "-vv",
-        ])
+    let o = get_from_refusing_peer(&torrent, &out, &["-vv"])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

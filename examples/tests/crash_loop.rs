@@ -143,21 +143,19 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
             &anvil,
             &art,
             dev_key(0),
-            &[
-                "seed",
+            &seed_args(
                 &torrent,
-                "--dir",
-                &arg(&seed_dir),
-                "--listen",
-                "127.0.0.1:0",
+                &seed_dir,
                 // Long enough for the watcher's 2 confirmations (1 s blocks) plus a counter.
-                "--challenge-duration",
-                "10",
-                "--store",
-                &seller_store,
-                "--answer-timeout",
-                "20",
-            ],
+                &[
+                    "--challenge-duration",
+                    "10",
+                    "--store",
+                    &seller_store,
+                    "--answer-timeout",
+                    "20",
+                ],
+            ),
         )
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

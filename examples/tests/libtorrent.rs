@@ -16,30 +16,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
+use paid_torrent_examples::paid::{BuyTerms, PaidNode, TORRENT};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
-use payment_channel::{Address, SimulatedChain};
 use support::*;
-use tokio::net::TcpListener;
 use torrent_glue::LivenessConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A wallet paying in the native coin on a simulated chain of its own (libtorrent never pays).
-async fn native_wallet_on_its_own_chain() -> Wallet {
-    Wallet::open(
-        &ChainChoice::Simulated(SimulatedChain::new()),
-        None,
-        None,
-        Address::ZERO,
-    )
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_free_seeder() {
@@ -47,57 +33,17 @@ async fn libtorrent_downloads_from_our_free_seeder() {
         return;
     }
     let dir = tempdir();
-    let (seed_dir, lt_dir) = (dir.path().join("seed"), dir.path().join("lt"));
+    let lt_dir = dir.path().join("lt");
     // 6 MiB + a short last piece.
     let data = content((6 << 20) + 12345, 1);
-    write(&seed_dir.join("movie.bin"), &data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
-    let torrent_file = dir.path().join("movie.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-
-    let seeder = Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    assert!(seeder.is_complete());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(session::serve(
-        seeder.clone(),
-        listener,
-        PeerConfig::default(),
-        None,
-    ));
-
+    let (seeder, addr, torrent_file, server) = free_seeder(dir.path(), &data, 256 << 10).await;
     // libtorrent with its default encryption policy: it tries MSE first, we close, it retries
     // in plaintext.
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "50",
-        "--encryption",
-        "default",
-    ]);
-    let done = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(LIMIT, "exit");
-        (lt, exit)
-    });
-    let (lt, exit) = done.await.unwrap();
+    let torrent = ["--torrent", &arg(&torrent_file)];
+    let (lt, exit) =
+        LtPeer::download(torrent, &lt_dir, addr, 50, &["--encryption", "default"]).await;
     server.abort();
-    assert_eq!(
-        exit.expect("lt_peer exit")["reason"],
-        "finished",
-        "{:#?}",
-        lt.seen
-    );
-    assert!(
-        lt.events("hash_failed").is_empty(),
-        "libtorrent saw a bad piece"
-    );
+    lt.assert_finished(exit);
     assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
     assert_eq!(
         seeder.counters().uploaded.load(Ordering::Relaxed),
@@ -119,31 +65,13 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
         return;
     }
     let dir = tempdir();
-    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let our_dir = dir.path().join("ours");
     let files = [
         ("album/01.flac", content(3 << 20, 2)),
         ("album/cover.jpg", content(70_000, 3)),
         ("album/notes/readme.txt", content(1_234_567, 4)),
     ];
-    for (p, d) in &files {
-        write(&lt_dir.join(p), d);
-    }
-    let meta = Metainfo::create(&lt_dir.join("album"), 64 << 10, None).unwrap();
-    let torrent_file = dir.path().join("album.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "seed",
-        "--timeout",
-        "50",
-    ]);
-    let port = lt.port();
-    let lt_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (mut lt, lt_addr, meta, torrent_file) = LtPeer::seed(dir.path(), "album", &files, 64 << 10);
     let (proxy, recorded) = recording_proxy(lt_addr).await;
     let leecher =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
@@ -189,44 +117,6 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
     }
 }
 
-/// A paid seeder (glue adapter) for `data`, on the simulated chain; `free_bytes` for peers
-/// without the extension.
-async fn paid_seeder(
-    dir: &std::path::Path,
-    data: &[u8],
-    free_bytes: Option<u64>,
-) -> (PaidNode, std::net::SocketAddr, std::path::PathBuf) {
-    let seed_dir = dir.join("seed");
-    write(&seed_dir.join("movie.bin"), data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
-    let torrent_file = dir.join("movie.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-    let torrent =
-        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    let wallet = native_wallet_on_its_own_chain().await;
-    let sell = SellTerms {
-        price_per_byte: 1,
-        trust_bytes: 0,
-        deposit: 1 << 40,
-        free_bytes,
-        challenge_duration: 600,
-    };
-    let (node, _) = PaidNode::start(
-        torrent,
-        &wallet,
-        Some(sell),
-        None,
-        LivenessConfig::default(),
-    )
-    .await
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let n = node.node.clone();
-    tokio::spawn(async move { n.accept(listener).await });
-    (node, addr, torrent_file)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_free_allowance_from_paid_seeder() {
     if !libtorrent_available() {
@@ -236,31 +126,9 @@ async fn libtorrent_downloads_free_allowance_from_paid_seeder() {
     let data = content((5 << 20) + 777, 11);
     let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, Some(1 << 30)).await;
     let lt_dir = dir.path().join("lt");
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "50",
-    ]);
-    let (lt, exit) = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(LIMIT, "exit");
-        (lt, exit)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        exit.expect("lt_peer exit")["reason"],
-        "finished",
-        "{:#?}",
-        lt.seen
-    );
-    assert!(lt.events("hash_failed").is_empty());
+    let torrent = ["--torrent", &arg(&torrent_file)];
+    let (lt, exit) = LtPeer::download(torrent, &lt_dir, addr, 50, &[]).await;
+    lt.assert_finished(exit);
     assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
     assert_eq!(
         seller.torrent.counters().uploaded.load(Ordering::Relaxed),
@@ -282,24 +150,8 @@ async fn libtorrent_gets_nothing_from_paid_only_seeder_and_stays_connected() {
     let data = content(3 << 20, 12);
     let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, None).await;
     let lt_dir = dir.path().join("lt");
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "download",
-        "--peer",
-        &addr.to_string(),
-        "--timeout",
-        "8",
-    ]);
-    let (lt, exit) = tokio::task::spawn_blocking(move || {
-        let exit = lt.wait_event(Duration::from_secs(30), "exit");
-        (lt, exit)
-    })
-    .await
-    .unwrap();
+    let torrent = ["--torrent", &arg(&torrent_file)];
+    let (lt, exit) = LtPeer::download(torrent, &lt_dir, addr, 8, &[]).await;
     assert_eq!(exit.expect("lt_peer exit")["reason"], "timeout");
     let last = lt.last("status").expect("status");
     assert_eq!(last["down"], 0, "libtorrent got nothing: {last}");
@@ -324,24 +176,11 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
         return;
     }
     let dir = tempdir();
-    let (lt_dir, our_dir) = (dir.path().join("lt"), dir.path().join("ours"));
+    let our_dir = dir.path().join("ours");
     let data = content((4 << 20) + 4321, 13);
-    write(&lt_dir.join("song.flac"), &data);
-    let meta = Metainfo::create(&lt_dir.join("song.flac"), 128 << 10, None).unwrap();
-    let torrent_file = dir.path().join("song.torrent");
-    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
-    let mut lt = LtPeer::spawn(&[
-        "--torrent",
-        &arg(&torrent_file),
-        "--save",
-        &arg(&lt_dir),
-        "--mode",
-        "seed",
-        "--timeout",
-        "50",
-    ]);
-    let port = lt.port();
-    let (proxy, recorded) = recording_proxy(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let files = [("song.flac", data.clone())];
+    let (mut lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "song.flac", &files, 128 << 10);
+    let (proxy, recorded) = recording_proxy(lt_addr).await;
     let torrent =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
     let wallet = native_wallet_on_its_own_chain().await;
@@ -398,4 +237,73 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
         "libtorrent reported errors: {:#?}",
         lt.events("peer_error")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let lt_dir = dir.path().join("lt");
+    // 14 MiB in 16 KiB pieces: 896 piece hashes, an info dictionary of two metadata pieces.
+    let data = content(14 << 20, 8);
+    let (seeder, addr, _, server) = free_seeder(dir.path(), &data, 16 << 10).await;
+    let meta = seeder.meta();
+    assert_eq!(
+        paid_wire::metadata::piece_count(meta.raw_info().len() as u64),
+        2
+    );
+    // libtorrent knows only the magnet link and our address.
+    let magnet = ["--magnet", &meta.magnet_link()];
+    let (lt, exit) = LtPeer::download(magnet, &lt_dir, addr, 50, &[]).await;
+    server.abort();
+    lt.assert_finished(exit);
+    assert_eq!(lt.events("metadata_received").len(), 1, "{:#?}", lt.seen);
+    assert!(lt.events("metadata_failed").is_empty(), "{:#?}", lt.seen);
+    assert_eq!(std::fs::read(lt_dir.join("movie.bin")).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
+    if !libtorrent_available() {
+        return;
+    }
+    let dir = tempdir();
+    let our_dir = dir.path().join("ours");
+    let files = [
+        ("show/e01.mkv", content(2 << 20, 9)),
+        ("show/e02.mkv", content(1_500_000, 10)),
+    ];
+    let (lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "show", &files, 32 << 10);
+    // Our client as a user runs it, with only the magnet link and libtorrent's address.
+    let args = [
+        "get".to_owned(),
+        meta.magnet_link(),
+        "--free".into(),
+        "--peer".into(),
+        lt_addr.to_string(),
+        "--dir".into(),
+        arg(&our_dir),
+        "--timeout".into(),
+        "60s".into(),
+        "--json".into(),
+    ];
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = assert_success(&o);
+    assert!(
+        stdout.contains(r#""event":"metadata""#),
+        "the metadata came from libtorrent: {stdout}"
+    );
+    for (p, d) in &files {
+        assert_eq!(&std::fs::read(our_dir.join(p)).unwrap(), d, "{p}");
+    }
+    drop(lt);
 }

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """A stock BitTorrent peer for the interop tests: libtorrent (Debian python3-libtorrent), loopback only.
 
-Seeds or downloads one .torrent, optionally connects to given peers, and prints JSON lines on stdout:
+Seeds or downloads one .torrent (or, with --magnet, downloads what a magnet link names: the metadata
+first, from the peers, over BEP 9), optionally connects to given peers, and prints JSON lines on stdout:
   {"event": "listening", "port": P}
+  {"event": "metadata_received"}                (--magnet: the info dictionary arrived and verified)
   {"event": "status", "state": ..., "progress": f, "down": bytes, "up": bytes, "peers": [...]}
   {"event": "peer_disconnected", "ip": "...", "error": "...", "op": "..."}   (and "peer_error")
   {"event": "finished", "down": bytes}          (download mode: all pieces downloaded and hash-checked)
@@ -43,7 +45,9 @@ def peer_view(p):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--torrent", required=True)
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--torrent")
+    source.add_argument("--magnet")
     ap.add_argument("--save", required=True)
     ap.add_argument("--mode", choices=["seed", "download"], required=True)
     ap.add_argument("--peer", action="append", default=[], type=addr)
@@ -73,8 +77,11 @@ def main():
     if args.encryption == "disabled":
         ses.apply_settings({"out_enc_policy": int(lt.enc_policy.pe_disabled),
                             "in_enc_policy": int(lt.enc_policy.pe_disabled)})
-    atp = lt.add_torrent_params()
-    atp.ti = lt.torrent_info(args.torrent)
+    if args.magnet:
+        atp = lt.parse_magnet_uri(args.magnet)
+    else:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(args.torrent)
     atp.save_path = args.save
     atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
     h = ses.add_torrent(atp)
@@ -97,6 +104,10 @@ def main():
                      op=str(a.op))
             elif isinstance(a, lt.peer_error_alert):
                 emit(event="peer_error", ip="%s:%d" % (a.ip[0], a.ip[1]), error=a.error.message(), op=str(a.op))
+            elif isinstance(a, lt.metadata_received_alert):
+                emit(event="metadata_received")
+            elif isinstance(a, lt.metadata_failed_alert):
+                emit(event="metadata_failed", error=a.error.message())
             elif isinstance(a, lt.hash_failed_alert):
                 emit(event="hash_failed", piece=a.piece_index)
         st = h.status()

@@ -16,6 +16,7 @@ mod support;
 
 use std::time::Duration;
 
+use alloy_primitives::hex;
 use support::*;
 
 const MIB: u64 = 1 << 20;
@@ -24,20 +25,8 @@ const GRANULARITY: u64 = MIB;
 
 /// `seed <torrent> --dir <seed_dir> --listen 127.0.0.1:0 --challenge-duration 10 <extra…>`.
 fn seed_args(torrent: &str, seed_dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "seed",
-        torrent,
-        "--dir",
-        &arg(seed_dir),
-        "--listen",
-        "127.0.0.1:0",
-        // Long enough for the watcher's 2 confirmations (1 s blocks) plus a counter.
-        "--challenge-duration",
-        "10",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Long enough for the watcher's 2 confirmations (1 s blocks) plus a counter.
+    let mut v = support::seed_args(torrent, seed_dir, &["--challenge-duration", "10"]);
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }

@@ -18,15 +18,16 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use alloy_primitives::hex;
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
+use paid_torrent_examples::paid::{BuyTerms, PaidNode, SellTerms, TORRENT};
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
 use payment_channel::message::{Envelope, Message, Propose};
 use payment_channel::sign::Signature;
 use payment_channel::state::FixedPart;
-use payment_channel::{Address, SimulatedChain, U256};
+use payment_channel::{Address, U256};
 use serde_json::{Value, json};
 use support::*;
 use tokio::net::TcpListener;
@@ -80,17 +81,6 @@ fn identity() -> IdentityConfig {
         legacy: LegacyPolicy::TrustClaimedAccount,
         ..IdentityConfig::default()
     }
-}
-
-async fn wallet() -> Wallet {
-    Wallet::open(
-        &ChainChoice::Simulated(SimulatedChain::new()),
-        None,
-        None,
-        Address::ZERO,
-    )
-    .await
-    .unwrap()
 }
 
 fn checksummed(address: &str) -> String {
@@ -250,7 +240,7 @@ async fn web3torrent_leecher_gets_stop_with_channel_id_and_no_piece_before_payme
     };
     let (seller, _events) = PaidNode::start_with_identity(
         torrent,
-        &wallet().await,
+        &native_wallet_on_its_own_chain().await,
         Some(sell),
         None,
         LivenessConfig::default(),
@@ -391,7 +381,7 @@ async fn web3torrent_seeder_notices_are_acked_and_its_stops_never_paid() {
     };
     let (buyer, _events) = PaidNode::start_with_identity(
         torrent.clone(),
-        &wallet().await,
+        &native_wallet_on_its_own_chain().await,
         None,
         Some(buy),
         LivenessConfig::default(),

@@ -18,6 +18,7 @@ use paid_wire::codec::{HandshakeCodec, PeerCodec};
 use paid_wire::extended::{ExtendedHandshake, HANDSHAKE_LIMITS};
 use paid_wire::handshake::Handshake;
 use paid_wire::message::Message;
+use paid_wire::metadata::{HEADER_LIMITS, MetadataDownload, MetadataMessage, PIECE_LEN, serve};
 use paid_wire::pse::{PSE_LIMITS, PseMessage};
 use tokio_util::codec::Decoder;
 
@@ -122,6 +123,49 @@ pub fn ext_handshake(data: &[u8]) {
         let again = ExtendedHandshake::decode(&encoded).expect("re-encoded handshake decodes");
         assert_eq!(again, hs);
         assert_eq!(again.to_bytes(), encoded);
+    }
+    ut_metadata(data);
+}
+
+/// BEP 9 `ut_metadata` payloads (the other BEP 10 messages this crate decodes), in the
+/// `ext_handshake` target.
+///
+/// Oracles: a decoded message re-encodes to bytes that decode to the same message, and that
+/// encoding is a fixed point; when the dictionary part of the input is canonical bencode
+/// holding only the keys the message keeps, the input is reproduced byte for byte; a decoded
+/// `data` fed to a [`MetadataDownload`] of its `total_size` is accepted or refused with a typed
+/// error, and when accepted its bytes are where `serve` would read them.
+pub fn ut_metadata(data: &[u8]) {
+    let Ok(msg) = MetadataMessage::decode(data) else {
+        return;
+    };
+    let encoded = msg.encode();
+    let again = MetadataMessage::decode(&encoded).expect("re-encoded ut_metadata decodes");
+    assert_eq!(again, msg);
+    assert_eq!(again.encode(), encoded);
+    let (header, used) = Value::decode_prefix(data, &HEADER_LIMITS).expect("decoded once");
+    let kept = if matches!(msg, MetadataMessage::Data { .. }) {
+        3
+    } else {
+        2
+    };
+    if bendy_canonical(&data[..used], HEADER_LIMITS.max_depth)
+        && header.as_dict().is_some_and(|d| d.len() == kept)
+    {
+        assert_eq!(encoded, data, "{msg:?}");
+    }
+    if let MetadataMessage::Data {
+        piece,
+        total_size,
+        data: bytes,
+    } = &msg
+        && let Ok(mut download) = MetadataDownload::new(*total_size)
+        && download.handle(msg.clone()).is_ok()
+    {
+        let start = *piece as usize * PIECE_LEN;
+        let mut whole = vec![0u8; *total_size as usize];
+        whole[start..start + bytes.len()].copy_from_slice(bytes);
+        assert_eq!(serve(&whole, *piece), msg);
     }
 }
 

@@ -182,6 +182,18 @@ fn ext_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("bad_port", b"d1:pi70000ee".to_vec()),
         ("not_a_dict", b"l1:ae".to_vec()),
         ("big_int", b"d1:xi99999999999999999999ee".to_vec()),
+        // BEP 9 ut_metadata payloads, decoded by the same target.
+        ("ut_metadata_request", b"d8:msg_typei0e5:piecei0ee".to_vec()),
+        (
+            "ut_metadata_data",
+            b"d8:msg_typei1e5:piecei1e10:total_sizei16390ee123456".to_vec(),
+        ),
+        ("ut_metadata_reject", b"d8:msg_typei2e5:piecei7ee".to_vec()),
+        (
+            "ut_metadata_unsorted_extra",
+            b"d5:piecei0e1:xi1e8:msg_typei1e10:total_sizei3eeabc".to_vec(),
+        ),
+        ("ut_metadata_trailing", b"d8:msg_typei0e5:piecei0eeX".to_vec()),
     ]
 }
 

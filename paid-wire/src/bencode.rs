@@ -74,6 +74,38 @@ impl Value {
         }
     }
 
+    /// Decodes one value at the start of `input` and returns it with the number of bytes it
+    /// spans; what follows is the caller's (BEP 9 `ut_metadata` data messages carry the piece
+    /// after their dictionary). The value itself must end within `limits.max_len` bytes, else
+    /// [`BencodeError::TooLarge`] (with `len` the whole input's length).
+    ///
+    /// ```
+    /// use paid_wire::bencode::{Limits, Value};
+    /// let limits = Limits { max_len: 64, max_depth: 2, max_items: 8 };
+    /// let (value, used) = Value::decode_prefix(b"d1:ai1eeRAW", &limits).unwrap();
+    /// assert_eq!(used, 8);
+    /// assert_eq!(value.to_vec(), b"d1:ai1ee");
+    /// ```
+    pub fn decode_prefix(input: &[u8], limits: &Limits) -> Result<(Self, usize), BencodeError> {
+        let window = &input[..input.len().min(limits.max_len)];
+        let mut parser = Parser {
+            input: window,
+            pos: 0,
+            items: 0,
+            limits,
+        };
+        match parser.value(0) {
+            Ok(value) => Ok((value, parser.pos)),
+            Err(BencodeError::UnexpectedEof) if input.len() > limits.max_len => {
+                Err(BencodeError::TooLarge {
+                    len: input.len(),
+                    max: limits.max_len,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Appends the canonical encoding to `dst`.
     pub fn encode<B: BufMut>(&self, dst: &mut B) {
         match self {
@@ -492,6 +524,36 @@ mod tests {
             dec(b"di1ei1ee"),
             Err(BencodeError::NonStringKey { offset: 1 })
         );
+    }
+
+    #[test]
+    fn prefix_decoding_leaves_the_rest() {
+        assert_eq!(
+            Value::decode_prefix(b"i7eabc", &LIMITS),
+            Ok((Value::Int(7), 3))
+        );
+        assert_eq!(
+            Value::decode_prefix(b"d1:xi1ee", &LIMITS).map(|(_, n)| n),
+            Ok(8)
+        );
+        assert_eq!(
+            Value::decode_prefix(b"d1:xi1e", &LIMITS),
+            Err(BencodeError::UnexpectedEof)
+        );
+        // A value that does not end within the limit, however much data follows.
+        let mut long = b"1100:".to_vec();
+        long.extend(vec![b'a'; 1100]);
+        assert_eq!(
+            Value::decode_prefix(&long, &LIMITS),
+            Err(BencodeError::TooLarge {
+                len: 1105,
+                max: 1024
+            })
+        );
+        // A short value followed by more than the limit is fine.
+        let mut tail = b"i1e".to_vec();
+        tail.extend(vec![0u8; 4096]);
+        assert_eq!(Value::decode_prefix(&tail, &LIMITS), Ok((Value::Int(1), 3)));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! | [`BencodeError`] | the peer sent malformed or out-of-bounds bencode | see the wrapping error |
 //! | [`ExtendedError`] | the peer's BEP-10 extended handshake is malformed | treat the peer as having no extensions, or disconnect |
 //! | [`PseError`] | a paid-streaming extension payload is malformed | drop the message (web3torrent logs and drops) |
+//! | [`MetadataError`] | a `ut_metadata` message is malformed or does not fit the metadata | ask another peer for the metadata |
 //! | [`EncodeError`] | the caller asked to encode something the wire cannot carry | fix the caller |
 //! | [`UsageError`] | the caller misused an API | fix the caller |
 //! | [`CodecError`] | any of the above inside a [`tokio_util::codec`] adapter, or I/O | the stream is finished |
@@ -189,6 +190,85 @@ pub enum PseError {
     InvalidHexField {
         /// The command with the bad data.
         command: &'static str,
+    },
+}
+
+/// A BEP 9 `ut_metadata` message that cannot be decoded, or that does not fit the metadata
+/// being downloaded ([`MetadataDownload`](crate::metadata::MetadataDownload)). All are the
+/// peer's doing; [`UnknownMessageType`](Self::UnknownMessageType) is to be ignored (BEP 9: "an
+/// unrecognized message ID MUST be ignored"), the others end the metadata exchange with that
+/// peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// The dictionary is not valid (or not bounded) bencode.
+    #[error(transparent)]
+    Bencode(#[from] BencodeError),
+    /// The message does not start with a dictionary.
+    #[error("ut_metadata message is not a dictionary")]
+    NotADict,
+    /// A required key is missing.
+    #[error("ut_metadata message has no {key:?}")]
+    MissingField {
+        /// The key.
+        key: &'static str,
+    },
+    /// A key has a value of the wrong type or range.
+    #[error("ut_metadata message key {key:?} has an invalid value")]
+    InvalidField {
+        /// The key.
+        key: &'static str,
+    },
+    /// A `msg_type` this crate does not know: ignore the message.
+    #[error("unknown ut_metadata msg_type {msg_type}")]
+    UnknownMessageType {
+        /// The received `msg_type`.
+        msg_type: i64,
+    },
+    /// Bytes follow the dictionary of a message that carries none (request, reject).
+    #[error("{count} byte(s) after a ut_metadata message that carries no data")]
+    TrailingData {
+        /// How many.
+        count: usize,
+    },
+    /// A data message carries more than one metadata piece (16 KiB).
+    #[error("ut_metadata piece of {len} bytes, more than 16 KiB")]
+    PieceTooLarge {
+        /// The data length.
+        len: usize,
+    },
+    /// The advertised metadata size is 0 or larger than
+    /// [`MAX_METADATA_SIZE`](crate::metadata::MAX_METADATA_SIZE).
+    #[error("metadata size {size} is out of range")]
+    SizeOutOfRange {
+        /// The advertised size.
+        size: u64,
+    },
+    /// A data message for a piece past the end of the metadata.
+    #[error("metadata piece {piece} of {count}")]
+    PieceOutOfRange {
+        /// The piece.
+        piece: u32,
+        /// How many pieces the metadata has.
+        count: u32,
+    },
+    /// A data message's `total_size` differs from the size being downloaded.
+    #[error("metadata total_size {got}, expected {expected}")]
+    TotalSizeMismatch {
+        /// The size being downloaded.
+        expected: u64,
+        /// The message's `total_size`.
+        got: u64,
+    },
+    /// A data message's piece has the wrong length (every piece but the last is 16 KiB).
+    #[error("metadata piece {piece} has {got} bytes, expected {expected}")]
+    PieceLength {
+        /// The piece.
+        piece: u32,
+        /// Its length from the metadata size.
+        expected: usize,
+        /// The received length.
+        got: usize,
     },
 }
 

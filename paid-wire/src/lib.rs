@@ -1,4 +1,4 @@
-//! BitTorrent peer-wire codec (BEP 3, BEP 6, BEP 10), the web3torrent-compatible paid-streaming
+//! BitTorrent peer-wire codec (BEP 3, BEP 6, BEP 9, BEP 10), the web3torrent-compatible paid-streaming
 //! extension, and a sans-IO choke controller that serves only what has been paid for.
 //!
 //! This crate performs no I/O and reads no clock.
@@ -8,6 +8,7 @@
 //! - [`codec`]: `tokio_util::codec` adapters ([`codec::HandshakeCodec`], [`codec::PeerCodec`]).
 //! - [`extended`]: the BEP 10 extended handshake and the extension-id registry.
 //! - [`pse`]: the web3torrent paid-streaming extension messages.
+//! - [`metadata`]: BEP 9 `ut_metadata` messages, serving and assembling metadata (magnet links).
 //! - [`bencode`]: the bounded bencode value type used by `extended` and `pse`.
 //! - [`error`]: error types, split by cause (peer bytes, caller misuse, I/O).
 
@@ -25,6 +26,7 @@ pub mod error;
 pub mod extended;
 pub mod handshake;
 pub mod message;
+pub mod metadata;
 pub mod pse;
 mod request;
 

@@ -47,6 +47,24 @@ fn attached(config: ChokeConfig) -> (ChokeController, Instant) {
     (c, now)
 }
 
+/// [`cfg`] with BEP 6 negotiated.
+fn fast() -> ChokeConfig {
+    ChokeConfig {
+        fast_negotiated: true,
+        ..cfg()
+    }
+}
+
+/// [`attached`], then requests for blocks `0..n` (unpaid: queued), then the actions drained.
+fn queued(config: ChokeConfig, n: u32) -> (ChokeController, Instant) {
+    let (mut c, now) = attached(config);
+    for i in 0..n {
+        c.handle_request(now, req(i)).unwrap();
+    }
+    drain(&mut c);
+    (c, now)
+}
+
 fn serves(actions: &[GateAction]) -> Vec<BlockRequest> {
     actions
         .iter()
@@ -128,55 +146,34 @@ fn regression_unit_mix_wei_vs_bytes() {
     assert_eq!(c.stats().bytes_paid, u64::from(BLOCK));
 }
 
+/// A payment sends START, then serves the queue in order while the credit lasts; if it runs
+/// out again, a new STOP follows and the rest stays queued.
 #[test]
-fn payment_sends_start_then_replays_queue_in_order() {
-    let (mut c, now) = attached(cfg());
-    for i in 0..3 {
-        c.handle_request(now, req(i)).unwrap();
+fn payment_sends_start_then_replays_queue_in_order_until_credit_runs_out() {
+    let (start, stop) = (
+        GateAction::SendStart { channel_id: CH },
+        GateAction::SendStop { channel_id: CH },
+    );
+    let serve = |i| GateAction::Serve(req(i));
+    let cases = [
+        (3, 3, vec![start, serve(0), serve(1), serve(2)], vec![]),
+        (5, 2, vec![start, serve(0), serve(1), stop], vec![2, 3, 4]),
+    ];
+    for (requests, paid_blocks, actions, left) in cases {
+        let (mut c, now) = queued(cfg(), requests);
+        c.handle_payment(now, CH, paid_blocks * u128::from(BLOCK))
+            .unwrap();
+        assert_eq!(drain(&mut c), actions);
+        let left: Vec<_> = left.into_iter().map(req).collect();
+        assert_eq!(c.queued().copied().collect::<Vec<_>>(), left);
+        assert_eq!(c.queued_len(), left.len());
+        assert_eq!(c.is_stopped(), !left.is_empty());
     }
-    drain(&mut c);
-    c.handle_payment(now, CH, 3 * u128::from(BLOCK)).unwrap();
-    assert_eq!(
-        drain(&mut c),
-        vec![
-            GateAction::SendStart { channel_id: CH },
-            GateAction::Serve(req(0)),
-            GateAction::Serve(req(1)),
-            GateAction::Serve(req(2)),
-        ]
-    );
-    assert!(!c.is_stopped());
-    assert_eq!(c.queued_len(), 0);
-}
-
-#[test]
-fn replay_that_exhausts_credit_again_sends_a_new_stop() {
-    let (mut c, now) = attached(cfg());
-    for i in 0..5 {
-        c.handle_request(now, req(i)).unwrap();
-    }
-    drain(&mut c);
-    c.handle_payment(now, CH, 2 * u128::from(BLOCK)).unwrap();
-    assert_eq!(
-        drain(&mut c),
-        vec![
-            GateAction::SendStart { channel_id: CH },
-            GateAction::Serve(req(0)),
-            GateAction::Serve(req(1)),
-            GateAction::SendStop { channel_id: CH },
-        ]
-    );
-    assert_eq!(
-        c.queued().copied().collect::<Vec<_>>(),
-        vec![req(2), req(3), req(4)]
-    );
 }
 
 #[test]
 fn new_requests_do_not_overtake_queued_ones() {
-    let (mut c, now) = attached(cfg());
-    c.handle_request(now, req(0)).unwrap();
-    drain(&mut c);
+    let (mut c, now) = queued(cfg(), 1);
     // A refund-free credit arriving via a tiny payment is not enough for req(0)…
     c.handle_payment(now, CH, 100).unwrap();
     drain(&mut c);
@@ -192,10 +189,7 @@ fn new_requests_do_not_overtake_queued_ones() {
 
 #[test]
 fn duplicate_queued_request_is_answered_once() {
-    let (mut c, now) = attached(ChokeConfig {
-        fast_negotiated: true,
-        ..cfg()
-    });
+    let (mut c, now) = attached(fast());
     c.handle_request(now, req(0)).unwrap();
     assert_eq!(c.handle_request(now, req(0)), Ok(RequestOutcome::Duplicate));
     assert_eq!(c.queued_len(), 1);
@@ -211,10 +205,7 @@ fn duplicate_queued_request_is_answered_once() {
 
 #[test]
 fn oversized_request_is_misbehaviour_and_never_served() {
-    let (mut c, now) = attached(ChokeConfig {
-        fast_negotiated: true,
-        ..cfg()
-    });
+    let (mut c, now) = attached(fast());
     c.handle_payment(now, CH, 1 << 30).unwrap();
     drain(&mut c);
     let big = BlockRequest {
@@ -396,13 +387,7 @@ fn refuse_immediately_without_fast_drops() {
 
 #[test]
 fn engine_choke_clears_queue_with_rejects_under_fast_and_keeps_payment_state() {
-    let (mut c, now) = attached(ChokeConfig {
-        fast_negotiated: true,
-        ..cfg()
-    });
-    c.handle_request(now, req(0)).unwrap();
-    c.handle_request(now, req(1)).unwrap();
-    drain(&mut c);
+    let (mut c, now) = queued(fast(), 2);
     c.handle_choke(now);
     assert_eq!(
         drain(&mut c),
@@ -429,9 +414,7 @@ fn engine_choke_clears_queue_with_rejects_under_fast_and_keeps_payment_state() {
 
 #[test]
 fn engine_choke_without_fast_drops_queue_silently() {
-    let (mut c, now) = attached(cfg());
-    c.handle_request(now, req(0)).unwrap();
-    drain(&mut c);
+    let (mut c, now) = queued(cfg(), 1);
     c.handle_choke(now);
     assert_eq!(drain(&mut c), vec![]);
     assert_eq!(c.queued_len(), 0);
@@ -451,12 +434,7 @@ fn payment_gate_does_not_touch_engine_choke() {
 
 #[test]
 fn permanent_stop_clears_queue_and_refuses_later_requests() {
-    let (mut c, now) = attached(ChokeConfig {
-        fast_negotiated: true,
-        ..cfg()
-    });
-    c.handle_request(now, req(0)).unwrap();
-    drain(&mut c);
+    let (mut c, now) = queued(fast(), 1);
     c.handle_permanent_stop(now);
     c.handle_permanent_stop(now); // idempotent
     assert_eq!(

@@ -148,30 +148,18 @@ fn bounds_are_enforced() {
 
 #[test]
 fn malformed_handshakes_are_typed_errors() {
-    assert_eq!(
-        ExtendedHandshake::decode(b"le"),
-        Err(ExtendedError::NotADict)
-    );
-    assert_eq!(
-        ExtendedHandshake::decode(b"d1:pi70000ee"),
-        Err(ExtendedError::InvalidField { key: "p" })
-    );
-    assert_eq!(
-        ExtendedHandshake::decode(b"d4:reqqi-1ee"),
-        Err(ExtendedError::InvalidField { key: "reqq" })
-    );
-    assert_eq!(
-        ExtendedHandshake::decode(b"d1:m3:abce"),
-        Err(ExtendedError::InvalidField { key: "m" })
-    );
-    assert_eq!(
-        ExtendedHandshake::decode(b"d1:vi1ee"),
-        Err(ExtendedError::InvalidField { key: "v" })
-    );
-    assert_eq!(
-        ExtendedHandshake::decode(b"d1:v1:\xffe"),
-        Err(ExtendedError::InvalidField { key: "v" })
-    );
+    let invalid = |key| ExtendedError::InvalidField { key };
+    let cases: [(&[u8], ExtendedError); 6] = [
+        (b"le", ExtendedError::NotADict),
+        (b"d1:pi70000ee", invalid("p")),
+        (b"d4:reqqi-1ee", invalid("reqq")),
+        (b"d1:m3:abce", invalid("m")),
+        (b"d1:vi1ee", invalid("v")),
+        (b"d1:v1:\xffe", invalid("v")),
+    ];
+    for (wire, err) in cases {
+        assert_eq!(ExtendedHandshake::decode(wire), Err(err), "{wire:?}");
+    }
     assert!(ExtendedHandshake::decode(b"").is_err());
     assert!(ExtendedHandshake::decode(b"d").is_err());
 }

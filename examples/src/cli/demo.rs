@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alloy_primitives::hex;
 use paid_torrent_examples::metainfo::{DEFAULT_PIECE_LENGTH, Metainfo, sha1};
 use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, TORRENT, Wallet};
 use paid_torrent_examples::peer::PeerConfig;

@@ -7,7 +7,7 @@
 //! | 2 | [`Kind::Usage`] | a bad option or value (clap's own errors exit 2 too), a missing or malformed `.torrent`, a bad key |
 //! | 3 | [`Kind::Network`] | no peer could be reached or sell under our terms, a tracker failed, `--timeout` |
 //! | 4 | [`Kind::Chain`] | the Ethereum node, the contracts or a channel's deposit or payout |
-//! | 5 | [`Kind::Verification`] | the content on disk does not match the `.torrent` |
+//! | 5 | [`Kind::Verification`] | the content on disk does not match the `.torrent`; the metadata peers sent for a magnet link does not match its info-hash |
 
 use std::error::Error;
 

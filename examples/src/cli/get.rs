@@ -8,14 +8,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use alloy_primitives::hex;
 use indicatif::ProgressBar;
+use paid_torrent_examples::magnet::Magnet;
 use paid_torrent_examples::metainfo::Metainfo;
 use paid_torrent_examples::paid::{BuyTerms, PaidNode, SellTerms, TORRENT, Wallet};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
-use paid_torrent_examples::torrent::Torrent;
+use paid_torrent_examples::torrent::{Torrent, new_peer_id};
+use paid_torrent_examples::tracker::{Announce, AnnounceEvent, Tiers};
 use payment_channel::Address;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +30,7 @@ use torrent_glue::{CoordinatorEvent, LivenessConfig};
 
 use crate::Result;
 use crate::failure::Failure;
-use crate::options::{GetArgs, PeerAddr};
+use crate::options::{GetArgs, PeerAddr, TrackerOpts};
 use crate::output::{
     DemoStats, Out, coordinator_event, finish_bar, print_reports, progress_bar, seller_event,
     spawn_progress, summary_common,
@@ -405,24 +408,30 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
         sell,
         trackers,
         pay,
-        wallet,
-        liveness,
-        chain,
+        channels,
     } = args;
-    let meta = Metainfo::load(&torrent)?;
-    let strategy = if sequential {
-        Strategy::Sequential
-    } else {
-        Strategy::RarestFirst
-    };
-    let t = Torrent::open(meta, &dir, OpenMode::ReadWrite, strategy)?;
-    let (given, unresolved) = resolve(&peers).await;
+    let (mut given, unresolved) = resolve(&peers).await;
     for (p, e) in &unresolved {
         out.event(
             json!({"event": "peer_failed", "peer": p.to_string(), "reason": e, "retrying": false}),
             || format!("peer {p}: {e}"),
         );
     }
+    let meta = if torrent.starts_with("magnet:") {
+        let magnet: Magnet = torrent.parse().map_err(Failure::usage)?;
+        let (meta, found) = fetch_metadata(&magnet, &given, &trackers, &out).await?;
+        // The link's peers and those its trackers named are peers of the download too.
+        given = found;
+        meta
+    } else {
+        Metainfo::load(Path::new(&torrent))?
+    };
+    let strategy = if sequential {
+        Strategy::Sequential
+    } else {
+        Strategy::RarestFirst
+    };
+    let t = Torrent::open(meta, &dir, OpenMode::ReadWrite, strategy)?;
     let listener = match seed {
         true => Some(crate::seed::bind(listen).await?),
         false => None,
@@ -470,16 +479,120 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
         free_bytes: None,
         challenge_duration: 600,
     });
-    let same_process_chain = chain.rpc.is_none();
-    let (wallet, out) = crate::wallet::open(&chain, &wallet, out).await?;
+    let same_process_chain = channels.chain.rpc.is_none();
+    let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
     let paid = Paid {
         wallet: &wallet,
         buy,
         sell,
-        liveness: liveness.config(),
+        liveness: channels.liveness.config(),
         same_process_chain,
     };
     get_paid(t, given, swarm, &dir, timeout, listener, paid, &out).await
+}
+
+/// How long one peer has to give the metadata of a magnet link.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The torrent a magnet link names: its info dictionary fetched from the link's peers
+/// (`x.pe`), `given` ones and those its trackers name in one announce, the first that matches
+/// the info-hash. Returns it with every peer address known.
+async fn fetch_metadata(
+    magnet: &Magnet,
+    given: &[SocketAddr],
+    trackers: &TrackerOpts,
+    out: &Out,
+) -> Result<(Metainfo, Vec<SocketAddr>)> {
+    let peer_id = new_peer_id(&magnet.info_hash);
+    let linked: Vec<PeerAddr> = magnet.peers.iter().filter_map(|p| p.parse().ok()).collect();
+    let (mut peers, _) = resolve(&linked).await;
+    peers.extend(given);
+    if !trackers.no_trackers && !magnet.trackers.is_empty() {
+        let tiers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+        let (mut tiers, bad) = Tiers::new(&tiers);
+        for e in bad {
+            out.event(
+                json!({"event": "tracker_failed", "reason": e.to_string()}),
+                || format!("tracker skipped: {e}"),
+            );
+        }
+        let announce = Announce {
+            info_hash: magnet.info_hash,
+            peer_id,
+            port: 0,
+            uploaded: 0,
+            downloaded: 0,
+            // Unknown until the metadata arrives; not 0, which would make us a seed.
+            left: 1,
+            event: AnnounceEvent::Started,
+            numwant: 50,
+            key: rand::random(),
+        };
+        for (url, r) in tiers.announce(&announce).await {
+            match r {
+                Ok(r) => peers.extend(r.peers),
+                Err(e) => out.event(
+                    json!({"event": "tracker_failed", "tracker": url.to_string(),
+                           "reason": e.to_string()}),
+                    || format!("tracker {url}: {e}"),
+                ),
+            }
+        }
+    }
+    let mut seen = Vec::new();
+    peers.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
+    if peers.is_empty() {
+        return Err(Failure::usage(
+            "no peer to fetch the metadata from: the magnet link names no peer and no tracker \
+             that answered; give --peer HOST:PORT",
+        ));
+    }
+    let mut failures = Vec::new();
+    let mut misbehaved = false;
+    let raw = paid_torrent_examples::magnet::fetch_metadata(
+        magnet.info_hash,
+        peer_id,
+        &peers,
+        METADATA_TIMEOUT,
+        |addr, e| {
+            misbehaved |= e.is_misbehaviour();
+            out.event(
+                json!({"event": "metadata_failed", "peer": addr.to_string(), "reason": e.to_string()}),
+                || format!("peer {addr}: no metadata: {e}"),
+            );
+            failures.push(format!("  {addr}: {e}"));
+        },
+    )
+    .await;
+    let Some(raw) = raw else {
+        let why = format!(
+            "no peer gave the metadata of {}:\n{}",
+            hex::encode(magnet.info_hash),
+            failures.join("\n")
+        );
+        return Err(if misbehaved {
+            Failure::verification(why)
+        } else {
+            Failure::network(why)
+        });
+    };
+    let meta = magnet.metainfo(&raw).map_err(Failure::verification)?;
+    out.event(
+        json!({"event": "metadata", "info_hash": meta.info_hash_hex(), "name": meta.info.name,
+               "bytes": meta.info.total_length()}),
+        || {
+            format!(
+                "metadata of {} received ({} bytes of content)",
+                meta.info.name,
+                meta.info.total_length()
+            )
+        },
+    );
+    Ok((meta, peers))
 }
 
 /// `--peer` names resolved (the first address of each), and those that did not resolve.

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use alloy_primitives::hex;
 use paid_torrent_examples::magnet::Magnet;
 use paid_torrent_examples::metainfo::Metainfo;
 use paid_torrent_examples::units::format_size;

@@ -37,8 +37,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.verbose, cli.quiet);
     let rpc = match &cli.command {
-        Command::Seed(a) => a.chain.rpc.clone(),
-        Command::Get(a) => a.chain.rpc.clone(),
+        Command::Seed(a) => a.channels.chain.rpc.clone(),
+        Command::Get(a) => a.channels.chain.rpc.clone(),
         _ => None,
     };
     let done = tokio::runtime::Builder::new_multi_thread()

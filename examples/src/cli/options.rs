@@ -188,6 +188,18 @@ pub(crate) struct WalletArgs {
     pub(crate) identity: Option<String>,
 }
 
+/// Everything about payment channels that `seed` and `get` share: where our identity and
+/// channels live, how long an absent counterparty is waited for, and which chain settles.
+#[derive(Debug, Args)]
+pub(crate) struct ChannelArgs {
+    #[command(flatten)]
+    pub(crate) wallet: WalletArgs,
+    #[command(flatten)]
+    pub(crate) liveness: LivenessOpts,
+    #[command(flatten)]
+    pub(crate) chain: ChainArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Create a .torrent from a file or folder, and print its magnet link.
@@ -319,11 +331,7 @@ pub(crate) struct SeedArgs {
     #[command(flatten)]
     pub(crate) pay: SellOpts,
     #[command(flatten)]
-    pub(crate) wallet: WalletArgs,
-    #[command(flatten)]
-    pub(crate) liveness: LivenessOpts,
-    #[command(flatten)]
-    pub(crate) chain: ChainArgs,
+    pub(crate) channels: ChannelArgs,
 }
 
 /// How we talk to the torrent's trackers.
@@ -341,9 +349,10 @@ pub(crate) struct TrackerOpts {
 // The options of `get`.
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
-    /// The .torrent file.
-    #[arg(value_name = "FILE.torrent")]
-    pub(crate) torrent: PathBuf,
+    /// The .torrent file, or a magnet link (`magnet:?xt=urn:btih:…`: the metadata is fetched
+    /// from its peers, `--peer` and those its trackers name).
+    #[arg(value_name = "FILE.torrent|MAGNET")]
+    pub(crate) torrent: String,
     /// Peer to connect to, as `HOST:PORT` (repeatable), in addition to those the torrent's
     /// trackers name.
     #[arg(long = "peer", value_name = "HOST:PORT")]
@@ -378,11 +387,7 @@ pub(crate) struct GetArgs {
     #[command(flatten)]
     pub(crate) pay: BuyOpts,
     #[command(flatten)]
-    pub(crate) wallet: WalletArgs,
-    #[command(flatten)]
-    pub(crate) liveness: LivenessOpts,
-    #[command(flatten)]
-    pub(crate) chain: ChainArgs,
+    pub(crate) channels: ChannelArgs,
 }
 
 // The options of `demo`.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use alloy_primitives::hex;
 use indicatif::{ProgressBar, ProgressStyle};
 use paid_torrent_examples::paid::Units;
 use paid_torrent_examples::session::PeerReport;

@@ -38,9 +38,7 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         challenge_duration,
         trackers,
         pay,
-        wallet,
-        liveness,
-        chain,
+        channels,
     } = args;
     let meta = Metainfo::load(&torrent)?;
     let dir = content_dir(&torrent, dir);
@@ -64,8 +62,17 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         free_bytes,
         challenge_duration: challenge_duration.as_secs(),
     };
-    let (wallet, out) = crate::wallet::open(&chain, &wallet, out).await?;
-    seed_paid(t, listen, &trackers, &wallet, sell, liveness.config(), &out).await
+    let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
+    seed_paid(
+        t,
+        listen,
+        &trackers,
+        &wallet,
+        sell,
+        channels.liveness.config(),
+        &out,
+    )
+    .await
 }
 
 /// Announces `torrent` on its trackers with the port we listen on, unless `--no-trackers`.
@@ -137,9 +144,15 @@ async fn seed_free(
     let listener = bind(listen).await?;
     let local = listener.local_addr()?;
     let swarm = announce(&torrent, trackers, local.port(), out)?;
-    println!(
-        "seeding {} on {local} (free)",
-        torrent.meta().info_hash_hex()
+    out.event(
+        json!({"event": "listening", "addr": local.to_string(),
+               "info_hash": torrent.meta().info_hash_hex(), "free": true}),
+        || {
+            format!(
+                "seeding {} on {local} (free)",
+                torrent.meta().info_hash_hex()
+            )
+        },
     );
     let (tx, rx) = mpsc::unbounded_channel();
     print_reports(rx);

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use alloy_primitives::hex;
 use paid_torrent_examples::paid::{ChainChoice, Wallet};
 use payment_channel::{Address, B256, SimulatedChain};
 use serde_json::json;

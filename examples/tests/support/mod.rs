@@ -12,16 +12,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use paid_torrent_examples::metainfo::Metainfo;
+use paid_torrent_examples::paid::{ChainChoice, PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::peer::PeerConfig;
+use paid_torrent_examples::picker::Strategy;
+use paid_torrent_examples::session;
+use paid_torrent_examples::storage::OpenMode;
+use paid_torrent_examples::torrent::Torrent;
 use paid_wire::codec::PeerCodec;
 use paid_wire::handshake::HANDSHAKE_LEN;
 use paid_wire::message::Message;
 #[allow(unused_imports)]
 // used by processes.rs, not by every test binary that includes this module
 pub use payment_channel::test_utils::anvil::{Anvil, missing, repo_root};
+use payment_channel::{Address, SimulatedChain};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
+use torrent_glue::LivenessConfig;
 
 /// The Debian interpreter that `python3-libtorrent` is built for.
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -222,6 +231,65 @@ impl LtPeer {
         let v = self.expect_event(Duration::from_secs(20), "listening");
         v["port"].as_u64().expect("port") as u16
     }
+
+    /// libtorrent downloading `source` (`["--torrent", FILE]` or `["--magnet", LINK]`) into
+    /// `save` from `peer`, for at most `secs` seconds, with `extra` options; waits (on a
+    /// blocking thread) until it exits and returns it with its `exit` event.
+    pub async fn download(
+        source: [&str; 2],
+        save: &Path,
+        peer: SocketAddr,
+        secs: u64,
+        extra: &[&str],
+    ) -> (Self, Option<Value>) {
+        let (save, peer, timeout) = (arg(save), peer.to_string(), secs.to_string());
+        let mut args = source.to_vec();
+        args.extend(["--save", &save, "--mode", "download", "--peer", &peer]);
+        args.extend(["--timeout", &timeout]);
+        args.extend(extra);
+        let mut lt = Self::spawn(&args);
+        let limit = Duration::from_secs(secs + 20);
+        tokio::task::spawn_blocking(move || {
+            let exit = lt.wait_event(limit, "exit");
+            (lt, exit)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// libtorrent seeding `files` (paths under `<dir>/lt`, with their content): the torrent of
+    /// `<dir>/lt/<root>` in pieces of `piece_length` bytes, written to `<dir>/<root>.torrent`.
+    /// Returns it once it listens, with its address, the torrent and the `.torrent` file.
+    pub fn seed(
+        dir: &Path,
+        root: &str,
+        files: &[(&str, Vec<u8>)],
+        piece_length: u32,
+    ) -> (Self, SocketAddr, Metainfo, PathBuf) {
+        let lt_dir = dir.join("lt");
+        for (p, d) in files {
+            write(&lt_dir.join(p), d);
+        }
+        let meta = Metainfo::create(&lt_dir.join(root), piece_length, None).unwrap();
+        let torrent_file = dir.join(format!("{root}.torrent"));
+        std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+        let (torrent, save) = (arg(&torrent_file), arg(&lt_dir));
+        let args = ["--torrent", &torrent, "--save", &save, "--mode", "seed"];
+        let mut lt = Self::spawn(&[&args[..], &["--timeout", "50"]].concat());
+        let addr = SocketAddr::from(([127, 0, 0, 1], lt.port()));
+        (lt, addr, meta, torrent_file)
+    }
+
+    /// Asserts that the download finished (every piece downloaded and hash-checked) without a
+    /// bad piece.
+    pub fn assert_finished(&self, exit: Option<Value>) {
+        let reason = exit.expect("lt_peer exit")["reason"].clone();
+        assert_eq!(reason, "finished", "{:#?}", self.seen);
+        assert!(
+            self.events("hash_failed").is_empty(),
+            "libtorrent saw a bad piece"
+        );
+    }
 }
 
 /// Temporary folder for one test.
@@ -317,6 +385,22 @@ pub async fn recording_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Recor
 /// `CARGO_BIN_EXE_paid-torrent`.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paid-torrent"))
+}
+
+/// `paid-torrent <args…>`, to be run.
+pub fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(binary());
+    c.args(args);
+    c
+}
+
+/// Asserts that a finished `paid-torrent` exited 0 (showing its output if not); returns its
+/// stdout.
+pub fn assert_success(o: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}\n{stdout}\n{stderr}", o.status);
+    stdout
 }
 
 /// A throttled TCP relay to whatever address [`Relay::upstream`] names at the time a client
@@ -440,6 +524,20 @@ pub fn seeded_torrent(
         .expect("create");
     assert!(status.success(), "paid-torrent create failed");
     (seed_dir, data, torrent)
+}
+
+/// `seed <torrent> --dir <seed_dir> --listen 127.0.0.1:0 <extra…>`.
+pub fn seed_args(torrent: &str, seed_dir: &Path, extra: &[&str]) -> Vec<String> {
+    let seed_dir = arg(seed_dir);
+    let args = [
+        "seed",
+        torrent,
+        "--dir",
+        &seed_dir,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
 /// `paid-torrent <command> --json --rpc <anvil> --key <key> --artifacts <artifacts> <args…>`.
@@ -572,4 +670,81 @@ pub fn info_hash(torrent: &str) -> String {
     assert!(o.status.success(), "info failed");
     let v: Value = serde_json::from_slice(&o.stdout).expect("info JSON");
     v["info_hash"].as_str().expect("info_hash").to_owned()
+}
+
+/// A wallet paying in the native coin on a simulated chain of its own (libtorrent never pays).
+pub async fn native_wallet_on_its_own_chain() -> Wallet {
+    Wallet::open(
+        &ChainChoice::Simulated(SimulatedChain::new()),
+        None,
+        None,
+        Address::ZERO,
+    )
+    .await
+    .unwrap()
+}
+
+/// `data` as `<dir>/seed/movie.bin`, its torrent in pieces of `piece_length` bytes written to
+/// `<dir>/movie.torrent`, and the complete torrent opened for seeding.
+pub fn seed_movie(dir: &Path, data: &[u8], piece_length: u32) -> (Arc<Torrent>, PathBuf) {
+    let seed_dir = dir.join("seed");
+    write(&seed_dir.join("movie.bin"), data);
+    let meta = Metainfo::create(&seed_dir.join("movie.bin"), piece_length, None).unwrap();
+    let torrent_file = dir.join("movie.torrent");
+    std::fs::write(&torrent_file, meta.to_bytes().unwrap()).unwrap();
+    let torrent =
+        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    assert!(torrent.is_complete());
+    (torrent, torrent_file)
+}
+
+/// [`seed_movie`] served for free by the plain peer loop on 127.0.0.1 until the returned task
+/// is aborted: the torrent, its address, the `.torrent` file and the task.
+pub async fn free_seeder(
+    dir: &Path,
+    data: &[u8],
+    piece_length: u32,
+) -> (
+    Arc<Torrent>,
+    SocketAddr,
+    PathBuf,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (torrent, torrent_file) = seed_movie(dir, data, piece_length);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = session::serve(torrent.clone(), listener, PeerConfig::default(), None);
+    (torrent, addr, torrent_file, tokio::spawn(serve))
+}
+
+/// A paid seeder (glue adapter) for `data`, on the simulated chain; `free_bytes` for peers
+/// without the extension.
+pub async fn paid_seeder(
+    dir: &Path,
+    data: &[u8],
+    free_bytes: Option<u64>,
+) -> (PaidNode, SocketAddr, PathBuf) {
+    let (torrent, torrent_file) = seed_movie(dir, data, 256 << 10);
+    let wallet = native_wallet_on_its_own_chain().await;
+    let sell = SellTerms {
+        price_per_byte: 1,
+        trust_bytes: 0,
+        deposit: 1 << 40,
+        free_bytes,
+        challenge_duration: 600,
+    };
+    let (node, _) = PaidNode::start(
+        torrent,
+        &wallet,
+        Some(sell),
+        None,
+        LivenessConfig::default(),
+    )
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let n = node.node.clone();
+    tokio::spawn(async move { n.accept(listener).await });
+    (node, addr, torrent_file)
 }

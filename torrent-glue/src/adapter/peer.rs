@@ -9,6 +9,7 @@ use paid_wire::error::CodecError;
 use paid_wire::extended::{ExtendedHandshake, ExtensionIds, HANDSHAKE_ID};
 use paid_wire::handshake::{Handshake, Reserved};
 use paid_wire::message::{BlockRequest, Message};
+use paid_wire::metadata::{self, MetadataMessage};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -119,6 +120,7 @@ where
         outstanding: HashSet::new(),
         queue: VecDeque::new(),
         disconnect: false,
+        metadata: None,
     };
     // Dropping `conn` (normal end, error, or the task being aborted) reports the disconnect.
     conn.run(&mut framed, &mut rx, &theirs, direction).await
@@ -142,6 +144,8 @@ struct Conn {
     /// Engine commands for this connection, in coordinator order.
     queue: VecDeque<EngineCommand>,
     disconnect: bool,
+    /// The metadata served over `ut_metadata`, if the store has it.
+    metadata: Option<bytes::Bytes>,
 }
 
 impl Drop for Conn {
@@ -207,7 +211,16 @@ impl Conn {
             self.ids
                 .set_local(EXTENSION_NAME, config.pse_local_id)
                 .map_err(|_| ConnectionError::UnknownTorrent)?;
+            self.metadata = self.store.metadata();
+            if self.metadata.is_some() {
+                // Any id but the PSE's.
+                let id = if config.pse_local_id == 1 { 2 } else { 1 };
+                self.ids
+                    .set_local(metadata::EXTENSION_NAME, id)
+                    .map_err(|_| ConnectionError::UnknownTorrent)?;
+            }
             let mut hs = self.ids.local_handshake();
+            hs.metadata_size = self.metadata.as_ref().map(|m| m.len() as u64);
             self.node
                 .inspect(|c| c.extended_handshake_contribution())
                 .apply_to(&mut hs);
@@ -525,6 +538,20 @@ impl Conn {
                     let result =
                         self.call_queue(rx, |c, key| c.handle_extended_handshake(at, key, &view));
                     check(result)?;
+                }
+            }
+            Message::Extended { id, payload }
+                if self.ids.local_name(id) == Some(metadata::EXTENSION_NAME) =>
+            {
+                // BEP 9, served here: a request gets its piece or a reject; anything else
+                // (answers we never asked for, unknown or malformed messages) is ignored.
+                if let (Ok(MetadataMessage::Request { piece }), Some(to), Some(info)) = (
+                    MetadataMessage::decode(&payload),
+                    self.ids.peer_id(metadata::EXTENSION_NAME),
+                    &self.metadata,
+                ) {
+                    wire.send(metadata::serve(info, piece).to_message(to))
+                        .await?;
                 }
             }
             Message::Extended { id, payload } => {

@@ -21,6 +21,13 @@ pub trait PieceSource: Send + Sync {
     /// The block's bytes, or `None` if we do not have them (the peer loop then reports 0 bytes
     /// sent and rejects under BEP 6).
     fn read_block(&self, request: BlockRequest) -> Option<Bytes>;
+    /// The torrent's metadata (its bencoded `info` dictionary) for peers that ask for it with
+    /// BEP 9 `ut_metadata` (a client that has only the magnet link). With `Some`, connections
+    /// advertise `ut_metadata` and `metadata_size` and answer requests (a piece past the end is
+    /// rejected). Default: `None`, nothing advertised.
+    fn metadata(&self) -> Option<Bytes> {
+        None
+    }
 }
 
 /// What became of a delivered block.
