@@ -475,18 +475,19 @@ pub trait Chain: Send + Sync {
     }
 }
 
-/// Calls `$callback! { .. }` with every [`Chain`] method, grouped by what a wrapper does around
-/// it: `sync` (no chain access), `query` (a read), `tx` (a transaction, answering a
-/// [`TxReceipt`]) and `log` (an event query, naming its starting-block argument after `from`).
-/// Each async method comes with its name in CamelCase, for wrappers that name the calls.
+/// Implements [`Chain`] for a wrapper of another chain: `impl_chain_wrapper!(impl[generics] for
+/// Type, inner: |this| expr, around: hook)`. Each method calls the same method of the inner chain
+/// (`expr`, borrowed from `this: &Self`); the async ones go through `hook!(kind Name, this, call)`
+/// (`hook!(log Name, this, call, from_block)` for an event query), where `kind` is `query` (a
+/// read), `tx` (a transaction) or `log` (an event query), `Name` the method's name in CamelCase
+/// and `call` the inner call's future, not yet awaited.
 ///
-/// One list for every impl that only wraps another chain (the [`Deref`](std::ops::Deref)
-/// forwarding below, `test_utils::faulty::FaultyChain`): a method missing here is a compile
-/// error in them, unless the trait gives it a default.
+/// The list of methods is written once, here: one missing is a compile error in every wrapper,
+/// unless the trait gives it a default.
 #[cfg(feature = "client")]
-macro_rules! for_each_chain_method {
-    ($callback:ident) => {
-        $callback! {
+macro_rules! impl_chain_wrapper {
+    (impl[$($gen:tt)*] for $ty:ty, inner: |$this:ident| $inner:expr, around: $around:ident) => {
+        $crate::chain::impl_chain_wrapper! { @impl [$($gen)*] $ty, $this, $inner, $around,
             sync {
                 account() -> Address;
                 adjudicator() -> Address;
@@ -541,39 +542,52 @@ macro_rules! for_each_chain_method {
             }
         }
     };
-}
-#[cfg(feature = "test-utils")]
-pub(crate) use for_each_chain_method;
-
-/// The impl of [`Chain`] for every pointer to one (`Arc<dyn Chain>`, `Box<C>`, `&C`): each
-/// method calls the pointee's.
-#[cfg(feature = "client")]
-macro_rules! impl_chain_for_deref {
     (
+        @impl [$($gen:tt)*] $ty:ty, $this:ident, $inner:expr, $around:ident,
         sync { $($sync:ident() -> $sync_ret:ty;)* }
-        query { $($_q:ident $query:ident($($q_arg:ident: $q_ty:ty),*) -> $q_ret:ty;)* }
-        tx { $($_t:ident $tx:ident($($t_arg:ident: $t_ty:ty),*);)* }
-        log { $($_l:ident $log:ident($($l_arg:ident: $l_ty:ty),*) from $_from:ident;)* }
+        query { $($q_name:ident $query:ident($($q_arg:ident: $q_ty:ty),*) -> $q_ret:ty;)* }
+        tx { $($t_name:ident $tx:ident($($t_arg:ident: $t_ty:ty),*);)* }
+        log { $($l_name:ident $log:ident($($l_arg:ident: $l_ty:ty),*) from $from:ident;)* }
     ) => {
         #[async_trait]
-        impl<T: Chain + ?Sized, D: std::ops::Deref<Target = T> + Send + Sync> Chain for D {
+        impl<$($gen)*> Chain for $ty {
             $(fn $sync(&self) -> $sync_ret {
-                (**self).$sync()
+                let $this = self;
+                ($inner).$sync()
             })*
             $(async fn $query(&self, $($q_arg: $q_ty),*) -> Result<$q_ret, ChainError> {
-                (**self).$query($($q_arg),*).await
+                let $this = self;
+                $around!(query $q_name, $this, ($inner).$query($($q_arg),*))
             })*
             $(async fn $tx(&self, $($t_arg: $t_ty),*) -> Result<TxReceipt, ChainError> {
-                (**self).$tx($($t_arg),*).await
+                let $this = self;
+                $around!(tx $t_name, $this, ($inner).$tx($($t_arg),*))
             })*
             $(async fn $log(&self, $($l_arg: $l_ty),*) -> Result<Vec<ChainEventRecord>, ChainError> {
-                (**self).$log($($l_arg),*).await
+                let $this = self;
+                $around!(log $l_name, $this, ($inner).$log($($l_arg),*), $from)
             })*
         }
     };
 }
 #[cfg(feature = "client")]
-for_each_chain_method!(impl_chain_for_deref);
+pub(crate) use impl_chain_wrapper;
+
+/// The `around` of a plain forwarding: awaits the inner call.
+#[cfg(feature = "client")]
+macro_rules! forward {
+    ($kind:ident $name:ident, $this:ident, $call:expr $(, $from:ident)?) => {
+        $call.await
+    };
+}
+
+// Every pointer to a chain (`Arc<dyn Chain>`, `Box<C>`, `&C`) is one.
+#[cfg(feature = "client")]
+impl_chain_wrapper!(
+    impl[T: Chain + ?Sized, D: std::ops::Deref<Target = T> + Send + Sync] for D,
+    inner: |this| **this,
+    around: forward
+);
 
 /// `keccak256(abi.encode(stateHash, outcomeHash))` truncated to its last 160 bits (`_generateFingerprint`).
 pub fn fingerprint(state_hash: B256, outcome_hash: B256) -> [u8; 20] {

@@ -159,33 +159,25 @@ impl<C: Chain> FaultyChain<C> {
     }
 }
 
-/// The impl of [`Chain`] for [`FaultyChain`]: `sync` methods forward, a `query` goes through
-/// [`FaultyChain::enter`], a `tx` through [`FaultyChain::transact`] and a `log` query through
+/// The `around` of [`FaultyChain`]'s calls: a read goes through [`FaultyChain::enter`], a
+/// transaction through [`FaultyChain::transact`] and an event query through
 /// [`FaultyChain::enter_log_query`].
-macro_rules! impl_chain_for_faulty {
-    (
-        sync { $($sync:ident() -> $sync_ret:ty;)* }
-        query { $($q_call:ident $query:ident($($q_arg:ident: $q_ty:ty),*) -> $q_ret:ty;)* }
-        tx { $($t_call:ident $tx:ident($($t_arg:ident: $t_ty:ty),*);)* }
-        log { $($l_call:ident $log:ident($($l_arg:ident: $l_ty:ty),*) from $from:ident;)* }
-    ) => {
-        #[async_trait]
-        impl<C: Chain> Chain for FaultyChain<C> {
-            $(fn $sync(&self) -> $sync_ret {
-                self.inner.$sync()
-            })*
-            $(async fn $query(&self, $($q_arg: $q_ty),*) -> Result<$q_ret, ChainError> {
-                self.enter(Call::$q_call)?;
-                self.inner.$query($($q_arg),*).await
-            })*
-            $(async fn $tx(&self, $($t_arg: $t_ty),*) -> Result<TxReceipt, ChainError> {
-                self.transact(Call::$t_call, self.inner.$tx($($t_arg),*)).await
-            })*
-            $(async fn $log(&self, $($l_arg: $l_ty),*) -> Result<Vec<ChainEventRecord>, ChainError> {
-                self.enter_log_query(Call::$l_call, $from)?;
-                self.inner.$log($($l_arg),*).await
-            })*
-        }
+macro_rules! faulty_call {
+    (query $name:ident, $this:ident, $call:expr) => {{
+        $this.enter(Call::$name)?;
+        $call.await
+    }};
+    (tx $name:ident, $this:ident, $call:expr) => {
+        $this.transact(Call::$name, $call).await
     };
+    (log $name:ident, $this:ident, $call:expr, $from:ident) => {{
+        $this.enter_log_query(Call::$name, $from)?;
+        $call.await
+    }};
 }
-crate::chain::for_each_chain_method!(impl_chain_for_faulty);
+
+crate::chain::impl_chain_wrapper!(
+    impl[C: Chain] for FaultyChain<C>,
+    inner: |this| this.inner,
+    around: faulty_call
+);
