@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from publish import fmt_time  # benches/ is on the path when this script runs
+
 WHOLE_TARGET = 1.25
 # Terms of a ratio whose results were written further apart than this come from different runs.
 STALE_SECS = 600
@@ -31,13 +33,6 @@ RATIOS = [
     ("voucher_sign + voucher_verify_cached_key / bare_sign_verify", ("voucher_sign",
      "voucher_verify_cached_key"), "bare_sign_verify", None),
 ]
-
-
-def fmt_ns(ns):
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
-        if ns >= scale:
-            return f"{ns / scale:.2f} {unit}"
-    return f"{ns:.1f} ns"
 
 
 def load(criterion_dir):
@@ -64,8 +59,8 @@ def table(group, benches):
     for bench, est in benches.items():
         ci = est["median"]["confidence_interval"]
         lines.append(
-            f"| `{bench}` | {fmt_ns(median(est))} | "
-            f"{fmt_ns(ci['lower_bound'])} – {fmt_ns(ci['upper_bound'])} |"
+            f"| `{bench}` | {fmt_time(median(est))} | "
+            f"{fmt_time(ci['lower_bound'])} – {fmt_time(ci['upper_bound'])} |"
         )
     return lines
 

@@ -320,6 +320,22 @@ impl Enc {
     }
 }
 
+/// A script of a fuzz target whose op enum has `OPS` variants: each op is its variant, then its
+/// fields ([`Enc`]).
+struct Script<const OPS: u32>(Enc);
+
+impl<const OPS: u32> Script<OPS> {
+    fn new() -> Self {
+        Self(Enc::default())
+    }
+    fn op(&mut self, v: u32) -> &mut Enc {
+        self.0.variant(v, OPS)
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.0.clone()
+    }
+}
+
 // `ChannelOp` variants, in declaration order.
 const C_OPS: u32 = 11;
 const C_JOIN: u32 = 0;
@@ -336,15 +352,10 @@ const C_FORGE: u32 = 10;
 const PAYER: u32 = 0;
 const PAYEE: u32 = 1;
 
-struct Ch(Enc);
+/// A `channel_ops` script.
+type Ch = Script<C_OPS>;
 
 impl Ch {
-    fn new() -> Self {
-        Self(Enc::default())
-    }
-    fn op(&mut self, v: u32) -> &mut Enc {
-        self.0.variant(v, C_OPS)
-    }
     fn join(&mut self) -> &mut Self {
         self.op(C_JOIN);
         self
@@ -388,9 +399,6 @@ impl Ch {
             .join()
             .deliver(PAYEE, false, false)
             .deliver(PAYER, false, false)
-    }
-    fn bytes(&self) -> Vec<u8> {
-        self.0.0.clone()
     }
 }
 
@@ -544,15 +552,10 @@ const CH_PROPOSED: u32 = 3;
 const CH_PAYER_READY: u32 = 4;
 const CH_FAILED: u32 = 6;
 
-struct Gl(Enc);
+/// A `glue_events` script.
+type Gl = Script<G_OPS>;
 
 impl Gl {
-    fn new() -> Self {
-        Self(Enc::default())
-    }
-    fn op(&mut self, v: u32) -> &mut Enc {
-        self.0.variant(v, G_OPS)
-    }
     fn connect(&mut self, peer: u8, ext: bool, fast: bool) -> &mut Self {
         self.op(G_CONNECT).u8(peer).bool(ext).bool(fast);
         self
@@ -610,9 +613,6 @@ impl Gl {
     fn disconnect(&mut self, peer: u8) -> &mut Self {
         self.op(G_DISCONNECT).u8(peer);
         self
-    }
-    fn bytes(&self) -> Vec<u8> {
-        self.0.0.clone()
     }
 }
 

@@ -44,8 +44,8 @@ pub struct FixedPart {
 /// Serde for `u64` values in JSON that JavaScript peers read: `JSON.parse` keeps integers
 /// exactly only within ±(2^53 − 1) (`Number.MAX_SAFE_INTEGER`).
 mod js_int {
+    use serde::Deserializer;
     use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
     use std::fmt;
 
     /// `Number.MAX_SAFE_INTEGER`.
@@ -81,13 +81,20 @@ mod js_int {
         }
     }
 
-    fn deserialize_any_form<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        d.deserialize_any(U64Visitor)
+    /// Both modules read the same: a number or a canonical decimal string in human-readable
+    /// formats, the plain `u64` otherwise.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        if d.is_human_readable() {
+            d.deserialize_any(U64Visitor)
+        } else {
+            serde::Deserialize::deserialize(d)
+        }
     }
 
     /// Always a decimal string; reads a number too.
     pub(crate) mod always_string {
-        use super::*;
+        pub(crate) use super::deserialize;
+        use serde::Serializer;
 
         pub(crate) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
             if s.is_human_readable() {
@@ -96,33 +103,19 @@ mod js_int {
                 s.serialize_u64(*v)
             }
         }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-            if d.is_human_readable() {
-                deserialize_any_form(d)
-            } else {
-                serde::Deserialize::deserialize(d)
-            }
-        }
     }
 
     /// A number up to [`MAX_SAFE`], a decimal string above; reads both.
     pub(crate) mod safe {
-        use super::*;
+        use super::MAX_SAFE;
+        pub(crate) use super::deserialize;
+        use serde::Serializer;
 
         pub(crate) fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
             if s.is_human_readable() && *v > MAX_SAFE {
                 s.collect_str(v)
             } else {
                 s.serialize_u64(*v)
-            }
-        }
-
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-            if d.is_human_readable() {
-                deserialize_any_form(d)
-            } else {
-                serde::Deserialize::deserialize(d)
             }
         }
     }

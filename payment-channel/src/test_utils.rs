@@ -52,7 +52,7 @@ use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 
 use crate::SimulatedChain;
 use crate::chain::{
-    Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert, fingerprint,
+    Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert, TxReceipt, fingerprint,
 };
 use crate::channel::ChainAction;
 use crate::sign::{LocalSigner, Signature, Signer};
@@ -296,7 +296,7 @@ impl ChannelFixture {
         chain: &dyn Chain,
         proof: &SignedVariablePart,
         redemption: &VariablePart,
-    ) -> Result<crate::chain::TxReceipt, ChainError> {
+    ) -> Result<TxReceipt, ChainError> {
         chain
             .challenge(
                 &self.fixed,
@@ -312,7 +312,7 @@ impl ChannelFixture {
     pub async fn payer_challenges_with_postfund(
         &self,
         chain: &dyn Chain,
-    ) -> Result<crate::chain::TxReceipt, ChainError> {
+    ) -> Result<TxReceipt, ChainError> {
         let postfund = self.postfund();
         chain
             .challenge(
@@ -465,6 +465,16 @@ async fn pay_out(
     assert_paid_out(chain, f, before, paid).await;
 }
 
+/// [`pay_out`] of a channel finalized by a challenge with `state`.
+async fn pay_out_challenged(
+    chain: &dyn Chain,
+    f: &ChannelFixture,
+    state: &VariablePart,
+    paid: U256,
+) {
+    pay_out(chain, f, &state.outcome, state.hash(f.channel_id()), paid).await;
+}
+
 /// Checks that the payout moved exactly `paid` to the payee's destination and the rest to the
 /// payer's, and emptied the channel.
 async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U256), paid: U256) {
@@ -483,6 +493,23 @@ async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U
     assert_eq!(chain.holdings(f.asset, id).await.unwrap(), U256::ZERO);
     // Everything paid: `delete statusOf[channelId]`.
     assert_eq!(chain.status(id).await.unwrap(), OnChainStatus::default());
+}
+
+/// Checks that the channel `id` is challenged at turn `turn`, finalizing one challenge duration
+/// after the block of `receipt`.
+async fn assert_challenge_at(
+    chain: &dyn Chain,
+    id: B256,
+    turn: u64,
+    receipt: &TxReceipt,
+    config: &ScenarioConfig,
+) {
+    let status = chain.status(id).await.unwrap();
+    assert_eq!(status.turn_num_record, turn);
+    assert_eq!(
+        status.finalizes_at,
+        receipt.block_timestamp + config.challenge_duration
+    );
 }
 
 /// Scenario (a): deposit → `conclude` with a final state signed by both → `transferAllAssets`:
@@ -571,14 +598,7 @@ pub async fn scenario_payee_redeems(
     );
     advance_time.advance(config.challenge_duration + 1).await;
 
-    pay_out(
-        payee.as_ref(),
-        &f,
-        &redemption.outcome,
-        state_hash,
-        config.voucher_amount,
-    )
-    .await;
+    pay_out_challenged(payee.as_ref(), &f, &redemption, config.voucher_amount).await;
 }
 
 /// Scenario (c): the payer challenges with the postfund (`[deposit, 0]`); before the timeout the
@@ -596,12 +616,7 @@ pub async fn scenario_payee_counters_stale_challenge(
         .payer_challenges_with_postfund(payer.as_ref())
         .await
         .unwrap();
-    let status = payer.status(id).await.unwrap();
-    assert_eq!(status.turn_num_record, 1);
-    assert_eq!(
-        status.finalizes_at,
-        stale.block_timestamp + config.challenge_duration
-    );
+    assert_challenge_at(payer.as_ref(), id, 1, &stale, config).await;
 
     // Half-way through the challenge, the payee answers with the voucher.
     advance_time.advance(config.challenge_duration / 2).await;
@@ -611,12 +626,7 @@ pub async fn scenario_payee_counters_stale_challenge(
         .payee_challenges(payee.as_ref(), &postfund, &redemption)
         .await
         .unwrap();
-    let status = payee.status(id).await.unwrap();
-    assert_eq!(status.turn_num_record, 2);
-    assert_eq!(
-        status.finalizes_at,
-        counter.block_timestamp + config.challenge_duration
-    );
+    assert_challenge_at(payee.as_ref(), id, 2, &counter, config).await;
 
     // The payer cannot go back to the postfund.
     assert_eq!(
@@ -634,14 +644,7 @@ pub async fn scenario_payee_counters_stale_challenge(
         ),
         Revert::IncorrectFingerprint
     );
-    pay_out(
-        payee.as_ref(),
-        &f,
-        &redemption.outcome,
-        redemption.hash(id),
-        config.voucher_amount,
-    )
-    .await;
+    pay_out_challenged(payee.as_ref(), &f, &redemption, config.voucher_amount).await;
 }
 
 /// Scenario (d): invalid challenges revert with typed errors and nothing is paid: a forged
@@ -663,53 +666,11 @@ pub async fn scenario_invalid_challenges(
     let payee_sig = f.challenger_sig(&f.payee, &redemption);
     let proof = std::slice::from_ref(&postfund);
 
-    // A challenger signature by a non-participant.
-    let forged = f.challenger_sig(&f.stranger, &redemption);
-    assert_eq!(
-        expect_revert(payee.challenge(&f.fixed, proof, &candidate, &forged).await),
-        Revert::ChallengerNotParticipant
-    );
-
     // A voucher signed by someone other than the payer.
-    let fake_voucher = f.voucher_signed_by(config.voucher_amount, &f.stranger);
-    let fake_redemption = f.redemption(&fake_voucher);
-    assert_eq!(
-        expect_revert(
-            payee
-                .challenge(
-                    &f.fixed,
-                    proof,
-                    &f.sign(&fake_redemption, &[&f.payee]),
-                    &f.challenger_sig(&f.payee, &fake_redemption),
-                )
-                .await
-        ),
-        revert("invalid signature for voucher")
-    );
-
-    // The redemption state signed by a stranger instead of the payee.
-    assert_eq!(
-        expect_revert(
-            payee
-                .challenge(
-                    &f.fixed,
-                    proof,
-                    &f.sign(&redemption, &[&f.stranger]),
-                    &payee_sig
-                )
-                .await
-        ),
-        revert("redemption not signed by payee")
-    );
-
+    let fake_redemption = f.redemption(&f.voucher_signed_by(config.voucher_amount, &f.stranger));
     // A signature `ecrecover` cannot recover (s = 0).
     let mut broken = candidate.clone();
     broken.sigs[0].s = B256::ZERO;
-    assert_eq!(
-        expect_revert(payee.challenge(&f.fixed, proof, &broken, &payee_sig).await),
-        Revert::InvalidSignature
-    );
-
     // States signed for another channel of the same participants.
     let other = ScenarioConfig {
         channel_nonce: config.channel_nonce + 1,
@@ -718,19 +679,39 @@ pub async fn scenario_invalid_challenges(
     .fixture();
     let other_postfund = other.signed_by_both(&other.postfund());
     let other_redemption = other.redemption(&other.voucher(config.voucher_amount));
-    assert_eq!(
-        expect_revert(
-            payee
-                .challenge(
-                    &f.fixed,
-                    std::slice::from_ref(&other_postfund),
-                    &other.sign(&other_redemption, &[&other.payee]),
-                    &f.challenger_sig(&f.payee, &other_redemption),
-                )
-                .await
+    let refused: [(&[SignedVariablePart], SignedVariablePart, Signature, Revert); 5] = [
+        // A challenger signature by a non-participant.
+        (
+            proof,
+            candidate.clone(),
+            f.challenger_sig(&f.stranger, &redemption),
+            Revert::ChallengerNotParticipant,
         ),
-        revert("postfund !unanimous; |proof|=1")
-    );
+        (
+            proof,
+            f.sign(&fake_redemption, &[&f.payee]),
+            f.challenger_sig(&f.payee, &fake_redemption),
+            revert("invalid signature for voucher"),
+        ),
+        // The redemption state signed by a stranger instead of the payee.
+        (
+            proof,
+            f.sign(&redemption, &[&f.stranger]),
+            payee_sig,
+            revert("redemption not signed by payee"),
+        ),
+        (proof, broken, payee_sig, Revert::InvalidSignature),
+        (
+            std::slice::from_ref(&other_postfund),
+            other.sign(&other_redemption, &[&other.payee]),
+            f.challenger_sig(&f.payee, &other_redemption),
+            revert("postfund !unanimous; |proof|=1"),
+        ),
+    ];
+    for (proof, candidate, sig, expected) in refused {
+        let result = payee.challenge(&f.fixed, proof, &candidate, &sig).await;
+        assert_eq!(expect_revert(result), expected);
+    }
 
     // The payee checkpoints the redemption; then a challenge with the (lower) postfund fails.
     payee.checkpoint(&f.fixed, proof, &candidate).await.unwrap();
@@ -898,14 +879,7 @@ pub async fn scenario_forged_redemptions(
         .await
         .unwrap();
     advance_time.advance(config.challenge_duration + 1).await;
-    pay_out(
-        payee.as_ref(),
-        &f,
-        &redemption.outcome,
-        redemption.hash(id),
-        config.voucher_amount,
-    )
-    .await;
+    pay_out_challenged(payee.as_ref(), &f, &redemption, config.voucher_amount).await;
 }
 
 /// Why this crate does not use the published `VirtualPaymentApp`: with `config.app_definition`

@@ -135,6 +135,16 @@ fn finish(name: &str, started: Instant, report: &Report, sim: &Report) {
     );
 }
 
+/// Runs `scenario` on anvil and then on a fresh simulator, prints its figures and checks that both
+/// end the same way ([`finish`]); the anvil setup and report, or `None` without anvil.
+async fn on_both(name: &str, scenario: impl AsyncFn(&Env) -> Report) -> Option<(Setup, Report)> {
+    let started = Instant::now();
+    let s = setup().await?;
+    let r = scenario(&s.env).await;
+    finish(name, started, &r, &scenario(&sim_env()).await);
+    Some((s, r))
+}
+
 #[tokio::test]
 async fn deploys_and_connects() {
     let started = Instant::now();
@@ -175,16 +185,11 @@ async fn deploys_and_connects() {
 
 #[tokio::test]
 async fn happy_path_cooperative_close() {
-    let started = Instant::now();
-    let Some(s) = setup().await else { return };
     let n = 20;
-    let r = scenarios::happy_path(&s.env, 1, n).await;
-    finish(
-        "happy_path",
-        started,
-        &r,
-        &scenarios::happy_path(&sim_env(), 1, n).await,
-    );
+    let scenario = async |env: &Env| scenarios::happy_path(env, 1, n).await;
+    let Some((_, r)) = on_both("happy_path", scenario).await else {
+        return;
+    };
     let paid = U256::from(n * 1_000_000_000);
     assert_eq!(r.payee_received, paid);
     assert_eq!(r.payer_received, r.deposit - paid);
@@ -197,11 +202,10 @@ async fn happy_path_cooperative_close() {
 
 #[tokio::test]
 async fn payee_challenges_with_voucher_after_payer_goes_silent() {
-    let started = Instant::now();
-    let Some(s) = setup().await else { return };
-    let r = scenarios::payee_challenges(&s.env, 2, 7).await;
-    let sim = scenarios::payee_challenges(&sim_env(), 2, 7).await;
-    finish("payee_challenges", started, &r, &sim);
+    let scenario = async |env: &Env| scenarios::payee_challenges(env, 2, 7).await;
+    let Some((s, r)) = on_both("payee_challenges", scenario).await else {
+        return;
+    };
     let paid = U256::from(7 * 3_000_000_000u64);
     assert_eq!(
         (r.payee_received, r.payer_received),
@@ -235,56 +239,47 @@ async fn payee_challenges_with_voucher_after_payer_goes_silent() {
     assert!(s.payer.events(ch.id, latest + 10).await.unwrap().is_empty());
 }
 
+/// The payer challenges with the postfund and the payee counters with its voucher: by a challenge
+/// of its own, or with `checkpoint` by a checkpoint first; on both backends, with `events`.
+async fn payer_challenges(name: &str, nonce: u64, checkpoint: bool, events: &[&str]) {
+    let scenario =
+        async |env: &Env| scenarios::payer_challenges_payee_counters(env, nonce, checkpoint).await;
+    let Some((_, r)) = on_both(name, scenario).await else {
+        return;
+    };
+    assert!(r.holdings_after.is_zero());
+    assert_eq!(r.events, events);
+}
+
 #[tokio::test]
 async fn payer_challenges_payee_counters_with_challenge() {
-    let started = Instant::now();
-    let Some(s) = setup().await else { return };
-    let r = scenarios::payer_challenges_payee_counters(&s.env, 3, false).await;
-    let sim = scenarios::payer_challenges_payee_counters(&sim_env(), 3, false).await;
-    finish("payer_chal/payee_counters", started, &r, &sim);
-    assert!(r.holdings_after.is_zero());
-    assert_eq!(
-        r.events,
-        [
-            "Deposited",
-            "ChallengeRegistered",
-            "ChallengeRegistered",
-            "AllocationUpdated"
-        ]
-    );
+    let events = [
+        "Deposited",
+        "ChallengeRegistered",
+        "ChallengeRegistered",
+        "AllocationUpdated",
+    ];
+    payer_challenges("payer_chal/payee_counters", 3, false, &events).await;
 }
 
 #[tokio::test]
 async fn payer_challenges_payee_checkpoints() {
-    let started = Instant::now();
-    let Some(s) = setup().await else { return };
-    let r = scenarios::payer_challenges_payee_counters(&s.env, 4, true).await;
-    let sim = scenarios::payer_challenges_payee_counters(&sim_env(), 4, true).await;
-    finish("payer_chal/payee_checkpoint", started, &r, &sim);
-    assert!(r.holdings_after.is_zero());
-    assert_eq!(
-        r.events,
-        [
-            "Deposited",
-            "ChallengeRegistered",
-            "ChallengeCleared",
-            "ChallengeRegistered",
-            "AllocationUpdated"
-        ]
-    );
+    let events = [
+        "Deposited",
+        "ChallengeRegistered",
+        "ChallengeCleared",
+        "ChallengeRegistered",
+        "AllocationUpdated",
+    ];
+    payer_challenges("payer_chal/payee_checkpoint", 4, true, &events).await;
 }
 
 #[tokio::test]
 async fn invalid_challenges_are_refused_with_typed_reverts() {
-    let started = Instant::now();
-    let Some(s) = setup().await else { return };
-    let r = scenarios::invalid_calls(&s.env, 5).await;
-    finish(
-        "invalid_calls",
-        started,
-        &r,
-        &scenarios::invalid_calls(&sim_env(), 5).await,
-    );
+    let scenario = async |env: &Env| scenarios::invalid_calls(env, 5).await;
+    let Some((_, r)) = on_both("invalid_calls", scenario).await else {
+        return;
+    };
     assert!(r.payee_received.is_zero() && r.payer_received.is_zero());
     assert_eq!(r.holdings_after, r.deposit);
     assert_eq!(r.events, ["Deposited", "ChallengeRegistered"]);
@@ -529,16 +524,13 @@ async fn erc20_deposit_failures_on_the_real_contracts() {
     let payer = key(1).address();
     let token = deploy_token(&s.anvil.url, &key(0).secret_bytes(), &dir, payer).await;
     let id = B256::repeat_byte(0xd1);
-    let other = |r: Result<_, ChainError>| match r {
+    // The reason a deposit of `amount` in `token` reverts with.
+    let refused = async |token, amount| match s.payer.deposit(token, id, U256::ZERO, amount).await {
         Err(ChainError::Reverted(Revert::Other(reason))) => reason,
         other => panic!("expected a revert, got {other:?}"),
     };
     assert_eq!(
-        other(
-            s.payer
-                .deposit(token, id, U256::ZERO, U256::from(5u8))
-                .await
-        ),
+        refused(token, U256::from(5u8)).await,
         "ERC20: insufficient allowance"
     );
     let balance = s.payer.balance(token, payer).await.unwrap();
@@ -549,11 +541,7 @@ async fn erc20_deposit_failures_on_the_real_contracts() {
     // A short balance: the token's own reason, as on the simulator, and nothing sent.
     let block = s.payer.block_number().await.unwrap();
     assert_eq!(
-        other(
-            s.payer
-                .deposit(token, id, U256::ZERO, balance + U256::from(1u8))
-                .await
-        ),
+        refused(token, balance + U256::from(1u8)).await,
         "ERC20: transfer amount exceeds balance"
     );
     assert_eq!(s.payer.block_number().await.unwrap(), block);
@@ -567,11 +555,7 @@ async fn erc20_deposit_failures_on_the_real_contracts() {
     .await;
     s.payer.approve(liar, U256::from(10u8)).await.unwrap();
     assert_eq!(
-        other(
-            s.payer
-                .deposit(liar, id, U256::ZERO, U256::from(10u8))
-                .await
-        ),
+        refused(liar, U256::from(10u8)).await,
         "SafeERC20: ERC20 operation did not succeed"
     );
     assert_eq!(s.payer.holdings(token, id).await.unwrap(), U256::ZERO);

@@ -475,131 +475,119 @@ pub trait Chain: Send + Sync {
     }
 }
 
+/// Implements [`Chain`] for a wrapper of another chain: `impl_chain_wrapper!(impl[generics] for
+/// Type, inner: |this| expr, around: hook)`. Each method calls the same method of the inner chain
+/// (`expr`, borrowed from `this: &Self`); the async ones go through `hook!(kind Name, this, call)`
+/// (`hook!(log Name, this, call, from_block)` for an event query), where `kind` is `query` (a
+/// read), `tx` (a transaction) or `log` (an event query), `Name` the method's name in CamelCase
+/// and `call` the inner call's future, not yet awaited.
+///
+/// The list of methods is written once, here: one missing is a compile error in every wrapper,
+/// unless the trait gives it a default.
 #[cfg(feature = "client")]
-#[async_trait]
-impl<T: Chain + ?Sized> Chain for std::sync::Arc<T> {
-    fn account(&self) -> Address {
-        (**self).account()
-    }
-    async fn now(&self) -> Result<u64, ChainError> {
-        (**self).now().await
-    }
-    async fn block_number(&self) -> Result<u64, ChainError> {
-        (**self).block_number().await
-    }
-    fn adjudicator(&self) -> Address {
-        (**self).adjudicator()
-    }
-    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
-        (**self).balance(asset, owner).await
-    }
-    async fn deposit(
-        &self,
-        asset: Address,
-        channel_id: B256,
-        expected_held: U256,
-        amount: U256,
-    ) -> Result<TxReceipt, ChainError> {
-        (**self)
-            .deposit(asset, channel_id, expected_held, amount)
-            .await
-    }
-    async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
-        (**self).holdings(asset, channel_id).await
-    }
-    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
-        (**self).allowance(token).await
-    }
-    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-        (**self).approve(token, amount).await
-    }
-    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
-        (**self).decimals(token).await
-    }
-    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
-        (**self).code_hash(address).await
-    }
-    async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {
-        (**self).status(channel_id).await
-    }
-    async fn challenge(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-        challenger_sig: &Signature,
-    ) -> Result<TxReceipt, ChainError> {
-        (**self)
-            .challenge(fixed, proof, candidate, challenger_sig)
-            .await
-    }
-    async fn checkpoint(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        (**self).checkpoint(fixed, proof, candidate).await
-    }
-    async fn conclude(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        (**self).conclude(fixed, candidate).await
-    }
-    async fn transfer_all_assets(
-        &self,
-        channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-    ) -> Result<TxReceipt, ChainError> {
-        (**self)
-            .transfer_all_assets(channel_id, outcome, state_hash)
-            .await
-    }
-    async fn conclude_and_transfer_all_assets(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        (**self)
-            .conclude_and_transfer_all_assets(fixed, candidate)
-            .await
-    }
-    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
-        (**self).reclaim(args).await
-    }
-    async fn transfer(
-        &self,
-        asset_index: u64,
-        from_channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-        indices: &[u64],
-    ) -> Result<TxReceipt, ChainError> {
-        (**self)
-            .transfer(asset_index, from_channel_id, outcome, state_hash, indices)
-            .await
-    }
-    async fn events(
-        &self,
-        channel_id: B256,
-        from_block: u64,
-    ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        (**self).events(channel_id, from_block).await
-    }
-    async fn adjudicator_events(
-        &self,
-        from_block: u64,
-        to_block: u64,
-    ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        (**self).adjudicator_events(from_block, to_block).await
-    }
-    fn default_confirmations(&self) -> u64 {
-        (**self).default_confirmations()
-    }
+macro_rules! impl_chain_wrapper {
+    (impl[$($gen:tt)*] for $ty:ty, inner: |$this:ident| $inner:expr, around: $around:ident) => {
+        $crate::chain::impl_chain_wrapper! { @impl [$($gen)*] $ty, $this, $inner, $around,
+            sync {
+                account() -> Address;
+                adjudicator() -> Address;
+                default_confirmations() -> u64;
+            }
+            query {
+                Now now() -> u64;
+                BlockNumber block_number() -> u64;
+                Balance balance(asset: Address, owner: Address) -> U256;
+                Holdings holdings(asset: Address, channel_id: B256) -> U256;
+                Allowance allowance(token: Address) -> U256;
+                Decimals decimals(token: Address) -> u8;
+                CodeHash code_hash(address: Address) -> B256;
+                Status status(channel_id: B256) -> OnChainStatus;
+            }
+            tx {
+                Deposit deposit(asset: Address, channel_id: B256, expected_held: U256, amount: U256);
+                Approve approve(token: Address, amount: U256);
+                Challenge challenge(
+                    fixed: &FixedPart,
+                    proof: &[SignedVariablePart],
+                    candidate: &SignedVariablePart,
+                    challenger_sig: &Signature
+                );
+                Checkpoint checkpoint(
+                    fixed: &FixedPart,
+                    proof: &[SignedVariablePart],
+                    candidate: &SignedVariablePart
+                );
+                Conclude conclude(fixed: &FixedPart, candidate: &SignedVariablePart);
+                TransferAllAssets transfer_all_assets(
+                    channel_id: B256,
+                    outcome: &[SingleAssetExit],
+                    state_hash: B256
+                );
+                ConcludeAndTransferAllAssets conclude_and_transfer_all_assets(
+                    fixed: &FixedPart,
+                    candidate: &SignedVariablePart
+                );
+                Reclaim reclaim(args: &ReclaimArgs);
+                Transfer transfer(
+                    asset_index: u64,
+                    from_channel_id: B256,
+                    outcome: &[SingleAssetExit],
+                    state_hash: B256,
+                    indices: &[u64]
+                );
+            }
+            log {
+                Events events(channel_id: B256, from_block: u64) from from_block;
+                AdjudicatorEvents adjudicator_events(from_block: u64, to_block: u64) from from_block;
+            }
+        }
+    };
+    (
+        @impl [$($gen:tt)*] $ty:ty, $this:ident, $inner:expr, $around:ident,
+        sync { $($sync:ident() -> $sync_ret:ty;)* }
+        query { $($q_name:ident $query:ident($($q_arg:ident: $q_ty:ty),*) -> $q_ret:ty;)* }
+        tx { $($t_name:ident $tx:ident($($t_arg:ident: $t_ty:ty),*);)* }
+        log { $($l_name:ident $log:ident($($l_arg:ident: $l_ty:ty),*) from $from:ident;)* }
+    ) => {
+        #[async_trait]
+        impl<$($gen)*> Chain for $ty {
+            $(fn $sync(&self) -> $sync_ret {
+                let $this = self;
+                ($inner).$sync()
+            })*
+            $(async fn $query(&self, $($q_arg: $q_ty),*) -> Result<$q_ret, ChainError> {
+                let $this = self;
+                $around!(query $q_name, $this, ($inner).$query($($q_arg),*))
+            })*
+            $(async fn $tx(&self, $($t_arg: $t_ty),*) -> Result<TxReceipt, ChainError> {
+                let $this = self;
+                $around!(tx $t_name, $this, ($inner).$tx($($t_arg),*))
+            })*
+            $(async fn $log(&self, $($l_arg: $l_ty),*) -> Result<Vec<ChainEventRecord>, ChainError> {
+                let $this = self;
+                $around!(log $l_name, $this, ($inner).$log($($l_arg),*), $from)
+            })*
+        }
+    };
 }
+#[cfg(feature = "client")]
+pub(crate) use impl_chain_wrapper;
+
+/// The `around` of a plain forwarding: awaits the inner call.
+#[cfg(feature = "client")]
+macro_rules! forward {
+    ($kind:ident $name:ident, $this:ident, $call:expr $(, $from:ident)?) => {
+        $call.await
+    };
+}
+
+// Every pointer to a chain (`Arc<dyn Chain>`, `Box<C>`, `&C`) is one.
+#[cfg(feature = "client")]
+impl_chain_wrapper!(
+    impl[T: Chain + ?Sized, D: std::ops::Deref<Target = T> + Send + Sync] for D,
+    inner: |this| **this,
+    around: forward
+);
 
 /// `keccak256(abi.encode(stateHash, outcomeHash))` truncated to its last 160 bits (`_generateFingerprint`).
 pub fn fingerprint(state_hash: B256, outcome_hash: B256) -> [u8; 20] {

@@ -888,15 +888,7 @@ impl Tx {
         state_hash: B256,
     ) -> Result<(), Revert> {
         // checks
-        require(
-            self.mode(channel_id) == ChannelMode::Finalized,
-            "Channel not finalized.",
-        )?;
-        require(
-            status(&self.state, channel_id).fingerprint
-                == fingerprint(state_hash, hash_outcome(&outcome)),
-            "incorrect fingerprint",
-        )?;
+        self.require_finalized_with(channel_id, state_hash, &outcome)?;
 
         // computation
         let mut allocates_only_zeros_for_all_assets = true;

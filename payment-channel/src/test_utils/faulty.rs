@@ -159,157 +159,25 @@ impl<C: Chain> FaultyChain<C> {
     }
 }
 
-#[async_trait]
-impl<C: Chain> Chain for FaultyChain<C> {
-    fn account(&self) -> Address {
-        self.inner.account()
-    }
-    async fn now(&self) -> Result<u64, ChainError> {
-        self.enter(Call::Now)?;
-        self.inner.now().await
-    }
-    async fn block_number(&self) -> Result<u64, ChainError> {
-        self.enter(Call::BlockNumber)?;
-        self.inner.block_number().await
-    }
-    fn adjudicator(&self) -> Address {
-        self.inner.adjudicator()
-    }
-    async fn balance(&self, asset: Address, owner: Address) -> Result<U256, ChainError> {
-        self.enter(Call::Balance)?;
-        self.inner.balance(asset, owner).await
-    }
-    async fn deposit(
-        &self,
-        asset: Address,
-        channel_id: B256,
-        expected_held: U256,
-        amount: U256,
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(
-            Call::Deposit,
-            self.inner.deposit(asset, channel_id, expected_held, amount),
-        )
-        .await
-    }
-    async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
-        self.enter(Call::Holdings)?;
-        self.inner.holdings(asset, channel_id).await
-    }
-    async fn allowance(&self, token: Address) -> Result<U256, ChainError> {
-        self.enter(Call::Allowance)?;
-        self.inner.allowance(token).await
-    }
-    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-        self.transact(Call::Approve, self.inner.approve(token, amount))
-            .await
-    }
-    async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
-        self.enter(Call::Decimals)?;
-        self.inner.decimals(token).await
-    }
-    async fn code_hash(&self, address: Address) -> Result<B256, ChainError> {
-        self.enter(Call::CodeHash)?;
-        self.inner.code_hash(address).await
-    }
-    async fn status(&self, channel_id: B256) -> Result<OnChainStatus, ChainError> {
-        self.enter(Call::Status)?;
-        self.inner.status(channel_id).await
-    }
-    async fn challenge(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-        challenger_sig: &Signature,
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(
-            Call::Challenge,
-            self.inner
-                .challenge(fixed, proof, candidate, challenger_sig),
-        )
-        .await
-    }
-    async fn checkpoint(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(
-            Call::Checkpoint,
-            self.inner.checkpoint(fixed, proof, candidate),
-        )
-        .await
-    }
-    async fn conclude(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(Call::Conclude, self.inner.conclude(fixed, candidate))
-            .await
-    }
-    async fn transfer_all_assets(
-        &self,
-        channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(
-            Call::TransferAllAssets,
-            self.inner
-                .transfer_all_assets(channel_id, outcome, state_hash),
-        )
-        .await
-    }
-    async fn conclude_and_transfer_all_assets(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(
-            Call::ConcludeAndTransferAllAssets,
-            self.inner
-                .conclude_and_transfer_all_assets(fixed, candidate),
-        )
-        .await
-    }
-    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
-        self.transact(Call::Reclaim, self.inner.reclaim(args)).await
-    }
-    async fn transfer(
-        &self,
-        asset_index: u64,
-        from_channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-        indices: &[u64],
-    ) -> Result<TxReceipt, ChainError> {
-        self.transact(
-            Call::Transfer,
-            self.inner
-                .transfer(asset_index, from_channel_id, outcome, state_hash, indices),
-        )
-        .await
-    }
-    async fn events(
-        &self,
-        channel_id: B256,
-        from_block: u64,
-    ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        self.enter_log_query(Call::Events, from_block)?;
-        self.inner.events(channel_id, from_block).await
-    }
-    async fn adjudicator_events(
-        &self,
-        from_block: u64,
-        to_block: u64,
-    ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        self.enter_log_query(Call::AdjudicatorEvents, from_block)?;
-        self.inner.adjudicator_events(from_block, to_block).await
-    }
-    fn default_confirmations(&self) -> u64 {
-        self.inner.default_confirmations()
-    }
+/// The `around` of [`FaultyChain`]'s calls: a read goes through [`FaultyChain::enter`], a
+/// transaction through [`FaultyChain::transact`] and an event query through
+/// [`FaultyChain::enter_log_query`].
+macro_rules! faulty_call {
+    (query $name:ident, $this:ident, $call:expr) => {{
+        $this.enter(Call::$name)?;
+        $call.await
+    }};
+    (tx $name:ident, $this:ident, $call:expr) => {
+        $this.transact(Call::$name, $call).await
+    };
+    (log $name:ident, $this:ident, $call:expr, $from:ident) => {{
+        $this.enter_log_query(Call::$name, $from)?;
+        $call.await
+    }};
 }
+
+crate::chain::impl_chain_wrapper!(
+    impl[C: Chain] for FaultyChain<C>,
+    inner: |this| this.inner,
+    around: faulty_call
+);

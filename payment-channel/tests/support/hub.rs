@@ -167,6 +167,18 @@ impl Chan {
     pub fn hash(&self, candidate: &SignedVariablePart) -> B256 {
         candidate.variable_part.hash(self.id)
     }
+
+    /// `transferAllAssets` of this channel, finalized by a challenge with `candidate`, by `chain`.
+    pub async fn transfer_challenged(
+        &self,
+        chain: &Arc<dyn Chain>,
+        candidate: &SignedVariablePart,
+    ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+        let outcome = &candidate.variable_part.outcome;
+        chain
+            .transfer_all_assets(self.id, outcome, self.hash(candidate))
+            .await
+    }
 }
 
 fn state(outcome: Outcome, turn_num: u64, is_final: bool, app_data: Bytes) -> VariablePart {
@@ -483,6 +495,15 @@ const TRANSFER_ALL_GAS: u64 = 160_000;
 const TRANSFER_GAS: u64 = 160_000;
 const CONCLUDE_AND_TRANSFER_GAS: u64 = 200_000;
 
+/// The opening of most scripts: the channels of `nonce` (V on `PaymentApp`), a recorder, and
+/// [`fund`] of the ledgers chosen.
+async fn open_funded(env: &HubEnv, nonce: u64, l1: bool, l2: bool) -> (Setup, Rec) {
+    let s = Setup::new(env, nonce, env.payment_app);
+    let mut rec = Rec::new(env, &s).await;
+    fund(env, &s, &mut rec, l1, l2).await;
+    (s, rec)
+}
+
 /// The payer funds L1 and the hub funds L2, `LEDGER_DEPOSIT` each.
 async fn fund(env: &HubEnv, s: &Setup, rec: &mut Rec, l1: bool, l2: bool) {
     let d = u(LEDGER_DEPOSIT);
@@ -499,8 +520,8 @@ async fn fund(env: &HubEnv, s: &Setup, rec: &mut Rec, l1: bool, l2: bool) {
     }
 }
 
-/// `who` challenges a ledger with `state` (`proof = []`).
-async fn challenge_ledger(
+/// `chain` (acting for `key`) challenges `l` with `state` alone (`proof = []`).
+async fn challenge_without_proof(
     chain: &Arc<dyn Chain>,
     key: &LocalSigner,
     l: &Chan,
@@ -512,15 +533,16 @@ async fn challenge_ledger(
 }
 
 /// After V finalized with `redemption` (challenged) and both ledgers with `l1`/`l2` (challenged,
-/// or `concluded`), reclaims in both ledgers and pays both out, L(H,B) first.
-async fn reclaim_and_pay_out_both(
+/// or `concluded`), reclaims in both ledgers and pays both out, L(H,B) first; the report, checked
+/// with [`assert_settled`].
+async fn reclaim_pay_out_and_settle(
     env: &HubEnv,
     s: &Setup,
-    rec: &mut Rec,
+    mut rec: Rec,
     [l1, l2]: [&SignedVariablePart; 2],
     concluded: bool,
     redemption: &SignedVariablePart,
-) {
+) -> HubReport {
     for (in_l2, ledger, reclaim, pay_out) in [
         (true, l2, "reclaim L(H,B)", "transferAllAssets L(H,B)"),
         (false, l1, "reclaim L(P,H)", "transferAllAssets L(P,H)"),
@@ -539,6 +561,9 @@ async fn reclaim_and_pay_out_both(
             .await;
         rec.ok(pay_out, TRANSFER_ALL_GAS, r);
     }
+    let report = rec.finish(s).await;
+    assert_settled(&report);
+    report
 }
 
 /// Checks the end of a complete virtual-funded exit: the payee got exactly `PAID`, the hub got
@@ -560,19 +585,17 @@ fn assert_settled(r: &HubReport) {
 /// S1 (reference §4.3): both ledgers and V go on chain (V with the payee's redemption);
 /// `transferAllAssets` of a ledger before its reclaim reverts; 2× reclaim, 2× transferAllAssets.
 pub async fn s1_both_ledgers_and_redemption(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, true, true).await;
+    let (s, mut rec) = open_funded(env, nonce, true, true).await;
     let l1 = s.ledger_with_v(false, 2, false);
     let l2 = s.ledger_with_v(true, 2, false);
     let postfund = s.v_unanimous(1, 0);
     let redemption = s.v_redemption(PAID);
 
-    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
     let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok("challenge V (redemption)", CHALLENGE_V_GAS, r);
-    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l1, &l1).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l1, &l1).await;
     rec.ok("challenge L(P,H) (turn 2)", CHALLENGE_LEDGER_GAS, r);
     // Nothing is final yet.
     let args = s.reclaim_args(true, &l2, false, &redemption);
@@ -581,30 +604,21 @@ pub async fn s1_both_ledgers_and_redemption(env: &HubEnv, nonce: u64) -> HubRepo
     (env.advance)(CHALLENGE_DURATION + 1).await;
 
     // A ledger with a live guarantee cannot pay out.
-    let r = env
-        .hub
-        .transfer_all_assets(s.l1.id, &l1.variable_part.outcome, s.l1.hash(&l1))
-        .await;
+    let r = s.l1.transfer_challenged(&env.hub, &l1).await;
     rec.revert(r, "reverted: cannot transfer a guarantee").await;
 
-    reclaim_and_pay_out_both(env, &s, &mut rec, [&l1, &l2], false, &redemption).await;
-    let report = rec.finish(&s).await;
-    assert_settled(&report);
-    report
+    reclaim_pay_out_and_settle(env, &s, rec, [&l1, &l2], false, &redemption).await
 }
 
 /// S5: the hub exits V with the prefund; the payee counter-challenges with its redemption; both
 /// ledgers are concluded cooperatively (guarantee still in), so reclaim uses a zero source hash.
 pub async fn s5_hub_exits_payee_counters(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, true, true).await;
+    let (s, mut rec) = open_funded(env, nonce, true, true).await;
     let prefund = s.v_unanimous(0, 0);
     let postfund = s.v_unanimous(1, 0);
     let redemption = s.v_redemption(PAID);
 
-    let sig = s.v.challenger_sig(&env.hub_key, &prefund);
-    let r = env.hub.challenge(&s.v.fixed, &[], &prefund, &sig).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.v, &prefund).await;
     rec.ok("challenge V (prefund, hub)", CHALLENGE_V_GAS, r);
     (env.advance)(CHALLENGE_DURATION / 2).await;
     let r = s.redeem(&env.payee, &postfund, &redemption).await;
@@ -633,19 +647,14 @@ pub async fn s5_hub_exits_payee_counters(env: &HubEnv, nonce: u64) -> HubReport 
     rec.revert(env.hub.reclaim(&stale).await, "incorrect fingerprint")
         .await;
 
-    reclaim_and_pay_out_both(env, &s, &mut rec, [&l1, &l2], true, &redemption).await;
-    let report = rec.finish(&s).await;
-    assert_settled(&report);
-    report
+    reclaim_pay_out_and_settle(env, &s, rec, [&l1, &l2], true, &redemption).await
 }
 
 /// A stale ledger challenge (the payer's postfund, from before the guarantee was added) is
 /// cleared by the hub's checkpoint of the newer countersigned state; `ConsensusApp` refuses a
 /// proof and a state not signed by both.
 pub async fn stale_ledger_challenge_cleared(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, true, false).await;
+    let (s, mut rec) = open_funded(env, nonce, true, false).await;
     let stale = s.ledger_state(
         false,
         s.ledger_outcome(false, LEDGER_DEPOSIT, 0, None),
@@ -654,7 +663,7 @@ pub async fn stale_ledger_challenge_cleared(env: &HubEnv, nonce: u64) -> HubRepo
     );
     let newer = s.ledger_with_v(false, 2, false);
 
-    let r = challenge_ledger(&env.payer, &env.payer_key, &s.l1, &stale).await;
+    let r = challenge_without_proof(&env.payer, &env.payer_key, &s.l1, &stale).await;
     rec.ok("challenge L(P,H) (stale turn 1)", CHALLENGE_LEDGER_GAS, r);
     // ConsensusApp: no proof allowed, every participant must sign.
     let r = env
@@ -671,7 +680,7 @@ pub async fn stale_ledger_challenge_cleared(env: &HubEnv, nonce: u64) -> HubRepo
     let status = env.hub.status(s.l1.id).await.expect("status");
     assert_eq!((status.turn_num_record, status.finalizes_at), (2, 0));
     // The payer cannot go back to the stale state.
-    let r = challenge_ledger(&env.payer, &env.payer_key, &s.l1, &stale).await;
+    let r = challenge_without_proof(&env.payer, &env.payer_key, &s.l1, &stale).await;
     rec.revert(r, "turnNumRecord decreased.").await;
     (env.advance)(CHALLENGE_DURATION + 1).await;
     let report = rec.finish(&s).await;
@@ -683,9 +692,7 @@ pub async fn stale_ledger_challenge_cleared(env: &HubEnv, nonce: u64) -> HubRepo
 /// S2 (§0.1): a go-nitro-style type-1 "guarantee" cannot be reclaimed, and paying the ledger out
 /// moves its amount into `holdings[V]` as if V were a plain destination.
 pub async fn type_1_guarantee_is_not_reclaimable(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, false, true).await;
+    let (s, mut rec) = open_funded(env, nonce, false, true).await;
     let l2 = s.ledger_with(
         true,
         s.guarantee(true, A0, allocation_type::WITHDRAW_HELPER),
@@ -694,7 +701,7 @@ pub async fn type_1_guarantee_is_not_reclaimable(env: &HubEnv, nonce: u64) -> Hu
     );
     let postfund = s.v_unanimous(1, 0);
     let redemption = s.v_redemption(PAID);
-    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (type 1)", CHALLENGE_LEDGER_GAS, r);
     let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok("challenge V (redemption)", CHALLENGE_V_GAS, r);
@@ -705,10 +712,7 @@ pub async fn type_1_guarantee_is_not_reclaimable(env: &HubEnv, nonce: u64) -> Hu
         "reverted: not a guarantee allocation",
     )
     .await;
-    let r = env
-        .hub
-        .transfer_all_assets(s.l2.id, &l2.variable_part.outcome, s.l2.hash(&l2))
-        .await;
+    let r = s.l2.transfer_challenged(&env.hub, &l2).await;
     rec.ok("transferAllAssets L(H,B) (type 1)", TRANSFER_ALL_GAS, r);
     let report = rec.finish(&s).await;
     assert_eq!(
@@ -743,7 +747,7 @@ pub async fn b0_breaks_reclaim(env: &HubEnv, nonce: u64) -> HubReport {
     let l2 = s.ledger_with(true, g, 2, false);
     let postfund = s.v_unanimous(1, B0);
     let redemption = s.v_redemption(PAID);
-    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
     let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.ok(
@@ -758,10 +762,7 @@ pub async fn b0_breaks_reclaim(env: &HubEnv, nonce: u64) -> HubReport {
         "reverted: totalReclaimed!=guarantee.amount",
     )
     .await;
-    let r = env
-        .hub
-        .transfer_all_assets(s.l2.id, &l2.variable_part.outcome, s.l2.hash(&l2))
-        .await;
+    let r = s.l2.transfer_challenged(&env.hub, &l2).await;
     rec.revert(r, "reverted: cannot transfer a guarantee").await;
     let report = rec.finish(&s).await;
     assert_eq!(report.channels[1].holdings, u(LEDGER_DEPOSIT), "locked");
@@ -777,8 +778,7 @@ pub async fn zero_app_v_cannot_be_challenged(env: &HubEnv, nonce: u64) -> HubRep
     let prefund = s.v_unanimous(0, 0);
     let postfund = s.v_unanimous(1, 0);
     let redemption = s.v_redemption(PAID);
-    let sig = s.v.challenger_sig(&env.hub_key, &prefund);
-    let r = env.hub.challenge(&s.v.fixed, &[], &prefund, &sig).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.v, &prefund).await;
     rec.revert(r, "<no reason>").await;
     let r = s.redeem(&env.payee, &postfund, &redemption).await;
     rec.revert(r, "<no reason>").await;
@@ -803,11 +803,9 @@ pub async fn zero_app_v_cannot_be_challenged(env: &HubEnv, nonce: u64) -> HubRep
 /// guarantee's `a0` moves into `holdings[V]`. The leftover zero guarantee then blocks
 /// `transferAllAssets`, and only the same bug (`transfer(…, [0, 1])`) pays the ledger out.
 pub async fn third_party_transfer_of_a_guarantee(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, false, true).await;
+    let (s, mut rec) = open_funded(env, nonce, false, true).await;
     let l2 = s.ledger_with_v(true, 2, false);
-    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
     (env.advance)(CHALLENGE_DURATION + 1).await;
     assert!(
@@ -860,9 +858,7 @@ pub async fn third_party_transfer_of_a_guarantee(env: &HubEnv, nonce: u64) -> Hu
 /// guarantees pays both out in one transaction; with a guarantee left in, the whole call reverts
 /// (the conclude too).
 pub async fn cooperative_ledger_close(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, true, true).await;
+    let (s, mut rec) = open_funded(env, nonce, true, true).await;
     let with_g = s.ledger_with_v(true, 3, true);
     let r = env
         .hub
@@ -913,18 +909,15 @@ pub async fn cooperative_ledger_close(env: &HubEnv, nonce: u64) -> HubReport {
 /// status is gone), loses `a0`. The mitigation is the hub's: reclaim in the first block in which
 /// both L(H,B) and V are final.
 pub async fn payer_takes_a0_twice_through_transfer(env: &HubEnv, nonce: u64) -> HubReport {
-    let s = Setup::new(env, nonce, env.payment_app);
-    let mut rec = Rec::new(env, &s).await;
-    fund(env, &s, &mut rec, true, true).await;
+    let (s, mut rec) = open_funded(env, nonce, true, true).await;
     let l1 = s.ledger_with_v(false, 2, false);
     let l2 = s.ledger_with_v(true, 2, false);
     let prefund = s.v_unanimous(0, 0);
-    let r = challenge_ledger(&env.hub, &env.hub_key, &s.l2, &l2).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
     rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
-    let sig = s.v.challenger_sig(&env.hub_key, &prefund);
-    let r = env.hub.challenge(&s.v.fixed, &[], &prefund, &sig).await;
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.v, &prefund).await;
     rec.ok("challenge V (prefund, hub)", CHALLENGE_V_GAS, r);
-    let r = challenge_ledger(&env.payer, &env.payer_key, &s.l1, &l1).await;
+    let r = challenge_without_proof(&env.payer, &env.payer_key, &s.l1, &l1).await;
     rec.ok("challenge L(P,H) (turn 2, payer)", CHALLENGE_LEDGER_GAS, r);
     (env.advance)(CHALLENGE_DURATION + 1).await;
 

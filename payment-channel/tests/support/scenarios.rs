@@ -137,6 +137,14 @@ impl TestChannel {
         }
     }
 
+    /// What the adjudicator holds for the channel (in the native coin).
+    pub async fn holdings(&self, env: &Env) -> U256 {
+        env.payer
+            .holdings(Address::ZERO, self.id)
+            .await
+            .expect("holdings")
+    }
+
     /// The outcome giving the payee `paid` and the payer the rest.
     pub fn outcome(&self, paid: U256) -> Outcome {
         self.fixture.outcome(paid)
@@ -272,11 +280,7 @@ impl Recorder {
             deposit: ch.deposit,
             payer_received: payer_balance - self.baseline.0,
             payee_received: payee_balance - self.baseline.1,
-            holdings_after: env
-                .payer
-                .holdings(Address::ZERO, ch.id)
-                .await
-                .expect("holdings"),
+            holdings_after: ch.holdings(env).await,
             status_after: status,
             mode_after: status.mode(now),
             events,
@@ -304,13 +308,7 @@ async fn fund(env: &Env, ch: &TestChannel, rec: &mut Recorder) {
             .deposit(Address::ZERO, ch.id, U256::ZERO, ch.deposit)
             .await,
     );
-    assert_eq!(
-        env.payer
-            .holdings(Address::ZERO, ch.id)
-            .await
-            .expect("holdings"),
-        ch.deposit
-    );
+    assert_eq!(ch.holdings(env).await, ch.deposit);
 }
 
 /// Pays `n` vouchers of `step` wei each (cumulative) and returns the largest.
@@ -587,13 +585,7 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
         env.payer.status(ch.id).await.expect("status"),
         OnChainStatus::default()
     );
-    assert_eq!(
-        env.payer
-            .holdings(Address::ZERO, ch.id)
-            .await
-            .expect("holdings"),
-        ch.deposit
-    );
+    assert_eq!(ch.holdings(env).await, ch.deposit);
 
     // A valid challenge, then a lower turn.
     rec.gas(
@@ -604,11 +596,11 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     );
     let registered = env.payer.status(ch.id).await.expect("status");
     let pf_sig = ch.challenger_sig(&postfund, &env.payer_key);
+    // The payer's challenge with the postfund, refused first for its turn, later for the time.
+    let postfund_challenge = || env.payer.challenge(&ch.fixed, &[], &postfund, &pf_sig);
     rec.revert(
         env,
-        env.payer
-            .challenge(&ch.fixed, &[], &postfund, &pf_sig)
-            .await,
+        postfund_challenge().await,
         Revert::TurnNumRecordNotIncreased,
     )
     .await;
@@ -627,14 +619,8 @@ pub async fn invalid_calls(env: &Env, nonce: u64) -> Report {
     )
     .await;
     (env.advance)(CHALLENGE_DURATION + 1).await;
-    rec.revert(
-        env,
-        env.payer
-            .challenge(&ch.fixed, &[], &postfund, &pf_sig)
-            .await,
-        Revert::ChannelFinalized,
-    )
-    .await;
+    rec.revert(env, postfund_challenge().await, Revert::ChannelFinalized)
+        .await;
     rec.revert(
         env,
         ch.transfer_challenged(env.payer.as_ref(), &postfund).await,
