@@ -132,15 +132,9 @@ impl ChannelSnapshot {
 
     /// Parses a record.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, UsageError> {
-        let state: State = serde_json::from_slice(bytes)
-            .map_err(|e| UsageError::CorruptSnapshot(e.to_string()))?;
-        if state.version != SNAPSHOT_VERSION {
-            return Err(UsageError::CorruptSnapshot(format!(
-                "unknown version {}",
-                state.version
-            )));
-        }
-        Ok(Self(state))
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |s: &State| s.version)
+            .map(Self)
+            .map_err(UsageError::CorruptSnapshot)
     }
 }
 

@@ -413,15 +413,8 @@ impl Ledger {
 
     /// Restores [`Ledger::to_bytes`]. Nothing is queued; call [`Ledger::resend`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerUsageError> {
-        let l: Self = serde_json::from_slice(bytes)
-            .map_err(|e| LedgerUsageError::CorruptSnapshot(e.to_string()))?;
-        if l.version != SNAPSHOT_VERSION {
-            return Err(LedgerUsageError::CorruptSnapshot(format!(
-                "unknown version {}",
-                l.version
-            )));
-        }
-        Ok(l)
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |l: &Self| l.version)
+            .map_err(LedgerUsageError::CorruptSnapshot)
     }
 
     // ----- getters ----------------------------------------------------------------------------

@@ -31,6 +31,21 @@ pub use self::memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use self::redb::RedbStore;
 
+/// Decodes a versioned JSON snapshot record (a channel's, a ledger's, a virtual channel's):
+/// `Err` holds why it is corrupt (unparsable, or a `version` other than `expected`), for the
+/// record's own `CorruptSnapshot` error.
+pub(crate) fn decode_snapshot<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    expected: u8,
+    version: impl FnOnce(&T) -> u8,
+) -> Result<T, String> {
+    let record: T = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    match version(&record) {
+        v if v == expected => Ok(record),
+        v => Err(format!("unknown version {v}")),
+    }
+}
+
 /// Why the store failed. A failed `put_*` means nothing was acknowledged.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -448,15 +448,8 @@ impl VirtualChannel {
 
     /// Restores [`VirtualChannel::to_bytes`]; nothing is queued (call [`VirtualChannel::resend`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, VirtualUsageError> {
-        let v: Self = serde_json::from_slice(bytes)
-            .map_err(|e| VirtualUsageError::CorruptSnapshot(e.to_string()))?;
-        if v.version != SNAPSHOT_VERSION {
-            return Err(VirtualUsageError::CorruptSnapshot(format!(
-                "unknown version {}",
-                v.version
-            )));
-        }
-        Ok(v)
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |v: &Self| v.version)
+            .map_err(VirtualUsageError::CorruptSnapshot)
     }
 
     // ----- getters ----------------------------------------------------------------------------
