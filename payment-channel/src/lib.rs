@@ -36,6 +36,7 @@ pub mod channel;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod client;
 pub mod error;
+pub mod ledger;
 pub mod message;
 pub mod policy;
 pub mod role;
@@ -45,6 +46,7 @@ pub mod store;
 #[cfg(feature = "test-utils")]
 #[doc(hidden)]
 pub mod test_utils;
+pub mod virtual_channel;
 pub mod voucher;
 
 pub use alloy_primitives::{Address, B256, Bytes, U256};

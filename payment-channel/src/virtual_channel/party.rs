@@ -1,0 +1,734 @@
+//! [`Party`]: one participant's ledgers and virtual channels together — message routing,
+//! the ledger updates its objectives want, hub limits, the on-chain exit, one snapshot.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, U256};
+use serde::{Deserialize, Serialize};
+
+use super::error::{Rejection, VirtualError, VirtualPeerError, VirtualUsageError};
+use super::{
+    Side, VirtualBody, VirtualChannel, VirtualEvent, VirtualMessage, VirtualOutput, VirtualParams,
+    VirtualRole,
+};
+use crate::chain::ChainEvent;
+use crate::ledger::{
+    ChainDuty, Ledger, LedgerBody, LedgerError, LedgerEvent, LedgerMessage, LedgerOutput,
+    LedgerPhase, LedgerRole, LedgerUsageError, Proposal,
+};
+use crate::sign::Signer;
+use crate::state::FixedPart;
+use crate::voucher::Voucher;
+
+type Result<T, E = VirtualError> = std::result::Result<T, E>;
+
+/// A hub's limits, checked before it locks its own money.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubLimits {
+    /// Largest `a0` per virtual channel.
+    pub max_amount: U256,
+    /// Most the hub locks in guarantees in one ledger with a payee.
+    pub max_locked_per_ledger: U256,
+    /// Smallest fee accepted.
+    pub min_fee: U256,
+}
+
+/// A party's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyConfig {
+    /// The deployed `ConsensusApp` (ledgers).
+    pub consensus_app: Address,
+    /// The deployed `PaymentApp` (virtual channels).
+    pub payment_app: Address,
+    /// Set when we act as a hub.
+    pub hub: Option<HubLimits>,
+}
+
+/// What a message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Payload {
+    /// About a ledger.
+    Ledger(LedgerMessage),
+    /// About a virtual channel.
+    Virtual(VirtualMessage),
+}
+
+/// A message between parties. `from` is not authenticated: every signature inside is checked
+/// against the participant it claims to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Sender.
+    pub from: Address,
+    /// Recipient.
+    pub to: Address,
+    /// Content.
+    pub payload: Payload,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PartyEvent {
+    /// From a ledger.
+    Ledger {
+        /// The ledger.
+        ledger_id: B256,
+        /// The event.
+        event: LedgerEvent,
+    },
+    /// From a virtual channel.
+    Virtual {
+        /// The channel.
+        channel_id: B256,
+        /// The event.
+        event: VirtualEvent,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Outputs {
+    envelopes: VecDeque<Envelope>,
+    events: VecDeque<PartyEvent>,
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PartyState {
+    version: u8,
+    me: Address,
+    config: PartyConfig,
+    ledgers: BTreeMap<B256, Ledger>,
+    channels: BTreeMap<B256, VirtualChannel>,
+}
+
+/// One participant (payer, hub or payee) with its ledgers and virtual channels.
+///
+/// # Calling contract
+/// * Inputs: [`Party::handle_envelope`], [`Party::handle_chain_event`], [`Party::handle_timeout`],
+///   [`Party::handle_reclaimed`]; commands: [`Party::open_ledger`], [`Party::propose_virtual`],
+///   [`Party::pay`], [`Party::close_virtual`], [`Party::request_final`], [`Party::close_ledger`],
+///   [`Party::challenge_virtual`], [`Party::resend`].
+/// * After each: [`Party::poll_persist`] → store it → [`Party::handle_persisted`]; only then
+///   do [`Party::poll_envelope`] and [`Party::poll_event`] release what the call produced
+///   (persist before act). [`Party::chain_duties`] names the transactions owed, from the
+///   persisted state.
+/// * Every input is atomic: `Err` leaves the party unchanged and queues nothing.
+pub struct Party {
+    signer: Arc<dyn Signer>,
+    st: PartyState,
+    staged: Outputs,
+    ready: Outputs,
+    dirty: bool,
+}
+
+impl std::fmt::Debug for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Party")
+            .field("me", &self.st.me)
+            .field("ledgers", &self.st.ledgers.len())
+            .field("channels", &self.st.channels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Party {
+    /// A party without ledgers or channels.
+    pub fn new(signer: Arc<dyn Signer>, config: PartyConfig) -> Self {
+        let st = PartyState {
+            version: SNAPSHOT_VERSION,
+            me: signer.address(),
+            config,
+            ledgers: BTreeMap::new(),
+            channels: BTreeMap::new(),
+        };
+        Self {
+            signer,
+            st,
+            staged: Outputs::default(),
+            ready: Outputs::default(),
+            dirty: false,
+        }
+    }
+
+    /// The durable state (JSON).
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.st).expect("party serialization is infallible")
+    }
+
+    /// Restores [`Party::snapshot`]. Nothing is queued: call [`Party::resend`].
+    pub fn restore(signer: Arc<dyn Signer>, bytes: &[u8]) -> Result<Self> {
+        let st: PartyState = serde_json::from_slice(bytes)
+            .map_err(|e| VirtualUsageError::CorruptSnapshot(e.to_string()))?;
+        if st.version != SNAPSHOT_VERSION || st.me != signer.address() {
+            return Err(VirtualUsageError::CorruptSnapshot("version or signer".into()).into());
+        }
+        Ok(Self {
+            signer,
+            st,
+            staged: Outputs::default(),
+            ready: Outputs::default(),
+            dirty: false,
+        })
+    }
+
+    /// Our address.
+    pub fn address(&self) -> Address {
+        self.st.me
+    }
+
+    /// A ledger.
+    pub fn ledger(&self, id: &B256) -> Option<&Ledger> {
+        self.st.ledgers.get(id)
+    }
+
+    /// A virtual channel.
+    pub fn channel(&self, id: &B256) -> Option<&VirtualChannel> {
+        self.st.channels.get(id)
+    }
+
+    /// All ledgers.
+    pub fn ledgers(&self) -> impl Iterator<Item = &Ledger> {
+        self.st.ledgers.values()
+    }
+
+    /// All virtual channels.
+    pub fn channels(&self) -> impl Iterator<Item = &VirtualChannel> {
+        self.st.channels.values()
+    }
+
+    // ----- persistence and outputs ------------------------------------------------------------
+
+    /// The snapshot to store before outputs are released, if anything changed.
+    pub fn poll_persist(&self) -> Option<Vec<u8>> {
+        self.dirty.then(|| self.snapshot())
+    }
+
+    /// The last [`Party::poll_persist`] is durable: releases the outputs it covers.
+    pub fn handle_persisted(&mut self) {
+        self.dirty = false;
+        self.ready.envelopes.append(&mut self.staged.envelopes);
+        self.ready.events.append(&mut self.staged.events);
+    }
+
+    /// The next message to send (only after its state is persisted).
+    pub fn poll_envelope(&mut self) -> Option<Envelope> {
+        self.ready.envelopes.pop_front()
+    }
+
+    /// The next event (only after its state is persisted).
+    pub fn poll_event(&mut self) -> Option<PartyEvent> {
+        self.ready.events.pop_front()
+    }
+
+    fn transact<T>(
+        &mut self,
+        f: impl FnOnce(&mut PartyState, &dyn Signer) -> Result<T>,
+    ) -> Result<T> {
+        let mut next = self.st.clone();
+        let signer: &dyn Signer = &*self.signer;
+        let value = f(&mut next, signer)?;
+        let mut out = Outputs::default();
+        drive(&mut next, signer, &mut out)?;
+        if next != self.st || !out.envelopes.is_empty() || !out.events.is_empty() {
+            self.dirty = true;
+        }
+        self.st = next;
+        self.staged.envelopes.append(&mut out.envelopes);
+        self.staged.events.append(&mut out.events);
+        Ok(value)
+    }
+
+    // ----- commands ---------------------------------------------------------------------------
+
+    /// Opens a ledger with `counterparty` where we lead and deposit `deposit`.
+    pub fn open_ledger(
+        &mut self,
+        counterparty: Address,
+        channel_nonce: u64,
+        challenge_duration: u64,
+        asset: Address,
+        deposit: U256,
+    ) -> Result<B256> {
+        self.transact(|st, signer| {
+            let fixed = FixedPart {
+                participants: vec![st.me, counterparty],
+                channel_nonce,
+                app_definition: st.config.consensus_app,
+                challenge_duration,
+            };
+            let l = Ledger::open(signer, fixed, asset, deposit)?;
+            let id = l.id();
+            if st.ledgers.contains_key(&id) {
+                return Err(VirtualUsageError::InvalidParams("ledger exists").into());
+            }
+            st.ledgers.insert(id, l);
+            Ok(id)
+        })
+    }
+
+    /// Payer: proposes a virtual channel to `params.payee` through our ledger with `params.hub`.
+    pub fn propose_virtual(&mut self, params: &VirtualParams) -> Result<B256> {
+        self.transact(|st, signer| {
+            let lid = find_ledger(st, params.hub, LedgerRole::Leader)
+                .ok_or(VirtualUsageError::NoLedger(params.hub))?;
+            let l = &st.ledgers[&lid];
+            if l.asset() != params.asset {
+                return Err(
+                    VirtualUsageError::InvalidParams("asset differs from the ledger's").into(),
+                );
+            }
+            let needed = params.amount.saturating_add(params.fee);
+            let pending = pending_locks(st, lid, Side::PayerSide);
+            if l.free_balance().saturating_sub(pending) < needed {
+                return Err(VirtualUsageError::InvalidParams(
+                    "not enough free balance in the ledger",
+                )
+                .into());
+            }
+            let v = VirtualChannel::propose(signer, params, lid)?;
+            let id = v.id();
+            if st.channels.contains_key(&id) {
+                return Err(VirtualUsageError::InvalidParams("channel exists").into());
+            }
+            st.channels.insert(id, v);
+            Ok(id)
+        })
+    }
+
+    /// Payer: pays `delta` more through `channel`.
+    pub fn pay(&mut self, channel: B256, delta: U256) -> Result<Voucher> {
+        self.transact(|st, signer| channel_mut(st, channel)?.pay(signer, delta))
+    }
+
+    /// Payer: signs and sends the final state.
+    pub fn close_virtual(&mut self, channel: B256) -> Result<()> {
+        self.transact(|st, signer| channel_mut(st, channel)?.close(signer))
+    }
+
+    /// Hub or payee: asks the payer for the final state.
+    pub fn request_final(&mut self, channel: B256) -> Result<()> {
+        self.transact(|st, _| channel_mut(st, channel)?.request_final())
+    }
+
+    /// Signs the final state of a ledger without guarantees.
+    pub fn close_ledger(&mut self, ledger: B256) -> Result<()> {
+        self.transact(|st, signer| Ok(ledger_mut(st, ledger)?.close(signer)?))
+    }
+
+    /// Takes a virtual channel on chain: V's challenge first, then (see
+    /// [`Party::handle_timeout`]) our ledgers that hold its guarantee, timed so that they
+    /// finalize no earlier than V.
+    pub fn challenge_virtual(&mut self, channel: B256) -> Result<()> {
+        self.transact(|st, _| channel_mut(st, channel)?.request_challenge())
+    }
+
+    /// Re-queues every message our state implies (after a restore, or periodically while
+    /// something waits for a peer).
+    pub fn resend(&mut self) {
+        let signer = self.signer.clone();
+        let _ = self.transact(|st, _| {
+            for l in st.ledgers.values_mut() {
+                l.resend();
+            }
+            for v in st.channels.values_mut() {
+                v.resend();
+            }
+            Ok(())
+        });
+        drop(signer);
+    }
+
+    // ----- inputs -----------------------------------------------------------------------------
+
+    /// A message from a peer.
+    pub fn handle_envelope(&mut self, env: &Envelope) -> Result<()> {
+        if env.to != self.st.me || env.from == self.st.me {
+            return Err(VirtualPeerError::NotParticipant(env.from).into());
+        }
+        self.transact(|st, signer| {
+            match &env.payload {
+                Payload::Ledger(m) => {
+                    if let Some(l) = st.ledgers.get_mut(&m.ledger_id) {
+                        l.handle_message(signer, env.from, m)?;
+                    } else if matches!(m.body, LedgerBody::Open { .. }) {
+                        let l = Ledger::accept_open(signer, st.config.consensus_app, env.from, m)?;
+                        st.ledgers.insert(l.id(), l);
+                    } else {
+                        return Err(VirtualPeerError::UnknownChannel(m.ledger_id).into());
+                    }
+                }
+                Payload::Virtual(m) => {
+                    if let Some(v) = st.channels.get_mut(&m.channel_id) {
+                        v.handle_message(signer, env.from, m)?;
+                    } else if matches!(m.body, VirtualBody::Propose { .. }) {
+                        accept_virtual(st, signer, env.from, m)?;
+                    } else {
+                        return Err(VirtualPeerError::UnknownChannel(m.channel_id).into());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// An adjudicator event (in chain order) at chain time `now`. Events about channels we do not
+    /// know are ignored.
+    pub fn handle_chain_event(&mut self, now: u64, ev: &ChainEvent) -> Result<()> {
+        self.transact(|st, signer| {
+            let id = ev.channel_id();
+            if let Some(l) = st.ledgers.get_mut(&id) {
+                l.handle_chain_event(signer, now, ev)?;
+            } else if let Some(v) = st.channels.get_mut(&id) {
+                v.handle_chain_event(now, ev)?;
+            }
+            tick(st, now)
+        })
+    }
+
+    /// Chain time passed: challenges finalize; ledgers holding the guarantee of a virtual channel
+    /// on chain get challenged once they would finalize no earlier than it (§0.4).
+    pub fn handle_timeout(&mut self, now: u64) {
+        let _ = self.transact(|st, _| {
+            for l in st.ledgers.values_mut() {
+                l.handle_timeout(now);
+            }
+            for v in st.channels.values_mut() {
+                v.handle_timeout(now);
+            }
+            tick(st, now)
+        });
+    }
+
+    /// `reclaim` of `channel`'s guarantee in `ledger` happened on chain.
+    pub fn handle_reclaimed(&mut self, ledger: B256, channel: B256) -> Result<()> {
+        self.transact(|st, _| {
+            let outcome = st
+                .channels
+                .get(&channel)
+                .and_then(|v| v.chain().finalized.as_ref())
+                .map(|f| f.outcome.clone())
+                .ok_or(VirtualUsageError::Unknown(channel))?;
+            Ok(ledger_mut(st, ledger)?.apply_reclaim(channel, &outcome)?)
+        })
+    }
+
+    /// Every transaction owed now: virtual channels' challenges or concludes first, then the
+    /// ledgers' duties, then `reclaim`s (V and the ledger both final).
+    pub fn chain_duties(&self, now: u64) -> Result<Vec<ChainDuty>> {
+        let signer: &dyn Signer = &*self.signer;
+        let mut duties = Vec::new();
+        for v in self.st.channels.values() {
+            duties.extend(v.chain_duties(signer, now)?);
+        }
+        for l in self.st.ledgers.values() {
+            duties.extend(l.chain_duties(signer, now)?);
+        }
+        for v in self.st.channels.values() {
+            let Some(vf) = &v.chain().finalized else {
+                continue;
+            };
+            for lid in v.ledgers().into_iter().flatten() {
+                if let Some(args) = self
+                    .st
+                    .ledgers
+                    .get(&lid)
+                    .and_then(|l| l.reclaim_args(v.id(), vf.state_hash, &vf.outcome))
+                {
+                    duties.push(ChainDuty::Reclaim(args));
+                }
+            }
+        }
+        Ok(duties)
+    }
+
+    /// When [`Party::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let l = self.st.ledgers.values().filter_map(Ledger::poll_timeout);
+        let v = self.st.channels.values().filter_map(|v| {
+            (v.chain().finalized.is_none())
+                .then(|| v.chain().challenge.as_ref().map(|c| c.finalizes_at))
+                .flatten()
+        });
+        l.chain(v).min()
+    }
+}
+
+fn channel_mut(st: &mut PartyState, id: B256) -> Result<&mut VirtualChannel> {
+    st.channels
+        .get_mut(&id)
+        .ok_or_else(|| VirtualUsageError::Unknown(id).into())
+}
+
+fn ledger_mut(st: &mut PartyState, id: B256) -> Result<&mut Ledger> {
+    st.ledgers
+        .get_mut(&id)
+        .ok_or_else(|| VirtualUsageError::Unknown(id).into())
+}
+
+/// An open ledger with `counterparty` where we have `role`.
+fn find_ledger(st: &PartyState, counterparty: Address, role: LedgerRole) -> Option<B256> {
+    st.ledgers
+        .values()
+        .find(|l| {
+            l.counterparty() == counterparty
+                && l.role() == role
+                && l.phase() == LedgerPhase::Open
+                && l.chain().challenge.is_none()
+                && l.chain().finalized.is_none()
+        })
+        .map(Ledger::id)
+}
+
+/// What virtual channels accepted but not yet guaranteed will take from our balance in `lid`.
+fn pending_locks(st: &PartyState, lid: B256, side: Side) -> U256 {
+    st.channels
+        .values()
+        .filter(|v| {
+            v.ledgers()[side.index()] == Some(lid) && !v.is_guaranteed(side) && !v.disputed()
+        })
+        .fold(U256::ZERO, |t, v| {
+            let fee = if side == Side::PayerSide {
+                v.fee()
+            } else {
+                U256::ZERO
+            };
+            t.saturating_add(v.amount()).saturating_add(fee)
+        })
+}
+
+fn accept_virtual(
+    st: &mut PartyState,
+    signer: &dyn Signer,
+    from: Address,
+    m: &VirtualMessage,
+) -> Result<()> {
+    let VirtualBody::Propose {
+        fixed, amount, fee, ..
+    } = &m.body
+    else {
+        return Err(VirtualPeerError::UnknownChannel(m.channel_id).into());
+    };
+    let p = &fixed.participants;
+    if p.len() != 3 || p[0] != from {
+        return Err(VirtualPeerError::InvalidProposal("not proposed by its payer").into());
+    }
+    let ledgers = match p.iter().position(|a| *a == st.me) {
+        Some(1) => {
+            let limits = st
+                .config
+                .hub
+                .clone()
+                .ok_or(VirtualPeerError::InvalidProposal("we are not a hub"))?;
+            let payer_side =
+                find_ledger(st, p[0], LedgerRole::Follower).ok_or(Rejection::NoLedger(p[0]))?;
+            let payee_side =
+                find_ledger(st, p[2], LedgerRole::Leader).ok_or(Rejection::NoLedger(p[2]))?;
+            if *amount > limits.max_amount {
+                return Err(Rejection::AmountTooLarge {
+                    max: limits.max_amount,
+                    got: *amount,
+                }
+                .into());
+            }
+            if *fee < limits.min_fee {
+                return Err(Rejection::FeeTooLow {
+                    min: limits.min_fee,
+                    got: *fee,
+                }
+                .into());
+            }
+            let available = hub_capacity(st, payee_side, &limits);
+            if *amount > available {
+                return Err(Rejection::Capital {
+                    ledger: payee_side,
+                    needed: *amount,
+                    available,
+                }
+                .into());
+            }
+            [Some(payer_side), Some(payee_side)]
+        }
+        Some(2) => {
+            let payee_side =
+                find_ledger(st, p[1], LedgerRole::Follower).ok_or(Rejection::NoLedger(p[1]))?;
+            [None, Some(payee_side)]
+        }
+        _ => {
+            return Err(
+                VirtualPeerError::InvalidProposal("we are not the hub or the payee").into(),
+            );
+        }
+    };
+    let v = VirtualChannel::accept(signer, st.config.payment_app, m, ledgers)?;
+    st.channels.insert(v.id(), v);
+    Ok(())
+}
+
+/// What the hub may still lock in `lid`: its free balance and its cap, minus what accepted
+/// channels will lock there.
+fn hub_capacity(st: &PartyState, lid: B256, limits: &HubLimits) -> U256 {
+    let Some(l) = st.ledgers.get(&lid) else {
+        return U256::ZERO;
+    };
+    let pending = pending_locks(st, lid, Side::PayeeSide);
+    let locked = l.latest_proposed().map(|v| v.locked()).unwrap_or_default();
+    let free = l.free_balance().saturating_sub(pending);
+    let cap = limits
+        .max_locked_per_ledger
+        .saturating_sub(locked)
+        .saturating_sub(pending);
+    free.min(cap)
+}
+
+/// §0.4 timing: a ledger holding the countersigned guarantee of a V on chain is challenged once
+/// it would finalize no earlier than V (or at once when V is final).
+fn tick(st: &mut PartyState, now: u64) -> Result<()> {
+    let mut requests = Vec::new();
+    for v in st.channels.values() {
+        let v_final_at = match (&v.chain().finalized, &v.chain().challenge) {
+            (Some(f), _) => Some(f.at),
+            (None, Some(c)) => Some(c.finalizes_at),
+            _ => None,
+        };
+        let Some(at) = v_final_at else { continue };
+        for lid in v.ledgers().into_iter().flatten() {
+            let Some(l) = st.ledgers.get(&lid) else {
+                continue;
+            };
+            let holds = l
+                .countersigned()
+                .is_some_and(|c| c.guarantees.contains_key(&v.id()));
+            let idle = l.chain().challenge.is_none()
+                && l.chain().finalized.is_none()
+                && !l.chain().challenge_requested;
+            if holds && idle && now.saturating_add(l.fixed_part().challenge_duration) >= at {
+                requests.push(lid);
+            }
+        }
+    }
+    for lid in requests {
+        ledger_mut(st, lid)?.request_challenge()?;
+    }
+    Ok(())
+}
+
+/// Runs the objectives' ledger wants until nothing moves, and collects every output.
+fn drive(st: &mut PartyState, signer: &dyn Signer, out: &mut Outputs) -> Result<()> {
+    for _ in 0..256 {
+        let mut progressed = false;
+        let wants: Vec<(VirtualRole, B256, Proposal)> = st
+            .channels
+            .values()
+            .flat_map(|v| {
+                v.ledger_wants()
+                    .into_iter()
+                    .map(move |(l, p)| (v.role(), l, p))
+            })
+            .collect();
+        let hub = st.config.hub.clone();
+        for (role, lid, p) in wants {
+            let capacity = match (&hub, role, &p) {
+                (Some(limits), VirtualRole::Hub, Proposal::Add { .. }) => {
+                    Some(hub_capacity_now(st, lid, limits))
+                }
+                _ => None,
+            };
+            let Some(l) = st.ledgers.get_mut(&lid) else {
+                continue;
+            };
+            if l.phase() != LedgerPhase::Open || l.chain().finalized.is_some() {
+                continue;
+            }
+            match l.role() {
+                LedgerRole::Leader => {
+                    let Some(latest) = l.latest_proposed() else {
+                        continue;
+                    };
+                    let present = latest.guarantees.contains_key(&p.target());
+                    let needed = match p {
+                        Proposal::Add { amount, .. } => {
+                            !present && capacity.is_none_or(|c| amount <= c)
+                        }
+                        Proposal::Remove { .. } => present,
+                    };
+                    if needed {
+                        match l.propose(signer, p) {
+                            Ok(_) => progressed = true,
+                            // Our own balance does not allow it: the objective waits.
+                            Err(LedgerError::Usage(LedgerUsageError::InvalidProposal(_))) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+                LedgerRole::Follower => progressed |= l.countersign_next(signer, &p)?,
+            }
+        }
+        for v in st.channels.values_mut() {
+            for lid in v.ledgers().into_iter().flatten() {
+                if let Some(vars) = st.ledgers.get(&lid).and_then(Ledger::countersigned) {
+                    v.observe_ledger(signer, lid, vars)?;
+                }
+            }
+        }
+        progressed |= collect(st, out);
+        if !progressed {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The hub's capacity in `lid` for a proposal being made now (the proposing channel is no
+/// longer pending once proposed, so only the ledger's latest state and cap count).
+fn hub_capacity_now(st: &PartyState, lid: B256, limits: &HubLimits) -> U256 {
+    let Some(l) = st.ledgers.get(&lid) else {
+        return U256::ZERO;
+    };
+    let locked = l.latest_proposed().map(|v| v.locked()).unwrap_or_default();
+    l.free_balance()
+        .min(limits.max_locked_per_ledger.saturating_sub(locked))
+}
+
+fn collect(st: &mut PartyState, out: &mut Outputs) -> bool {
+    let mut any = false;
+    let me = st.me;
+    for l in st.ledgers.values_mut() {
+        let id = l.id();
+        let to = l.counterparty();
+        while let Some(o) = l.poll_output() {
+            any = true;
+            match o {
+                LedgerOutput::Send(m) => out.envelopes.push_back(Envelope {
+                    from: me,
+                    to,
+                    payload: Payload::Ledger(m),
+                }),
+                LedgerOutput::Event(event) => out.events.push_back(PartyEvent::Ledger {
+                    ledger_id: id,
+                    event,
+                }),
+            }
+        }
+    }
+    for v in st.channels.values_mut() {
+        let id = v.id();
+        while let Some(o) = v.poll_output() {
+            any = true;
+            match o {
+                VirtualOutput::Send { to, msg } => out.envelopes.push_back(Envelope {
+                    from: me,
+                    to,
+                    payload: Payload::Virtual(msg),
+                }),
+                VirtualOutput::Event(event) => out.events.push_back(PartyEvent::Virtual {
+                    channel_id: id,
+                    event,
+                }),
+            }
+        }
+    }
+    any
+}
