@@ -1111,6 +1111,9 @@ impl Ledger {
                     self.emit(LedgerEvent::PaidOut);
                 }
             }
+            // Which guarantee went is not in the event: the caller identifies it and calls
+            // `apply_reclaim` (a driver matches the on-chain fingerprint).
+            ChainEvent::Reclaimed { .. } => self.handle_timeout(now),
         }
         Ok(())
     }
