@@ -38,6 +38,9 @@ pub mod client;
 pub mod error;
 pub mod ledger;
 pub mod message;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod party_node;
 pub mod policy;
 pub mod role;
 pub mod sign;
