@@ -3,8 +3,8 @@
 
 use alloy_primitives::{Address, B256, U256};
 
-use crate::sign::Signature;
 pub use crate::chain::ReclaimArgs;
+use crate::sign::Signature;
 use crate::state::{Allocation, FixedPart, Outcome, SignedVariablePart};
 
 /// A transaction a driver must send (after checking on chain that it has not landed already).

@@ -42,7 +42,9 @@ use crate::ledger::{ChainDuty, LedgerPhase, LedgerRole, ReclaimArgs, reclaim_eff
 use crate::sign::Signer;
 use crate::state::{Outcome, hash_outcome};
 use crate::store::{ChannelStore, StoreError};
-use crate::virtual_channel::{Envelope, Party, PartyConfig, PartyEvent, VirtualError, VirtualParams};
+use crate::virtual_channel::{
+    Envelope, Party, PartyConfig, PartyEvent, VirtualError, VirtualParams,
+};
 use crate::voucher::Voucher;
 
 /// The store key of the party's snapshot (not a channel id: no channel has this preimage).
@@ -400,7 +402,10 @@ impl PartyNode {
     /// Persists the party if it changed, then releases its events and messages.
     async fn drive(&self, st: &mut State) -> Result<(), NodeError> {
         if let Some(snapshot) = st.party.poll_persist() {
-            self.inner.store.put_channel(PARTY_RECORD, &snapshot).await?;
+            self.inner
+                .store
+                .put_channel(PARTY_RECORD, &snapshot)
+                .await?;
             st.party.handle_persisted();
         }
         while let Some(ev) = st.party.poll_event() {
@@ -592,7 +597,9 @@ impl PartyNode {
                     return Ok(());
                 }
                 tracing::info!(channel = %id, "concludeAndTransferAllAssets");
-                if let Err(e) = chain.conclude_and_transfer_all_assets(fixed, candidate).await
+                if let Err(e) = chain
+                    .conclude_and_transfer_all_assets(fixed, candidate)
+                    .await
                     && !moot(chain.holdings(asset, id).await?, self.finalized(id).await?)
                 {
                     return Err(e.into());
@@ -603,7 +610,8 @@ impl PartyNode {
                 let Some(target) = reclaim_target(args) else {
                     return Ok(());
                 };
-                let expected = fingerprint(args.source_state_hash, hash_outcome(&args.source_outcome));
+                let expected =
+                    fingerprint(args.source_state_hash, hash_outcome(&args.source_outcome));
                 if chain.status(source).await?.fingerprint != expected {
                     // Someone reclaimed (or paid out) already: learn what happened.
                     return self.sync_reclaims(st, source).await;

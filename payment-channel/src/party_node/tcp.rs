@@ -321,15 +321,16 @@ impl NetInner {
         if peer_nonce == nonce {
             return Err(NetError::Handshake("our nonce reflected"));
         }
-        let signature = self
-            .signer
-            .sign_eth_message(&handshake_hash(me, peer, &nonce, &peer_nonce))?;
+        let signature =
+            self.signer
+                .sign_eth_message(&handshake_hash(me, peer, &nonce, &peer_nonce))?;
         send_frame(wire, &Frame::Proof { signature }).await?;
         let Frame::Proof { signature } = recv_frame(wire).await? else {
             return Err(NetError::Handshake("expected proof"));
         };
-        let signer = recover_eth_message(&handshake_hash(peer, me, &peer_nonce, &nonce), &signature)
-            .map_err(|_| NetError::Handshake("proof does not verify"))?;
+        let signer =
+            recover_eth_message(&handshake_hash(peer, me, &peer_nonce, &nonce), &signature)
+                .map_err(|_| NetError::Handshake("proof does not verify"))?;
         if signer != peer {
             return Err(NetError::Handshake("proof is not the claimed address's"));
         }
