@@ -231,6 +231,22 @@ impl TcpNet {
         Ok(peer)
     }
 
+    /// Dials again every peer we dialed before whose connection dropped (a restarted hub cannot
+    /// dial its payers and payees: they come back to it).
+    pub async fn reconnect(&self) {
+        let book: Vec<(Address, SocketAddr)> = lock(&self.inner.book)
+            .iter()
+            .map(|(a, s)| (*a, *s))
+            .collect();
+        for (peer, addr) in book {
+            if !self.is_connected(peer)
+                && let Err(e) = self.connect(addr).await
+            {
+                tracing::debug!(%peer, %addr, error = %e, "reconnect failed");
+            }
+        }
+    }
+
     /// Whether a connection to `peer` is up.
     pub fn is_connected(&self, peer: Address) -> bool {
         lock(&self.inner.conns)
@@ -455,7 +471,8 @@ impl PartyTransport for TcpNet {
 
 /// Runs `node` on `net`'s messages until `inbound` closes: each message is handed to the node
 /// (a peer whose message the party calls garbage is struck); every `tick` the chain is watched;
-/// every `resend_every` the node resends what its state implies.
+/// every `resend_every` dropped connections we dialed are dialed again and the node resends
+/// what its state implies.
 pub async fn run_node(
     node: PartyNode,
     net: TcpNet,
@@ -485,6 +502,7 @@ pub async fn run_node(
                 }
             }
             _ = resend.tick() => {
+                net.reconnect().await;
                 if let Err(e) = node.resend().await {
                     tracing::warn!(error = %e, "resend");
                 }
