@@ -55,6 +55,7 @@ impl Hub {
         c.args(&self.cmd);
         let mut p = JsonProc::spawn("hub", c);
         let ev = p.expect_event(Duration::from_secs(60), "hub");
+        eprintln!("hub started: {ev}");
         let address: Address = ev["address"].as_str().unwrap().parse().unwrap();
         if !self.address.is_zero() {
             assert_eq!(

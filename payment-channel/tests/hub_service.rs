@@ -125,14 +125,14 @@ async fn handshake_as(
 }
 
 fn envelope(from: Address, to: Address) -> NodeMessage {
-    NodeMessage::Envelope(Envelope {
+    NodeMessage::Envelope(Box::new(Envelope {
         from,
         to,
         payload: Payload::Virtual(VirtualMessage {
             channel_id: B256::repeat_byte(9),
             body: VirtualBody::RequestFinal,
         }),
-    })
+    }))
 }
 
 async fn nothing_delivered(rx: &mut mpsc::UnboundedReceiver<Inbound>) -> bool {
@@ -535,8 +535,8 @@ fn check(r: &Report, pays: [u64; 3]) {
         u(3 * HUB_DEPOSIT + 3 * FEE),
         "hub: its deposits back plus the fees"
     );
-    for i in 0..3 {
-        assert_eq!(r.payouts[2 + i], u(pays[i]), "payee {i}");
+    for (i, pay) in pays.iter().enumerate() {
+        assert_eq!(r.payouts[2 + i], u(*pay), "payee {i}");
     }
 }
 

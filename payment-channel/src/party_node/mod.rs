@@ -59,8 +59,8 @@ pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum NodeMessage {
-    /// A party message.
-    Envelope(Envelope),
+    /// A party message (boxed: it is most of the size).
+    Envelope(Box<Envelope>),
     /// "Please open (and fund) a ledger with me": a payee to its hub. Idempotent.
     LedgerRequest,
 }
@@ -417,7 +417,7 @@ impl PartyNode {
             if let Err(e) = self
                 .inner
                 .transport
-                .send(to, NodeMessage::Envelope(env))
+                .send(to, NodeMessage::Envelope(Box::new(env)))
                 .await
             {
                 tracing::debug!(peer = %to, error = %e, "send failed (resent later)");
