@@ -801,6 +801,55 @@ fn duty_key(d: &ChainDuty) -> (u8, B256) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Allocation, Guarantee, address_to_destination, two_party_outcome};
+
+    fn u(n: u64) -> U256 {
+        U256::from(n)
+    }
+
+    #[test]
+    fn reclaims_are_identified_by_the_on_chain_fingerprint() {
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let (v1, v2, v3) = (
+            B256::repeat_byte(0x11),
+            B256::repeat_byte(0x22),
+            B256::repeat_byte(0x33),
+        );
+        let g = Guarantee {
+            left: address_to_destination(a),
+            right: address_to_destination(b),
+        };
+        let mut ledger = two_party_outcome(Address::ZERO, a, u(1_000), b, u(0));
+        for (v, amount) in [(v1, 100), (v2, 50), (v3, 30)] {
+            ledger[0]
+                .allocations
+                .push(Allocation::guarantee(v, u(amount), g.clone()));
+        }
+        let pays = |amount: u64, paid: u64| {
+            two_party_outcome(Address::ZERO, a, u(amount - paid), b, u(paid))
+        };
+        let candidates = vec![(v1, pays(100, 40)), (v2, pays(50, 50)), (v3, pays(30, 0))];
+        let state_hash = B256::repeat_byte(0xee);
+        let after = |vs: &[usize]| {
+            let mut o = ledger.clone();
+            for i in vs {
+                o = reclaim_effect(&o, candidates[*i].0, &candidates[*i].1)
+                    .unwrap()
+                    .0;
+            }
+            fingerprint(state_hash, hash_outcome(&o))
+        };
+        let found = |fp| matching_reclaims(&ledger, state_hash, &candidates, fp);
+        assert_eq!(found(after(&[])), Vec::<B256>::new(), "nothing changed");
+        assert_eq!(found(after(&[1])), vec![v2]);
+        assert_eq!(found(after(&[2, 0])), vec![v1, v3], "order does not matter");
+        assert_eq!(found(after(&[0, 1, 2])), vec![v1, v2, v3]);
+        assert_eq!(
+            found([7u8; 20]),
+            Vec::<B256>::new(),
+            "unknown: nothing applied"
+        );
+    }
 
     #[test]
     fn store_keys_differ_and_backoff_doubles() {
