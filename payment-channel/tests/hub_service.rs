@@ -22,7 +22,7 @@ use payment_channel::party_node::tcp::{
 };
 use payment_channel::party_node::{LedgerService, NodeConfig, NodeMessage, PartyNode};
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::test_utils::faulty::FaultyChain;
+use payment_channel::test_utils::faulty::{Call, FaultyChain};
 use payment_channel::virtual_channel::{
     Envelope, HubLimits, PartyConfig, Payload, VirtualBody, VirtualMessage, VirtualParams,
 };
@@ -543,6 +543,10 @@ fn check(r: &Report, pays: [u64; 3]) {
 const PAYS: [u64; 3] = [30, 0, 300];
 
 fn sim_backend() -> Backend {
+    sim_backend_and_clock().0
+}
+
+fn sim_backend_and_clock() -> (Backend, SimulatedChain) {
     let sim = SimulatedChain::new();
     let ether = U256::from(10u64).pow(U256::from(18u8));
     let chains = (0..5)
@@ -553,12 +557,13 @@ fn sim_backend() -> Backend {
             Arc::new(FaultyChain::new(c))
         })
         .collect();
-    Backend {
+    let b = Backend {
         chains,
         consensus_app: sim.consensus_app(),
         payment_app: sim.app_definition(),
         confirmations: 0,
-    }
+    };
+    (b, sim)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,4 +632,127 @@ async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
         calls(&r),
         "the same transactions on both backends"
     );
+}
+
+/// The payee takes V on chain against a silent payer; the drivers do the rest (V's challenge
+/// with the redemption, the ledgers' challenges timed after V's, reclaims by whoever comes first
+/// — the other one learns it from the fingerprint — and payouts): everybody ends with exactly
+/// what the cooperative close would have given them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payee_redeems_on_chain_against_a_silent_payer_through_the_drivers() {
+    let (b, sim) = sim_backend_and_clock();
+    let limits = HubLimits {
+        max_amount: u(500),
+        max_locked_per_ledger: u(HUB_DEPOSIT),
+        min_fee: u(FEE),
+    };
+    let service = LedgerService {
+        asset: Address::ZERO,
+        deposit: u(HUB_DEPOSIT),
+        challenge_duration: DURATION,
+        max_ledgers: 10,
+    };
+    let hub = start(&b, 1, Some((limits, service))).await;
+    let payer = start(&b, 0, None).await;
+    let payee = start(&b, 2, None).await;
+    let h = hub.key.address();
+    payee.net.connect(hub.net.local_addr()).await.unwrap();
+    payee.node.request_ledger(h).await.unwrap();
+    payer.net.connect(hub.net.local_addr()).await.unwrap();
+    payer.net.connect(payee.net.local_addr()).await.unwrap();
+    let pl = payer
+        .node
+        .open_ledger(h, Address::ZERO, u(PAYER_DEPOSIT), DURATION)
+        .await
+        .unwrap();
+    until("ledgers open", || async {
+        ledger_open_with(&payer.node, h).await == Some(pl)
+            && ledger_open_with(&payee.node, h).await.is_some()
+    })
+    .await;
+    let hl = ledger_open_with(&payee.node, h).await.unwrap();
+    let v = payer
+        .node
+        .propose_virtual(&VirtualParams {
+            hub: h,
+            payee: payee.key.address(),
+            channel_nonce: 5,
+            app_definition: b.payment_app,
+            challenge_duration: DURATION,
+            asset: Address::ZERO,
+            amount: u(AMOUNT),
+            fee: u(FEE),
+        })
+        .await
+        .unwrap();
+    until("V running", || async {
+        payee
+            .node
+            .inspect(|p| p.channel(&v).is_some_and(|c| c.is_running()))
+            .await
+    })
+    .await;
+    payer.node.pay(v, u(40)).await.unwrap();
+    until("voucher received", || async {
+        payee
+            .node
+            .inspect(|p| p.channel(&v).map(|c| c.paid()) == Some(u(40)))
+            .await
+    })
+    .await;
+    // The payer goes silent (it still watches the chain, as any party's driver does).
+    payer.net.shutdown();
+    payee.node.challenge_virtual(v).await.unwrap();
+    let chain = b.chains[2].clone();
+    let finalizes_at = |id: B256| {
+        let chain = chain.clone();
+        async move { chain.status(id).await.unwrap().finalizes_at }
+    };
+    // Wait for the on-chain effect: V and both ledgers challenged.
+    until("V and both ledgers challenged on chain", || async {
+        finalizes_at(v).await != 0 && finalizes_at(hl).await != 0 && finalizes_at(pl).await != 0
+    })
+    .await;
+    assert!(
+        finalizes_at(hl).await >= finalizes_at(v).await,
+        "§0.4: L(H,B) after V"
+    );
+    assert!(
+        finalizes_at(pl).await >= finalizes_at(v).await,
+        "§0.4: L(P,H) after V"
+    );
+    let last = finalizes_at(hl).await.max(finalizes_at(pl).await);
+    let now = chain.now().await.unwrap();
+    sim.advance_time(last.saturating_sub(now) + 1);
+    for n in [&payer.node, &hub.node, &payee.node] {
+        until("every ledger paid out", || paid_out(n)).await;
+    }
+    let bal = |a: Address| {
+        let chain = chain.clone();
+        async move { chain.balance(Address::ZERO, a).await.unwrap() }
+    };
+    assert_eq!(bal(payee.key.address()).await, u(40), "payee: its voucher");
+    assert_eq!(bal(payer.key.address()).await, u(PAYER_DEPOSIT - 40 - FEE));
+    assert_eq!(
+        bal(h).await,
+        u(HUB_DEPOSIT + FEE),
+        "hub: its deposit and the fee"
+    );
+    for id in [v, pl, hl] {
+        assert!(chain.holdings(Address::ZERO, id).await.unwrap().is_zero());
+    }
+    let reclaims: usize = b
+        .chains
+        .iter()
+        .map(|c| {
+            c.gas_used()
+                .iter()
+                .filter(|(call, _)| *call == Call::Reclaim)
+                .count()
+        })
+        .sum();
+    assert_eq!(reclaims, 2, "one reclaim per ledger, none sent twice");
+    for p in [&payer, &hub, &payee] {
+        p.net.shutdown();
+    }
 }

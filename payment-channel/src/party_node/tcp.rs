@@ -265,11 +265,13 @@ impl TcpNet {
         self.inner.strike(peer);
     }
 
-    /// Stops listening and closes every connection.
+    /// Stops listening, closes every connection and forgets where peers were dialed (nothing
+    /// is sent any more).
     pub fn shutdown(&self) {
         if let Some(t) = lock(&self.inner.accept).take() {
             t.abort();
         }
+        lock(&self.inner.book).clear();
         lock(&self.inner.conns).clear();
     }
 }
