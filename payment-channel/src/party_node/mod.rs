@@ -823,7 +823,7 @@ mod tests {
         for (v, amount) in [(v1, 100), (v2, 50), (v3, 30)] {
             ledger[0]
                 .allocations
-                .push(Allocation::guarantee(v, u(amount), g.clone()));
+                .push(Allocation::guarantee(v, u(amount), g));
         }
         let pays = |amount: u64, paid: u64| {
             two_party_outcome(Address::ZERO, a, u(amount - paid), b, u(paid))
