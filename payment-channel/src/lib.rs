@@ -9,6 +9,8 @@
 //! - [`channel::Channel`]: the sans-IO state machine (no I/O, no clock, no randomness).
 //! - [`client::Client`]: the async driver over [`chain::Chain`], [`store::ChannelStore`] and
 //!   [`client::Transport`].
+//! - [`party_node::PartyNode`]: the async driver of a [`virtual_channel::Party`] (ledgers and
+//!   virtual channels through a hub) over a chain, a store and a transport.
 //! - [`message`]: the wire messages and their compact JSON envelope.
 //! - [`error`]: errors by cause, each with the [`error::Reaction`] to take.
 //! - [`role`]: [`role::Role`] and [`role::PhaseKind`], shared by the channel, its errors and
@@ -25,6 +27,8 @@
 //! - `libsecp256k1` (off by default): signatures with libsecp256k1 (C) instead of the pure-Rust
 //!   k256, byte for byte the same ([`sign::BACKEND`] says which is compiled in); about 2× faster
 //!   to sign and 3× to verify. Needs a C compiler.
+//! - `tcp` (off by default): [`party_node`]'s TCP transport (`party_node::tcp`: length-delimited
+//!   JSON frames, peers authenticated by signature) and its run loop.
 //! - `test-utils` (private): state builders and chain-level scenario scripts for tests.
 //!
 #![doc = include_str!("../README.md")]
@@ -43,6 +47,9 @@ pub mod client;
 pub mod error;
 pub mod ledger;
 pub mod message;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod party_node;
 pub mod policy;
 pub mod role;
 pub mod sign;

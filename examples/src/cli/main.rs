@@ -4,7 +4,7 @@
 //! - [`output`]: human lines, JSON lines and the progress bar.
 //! - [`wallet`]: keys, the chain connection and the asset.
 //! - [`failure`]: errors, their causes and the exit codes.
-//! - one module per command: [`create`], [`info`], [`seed`], [`get`], [`demo`].
+//! - one module per command: [`create`], [`info`], [`seed`], [`get`], [`demo`], [`hub`].
 
 #![forbid(unsafe_code)]
 
@@ -12,6 +12,7 @@ mod create;
 mod demo;
 mod failure;
 mod get;
+mod hub;
 mod info;
 mod options;
 mod output;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     let rpc = match &cli.command {
         Command::Seed(a) => a.channels.chain.rpc.clone(),
         Command::Get(a) => a.channels.chain.rpc.clone(),
+        Command::Hub(a) => a.chain.rpc.clone(),
         _ => None,
     };
     let done = tokio::runtime::Builder::new_multi_thread()
@@ -93,5 +95,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Seed(args) => seed::run(args, out).await,
         Command::Get(args) => get::run(args, out).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Hub(args) => hub::run(args, out).await,
     }
 }

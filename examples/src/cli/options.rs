@@ -212,6 +212,8 @@ pub(crate) enum Command {
     Get(GetArgs),
     /// Seed a generated file to a downloader in this process, over loopback, with payments.
     Demo(DemoArgs),
+    /// Run a hub: ledgers and virtual payment channels for payers and payees (needs --rpc).
+    Hub(crate::hub::HubArgs),
 }
 
 /// A peer given as `HOST:PORT` (a name or an IP address; resolved when connecting).

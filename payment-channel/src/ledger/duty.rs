@@ -3,6 +3,7 @@
 
 use alloy_primitives::{Address, B256, U256};
 
+pub use crate::chain::ReclaimArgs;
 use crate::sign::Signature;
 use crate::state::{Allocation, FixedPart, Outcome, SignedVariablePart};
 
@@ -66,27 +67,6 @@ pub enum ChainDuty {
         /// Finalized state hash (zero after `conclude`).
         state_hash: B256,
     },
-}
-
-/// `IMultiAssetHolder.ReclaimArgs` (§4.1 of the virtual-funding reference).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReclaimArgs {
-    /// The ledger.
-    pub source_channel_id: B256,
-    /// The ledger's finalized state hash (zero if concluded).
-    pub source_state_hash: B256,
-    /// The ledger's currently fingerprinted outcome.
-    pub source_outcome: Outcome,
-    /// Asset index in the ledger (always 0 here).
-    pub source_asset_index: u64,
-    /// Index of the guarantee in the ledger's allocations.
-    pub index_of_target_in_source: u64,
-    /// The virtual channel's finalized state hash (zero if concluded).
-    pub target_state_hash: B256,
-    /// The virtual channel's finalized outcome.
-    pub target_outcome: Outcome,
-    /// Asset index in the virtual channel (always 0 here).
-    pub target_asset_index: u64,
 }
 
 /// Why [`reclaim_effect`] refuses (the contract would revert).

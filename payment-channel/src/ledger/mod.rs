@@ -1104,9 +1104,9 @@ impl Ledger {
                     self.emit(LedgerEvent::PaidOut);
                 }
             }
-            // The event names the ledger, not the guaranteed channel whose outcome the reclaim
-            // applied: `Party::handle_reclaimed` (which knows both) applies it.
-            ChainEvent::Reclaimed { .. } => {}
+            // Which guarantee went is not in the event: the caller identifies it and calls
+            // `apply_reclaim` (a driver matches the on-chain fingerprint).
+            ChainEvent::Reclaimed { .. } => self.handle_timeout(now),
         }
         Ok(())
     }
