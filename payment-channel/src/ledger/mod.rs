@@ -1088,6 +1088,9 @@ impl Ledger {
                     self.emit(LedgerEvent::Finalized);
                 }
             }
+            // The event does not name the target: the driver, which sent or saw the `reclaim`,
+            // calls [`Ledger::apply_reclaim`] with the target's outcome.
+            ChainEvent::Reclaimed { .. } => {}
             ChainEvent::AllocationUpdated {
                 initial_holdings,
                 final_holdings,

@@ -1014,7 +1014,9 @@ impl VirtualChannel {
                     self.chain.challenge = None;
                 }
             }
-            ChainEvent::Deposited { .. } | ChainEvent::AllocationUpdated { .. } => {}
+            ChainEvent::Deposited { .. }
+            | ChainEvent::AllocationUpdated { .. }
+            | ChainEvent::Reclaimed { .. } => {}
         }
         self.handle_timeout(now);
         Ok(())
