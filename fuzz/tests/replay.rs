@@ -1020,3 +1020,10 @@ fn hub_seed_debug() {
     let (_, data) = hub_seeds().into_iter().find(|(n, _)| *n == name).unwrap();
     paid_wire_fuzz::hub_ops(&data);
 }
+
+#[test]
+#[ignore = "debugging aid: HUB_FILE=<path> HUB_DEBUG=1"]
+fn hub_file_debug() {
+    let data = fs::read(std::env::var("HUB_FILE").unwrap()).unwrap();
+    paid_wire_fuzz::hub_ops(&data);
+}
