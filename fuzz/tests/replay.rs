@@ -933,7 +933,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .deliver_n(1)
         .pay(0, 30)
         .deliver_n(1)
-        .who(H_ROLLBACK, 5)
+        .who(H_ROLLBACK, 1)
         .pay(0, 10)
         .deliver_n(2)
         .close(0)
@@ -1008,7 +1008,7 @@ fn hub_seeds_decode_as_written() {
         ops[1],
         "Deliver { pick: 0, drop: false, dup: false, crash: false }"
     );
-    assert!(ops.iter().any(|o| o == "Rollback(5)"), "{ops:?}");
+    assert!(ops.iter().any(|o| o == "Rollback(1)"), "{ops:?}");
     assert!(ops.iter().any(|o| o == "ChallengeLedger { who: 0, ledger: 0 }"), "{ops:?}");
     assert!(ops.iter().any(|o| o == "Challenge { who: 0, channel: 0 }"), "{ops:?}");
 }
