@@ -15,8 +15,8 @@
 //!   persisting), i.e. the hub's CPU per channel funded.
 //!
 //! Then (not criterion: one long run) memory: the hub's snapshot bytes per virtual channel and
-//! its in-memory size per virtual channel (RSS growth of restoring 6 more copies of the hub from
-//! its snapshot, after 2 copies that absorb what the build freed, `/proc/self/statm`) for `HUB_MEM_N` channels (default `1000,3000`), built
+//! its in-memory size per virtual channel (RSS growth of restoring 12 more copies of the hub from
+//! its snapshot, after 4 copies that absorb what the build freed, `/proc/self/statm`) for `HUB_MEM_N` channels (default `1000,3000`), built
 //! through the protocol with 10 payees and one payer per 10 channels. Written to
 //! `target/criterion/hub-memory.json`.
 //!
@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput};
 use payment_channel::chain::ChainEvent;
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::virtual_channel::{
-    Envelope, HubLimits, Party, PartyConfig, VirtualParams,
-};
+use payment_channel::virtual_channel::{Envelope, HubLimits, Party, PartyConfig, VirtualParams};
 use payment_channel::{Address, B256, U256};
 
 const CONSENSUS_APP: Address = Address::repeat_byte(0xc0);
@@ -79,8 +77,6 @@ impl World {
         };
         for i in 0..payees {
             let b = w.add(false);
-            let hub_addr = w.keys[0].address();
-            let _ = hub_addr;
             let baddr = w.keys[b].address();
             let id = w.parties[0]
                 .open_ledger(baddr, 10 + i as u64, DURATION, Address::ZERO, big())
@@ -171,7 +167,9 @@ impl World {
             amount: U256::from(1_000u64),
             fee: U256::from(1u64),
         };
-        let v = self.parties[payer].propose_virtual(&params).expect("propose");
+        let v = self.parties[payer]
+            .propose_virtual(&params)
+            .expect("propose");
         self.run();
         v
     }
@@ -261,7 +259,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// Copies of the hub restored for the in-memory size.
-const COPIES: usize = 6;
+const COPIES: usize = 12;
 
 fn memory() {
     let ns: Vec<usize> = std::env::var("HUB_MEM_N")
@@ -278,7 +276,7 @@ fn memory() {
         let hub_key = w.keys[0].clone();
         // The first copies take what the build freed; the next ones grow the process.
         let restore = || Party::restore(hub_key.clone(), &hub_snap).expect("restore");
-        let absorb: Vec<Party> = (0..2).map(|_| restore()).collect();
+        let absorb: Vec<Party> = (0..4).map(|_| restore()).collect();
         let before = rss_bytes();
         let copies: Vec<Party> = (0..COPIES).map(|_| restore()).collect();
         let after = rss_bytes();

@@ -81,7 +81,7 @@ fn thousands(x: u64) -> String {
     let s = x.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -113,7 +113,10 @@ fn buyer_gas_direct_vs_hub() {
         );
     }
     // The buyer's cooperative cost through a hub does not depend on N; direct grows with N.
-    assert!(rows.iter().all(|r| r.hub_txs == 2 && r.hub_gas == rows[0].hub_gas));
+    assert!(
+        rows.iter()
+            .all(|r| r.hub_txs == 2 && r.hub_gas == rows[0].hub_gas)
+    );
     assert_eq!(rows[3].direct_txs, 30);
     // Direct is cheaper for the buyer only with a few sellers: the hub pays off from N = 5.
     let break_even = (1..100)

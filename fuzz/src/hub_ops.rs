@@ -328,9 +328,9 @@ impl World {
     /// Delivers new chain events to every party.
     fn pump(&mut self) {
         let all = self.sim.all_events();
-        for idx in self.seen..all.len() {
+        for (idx, r) in all.iter().enumerate().skip(self.seen) {
             for i in 0..self.n() {
-                self.feed(i, idx, &all[idx].event);
+                self.feed(i, idx, &r.event);
             }
         }
         self.seen = all.len();
@@ -351,8 +351,8 @@ impl World {
         let me = self.addr(i);
         let h = self.sim.handle(me);
         for d in duties {
-            let before = self.sim.all_events().len();
-            let ok = match &d {
+            // A revert is fine (the duty landed already, or a hostile party got there first).
+            let _landed = match &d {
                 ChainDuty::Deposit {
                     asset,
                     channel_id,
@@ -397,7 +397,6 @@ impl World {
                 } => ready(h.transfer_all_assets(*channel_id, outcome, *state_hash)).is_ok(),
                 _ => false,
             };
-            let _ = (ok, before);
             self.pump();
         }
     }
@@ -431,7 +430,11 @@ impl World {
         let p = &mut self.parties[to];
         let before = p.snapshot();
         if let Err(err) = p.handle_envelope(e) {
-            assert_eq!(p.snapshot(), before, "refused input changed the state: {err}");
+            assert_eq!(
+                p.snapshot(),
+                before,
+                "refused input changed the state: {err}"
+            );
             assert!(
                 p.poll_persist().is_none(),
                 "refused input asks to persist: {err}"
@@ -659,11 +662,17 @@ impl World {
                 *max = paid;
                 if i == HUB {
                     assert!(c.amount() <= lim.max_amount, "hub accepted above its limit");
-                    assert!(c.fee() >= lim.min_fee, "hub accepted a fee below its minimum");
+                    assert!(
+                        c.fee() >= lim.min_fee,
+                        "hub accepted a fee below its minimum"
+                    );
                 }
                 if let Some(x) = c.final_amount() {
                     if c.role() == payment_channel::virtual_channel::VirtualRole::Payee {
-                        assert!(x >= paid, "payee signed a final state below its best voucher");
+                        assert!(
+                            x >= paid,
+                            "payee signed a final state below its best voucher"
+                        );
                     }
                     if c.role() == payment_channel::virtual_channel::VirtualRole::Payer {
                         assert!(x <= paid, "payer signed a final state above what it paid");
@@ -698,7 +707,6 @@ impl World {
     /// the rest on chain.
     fn settle(&mut self) {
         self.settling = true;
-        self.net.retain(|_| true);
         let n = self.n();
         for round in 0..16 {
             if self.paid_out() && round > 0 {
@@ -827,7 +835,10 @@ impl World {
             );
         }
         for v in &self.channels {
-            assert!(self.sim.holdings_of(*v).is_zero(), "channel {v} holds funds");
+            assert!(
+                self.sim.holdings_of(*v).is_zero(),
+                "channel {v} holds funds"
+            );
         }
         for b in 2..self.n() {
             if !self.honest(b) {
@@ -838,7 +849,10 @@ impl World {
                 .map(|c| c.paid().to::<u128>())
                 .sum();
             let got = self.net_of(b);
-            assert!(got >= owed as i128, "payee {b} got {got} < its vouchers {owed}");
+            assert!(
+                got >= owed as i128,
+                "payee {b} got {got} < its vouchers {owed}"
+            );
             if exact {
                 assert_eq!(got, owed as i128, "payee {b}");
             }

@@ -814,11 +814,7 @@ impl Hb {
         self
     }
     fn deliver(&mut self, pick: u8, drop: bool, dup: bool, crash: bool) -> &mut Self {
-        self.op(H_DELIVER)
-            .u8(pick)
-            .bool(drop)
-            .bool(dup)
-            .bool(crash);
+        self.op(H_DELIVER).u8(pick).bool(drop).bool(dup).bool(crash);
         self
     }
     fn deliver_n(&mut self, n: usize) -> &mut Self {
@@ -984,7 +980,10 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("crashes_mid_funding_and_defunding", crashes.bytes()),
         ("payee_redeems_against_silent_payer", silent_payer),
         ("hostile_hub_resigned_mutations", hostile_hub.bytes()),
-        ("hostile_payer_rollback_and_stale_challenges", rollback.bytes()),
+        (
+            "hostile_payer_rollback_and_stale_challenges",
+            rollback.bytes(),
+        ),
         ("hub_limits", limits),
         ("network_tampering", tamper.bytes()),
         ("hostile_payee", hostile_payee.bytes()),
@@ -1009,8 +1008,15 @@ fn hub_seeds_decode_as_written() {
         "Deliver { pick: 0, drop: false, dup: false, crash: false }"
     );
     assert!(ops.iter().any(|o| o == "Rollback(1)"), "{ops:?}");
-    assert!(ops.iter().any(|o| o == "ChallengeLedger { who: 0, ledger: 0 }"), "{ops:?}");
-    assert!(ops.iter().any(|o| o == "Challenge { who: 0, channel: 0 }"), "{ops:?}");
+    assert!(
+        ops.iter()
+            .any(|o| o == "ChallengeLedger { who: 0, ledger: 0 }"),
+        "{ops:?}"
+    );
+    assert!(
+        ops.iter().any(|o| o == "Challenge { who: 0, channel: 0 }"),
+        "{ops:?}"
+    );
 }
 
 #[test]
