@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use payment_channel::chain::ChainEvent;
 use payment_channel::ledger::ChainDuty;
-use payment_channel::sign::{LocalSigner, Signer};
+use payment_channel::sign::LocalSigner;
 use payment_channel::virtual_channel::{Envelope, HubLimits, Party, PartyConfig, VirtualParams};
 use payment_channel::{Address, B256, U256};
 
