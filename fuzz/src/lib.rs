@@ -8,9 +8,11 @@
 
 mod channel_ops;
 mod glue_events;
+mod hub_ops;
 
 pub use channel_ops::{ChannelOp, Forgery, Who, channel_ops};
 pub use glue_events::{Chan, Ext, GlueOp, Hs, Len, glue_events};
+pub use hub_ops::{HubConfig, HubOp, hub_ops};
 
 use bytes::{Bytes, BytesMut};
 use paid_wire::bencode::Value;

@@ -16,18 +16,19 @@ use paid_wire::pse::{ChannelId, PseMessage};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 6] = [
     ("wire_decode", paid_wire_fuzz::wire_decode),
     ("ext_handshake", paid_wire_fuzz::ext_handshake),
     ("pse_decode", paid_wire_fuzz::pse_decode),
     ("channel_ops", paid_wire_fuzz::channel_ops),
     ("glue_events", paid_wire_fuzz::glue_events),
+    ("hub_ops", paid_wire_fuzz::hub_ops),
 ];
 
 /// Minimum committed seeds per target.
 fn min_seeds(target: &str) -> usize {
     match target {
-        "channel_ops" | "glue_events" => 6,
+        "channel_ops" | "glue_events" | "hub_ops" => 6,
         _ => 12,
     }
 }
@@ -260,6 +261,7 @@ fn write_seed_corpus() {
         ("pse_decode", pse_seeds()),
         ("channel_ops", channel_seeds()),
         ("glue_events", glue_seeds()),
+        ("hub_ops", hub_seeds()),
     ] {
         let d = dir("corpus", target);
         fs::create_dir_all(&d).unwrap();
@@ -285,6 +287,10 @@ fn seed_fixtures_pass_their_own_target() {
     }
     for (_, data) in glue_seeds() {
         paid_wire_fuzz::glue_events(&data);
+    }
+    for (name, data) in hub_seeds() {
+        eprintln!("hub_ops: {name}");
+        paid_wire_fuzz::hub_ops(&data);
     }
 }
 
@@ -767,4 +773,275 @@ fn seeds_decode_as_written() {
         "{pse:?}"
     );
     assert!(pse.iter().any(|o| o == "BogusBytesSent(2, 1)"), "{pse:?}");
+}
+
+// `HubOp` variants, in declaration order.
+const H_OPS: u32 = 15;
+const H_PROPOSE: u32 = 0;
+const H_PAY: u32 = 1;
+const H_CLOSE: u32 = 2;
+const H_REQUEST_FINAL: u32 = 3;
+const H_DELIVER: u32 = 4;
+const H_RESEND: u32 = 5;
+const H_CRASH: u32 = 6;
+const H_CLOSE_LEDGER: u32 = 7;
+const H_CHALLENGE: u32 = 8;
+const H_CHALLENGE_LEDGER: u32 = 9;
+const H_DUTIES: u32 = 10;
+const H_ADVANCE: u32 = 11;
+const H_TAMPER: u32 = 12;
+const H_HOSTILE: u32 = 13;
+const H_ROLLBACK: u32 = 14;
+// Party indices: payer, hub, payees from 2.
+const P: u8 = 0;
+const H: u8 = 1;
+const B0: u8 = 2;
+
+struct Hb(Enc);
+
+impl Hb {
+    /// `payees` in 1..=3; `hostile`: `None`, or the party index (payer, hub, first payee).
+    fn new(payees: u8, hostile: Option<u8>) -> Self {
+        let mut e = Enc::default();
+        e.u8(payees - 1).u8(hostile.map_or(0, |h| 3 + h));
+        Self(e)
+    }
+    fn op(&mut self, v: u32) -> &mut Enc {
+        self.0.variant(v, H_OPS)
+    }
+    fn propose(&mut self, payee: u8, amount: u8, fee: u8) -> &mut Self {
+        self.op(H_PROPOSE).u8(payee).u8(amount).u8(fee);
+        self
+    }
+    fn pay(&mut self, channel: u8, delta: u8) -> &mut Self {
+        self.op(H_PAY).u8(channel).u8(delta);
+        self
+    }
+    fn close(&mut self, channel: u8) -> &mut Self {
+        self.op(H_CLOSE).u8(channel);
+        self
+    }
+    fn request_final(&mut self, by_hub: bool, channel: u8) -> &mut Self {
+        self.op(H_REQUEST_FINAL).bool(by_hub).u8(channel);
+        self
+    }
+    fn deliver(&mut self, pick: u8, drop: bool, dup: bool, crash: bool) -> &mut Self {
+        self.op(H_DELIVER).u8(pick).bool(drop).bool(dup).bool(crash);
+        self
+    }
+    fn deliver_n(&mut self, n: usize) -> &mut Self {
+        for _ in 0..n {
+            self.deliver(0, false, false, false);
+        }
+        self
+    }
+    fn who(&mut self, op: u32, who: u8) -> &mut Self {
+        self.op(op).u8(who);
+        self
+    }
+    fn close_ledger(&mut self, payee: Option<u8>) -> &mut Self {
+        let e = self.op(H_CLOSE_LEDGER);
+        match payee {
+            None => e.bool(false),
+            Some(b) => e.bool(true).u8(b),
+        };
+        self
+    }
+    fn challenge(&mut self, who: u8, channel: u8) -> &mut Self {
+        self.op(H_CHALLENGE).u8(who).u8(channel);
+        self
+    }
+    fn challenge_ledger(&mut self, who: u8, ledger: u8) -> &mut Self {
+        self.op(H_CHALLENGE_LEDGER).u8(who).u8(ledger);
+        self
+    }
+    fn advance(&mut self, secs: u8) -> &mut Self {
+        self.op(H_ADVANCE).u8(secs);
+        self
+    }
+    fn tamper(&mut self, op: u32, pick: u8, at: u16, xor: u8) -> &mut Self {
+        self.op(op).u8(pick).u16(at).u8(xor);
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        self.0.0.clone()
+    }
+}
+
+fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let happy = Hb::new(3, None)
+        .propose(0, 99, 2)
+        .propose(1, 49, 1)
+        .propose(2, 149, 3)
+        .deliver_n(30)
+        .pay(0, 40)
+        .pay(1, 10)
+        .pay(2, 100)
+        .deliver_n(3)
+        .close(0)
+        .close(1)
+        .close(2)
+        .deliver_n(6)
+        .bytes();
+    let mut lossy = Hb::new(2, None);
+    lossy.propose(0, 80, 1).propose(1, 60, 2);
+    for i in 0..14u8 {
+        lossy.deliver(i * 7, i % 4 == 1, i % 5 == 2, false);
+    }
+    lossy
+        .who(H_RESEND, P)
+        .who(H_RESEND, H)
+        .deliver_n(10)
+        .pay(0, 30)
+        .pay(1, 20)
+        .deliver(1, false, true, false)
+        .request_final(true, 0)
+        .request_final(false, 1)
+        .deliver_n(8);
+    let mut crashes = Hb::new(1, None);
+    crashes.propose(0, 100, 1);
+    for i in 0..10u8 {
+        crashes.deliver(0, false, false, i % 3 == 0);
+    }
+    crashes
+        .who(H_CRASH, H)
+        .deliver_n(6)
+        .pay(0, 25)
+        .who(H_CRASH, B0)
+        .deliver_n(2)
+        .close(0)
+        .deliver(0, false, false, true)
+        .deliver_n(6)
+        .who(H_CRASH, P)
+        .close_ledger(None);
+    let silent_payer = Hb::new(1, Some(P))
+        .propose(0, 100, 2)
+        .deliver_n(16)
+        .pay(0, 40)
+        .deliver_n(2)
+        .challenge(B0, 0)
+        .who(H_DUTIES, B0)
+        .advance(200)
+        .who(H_DUTIES, B0)
+        .who(H_DUTIES, H)
+        .bytes();
+    let mut hostile_hub = Hb::new(2, Some(H));
+    hostile_hub.propose(0, 90, 1).propose(1, 70, 2);
+    for i in 0..12u16 {
+        hostile_hub
+            .tamper(H_HOSTILE, i as u8, 40 + 23 * i, 1 << (i % 7))
+            .deliver(0, false, false, false);
+    }
+    hostile_hub.deliver_n(10).pay(0, 50).deliver_n(2).close(0);
+    let mut rollback = Hb::new(1, Some(P));
+    rollback
+        .propose(0, 120, 2)
+        .deliver_n(16)
+        .pay(0, 30)
+        .deliver_n(1)
+        .pay(0, 30)
+        .deliver_n(1)
+        .who(H_ROLLBACK, 1)
+        .pay(0, 10)
+        .deliver_n(2)
+        .close(0)
+        .deliver_n(4)
+        .challenge(P, 0)
+        .who(H_DUTIES, P)
+        .challenge_ledger(P, 0)
+        .advance(120)
+        .who(H_DUTIES, P)
+        .who(H_DUTIES, H);
+    let limits = Hb::new(1, None)
+        .propose(0, 249, 1)
+        .propose(0, 150, 0)
+        .propose(0, 150, 1)
+        .propose(0, 150, 1)
+        .propose(0, 99, 1)
+        .deliver_n(40)
+        .bytes();
+    let mut tamper = Hb::new(1, None);
+    tamper.propose(0, 60, 1);
+    for i in 0..12u16 {
+        tamper
+            .tamper(H_TAMPER, 0, 17 + 31 * i, 0x04)
+            .deliver(0, false, false, false);
+    }
+    tamper.deliver_n(8).pay(0, 20).tamper(H_TAMPER, 0, 90, 0x01);
+    let mut hostile_payee = Hb::new(2, Some(B0));
+    hostile_payee.propose(0, 100, 1).propose(1, 100, 1);
+    for i in 0..8u16 {
+        hostile_payee
+            .tamper(H_HOSTILE, 0, 60 + 41 * i, 0x02)
+            .deliver(0, false, false, false);
+    }
+    hostile_payee
+        .deliver_n(12)
+        .pay(0, 60)
+        .pay(1, 60)
+        .deliver_n(4)
+        .challenge(B0, 0)
+        .who(H_DUTIES, B0)
+        .challenge_ledger(B0, 0)
+        .who(H_DUTIES, B0)
+        .advance(255)
+        .who(H_DUTIES, B0);
+    vec![
+        ("happy_three_payees", happy),
+        ("lossy_reordering_duplicates", lossy.bytes()),
+        ("crashes_mid_funding_and_defunding", crashes.bytes()),
+        ("payee_redeems_against_silent_payer", silent_payer),
+        ("hostile_hub_resigned_mutations", hostile_hub.bytes()),
+        (
+            "hostile_payer_rollback_and_stale_challenges",
+            rollback.bytes(),
+        ),
+        ("hub_limits", limits),
+        ("network_tampering", tamper.bytes()),
+        ("hostile_payee", hostile_payee.bytes()),
+    ]
+}
+
+/// Pins the `hub_ops` encoding: the seeds decode to the operations meant.
+#[test]
+fn hub_seeds_decode_as_written() {
+    use arbitrary::{Arbitrary, Unstructured};
+    let seeds = hub_seeds();
+    let mut u = Unstructured::new(&seeds[5].1);
+    let cfg = paid_wire_fuzz::HubConfig::arbitrary(&mut u).unwrap();
+    assert_eq!((cfg.payees % 3, cfg.hostile % 6), (0, 3));
+    let ops: Vec<String> = std::iter::from_fn(|| {
+        (!u.is_empty()).then(|| format!("{:?}", paid_wire_fuzz::HubOp::arbitrary(&mut u).unwrap()))
+    })
+    .collect();
+    assert_eq!(ops[0], "Propose { payee: 0, amount: 120, fee: 2 }");
+    assert_eq!(
+        ops[1],
+        "Deliver { pick: 0, drop: false, dup: false, crash: false }"
+    );
+    assert!(ops.iter().any(|o| o == "Rollback(1)"), "{ops:?}");
+    assert!(
+        ops.iter()
+            .any(|o| o == "ChallengeLedger { who: 0, ledger: 0 }"),
+        "{ops:?}"
+    );
+    assert!(
+        ops.iter().any(|o| o == "Challenge { who: 0, channel: 0 }"),
+        "{ops:?}"
+    );
+}
+
+#[test]
+#[ignore = "debugging aid: HUB_SEED=<name> HUB_DEBUG=1"]
+fn hub_seed_debug() {
+    let name = std::env::var("HUB_SEED").unwrap();
+    let (_, data) = hub_seeds().into_iter().find(|(n, _)| *n == name).unwrap();
+    paid_wire_fuzz::hub_ops(&data);
+}
+
+#[test]
+#[ignore = "debugging aid: HUB_FILE=<path> HUB_DEBUG=1"]
+fn hub_file_debug() {
+    let data = fs::read(std::env::var("HUB_FILE").unwrap()).unwrap();
+    paid_wire_fuzz::hub_ops(&data);
 }

@@ -325,6 +325,34 @@ impl Party {
         self.transact(|st, _| channel_mut(st, channel)?.request_challenge())
     }
 
+    /// Takes a ledger on chain (its counterparty stopped answering, e.g. while closing): every
+    /// virtual channel whose guarantee the ledger holds is challenged first, and the ledger
+    /// follows once it would finalize no earlier than them (§0.4, see
+    /// [`Party::handle_timeout`]); a ledger without guarantees is challenged at once with the
+    /// latest state signed by both.
+    pub fn challenge_ledger(&mut self, ledger: B256) -> Result<()> {
+        self.transact(|st, _| {
+            let l = st
+                .ledgers
+                .get(&ledger)
+                .ok_or(VirtualUsageError::Unknown(ledger))?;
+            let held: Vec<B256> = l
+                .countersigned()
+                .map(|c| c.guarantees.keys().copied().collect())
+                .unwrap_or_default();
+            if held.is_empty() {
+                return Ok(ledger_mut(st, ledger)?.request_challenge()?);
+            }
+            for v in held {
+                let c = channel_mut(st, v)?;
+                if !c.disputed() {
+                    c.request_challenge()?;
+                }
+            }
+            Ok(())
+        })
+    }
+
     /// Re-queues every message our state implies (after a restore, or periodically while
     /// something waits for a peer).
     pub fn resend(&mut self) {
