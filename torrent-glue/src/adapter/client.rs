@@ -7,6 +7,12 @@
 //! decided by the coordinator (price, deposit, budget, one channel per peer), so the client must
 //! not auto-join; the backend additionally checks each proposal against a
 //! [`JoinPolicy`] (app definition, challenge duration, deposit, price) before handing it over.
+//!
+//! Signatures stay off the peer loop: the client checks vouchers on tokio's blocking pool
+//! (`ClientConfig::offload_signatures`), and after each payment this backend has the next
+//! [`ClientBackend::presign_ahead`] vouchers of the same size signed in a background task, so
+//! that the next `Pay` sends one without signing. A pre-signed voucher leaves only when the
+//! coordinator's `Pay` makes it due; until then it is neither stored nor counted as paid.
 
 use async_trait::async_trait;
 use paid_wire::ChannelId;
@@ -33,7 +39,14 @@ pub struct ClientBackend {
     ticks: std::sync::atomic::AtomicU32,
     /// Nonces of the proposals pushed to the client, until it reports them.
     nonces: Mutex<std::collections::HashMap<ChannelId, u64>>,
+    /// Vouchers to sign ahead after each payment (0: none).
+    presign_ahead: usize,
+    /// Channels with a pre-signing task running (one at a time per channel).
+    presigning: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<B256>>>,
 }
+
+/// Default of [`ClientBackend::presign_ahead`].
+pub const DEFAULT_PRESIGN_AHEAD: usize = 8;
 
 fn wei(x: U256) -> u128 {
     u128::try_from(x).unwrap_or(u128::MAX)
@@ -55,7 +68,46 @@ impl ClientBackend {
             watch_every: 1,
             ticks: std::sync::atomic::AtomicU32::new(0),
             nonces: Mutex::new(std::collections::HashMap::new()),
+            presign_ahead: DEFAULT_PRESIGN_AHEAD,
+            presigning: Default::default(),
         }
+    }
+
+    /// After each payment, signs the next `n` vouchers of the same size ahead of time in a
+    /// background task (default [`DEFAULT_PRESIGN_AHEAD`]; 0 turns it off). Each is sent only
+    /// when a later `Pay` of that size reaches its total.
+    pub fn presign_ahead(mut self, n: usize) -> Self {
+        self.presign_ahead = n;
+        self
+    }
+
+    /// Starts signing the next vouchers of `channel_id` ahead, unless a task already does.
+    fn start_presign(&self, channel_id: B256, amount: u128) {
+        if self.presign_ahead == 0 {
+            return;
+        }
+        {
+            let mut running = self
+                .presigning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !running.insert(channel_id) {
+                return;
+            }
+        }
+        let (client, running, n) = (
+            self.client.clone(),
+            self.presigning.clone(),
+            self.presign_ahead,
+        );
+        tokio::spawn(async move {
+            // A failure only means the next payment signs when it is due.
+            let _ = client.presign(channel_id, U256::from(amount), n).await;
+            running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&channel_id);
+        });
     }
 
     /// Watches the chain every `n` node ticks instead of every tick.
@@ -180,12 +232,10 @@ impl ChannelBackend for ClientBackend {
                 }
             }
             ChannelCommand::Pay { channel_id, amount } => {
-                if let Err(e) = self
-                    .client
-                    .send_payment(B256::from(channel_id.0), U256::from(amount))
-                    .await
-                {
-                    Self::failed(events, FailedCommand::Pay { channel_id, amount }, e);
+                let id = B256::from(channel_id.0);
+                match self.client.send_payment(id, U256::from(amount)).await {
+                    Ok(_) => self.start_presign(id, amount),
+                    Err(e) => Self::failed(events, FailedCommand::Pay { channel_id, amount }, e),
                 }
             }
             ChannelCommand::Close { channel_id } => {
