@@ -1621,8 +1621,21 @@ async fn payee_checks_vouchers_off_the_lock_and_credits_only_verified_ones() {
     use payment_channel::voucher::Voucher;
 
     let w = World::new();
-    let (mut payer, mut payee, id) = funded_pair(&w).await;
-    assert!(payee.client.config().offload_signatures);
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
+    let config = ClientConfig {
+        offload_signatures: true,
+        ..w.config(None)
+    };
+    let chain = Arc::new(w.chain.handle(payee_key.address()));
+    let store = Arc::new(MemoryStore::new());
+    let mut payee = open_node(&w.net, config, payee_key, chain, store).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
     // A voucher for 5 000 signed by someone else, in the payer's name.
     let forged = Voucher::sign(id, u(5_000), &*key(9)).unwrap();
     let envelope = Envelope {

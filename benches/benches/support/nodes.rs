@@ -52,6 +52,14 @@ async fn peer(
         Some(test_utils::accept_any(chain)),
     )
     .await;
+    // `PRESIGN_AHEAD=n` overrides how many vouchers the downloader signs ahead (0: none).
+    let backend = match std::env::var("PRESIGN_AHEAD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) => backend.presign_ahead(n),
+        None => backend,
+    };
     let backend = wrap(Arc::new(backend));
     let mut config = CoordinatorConfig::new(account, account);
     configure(&mut config);

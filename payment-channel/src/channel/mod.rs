@@ -382,9 +382,8 @@ impl Channel {
     /// concluded before our countersignature arrived), and late vouchers covered by the final
     /// state are harmless duplicates: `Some` is the decision for anything else.
     fn after_finalization(&self, msg: &Message) -> Option<Result<(), Error>> {
-        if self.st.chain.finalized.is_none() {
-            return None;
-        }
+        // Not finalized: no decision here.
+        self.st.chain.finalized.as_ref()?;
         match msg {
             Message::Close(_) if self.final_amount().is_some() => None,
             Message::Voucher(v) if self.final_amount().is_some_and(|a| v.amount <= a) => {

@@ -8,11 +8,13 @@
 //! not auto-join; the backend additionally checks each proposal against a
 //! [`JoinPolicy`] (app definition, challenge duration, deposit, price) before handing it over.
 //!
-//! Signatures stay off the peer loop: the client checks vouchers on tokio's blocking pool
-//! (`ClientConfig::offload_signatures`), and after each payment this backend has the next
-//! [`ClientBackend::presign_ahead`] vouchers of the same size signed in a background task, so
-//! that the next `Pay` sends one without signing. A pre-signed voucher leaves only when the
-//! coordinator's `Pay` makes it due; until then it is neither stored nor counted as paid.
+//! Signatures stay off the peer loop: they run in the node's channel task, never in a
+//! connection's task (the client can also check vouchers on tokio's blocking pool,
+//! `ClientConfig::offload_signatures`), and this backend has the next
+//! [`ClientBackend::presign_ahead`] vouchers of each payment's size signed in a background task
+//! (topped up once half are used), so that a due `Pay` sends one without signing. A pre-signed
+//! voucher leaves only when the coordinator's `Pay` makes it due; until then it is neither
+//! stored nor counted as paid.
 
 use async_trait::async_trait;
 use paid_wire::ChannelId;
@@ -41,12 +43,13 @@ pub struct ClientBackend {
     nonces: Mutex<std::collections::HashMap<ChannelId, u64>>,
     /// Vouchers to sign ahead after each payment (0: none).
     presign_ahead: usize,
-    /// Channels with a pre-signing task running (one at a time per channel).
-    presigning: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<B256>>>,
+    /// Per channel: payments since the last pre-signing batch started (the channel is absent
+    /// while none ran yet; a batch starts once half of the previous one is used).
+    presigning: std::sync::Mutex<std::collections::HashMap<B256, usize>>,
 }
 
 /// Default of [`ClientBackend::presign_ahead`].
-pub const DEFAULT_PRESIGN_AHEAD: usize = 8;
+pub const DEFAULT_PRESIGN_AHEAD: usize = 0;
 
 fn wei(x: U256) -> u128 {
     u128::try_from(x).unwrap_or(u128::MAX)
@@ -81,32 +84,29 @@ impl ClientBackend {
         self
     }
 
-    /// Starts signing the next vouchers of `channel_id` ahead, unless a task already does.
+    /// After a payment: starts signing the next vouchers of `channel_id` ahead in a background
+    /// task when half of the last batch is used (one hand-off to the blocking pool per
+    /// `presign_ahead / 2` payments, not one per payment).
     fn start_presign(&self, channel_id: B256, amount: u128) {
         if self.presign_ahead == 0 {
             return;
         }
         {
-            let mut running = self
+            let mut since = self
                 .presigning
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !running.insert(channel_id) {
+            let used = since.entry(channel_id).or_insert(usize::MAX);
+            *used = used.saturating_add(1);
+            if *used < self.presign_ahead.div_ceil(2) {
                 return;
             }
+            *used = 0;
         }
-        let (client, running, n) = (
-            self.client.clone(),
-            self.presigning.clone(),
-            self.presign_ahead,
-        );
+        let (client, n) = (self.client.clone(), self.presign_ahead);
         tokio::spawn(async move {
-            // A failure only means the next payment signs when it is due.
+            // A failure only means that the next payments sign when they are due.
             let _ = client.presign(channel_id, U256::from(amount), n).await;
-            running
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&channel_id);
         });
     }
 
@@ -239,6 +239,10 @@ impl ChannelBackend for ClientBackend {
                 }
             }
             ChannelCommand::Close { channel_id } => {
+                self.presigning
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&B256::from(channel_id.0));
                 if let Err(e) = self.client.close(B256::from(channel_id.0)).await {
                     Self::failed(events, FailedCommand::Close { channel_id }, e);
                 }
@@ -295,6 +299,10 @@ impl ChannelBackend for ClientBackend {
                 let _ = self.client.resend(B256::from(channel_id.0)).await;
             }
             ChannelCommand::Abandon { channel_id } => {
+                self.presigning
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&B256::from(channel_id.0));
                 let _ = self.client.forget(B256::from(channel_id.0)).await;
             }
             // Future commands (the enum is non-exhaustive for other crates).
