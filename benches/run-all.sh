@@ -1,14 +1,15 @@
 #!/bin/sh
 # Runs the end-to-end benchmarks for both signature backends and rewrites docs/benchmarks.md
-# and docs/throughput.svg. About 25 minutes on 2 cores. Each backend's figures go to their own
+# and docs/throughput.svg. About 15 minutes on 2 cores. Each backend's figures go to their own
 # criterion directory; within one, the floor (bare / whole payment) runs in the same binary right
 # before the transfers, and the ethers v5 script right after the payment bench, so that every
 # ratio is taken under similar load.
-#   SCALE_N   channels of the scale run (default 10000)
+#   SCALE_N   channels of the scale run (default 1000; 10000 does not complete yet, see
+#             docs/benchmarks.md)
 #   CASES     criterion filter of the transfer cases (default: the published ones)
 set -eu
 cd "$(dirname "$0")/.."
-: "${SCALE_N:=10000}"
+: "${SCALE_N:=1000}"
 : "${CASES:=^(floor/|transfer/(duplex|tcp)/(unpaid|paid_(4KiB|16KiB|1MiB)))}"
 export SCALE_N
 for backend in libsecp256k1 k256; do
