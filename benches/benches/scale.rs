@@ -19,7 +19,7 @@
 //!    the seeder, both in this process.
 //!
 //! RSS is read from `/proc/self/statm` (no allocator instrumentation: the workspace forbids
-//! `unsafe`). `SCALE_N` overrides N (default 1000).
+//! `unsafe`). `SCALE_N` overrides N (default 1000); `CRITERION_HOME` the output directory.
 //!
 //! `cargo bench -p paid-benches --bench scale`
 
@@ -237,7 +237,11 @@ fn main() {
         )
     });
     println!("{figures}");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    // Criterion's own output directory (`CRITERION_HOME`, default `target/criterion`).
+    let dir = std::env::var_os("CRITERION_HOME").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion"),
+        std::path::PathBuf::from,
+    );
     std::fs::create_dir_all(&dir).expect("target/criterion");
     std::fs::write(dir.join("scale.json"), figures + "\n").expect("scale.json");
 }

@@ -7,7 +7,7 @@
 //!
 //! Group `transfer`: 64 MiB from a seeder to a downloader, two whole-stack peers
 //! (`support/nodes.rs`: paid-wire codec, choke controller, coordinator, channel task with a real
-//! `payment_channel::Client` signing with k256, `SimulatedChain`), each a `Node` on one
+//! `payment_channel::Client` signing with k256 or, with `--features libsecp256k1`, libsecp256k1, `SimulatedChain`), each a `Node` on one
 //! two-worker tokio runtime, over `tokio::io::duplex(256 KiB)` or loopback TCP:
 //! - `duplex/unpaid`, `tcp/unpaid`: payments off. The same stack and policy, but the seeder
 //!   trusts the downloader with the whole file (`TrustPolicy::fixed(64 MiB)`), so the downloader
@@ -26,7 +26,8 @@
 //! of every piece. A fresh pair of nodes, chain and empty copy is built outside the timer for
 //! every iteration; the seed (and its piece hashes) is shared.
 //!
-//! `cargo bench -p paid-benches --bench transfer`, then `python3 benches/publish.py`.
+//! `cargo bench -p paid-benches --bench transfer`, then `python3 benches/publish.py`. With
+//! `CRITERION_HOME=dir` everything (criterion's output and the paired file) goes to `dir`.
 
 #[path = "support/channel.rs"]
 mod channel;
@@ -179,6 +180,7 @@ fn benches(c: &mut Criterion) {
     }
     cases.extend([
         (Link::Tcp, None),
+        (Link::Tcp, Some(4 * KIB)),
         (Link::Tcp, Some(16 * KIB)),
         (Link::Tcp, Some(MIB)),
     ]);
@@ -247,7 +249,11 @@ fn write_pairs(pairs: &[(String, [Duration; 4])]) {
             format!("  \"{id}\": [{}]", v.join(", "))
         })
         .collect();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion");
+    // Criterion's own output directory (`CRITERION_HOME`, default `target/criterion`).
+    let dir = std::env::var_os("CRITERION_HOME").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion"),
+        std::path::PathBuf::from,
+    );
     std::fs::create_dir_all(&dir).expect("target/criterion");
     std::fs::write(
         dir.join("transfer-paired.json"),

@@ -267,6 +267,10 @@ pub enum UsageError {
     /// A snapshot that cannot be restored.
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(String),
+    /// A signature task on the blocking pool did not finish (the runtime is shutting down, or
+    /// the signer panicked). Nothing was credited or sent.
+    #[error("signature task failed: {0}")]
+    SignatureTask(String),
 }
 
 /// Why a proposal was not auto-joined.

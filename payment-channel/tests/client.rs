@@ -1569,3 +1569,110 @@ async fn a_failed_log_query_keeps_the_cursor_and_still_pays_out() {
     assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(900) }));
     assert!(payee.client.channel_info(id).await.unwrap().settled);
 }
+
+#[tokio::test]
+async fn presigned_vouchers_are_sent_when_due_and_forgotten_by_a_restart() {
+    let w = World::new();
+    let (payer_key, payee_key) = w.funded_keys();
+    let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
+    let mut payer = w
+        .node(payer_key.clone(), store.clone(), Some(w.policy()))
+        .await;
+    let mut payee = w.fresh_node(payee_key, None).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[100, 100]).await;
+
+    // Eight vouchers of 100 signed ahead (on the blocking pool): nothing sent, stored or paid.
+    assert_eq!(payer.client.presign(id, u(100), 8).await.unwrap(), 8);
+    assert_eq!(payer.client.presign(id, u(100), 8).await.unwrap(), 0);
+    assert!(payer.inbox.try_recv().is_err() && payee.inbox.try_recv().is_err());
+    assert_eq!(store.get_voucher(id).await.unwrap().unwrap().amount, u(200));
+    let info = payer.client.channel_info(id).await.unwrap();
+    assert_eq!(
+        (info.paid, info.best_voucher.unwrap().amount),
+        (u(200), u(200))
+    );
+
+    // Due: one payment sends exactly the next one.
+    let v = payer.client.send_payment(id, u(100)).await.unwrap();
+    assert_eq!(v.amount, u(300));
+    assert_eq!(store.get_voucher(id).await.unwrap().unwrap().amount, u(300));
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(300));
+
+    // The payer crashes holding seven unsent pre-signed vouchers: the restart counts what was
+    // sent (and stored), not what was signed ahead.
+    drop(payer);
+    let mut payer = w.node(payer_key, store.clone(), Some(w.policy())).await;
+    let info = payer.client.channel_info(id).await.unwrap();
+    assert_eq!(
+        (info.paid, info.best_voucher.unwrap().amount),
+        (u(300), u(300))
+    );
+    assert_eq!(store.get_voucher(id).await.unwrap().unwrap().amount, u(300));
+    pay(&mut payer, &mut payee, id, &[100]).await;
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(400));
+    close_and_watch(&mut payer, &mut payee, id).await;
+    assert_paid_out(&w, &payer, &payee, 400);
+}
+
+#[tokio::test]
+async fn payee_checks_vouchers_off_the_lock_and_credits_only_verified_ones() {
+    use payment_channel::message::{Message, VoucherMessage};
+    use payment_channel::voucher::Voucher;
+
+    let w = World::new();
+    let (payer_key, payee_key) = w.funded_keys();
+    let mut payer = w.payer(payer_key).await;
+    let config = ClientConfig {
+        offload_signatures: true,
+        ..w.config(None)
+    };
+    let chain = Arc::new(w.chain.handle(payee_key.address()));
+    let store = Arc::new(MemoryStore::new());
+    let mut payee = open_node(&w.net, config, payee_key, chain, store).await;
+    let id = payee
+        .client
+        .create(payer.client.address(), u(10_000), None)
+        .await
+        .unwrap();
+    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    // A voucher for 5 000 signed by someone else, in the payer's name.
+    let forged = Voucher::sign(id, u(5_000), &*key(9)).unwrap();
+    let envelope = Envelope {
+        recipient: payee.client.address(),
+        sender: payer.client.address(),
+        data: Message::Voucher(VoucherMessage::from_voucher(&forged)),
+    };
+    let err = payee.client.push_message(envelope).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
+        ),
+        "{err:?}"
+    );
+    payee.drain_events();
+    assert!(!payee.saw(|e| matches!(e, Event::PaymentReceived { .. })));
+    assert_eq!(
+        payee.client.channel_info(id).await.unwrap().paid,
+        U256::ZERO
+    );
+    assert!(
+        payee
+            .client
+            .channel_info(id)
+            .await
+            .unwrap()
+            .best_voucher
+            .is_none()
+    );
+
+    // Real vouchers are verified on the blocking pool, then credited.
+    pay(&mut payer, &mut payee, id, &[300, 200]).await;
+    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(500));
+    assert!(payee.saw(|e| *e
+        == Event::PaymentReceived {
+            delta: u(200),
+            total: u(500)
+        }));
+}

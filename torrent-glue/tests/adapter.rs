@@ -128,6 +128,10 @@ async fn party_on(
         Some(test_utils::accept_any(chain)),
     )
     .await;
+    // Every downloader here signs 8 vouchers ahead (off by default): `finish` then also checks
+    // that a voucher signed ahead and never sent is never paid (served = paid + trust, and the
+    // channel pays out exactly what was paid).
+    let inner = inner.presign_ahead(8);
     let backend = Arc::new(Vanishing {
         inner,
         pay_limit,

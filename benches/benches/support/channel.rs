@@ -127,6 +127,16 @@ pub(crate) fn floor_benches<M: Measurement>(group: &mut BenchmarkGroup<'_, M>) -
                 black_box(sig)
             })
         });
+        // libsecp256k1's plain verification ignores the parity `v` encodes, so the payee
+        // recovers the key and compares (see payment_channel::sign): this is that floor.
+        group.bench_function("bare_sign_recover", |b| {
+            b.iter(|| {
+                let sig = secp.sign_ecdsa_recoverable(black_box(msg), &key);
+                let got = secp.recover_ecdsa(black_box(msg), &sig).expect("recover");
+                assert_eq!(got, pk);
+                black_box(sig)
+            })
+        });
     }
 
     let mut running = running_channel();

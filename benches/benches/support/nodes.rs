@@ -6,6 +6,7 @@
 #![allow(dead_code)] // shared by several bench binaries, each using a subset
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use paid_wire::choke::{PromptPolicy, TrustPolicy, Watermark};
 use payment_channel::sign::{LocalSigner, Signer};
@@ -52,6 +53,14 @@ async fn peer(
         Some(test_utils::accept_any(chain)),
     )
     .await;
+    // `PRESIGN_AHEAD=n` overrides how many vouchers the downloader signs ahead (0: none).
+    let backend = match std::env::var("PRESIGN_AHEAD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) => backend.presign_ahead(n),
+        None => backend,
+    };
     let backend = wrap(Arc::new(backend));
     let mut config = CoordinatorConfig::new(account, account);
     configure(&mut config);
@@ -101,6 +110,14 @@ pub(crate) async fn seller(
             up.choke.prompt = Some(PROMPT);
             up.deposit = deposit;
             c.download = None;
+            // The scale run has every downloader ask for a channel at once: lift the limits a
+            // public seeder keeps against strangers (64 new channels a minute, 1,024 queued
+            // channel commands), which would measure the rate limit instead.
+            c.identity.max_channels_per_window = u32::MAX;
+            c.identity.max_channel_commands = 1 << 20;
+            c.liveness.response_timeout = Duration::from_secs(3600);
+            c.liveness.handshake_timeout = Duration::from_secs(3600);
+            c.liveness.idle_close_after = None;
         },
         |b| b,
     )
@@ -140,6 +157,13 @@ pub(crate) async fn buyer_with(
             down.pay_ahead = true;
             down.max_deposit = u128::MAX;
             down.budget = u128::MAX;
+            // The scale run holds every payment back until all its channels are open, which
+            // takes longer than these defaults allow a seller to wait for its money (10 s)
+            // or a counterparty to answer (60 s) at 10,000 channels; transfers never get near.
+            down.window_timeout = Duration::from_secs(3600);
+            c.liveness.response_timeout = Duration::from_secs(3600);
+            c.liveness.handshake_timeout = Duration::from_secs(3600);
+            c.liveness.idle_close_after = None;
         },
         wrap,
     )

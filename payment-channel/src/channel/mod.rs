@@ -96,6 +96,7 @@ use crate::voucher::Voucher;
 pub use self::onchain::{Finalization, OnChain, RegisteredChallenge, share};
 pub use self::opening::ChannelParams;
 pub use self::outputs::{ChainAction, Event, Persist};
+pub use self::payments::{MAX_PRESIGNED, PresignJob, Presigned, VerifiedVoucher};
 pub use self::snapshot::ChannelSnapshot;
 pub use crate::role::{PhaseKind, Role};
 
@@ -127,6 +128,10 @@ pub struct Channel {
     payer_key: Option<PublicKey>,
     /// The outputs, held back until the state that produced them is persisted.
     out: Outbox,
+    /// Payer: vouchers signed ahead of time for cumulative totals above `paid`, by amount. Never
+    /// persisted, never sent, never counted as paid until [`Channel::send_payment`] reaches
+    /// their total (see [`Channel::add_presigned`]).
+    presigned: std::collections::BTreeMap<U256, Voucher>,
 }
 
 impl fmt::Debug for Channel {
@@ -151,6 +156,7 @@ impl Channel {
             st,
             payer_key: None,
             out: Outbox::default(),
+            presigned: std::collections::BTreeMap::new(),
         }
     }
 
@@ -330,6 +336,34 @@ impl Channel {
     /// Handles a message from the counterparty. Duplicates are no-ops; a message that is invalid
     /// or arrives in the wrong phase returns a typed error and changes nothing.
     pub fn handle_message(&mut self, msg: &Message) -> Result<(), Error> {
+        self.check_message_channel(msg)?;
+        if let Some(r) = self.after_finalization(msg) {
+            return r;
+        }
+        match msg {
+            Message::Propose(p) => self.on_propose(p),
+            Message::Join(j) => self.on_join(j),
+            Message::Postfund(f) => self.on_postfund(f),
+            Message::Voucher(v) => self.on_voucher(v),
+            Message::Close(c) => self.on_close(c),
+        }
+    }
+
+    /// [`Channel::handle_message`] of a voucher, its signature already checked (or not).
+    fn handle_voucher_message(
+        &mut self,
+        v: &VoucherMessage,
+        signature_verified: bool,
+    ) -> Result<(), Error> {
+        let msg = Message::Voucher(*v);
+        self.check_message_channel(&msg)?;
+        if let Some(r) = self.after_finalization(&msg) {
+            return r;
+        }
+        self.on_voucher_checked(v, signature_verified)
+    }
+
+    fn check_message_channel(&self, msg: &Message) -> Result<(), Error> {
         if !msg.channel().matches(&self.id) {
             let got = match msg.channel() {
                 crate::message::ChannelKey::Id(id) => id,
@@ -341,24 +375,21 @@ impl Channel {
             }
             .into());
         }
-        if self.st.chain.finalized.is_some() {
-            // After finalization only the close exchange can still complete (the other side may
-            // have concluded before our countersignature arrived), and late vouchers covered by
-            // the final state are harmless duplicates.
-            match msg {
-                Message::Close(_) if self.final_amount().is_some() => {}
-                Message::Voucher(v) if self.final_amount().is_some_and(|a| v.amount <= a) => {
-                    return Ok(());
-                }
-                _ => return Err(self.unexpected(msg.kind())),
-            }
-        }
+        Ok(())
+    }
+
+    /// After finalization only the close exchange can still complete (the other side may have
+    /// concluded before our countersignature arrived), and late vouchers covered by the final
+    /// state are harmless duplicates: `Some` is the decision for anything else.
+    fn after_finalization(&self, msg: &Message) -> Option<Result<(), Error>> {
+        // Not finalized: no decision here.
+        self.st.chain.finalized.as_ref()?;
         match msg {
-            Message::Propose(p) => self.on_propose(p),
-            Message::Join(j) => self.on_join(j),
-            Message::Postfund(f) => self.on_postfund(f),
-            Message::Voucher(v) => self.on_voucher(v),
-            Message::Close(c) => self.on_close(c),
+            Message::Close(_) if self.final_amount().is_some() => None,
+            Message::Voucher(v) if self.final_amount().is_some_and(|a| v.amount <= a) => {
+                Some(Ok(()))
+            }
+            _ => Some(Err(self.unexpected(msg.kind()))),
         }
     }
 

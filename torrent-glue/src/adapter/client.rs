@@ -7,6 +7,14 @@
 //! decided by the coordinator (price, deposit, budget, one channel per peer), so the client must
 //! not auto-join; the backend additionally checks each proposal against a
 //! [`JoinPolicy`] (app definition, challenge duration, deposit, price) before handing it over.
+//!
+//! Signatures stay off the peer loop: they run in the node's channel task, never in a
+//! connection's task (the client can also check vouchers on tokio's blocking pool,
+//! `ClientConfig::offload_signatures`), and this backend has the next
+//! [`ClientBackend::presign_ahead`] vouchers of each payment's size signed in a background task
+//! (topped up once half are used), so that a due `Pay` sends one without signing. A pre-signed
+//! voucher leaves only when the coordinator's `Pay` makes it due; until then it is neither
+//! stored nor counted as paid.
 
 use async_trait::async_trait;
 use paid_wire::ChannelId;
@@ -33,7 +41,15 @@ pub struct ClientBackend {
     ticks: std::sync::atomic::AtomicU32,
     /// Nonces of the proposals pushed to the client, until it reports them.
     nonces: Mutex<std::collections::HashMap<ChannelId, u64>>,
+    /// Vouchers to sign ahead after each payment (0: none).
+    presign_ahead: usize,
+    /// Per channel: payments since the last pre-signing batch started (the channel is absent
+    /// while none ran yet; a batch starts once half of the previous one is used).
+    presigning: std::sync::Mutex<std::collections::HashMap<B256, usize>>,
 }
+
+/// Default of [`ClientBackend::presign_ahead`].
+pub const DEFAULT_PRESIGN_AHEAD: usize = 0;
 
 fn wei(x: U256) -> u128 {
     u128::try_from(x).unwrap_or(u128::MAX)
@@ -55,7 +71,43 @@ impl ClientBackend {
             watch_every: 1,
             ticks: std::sync::atomic::AtomicU32::new(0),
             nonces: Mutex::new(std::collections::HashMap::new()),
+            presign_ahead: DEFAULT_PRESIGN_AHEAD,
+            presigning: Default::default(),
         }
+    }
+
+    /// After each payment, signs the next `n` vouchers of the same size ahead of time in a
+    /// background task (default [`DEFAULT_PRESIGN_AHEAD`]; 0 turns it off). Each is sent only
+    /// when a later `Pay` of that size reaches its total.
+    pub fn presign_ahead(mut self, n: usize) -> Self {
+        self.presign_ahead = n;
+        self
+    }
+
+    /// After a payment: starts signing the next vouchers of `channel_id` ahead in a background
+    /// task when half of the last batch is used (one hand-off to the blocking pool per
+    /// `presign_ahead / 2` payments, not one per payment).
+    fn start_presign(&self, channel_id: B256, amount: u128) {
+        if self.presign_ahead == 0 {
+            return;
+        }
+        {
+            let mut since = self
+                .presigning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let used = since.entry(channel_id).or_insert(usize::MAX);
+            *used = used.saturating_add(1);
+            if *used < self.presign_ahead.div_ceil(2) {
+                return;
+            }
+            *used = 0;
+        }
+        let (client, n) = (self.client.clone(), self.presign_ahead);
+        tokio::spawn(async move {
+            // A failure only means that the next payments sign when they are due.
+            let _ = client.presign(channel_id, U256::from(amount), n).await;
+        });
     }
 
     /// Watches the chain every `n` node ticks instead of every tick.
@@ -180,15 +232,17 @@ impl ChannelBackend for ClientBackend {
                 }
             }
             ChannelCommand::Pay { channel_id, amount } => {
-                if let Err(e) = self
-                    .client
-                    .send_payment(B256::from(channel_id.0), U256::from(amount))
-                    .await
-                {
-                    Self::failed(events, FailedCommand::Pay { channel_id, amount }, e);
+                let id = B256::from(channel_id.0);
+                match self.client.send_payment(id, U256::from(amount)).await {
+                    Ok(_) => self.start_presign(id, amount),
+                    Err(e) => Self::failed(events, FailedCommand::Pay { channel_id, amount }, e),
                 }
             }
             ChannelCommand::Close { channel_id } => {
+                self.presigning
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&B256::from(channel_id.0));
                 if let Err(e) = self.client.close(B256::from(channel_id.0)).await {
                     Self::failed(events, FailedCommand::Close { channel_id }, e);
                 }
@@ -245,6 +299,10 @@ impl ChannelBackend for ClientBackend {
                 let _ = self.client.resend(B256::from(channel_id.0)).await;
             }
             ChannelCommand::Abandon { channel_id } => {
+                self.presigning
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&B256::from(channel_id.0));
                 let _ = self.client.forget(B256::from(channel_id.0)).await;
             }
             // Future commands (the enum is non-exhaustive for other crates).

@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-pub use self::client::ClientBackend;
+pub use self::client::{ClientBackend, DEFAULT_PRESIGN_AHEAD};
 pub use self::peer::ConnectionError;
 pub use self::store::{
     BLOCK_LEN, Delivery, MemoryTorrent, PieceSink, PieceSource, PieceStore, TorrentMeta,
