@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use payment_channel::chain::{Chain, ChainEvent, ReclaimArgs as ChainReclaimArgs};
-use payment_channel::ledger::{ChainDuty, LedgerBody, ReclaimArgs};
+use payment_channel::chain::{ChainAction, ChainEvent};
+use payment_channel::ledger::LedgerBody;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::pair::signer;
-use payment_channel::test_utils::ready;
+use payment_channel::test_utils::{ready, send_chain_action};
 use payment_channel::virtual_channel::{
     Envelope, HubLimits, Party, PartyConfig, Payload, Side, VirtualBody, VirtualParams,
 };
@@ -352,51 +352,17 @@ impl World {
         let h = self.sim.handle(me);
         for d in duties {
             // A revert is fine (the duty landed already, or a hostile party got there first).
-            let _landed = match &d {
-                ChainDuty::Deposit {
-                    asset,
-                    channel_id,
-                    expected_held,
-                    amount,
-                } => {
-                    self.sim.fund(me, *amount).expect("the simulator funds");
-                    *self.funded.entry(me).or_default() += *amount;
-                    ready(h.deposit(*asset, *channel_id, *expected_held, *amount)).is_ok()
-                }
-                ChainDuty::Challenge {
-                    fixed,
-                    proof,
-                    candidate,
-                    challenger_sig,
-                } => ready(h.challenge(fixed, proof, candidate, challenger_sig)).is_ok(),
-                ChainDuty::Checkpoint {
-                    fixed,
-                    proof,
-                    candidate,
-                } => ready(h.checkpoint(fixed, proof, candidate)).is_ok(),
-                ChainDuty::Conclude { fixed, candidate } => {
-                    ready(h.conclude(fixed, candidate)).is_ok()
-                }
-                ChainDuty::ConcludeAndTransferAllAssets { fixed, candidate } => {
-                    ready(h.conclude_and_transfer_all_assets(fixed, candidate)).is_ok()
-                }
-                ChainDuty::Reclaim(args) => {
-                    let ok = ready(h.reclaim(&chain_args(args))).is_ok();
-                    if ok {
-                        let idx = usize::try_from(args.index_of_target_in_source).unwrap_or(0);
-                        let target = args.source_outcome[0].allocations[idx].destination;
-                        self.reclaim_targets
-                            .insert(self.sim.all_events().len() - 1, target);
-                    }
-                    ok
-                }
-                ChainDuty::TransferAllAssets {
-                    channel_id,
-                    outcome,
-                    state_hash,
-                } => ready(h.transfer_all_assets(*channel_id, outcome, *state_hash)).is_ok(),
-                _ => false,
-            };
+            if let ChainAction::Deposit { amount, .. } = &d {
+                self.sim.fund(me, *amount).expect("the simulator funds");
+                *self.funded.entry(me).or_default() += *amount;
+            }
+            let landed = ready(send_chain_action(&h, &d)).is_ok();
+            if let (ChainAction::Reclaim(args), true) = (&d, landed) {
+                let idx = usize::try_from(args.index_of_target_in_source).unwrap_or(0);
+                let target = args.source_outcome[0].allocations[idx].destination;
+                self.reclaim_targets
+                    .insert(self.sim.all_events().len() - 1, target);
+            }
             self.pump();
         }
     }
@@ -893,19 +859,6 @@ impl World {
                 assert_eq!(got, fees_funded as i128, "hub");
             }
         }
-    }
-}
-
-fn chain_args(a: &ReclaimArgs) -> ChainReclaimArgs {
-    ChainReclaimArgs {
-        source_channel_id: a.source_channel_id,
-        source_state_hash: a.source_state_hash,
-        source_outcome: a.source_outcome.clone(),
-        source_asset_index: a.source_asset_index,
-        index_of_target_in_source: a.index_of_target_in_source,
-        target_state_hash: a.target_state_hash,
-        target_outcome: a.target_outcome.clone(),
-        target_asset_index: a.target_asset_index,
     }
 }
 

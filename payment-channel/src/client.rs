@@ -1008,7 +1008,7 @@ impl Client {
                     Err(e) => return Err(e.into()),
                 }
             }
-            ChainAction::Transfer {
+            ChainAction::TransferAllAssets {
                 channel_id,
                 outcome,
                 state_hash,
@@ -1027,8 +1027,11 @@ impl Client {
                     }
                 }
             }
-            #[allow(unreachable_patterns)]
-            _ => {}
+            // A two-party channel asks for none of the others (checkpoints, reclaims and the
+            // combined conclude-and-transfer are ledger and virtual-channel actions).
+            ChainAction::Checkpoint { .. }
+            | ChainAction::ConcludeAndTransferAllAssets { .. }
+            | ChainAction::Reclaim(_) => {}
         }
         Ok(())
     }

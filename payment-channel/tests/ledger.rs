@@ -1,7 +1,7 @@
 //! The sans-IO ledger channel: funding, the consensus Add/Remove protocol, closing, and the
 //! refusals of hostile leaders (each leaves the follower unchanged).
 
-use payment_channel::chain::ChainEvent;
+use payment_channel::chain::{ChainAction, ChainEvent};
 use payment_channel::error::Reaction;
 use payment_channel::ledger::*;
 use payment_channel::sign::{LocalSigner, Signer};
@@ -94,7 +94,7 @@ impl Pair {
         assert_eq!(p.leader.phase(), LedgerPhase::Funding);
         let duties = p.leader.chain_duties(&p.leader_key, 0).unwrap();
         assert!(
-            matches!(duties.as_slice(), [ChainDuty::Deposit { amount, .. }] if *amount == u(deposit))
+            matches!(duties.as_slice(), [ChainAction::Deposit { amount, .. }] if *amount == u(deposit))
         );
         let ev = ChainEvent::Deposited {
             channel_id: p.leader.id(),
@@ -182,7 +182,7 @@ fn add_remove_close_roundtrip() {
     assert_eq!(p.follower.phase(), LedgerPhase::Closed);
     let duties = p.leader.chain_duties(&p.leader_key, 0).unwrap();
     assert!(
-        matches!(duties.as_slice(), [ChainDuty::ConcludeAndTransferAllAssets { candidate, .. }]
+        matches!(duties.as_slice(), [ChainAction::ConcludeAndTransferAllAssets { candidate, .. }]
         if candidate.variable_part.is_final && candidate.variable_part.turn_num == 4 && candidate.sigs.len() == 2)
     );
 }
@@ -480,7 +480,7 @@ fn stale_challenge_gets_a_checkpoint_and_foreign_payout_alerts() {
         )
         .unwrap();
     let duties = p.follower.chain_duties(&p.follower_key, 20).unwrap();
-    let [ChainDuty::Checkpoint { candidate, .. }] = duties.as_slice() else {
+    let [ChainAction::Checkpoint { candidate, .. }] = duties.as_slice() else {
         panic!("{duties:?}")
     };
     assert_eq!(candidate.variable_part.turn_num, 2);

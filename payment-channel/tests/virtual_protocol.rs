@@ -6,11 +6,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use payment_channel::chain::ChainEvent;
+use payment_channel::chain::{ChainAction, ChainEvent};
 use payment_channel::error::Reaction;
 use payment_channel::ledger::{
-    ChainDuty, LedgerBody, LedgerMessage, LedgerPeerError, LedgerVars, Proposal, SignedUpdate,
-    reclaim_effect,
+    LedgerBody, LedgerMessage, LedgerPeerError, LedgerVars, Proposal, SignedUpdate, reclaim_effect,
 };
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::state::{
@@ -205,9 +204,9 @@ impl Net {
     }
 
     /// Applies one duty as the contracts would; false if it already landed.
-    fn apply(&mut self, by: Address, d: ChainDuty) -> bool {
+    fn apply(&mut self, by: Address, d: ChainAction) -> bool {
         match d {
-            ChainDuty::Deposit {
+            ChainAction::Deposit {
                 channel_id,
                 expected_held,
                 amount,
@@ -230,7 +229,7 @@ impl Net {
                 );
                 true
             }
-            ChainDuty::ConcludeAndTransferAllAssets { fixed, candidate } => {
+            ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
                 let id = fixed.channel_id();
                 if self.chain.concluded.insert(id, ()).is_some() {
                     return false;
@@ -1009,8 +1008,8 @@ fn hub_limits_refuse_before_locking() {
 // ----- sad paths on chain ----------------------------------------------------------------------
 
 /// Registers `d` (a challenge) on the in-test chain: `ChallengeRegistered` to everyone in it.
-fn register(w: &mut World, d: &ChainDuty) -> (B256, u64) {
-    let ChainDuty::Challenge {
+fn register(w: &mut World, d: &ChainAction) -> (B256, u64) {
+    let ChainAction::Challenge {
         fixed,
         proof,
         candidate,
@@ -1033,7 +1032,7 @@ fn register(w: &mut World, d: &ChainDuty) -> (B256, u64) {
     (id, finalizes_at)
 }
 
-fn duties(w: &mut World, a: Address) -> Vec<ChainDuty> {
+fn duties(w: &mut World, a: Address) -> Vec<ChainAction> {
     let now = w.net.now;
     w.net.p(a).chain_duties(now).unwrap()
 }
@@ -1052,7 +1051,7 @@ fn payee_with_a_silent_payer_redeems_through_the_chain() {
     // V first: the redemption with the best voucher, the postfund as proof.
     let d = duties(&mut w, b);
     let [vd] = d.as_slice() else { panic!("{d:?}") };
-    let ChainDuty::Challenge {
+    let ChainAction::Challenge {
         proof, candidate, ..
     } = vd
     else {
@@ -1076,7 +1075,7 @@ fn payee_with_a_silent_payer_redeems_through_the_chain() {
     let d = duties(&mut w, b);
     let ld = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == l))
+        .find(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == l))
         .unwrap()
         .clone();
     let (_, l_final) = register(&mut w, &ld);
@@ -1089,9 +1088,9 @@ fn payee_with_a_silent_payer_redeems_through_the_chain() {
     }
     w.net.flush();
     let d = duties(&mut w, b);
-    let Some(ChainDuty::Reclaim(args)) = d
+    let Some(ChainAction::Reclaim(args)) = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Reclaim(_)))
+        .find(|d| matches!(d, ChainAction::Reclaim(_)))
         .cloned()
     else {
         panic!("{d:?}")
@@ -1107,9 +1106,9 @@ fn payee_with_a_silent_payer_redeems_through_the_chain() {
     }
     w.net.flush();
     let d = duties(&mut w, b);
-    let Some(ChainDuty::TransferAllAssets { outcome, .. }) = d
+    let Some(ChainAction::TransferAllAssets { outcome, .. }) = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::TransferAllAssets { .. }))
+        .find(|d| matches!(d, ChainAction::TransferAllAssets { .. }))
         .cloned()
     else {
         panic!("{d:?}")
@@ -1133,10 +1132,10 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     let d = duties(&mut w, hub);
     let vd = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
+        .find(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == v))
         .unwrap()
         .clone();
-    let ChainDuty::Challenge { candidate, .. } = &vd else {
+    let ChainAction::Challenge { candidate, .. } = &vd else {
         unreachable!()
     };
     assert_eq!(
@@ -1148,7 +1147,7 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     let d = duties(&mut w, b);
     let counter = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
+        .find(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == v))
         .unwrap()
         .clone();
     let (_, v_final) = register(&mut w, &counter);
@@ -1160,7 +1159,9 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     for lid in [pl, hl] {
         let ld = d
             .iter()
-            .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == lid))
+            .find(
+                |d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == lid),
+            )
             .unwrap()
             .clone();
         let (_, at) = register(&mut w, &ld);
@@ -1177,7 +1178,7 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     let reclaims: Vec<_> = d
         .iter()
         .filter_map(|d| match d {
-            ChainDuty::Reclaim(a) => Some(a.clone()),
+            ChainAction::Reclaim(a) => Some(a.clone()),
             _ => None,
         })
         .collect();
@@ -1194,7 +1195,7 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     let transfers: Vec<(B256, Outcome)> = d
         .iter()
         .filter_map(|d| match d {
-            ChainDuty::TransferAllAssets {
+            ChainAction::TransferAllAssets {
                 channel_id,
                 outcome,
                 ..
@@ -1424,7 +1425,7 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     let d = duties(&mut w, b);
     let counter = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
+        .find(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == v))
         .unwrap()
         .clone();
     let (_, v_final2) = register(&mut w, &counter);
@@ -1435,7 +1436,7 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     let d = duties(&mut w, payer);
     let ld = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == pl))
+        .find(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == pl))
         .unwrap()
         .clone();
     let (_, l_final) = register(&mut w, &ld);
@@ -1446,9 +1447,9 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     }
     w.net.flush();
     let d = duties(&mut w, payer);
-    let Some(ChainDuty::Reclaim(r)) = d
+    let Some(ChainAction::Reclaim(r)) = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::Reclaim(_)))
+        .find(|d| matches!(d, ChainAction::Reclaim(_)))
         .cloned()
     else {
         panic!("{d:?}")
@@ -1459,9 +1460,9 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     }
     w.net.flush();
     let d = duties(&mut w, payer);
-    let Some(ChainDuty::TransferAllAssets { outcome, .. }) = d
+    let Some(ChainAction::TransferAllAssets { outcome, .. }) = d
         .iter()
-        .find(|d| matches!(d, ChainDuty::TransferAllAssets { .. }))
+        .find(|d| matches!(d, ChainAction::TransferAllAssets { .. }))
         .cloned()
     else {
         panic!("{d:?}")

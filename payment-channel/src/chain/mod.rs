@@ -11,6 +11,7 @@ use alloy_primitives::{Address, B256, U256};
 #[cfg(feature = "client")]
 use async_trait::async_trait;
 
+mod action;
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;
@@ -20,6 +21,8 @@ pub mod sim;
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub use ethereum::EthereumChain;
+
+pub use self::action::ChainAction;
 
 #[cfg(feature = "client")]
 use crate::sign::Signature;

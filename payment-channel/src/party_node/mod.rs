@@ -37,8 +37,8 @@ use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::chain::{Chain, ChainError, ChannelMode, fingerprint};
-use crate::ledger::{ChainDuty, LedgerPhase, LedgerRole, ReclaimArgs, reclaim_effect};
+use crate::chain::{Chain, ChainAction, ChainError, ChannelMode, ReclaimArgs, fingerprint};
+use crate::ledger::{LedgerPhase, LedgerRole, reclaim_effect};
 use crate::sign::Signer;
 use crate::state::{Outcome, hash_outcome};
 use crate::store::{ChannelStore, StoreError};
@@ -501,7 +501,7 @@ impl PartyNode {
                     st.backoff.remove(&key);
                 }
                 Err(e) => {
-                    tracing::warn!(duty = duty_name(&duty), error = %e, "on-chain duty failed");
+                    tracing::warn!(duty = duty.name(), error = %e, "on-chain duty failed");
                     st.backoff
                         .entry(key)
                         .or_default()
@@ -515,10 +515,10 @@ impl PartyNode {
     }
 
     /// Sends one duty unless the chain shows it landed or is moot.
-    async fn execute(&self, st: &mut State, duty: &ChainDuty) -> Result<(), NodeError> {
+    async fn execute(&self, st: &mut State, duty: &ChainAction) -> Result<(), NodeError> {
         let chain = &self.inner.chain;
         match duty {
-            ChainDuty::Deposit {
+            ChainAction::Deposit {
                 asset,
                 channel_id,
                 expected_held,
@@ -540,7 +540,7 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::Challenge {
+            ChainAction::Challenge {
                 fixed,
                 proof,
                 candidate,
@@ -560,7 +560,7 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::Checkpoint {
+            ChainAction::Checkpoint {
                 fixed,
                 proof,
                 candidate,
@@ -577,7 +577,7 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::Conclude { fixed, candidate } => {
+            ChainAction::Conclude { fixed, candidate } => {
                 let id = fixed.channel_id();
                 if self.finalized(id).await? {
                     return Ok(());
@@ -589,7 +589,7 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::ConcludeAndTransferAllAssets { fixed, candidate } => {
+            ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
                 let id = fixed.channel_id();
                 let asset = first_asset(&candidate.variable_part.outcome);
                 let moot = |held: U256, fin: bool| held.is_zero() || fin;
@@ -605,7 +605,7 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::Reclaim(args) => {
+            ChainAction::Reclaim(args) => {
                 let source = args.source_channel_id;
                 let Some(target) = reclaim_target(args) else {
                     return Ok(());
@@ -629,7 +629,7 @@ impl PartyNode {
                     }
                 }
             }
-            ChainDuty::TransferAllAssets {
+            ChainAction::TransferAllAssets {
                 channel_id,
                 outcome,
                 state_hash,
@@ -646,10 +646,6 @@ impl PartyNode {
                 {
                     return Err(e.into());
                 }
-            }
-            #[allow(unreachable_patterns)]
-            other => {
-                tracing::warn!(duty = ?other, "duty not supported by this node");
             }
         }
         Ok(())
@@ -763,38 +759,22 @@ fn first_asset(outcome: &Outcome) -> Address {
     outcome.first().map_or(Address::ZERO, |e| e.asset)
 }
 
-fn duty_name(d: &ChainDuty) -> &'static str {
-    match d {
-        ChainDuty::Deposit { .. } => "deposit",
-        ChainDuty::Challenge { .. } => "challenge",
-        ChainDuty::Checkpoint { .. } => "checkpoint",
-        ChainDuty::Conclude { .. } => "conclude",
-        ChainDuty::ConcludeAndTransferAllAssets { .. } => "concludeAndTransferAllAssets",
-        ChainDuty::Reclaim(_) => "reclaim",
-        ChainDuty::TransferAllAssets { .. } => "transferAllAssets",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
-
 /// A duty's identity for its backoff: its kind and channel (reclaims: ledger and target).
-fn duty_key(d: &ChainDuty) -> (u8, B256) {
+fn duty_key(d: &ChainAction) -> (u8, B256) {
     match d {
-        ChainDuty::Deposit { channel_id, .. } => (0, *channel_id),
-        ChainDuty::Challenge { fixed, .. } => (1, fixed.channel_id()),
-        ChainDuty::Checkpoint { fixed, .. } => (2, fixed.channel_id()),
-        ChainDuty::Conclude { fixed, .. } => (3, fixed.channel_id()),
-        ChainDuty::ConcludeAndTransferAllAssets { fixed, .. } => (4, fixed.channel_id()),
-        ChainDuty::Reclaim(args) => {
+        ChainAction::Deposit { channel_id, .. } => (0, *channel_id),
+        ChainAction::Challenge { fixed, .. } => (1, fixed.channel_id()),
+        ChainAction::Checkpoint { fixed, .. } => (2, fixed.channel_id()),
+        ChainAction::Conclude { fixed, .. } => (3, fixed.channel_id()),
+        ChainAction::ConcludeAndTransferAllAssets { fixed, .. } => (4, fixed.channel_id()),
+        ChainAction::Reclaim(args) => {
             let target = reclaim_target(args).unwrap_or_default();
             (
                 5,
                 keccak256([args.source_channel_id.as_slice(), target.as_slice()].concat()),
             )
         }
-        ChainDuty::TransferAllAssets { channel_id, .. } => (6, *channel_id),
-        #[allow(unreachable_patterns)]
-        _ => (255, B256::ZERO),
+        ChainAction::TransferAllAssets { channel_id, .. } => (6, *channel_id),
     }
 }
 
