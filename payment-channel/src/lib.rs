@@ -39,6 +39,8 @@
 
 pub mod abi;
 pub mod app;
+#[cfg(feature = "client")]
+mod backoff;
 pub mod chain;
 pub mod channel;
 #[cfg(feature = "client")]

@@ -12,6 +12,8 @@ use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
 mod action;
+#[cfg(feature = "client")]
+pub(crate) mod checks;
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;

@@ -1,5 +1,5 @@
 //! [`PartyNode`]: the async driver of a [`Party`] (one participant's ledgers and virtual channels)
-//! over a [`Chain`], a durable [`ChannelStore`] and a [`PartyTransport`].
+//! over a [`Chain`], a durable [`ChannelStore`] and a [`Transport`]`<`[`NodeMessage`]`>`.
 //!
 //! It keeps the [`Party`] calling contract the way [`Client`](crate::client::Client) keeps the
 //! `Channel` one:
@@ -32,12 +32,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
-use async_trait::async_trait;
 use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::chain::{Chain, ChainAction, ChainError, ChannelMode, ReclaimArgs, fingerprint};
+use crate::backoff::Backoff;
+use crate::chain::{Chain, ChainAction, ChainError, ReclaimArgs, checks, fingerprint};
 use crate::ledger::{LedgerPhase, LedgerRole, reclaim_effect};
 use crate::sign::Signer;
 use crate::state::{Outcome, hash_outcome};
@@ -52,8 +52,7 @@ pub const PARTY_RECORD: B256 = B256::new(*b"paid-torrent/party-node/snapshot");
 /// The store key of the chain event cursor (next block to read, 8 bytes big-endian).
 pub const CURSOR_RECORD: B256 = B256::new(*b"paid-torrent/party-node/cursor\0\0");
 
-/// An error a [`PartyTransport`] reports.
-pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::client::{Transport, TransportError};
 
 /// What nodes send each other (after the transport authenticated the sender).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,24 +63,6 @@ pub enum NodeMessage {
     /// "Please open (and fund) a ledger with me": a payee to its hub. Idempotent.
     LedgerRequest,
 }
-
-/// Delivers [`NodeMessage`]s to peers by address. Best effort: the parties resend what a peer
-/// may have missed ([`PartyNode::resend`]).
-#[async_trait]
-pub trait PartyTransport: Send + Sync {
-    /// Sends `msg` to the peer whose signing address is `to`.
-    async fn send(&self, to: Address, msg: NodeMessage) -> Result<(), TransportError>;
-}
-
-#[async_trait]
-impl<T: PartyTransport + ?Sized> PartyTransport for Arc<T> {
-    async fn send(&self, to: Address, msg: NodeMessage) -> Result<(), TransportError> {
-        (**self).send(to, msg).await
-    }
-}
-
-#[allow(dead_code)]
-struct _ObjectSafe(Box<dyn PartyTransport>);
 
 /// A hub's answer to [`NodeMessage::LedgerRequest`]: the ledgers it opens and funds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,24 +121,6 @@ pub enum NodeError {
     Refused(&'static str),
 }
 
-/// Exponential backoff of one failed duty, in chain seconds.
-#[derive(Debug, Clone, Copy, Default)]
-struct Backoff {
-    failures: u32,
-    next_at: u64,
-}
-
-impl Backoff {
-    fn failed(&mut self, now: u64, max: u64) {
-        self.failures = self.failures.saturating_add(1);
-        let wait = 1u64
-            .checked_shl(self.failures - 1)
-            .unwrap_or(u64::MAX)
-            .min(max.max(1));
-        self.next_at = now.saturating_add(wait);
-    }
-}
-
 struct State {
     party: Party,
     /// Next block to read events from.
@@ -171,7 +134,7 @@ struct State {
 struct Inner {
     chain: Arc<dyn Chain>,
     store: Arc<dyn ChannelStore>,
-    transport: Arc<dyn PartyTransport>,
+    transport: Arc<dyn Transport<NodeMessage>>,
     events: mpsc::UnboundedSender<PartyEvent>,
     config: NodeConfig,
     address: Address,
@@ -201,7 +164,7 @@ impl PartyNode {
         party_config: PartyConfig,
         chain: Arc<dyn Chain>,
         store: Arc<dyn ChannelStore>,
-        transport: Arc<dyn PartyTransport>,
+        transport: Arc<dyn Transport<NodeMessage>>,
         config: NodeConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<PartyEvent>), NodeError> {
         let address = signer.address();
@@ -492,7 +455,7 @@ impl PartyNode {
         let duties = st.party.chain_duties(now)?;
         for duty in duties {
             let key = duty_key(&duty);
-            if st.backoff.get(&key).is_some_and(|b| now < b.next_at) {
+            if st.backoff.get(&key).is_some_and(|b| !b.ready(now)) {
                 continue;
             }
             let result = self.execute(&mut st, &duty).await;
@@ -524,18 +487,23 @@ impl PartyNode {
                 expected_held,
                 amount,
             } => {
-                let target = expected_held.saturating_add(*amount);
-                let held = chain.holdings(*asset, *channel_id).await?;
-                if held >= target {
+                let Some((held, missing)) = checks::deposit_shortfall(
+                    chain.as_ref(),
+                    *asset,
+                    *channel_id,
+                    *expected_held,
+                    *amount,
+                )
+                .await?
+                else {
                     return Ok(());
-                }
-                let missing = target - held;
+                };
                 if !asset.is_zero() && chain.allowance(*asset).await? < missing {
                     chain.approve(*asset, missing).await?;
                 }
                 tracing::info!(channel = %channel_id, amount = %missing, "deposit");
                 if let Err(e) = chain.deposit(*asset, *channel_id, held, missing).await
-                    && chain.holdings(*asset, *channel_id).await? < target
+                    && chain.holdings(*asset, *channel_id).await? < held.saturating_add(missing)
                 {
                     return Err(e.into());
                 }
@@ -591,7 +559,7 @@ impl PartyNode {
             }
             ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
                 let id = fixed.channel_id();
-                let asset = first_asset(&candidate.variable_part.outcome);
+                let asset = checks::first_asset(&candidate.variable_part.outcome);
                 let moot = |held: U256, fin: bool| held.is_zero() || fin;
                 if moot(chain.holdings(asset, id).await?, self.finalized(id).await?) {
                     return Ok(());
@@ -634,40 +602,19 @@ impl PartyNode {
                 outcome,
                 state_hash,
             } => {
-                let asset = first_asset(outcome);
-                if chain.holdings(asset, *channel_id).await?.is_zero() {
-                    return Ok(());
-                }
-                tracing::info!(channel = %channel_id, "transferAllAssets");
-                if let Err(e) = chain
-                    .transfer_all_assets(*channel_id, outcome, *state_hash)
-                    .await
-                    && !chain.holdings(asset, *channel_id).await?.is_zero()
-                {
-                    return Err(e.into());
-                }
+                checks::transfer_all_assets_once(chain.as_ref(), *channel_id, outcome, *state_hash)
+                    .await?;
             }
         }
         Ok(())
     }
 
     async fn finalized(&self, id: B256) -> Result<bool, NodeError> {
-        let chain = &self.inner.chain;
-        let now = chain.now().await?;
-        Ok(chain.status(id).await?.mode(now) == ChannelMode::Finalized)
+        Ok(checks::is_finalized(self.inner.chain.as_ref(), id).await?)
     }
 
-    /// Whether a challenge (`challenge`) or checkpoint at `turn` cannot land or is not needed.
     async fn turn_is_moot(&self, id: B256, turn: u64, challenge: bool) -> Result<bool, NodeError> {
-        let chain = &self.inner.chain;
-        let now = chain.now().await?;
-        let status = chain.status(id).await?;
-        Ok(match status.mode(now) {
-            ChannelMode::Finalized => true,
-            ChannelMode::Challenge => status.turn_num_record >= turn,
-            ChannelMode::Open if challenge => status.turn_num_record > turn,
-            ChannelMode::Open => status.turn_num_record >= turn,
-        })
+        Ok(checks::turn_is_moot(self.inner.chain.as_ref(), id, turn, challenge).await?)
     }
 
     /// Brings `ledger`'s finalized outcome up to the chain's after reclaims we did not see
@@ -755,10 +702,6 @@ fn reclaim_target(args: &ReclaimArgs) -> Option<B256> {
     a.as_guarantee().map(|_| a.destination)
 }
 
-fn first_asset(outcome: &Outcome) -> Address {
-    outcome.first().map_or(Address::ZERO, |e| e.asset)
-}
-
 /// A duty's identity for its backoff: its kind and channel (reclaims: ledger and target).
 fn duty_key(d: &ChainAction) -> (u8, B256) {
     match d {
@@ -832,16 +775,7 @@ mod tests {
     }
 
     #[test]
-    fn store_keys_differ_and_backoff_doubles() {
+    fn store_keys_differ() {
         assert_ne!(PARTY_RECORD, CURSOR_RECORD);
-        let mut b = Backoff::default();
-        b.failed(100, 8);
-        assert_eq!(b.next_at, 101);
-        b.failed(100, 8);
-        assert_eq!(b.next_at, 102);
-        for _ in 0..10 {
-            b.failed(100, 8);
-        }
-        assert_eq!(b.next_at, 108);
     }
 }

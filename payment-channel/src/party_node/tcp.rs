@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::{NodeMessage, PartyNode, PartyTransport, TransportError};
+use super::{NodeMessage, PartyNode, Transport, TransportError};
 use crate::error::Reaction;
 use crate::sign::{Signature, SignatureError, Signer, recover_eth_message};
 
@@ -443,7 +443,7 @@ impl NetInner {
 }
 
 #[async_trait]
-impl PartyTransport for TcpNet {
+impl Transport<NodeMessage> for TcpNet {
     async fn send(&self, to: Address, msg: NodeMessage) -> Result<(), TransportError> {
         let bytes = Bytes::from(serde_json::to_vec(&Frame::Message(msg))?);
         if bytes.len() > self.inner.config.max_frame {
