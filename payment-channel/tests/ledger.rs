@@ -131,6 +131,23 @@ impl Pair {
         }
     }
 
+    /// The leader proposes `proposal` and the messages are exchanged.
+    fn propose(&mut self, proposal: Proposal) {
+        self.leader.propose(&self.leader_key, proposal).unwrap();
+        self.pump();
+    }
+
+    /// An Add of `amount` for `target` with `fee`, proposed and countersigned.
+    fn countersigned_add(&mut self, target: u8, amount: u64, fee: u64) -> Proposal {
+        let add = self.add(target, amount, fee);
+        self.propose(add);
+        self.follower
+            .countersign_next(&self.follower_key, &add)
+            .unwrap();
+        self.pump();
+        add
+    }
+
     /// The leader's proposals message, taken from its outputs.
     fn take_proposals(&mut self) -> LedgerMessage {
         let mut last = None;
@@ -147,8 +164,7 @@ impl Pair {
 fn add_remove_close_roundtrip() {
     let mut p = Pair::open(100);
     let add = p.add(0xa1, 30, 2);
-    p.leader.propose(&p.leader_key, add).unwrap();
-    p.pump();
+    p.propose(add);
     // Not countersigned until the follower's objective expects it.
     assert_eq!(p.follower.countersigned().unwrap().turn_num, 1);
     assert!(
@@ -166,8 +182,7 @@ fn add_remove_close_roundtrip() {
         target: B256::repeat_byte(0xa1),
         left_amount: u(10),
     };
-    p.leader.propose(&p.leader_key, remove).unwrap();
-    p.pump();
+    p.propose(remove);
     assert!(
         p.follower
             .countersign_next(&p.follower_key, &remove)
@@ -190,11 +205,7 @@ fn add_remove_close_roundtrip() {
 #[test]
 fn close_is_refused_while_guarantees_remain() {
     let mut p = Pair::open(100);
-    let add = p.add(0xa1, 30, 0);
-    p.leader.propose(&p.leader_key, add).unwrap();
-    p.pump();
-    p.follower.countersign_next(&p.follower_key, &add).unwrap();
-    p.pump();
+    p.countersigned_add(0xa1, 30, 0);
     assert!(matches!(
         p.leader.close(&p.leader_key),
         Err(LedgerError::Usage(LedgerUsageError::NotEmpty(_)))
@@ -381,8 +392,7 @@ fn unexpected_proposal_for_our_target_is_not_countersigned() {
     if let Proposal::Add { fee, .. } = &mut other {
         *fee = U256::from(1);
     }
-    p.leader.propose(&p.leader_key, other).unwrap();
-    p.pump();
+    p.propose(other);
     let before = p.follower.to_bytes();
     assert!(matches!(
         p.follower.countersign_next(&p.follower_key, &expected),
@@ -453,11 +463,7 @@ fn open_with_another_app_is_refused() {
 #[test]
 fn stale_challenge_gets_a_checkpoint_and_foreign_payout_alerts() {
     let mut p = Pair::open(100);
-    let add = p.add(0xa1, 30, 0);
-    p.leader.propose(&p.leader_key, add).unwrap();
-    p.pump();
-    p.follower.countersign_next(&p.follower_key, &add).unwrap();
-    p.pump();
+    p.countersigned_add(0xa1, 30, 0);
     p.drain();
     // The leader challenges with the postfund (turn 1), before the Add.
     let participants = p.leader.participants();
