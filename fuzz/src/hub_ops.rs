@@ -278,6 +278,28 @@ impl World {
         self.settling && !self.honest(i)
     }
 
+    /// What party `i`'s virtual channels show paid (payer: signed; payee: best voucher).
+    fn paid_total(&self, i: usize) -> u128 {
+        self.parties[i]
+            .channels()
+            .map(|c| c.paid().to::<u128>())
+            .sum()
+    }
+
+    /// The fees of party `i`'s virtual channels whose payer-side guarantee is in place.
+    fn funded_fees(&self, i: usize) -> u128 {
+        self.parties[i]
+            .channels()
+            .filter(|c| c.is_guaranteed(Side::PayerSide))
+            .map(|c| c.fee().to::<u128>())
+            .sum()
+    }
+
+    /// The parties among the first `n` that are not silent.
+    fn speaking(&self, n: usize) -> Vec<usize> {
+        (0..n).filter(|&i| !self.silent(i)).collect()
+    }
+
     fn now(&self) -> u64 {
         self.sim.now()
     }
@@ -693,10 +715,7 @@ impl World {
                 self.deliver_all();
             }
             // Ledgers without guarantees close cooperatively.
-            for i in 0..n {
-                if self.silent(i) {
-                    continue;
-                }
+            for i in self.speaking(n) {
                 let ids: Vec<B256> = self.parties[i].ledgers().map(|l| l.id()).collect();
                 for id in ids {
                     let _ = self.parties[i].close_ledger(id);
@@ -705,10 +724,7 @@ impl World {
             self.deliver_all();
             if round == 3 {
                 // What did not finish off chain goes on chain.
-                for i in 0..n {
-                    if self.silent(i) {
-                        continue;
-                    }
+                for i in self.speaking(n) {
                     let open: Vec<B256> = self.parties[i]
                         .channels()
                         .filter(|c| !c.is_defunded())
@@ -720,10 +736,7 @@ impl World {
                 }
             }
             if round == 6 {
-                for i in 0..n {
-                    if self.silent(i) {
-                        continue;
-                    }
+                for i in self.speaking(n) {
                     let ids: Vec<B256> = self.parties[i]
                         .ledgers()
                         .filter(|l| l.chain().finalized.is_none())
@@ -810,34 +823,15 @@ impl World {
             if !self.honest(b) {
                 continue;
             }
-            let owed: u128 = self.parties[b]
-                .channels()
-                .map(|c| c.paid().to::<u128>())
-                .sum();
+            let owed = self.paid_total(b);
             let got = self.net_of(b);
-            assert!(
-                got >= owed as i128,
-                "payee {b} got {got} < its vouchers {owed}"
-            );
-            if exact {
-                assert_eq!(got, owed as i128, "payee {b}");
-            }
+            let below = || format!("payee {b} got {got} < its vouchers {owed}");
+            assert_net(got, owed as i128, exact, below, &format!("payee {b}"));
         }
-        let fees_funded: u128 = self.parties[HUB]
-            .channels()
-            .filter(|c| c.is_guaranteed(Side::PayerSide))
-            .map(|c| c.fee().to::<u128>())
-            .sum();
+        let fees_funded = self.funded_fees(HUB);
         if self.honest(PAYER) {
-            let signed: u128 = self.parties[PAYER]
-                .channels()
-                .map(|c| c.paid().to::<u128>())
-                .sum();
-            let fees: u128 = self.parties[PAYER]
-                .channels()
-                .filter(|c| c.is_guaranteed(Side::PayerSide))
-                .map(|c| c.fee().to::<u128>())
-                .sum();
+            let signed = self.paid_total(PAYER);
+            let fees = self.funded_fees(PAYER);
             let got = self.net_of(PAYER);
             assert!(
                 got >= -((signed + fees) as i128),
@@ -851,14 +845,18 @@ impl World {
         }
         if self.honest(HUB) {
             let got = self.net_of(HUB);
-            assert!(
-                got >= fees_funded as i128,
-                "hub netted {got} < fees {fees_funded}"
-            );
-            if exact {
-                assert_eq!(got, fees_funded as i128, "hub");
-            }
+            let below = || format!("hub netted {got} < fees {fees_funded}");
+            assert_net(got, fees_funded as i128, exact, below, "hub");
         }
+    }
+}
+
+/// Checks that a party netted at least `owed` (`below` says otherwise), and exactly `owed` when
+/// `exact`.
+fn assert_net(got: i128, owed: i128, exact: bool, below: impl FnOnce() -> String, who: &str) {
+    assert!(got >= owed, "{}", below());
+    if exact {
+        assert_eq!(got, owed, "{who}");
     }
 }
 
