@@ -174,7 +174,7 @@ async fn create_autojoin_pay_close_over_transport() {
     let (mut payer, mut payee, id) = funded_pair(&w).await;
     for n in [&payer, &payee] {
         assert!(n.saw(|e| *e == Event::Funded), "{:?}", n.seen);
-        assert_eq!(phase(&n, id).await, PhaseKind::Running);
+        assert_eq!(phase(n, id).await, PhaseKind::Running);
     }
     assert!(payer.saw(|e| matches!(e, Event::Proposed { .. })));
     assert_eq!(w.chain.holdings_of(id), u(10_000));
@@ -1380,7 +1380,7 @@ async fn a_failed_deposit_is_retried_by_the_watcher_and_never_doubled() {
     assert_eq!(w.chain.holdings_of(id), u(10_000));
     assert_eq!(chain.calls(Call::Deposit), 2);
     for n in [&payer, &payee] {
-        assert_eq!(phase(&n, id).await, PhaseKind::Running);
+        assert_eq!(phase(n, id).await, PhaseKind::Running);
     }
 }
 
