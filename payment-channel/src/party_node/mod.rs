@@ -37,10 +37,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::backoff::Backoff;
-use crate::chain::{Chain, ChainAction, ChainError, ReclaimArgs, checks, fingerprint};
+use crate::chain::{Chain, ChainAction, ChainError, ReclaimArgs, TxReceipt, checks, fingerprint};
 use crate::ledger::{LedgerPhase, LedgerRole, reclaim_effect};
 use crate::sign::Signer;
-use crate::state::{Outcome, hash_outcome};
+use crate::state::{FixedPart, Outcome, SignedVariablePart, hash_outcome};
 use crate::store::{ChannelStore, StoreError};
 use crate::virtual_channel::{
     Envelope, Party, PartyConfig, PartyEvent, VirtualError, VirtualParams,
@@ -514,36 +514,16 @@ impl PartyNode {
                 candidate,
                 challenger_sig,
             } => {
-                let id = fixed.channel_id();
-                let turn = candidate.variable_part.turn_num;
-                if self.turn_is_moot(id, turn, true).await? {
-                    return Ok(());
-                }
-                tracing::info!(channel = %id, turn, "challenge");
-                if let Err(e) = chain
-                    .challenge(fixed, proof, candidate, challenger_sig)
-                    .await
-                    && !self.turn_is_moot(id, turn, true).await?
-                {
-                    return Err(e.into());
-                }
+                let call = chain.challenge(fixed, proof, candidate, challenger_sig);
+                self.register_turn(fixed, candidate, true, call).await?;
             }
             ChainAction::Checkpoint {
                 fixed,
                 proof,
                 candidate,
             } => {
-                let id = fixed.channel_id();
-                let turn = candidate.variable_part.turn_num;
-                if self.turn_is_moot(id, turn, false).await? {
-                    return Ok(());
-                }
-                tracing::info!(channel = %id, turn, "checkpoint");
-                if let Err(e) = chain.checkpoint(fixed, proof, candidate).await
-                    && !self.turn_is_moot(id, turn, false).await?
-                {
-                    return Err(e.into());
-                }
+                let call = chain.checkpoint(fixed, proof, candidate);
+                self.register_turn(fixed, candidate, false, call).await?;
             }
             ChainAction::Conclude { fixed, candidate } => {
                 let id = fixed.channel_id();
@@ -605,6 +585,30 @@ impl PartyNode {
                 checks::transfer_all_assets_once(chain.as_ref(), *channel_id, outcome, *state_hash)
                     .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Sends `call` (not started yet), a `challenge` or a checkpoint of `candidate`, unless the
+    /// chain shows its turn moot before; a failure counts only if the turn is still not moot.
+    async fn register_turn(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+        challenge: bool,
+        call: impl Future<Output = Result<TxReceipt, ChainError>>,
+    ) -> Result<(), NodeError> {
+        let id = fixed.channel_id();
+        let turn = candidate.variable_part.turn_num;
+        if self.turn_is_moot(id, turn, challenge).await? {
+            return Ok(());
+        }
+        let what = if challenge { "challenge" } else { "checkpoint" };
+        tracing::info!(channel = %id, turn, "{what}");
+        if let Err(e) = call.await
+            && !self.turn_is_moot(id, turn, challenge).await?
+        {
+            return Err(e.into());
         }
         Ok(())
     }
