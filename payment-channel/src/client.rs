@@ -56,6 +56,7 @@ use crate::message::{ChannelKey, Envelope, Message};
 use crate::policy::JoinPolicy;
 use crate::sign::Signer;
 use crate::store::ChannelStore;
+use crate::sync::lock;
 use crate::voucher::Voucher;
 
 /// An error a [`Transport`] reports.
@@ -206,11 +207,6 @@ impl std::fmt::Debug for Client {
 /// Blocks before the current one that a new channel still reads events from (see
 /// `Client::first_block`): about 50 minutes of Ethereum mainnet.
 pub const EVENT_LOOKBACK_BLOCKS: u64 = 256;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these short locks leaves plain data behind; keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Client {
     /// Opens a client and reloads **every** channel in `store` (resume after a restart). Returns

@@ -57,6 +57,8 @@ pub mod role;
 pub mod sign;
 pub mod state;
 pub mod store;
+#[cfg(feature = "client")]
+mod sync;
 #[cfg(feature = "test-utils")]
 #[doc(hidden)]
 pub mod test_utils;

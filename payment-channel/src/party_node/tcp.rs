@@ -39,6 +39,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use super::{NodeMessage, PartyNode, Transport, TransportError};
 use crate::error::Reaction;
 use crate::sign::{Signature, SignatureError, Signer, recover_eth_message};
+use crate::sync::lock;
 
 /// The domain string of [`handshake_hash`].
 pub const HANDSHAKE_DOMAIN: &[u8] = b"paid-torrent party-node handshake v1";
@@ -158,10 +159,6 @@ struct NetInner {
     inbound: mpsc::UnboundedSender<Inbound>,
     next_id: AtomicU64,
     accept: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Authenticated TCP connections to parties, by address. See the [module docs](self). Cheap to
