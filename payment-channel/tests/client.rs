@@ -616,14 +616,8 @@ mod on_anvil {
         /// `None` (skip) without anvil or the artifacts, outside CI.
         async fn start() -> Option<Self> {
             use payment_channel::chain::EthereumChain;
-            use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
-            use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
-            let artifacts = artifacts_dir()?;
-            let anvil = Anvil::start()?;
-            let contracts = NitroArtifacts::from_dir(&artifacts).unwrap();
-            let deployment = deploy(&anvil.url, &Self::tx_key(0), &contracts)
-                .await
-                .unwrap();
+            let (anvil, deployment, artifacts) =
+                payment_channel::test_utils::anvil::deployed().await?;
             let chain = async |i: usize| {
                 Arc::new(
                     EthereumChain::connect(
