@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
+use paid_benches::rss_bytes;
 use payment_channel::chain::ChainEvent;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::virtual_channel::{Envelope, HubLimits, Party, PartyConfig, VirtualParams};
@@ -246,16 +247,6 @@ fn hub_benches(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("resident pages");
-    pages * 4096
 }
 
 /// Copies of the hub restored for the in-memory size.

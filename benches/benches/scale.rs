@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use paid_benches::rss_bytes;
 use payment_channel::SimulatedChain;
 use tokio::sync::watch;
 use torrent_glue::adapter::{ChannelBackend, ChannelEvents, MemoryTorrent, PieceSink};
@@ -59,20 +60,6 @@ impl ChannelBackend for Gated {
     async fn tick(&self, events: &ChannelEvents) {
         self.inner.tick(events).await;
     }
-}
-
-fn page_size() -> u64 {
-    4096
-}
-
-fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("resident pages");
-    pages * page_size()
 }
 
 /// User + system CPU time of the process.

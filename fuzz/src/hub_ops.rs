@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use payment_channel::chain::{Chain, ChainEvent, ReclaimArgs as ChainReclaimArgs};
-use payment_channel::ledger::{ChainDuty, LedgerBody, ReclaimArgs};
+use payment_channel::chain::{ChainAction, ChainEvent};
+use payment_channel::ledger::LedgerBody;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::pair::signer;
-use payment_channel::test_utils::ready;
+use payment_channel::test_utils::{ready, send_chain_action};
 use payment_channel::virtual_channel::{
     Envelope, HubLimits, Party, PartyConfig, Payload, Side, VirtualBody, VirtualParams,
 };
@@ -278,6 +278,28 @@ impl World {
         self.settling && !self.honest(i)
     }
 
+    /// What party `i`'s virtual channels show paid (payer: signed; payee: best voucher).
+    fn paid_total(&self, i: usize) -> u128 {
+        self.parties[i]
+            .channels()
+            .map(|c| c.paid().to::<u128>())
+            .sum()
+    }
+
+    /// The fees of party `i`'s virtual channels whose payer-side guarantee is in place.
+    fn funded_fees(&self, i: usize) -> u128 {
+        self.parties[i]
+            .channels()
+            .filter(|c| c.is_guaranteed(Side::PayerSide))
+            .map(|c| c.fee().to::<u128>())
+            .sum()
+    }
+
+    /// The parties among the first `n` that are not silent.
+    fn speaking(&self, n: usize) -> Vec<usize> {
+        (0..n).filter(|&i| !self.silent(i)).collect()
+    }
+
     fn now(&self) -> u64 {
         self.sim.now()
     }
@@ -352,51 +374,17 @@ impl World {
         let h = self.sim.handle(me);
         for d in duties {
             // A revert is fine (the duty landed already, or a hostile party got there first).
-            let _landed = match &d {
-                ChainDuty::Deposit {
-                    asset,
-                    channel_id,
-                    expected_held,
-                    amount,
-                } => {
-                    self.sim.fund(me, *amount).expect("the simulator funds");
-                    *self.funded.entry(me).or_default() += *amount;
-                    ready(h.deposit(*asset, *channel_id, *expected_held, *amount)).is_ok()
-                }
-                ChainDuty::Challenge {
-                    fixed,
-                    proof,
-                    candidate,
-                    challenger_sig,
-                } => ready(h.challenge(fixed, proof, candidate, challenger_sig)).is_ok(),
-                ChainDuty::Checkpoint {
-                    fixed,
-                    proof,
-                    candidate,
-                } => ready(h.checkpoint(fixed, proof, candidate)).is_ok(),
-                ChainDuty::Conclude { fixed, candidate } => {
-                    ready(h.conclude(fixed, candidate)).is_ok()
-                }
-                ChainDuty::ConcludeAndTransferAllAssets { fixed, candidate } => {
-                    ready(h.conclude_and_transfer_all_assets(fixed, candidate)).is_ok()
-                }
-                ChainDuty::Reclaim(args) => {
-                    let ok = ready(h.reclaim(&chain_args(args))).is_ok();
-                    if ok {
-                        let idx = usize::try_from(args.index_of_target_in_source).unwrap_or(0);
-                        let target = args.source_outcome[0].allocations[idx].destination;
-                        self.reclaim_targets
-                            .insert(self.sim.all_events().len() - 1, target);
-                    }
-                    ok
-                }
-                ChainDuty::TransferAllAssets {
-                    channel_id,
-                    outcome,
-                    state_hash,
-                } => ready(h.transfer_all_assets(*channel_id, outcome, *state_hash)).is_ok(),
-                _ => false,
-            };
+            if let ChainAction::Deposit { amount, .. } = &d {
+                self.sim.fund(me, *amount).expect("the simulator funds");
+                *self.funded.entry(me).or_default() += *amount;
+            }
+            let landed = ready(send_chain_action(&h, &d)).is_ok();
+            if let (ChainAction::Reclaim(args), true) = (&d, landed) {
+                let idx = usize::try_from(args.index_of_target_in_source).unwrap_or(0);
+                let target = args.source_outcome[0].allocations[idx].destination;
+                self.reclaim_targets
+                    .insert(self.sim.all_events().len() - 1, target);
+            }
             self.pump();
         }
     }
@@ -727,10 +715,7 @@ impl World {
                 self.deliver_all();
             }
             // Ledgers without guarantees close cooperatively.
-            for i in 0..n {
-                if self.silent(i) {
-                    continue;
-                }
+            for i in self.speaking(n) {
                 let ids: Vec<B256> = self.parties[i].ledgers().map(|l| l.id()).collect();
                 for id in ids {
                     let _ = self.parties[i].close_ledger(id);
@@ -739,10 +724,7 @@ impl World {
             self.deliver_all();
             if round == 3 {
                 // What did not finish off chain goes on chain.
-                for i in 0..n {
-                    if self.silent(i) {
-                        continue;
-                    }
+                for i in self.speaking(n) {
                     let open: Vec<B256> = self.parties[i]
                         .channels()
                         .filter(|c| !c.is_defunded())
@@ -754,10 +736,7 @@ impl World {
                 }
             }
             if round == 6 {
-                for i in 0..n {
-                    if self.silent(i) {
-                        continue;
-                    }
+                for i in self.speaking(n) {
                     let ids: Vec<B256> = self.parties[i]
                         .ledgers()
                         .filter(|l| l.chain().finalized.is_none())
@@ -844,34 +823,15 @@ impl World {
             if !self.honest(b) {
                 continue;
             }
-            let owed: u128 = self.parties[b]
-                .channels()
-                .map(|c| c.paid().to::<u128>())
-                .sum();
+            let owed = self.paid_total(b);
             let got = self.net_of(b);
-            assert!(
-                got >= owed as i128,
-                "payee {b} got {got} < its vouchers {owed}"
-            );
-            if exact {
-                assert_eq!(got, owed as i128, "payee {b}");
-            }
+            let below = || format!("payee {b} got {got} < its vouchers {owed}");
+            assert_net(got, owed as i128, exact, below, &format!("payee {b}"));
         }
-        let fees_funded: u128 = self.parties[HUB]
-            .channels()
-            .filter(|c| c.is_guaranteed(Side::PayerSide))
-            .map(|c| c.fee().to::<u128>())
-            .sum();
+        let fees_funded = self.funded_fees(HUB);
         if self.honest(PAYER) {
-            let signed: u128 = self.parties[PAYER]
-                .channels()
-                .map(|c| c.paid().to::<u128>())
-                .sum();
-            let fees: u128 = self.parties[PAYER]
-                .channels()
-                .filter(|c| c.is_guaranteed(Side::PayerSide))
-                .map(|c| c.fee().to::<u128>())
-                .sum();
+            let signed = self.paid_total(PAYER);
+            let fees = self.funded_fees(PAYER);
             let got = self.net_of(PAYER);
             assert!(
                 got >= -((signed + fees) as i128),
@@ -885,27 +845,18 @@ impl World {
         }
         if self.honest(HUB) {
             let got = self.net_of(HUB);
-            assert!(
-                got >= fees_funded as i128,
-                "hub netted {got} < fees {fees_funded}"
-            );
-            if exact {
-                assert_eq!(got, fees_funded as i128, "hub");
-            }
+            let below = || format!("hub netted {got} < fees {fees_funded}");
+            assert_net(got, fees_funded as i128, exact, below, "hub");
         }
     }
 }
 
-fn chain_args(a: &ReclaimArgs) -> ChainReclaimArgs {
-    ChainReclaimArgs {
-        source_channel_id: a.source_channel_id,
-        source_state_hash: a.source_state_hash,
-        source_outcome: a.source_outcome.clone(),
-        source_asset_index: a.source_asset_index,
-        index_of_target_in_source: a.index_of_target_in_source,
-        target_state_hash: a.target_state_hash,
-        target_outcome: a.target_outcome.clone(),
-        target_asset_index: a.target_asset_index,
+/// Checks that a party netted at least `owed` (`below` says otherwise), and exactly `owed` when
+/// `exact`.
+fn assert_net(got: i128, owed: i128, exact: bool, below: impl FnOnce() -> String, who: &str) {
+    assert!(got >= owed, "{}", below());
+    if exact {
+        assert_eq!(got, owed, "{who}");
     }
 }
 

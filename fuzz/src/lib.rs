@@ -22,6 +22,7 @@ use paid_wire::handshake::Handshake;
 use paid_wire::message::Message;
 use paid_wire::metadata::{HEADER_LIMITS, MetadataDownload, MetadataMessage, PIECE_LEN, serve};
 use paid_wire::pse::{PSE_LIMITS, PseMessage};
+use paid_wire::test_utils::bendy_canonical;
 use tokio_util::codec::Decoder;
 
 /// Max frame length used for the codec checks: small, so oversize paths are reachable.
@@ -89,19 +90,6 @@ fn run_codec<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<Message>, b
             Err(_) => return (out, true),
         }
     }
-}
-
-/// Whether `bendy` accepts `input` as exactly one canonical bencode value.
-pub fn bendy_canonical(input: &[u8], max_depth: usize) -> bool {
-    use bendy::decoding::{Decoder, Object};
-    let mut decoder = Decoder::new(input).with_max_depth(max_depth);
-    let first_ok = match decoder.next_object() {
-        Ok(Some(Object::Dict(d))) => d.into_raw().is_ok(),
-        Ok(Some(Object::List(l))) => l.into_raw().is_ok(),
-        Ok(Some(_)) => true,
-        _ => false,
-    };
-    first_ok && matches!(decoder.next_object(), Ok(None))
 }
 
 /// BEP 10 extended handshake decoding.

@@ -29,6 +29,9 @@ pub mod message;
 pub mod metadata;
 pub mod pse;
 mod request;
+#[cfg(feature = "test-utils")]
+#[doc(hidden)]
+pub mod test_utils;
 
 /// A 32-byte state-channel id: one type for the wire (`pse`), the choke controller and the
 /// glue above them.

@@ -10,6 +10,7 @@ use paid_wire::error::{BencodeError, ExtendedError, UsageError};
 use paid_wire::extended::{ExtendedHandshake, ExtensionIds, HANDSHAKE_LIMITS};
 use paid_wire::message::Message;
 use paid_wire::pse::EXTENSION_NAME;
+use paid_wire::test_utils::bendy_canonical;
 use proptest::prelude::*;
 
 /// The example from BEP 10 ("µ" is UTF-8, two bytes, so `v` is 13 bytes long).
@@ -212,15 +213,7 @@ fn extension_ids_keep_ours_and_theirs_apart() {
 
 /// bendy accepts the input as exactly one canonical value.
 fn bendy_accepts(input: &[u8]) -> bool {
-    use bendy::decoding::{Decoder, Object};
-    let mut decoder = Decoder::new(input).with_max_depth(HANDSHAKE_LIMITS.max_depth);
-    let first_ok = match decoder.next_object() {
-        Ok(Some(Object::Dict(d))) => d.into_raw().is_ok(),
-        Ok(Some(Object::List(l))) => l.into_raw().is_ok(),
-        Ok(Some(_)) => true,
-        _ => false,
-    };
-    first_ok && matches!(decoder.next_object(), Ok(None))
+    bendy_canonical(input, HANDSHAKE_LIMITS.max_depth)
 }
 
 #[test]

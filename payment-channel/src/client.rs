@@ -46,7 +46,8 @@ use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
 use crate::app::PAYMENT_APP_RUNTIME_HASH;
-use crate::chain::{Chain, ChainError, ChainEventRecord, ChannelMode, OnChainStatus, Revert};
+use crate::backoff::Backoff;
+use crate::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, Revert, checks};
 use crate::channel::{
     ChainAction, Channel, ChannelParams, ChannelSnapshot, Event, PhaseKind, Role, VerifiedVoucher,
 };
@@ -55,28 +56,32 @@ use crate::message::{ChannelKey, Envelope, Message};
 use crate::policy::JoinPolicy;
 use crate::sign::Signer;
 use crate::store::ChannelStore;
+use crate::sync::lock;
 use crate::voucher::Voucher;
 
 /// An error a [`Transport`] reports.
 pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Delivers envelopes to peers (in practice: the BEP-10 paid-streaming extension's `message`
-/// command of the connection to `to`).
+/// Delivers messages of type `M` to peers by signing address: a [`Client`]'s envelopes (in
+/// practice: the BEP-10 paid-streaming extension's `message` command of the connection to `to`),
+/// or a [`PartyNode`](crate::party_node::PartyNode)'s
+/// [`NodeMessage`](crate::party_node::NodeMessage)s.
 ///
-/// Delivery may be lossy: the protocol tolerates drops, duplicates and reordering, and
-/// [`Client::resend`] repeats what a peer may have missed. An `Err` is logged, not returned to the
-/// operation that produced the message: that operation is already committed (a voucher is signed
-/// and stored, so the payment counts) and only its delivery failed.
+/// Delivery may be lossy: the protocols tolerate drops, duplicates and reordering, and
+/// [`Client::resend`] (or [`PartyNode::resend`](crate::party_node::PartyNode::resend)) repeats
+/// what a peer may have missed. An `Err` is logged, not returned to the operation that produced
+/// the message: that operation is already committed (a voucher is signed and stored, so the
+/// payment counts) and only its delivery failed.
 #[async_trait]
-pub trait Transport: Send + Sync {
-    /// Sends `envelope` to the peer with signing address `to`.
-    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError>;
+pub trait Transport<M: Send + 'static = Envelope>: Send + Sync {
+    /// Sends `msg` to the peer with signing address `to`.
+    async fn send(&self, to: Address, msg: M) -> Result<(), TransportError>;
 }
 
 #[async_trait]
-impl<T: Transport + ?Sized> Transport for Arc<T> {
-    async fn send(&self, to: Address, envelope: Envelope) -> Result<(), TransportError> {
-        (**self).send(to, envelope).await
+impl<M: Send + 'static, T: Transport<M> + ?Sized> Transport<M> for Arc<T> {
+    async fn send(&self, to: Address, msg: M) -> Result<(), TransportError> {
+        (**self).send(to, msg).await
     }
 }
 
@@ -184,28 +189,6 @@ struct Inner {
     applied: Mutex<HashMap<(B256, u64), u64>>,
 }
 
-/// Exponential backoff of one channel's failed duty, in chain seconds (sans-IO: time is passed in).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Backoff {
-    failures: u32,
-    next_at: u64,
-}
-
-impl Backoff {
-    fn ready(&self, now: u64) -> bool {
-        now >= self.next_at
-    }
-
-    fn failed(&mut self, now: u64, max_interval: u64) {
-        self.failures = self.failures.saturating_add(1);
-        let wait = 1u64
-            .checked_shl(self.failures - 1)
-            .unwrap_or(u64::MAX)
-            .min(max_interval.max(1));
-        self.next_at = now.saturating_add(wait);
-    }
-}
-
 /// The async payment-channel client. See the [module docs](self).
 #[derive(Clone)]
 pub struct Client {
@@ -224,11 +207,6 @@ impl std::fmt::Debug for Client {
 /// Blocks before the current one that a new channel still reads events from (see
 /// `Client::first_block`): about 50 minutes of Ethereum mainnet.
 pub const EVENT_LOOKBACK_BLOCKS: u64 = 256;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these short locks leaves plain data behind; keep going.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl Client {
     /// Opens a client and reloads **every** channel in `store` (resume after a restart). Returns
@@ -915,28 +893,19 @@ impl Client {
     /// Whether a challenge at `turn` can no longer land or is not needed: the channel finalized,
     /// a registered challenge already has this turn or a later one, a checkpoint passed it, or
     /// nothing is held.
+    /// Whether a challenge at `turn` cannot land or is not needed: the chain records the turn
+    /// already, or finalized, or holds nothing (paid out or never funded).
     async fn challenge_is_moot(
         &self,
         id: B256,
         turn: u64,
         candidate: &crate::state::SignedVariablePart,
     ) -> Result<bool, Error> {
-        let chain = &self.inner.chain;
-        let now = chain.now().await?;
-        let status = chain.status(id).await?;
-        let moot = match status.mode(now) {
-            ChannelMode::Finalized => true,
-            ChannelMode::Challenge => status.turn_num_record >= turn,
-            ChannelMode::Open => status.turn_num_record > turn,
-        };
-        if moot {
+        let chain = self.inner.chain.as_ref();
+        if checks::turn_is_moot(chain, id, turn, true).await? {
             return Ok(true);
         }
-        let asset = candidate
-            .variable_part
-            .outcome
-            .first()
-            .map_or(Address::ZERO, |e| e.asset);
+        let asset = checks::first_asset(&candidate.variable_part.outcome);
         Ok(chain.holdings(asset, id).await?.is_zero())
     }
 
@@ -949,19 +918,21 @@ impl Client {
                 expected_held,
                 amount,
             } => {
-                // The holdings the chain has now decide: a deposit that landed in a block not
-                // applied yet is not sent again, and a partial one is completed.
-                let target = expected_held.saturating_add(*amount);
-                let held = chain.holdings(*asset, *channel_id).await?;
-                if held >= target {
+                let Some((held, missing)) = checks::deposit_shortfall(
+                    chain.as_ref(),
+                    *asset,
+                    *channel_id,
+                    *expected_held,
+                    *amount,
+                )
+                .await?
+                else {
                     return Ok(());
-                }
+                };
                 if *asset == Address::ZERO {
-                    chain
-                        .deposit(*asset, *channel_id, held, target - held)
-                        .await?;
+                    chain.deposit(*asset, *channel_id, held, missing).await?;
                 } else {
-                    self.deposit_token(*asset, *channel_id, held, target - held)
+                    self.deposit_token(*asset, *channel_id, held, missing)
                         .await?;
                 }
             }
@@ -988,18 +959,13 @@ impl Client {
             }
             ChainAction::Conclude { fixed, candidate } => {
                 let id = fixed.channel_id();
-                let now = chain.now().await?;
-                if chain.status(id).await?.mode(now) == ChannelMode::Finalized {
+                if checks::is_finalized(chain.as_ref(), id).await? {
                     return Ok(());
                 }
                 // Nothing held: either paid out already (the adjudicator deletes the status at
                 // payout, so the check above reads "open") or never funded. A conclude would
                 // cost gas and pay nobody.
-                let asset = candidate
-                    .variable_part
-                    .outcome
-                    .first()
-                    .map_or(Address::ZERO, |e| e.asset);
+                let asset = checks::first_asset(&candidate.variable_part.outcome);
                 if chain.holdings(asset, id).await?.is_zero() {
                     return Ok(());
                 }
@@ -1008,53 +974,20 @@ impl Client {
                     Err(e) => return Err(e.into()),
                 }
             }
-            ChainAction::Transfer {
+            ChainAction::TransferAllAssets {
                 channel_id,
                 outcome,
                 state_hash,
             } => {
-                let asset = outcome.first().map_or(Address::ZERO, |e| e.asset);
-                if chain.holdings(asset, *channel_id).await?.is_zero() {
-                    return Ok(());
-                }
-                if let Err(e) = chain
-                    .transfer_all_assets(*channel_id, outcome, *state_hash)
-                    .await
-                {
-                    // Someone else may have paid out in between.
-                    if !chain.holdings(asset, *channel_id).await?.is_zero() {
-                        return Err(e.into());
-                    }
-                }
+                checks::transfer_all_assets_once(chain.as_ref(), *channel_id, outcome, *state_hash)
+                    .await?;
             }
-            #[allow(unreachable_patterns)]
-            _ => {}
+            // A two-party channel asks for none of the others (checkpoints, reclaims and the
+            // combined conclude-and-transfer are ledger and virtual-channel actions).
+            ChainAction::Checkpoint { .. }
+            | ChainAction::ConcludeAndTransferAllAssets { .. }
+            | ChainAction::Reclaim(_) => {}
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Backoff;
-
-    #[test]
-    fn backoff_doubles_from_one_second_up_to_the_cap() {
-        let mut b = Backoff::default();
-        assert!(b.ready(0));
-        let mut now = 1_000;
-        let mut waits = Vec::new();
-        for _ in 0..8 {
-            b.failed(now, 10);
-            assert!(!b.ready(b.next_at - 1));
-            assert!(b.ready(b.next_at));
-            waits.push(b.next_at - now);
-            now = b.next_at;
-        }
-        assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10, 10]);
-        for _ in 0..100 {
-            b.failed(now, 10);
-        }
-        assert_eq!(b.next_at - now, 10, "no overflow after many failures");
     }
 }

@@ -39,6 +39,8 @@
 
 pub mod abi;
 pub mod app;
+#[cfg(feature = "client")]
+mod backoff;
 pub mod chain;
 pub mod channel;
 #[cfg(feature = "client")]
@@ -55,6 +57,8 @@ pub mod role;
 pub mod sign;
 pub mod state;
 pub mod store;
+#[cfg(feature = "client")]
+mod sync;
 #[cfg(feature = "test-utils")]
 #[doc(hidden)]
 pub mod test_utils;

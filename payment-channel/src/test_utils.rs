@@ -52,9 +52,9 @@ use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 
 use crate::SimulatedChain;
 use crate::chain::{
-    Chain, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert, TxReceipt, fingerprint,
+    Chain, ChainAction, ChainError, ChainEvent, ChannelMode, OnChainStatus, Revert, TxReceipt,
+    fingerprint,
 };
-use crate::channel::ChainAction;
 use crate::sign::{LocalSigner, Signature, Signer};
 use crate::state::{
     FixedPart, Outcome, SignedVariablePart, VariablePart, challenge_message_hash, hash_outcome,
@@ -89,13 +89,54 @@ pub fn ready<F: Future>(f: F) -> F::Output {
     }
 }
 
-/// The transaction `action` sends: `deposit`, `challenge`, `conclude` or `transfer`.
-pub fn action_name(action: &ChainAction) -> &'static str {
+/// Sends `action` on `chain` as it is, with no check that it landed already or became moot (a
+/// hostile or careless driver; a revert comes back as the error).
+pub async fn send_chain_action(
+    chain: &dyn Chain,
+    action: &ChainAction,
+) -> Result<TxReceipt, ChainError> {
     match action {
-        ChainAction::Deposit { .. } => "deposit",
-        ChainAction::Challenge { .. } => "challenge",
-        ChainAction::Conclude { .. } => "conclude",
-        ChainAction::Transfer { .. } => "transfer",
+        ChainAction::Deposit {
+            asset,
+            channel_id,
+            expected_held,
+            amount,
+        } => {
+            chain
+                .deposit(*asset, *channel_id, *expected_held, *amount)
+                .await
+        }
+        ChainAction::Challenge {
+            fixed,
+            proof,
+            candidate,
+            challenger_sig,
+        } => {
+            chain
+                .challenge(fixed, proof, candidate, challenger_sig)
+                .await
+        }
+        ChainAction::Checkpoint {
+            fixed,
+            proof,
+            candidate,
+        } => chain.checkpoint(fixed, proof, candidate).await,
+        ChainAction::Conclude { fixed, candidate } => chain.conclude(fixed, candidate).await,
+        ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
+            chain
+                .conclude_and_transfer_all_assets(fixed, candidate)
+                .await
+        }
+        ChainAction::Reclaim(args) => chain.reclaim(args).await,
+        ChainAction::TransferAllAssets {
+            channel_id,
+            outcome,
+            state_hash,
+        } => {
+            chain
+                .transfer_all_assets(*channel_id, outcome, *state_hash)
+                .await
+        }
     }
 }
 
@@ -108,42 +149,24 @@ pub fn run_chain_action(
     from: Address,
     action: &ChainAction,
 ) -> Option<Result<(), ChainError>> {
-    let h = sim.handle(from);
-    let result = match action {
-        ChainAction::Deposit {
-            asset,
-            channel_id,
-            expected_held,
-            amount,
-        } => {
+    match action {
+        ChainAction::Deposit { amount, .. } => {
             sim.fund(from, *amount)
                 .expect("the simulator funds any account");
-            ready(h.deposit(*asset, *channel_id, *expected_held, *amount))
         }
-        ChainAction::Challenge {
-            fixed,
-            proof,
-            candidate,
-            challenger_sig,
-        } => ready(h.challenge(fixed, proof, candidate, challenger_sig)),
-        ChainAction::Conclude { fixed, candidate } => {
-            if sim.status_of(fixed.channel_id()).mode(sim.now()) == ChannelMode::Finalized {
-                return None;
-            }
-            ready(h.conclude(fixed, candidate))
+        ChainAction::Conclude { fixed, .. }
+            if sim.status_of(fixed.channel_id()).mode(sim.now()) == ChannelMode::Finalized =>
+        {
+            return None;
         }
-        ChainAction::Transfer {
-            channel_id,
-            outcome,
-            state_hash,
-        } => {
-            if sim.holdings_of(*channel_id).is_zero() {
-                return None;
-            }
-            ready(h.transfer_all_assets(*channel_id, outcome, *state_hash))
+        ChainAction::TransferAllAssets { channel_id, .. }
+            if sim.holdings_of(*channel_id).is_zero() =>
+        {
+            return None;
         }
-    };
-    Some(result.map(|_| ()))
+        _ => {}
+    }
+    Some(ready(send_chain_action(&sim.handle(from), action)).map(|_| ()))
 }
 
 /// A two-party payment channel and everything needed to build its states by hand.

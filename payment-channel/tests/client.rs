@@ -68,6 +68,14 @@ impl World {
         (payer_key, payee_key)
     }
 
+    /// A world, its funded payer (auto-joining, fresh memory store) and the payee's key.
+    async fn with_payer() -> (Self, Node, Arc<LocalSigner>) {
+        let w = Self::new();
+        let (payer_key, payee_key) = w.funded_keys();
+        let payer = w.payer(payer_key).await;
+        (w, payer, payee_key)
+    }
+
     /// A node with a fresh memory store.
     async fn fresh_node(&self, signer: Arc<LocalSigner>, policy: Option<JoinPolicy>) -> Node {
         self.node(signer, Arc::new(MemoryStore::new()), policy)
@@ -85,8 +93,18 @@ impl World {
         store: Arc<dyn ChannelStore>,
         policy: Option<JoinPolicy>,
     ) -> Node {
+        self.node_with(signer, store, self.config(policy)).await
+    }
+
+    /// A client on the simulator with `config`.
+    async fn node_with(
+        &self,
+        signer: Arc<LocalSigner>,
+        store: Arc<dyn ChannelStore>,
+        config: ClientConfig,
+    ) -> Node {
         let chain = Arc::new(self.chain.handle(signer.address()));
-        open_node(&self.net, self.config(policy), signer, chain, store).await
+        open_node(&self.net, config, signer, chain, store).await
     }
 }
 
@@ -156,10 +174,7 @@ async fn create_autojoin_pay_close_over_transport() {
     let (mut payer, mut payee, id) = funded_pair(&w).await;
     for n in [&payer, &payee] {
         assert!(n.saw(|e| *e == Event::Funded), "{:?}", n.seen);
-        assert_eq!(
-            n.client.channel_info(id).await.unwrap().phase,
-            PhaseKind::Running
-        );
+        assert_eq!(phase(n, id).await, PhaseKind::Running);
     }
     assert!(payer.saw(|e| matches!(e, Event::Proposed { .. })));
     assert_eq!(w.chain.holdings_of(id), u(10_000));
@@ -236,9 +251,7 @@ async fn resume(
     reopen: impl Fn() -> Arc<dyn ChannelStore>,
     close: bool,
 ) {
-    let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let mut payer = w.payer(payer_key).await;
+    let (w, mut payer, payee_key) = World::with_payer().await;
     let mut payee = w.node(payee_key.clone(), store, None).await;
     let id = open_and_pay(&mut payer, &mut payee, &[100; 7]).await;
 
@@ -363,16 +376,10 @@ async fn policy_caps_and_manual_join() {
     let b = payee.client.create(to, u(500), None).await.unwrap();
     assert!(pump(&mut manual, &mut payee).await.is_empty());
     assert!(manual.saw(|e| matches!(e, Event::Proposed { .. })));
-    assert_eq!(
-        manual.client.channel_info(b).await.unwrap().phase,
-        PhaseKind::Proposed
-    );
+    assert_eq!(phase(&manual, b).await, PhaseKind::Proposed);
     manual.client.join(b).await.unwrap();
     assert!(pump(&mut manual, &mut payee).await.is_empty());
-    assert_eq!(
-        manual.client.channel_info(b).await.unwrap().phase,
-        PhaseKind::Running
-    );
+    assert_eq!(phase(&manual, b).await, PhaseKind::Running);
 }
 
 #[tokio::test]
@@ -466,14 +473,21 @@ async fn pollable_outbox_without_transport() {
 /// The payee proposes a 10 000 wei channel, the payer (auto-)joins and makes `payments`
 /// (wei each); the payee has looked at the chain since. Returns the channel.
 async fn open_and_pay(payer: &mut Node, payee: &mut Node, payments: &[u64]) -> B256 {
+    let id = open(payer, payee).await;
+    pay(payer, payee, id, payments).await;
+    payee.client.watch_chain().await.unwrap();
+    id
+}
+
+/// The payee proposes a channel of 10 000 (no price) to the payer; every message is delivered
+/// without an error.
+async fn open(payer: &mut Node, payee: &mut Node) -> B256 {
     let id = payee
         .client
         .create(payer.client.address(), u(10_000), None)
         .await
         .unwrap();
     assert!(pump(payer, payee).await.is_empty());
-    pay(payer, payee, id, payments).await;
-    payee.client.watch_chain().await.unwrap();
     id
 }
 
@@ -504,9 +518,7 @@ fn assert_paid_out(w: &World, payer: &Node, payee: &Node, amount: u64) {
 
 #[tokio::test]
 async fn a_restart_reads_only_chain_events_it_has_not_applied() {
-    let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let mut payer = w.payer(payer_key).await;
+    let (w, mut payer, payee_key) = World::with_payer().await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
     let mut payee = w.node(payee_key.clone(), store.clone(), None).await;
     let id = open_and_pay(&mut payer, &mut payee, &[300]).await;
@@ -575,236 +587,329 @@ async fn a_new_channel_reads_events_from_its_proposal_not_from_genesis() {
         "{froms:?} (latest {latest})"
     );
     // The deposit was seen: the channel runs and the payment was credited.
-    assert_eq!(
-        payee.client.channel_info(id).await.unwrap().phase,
-        PhaseKind::Running
-    );
+    assert_eq!(phase(&payee, id).await, PhaseKind::Running);
     assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
 
-/// Two `Client`s' worth of a real chain: anvil with the contracts deployed, transaction
-/// handles for dev accounts #1 (payer) and #2 (payee), and the network between the clients.
-/// Channel identities are separate keys, so payouts land on fresh addresses and balances are
-/// exact (no gas in them).
+/// The client against anvil with the published Nitro contracts (skipped without anvil or the
+/// artifacts, outside CI).
 #[cfg(all(feature = "ethereum", feature = "test-utils"))]
-struct OnAnvil {
-    anvil: payment_channel::test_utils::anvil::Anvil,
-    artifacts: std::path::PathBuf,
-    app: Address,
-    payer_chain: Arc<payment_channel::chain::EthereumChain>,
-    payee_chain: Arc<payment_channel::chain::EthereumChain>,
-    net: Arc<MemoryNet>,
-}
+mod on_anvil {
+    use payment_channel::chain::{Chain, ChainError};
 
-#[cfg(all(feature = "ethereum", feature = "test-utils"))]
-impl OnAnvil {
-    /// `None` (skip) without anvil or the artifacts, outside CI.
-    async fn start() -> Option<Self> {
-        use payment_channel::chain::EthereumChain;
-        use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
-        use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
-        let artifacts = artifacts_dir()?;
-        let anvil = Anvil::start()?;
-        let contracts = NitroArtifacts::from_dir(&artifacts).unwrap();
-        let deployment = deploy(&anvil.url, &Self::tx_key(0), &contracts)
-            .await
-            .unwrap();
-        let chain = async |i: usize| {
-            Arc::new(
-                EthereumChain::connect(&anvil.url, &Self::tx_key(i), deployment.nitro_adjudicator)
+    use super::*;
+
+    /// Two `Client`s' worth of a real chain: anvil with the contracts deployed, transaction
+    /// handles for dev accounts #1 (payer) and #2 (payee), and the network between the clients.
+    /// Channel identities are separate keys, so payouts land on fresh addresses and balances are
+    /// exact (no gas in them).
+    struct OnAnvil {
+        anvil: payment_channel::test_utils::anvil::Anvil,
+        artifacts: std::path::PathBuf,
+        app: Address,
+        payer_chain: Arc<payment_channel::chain::EthereumChain>,
+        payee_chain: Arc<payment_channel::chain::EthereumChain>,
+        net: Arc<MemoryNet>,
+    }
+
+    impl OnAnvil {
+        /// `None` (skip) without anvil or the artifacts, outside CI.
+        async fn start() -> Option<Self> {
+            use payment_channel::chain::EthereumChain;
+            let (anvil, deployment, artifacts) =
+                payment_channel::test_utils::anvil::deployed().await?;
+            let chain = async |i: usize| {
+                Arc::new(
+                    EthereumChain::connect(
+                        &anvil.url,
+                        &Self::tx_key(i),
+                        deployment.nitro_adjudicator,
+                    )
                     .await
                     .unwrap(),
-            )
+                )
+            };
+            let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
+            Some(Self {
+                anvil,
+                artifacts,
+                app: deployment.payment_app,
+                payer_chain,
+                payee_chain,
+                net: Arc::new(MemoryNet::default()),
+            })
+        }
+
+        /// Dev account `i`'s secret key.
+        fn tx_key(i: usize) -> B256 {
+            LocalSigner::from_hex(payment_channel::test_utils::anvil::DEV_KEYS[i])
+                .unwrap()
+                .secret_bytes()
+        }
+
+        /// Dev account `i`'s address.
+        fn tx_account(i: usize) -> Address {
+            LocalSigner::from_bytes(&Self::tx_key(i)).unwrap().address()
+        }
+
+        /// A client for `signer` sending through `chain`, in `asset`, with 600 s challenges.
+        async fn node(
+            &self,
+            signer: Arc<LocalSigner>,
+            chain: &Arc<payment_channel::chain::EthereumChain>,
+            policy: Option<JoinPolicy>,
+            asset: Address,
+        ) -> Node {
+            let config = ClientConfig {
+                asset,
+                // Anvil mines a block per transaction and none in between: no block would ever
+                // confirm the last transaction. Confirmations are tested in `tests/ethereum.rs`.
+                confirmations: Some(0),
+                ..self.config(policy)
+            };
+            self.node_with(signer, chain, config).await
+        }
+
+        /// Channels on the deployed app with 600 s challenges, auto-joining under `policy`.
+        fn config(&self, policy: Option<JoinPolicy>) -> ClientConfig {
+            ClientConfig {
+                challenge_duration: 600,
+                auto_join: policy,
+                ..ClientConfig::new(self.app)
+            }
+        }
+
+        /// A client for `signer` sending through `chain`, with `config` and a fresh memory store.
+        async fn node_with(
+            &self,
+            signer: Arc<LocalSigner>,
+            chain: &Arc<payment_channel::chain::EthereumChain>,
+            config: ClientConfig,
+        ) -> Node {
+            let store = Arc::new(MemoryStore::new());
+            open_node(&self.net, config, signer, chain.clone(), store).await
+        }
+    }
+
+    /// The payee's `Client` watching a real chain: anvil with the published Nitro contracts.
+    /// The payer takes the channel on chain with its postfund state (paying the payee nothing);
+    /// the payee's `watch_chain` alone answers with a turn-2 challenge carrying its largest voucher,
+    /// and after the timeout each side is paid exactly its share.
+    #[tokio::test]
+    async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
+        let Some(w) = OnAnvil::start().await else {
+            return;
         };
-        let (payer_chain, payee_chain) = (chain(1).await, chain(2).await);
-        Some(Self {
-            anvil,
-            artifacts,
-            app: deployment.payment_app,
-            payer_chain,
-            payee_chain,
-            net: Arc::new(MemoryNet::default()),
-        })
+        let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
+        let (payer_key, payee_key) = (key(0x31), key(0x32));
+        let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
+        let native = Address::ZERO;
+        let mut payer = w
+            .node(payer_key.clone(), payer_chain, Some(policy), native)
+            .await;
+        let mut payee = w.node(payee_key.clone(), payee_chain, None, native).await;
+        let id = open_and_pay(&mut payer, &mut payee, &[500; 3]).await;
+        assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(1_500));
+
+        // The payer walks away with the postfund state.
+        payer.client.challenge(id).await.unwrap();
+        assert_eq!(payee_chain.status(id).await.unwrap().turn_num_record, 1);
+        // Nothing but the payee's watcher runs.
+        payee.client.watch_chain().await.unwrap();
+        assert_eq!(
+            payee_chain.status(id).await.unwrap().turn_num_record,
+            2,
+            "countered at turn 2"
+        );
+        payee_chain.increase_time(601).await.unwrap();
+        payee.client.watch_chain().await.unwrap();
+        payer.client.watch_chain().await.unwrap();
+        payee.drain_events();
+        assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
+        let coins = async |a: Address| payee_chain.balance(Address::ZERO, a).await.unwrap();
+        assert_eq!(coins(payee_key.address()).await, u(1_500));
+        assert_eq!(coins(payer_key.address()).await, u(8_500));
+        assert_eq!(
+            payee_chain.holdings(Address::ZERO, id).await.unwrap(),
+            U256::ZERO
+        );
     }
 
-    /// Dev account `i`'s secret key.
-    fn tx_key(i: usize) -> B256 {
-        LocalSigner::from_hex(payment_channel::test_utils::anvil::DEV_KEYS[i])
-            .unwrap()
-            .secret_bytes()
-    }
-
-    /// Dev account `i`'s address.
-    fn tx_account(i: usize) -> Address {
-        LocalSigner::from_bytes(&Self::tx_key(i)).unwrap().address()
-    }
-
-    /// A client for `signer` sending through `chain`, in `asset`, with 600 s challenges.
-    async fn node(
-        &self,
-        signer: Arc<LocalSigner>,
-        chain: &Arc<payment_channel::chain::EthereumChain>,
-        policy: Option<JoinPolicy>,
-        asset: Address,
-    ) -> Node {
-        let config = ClientConfig {
-            challenge_duration: 600,
-            auto_join: policy,
-            asset,
-            // Anvil mines a block per transaction and none in between: no block would ever
-            // confirm the last transaction. Confirmations are tested in `tests/ethereum.rs`.
-            confirmations: Some(0),
-            ..ClientConfig::new(self.app)
+    /// Reorg safety on a real node: the payer's deposit lands in the latest block, then a reorg
+    /// (anvil's `evm_revert`) removes it. With the default confirmations of `EthereumChain` (2) the
+    /// payer never applied it, so it neither told the payee it had funded nor lost track of its
+    /// duty: its next watch deposits again, once, and the channel opens on the deposit that stays.
+    #[tokio::test]
+    async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_again() {
+        let Some(w) = OnAnvil::start().await else {
+            return;
         };
-        open_node(
-            &self.net,
-            config,
-            signer,
-            chain.clone(),
-            Arc::new(MemoryStore::new()),
+        let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
+        assert_eq!(payer_chain.default_confirmations(), 2);
+        // The chain's default confirmations (`config` leaves them unset).
+        let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
+        let payer_config = w.config(Some(policy));
+        let mut payer = w.node_with(key(0x51), payer_chain, payer_config).await;
+        let mut payee = w.node_with(key(0x52), payee_chain, w.config(None)).await;
+
+        let id = payee
+            .client
+            .create(payer.client.address(), u(10_000), None)
+            .await
+            .unwrap();
+        let snapshot = w.anvil.rpc("evm_snapshot", "[]").unwrap();
+        // The payer auto-joins and deposits; its deposit is in the latest block only.
+        assert!(pump(&mut payer, &mut payee).await.is_empty());
+        assert_eq!(
+            payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+            u(10_000)
+        );
+        payer.client.watch_chain().await.unwrap();
+        assert_eq!(phase(&payer, id).await, PhaseKind::Funding, "not confirmed");
+        assert_eq!(phase(&payee, id).await, PhaseKind::Proposed, "no Join sent");
+
+        // The block with the deposit is replaced by empty ones.
+        w.anvil.rpc("evm_revert", &format!("[{snapshot}]")).unwrap();
+        for _ in 0..3 {
+            payer_chain.mine().await.unwrap();
+        }
+        assert_eq!(
+            payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+            U256::ZERO
+        );
+        // The deposit is still the payer's duty: the watcher makes it again.
+        payer.client.watch_chain().await.unwrap();
+        assert_eq!(
+            payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+            u(10_000)
+        );
+        for _ in 0..2 {
+            payer_chain.mine().await.unwrap();
+        }
+        payer.client.watch_chain().await.unwrap();
+        assert_eq!(phase(&payer, id).await, PhaseKind::AwaitingPostfund);
+        assert!(pump(&mut payer, &mut payee).await.is_empty());
+        for n in [&payer, &payee] {
+            assert_eq!(phase(n, id).await, PhaseKind::Running);
+        }
+        assert_eq!(
+            payer_chain.holdings(Address::ZERO, id).await.unwrap(),
+            u(10_000)
+        );
+        pay(&mut payer, &mut payee, id, &[250]).await;
+        assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
+    }
+
+    /// Two `Client`s paying in a real ERC-20 (`Token.sol`) on anvil: the payer's client approves and
+    /// deposits (probe first), 20 vouchers, a cooperative close, and the payout in the token; then a
+    /// fee-on-transfer token (`BadToken`) is refused after its probe. Prints the gas of each step.
+    #[tokio::test]
+    async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refused() {
+        use payment_channel::test_utils::anvil::{BadTokenMode, deploy_bad_token, deploy_token};
+
+        let Some(w) = OnAnvil::start().await else {
+            return;
+        };
+        let (anvil, dir) = (&w.anvil, &w.artifacts);
+        let (tx_key, tx_account) = (OnAnvil::tx_key, OnAnvil::tx_account);
+        let token = deploy_token(&anvil.url, &tx_key(0), dir, tx_account(1)).await;
+        let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
+        let (payer_key, payee_key) = (key(0x41), key(0x42));
+        let limits = payment_channel::policy::AssetLimits::new(u(1_000_000), u(1_000_000));
+        let policy = JoinPolicy::new(w.app, u(0), u(0)).only_asset(token, limits);
+        let mut payer = w
+            .node(payer_key.clone(), payer_chain, Some(policy), token)
+            .await;
+        let mut payee = w.node(payee_key.clone(), payee_chain, None, token).await;
+        let before = payer_chain.balance(token, tx_account(1)).await.unwrap();
+        let block = payer_chain.block_number().await.unwrap();
+        let id = payee
+            .client
+            .create(payer_key.address(), u(10_000), None)
+            .await
+            .unwrap();
+        assert!(pump(&mut payer, &mut payee).await.is_empty());
+        payee.client.watch_chain().await.unwrap();
+        assert_eq!(payer_chain.holdings(token, id).await.unwrap(), u(10_000));
+        assert_eq!(
+            payer_chain.balance(token, tx_account(1)).await.unwrap(),
+            before - u(10_000)
+        );
+        assert_eq!(payer_chain.allowance(token).await.unwrap(), U256::ZERO);
+        // The funding transactions: approve, probe deposit, rest of the deposit.
+        let mut gas = Vec::new();
+        for n in block + 1..=payer_chain.block_number().await.unwrap() {
+            let b = anvil
+                .rpc("eth_getBlockByNumber", &format!(r#"["0x{n:x}",true]"#))
+                .unwrap();
+            for tx in b["transactions"].as_array().unwrap() {
+                let r = anvil
+                    .rpc(
+                        "eth_getTransactionReceipt",
+                        &format!(r#"["{}"]"#, tx["hash"].as_str().unwrap()),
+                    )
+                    .unwrap();
+                gas.push(
+                    u64::from_str_radix(
+                        r["gasUsed"].as_str().unwrap().trim_start_matches("0x"),
+                        16,
+                    )
+                    .unwrap(),
+                );
+            }
+        }
+        println!(
+            "GAS client ERC-20 funding (approve, probe deposit, deposit): {gas:?} = {}",
+            gas.iter().sum::<u64>()
+        );
+        assert_eq!(gas.len(), 3, "approve + probe + deposit");
+
+        pay(&mut payer, &mut payee, id, &[150; 20]).await;
+        close_and_watch(&mut payer, &mut payee, id).await;
+        assert_eq!(
+            payee_chain
+                .balance(token, payee_key.address())
+                .await
+                .unwrap(),
+            u(3_000)
+        );
+        assert_eq!(
+            payee_chain
+                .balance(token, payer_key.address())
+                .await
+                .unwrap(),
+            u(7_000)
+        );
+        assert_eq!(payee_chain.holdings(token, id).await.unwrap(), U256::ZERO);
+
+        // A fee-on-transfer token: only the probe goes in, and the deposit stops with a typed error.
+        let fee = deploy_bad_token(
+            &anvil.url,
+            &tx_key(0),
+            dir,
+            tx_account(1),
+            BadTokenMode::FeeOnTransfer,
         )
-        .await
-    }
-}
-
-/// The payee's `Client` watching a real chain: anvil with the published Nitro contracts.
-/// The payer takes the channel on chain with its postfund state (paying the payee nothing);
-/// the payee's `watch_chain` alone answers with a turn-2 challenge carrying its largest voucher,
-/// and after the timeout each side is paid exactly its share.
-#[cfg(all(feature = "ethereum", feature = "test-utils"))]
-#[tokio::test]
-async fn on_anvil_the_payees_watcher_counters_a_stale_challenge() {
-    use payment_channel::chain::Chain;
-
-    let Some(w) = OnAnvil::start().await else {
-        return;
-    };
-    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
-    let (payer_key, payee_key) = (key(0x31), key(0x32));
-    let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
-    let native = Address::ZERO;
-    let mut payer = w
-        .node(payer_key.clone(), payer_chain, Some(policy), native)
         .await;
-    let mut payee = w.node(payee_key.clone(), payee_chain, None, native).await;
-    let id = open_and_pay(&mut payer, &mut payee, &[500; 3]).await;
-    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(1_500));
-
-    // The payer walks away with the postfund state.
-    payer.client.challenge(id).await.unwrap();
-    assert_eq!(payee_chain.status(id).await.unwrap().turn_num_record, 1);
-    // Nothing but the payee's watcher runs.
-    payee.client.watch_chain().await.unwrap();
-    assert_eq!(
-        payee_chain.status(id).await.unwrap().turn_num_record,
-        2,
-        "countered at turn 2"
-    );
-    payee_chain.increase_time(601).await.unwrap();
-    payee.client.watch_chain().await.unwrap();
-    payer.client.watch_chain().await.unwrap();
-    payee.drain_events();
-    assert!(payee.saw(|e| *e == Event::PaidOut { amount: u(1_500) }));
-    assert_eq!(
-        payee_chain
-            .balance(Address::ZERO, payee_key.address())
+        let policy = JoinPolicy::new(w.app, u(0), u(0)).only_asset(fee, limits);
+        let mut payer = w.node(key(0x43), payer_chain, Some(policy), fee).await;
+        let mut payee = w.node(key(0x44), payee_chain, None, fee).await;
+        let id = payee
+            .client
+            .create(payer.client.address(), u(100_000), None)
             .await
-            .unwrap(),
-        u(1_500)
-    );
-    assert_eq!(
-        payee_chain
-            .balance(Address::ZERO, payer_key.address())
-            .await
-            .unwrap(),
-        u(8_500)
-    );
-    assert_eq!(
-        payee_chain.holdings(Address::ZERO, id).await.unwrap(),
-        U256::ZERO
-    );
-}
-
-/// Reorg safety on a real node: the payer's deposit lands in the latest block, then a reorg
-/// (anvil's `evm_revert`) removes it. With the default confirmations of `EthereumChain` (2) the
-/// payer never applied it, so it neither told the payee it had funded nor lost track of its
-/// duty: its next watch deposits again, once, and the channel opens on the deposit that stays.
-#[cfg(all(feature = "ethereum", feature = "test-utils"))]
-#[tokio::test]
-async fn on_anvil_a_deposit_removed_by_a_reorg_is_never_applied_and_is_made_again() {
-    use payment_channel::chain::Chain;
-
-    let Some(w) = OnAnvil::start().await else {
-        return;
-    };
-    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
-    assert_eq!(payer_chain.default_confirmations(), 2);
-    let node = async |signer, chain: &Arc<payment_channel::chain::EthereumChain>, policy| {
-        let config = ClientConfig {
-            challenge_duration: 600,
-            auto_join: policy,
-            ..ClientConfig::new(w.app)
-        };
-        open_node(
-            &w.net,
-            config,
-            signer,
-            chain.clone(),
-            Arc::new(MemoryStore::new()),
-        )
-        .await
-    };
-    let policy = JoinPolicy::new(w.app, u(10_000), u(15_000));
-    let mut payer = node(key(0x51), payer_chain, Some(policy)).await;
-    let mut payee = node(key(0x52), payee_chain, None).await;
-    let phase = async |n: &Node, id| n.client.channel_info(id).await.unwrap().phase;
-
-    let id = payee
-        .client
-        .create(payer.client.address(), u(10_000), None)
-        .await
-        .unwrap();
-    let snapshot = w.anvil.rpc("evm_snapshot", "[]").unwrap();
-    // The payer auto-joins and deposits; its deposit is in the latest block only.
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    assert_eq!(
-        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
-        u(10_000)
-    );
-    payer.client.watch_chain().await.unwrap();
-    assert_eq!(phase(&payer, id).await, PhaseKind::Funding, "not confirmed");
-    assert_eq!(phase(&payee, id).await, PhaseKind::Proposed, "no Join sent");
-
-    // The block with the deposit is replaced by empty ones.
-    w.anvil.rpc("evm_revert", &format!("[{snapshot}]")).unwrap();
-    for _ in 0..3 {
-        payer_chain.mine().await.unwrap();
+            .unwrap();
+        let errors = pump(&mut payer, &mut payee).await;
+        assert!(
+            matches!(
+                errors.as_slice(),
+                [Error::Chain(ChainError::TokenMisbehaved { sent, received, .. })]
+                    if *sent == u(100) && *received == u(99)
+            ),
+            "{errors:?}"
+        );
+        assert_eq!(payer_chain.holdings(fee, id).await.unwrap(), u(100));
     }
-    assert_eq!(
-        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
-        U256::ZERO
-    );
-    // The deposit is still the payer's duty: the watcher makes it again.
-    payer.client.watch_chain().await.unwrap();
-    assert_eq!(
-        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
-        u(10_000)
-    );
-    for _ in 0..2 {
-        payer_chain.mine().await.unwrap();
-    }
-    payer.client.watch_chain().await.unwrap();
-    assert_eq!(phase(&payer, id).await, PhaseKind::AwaitingPostfund);
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    for n in [&payer, &payee] {
-        assert_eq!(phase(n, id).await, PhaseKind::Running);
-    }
-    assert_eq!(
-        payer_chain.holdings(Address::ZERO, id).await.unwrap(),
-        u(10_000)
-    );
-    pay(&mut payer, &mut payee, id, &[250]).await;
-    assert_eq!(payee.client.channel_info(id).await.unwrap().paid, u(250));
 }
 
 // ---------------------------------------------------------------- the app's code and ERC-20 channels
@@ -831,15 +936,9 @@ async fn token_pair(
         asset: token,
         ..w.config(None)
     };
-    let payee_chain = Arc::new(w.chain.handle(payee_key.address()));
-    let payee = open_node(
-        &w.net,
-        payee_config,
-        payee_key,
-        payee_chain,
-        Arc::new(MemoryStore::new()),
-    )
-    .await;
+    let payee = w
+        .node_with(payee_key, Arc::new(MemoryStore::new()), payee_config)
+        .await;
     (token, payer, payee)
 }
 
@@ -1018,116 +1117,6 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
     assert_eq!(w.chain.balance_of(a), u(100_000), "nothing deposited");
 }
 
-/// Two `Client`s paying in a real ERC-20 (`Token.sol`) on anvil: the payer's client approves and
-/// deposits (probe first), 20 vouchers, a cooperative close, and the payout in the token; then a
-/// fee-on-transfer token (`BadToken`) is refused after its probe. Prints the gas of each step.
-#[cfg(all(feature = "ethereum", feature = "test-utils"))]
-#[tokio::test]
-async fn on_anvil_an_erc20_channel_pays_out_in_the_token_and_a_fee_token_is_refused() {
-    use payment_channel::chain::{Chain, ChainError};
-    use payment_channel::test_utils::anvil::{BadTokenMode, deploy_bad_token, deploy_token};
-
-    let Some(w) = OnAnvil::start().await else {
-        return;
-    };
-    let (anvil, dir) = (&w.anvil, &w.artifacts);
-    let (tx_key, tx_account) = (OnAnvil::tx_key, OnAnvil::tx_account);
-    let token = deploy_token(&anvil.url, &tx_key(0), dir, tx_account(1)).await;
-    let (payer_chain, payee_chain) = (&w.payer_chain, &w.payee_chain);
-    let (payer_key, payee_key) = (key(0x41), key(0x42));
-    let limits = payment_channel::policy::AssetLimits::new(u(1_000_000), u(1_000_000));
-    let policy = JoinPolicy::new(w.app, u(0), u(0)).only_asset(token, limits);
-    let mut payer = w
-        .node(payer_key.clone(), payer_chain, Some(policy), token)
-        .await;
-    let mut payee = w.node(payee_key.clone(), payee_chain, None, token).await;
-    let before = payer_chain.balance(token, tx_account(1)).await.unwrap();
-    let block = payer_chain.block_number().await.unwrap();
-    let id = payee
-        .client
-        .create(payer_key.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
-    payee.client.watch_chain().await.unwrap();
-    assert_eq!(payer_chain.holdings(token, id).await.unwrap(), u(10_000));
-    assert_eq!(
-        payer_chain.balance(token, tx_account(1)).await.unwrap(),
-        before - u(10_000)
-    );
-    assert_eq!(payer_chain.allowance(token).await.unwrap(), U256::ZERO);
-    // The funding transactions: approve, probe deposit, rest of the deposit.
-    let mut gas = Vec::new();
-    for n in block + 1..=payer_chain.block_number().await.unwrap() {
-        let b = anvil
-            .rpc("eth_getBlockByNumber", &format!(r#"["0x{n:x}",true]"#))
-            .unwrap();
-        for tx in b["transactions"].as_array().unwrap() {
-            let r = anvil
-                .rpc(
-                    "eth_getTransactionReceipt",
-                    &format!(r#"["{}"]"#, tx["hash"].as_str().unwrap()),
-                )
-                .unwrap();
-            gas.push(
-                u64::from_str_radix(r["gasUsed"].as_str().unwrap().trim_start_matches("0x"), 16)
-                    .unwrap(),
-            );
-        }
-    }
-    println!(
-        "GAS client ERC-20 funding (approve, probe deposit, deposit): {gas:?} = {}",
-        gas.iter().sum::<u64>()
-    );
-    assert_eq!(gas.len(), 3, "approve + probe + deposit");
-
-    pay(&mut payer, &mut payee, id, &[150; 20]).await;
-    close_and_watch(&mut payer, &mut payee, id).await;
-    assert_eq!(
-        payee_chain
-            .balance(token, payee_key.address())
-            .await
-            .unwrap(),
-        u(3_000)
-    );
-    assert_eq!(
-        payee_chain
-            .balance(token, payer_key.address())
-            .await
-            .unwrap(),
-        u(7_000)
-    );
-    assert_eq!(payee_chain.holdings(token, id).await.unwrap(), U256::ZERO);
-
-    // A fee-on-transfer token: only the probe goes in, and the deposit stops with a typed error.
-    let fee = deploy_bad_token(
-        &anvil.url,
-        &tx_key(0),
-        dir,
-        tx_account(1),
-        BadTokenMode::FeeOnTransfer,
-    )
-    .await;
-    let policy = JoinPolicy::new(w.app, u(0), u(0)).only_asset(fee, limits);
-    let mut payer = w.node(key(0x43), payer_chain, Some(policy), fee).await;
-    let mut payee = w.node(key(0x44), payee_chain, None, fee).await;
-    let id = payee
-        .client
-        .create(payer.client.address(), u(100_000), None)
-        .await
-        .unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
-    assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Chain(ChainError::TokenMisbehaved { sent, received, .. })]
-                if *sent == u(100) && *received == u(99)
-        ),
-        "{errors:?}"
-    );
-    assert_eq!(payer_chain.holdings(fee, id).await.unwrap(), u(100));
-}
-
 /// A cooperative close concludes once: nobody sends a second `conclude` after the payout (the
 /// adjudicator deletes the status at payout, so "already finalized?" reads no), and nothing is
 /// sent for a channel whose holdings are zero.
@@ -1225,11 +1214,32 @@ async fn faulty_node(w: &World, signer: Arc<LocalSigner>, config: ClientConfig) 
     faulty_node_on(w, signer, Arc::new(MemoryStore::new()), config).await
 }
 
+/// The phase of channel `id` at `n`.
+async fn phase(n: &Node, id: B256) -> PhaseKind {
+    n.client.channel_info(id).await.unwrap().phase
+}
+
 /// A funded payer (auto-joining) and a payee whose chain handle fails on demand.
 async fn payer_and_faulty_payee(w: &World) -> (Node, Node, Faulty) {
+    payer_and_faulty_payee_with(w, w.config(None)).await
+}
+
+/// A channel paid `paid` in one voucher between a payer and a payee with a faulty chain
+/// handle, challenged by the payee and past its 600 s challenge.
+async fn challenged_and_final(paid: u64) -> (World, Node, Node, Faulty, B256) {
+    let w = World::new();
+    let (mut payer, mut payee, chain) = payer_and_faulty_payee(&w).await;
+    let id = open_and_pay(&mut payer, &mut payee, &[paid]).await;
+    payee.client.challenge(id).await.unwrap();
+    w.chain.advance_time(601);
+    (w, payer, payee, chain, id)
+}
+
+/// [`payer_and_faulty_payee`] with the payee's `config`.
+async fn payer_and_faulty_payee_with(w: &World, config: ClientConfig) -> (Node, Node, Faulty) {
     let (payer_key, payee_key) = w.funded_keys();
     let payer = w.payer(payer_key).await;
-    let (payee, chain) = faulty_node(w, payee_key, w.config(None)).await;
+    let (payee, chain) = faulty_node(w, payee_key, config).await;
     (payer, payee, chain)
 }
 
@@ -1298,9 +1308,7 @@ async fn a_stale_challenge_is_countered_although_the_counter_fails_twice() {
 /// before its counter reached the chain. Reopened from the same store, its first watch counters.
 #[tokio::test]
 async fn a_counter_lost_in_a_crash_after_the_cursor_was_persisted_lands_after_restart() {
-    let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let mut payer = w.payer(payer_key).await;
+    let (w, mut payer, payee_key) = World::with_payer().await;
     let store: Arc<dyn ChannelStore> = Arc::new(MemoryStore::new());
     let (mut payee, chain) =
         faulty_node_on(&w, payee_key.clone(), store.clone(), w.config(None)).await;
@@ -1335,11 +1343,7 @@ async fn a_counter_lost_in_a_crash_after_the_cursor_was_persisted_lands_after_re
 /// A payout that fails is retried on later watches until it lands, once.
 #[tokio::test]
 async fn a_failed_payout_is_retried_until_it_lands() {
-    let w = World::new();
-    let (mut payer, mut payee, chain) = payer_and_faulty_payee(&w).await;
-    let id = open_and_pay(&mut payer, &mut payee, &[700]).await;
-    payee.client.challenge(id).await.unwrap();
-    w.chain.advance_time(601);
+    let (w, _payer, payee, chain, id) = challenged_and_final(700).await;
     chain.fail_next(Call::TransferAllAssets, 3);
     watch_until(&w, &payee, 1, 30, || w.chain.holdings_of(id).is_zero()).await;
     assert_eq!(w.chain.balance_of(payee.client.address()), u(700));
@@ -1370,10 +1374,7 @@ async fn a_failed_deposit_is_retried_by_the_watcher_and_never_doubled() {
     assert_eq!(w.chain.holdings_of(id), u(10_000));
     assert_eq!(chain.calls(Call::Deposit), 2);
     for n in [&payer, &payee] {
-        assert_eq!(
-            n.client.channel_info(id).await.unwrap().phase,
-            PhaseKind::Running
-        );
+        assert_eq!(phase(n, id).await, PhaseKind::Running);
     }
 }
 
@@ -1489,28 +1490,28 @@ async fn watch_chain_makes_one_log_query_for_all_channels() {
 #[tokio::test]
 async fn events_are_applied_after_the_configured_confirmations_and_once() {
     let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let mut payer = w.payer(payer_key).await;
     let config = ClientConfig {
         confirmations: Some(2),
         ..w.config(None)
     };
-    let (mut payee, chain) = faulty_node(&w, payee_key, config).await;
-    let id = payee
-        .client
-        .create(payer.client.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    let (mut payer, mut payee, chain) = payer_and_faulty_payee_with(&w, config).await;
+    let id = open(&mut payer, &mut payee).await;
     // The deposit is in the latest block: not confirmed yet.
-    let phase = async |n: &Node| n.client.channel_info(id).await.unwrap().phase;
-    assert_eq!(phase(&payee).await, PhaseKind::Funding);
+    assert_eq!(phase(&payee, id).await, PhaseKind::Funding);
     w.chain.advance_time(0);
     payee.client.watch_chain().await.unwrap();
-    assert_eq!(phase(&payee).await, PhaseKind::Funding, "one confirmation");
+    assert_eq!(
+        phase(&payee, id).await,
+        PhaseKind::Funding,
+        "one confirmation"
+    );
     w.chain.advance_time(0);
     payee.client.watch_chain().await.unwrap();
-    assert_eq!(phase(&payee).await, PhaseKind::Running, "two confirmations");
+    assert_eq!(
+        phase(&payee, id).await,
+        PhaseKind::Running,
+        "two confirmations"
+    );
     assert!(pump(&mut payer, &mut payee).await.is_empty());
     pay(&mut payer, &mut payee, id, &[300]).await;
 
@@ -1551,11 +1552,7 @@ async fn events_are_applied_after_the_configured_confirmations_and_once() {
 /// does not hold back a duty the persisted state already shows.
 #[tokio::test]
 async fn a_failed_log_query_keeps_the_cursor_and_still_pays_out() {
-    let w = World::new();
-    let (mut payer, mut payee, chain) = payer_and_faulty_payee(&w).await;
-    let id = open_and_pay(&mut payer, &mut payee, &[900]).await;
-    payee.client.challenge(id).await.unwrap();
-    w.chain.advance_time(601);
+    let (w, _payer, mut payee, chain, id) = challenged_and_final(900).await;
     chain.fail_next(Call::AdjudicatorEvents, 1);
     assert!(payee.client.watch_chain().await.is_err());
     assert_eq!(
@@ -1620,22 +1617,15 @@ async fn payee_checks_vouchers_off_the_lock_and_credits_only_verified_ones() {
     use payment_channel::message::{Message, VoucherMessage};
     use payment_channel::voucher::Voucher;
 
-    let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let mut payer = w.payer(payer_key).await;
+    let (w, mut payer, payee_key) = World::with_payer().await;
     let config = ClientConfig {
         offload_signatures: true,
         ..w.config(None)
     };
-    let chain = Arc::new(w.chain.handle(payee_key.address()));
-    let store = Arc::new(MemoryStore::new());
-    let mut payee = open_node(&w.net, config, payee_key, chain, store).await;
-    let id = payee
-        .client
-        .create(payer.client.address(), u(10_000), None)
-        .await
-        .unwrap();
-    assert!(pump(&mut payer, &mut payee).await.is_empty());
+    let mut payee = w
+        .node_with(payee_key, Arc::new(MemoryStore::new()), config)
+        .await;
+    let id = open(&mut payer, &mut payee).await;
     // A voucher for 5 000 signed by someone else, in the payer's name.
     let forged = Voucher::sign(id, u(5_000), &*key(9)).unwrap();
     let envelope = Envelope {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use alloy_primitives::{Address, B256, U256};
-use payment_channel::SimulatedChain;
-use payment_channel::chain::ethereum::{Deployment, EthereumChain, NitroArtifacts, deploy};
+use payment_channel::chain::ethereum::{Deployment, EthereumChain};
 use payment_channel::chain::{Chain, ChainEvent, ChannelMode};
 use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::test_utils::anvil::{Anvil, DEV_KEYS, artifacts_dir};
+use payment_channel::test_utils::anvil::{
+    Anvil, artifacts_dir, deployed, dev_key as key, simulated_dev_chain,
+};
 use payment_channel::test_utils::{
     PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_forged_redemptions,
     scenario_invalid_challenges, scenario_payee_counters_stale_challenge, scenario_payee_redeems,
@@ -32,17 +33,8 @@ struct Setup {
     anvil: Anvil,
 }
 
-fn key(i: usize) -> LocalSigner {
-    LocalSigner::from_hex(DEV_KEYS[i]).expect("dev key")
-}
-
 async fn setup() -> Option<Setup> {
-    let dir = artifacts_dir()?;
-    let anvil = Anvil::start()?;
-    let artifacts = NitroArtifacts::from_dir(&dir).expect("artifacts");
-    let deployment = deploy(&anvil.url, &key(0).secret_bytes(), &artifacts)
-        .await
-        .expect("deploy");
+    let (anvil, deployment, _) = deployed().await?;
     let connect = |i: usize| {
         let url = anvil.url.clone();
         let adjudicator = deployment.nitro_adjudicator;
@@ -56,7 +48,6 @@ async fn setup() -> Option<Setup> {
     };
     let payer = connect(1).await;
     let payee = connect(2).await;
-    let clock = payer.clone();
     let env = Env {
         payer: payer.clone(),
         payee,
@@ -64,12 +55,7 @@ async fn setup() -> Option<Setup> {
         payee_key: key(2),
         stranger_key: key(3),
         app: deployment.payment_app,
-        advance: Arc::new(move |secs| {
-            let clock = clock.clone();
-            Box::pin(async move {
-                clock.increase_time(secs).await.expect("evm_increaseTime");
-            })
-        }),
+        advance: scenarios::anvil_advance(payer.clone()),
     };
     Some(Setup {
         env,
@@ -103,13 +89,7 @@ impl Setup {
 
 /// The same participants on a fresh `SimulatedChain` (funded like anvil's dev accounts).
 fn sim_env() -> Env {
-    let sim = SimulatedChain::new();
-    let ether = U256::from(10u64).pow(U256::from(18u8));
-    for i in 1..4 {
-        sim.fund(key(i).address(), U256::from(10_000u64) * ether)
-            .expect("fund");
-    }
-    let clock = sim.clone();
+    let sim = simulated_dev_chain(1..4);
     Env {
         payer: Arc::new(sim.handle(key(1).address())),
         payee: Arc::new(sim.handle(key(2).address())),
@@ -117,10 +97,7 @@ fn sim_env() -> Env {
         payee_key: key(2),
         stranger_key: key(3),
         app: sim.app_definition(),
-        advance: Arc::new(move |secs| {
-            clock.advance_time(secs);
-            Box::pin(std::future::ready(()))
-        }),
+        advance: scenarios::sim_advance(&sim),
     }
 }
 

@@ -124,6 +124,26 @@ async fn handshake_as(
     (w, sig)
 }
 
+/// A random peer with a completed, correctly signed handshake to the node at `net`.
+async fn honest_session(net: &TcpNet, node_key: &LocalSigner) -> (LocalSigner, Wire) {
+    let peer = LocalSigner::random();
+    let (w, _) = handshake_as(net.local_addr(), peer.address(), &peer, node_key.address()).await;
+    (peer, w)
+}
+
+/// Sends an envelope frame claiming to come `from` to `to`.
+async fn send_message(w: &mut Wire, from: Address, to: Address) {
+    send(w, &Frame::Message(envelope(from, to))).await;
+}
+
+/// The next message the node delivers (within 5 s).
+async fn delivered(rx: &mut mpsc::UnboundedReceiver<Inbound>) -> Inbound {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn envelope(from: Address, to: Address) -> NodeMessage {
     NodeMessage::Envelope(Box::new(Envelope {
         from,
@@ -144,18 +164,9 @@ async fn nothing_delivered(rx: &mut mpsc::UnboundedReceiver<Inbound>) -> bool {
 #[tokio::test]
 async fn honest_peer_is_authenticated_and_delivered() {
     let (net, mut rx, node_key) = listening(1 << 16).await;
-    let peer = LocalSigner::random();
-    let (mut w, _) =
-        handshake_as(net.local_addr(), peer.address(), &peer, node_key.address()).await;
-    send(
-        &mut w,
-        &Frame::Message(envelope(peer.address(), node_key.address())),
-    )
-    .await;
-    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (peer, mut w) = honest_session(&net, &node_key).await;
+    send_message(&mut w, peer.address(), node_key.address()).await;
+    let got = delivered(&mut rx).await;
     assert_eq!(got.from, peer.address());
     assert_eq!(got.msg, envelope(peer.address(), node_key.address()));
     assert!(net.is_connected(peer.address()));
@@ -174,11 +185,7 @@ async fn wrong_signature_is_refused() {
         node_key.address(),
     )
     .await;
-    send(
-        &mut w,
-        &Frame::Message(envelope(claimed.address(), node_key.address())),
-    )
-    .await;
+    send_message(&mut w, claimed.address(), node_key.address()).await;
     assert!(closed(&mut w).await, "connection kept after a wrong proof");
     assert!(nothing_delivered(&mut rx).await);
     assert!(!net.is_connected(claimed.address()));
@@ -203,11 +210,7 @@ async fn replayed_proof_is_refused() {
     assert!(matches!(recv(&mut w).await, Some(Frame::Hello { .. })));
     assert!(matches!(recv(&mut w).await, Some(Frame::Proof { .. })));
     send(&mut w, &Frame::Proof { signature: proof }).await;
-    send(
-        &mut w,
-        &Frame::Message(envelope(peer.address(), node_key.address())),
-    )
-    .await;
+    send_message(&mut w, peer.address(), node_key.address()).await;
     assert!(closed(&mut w).await, "a replayed proof was accepted");
     assert!(nothing_delivered(&mut rx).await);
 }
@@ -220,11 +223,7 @@ async fn forged_from_is_dropped_and_struck_until_disconnect() {
     let (mut w, _) =
         handshake_as(net.local_addr(), peer.address(), &peer, node_key.address()).await;
     for _ in 0..3 {
-        send(
-            &mut w,
-            &Frame::Message(envelope(victim, node_key.address())),
-        )
-        .await;
+        send_message(&mut w, victim, node_key.address()).await;
     }
     assert!(closed(&mut w).await, "still connected after 3 forgeries");
     assert!(
@@ -235,11 +234,7 @@ async fn forged_from_is_dropped_and_struck_until_disconnect() {
     // Struck out: a new, correctly signed session is refused too.
     let (mut again, _) =
         handshake_as(net.local_addr(), peer.address(), &peer, node_key.address()).await;
-    send(
-        &mut again,
-        &Frame::Message(envelope(peer.address(), node_key.address())),
-    )
-    .await;
+    send_message(&mut again, peer.address(), node_key.address()).await;
     assert!(closed(&mut again).await);
     assert!(nothing_delivered(&mut rx).await);
 }
@@ -247,9 +242,7 @@ async fn forged_from_is_dropped_and_struck_until_disconnect() {
 #[tokio::test]
 async fn oversized_frame_closes_the_connection() {
     let (net, mut rx, node_key) = listening(1024).await;
-    let peer = LocalSigner::random();
-    let (mut w, _) =
-        handshake_as(net.local_addr(), peer.address(), &peer, node_key.address()).await;
+    let (peer, mut w) = honest_session(&net, &node_key).await;
     w.send(Bytes::from(vec![b' '; 4096])).await.unwrap();
     assert!(closed(&mut w).await, "an oversized frame was read");
     assert!(nothing_delivered(&mut rx).await);
@@ -259,9 +252,7 @@ async fn oversized_frame_closes_the_connection() {
 #[tokio::test]
 async fn garbage_is_struck() {
     let (net, mut rx, node_key) = listening(1 << 16).await;
-    let peer = LocalSigner::random();
-    let (mut w, _) =
-        handshake_as(net.local_addr(), peer.address(), &peer, node_key.address()).await;
+    let (peer, mut w) = honest_session(&net, &node_key).await;
     w.send(Bytes::from_static(b"\x00\xffnot json"))
         .await
         .unwrap();
@@ -274,15 +265,8 @@ async fn garbage_is_struck() {
     )
     .await;
     // Still below the limit: an honest message after two strikes goes through.
-    send(
-        &mut w,
-        &Frame::Message(envelope(peer.address(), node_key.address())),
-    )
-    .await;
-    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    send_message(&mut w, peer.address(), node_key.address()).await;
+    let got = delivered(&mut rx).await;
     assert_eq!(got.from, peer.address());
     assert_eq!(net.strikes(peer.address()), 2);
     w.send(Bytes::from_static(b"{}")).await.unwrap();
@@ -367,6 +351,23 @@ async fn start(b: &Backend, i: usize, hub: Option<(HubLimits, LedgerService)>) -
     Party3 { node, net, key }
 }
 
+/// Party 1 as the hub: up to 500 per channel, `HUB_DEPOSIT` locked per ledger, a fee of at
+/// least `FEE`, and ledgers of `HUB_DEPOSIT` opened on request.
+async fn start_hub(b: &Backend) -> Party3 {
+    let limits = HubLimits {
+        max_amount: u(500),
+        max_locked_per_ledger: u(HUB_DEPOSIT),
+        min_fee: u(FEE),
+    };
+    let service = LedgerService {
+        asset: Address::ZERO,
+        deposit: u(HUB_DEPOSIT),
+        challenge_duration: DURATION,
+        max_ledgers: 10,
+    };
+    start(b, 1, Some((limits, service))).await
+}
+
 async fn until<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -396,18 +397,7 @@ async fn paid_out(p: &PartyNode) -> bool {
 
 /// The whole cooperative life: ledgers, 3 virtual channels, vouchers, closes.
 async fn one_payer_three_payees(b: Backend, pays: [u64; 3]) -> Report {
-    let limits = HubLimits {
-        max_amount: u(500),
-        max_locked_per_ledger: u(HUB_DEPOSIT),
-        min_fee: u(FEE),
-    };
-    let service = LedgerService {
-        asset: Address::ZERO,
-        deposit: u(HUB_DEPOSIT),
-        challenge_duration: DURATION,
-        max_ledgers: 10,
-    };
-    let hub = start(&b, 1, Some((limits, service))).await;
+    let hub = start_hub(&b).await;
     let payer = start(&b, 0, None).await;
     let mut payees = Vec::new();
     for i in 0..3 {
@@ -641,18 +631,7 @@ async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payee_redeems_on_chain_against_a_silent_payer_through_the_drivers() {
     let (b, sim) = sim_backend_and_clock();
-    let limits = HubLimits {
-        max_amount: u(500),
-        max_locked_per_ledger: u(HUB_DEPOSIT),
-        min_fee: u(FEE),
-    };
-    let service = LedgerService {
-        asset: Address::ZERO,
-        deposit: u(HUB_DEPOSIT),
-        challenge_duration: DURATION,
-        max_ledgers: 10,
-    };
-    let hub = start(&b, 1, Some((limits, service))).await;
+    let hub = start_hub(&b).await;
     let payer = start(&b, 0, None).await;
     let payee = start(&b, 2, None).await;
     let h = hub.key.address();

@@ -1,7 +1,7 @@
 //! The sans-IO ledger channel: funding, the consensus Add/Remove protocol, closing, and the
 //! refusals of hostile leaders (each leaves the follower unchanged).
 
-use payment_channel::chain::ChainEvent;
+use payment_channel::chain::{ChainAction, ChainEvent};
 use payment_channel::error::Reaction;
 use payment_channel::ledger::*;
 use payment_channel::sign::{LocalSigner, Signer};
@@ -94,7 +94,7 @@ impl Pair {
         assert_eq!(p.leader.phase(), LedgerPhase::Funding);
         let duties = p.leader.chain_duties(&p.leader_key, 0).unwrap();
         assert!(
-            matches!(duties.as_slice(), [ChainDuty::Deposit { amount, .. }] if *amount == u(deposit))
+            matches!(duties.as_slice(), [ChainAction::Deposit { amount, .. }] if *amount == u(deposit))
         );
         let ev = ChainEvent::Deposited {
             channel_id: p.leader.id(),
@@ -131,6 +131,23 @@ impl Pair {
         }
     }
 
+    /// The leader proposes `proposal` and the messages are exchanged.
+    fn propose(&mut self, proposal: Proposal) {
+        self.leader.propose(&self.leader_key, proposal).unwrap();
+        self.pump();
+    }
+
+    /// An Add of `amount` for `target` with `fee`, proposed and countersigned.
+    fn countersigned_add(&mut self, target: u8, amount: u64, fee: u64) -> Proposal {
+        let add = self.add(target, amount, fee);
+        self.propose(add);
+        self.follower
+            .countersign_next(&self.follower_key, &add)
+            .unwrap();
+        self.pump();
+        add
+    }
+
     /// The leader's proposals message, taken from its outputs.
     fn take_proposals(&mut self) -> LedgerMessage {
         let mut last = None;
@@ -147,8 +164,7 @@ impl Pair {
 fn add_remove_close_roundtrip() {
     let mut p = Pair::open(100);
     let add = p.add(0xa1, 30, 2);
-    p.leader.propose(&p.leader_key, add).unwrap();
-    p.pump();
+    p.propose(add);
     // Not countersigned until the follower's objective expects it.
     assert_eq!(p.follower.countersigned().unwrap().turn_num, 1);
     assert!(
@@ -166,8 +182,7 @@ fn add_remove_close_roundtrip() {
         target: B256::repeat_byte(0xa1),
         left_amount: u(10),
     };
-    p.leader.propose(&p.leader_key, remove).unwrap();
-    p.pump();
+    p.propose(remove);
     assert!(
         p.follower
             .countersign_next(&p.follower_key, &remove)
@@ -182,7 +197,7 @@ fn add_remove_close_roundtrip() {
     assert_eq!(p.follower.phase(), LedgerPhase::Closed);
     let duties = p.leader.chain_duties(&p.leader_key, 0).unwrap();
     assert!(
-        matches!(duties.as_slice(), [ChainDuty::ConcludeAndTransferAllAssets { candidate, .. }]
+        matches!(duties.as_slice(), [ChainAction::ConcludeAndTransferAllAssets { candidate, .. }]
         if candidate.variable_part.is_final && candidate.variable_part.turn_num == 4 && candidate.sigs.len() == 2)
     );
 }
@@ -190,11 +205,7 @@ fn add_remove_close_roundtrip() {
 #[test]
 fn close_is_refused_while_guarantees_remain() {
     let mut p = Pair::open(100);
-    let add = p.add(0xa1, 30, 0);
-    p.leader.propose(&p.leader_key, add).unwrap();
-    p.pump();
-    p.follower.countersign_next(&p.follower_key, &add).unwrap();
-    p.pump();
+    p.countersigned_add(0xa1, 30, 0);
     assert!(matches!(
         p.leader.close(&p.leader_key),
         Err(LedgerError::Usage(LedgerUsageError::NotEmpty(_)))
@@ -381,8 +392,7 @@ fn unexpected_proposal_for_our_target_is_not_countersigned() {
     if let Proposal::Add { fee, .. } = &mut other {
         *fee = U256::from(1);
     }
-    p.leader.propose(&p.leader_key, other).unwrap();
-    p.pump();
+    p.propose(other);
     let before = p.follower.to_bytes();
     assert!(matches!(
         p.follower.countersign_next(&p.follower_key, &expected),
@@ -453,11 +463,7 @@ fn open_with_another_app_is_refused() {
 #[test]
 fn stale_challenge_gets_a_checkpoint_and_foreign_payout_alerts() {
     let mut p = Pair::open(100);
-    let add = p.add(0xa1, 30, 0);
-    p.leader.propose(&p.leader_key, add).unwrap();
-    p.pump();
-    p.follower.countersign_next(&p.follower_key, &add).unwrap();
-    p.pump();
+    p.countersigned_add(0xa1, 30, 0);
     p.drain();
     // The leader challenges with the postfund (turn 1), before the Add.
     let participants = p.leader.participants();
@@ -480,7 +486,7 @@ fn stale_challenge_gets_a_checkpoint_and_foreign_payout_alerts() {
         )
         .unwrap();
     let duties = p.follower.chain_duties(&p.follower_key, 20).unwrap();
-    let [ChainDuty::Checkpoint { candidate, .. }] = duties.as_slice() else {
+    let [ChainAction::Checkpoint { candidate, .. }] = duties.as_slice() else {
         panic!("{duties:?}")
     };
     assert_eq!(candidate.variable_part.turn_num, 2);

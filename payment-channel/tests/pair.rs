@@ -94,7 +94,7 @@ fn create_join_pay_close_pays_out() {
     // One conclude and one transfer: the second side saw them done.
     let n = |what| p.chain.calls.iter().filter(|(_, c)| *c == what).count();
     assert_eq!(n("conclude"), 1);
-    assert_eq!(n("transfer"), 1);
+    assert_eq!(n("transferAllAssets"), 1);
     assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
 }
 

@@ -4,8 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use payment_channel::chain::ChainEvent;
-use payment_channel::ledger::ChainDuty;
+use payment_channel::chain::{ChainAction, ChainEvent};
 use payment_channel::sign::LocalSigner;
 use payment_channel::virtual_channel::{Envelope, HubLimits, Party, PartyConfig, VirtualParams};
 use payment_channel::{Address, B256, U256};
@@ -63,7 +62,7 @@ fn challenged(p: &Party, id: B256) -> bool {
     p.chain_duties(1_000)
         .unwrap()
         .iter()
-        .any(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == id))
+        .any(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == id))
 }
 
 #[test]

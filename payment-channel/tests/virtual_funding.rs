@@ -37,31 +37,20 @@ mod support;
 use std::sync::Arc;
 
 use alloy_primitives::address;
-use payment_channel::SimulatedChain;
-use payment_channel::sign::{LocalSigner, Signer};
-use payment_channel::test_utils::anvil::DEV_KEYS;
-use payment_channel::{Address, U256};
+use payment_channel::Address;
+use payment_channel::sign::Signer;
+use payment_channel::test_utils::anvil::{dev_key as key, simulated_dev_chain};
 use support::hub::{self, HubEnv, HubReport};
 
 /// Where anvil's dev account #0 deploys `VirtualPaymentApp` (its third deployment, see
 /// `chain::ethereum::deploy`); the simulator installs it there too.
 const VIRTUAL_PAYMENT_APP: Address = address!("0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0");
 
-fn key(i: usize) -> LocalSigner {
-    LocalSigner::from_hex(DEV_KEYS[i]).expect("dev key")
-}
-
 /// A fresh `SimulatedChain` with the accounts funded like anvil's dev accounts: #1 payer, #2
 /// hub, #3 payee, #0 the third party.
 fn sim_env() -> HubEnv {
-    let sim = SimulatedChain::new();
+    let sim = simulated_dev_chain(0..4);
     sim.install_virtual_payment_app(VIRTUAL_PAYMENT_APP);
-    let ether = U256::from(10u64).pow(U256::from(18u8));
-    for i in 0..4 {
-        sim.fund(key(i).address(), U256::from(10_000u64) * ether)
-            .expect("fund");
-    }
-    let clock = sim.clone();
     HubEnv {
         payer: Arc::new(sim.handle(key(1).address())),
         hub: Arc::new(sim.handle(key(2).address())),
@@ -73,10 +62,7 @@ fn sim_env() -> HubEnv {
         payment_app: sim.app_definition(),
         consensus_app: sim.consensus_app(),
         virtual_payment_app: VIRTUAL_PAYMENT_APP,
-        advance: Arc::new(move |secs| {
-            clock.advance_time(secs);
-            Box::pin(std::future::ready(()))
-        }),
+        advance: support::scenarios::sim_advance(&sim),
     }
 }
 
@@ -84,8 +70,7 @@ fn sim_env() -> HubEnv {
 mod anvil {
     use super::*;
     use payment_channel::chain::EthereumChain;
-    use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
-    use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
+    use payment_channel::test_utils::anvil::{Anvil, deployed};
 
     /// A node with the contracts deployed, and the same accounts as [`sim_env`].
     pub(crate) struct Node {
@@ -94,12 +79,7 @@ mod anvil {
     }
 
     pub(crate) async fn env() -> Option<Node> {
-        let dir = artifacts_dir()?;
-        let anvil = Anvil::start()?;
-        let artifacts = NitroArtifacts::from_dir(&dir).expect("artifacts");
-        let d = deploy(&anvil.url, &key(0).secret_bytes(), &artifacts)
-            .await
-            .expect("deploy");
+        let (anvil, d, _) = deployed().await?;
         assert_eq!(d.virtual_payment_app, VIRTUAL_PAYMENT_APP);
         let mut handles = Vec::new();
         for i in 0..4 {
@@ -109,7 +89,6 @@ mod anvil {
                     .expect("connect");
             handles.push(Arc::new(chain));
         }
-        let clock = handles[0].clone();
         let env = HubEnv {
             payer: handles[1].clone(),
             hub: handles[2].clone(),
@@ -121,12 +100,7 @@ mod anvil {
             payment_app: d.payment_app,
             consensus_app: d.consensus_app,
             virtual_payment_app: d.virtual_payment_app,
-            advance: Arc::new(move |secs| {
-                let clock = clock.clone();
-                Box::pin(async move {
-                    clock.increase_time(secs).await.expect("evm_increaseTime");
-                })
-            }),
+            advance: support::scenarios::anvil_advance(handles[0].clone()),
         };
         Some(Node { env, _anvil: anvil })
     }

@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use payment_channel::chain::ChainEvent;
+use payment_channel::chain::{ChainAction, ChainEvent, ReclaimArgs};
 use payment_channel::error::Reaction;
 use payment_channel::ledger::{
-    ChainDuty, LedgerBody, LedgerMessage, LedgerPeerError, LedgerVars, Proposal, SignedUpdate,
+    LedgerBody, LedgerError, LedgerMessage, LedgerPeerError, LedgerVars, Proposal, SignedUpdate,
     reclaim_effect,
 };
 use payment_channel::sign::{LocalSigner, Signer};
@@ -205,9 +205,9 @@ impl Net {
     }
 
     /// Applies one duty as the contracts would; false if it already landed.
-    fn apply(&mut self, by: Address, d: ChainDuty) -> bool {
+    fn apply(&mut self, by: Address, d: ChainAction) -> bool {
         match d {
-            ChainDuty::Deposit {
+            ChainAction::Deposit {
                 channel_id,
                 expected_held,
                 amount,
@@ -230,7 +230,7 @@ impl Net {
                 );
                 true
             }
-            ChainDuty::ConcludeAndTransferAllAssets { fixed, candidate } => {
+            ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
                 let id = fixed.channel_id();
                 if self.chain.concluded.insert(id, ()).is_some() {
                     return false;
@@ -406,22 +406,74 @@ fn crash_after_any_step_then_restore_and_resend_finishes_the_same() {
 
 // ----- hostile peers ---------------------------------------------------------------------------
 
-/// A world with one payee where V is proposed and the prefund signed by all, but the ledger
-/// updates are withheld (`hold` returns true for envelopes that are not delivered).
-fn withheld(hold: impl Fn(&Envelope) -> bool) -> (World, B256, Vec<Envelope>) {
+/// A world with one payee where V is proposed and the prefund signed by all, but the envelopes
+/// `hold` picks (given the world) are withheld and returned.
+fn withheld(hold: impl Fn(&World, &Envelope) -> bool) -> (World, B256, Vec<Envelope>) {
     let mut w = world(1, None);
     let p = params(&w, 0, 100, 2);
     let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
+    let held = deliver_except(&mut w, hold);
+    (w, v, held)
+}
+
+/// Delivers everything in flight (and what it causes) but the envelopes `hold` picks, which are
+/// returned.
+fn deliver_except(w: &mut World, hold: impl Fn(&World, &Envelope) -> bool) -> Vec<Envelope> {
     let mut held = Vec::new();
     w.net.flush();
     while let Some(e) = w.net.inflight.pop_front() {
-        if hold(&e) {
+        if hold(w, &e) {
             held.push(e);
         } else {
             w.net.deliver(e);
         }
     }
-    (w, v, held)
+    held
+}
+
+/// `withheld` holding back every ledger proposal.
+fn proposals_withheld() -> (World, B256, Vec<Envelope>) {
+    withheld(|_, e| is_ledger_proposals(e))
+}
+
+/// `withheld` holding back only the hub's ledger proposal to the payee.
+fn payee_side_withheld() -> (World, B256) {
+    let (w, v, _) = withheld(|w, e| is_ledger_proposals(e) && e.to == w.payees[0]);
+    (w, v)
+}
+
+/// A world with one payee and V running, paid `paid`.
+fn paid_world(paid: u64) -> (World, B256) {
+    let mut w = world(1, None);
+    let p = params(&w, 0, 100, 2);
+    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
+    w.net.run();
+    w.net.p(w.payer).pay(v, u(paid)).unwrap();
+    w.net.run();
+    (w, v)
+}
+
+/// The ledger error a peer's message caused (panics on any other error).
+fn ledger_peer(err: VirtualError) -> LedgerPeerError {
+    match err {
+        VirtualError::Ledger(LedgerError::Peer(e)) => e,
+        other => panic!("not a ledger peer error: {other:?}"),
+    }
+}
+
+/// Checks that `e` is refused as a ledger proposal other than the one the recipient expects.
+fn assert_mismatch(w: &mut World, e: &Envelope, label: &str) {
+    let err = ledger_peer(refused(w, e));
+    assert!(
+        matches!(err, LedgerPeerError::ProposalMismatch { .. }),
+        "{label}: {err:?}"
+    );
+}
+
+/// The turn after `at`'s latest countersigned state of ledger `l`.
+fn next_turn(w: &mut World, at: Address, l: B256) -> u64 {
+    let ledger = w.net.p(at).ledger(&l).unwrap();
+    ledger.countersigned().unwrap().turn_num + 1
 }
 
 fn is_ledger_proposals(e: &Envelope) -> bool {
@@ -548,92 +600,61 @@ fn hostile_payer_app_zero_is_refused_by_hub_and_payee() {
 
 #[test]
 fn hostile_payer_type_one_guarantee_is_refused() {
-    let (mut w, v, _) = withheld(is_ledger_proposals);
+    let (mut w, v, _) = proposals_withheld();
     let add = expected_add(&mut w, v, true);
     let (payer, hub, l) = (w.payer, w.hub, w.payer_ledger);
     let e = proposals(&mut w, payer, hub, l, add, 2, |s| {
         s.outcome[0].allocations[2].allocation_type = 1
     });
     assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::NotAGuarantee { .. }
-        ))
+        ledger_peer(refused(&mut w, &e)),
+        LedgerPeerError::NotAGuarantee { .. }
     ));
 }
 
 #[test]
 fn hostile_payer_swapped_left_right_is_not_countersigned() {
-    let (mut w, v, _) = withheld(is_ledger_proposals);
-    let Proposal::Add {
-        target,
-        amount,
-        left,
-        right,
-        fee,
-        ..
-    } = expected_add(&mut w, v, true)
-    else {
-        unreachable!()
-    };
+    let (mut w, v, _) = proposals_withheld();
     // left = hub, right = payer: on reclaim the payer would receive what the payee redeems.
-    let swapped = Proposal::Add {
-        target,
-        amount,
-        left: right,
-        right: left,
-        left_deposit: U256::ZERO,
-        fee: U256::ZERO,
-    };
-    let _ = fee;
-    let (payer, hub, l) = (w.payer, w.hub, w.payer_ledger);
-    let e = proposals(&mut w, payer, hub, l, swapped, 2, |_| {});
-    let err = refused(&mut w, &e);
-    assert!(
-        matches!(
-            err,
-            VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-                LedgerPeerError::ProposalMismatch { .. }
-            ))
-        ),
-        "{err:?}"
-    );
-    // A fee other than the one proposed in V is refused the same way.
-    let Proposal::Add { left_deposit, .. } = expected_add(&mut w, v, true) else {
-        unreachable!()
-    };
-    let cheap = Proposal::Add {
-        target,
-        amount,
+    let mut swapped = expected_add(&mut w, v, true);
+    let Proposal::Add {
         left,
         right,
         left_deposit,
-        fee: U256::ZERO,
+        fee,
+        ..
+    } = &mut swapped
+    else {
+        unreachable!()
     };
+    std::mem::swap(left, right);
+    (*left_deposit, *fee) = (U256::ZERO, U256::ZERO);
+    let (payer, hub, l) = (w.payer, w.hub, w.payer_ledger);
+    let e = proposals(&mut w, payer, hub, l, swapped, 2, |_| {});
+    assert_mismatch(&mut w, &e, "left and right swapped");
+    // A fee other than the one proposed in V is refused the same way.
+    let mut cheap = expected_add(&mut w, v, true);
+    let Proposal::Add { fee, .. } = &mut cheap else {
+        unreachable!()
+    };
+    *fee = U256::ZERO;
     let e = proposals(&mut w, payer, hub, l, cheap, 2, |_| {});
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::ProposalMismatch { .. }
-        ))
-    ));
+    assert_mismatch(&mut w, &e, "no fee");
 }
 
 #[test]
 fn hostile_payer_skipped_turn_and_replayed_proposal_are_refused() {
-    let (mut w, v, held) = withheld(is_ledger_proposals);
+    let (mut w, v, held) = proposals_withheld();
     let add = expected_add(&mut w, v, true);
     let (payer, hub, l) = (w.payer, w.hub, w.payer_ledger);
     let e = proposals(&mut w, payer, hub, l, add, 3, |_| {});
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::SkippedTurn {
-                expected: 2,
-                got: 3
-            }
-        ))
-    ));
+    assert_eq!(
+        ledger_peer(refused(&mut w, &e)),
+        LedgerPeerError::SkippedTurn {
+            expected: 2,
+            got: 3
+        }
+    );
     // Deliver the honest traffic; then replay the payer's first proposals message.
     let replay = held.iter().find(|e| e.to == hub).unwrap().clone();
     for e in held {
@@ -642,31 +663,19 @@ fn hostile_payer_skipped_turn_and_replayed_proposal_are_refused() {
     w.net.run();
     assert!(w.net.p(hub).channel(&v).unwrap().is_running());
     let err = refused(&mut w, &replay);
-    assert!(matches!(
-        err,
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::StaleTurn { .. }
-        ))
-    ));
     assert_eq!(err.reaction(), Reaction::Ignore);
+    assert!(matches!(
+        ledger_peer(err),
+        LedgerPeerError::StaleTurn { .. }
+    ));
 }
 
 /// A world with one payee, V running and paid `paid`, the final state signed by all, and the
 /// ledger Removes withheld.
 fn closed_removes_withheld(paid: u64) -> (World, B256) {
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.run();
-    w.net.p(w.payer).pay(v, u(paid)).unwrap();
-    w.net.run();
+    let (mut w, v) = paid_world(paid);
     w.net.p(w.payer).close_virtual(v).unwrap();
-    w.net.flush();
-    while let Some(e) = w.net.inflight.pop_front() {
-        if !is_ledger_proposals(&e) {
-            w.net.deliver(e);
-        }
-    }
+    deliver_except(&mut w, |_, e| is_ledger_proposals(e));
     for a in [w.payer, w.hub, w.payees[0]] {
         assert_eq!(
             w.net.p(a).channel(&v).unwrap().final_amount(),
@@ -677,70 +686,33 @@ fn closed_removes_withheld(paid: u64) -> (World, B256) {
 }
 
 #[test]
-fn hostile_payer_remove_crediting_itself_more_is_refused() {
-    let (mut w, v) = closed_removes_withheld(30);
-    let (payer, hub, l) = (w.payer, w.hub, w.payer_ledger);
-    let turn = w
-        .net
-        .p(hub)
-        .ledger(&l)
-        .unwrap()
-        .countersigned()
-        .unwrap()
-        .turn_num
-        + 1;
-    let greedy = Proposal::Remove {
-        target: v,
-        left_amount: u(71),
-    };
-    let e = proposals(&mut w, payer, hub, l, greedy, turn, |_| {});
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::ProposalMismatch { .. }
-        ))
-    ));
-}
-
-#[test]
-fn hostile_hub_remove_shorting_the_payee_is_refused() {
-    let (mut w, v) = closed_removes_withheld(30);
-    let (hub, b, l) = (w.hub, w.payees[0], w.hub_ledgers[0]);
-    let turn = w
-        .net
-        .p(b)
-        .ledger(&l)
-        .unwrap()
-        .countersigned()
-        .unwrap()
-        .turn_num
-        + 1;
-    let short = Proposal::Remove {
-        target: v,
-        left_amount: u(71),
-    };
-    let e = proposals(&mut w, hub, b, l, short, turn, |_| {});
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::ProposalMismatch { .. }
-        ))
-    ));
+fn hostile_removes_paying_the_left_side_more_are_refused() {
+    // After 30 of 100 paid, a Remove giving the left side 71 (not 70) is refused in both ledgers.
+    for side in [
+        "the payer crediting itself more",
+        "the hub shorting the payee",
+    ] {
+        let (mut w, v) = closed_removes_withheld(30);
+        let (from, to, l) = if side.starts_with("the payer") {
+            (w.payer, w.hub, w.payer_ledger)
+        } else {
+            (w.hub, w.payees[0], w.hub_ledgers[0])
+        };
+        let turn = next_turn(&mut w, to, l);
+        let greedy = Proposal::Remove {
+            target: v,
+            left_amount: u(71),
+        };
+        let e = proposals(&mut w, from, to, l, greedy, turn, |_| {});
+        assert_mismatch(&mut w, &e, side);
+    }
 }
 
 #[test]
 fn hostile_hub_over_guarantee_is_refused() {
     // Deliver the payer-side traffic, withhold the hub's proposal to the payee.
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
+    let (mut w, v) = payee_side_withheld();
     let b = w.payees[0];
-    w.net.flush();
-    while let Some(e) = w.net.inflight.pop_front() {
-        if !(is_ledger_proposals(&e) && e.to == b) {
-            w.net.deliver(e);
-        }
-    }
     assert!(
         w.net
             .p(w.hub)
@@ -748,47 +720,28 @@ fn hostile_hub_over_guarantee_is_refused() {
             .unwrap()
             .is_guaranteed(payment_channel::virtual_channel::Side::PayerSide)
     );
+    let mut over = expected_add(&mut w, v, false);
     let Proposal::Add {
-        target,
-        left,
-        right,
+        amount,
+        left_deposit,
+        fee,
         ..
-    } = expected_add(&mut w, v, false)
+    } = &mut over
     else {
         unreachable!()
     };
-    let over = Proposal::Add {
-        target,
-        amount: u(101),
-        left,
-        right,
-        left_deposit: u(101),
-        fee: U256::ZERO,
-    };
+    (*amount, *left_deposit, *fee) = (u(101), u(101), U256::ZERO);
     let (hub, l) = (w.hub, w.hub_ledgers[0]);
     let e = proposals(&mut w, hub, b, l, over, 2, |_| {});
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::ProposalMismatch { .. }
-        ))
-    ));
+    assert_mismatch(&mut w, &e, "over-guarantee");
 }
 
 #[test]
 fn payee_refuses_vouchers_before_postfund_and_guarantee() {
     // The hub never locks its money for the payee (its proposal is withheld) but signs the
     // postfund anyway and tells the payee to go ahead.
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
+    let (mut w, v) = payee_side_withheld();
     let b = w.payees[0];
-    w.net.flush();
-    while let Some(e) = w.net.inflight.pop_front() {
-        if !(is_ledger_proposals(&e) && e.to == b) {
-            w.net.deliver(e);
-        }
-    }
     let fixed = w.net.p(b).channel(&v).unwrap().fixed_part().clone();
     let postfund = VariablePart {
         outcome: payment_channel::state::two_party_outcome(
@@ -835,7 +788,7 @@ fn payee_refuses_vouchers_before_postfund_and_guarantee() {
 
 #[test]
 fn payer_refuses_a_countersignature_on_a_state_with_an_unshown_fee() {
-    let (mut w, v, held) = withheld(is_ledger_proposals);
+    let (mut w, v, held) = proposals_withheld();
     let (payer, hub, l) = (w.payer, w.hub, w.payer_ledger);
     // The payer's proposal is queued at the payer; the hub "countersigns" a state where it also
     // takes 5 more than the fee shown.
@@ -858,10 +811,8 @@ fn payer_refuses_a_countersignature_on_a_state_with_an_unshown_fee() {
         }),
     };
     assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Ledger(payment_channel::ledger::LedgerError::Peer(
-            LedgerPeerError::BadSignature(_)
-        ))
+        ledger_peer(refused(&mut w, &e)),
+        LedgerPeerError::BadSignature(_)
     ));
     assert!(!w.net.p(payer).channel(&v).unwrap().is_running());
 }
@@ -895,93 +846,125 @@ fn final_from(
 
 #[test]
 fn hostile_payee_final_states_are_refused() {
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.run();
-    w.net.p(w.payer).pay(v, u(30)).unwrap();
-    w.net.run();
+    let (mut w, v) = paid_world(30);
     let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
-    // x = 31 > 30 paid.
-    let e = final_from(&mut w, v, b, payer, |s| {
-        s.outcome[0].allocations[0].amount = u(69);
-        s.outcome[0].allocations[1].amount = u(31);
-    });
-    assert_eq!(
-        refused(&mut w, &e),
-        VirtualError::Peer(VirtualPeerError::FinalAbovePaid {
-            paid: u(30),
-            got: u(31)
-        })
+    let redirect = move |s: &mut VariablePart| {
+        // The payer's change goes to the payee.
+        s.outcome[0].allocations[0].destination = address_to_destination(b);
+    };
+    let amounts = |payer_gets: u64, payee_gets: u64| {
+        move |s: &mut VariablePart| {
+            s.outcome[0].allocations[0].amount = u(payer_gets);
+            s.outcome[0].allocations[1].amount = u(payee_gets);
+        }
+    };
+    let above = VirtualPeerError::FinalAbovePaid {
+        paid: u(30),
+        got: u(31),
+    };
+    let below = VirtualPeerError::FinalBelowPaid {
+        best: u(30),
+        got: u(29),
+    };
+    let not_adding_up = |s: &mut VariablePart| s.outcome[0].allocations[1].amount = u(31);
+    // (label, from, to, edit of the honest final state, the exact error or `None` for
+    // `InvalidFinal`).
+    type Case = (
+        &'static str,
+        Address,
+        Address,
+        Box<dyn Fn(&mut VariablePart)>,
+        Option<VirtualPeerError>,
     );
-    // Redirected: the payer's change goes to the payee.
-    for to in [payer, hub] {
-        let e = final_from(&mut w, v, b, to, |s| {
-            s.outcome[0].allocations[0].destination = address_to_destination(b);
-        });
-        assert!(matches!(
-            refused(&mut w, &e),
-            VirtualError::Peer(VirtualPeerError::InvalidFinal(_))
-        ));
+    let cases: [Case; 5] = [
+        (
+            "x = 31 > 30 paid",
+            b,
+            payer,
+            Box::new(amounts(69, 31)),
+            Some(above),
+        ),
+        (
+            "redirected, to the payer",
+            b,
+            payer,
+            Box::new(redirect),
+            None,
+        ),
+        ("redirected, to the hub", b, hub, Box::new(redirect), None),
+        (
+            "amounts that do not add up, to the hub",
+            b,
+            hub,
+            Box::new(not_adding_up),
+            None,
+        ),
+        (
+            "the payee refuses a final below its best voucher",
+            payer,
+            b,
+            Box::new(amounts(71, 29)),
+            Some(below),
+        ),
+    ];
+    for (label, by, to, edit, expected) in cases {
+        let e = final_from(&mut w, v, by, to, edit);
+        let err = refused(&mut w, &e);
+        match expected {
+            Some(peer) => assert_eq!(err, VirtualError::Peer(peer), "{label}"),
+            None => assert!(
+                matches!(err, VirtualError::Peer(VirtualPeerError::InvalidFinal(_))),
+                "{label}: {err:?}"
+            ),
+        }
     }
-    // Amounts that do not add up, to the hub.
-    let e = final_from(&mut w, v, b, hub, |s| {
-        s.outcome[0].allocations[1].amount = u(31)
-    });
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Peer(VirtualPeerError::InvalidFinal(_))
-    ));
-    // The payee refuses a payer's final below its best voucher.
-    let e = final_from(&mut w, v, payer, b, |s| {
-        s.outcome[0].allocations[0].amount = u(71);
-        s.outcome[0].allocations[1].amount = u(29);
-    });
-    assert_eq!(
-        refused(&mut w, &e),
-        VirtualError::Peer(VirtualPeerError::FinalBelowPaid {
-            best: u(30),
-            got: u(29)
-        })
-    );
+}
+
+/// Proposes V with `p` and returns the payer's proposal to the hub, undelivered (all else in
+/// flight is dropped).
+fn proposal_to_hub(w: &mut World, p: &VirtualParams) -> Envelope {
+    w.net.p(w.payer).propose_virtual(p).unwrap();
+    w.net.flush();
+    let hub = w.hub;
+    let e = w.net.inflight.iter().find(|e| e.to == hub).unwrap().clone();
+    w.net.inflight.clear();
+    e
 }
 
 #[test]
 fn hub_limits_refuse_before_locking() {
     let mut w = world(1, None);
     let (hub, b) = (w.hub, w.payees[0]);
-    // Too large for the hub's cap per channel.
-    let p = params(&w, 0, 501, 2);
-    w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.flush();
-    let e = w.net.inflight.iter().find(|e| e.to == hub).unwrap().clone();
-    w.net.inflight.clear();
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Rejected(Rejection::AmountTooLarge { .. })
-    ));
-    // More than the hub's free balance (200) in its ledger with the payee.
-    let mut p = params(&w, 0, 201, 2);
-    p.channel_nonce = 77;
-    w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.flush();
-    let e = w.net.inflight.iter().find(|e| e.to == hub).unwrap().clone();
-    w.net.inflight.clear();
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Rejected(Rejection::Capital { .. })
-    ));
-    // Fee too low.
-    let mut p = params(&w, 0, 10, 0);
-    p.channel_nonce = 78;
-    w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.flush();
-    let e = w.net.inflight.iter().find(|e| e.to == hub).unwrap().clone();
-    w.net.inflight.clear();
-    assert!(matches!(
-        refused(&mut w, &e),
-        VirtualError::Rejected(Rejection::FeeTooLow { .. })
-    ));
+    type Case = (&'static str, u64, u64, u64, fn(&Rejection) -> bool);
+    let cases: [Case; 3] = [
+        (
+            "too large for the hub's cap per channel",
+            501,
+            2,
+            100,
+            |r| matches!(r, Rejection::AmountTooLarge { .. }),
+        ),
+        (
+            "more than the hub's free balance (200) in its ledger with the payee",
+            201,
+            2,
+            77,
+            |r| matches!(r, Rejection::Capital { .. }),
+        ),
+        ("fee too low", 10, 0, 78, |r| {
+            matches!(r, Rejection::FeeTooLow { .. })
+        }),
+    ];
+    for (label, amount, fee, nonce, expected) in cases {
+        let mut p = params(&w, 0, amount, fee);
+        p.channel_nonce = nonce;
+        let e = proposal_to_hub(&mut w, &p);
+        let err = refused(&mut w, &e);
+        assert!(
+            matches!(&err, VirtualError::Rejected(r) if expected(r)),
+            "{label}: {err:?}"
+        );
+    }
     // Two channels of 150 each: the second exceeds what is left (the first is pending).
     let mut p1 = params(&w, 0, 150, 2);
     p1.channel_nonce = 80;
@@ -1009,8 +992,8 @@ fn hub_limits_refuse_before_locking() {
 // ----- sad paths on chain ----------------------------------------------------------------------
 
 /// Registers `d` (a challenge) on the in-test chain: `ChallengeRegistered` to everyone in it.
-fn register(w: &mut World, d: &ChainDuty) -> (B256, u64) {
-    let ChainDuty::Challenge {
+fn register(w: &mut World, d: &ChainAction) -> (B256, u64) {
+    let ChainAction::Challenge {
         fixed,
         proof,
         candidate,
@@ -1033,26 +1016,89 @@ fn register(w: &mut World, d: &ChainDuty) -> (B256, u64) {
     (id, finalizes_at)
 }
 
-fn duties(w: &mut World, a: Address) -> Vec<ChainDuty> {
+fn duties(w: &mut World, a: Address) -> Vec<ChainAction> {
     let now = w.net.now;
     w.net.p(a).chain_duties(now).unwrap()
 }
 
+/// The challenge of channel `id` among `duties`.
+fn challenge_of(duties: &[ChainAction], id: B256) -> ChainAction {
+    duties
+        .iter()
+        .find(|d| matches!(d, ChainAction::Challenge { fixed, .. } if fixed.channel_id() == id))
+        .unwrap_or_else(|| panic!("no challenge of {id} in {duties:?}"))
+        .clone()
+}
+
+/// The reclaims among `duties`.
+fn reclaims(duties: &[ChainAction]) -> Vec<ReclaimArgs> {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            ChainAction::Reclaim(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The payouts among `duties`: channel and outcome.
+fn transfers(duties: &[ChainAction]) -> Vec<(B256, Outcome)> {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            ChainAction::TransferAllAssets {
+                channel_id,
+                outcome,
+                ..
+            } => Some((*channel_id, outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first reclaim among `a`'s duties.
+fn first_reclaim(w: &mut World, a: Address) -> ReclaimArgs {
+    let d = duties(w, a);
+    reclaims(&d)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no reclaim in {d:?}"))
+}
+
+/// Tells `parties` that V's guarantee in `ledger` was reclaimed, then pays `ledger` out with the
+/// outcome of `by`'s first transfer duty.
+fn reclaimed_then_paid_out(w: &mut World, parties: &[Address], ledger: B256, v: B256, by: Address) {
+    for a in parties {
+        w.net.p(*a).handle_reclaimed(ledger, v).unwrap();
+    }
+    w.net.flush();
+    let d = duties(w, by);
+    let (_, outcome) = transfers(&d)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no transfer in {d:?}"));
+    w.net.pay_out(ledger, &outcome);
+}
+
+/// Moves everyone in `parties` to the network's clock and flushes what that causes.
+fn timeout_all(w: &mut World, parties: &[Address]) {
+    let now = w.net.now;
+    for a in parties {
+        w.net.p(*a).handle_timeout(now);
+    }
+    w.net.flush();
+}
+
 #[test]
 fn payee_with_a_silent_payer_redeems_through_the_chain() {
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.run();
-    w.net.p(w.payer).pay(v, u(40)).unwrap();
-    w.net.run();
+    let (mut w, v) = paid_world(40);
     let (hub, b, l) = (w.hub, w.payees[0], w.hub_ledgers[0]);
     w.net.p(b).challenge_virtual(v).unwrap();
     w.net.flush();
     // V first: the redemption with the best voucher, the postfund as proof.
     let d = duties(&mut w, b);
     let [vd] = d.as_slice() else { panic!("{d:?}") };
-    let ChainDuty::Challenge {
+    let ChainAction::Challenge {
         proof, candidate, ..
     } = vd
     else {
@@ -1070,73 +1116,35 @@ fn payee_with_a_silent_payer_redeems_through_the_chain() {
     let (_, v_final) = register(&mut w, vd);
     // Then the ledger, with the latest countersigned state (holding V's guarantee), timed to
     // finalize no earlier than V.
-    let now = w.net.now;
-    w.net.p(b).handle_timeout(now);
-    w.net.flush();
+    timeout_all(&mut w, &[b]);
     let d = duties(&mut w, b);
-    let ld = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == l))
-        .unwrap()
-        .clone();
+    let ld = challenge_of(&d, l);
     let (_, l_final) = register(&mut w, &ld);
     assert!(l_final >= v_final);
     // Time passes; both finalize; the payee reclaims then transfers.
     w.net.now = l_final;
-    for a in [hub, b] {
-        let now = w.net.now;
-        w.net.p(a).handle_timeout(now);
-    }
-    w.net.flush();
-    let d = duties(&mut w, b);
-    let Some(ChainDuty::Reclaim(args)) = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Reclaim(_)))
-        .cloned()
-    else {
-        panic!("{d:?}")
-    };
+    timeout_all(&mut w, &[hub, b]);
+    let args = first_reclaim(&mut w, b);
     assert_eq!(args.source_channel_id, l);
     let (after, idx) = reclaim_effect(&args.source_outcome, v, &args.target_outcome).unwrap();
     assert_eq!(args.index_of_target_in_source, idx as u64);
     // Hub 200 − 100 locked + 60 back; payee 40.
     assert_eq!(after[0].allocations[0].amount, u(160));
     assert_eq!(after[0].allocations[1].amount, u(40));
-    for a in [hub, b] {
-        w.net.p(a).handle_reclaimed(l, v).unwrap();
-    }
-    w.net.flush();
-    let d = duties(&mut w, b);
-    let Some(ChainDuty::TransferAllAssets { outcome, .. }) = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::TransferAllAssets { .. }))
-        .cloned()
-    else {
-        panic!("{d:?}")
-    };
-    w.net.pay_out(l, &outcome);
+    reclaimed_then_paid_out(&mut w, &[hub, b], l, v, b);
     assert_eq!(w.net.wallet(b), 40);
 }
 
 #[test]
 fn hub_with_a_silent_payee_nets_zero_on_chain() {
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.run();
-    w.net.p(w.payer).pay(v, u(25)).unwrap();
-    w.net.run();
+    let (mut w, v) = paid_world(25);
     let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
     let (pl, hl) = (w.payer_ledger, w.hub_ledgers[0]);
     w.net.p(hub).challenge_virtual(v).unwrap();
     w.net.flush();
     let d = duties(&mut w, hub);
-    let vd = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
-        .unwrap()
-        .clone();
-    let ChainDuty::Challenge { candidate, .. } = &vd else {
+    let vd = challenge_of(&d, v);
+    let ChainAction::Challenge { candidate, .. } = &vd else {
         unreachable!()
     };
     assert_eq!(
@@ -1146,41 +1154,21 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     register(&mut w, &vd);
     // The payee counter-challenges with its redemption (a challenge in challenge mode raises the turn).
     let d = duties(&mut w, b);
-    let counter = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
-        .unwrap()
-        .clone();
+    let counter = challenge_of(&d, v);
     let (_, v_final) = register(&mut w, &counter);
-    let now = w.net.now;
-    w.net.p(hub).handle_timeout(now);
-    w.net.flush();
+    timeout_all(&mut w, &[hub]);
     let d = duties(&mut w, hub);
     let mut ledger_finals = Vec::new();
     for lid in [pl, hl] {
-        let ld = d
-            .iter()
-            .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == lid))
-            .unwrap()
-            .clone();
+        let ld = challenge_of(&d, lid);
         let (_, at) = register(&mut w, &ld);
         assert!(at >= v_final);
         ledger_finals.push(at);
     }
     w.net.now = *ledger_finals.iter().max().unwrap();
-    for a in [payer, hub, b] {
-        let now = w.net.now;
-        w.net.p(a).handle_timeout(now);
-    }
-    w.net.flush();
+    timeout_all(&mut w, &[payer, hub, b]);
     let d = duties(&mut w, hub);
-    let reclaims: Vec<_> = d
-        .iter()
-        .filter_map(|d| match d {
-            ChainDuty::Reclaim(a) => Some(a.clone()),
-            _ => None,
-        })
-        .collect();
+    let reclaims = reclaims(&d);
     assert_eq!(reclaims.len(), 2, "reclaim in both ledgers: {d:?}");
     for r in &reclaims {
         for a in [payer, hub, b] {
@@ -1191,17 +1179,7 @@ fn hub_with_a_silent_payee_nets_zero_on_chain() {
     }
     w.net.flush();
     let d = duties(&mut w, hub);
-    let transfers: Vec<(B256, Outcome)> = d
-        .iter()
-        .filter_map(|d| match d {
-            ChainDuty::TransferAllAssets {
-                channel_id,
-                outcome,
-                ..
-            } => Some((*channel_id, outcome.clone())),
-            _ => None,
-        })
-        .collect();
+    let transfers = transfers(&d);
     assert_eq!(transfers.len(), 2);
     for (id, o) in transfers {
         w.net.pay_out(id, &o);
@@ -1345,7 +1323,7 @@ fn sent_postfund(from: Address, held: &[Envelope]) -> bool {
 fn hub_locks_only_after_the_payer_side_and_signs_postfund_only_after_both() {
     use payment_channel::virtual_channel::Side;
     // Hold every ledger proposal: nothing is countersigned anywhere.
-    let (mut w, v, held) = withheld(is_ledger_proposals);
+    let (mut w, v, held) = proposals_withheld();
     let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
     let hl = w.hub_ledgers[0];
     assert!(
@@ -1405,12 +1383,7 @@ fn hub_locks_only_after_the_payer_side_and_signs_postfund_only_after_both() {
 
 #[test]
 fn payer_with_a_silent_hub_exits_on_chain() {
-    let mut w = world(1, None);
-    let p = params(&w, 0, 100, 2);
-    let v = w.net.p(w.payer).propose_virtual(&p).unwrap();
-    w.net.run();
-    w.net.p(w.payer).pay(v, u(10)).unwrap();
-    w.net.run();
+    let (mut w, v) = paid_world(10);
     let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
     let pl = w.payer_ledger;
     w.net.p(payer).challenge_virtual(v).unwrap();
@@ -1422,51 +1395,18 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     let (_, v_final) = register(&mut w, vd);
     // The payee redeems its voucher too (it pays the payee, not the payer's change).
     let d = duties(&mut w, b);
-    let counter = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == v))
-        .unwrap()
-        .clone();
+    let counter = challenge_of(&d, v);
     let (_, v_final2) = register(&mut w, &counter);
     assert!(v_final2 >= v_final);
-    let now = w.net.now;
-    w.net.p(payer).handle_timeout(now);
-    w.net.flush();
+    timeout_all(&mut w, &[payer]);
     let d = duties(&mut w, payer);
-    let ld = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Challenge { fixed, .. } if fixed.channel_id() == pl))
-        .unwrap()
-        .clone();
+    let ld = challenge_of(&d, pl);
     let (_, l_final) = register(&mut w, &ld);
     w.net.now = l_final.max(v_final2);
-    for a in [payer, hub, b] {
-        let now = w.net.now;
-        w.net.p(a).handle_timeout(now);
-    }
-    w.net.flush();
-    let d = duties(&mut w, payer);
-    let Some(ChainDuty::Reclaim(r)) = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::Reclaim(_)))
-        .cloned()
-    else {
-        panic!("{d:?}")
-    };
+    timeout_all(&mut w, &[payer, hub, b]);
+    let r = first_reclaim(&mut w, payer);
     assert_eq!(r.source_channel_id, pl);
-    for a in [payer, hub] {
-        w.net.p(a).handle_reclaimed(pl, v).unwrap();
-    }
-    w.net.flush();
-    let d = duties(&mut w, payer);
-    let Some(ChainDuty::TransferAllAssets { outcome, .. }) = d
-        .iter()
-        .find(|d| matches!(d, ChainDuty::TransferAllAssets { .. }))
-        .cloned()
-    else {
-        panic!("{d:?}")
-    };
-    w.net.pay_out(pl, &outcome);
+    reclaimed_then_paid_out(&mut w, &[payer, hub], pl, v, payer);
     // The payer gets everything back but the fee and the 10 it paid (which went to the hub in
     // L(P,H); the hub owes the payee 10 in L(H,B)).
     assert_eq!(w.net.wallet(payer), -2000 + 2000 - 2 - 10);

@@ -11,6 +11,9 @@ use alloy_primitives::{Address, B256, U256};
 #[cfg(feature = "client")]
 use async_trait::async_trait;
 
+mod action;
+#[cfg(feature = "client")]
+pub(crate) mod checks;
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;
@@ -20,6 +23,8 @@ pub mod sim;
 #[cfg(feature = "ethereum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub use ethereum::EthereumChain;
+
+pub use self::action::ChainAction;
 
 #[cfg(feature = "client")]
 use crate::sign::Signature;

@@ -95,9 +95,10 @@ use crate::voucher::Voucher;
 
 pub use self::onchain::{Finalization, OnChain, RegisteredChallenge, share};
 pub use self::opening::ChannelParams;
-pub use self::outputs::{ChainAction, Event, Persist};
+pub use self::outputs::{Event, Persist};
 pub use self::payments::{MAX_PRESIGNED, PresignJob, Presigned, VerifiedVoucher};
 pub use self::snapshot::ChannelSnapshot;
+pub use crate::chain::ChainAction;
 pub use crate::role::{PhaseKind, Role};
 
 use self::outputs::Outbox;

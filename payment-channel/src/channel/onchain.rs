@@ -192,7 +192,7 @@ impl Channel {
         if c.paid_out || share(&fin.outcome, self.st.role).is_zero() || c.holdings.is_zero() {
             return None;
         }
-        Some(ChainAction::Transfer {
+        Some(ChainAction::TransferAllAssets {
             channel_id: self.id,
             outcome: fin.outcome.clone(),
             state_hash: fin.state_hash,

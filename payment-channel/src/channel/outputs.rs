@@ -6,9 +6,8 @@ use std::collections::VecDeque;
 use alloy_primitives::{Address, B256, U256};
 
 use super::{Channel, ChannelSnapshot};
+use crate::chain::ChainAction;
 use crate::message::{Envelope, Message};
-use crate::sign::Signature;
-use crate::state::{FixedPart, Outcome, SignedVariablePart};
 use crate::voucher::Voucher;
 
 /// What to store before the outputs of a generation are released.
@@ -85,50 +84,6 @@ pub enum Event {
     PaidOut {
         /// What we received.
         amount: U256,
-    },
-}
-
-/// A transaction the driver must send with [`Chain`](crate::chain::Chain).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ChainAction {
-    /// `deposit(asset, channelId, expectedHeld, amount)`.
-    Deposit {
-        /// The asset (`Address::ZERO`: the native coin).
-        asset: Address,
-        /// Channel.
-        channel_id: B256,
-        /// Holdings expected before the deposit.
-        expected_held: U256,
-        /// Amount.
-        amount: U256,
-    },
-    /// `challenge(fixedPart, proof, candidate, challengerSig)`.
-    Challenge {
-        /// Fixed part.
-        fixed: FixedPart,
-        /// Support proof.
-        proof: Vec<SignedVariablePart>,
-        /// Candidate.
-        candidate: SignedVariablePart,
-        /// Our signature on the challenge message.
-        challenger_sig: Signature,
-    },
-    /// `conclude(fixedPart, candidate)`; skip if the chain shows the channel finalized.
-    Conclude {
-        /// Fixed part.
-        fixed: FixedPart,
-        /// The final state signed by both.
-        candidate: SignedVariablePart,
-    },
-    /// `transferAllAssets(channelId, outcome, stateHash)`; skip if the holdings are already zero.
-    Transfer {
-        /// Channel.
-        channel_id: B256,
-        /// The finalized outcome.
-        outcome: Outcome,
-        /// The finalized state hash (zero after conclude).
-        state_hash: B256,
     },
 }
 

@@ -33,8 +33,8 @@
 //! countersigns it only when its own objective passes the same proposal to
 //! [`Ledger::countersign_next`]: nothing is signed blind.
 
-mod duty;
 mod error;
+mod reclaim;
 mod vars;
 
 use std::collections::VecDeque;
@@ -42,11 +42,11 @@ use std::collections::VecDeque;
 use alloy_primitives::{Address, B256, U256};
 use serde::{Deserialize, Serialize};
 
-pub use duty::{ChainDuty, ReclaimArgs, ReclaimError, reclaim_effect};
 pub use error::{LedgerError, LedgerPeerError, LedgerUsageError, ProposalError};
+pub use reclaim::{ReclaimError, reclaim_effect};
 pub use vars::{GuaranteeEntry, LedgerVars, Proposal};
 
-use crate::chain::ChainEvent;
+use crate::chain::{ChainAction, ChainEvent, ReclaimArgs};
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
@@ -179,7 +179,7 @@ pub enum LedgerEvent {
     /// The final state is signed by both.
     Closed,
     /// A challenge was registered; `stale` when its turn is below our countersigned turn (a
-    /// [`ChainDuty::Checkpoint`] follows from [`Ledger::chain_duties`]).
+    /// [`ChainAction::Checkpoint`] follows from [`Ledger::chain_duties`]).
     ChallengeRegistered {
         /// Candidate turn.
         turn_num: u64,
@@ -708,7 +708,7 @@ impl Ledger {
     /// What the ledger owes the chain now, from its persisted state alone (`reclaim` is the
     /// virtual channel's duty: it needs that channel's outcome). A driver checks on chain that a
     /// duty has not landed before sending it.
-    pub fn chain_duties(&self, signer: &dyn Signer, now: u64) -> Result<Vec<ChainDuty>> {
+    pub fn chain_duties(&self, signer: &dyn Signer, now: u64) -> Result<Vec<ChainAction>> {
         let mut duties = Vec::new();
         let me = self.role.index();
         let fin = self.chain.finalized.as_ref();
@@ -718,7 +718,7 @@ impl Ledger {
             && !disputed
             && self.chain.holdings < self.deposit
         {
-            duties.push(ChainDuty::Deposit {
+            duties.push(ChainAction::Deposit {
                 asset: self.asset,
                 channel_id: self.id(),
                 expected_held: self.chain.holdings,
@@ -733,7 +733,7 @@ impl Ledger {
                 _ => 0,
             };
             if submitter == me {
-                duties.push(ChainDuty::ConcludeAndTransferAllAssets {
+                duties.push(ChainAction::ConcludeAndTransferAllAssets {
                     fixed: self.fixed.clone(),
                     candidate: final_vp,
                 });
@@ -749,7 +749,7 @@ impl Ledger {
             };
             match &self.chain.challenge {
                 Some(c) if c.finalizes_at > now && c.turn_num < s.vars.turn_num => {
-                    duties.push(ChainDuty::Checkpoint {
+                    duties.push(ChainAction::Checkpoint {
                         fixed: self.fixed.clone(),
                         proof: Vec::new(),
                         candidate,
@@ -758,7 +758,7 @@ impl Ledger {
                 None if self.chain.challenge_requested => {
                     let hash = candidate.variable_part.hash(self.id());
                     let challenger_sig = signer.sign_eth_message(&challenge_message_hash(hash))?;
-                    duties.push(ChainDuty::Challenge {
+                    duties.push(ChainAction::Challenge {
                         fixed: self.fixed.clone(),
                         proof: Vec::new(),
                         candidate,
@@ -775,7 +775,7 @@ impl Ledger {
                 .iter()
                 .all(|e| e.allocations.iter().all(|a| a.as_guarantee().is_none()))
         {
-            duties.push(ChainDuty::TransferAllAssets {
+            duties.push(ChainAction::TransferAllAssets {
                 channel_id: self.id(),
                 outcome: f.outcome.clone(),
                 state_hash: f.state_hash,

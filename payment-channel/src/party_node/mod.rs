@@ -1,5 +1,5 @@
 //! [`PartyNode`]: the async driver of a [`Party`] (one participant's ledgers and virtual channels)
-//! over a [`Chain`], a durable [`ChannelStore`] and a [`PartyTransport`].
+//! over a [`Chain`], a durable [`ChannelStore`] and a [`Transport`]`<`[`NodeMessage`]`>`.
 //!
 //! It keeps the [`Party`] calling contract the way [`Client`](crate::client::Client) keeps the
 //! `Channel` one:
@@ -32,15 +32,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
-use async_trait::async_trait;
 use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
-use crate::chain::{Chain, ChainError, ChannelMode, fingerprint};
-use crate::ledger::{ChainDuty, LedgerPhase, LedgerRole, ReclaimArgs, reclaim_effect};
+use crate::backoff::Backoff;
+use crate::chain::{Chain, ChainAction, ChainError, ReclaimArgs, TxReceipt, checks, fingerprint};
+use crate::ledger::{LedgerPhase, LedgerRole, reclaim_effect};
 use crate::sign::Signer;
-use crate::state::{Outcome, hash_outcome};
+use crate::state::{FixedPart, Outcome, SignedVariablePart, hash_outcome};
 use crate::store::{ChannelStore, StoreError};
 use crate::virtual_channel::{
     Envelope, Party, PartyConfig, PartyEvent, VirtualError, VirtualParams,
@@ -52,8 +52,7 @@ pub const PARTY_RECORD: B256 = B256::new(*b"paid-torrent/party-node/snapshot");
 /// The store key of the chain event cursor (next block to read, 8 bytes big-endian).
 pub const CURSOR_RECORD: B256 = B256::new(*b"paid-torrent/party-node/cursor\0\0");
 
-/// An error a [`PartyTransport`] reports.
-pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::client::{Transport, TransportError};
 
 /// What nodes send each other (after the transport authenticated the sender).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,24 +63,6 @@ pub enum NodeMessage {
     /// "Please open (and fund) a ledger with me": a payee to its hub. Idempotent.
     LedgerRequest,
 }
-
-/// Delivers [`NodeMessage`]s to peers by address. Best effort: the parties resend what a peer
-/// may have missed ([`PartyNode::resend`]).
-#[async_trait]
-pub trait PartyTransport: Send + Sync {
-    /// Sends `msg` to the peer whose signing address is `to`.
-    async fn send(&self, to: Address, msg: NodeMessage) -> Result<(), TransportError>;
-}
-
-#[async_trait]
-impl<T: PartyTransport + ?Sized> PartyTransport for Arc<T> {
-    async fn send(&self, to: Address, msg: NodeMessage) -> Result<(), TransportError> {
-        (**self).send(to, msg).await
-    }
-}
-
-#[allow(dead_code)]
-struct _ObjectSafe(Box<dyn PartyTransport>);
 
 /// A hub's answer to [`NodeMessage::LedgerRequest`]: the ledgers it opens and funds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,24 +121,6 @@ pub enum NodeError {
     Refused(&'static str),
 }
 
-/// Exponential backoff of one failed duty, in chain seconds.
-#[derive(Debug, Clone, Copy, Default)]
-struct Backoff {
-    failures: u32,
-    next_at: u64,
-}
-
-impl Backoff {
-    fn failed(&mut self, now: u64, max: u64) {
-        self.failures = self.failures.saturating_add(1);
-        let wait = 1u64
-            .checked_shl(self.failures - 1)
-            .unwrap_or(u64::MAX)
-            .min(max.max(1));
-        self.next_at = now.saturating_add(wait);
-    }
-}
-
 struct State {
     party: Party,
     /// Next block to read events from.
@@ -171,7 +134,7 @@ struct State {
 struct Inner {
     chain: Arc<dyn Chain>,
     store: Arc<dyn ChannelStore>,
-    transport: Arc<dyn PartyTransport>,
+    transport: Arc<dyn Transport<NodeMessage>>,
     events: mpsc::UnboundedSender<PartyEvent>,
     config: NodeConfig,
     address: Address,
@@ -201,7 +164,7 @@ impl PartyNode {
         party_config: PartyConfig,
         chain: Arc<dyn Chain>,
         store: Arc<dyn ChannelStore>,
-        transport: Arc<dyn PartyTransport>,
+        transport: Arc<dyn Transport<NodeMessage>>,
         config: NodeConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<PartyEvent>), NodeError> {
         let address = signer.address();
@@ -492,7 +455,7 @@ impl PartyNode {
         let duties = st.party.chain_duties(now)?;
         for duty in duties {
             let key = duty_key(&duty);
-            if st.backoff.get(&key).is_some_and(|b| now < b.next_at) {
+            if st.backoff.get(&key).is_some_and(|b| !b.ready(now)) {
                 continue;
             }
             let result = self.execute(&mut st, &duty).await;
@@ -501,7 +464,7 @@ impl PartyNode {
                     st.backoff.remove(&key);
                 }
                 Err(e) => {
-                    tracing::warn!(duty = duty_name(&duty), error = %e, "on-chain duty failed");
+                    tracing::warn!(duty = duty.name(), error = %e, "on-chain duty failed");
                     st.backoff
                         .entry(key)
                         .or_default()
@@ -515,69 +478,54 @@ impl PartyNode {
     }
 
     /// Sends one duty unless the chain shows it landed or is moot.
-    async fn execute(&self, st: &mut State, duty: &ChainDuty) -> Result<(), NodeError> {
+    async fn execute(&self, st: &mut State, duty: &ChainAction) -> Result<(), NodeError> {
         let chain = &self.inner.chain;
         match duty {
-            ChainDuty::Deposit {
+            ChainAction::Deposit {
                 asset,
                 channel_id,
                 expected_held,
                 amount,
             } => {
-                let target = expected_held.saturating_add(*amount);
-                let held = chain.holdings(*asset, *channel_id).await?;
-                if held >= target {
+                let Some((held, missing)) = checks::deposit_shortfall(
+                    chain.as_ref(),
+                    *asset,
+                    *channel_id,
+                    *expected_held,
+                    *amount,
+                )
+                .await?
+                else {
                     return Ok(());
-                }
-                let missing = target - held;
+                };
                 if !asset.is_zero() && chain.allowance(*asset).await? < missing {
                     chain.approve(*asset, missing).await?;
                 }
                 tracing::info!(channel = %channel_id, amount = %missing, "deposit");
                 if let Err(e) = chain.deposit(*asset, *channel_id, held, missing).await
-                    && chain.holdings(*asset, *channel_id).await? < target
+                    && chain.holdings(*asset, *channel_id).await? < held.saturating_add(missing)
                 {
                     return Err(e.into());
                 }
             }
-            ChainDuty::Challenge {
+            ChainAction::Challenge {
                 fixed,
                 proof,
                 candidate,
                 challenger_sig,
             } => {
-                let id = fixed.channel_id();
-                let turn = candidate.variable_part.turn_num;
-                if self.turn_is_moot(id, turn, true).await? {
-                    return Ok(());
-                }
-                tracing::info!(channel = %id, turn, "challenge");
-                if let Err(e) = chain
-                    .challenge(fixed, proof, candidate, challenger_sig)
-                    .await
-                    && !self.turn_is_moot(id, turn, true).await?
-                {
-                    return Err(e.into());
-                }
+                let call = chain.challenge(fixed, proof, candidate, challenger_sig);
+                self.register_turn(fixed, candidate, true, call).await?;
             }
-            ChainDuty::Checkpoint {
+            ChainAction::Checkpoint {
                 fixed,
                 proof,
                 candidate,
             } => {
-                let id = fixed.channel_id();
-                let turn = candidate.variable_part.turn_num;
-                if self.turn_is_moot(id, turn, false).await? {
-                    return Ok(());
-                }
-                tracing::info!(channel = %id, turn, "checkpoint");
-                if let Err(e) = chain.checkpoint(fixed, proof, candidate).await
-                    && !self.turn_is_moot(id, turn, false).await?
-                {
-                    return Err(e.into());
-                }
+                let call = chain.checkpoint(fixed, proof, candidate);
+                self.register_turn(fixed, candidate, false, call).await?;
             }
-            ChainDuty::Conclude { fixed, candidate } => {
+            ChainAction::Conclude { fixed, candidate } => {
                 let id = fixed.channel_id();
                 if self.finalized(id).await? {
                     return Ok(());
@@ -589,9 +537,9 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::ConcludeAndTransferAllAssets { fixed, candidate } => {
+            ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
                 let id = fixed.channel_id();
-                let asset = first_asset(&candidate.variable_part.outcome);
+                let asset = checks::first_asset(&candidate.variable_part.outcome);
                 let moot = |held: U256, fin: bool| held.is_zero() || fin;
                 if moot(chain.holdings(asset, id).await?, self.finalized(id).await?) {
                     return Ok(());
@@ -605,7 +553,7 @@ impl PartyNode {
                     return Err(e.into());
                 }
             }
-            ChainDuty::Reclaim(args) => {
+            ChainAction::Reclaim(args) => {
                 let source = args.source_channel_id;
                 let Some(target) = reclaim_target(args) else {
                     return Ok(());
@@ -629,49 +577,48 @@ impl PartyNode {
                     }
                 }
             }
-            ChainDuty::TransferAllAssets {
+            ChainAction::TransferAllAssets {
                 channel_id,
                 outcome,
                 state_hash,
             } => {
-                let asset = first_asset(outcome);
-                if chain.holdings(asset, *channel_id).await?.is_zero() {
-                    return Ok(());
-                }
-                tracing::info!(channel = %channel_id, "transferAllAssets");
-                if let Err(e) = chain
-                    .transfer_all_assets(*channel_id, outcome, *state_hash)
-                    .await
-                    && !chain.holdings(asset, *channel_id).await?.is_zero()
-                {
-                    return Err(e.into());
-                }
-            }
-            #[allow(unreachable_patterns)]
-            other => {
-                tracing::warn!(duty = ?other, "duty not supported by this node");
+                checks::transfer_all_assets_once(chain.as_ref(), *channel_id, outcome, *state_hash)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    async fn finalized(&self, id: B256) -> Result<bool, NodeError> {
-        let chain = &self.inner.chain;
-        let now = chain.now().await?;
-        Ok(chain.status(id).await?.mode(now) == ChannelMode::Finalized)
+    /// Sends `call` (not started yet), a `challenge` or a checkpoint of `candidate`, unless the
+    /// chain shows its turn moot before; a failure counts only if the turn is still not moot.
+    async fn register_turn(
+        &self,
+        fixed: &FixedPart,
+        candidate: &SignedVariablePart,
+        challenge: bool,
+        call: impl Future<Output = Result<TxReceipt, ChainError>>,
+    ) -> Result<(), NodeError> {
+        let id = fixed.channel_id();
+        let turn = candidate.variable_part.turn_num;
+        if self.turn_is_moot(id, turn, challenge).await? {
+            return Ok(());
+        }
+        let what = if challenge { "challenge" } else { "checkpoint" };
+        tracing::info!(channel = %id, turn, "{what}");
+        if let Err(e) = call.await
+            && !self.turn_is_moot(id, turn, challenge).await?
+        {
+            return Err(e.into());
+        }
+        Ok(())
     }
 
-    /// Whether a challenge (`challenge`) or checkpoint at `turn` cannot land or is not needed.
+    async fn finalized(&self, id: B256) -> Result<bool, NodeError> {
+        Ok(checks::is_finalized(self.inner.chain.as_ref(), id).await?)
+    }
+
     async fn turn_is_moot(&self, id: B256, turn: u64, challenge: bool) -> Result<bool, NodeError> {
-        let chain = &self.inner.chain;
-        let now = chain.now().await?;
-        let status = chain.status(id).await?;
-        Ok(match status.mode(now) {
-            ChannelMode::Finalized => true,
-            ChannelMode::Challenge => status.turn_num_record >= turn,
-            ChannelMode::Open if challenge => status.turn_num_record > turn,
-            ChannelMode::Open => status.turn_num_record >= turn,
-        })
+        Ok(checks::turn_is_moot(self.inner.chain.as_ref(), id, turn, challenge).await?)
     }
 
     /// Brings `ledger`'s finalized outcome up to the chain's after reclaims we did not see
@@ -759,42 +706,22 @@ fn reclaim_target(args: &ReclaimArgs) -> Option<B256> {
     a.as_guarantee().map(|_| a.destination)
 }
 
-fn first_asset(outcome: &Outcome) -> Address {
-    outcome.first().map_or(Address::ZERO, |e| e.asset)
-}
-
-fn duty_name(d: &ChainDuty) -> &'static str {
-    match d {
-        ChainDuty::Deposit { .. } => "deposit",
-        ChainDuty::Challenge { .. } => "challenge",
-        ChainDuty::Checkpoint { .. } => "checkpoint",
-        ChainDuty::Conclude { .. } => "conclude",
-        ChainDuty::ConcludeAndTransferAllAssets { .. } => "concludeAndTransferAllAssets",
-        ChainDuty::Reclaim(_) => "reclaim",
-        ChainDuty::TransferAllAssets { .. } => "transferAllAssets",
-        #[allow(unreachable_patterns)]
-        _ => "other",
-    }
-}
-
 /// A duty's identity for its backoff: its kind and channel (reclaims: ledger and target).
-fn duty_key(d: &ChainDuty) -> (u8, B256) {
+fn duty_key(d: &ChainAction) -> (u8, B256) {
     match d {
-        ChainDuty::Deposit { channel_id, .. } => (0, *channel_id),
-        ChainDuty::Challenge { fixed, .. } => (1, fixed.channel_id()),
-        ChainDuty::Checkpoint { fixed, .. } => (2, fixed.channel_id()),
-        ChainDuty::Conclude { fixed, .. } => (3, fixed.channel_id()),
-        ChainDuty::ConcludeAndTransferAllAssets { fixed, .. } => (4, fixed.channel_id()),
-        ChainDuty::Reclaim(args) => {
+        ChainAction::Deposit { channel_id, .. } => (0, *channel_id),
+        ChainAction::Challenge { fixed, .. } => (1, fixed.channel_id()),
+        ChainAction::Checkpoint { fixed, .. } => (2, fixed.channel_id()),
+        ChainAction::Conclude { fixed, .. } => (3, fixed.channel_id()),
+        ChainAction::ConcludeAndTransferAllAssets { fixed, .. } => (4, fixed.channel_id()),
+        ChainAction::Reclaim(args) => {
             let target = reclaim_target(args).unwrap_or_default();
             (
                 5,
                 keccak256([args.source_channel_id.as_slice(), target.as_slice()].concat()),
             )
         }
-        ChainDuty::TransferAllAssets { channel_id, .. } => (6, *channel_id),
-        #[allow(unreachable_patterns)]
-        _ => (255, B256::ZERO),
+        ChainAction::TransferAllAssets { channel_id, .. } => (6, *channel_id),
     }
 }
 
@@ -852,16 +779,7 @@ mod tests {
     }
 
     #[test]
-    fn store_keys_differ_and_backoff_doubles() {
+    fn store_keys_differ() {
         assert_ne!(PARTY_RECORD, CURSOR_RECORD);
-        let mut b = Backoff::default();
-        b.failed(100, 8);
-        assert_eq!(b.next_at, 101);
-        b.failed(100, 8);
-        assert_eq!(b.next_at, 102);
-        for _ in 0..10 {
-            b.failed(100, 8);
-        }
-        assert_eq!(b.next_at, 108);
     }
 }

@@ -36,9 +36,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::{NodeMessage, PartyNode, PartyTransport, TransportError};
+use super::{NodeMessage, PartyNode, Transport, TransportError};
 use crate::error::Reaction;
 use crate::sign::{Signature, SignatureError, Signer, recover_eth_message};
+use crate::sync::lock;
 
 /// The domain string of [`handshake_hash`].
 pub const HANDSHAKE_DOMAIN: &[u8] = b"paid-torrent party-node handshake v1";
@@ -158,10 +159,6 @@ struct NetInner {
     inbound: mpsc::UnboundedSender<Inbound>,
     next_id: AtomicU64,
     accept: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Authenticated TCP connections to parties, by address. See the [module docs](self). Cheap to
@@ -443,7 +440,7 @@ impl NetInner {
 }
 
 #[async_trait]
-impl PartyTransport for TcpNet {
+impl Transport<NodeMessage> for TcpNet {
     async fn send(&self, to: Address, msg: NodeMessage) -> Result<(), TransportError> {
         let bytes = Bytes::from(serde_json::to_vec(&Frame::Message(msg))?);
         if bytes.len() > self.inner.config.max_frame {

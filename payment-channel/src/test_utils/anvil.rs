@@ -28,6 +28,41 @@ pub const DEV_KEYS: [&str; 4] = [
     "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
 ];
 
+/// Anvil's dev account `i` (0..4) as a signer.
+pub fn dev_key(i: usize) -> crate::sign::LocalSigner {
+    crate::sign::LocalSigner::from_hex(DEV_KEYS[i]).expect("dev key")
+}
+
+/// A fresh `SimulatedChain` with the dev `accounts` funded like anvil's (10 000 ether each).
+pub fn simulated_dev_chain(accounts: impl IntoIterator<Item = usize>) -> crate::SimulatedChain {
+    use crate::sign::Signer;
+    let sim = crate::SimulatedChain::new();
+    let ether = alloy_primitives::U256::from(10u64).pow(alloy_primitives::U256::from(18u8));
+    for i in accounts {
+        sim.fund(
+            dev_key(i).address(),
+            alloy_primitives::U256::from(10_000u64) * ether,
+        )
+        .expect("fund");
+    }
+    sim
+}
+
+/// Anvil with the Nitro contracts deployed by dev account #0 (see
+/// [`deploy`](crate::chain::ethereum::deploy)), and the artifacts' directory; `None` (skip)
+/// without anvil or the artifacts, outside CI.
+#[cfg(feature = "ethereum")]
+pub async fn deployed() -> Option<(Anvil, crate::chain::ethereum::Deployment, PathBuf)> {
+    use crate::chain::ethereum::{NitroArtifacts, deploy};
+    let dir = artifacts_dir()?;
+    let anvil = Anvil::start()?;
+    let artifacts = NitroArtifacts::from_dir(&dir).expect("artifacts");
+    let deployment = deploy(&anvil.url, &dev_key(0).secret_bytes(), &artifacts)
+        .await
+        .expect("deploy");
+    Some((anvil, deployment, dir))
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, ReclaimArgs, TxReceipt};
 use crate::sign::Signature;
 use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
+use crate::sync::lock;
 
 /// A [`Chain`] method, for [`FaultyChain::fail_next`] and [`FaultyChain::calls`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,10 +82,6 @@ pub struct FaultyChain<C> {
     counts: Mutex<HashMap<Call, u64>>,
     gas: Mutex<Vec<(Call, u64)>>,
     from_blocks: Mutex<Vec<u64>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<C: Chain> FaultyChain<C> {

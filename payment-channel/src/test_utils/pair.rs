@@ -6,14 +6,14 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::chain::{ChainError, ChainEvent, ChannelMode, Revert};
-use crate::channel::{ChainAction, Channel, ChannelParams, Event, Role};
+use crate::chain::{ChainAction, ChainError, ChainEvent, ChannelMode, Revert};
+use crate::channel::{Channel, ChannelParams, Event, Role};
 use crate::message::{Envelope, Message};
 use crate::sign::{LocalSigner, Signer};
 use crate::voucher::Voucher;
 use crate::{Address, B256, SimulatedChain, U256};
 
-use super::{action_name, run_chain_action};
+use super::run_chain_action;
 
 /// The app address of the harness's simulated chain.
 pub const APP: Address = Address::repeat_byte(0xAA);
@@ -71,7 +71,7 @@ impl PairChain {
         let seen = self.sim.all_events().len();
         let sent = run_chain_action(&self.sim, from, action);
         if sent.is_some() {
-            self.calls.push((from, action_name(action)));
+            self.calls.push((from, action.name()));
         }
         match sent {
             None | Some(Ok(())) => {}

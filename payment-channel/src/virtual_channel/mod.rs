@@ -2,7 +2,7 @@
 //! channels, L(payer, hub) and L(hub, payee) (§2–§4 of the virtual-funding reference).
 //!
 //! A [`VirtualChannel`] is one party's objective for one V: fund, pay, defund, and the on-chain
-//! exit as [`ChainDuty`] data. It does not own ledgers: it says which ledger updates it wants
+//! exit as [`ChainAction`] data. It does not own ledgers: it says which ledger updates it wants
 //! ([`VirtualChannel::ledger_wants`]) and learns their countersigned states
 //! ([`VirtualChannel::observe_ledger`]). [`Party`] puts ledgers and virtual channels together,
 //! routes messages and is what a driver runs.
@@ -33,8 +33,9 @@ use serde::{Deserialize, Serialize};
 pub use error::{Rejection, VirtualError, VirtualPeerError, VirtualUsageError};
 pub use party::{Envelope, HubLimits, Party, PartyConfig, PartyEvent, Payload};
 
+use crate::chain::ChainAction;
 use crate::chain::ChainEvent;
-use crate::ledger::{ChainDuty, GuaranteeEntry, LedgerVars, Proposal};
+use crate::ledger::{GuaranteeEntry, LedgerVars, Proposal};
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     Allocation, AssetMetadata, FixedPart, MAX_UINT48, Outcome, SignedVariablePart, SingleAssetExit,
@@ -1044,13 +1045,13 @@ impl VirtualChannel {
     /// its redemption with the best voucher (proof: the postfund signed by all), the others the
     /// postfund (or the prefund) signed by all — and the payee's counter-challenge when a
     /// registered candidate below turn 2 pays it less than its best voucher.
-    pub fn chain_duties(&self, signer: &dyn Signer, now: u64) -> Result<Vec<ChainDuty>> {
+    pub fn chain_duties(&self, signer: &dyn Signer, now: u64) -> Result<Vec<ChainAction>> {
         let mut duties = Vec::new();
         if self.chain.finalized.is_some() || !self.disputed() {
             return Ok(duties);
         }
         if let Some(candidate) = self.final_signed() {
-            duties.push(ChainDuty::Conclude {
+            duties.push(ChainAction::Conclude {
                 fixed: self.fixed.clone(),
                 candidate,
             });
@@ -1082,7 +1083,7 @@ impl VirtualChannel {
         let (proof, candidate) = self.best_support(signer)?;
         let hash = candidate.variable_part.hash(self.id());
         let challenger_sig = signer.sign_eth_message(&challenge_message_hash(hash))?;
-        duties.push(ChainDuty::Challenge {
+        duties.push(ChainAction::Challenge {
             fixed: self.fixed.clone(),
             proof,
             candidate,

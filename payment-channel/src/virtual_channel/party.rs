@@ -12,10 +12,10 @@ use super::{
     Side, VirtualBody, VirtualChannel, VirtualEvent, VirtualMessage, VirtualOutput, VirtualParams,
     VirtualRole,
 };
-use crate::chain::ChainEvent;
+use crate::chain::{ChainAction, ChainEvent};
 use crate::ledger::{
-    ChainDuty, Ledger, LedgerBody, LedgerError, LedgerEvent, LedgerMessage, LedgerOutput,
-    LedgerPhase, LedgerRole, LedgerUsageError, Proposal,
+    Ledger, LedgerBody, LedgerError, LedgerEvent, LedgerMessage, LedgerOutput, LedgerPhase,
+    LedgerRole, LedgerUsageError, Proposal,
 };
 use crate::sign::Signer;
 use crate::state::FixedPart;
@@ -445,7 +445,7 @@ impl Party {
 
     /// Every transaction owed now: virtual channels' challenges or concludes first, then the
     /// ledgers' duties, then `reclaim`s (V and the ledger both final).
-    pub fn chain_duties(&self, now: u64) -> Result<Vec<ChainDuty>> {
+    pub fn chain_duties(&self, now: u64) -> Result<Vec<ChainAction>> {
         let signer: &dyn Signer = &*self.signer;
         let mut duties = Vec::new();
         for v in self.st.channels.values() {
@@ -465,7 +465,7 @@ impl Party {
                     .get(&lid)
                     .and_then(|l| l.reclaim_args(v.id(), vf.state_hash, &vf.outcome))
                 {
-                    duties.push(ChainDuty::Reclaim(args));
+                    duties.push(ChainAction::Reclaim(args));
                 }
             }
         }

@@ -22,6 +22,26 @@ use payment_channel::voucher::Voucher;
 /// Moves the backend's clock forward by the given number of seconds (and mines a block).
 pub type Advance = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// [`Advance`] on a simulator: moves its clock at once.
+pub fn sim_advance(sim: &payment_channel::SimulatedChain) -> Advance {
+    let clock = sim.clone();
+    Arc::new(move |secs| {
+        clock.advance_time(secs);
+        Box::pin(std::future::ready(()))
+    })
+}
+
+/// [`Advance`] on anvil: `evm_increaseTime` through `clock`.
+#[cfg(feature = "ethereum")]
+pub fn anvil_advance(clock: Arc<payment_channel::chain::EthereumChain>) -> Advance {
+    Arc::new(move |secs| {
+        let clock = clock.clone();
+        Box::pin(async move {
+            clock.increase_time(secs).await.expect("evm_increaseTime");
+        })
+    })
+}
+
 /// What a scenario needs from a backend.
 #[derive(Clone)]
 pub struct Env {

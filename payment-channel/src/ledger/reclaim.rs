@@ -1,73 +1,10 @@
-//! Chain duties as data: what a ledger or a virtual channel owes the chain, derived from
-//! persisted state so that a driver can run them after any restart.
+//! What `reclaim` does to a ledger's outcome, computed off chain (for building
+//! [`ChainAction::Reclaim`](crate::chain::ChainAction::Reclaim) and for recognising reclaims sent
+//! by others).
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::B256;
 
-pub use crate::chain::ReclaimArgs;
-use crate::sign::Signature;
-use crate::state::{Allocation, FixedPart, Outcome, SignedVariablePart};
-
-/// A transaction a driver must send (after checking on chain that it has not landed already).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ChainDuty {
-    /// `deposit(asset, channelId, expectedHeld, amount)`.
-    Deposit {
-        /// Asset (`Address::ZERO`: the native coin).
-        asset: Address,
-        /// Channel.
-        channel_id: B256,
-        /// Holdings expected before the deposit.
-        expected_held: U256,
-        /// Amount.
-        amount: U256,
-    },
-    /// `challenge(fixedPart, proof, candidate, challengerSig)`.
-    Challenge {
-        /// Fixed part.
-        fixed: FixedPart,
-        /// Support proof.
-        proof: Vec<SignedVariablePart>,
-        /// Candidate.
-        candidate: SignedVariablePart,
-        /// Our signature on the challenge message.
-        challenger_sig: Signature,
-    },
-    /// `checkpoint(fixedPart, proof, candidate)`: clears a stale challenge.
-    Checkpoint {
-        /// Fixed part.
-        fixed: FixedPart,
-        /// Support proof.
-        proof: Vec<SignedVariablePart>,
-        /// Candidate (newer than the registered one).
-        candidate: SignedVariablePart,
-    },
-    /// `conclude(fixedPart, candidate)` (a final state signed by every participant).
-    Conclude {
-        /// Fixed part.
-        fixed: FixedPart,
-        /// The final state.
-        candidate: SignedVariablePart,
-    },
-    /// `concludeAndTransferAllAssets(fixedPart, candidate)`.
-    ConcludeAndTransferAllAssets {
-        /// Fixed part.
-        fixed: FixedPart,
-        /// The final state.
-        candidate: SignedVariablePart,
-    },
-    /// `reclaim(ReclaimArgs)`.
-    Reclaim(ReclaimArgs),
-    /// `transferAllAssets(channelId, outcome, stateHash)`.
-    TransferAllAssets {
-        /// Channel.
-        channel_id: B256,
-        /// Its finalized outcome (after every reclaim).
-        outcome: Outcome,
-        /// Finalized state hash (zero after `conclude`).
-        state_hash: B256,
-    },
-}
+use crate::state::{Allocation, Outcome};
 
 /// Why [`reclaim_effect`] refuses (the contract would revert).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
