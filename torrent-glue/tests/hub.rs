@@ -448,3 +448,330 @@ async fn two_seeders_paid_through_the_hub_and_the_buyer_sends_two_transactions()
     );
     hub.net.shutdown();
 }
+
+/// The buyer downloads `SIZE` from `seller`; returns once the seller's channel closed and paid.
+async fn download_and_close(sim: &SimulatedChain, seller: &Peer, buyer: &Peer) -> u128 {
+    let at = serve(seller).await;
+    connect(buyer, at);
+    until("the download", 60, || async {
+        buyer.store.remaining() == 0
+    })
+    .await;
+    assert_eq!(buyer.store.data(), content(SIZE));
+    let (s, b) = (seller.account, buyer.account);
+    until("the close and payout", 30, || async {
+        let closed = seller
+            .node
+            .inspect(|c| c.identity(b).is_some_and(|i| i.payee_channel.is_none()));
+        closed && balance(sim, s) > u128::from(FUNDS)
+    })
+    .await;
+    let paid = buyer.node.inspect(|c| c.identity(s).unwrap().wei_paid);
+    assert_eq!(paid, u128::from(SIZE));
+    assert_eq!(balance(sim, s), u128::from(FUNDS) + paid, "payout exact");
+    paid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_common_hub_channels_are_direct_both_ways() {
+    for (seller_funding, buyer_funding) in [
+        (Funding::Hub, Funding::Direct),
+        (Funding::Direct, Funding::Hub),
+    ] {
+        let sim = SimulatedChain::new();
+        let hub = hub(&sim).await;
+        let seller = peer(
+            &sim,
+            &hub,
+            seller_funding,
+            seller_role(0),
+            Arc::new(seed()),
+            None,
+            None,
+            None,
+        )
+        .await;
+        let buyer = peer(
+            &sim,
+            &hub,
+            buyer_funding,
+            BUYER,
+            Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+            None,
+            None,
+            None,
+        )
+        .await;
+        for (p, role) in [
+            (&seller, LedgerRole::Follower),
+            (&buyer, LedgerRole::Leader),
+        ] {
+            if p.hub.is_some() {
+                ledger_open(p, role).await;
+            }
+        }
+        download_and_close(&sim, &seller, &buyer).await;
+        assert_eq!(seller.client.channel_ids().len(), 1, "one direct channel");
+        assert_eq!(buyer.client.channel_ids().len(), 1, "one direct channel");
+        assert_eq!(virtual_channels(&seller).await, 0);
+        assert_eq!(virtual_channels(&buyer).await, 0);
+        hub.net.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_claiming_our_hub_without_a_ledger_gets_only_the_trust() {
+    const TRUST: u64 = 16 * KIB;
+    let sim = SimulatedChain::new();
+    let hub = hub(&sim).await;
+    let seller = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        seller_role(TRUST),
+        Arc::new(seed()),
+        None,
+        None,
+        None,
+    )
+    .await;
+    ledger_open(&seller, LedgerRole::Follower).await;
+    let buyer = peer(
+        &sim,
+        &hub,
+        Funding::Claim,
+        BUYER,
+        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let at = serve(&seller).await;
+    connect(&buyer, at);
+    let b = buyer.account;
+    until("the trust served", 20, || async {
+        seller
+            .node
+            .inspect(|c| c.identity(b).is_some_and(|i| i.bytes_served >= TRUST))
+    })
+    .await;
+    // Longer than the response timeout: the unfunded request is abandoned, nothing more served.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let served = seller
+        .node
+        .inspect(|c| c.identity(b).map_or(0, |i| i.bytes_served));
+    assert_eq!(served, TRUST, "nothing beyond the free allowance");
+    assert!(buyer.store.remaining() > 0);
+    assert_eq!(virtual_channels(&seller).await, 0, "no channel was funded");
+    assert!(seller.client.channel_ids().is_empty(), "and none direct");
+    let locked = hub.node.inspect(|p| p.channels().count()).await;
+    assert_eq!(locked, 0, "the hub locked nothing");
+    hub.net.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_voucher() {
+    let sim = SimulatedChain::new();
+    let hub = hub(&sim).await;
+    let seller = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        seller_role(0),
+        Arc::new(seed()),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let buyer = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        BUYER,
+        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+        None,
+        None,
+        None,
+    )
+    .await;
+    ledger_open(&seller, LedgerRole::Follower).await;
+    ledger_open(&buyer, LedgerRole::Leader).await;
+    let at = serve(&seller).await;
+    connect(&buyer, at);
+    until("half the download", 60, || async {
+        buyer.store.remaining() <= SIZE / 2
+    })
+    .await;
+    // The buyer goes silent mid-download: no hub connection, no peer connection (its node still
+    // watches the chain, as every party's driver does).
+    let bh = buyer.hub.clone().unwrap();
+    bh.shutdown();
+    for k in buyer.node.connections() {
+        buyer.node.disconnect(k);
+    }
+    let b = buyer.account;
+    let sh = seller.hub.clone().unwrap();
+    let v = sh
+        .party_node()
+        .inspect(|p| p.channels().next().unwrap().id())
+        .await;
+    let chain = seller.chain.clone();
+    until("V challenged on chain by the seller", 30, || {
+        let chain = chain.clone();
+        async move { chain.status(v).await.unwrap().finalizes_at != 0 }
+    })
+    .await;
+    // Let every challenge (V, then the ledgers no earlier than V) time out.
+    for _ in 0..20 {
+        sim.advance_time(DURATION + 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = sh
+            .party_node()
+            .inspect(|p| p.ledgers().all(|l| l.chain().paid_out))
+            .await;
+        if done {
+            break;
+        }
+    }
+    let n = sh.party_node().clone();
+    until("the seller's ledger paid out", 30, || {
+        let n = n.clone();
+        async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
+    })
+    .await;
+    // Vouchers in flight when the buyer went silent still count: read the totals now.
+    let received = seller.node.inspect(|c| c.identity(b).unwrap().wei_received);
+    let largest = sh
+        .party_node()
+        .inspect(|p| p.channel(&v).unwrap().paid())
+        .await;
+    assert_eq!(U256::from(received), largest);
+    assert!(received > 0 && received < u128::from(SIZE));
+    assert_eq!(
+        balance(&sim, seller.account),
+        u128::from(FUNDS) + received,
+        "the seller gets exactly its largest voucher"
+    );
+    assert!(
+        seller.client.channel_ids().is_empty(),
+        "V, not a direct channel"
+    );
+    hub.net.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
+    let sim = SimulatedChain::new();
+    let hub = hub(&sim).await;
+    let data = Arc::new(seed());
+    let seller = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        seller_role(0),
+        data.clone(),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let buyer = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        BUYER,
+        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+        None,
+        None,
+        None,
+    )
+    .await;
+    ledger_open(&seller, LedgerRole::Follower).await;
+    ledger_open(&buyer, LedgerRole::Leader).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let n = seller.node.clone();
+    let accepting = tokio::spawn(async move {
+        let _ = n.accept(listener).await;
+    });
+    connect(&buyer, at);
+    until("part of the download", 60, || async {
+        buyer.store.remaining() <= SIZE / 2
+    })
+    .await;
+    // The seller stops: its node loop, its hub connection, its peer connections.
+    let sh = seller.hub.clone().unwrap();
+    let v = sh
+        .party_node()
+        .inspect(|p| p.channels().next().unwrap().id())
+        .await;
+    sh.shutdown();
+    accepting.abort();
+    for k in seller.node.connections() {
+        seller.node.disconnect(k);
+    }
+    let (signer, party_store, chain) = (
+        seller.signer.clone(),
+        seller.party_store.clone(),
+        seller.chain.clone(),
+    );
+    drop(seller);
+    drop(sh);
+    // Restarted from its store: the same V is restored and carries on.
+    let seller = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        seller_role(0),
+        data,
+        Some(signer),
+        Some(party_store),
+        Some(chain),
+    )
+    .await;
+    let b = buyer.account;
+    assert!(
+        seller
+            .node
+            .inspect(|c| c.identity(b).is_some_and(|i| i.payee_channel.is_some())),
+        "the coordinator adopted the restored channel"
+    );
+    let at = serve(&seller).await;
+    connect(&buyer, at);
+    until("the download", 60, || async {
+        buyer.store.remaining() == 0
+    })
+    .await;
+    assert_eq!(buyer.store.data(), content(SIZE));
+    let sh = seller.hub.clone().unwrap();
+    until("V defunded", 30, || {
+        let sh = sh.clone();
+        async move {
+            sh.party_node()
+                .inspect(|p| p.channel(&v).is_some_and(|c| c.is_defunded()))
+                .await
+        }
+    })
+    .await;
+    assert_eq!(virtual_channels(&seller).await, 1, "no second channel");
+    let paid = buyer
+        .node
+        .inspect(|c| c.identity(seller.account).unwrap().wei_paid);
+    let (l, _) = sh.open_ledger(LedgerRole::Follower).await.unwrap();
+    sh.party_node().close_ledger(l).await.unwrap();
+    let n = sh.party_node().clone();
+    until("the seller's ledger paid out", 30, || {
+        let n = n.clone();
+        async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
+    })
+    .await;
+    assert!(paid >= u128::from(SIZE));
+    assert_eq!(
+        balance(&sim, seller.account),
+        u128::from(FUNDS) + paid,
+        "paid for everything, across the restart"
+    );
+    hub.net.shutdown();
+}

@@ -169,6 +169,8 @@ pub struct HubBackend {
     requests: StdMutex<HashMap<B256, Request>>,
     /// Vouchers that arrived before their channel was funded.
     early: Early,
+    /// The node's loop (messages from the hub, chain watching, resends).
+    run: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the node produced before the backend had the node's event handle.
     pending: tokio::sync::Mutex<
         Option<(
@@ -247,7 +249,7 @@ impl HubBackend {
                 proved,
             });
         }
-        tokio::spawn(run_node(
+        let run = tokio::spawn(run_node(
             node.clone(),
             net.clone(),
             inbound,
@@ -288,6 +290,7 @@ impl HubBackend {
             requested: StdMutex::default(),
             requests: StdMutex::default(),
             early: Early::default(),
+            run: StdMutex::new(Some(run)),
             pending: tokio::sync::Mutex::new(Some((peers_rx, party_events))),
         })
     }
@@ -302,8 +305,12 @@ impl HubBackend {
         &self.direct
     }
 
-    /// Closes the connection to the hub (the node stops reaching it; for shutdown and tests).
+    /// Stops the node's loop and closes the connection to the hub: nothing more is received,
+    /// watched or resent (before the process exits, or to hand the store to a new backend).
     pub fn shutdown(&self) {
+        if let Some(run) = lock(&self.run).take() {
+            run.abort();
+        }
         self.net.shutdown();
     }
 
