@@ -404,6 +404,13 @@ pub(crate) struct DemoArgs {
     /// What channels are paid in: `native` (default) or `test` (a test token).
     #[arg(long, value_name = "native|test")]
     pub(crate) asset: Option<AssetArg>,
+    /// Run a hub too, and pay every seeder through it (virtual channels); prints each party's
+    /// on-chain transactions and gas next to what direct channels would have cost.
+    #[arg(long, conflicts_with_all = ["free", "asset"])]
+    pub(crate) hub: bool,
+    /// Seeders of the file (with `--hub`).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "hub")]
+    pub(crate) seeders: usize,
     #[command(flatten)]
     pub(crate) pay: PayOpts,
 }

@@ -60,8 +60,10 @@ const MAX_REQUESTS: usize = 1024;
 /// Settings of a [`HubBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
-    /// Our hub (the one we advertise: set the same in
-    /// [`CoordinatorConfig::hub`](crate::CoordinatorConfig::hub)).
+    /// Our hub (the one we advertise: set [`HubBackend::hub`] in
+    /// [`CoordinatorConfig::hub`](crate::CoordinatorConfig::hub)). An address of zero accepts
+    /// whichever address the hub proves in its handshake (`--hub HOST:PORT` alone); another
+    /// address must be the one proved.
     pub hub: HubInfo,
     /// The ledgers' and virtual channels' contracts.
     pub party: PartyConfig,
@@ -155,6 +157,12 @@ fn wei(x: U256) -> u128 {
     u128::try_from(x).unwrap_or(u128::MAX)
 }
 
+/// The node's messages for peers and its events, until they are forwarded.
+type NodeOutput = (
+    mpsc::UnboundedReceiver<(Address, String)>,
+    mpsc::UnboundedReceiver<PartyEvent>,
+);
+
 /// Drives a [`PartyNode`] (virtual channels through our hub) and a [`ClientBackend`] (direct
 /// channels) for a [`Node`](super::Node). See the [module docs](self).
 pub struct HubBackend {
@@ -172,12 +180,7 @@ pub struct HubBackend {
     /// The node's loop (messages from the hub, chain watching, resends).
     run: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the node produced before the backend had the node's event handle.
-    pending: tokio::sync::Mutex<
-        Option<(
-            mpsc::UnboundedReceiver<(Address, String)>,
-            mpsc::UnboundedReceiver<PartyEvent>,
-        )>,
-    >,
+    pending: tokio::sync::Mutex<Option<NodeOutput>>,
 }
 
 impl std::fmt::Debug for HubBackend {
@@ -199,10 +202,10 @@ impl HubBackend {
         chain: Arc<dyn Chain>,
         store: Arc<dyn ChannelStore>,
         direct: ClientBackend,
-        config: HubConfig,
+        mut config: HubConfig,
     ) -> Result<Self, HubError> {
         let me = signer.address();
-        let endpoint = &config.hub.endpoint;
+        let endpoint = config.hub.endpoint.clone();
         let at: SocketAddr = tokio::net::lookup_host(endpoint.as_str())
             .await
             .map_err(|e| HubError::Resolve(endpoint.clone(), e))?
@@ -221,6 +224,18 @@ impl HubBackend {
         .parse()
         .map_err(|_| HubError::Resolve(endpoint.clone(), std::io::ErrorKind::Other.into()))?;
         let (net, inbound) = TcpNet::bind(signer.clone(), listen, TcpConfig::default()).await?;
+        let proved = net.connect(at).await?;
+        if config.hub.address == Address::ZERO {
+            config.hub.address = proved;
+        }
+        if proved != config.hub.address {
+            net.shutdown();
+            return Err(HubError::WrongHub {
+                endpoint: endpoint.clone(),
+                expected: config.hub.address,
+                proved,
+            });
+        }
         let (peers_tx, peers_rx) = mpsc::unbounded_channel();
         let router = Router {
             net: net.clone(),
@@ -240,15 +255,6 @@ impl HubBackend {
             },
         )
         .await?;
-        let proved = net.connect(at).await?;
-        if proved != config.hub.address {
-            net.shutdown();
-            return Err(HubError::WrongHub {
-                endpoint: endpoint.clone(),
-                expected: config.hub.address,
-                proved,
-            });
-        }
         let run = tokio::spawn(run_node(
             node.clone(),
             net.clone(),
@@ -293,6 +299,11 @@ impl HubBackend {
             run: StdMutex::new(Some(run)),
             pending: tokio::sync::Mutex::new(Some((peers_rx, party_events))),
         })
+    }
+
+    /// Our hub, with the address it proved.
+    pub fn hub(&self) -> &HubInfo {
+        &self.config.hub
     }
 
     /// The party node (our ledger with the hub and the virtual channels).
