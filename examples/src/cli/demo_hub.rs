@@ -320,8 +320,8 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         "on-chain transactions per party (gas: per-call figures measured on anvil, docs/benchmarks.md)"
     );
     println!(
-        "{:<10} {:>8} {:>11} {:>12} {:>11}  {}",
-        "party", "hub txs", "hub gas", "direct txs", "direct gas", "paid out"
+        "{:<10} {:>8} {:>11} {:>12} {:>11}  paid out",
+        "party", "hub txs", "hub gas", "direct txs", "direct gas"
     );
     let row = |name: &str, sent: &[(Tx, u64)], direct: (u64, u64), paid: U256| {
         let gas: u64 = sent.iter().map(|(t, _)| priced(*t)).sum();

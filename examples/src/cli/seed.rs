@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::paid::{HubTerms, PaidNode, SellTerms, Wallet};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
@@ -63,6 +63,16 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         challenge_duration: challenge_duration.as_secs(),
     };
     let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
+    let hub = crate::wallet::hub_terms(
+        &channels.hub,
+        &channels.chain,
+        &channels.wallet,
+        &wallet,
+        true,
+        None,
+        challenge_duration.as_secs(),
+    )
+    .await?;
     seed_paid(
         t,
         listen,
@@ -70,6 +80,7 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         &wallet,
         sell,
         channels.liveness.config(),
+        hub,
         &out,
     )
     .await
@@ -184,13 +195,34 @@ async fn seed_paid(
     wallet: &Wallet,
     sell: SellTerms,
     liveness: LivenessConfig,
+    hub: Option<HubTerms>,
     out: &Out,
 ) -> Result<()> {
     // Channels an earlier run left in the store are adopted by the node (reported as
     // `channel_restored`): payments continue on them when their payer comes back; if it does
     // not, they are closed, then challenged with our largest voucher.
-    let (node, mut events) =
-        PaidNode::start(torrent.clone(), wallet, Some(sell.clone()), None, liveness).await?;
+    let (node, mut events) = PaidNode::start_with_hub(
+        torrent.clone(),
+        wallet,
+        Some(sell.clone()),
+        None,
+        liveness,
+        torrent_glue::IdentityConfig::default(),
+        hub,
+    )
+    .await?;
+    if let Some(h) = &node.hub {
+        out.event(
+            json!({"event": "hub", "hub": h.hub().address.to_string(), "at": h.hub().endpoint}),
+            || {
+                format!(
+                    "paid through hub {} at {} when buyers use it",
+                    h.hub().address,
+                    h.hub().endpoint
+                )
+            },
+        );
+    }
     // Payers whose figures `peer_status` reports.
     let mut buyers: Vec<Address> = Vec::new();
     // What the restore reported comes first (`channel_restored`).

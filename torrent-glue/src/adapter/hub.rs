@@ -69,7 +69,8 @@ pub struct HubConfig {
     pub party: PartyConfig,
     /// Asset of our ledger (zero: the native coin).
     pub asset: Address,
-    /// Challenge duration of the virtual channels we propose or request, and of our ledger.
+    /// Challenge duration of our ledger and of the virtual channels we request (selling); the
+    /// longest we accept in a seller's request (buying).
     pub challenge_duration: u64,
     /// Buying: what we deposit into our ledger with the hub (opened once, reused for every
     /// seller of every torrent); `None`: we open none (and fund no virtual channel).
@@ -120,6 +121,7 @@ struct Request {
     seller: Address,
     nonce: u64,
     amount: U256,
+    duration: u64,
 }
 
 /// Routes the node's messages: to the hub over TCP, to buyers and sellers through the
@@ -408,7 +410,7 @@ impl HubBackend {
             let mut b = [0u8; 8];
             getrandom::fill(&mut b).map_or(0, |()| u64::from_be_bytes(b) >> 16)
         });
-        let id = self.virtual_id(peer, self.me, nonce);
+        let id = self.virtual_id(peer, self.me, nonce, self.config.challenge_duration);
         lock(&self.requested).insert(id);
         let mut request = json!({
             "request": {
@@ -432,12 +434,12 @@ impl HubBackend {
         true
     }
 
-    fn virtual_id(&self, payer: Address, payee: Address, nonce: u64) -> B256 {
+    fn virtual_id(&self, payer: Address, payee: Address, nonce: u64, duration: u64) -> B256 {
         FixedPart {
             participants: vec![payer, self.config.hub.address, payee],
             channel_nonce: nonce,
             app_definition: self.config.party.payment_app,
-            challenge_duration: self.config.challenge_duration,
+            challenge_duration: duration,
         }
         .channel_id()
     }
@@ -518,13 +520,14 @@ impl HubBackend {
             return;
         };
         if hub != self.config.hub.address
-            || duration != self.config.challenge_duration
+            || duration == 0
+            || duration > self.config.challenge_duration
             || self.config.ledger_deposit.is_none()
         {
             // Not a channel we could fund: the seller falls back after its timeout.
             return;
         }
-        let id = self.virtual_id(self.me, from, nonce);
+        let id = self.virtual_id(self.me, from, nonce, duration);
         {
             let mut requests = lock(&self.requests);
             if requests.len() >= MAX_REQUESTS {
@@ -536,6 +539,7 @@ impl HubBackend {
                     seller: from,
                     nonce,
                     amount,
+                    duration,
                 },
             );
         }
@@ -557,7 +561,7 @@ impl HubBackend {
             payee: request.seller,
             channel_nonce: request.nonce,
             app_definition: self.config.party.payment_app,
-            challenge_duration: self.config.challenge_duration,
+            challenge_duration: request.duration,
             asset: self.config.asset,
             amount: request.amount,
             fee: self.config.fee,
