@@ -746,6 +746,24 @@ async fn get_paid(
     while let Ok(e) = events.try_recv() {
         coordinator_event(out, &e);
     }
+    if let Some(h) = &node.hub {
+        // Sellers that use the hub are paid through our ledger: wait until the hub joined it.
+        let role = payment_channel::ledger::LedgerRole::Leader;
+        let wait = tokio::time::Instant::now() + Duration::from_secs(120);
+        let (id, funds) = loop {
+            if let Some(open) = h.open_ledger(role).await {
+                break open;
+            }
+            if tokio::time::Instant::now() > wait {
+                return Err(Failure::chain("the ledger with the hub did not open"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        out.event(
+            json!({"event": "hub_ledger_open", "ledger": id.to_string(), "funds": funds.to_string()}),
+            || format!("ledger with hub {} open ({funds} to spend)", h.hub().address),
+        );
+    }
     out.event(
         json!({"event": "started", "account": node.account.to_string(), "window_bytes": window}),
         || {

@@ -15,6 +15,7 @@ use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
 use paid_torrent_examples::tracker::Tiers;
 use payment_channel::Address;
+use payment_channel::ledger::LedgerRole;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -188,6 +189,7 @@ pub(crate) async fn bind(listen: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)] // one per CLI option group; a struct would only rename them
 async fn seed_paid(
     torrent: Arc<Torrent>,
     listen: SocketAddr,
@@ -222,6 +224,21 @@ async fn seed_paid(
                 )
             },
         );
+        // Buyers that use the hub are paid through it only once the hub funded our ledger.
+        let (h, out) = (h.clone(), *out);
+        tokio::spawn(async move {
+            loop {
+                if let Some((id, hub_funds)) = h.open_ledger(LedgerRole::Follower).await {
+                    out.event(
+                        json!({"event": "hub_ledger_open", "ledger": id.to_string(),
+                               "hub_funds": hub_funds.to_string()}),
+                        || format!("ledger with the hub open ({hub_funds} of the hub's to lock)"),
+                    );
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
     }
     // Payers whose figures `peer_status` reports.
     let mut buyers: Vec<Address> = Vec::new();
@@ -273,6 +290,41 @@ async fn seed_paid(
     if let Some((a, _)) = swarm {
         a.stop().await;
     }
+    if let Some(h) = &node.hub {
+        close_hub_ledger(h, out).await;
+    }
     out.event(json!({"event": "stopped"}), || "stopping".into());
     Ok(())
+}
+
+/// On the way out: closes our ledger with the hub if no virtual channel holds a guarantee in it
+/// (the hub concludes it and we are paid out), waiting up to a minute; otherwise it stays open
+/// (and is restored from `--store` next time).
+async fn close_hub_ledger(h: &torrent_glue::adapter::HubBackend, out: &Out) {
+    let Some((id, _)) = h.open_ledger(LedgerRole::Follower).await else {
+        return;
+    };
+    if let Err(e) = h.party_node().close_ledger(id).await {
+        out.event(
+            json!({"event": "hub_ledger_kept", "reason": e.to_string()}),
+            || format!("ledger with the hub kept open: {e}"),
+        );
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let paid_out = h
+            .party_node()
+            .inspect(|p| p.ledger(&id).is_some_and(|l| l.chain().paid_out))
+            .await;
+        if paid_out {
+            out.event(
+                json!({"event": "hub_ledger_closed", "ledger": id.to_string()}),
+                || "ledger with the hub closed and paid out".into(),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.shutdown();
 }
