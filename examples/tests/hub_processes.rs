@@ -124,6 +124,8 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
     let mut buyer = JsonProc::spawn("buyer", chain_cmd(&anvil, &art, buyer_key, &get));
     buyer.expect_event(Duration::from_secs(120), "hub_ledger_open");
     let ledger_open = started.elapsed();
+    buyer.expect_event(Duration::from_secs(120), "channel_opened");
+    let first_paid_virtual = started.elapsed() - ledger_open;
     let done = buyer.expect_event(Duration::from_secs(300), "done");
     println!(
         "FIGURE hub processes: ledger open after {:.2} s, {} bytes, paid {} wei, transfer {:.2} s, total {:.2} s",
@@ -170,4 +172,62 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
         "both seeders sold"
     );
     hub.terminate();
+
+    // The same first paid byte over a direct channel (a seeder and a downloader without a hub):
+    // the deposit has to be mined first.
+    let mut seeder = JsonProc::spawn(
+        "seeder-direct",
+        chain_cmd(
+            &anvil,
+            &art,
+            dev_key(2),
+            &[
+                seed_args(&torrent, &seed_dir, &["--challenge-duration", "10m"]),
+                contracts[..4].to_vec(),
+            ]
+            .concat(),
+        ),
+    );
+    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
+    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let out2 = arg(&dir.path().join("dl2"));
+    let started = Instant::now();
+    let mut buyer = JsonProc::spawn(
+        "buyer-direct",
+        chain_cmd(
+            &anvil,
+            &art,
+            buyer_key,
+            &[
+                vec![
+                    "get".to_owned(),
+                    torrent.clone(),
+                    "--out".into(),
+                    out2,
+                    "--peer".into(),
+                    addr,
+                    "--timeout".into(),
+                    "300".into(),
+                ],
+                contracts[..4].to_vec(),
+            ]
+            .concat(),
+        ),
+    );
+    buyer.expect_event(Duration::from_secs(120), "started");
+    let start_up = started.elapsed();
+    buyer.expect_event(Duration::from_secs(120), "channel_opened");
+    let first_paid_direct = started.elapsed() - start_up;
+    buyer.expect_event(Duration::from_secs(300), "done");
+    assert_eq!(
+        std::fs::read(dir.path().join("dl2/film.bin")).unwrap(),
+        data
+    );
+    seeder.terminate();
+    println!(
+        "FIGURE time to first paid byte on anvil (1 s blocks), from the downloader's start: \
+         virtual {:.2} s (its ledger already open), direct {:.2} s",
+        first_paid_virtual.as_secs_f64(),
+        first_paid_direct.as_secs_f64()
+    );
 }

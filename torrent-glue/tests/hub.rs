@@ -775,3 +775,67 @@ async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
     );
     hub.net.shutdown();
 }
+
+/// Figures: time from the connection to the first paid byte (trust 0: nothing is served before
+/// the channel is funded), direct vs virtual (the ledgers are open beforehand: they are set up
+/// once per party, not per seller), on the simulated chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_to_first_paid_byte_direct_vs_virtual_on_the_simulator() {
+    let mut figures = Vec::new();
+    for funding in [Funding::Direct, Funding::Hub] {
+        let sim = SimulatedChain::new();
+        let hub = hub(&sim).await;
+        let seller = peer(
+            &sim,
+            &hub,
+            funding,
+            seller_role(0),
+            Arc::new(seed()),
+            None,
+            None,
+            None,
+        )
+        .await;
+        let buyer = peer(
+            &sim,
+            &hub,
+            funding,
+            BUYER,
+            Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+            None,
+            None,
+            None,
+        )
+        .await;
+        if funding == Funding::Hub {
+            ledger_open(&seller, LedgerRole::Follower).await;
+            ledger_open(&buyer, LedgerRole::Leader).await;
+        }
+        let at = serve(&seller).await;
+        let started = tokio::time::Instant::now();
+        connect(&buyer, at);
+        let b = buyer.account;
+        loop {
+            let served = seller
+                .node
+                .inspect(|c| c.identity(b).map_or(0, |i| i.bytes_served));
+            if served > 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nothing served"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let elapsed = started.elapsed();
+        let virtual_channels = virtual_channels(&seller).await;
+        assert_eq!(virtual_channels, usize::from(funding == Funding::Hub));
+        figures.push(elapsed);
+        hub.net.shutdown();
+    }
+    println!(
+        "FIGURE time to first paid byte on the simulated chain: direct {:?}, virtual {:?}",
+        figures[0], figures[1]
+    );
+}
