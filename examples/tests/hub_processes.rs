@@ -70,7 +70,7 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
                     "--listen".into(),
                     listen.clone(),
                     "--store".into(),
-                    store.clone(),
+                    store,
                     "--watch-every".into(),
                     "200ms".into(),
                     "--resend-every".into(),
@@ -110,9 +110,9 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
         "get".to_owned(),
         torrent.clone(),
         "--out".into(),
-        out.clone(),
+        out,
         "--hub".into(),
-        listen.clone(),
+        listen,
         "--timeout".into(),
         "300".into(),
     ];
@@ -201,7 +201,7 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
             &[
                 vec![
                     "get".to_owned(),
-                    torrent.clone(),
+                    torrent,
                     "--out".into(),
                     out2,
                     "--peer".into(),

@@ -293,16 +293,14 @@ const BUYER: Role = Role {
     trust: 0,
 };
 
-fn virtual_channels(p: &Peer) -> impl Future<Output = usize> + '_ {
-    async move {
-        match &p.hub {
-            Some(h) => {
-                h.party_node()
-                    .inspect(|party| party.channels().count())
-                    .await
-            }
-            None => 0,
+async fn virtual_channels(p: &Peer) -> usize {
+    match &p.hub {
+        Some(h) => {
+            h.party_node()
+                .inspect(|party| party.channels().count())
+                .await
         }
+        None => 0,
     }
 }
 
