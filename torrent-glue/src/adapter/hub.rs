@@ -1,26 +1,4 @@
-//! [`HubBackend`]: channels funded through a hub (virtual channels) when buyer and seller use the
-//! same one, direct channels ([`ClientBackend`]) otherwise.
-//!
-//! One [`PartyNode`] per process holds our ledger with the hub and every virtual channel `V =
-//! [buyer, hub, seller]`; it reaches the hub over `party_node::tcp` (the hub proves its address
-//! in the signed handshake, so a `pseHub` claim in a peer's BEP 10 handshake only chooses the
-//! funding path). Messages between buyer and seller (V's proposal, prefund and postfund
-//! signatures, vouchers, final states) travel in the paid-streaming `message` command like direct
-//! channel messages, under `data.virtual`:
-//!
-//! | step | seller (payee) | buyer (payer) |
-//! |---|---|---|
-//! | `Create` | same hub as the buyer and its ledger with the hub open: sends a **request** (nonce, amount, challenge duration) and reports `Created` with V's id (computed from the request: V's fixed part is `[buyer, hub, seller]`, the nonce, the payment app, the duration) | |
-//! | | | request → `Proposed` (same id); the coordinator's `Join` → [`PartyNode::propose_virtual`] through its one ledger with the hub |
-//! | funding | `Ready` once V's postfund is signed by all **and** its ledger holds the countersigned guarantee | `Ready` once V's postfund is signed by all |
-//! | `Pay` | `PaymentReceived` | a voucher (the same vouchers as direct channels) |
-//! | `Close` | asks the buyer for the final state | signs the final state; both ledgers drop the guarantees; `Closed` |
-//! | `Challenge` | V on chain with its largest voucher, then reclaim and payout (the node's chain duties) | V on chain |
-//!
-//! Anything else (no common hub, the seller's ledger not open or too small) goes to the direct
-//! [`ClientBackend`], exactly as without a hub. Vouchers that reach the seller before it saw V
-//! funded are kept (a bounded number) and handed over once it is funded; vouchers are cumulative,
-//! so a repeat never credits twice.
+//! [`HubBackend`]: channels through a hub (virtual) or direct.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -165,8 +143,29 @@ type NodeOutput = (
     mpsc::UnboundedReceiver<PartyEvent>,
 );
 
-/// Drives a [`PartyNode`] (virtual channels through our hub) and a [`ClientBackend`] (direct
-/// channels) for a [`Node`](super::Node). See the [module docs](self).
+/// Channels funded through a hub (virtual channels) when buyer and seller use the
+/// same one, direct channels ([`ClientBackend`]) otherwise.
+///
+/// One [`PartyNode`] per process holds our ledger with the hub and every virtual channel `V =
+/// [buyer, hub, seller]`; it reaches the hub over `party_node::tcp` (the hub proves its address
+/// in the signed handshake, so a `pseHub` claim in a peer's BEP 10 handshake only chooses the
+/// funding path). Messages between buyer and seller (V's proposal, prefund and postfund
+/// signatures, vouchers, final states) travel in the paid-streaming `message` command like direct
+/// channel messages, under `data.virtual`:
+///
+/// | step | seller (payee) | buyer (payer) |
+/// |---|---|---|
+/// | `Create` | same hub as the buyer and its ledger with the hub open: sends a **request** (nonce, amount, challenge duration) and reports `Created` with V's id (computed from the request: V's fixed part is `[buyer, hub, seller]`, the nonce, the payment app, the duration) | |
+/// | | | request → `Proposed` (same id); the coordinator's `Join` → [`PartyNode::propose_virtual`] through its one ledger with the hub |
+/// | funding | `Ready` once V's postfund is signed by all **and** its ledger holds the countersigned guarantee | `Ready` once V's postfund is signed by all |
+/// | `Pay` | `PaymentReceived` | a voucher (the same vouchers as direct channels) |
+/// | `Close` | asks the buyer for the final state | signs the final state; both ledgers drop the guarantees; `Closed` |
+/// | `Challenge` | V on chain with its largest voucher, then reclaim and payout (the node's chain duties) | V on chain |
+///
+/// Anything else (no common hub, the seller's ledger not open or too small) goes to the direct
+/// [`ClientBackend`], exactly as without a hub. Vouchers that reach the seller before it saw V
+/// funded are kept (a bounded number) and handed over once it is funded; vouchers are cumulative,
+/// so a repeat never credits twice.
 pub struct HubBackend {
     direct: ClientBackend,
     node: PartyNode,
