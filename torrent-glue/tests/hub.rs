@@ -837,3 +837,107 @@ async fn time_to_first_paid_byte_direct_vs_virtual_on_the_simulator() {
         figures[0], figures[1]
     );
 }
+
+/// A TCP relay to `upstream` that delays what flows back (upstream → client) by `delay` per
+/// read: the seller learns its channel is funded late.
+async fn slow_relay(upstream: String, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut cr, &mut sw).await;
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    tokio::time::sleep(delay).await;
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vouchers_before_the_seller_saw_its_funding_are_kept_and_credited_once() {
+    let sim = SimulatedChain::new();
+    let mut hub = hub(&sim).await;
+    // The seller reaches the hub through a relay that delays the hub's messages: the buyer's
+    // first vouchers (sent as soon as the hub confirmed V to the buyer) arrive first.
+    let real = hub.info.endpoint.clone();
+    hub.info.endpoint = slow_relay(real.clone(), Duration::from_millis(150)).await;
+    let seller = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        seller_role(0),
+        Arc::new(seed()),
+        None,
+        None,
+        None,
+    )
+    .await;
+    hub.info.endpoint = real;
+    let buyer = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        BUYER,
+        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+        None,
+        None,
+        None,
+    )
+    .await;
+    ledger_open(&seller, LedgerRole::Follower).await;
+    ledger_open(&buyer, LedgerRole::Leader).await;
+    let at = serve(&seller).await;
+    connect(&buyer, at);
+    until("the download", 60, || async {
+        buyer.store.remaining() == 0
+    })
+    .await;
+    let sh = seller.hub.clone().unwrap();
+    let (s, b) = (seller.account, buyer.account);
+    let v = sh
+        .party_node()
+        .inspect(|p| p.channels().next().unwrap().id())
+        .await;
+    until("V defunded", 30, || {
+        let sh = sh.clone();
+        async move {
+            sh.party_node()
+                .inspect(|p| p.channel(&v).is_some_and(|c| c.is_defunded()))
+                .await
+        }
+    })
+    .await;
+    let paid = buyer.node.inspect(|c| c.identity(s).unwrap().wei_paid);
+    let received = seller.node.inspect(|c| c.identity(b).unwrap().wei_received);
+    let largest = sh
+        .party_node()
+        .inspect(|p| p.channel(&v).unwrap().paid())
+        .await;
+    assert_eq!(received, paid, "every voucher credited once");
+    assert_eq!(U256::from(paid), largest);
+    assert_eq!(paid, u128::from(SIZE));
+    assert!(
+        sh.early_vouchers() > 0,
+        "a voucher arrived before the seller saw V funded"
+    );
+    hub.net.shutdown();
+}

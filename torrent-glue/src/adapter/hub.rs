@@ -178,6 +178,8 @@ pub struct HubBackend {
     requests: StdMutex<HashMap<B256, Request>>,
     /// Vouchers that arrived before their channel was funded.
     early: Early,
+    /// How many were kept so far.
+    early_kept: std::sync::atomic::AtomicU64,
     /// The node's loop (messages from the hub, chain watching, resends).
     run: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     /// What the node produced before the backend had the node's event handle.
@@ -297,9 +299,16 @@ impl HubBackend {
             requested: StdMutex::default(),
             requests: StdMutex::default(),
             early: Early::default(),
+            early_kept: std::sync::atomic::AtomicU64::new(0),
             run: StdMutex::new(Some(run)),
             pending: tokio::sync::Mutex::new(Some((peers_rx, party_events))),
         })
+    }
+
+    /// Vouchers kept so far because they arrived before their channel was funded here (each is
+    /// handed to the channel once it is funded).
+    pub fn early_vouchers(&self) -> u64 {
+        self.early_kept.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Our hub, with the address it proved.
@@ -487,6 +496,8 @@ impl HubBackend {
                         q.pop_front();
                     }
                     q.push_back(msg);
+                    self.early_kept
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 return;
             }
