@@ -104,6 +104,8 @@ async fn hub(sim: &SimulatedChain) -> Hub {
 enum Funding {
     /// A `HubBackend` (and our hub advertised).
     Hub,
+    /// A `HubBackend` that never gets a ledger with the hub (our hub advertised).
+    HubNoLedger,
     /// A `ClientBackend` only, nothing advertised.
     Direct,
     /// A `ClientBackend` only, but our hub advertised (a claim without a ledger).
@@ -167,7 +169,8 @@ async fn peer(
     .await;
     let party_store = party_store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
     let (backend, hub_backend): (Arc<dyn ChannelBackend>, _) = match funding {
-        Funding::Hub => {
+        Funding::Hub | Funding::HubNoLedger => {
+            let ledger = funding == Funding::Hub;
             let b = Arc::new(
                 HubBackend::start(
                     signer.clone(),
@@ -183,8 +186,8 @@ async fn peer(
                         },
                         asset: Address::ZERO,
                         challenge_duration: DURATION,
-                        ledger_deposit: (!role.seller).then(|| U256::from(BUYER_LEDGER)),
-                        request_ledger: role.seller,
+                        ledger_deposit: (ledger && !role.seller).then(|| U256::from(BUYER_LEDGER)),
+                        request_ledger: ledger && role.seller,
                         fee: U256::from(FEE),
                         confirmations: Some(0),
                         watch_every: Duration::from_millis(30),
@@ -475,6 +478,8 @@ async fn without_a_common_hub_channels_are_direct_both_ways() {
     for (seller_funding, buyer_funding) in [
         (Funding::Hub, Funding::Direct),
         (Funding::Direct, Funding::Hub),
+        // The same hub, but the seller's ledger with it is not open.
+        (Funding::HubNoLedger, Funding::Hub),
     ] {
         let sim = SimulatedChain::new();
         let hub = hub(&sim).await;
@@ -500,11 +505,11 @@ async fn without_a_common_hub_channels_are_direct_both_ways() {
             None,
         )
         .await;
-        for (p, role) in [
-            (&seller, LedgerRole::Follower),
-            (&buyer, LedgerRole::Leader),
+        for (p, role, funding) in [
+            (&seller, LedgerRole::Follower, seller_funding),
+            (&buyer, LedgerRole::Leader, buyer_funding),
         ] {
-            if p.hub.is_some() {
+            if funding == Funding::Hub {
                 ledger_open(p, role).await;
             }
         }
