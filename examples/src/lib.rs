@@ -26,6 +26,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod bitfield;
+pub mod counted;
 pub mod error;
 pub mod magnet;
 pub mod metainfo;

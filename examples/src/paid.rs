@@ -21,8 +21,10 @@ use payment_channel::store::ChannelStore;
 use payment_channel::{Address, B256, MemoryStore, RedbStore, SimulatedChain, U256};
 use tokio::sync::mpsc;
 use torrent_glue::adapter::{
-    BLOCK_LEN, ClientBackend, Delivery, Node, NodeConfig, PieceSink, PieceSource,
+    BLOCK_LEN, ChannelBackend, ClientBackend, Delivery, HubBackend, HubConfig, HubError, Node,
+    NodeConfig, PieceSink, PieceSource,
 };
+use torrent_glue::engine::HubInfo;
 use torrent_glue::engine::TorrentKey;
 use torrent_glue::{
     AssetTerms, Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, IdentityConfig,
@@ -53,6 +55,9 @@ pub enum PaidError {
     /// The coordinator refused the torrent.
     #[error("torrent: {0}")]
     Usage(#[from] torrent_glue::UsageError),
+    /// The hub could not be reached or its node did not open.
+    #[error("hub: {0}")]
+    Hub(#[from] HubError),
     /// A key is not a valid secp256k1 secret key.
     #[error("invalid key")]
     Key,
@@ -315,6 +320,40 @@ impl BuyTerms {
     }
 }
 
+/// Channels through a hub (`--hub`): virtual channels with peers that use the same hub.
+#[derive(Clone)]
+pub struct HubTerms {
+    /// `host:port` of the hub (its address is learned from the signed handshake).
+    pub endpoint: String,
+    /// The deployed `ConsensusApp` (ledgers).
+    pub consensus_app: Address,
+    /// Buying: what we deposit into our one ledger with the hub; `None`: no ledger of ours.
+    pub ledger_deposit: Option<u128>,
+    /// Selling: ask the hub for a ledger it funds.
+    pub request_ledger: bool,
+    /// The fee we pay the hub per virtual channel.
+    pub fee: u128,
+    /// Challenge duration of our ledger and of the virtual channels, seconds.
+    pub challenge_duration: u64,
+    /// Where the ledger and the virtual channels are kept (not the channel store: its records
+    /// are direct channels).
+    pub store: Arc<dyn ChannelStore>,
+    /// The chain handle for the ledger's transactions (`None`: the wallet's).
+    pub chain: Option<Arc<dyn Chain>>,
+    /// How often the hub node watches the chain.
+    pub watch_every: Duration,
+}
+
+impl std::fmt::Debug for HubTerms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubTerms")
+            .field("endpoint", &self.endpoint)
+            .field("ledger_deposit", &self.ledger_deposit)
+            .field("fee", &self.fee)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One torrent served or downloaded through the glue adapter, with payments.
 #[derive(Debug, Clone)]
 pub struct PaidNode {
@@ -326,6 +365,8 @@ pub struct PaidNode {
     pub account: Address,
     /// The torrent.
     pub torrent: Arc<Torrent>,
+    /// The hub backend, when started with [`HubTerms`].
+    pub hub: Option<Arc<HubBackend>>,
 }
 
 impl PaidNode {
@@ -362,6 +403,20 @@ impl PaidNode {
         liveness: LivenessConfig,
         identity: IdentityConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
+        Self::start_with_hub(torrent, wallet, sell, buy, liveness, identity, None).await
+    }
+
+    /// [`PaidNode::start_with_identity`], with channels through a hub when `hub` is given
+    /// (advertised in our handshake; direct channels with peers that use another hub or none).
+    pub async fn start_with_hub(
+        torrent: Arc<Torrent>,
+        wallet: &Wallet,
+        sell: Option<SellTerms>,
+        buy: Option<BuyTerms>,
+        liveness: LivenessConfig,
+        identity: IdentityConfig,
+        hub: Option<HubTerms>,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
         let mut client_config = ClientConfig::new(wallet.app);
         client_config.asset = wallet.units.asset;
         if let Some(s) = &sell {
@@ -385,9 +440,44 @@ impl PaidNode {
         if let Some(b) = &buy {
             policy = policy.with_max_price(U256::from(b.max_price_per_byte));
         }
-        let backend = Arc::new(ClientBackend::new(client.clone(), events, Some(policy)));
+        let direct = ClientBackend::new(client.clone(), events, Some(policy));
+        let (backend, hub_backend): (Arc<dyn ChannelBackend>, _) = match hub {
+            None => (Arc::new(direct), None),
+            Some(h) => {
+                let b = Arc::new(
+                    HubBackend::start(
+                        wallet.signer.clone(),
+                        h.chain.unwrap_or_else(|| wallet.chain.clone()),
+                        h.store,
+                        direct,
+                        HubConfig {
+                            hub: HubInfo {
+                                address: Address::ZERO,
+                                endpoint: h.endpoint,
+                            },
+                            party: payment_channel::virtual_channel::PartyConfig {
+                                consensus_app: h.consensus_app,
+                                payment_app: wallet.app,
+                                hub: None,
+                            },
+                            asset: wallet.units.asset,
+                            challenge_duration: h.challenge_duration,
+                            ledger_deposit: h.ledger_deposit.map(U256::from),
+                            request_ledger: h.request_ledger,
+                            fee: U256::from(h.fee),
+                            confirmations: None,
+                            watch_every: h.watch_every,
+                            resend_every: Duration::from_secs(2),
+                        },
+                    )
+                    .await?,
+                );
+                (b.clone() as Arc<dyn ChannelBackend>, Some(b))
+            }
+        };
         let account = wallet.address();
         let mut config = CoordinatorConfig::new(account, account);
+        config.hub = hub_backend.as_ref().map(|b| b.hub().clone());
         config.liveness = liveness;
         config.identity = identity;
         config.upload = sell.as_ref().map(|s| {
@@ -426,6 +516,7 @@ impl PaidNode {
                 client,
                 account,
                 torrent,
+                hub: hub_backend,
             },
             events,
         ))

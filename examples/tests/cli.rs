@@ -275,3 +275,41 @@ fn logs_go_to_stderr_and_quiet_silences_them() {
         .unwrap();
     assert!(!stderr(&o).contains("DEBUG"), "{}", stderr(&o));
 }
+
+/// `demo --hub`: one hub, three seeders and a downloader in one process; the table shows the
+/// buyer's 2 transactions (ledger deposit and close) whatever the number of seeders, no
+/// transaction for the seeders, and the direct cost next to it.
+#[test]
+fn demo_hub_prints_each_partys_transactions() {
+    let o = run(&["demo", "--hub", "--seeders", "3", "--size", "2MiB"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let row = |name: &str| -> Vec<String> {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} row: {out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // party, hub txs, hub gas, direct txs, direct gas, paid out
+    let buyer = row("buyer");
+    assert_eq!(buyer[1], "2", "{out}");
+    assert_eq!(buyer[2], (46_532 + 143_286).to_string());
+    let sold: u64 = (1..=3)
+        .map(|i| {
+            let r = row(&format!("seeder {i}"));
+            // "seeder" "i" then the columns.
+            assert_eq!(r[2], "0", "a seeder sends nothing: {out}");
+            r[4].parse::<u64>().unwrap()
+        })
+        .sum();
+    assert!(sold >= 1);
+    assert_eq!(buyer[3], sold.to_string(), "direct: one deposit per seller");
+    assert_eq!(
+        row("hub")[1],
+        "6",
+        "the hub: a deposit and a close per seeder"
+    );
+    assert!(out.contains("file hash:  verified"), "{out}");
+}

@@ -21,6 +21,8 @@
 use paid_wire::choke::ChannelId;
 use payment_channel::Address;
 
+use crate::engine::HubInfo;
+
 /// Our side of a channel: [`Role::Payee`] when we upload (and are paid), [`Role::Payer`] when we
 /// download. The payment-channel crate's own type, so no conversion at the boundary.
 pub use payment_channel::role::Role;
@@ -46,6 +48,10 @@ pub enum ChannelCommand {
         /// the connection, so the payer can check it helped create it
         /// ([`crate::identity::channel_nonce`]); `None` (a peer without proofs): random.
         nonce: Option<u64>,
+        /// The hub the payer advertised ([`crate::engine::HUB_KEY`]), unproven. A client that
+        /// uses the same hub (and has an open ledger with it) may fund the channel through it;
+        /// otherwise the channel is direct.
+        peer_hub: Option<HubInfo>,
     },
     /// Join (countersign and fund) a channel that `peer` proposed, depositing `deposit` wei.
     Join {
@@ -108,7 +114,15 @@ impl ChannelCommand {
                 deposit,
                 price,
                 nonce,
-            } => client.create(peer, peer_destination, deposit, price, nonce),
+                peer_hub,
+            } => client.create(CreateRequest {
+                peer,
+                peer_destination,
+                deposit,
+                price,
+                nonce,
+                peer_hub,
+            }),
             Self::Join {
                 channel_id,
                 peer,
@@ -124,18 +138,29 @@ impl ChannelCommand {
     }
 }
 
+/// The fields of [`ChannelCommand::Create`], for [`ChannelControl::create`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CreateRequest {
+    /// The payer's signing address.
+    pub peer: Address,
+    /// The payer's `outcomeAddress`, if it advertised one.
+    pub peer_destination: Option<Address>,
+    /// Wei the payer is asked to deposit.
+    pub deposit: u128,
+    /// Our price in wei per byte.
+    pub price: Option<u128>,
+    /// The channel nonce to propose with (see [`ChannelCommand::Create`]).
+    pub nonce: Option<u64>,
+    /// The hub the payer advertised, unproven.
+    pub peer_hub: Option<HubInfo>,
+}
+
 /// The client's side of [`ChannelCommand`]: one method per command. Implementations start the
 /// work and return at once (spawn, or queue for an async driver).
 pub trait ChannelControl {
     /// See [`ChannelCommand::Create`].
-    fn create(
-        &mut self,
-        peer: Address,
-        peer_destination: Option<Address>,
-        deposit: u128,
-        price: Option<u128>,
-        nonce: Option<u64>,
-    );
+    fn create(&mut self, request: CreateRequest);
     /// See [`ChannelCommand::Join`].
     fn join(&mut self, channel_id: ChannelId, peer: Address, deposit: u128);
     /// See [`ChannelCommand::Pay`].

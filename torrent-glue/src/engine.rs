@@ -239,6 +239,56 @@ impl AssetTerms {
 /// "Any unknown names should be ignored").
 pub const TERMS_KEY: &str = "pseTerms";
 
+/// Top-level extended-handshake key under which a peer names the hub it funds channels through:
+/// `pseHub: {addr: "0x…", at: "host:port"}` ([`HubInfo`]).
+///
+/// A claim proves nothing: the hub's identity is proven by the signed handshake of the TCP
+/// connection to the hub (`payment_channel::party_node::tcp`), and a peer claiming a hub it has
+/// no ledger with only makes us choose the funding path (virtual instead of direct), never
+/// gives it anything on credit.
+pub const HUB_KEY: &str = "pseHub";
+
+/// Longest `at` accepted in a [`HUB_KEY`] value (a DNS name of 253 bytes and a port).
+pub const MAX_HUB_ENDPOINT_LEN: usize = 260;
+
+/// A hub: its signing address and where it listens. See [`HUB_KEY`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HubInfo {
+    /// The hub's signing address (the one its TCP handshake proves).
+    pub address: Address,
+    /// `host:port` of its party-node listener.
+    pub endpoint: String,
+}
+
+impl HubInfo {
+    /// The bencoded form under [`HUB_KEY`].
+    pub fn to_value(&self) -> Value {
+        let mut dict = BTreeMap::new();
+        dict.insert(
+            b"addr".to_vec(),
+            Value::Bytes(self.address.to_checksum(None).into_bytes()),
+        );
+        dict.insert(
+            b"at".to_vec(),
+            Value::Bytes(self.endpoint.clone().into_bytes()),
+        );
+        Value::Dict(dict)
+    }
+
+    /// Parses [`HubInfo::to_value`]'s form; `None` when a key is missing, the address does not
+    /// parse, or `at` is not UTF-8 of at most [`MAX_HUB_ENDPOINT_LEN`] bytes.
+    pub fn from_value(value: &Value) -> Option<Self> {
+        let dict = value.as_dict()?;
+        let address = parse_account(dict.get(b"addr".as_slice())?.as_bytes()?)?;
+        let at = dict.get(b"at".as_slice())?.as_bytes()?;
+        if at.is_empty() || at.len() > MAX_HUB_ENDPOINT_LEN {
+            return None;
+        }
+        let endpoint = std::str::from_utf8(at).ok()?.to_owned();
+        Some(Self { address, endpoint })
+    }
+}
+
 /// The parts of the peer's extended handshake the glue needs (hook 3).
 ///
 /// BEP 10 handshakes are **additive**: a later handshake only carries changes. Every field is
@@ -262,6 +312,8 @@ pub struct PeerExtendedHandshake {
     /// `pseAuth`: the identity-proof version the peer speaks ([`crate::identity`]); `None` for
     /// peers that cannot prove their `pseAccount` (the original web3torrent).
     pub auth: Option<u32>,
+    /// The hub the peer funds channels through ([`HUB_KEY`]), if it names a valid one.
+    pub hub: Option<HubInfo>,
 }
 
 impl PeerExtendedHandshake {
@@ -281,6 +333,10 @@ impl PeerExtendedHandshake {
                 .and_then(AssetTerms::from_value),
             client: hs.v.clone(),
             auth: hs.pse_auth(),
+            hub: hs
+                .extra
+                .get(HUB_KEY.as_bytes())
+                .and_then(HubInfo::from_value),
         }
     }
 }
@@ -305,10 +361,13 @@ pub struct HandshakeContribution {
     /// The identity-proof version we answer challenges with (`pseAuth`); `None` when we cannot
     /// sign (no signer was given to the coordinator).
     pub auth: Option<u32>,
+    /// The hub we fund channels through ([`HUB_KEY`]); `None`: direct channels only.
+    pub hub: Option<HubInfo>,
 }
 
 impl HandshakeContribution {
-    /// Adds the top-level keys to `hs` (`pseAccount`, `outcomeAddress`, `pseAuth`, [`TERMS_KEY`]). The
+    /// Adds the top-level keys to `hs` (`pseAccount`, `outcomeAddress`, `pseAuth`, [`TERMS_KEY`],
+    /// [`HUB_KEY`]). The
     /// `m` entry is the engine's: register [`extension_name`](Self::extension_name) under a
     /// local id of its choosing (e.g. with `paid_wire::extended::ExtensionIds::set_local`).
     pub fn apply_to(&self, hs: &mut ExtendedHandshake) {
@@ -325,6 +384,14 @@ impl HandshakeContribution {
             }
             None => {
                 hs.extra.remove(TERMS_KEY.as_bytes());
+            }
+        }
+        match &self.hub {
+            Some(hub) => {
+                hs.extra.insert(HUB_KEY.as_bytes().to_vec(), hub.to_value());
+            }
+            None => {
+                hs.extra.remove(HUB_KEY.as_bytes());
             }
         }
     }
@@ -560,6 +627,12 @@ mod tests {
                 decimals: 6,
             }),
             auth: Some(1),
+            hub: Some(HubInfo {
+                address: "0x00000000000000000000000000000000000000cc"
+                    .parse()
+                    .unwrap(),
+                endpoint: "hub.example:7400".into(),
+            }),
         };
         let mut ours = ExtendedHandshake::new();
         ours.m.insert(crate::EXTENSION_NAME.into(), 3);
@@ -576,6 +649,7 @@ mod tests {
         assert_eq!(view.terms, contribution.terms);
         assert_eq!(view.asset, contribution.asset);
         assert_eq!(view.auth, Some(1));
+        assert_eq!(view.hub, contribution.hub);
         // Without an asset (the native coin), the terms carry none.
         let native = HandshakeContribution {
             asset: None,
@@ -591,8 +665,26 @@ mod tests {
         w3t.set_pse_account(&b"0x7F0126D6c4270498b6514Cb934a3274898f68777"[..]);
         let view = PeerExtendedHandshake::from_extended(&w3t);
         assert_eq!(view.terms, None);
+        assert_eq!(view.hub, None);
         assert_eq!(Terms::default(), Terms::WEB3TORRENT);
         assert_eq!(Terms::from_value(&Value::Int(1)), None);
+    }
+
+    #[test]
+    fn hub_claims_that_do_not_parse_are_ignored() {
+        let hub = |addr: &[u8], at: &[u8]| {
+            let mut dict = BTreeMap::new();
+            dict.insert(b"addr".to_vec(), Value::Bytes(addr.to_vec()));
+            dict.insert(b"at".to_vec(), Value::Bytes(at.to_vec()));
+            HubInfo::from_value(&Value::Dict(dict))
+        };
+        let good = b"0x00000000000000000000000000000000000000cc";
+        assert!(hub(good, b"127.0.0.1:1").is_some());
+        assert_eq!(hub(b"0xnothex", b"127.0.0.1:1"), None);
+        assert_eq!(hub(good, b""), None);
+        assert_eq!(hub(good, &[b'a'; MAX_HUB_ENDPOINT_LEN + 1]), None);
+        assert_eq!(hub(good, &[0xff, 0xfe]), None);
+        assert_eq!(HubInfo::from_value(&Value::Int(3)), None);
     }
 
     #[test]

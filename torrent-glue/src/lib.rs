@@ -16,7 +16,9 @@ pub mod identity;
 #[doc(hidden)]
 pub mod test_utils;
 
-pub use channel::{ChannelCommand, ChannelControl, ChannelEvent, RestoredState, Role};
+pub use channel::{
+    ChannelCommand, ChannelControl, ChannelEvent, CreateRequest, RestoredState, Role,
+};
 pub use coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig, IdentityConfig, LegacyPolicy,
     LivenessConfig, NonPayingPolicy, OverduePolicy, UploadConfig,

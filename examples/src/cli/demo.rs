@@ -22,7 +22,7 @@ use crate::options::{AssetArg, DemoArgs};
 use crate::output::{DemoStats, finish_bar, progress_bar, spawn_progress, summary_common};
 
 /// Deterministic pseudo-random content (xorshift), so reruns produce the same torrent.
-fn generate(path: &Path, size: u64) -> Result<()> {
+pub(crate) fn generate(path: &Path, size: u64) -> Result<()> {
     use std::io::Write;
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
@@ -50,10 +50,15 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         size,
         free,
         asset,
+        hub,
+        seeders,
         pay: opts,
     } = args;
     if size == 0 {
         return Err(Failure::usage("--size: the demo needs at least one byte"));
+    }
+    if hub {
+        return crate::demo_hub::run(size, seeders, &opts).await;
     }
     let work = std::env::temp_dir().join(format!("paid-torrent-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(work.clone());
@@ -216,7 +221,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     verify_files(&file, &leech_dir.join("demo.bin"))
 }
 
-struct RemoveOnDrop(PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
@@ -224,7 +229,7 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn verify_files(a: &Path, b: &Path) -> Result<()> {
+pub(crate) fn verify_files(a: &Path, b: &Path) -> Result<()> {
     let (x, y) = (sha1(&std::fs::read(a)?), sha1(&std::fs::read(b)?));
     if x != y {
         println!("file hash:  MISMATCH");

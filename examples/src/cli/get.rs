@@ -481,12 +481,23 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
     });
     let same_process_chain = channels.chain.rpc.is_none();
     let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
+    let hub = crate::wallet::hub_terms(
+        &channels.hub,
+        &channels.chain,
+        &channels.wallet,
+        &wallet,
+        sell.is_some(),
+        Some(buy.budget),
+        600,
+    )
+    .await?;
     let paid = Paid {
         wallet: &wallet,
         buy,
         sell,
         liveness: channels.liveness.config(),
         same_process_chain,
+        hub,
     };
     get_paid(t, given, swarm, &dir, timeout, listener, paid, &out).await
 }
@@ -705,6 +716,7 @@ struct Paid<'a> {
     sell: Option<SellTerms>,
     liveness: LivenessConfig,
     same_process_chain: bool,
+    hub: Option<paid_torrent_examples::paid::HubTerms>,
 }
 
 #[allow(clippy::too_many_arguments)] // one per CLI option group; a struct would only rename them
@@ -720,17 +732,37 @@ async fn get_paid(
 ) -> Result<()> {
     let total = torrent.meta().info.total_length();
     let window = paid.buy.download_config().window_bytes();
-    let (node, mut events) = PaidNode::start(
+    let (node, mut events) = PaidNode::start_with_hub(
         torrent.clone(),
         paid.wallet,
         paid.sell.clone(),
         Some(paid.buy.clone()),
         paid.liveness,
+        torrent_glue::IdentityConfig::default(),
+        paid.hub.clone(),
     )
     .await?;
     // What the restore reported comes first (`channel_restored`).
     while let Ok(e) = events.try_recv() {
         coordinator_event(out, &e);
+    }
+    if let Some(h) = &node.hub {
+        // Sellers that use the hub are paid through our ledger: wait until the hub joined it.
+        let role = payment_channel::ledger::LedgerRole::Leader;
+        let wait = tokio::time::Instant::now() + Duration::from_secs(120);
+        let (id, funds) = loop {
+            if let Some(open) = h.open_ledger(role).await {
+                break open;
+            }
+            if tokio::time::Instant::now() > wait {
+                return Err(Failure::chain("the ledger with the hub did not open"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        out.event(
+            json!({"event": "hub_ledger_open", "ledger": id.to_string(), "funds": funds.to_string()}),
+            || format!("ledger with hub {} open ({funds} to spend)", h.hub().address),
+        );
     }
     out.event(
         json!({"event": "started", "account": node.account.to_string(), "window_bytes": window}),

@@ -10,6 +10,7 @@
 
 mod create;
 mod demo;
+mod demo_hub;
 mod failure;
 mod get;
 mod hub;

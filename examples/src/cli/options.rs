@@ -198,6 +198,29 @@ pub(crate) struct ChannelArgs {
     pub(crate) liveness: LivenessOpts,
     #[command(flatten)]
     pub(crate) chain: ChainArgs,
+    #[command(flatten)]
+    pub(crate) hub: HubOpts,
+}
+
+/// Channels through a hub (`paid-torrent hub`): with peers that use the same hub, each channel
+/// is a virtual channel funded from one ledger with the hub; with others, a direct channel.
+#[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Hub (one deposit for every seller)")]
+pub(crate) struct HubOpts {
+    /// The hub at HOST:PORT (its address is proven by its handshake and advertised to peers).
+    /// Needs --rpc: the hub is another process.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) hub: Option<PeerAddr>,
+    /// Buying: what we deposit into our ledger with the hub, once for every seller and torrent
+    /// (default: --budget, or the torrent's price).
+    #[arg(long, value_name = "AMOUNT", value_parser = parse_price, requires = "hub")]
+    pub(crate) hub_deposit: Option<u128>,
+    /// Buying: the fee we pay the hub per channel (at least the hub's `--fee`).
+    #[arg(long, value_name = "AMOUNT", default_value = "0wei", value_parser = parse_price, requires = "hub")]
+    pub(crate) hub_fee: u128,
+    /// The published `ConsensusApp` (ledgers' app); default: the development chains' deployment.
+    #[arg(long, value_name = "ADDRESS", requires = "hub")]
+    pub(crate) consensus_app: Option<Address>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,6 +427,13 @@ pub(crate) struct DemoArgs {
     /// What channels are paid in: `native` (default) or `test` (a test token).
     #[arg(long, value_name = "native|test")]
     pub(crate) asset: Option<AssetArg>,
+    /// Run a hub too, and pay every seeder through it (virtual channels); prints each party's
+    /// on-chain transactions and gas next to what direct channels would have cost.
+    #[arg(long, conflicts_with_all = ["free", "asset"])]
+    pub(crate) hub: bool,
+    /// Seeders of the file (with `--hub`).
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "hub")]
+    pub(crate) seeders: usize,
     #[command(flatten)]
     pub(crate) pay: PayOpts,
 }

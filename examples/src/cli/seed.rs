@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::paid::{HubTerms, PaidNode, SellTerms, Wallet};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
@@ -15,6 +15,7 @@ use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
 use paid_torrent_examples::tracker::Tiers;
 use payment_channel::Address;
+use payment_channel::ledger::LedgerRole;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -63,6 +64,16 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         challenge_duration: challenge_duration.as_secs(),
     };
     let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
+    let hub = crate::wallet::hub_terms(
+        &channels.hub,
+        &channels.chain,
+        &channels.wallet,
+        &wallet,
+        true,
+        None,
+        challenge_duration.as_secs(),
+    )
+    .await?;
     seed_paid(
         t,
         listen,
@@ -70,6 +81,7 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         &wallet,
         sell,
         channels.liveness.config(),
+        hub,
         &out,
     )
     .await
@@ -177,6 +189,7 @@ pub(crate) async fn bind(listen: SocketAddr) -> Result<TcpListener> {
         .map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))
 }
 
+#[allow(clippy::too_many_arguments)] // one per CLI option group; a struct would only rename them
 async fn seed_paid(
     torrent: Arc<Torrent>,
     listen: SocketAddr,
@@ -184,13 +197,49 @@ async fn seed_paid(
     wallet: &Wallet,
     sell: SellTerms,
     liveness: LivenessConfig,
+    hub: Option<HubTerms>,
     out: &Out,
 ) -> Result<()> {
     // Channels an earlier run left in the store are adopted by the node (reported as
     // `channel_restored`): payments continue on them when their payer comes back; if it does
     // not, they are closed, then challenged with our largest voucher.
-    let (node, mut events) =
-        PaidNode::start(torrent.clone(), wallet, Some(sell.clone()), None, liveness).await?;
+    let (node, mut events) = PaidNode::start_with_hub(
+        torrent.clone(),
+        wallet,
+        Some(sell.clone()),
+        None,
+        liveness,
+        torrent_glue::IdentityConfig::default(),
+        hub,
+    )
+    .await?;
+    if let Some(h) = &node.hub {
+        out.event(
+            json!({"event": "hub", "hub": h.hub().address.to_string(), "at": h.hub().endpoint}),
+            || {
+                format!(
+                    "paid through hub {} at {} when buyers use it",
+                    h.hub().address,
+                    h.hub().endpoint
+                )
+            },
+        );
+        // Buyers that use the hub are paid through it only once the hub funded our ledger.
+        let (h, out) = (h.clone(), *out);
+        tokio::spawn(async move {
+            loop {
+                if let Some((id, hub_funds)) = h.open_ledger(LedgerRole::Follower).await {
+                    out.event(
+                        json!({"event": "hub_ledger_open", "ledger": id.to_string(),
+                               "hub_funds": hub_funds.to_string()}),
+                        || format!("ledger with the hub open ({hub_funds} of the hub's to lock)"),
+                    );
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
     // Payers whose figures `peer_status` reports.
     let mut buyers: Vec<Address> = Vec::new();
     // What the restore reported comes first (`channel_restored`).
@@ -241,6 +290,41 @@ async fn seed_paid(
     if let Some((a, _)) = swarm {
         a.stop().await;
     }
+    if let Some(h) = &node.hub {
+        close_hub_ledger(h, out).await;
+    }
     out.event(json!({"event": "stopped"}), || "stopping".into());
     Ok(())
+}
+
+/// On the way out: closes our ledger with the hub if no virtual channel holds a guarantee in it
+/// (the hub concludes it and we are paid out), waiting up to a minute; otherwise it stays open
+/// (and is restored from `--store` next time).
+async fn close_hub_ledger(h: &torrent_glue::adapter::HubBackend, out: &Out) {
+    let Some((id, _)) = h.open_ledger(LedgerRole::Follower).await else {
+        return;
+    };
+    if let Err(e) = h.party_node().close_ledger(id).await {
+        out.event(
+            json!({"event": "hub_ledger_kept", "reason": e.to_string()}),
+            || format!("ledger with the hub kept open: {e}"),
+        );
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let paid_out = h
+            .party_node()
+            .inspect(|p| p.ledger(&id).is_some_and(|l| l.chain().paid_out))
+            .await;
+        if paid_out {
+            out.event(
+                json!({"event": "hub_ledger_closed", "ledger": id.to_string()}),
+                || "ledger with the hub closed and paid out".into(),
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.shutdown();
 }

@@ -2,6 +2,7 @@
 //! its node starts.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use alloy_primitives::hex;
 use paid_torrent_examples::paid::{ChainChoice, Wallet};
@@ -352,6 +353,62 @@ pub(crate) fn read_key_file(path: &Path) -> Result<String> {
         }
     }
     Ok(std::fs::read_to_string(path)?)
+}
+
+/// The hub settings of `seed`/`get` (`None` without `--hub`): `deposit` into our ledger when we
+/// buy, a ledger asked of the hub when we sell. The ledger and virtual channels are kept in
+/// `<store>.party` (in memory without `--store`).
+pub(crate) async fn hub_terms(
+    opts: &crate::options::HubOpts,
+    chain: &ChainArgs,
+    wallet_args: &WalletArgs,
+    wallet: &Wallet,
+    sell: bool,
+    buy_deposit: Option<u128>,
+    challenge_duration: u64,
+) -> Result<Option<paid_torrent_examples::paid::HubTerms>> {
+    use payment_channel::chain::CONSENSUS_APP_RUNTIME_HASH;
+    use payment_channel::chain::sim::DEFAULT_CONSENSUS_APP;
+    let Some(hub) = &opts.hub else {
+        return Ok(None);
+    };
+    if chain.rpc.is_none() {
+        return Err(Failure::usage(
+            "--hub needs --rpc: the hub is another process, which a simulated chain cannot reach",
+        ));
+    }
+    let consensus_app = opts.consensus_app.unwrap_or(DEFAULT_CONSENSUS_APP);
+    let code = wallet
+        .chain
+        .code_hash(consensus_app)
+        .await
+        .map_err(Failure::chain)?;
+    if code != CONSENSUS_APP_RUNTIME_HASH {
+        return Err(Failure::usage(format!(
+            "the code at {consensus_app} is not ConsensusApp: give --consensus-app"
+        )));
+    }
+    let store: Arc<dyn payment_channel::store::ChannelStore> = match &wallet_args.store {
+        Some(p) => {
+            let party = PathBuf::from(format!("{}.party", p.display()));
+            Arc::new(
+                payment_channel::RedbStore::open(&party)
+                    .map_err(|e| Failure::other(format!("store {}: {e}", party.display())))?,
+            )
+        }
+        None => Arc::new(payment_channel::MemoryStore::new()),
+    };
+    Ok(Some(paid_torrent_examples::paid::HubTerms {
+        endpoint: hub.to_string(),
+        consensus_app,
+        ledger_deposit: opts.hub_deposit.or(buy_deposit),
+        request_ledger: sell,
+        fee: opts.hub_fee,
+        challenge_duration: challenge_duration.max(1),
+        store,
+        chain: None,
+        watch_every: std::time::Duration::from_millis(500),
+    }))
 }
 
 #[cfg(test)]

@@ -281,7 +281,21 @@ impl Party {
                 );
             }
             let needed = params.amount.saturating_add(params.fee);
-            let pending = pending_locks(st, lid, Side::PayerSide);
+            // `free_balance` is the latest *proposed* state's: the locks whose Add is queued in
+            // the ledger are already taken from it; count only those not proposed yet.
+            let proposed = l.latest_proposed().map(|v| &v.guarantees);
+            let pending = st
+                .channels
+                .values()
+                .filter(|v| {
+                    v.ledgers()[Side::PayerSide.index()] == Some(lid)
+                        && !v.is_guaranteed(Side::PayerSide)
+                        && !v.disputed()
+                        && !proposed.is_some_and(|g| g.contains_key(&v.id()))
+                })
+                .fold(U256::ZERO, |t, v| {
+                    t.saturating_add(v.amount()).saturating_add(v.fee())
+                });
             if l.free_balance().saturating_sub(pending) < needed {
                 return Err(VirtualUsageError::InvalidParams(
                     "not enough free balance in the ledger",
@@ -759,4 +773,128 @@ fn collect(st: &mut PartyState, out: &mut Outputs) -> bool {
         }
     }
     any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::LocalSigner;
+
+    const CONSENSUS_APP: Address = Address::repeat_byte(0xc0);
+    const PAYMENT_APP: Address = Address::repeat_byte(0xa9);
+
+    fn party(hub: Option<HubLimits>) -> Party {
+        Party::new(
+            Arc::new(LocalSigner::random()),
+            PartyConfig {
+                consensus_app: CONSENSUS_APP,
+                payment_app: PAYMENT_APP,
+                hub,
+            },
+        )
+    }
+
+    /// Delivers messages between `ps` until none is left, except those `hold` keeps back;
+    /// deposit duties are applied as the contract would. Returns what was held.
+    fn run(ps: &mut [Party], hold: &dyn Fn(&Envelope) -> bool) -> Vec<Envelope> {
+        let mut held = Vec::new();
+        let mut holdings: BTreeMap<B256, U256> = BTreeMap::new();
+        for _ in 0..50 {
+            let mut inflight = Vec::new();
+            let mut deposits = Vec::new();
+            for p in ps.iter_mut() {
+                if p.poll_persist().is_some() {
+                    p.handle_persisted();
+                }
+                while let Some(e) = p.poll_envelope() {
+                    inflight.push(e);
+                }
+                while p.poll_event().is_some() {}
+                for d in p.chain_duties(1_000).unwrap() {
+                    if let ChainAction::Deposit {
+                        channel_id,
+                        expected_held,
+                        amount,
+                        ..
+                    } = d
+                    {
+                        let h = holdings.entry(channel_id).or_default();
+                        if *h == expected_held {
+                            *h += amount;
+                            deposits.push((channel_id, *h));
+                        }
+                    }
+                }
+            }
+            if inflight.is_empty() && deposits.is_empty() {
+                return held;
+            }
+            for (channel_id, holdings) in deposits {
+                let ev = ChainEvent::Deposited {
+                    channel_id,
+                    asset: Address::ZERO,
+                    holdings,
+                };
+                for p in ps.iter_mut() {
+                    if p.ledger(&channel_id).is_some() {
+                        p.handle_chain_event(1_000, &ev).unwrap();
+                    }
+                }
+            }
+            for e in inflight {
+                if hold(&e) {
+                    held.push(e);
+                    continue;
+                }
+                let to = ps.iter_mut().find(|p| p.address() == e.to).unwrap();
+                to.handle_envelope(&e).unwrap();
+            }
+        }
+        panic!("messages do not settle");
+    }
+
+    #[test]
+    fn propose_virtual_counts_a_queued_lock_once() {
+        let limits = HubLimits {
+            max_amount: U256::from(1_000),
+            max_locked_per_ledger: U256::from(1_000),
+            min_fee: U256::ZERO,
+        };
+        let mut ps = [party(None), party(Some(limits)), party(None)];
+        let [payer, hub, payee] = [0, 1, 2].map(|i| ps[i].address());
+        let lid = ps[0]
+            .open_ledger(hub, 1, 100, Address::ZERO, U256::from(100))
+            .unwrap();
+        ps[1]
+            .open_ledger(payee, 2, 100, Address::ZERO, U256::from(500))
+            .unwrap();
+        run(&mut ps, &|_| false);
+        assert_eq!(ps[0].ledger(&lid).unwrap().phase(), LedgerPhase::Open);
+        let params = |nonce, amount: u64| VirtualParams {
+            hub,
+            payee,
+            channel_nonce: nonce,
+            app_definition: PAYMENT_APP,
+            challenge_duration: 100,
+            asset: Address::ZERO,
+            amount: U256::from(amount),
+            fee: U256::ZERO,
+        };
+        // V1 locks 40: its Add reaches the ledger's queue, the hub's countersignature is held.
+        ps[0].propose_virtual(&params(10, 40)).unwrap();
+        let held = run(&mut ps, &|e| {
+            e.from == payer && e.to == hub && matches!(e.payload, Payload::Ledger(_))
+        });
+        assert!(!held.is_empty());
+        let ledger = ps[0].ledger(&lid).unwrap();
+        assert_eq!(ledger.pending().count(), 1);
+        assert_eq!(ledger.free_balance(), U256::from(60));
+        // 60 are free: more is refused, 50 is accepted (it was refused while the queued lock
+        // was subtracted a second time: 60 - 40 < 50).
+        assert!(ps[0].propose_virtual(&params(11, 61)).is_err());
+        ps[0].propose_virtual(&params(12, 50)).unwrap();
+        // V2 (50, not in the ledger yet) still counts: 10 are left.
+        assert!(ps[0].propose_virtual(&params(13, 11)).is_err());
+        ps[0].propose_virtual(&params(14, 10)).unwrap();
+    }
 }

@@ -31,6 +31,7 @@
 //! the backend a [`ChannelBackend::tick`].
 
 mod client;
+mod hub;
 mod peer;
 mod store;
 
@@ -43,6 +44,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 pub use self::client::{ClientBackend, DEFAULT_PRESIGN_AHEAD};
+pub use self::hub::{HubBackend, HubConfig, HubError};
 pub use self::peer::ConnectionError;
 pub use self::store::{
     BLOCK_LEN, Delivery, MemoryTorrent, PieceSink, PieceSource, PieceStore, TorrentMeta,

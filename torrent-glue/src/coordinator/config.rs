@@ -6,7 +6,7 @@ use std::time::Duration;
 use paid_wire::choke::{BlockedPolicy, ChokeConfig};
 use payment_channel::Address;
 
-use crate::engine::{AssetTerms, ChokeAuthority, Terms};
+use crate::engine::{AssetTerms, ChokeAuthority, HubInfo, Terms};
 use crate::error::ConfigError;
 
 /// Configuration of a [`Coordinator`](crate::Coordinator).
@@ -37,6 +37,11 @@ pub struct CoordinatorConfig {
     pub max_outbox: usize,
     /// Identity proofs and per-stranger bounds.
     pub identity: IdentityConfig,
+    /// The hub we fund channels through, advertised under [`HUB_KEY`](crate::engine::HUB_KEY)
+    /// (the channel client is configured with the same one; each
+    /// [`ChannelCommand::Create`](crate::ChannelCommand::Create) names the peer's). Default
+    /// `None`: nothing advertised, direct channels.
+    pub hub: Option<HubInfo>,
 }
 
 impl CoordinatorConfig {
@@ -54,7 +59,15 @@ impl CoordinatorConfig {
             max_deferred_requests: 64,
             max_outbox: 32,
             identity: IdentityConfig::default(),
+            hub: None,
         }
+    }
+
+    /// Sets [`hub`](Self::hub).
+    #[must_use]
+    pub fn with_hub(mut self, hub: Option<HubInfo>) -> Self {
+        self.hub = hub;
+        self
     }
 
     /// Checks the configuration.

@@ -244,6 +244,7 @@ impl Coordinator {
             terms: self.config.upload.as_ref().map(UploadConfig::terms),
             asset: self.config.upload.as_ref().and_then(|u| u.asset),
             auth: self.signer.as_ref().map(|_| AUTH_VERSION),
+            hub: self.config.hub.clone(),
         }
     }
 
@@ -546,15 +547,14 @@ impl Coordinator {
                     account,
                     outcome: hs.outcome_address.as_deref().and_then(parse_account),
                     terms: hs.terms.unwrap_or_default(),
+                    hub: hs.hub.clone(),
                 };
                 if hs.auth.is_some_and(|v| v >= AUTH_VERSION) {
                     // Paying only once it proves the account (`on_auth_proof`).
                     self.send_challenge(key, claim);
                 } else {
                     match self.config.identity.legacy {
-                        LegacyPolicy::TrustClaimedAccount => {
-                            self.make_paying(now, key, claim.account, claim.outcome, claim.terms)
-                        }
+                        LegacyPolicy::TrustClaimedAccount => self.make_paying(now, key, claim),
                         _ => self.make_non_paying(now, key, NonPayingReason::Unauthenticated),
                     }
                 }

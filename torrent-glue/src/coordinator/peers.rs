@@ -15,7 +15,7 @@ use super::{
     Coordinator, CoordinatorEvent, NonPayingPolicy, NonPayingReason, PeerClass, UploadConfig,
 };
 use crate::channel::ChannelCommand;
-use crate::engine::{DisconnectReason, EngineCommand, PeerKey, Terms};
+use crate::engine::{DisconnectReason, EngineCommand, PeerKey};
 use crate::error::{Error, PeerError};
 use crate::identity::ProofContext;
 use paid_wire::pse::PseMessage;
@@ -97,7 +97,7 @@ impl Coordinator {
     ) -> Result<(), Error> {
         let peer = self.peer_mut(key)?;
         let (Class::Pending { .. }, Some(claim), Some(nonce)) =
-            (peer.class, peer.claim, peer.challenge)
+            (peer.class, peer.claim.clone(), peer.challenge)
         else {
             if matches!(peer.class, Class::Paying(_)) {
                 // Proven already: a repeat changes nothing.
@@ -117,7 +117,7 @@ impl Coordinator {
             self.make_non_paying(now, key, NonPayingReason::AuthenticationFailed);
             return Err(self.strike(key, PeerError::BadIdentityProof));
         }
-        self.make_paying(now, key, claim.account, claim.outcome, claim.terms);
+        self.make_paying(now, key, claim);
         Ok(())
     }
 
@@ -129,19 +129,19 @@ impl Coordinator {
         Error::Peer(error)
     }
 
-    pub(super) fn make_paying(
-        &mut self,
-        now: Instant,
-        key: PeerKey,
-        account: Address,
-        outcome: Option<Address>,
-        terms: Terms,
-    ) {
+    pub(super) fn make_paying(&mut self, now: Instant, key: PeerKey, claim: Claim) {
+        let Claim {
+            account,
+            outcome,
+            terms,
+            hub,
+        } = claim;
         let ident = self
             .identities
             .entry(account)
             .or_insert_with(|| Identity::new(terms));
         ident.terms = terms;
+        ident.hub = hub;
         if outcome.is_some() {
             ident.outcome = outcome;
         }

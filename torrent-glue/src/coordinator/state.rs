@@ -112,11 +112,12 @@ pub(crate) struct Peer {
 }
 
 /// What a connection claims in its extended handshake, before it proves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Claim {
     pub(crate) account: Address,
     pub(crate) outcome: Option<Address>,
     pub(crate) terms: Terms,
+    pub(crate) hub: Option<crate::engine::HubInfo>,
 }
 
 impl Peer {
@@ -228,6 +229,8 @@ pub(crate) struct PayerLedger {
 pub(crate) struct Identity {
     pub(crate) outcome: Option<Address>,
     pub(crate) terms: Terms,
+    /// The hub it last advertised ([`crate::engine::HUB_KEY`]).
+    pub(crate) hub: Option<crate::engine::HubInfo>,
     /// Live paying connections.
     pub(crate) live: BTreeSet<crate::engine::PeerKey>,
     pub(crate) idle_since: Option<Instant>,
@@ -263,6 +266,7 @@ impl Identity {
         Self {
             outcome: None,
             terms,
+            hub: None,
             live: BTreeSet::new(),
             idle_since: None,
             departed_at: None,

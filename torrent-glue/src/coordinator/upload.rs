@@ -392,6 +392,7 @@ impl Coordinator {
             deposit,
             price: Some(price),
             nonce,
+            peer_hub: ident.hub.clone(),
         });
         self.events
             .push_back(CoordinatorEvent::ChannelRequested { account });

@@ -88,6 +88,7 @@ fn handshake(account: Address, pse_id: u8) -> PeerExtendedHandshake {
         asset: None,
         client: None,
         auth: None,
+        hub: None,
     }
 }
 

@@ -111,6 +111,7 @@ impl Pair {
             asset: c.asset,
             client: None,
             auth: c.auth,
+            hub: c.hub,
         };
         let up_hs = to_hs(up.extended_handshake_contribution());
         let down_hs = to_hs(down.extended_handshake_contribution());

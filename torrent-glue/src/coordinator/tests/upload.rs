@@ -21,6 +21,7 @@ fn burst_of_first_requests_creates_one_channel_and_stop_follows_the_proposal() {
             deposit: UploadConfig::default().deposit,
             price: Some(1),
             nonce: None,
+            peer_hub: None,
         }
     );
     // Nothing is sent before the channel id exists (STOP carries it).
@@ -462,5 +463,38 @@ fn early_stop_then_trust_served_sends_start_before_serving() {
                 }
             )
         ]
+    );
+}
+
+#[test]
+fn the_buyers_advertised_hub_goes_with_create_and_ours_into_the_handshake() {
+    let hub = crate::engine::HubInfo {
+        address: addr(0xCC),
+        endpoint: "127.0.0.1:7400".into(),
+    };
+    let mut h = H::new(config().with_hub(Some(hub.clone())));
+    assert_eq!(h.c.extended_handshake_contribution().hub, Some(hub.clone()));
+    let buyer = addr(0xB1);
+    let k = PeerKey(1);
+    h.c.handle_peer_connected(h.now, k, info(true, false))
+        .unwrap();
+    let mut hs = handshake(buyer, 7);
+    hs.hub = Some(hub.clone());
+    h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
+    h.c.handle_remote_interest(h.now, k, true).unwrap();
+    h.request(k, 0);
+    let cmds = h.channel();
+    assert!(
+        matches!(&cmds[..], [ChannelCommand::Create { peer, peer_hub: Some(p), .. }] if *peer == buyer && *p == hub),
+        "{cmds:?}"
+    );
+    // Without a hub in its handshake, the Create names none.
+    let other = addr(0xB2);
+    let k2 = h.paying(2, other);
+    h.request(k2, 0);
+    let cmds = h.channel();
+    assert!(
+        matches!(&cmds[..], [ChannelCommand::Create { peer, peer_hub: None, .. }] if *peer == other),
+        "{cmds:?}"
     );
 }
