@@ -268,24 +268,13 @@ async fn seed_paid(
     loop {
         tokio::select! {
             Some(e) = events.recv() => seller_event(out, &mut buyers, &e),
-            _ = status.tick() => {
-                for b in &buyers {
-                    if let Some(i) = node.node.inspect(|c| c.identity(*b)) {
-                        out.event(
-                            json!({"event": "peer_status", "peer": b.to_string(),
-                                   "served": i.bytes_served, "received": i.wei_received}),
-                            String::new,
-                        );
-                    }
-                }
-                out.event(
-                    json!({"event": "status", "served": torrent.counters().uploaded.load(Ordering::Relaxed)}),
-                    String::new,
-                );
-            }
+            _ = status.tick() => report_status(&node, &buyers, &torrent, out),
             () = &mut shutdown => break,
         }
     }
+    // The last word on what each buyer received: a payment that came after the last tick is
+    // reported too.
+    report_status(&node, &buyers, &torrent, out);
     accept.abort();
     if let Some((a, _)) = swarm {
         a.stop().await;
@@ -295,6 +284,23 @@ async fn seed_paid(
     }
     out.event(json!({"event": "stopped"}), || "stopping".into());
     Ok(())
+}
+
+/// One `peer_status` line per buyer (bytes served, wei received) and one `status` line.
+fn report_status(node: &PaidNode, buyers: &[Address], torrent: &Torrent, out: &Out) {
+    for b in buyers {
+        if let Some(i) = node.node.inspect(|c| c.identity(*b)) {
+            out.event(
+                json!({"event": "peer_status", "peer": b.to_string(),
+                       "served": i.bytes_served, "received": i.wei_received}),
+                String::new,
+            );
+        }
+    }
+    out.event(
+        json!({"event": "status", "served": torrent.counters().uploaded.load(Ordering::Relaxed)}),
+        String::new,
+    );
 }
 
 /// On the way out: closes our ledger with the hub if no virtual channel holds a guarantee in it
