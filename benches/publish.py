@@ -49,13 +49,27 @@ COMMANDS = [
     " -- 'payment/(bare|whole)'",
     "(cd benches/original && npm install --no-audit --no-fund"
     " && node payment.js --out $CRITERION_HOME/original-stack.json)   # libsecp256k1 only",
-    "CRITERION_HOME=... SCALE_N=1000 cargo bench -p paid-benches --features libsecp256k1"
-    " --bench scale",
+    "CRITERION_HOME=... SCALE_N=N cargo bench -p paid-benches --features libsecp256k1"
+    " --bench scale   # for N in $SCALE_NS (default 1000; the table: 1000 2000 5000 10000)",
     "CRITERION_HOME=... /usr/bin/python3 benches/reference/libtorrent_loopback.py",
     "python3 benches/publish.py --criterion-dir target/criterion-libsecp256k1"
     " --compare-dir target/criterion-k256",
 ]
 
+
+# What the runs at several N showed and a profile found (a record, not regenerated).
+SCALE_NOTES = [
+    "Memory per channel stays at 66–71 KiB from 1,000 to 10,000 channels. Payments per "
+    "CPU-second fall as channels are added (2026-12-04, each N run once on the shared machine; "
+    "a second 5,000-channel libsecp256k1 run under `perf` gave 4,636, so single runs move by "
+    "some 40 %). A `perf record` of that run (`SCALE_N=5000`, libsecp256k1) shows why: "
+    "`Coordinator::poll_timeout` takes 21.9 % of the samples and `Identity::next_deadline` "
+    "5.5 %, together as much as all of libsecp256k1 (27.4 %). The adapter asks for the next "
+    "deadline after every event, and the coordinator finds it by scanning every peer and "
+    "identity: O(channels) per event. A deadline index (a heap or timer wheel updated where "
+    "deadlines change) would remove it; not done here.",
+    "",
+]
 
 # What profiling found, with the figures before and after the fix (a record, not regenerated).
 NOTES = [
@@ -569,6 +583,7 @@ class Report:
                 f"{r['payments']:,.0f} | {r['pay_wall_seconds']:.1f} s | "
                 f"{r['payments_per_cpu_second']:,.0f} |")
         out.append("")
+        out += SCALE_NOTES
         if max(r["channels"] for _, r in runs) >= 10000:
             out += [
                 "At 10,000 channels every voucher is verified by the seeder's one channel task in "
