@@ -64,9 +64,9 @@ SCALE_NOTES = [
     "a second 5,000-channel libsecp256k1 run under `perf` gave 4,636, so single runs move by "
     "some 40 %). A `perf record` of that run (`SCALE_N=5000`, libsecp256k1) shows why: "
     "`Coordinator::poll_timeout` takes 21.9 % of the samples and `Identity::next_deadline` "
-    "5.5 %, together as much as all of libsecp256k1 (27.4 %). The adapter asks for the next "
-    "deadline after every event, and the coordinator finds it by scanning every peer and "
-    "identity: O(channels) per event. A deadline index (a heap or timer wheel updated where "
+    "5.5 %, together as much as all of libsecp256k1 (27.4 %). The adapter's timer task asks for "
+    "the next deadline after every input that wakes it, and the coordinator finds it by "
+    "scanning every peer and identity: O(channels) per input. A deadline index (a heap or timer wheel updated where "
     "deadlines change) would remove it; not done here.",
     "",
 ]
