@@ -6,7 +6,8 @@ Reads, under the criterion directory (default target/criterion):
   (criterion estimates, from `cargo bench -p paid-benches --bench transfer`);
 - `original-stack.json` (from `benches/original/payment.js --out ...`): web3torrent's per-payment
   cost with ethers v5 on the same machine;
-- `scale.json` (from `cargo bench -p paid-benches --bench scale`);
+- `scale.json` (from `cargo bench -p paid-benches --bench scale`), and `scale-N.json`, one per
+  channel count N that was run (`SCALE_N=N`), for the table of runs at several N;
 - `libtorrent.json` (from `benches/reference/libtorrent_loopback.py`): the same 64 MiB between two
   stock libtorrent sessions over loopback.
 
@@ -48,13 +49,27 @@ COMMANDS = [
     " -- 'payment/(bare|whole)'",
     "(cd benches/original && npm install --no-audit --no-fund"
     " && node payment.js --out $CRITERION_HOME/original-stack.json)   # libsecp256k1 only",
-    "CRITERION_HOME=... SCALE_N=1000 cargo bench -p paid-benches --features libsecp256k1"
-    " --bench scale",
+    "CRITERION_HOME=... SCALE_N=N cargo bench -p paid-benches --features libsecp256k1"
+    " --bench scale   # for N in $SCALE_NS (default 1000; the table: 1000 2000 5000 10000)",
     "CRITERION_HOME=... /usr/bin/python3 benches/reference/libtorrent_loopback.py",
     "python3 benches/publish.py --criterion-dir target/criterion-libsecp256k1"
     " --compare-dir target/criterion-k256",
 ]
 
+
+# What the runs at several N showed and a profile found (a record, not regenerated).
+SCALE_NOTES = [
+    "Memory per channel stays at 66–71 KiB from 1,000 to 10,000 channels. Payments per "
+    "CPU-second fall as channels are added (2026-12-04, each N run once on the shared machine; "
+    "a second 5,000-channel libsecp256k1 run under `perf` gave 4,636, so single runs move by "
+    "some 40 %). A `perf record` of that run (`SCALE_N=5000`, libsecp256k1) shows why: "
+    "`Coordinator::poll_timeout` takes 21.9 % of the samples and `Identity::next_deadline` "
+    "5.5 %, together as much as all of libsecp256k1 (27.4 %). The adapter's timer task asks for "
+    "the next deadline after every input that wakes it, and the coordinator finds it by "
+    "scanning every peer and identity: O(channels) per input. A deadline index (a heap or timer wheel updated where "
+    "deadlines change) would remove it; not done here.",
+    "",
+]
 
 # What profiling found, with the figures before and after the fix (a record, not regenerated).
 NOTES = [
@@ -170,8 +185,9 @@ def backend_of(path):
 
 class Report:
     def __init__(self, crit, original, scale, paired=None, backend="k256", libtorrent=None,
-                 compare=None):
+                 compare=None, scale_runs=None):
         self.backend = backend
+        self.scale_runs = scale_runs or []
         self.libtorrent = libtorrent
         self.compare = compare
         self.paired = paired or {}
@@ -538,17 +554,46 @@ class Report:
                "credit estimate (one extra granularity each time): an artifact of the gate, not "
                "of steady transfers (the `transfer` bench pays exactly size / granularity).", ""]
               if s["payments"] > expected else []),
-            *(["**10,000 channels: not measured yet.** With `SCALE_N=10000` all channels open "
-               "(the seeder's stranger limits, 64 new channels a minute and 1,024 queued channel "
-               "commands, are lifted for this run, and the downloaders' liveness timeouts "
-               "raised), but after the payments are released the first downloader sees no event "
-               "for 120 s and the run stops; not diagnosed.", ""]
-              if s["channels"] < 10000 else []),
+            *self.scale_runs_table(),
             "Each payment is signed by a downloader and verified by the seeder, both in this "
             "process, so per core means one payment's both ends (compare 1 / `whole_payment` = "
             f"{1e9 / self.payment_ns:,.0f} per second), plus the data and the protocol around it.",
             "",
         ]
+
+    def scale_runs_table(self):
+        """The runs at several N (`scale-N.json`), of this backend and the compared one."""
+        runs = [(self.backend, r) for r in self.scale_runs]
+        if self.compare:
+            runs += [(self.compare.backend, r) for r in self.compare.scale_runs]
+        if not runs:
+            return []
+        runs.sort(key=lambda br: (br[1]["channels"], br[0]))
+        out = [
+            "Runs at several N (`SCALE_N=N`, one run each; `scale-N.json`):",
+            "",
+            "| channels | backend | memory per channel, both ends | time to open all | "
+            "payments | pay wall time | payments per CPU-second |",
+            "|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for backend, r in runs:
+            out.append(
+                f"| {r['channels']:,} | {backend} | "
+                f"{r['bytes_per_channel_both_ends'] / KIB:,.1f} KiB | {r['open_seconds']:.1f} s | "
+                f"{r['payments']:,.0f} | {r['pay_wall_seconds']:.1f} s | "
+                f"{r['payments_per_cpu_second']:,.0f} |")
+        out.append("")
+        out += SCALE_NOTES
+        if max(r["channels"] for _, r in runs) >= 10000:
+            out += [
+                "At 10,000 channels every voucher is verified by the seeder's one channel task in "
+                "arrival order, so a buyer's payment waits behind thousands of others: the "
+                "seeder's payment timeout (a STOP unpaid for 60 s disconnects the buyer) is lifted "
+                "for this run (`support/nodes.rs`), as are its stranger limits and the "
+                "downloaders' liveness timeouts.",
+                "",
+            ]
+        return out
 
     def svg(self):
         """Throughput vs granularity, log-log: paid (duplex, TCP), unpaid, crypto bound."""
@@ -678,10 +723,13 @@ def main():
             data = json.loads(p.read_text())
             data["_mtime"] = p.stat().st_mtime
             return data
+
+        def scale_runs():
+            return [json.loads(p.read_text()) for p in sorted(root.glob("scale-*.json"))]
         return Report(load_criterion(root), optional("original-stack.json"),
                       optional("scale.json"), optional("transfer-paired.json"),
                       backend=backend_of(root), libtorrent=optional("libtorrent.json"),
-                      compare=compare)
+                      compare=compare, scale_runs=scale_runs())
 
     compare = load(args.compare_dir) if args.compare_dir else None
     report = load(args.criterion_dir, compare)

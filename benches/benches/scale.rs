@@ -1,7 +1,8 @@
-//! Scale: one seeder with 1,000 concurrent paid channels, each to its own in-process downloader.
+//! Scale: one seeder with N (default 1,000) concurrent paid channels, each to its own in-process
+//! downloader.
 //!
 //! Not a criterion bench (one long run says more than ten): it prints its figures and writes
-//! them to `target/criterion/scale.json` for `benches/publish.py`.
+//! them to `target/criterion/scale.json` and `scale-N.json` for `benches/publish.py`.
 //!
 //! Every peer is a whole-stack `Node` (`support/nodes.rs`) with its own `payment_channel::Client`
 //! (k256, `MemoryStore`) on one `SimulatedChain`, all on one two-worker tokio runtime; each
@@ -230,5 +231,9 @@ fn main() {
         std::path::PathBuf::from,
     );
     std::fs::create_dir_all(&dir).expect("target/criterion");
+    // `scale.json` is the run the report details; `scale-N.json` keeps one run per N for the
+    // table of runs at several N.
+    std::fs::write(dir.join(format!("scale-{n}.json")), figures.clone() + "\n")
+        .expect("scale-N.json");
     std::fs::write(dir.join("scale.json"), figures + "\n").expect("scale.json");
 }

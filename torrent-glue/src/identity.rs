@@ -113,7 +113,8 @@ pub(crate) fn random_secret() -> [u8; 32] {
 /// `payee_challenge` the payee's, and `index` counts the channels proposed on the connection.
 ///
 /// The payer joins only a nonce derived from one of its live connections with the payee
-/// (`index` below [`IdentityConfig::max_channels_per_connection`](crate::IdentityConfig::max_channels_per_connection)),
+/// (`index` at most [`IdentityConfig::max_channels_per_connection`](crate::IdentityConfig::max_channels_per_connection)
+/// past the last channel it funded on that connection, the payee's bound on unfunded proposals),
 /// so it never funds a channel id it did not help create: an old proposal replayed after a
 /// restart (or one used on another chain) has another nonce, hence another id.
 pub fn channel_nonce(payer_challenge: &[u8; 32], payee_challenge: &[u8; 32], index: u32) -> u64 {

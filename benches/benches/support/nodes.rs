@@ -115,6 +115,11 @@ pub(crate) async fn seller(
             // channel commands), which would measure the rate limit instead.
             c.identity.max_channels_per_window = u32::MAX;
             c.identity.max_channel_commands = 1 << 20;
+            // Every voucher is verified by the seeder's one channel task, in arrival order: at
+            // 10,000 channels paying at once a buyer's voucher waits behind thousands of others,
+            // longer than the default 60 s a STOP may stay unpaid (the buyer was disconnected
+            // and the run stalled). A transfer with a few buyers never gets near it.
+            up.choke.payment_timeout = None;
             c.liveness.response_timeout = Duration::from_secs(3600);
             c.liveness.handshake_timeout = Duration::from_secs(3600);
             c.liveness.idle_close_after = None;

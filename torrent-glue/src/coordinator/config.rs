@@ -266,7 +266,9 @@ pub enum NonPayingPolicy {
     /// Nothing: kept choked (glue authority), every request rejected (BEP 6) or dropped.
     #[default]
     Refuse,
-    /// Up to `bytes` per connection for free, then as [`NonPayingPolicy::Refuse`].
+    /// Up to `bytes` per connection for free, then as [`NonPayingPolicy::Refuse`]: the first
+    /// request the rest does not cover (a stock peer asks for whole blocks) is refused and the
+    /// peer choked for good.
     FreeAllowance {
         /// The allowance in bytes.
         bytes: u64,
@@ -343,8 +345,11 @@ pub struct IdentityConfig {
     /// a stranger causes beyond it is refused (a proposal is not made, a message not pushed)
     /// rather than queued. Default 1024.
     pub max_channel_commands: usize,
-    /// Channels we propose to one identity from one connection at most (each costs a
-    /// signature and durable writes). Default 4.
+    /// Proposals to one identity from one connection that it left unfunded, at most (each
+    /// costs a signature and durable writes); the channels it funded do not count, so a buyer
+    /// that needs a fifth deposit on one connection gets it. Beyond: that connection gets
+    /// `permanent-stop`. As a payer, we look for a payee's nonce up to this many indices past
+    /// the last channel we funded on the connection. Default 4.
     pub max_channels_per_connection: u32,
     /// Channels we propose overall within [`channel_window`](Self::channel_window) at most.
     /// Default 64.

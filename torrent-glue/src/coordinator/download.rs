@@ -7,7 +7,7 @@ use paid_wire::choke::{ChannelId, PayReason, PayerAction, PaymentPlanner, StopOu
 use payment_channel::Address;
 
 use super::lifecycle::slot_open;
-use super::state::{Peer, PendingProposal, Phase, Slot, Torrent};
+use super::state::{PendingProposal, Phase, Slot, Torrent};
 use super::{Coordinator, CoordinatorEvent, DeclineReason};
 use crate::channel::{ChannelCommand, Role};
 use crate::engine::{PeerKey, Terms};
@@ -94,6 +94,10 @@ impl Coordinator {
         slot.terms = Some(ident.terms);
         ident.payer = Some(slot);
         self.channels.insert(channel_id, (payee, Role::Payer));
+        let origin = self.nonce_origin(payee, nonce);
+        if let Some(ident) = self.identities.get_mut(&payee) {
+            ident.joining_nonce = origin;
+        }
         self.channel_out.push_back(ChannelCommand::Join {
             channel_id,
             peer: payee,
@@ -114,24 +118,34 @@ impl Coordinator {
         let Some(ident) = self.identities.get(&payee) else {
             return false;
         };
-        let proven: Vec<&Peer> = ident
+        let proven = ident
             .live
             .iter()
             .filter_map(|k| self.peers.get(k))
-            .filter(|p| p.challenge.is_some())
-            .collect();
-        if proven.is_empty() {
-            return true;
-        }
+            .any(|p| p.challenge.is_some());
+        !proven || self.nonce_origin(payee, nonce).is_some()
+    }
+
+    /// The proven connection of `payee` and the index whose nonce is `nonce`. The indices
+    /// looked at end [`max_channels_per_connection`](crate::IdentityConfig::max_channels_per_connection)
+    /// past the last channel we funded on that connection: the payee counts only unfunded
+    /// proposals against that limit.
+    pub(super) fn nonce_origin(
+        &self,
+        payee: Address,
+        nonce: Option<u64>,
+    ) -> Option<(PeerKey, u32)> {
+        let ident = self.identities.get(&payee)?;
+        let nonce = nonce?;
         let max = self.config.identity.max_channels_per_connection;
-        let Some(nonce) = nonce else {
-            return false;
-        };
-        proven.iter().any(|p| {
+        ident.live.iter().find_map(|k| {
+            let p = self.peers.get(k)?;
             let (Some(ours), Some(theirs)) = (p.challenge, p.their_challenge) else {
-                return false;
+                return None;
             };
-            (0..max).any(|i| crate::identity::channel_nonce(&ours, &theirs, i) == nonce)
+            (0..p.nonces_funded_past.saturating_add(max))
+                .find(|i| crate::identity::channel_nonce(&ours, &theirs, *i) == nonce)
+                .map(|i| (*k, i))
         })
     }
 

@@ -135,10 +135,27 @@ impl Coordinator {
                 }
             }
         }
+        // Our proposal was funded (also for a channel adopted in its place): it no longer
+        // counts against its connection's limit (payee), and that connection's next nonces
+        // are looked for past it (payer).
+        let origin = match role {
+            Role::Payee => ident.proposed_on.take().map(|k| (k, None)),
+            Role::Payer => ident.joining_nonce.take().map(|(k, i)| (k, Some(i))),
+        };
         if role == Role::Payee {
             ident.creating = None;
         }
         let live: Vec<PeerKey> = ident.live.iter().copied().collect();
+        if let Some((key, index)) = origin
+            && let Some(peer) = self.peers.get_mut(&key)
+        {
+            match index {
+                None => peer.channels_funded = peer.channels_funded.saturating_add(1),
+                Some(i) => {
+                    peer.nonces_funded_past = peer.nonces_funded_past.max(i.saturating_add(1))
+                }
+            }
+        }
         self.channels.insert(channel_id, (account, role));
         self.events.push_back(CoordinatorEvent::ChannelOpened {
             account,

@@ -482,6 +482,9 @@ impl Coordinator {
                 strikes: 0,
                 struck_out: false,
                 channels_requested: 0,
+                channels_funded: 0,
+                nonces_funded_past: 0,
+                allowance_spent: false,
                 advertised_account: None,
             },
         );

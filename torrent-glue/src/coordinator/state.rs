@@ -104,8 +104,18 @@ pub(crate) struct Peer {
     /// Misbehaviour strikes, and whether the disconnect they call for was queued.
     pub(crate) strikes: u32,
     pub(crate) struck_out: bool,
-    /// Channels we proposed because of this connection.
+    /// Channels we proposed because of this connection (the next proposal's nonce index).
     pub(crate) channels_requested: u32,
+    /// Of those, the ones the payer funded: only the others count against
+    /// [`IdentityConfig::max_channels_per_connection`](crate::IdentityConfig::max_channels_per_connection).
+    pub(crate) channels_funded: u32,
+    /// Payer side: one past the highest nonce index of a channel we funded that this
+    /// connection's payee proposed. Its next proposals are looked for below this plus
+    /// [`IdentityConfig::max_channels_per_connection`](crate::IdentityConfig::max_channels_per_connection).
+    pub(crate) nonces_funded_past: u32,
+    /// A non-paying peer asked for more than its free allowance has left: it stays choked
+    /// (a remainder smaller than its requests would otherwise be a request/reject loop).
+    pub(crate) allowance_spent: bool,
     /// Its `pseAccount` exactly as it advertised it (when it is text): the `recipient` of the
     /// channel messages we send on this connection (web3torrent compares it as a string).
     pub(crate) advertised_account: Option<String>,
@@ -238,6 +248,11 @@ pub(crate) struct Identity {
     pub(crate) departed_at: Option<Instant>,
     /// A `Create` is outstanding (no id yet); the payer must answer by then.
     pub(crate) creating: Option<Instant>,
+    /// Payee side: the connection whose requests our open proposal was made for (credited
+    /// with a funded channel when it opens).
+    pub(crate) proposed_on: Option<crate::engine::PeerKey>,
+    /// Payer side: the connection and nonce index of the proposal we are joining.
+    pub(crate) joining_nonce: Option<(crate::engine::PeerKey, u32)>,
     /// The channel it pays us on.
     pub(crate) payee: Option<Slot>,
     /// The channel we pay it on.
@@ -271,6 +286,8 @@ impl Identity {
             idle_since: None,
             departed_at: None,
             creating: None,
+            proposed_on: None,
+            joining_nonce: None,
             payee: None,
             payer: None,
             ledger: Ledger::default(),

@@ -30,7 +30,8 @@ impl Coordinator {
             Gate::Open | Gate::Pending => true,
             Gate::Credit(c) => {
                 !c.is_permanently_stopped()
-                    && (matches!(peer.class, Class::Paying(_)) || c.credit() > 0)
+                    && (matches!(peer.class, Class::Paying(_))
+                        || (c.credit() > 0 && !peer.allowance_spent))
             }
             Gate::Refuse | Gate::Preview(_) => false,
         }
@@ -121,6 +122,11 @@ impl Coordinator {
                 }
                 let exhausted = matches!(peer.class, Class::NonPaying(_))
                     && matches!(decision, RequestDecision::Reject | RequestDecision::Drop);
+                if exhausted {
+                    // What is left of the free allowance does not cover what it asks for (a
+                    // stock peer asks for whole blocks): it is choked for good.
+                    peer.allowance_spent = true;
+                }
                 if let Some(error) = misbehaviour {
                     let _ = self.misbehaved(key, error);
                 }
@@ -350,9 +356,10 @@ impl Coordinator {
         }) {
             self.recent_creations.pop_front();
         }
-        let per_connection = key
-            .and_then(|k| self.peers.get(&k))
-            .is_some_and(|p| p.channels_requested >= limits.max_channels_per_connection);
+        let per_connection = key.and_then(|k| self.peers.get(&k)).is_some_and(|p| {
+            p.channels_requested.saturating_sub(p.channels_funded)
+                >= limits.max_channels_per_connection
+        });
         let overall = self.recent_creations.len()
             >= usize::try_from(limits.max_channels_per_window).unwrap_or(usize::MAX);
         let queue_full = self.channel_out.len() >= limits.max_channel_commands;
@@ -386,6 +393,7 @@ impl Coordinator {
             return;
         };
         ident.creating = Some(deadline);
+        ident.proposed_on = key;
         self.channel_out.push_back(ChannelCommand::Create {
             peer: account,
             peer_destination: ident.outcome,
@@ -739,6 +747,7 @@ impl Coordinator {
             return;
         };
         ident.creating = None;
+        ident.proposed_on = None;
         if let Some(slot) = ident.payee.filter(|s| s.phase == Phase::Proposed) {
             ident.payee = None;
             self.channels.remove(&slot.id);

@@ -455,3 +455,122 @@ fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
         |c| matches!(c, ChannelCommand::Join { channel_id, .. } if *channel_id == ChannelId([0x52; 32]))
     ));
 }
+
+/// The limit on proposals per connection counts the ones never funded: proposals the payer
+/// abandoned stop the connection at the limit, however many channels it funded before.
+#[test]
+fn abandoned_proposals_stop_a_connection_whatever_it_funded_before() {
+    let creates = |cmds: &[ChannelCommand]| {
+        cmds.iter()
+            .filter(|c| matches!(c, ChannelCommand::Create { .. }))
+            .count()
+    };
+    let limit = IdentityConfig::default().max_channels_per_connection;
+    for funded in [0u8, 1, 6] {
+        let mut h = H::new(config());
+        let b = addr(0xB1);
+        let p = h.paying(1, b);
+        h.request(p, 0);
+        let mut next = 0u8;
+        let mut id = || {
+            next += 1;
+            ChannelId([next; 32])
+        };
+        assert_eq!(creates(&h.channel()), 1, "funded {funded}");
+        for _ in 0..funded {
+            let channel = id();
+            h.open_payee(b, channel);
+            h.ev(ChannelEvent::Closed {
+                channel_id: channel,
+                payee_amount: 0,
+            });
+            h.c.need_payee_channel(h.now, b, Some(p));
+            assert_eq!(creates(&h.channel()), 1, "funded {funded}: one more");
+        }
+        // Now `limit` proposals in a row are never answered (abandoned at the response
+        // timeout): each but the last is followed by another; after the last, none.
+        for n in 1..=limit {
+            h.created(b, id());
+            h.advance(Duration::from_secs(21));
+            h.channel();
+            h.events();
+            h.c.need_payee_channel(h.now, b, Some(p));
+            let more = creates(&h.channel());
+            if n < limit {
+                assert_eq!(more, 1, "funded {funded}, abandoned {n}");
+            } else {
+                assert_eq!(more, 0, "funded {funded}, abandoned {n}");
+                assert!(
+                    h.events()
+                        .contains(&CoordinatorEvent::ChannelRateLimited { account: b })
+                );
+            }
+        }
+    }
+}
+
+/// As a buyer, a proven payee's proposal is joined when its nonce's index is within
+/// `max_channels_per_connection` past the last channel we funded on that connection: a payee
+/// that needs a fifth (sixth, ...) deposit on one connection is not refused, and an index
+/// further ahead still is.
+#[test]
+fn a_payee_is_joined_within_the_limit_past_the_channels_we_funded() {
+    let me = key(ME);
+    let mut cfg = buyer_config(BLOCK.into());
+    cfg.identity = IdentityConfig::default();
+    cfg.account = me.address();
+    let limit = cfg.identity.max_channels_per_connection;
+    let mut h = H {
+        c: Coordinator::with_signer(cfg, me).unwrap(),
+        now: Instant::now(),
+    };
+    h.c.add_torrent(TorrentKey(0), 1 << 20).unwrap();
+    let seller = key(0x5E);
+    let k = proven(&mut h, 1, &seller);
+    let theirs = [0x33; 32];
+    h.notice_in(k, &PseMessage::AuthChallenge { nonce: theirs })
+        .unwrap();
+    h.engine();
+    let ours = h.c.peers.get(&k).and_then(|p| p.challenge).unwrap();
+    let nonce = |i: u32| crate::identity::channel_nonce(&ours, &theirs, i);
+    let mut next = 0x60u8;
+    let mut propose = |h: &mut H, i: u32| -> (ChannelId, bool) {
+        next += 1;
+        let channel_id = ChannelId([next; 32]);
+        h.ev(ChannelEvent::Proposed {
+            channel_id,
+            payee: seller.address(),
+            deposit: 1 << 16,
+            price: Some(1),
+            nonce: Some(nonce(i)),
+        });
+        let joined = h
+            .channel()
+            .iter()
+            .any(|c| matches!(c, ChannelCommand::Join { channel_id: j, .. } if *j == channel_id));
+        h.events();
+        (channel_id, joined)
+    };
+    // Nothing funded yet: indices 0..limit.
+    assert!(
+        !propose(&mut h, limit).1,
+        "index {limit} before any funding"
+    );
+    // Funded at indices 0, 3, 6, 9 (the ones between were abandoned by the payee): each is
+    // within the limit past the previous one; six channels and more on one connection.
+    let mut last = 0;
+    for i in [0, 3, 6, 9, 10, 11] {
+        let (id, joined) = propose(&mut h, i);
+        assert!(joined, "index {i}");
+        h.ready(id.0, seller.address(), Role::Payer, 1 << 16);
+        h.ev(ChannelEvent::Closed {
+            channel_id: id,
+            payee_amount: 0,
+        });
+        h.channel();
+        h.events();
+        last = i;
+    }
+    assert!(!propose(&mut h, last + 1 + limit).1, "beyond the limit");
+    assert!(propose(&mut h, last + limit).1, "at the limit's end");
+}

@@ -33,6 +33,43 @@ fn free_allowance_then_refuse_and_choke() {
     );
 }
 
+/// A stock peer asks for whole blocks: when what is left of its free allowance is smaller than
+/// a block, its request is refused and it is choked (and stays choked when it asks again),
+/// instead of staying unchoked and asking again forever.
+#[test]
+fn free_allowance_remainder_smaller_than_a_block_chokes() {
+    for fast in [true, false] {
+        let mut config = config();
+        config.non_paying = NonPayingPolicy::FreeAllowance {
+            bytes: 2 * u64::from(BLOCK) + u64::from(BLOCK) / 2,
+        };
+        let mut h = H::new(config);
+        let k = h.interested(1, info(false, fast));
+        assert_eq!(h.engine(), vec![EngineCommand::Unchoke { peer: k }]);
+        h.served(k, 0..2);
+        let refused = if fast {
+            RequestDecision::Reject
+        } else {
+            RequestDecision::Drop
+        };
+        assert_eq!(h.request(k, 2), refused, "fast {fast}");
+        assert_eq!(
+            h.engine(),
+            vec![EngineCommand::Choke { peer: k }],
+            "fast {fast}"
+        );
+        // Interested again, asking again: no unchoke, nothing served.
+        h.c.handle_remote_interest(h.now, k, false).unwrap();
+        h.c.handle_remote_interest(h.now, k, true).unwrap();
+        assert_eq!(h.request(k, 2), refused, "fast {fast}");
+        assert!(h.engine().is_empty(), "fast {fast}");
+        assert_eq!(
+            h.c.peer_stats(k).unwrap().bytes_served,
+            2 * u64::from(BLOCK)
+        );
+    }
+}
+
 #[test]
 fn allowed_fast_preview_serves_only_the_fast_set_while_choked() {
     let mut config = config();

@@ -488,3 +488,24 @@ fn exhausted_deposit_on_a_live_connection_continues_on_a_new_channel() {
         assert_eq!(p.down.budget_used(), (0, p.total_paid), "{case}");
     }
 }
+
+/// A buyer whose deposit covers about a sixth of the file: six consecutive channels on one
+/// connection, more than `max_channels_per_connection` (4), each funded, so none counts
+/// against it; the download completes and every channel is paid what was served on it.
+#[test]
+fn six_consecutive_channels_on_one_connection() {
+    const DEPOSIT: u128 = 180_000;
+    let mut p = Pair::with_deposit(64, 65_536, 0, 8, Some(DEPOSIT));
+    p.run();
+    let total = 64 * u64::from(BLOCK);
+    assert_eq!(p.received, total, "completes");
+    assert_eq!(p.proposed, (0..6).map(nth_channel).collect::<Vec<_>>());
+    let seen = p.up.identity(keyed(0xB1)).unwrap();
+    assert_eq!(seen.bytes_served, total);
+    assert_eq!(seen.wei_received, p.total_paid);
+    assert_eq!(p.closed_with, p.channel_totals);
+    for id in &p.proposed[..5] {
+        assert_eq!(p.channel_totals[id], DEPOSIT);
+    }
+    assert_eq!(p.down.identity(keyed(0x5E)).unwrap().wei_paid, p.total_paid);
+}
