@@ -30,7 +30,9 @@ use torrent_glue::{
 
 use torrent_glue::test_utils::{self, pseudo_random_content as content};
 
-use crate::support::{balance, challenging, until, until_challenge_on_chain};
+use crate::support::{
+    balance, challenging, until, until_after_finalization, until_challenge_on_chain,
+};
 
 const INFO_HASH: [u8; 20] = [0x17; 20];
 const T: TorrentKey = TorrentKey(0);
@@ -502,7 +504,7 @@ async fn paid_out_for_what_it_served(
 ) -> IdentityView {
     let s = seller.account;
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the payout", 30, || balance(chain, s) > 0).await;
+    until_after_finalization(chain, "the payout", 30, || balance(chain, s) > 0).await;
     let view = seller.node.inspect(|c| c.identity(b).unwrap());
     assert_eq!(view.wei_received, 10 * 64 * 1024);
     assert_eq!(
@@ -626,7 +628,7 @@ async fn uploader_vanishes_downloader_challenges_and_recovers_the_unspent_deposi
         "deposit locked"
     );
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the refund", 30, || {
+    until_after_finalization(&chain, "the refund", 30, || {
         balance(&chain, b) > u128::from(FUNDS) - deposit
     })
     .await;

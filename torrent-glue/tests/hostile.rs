@@ -36,7 +36,7 @@ use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role
 
 use crate::support::{
     Attacker, CHALLENGE_DURATION, balance, challenging, client_backend, content, liveness,
-    start_node, tcp, until, until_challenge_on_chain,
+    start_node, tcp, until, until_after_finalization, until_challenge_on_chain,
 };
 
 const PIECE: u32 = 64 * 1024;
@@ -652,7 +652,7 @@ async fn a_stale_challenge_by_the_payer_is_countered_with_the_best_voucher() {
     })
     .await;
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the payout", 15, || balance(&chain, s) > 0).await;
+    until_after_finalization(&chain, "the payout", 15, || balance(&chain, s) > 0).await;
     assert_eq!(balance(&chain, s), 300_000, "paid what it credited");
     let _ = seller.drain();
 }
@@ -698,7 +698,7 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
     let challenged = challenging(20, Role::Payee, || seller.drain()).await;
     until_challenge_on_chain(&chain, challenged, 15).await;
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the payout", 15, || balance(&chain, s) > 0).await;
+    until_after_finalization(&chain, "the payout", 15, || balance(&chain, s) > 0).await;
     let got = balance(&chain, s);
     let credited = seller
         .node

@@ -29,7 +29,7 @@ use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role
 
 use crate::support::{
     Attacker, CHALLENGE_DURATION, OUR_PSE_ID, Recv, balance, client_backend, content, liveness,
-    ready, start_node, tcp, until, until_challenge_on_chain,
+    ready, start_node, tcp, until, until_after_finalization, until_challenge_on_chain,
 };
 
 const PIECE: u32 = 64 * 1024;
@@ -280,7 +280,10 @@ async fn assert_bounded_and_closed(
     a.drive_chain(chain);
     assert!(chain.status_of(id).turn_num_record >= 1);
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the payout", 20, || chain.holdings_of(id) == U256::ZERO).await;
+    until_after_finalization(chain, "the payout", 20, || {
+        chain.holdings_of(id) == U256::ZERO
+    })
+    .await;
     let loss = balance(chain, a.account());
     assert_eq!(
         loss, paid,
@@ -587,7 +590,10 @@ async fn a_postfund_never_sent_costs_the_buyer_nothing() {
     until("the challenge", 15, || buyer.saw(|e| *e == challenging)).await;
     until_challenge_on_chain(&chain, paid_wire::ChannelId(id.0), 10).await;
     chain.advance_time(CHALLENGE_DURATION + 1);
-    until("the refund", 20, || chain.holdings_of(id) == U256::ZERO).await;
+    until_after_finalization(&chain, "the refund", 20, || {
+        chain.holdings_of(id) == U256::ZERO
+    })
+    .await;
     assert_eq!(balance(&chain, a.account()), 0, "the seller got nothing");
     assert_eq!(
         balance(&chain, buyer.account),

@@ -81,6 +81,29 @@ pub async fn challenging(
     challenged.expect("until returned")
 }
 
+/// Like [`until`] after the challenge period has passed on `chain`, but the simulated clock goes
+/// on by a second every 100 ms of waiting, as a real chain's blocks keep coming: a transaction
+/// that failed (e.g. sent before the watcher saw the last challenge) is retried with a backoff
+/// counted in chain time, which a frozen clock would never reach.
+pub async fn until_after_finalization(
+    chain: &SimulatedChain,
+    what: &str,
+    secs: u64,
+    mut done: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut next_second = tokio::time::Instant::now() + Duration::from_millis(100);
+    while !done() {
+        let now = tokio::time::Instant::now();
+        assert!(now < deadline, "timed out waiting for {what}");
+        if now >= next_second {
+            chain.advance_time(1);
+            next_second = now + Duration::from_millis(100);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until `id`'s challenge is registered on chain. The `Challenging` event says the
 /// challenge was decided, not that it landed: time may only move on once the adjudicator has
 /// registered it, or the challenge would finalize a duration later.
