@@ -1411,3 +1411,286 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     // L(P,H); the hub owes the payee 10 in L(H,B)).
     assert_eq!(w.net.wallet(payer), -2000 + 2000 - 2 - 10);
 }
+
+
+// ----- silent parties after (or before) the final state, to the last wei -----------------------
+
+/// The adjudicator's view of one channel, as far as the silent-party tests need it.
+#[derive(Default, Clone)]
+struct OnChain {
+    /// Turn of the registered challenge (or of the concluded state).
+    turn: u64,
+    finalizes_at: u64,
+    /// The outcome a payout or reclaim must present (rewritten by each reclaim).
+    outcome: Outcome,
+}
+
+/// Runs the `honest` parties to the end: messages among them are delivered (anything to or from
+/// another party is lost: it is silent), their chain duties are applied as the contracts would
+/// (challenges with turn checks, checkpoints, concludes, reclaims with fingerprint checks,
+/// payouts), and time jumps to their next timeout whenever nothing else moves.
+fn run_to_the_end(w: &mut World, honest: &[Address]) {
+    let mut chain: BTreeMap<B256, OnChain> = BTreeMap::new();
+    for _ in 0..200 {
+        w.net.flush();
+        let mut moved = false;
+        while let Some(e) = w.net.inflight.pop_front() {
+            if honest.contains(&e.from) && honest.contains(&e.to) {
+                w.net.deliver(e);
+                moved = true;
+            }
+        }
+        for a in honest {
+            for d in duties(w, *a) {
+                moved |= apply_on_chain(w, &mut chain, *a, d);
+            }
+        }
+        if moved {
+            continue;
+        }
+        let next = honest
+            .iter()
+            .filter_map(|a| w.net.parties[a].poll_timeout())
+            .filter(|t| *t > w.net.now)
+            .min();
+        match next {
+            Some(t) => {
+                w.net.now = t;
+                let all: Vec<Address> = w.net.parties.keys().copied().collect();
+                timeout_all(w, &all);
+            }
+            None => return,
+        }
+    }
+    panic!("the exit does not settle");
+}
+
+fn apply_on_chain(
+    w: &mut World,
+    chain: &mut BTreeMap<B256, OnChain>,
+    by: Address,
+    d: ChainAction,
+) -> bool {
+    let now = w.net.now;
+    let is_final = |c: Option<&OnChain>| c.is_some_and(|c| c.finalizes_at != 0 && c.finalizes_at <= now);
+    match d {
+        ChainAction::Challenge {
+            ref fixed,
+            ref candidate,
+            ..
+        } => {
+            let id = fixed.channel_id();
+            let c = chain.get(&id);
+            if is_final(c) || c.is_some_and(|c| c.turn >= candidate.variable_part.turn_num) {
+                return false;
+            }
+            let (_, finalizes_at) = register(w, &d);
+            chain.insert(
+                id,
+                OnChain {
+                    turn: candidate.variable_part.turn_num,
+                    finalizes_at,
+                    outcome: candidate.variable_part.outcome.clone(),
+                },
+            );
+            true
+        }
+        ChainAction::Checkpoint { fixed, candidate, .. } => {
+            let id = fixed.channel_id();
+            let c = chain.get(&id);
+            if is_final(c) || c.is_none_or(|c| c.turn >= candidate.variable_part.turn_num) {
+                return false;
+            }
+            chain.insert(id, OnChain::default());
+            w.net.emit(
+                id,
+                ChainEvent::ChallengeCleared {
+                    channel_id: id,
+                    new_turn_num_record: candidate.variable_part.turn_num,
+                },
+            );
+            true
+        }
+        ChainAction::Conclude { fixed, candidate } => {
+            let id = fixed.channel_id();
+            if is_final(chain.get(&id)) {
+                return false;
+            }
+            assert!(candidate.variable_part.is_final && candidate.sigs.len() == 3);
+            chain.insert(
+                id,
+                OnChain {
+                    turn: candidate.variable_part.turn_num,
+                    finalizes_at: now,
+                    outcome: candidate.variable_part.outcome.clone(),
+                },
+            );
+            w.net.emit(
+                id,
+                ChainEvent::Concluded {
+                    channel_id: id,
+                    finalizes_at: now,
+                },
+            );
+            true
+        }
+        ChainAction::Reclaim(args) => {
+            let l = args.source_channel_id;
+            let Some(g) = args.source_outcome[0]
+                .allocations
+                .get(args.index_of_target_in_source as usize)
+            else {
+                return false;
+            };
+            let v = g.destination;
+            let (Some(lc), Some(vc)) = (chain.get(&l), chain.get(&v)) else {
+                return false;
+            };
+            if !is_final(Some(lc))
+                || !is_final(Some(vc))
+                || lc.outcome != args.source_outcome
+                || vc.outcome != args.target_outcome
+            {
+                return false;
+            }
+            let (after, idx) = reclaim_effect(&lc.outcome, v, &vc.outcome).unwrap();
+            assert_eq!(idx as u64, args.index_of_target_in_source);
+            chain.get_mut(&l).unwrap().outcome = after;
+            for a in w.net.participants_of(l) {
+                w.net.p(a).handle_reclaimed(l, v).unwrap();
+            }
+            w.net.flush();
+            true
+        }
+        ChainAction::TransferAllAssets {
+            channel_id,
+            outcome,
+            ..
+        } => {
+            let c = chain.get(&channel_id);
+            let held = w.net.chain.holdings.get(&channel_id).copied().unwrap_or_default();
+            if !is_final(c) || c.is_some_and(|c| c.outcome != outcome) || held.is_zero() {
+                return false;
+            }
+            w.net.pay_out(channel_id, &outcome);
+            true
+        }
+        other => w.net.apply(by, other),
+    }
+}
+
+fn is_final_msg(e: &Envelope) -> bool {
+    matches!(
+        &e.payload,
+        Payload::Virtual(VirtualMessage {
+            body: VirtualBody::Final { .. },
+            ..
+        })
+    )
+}
+
+/// `paid_world(40)`, then the payer signs the final state; `lost` picks the envelopes lost
+/// from then on (the rest is delivered).
+fn final_signed_then(lost: impl Fn(&World, &Envelope) -> bool) -> (World, B256) {
+    let (mut w, v) = paid_world(40);
+    w.net.p(w.payer).close_virtual(v).unwrap();
+    deliver_except(&mut w, lost);
+    (w, v)
+}
+
+/// Balances after V (a0 = 100, fee 2) paid 40: payer −42, hub +2, payee +40, nothing held.
+fn assert_paid_40(w: &World, honest: &[Address]) {
+    for (who, owed) in [(w.payer, -42), (w.hub, 2), (w.payees[0], 40)] {
+        if honest.contains(&who) {
+            assert_eq!(w.net.wallet(who), owed, "an honest party's payout");
+        }
+    }
+    assert!(w.net.chain.holdings.values().all(|h| h.is_zero()), "money left on chain");
+}
+
+#[test]
+fn payer_silent_after_final_payee_paid_off_chain_hub_recovers_on_chain() {
+    // The payer's final reaches the hub and the payee, then the payer is gone.
+    let (mut w, v) = final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && !is_final_msg(e)));
+    let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
+    // Cooperative: the hub and the payee remove V from L(H,B) with the final amounts.
+    assert!(w.net.p(b).channel(&v).unwrap().is_defunded(), "payee not defunded");
+    let l = w.net.p(b).ledger(&hl).unwrap().countersigned().unwrap().clone();
+    assert!(l.guarantees.is_empty());
+    assert_eq!(l.balances, [u(160), u(40)]);
+    // The hub takes L(P,H) on chain (V concluded with the final), and closes L(H,B) with the payee.
+    w.net.p(hub).challenge_ledger(pl).unwrap();
+    w.net.p(hub).close_ledger(hl).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[w.payer, hub, b]);
+}
+
+#[test]
+fn payer_silent_while_sending_final_payee_relays_it_to_the_hub() {
+    // The payer's final reaches only the payee; the payer is gone. The payee holds all three
+    // signatures, the hub only two: without the payer's, the hub could not remove V from L(H,B).
+    let (mut w, v) = final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && e.to != w.payees[0]));
+    let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
+    assert_eq!(w.net.p(b).channel(&v).unwrap().final_amount(), Some(u(40)));
+    assert!(w.net.p(b).channel(&v).unwrap().is_defunded(), "payee not defunded");
+    assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), Some(u(40)));
+    w.net.p(hub).challenge_ledger(pl).unwrap();
+    w.net.p(hub).close_ledger(hl).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[w.payer, hub, b]);
+}
+
+#[test]
+fn hub_challenging_the_payer_first_still_removes_v_with_the_payee() {
+    // The payer's final reaches both, but the hub takes L(P,H) on chain before L(H,B)'s Remove is
+    // countersigned: the Remove with the final amounts still goes through off chain.
+    let (mut w, v) = final_signed_then(|w, e| {
+        e.to == w.payer || (e.from == w.payer && !is_final_msg(e)) || is_ledger_proposals(e)
+    });
+    let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
+    assert!(!w.net.p(b).channel(&v).unwrap().is_defunded());
+    w.net.p(hub).challenge_ledger(pl).unwrap();
+    w.net.p(hub).resend();
+    w.net.flush();
+    let now = w.net.now;
+    w.net.p(hub).handle_timeout(now);
+    let from_hub: Vec<Envelope> = w.net.inflight.drain(..).filter(|e| e.to == b).collect();
+    for e in from_hub {
+        w.net.deliver(e);
+    }
+    w.net.flush();
+    let to_hub: Vec<Envelope> = w.net.inflight.drain(..).filter(|e| e.to == hub).collect();
+    for e in to_hub {
+        w.net.deliver(e);
+    }
+    assert!(w.net.p(b).channel(&v).unwrap().is_defunded(), "payee not defunded");
+    w.net.p(hub).close_ledger(hl).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[w.payer, hub, b]);
+}
+
+#[test]
+fn hub_silent_after_final_payee_and_payer_exit_on_chain() {
+    // Everyone signs the final; the hub sends its signature, then is gone (no Remove anywhere).
+    let (mut w, v) = final_signed_then(|w, e| (e.to == w.hub || e.from == w.hub) && !is_final_msg(e));
+    let (payer, hub, b, pl) = (w.payer, w.hub, w.payees[0], w.payer_ledger);
+    for a in [payer, b] {
+        let c = w.net.p(a).channel(&v).unwrap();
+        assert_eq!(c.final_amount(), Some(u(40)));
+        assert!(!c.is_defunded());
+    }
+    w.net.p(b).challenge_virtual(v).unwrap();
+    w.net.p(payer).challenge_ledger(pl).unwrap();
+    run_to_the_end(&mut w, &[payer, b]);
+    assert_paid_40(&w, &[payer, hub, b]);
+}
+
+#[test]
+fn payer_silent_before_final_payee_redeems_and_hub_recovers() {
+    let (mut w, v) = paid_world(40);
+    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    w.net.p(b).request_final(v).unwrap();
+    w.net.p(b).challenge_virtual(v).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[payer, hub, b]);
+}
