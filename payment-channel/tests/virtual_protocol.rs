@@ -1694,3 +1694,44 @@ fn payer_silent_before_final_payee_redeems_and_hub_recovers() {
     run_to_the_end(&mut w, &[hub, b]);
     assert_paid_40(&w, &[payer, hub, b]);
 }
+
+#[test]
+fn hostile_final_support_is_checked_signature_by_signature() {
+    let (mut w, v) = paid_world(30);
+    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    let honest = final_from(&mut w, v, payer, hub, |_| {});
+    let Payload::Virtual(VirtualMessage {
+        body: VirtualBody::Final { state, signature },
+        ..
+    }) = honest.payload
+    else {
+        unreachable!()
+    };
+    let sign = |w: &World, who: Address, s: &VariablePart| {
+        w.net.keys[&who].sign_eth_message(&s.hash(v)).unwrap()
+    };
+    let support = |state: VariablePart, signatures| Envelope {
+        from: b,
+        to: hub,
+        payload: Payload::Virtual(VirtualMessage {
+            channel_id: v,
+            body: VirtualBody::FinalSupport { state, signatures },
+        }),
+    };
+    // The payee "relays" a final the payer never signed (its own key in the payer's place).
+    let forged = [sign(&w, b, &state), sign(&w, hub, &state), sign(&w, b, &state)];
+    assert_eq!(
+        refused(&mut w, &support(state.clone(), forged)),
+        VirtualError::Peer(VirtualPeerError::BadSignature("final"))
+    );
+    // Signatures in the wrong order are refused the same way.
+    let swapped = [sign(&w, hub, &state), signature, sign(&w, b, &state)];
+    assert_eq!(
+        refused(&mut w, &support(state.clone(), swapped)),
+        VirtualError::Peer(VirtualPeerError::BadSignature("final"))
+    );
+    // The honest relay completes the hub's final state.
+    let all = [signature, sign(&w, hub, &state), sign(&w, b, &state)];
+    w.net.p(hub).handle_envelope(&support(state, all)).unwrap();
+    assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), Some(u(30)));
+}

@@ -134,6 +134,16 @@ pub enum VirtualBody {
         /// Signature.
         signature: Signature,
     },
+    /// The final state signed by all, relayed by a participant that holds every signature to
+    /// those that may lack one (the payer's, when the payer went silent while sending its
+    /// final state to only some of us): with it the hub and the payee remove V from L(H,B)
+    /// off chain without the payer. Each signature is checked against its participant.
+    FinalSupport {
+        /// The state.
+        state: VariablePart,
+        /// Payer's, hub's and payee's signatures, in participant order.
+        signatures: [Signature; 3],
+    },
     /// Payer → payee.
     Voucher(Voucher),
     /// Hub or payee → payer: please sign the final state.
@@ -754,6 +764,7 @@ impl VirtualChannel {
             let state = self.final_vp(f.amount);
             self.broadcast(VirtualBody::Final { state, signature });
         }
+        self.relay_final(&[0, 1, 2]);
     }
 
     // ----- inputs -----------------------------------------------------------------------------
@@ -818,7 +829,11 @@ impl VirtualChannel {
             }
             VirtualBody::Voucher(v) => self.on_voucher(from_idx, v),
             VirtualBody::Final { state, signature } => {
-                self.on_final(signer, from_idx, state, signature)
+                self.on_final(signer, &[(from_idx, *signature)], state)
+            }
+            VirtualBody::FinalSupport { state, signatures } => {
+                let all: Vec<(usize, Signature)> = signatures.iter().copied().enumerate().collect();
+                self.on_final(signer, &all, state)
             }
             VirtualBody::RequestFinal => {
                 if self.role != VirtualRole::Payer {
@@ -910,12 +925,15 @@ impl VirtualChannel {
         Ok(b.amount)
     }
 
+    /// A final state with `sigs` (participant index, signature) on it: checked as a whole (shape,
+    /// our role's bound, every signature) before anything is recorded; we countersign it if we
+    /// have not, and relay it signed by all once it is ([`VirtualBody::FinalSupport`]) to those
+    /// who did not send us their signature.
     fn on_final(
         &mut self,
         signer: &dyn Signer,
-        from_idx: usize,
+        sigs: &[(usize, Signature)],
         state: &VariablePart,
-        sig: &Signature,
     ) -> Result<()> {
         if !self.running {
             return Err(peer(VirtualPeerError::Unexpected("final")));
@@ -944,13 +962,17 @@ impl VirtualChannel {
                 got: x,
             }));
         }
-        self.check_sig(from_idx, state, sig, "final")?;
+        for (i, sig) in sigs {
+            self.check_sig(*i, state, sig, "final")?;
+        }
         let me = self.role.index();
         let mut fin = self.fin.clone().unwrap_or(FinalState {
             amount: x,
             sigs: [None; 3],
         });
-        fin.sigs[from_idx] = Some(*sig);
+        for (i, sig) in sigs {
+            fin.sigs[*i] = Some(*sig);
+        }
         if fin.sigs[me].is_none() {
             let mine = self.sign(signer, state)?;
             fin.sigs[me] = Some(mine);
@@ -963,8 +985,35 @@ impl VirtualChannel {
         self.fin = Some(fin);
         if !was && self.final_amount().is_some() {
             self.emit(VirtualEvent::Closed { paid: x });
+            // Whoever sent us only its own signature may lack a third one.
+            if let [(from, _)] = sigs {
+                self.relay_final(&[*from]);
+            }
         }
         Ok(())
+    }
+
+    /// Sends the final state signed by all to the participants in `to` (indices), if we hold it.
+    fn relay_final(&mut self, to: &[usize]) {
+        let Some(f) = &self.fin else { return };
+        let Some(signatures) = f.sigs.iter().copied().collect::<Option<Vec<_>>>() else {
+            return;
+        };
+        let Ok(signatures) = <[Signature; 3]>::try_from(signatures) else {
+            return;
+        };
+        let state = self.final_vp(f.amount);
+        for i in to {
+            if *i != self.role.index() {
+                self.send(
+                    self.fixed.participants[*i],
+                    VirtualBody::FinalSupport {
+                        state: state.clone(),
+                        signatures,
+                    },
+                );
+            }
+        }
     }
 
     /// An adjudicator event about V.
