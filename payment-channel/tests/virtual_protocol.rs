@@ -1412,7 +1412,6 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     assert_eq!(w.net.wallet(payer), -2000 + 2000 - 2 - 10);
 }
 
-
 // ----- silent parties after (or before) the final state, to the last wei -----------------------
 
 /// The adjudicator's view of one channel, as far as the silent-party tests need it.
@@ -1472,7 +1471,8 @@ fn apply_on_chain(
     d: ChainAction,
 ) -> bool {
     let now = w.net.now;
-    let is_final = |c: Option<&OnChain>| c.is_some_and(|c| c.finalizes_at != 0 && c.finalizes_at <= now);
+    let is_final =
+        |c: Option<&OnChain>| c.is_some_and(|c| c.finalizes_at != 0 && c.finalizes_at <= now);
     match d {
         ChainAction::Challenge {
             ref fixed,
@@ -1495,7 +1495,9 @@ fn apply_on_chain(
             );
             true
         }
-        ChainAction::Checkpoint { fixed, candidate, .. } => {
+        ChainAction::Checkpoint {
+            fixed, candidate, ..
+        } => {
             let id = fixed.channel_id();
             let c = chain.get(&id);
             if is_final(c) || c.is_none_or(|c| c.turn >= candidate.variable_part.turn_num) {
@@ -1568,7 +1570,13 @@ fn apply_on_chain(
             ..
         } => {
             let c = chain.get(&channel_id);
-            let held = w.net.chain.holdings.get(&channel_id).copied().unwrap_or_default();
+            let held = w
+                .net
+                .chain
+                .holdings
+                .get(&channel_id)
+                .copied()
+                .unwrap_or_default();
             if !is_final(c) || c.is_some_and(|c| c.outcome != outcome) || held.is_zero() {
                 return false;
             }
@@ -1605,17 +1613,31 @@ fn assert_paid_40(w: &World, honest: &[Address]) {
             assert_eq!(w.net.wallet(who), owed, "an honest party's payout");
         }
     }
-    assert!(w.net.chain.holdings.values().all(|h| h.is_zero()), "money left on chain");
+    assert!(
+        w.net.chain.holdings.values().all(|h| h.is_zero()),
+        "money left on chain"
+    );
 }
 
 #[test]
 fn payer_silent_after_final_payee_paid_off_chain_hub_recovers_on_chain() {
     // The payer's final reaches the hub and the payee, then the payer is gone.
-    let (mut w, v) = final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && !is_final_msg(e)));
+    let (mut w, v) =
+        final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && !is_final_msg(e)));
     let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
     // Cooperative: the hub and the payee remove V from L(H,B) with the final amounts.
-    assert!(w.net.p(b).channel(&v).unwrap().is_defunded(), "payee not defunded");
-    let l = w.net.p(b).ledger(&hl).unwrap().countersigned().unwrap().clone();
+    assert!(
+        w.net.p(b).channel(&v).unwrap().is_defunded(),
+        "payee not defunded"
+    );
+    let l = w
+        .net
+        .p(b)
+        .ledger(&hl)
+        .unwrap()
+        .countersigned()
+        .unwrap()
+        .clone();
     assert!(l.guarantees.is_empty());
     assert_eq!(l.balances, [u(160), u(40)]);
     // The hub takes L(P,H) on chain (V concluded with the final), and closes L(H,B) with the payee.
@@ -1629,11 +1651,18 @@ fn payer_silent_after_final_payee_paid_off_chain_hub_recovers_on_chain() {
 fn payer_silent_while_sending_final_payee_relays_it_to_the_hub() {
     // The payer's final reaches only the payee; the payer is gone. The payee holds all three
     // signatures, the hub only two: without the payer's, the hub could not remove V from L(H,B).
-    let (mut w, v) = final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && e.to != w.payees[0]));
+    let (mut w, v) =
+        final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && e.to != w.payees[0]));
     let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
     assert_eq!(w.net.p(b).channel(&v).unwrap().final_amount(), Some(u(40)));
-    assert!(w.net.p(b).channel(&v).unwrap().is_defunded(), "payee not defunded");
-    assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), Some(u(40)));
+    assert!(
+        w.net.p(b).channel(&v).unwrap().is_defunded(),
+        "payee not defunded"
+    );
+    assert_eq!(
+        w.net.p(hub).channel(&v).unwrap().final_amount(),
+        Some(u(40))
+    );
     w.net.p(hub).challenge_ledger(pl).unwrap();
     w.net.p(hub).close_ledger(hl).unwrap();
     run_to_the_end(&mut w, &[hub, b]);
@@ -1642,37 +1671,40 @@ fn payer_silent_while_sending_final_payee_relays_it_to_the_hub() {
 
 #[test]
 fn hub_challenging_the_payer_first_still_removes_v_with_the_payee() {
-    // The payer's final reaches both, but the hub takes L(P,H) on chain before L(H,B)'s Remove is
-    // countersigned: the Remove with the final amounts still goes through off chain.
+    // The payer's final reaches both, then the payer is gone; the payee's signature reaches the
+    // hub only after the hub took L(P,H) (and so V) on chain. The Remove with the final amounts
+    // in L(H,B) still goes through off chain, and L(H,B) never goes on chain.
     let (mut w, v) = final_signed_then(|w, e| {
-        e.to == w.payer || (e.from == w.payer && !is_final_msg(e)) || is_ledger_proposals(e)
+        e.to == w.payer
+            || (e.from == w.payer && !is_final_msg(e))
+            || (e.from == w.payees[0] && e.to == w.hub)
     });
     let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
-    assert!(!w.net.p(b).channel(&v).unwrap().is_defunded());
+    assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), None);
     w.net.p(hub).challenge_ledger(pl).unwrap();
-    w.net.p(hub).resend();
     w.net.flush();
-    let now = w.net.now;
-    w.net.p(hub).handle_timeout(now);
-    let from_hub: Vec<Envelope> = w.net.inflight.drain(..).filter(|e| e.to == b).collect();
-    for e in from_hub {
-        w.net.deliver(e);
-    }
+    w.net.p(b).resend();
     w.net.flush();
-    let to_hub: Vec<Envelope> = w.net.inflight.drain(..).filter(|e| e.to == hub).collect();
-    for e in to_hub {
-        w.net.deliver(e);
-    }
-    assert!(w.net.p(b).channel(&v).unwrap().is_defunded(), "payee not defunded");
+    deliver_except(&mut w, |w, e| e.to == w.payer);
+    assert!(
+        w.net.p(b).channel(&v).unwrap().is_defunded(),
+        "payee not defunded"
+    );
     w.net.p(hub).close_ledger(hl).unwrap();
     run_to_the_end(&mut w, &[hub, b]);
     assert_paid_40(&w, &[w.payer, hub, b]);
+    let hub_ledger = w.net.p(hub).ledger(&hl).unwrap().clone();
+    assert!(
+        hub_ledger.chain().challenge.is_none(),
+        "L(H,B) went on chain"
+    );
 }
 
 #[test]
 fn hub_silent_after_final_payee_and_payer_exit_on_chain() {
     // Everyone signs the final; the hub sends its signature, then is gone (no Remove anywhere).
-    let (mut w, v) = final_signed_then(|w, e| (e.to == w.hub || e.from == w.hub) && !is_final_msg(e));
+    let (mut w, v) =
+        final_signed_then(|w, e| (e.to == w.hub || e.from == w.hub) && !is_final_msg(e));
     let (payer, hub, b, pl) = (w.payer, w.hub, w.payees[0], w.payer_ledger);
     for a in [payer, b] {
         let c = w.net.p(a).channel(&v).unwrap();
@@ -1719,7 +1751,11 @@ fn hostile_final_support_is_checked_signature_by_signature() {
         }),
     };
     // The payee "relays" a final the payer never signed (its own key in the payer's place).
-    let forged = [sign(&w, b, &state), sign(&w, hub, &state), sign(&w, b, &state)];
+    let forged = [
+        sign(&w, b, &state),
+        sign(&w, hub, &state),
+        sign(&w, b, &state),
+    ];
     assert_eq!(
         refused(&mut w, &support(state.clone(), forged)),
         VirtualError::Peer(VirtualPeerError::BadSignature("final"))
@@ -1733,5 +1769,8 @@ fn hostile_final_support_is_checked_signature_by_signature() {
     // The honest relay completes the hub's final state.
     let all = [signature, sign(&w, hub, &state), sign(&w, b, &state)];
     w.net.p(hub).handle_envelope(&support(state, all)).unwrap();
-    assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), Some(u(30)));
+    assert_eq!(
+        w.net.p(hub).channel(&v).unwrap().final_amount(),
+        Some(u(30))
+    );
 }

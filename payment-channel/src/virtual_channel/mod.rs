@@ -577,21 +577,41 @@ impl VirtualChannel {
         self.postfund.iter().all(Option::is_some)
     }
 
+    /// Whether V's guarantees may be removed off chain with the final amounts whatever happens
+    /// to V on chain: the final state is signed by all and V has not finalized with another
+    /// outcome. Anyone holding that state can `conclude` V with it at any time before V
+    /// finalizes (also during a challenge), and every honest holder does once V is on chain
+    /// ([`VirtualChannel::chain_duties`]), so V's on-chain outcome is the final's: a ledger
+    /// partner that removes the guarantee with those amounts gets from the other ledger, by
+    /// `reclaim`, exactly what it gave up.
+    pub fn removable_off_chain(&self) -> bool {
+        let Some(x) = self.final_amount() else {
+            return false;
+        };
+        self.chain
+            .finalized
+            .as_ref()
+            .is_none_or(|f| f.outcome == self.outcome(x))
+    }
+
     /// The ledger updates this objective wants now, per ledger: Adds once the prefund is signed
-    /// by all (the hub's L(H,B) Add only after L(P,H)'s is countersigned), Removes once the
-    /// final state is signed by all.
+    /// by all (the hub's L(H,B) Add only after L(P,H)'s is countersigned) and V is off chain,
+    /// Removes once the final state is signed by all — also while V is on chain
+    /// ([`VirtualChannel::removable_off_chain`]): the hub and the payee settle L(H,B) off
+    /// chain even when the payer went silent after signing the final state.
     pub fn ledger_wants(&self) -> Vec<(B256, Proposal)> {
         let mut wants = Vec::new();
-        if self.chain.challenge_requested
-            || self.chain.challenge.is_some()
-            || self.chain.finalized.is_some()
-        {
+        let disputed = self.disputed();
+        if disputed && !self.removable_off_chain() {
             return wants;
         }
         for side in [Side::PayerSide, Side::PayeeSide] {
             let s = side.index();
             let Some(lid) = self.ledgers[s] else { continue };
             if !self.added[s] {
+                if disputed {
+                    continue;
+                }
                 let hub_waits =
                     self.role == VirtualRole::Hub && side == Side::PayeeSide && !self.added[0];
                 if self.prefund_complete() && !hub_waits {
