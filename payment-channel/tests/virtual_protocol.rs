@@ -52,6 +52,8 @@ struct Net {
     delivered: usize,
     /// Crash (restore from disk, resend) the receiver of delivery number `crash_at`.
     crash_at: Option<usize>,
+    /// The adjudicator's records of channels on chain (sad-path tests).
+    onchain: BTreeMap<B256, OnChain>,
 }
 
 fn as_i(x: U256) -> i128 {
@@ -69,6 +71,7 @@ impl Net {
             disk: BTreeMap::new(),
             delivered: 0,
             crash_at: None,
+            onchain: BTreeMap::new(),
         }
     }
 
@@ -1004,6 +1007,14 @@ fn register(w: &mut World, d: &ChainAction) -> (B256, u64) {
     };
     let id = fixed.channel_id();
     let finalizes_at = w.net.now + fixed.challenge_duration;
+    w.net.onchain.insert(
+        id,
+        OnChain {
+            turn: candidate.variable_part.turn_num,
+            finalizes_at,
+            outcome: candidate.variable_part.outcome.clone(),
+        },
+    );
     w.net.emit(
         id,
         ChainEvent::ChallengeRegistered {
@@ -1429,7 +1440,6 @@ struct OnChain {
 /// (challenges with turn checks, checkpoints, concludes, reclaims with fingerprint checks,
 /// payouts), and time jumps to their next timeout whenever nothing else moves.
 fn run_to_the_end(w: &mut World, honest: &[Address]) {
-    let mut chain: BTreeMap<B256, OnChain> = BTreeMap::new();
     for _ in 0..200 {
         w.net.flush();
         let mut moved = false;
@@ -1441,7 +1451,7 @@ fn run_to_the_end(w: &mut World, honest: &[Address]) {
         }
         for a in honest {
             for d in duties(w, *a) {
-                moved |= apply_on_chain(w, &mut chain, *a, d);
+                moved |= apply_on_chain(w, *a, d);
             }
         }
         if moved {
@@ -1464,12 +1474,7 @@ fn run_to_the_end(w: &mut World, honest: &[Address]) {
     panic!("the exit does not settle");
 }
 
-fn apply_on_chain(
-    w: &mut World,
-    chain: &mut BTreeMap<B256, OnChain>,
-    by: Address,
-    d: ChainAction,
-) -> bool {
+fn apply_on_chain(w: &mut World, by: Address, d: ChainAction) -> bool {
     let now = w.net.now;
     let is_final =
         |c: Option<&OnChain>| c.is_some_and(|c| c.finalizes_at != 0 && c.finalizes_at <= now);
@@ -1480,30 +1485,22 @@ fn apply_on_chain(
             ..
         } => {
             let id = fixed.channel_id();
-            let c = chain.get(&id);
+            let c = w.net.onchain.get(&id);
             if is_final(c) || c.is_some_and(|c| c.turn >= candidate.variable_part.turn_num) {
                 return false;
             }
-            let (_, finalizes_at) = register(w, &d);
-            chain.insert(
-                id,
-                OnChain {
-                    turn: candidate.variable_part.turn_num,
-                    finalizes_at,
-                    outcome: candidate.variable_part.outcome.clone(),
-                },
-            );
+            register(w, &d);
             true
         }
         ChainAction::Checkpoint {
             fixed, candidate, ..
         } => {
             let id = fixed.channel_id();
-            let c = chain.get(&id);
+            let c = w.net.onchain.get(&id);
             if is_final(c) || c.is_none_or(|c| c.turn >= candidate.variable_part.turn_num) {
                 return false;
             }
-            chain.insert(id, OnChain::default());
+            w.net.onchain.insert(id, OnChain::default());
             w.net.emit(
                 id,
                 ChainEvent::ChallengeCleared {
@@ -1515,11 +1512,11 @@ fn apply_on_chain(
         }
         ChainAction::Conclude { fixed, candidate } => {
             let id = fixed.channel_id();
-            if is_final(chain.get(&id)) {
+            if is_final(w.net.onchain.get(&id)) {
                 return false;
             }
             assert!(candidate.variable_part.is_final && candidate.sigs.len() == 3);
-            chain.insert(
+            w.net.onchain.insert(
                 id,
                 OnChain {
                     turn: candidate.variable_part.turn_num,
@@ -1545,7 +1542,7 @@ fn apply_on_chain(
                 return false;
             };
             let v = g.destination;
-            let (Some(lc), Some(vc)) = (chain.get(&l), chain.get(&v)) else {
+            let (Some(lc), Some(vc)) = (w.net.onchain.get(&l), w.net.onchain.get(&v)) else {
                 return false;
             };
             if !is_final(Some(lc))
@@ -1557,7 +1554,7 @@ fn apply_on_chain(
             }
             let (after, idx) = reclaim_effect(&lc.outcome, v, &vc.outcome).unwrap();
             assert_eq!(idx as u64, args.index_of_target_in_source);
-            chain.get_mut(&l).unwrap().outcome = after;
+            w.net.onchain.get_mut(&l).unwrap().outcome = after;
             for a in w.net.participants_of(l) {
                 w.net.p(a).handle_reclaimed(l, v).unwrap();
             }
@@ -1569,7 +1566,7 @@ fn apply_on_chain(
             outcome,
             ..
         } => {
-            let c = chain.get(&channel_id);
+            let c = w.net.onchain.get(&channel_id);
             let held = w
                 .net
                 .chain
@@ -1773,4 +1770,35 @@ fn hostile_final_support_is_checked_signature_by_signature() {
         w.net.p(hub).channel(&v).unwrap().final_amount(),
         Some(u(30))
     );
+}
+
+#[test]
+fn hub_taking_the_payee_ledger_on_chain_alone_gets_v_concluded_by_the_payee() {
+    // The final state is signed by all and the Removes are withheld; the hub registers a
+    // challenge of L(H,B) (holding V's guarantee) but never concludes V, then is gone. The payee
+    // concludes V itself (or its ledger could never pay out) and gets exactly its 40; the payer
+    // takes L(P,H) on chain.
+    let (mut w, v) = closed_removes_withheld(40);
+    let (payer, hub, b, pl, hl) = (
+        w.payer,
+        w.hub,
+        w.payees[0],
+        w.payer_ledger,
+        w.hub_ledgers[0],
+    );
+    w.net.inflight.clear();
+    w.net.p(hub).challenge_ledger(hl).unwrap();
+    w.net.flush();
+    let d = duties(&mut w, hub);
+    let ld = challenge_of(&d, hl);
+    register(&mut w, &ld);
+    assert!(
+        duties(&mut w, b)
+            .iter()
+            .any(|d| matches!(d, ChainAction::Conclude { fixed, .. } if fixed.channel_id() == v))
+    );
+    w.net.p(payer).challenge_ledger(pl).unwrap();
+    // The hub's V conclude never lands: only the payer's and the payee's duties run.
+    run_to_the_end(&mut w, &[payer, b]);
+    assert_paid_40(&w, &[payer, hub, b]);
 }

@@ -702,6 +702,29 @@ fn tick(st: &mut PartyState, now: u64) -> Result<()> {
     for lid in requests {
         ledger_mut(st, lid)?.request_challenge()?;
     }
+    // The converse: a ledger challenged on chain (by anyone) in a state that holds V's
+    // guarantee, which our own latest state also holds (no checkpoint clears it), can only pay
+    // out after a `reclaim`, which needs V finalized: V goes on chain too (concluded at once
+    // when its final state is signed by all).
+    let mut disputes = Vec::new();
+    for l in st.ledgers.values() {
+        let Some(c) = &l.chain().challenge else {
+            continue;
+        };
+        let ours = l.countersigned().map(|v| &v.guarantees);
+        for a in c.candidate.outcome.iter().flat_map(|e| &e.allocations) {
+            if a.as_guarantee().is_some() && ours.is_some_and(|g| g.contains_key(&a.destination)) {
+                disputes.push(a.destination);
+            }
+        }
+    }
+    for v in disputes {
+        if let Some(c) = st.channels.get_mut(&v)
+            && !c.disputed()
+        {
+            c.request_challenge()?;
+        }
+    }
     Ok(())
 }
 
