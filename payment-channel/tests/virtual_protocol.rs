@@ -1521,7 +1521,7 @@ fn apply_on_chain(w: &mut World, by: Address, d: ChainAction) -> bool {
                 OnChain {
                     turn: candidate.variable_part.turn_num,
                     finalizes_at: now,
-                    outcome: candidate.variable_part.outcome.clone(),
+                    outcome: candidate.variable_part.outcome,
                 },
             );
             w.net.emit(
@@ -1637,8 +1637,12 @@ fn payer_silent_after_final_payee_paid_off_chain_hub_recovers_on_chain() {
         .clone();
     assert!(l.guarantees.is_empty());
     assert_eq!(l.balances, [u(160), u(40)]);
+    // The hub sees the Remove in L(P,H) waiting for the payer, and only that one.
+    assert_eq!(w.net.p(hub).stalled_removes(), vec![pl]);
+    assert!(w.net.p(b).stalled_removes().is_empty());
     // The hub takes L(P,H) on chain (V concluded with the final), and closes L(H,B) with the payee.
     w.net.p(hub).challenge_ledger(pl).unwrap();
+    assert!(w.net.p(hub).stalled_removes().is_empty());
     w.net.p(hub).close_ledger(hl).unwrap();
     run_to_the_end(&mut w, &[hub, b]);
     assert_paid_40(&w, &[w.payer, hub, b]);
@@ -1708,6 +1712,8 @@ fn hub_silent_after_final_payee_and_payer_exit_on_chain() {
         assert_eq!(c.final_amount(), Some(u(40)));
         assert!(!c.is_defunded());
     }
+    assert_eq!(w.net.p(b).stalled_removes(), vec![w.hub_ledgers[0]]);
+    assert_eq!(w.net.p(payer).stalled_removes(), vec![pl]);
     w.net.p(b).challenge_virtual(v).unwrap();
     w.net.p(payer).challenge_ledger(pl).unwrap();
     run_to_the_end(&mut w, &[payer, b]);
@@ -1748,7 +1754,7 @@ fn hostile_final_support_is_checked_signature_by_signature() {
         }),
     };
     // The payee "relays" a final the payer never signed (its own key in the payer's place).
-    let forged = [
+    let forged = vec![
         sign(&w, b, &state),
         sign(&w, hub, &state),
         sign(&w, b, &state),
@@ -1758,13 +1764,19 @@ fn hostile_final_support_is_checked_signature_by_signature() {
         VirtualError::Peer(VirtualPeerError::BadSignature("final"))
     );
     // Signatures in the wrong order are refused the same way.
-    let swapped = [sign(&w, hub, &state), signature, sign(&w, b, &state)];
+    let swapped = vec![sign(&w, hub, &state), signature, sign(&w, b, &state)];
     assert_eq!(
         refused(&mut w, &support(state.clone(), swapped)),
         VirtualError::Peer(VirtualPeerError::BadSignature("final"))
     );
+    // Two signatures are not a relay of a state signed by all.
+    let two = vec![signature, sign(&w, hub, &state)];
+    assert_eq!(
+        refused(&mut w, &support(state.clone(), two)),
+        VirtualError::Peer(VirtualPeerError::InvalidFinal("not three signatures"))
+    );
     // The honest relay completes the hub's final state.
-    let all = [signature, sign(&w, hub, &state), sign(&w, b, &state)];
+    let all = vec![signature, sign(&w, hub, &state), sign(&w, b, &state)];
     w.net.p(hub).handle_envelope(&support(state, all)).unwrap();
     assert_eq!(
         w.net.p(hub).channel(&v).unwrap().final_amount(),

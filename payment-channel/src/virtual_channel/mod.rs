@@ -21,6 +21,28 @@
 //! Checks before signing a final state: the payee refuses `x <` its best voucher, the payer
 //! refuses `x >` what it paid, everybody (the hub) requires the amounts to add up to `a0` and the
 //! destinations, types, asset and count to equal the postfund's.
+//!
+//! # A silent party during the defund (issue 15)
+//! Whoever completes the final state (signed by all) relays it to whoever sent it only one
+//! signature ([`VirtualBody::FinalSupport`]): a payer that went silent while sending its final
+//! state to only the payee still has its signature reach the hub. From then on the final
+//! state decides V whatever happens on chain ([`VirtualChannel::removable_off_chain`]): anyone
+//! holding it concludes V with it before any challenge times out, so each ledger's partners
+//! remove V's guarantee off chain with the final amounts, also while V is on chain, and a
+//! ledger goes on chain only when its own counterparty is silent
+//! ([`Party::stalled_removes`], [`Party::challenge_ledger`]).
+//!
+//! | silent | honest payee | honest hub | honest payer |
+//! |---|---|---|---|
+//! | payer, after its final | Remove in L(H,B) with the hub: gets `x` off chain | pays `x` in L(H,B) off chain; takes L(P,H) on chain: conclude V, `reclaim` gives it `x` (+ fee) | – |
+//! | hub, after the final | challenges V (conclude) and L(H,B), `reclaim`: gets `x` | – | takes L(P,H) on chain: gets `a0 − x` back |
+//! | payer, before a final | redemption with its best voucher, L(H,B), `reclaim`: gets the voucher | V on chain → both ledgers challenged, `reclaim` in both: nets the fee | – |
+//!
+//! Why each is safe: the payee never countersigns a Remove below its best voucher (the final
+//! is `≥` it); the hub pays `x` in L(H,B) only against a final signed by all, which it can
+//! conclude itself, so `reclaim` in L(P,H) returns exactly `x`; a ledger challenged by the
+//! other side in a state holding V's guarantee puts V on chain too (the ledger cannot pay out
+//! before V is final and reclaimed).
 
 mod error;
 mod party;
@@ -141,8 +163,8 @@ pub enum VirtualBody {
     FinalSupport {
         /// The state.
         state: VariablePart,
-        /// Payer's, hub's and payee's signatures, in participant order.
-        signatures: [Signature; 3],
+        /// Payer's, hub's and payee's signatures, in participant order (exactly three).
+        signatures: Vec<Signature>,
     },
     /// Payer → payee.
     Voucher(Voucher),
@@ -852,6 +874,9 @@ impl VirtualChannel {
                 self.on_final(signer, &[(from_idx, *signature)], state)
             }
             VirtualBody::FinalSupport { state, signatures } => {
+                if signatures.len() != 3 {
+                    return Err(peer(VirtualPeerError::InvalidFinal("not three signatures")));
+                }
                 let all: Vec<(usize, Signature)> = signatures.iter().copied().enumerate().collect();
                 self.on_final(signer, &all, state)
             }
@@ -1019,9 +1044,6 @@ impl VirtualChannel {
         let Some(signatures) = f.sigs.iter().copied().collect::<Option<Vec<_>>>() else {
             return;
         };
-        let Ok(signatures) = <[Signature; 3]>::try_from(signatures) else {
-            return;
-        };
         let state = self.final_vp(f.amount);
         for i in to {
             if *i != self.role.index() {
@@ -1029,7 +1051,7 @@ impl VirtualChannel {
                     self.fixed.participants[*i],
                     VirtualBody::FinalSupport {
                         state: state.clone(),
-                        signatures,
+                        signatures: signatures.clone(),
                     },
                 );
             }

@@ -381,6 +381,32 @@ impl Party {
         })
     }
 
+    /// Our ledgers where a virtual channel's final state is signed by all but its guarantee is
+    /// still in the latest state signed by both, V being off chain: the Remove waits for the
+    /// ledger's counterparty. A driver resends ([`Party::resend`]); when that counterparty stays
+    /// silent, it takes the ledger on chain ([`Party::challenge_ledger`]): V is concluded with
+    /// the final state and the guarantee reclaimed, so nobody ends with less than the final
+    /// amounts (the hub after a silent payer, the payer or the payee after a silent hub).
+    pub fn stalled_removes(&self) -> Vec<B256> {
+        let mut out: Vec<B256> = self
+            .st
+            .channels
+            .values()
+            .filter(|v| v.final_amount().is_some() && !v.disputed())
+            .flat_map(|v| {
+                v.ledgers().into_iter().flatten().filter(|lid| {
+                    self.st.ledgers.get(lid).is_some_and(|l| {
+                        l.countersigned()
+                            .is_some_and(|c| c.guarantees.contains_key(&v.id()))
+                    })
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Re-queues every message our state implies (after a restore, or periodically while
     /// something waits for a peer).
     pub fn resend(&mut self) {
