@@ -1683,6 +1683,8 @@ fn hub_challenging_the_payer_first_still_removes_v_with_the_payee() {
     let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
     assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), None);
     w.net.p(hub).challenge_ledger(pl).unwrap();
+    // V is on chain for the hub; the payee, with the final signed by all, sees its Remove wait.
+    assert_eq!(w.net.p(b).stalled_removes(), vec![hl]);
     w.net.flush();
     w.net.p(b).resend();
     w.net.flush();

@@ -381,9 +381,9 @@ impl Party {
         })
     }
 
-    /// Our ledgers where a virtual channel's final state is signed by all but its guarantee is
-    /// still in the latest state signed by both, V being off chain: the Remove waits for the
-    /// ledger's counterparty. A driver resends ([`Party::resend`]); when that counterparty stays
+    /// Our ledgers, off chain, where a virtual channel's final state is signed by all but its
+    /// guarantee is still in the latest state signed by both (V on chain or not): the Remove
+    /// waits for the ledger's counterparty. A driver resends ([`Party::resend`]); when that counterparty stays
     /// silent, it takes the ledger on chain ([`Party::challenge_ledger`]): V is concluded with
     /// the final state and the guarantee reclaimed, so nobody ends with less than the final
     /// amounts (the hub after a silent payer, the payer or the payee after a silent hub).
@@ -392,12 +392,16 @@ impl Party {
             .st
             .channels
             .values()
-            .filter(|v| v.final_amount().is_some() && !v.disputed())
+            .filter(|v| v.removable_off_chain())
             .flat_map(|v| {
                 v.ledgers().into_iter().flatten().filter(|lid| {
                     self.st.ledgers.get(lid).is_some_and(|l| {
-                        l.countersigned()
-                            .is_some_and(|c| c.guarantees.contains_key(&v.id()))
+                        let off_chain = l.chain().challenge.is_none()
+                            && l.chain().finalized.is_none()
+                            && !l.chain().challenge_requested;
+                        off_chain
+                            && l.countersigned()
+                                .is_some_and(|c| c.guarantees.contains_key(&v.id()))
                     })
                 })
             })
