@@ -383,10 +383,11 @@ impl Party {
 
     /// Our ledgers, off chain, where a virtual channel's final state is signed by all but its
     /// guarantee is still in the latest state signed by both (V on chain or not): the Remove
-    /// waits for the ledger's counterparty. A driver resends ([`Party::resend`]); when that counterparty stays
-    /// silent, it takes the ledger on chain ([`Party::challenge_ledger`]): V is concluded with
-    /// the final state and the guarantee reclaimed, so nobody ends with less than the final
-    /// amounts (the hub after a silent payer, the payer or the payee after a silent hub).
+    /// waits for the ledger's counterparty. Normal for a round trip; a driver resends
+    /// ([`Party::resend`]), and when that counterparty stays silent it takes the ledger on
+    /// chain ([`Party::challenge_ledger`]): V is concluded with the final state and the
+    /// guarantee reclaimed, so nobody ends with less than the final amounts (the hub after a
+    /// silent payer, the payer or the payee after a silent hub).
     pub fn stalled_removes(&self) -> Vec<B256> {
         let mut out: Vec<B256> = self
             .st
