@@ -52,6 +52,8 @@ struct Net {
     delivered: usize,
     /// Crash (restore from disk, resend) the receiver of delivery number `crash_at`.
     crash_at: Option<usize>,
+    /// The adjudicator's records of channels on chain (sad-path tests).
+    onchain: BTreeMap<B256, OnChain>,
 }
 
 fn as_i(x: U256) -> i128 {
@@ -69,6 +71,7 @@ impl Net {
             disk: BTreeMap::new(),
             delivered: 0,
             crash_at: None,
+            onchain: BTreeMap::new(),
         }
     }
 
@@ -1004,6 +1007,14 @@ fn register(w: &mut World, d: &ChainAction) -> (B256, u64) {
     };
     let id = fixed.channel_id();
     let finalizes_at = w.net.now + fixed.challenge_duration;
+    w.net.onchain.insert(
+        id,
+        OnChain {
+            turn: candidate.variable_part.turn_num,
+            finalizes_at,
+            outcome: candidate.variable_part.outcome.clone(),
+        },
+    );
     w.net.emit(
         id,
         ChainEvent::ChallengeRegistered {
@@ -1410,4 +1421,398 @@ fn payer_with_a_silent_hub_exits_on_chain() {
     // The payer gets everything back but the fee and the 10 it paid (which went to the hub in
     // L(P,H); the hub owes the payee 10 in L(H,B)).
     assert_eq!(w.net.wallet(payer), -2000 + 2000 - 2 - 10);
+}
+
+// ----- silent parties after (or before) the final state, to the last wei -----------------------
+
+/// The adjudicator's view of one channel, as far as the silent-party tests need it.
+#[derive(Default, Clone)]
+struct OnChain {
+    /// Turn of the registered challenge (or of the concluded state).
+    turn: u64,
+    finalizes_at: u64,
+    /// The outcome a payout or reclaim must present (rewritten by each reclaim).
+    outcome: Outcome,
+}
+
+/// Runs the `honest` parties to the end: messages among them are delivered (anything to or from
+/// another party is lost: it is silent), their chain duties are applied as the contracts would
+/// (challenges with turn checks, checkpoints, concludes, reclaims with fingerprint checks,
+/// payouts), and time jumps to their next timeout whenever nothing else moves.
+fn run_to_the_end(w: &mut World, honest: &[Address]) {
+    for _ in 0..200 {
+        w.net.flush();
+        let mut moved = false;
+        while let Some(e) = w.net.inflight.pop_front() {
+            if honest.contains(&e.from) && honest.contains(&e.to) {
+                w.net.deliver(e);
+                moved = true;
+            }
+        }
+        for a in honest {
+            for d in duties(w, *a) {
+                moved |= apply_on_chain(w, *a, d);
+            }
+        }
+        if moved {
+            continue;
+        }
+        let next = honest
+            .iter()
+            .filter_map(|a| w.net.parties[a].poll_timeout())
+            .filter(|t| *t > w.net.now)
+            .min();
+        match next {
+            Some(t) => {
+                w.net.now = t;
+                let all: Vec<Address> = w.net.parties.keys().copied().collect();
+                timeout_all(w, &all);
+            }
+            None => return,
+        }
+    }
+    panic!("the exit does not settle");
+}
+
+fn apply_on_chain(w: &mut World, by: Address, d: ChainAction) -> bool {
+    let now = w.net.now;
+    let is_final =
+        |c: Option<&OnChain>| c.is_some_and(|c| c.finalizes_at != 0 && c.finalizes_at <= now);
+    match d {
+        ChainAction::Challenge {
+            ref fixed,
+            ref candidate,
+            ..
+        } => {
+            let id = fixed.channel_id();
+            let c = w.net.onchain.get(&id);
+            if is_final(c) || c.is_some_and(|c| c.turn >= candidate.variable_part.turn_num) {
+                return false;
+            }
+            register(w, &d);
+            true
+        }
+        ChainAction::Checkpoint {
+            fixed, candidate, ..
+        } => {
+            let id = fixed.channel_id();
+            let c = w.net.onchain.get(&id);
+            if is_final(c) || c.is_none_or(|c| c.turn >= candidate.variable_part.turn_num) {
+                return false;
+            }
+            w.net.onchain.insert(id, OnChain::default());
+            w.net.emit(
+                id,
+                ChainEvent::ChallengeCleared {
+                    channel_id: id,
+                    new_turn_num_record: candidate.variable_part.turn_num,
+                },
+            );
+            true
+        }
+        ChainAction::Conclude { fixed, candidate } => {
+            let id = fixed.channel_id();
+            if is_final(w.net.onchain.get(&id)) {
+                return false;
+            }
+            assert!(candidate.variable_part.is_final && candidate.sigs.len() == 3);
+            w.net.onchain.insert(
+                id,
+                OnChain {
+                    turn: candidate.variable_part.turn_num,
+                    finalizes_at: now,
+                    outcome: candidate.variable_part.outcome,
+                },
+            );
+            w.net.emit(
+                id,
+                ChainEvent::Concluded {
+                    channel_id: id,
+                    finalizes_at: now,
+                },
+            );
+            true
+        }
+        ChainAction::Reclaim(args) => {
+            let l = args.source_channel_id;
+            let Some(g) = args.source_outcome[0]
+                .allocations
+                .get(args.index_of_target_in_source as usize)
+            else {
+                return false;
+            };
+            let v = g.destination;
+            let (Some(lc), Some(vc)) = (w.net.onchain.get(&l), w.net.onchain.get(&v)) else {
+                return false;
+            };
+            if !is_final(Some(lc))
+                || !is_final(Some(vc))
+                || lc.outcome != args.source_outcome
+                || vc.outcome != args.target_outcome
+            {
+                return false;
+            }
+            let (after, idx) = reclaim_effect(&lc.outcome, v, &vc.outcome).unwrap();
+            assert_eq!(idx as u64, args.index_of_target_in_source);
+            w.net.onchain.get_mut(&l).unwrap().outcome = after;
+            for a in w.net.participants_of(l) {
+                w.net.p(a).handle_reclaimed(l, v).unwrap();
+            }
+            w.net.flush();
+            true
+        }
+        ChainAction::TransferAllAssets {
+            channel_id,
+            outcome,
+            ..
+        } => {
+            let c = w.net.onchain.get(&channel_id);
+            let held = w
+                .net
+                .chain
+                .holdings
+                .get(&channel_id)
+                .copied()
+                .unwrap_or_default();
+            if !is_final(c) || c.is_some_and(|c| c.outcome != outcome) || held.is_zero() {
+                return false;
+            }
+            w.net.pay_out(channel_id, &outcome);
+            true
+        }
+        other => w.net.apply(by, other),
+    }
+}
+
+fn is_final_msg(e: &Envelope) -> bool {
+    matches!(
+        &e.payload,
+        Payload::Virtual(VirtualMessage {
+            body: VirtualBody::Final { .. },
+            ..
+        })
+    )
+}
+
+/// `paid_world(40)`, then the payer signs the final state; `lost` picks the envelopes lost
+/// from then on (the rest is delivered).
+fn final_signed_then(lost: impl Fn(&World, &Envelope) -> bool) -> (World, B256) {
+    let (mut w, v) = paid_world(40);
+    w.net.p(w.payer).close_virtual(v).unwrap();
+    deliver_except(&mut w, lost);
+    (w, v)
+}
+
+/// Balances after V (a0 = 100, fee 2) paid 40: payer −42, hub +2, payee +40, nothing held.
+fn assert_paid_40(w: &World, honest: &[Address]) {
+    for (who, owed) in [(w.payer, -42), (w.hub, 2), (w.payees[0], 40)] {
+        if honest.contains(&who) {
+            assert_eq!(w.net.wallet(who), owed, "an honest party's payout");
+        }
+    }
+    assert!(
+        w.net.chain.holdings.values().all(|h| h.is_zero()),
+        "money left on chain"
+    );
+}
+
+#[test]
+fn payer_silent_after_final_payee_paid_off_chain_hub_recovers_on_chain() {
+    // The payer's final reaches the hub and the payee, then the payer is gone.
+    let (mut w, v) =
+        final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && !is_final_msg(e)));
+    let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
+    // Cooperative: the hub and the payee remove V from L(H,B) with the final amounts.
+    assert!(
+        w.net.p(b).channel(&v).unwrap().is_defunded(),
+        "payee not defunded"
+    );
+    let l = w
+        .net
+        .p(b)
+        .ledger(&hl)
+        .unwrap()
+        .countersigned()
+        .unwrap()
+        .clone();
+    assert!(l.guarantees.is_empty());
+    assert_eq!(l.balances, [u(160), u(40)]);
+    // The hub sees the Remove in L(P,H) waiting for the payer, and only that one.
+    assert_eq!(w.net.p(hub).stalled_removes(), vec![pl]);
+    assert!(w.net.p(b).stalled_removes().is_empty());
+    // The hub takes L(P,H) on chain (V concluded with the final), and closes L(H,B) with the payee.
+    w.net.p(hub).challenge_ledger(pl).unwrap();
+    assert!(w.net.p(hub).stalled_removes().is_empty());
+    w.net.p(hub).close_ledger(hl).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[w.payer, hub, b]);
+}
+
+#[test]
+fn payer_silent_while_sending_final_payee_relays_it_to_the_hub() {
+    // The payer's final reaches only the payee; the payer is gone. The payee holds all three
+    // signatures, the hub only two: without the payer's, the hub could not remove V from L(H,B).
+    let (mut w, v) =
+        final_signed_then(|w, e| e.to == w.payer || (e.from == w.payer && e.to != w.payees[0]));
+    let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
+    assert_eq!(w.net.p(b).channel(&v).unwrap().final_amount(), Some(u(40)));
+    assert!(
+        w.net.p(b).channel(&v).unwrap().is_defunded(),
+        "payee not defunded"
+    );
+    assert_eq!(
+        w.net.p(hub).channel(&v).unwrap().final_amount(),
+        Some(u(40))
+    );
+    w.net.p(hub).challenge_ledger(pl).unwrap();
+    w.net.p(hub).close_ledger(hl).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[w.payer, hub, b]);
+}
+
+#[test]
+fn hub_challenging_the_payer_first_still_removes_v_with_the_payee() {
+    // The payer's final reaches both, then the payer is gone; the payee's signature reaches the
+    // hub only after the hub took L(P,H) (and so V) on chain. The Remove with the final amounts
+    // in L(H,B) still goes through off chain, and L(H,B) never goes on chain.
+    let (mut w, v) = final_signed_then(|w, e| {
+        e.to == w.payer
+            || (e.from == w.payer && !is_final_msg(e))
+            || (e.from == w.payees[0] && e.to == w.hub)
+    });
+    let (hub, b, pl, hl) = (w.hub, w.payees[0], w.payer_ledger, w.hub_ledgers[0]);
+    assert_eq!(w.net.p(hub).channel(&v).unwrap().final_amount(), None);
+    w.net.p(hub).challenge_ledger(pl).unwrap();
+    // V is on chain for the hub; the payee, with the final signed by all, sees its Remove wait.
+    assert_eq!(w.net.p(b).stalled_removes(), vec![hl]);
+    w.net.flush();
+    w.net.p(b).resend();
+    w.net.flush();
+    deliver_except(&mut w, |w, e| e.to == w.payer);
+    assert!(
+        w.net.p(b).channel(&v).unwrap().is_defunded(),
+        "payee not defunded"
+    );
+    w.net.p(hub).close_ledger(hl).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[w.payer, hub, b]);
+    let hub_ledger = w.net.p(hub).ledger(&hl).unwrap().clone();
+    assert!(
+        hub_ledger.chain().challenge.is_none(),
+        "L(H,B) went on chain"
+    );
+}
+
+#[test]
+fn hub_silent_after_final_payee_and_payer_exit_on_chain() {
+    // Everyone signs the final; the hub sends its signature, then is gone (no Remove anywhere).
+    let (mut w, v) =
+        final_signed_then(|w, e| (e.to == w.hub || e.from == w.hub) && !is_final_msg(e));
+    let (payer, hub, b, pl) = (w.payer, w.hub, w.payees[0], w.payer_ledger);
+    for a in [payer, b] {
+        let c = w.net.p(a).channel(&v).unwrap();
+        assert_eq!(c.final_amount(), Some(u(40)));
+        assert!(!c.is_defunded());
+    }
+    assert_eq!(w.net.p(b).stalled_removes(), vec![w.hub_ledgers[0]]);
+    assert_eq!(w.net.p(payer).stalled_removes(), vec![pl]);
+    w.net.p(b).challenge_virtual(v).unwrap();
+    w.net.p(payer).challenge_ledger(pl).unwrap();
+    run_to_the_end(&mut w, &[payer, b]);
+    assert_paid_40(&w, &[payer, hub, b]);
+}
+
+#[test]
+fn payer_silent_before_final_payee_redeems_and_hub_recovers() {
+    let (mut w, v) = paid_world(40);
+    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    w.net.p(b).request_final(v).unwrap();
+    w.net.p(b).challenge_virtual(v).unwrap();
+    run_to_the_end(&mut w, &[hub, b]);
+    assert_paid_40(&w, &[payer, hub, b]);
+}
+
+#[test]
+fn hostile_final_support_is_checked_signature_by_signature() {
+    let (mut w, v) = paid_world(30);
+    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    let honest = final_from(&mut w, v, payer, hub, |_| {});
+    let Payload::Virtual(VirtualMessage {
+        body: VirtualBody::Final { state, signature },
+        ..
+    }) = honest.payload
+    else {
+        unreachable!()
+    };
+    let sign = |w: &World, who: Address, s: &VariablePart| {
+        w.net.keys[&who].sign_eth_message(&s.hash(v)).unwrap()
+    };
+    let support = |state: VariablePart, signatures| Envelope {
+        from: b,
+        to: hub,
+        payload: Payload::Virtual(VirtualMessage {
+            channel_id: v,
+            body: VirtualBody::FinalSupport { state, signatures },
+        }),
+    };
+    // The payee "relays" a final the payer never signed (its own key in the payer's place).
+    let forged = vec![
+        sign(&w, b, &state),
+        sign(&w, hub, &state),
+        sign(&w, b, &state),
+    ];
+    assert_eq!(
+        refused(&mut w, &support(state.clone(), forged)),
+        VirtualError::Peer(VirtualPeerError::BadSignature("final"))
+    );
+    // Signatures in the wrong order are refused the same way.
+    let swapped = vec![sign(&w, hub, &state), signature, sign(&w, b, &state)];
+    assert_eq!(
+        refused(&mut w, &support(state.clone(), swapped)),
+        VirtualError::Peer(VirtualPeerError::BadSignature("final"))
+    );
+    // Two signatures are not a relay of a state signed by all.
+    let two = vec![signature, sign(&w, hub, &state)];
+    assert_eq!(
+        refused(&mut w, &support(state.clone(), two)),
+        VirtualError::Peer(VirtualPeerError::InvalidFinal("not three signatures"))
+    );
+    // The honest relay completes the hub's final state.
+    let all = vec![signature, sign(&w, hub, &state), sign(&w, b, &state)];
+    w.net.p(hub).handle_envelope(&support(state, all)).unwrap();
+    assert_eq!(
+        w.net.p(hub).channel(&v).unwrap().final_amount(),
+        Some(u(30))
+    );
+}
+
+#[test]
+fn hub_taking_the_payee_ledger_on_chain_alone_gets_v_concluded_by_the_payee() {
+    // The final state is signed by all and the Removes are withheld; the hub registers a
+    // challenge of L(H,B) (holding V's guarantee) but never concludes V, then is gone. The payee
+    // concludes V itself (or its ledger could never pay out) and gets exactly its 40; the payer
+    // takes L(P,H) on chain.
+    let (mut w, v) = closed_removes_withheld(40);
+    let (payer, hub, b, pl, hl) = (
+        w.payer,
+        w.hub,
+        w.payees[0],
+        w.payer_ledger,
+        w.hub_ledgers[0],
+    );
+    w.net.inflight.clear();
+    w.net.p(hub).challenge_ledger(hl).unwrap();
+    w.net.flush();
+    let d = duties(&mut w, hub);
+    let ld = challenge_of(&d, hl);
+    register(&mut w, &ld);
+    assert!(
+        duties(&mut w, b)
+            .iter()
+            .any(|d| matches!(d, ChainAction::Conclude { fixed, .. } if fixed.channel_id() == v))
+    );
+    w.net.p(payer).challenge_ledger(pl).unwrap();
+    // The hub's V conclude never lands: only the payer's and the payee's duties run.
+    run_to_the_end(&mut w, &[payer, b]);
+    assert_paid_40(&w, &[payer, hub, b]);
 }

@@ -665,6 +665,116 @@ async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_vo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_the_hub_on_chain() {
+    let sim = SimulatedChain::new();
+    let hub = hub(&sim).await;
+    let seller = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        seller_role(0),
+        Arc::new(seed()),
+        None,
+        None,
+        None,
+    )
+    .await;
+    let buyer = peer(
+        &sim,
+        &hub,
+        Funding::Hub,
+        BUYER,
+        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
+        None,
+        None,
+        None,
+    )
+    .await;
+    ledger_open(&seller, LedgerRole::Follower).await;
+    ledger_open(&buyer, LedgerRole::Leader).await;
+    let at = serve(&seller).await;
+    connect(&buyer, at);
+    until("half the download", 60, || async {
+        buyer.store.remaining() <= SIZE / 2
+    })
+    .await;
+    // V is running. The buyer loses the hub (vouchers and its final state go over the peer
+    // wire): its final state reaches only the seller, and it never removes V from its ledger
+    // with the hub.
+    let bh = buyer.hub.clone().unwrap();
+    let (pl, _) = bh.open_ledger(LedgerRole::Leader).await.unwrap();
+    bh.shutdown();
+    until("the download", 60, || async {
+        buyer.store.remaining() == 0
+    })
+    .await;
+    let sh = seller.hub.clone().unwrap();
+    let v = sh
+        .party_node()
+        .inspect(|p| p.channels().next().unwrap().id())
+        .await;
+    // The seller relays the final state signed by all to the hub; they remove V from L(H,B).
+    let n = sh.party_node().clone();
+    until("the seller's side defunded off chain", 30, || {
+        let n = n.clone();
+        async move { n.inspect(|p| p.channel(&v).unwrap().is_defunded()).await }
+    })
+    .await;
+    let b = buyer.account;
+    let received = seller.node.inspect(|c| c.identity(b).unwrap().wei_received);
+    assert_eq!(received, u128::from(SIZE), "the whole download was paid");
+    assert!(
+        seller.chain.status(v).await.unwrap().finalizes_at == 0,
+        "V did not go on chain for the seller"
+    );
+    // The hub sees L(P,H)'s Remove waiting for the silent buyer and takes it on chain.
+    let n = hub.node.clone();
+    until("only L(P,H) waiting at the hub", 30, || {
+        let n = n.clone();
+        async move { n.inspect(|p| p.stalled_removes()).await == vec![pl] }
+    })
+    .await;
+    hub.node.challenge_ledger(pl).await.unwrap();
+    // The seller closes its ledger with the hub cooperatively.
+    let (sl, _) = sh.open_ledger(LedgerRole::Follower).await.unwrap();
+    sh.party_node().close_ledger(sl).await.unwrap();
+    for _ in 0..20 {
+        sim.advance_time(DURATION + 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let done = hub
+            .node
+            .inspect(|p| p.ledgers().all(|l| l.chain().paid_out))
+            .await;
+        if done {
+            break;
+        }
+    }
+    let n = hub.node.clone();
+    until("every hub ledger paid out", 30, || {
+        let n = n.clone();
+        async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
+    })
+    .await;
+    assert_eq!(
+        balance(&sim, seller.account),
+        u128::from(FUNDS) + received,
+        "the seller gets exactly its largest voucher, and sent no transaction"
+    );
+    assert!(seller.chain.gas_used().is_empty());
+    assert_eq!(
+        balance(&sim, hub.info.address),
+        u128::from(FUNDS) + u128::from(FEE),
+        "the hub: its deposit back, what it paid the seller recovered, plus the fee"
+    );
+    assert_eq!(
+        balance(&sim, buyer.account),
+        u128::from(FUNDS) - received - u128::from(FEE),
+        "the silent buyer's change is paid out too"
+    );
+    hub.net.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
     let sim = SimulatedChain::new();
     let hub = hub(&sim).await;

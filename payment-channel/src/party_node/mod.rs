@@ -276,6 +276,12 @@ impl PartyNode {
         self.apply(|p| p.challenge_virtual(channel)).await
     }
 
+    /// Takes a ledger on chain (see [`Party::challenge_ledger`]), e.g. one of
+    /// [`Party::stalled_removes`] whose counterparty stays silent.
+    pub async fn challenge_ledger(&self, ledger: B256) -> Result<(), NodeError> {
+        self.apply(|p| p.challenge_ledger(ledger)).await
+    }
+
     /// Re-sends every message our state implies (after a restart, a reconnection, or
     /// periodically while something waits for a peer).
     pub async fn resend(&self) -> Result<(), NodeError> {

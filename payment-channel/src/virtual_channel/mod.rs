@@ -21,6 +21,28 @@
 //! Checks before signing a final state: the payee refuses `x <` its best voucher, the payer
 //! refuses `x >` what it paid, everybody (the hub) requires the amounts to add up to `a0` and the
 //! destinations, types, asset and count to equal the postfund's.
+//!
+//! # A silent party during the defund (issue 15)
+//! Whoever completes the final state (signed by all) relays it to whoever sent it only one
+//! signature ([`VirtualBody::FinalSupport`]): a payer that went silent while sending its final
+//! state to only the payee still has its signature reach the hub. From then on the final
+//! state decides V whatever happens on chain ([`VirtualChannel::removable_off_chain`]): anyone
+//! holding it concludes V with it before any challenge times out, so each ledger's partners
+//! remove V's guarantee off chain with the final amounts, also while V is on chain, and a
+//! ledger goes on chain only when its own counterparty is silent
+//! ([`Party::stalled_removes`], [`Party::challenge_ledger`]).
+//!
+//! | silent | honest payee | honest hub | honest payer |
+//! |---|---|---|---|
+//! | payer, after its final | Remove in L(H,B) with the hub: gets `x` off chain | pays `x` in L(H,B) off chain; takes L(P,H) on chain: conclude V, `reclaim` gives it `x` (+ fee) | – |
+//! | hub, after the final | challenges V (conclude) and L(H,B), `reclaim`: gets `x` | – | takes L(P,H) on chain: gets `a0 − x` back |
+//! | payer, before a final | redemption with its best voucher, L(H,B), `reclaim`: gets the voucher | V on chain → both ledgers challenged, `reclaim` in both: nets the fee | – |
+//!
+//! Why each is safe: the payee never countersigns a Remove below its best voucher (the final
+//! is `≥` it); the hub pays `x` in L(H,B) only against a final signed by all, which it can
+//! conclude itself, so `reclaim` in L(P,H) returns exactly `x`; a ledger challenged by the
+//! other side in a state holding V's guarantee puts V on chain too (the ledger cannot pay out
+//! before V is final and reclaimed).
 
 mod error;
 mod party;
@@ -133,6 +155,16 @@ pub enum VirtualBody {
         state: VariablePart,
         /// Signature.
         signature: Signature,
+    },
+    /// The final state signed by all, relayed by a participant that holds every signature to
+    /// those that may lack one (the payer's, when the payer went silent while sending its
+    /// final state to only some of us): with it the hub and the payee remove V from L(H,B)
+    /// off chain without the payer. Each signature is checked against its participant.
+    FinalSupport {
+        /// The state.
+        state: VariablePart,
+        /// Payer's, hub's and payee's signatures, in participant order (exactly three).
+        signatures: Vec<Signature>,
     },
     /// Payer → payee.
     Voucher(Voucher),
@@ -567,21 +599,41 @@ impl VirtualChannel {
         self.postfund.iter().all(Option::is_some)
     }
 
+    /// Whether V's guarantees may be removed off chain with the final amounts whatever happens
+    /// to V on chain: the final state is signed by all and V has not finalized with another
+    /// outcome. Anyone holding that state can `conclude` V with it at any time before V
+    /// finalizes (also during a challenge), and every honest holder does once V is on chain
+    /// ([`VirtualChannel::chain_duties`]), so V's on-chain outcome is the final's: a ledger
+    /// partner that removes the guarantee with those amounts gets from the other ledger, by
+    /// `reclaim`, exactly what it gave up.
+    pub fn removable_off_chain(&self) -> bool {
+        let Some(x) = self.final_amount() else {
+            return false;
+        };
+        self.chain
+            .finalized
+            .as_ref()
+            .is_none_or(|f| f.outcome == self.outcome(x))
+    }
+
     /// The ledger updates this objective wants now, per ledger: Adds once the prefund is signed
-    /// by all (the hub's L(H,B) Add only after L(P,H)'s is countersigned), Removes once the
-    /// final state is signed by all.
+    /// by all (the hub's L(H,B) Add only after L(P,H)'s is countersigned) and V is off chain,
+    /// Removes once the final state is signed by all — also while V is on chain
+    /// ([`VirtualChannel::removable_off_chain`]): the hub and the payee settle L(H,B) off
+    /// chain even when the payer went silent after signing the final state.
     pub fn ledger_wants(&self) -> Vec<(B256, Proposal)> {
         let mut wants = Vec::new();
-        if self.chain.challenge_requested
-            || self.chain.challenge.is_some()
-            || self.chain.finalized.is_some()
-        {
+        let disputed = self.disputed();
+        if disputed && !self.removable_off_chain() {
             return wants;
         }
         for side in [Side::PayerSide, Side::PayeeSide] {
             let s = side.index();
             let Some(lid) = self.ledgers[s] else { continue };
             if !self.added[s] {
+                if disputed {
+                    continue;
+                }
                 let hub_waits =
                     self.role == VirtualRole::Hub && side == Side::PayeeSide && !self.added[0];
                 if self.prefund_complete() && !hub_waits {
@@ -754,6 +806,7 @@ impl VirtualChannel {
             let state = self.final_vp(f.amount);
             self.broadcast(VirtualBody::Final { state, signature });
         }
+        self.relay_final(&[0, 1, 2]);
     }
 
     // ----- inputs -----------------------------------------------------------------------------
@@ -818,7 +871,14 @@ impl VirtualChannel {
             }
             VirtualBody::Voucher(v) => self.on_voucher(from_idx, v),
             VirtualBody::Final { state, signature } => {
-                self.on_final(signer, from_idx, state, signature)
+                self.on_final(signer, &[(from_idx, *signature)], state)
+            }
+            VirtualBody::FinalSupport { state, signatures } => {
+                if signatures.len() != 3 {
+                    return Err(peer(VirtualPeerError::InvalidFinal("not three signatures")));
+                }
+                let all: Vec<(usize, Signature)> = signatures.iter().copied().enumerate().collect();
+                self.on_final(signer, &all, state)
             }
             VirtualBody::RequestFinal => {
                 if self.role != VirtualRole::Payer {
@@ -910,12 +970,15 @@ impl VirtualChannel {
         Ok(b.amount)
     }
 
+    /// A final state with `sigs` (participant index, signature) on it: checked as a whole (shape,
+    /// our role's bound, every signature) before anything is recorded; we countersign it if we
+    /// have not, and relay it signed by all once it is ([`VirtualBody::FinalSupport`]) to those
+    /// who did not send us their signature.
     fn on_final(
         &mut self,
         signer: &dyn Signer,
-        from_idx: usize,
+        sigs: &[(usize, Signature)],
         state: &VariablePart,
-        sig: &Signature,
     ) -> Result<()> {
         if !self.running {
             return Err(peer(VirtualPeerError::Unexpected("final")));
@@ -944,13 +1007,17 @@ impl VirtualChannel {
                 got: x,
             }));
         }
-        self.check_sig(from_idx, state, sig, "final")?;
+        for (i, sig) in sigs {
+            self.check_sig(*i, state, sig, "final")?;
+        }
         let me = self.role.index();
         let mut fin = self.fin.clone().unwrap_or(FinalState {
             amount: x,
             sigs: [None; 3],
         });
-        fin.sigs[from_idx] = Some(*sig);
+        for (i, sig) in sigs {
+            fin.sigs[*i] = Some(*sig);
+        }
         if fin.sigs[me].is_none() {
             let mine = self.sign(signer, state)?;
             fin.sigs[me] = Some(mine);
@@ -963,8 +1030,32 @@ impl VirtualChannel {
         self.fin = Some(fin);
         if !was && self.final_amount().is_some() {
             self.emit(VirtualEvent::Closed { paid: x });
+            // Whoever sent us only its own signature may lack a third one.
+            if let [(from, _)] = sigs {
+                self.relay_final(&[*from]);
+            }
         }
         Ok(())
+    }
+
+    /// Sends the final state signed by all to the participants in `to` (indices), if we hold it.
+    fn relay_final(&mut self, to: &[usize]) {
+        let Some(f) = &self.fin else { return };
+        let Some(signatures) = f.sigs.iter().copied().collect::<Option<Vec<_>>>() else {
+            return;
+        };
+        let state = self.final_vp(f.amount);
+        for i in to {
+            if *i != self.role.index() {
+                self.send(
+                    self.fixed.participants[*i],
+                    VirtualBody::FinalSupport {
+                        state: state.clone(),
+                        signatures: signatures.clone(),
+                    },
+                );
+            }
+        }
     }
 
     /// An adjudicator event about V.

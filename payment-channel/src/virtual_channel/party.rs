@@ -1,7 +1,7 @@
 //! [`Party`]: one participant's ledgers and virtual channels together — message routing,
 //! the ledger updates its objectives want, hub limits, the on-chain exit, one snapshot.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256};
@@ -102,6 +102,11 @@ struct PartyState {
     config: PartyConfig,
     ledgers: BTreeMap<B256, Ledger>,
     channels: BTreeMap<B256, VirtualChannel>,
+    /// Ledgers we were asked to take on chain ([`Party::challenge_ledger`],
+    /// [`Party::challenge_virtual`]): [`tick`] challenges them when their guarantees allow, even
+    /// for a virtual channel whose final state is signed by all.
+    #[serde(default)]
+    exits: BTreeSet<B256>,
 }
 
 /// One participant (payer, hub or payee) with its ledgers and virtual channels.
@@ -143,6 +148,7 @@ impl Party {
             config,
             ledgers: BTreeMap::new(),
             channels: BTreeMap::new(),
+            exits: BTreeSet::new(),
         };
         Self {
             signer,
@@ -281,21 +287,7 @@ impl Party {
                 );
             }
             let needed = params.amount.saturating_add(params.fee);
-            // `free_balance` is the latest *proposed* state's: the locks whose Add is queued in
-            // the ledger are already taken from it; count only those not proposed yet.
-            let proposed = l.latest_proposed().map(|v| &v.guarantees);
-            let pending = st
-                .channels
-                .values()
-                .filter(|v| {
-                    v.ledgers()[Side::PayerSide.index()] == Some(lid)
-                        && !v.is_guaranteed(Side::PayerSide)
-                        && !v.disputed()
-                        && !proposed.is_some_and(|g| g.contains_key(&v.id()))
-                })
-                .fold(U256::ZERO, |t, v| {
-                    t.saturating_add(v.amount()).saturating_add(v.fee())
-                });
+            let pending = pending_locks(st, lid, Side::PayerSide);
             if l.free_balance().saturating_sub(pending) < needed {
                 return Err(VirtualUsageError::InvalidParams(
                     "not enough free balance in the ledger",
@@ -332,18 +324,34 @@ impl Party {
         self.transact(|st, signer| Ok(ledger_mut(st, ledger)?.close(signer)?))
     }
 
-    /// Takes a virtual channel on chain: V's challenge first, then (see
-    /// [`Party::handle_timeout`]) our ledgers that hold its guarantee, timed so that they
-    /// finalize no earlier than V.
+    /// Takes a virtual channel on chain: V's challenge first, then our ledgers that hold its
+    /// guarantee. Without a final state signed by all they follow once they would finalize no
+    /// earlier than V (see [`Party::handle_timeout`]); with one, V is concluded at once, so they
+    /// are challenged at once (a ledger whose partner is honest would rather remove the
+    /// guarantee off chain: challenge V only when that partner is silent too).
     pub fn challenge_virtual(&mut self, channel: B256) -> Result<()> {
-        self.transact(|st, _| channel_mut(st, channel)?.request_challenge())
+        self.transact(|st, _| {
+            let v = channel_mut(st, channel)?;
+            v.request_challenge()?;
+            let now = v.removable_off_chain();
+            for lid in v.ledgers().into_iter().flatten() {
+                st.exits.insert(lid);
+                if now {
+                    request_ledger_challenge(st, lid, channel)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Takes a ledger on chain (its counterparty stopped answering, e.g. while closing): every
     /// virtual channel whose guarantee the ledger holds is challenged first, and the ledger
     /// follows once it would finalize no earlier than them (§0.4, see
-    /// [`Party::handle_timeout`]); a ledger without guarantees is challenged at once with the
-    /// latest state signed by both.
+    /// [`Party::handle_timeout`]), or at once when each of them has a final state signed by
+    /// all (they are concluded at once); a ledger without guarantees is challenged at once with
+    /// the latest state signed by both. Our other ledgers holding those channels are not taken
+    /// on chain when the channel's final state is signed by all: there the guarantee is removed
+    /// off chain with the final amounts (hub and payee after a silent payer).
     pub fn challenge_ledger(&mut self, ledger: B256) -> Result<()> {
         self.transact(|st, _| {
             let l = st
@@ -357,14 +365,51 @@ impl Party {
             if held.is_empty() {
                 return Ok(ledger_mut(st, ledger)?.request_challenge()?);
             }
-            for v in held {
-                let c = channel_mut(st, v)?;
+            st.exits.insert(ledger);
+            let mut all_final = true;
+            for v in &held {
+                let c = channel_mut(st, *v)?;
                 if !c.disputed() {
                     c.request_challenge()?;
                 }
+                all_final &= c.removable_off_chain();
+            }
+            if all_final {
+                request_ledger_challenge(st, ledger, held[0])?;
             }
             Ok(())
         })
+    }
+
+    /// Our ledgers, off chain, where a virtual channel's final state is signed by all but its
+    /// guarantee is still in the latest state signed by both (V on chain or not): the Remove
+    /// waits for the ledger's counterparty. Normal for a round trip; a driver resends
+    /// ([`Party::resend`]), and when that counterparty stays silent it takes the ledger on
+    /// chain ([`Party::challenge_ledger`]): V is concluded with the final state and the
+    /// guarantee reclaimed, so nobody ends with less than the final amounts (the hub after a
+    /// silent payer, the payer or the payee after a silent hub).
+    pub fn stalled_removes(&self) -> Vec<B256> {
+        let mut out: Vec<B256> = self
+            .st
+            .channels
+            .values()
+            .filter(|v| v.removable_off_chain())
+            .flat_map(|v| {
+                v.ledgers().into_iter().flatten().filter(|lid| {
+                    self.st.ledgers.get(lid).is_some_and(|l| {
+                        let off_chain = l.chain().challenge.is_none()
+                            && l.chain().finalized.is_none()
+                            && !l.chain().challenge_requested;
+                        off_chain
+                            && l.countersigned()
+                                .is_some_and(|c| c.guarantees.contains_key(&v.id()))
+                    })
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Re-queues every message our state implies (after a restore, or periodically while
@@ -524,12 +569,23 @@ fn find_ledger(st: &PartyState, counterparty: Address, role: LedgerRole) -> Opti
         .map(Ledger::id)
 }
 
-/// What virtual channels accepted but not yet guaranteed will take from our balance in `lid`.
+/// What virtual channels accepted but not yet guaranteed will take from our balance in `lid`,
+/// beyond the ledger's latest proposed state: [`Ledger::free_balance`] and the locked total are
+/// that state's, so a lock whose Add is already queued there is taken from them once and not
+/// counted here again.
 fn pending_locks(st: &PartyState, lid: B256, side: Side) -> U256 {
+    let proposed = st
+        .ledgers
+        .get(&lid)
+        .and_then(Ledger::latest_proposed)
+        .map(|v| &v.guarantees);
     st.channels
         .values()
         .filter(|v| {
-            v.ledgers()[side.index()] == Some(lid) && !v.is_guaranteed(side) && !v.disputed()
+            v.ledgers()[side.index()] == Some(lid)
+                && !v.is_guaranteed(side)
+                && !v.disputed()
+                && !proposed.is_some_and(|g| g.contains_key(&v.id()))
         })
         .fold(U256::ZERO, |t, v| {
             let fee = if side == Side::PayerSide {
@@ -625,11 +681,31 @@ fn hub_capacity(st: &PartyState, lid: B256, limits: &HubLimits) -> U256 {
     free.min(cap)
 }
 
+/// Requests the challenge of `lid` if it holds the countersigned guarantee of `channel` and is
+/// not on chain yet.
+fn request_ledger_challenge(st: &mut PartyState, lid: B256, channel: B256) -> Result<()> {
+    let l = ledger_mut(st, lid)?;
+    let holds = l
+        .countersigned()
+        .is_some_and(|c| c.guarantees.contains_key(&channel));
+    let idle = l.chain().challenge.is_none()
+        && l.chain().finalized.is_none()
+        && !l.chain().challenge_requested;
+    if holds && idle {
+        l.request_challenge()?;
+    }
+    Ok(())
+}
+
 /// §0.4 timing: a ledger holding the countersigned guarantee of a V on chain is challenged once
-/// it would finalize no earlier than V (or at once when V is final).
+/// it would finalize no earlier than V (or at once when V is final). Not when V's final state
+/// is signed by all ([`VirtualChannel::removable_off_chain`]): that guarantee is removed off
+/// chain with the final amounts, and the ledger goes on chain only when asked
+/// ([`Party::challenge_ledger`], [`Party::challenge_virtual`]).
 fn tick(st: &mut PartyState, now: u64) -> Result<()> {
     let mut requests = Vec::new();
     for v in st.channels.values() {
+        let cooperative = v.removable_off_chain();
         let v_final_at = match (&v.chain().finalized, &v.chain().challenge) {
             (Some(f), _) => Some(f.at),
             (None, Some(c)) => Some(c.finalizes_at),
@@ -637,6 +713,9 @@ fn tick(st: &mut PartyState, now: u64) -> Result<()> {
         };
         let Some(at) = v_final_at else { continue };
         for lid in v.ledgers().into_iter().flatten() {
+            if cooperative && !st.exits.contains(&lid) {
+                continue;
+            }
             let Some(l) = st.ledgers.get(&lid) else {
                 continue;
             };
@@ -653,6 +732,31 @@ fn tick(st: &mut PartyState, now: u64) -> Result<()> {
     }
     for lid in requests {
         ledger_mut(st, lid)?.request_challenge()?;
+    }
+    // The converse: a ledger challenged on chain (by anyone) in a state that holds V's
+    // guarantee, which our own latest state also holds (no checkpoint clears it), can only pay
+    // out after a `reclaim`, which needs V finalized: V goes on chain too (concluded at once
+    // when its final state is signed by all).
+    let mut disputes = Vec::new();
+    for l in st.ledgers.values() {
+        let Some(c) = &l.chain().challenge else {
+            continue;
+        };
+        let ours = l.countersigned().map(|v| &v.guarantees);
+        for a in c.candidate.outcome.iter().flat_map(|e| &e.allocations) {
+            if a.as_guarantee().is_some() && ours.is_some_and(|g| g.contains_key(&a.destination)) {
+                disputes.push(a.destination);
+            }
+        }
+    }
+    for v in disputes {
+        if let Some(c) = st.channels.get_mut(&v)
+            && !c.disputed()
+        {
+            // A guarantee countersigned in our ledger implies V's prefund signed by all, which
+            // is all a challenge needs; should it fail, the chain event must still be recorded.
+            let _ = c.request_challenge();
+        }
     }
     Ok(())
 }
@@ -896,5 +1000,54 @@ mod tests {
         // V2 (50, not in the ledger yet) still counts: 10 are left.
         assert!(ps[0].propose_virtual(&params(13, 11)).is_err());
         ps[0].propose_virtual(&params(14, 10)).unwrap();
+    }
+
+    #[test]
+    fn hub_capacity_counts_a_queued_lock_once() {
+        let limits = HubLimits {
+            max_amount: U256::from(1_000),
+            max_locked_per_ledger: U256::from(450),
+            min_fee: U256::ZERO,
+        };
+        let mut ps = [party(None), party(Some(limits.clone())), party(None)];
+        let [payer, hub, payee] = [0, 1, 2].map(|i| ps[i].address());
+        ps[0]
+            .open_ledger(hub, 1, 100, Address::ZERO, U256::from(1_000))
+            .unwrap();
+        let hl = ps[1]
+            .open_ledger(payee, 2, 100, Address::ZERO, U256::from(500))
+            .unwrap();
+        run(&mut ps, &|_| false);
+        let params = |nonce, amount: u64| VirtualParams {
+            hub,
+            payee,
+            channel_nonce: nonce,
+            app_definition: PAYMENT_APP,
+            challenge_duration: 100,
+            asset: Address::ZERO,
+            amount: U256::from(amount),
+            fee: U256::ZERO,
+        };
+        // V1 locks 300 of the hub's 500: its Add is queued in L(H,B), the payee's
+        // countersignature is held.
+        let hold = |e: &Envelope| {
+            e.from == hub && e.to == payee && matches!(e.payload, Payload::Ledger(_))
+        };
+        ps[0].propose_virtual(&params(10, 300)).unwrap();
+        assert!(!run(&mut ps, &hold).is_empty());
+        let ledger = ps[1].ledger(&hl).unwrap();
+        assert_eq!(ledger.pending().count(), 1);
+        assert_eq!(ledger.free_balance(), U256::from(200));
+        // 200 are free and 150 under the cap (it was 0: the queued 300 were subtracted twice).
+        assert_eq!(hub_capacity(&ps[1].st, hl, &limits), U256::from(150));
+        // V2 (100) is accepted by the hub, but its Add in L(P,H) is held, so the hub has not
+        // proposed its own in L(H,B): it still counts against the hub's capacity.
+        ps[0].propose_virtual(&params(11, 100)).unwrap();
+        run(&mut ps, &|e: &Envelope| {
+            hold(e) || (e.from == payer && e.to == hub && matches!(e.payload, Payload::Ledger(_)))
+        });
+        assert!(ps[1].channels().count() == 2);
+        assert_eq!(ps[1].ledger(&hl).unwrap().pending().count(), 1);
+        assert_eq!(hub_capacity(&ps[1].st, hl, &limits), U256::from(50));
     }
 }
