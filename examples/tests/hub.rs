@@ -114,6 +114,7 @@ async fn peer(url: &str, adjudicator: Address, apps: (Address, Address)) -> Peer
             confirmations: Some(0),
             max_retry_interval: 2,
             ledger_service: None,
+            ..NodeConfig::default()
         },
     )
     .await

@@ -337,6 +337,7 @@ async fn start(b: &Backend, i: usize, hub: Option<(HubLimits, LedgerService)>) -
             confirmations: Some(b.confirmations),
             max_retry_interval: 5,
             ledger_service: hub.map(|(_, s)| s),
+            ..NodeConfig::default()
         },
     )
     .await

@@ -11,7 +11,9 @@ use std::time::Duration;
 use payment_channel::chain::Chain;
 use payment_channel::ledger::LedgerRole;
 use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
-use payment_channel::party_node::{LedgerService, NodeConfig as PartyNodeConfig, PartyNode};
+use payment_channel::party_node::{
+    DEFAULT_STALLED_REMOVE_PATIENCE, LedgerService, NodeConfig as PartyNodeConfig, PartyNode,
+};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::faulty::FaultyChain;
 use payment_channel::virtual_channel::{HubLimits, PartyConfig};
@@ -79,6 +81,7 @@ async fn hub(sim: &SimulatedChain) -> Hub {
                 challenge_duration: DURATION,
                 max_ledgers: 10,
             }),
+            ..PartyNodeConfig::default()
         },
     )
     .await
@@ -727,14 +730,27 @@ async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_t
         seller.chain.status(v).await.unwrap().finalizes_at == 0,
         "V did not go on chain for the seller"
     );
-    // The hub sees L(P,H)'s Remove waiting for the silent buyer and takes it on chain.
+    // The hub sees L(P,H)'s Remove waiting for the silent buyer and, once its patience
+    // (`NodeConfig::stalled_remove_patience`, chain time) has passed, takes it on chain by itself.
     let n = hub.node.clone();
     until("only L(P,H) waiting at the hub", 30, || {
         let n = n.clone();
         async move { n.inspect(|p| p.stalled_removes()).await == vec![pl] }
     })
     .await;
-    hub.node.challenge_ledger(pl).await.unwrap();
+    let mut challenged = false;
+    for _ in 0..50 {
+        sim.advance_time(DEFAULT_STALLED_REMOVE_PATIENCE / 10);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if sim.status_of(pl).finalizes_at != 0 {
+            challenged = true;
+            break;
+        }
+    }
+    assert!(
+        challenged,
+        "the hub took L(P,H) on chain once its patience ran out"
+    );
     // The seller closes its ledger with the hub cooperatively.
     let (sl, _) = sh.open_ledger(LedgerRole::Follower).await.unwrap();
     sh.party_node().close_ledger(sl).await.unwrap();

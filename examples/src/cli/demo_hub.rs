@@ -132,6 +132,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
                 challenge_duration: CHALLENGE,
                 max_ledgers: seeders + 1,
             }),
+            ..NodeConfig::default()
         },
     )
     .await

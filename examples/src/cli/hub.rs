@@ -58,6 +58,10 @@ pub(crate) struct HubArgs {
     /// Blocks an event needs on top of it before it is applied (default: the chain's).
     #[arg(long, value_name = "N")]
     pub(crate) confirmations: Option<u64>,
+    /// How long a ledger's Remove may wait for a silent payer or payee (V's final state signed
+    /// by all) before the hub takes that ledger on chain to recover its share.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub(crate) stalled_remove_patience: Duration,
     /// How often the chain is watched.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
     pub(crate) watch_every: Duration,
@@ -155,6 +159,7 @@ pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
             challenge_duration: args.challenge_duration.as_secs().max(1),
             max_ledgers: args.max_ledgers,
         }),
+        stalled_remove_patience: Some(args.stalled_remove_patience.as_secs().max(1)),
     };
     let chain: Arc<dyn Chain> = Arc::new(chain);
     let (node, mut events) = PartyNode::open(

@@ -77,6 +77,11 @@ pub struct LedgerService {
     pub max_ledgers: usize,
 }
 
+/// Default of [`NodeConfig::stalled_remove_patience`]: 10 minutes. A live counterparty
+/// countersigns a Remove in one round trip, and the node resends what waits; the patience is
+/// for one that stays away, so that a peer restarting is not taken on chain.
+pub const DEFAULT_STALLED_REMOVE_PATIENCE: u64 = 600;
+
 /// Settings of a [`PartyNode`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -87,6 +92,14 @@ pub struct NodeConfig {
     pub max_retry_interval: u64,
     /// Set on a hub that opens ledgers on request.
     pub ledger_service: Option<LedgerService>,
+    /// How long, in chain seconds, a ledger may stay among [`Party::stalled_removes`] (a
+    /// virtual channel's final state is signed by all, but the ledger's counterparty does not
+    /// countersign the Remove) before the node takes the ledger on chain
+    /// ([`Party::challenge_ledger`]): V is then concluded with its final state and the guarantee
+    /// reclaimed, so the money a silent counterparty holds up is recovered without anyone's
+    /// intervention. `None`: never automatically (the caller decides). Counted from the first
+    /// watch that saw the ledger stalled in this process, so a restart waits again.
+    pub stalled_remove_patience: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -95,6 +108,7 @@ impl Default for NodeConfig {
             confirmations: None,
             max_retry_interval: 60,
             ledger_service: None,
+            stalled_remove_patience: Some(DEFAULT_STALLED_REMOVE_PATIENCE),
         }
     }
 }
@@ -129,6 +143,8 @@ struct State {
     /// Logs applied in the re-read window: `(block hash, log index)` → block number.
     applied: HashMap<(B256, u64), u64>,
     backoff: HashMap<(u8, B256), Backoff>,
+    /// Ledgers among [`Party::stalled_removes`], with the chain time they were first seen so.
+    stalled_since: HashMap<B256, u64>,
 }
 
 struct Inner {
@@ -200,6 +216,7 @@ impl PartyNode {
                     stored_cursor: cursor,
                     applied: HashMap::new(),
                     backoff: HashMap::new(),
+                    stalled_since: HashMap::new(),
                 }),
             }),
         };
@@ -444,6 +461,9 @@ impl PartyNode {
             }
         }
         st.party.handle_timeout(now);
+        if let Some(patience) = self.inner.config.stalled_remove_patience {
+            Self::take_stalled_ledgers_on_chain(&mut st, now, patience);
+        }
         for ledger in reclaimed {
             if let Err(e) = self.sync_reclaims(&mut st, ledger).await {
                 tracing::warn!(%ledger, error = %e, "reclaim not identified");
@@ -481,6 +501,26 @@ impl PartyNode {
         }
         self.drive(&mut st).await?;
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Takes on chain every ledger that has been among [`Party::stalled_removes`] for at least
+    /// `patience` chain seconds (see [`NodeConfig::stalled_remove_patience`]).
+    fn take_stalled_ledgers_on_chain(st: &mut State, now: u64, patience: u64) {
+        let stalled = st.party.stalled_removes();
+        st.stalled_since.retain(|l, _| stalled.contains(l));
+        for ledger in stalled {
+            let since = *st.stalled_since.entry(ledger).or_insert(now);
+            if now.saturating_sub(since) < patience {
+                continue;
+            }
+            match st.party.challenge_ledger(ledger) {
+                Ok(()) => {
+                    tracing::info!(%ledger, waited = now - since, "counterparty silent on a Remove: ledger taken on chain");
+                    st.stalled_since.remove(&ledger);
+                }
+                Err(e) => tracing::warn!(%ledger, error = %e, "stalled ledger not taken on chain"),
+            }
+        }
     }
 
     /// Sends one duty unless the chain shows it landed or is moot.
