@@ -93,6 +93,29 @@ struct Index<K> {
     dirty: HashSet<K>,
 }
 
+/// A walk over the due keys of a [`Timed`] map, in key order ([`Timed::next_due`]).
+#[derive(Debug)]
+pub(crate) struct DueWalk<K> {
+    lane: Lane,
+    now: Instant,
+    /// The last key returned.
+    after: Option<K>,
+    /// The due keys after `after`.
+    pending: BTreeSet<K>,
+}
+
+#[cfg(test)]
+impl<K: Copy + Ord> DueWalk<K> {
+    /// The brute-force walk the index replaced: the smallest of `keys` after the last key
+    /// returned, due or not.
+    pub(crate) fn scan_next(&mut self, keys: impl Iterator<Item = K>) -> Option<K> {
+        let after = self.after;
+        let next = keys.filter(|k| after.is_none_or(|a| *k > a)).min()?;
+        self.after = Some(next);
+        Some(next)
+    }
+}
+
 /// A map of entries with deadlines, and their index.
 #[derive(Debug)]
 pub(crate) struct Timed<K, V> {
@@ -167,6 +190,11 @@ impl<K: Copy + Ord + Hash, V: Deadlines> Timed<K, V> {
 
     /// Re-indexes the entries touched since the last call: O(touched × log n).
     fn refresh(&self) {
+        self.refresh_observing(|_, _| {});
+    }
+
+    /// [`refresh`](Self::refresh), telling `seen` each touched key and its new deadlines.
+    fn refresh_observing(&self, mut seen: impl FnMut(K, &[Option<Instant>; LANES])) {
         let mut index = self.index.borrow_mut();
         let index = &mut *index;
         for key in index.dirty.drain() {
@@ -174,6 +202,7 @@ impl<K: Copy + Ord + Hash, V: Deadlines> Timed<K, V> {
                 .map
                 .get(&key)
                 .map_or([None; LANES], |v| v.deadlines(&self.timing));
+            seen(key, &new);
             let old = if new == [None; LANES] {
                 index.current.remove(&key)
             } else {
@@ -201,18 +230,42 @@ impl<K: Copy + Ord + Hash, V: Deadlines> Timed<K, V> {
         index.order[lane as usize].first().map(|(at, _)| *at)
     }
 
-    /// The smallest key after `after` (all keys when `None`) whose deadline in `lane` is at
-    /// or before `now`, with the index brought up to date first: visiting keys in increasing
-    /// order this way sees every change the visits before made, as a scan in key order would.
-    pub(crate) fn next_due(&self, lane: Lane, now: Instant, after: Option<K>) -> Option<K> {
-        self.refresh();
-        let index = self.index.borrow();
-        index.order[lane as usize]
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .map(|(_, k)| *k)
-            .filter(|k| after.is_none_or(|a| *k > a))
-            .min()
+    /// Starts a walk over the keys whose deadline in `lane` is at or before `now`, in
+    /// increasing key order (see [`next_due`](Self::next_due)).
+    pub(crate) fn walk_due(&self, lane: Lane, now: Instant) -> DueWalk<K> {
+        DueWalk {
+            lane,
+            now,
+            after: None,
+            pending: self.due(lane, now).into_iter().collect(),
+        }
+    }
+
+    /// The walk's next key: the smallest key after the last one returned whose deadline is
+    /// due, with the index brought up to date first. Visiting keys this way sees every change
+    /// the visits before made, as a scan of every key in order would: a key the visits made due
+    /// is visited if it comes later, one they made not due is skipped. O(log n) per key due or
+    /// touched.
+    pub(crate) fn next_due(&self, walk: &mut DueWalk<K>) -> Option<K> {
+        let DueWalk {
+            lane,
+            now,
+            after,
+            pending,
+        } = walk;
+        self.refresh_observing(|key, deadlines| {
+            if after.is_some_and(|a| key <= a) {
+                return;
+            }
+            if deadlines[*lane as usize].is_some_and(|at| at <= *now) {
+                pending.insert(key);
+            } else {
+                pending.remove(&key);
+            }
+        });
+        let next = pending.pop_first()?;
+        *after = Some(next);
+        Some(next)
     }
 
     /// Every key whose deadline in `lane` is at or before `now`, in increasing order.
@@ -242,5 +295,76 @@ impl<K: Copy + Ord + Hash, V: Deadlines> Timed<K, V> {
             }
         }
         expected == index.order
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry with one deadline, the same in every lane.
+    struct At(Option<Instant>);
+
+    impl Deadlines for At {
+        fn deadlines(&self, _: &Timing) -> [Option<Instant>; LANES] {
+            [self.0; LANES]
+        }
+    }
+
+    fn map(now: Instant, due: &[(u32, bool)]) -> Timed<u32, At> {
+        let mut m = Timed::new(Timing {
+            idle_close_after: None,
+            reclaim_grace: Duration::ZERO,
+        });
+        for (k, is_due) in due {
+            let at = if *is_due {
+                now
+            } else {
+                now + Duration::from_secs(1)
+            };
+            m.insert(*k, At(Some(at)));
+        }
+        m
+    }
+
+    /// A visit that makes a later key due gets it visited, one that makes a later key not due
+    /// gets it skipped, and a key before the walk's position is not visited again, as in a scan
+    /// of every key in order.
+    #[test]
+    fn a_walk_sees_what_earlier_visits_changed() {
+        let now = Instant::now();
+        let mut m = map(
+            now,
+            &[(0, false), (1, true), (2, true), (3, false), (4, true)],
+        );
+        let mut walk = m.walk_due(Lane::Visit, now);
+        assert_eq!(m.next_due(&mut walk), Some(1));
+        m.get_mut(&0).unwrap().0 = Some(now);
+        m.get_mut(&2).unwrap().0 = None;
+        m.get_mut(&3).unwrap().0 = Some(now);
+        assert_eq!(m.next_due(&mut walk), Some(3));
+        m.remove(&4);
+        assert_eq!(m.next_due(&mut walk), None);
+        assert!(m.index_is_consistent());
+        assert_eq!(m.earliest(Lane::Wake), Some(now));
+        assert_eq!(m.due(Lane::Reclaim, now), vec![0, 1, 3]);
+    }
+
+    /// The earliest deadline follows inserts, changes and removals.
+    #[test]
+    fn the_earliest_deadline_follows_every_change() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let mut m = map(now, &[(7, false)]);
+        assert_eq!(m.earliest(Lane::Wake), Some(now + Duration::from_secs(1)));
+        m.insert(3, At(Some(later)));
+        m.entry(9).or_insert(At(Some(now)));
+        assert_eq!(m.earliest(Lane::Wake), Some(now));
+        m.get_mut(&9).unwrap().0 = None;
+        m.remove(&7);
+        assert_eq!(m.earliest(Lane::Wake), Some(later));
+        m.remove(&3);
+        assert_eq!(m.earliest(Lane::Wake), None);
+        assert!(m.index_is_consistent());
     }
 }

@@ -133,7 +133,7 @@ pub use events::{
 };
 
 use self::budget::Budget;
-use self::deadlines::{Lane, Timed, Timing};
+use self::deadlines::{DueWalk, Lane, Timed, Timing};
 use self::download::allow_bytes;
 use self::lifecycle::has_open;
 use self::state::{Claim, Class, Gate, Identity, Peer, PendingProposal, Phase, Torrent};
@@ -947,9 +947,8 @@ impl Coordinator {
     /// Visits only the peers and identities with a deadline at or before `now`, in key order
     /// (as a scan of all of them would), each seeing what the visits before it changed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut cursor = None;
-        while let Some(key) = self.next_peer_due(now, cursor) {
-            cursor = Some(key);
+        let mut walk = self.peers.walk_due(Lane::Visit, now);
+        while let Some(key) = self.next_peer_due(&mut walk) {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
@@ -978,9 +977,8 @@ impl Coordinator {
         }
 
         let idle_after = self.config.liveness.idle_close_after;
-        let mut cursor = None;
-        while let Some(account) = self.next_identity_due(now, cursor) {
-            cursor = Some(account);
+        let mut walk = self.identities.walk_due(Lane::Visit, now);
+        while let Some(account) = self.next_identity_due(&mut walk) {
             let Some(ident) = self.identities.get_mut(&account) else {
                 continue;
             };
@@ -1044,32 +1042,22 @@ impl Coordinator {
         }
     }
 
-    /// The next peer after `after` with a deadline at or before `now`.
-    fn next_peer_due(&self, now: Instant, after: Option<PeerKey>) -> Option<PeerKey> {
+    /// The walk's next peer with a deadline at or before its `now`.
+    fn next_peer_due(&self, walk: &mut DueWalk<PeerKey>) -> Option<PeerKey> {
         #[cfg(test)]
         if self.scan_timeouts {
-            return self
-                .peers
-                .keys()
-                .copied()
-                .filter(|k| after.is_none_or(|a| *k > a))
-                .min();
+            return walk.scan_next(self.peers.keys().copied());
         }
-        self.peers.next_due(Lane::Visit, now, after)
+        self.peers.next_due(walk)
     }
 
-    /// The next identity after `after` with a deadline at or before `now`.
-    fn next_identity_due(&self, now: Instant, after: Option<Address>) -> Option<Address> {
+    /// The walk's next identity with a deadline at or before its `now`.
+    fn next_identity_due(&self, walk: &mut DueWalk<Address>) -> Option<Address> {
         #[cfg(test)]
         if self.scan_timeouts {
-            return self
-                .identities
-                .keys()
-                .copied()
-                .filter(|k| after.is_none_or(|a| *k > a))
-                .min();
+            return walk.scan_next(self.identities.keys().copied());
         }
-        self.identities.next_due(Lane::Visit, now, after)
+        self.identities.next_due(walk)
     }
 
     /// The identities whose last connection left at least a grace ago, in order.
