@@ -102,6 +102,7 @@
 
 mod budget;
 mod config;
+mod deadlines;
 mod download;
 mod events;
 mod lifecycle;
@@ -132,6 +133,7 @@ pub use events::{
 };
 
 use self::budget::Budget;
+use self::deadlines::{DueWalk, Lane, Timed, Timing};
 use self::download::allow_bytes;
 use self::lifecycle::has_open;
 use self::state::{Claim, Class, Gate, Identity, Peer, PendingProposal, Phase, Torrent};
@@ -145,6 +147,11 @@ use crate::error::{ConfigError, Error, PeerError, UsageError};
 use crate::identity::AUTH_VERSION;
 use paid_wire::pse::PseMessage;
 
+/// Up to how many peers and identities debug builds check the deadline index against a scan
+/// on every [`Coordinator::poll_timeout`].
+#[cfg(debug_assertions)]
+const DEBUG_CHECK_UP_TO: usize = 256;
+
 /// Runs the paid-streaming flows for every connection of one client. See the
 /// [module docs](self) for the calling contract and the flows.
 pub struct Coordinator {
@@ -156,8 +163,10 @@ pub struct Coordinator {
     challenge_secret: [u8; 32],
     /// When we proposed our recent channels (the overall creation rate limit).
     recent_creations: VecDeque<Instant>,
-    peers: HashMap<PeerKey, Peer>,
-    identities: HashMap<Address, Identity>,
+    /// Connections, with their deadlines indexed (see `deadlines.rs`).
+    peers: Timed<PeerKey, Peer>,
+    /// Identities, with their deadlines indexed.
+    identities: Timed<Address, Identity>,
     channels: HashMap<ChannelId, (Address, Role)>,
     torrents: HashMap<TorrentKey, Torrent>,
     proposals: Vec<PendingProposal>,
@@ -167,6 +176,10 @@ pub struct Coordinator {
     engine_out: VecDeque<EngineCommand>,
     channel_out: VecDeque<ChannelCommand>,
     events: VecDeque<CoordinatorEvent>,
+    /// Tests only: `handle_timeout` visits every peer and identity (the brute-force scan the
+    /// deadline index replaced), to compare the two.
+    #[cfg(test)]
+    scan_timeouts: bool,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -186,10 +199,14 @@ impl Coordinator {
     pub fn new(config: CoordinatorConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let budget = Budget::new(config.download.as_ref().map_or(0, |d| d.budget));
+        let timing = Timing {
+            idle_close_after: config.liveness.idle_close_after,
+            reclaim_grace: config.liveness.response_timeout,
+        };
         Ok(Self {
             config,
-            peers: HashMap::new(),
-            identities: HashMap::new(),
+            peers: Timed::new(timing),
+            identities: Timed::new(timing),
             channels: HashMap::new(),
             torrents: HashMap::new(),
             proposals: Vec::new(),
@@ -201,6 +218,8 @@ impl Coordinator {
             signer: None,
             challenge_secret: crate::identity::random_secret(),
             recent_creations: VecDeque::new(),
+            #[cfg(test)]
+            scan_timeouts: false,
         })
     }
 
@@ -346,7 +365,29 @@ impl Coordinator {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    ///
+    /// O(log n) in peers and identities: their deadlines are indexed where they change.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let proposals = self.proposals.iter().map(|p| p.expires);
+        let next = [
+            self.peers.earliest(Lane::Wake),
+            self.identities.earliest(Lane::Wake),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(proposals)
+        .min();
+        #[cfg(debug_assertions)]
+        if self.peers.len() + self.identities.len() <= DEBUG_CHECK_UP_TO {
+            debug_assert_eq!(next, self.poll_timeout_scan(), "deadline index is stale");
+        }
+        next
+    }
+
+    /// [`poll_timeout`](Self::poll_timeout) by scanning every peer and identity: what the
+    /// index must agree with.
+    #[cfg(any(test, debug_assertions))]
+    pub(crate) fn poll_timeout_scan(&self) -> Option<Instant> {
         let idle = self.config.liveness.idle_close_after;
         let peers = self.peers.values().flat_map(|p| {
             let pending = match p.class {
@@ -902,10 +943,12 @@ impl Coordinator {
     }
 
     /// Time passed: handshake, payment, answer, idle and stall deadlines.
+    ///
+    /// Visits only the peers and identities with a deadline at or before `now`, in key order
+    /// (as a scan of all of them would), each seeing what the visits before it changed.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut keys: Vec<PeerKey> = self.peers.keys().copied().collect();
-        keys.sort_unstable();
-        for key in keys {
+        let mut walk = self.peers.walk_due(Lane::Visit, now);
+        while let Some(key) = self.next_peer_due(&mut walk) {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
@@ -933,10 +976,9 @@ impl Coordinator {
             }
         }
 
-        let mut accounts: Vec<Address> = self.identities.keys().copied().collect();
-        accounts.sort_unstable();
         let idle_after = self.config.liveness.idle_close_after;
-        for account in accounts {
+        let mut walk = self.identities.walk_due(Lane::Visit, now);
+        while let Some(account) = self.next_identity_due(&mut walk) {
             let Some(ident) = self.identities.get_mut(&account) else {
                 continue;
             };
@@ -995,11 +1037,38 @@ impl Coordinator {
                 channel_id: p.channel_id,
             });
         }
-        let mut accounts: Vec<Address> = self.identities.keys().copied().collect();
-        accounts.sort_unstable();
-        for account in accounts {
+        for account in self.identities_to_reclaim(now) {
             self.reclaim_identity(now, account);
         }
+    }
+
+    /// The walk's next peer with a deadline at or before its `now`.
+    fn next_peer_due(&self, walk: &mut DueWalk<PeerKey>) -> Option<PeerKey> {
+        #[cfg(test)]
+        if self.scan_timeouts {
+            return walk.scan_next(self.peers.keys().copied());
+        }
+        self.peers.next_due(walk)
+    }
+
+    /// The walk's next identity with a deadline at or before its `now`.
+    fn next_identity_due(&self, walk: &mut DueWalk<Address>) -> Option<Address> {
+        #[cfg(test)]
+        if self.scan_timeouts {
+            return walk.scan_next(self.identities.keys().copied());
+        }
+        self.identities.next_due(walk)
+    }
+
+    /// The identities whose last connection left at least a grace ago, in order.
+    fn identities_to_reclaim(&self, now: Instant) -> Vec<Address> {
+        #[cfg(test)]
+        if self.scan_timeouts {
+            let mut all: Vec<Address> = self.identities.keys().copied().collect();
+            all.sort_unstable();
+            return all;
+        }
+        self.identities.due(Lane::Reclaim, now)
     }
 
     // ------------------------------------------------------------------ application commands

@@ -400,7 +400,7 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
 
 /// What a hostile (or honest) uploader does, on one of three connection slots.
 #[derive(Debug, Clone)]
-enum Op {
+pub(super) enum Op {
     Stop(usize),
     Start(usize),
     Prompt(usize, u64),
@@ -416,7 +416,7 @@ enum Op {
     Settle,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(super) fn op() -> impl Strategy<Value = Op> {
     let slot = 0..3usize;
     let price = prop_oneof![Just(1u128), Just(2), Just(1000)];
     let trust = prop_oneof![Just(0u64), Just(30_000), Just(10_000_000)];
@@ -447,24 +447,34 @@ struct Ledger {
     advertised: Terms,
 }
 
-struct Run {
-    h: H,
+pub(super) struct Run {
+    pub(super) h: H,
     seller: Address,
     conns: [Option<PeerKey>; 3],
     next_key: u64,
     ledger: Ledger,
+    /// Every output collected, in order (to compare two runs).
+    pub(super) log: Vec<String>,
 }
 
 impl Run {
     fn new() -> Self {
+        Self::starting_at(Instant::now())
+    }
+
+    /// A run whose clock starts at `start` (two runs compared step by step share it).
+    pub(super) fn starting_at(start: Instant) -> Self {
         let mut config = bounded();
         config.download.as_mut().unwrap().max_price_per_byte = 2;
+        let mut h = H::downloading(config, 100_000_000);
+        h.now = start;
         let mut r = Self {
-            h: H::downloading(config, 100_000_000),
+            h,
             seller: addr(0x5E),
             conns: [None; 3],
             next_key: 1,
             ledger: Ledger::default(),
+            log: Vec::new(),
         };
         r.connect(0, Terms::WEB3TORRENT);
         r.propose();
@@ -499,6 +509,7 @@ impl Run {
 
     fn collect(&mut self) {
         for cmd in self.h.channel() {
+            self.log.push(format!("{cmd:?}"));
             match cmd {
                 ChannelCommand::Join { channel_id, .. } => {
                     let price = self.ledger.advertised.price_per_byte;
@@ -512,11 +523,12 @@ impl Run {
                 _ => {}
             }
         }
-        self.h.engine();
-        self.h.events();
+        let engine = self.h.engine();
+        let events = self.h.events();
+        self.log.push(format!("{engine:?} {events:?}"));
     }
 
-    fn apply(&mut self, op: &Op) {
+    pub(super) fn apply(&mut self, op: &Op) {
         let id = self.ledger.current.map(|(c, _)| c);
         let conn = |slot: &usize| self.conns[*slot];
         match op {

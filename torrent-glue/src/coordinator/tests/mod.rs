@@ -14,6 +14,7 @@ use crate::engine::Direction;
 use paid_wire::pse::PseMessage;
 
 mod buyer_bound;
+mod deadlines;
 mod download;
 mod identity;
 mod lifecycle;
