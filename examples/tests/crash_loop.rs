@@ -209,12 +209,18 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
     let mut credited_all: HashMap<String, u128> = HashMap::new();
     let mut all_channels = Vec::new();
     let (mut seeder_kills, mut buyer_kills) = (0u32, 0u32);
+    let mut seeder_kills_this_buyer_run = 0u32;
     let mut restores_checked = 0u32;
     let mut last_have = 0u64;
     for round in 0..kills {
         // A random point: 0.1 to 2.5 s into this run of the victim, so kills land in channel
         // setup, in the middle of payments and of pieces, and around restarts.
-        let victim = if rng.below(2) == 0 {
+        // At most two seeder kills per run of the downloader: each can cost the downloader the
+        // blocks in flight plus what it paid ahead, and three exceed its per-channel window
+        // (`DownloadConfig::window_bytes`), after which it rightly stops paying that seller as
+        // one that asks beyond the window (torrent-glue's hostile_seller suite), so the download
+        // would stall by design, not by a fault.
+        let victim = if rng.below(2) == 0 && seeder_kills_this_buyer_run < 2 {
             Victim::Seeder
         } else {
             Victim::Downloader
@@ -234,6 +240,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
             Victim::Seeder => {
                 seeder.kill9();
                 seeder_kills += 1;
+                seeder_kills_this_buyer_run += 1;
                 let before = credited(&seeder.seen);
                 channels(&seeder.seen, &mut all_channels);
                 merge_max(&mut credited_all, before.clone());
@@ -259,6 +266,7 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
             Victim::Downloader => {
                 buyer.kill9();
                 buyer_kills += 1;
+                seeder_kills_this_buyer_run = 0;
                 channels(&buyer.seen, &mut all_channels);
                 seeder.drain();
                 merge_max(&mut credited_all, credited(&seeder.seen));
