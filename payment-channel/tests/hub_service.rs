@@ -688,7 +688,10 @@ async fn figure_hub_gas_for_1_3_10_payees_on_anvil() {
             "FIGURE hub N={n} payer txs {payer_txs} gas {payer_gas} | hub txs {hub_txs} gas \
              {hub_gas} | payees txs {payees_txs} gas {payees_gas}"
         );
-        assert_eq!(payer_txs, 2, "N={n}: the payer sends exactly 2 transactions");
+        assert_eq!(
+            payer_txs, 2,
+            "N={n}: the payer sends exactly 2 transactions"
+        );
         // The chain agrees: the payer account's nonce is 2.
         let nonce = anvil
             .rpc(
