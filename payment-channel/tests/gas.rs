@@ -2,6 +2,7 @@
 //! the `gasUsed` of the receipts of the transactions its `Client` sent). Prints one table line per
 //! lifecycle and party (`GAS <lifecycle> <party>: <total> <transactions>`), and checks that no
 //! party pays for a transaction that pays it nothing.
+//! Also one buyer with direct channels to N = 1, 3, 10 sellers (`FIGURE direct N=..`, issue 15).
 #![cfg(all(feature = "ethereum", feature = "test-utils"))]
 
 use std::sync::Arc;

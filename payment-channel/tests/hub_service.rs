@@ -7,6 +7,8 @@
 //!   close of everything, on `SimulatedChain` and (when installed) on anvil with the real
 //!   contracts: the payer sends exactly 2 transactions, every party's payout address ends with
 //!   what the vouchers say, the hub nets the fees, and both backends end with the same figures.
+//! - Issue 15's figure: the same life with N = 1, 3, 10 payees on anvil, printing each side's
+//!   transactions and gas (`FIGURE hub N=..`); `gas.rs` prints the direct-channel counterpart.
 
 use std::future::Future;
 use std::net::SocketAddr;
