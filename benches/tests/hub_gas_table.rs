@@ -7,6 +7,10 @@
 //!   by `support::hub` as `GAS <script> <call> <gas>`).
 //!
 //! Prints a Markdown table: `cargo test -p paid-benches --test hub_gas_table -- --nocapture`.
+//! For N = 1, 3, 10 the cooperative columns are also measured end to end on anvil
+//! (`payment-channel/tests/hub_service.rs` `figure_hub_gas_for_1_3_10_payees_on_anvil`, `gas.rs`
+//! `figure_direct_gas_for_1_3_10_sellers`); this table is their upper end (every payout creates
+//! its account) and the only source for N = 30 and the sad paths.
 //! Which party sends which call follows the code: a direct channel's buyer only deposits (the
 //! seller concludes and pays out); a ledger's cooperative close is sent by the side with a share
 //! (`Ledger::chain_duties`), i.e. the buyer for L(buyer, hub) and the hub for L(hub, seller).

@@ -2,10 +2,12 @@
 //! the `gasUsed` of the receipts of the transactions its `Client` sent). Prints one table line per
 //! lifecycle and party (`GAS <lifecycle> <party>: <total> <transactions>`), and checks that no
 //! party pays for a transaction that pays it nothing.
+//! Also one buyer with direct channels to N = 1, 3, 10 sellers (`FIGURE direct N=..`, issue 15).
 #![cfg(all(feature = "ethereum", feature = "test-utils"))]
 
 use std::sync::Arc;
 
+use payment_channel::chain::ethereum::Deployment;
 use payment_channel::chain::{Chain, EthereumChain};
 use payment_channel::client::{Client, ClientConfig, ClientEvent};
 use payment_channel::message::Envelope;
@@ -72,6 +74,48 @@ struct Setup {
     chain: Arc<EthereumChain>,
 }
 
+/// A client on `net` that signs with `signer` and sends its transactions from `tx_key` to
+/// `anvil`, through a gas meter.
+async fn party(
+    anvil: &payment_channel::test_utils::anvil::Anvil,
+    deployment: &Deployment,
+    tx_key: B256,
+    signer: LocalSigner,
+    policy: Option<JoinPolicy>,
+    net: &Arc<MemoryNet>,
+) -> Party {
+    let chain = Arc::new(
+        EthereumChain::connect(&anvil.url, &tx_key, deployment.nitro_adjudicator)
+            .await
+            .unwrap(),
+    );
+    let meter = Arc::new(GasMeter::new(chain));
+    let signer = Arc::new(signer);
+    let inbox = net.join(signer.address());
+    let config = ClientConfig {
+        challenge_duration: 600,
+        auto_join: policy,
+        // Anvil mines only on transactions: nothing would confirm the last one.
+        confirmations: Some(0),
+        ..ClientConfig::new(deployment.payment_app)
+    };
+    let (client, events) = Client::open(
+        config,
+        signer,
+        meter.clone(),
+        Arc::new(MemoryStore::new()),
+        Some(net.transport()),
+    )
+    .await
+    .unwrap();
+    Party {
+        client,
+        _events: events,
+        inbox,
+        meter,
+    }
+}
+
 /// A fresh anvil with the contracts, a buyer (payer, auto-joins) and a seller (payee).
 async fn setup() -> Option<Setup> {
     use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
@@ -94,36 +138,8 @@ async fn setup() -> Option<Setup> {
         ),
         (2, 0x42u8, None),
     ] {
-        let chain = Arc::new(
-            EthereumChain::connect(&anvil.url, &tx_key(i), deployment.nitro_adjudicator)
-                .await
-                .unwrap(),
-        );
-        let meter = Arc::new(GasMeter::new(chain));
-        let signer = Arc::new(LocalSigner::from_bytes(&B256::repeat_byte(seed)).unwrap());
-        let inbox = net.join(signer.address());
-        let config = ClientConfig {
-            challenge_duration: 600,
-            auto_join: policy,
-            // Anvil mines only on transactions: nothing would confirm the last one.
-            confirmations: Some(0),
-            ..ClientConfig::new(deployment.payment_app)
-        };
-        let (client, events) = Client::open(
-            config,
-            signer,
-            meter.clone(),
-            Arc::new(MemoryStore::new()),
-            Some(net.transport()),
-        )
-        .await
-        .unwrap();
-        parties.push(Party {
-            client,
-            _events: events,
-            inbox,
-            meter,
-        });
+        let signer = LocalSigner::from_bytes(&B256::repeat_byte(seed)).unwrap();
+        parties.push(party(&anvil, &deployment, tx_key(i), signer, policy, &net).await);
     }
     let seller = parties.pop().unwrap();
     let buyer = parties.pop().unwrap();
@@ -209,4 +225,128 @@ async fn gas_per_party_per_lifecycle() {
         U256::ZERO
     );
     report("vanished-seller", &s);
+}
+
+/// Delivers every queued message between the buyer and the sellers until none is left.
+async fn pump_all(buyer: &mut Party, sellers: &mut [Party]) {
+    loop {
+        let mut moved = false;
+        for n in std::iter::once(&mut *buyer).chain(sellers.iter_mut()) {
+            while let Ok(env) = n.inbox.try_recv() {
+                moved = true;
+                let _ = n.client.push_message(env).await;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+/// Issue 15's figure, the direct side, measured: one buyer with a direct channel of 10 000 wei
+/// to each of N = 1, 3, 10 sellers on anvil, 1 500 paid on each, cooperative close. One line per
+/// N in the format of `hub_service.rs`'s `FIGURE hub` lines (no hub: 0). The buyer sends exactly
+/// N transactions (its deposits), each seller its conclude and payout, and every payout is exact.
+#[tokio::test]
+async fn figure_direct_gas_for_1_3_10_sellers() {
+    let Some((anvil, deployment, _)) = payment_channel::test_utils::anvil::deployed().await else {
+        return;
+    };
+    const DEPOSIT: u64 = 10_000;
+    const PAID: u64 = 1_500;
+    for n in [1usize, 3, 10] {
+        let net = Arc::new(MemoryNet::default());
+        // Fresh transaction accounts (anvil has 10 dev accounts) and fresh signing addresses,
+        // which receive the payouts and never pay gas.
+        let funded = || {
+            let k = LocalSigner::random();
+            anvil
+                .rpc(
+                    "anvil_setBalance",
+                    &format!("[\"{}\", \"0x3635c9adc5dea00000\"]", k.address()),
+                )
+                .unwrap();
+            k.secret_bytes()
+        };
+        let policy = JoinPolicy::new(deployment.payment_app, u(DEPOSIT), u(DEPOSIT * n as u64));
+        let buyer_key = funded();
+        let mut buyer = party(
+            &anvil,
+            &deployment,
+            buyer_key,
+            LocalSigner::random(),
+            Some(policy),
+            &net,
+        )
+        .await;
+        let mut sellers = Vec::new();
+        for _ in 0..n {
+            let k = funded();
+            sellers.push(party(&anvil, &deployment, k, LocalSigner::random(), None, &net).await);
+        }
+        let mut ids = Vec::new();
+        for s in &sellers {
+            ids.push(
+                s.client
+                    .create(buyer.client.address(), u(DEPOSIT), None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        pump_all(&mut buyer, &mut sellers).await;
+        for id in &ids {
+            for _ in 0..3 {
+                buyer.client.send_payment(*id, u(PAID / 3)).await.unwrap();
+            }
+        }
+        pump_all(&mut buyer, &mut sellers).await;
+        for s in &sellers {
+            s.client.watch_chain().await.unwrap();
+        }
+        for id in &ids {
+            buyer.client.close(*id).await.unwrap();
+        }
+        pump_all(&mut buyer, &mut sellers).await;
+        let _ = buyer.client.watch_chain().await;
+        for s in &sellers {
+            let _ = s.client.watch_chain().await;
+        }
+        let chain = buyer.meter.inner().clone();
+        for (s, id) in sellers.iter().zip(&ids) {
+            assert!(s.client.channel_info(*id).await.unwrap().settled, "N={n}");
+            assert_eq!(
+                chain.holdings(Address::ZERO, *id).await.unwrap(),
+                U256::ZERO
+            );
+            assert_eq!(
+                chain
+                    .balance(Address::ZERO, s.client.address())
+                    .await
+                    .unwrap(),
+                u(PAID),
+                "N={n}: the seller's payout"
+            );
+        }
+        assert_eq!(
+            chain
+                .balance(Address::ZERO, buyer.client.address())
+                .await
+                .unwrap(),
+            u((DEPOSIT - PAID) * n as u64),
+            "N={n}: the buyer's refunds"
+        );
+        let buyer_txs = buyer.meter.gas_used().len();
+        let sellers_txs: usize = sellers.iter().map(|s| s.meter.gas_used().len()).sum();
+        let sellers_gas: u64 = sellers.iter().map(|s| total(&s.meter)).sum();
+        println!("GAS direct N={n} buyer: {}", list(&buyer.meter));
+        for s in &sellers {
+            println!("GAS direct N={n} seller: {}", list(&s.meter));
+        }
+        println!(
+            "FIGURE direct N={n} payer txs {buyer_txs} gas {} | hub txs 0 gas 0 | payees txs \
+             {sellers_txs} gas {sellers_gas}",
+            total(&buyer.meter)
+        );
+        assert_eq!(buyer_txs, n, "N={n}: one deposit per channel");
+    }
 }

@@ -7,6 +7,8 @@
 //!   close of everything, on `SimulatedChain` and (when installed) on anvil with the real
 //!   contracts: the payer sends exactly 2 transactions, every party's payout address ends with
 //!   what the vouchers say, the hub nets the fees, and both backends end with the same figures.
+//! - Issue 15's figure: the same life with N = 1, 3, 10 payees on anvil, printing each side's
+//!   transactions and gas (`FIGURE hub N=..`); `gas.rs` prints the direct-channel counterpart.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -281,7 +283,7 @@ async fn garbage_is_struck() {
 
 /// The chain handles and contracts of one backend.
 struct Backend {
-    /// Chain accounts: payer, hub, payee 0..3 (they send transactions; their keys are not the
+    /// Chain accounts: payer, hub, payee 0..N (they send transactions; their keys are not the
     /// parties' signing keys, so payouts land on addresses that never pay gas).
     chains: Vec<Arc<FaultyChain<Arc<dyn Chain>>>>,
     consensus_app: Address,
@@ -295,6 +297,14 @@ const PAYER_DEPOSIT: u64 = 2_000;
 const HUB_DEPOSIT: u64 = 1_000;
 const AMOUNT: u64 = 300;
 const FEE: u64 = 2;
+/// The most payees a test here runs.
+const MAX_PAYEES: usize = 10;
+
+/// The payer's deposit for `n` payees: `PAYER_DEPOSIT`, or enough to fund `n` channels of
+/// `AMOUNT` plus `FEE` when that is more.
+fn payer_deposit(n: usize) -> u64 {
+    PAYER_DEPOSIT.max(n as u64 * (AMOUNT + FEE))
+}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Report {
@@ -364,7 +374,8 @@ async fn start_hub(b: &Backend) -> Party3 {
         asset: Address::ZERO,
         deposit: u(HUB_DEPOSIT),
         challenge_duration: DURATION,
-        max_ledgers: 10,
+        // The payer's ledger and one per payee, up to `MAX_PAYEES`.
+        max_ledgers: MAX_PAYEES + 1,
     };
     start(b, 1, Some((limits, service))).await
 }
@@ -396,12 +407,14 @@ async fn paid_out(p: &PartyNode) -> bool {
         .await
 }
 
-/// The whole cooperative life: ledgers, 3 virtual channels, vouchers, closes.
-async fn one_payer_three_payees(b: Backend, pays: [u64; 3]) -> Report {
+/// The whole cooperative life: ledgers, one virtual channel per payee (payee `i` is paid
+/// `pays[i]`), vouchers, closes. `b` has a chain handle for the payer, the hub and each payee.
+async fn one_payer_n_payees(b: Backend, pays: &[u64]) -> Report {
+    assert_eq!(b.chains.len(), 2 + pays.len(), "a chain handle per party");
     let hub = start_hub(&b).await;
     let payer = start(&b, 0, None).await;
     let mut payees = Vec::new();
-    for i in 0..3 {
+    for i in 0..pays.len() {
         payees.push(start(&b, 2 + i, None).await);
     }
     let h = hub.key.address();
@@ -416,7 +429,7 @@ async fn one_payer_three_payees(b: Backend, pays: [u64; 3]) -> Report {
     }
     let pl = payer
         .node
-        .open_ledger(h, Address::ZERO, u(PAYER_DEPOSIT), DURATION)
+        .open_ledger(h, Address::ZERO, u(payer_deposit(pays.len())), DURATION)
         .await
         .unwrap();
     until("payer ledger open", || async {
@@ -517,13 +530,18 @@ async fn one_payer_three_payees(b: Backend, pays: [u64; 3]) -> Report {
     }
 }
 
-fn check(r: &Report, pays: [u64; 3]) {
+fn check(r: &Report, pays: &[u64]) {
     let total: u64 = pays.iter().sum();
+    let n = pays.len() as u64;
     assert_eq!(r.payer_txs, 2, "the payer sends exactly 2 transactions");
-    assert_eq!(r.payouts[0], u(PAYER_DEPOSIT - total - 3 * FEE), "payer");
+    assert_eq!(
+        r.payouts[0],
+        u(payer_deposit(pays.len()) - total - n * FEE),
+        "payer"
+    );
     assert_eq!(
         r.payouts[1],
-        u(3 * HUB_DEPOSIT + 3 * FEE),
+        u(n * HUB_DEPOSIT + n * FEE),
         "hub: its deposits back plus the fees"
     );
     for (i, pay) in pays.iter().enumerate() {
@@ -538,9 +556,14 @@ fn sim_backend() -> Backend {
 }
 
 fn sim_backend_and_clock() -> (Backend, SimulatedChain) {
+    sim_backend_for(3)
+}
+
+/// A simulator with chain handles for a payer, a hub and `payees` payees.
+fn sim_backend_for(payees: usize) -> (Backend, SimulatedChain) {
     let sim = SimulatedChain::new();
     let ether = U256::from(10u64).pow(U256::from(18u8));
-    let chains = (0..5)
+    let chains = (0..2 + payees)
         .map(|_| {
             let a = LocalSigner::random().address();
             sim.fund(a, ether).unwrap();
@@ -559,25 +582,22 @@ fn sim_backend_and_clock() -> (Backend, SimulatedChain) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_payer_three_payees_over_tcp_on_the_simulator() {
-    let r = one_payer_three_payees(sim_backend(), PAYS).await;
-    check(&r, PAYS);
+    let r = one_payer_n_payees(sim_backend(), &PAYS).await;
+    check(&r, &PAYS);
 }
 
+/// A chain account with 1 000 ether for each of a payer, a hub and `payees` payees on `anvil`
+/// (random keys funded with `anvil_setBalance`: anvil has only 10 dev accounts), and the payer's
+/// account address.
 #[cfg(feature = "ethereum")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
+async fn anvil_backend(
+    anvil: &payment_channel::test_utils::anvil::Anvil,
+    d: &payment_channel::chain::ethereum::Deployment,
+    payees: usize,
+) -> (Backend, Address) {
     use payment_channel::chain::EthereumChain;
-    use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
-    use payment_channel::test_utils::anvil::{Anvil, DEV_KEYS, artifacts_dir};
-    let Some(dir) = artifacts_dir() else { return };
-    let Some(anvil) = Anvil::start() else { return };
-    let key = |i: usize| LocalSigner::from_hex(DEV_KEYS[i]).unwrap();
-    let artifacts = NitroArtifacts::from_dir(&dir).unwrap();
-    let d = deploy(&anvil.url, &key(0).secret_bytes(), &artifacts)
-        .await
-        .unwrap();
     let mut chains = Vec::new();
-    let accounts: Vec<LocalSigner> = (0..5).map(|_| LocalSigner::random()).collect();
+    let accounts: Vec<LocalSigner> = (0..2 + payees).map(|_| LocalSigner::random()).collect();
     for k in &accounts {
         anvil
             .rpc(
@@ -591,18 +611,27 @@ async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
         let c: Arc<dyn Chain> = Arc::new(c);
         chains.push(Arc::new(FaultyChain::new(c)));
     }
-    let payer_account = accounts[0].address();
     let b = Backend {
         chains,
         consensus_app: d.consensus_app,
         payment_app: d.payment_app,
         confirmations: 0,
     };
-    let r = one_payer_three_payees(b, PAYS).await;
+    (b, accounts[0].address())
+}
+
+#[cfg(feature = "ethereum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
+    let Some((anvil, d, _)) = payment_channel::test_utils::anvil::deployed().await else {
+        return;
+    };
+    let (b, payer_account) = anvil_backend(&anvil, &d, 3).await;
+    let r = one_payer_n_payees(b, &PAYS).await;
     for (who, call, gas) in &r.gas {
         println!("GAS hub-service party {who} {call} {gas}");
     }
-    check(&r, PAYS);
+    check(&r, &PAYS);
     // The chain agrees: the payer account's nonce is 2.
     let nonce = anvil
         .rpc(
@@ -611,7 +640,7 @@ async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
         )
         .unwrap();
     assert_eq!(nonce.as_str(), Some("0x2"));
-    let sim = one_payer_three_payees(sim_backend(), PAYS).await;
+    let sim = one_payer_n_payees(sim_backend(), &PAYS).await;
     assert_eq!((sim.payer_txs, &sim.payouts), (r.payer_txs, &r.payouts));
     let calls = |r: &Report| -> Vec<(usize, String)> {
         let mut v: Vec<_> = r.gas.iter().map(|(w, c, _)| (*w, c.clone())).collect();
@@ -623,6 +652,57 @@ async fn one_payer_three_payees_over_tcp_on_anvil_like_the_simulator() {
         calls(&r),
         "the same transactions on both backends"
     );
+}
+
+/// Issue 15's figure, measured: the buyer's (payer's) transactions and gas for a download paid
+/// to N = 1, 3, 10 seeders (payees) through one hub, every party a driver over TCP on anvil with
+/// the real contracts. One line per N: `FIGURE hub N=.. payer txs .. gas .. | hub txs .. gas ..
+/// | payees txs .. gas ..` (payees: the sum over all of them). The payer sends exactly 2
+/// transactions whatever N, and every payout is exact.
+#[cfg(feature = "ethereum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figure_hub_gas_for_1_3_10_payees_on_anvil() {
+    let Some((anvil, d, _)) = payment_channel::test_utils::anvil::deployed().await else {
+        return;
+    };
+    for n in [1usize, 3, MAX_PAYEES] {
+        // Every payee paid something, each a different amount.
+        let pays: Vec<u64> = (0..n as u64).map(|i| AMOUNT - 10 * i).collect();
+        let (b, payer_account) = anvil_backend(&anvil, &d, n).await;
+        let r = one_payer_n_payees(b, &pays).await;
+        for (who, call, gas) in &r.gas {
+            println!("GAS hub N={n} party {who} {call} {gas}");
+        }
+        check(&r, &pays);
+        let sum = |who: &dyn Fn(usize) -> bool| -> (usize, u64) {
+            let g: Vec<u64> = r
+                .gas
+                .iter()
+                .filter(|(w, _, _)| who(*w))
+                .map(|(_, _, g)| *g)
+                .collect();
+            (g.len(), g.iter().sum())
+        };
+        let (payer_txs, payer_gas) = sum(&|w| w == 0);
+        let (hub_txs, hub_gas) = sum(&|w| w == 1);
+        let (payees_txs, payees_gas) = sum(&|w| w >= 2);
+        println!(
+            "FIGURE hub N={n} payer txs {payer_txs} gas {payer_gas} | hub txs {hub_txs} gas \
+             {hub_gas} | payees txs {payees_txs} gas {payees_gas}"
+        );
+        assert_eq!(
+            payer_txs, 2,
+            "N={n}: the payer sends exactly 2 transactions"
+        );
+        // The chain agrees: the payer account's nonce is 2.
+        let nonce = anvil
+            .rpc(
+                "eth_getTransactionCount",
+                &format!("[\"{payer_account}\", \"latest\"]"),
+            )
+            .unwrap();
+        assert_eq!(nonce.as_str(), Some("0x2"), "N={n}");
+    }
 }
 
 /// The payee takes V on chain against a silent payer; the drivers do the rest (V's challenge
