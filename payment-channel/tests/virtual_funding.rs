@@ -40,7 +40,9 @@ use alloy_primitives::address;
 use payment_channel::Address;
 use payment_channel::sign::Signer;
 use payment_channel::test_utils::anvil::{dev_key as key, simulated_dev_chain};
-use support::hub::{self, HubEnv, HubReport};
+#[cfg(feature = "ethereum")]
+use support::hub::HubReport;
+use support::hub::{self, HubEnv};
 
 /// Where anvil's dev account #0 deploys `VirtualPaymentApp` (its third deployment, see
 /// `chain::ethereum::deploy`); the simulator installs it there too.
@@ -108,6 +110,7 @@ mod anvil {
 
 /// Prints the gas table of an anvil run, checks its bounds, and checks that the simulator ended
 /// the same way.
+#[cfg(feature = "ethereum")]
 fn compare(name: &str, anvil: &HubReport, sim: &HubReport) {
     for g in &anvil.gas {
         println!("GAS {name:<34} {:<40} {:>8}", g.call, g.gas);

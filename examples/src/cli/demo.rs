@@ -60,14 +60,15 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     if hub {
         return crate::demo_hub::run(size, seeders, &opts).await;
     }
-    let work = std::env::temp_dir().join(format!("paid-torrent-demo-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(work.clone());
-    let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
-    std::fs::create_dir_all(&seed_dir)?;
-    std::fs::create_dir_all(&leech_dir)?;
-    let file = seed_dir.join("demo.bin");
-    generate(&file, size)?;
-    let meta = Metainfo::create(&file, DEFAULT_PIECE_LENGTH, None)?;
+    let (
+        _cleanup,
+        Workspace {
+            seed_dir,
+            leech_dir,
+            file,
+            meta,
+        },
+    ) = workspace("demo", size)?;
     println!(
         "demo: {} file, {} pieces, info-hash {}, payments {}",
         paid_torrent_examples::units::format_size(size),
@@ -222,6 +223,37 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
 }
 
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
+
+/// A demo's files: a generated file of its size in `seed_dir`, its metainfo, and an empty
+/// `leech_dir` for the downloader.
+pub(crate) struct Workspace {
+    pub(crate) seed_dir: PathBuf,
+    pub(crate) leech_dir: PathBuf,
+    pub(crate) file: PathBuf,
+    pub(crate) meta: Metainfo,
+}
+
+/// Makes a [`Workspace`] under the temporary directory (`paid-torrent-NAME-PID`), removed when
+/// the returned guard drops.
+pub(crate) fn workspace(name: &str, size: u64) -> Result<(RemoveOnDrop, Workspace)> {
+    let work = std::env::temp_dir().join(format!("paid-torrent-{name}-{}", std::process::id()));
+    let cleanup = RemoveOnDrop(work.clone());
+    let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
+    std::fs::create_dir_all(&seed_dir)?;
+    std::fs::create_dir_all(&leech_dir)?;
+    let file = seed_dir.join("demo.bin");
+    generate(&file, size)?;
+    let meta = Metainfo::create(&file, DEFAULT_PIECE_LENGTH, None)?;
+    Ok((
+        cleanup,
+        Workspace {
+            seed_dir,
+            leech_dir,
+            file,
+            meta,
+        },
+    ))
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use paid_torrent_examples::counted::{CountedChain, Tx};
-use paid_torrent_examples::metainfo::{DEFAULT_PIECE_LENGTH, Metainfo};
 use paid_torrent_examples::paid::{
     BuyTerms, ChainChoice, HubTerms, PaidNode, SellTerms, TORRENT, Wallet,
 };
@@ -23,7 +22,7 @@ use payment_channel::{Address, MemoryStore, SimulatedChain, U256};
 use torrent_glue::{IdentityConfig, LivenessConfig};
 
 use crate::Result;
-use crate::demo::{RemoveOnDrop, generate, verify_files};
+use crate::demo::{Workspace, verify_files, workspace};
 use crate::failure::Failure;
 use crate::options::PayOpts;
 
@@ -75,14 +74,15 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
     if seeders == 0 {
         return Err(Failure::usage("--seeders: at least one"));
     }
-    let work = std::env::temp_dir().join(format!("paid-torrent-demo-hub-{}", std::process::id()));
-    let _cleanup = RemoveOnDrop(work.clone());
-    let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
-    std::fs::create_dir_all(&seed_dir)?;
-    std::fs::create_dir_all(&leech_dir)?;
-    let file = seed_dir.join("demo.bin");
-    generate(&file, size)?;
-    let meta = Metainfo::create(&file, DEFAULT_PIECE_LENGTH, None)?;
+    let (
+        _cleanup,
+        Workspace {
+            seed_dir,
+            leech_dir,
+            file,
+            meta,
+        },
+    ) = workspace("demo-hub", size)?;
     println!(
         "demo --hub: {} file, {} seeders, one downloader, one hub (simulated chain)",
         paid_torrent_examples::units::format_size(size),

@@ -7,13 +7,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use paid_torrent_examples::units::{parse_duration, parse_price};
 use payment_channel::Address;
-use serde_json::json;
 
 use crate::Result;
 use crate::failure::Failure;
@@ -83,6 +81,8 @@ pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
     use payment_channel::sign::{LocalSigner, Signer};
     use payment_channel::virtual_channel::{HubLimits, PartyConfig};
     use payment_channel::{RedbStore, U256};
+    use serde_json::json;
+    use std::sync::Arc;
 
     use crate::wallet::{self, IDENTITY_ENV, Secret};
 
