@@ -147,7 +147,9 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
     // The seeders stop: each closes its ledger with the hub, which concludes it (payouts).
     let mut total = 0u128;
     for (p, _, account) in &mut seeders {
-        p.terminate();
+        // Closing the ledger takes the hub's conclude and its confirmations (1 s blocks); the
+        // seeder waits for the payout up to 60 s before it exits.
+        p.terminate_within(Duration::from_secs(70));
         let received = p
             .seen
             .iter()

@@ -180,9 +180,14 @@ impl JsonProc {
 
     /// SIGTERM (a graceful stop), then wait up to 10 s for the exit (SIGKILL after that).
     pub fn terminate(&mut self) {
+        self.terminate_within(Duration::from_secs(10));
+    }
+
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
+    pub fn terminate_within(&mut self, grace: Duration) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 self.drain();
