@@ -141,6 +141,27 @@ struct Role {
     trust: u64,
 }
 
+/// A seller of [`seed`] asking `trust` bytes of trust, with a fresh key, store and chain handle.
+async fn new_seller(sim: &SimulatedChain, hub: &Hub, funding: Funding, trust: u64) -> Peer {
+    peer(
+        sim,
+        hub,
+        funding,
+        seller_role(trust),
+        Arc::new(seed()),
+        None,
+        None,
+        None,
+    )
+    .await
+}
+
+/// A buyer of [`seed`]'s torrent that has none of it, with a fresh key, store and chain handle.
+async fn new_buyer(sim: &SimulatedChain, hub: &Hub, funding: Funding) -> Peer {
+    let empty = MemoryTorrent::empty(seed().meta().clone());
+    peer(sim, hub, funding, BUYER, Arc::new(empty), None, None, None).await
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn peer(
     sim: &SimulatedChain,
@@ -486,28 +507,8 @@ async fn without_a_common_hub_channels_are_direct_both_ways() {
     ] {
         let sim = SimulatedChain::new();
         let hub = hub(&sim).await;
-        let seller = peer(
-            &sim,
-            &hub,
-            seller_funding,
-            seller_role(0),
-            Arc::new(seed()),
-            None,
-            None,
-            None,
-        )
-        .await;
-        let buyer = peer(
-            &sim,
-            &hub,
-            buyer_funding,
-            BUYER,
-            Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-            None,
-            None,
-            None,
-        )
-        .await;
+        let seller = new_seller(&sim, &hub, seller_funding, 0).await;
+        let buyer = new_buyer(&sim, &hub, buyer_funding).await;
         for (p, role, funding) in [
             (&seller, LedgerRole::Follower, seller_funding),
             (&buyer, LedgerRole::Leader, buyer_funding),
@@ -530,29 +531,9 @@ async fn a_peer_claiming_our_hub_without_a_ledger_gets_only_the_trust() {
     const TRUST: u64 = 16 * KIB;
     let sim = SimulatedChain::new();
     let hub = hub(&sim).await;
-    let seller = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        seller_role(TRUST),
-        Arc::new(seed()),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let seller = new_seller(&sim, &hub, Funding::Hub, TRUST).await;
     ledger_open(&seller, LedgerRole::Follower).await;
-    let buyer = peer(
-        &sim,
-        &hub,
-        Funding::Claim,
-        BUYER,
-        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let buyer = new_buyer(&sim, &hub, Funding::Claim).await;
     let at = serve(&seller).await;
     connect(&buyer, at);
     let b = buyer.account;
@@ -580,28 +561,8 @@ async fn a_peer_claiming_our_hub_without_a_ledger_gets_only_the_trust() {
 async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_voucher() {
     let sim = SimulatedChain::new();
     let hub = hub(&sim).await;
-    let seller = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        seller_role(0),
-        Arc::new(seed()),
-        None,
-        None,
-        None,
-    )
-    .await;
-    let buyer = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        BUYER,
-        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let seller = new_seller(&sim, &hub, Funding::Hub, 0).await;
+    let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
     ledger_open(&seller, LedgerRole::Follower).await;
     ledger_open(&buyer, LedgerRole::Leader).await;
     let at = serve(&seller).await;
@@ -671,28 +632,8 @@ async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_vo
 async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_the_hub_on_chain() {
     let sim = SimulatedChain::new();
     let hub = hub(&sim).await;
-    let seller = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        seller_role(0),
-        Arc::new(seed()),
-        None,
-        None,
-        None,
-    )
-    .await;
-    let buyer = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        BUYER,
-        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let seller = new_seller(&sim, &hub, Funding::Hub, 0).await;
+    let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
     ledger_open(&seller, LedgerRole::Follower).await;
     ledger_open(&buyer, LedgerRole::Leader).await;
     let at = serve(&seller).await;
@@ -806,17 +747,7 @@ async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
         None,
     )
     .await;
-    let buyer = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        BUYER,
-        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
     ledger_open(&seller, LedgerRole::Follower).await;
     ledger_open(&buyer, LedgerRole::Leader).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -914,28 +845,8 @@ async fn time_to_first_paid_byte_direct_vs_virtual_on_the_simulator() {
     for funding in [Funding::Direct, Funding::Hub] {
         let sim = SimulatedChain::new();
         let hub = hub(&sim).await;
-        let seller = peer(
-            &sim,
-            &hub,
-            funding,
-            seller_role(0),
-            Arc::new(seed()),
-            None,
-            None,
-            None,
-        )
-        .await;
-        let buyer = peer(
-            &sim,
-            &hub,
-            funding,
-            BUYER,
-            Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-            None,
-            None,
-            None,
-        )
-        .await;
+        let seller = new_seller(&sim, &hub, funding, 0).await;
+        let buyer = new_buyer(&sim, &hub, funding).await;
         if funding == Funding::Hub {
             ledger_open(&seller, LedgerRole::Follower).await;
             ledger_open(&buyer, LedgerRole::Leader).await;
@@ -1011,29 +922,9 @@ async fn vouchers_before_the_seller_saw_its_funding_are_kept_and_credited_once()
     // first vouchers (sent as soon as the hub confirmed V to the buyer) arrive first.
     let real = hub.info.endpoint.clone();
     hub.info.endpoint = slow_relay(real.clone(), Duration::from_millis(150)).await;
-    let seller = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        seller_role(0),
-        Arc::new(seed()),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let seller = new_seller(&sim, &hub, Funding::Hub, 0).await;
     hub.info.endpoint = real;
-    let buyer = peer(
-        &sim,
-        &hub,
-        Funding::Hub,
-        BUYER,
-        Arc::new(MemoryTorrent::empty(seed().meta().clone())),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
     ledger_open(&seller, LedgerRole::Follower).await;
     ledger_open(&buyer, LedgerRole::Leader).await;
     let at = serve(&seller).await;

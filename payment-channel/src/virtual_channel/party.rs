@@ -974,16 +974,7 @@ mod tests {
             .unwrap();
         run(&mut ps, &|_| false);
         assert_eq!(ps[0].ledger(&lid).unwrap().phase(), LedgerPhase::Open);
-        let params = |nonce, amount: u64| VirtualParams {
-            hub,
-            payee,
-            channel_nonce: nonce,
-            app_definition: PAYMENT_APP,
-            challenge_duration: 100,
-            asset: Address::ZERO,
-            amount: U256::from(amount),
-            fee: U256::ZERO,
-        };
+        let params = |nonce, amount| native_params(hub, payee, nonce, amount);
         // V1 locks 40: its Add reaches the ledger's queue, the hub's countersignature is held.
         ps[0].propose_virtual(&params(10, 40)).unwrap();
         let held = run(&mut ps, &|e| {
@@ -1002,6 +993,20 @@ mod tests {
         ps[0].propose_virtual(&params(14, 10)).unwrap();
     }
 
+    /// V `[_, hub, payee]` in the native coin for `amount`, no fee, challenge duration 100.
+    fn native_params(hub: Address, payee: Address, nonce: u64, amount: u64) -> VirtualParams {
+        VirtualParams {
+            hub,
+            payee,
+            channel_nonce: nonce,
+            app_definition: PAYMENT_APP,
+            challenge_duration: 100,
+            asset: Address::ZERO,
+            amount: U256::from(amount),
+            fee: U256::ZERO,
+        }
+    }
+
     #[test]
     fn hub_capacity_counts_a_queued_lock_once() {
         let limits = HubLimits {
@@ -1018,16 +1023,7 @@ mod tests {
             .open_ledger(payee, 2, 100, Address::ZERO, U256::from(500))
             .unwrap();
         run(&mut ps, &|_| false);
-        let params = |nonce, amount: u64| VirtualParams {
-            hub,
-            payee,
-            channel_nonce: nonce,
-            app_definition: PAYMENT_APP,
-            challenge_duration: 100,
-            asset: Address::ZERO,
-            amount: U256::from(amount),
-            fee: U256::ZERO,
-        };
+        let params = |nonce, amount| native_params(hub, payee, nonce, amount);
         // V1 locks 300 of the hub's 500: its Add is queued in L(H,B), the payee's
         // countersignature is held.
         let hold = |e: &Envelope| {
