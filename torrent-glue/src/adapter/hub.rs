@@ -23,7 +23,7 @@ use payment_channel::{Address, B256, U256};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{ChannelBackend, ChannelEvents, ClientBackend, Inner};
+use super::{ChannelBackend, ChannelEvents, ClientBackend, Inner, lock};
 use crate::channel::{ChannelCommand, ChannelEvent, FailedCommand, RestoredState, Role};
 use crate::engine::HubInfo;
 
@@ -632,10 +632,6 @@ impl HubBackend {
             _ => {}
         }
     }
-}
-
-fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn fail(events: &ChannelEvents, command: FailedCommand, reason: impl ToString) {
