@@ -52,6 +52,22 @@ fn rounds(
     (cmds, events)
 }
 
+/// A downloader of [`bounded`] missing `remaining` bytes whose seller sends STOP `n` times,
+/// `then` played after each (given the seller's connection): the channel commands and the
+/// events it caused, and the channel.
+fn stops(
+    remaining: u64,
+    n: usize,
+    mut then: impl FnMut(&mut H, PeerKey),
+) -> (Vec<ChannelCommand>, Vec<CoordinatorEvent>, ChannelId) {
+    let (mut h, k, _, id) = downloader(bounded(), remaining);
+    let (cmds, events) = rounds(&mut h, n, |h, _| {
+        let _ = h.try_stop(k, id);
+        then(h, k);
+    });
+    (cmds, events, id)
+}
+
 /// The typed reaction to a seller that asks again without delivering: it was reported, the
 /// channel was closed cooperatively, and challenged once the close went unanswered.
 fn closed_then_challenged(cmds: &[ChannelCommand], events: &[CoordinatorEvent], id: ChannelId) {
@@ -93,9 +109,7 @@ fn the_window_is_in_flight_plus_pay_ahead_plus_one_granularity() {
 
 #[test]
 fn stop_start_cycling_without_delivery_pays_at_most_the_window() {
-    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let (cmds, events) = rounds(&mut h, 50, |h, _| {
-        let _ = h.try_stop(k, id);
+    let (cmds, events, id) = stops(10_000_000, 50, |h, k| {
         let _ = h.notice_in(k, &PseMessage::Start);
         h.advance(Duration::from_secs(3));
     });
@@ -107,9 +121,7 @@ fn stop_start_cycling_without_delivery_pays_at_most_the_window() {
 fn stop_without_serving_after_being_paid_for_everything_pays_at_most_the_window() {
     // 30 000 bytes still needed: every STOP after the first is "covered" by what we paid, and is
     // forced after the grace period (the uploader says it has no credit left).
-    let (mut h, k, _, id) = downloader(bounded(), 30_000);
-    let (cmds, events) = rounds(&mut h, 50, |h, _| {
-        let _ = h.try_stop(k, id);
+    let (cmds, events, id) = stops(30_000, 50, |h, k| {
         h.advance(Duration::from_secs(3));
         let _ = h.notice_in(k, &PseMessage::Start);
     });
@@ -118,11 +130,7 @@ fn stop_without_serving_after_being_paid_for_everything_pays_at_most_the_window(
 
 #[test]
 fn repeated_stops_without_start_pay_once() {
-    let (mut h, k, _, id) = downloader(bounded(), 10_000_000);
-    let (cmds, _) = rounds(&mut h, 20, |h, _| {
-        let _ = h.try_stop(k, id);
-        h.advance(Duration::from_secs(3));
-    });
+    let (cmds, _, _) = stops(10_000_000, 20, |h, _| h.advance(Duration::from_secs(3)));
     assert_eq!(pays(&cmds), vec![50_000]);
 }
 
@@ -307,14 +315,14 @@ fn restored_downloader() -> (H, Address, [u8; 32]) {
     let mut h = H::downloading(bounded(), 10_000_000);
     let seller = addr(0x5E);
     let id = [7; 32];
-    h.ev(restored(
-        ChannelId(id),
+    h.restore(
+        id,
         seller,
         Role::Payer,
         1_000_000,
         100_000,
         RestoredState::Open,
-    ));
+    );
     (h, seller, id)
 }
 
@@ -383,11 +391,9 @@ fn a_seller_closed_on_for_misbehaviour_gets_no_new_deposit() {
     h.channel();
     h.events();
     h.proposed([10; 32], seller);
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Abandon {
-            channel_id: ChannelId([10; 32])
-        }]
+    h.abandons(
+        [10; 32],
+        "a proposal of a seller that misbehaved is declined",
     );
     assert!(h.events().contains(&CoordinatorEvent::ProposalDeclined {
         channel_id: ChannelId([10; 32]),

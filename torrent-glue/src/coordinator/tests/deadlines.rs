@@ -270,6 +270,25 @@ fn same(
     Ok(())
 }
 
+/// Plays `ops` (with `apply`) on two copies of one script, the first keeping the deadline
+/// index, the second scanning every entry: after each step the index matches the scan and both
+/// said, did and hold the same (`parts`: a script's coordinator and log).
+fn index_follows_the_script<S, O>(
+    (mut indexed, mut scanned): (S, S),
+    ops: &[O],
+    apply: impl Fn(&mut S, &O),
+    parts: impl for<'a> Fn(&'a S) -> (&'a Coordinator, &'a [String]),
+) -> Result<(), TestCaseError> {
+    for op in ops {
+        apply(&mut indexed, op);
+        apply(&mut scanned, op);
+        let ((indexed, indexed_log), (scanned, scanned_log)) = (parts(&indexed), parts(&scanned));
+        index_matches_scan(indexed)?;
+        same(indexed, scanned, (indexed_log, scanned_log))?;
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -278,14 +297,8 @@ proptest! {
         ops in prop::collection::vec(seller_op(), 1..120),
     ) {
         let start = Instant::now();
-        let mut indexed = Seller::new(start, false);
-        let mut scanned = Seller::new(start, true);
-        for op in &ops {
-            indexed.apply(op);
-            scanned.apply(op);
-            index_matches_scan(&indexed.h.c)?;
-            same(&indexed.h.c, &scanned.h.c, (&indexed.log, &scanned.log))?;
-        }
+        let pair = (Seller::new(start, false), Seller::new(start, true));
+        index_follows_the_script(pair, &ops, Seller::apply, |s| (&s.h.c, &s.log[..]))?;
     }
 
     #[test]
@@ -293,15 +306,10 @@ proptest! {
         ops in prop::collection::vec(buyer_bound::op(), 1..80),
     ) {
         let start = Instant::now();
-        let mut indexed = Run::starting_at(start);
         let mut scanned = Run::starting_at(start);
         scanned.h.c.scan_timeouts = true;
-        for op in &ops {
-            indexed.apply(op);
-            scanned.apply(op);
-            index_matches_scan(&indexed.h.c)?;
-            same(&indexed.h.c, &scanned.h.c, (&indexed.log, &scanned.log))?;
-        }
+        let pair = (Run::starting_at(start), scanned);
+        index_follows_the_script(pair, &ops, Run::apply, |r| (&r.h.c, &r.log[..]))?;
     }
 }
 
@@ -310,9 +318,7 @@ proptest! {
 #[test]
 fn a_pending_connection_wakes_at_its_handshake_deadline_and_not_after_it_leaves() {
     let mut h = H::new(config());
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
+    let k = h.connected(1, info(true, false));
     assert_eq!(h.c.poll_timeout(), Some(h.now + Duration::from_secs(5)));
     h.c.handle_disconnect(h.now, k).unwrap();
     assert!(h.c.peers.index_is_consistent());

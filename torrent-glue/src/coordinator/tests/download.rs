@@ -57,13 +57,7 @@ fn stops_before_funding_are_paid_once_and_not_early() {
     };
     // Before even the proposal reached us, and again after it.
     h.notice_in(k, &stop).unwrap();
-    h.ev(ChannelEvent::Proposed {
-        channel_id: id,
-        payee: seller,
-        deposit: 1_000_000,
-        price: None,
-        nonce: None,
-    });
+    h.proposed(id.0, seller);
     h.notice_in(k, &stop).unwrap();
     assert_eq!(
         notices(&h.engine()),
@@ -308,23 +302,16 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
             trust_bytes: 0,
         },
     );
-    let proposal = |id: u8, payee: Address, deposit: u128| ChannelEvent::Proposed {
-        channel_id: ChannelId([id; 32]),
-        payee,
-        deposit,
-        price: None,
-        nonce: None,
-    };
-    h.ev(proposal(1, pricey, 100));
+    h.ev(proposal([1; 32], pricey, 100));
     let fine = addr(0x02);
     h.paying(2, fine);
-    h.ev(proposal(2, fine, 1001));
-    h.ev(proposal(3, fine, 1000));
+    h.ev(proposal([2; 32], fine, 1001));
+    h.ev(proposal([3; 32], fine, 1000));
     let other = addr(0x03);
     h.paying(3, other);
-    h.ev(proposal(4, other, 600));
+    h.ev(proposal([4; 32], other, 600));
     // A second proposal from a peer we already pay.
-    h.ev(proposal(5, fine, 10));
+    h.ev(proposal([5; 32], fine, 10));
     // A proposal whose price differs from the handshake terms.
     let liar = addr(0x04);
     h.paying(4, liar);
@@ -370,13 +357,7 @@ fn proposals_are_checked_against_price_deposit_and_budget() {
 fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
     let mut h = H::new(config());
     let seller = addr(0x5E);
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([4; 32]),
-        payee: seller,
-        deposit: 10,
-        price: None,
-        nonce: None,
-    });
+    h.ev(proposal([4; 32], seller, 10));
     assert!(h.channel().is_empty());
     h.paying(1, seller);
     assert_eq!(
@@ -388,21 +369,9 @@ fn proposal_from_a_peer_not_yet_seen_waits_for_its_handshake() {
         }]
     );
     // Expired proposals are forgotten.
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([5; 32]),
-        payee: addr(0x77),
-        deposit: 10,
-        price: None,
-        nonce: None,
-    });
+    h.ev(proposal([5; 32], addr(0x77), 10));
     h.advance(Duration::from_secs(6));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Abandon {
-            channel_id: ChannelId([5; 32])
-        }],
-        "an expired proposal is abandoned in the client"
-    );
+    h.abandons([5; 32], "an expired proposal is abandoned in the client");
     h.paying(2, addr(0x77));
     assert!(h.channel().is_empty());
 }

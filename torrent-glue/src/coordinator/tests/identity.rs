@@ -96,10 +96,15 @@ fn answer(
     )
 }
 
+/// Connects `k` claiming `account`, announcing `pseAuth`: its key and our challenge to it.
+fn challenged(h: &mut H, k: u64, account: Address) -> (PeerKey, [u8; 32]) {
+    let key = connect(h, k, account, true);
+    (key, challenge(&h.engine(), key))
+}
+
 /// Connects and proves `signer`'s account as `k`.
 fn proven(h: &mut H, k: u64, signer: &payment_channel::sign::LocalSigner) -> PeerKey {
-    let key = connect(h, k, signer.address(), true);
-    let nonce = challenge(&h.engine(), key);
+    let (key, nonce) = challenged(h, k, signer.address());
     answer(h, key, k, signer, nonce).unwrap();
     key
 }
@@ -108,9 +113,8 @@ fn proven(h: &mut H, k: u64, signer: &payment_channel::sign::LocalSigner) -> Pee
 fn a_claimed_account_counts_only_once_proven() {
     let mut h = seller();
     let buyer = key(0xB1);
-    let k = connect(&mut h, 1, buyer.address(), true);
     // Challenged, not classified: its requests wait and no channel is proposed.
-    let nonce = challenge(&h.engine(), k);
+    let (k, nonce) = challenged(&mut h, 1, buyer.address());
     assert_eq!(h.c.peer_class(k), None);
     assert_eq!(h.request(k, 0), RequestDecision::Defer);
     assert!(h.channel().is_empty());
@@ -144,8 +148,7 @@ fn a_stranger_claiming_a_buyers_account_gets_nothing_paid_by_the_buyer() {
     // A stranger claims the buyer's account (every buyer advertises it) and signs with its
     // own key: refused, a strike, non-paying for good.
     let stranger = key(0x66);
-    let s = connect(&mut h, 2, buyer.address(), true);
-    let nonce = challenge(&h.engine(), s);
+    let (s, nonce) = challenged(&mut h, 2, buyer.address());
     assert_eq!(
         answer(&mut h, s, 2, &stranger, nonce),
         Err(Error::Peer(PeerError::BadIdentityProof))
@@ -188,8 +191,7 @@ fn a_proof_made_for_another_connection_does_not_verify() {
     let mut h = seller();
     let buyer = key(0xB1);
     // A stranger relays, from elsewhere, a proof the buyer made for connection 1's context.
-    let s = connect(&mut h, 2, buyer.address(), true);
-    let nonce = challenge(&h.engine(), s);
+    let (s, nonce) = challenged(&mut h, 2, buyer.address());
     assert!(answer(&mut h, s, 1, &buyer, nonce).is_err());
     assert_eq!(
         h.c.peer_class(s),
@@ -250,11 +252,7 @@ fn we_answer_one_challenge_per_connection_with_a_proof_bound_to_it() {
         Coordinator::with_signer(cfg.clone(), key(0x01)).err(),
         Some(ConfigError::SignerMismatch)
     );
-    let mut h = H {
-        c: Coordinator::with_signer(cfg, me.clone()).unwrap(),
-        now: Instant::now(),
-    };
-    h.c.add_torrent(TorrentKey(0), 0).unwrap();
+    let mut h = H::signing(cfg, me.clone(), 0);
     assert_eq!(h.c.extended_handshake_contribution().auth, Some(1));
     let k = connect(&mut h, 5, addr(0xB1), true);
     h.engine();
@@ -323,9 +321,7 @@ fn bad_channel_signatures_are_strikes() {
 
 #[test]
 fn channel_creation_is_rate_limited_overall() {
-    let mut cfg = config();
-    cfg.identity.max_channels_per_window = 2;
-    let mut h = H::new(cfg);
+    let mut h = H::configured(|c| c.identity.max_channels_per_window = 2);
     for k in 1..=3u8 {
         let p = h.paying(u64::from(k), addr(0xB0 + k));
         assert_eq!(h.request(p, 0), RequestDecision::Defer);
@@ -347,9 +343,7 @@ fn channel_creation_is_rate_limited_overall() {
 
 #[test]
 fn channel_creation_is_rate_limited_per_connection() {
-    let mut cfg = config();
-    cfg.identity.max_channels_per_connection = 1;
-    let mut h = H::new(cfg);
+    let mut h = H::configured(|c| c.identity.max_channels_per_connection = 1);
     let p = h.paying(1, addr(0xB1));
     h.request(p, 0);
     assert_eq!(h.channel().len(), 1);
@@ -373,9 +367,7 @@ fn channel_creation_is_rate_limited_per_connection() {
 
 #[test]
 fn the_channel_work_queue_is_bounded() {
-    let mut cfg = config();
-    cfg.identity.max_channel_commands = 2;
-    let mut h = H::new(cfg);
+    let mut h = H::configured(|c| c.identity.max_channel_commands = 2);
     let p = h.paying(1, addr(0xB1));
     h.engine();
     let json = format!(
@@ -404,17 +396,20 @@ fn the_channel_work_queue_is_bounded() {
     }));
 }
 
-#[test]
-fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
+/// A buyer proving its identity as `key(ME)` (default identity policy), missing 1 MiB, with the
+/// seller `key(0x5E)` proven as connection 1, which challenged us too: the harness, the seller,
+/// and the nonce of the `i`-th channel proposed on that connection (derived from our challenge
+/// and the seller's).
+fn buyer_of_a_proven_seller() -> (
+    H,
+    Arc<payment_channel::sign::LocalSigner>,
+    impl Fn(u32) -> u64,
+) {
     let me = key(ME);
     let mut cfg = buyer_config(BLOCK.into());
     cfg.identity = IdentityConfig::default();
     cfg.account = me.address();
-    let mut h = H {
-        c: Coordinator::with_signer(cfg, me).unwrap(),
-        now: Instant::now(),
-    };
-    h.c.add_torrent(TorrentKey(0), 1 << 20).unwrap();
+    let mut h = H::signing(cfg, me, 1 << 20);
     let seller = key(0x5E);
     let k = proven(&mut h, 1, &seller);
     // The seller challenges us too: its share of the nonce.
@@ -424,7 +419,14 @@ fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
     h.engine();
     // Our challenge went out when it connected.
     let ours = h.c.peers.get(&k).and_then(|p| p.challenge).unwrap();
-    let fresh = crate::identity::channel_nonce(&ours, &theirs, 0);
+    let nonce = move |i| crate::identity::channel_nonce(&ours, &theirs, i);
+    (h, seller, nonce)
+}
+
+#[test]
+fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
+    let (mut h, seller, nonce) = buyer_of_a_proven_seller();
+    let fresh = nonce(0);
     // A replayed (or any other) nonce: declined, nothing joined.
     h.ev(ChannelEvent::Proposed {
         channel_id: ChannelId([0x51; 32]),
@@ -460,11 +462,6 @@ fn a_proven_payee_is_joined_only_on_a_nonce_we_helped_create() {
 /// abandoned stop the connection at the limit, however many channels it funded before.
 #[test]
 fn abandoned_proposals_stop_a_connection_whatever_it_funded_before() {
-    let creates = |cmds: &[ChannelCommand]| {
-        cmds.iter()
-            .filter(|c| matches!(c, ChannelCommand::Create { .. }))
-            .count()
-    };
     let limit = IdentityConfig::default().max_channels_per_connection;
     for funded in [0u8, 1, 6] {
         let mut h = H::new(config());
@@ -515,24 +512,8 @@ fn abandoned_proposals_stop_a_connection_whatever_it_funded_before() {
 /// further ahead still is.
 #[test]
 fn a_payee_is_joined_within_the_limit_past_the_channels_we_funded() {
-    let me = key(ME);
-    let mut cfg = buyer_config(BLOCK.into());
-    cfg.identity = IdentityConfig::default();
-    cfg.account = me.address();
-    let limit = cfg.identity.max_channels_per_connection;
-    let mut h = H {
-        c: Coordinator::with_signer(cfg, me).unwrap(),
-        now: Instant::now(),
-    };
-    h.c.add_torrent(TorrentKey(0), 1 << 20).unwrap();
-    let seller = key(0x5E);
-    let k = proven(&mut h, 1, &seller);
-    let theirs = [0x33; 32];
-    h.notice_in(k, &PseMessage::AuthChallenge { nonce: theirs })
-        .unwrap();
-    h.engine();
-    let ours = h.c.peers.get(&k).and_then(|p| p.challenge).unwrap();
-    let nonce = |i: u32| crate::identity::channel_nonce(&ours, &theirs, i);
+    let limit = IdentityConfig::default().max_channels_per_connection;
+    let (mut h, seller, nonce) = buyer_of_a_proven_seller();
     let mut next = 0x60u8;
     let mut propose = |h: &mut H, i: u32| -> (ChannelId, bool) {
         next += 1;

@@ -25,12 +25,9 @@ fn unfunded_proposal_is_abandoned_after_the_response_timeout() {
             .all(|c| matches!(c, ChannelCommand::PushMessage { .. }))
     );
     h.advance(Duration::from_secs(6));
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Abandon {
-            channel_id: ChannelId([1; 32])
-        }],
-        "nothing to challenge (unfunded): the proposal is abandoned"
+    h.abandons(
+        [1; 32],
+        "nothing to challenge (unfunded): the proposal is abandoned",
     );
     assert_eq!(
         notices(&h.engine()),
@@ -142,13 +139,7 @@ fn failed_close_is_challenged_and_failed_join_releases_budget() {
     let mut h = H::new(config());
     let seller = addr(0x5E);
     h.paying(1, seller);
-    h.ev(ChannelEvent::Proposed {
-        channel_id: ChannelId([2; 32]),
-        payee: seller,
-        deposit: 500,
-        price: None,
-        nonce: None,
-    });
+    h.ev(proposal([2; 32], seller, 500));
     assert_eq!(h.c.budget_used(), (500, 0));
     h.ev(ChannelEvent::CommandFailed {
         command: FailedCommand::Join {
@@ -242,14 +233,7 @@ fn restored_payee(paid: u128) -> (H, Address, [u8; 32]) {
     let mut h = H::new(config());
     let buyer = keyed(0xB1);
     let id = [4; 32];
-    h.ev(restored(
-        ChannelId(id),
-        buyer,
-        Role::Payee,
-        1 << 30,
-        paid,
-        RestoredState::Open,
-    ));
+    h.restore(id, buyer, Role::Payee, 1 << 30, paid, RestoredState::Open);
     (h, buyer, id)
 }
 
@@ -291,14 +275,14 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     let id = [7; 32];
     // Most of the deposit was spent before the restart.
     let deposit = 100_000u128;
-    h.ev(restored(
-        ChannelId(id),
+    h.restore(
+        id,
         seller,
         Role::Payer,
         deposit,
         90_000,
         RestoredState::Open,
-    ));
+    );
     let k = h.uploader(1, seller);
     h.channel();
     h.stop_in(k, ChannelId(id));
@@ -306,12 +290,7 @@ fn restored_payer_channel_pays_a_stop_without_a_new_proposal() {
     assert_eq!(pays(&h.channel()), vec![10_000]);
     // A second proposal from the same seller is declined: the restored channel is in use.
     h.proposed([8; 32], seller);
-    assert_eq!(
-        h.channel(),
-        vec![ChannelCommand::Abandon {
-            channel_id: ChannelId([8; 32])
-        }]
-    );
+    h.abandons([8; 32], "the restored channel is in use");
 }
 
 #[test]
@@ -328,22 +307,22 @@ fn restored_setup_must_be_funded_in_time() {
     let mut h = H::new(config());
     let (buyer, seller) = (keyed(0xB1), keyed(0x5E));
     // Our proposal (payee) and a channel we had joined (payer): neither funded.
-    h.ev(restored(
-        ChannelId([1; 32]),
+    h.restore(
+        [1; 32],
         buyer,
         Role::Payee,
         1 << 30,
         0,
         RestoredState::Funding,
-    ));
-    h.ev(restored(
-        ChannelId([2; 32]),
+    );
+    h.restore(
+        [2; 32],
         seller,
         Role::Payer,
         1 << 30,
         0,
         RestoredState::Funding,
-    ));
+    );
     // The buyer reconnects and asks: no second proposal while the first may still be funded.
     let k = h.paying(1, buyer);
     h.request(k, 0);
@@ -368,14 +347,7 @@ fn restored_setup_must_be_funded_in_time() {
 #[test]
 fn a_restored_channel_reported_twice_is_adopted_once() {
     let (mut h, buyer, id) = restored_payee(10);
-    h.ev(restored(
-        ChannelId(id),
-        buyer,
-        Role::Payee,
-        1 << 30,
-        10,
-        RestoredState::Open,
-    ));
+    h.restore(id, buyer, Role::Payee, 1 << 30, 10, RestoredState::Open);
     let restored_events = h
         .events()
         .into_iter()

@@ -112,26 +112,10 @@ fn outbound_messages_use_the_newest_connection_and_wait_for_reconnects() {
     let k2 = h.paying(2, peer);
     h.engine();
     let json = envelope(peer, addr(ME));
-    h.ev(ChannelEvent::Outbound {
-        to: peer,
-        json: json.clone(),
-    });
-    assert_eq!(
-        notices(&h.engine()),
-        vec![(
-            k2,
-            PseMessage::Message {
-                message: json.clone()
-            }
-        )]
-    );
+    assert_eq!(notices(&h.outbound(peer, &json)), message_to(k2, &json));
     h.c.handle_disconnect(h.now, k1).unwrap();
     h.c.handle_disconnect(h.now, k2).unwrap();
-    h.ev(ChannelEvent::Outbound {
-        to: peer,
-        json: json.clone(),
-    });
-    assert!(h.engine().is_empty());
+    assert!(h.outbound(peer, &json).is_empty());
     let k3 = h.paying(3, peer);
     assert!(notices(&h.engine()).contains(&(
         k3,
@@ -152,13 +136,9 @@ fn outbound_messages_use_the_newest_connection_and_wait_for_reconnects() {
 
 #[test]
 fn nothing_is_sent_to_a_peer_that_did_not_advertise_or_disabled_the_extension() {
-    let mut config = config();
-    config.non_paying = NonPayingPolicy::FreeAllowance { bytes: 0 };
-    let mut h = H::new(config);
+    let mut h = H::configured(|c| c.non_paying = NonPayingPolicy::FreeAllowance { bytes: 0 });
     // Advertises other extensions only.
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
+    let k = h.connected(1, info(true, false));
     let hs = PeerExtendedHandshake {
         pse_account: Some(addr(0xB1).to_checksum(None).into_bytes()),
         ..Default::default()
@@ -211,11 +191,7 @@ fn outbound_recipient_is_the_account_as_the_connection_advertised_it() {
         ..handshake(peer, 7)
     };
     let send = |h: &mut H, json: &str| {
-        h.ev(ChannelEvent::Outbound {
-            to: peer,
-            json: json.to_owned(),
-        });
-        let sent = notices(&h.engine());
+        let sent = notices(&h.outbound(peer, json));
         assert_eq!(sent.len(), 1, "{sent:?}");
         let PseMessage::Message { message } = &sent[0].1 else {
             panic!("{sent:?}")
@@ -223,9 +199,7 @@ fn outbound_recipient_is_the_account_as_the_connection_advertised_it() {
         serde_json::from_str::<serde_json::Value>(message).unwrap()
     };
     // Advertised checksummed, the client wrote lower case: checksummed on the wire.
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
+    let k = h.connected(1, info(true, false));
     h.c.handle_extended_handshake(h.now, k, &advertised(&checksummed))
         .unwrap();
     h.engine();
@@ -237,23 +211,9 @@ fn outbound_recipient_is_the_account_as_the_connection_advertised_it() {
     assert_eq!(out["data"], before["data"]);
     // Already as advertised: the very same bytes.
     let exact = envelope(peer, addr(ME));
-    h.ev(ChannelEvent::Outbound {
-        to: peer,
-        json: exact.clone(),
-    });
-    assert_eq!(
-        notices(&h.engine()),
-        vec![(
-            k,
-            PseMessage::Message {
-                message: exact.clone()
-            }
-        )]
-    );
+    assert_eq!(notices(&h.outbound(peer, &exact)), message_to(k, &exact));
     // A newer connection advertising lower case gets lower case.
-    let k2 = PeerKey(2);
-    h.c.handle_peer_connected(h.now, k2, info(true, false))
-        .unwrap();
+    let k2 = h.connected(2, info(true, false));
     h.c.handle_extended_handshake(h.now, k2, &advertised(&checksummed.to_lowercase()))
         .unwrap();
     h.engine();

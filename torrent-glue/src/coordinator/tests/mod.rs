@@ -111,9 +111,29 @@ impl H {
         Self::downloading(config, 0)
     }
 
+    /// A coordinator on [`config`] as `change` leaves it.
+    fn configured(change: impl FnOnce(&mut CoordinatorConfig)) -> Self {
+        let mut config = config();
+        change(&mut config);
+        Self::new(config)
+    }
+
     /// A coordinator with torrent 0 missing `remaining` bytes.
     fn downloading(config: CoordinatorConfig, remaining: u64) -> Self {
-        let mut c = Coordinator::new(config).unwrap();
+        Self::with_torrent(Coordinator::new(config).unwrap(), remaining)
+    }
+
+    /// A coordinator proving its identity with `signer`, with torrent 0 missing `remaining`
+    /// bytes.
+    fn signing(
+        config: CoordinatorConfig,
+        signer: Arc<payment_channel::sign::LocalSigner>,
+        remaining: u64,
+    ) -> Self {
+        Self::with_torrent(Coordinator::with_signer(config, signer).unwrap(), remaining)
+    }
+
+    fn with_torrent(mut c: Coordinator, remaining: u64) -> Self {
         c.add_torrent(TorrentKey(0), remaining).unwrap();
         Self {
             c,
@@ -124,10 +144,7 @@ impl H {
     /// Connects `account` with the extension (no fast) as `key`, its handshake carrying
     /// `pse_id` and `terms` (`None`: the default terms).
     fn connect(&mut self, key: u64, account: Address, pse_id: u8, terms: Option<Terms>) -> PeerKey {
-        let k = PeerKey(key);
-        self.c
-            .handle_peer_connected(self.now, k, info(true, false))
-            .unwrap();
+        let k = self.connected(key, info(true, false));
         let mut hs = handshake(account, pse_id);
         hs.terms = terms;
         self.c.handle_extended_handshake(self.now, k, &hs).unwrap();
@@ -144,10 +161,16 @@ impl H {
         self.connect(key, account, 3, Some(terms))
     }
 
-    /// Connects peer `key` (`info`, no extended handshake yet), interested in us.
-    fn interested(&mut self, key: u64, info: PeerInfo) -> PeerKey {
+    /// Connects peer `key` (`info`, no extended handshake yet).
+    fn connected(&mut self, key: u64, info: PeerInfo) -> PeerKey {
         let k = PeerKey(key);
         self.c.handle_peer_connected(self.now, k, info).unwrap();
+        k
+    }
+
+    /// Connects peer `key` (`info`, no extended handshake yet), interested in us.
+    fn interested(&mut self, key: u64, info: PeerInfo) -> PeerKey {
+        let k = self.connected(key, info);
         self.c.handle_remote_interest(self.now, k, true).unwrap();
         k
     }
@@ -186,13 +209,7 @@ impl H {
 
     /// `payee` proposes channel `id` with a 1 000 000 deposit, no price, no nonce.
     fn proposed(&mut self, id: [u8; 32], payee: Address) {
-        self.ev(ChannelEvent::Proposed {
-            channel_id: ChannelId(id),
-            payee,
-            deposit: 1_000_000,
-            price: None,
-            nonce: None,
-        });
+        self.ev(proposal(id, payee, 1_000_000));
     }
 
     /// Channel `id` with `counterparty` is ready: we are `role`, `deposit` is on chain.
@@ -231,6 +248,17 @@ impl H {
         )
     }
 
+    /// Our only channel command is to abandon the proposal `id` (`why`: the assertion's message).
+    fn abandons(&mut self, id: [u8; 32], why: &str) {
+        assert_eq!(
+            self.channel(),
+            vec![ChannelCommand::Abandon {
+                channel_id: ChannelId(id)
+            }],
+            "{why}"
+        );
+    }
+
     /// Our only channel command is a cooperative close of `id`, and `event` says why.
     fn closes_because(&mut self, id: ChannelId, event: CoordinatorEvent) {
         assert_eq!(
@@ -253,6 +281,36 @@ impl H {
             self.channel(),
             vec![ChannelCommand::Challenge { channel_id: id }]
         );
+    }
+
+    /// The channel `id` is found in the store after a restart: with `account`, we are `role`,
+    /// `deposit` is locked in it and `paid` was paid on it.
+    fn restore(
+        &mut self,
+        id: [u8; 32],
+        account: Address,
+        role: Role,
+        deposit: u128,
+        paid: u128,
+        state: RestoredState,
+    ) {
+        self.ev(ChannelEvent::Restored {
+            channel_id: ChannelId(id),
+            counterparty: account,
+            role,
+            deposit,
+            paid,
+            state,
+        });
+    }
+
+    /// The client hands us the channel message `json` for `to`: what the engine is told then.
+    fn outbound(&mut self, to: Address, json: &str) -> Vec<EngineCommand> {
+        self.ev(ChannelEvent::Outbound {
+            to,
+            json: json.to_owned(),
+        });
+        self.engine()
     }
 
     fn ev(&mut self, e: ChannelEvent) {
@@ -323,6 +381,27 @@ fn stop_to(k: PeerKey, channel_id: ChannelId) -> Vec<(PeerKey, PseMessage)> {
     )]
 }
 
+/// `payee` proposes channel `id` with a `deposit`, no price, no nonce.
+fn proposal(id: [u8; 32], payee: Address, deposit: u128) -> ChannelEvent {
+    ChannelEvent::Proposed {
+        channel_id: ChannelId(id),
+        payee,
+        deposit,
+        price: None,
+        nonce: None,
+    }
+}
+
+/// The notices of the channel message `json`, to `k` alone.
+fn message_to(k: PeerKey, json: &str) -> Vec<(PeerKey, PseMessage)> {
+    vec![(
+        k,
+        PseMessage::Message {
+            message: json.to_owned(),
+        },
+    )]
+}
+
 fn serves(cmds: &[EngineCommand]) -> Vec<BlockRequest> {
     cmds.iter()
         .filter_map(|c| match c {
@@ -330,25 +409,6 @@ fn serves(cmds: &[EngineCommand]) -> Vec<BlockRequest> {
             _ => None,
         })
         .collect()
-}
-
-/// The channel `id` found in the store after a restart: with `account`, we are `role`.
-fn restored(
-    id: ChannelId,
-    account: Address,
-    role: Role,
-    deposit: u128,
-    paid: u128,
-    state: RestoredState,
-) -> ChannelEvent {
-    ChannelEvent::Restored {
-        channel_id: id,
-        counterparty: account,
-        role,
-        deposit,
-        paid,
-        state,
-    }
 }
 
 /// The reasons of the proposals declined among `events`.

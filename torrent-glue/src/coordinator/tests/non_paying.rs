@@ -7,9 +7,7 @@ fn refuse_policy_keeps_stock_peers_choked_and_drops_or_rejects() {
     let mut h = H::new(config());
     let plain = h.interested(1, info(false, false));
     assert_eq!(h.request(plain, 0), RequestDecision::Drop);
-    let fast = PeerKey(2);
-    h.c.handle_peer_connected(h.now, fast, info(false, true))
-        .unwrap();
+    let fast = h.connected(2, info(false, true));
     assert_eq!(h.request(fast, 0), RequestDecision::Reject);
     // Never unchoked, never sent an extension message, no error.
     assert!(h.engine().is_empty());
@@ -72,13 +70,10 @@ fn free_allowance_remainder_smaller_than_a_block_chokes() {
 
 #[test]
 fn allowed_fast_preview_serves_only_the_fast_set_while_choked() {
-    let mut config = config();
-    config.non_paying = NonPayingPolicy::AllowedFastPreview;
-    let mut h = H::new(config);
-    let k = PeerKey(1);
+    let mut h = H::configured(|c| c.non_paying = NonPayingPolicy::AllowedFastPreview);
     let mut i = info(false, true);
     i.allowed_fast = vec![3, 8];
-    h.c.handle_peer_connected(h.now, k, i).unwrap();
+    let k = h.connected(1, i);
     assert_eq!(
         h.engine(),
         vec![
@@ -92,10 +87,9 @@ fn allowed_fast_preview_serves_only_the_fast_set_while_choked() {
     h.c.handle_bytes_sent(h.now, k, req(8), BLOCK).unwrap();
     assert_eq!(h.request(k, 4), RequestDecision::Reject);
     // Without BEP 6 the preview cannot be expressed: refused like everything else.
-    let k2 = PeerKey(2);
     let mut i = info(false, false);
     i.allowed_fast = vec![3];
-    h.c.handle_peer_connected(h.now, k2, i).unwrap();
+    let k2 = h.connected(2, i);
     assert!(h.engine().is_empty());
     assert_eq!(h.request(k2, 3), RequestDecision::Drop);
 }
@@ -138,9 +132,7 @@ fn handshake_timeout_classifies_as_non_paying_and_resolves_deferred_requests() {
 #[test]
 fn self_connection_and_identity_change_are_peer_errors() {
     let mut h = H::new(config());
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
+    let k = h.connected(1, info(true, false));
     let err =
         h.c.handle_extended_handshake(h.now, k, &handshake(addr(ME), 2))
             .unwrap_err();

@@ -158,9 +158,9 @@ fn payment_goes_to_the_stopped_connection_first() {
 
 #[test]
 fn reconnect_reuses_the_channel_and_carries_credit_and_trust_debt() {
-    let mut config = config();
-    config.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(2 * u64::from(BLOCK));
-    let mut h = H::new(config);
+    let mut h = H::configured(|c| {
+        c.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(2 * u64::from(BLOCK))
+    });
     let buyer = addr(0xB1);
     let id = [1; 32];
     let k1 = h.paying(1, buyer);
@@ -193,9 +193,9 @@ fn reconnect_reuses_the_channel_and_carries_credit_and_trust_debt() {
 
 #[test]
 fn trust_is_per_identity_not_per_connection() {
-    let mut config = config();
-    config.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(u64::from(BLOCK));
-    let mut h = H::new(config);
+    let mut h = H::configured(|c| {
+        c.upload.as_mut().unwrap().choke.trust = TrustPolicy::fixed(u64::from(BLOCK))
+    });
     let buyer = addr(0xB1);
     let k1 = h.paying(1, buyer);
     assert_eq!(h.request(k1, 0), RequestDecision::Serve);
@@ -315,9 +315,7 @@ fn overdue_stop_disconnects_by_default() {
 fn fast_peer_gets_rejects_for_refused_and_cancelled_requests() {
     let mut h = H::new(config());
     let buyer = addr(0xB1);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, true))
-        .unwrap();
+    let k = h.connected(1, info(true, true));
     // A request before the handshake is deferred; its cancel is answered with a reject.
     assert_eq!(h.request(k, 9), RequestDecision::Defer);
     h.c.handle_cancel(h.now, k, req(9)).unwrap();
@@ -358,9 +356,7 @@ fn fast_peer_gets_rejects_for_refused_and_cancelled_requests() {
 
 #[test]
 fn engine_authority_never_chokes_and_mirrors_engine_choke() {
-    let mut config = config();
-    config.choke_authority = ChokeAuthority::Engine;
-    let mut h = H::new(config);
+    let mut h = H::configured(|c| c.choke_authority = ChokeAuthority::Engine);
     let buyer = addr(0xB1);
     let id = [1; 32];
     let k = h.paying(1, buyer);
@@ -475,9 +471,7 @@ fn the_buyers_advertised_hub_goes_with_create_and_ours_into_the_handshake() {
     let mut h = H::new(config().with_hub(Some(hub.clone())));
     assert_eq!(h.c.extended_handshake_contribution().hub, Some(hub.clone()));
     let buyer = addr(0xB1);
-    let k = PeerKey(1);
-    h.c.handle_peer_connected(h.now, k, info(true, false))
-        .unwrap();
+    let k = h.connected(1, info(true, false));
     let mut hs = handshake(buyer, 7);
     hs.hub = Some(hub.clone());
     h.c.handle_extended_handshake(h.now, k, &hs).unwrap();
