@@ -22,7 +22,7 @@ use payment_channel::channel::{Channel, PhaseKind};
 use payment_channel::client::Client;
 use payment_channel::error::{Error as ChannelError, PeerMisbehaved};
 use payment_channel::message::{
-    ChannelRef, Envelope, Join, Message as ChannelMessage, VoucherMessage,
+    ChannelRef, Envelope, Join, Message as ChannelMessage, Propose, VoucherMessage,
 };
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::voucher::Voucher;
@@ -66,6 +66,37 @@ impl Seller {
     fn connections(&self) -> usize {
         self.node.inspect(|c| c.resource_usage().peers)
     }
+
+    /// Waits (10 s at most) until the coordinator has credited `payer` with `total` wei in all
+    /// (`what`: the wait's name).
+    async fn credits(&self, what: &str, payer: Address, total: u128) {
+        until(what, 10, || {
+            self.node
+                .inspect(|c| c.identity(payer).is_some_and(|i| i.wei_received == total))
+        })
+        .await;
+    }
+
+    /// Hands `data` from `sender` to the client directly: it is refused as the misbehaviour
+    /// `expected` recognises (`what`: the case, in the assertion's message).
+    async fn refuses(
+        &self,
+        what: &str,
+        sender: Address,
+        data: ChannelMessage,
+        expected: fn(&PeerMisbehaved) -> bool,
+    ) {
+        let env = Envelope {
+            recipient: self.account,
+            sender,
+            data,
+        };
+        let err = self.client.push_message(env).await.unwrap_err();
+        assert!(
+            matches!(&err, ChannelError::PeerMisbehaved(m) if expected(m)),
+            "{what}: {err:?}"
+        );
+    }
 }
 
 async fn seller(
@@ -103,13 +134,20 @@ async fn seller(
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
-    /// Asks for a block, receives the proposal, joins honestly, and runs the channel.
-    async fn open_channel(&mut self, seller: Address, chain: &SimulatedChain) -> B256 {
+    /// Shows interest and requests block 0 (so it is classified and gated): the channel
+    /// proposal it is answered with.
+    async fn asks_for_a_block(&mut self) -> Propose {
         self.send_frame(Message::Interested).await;
         self.send_frame(Message::Request(block(0, 0))).await;
         let ChannelMessage::Propose(p) = self.recv_channel(10).await else {
             panic!("expected a proposal");
         };
+        p
+    }
+
+    /// Asks for a block, receives the proposal, joins honestly, and runs the channel.
+    async fn open_channel(&mut self, seller: Address, chain: &SimulatedChain) -> B256 {
+        let p = self.asks_for_a_block().await;
         let mut ch = Channel::from_proposal(self.signer.clone(), &p).unwrap();
         ch.join().unwrap();
         let id = ch.id();
@@ -137,6 +175,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
     }
 }
 
+/// A seller on `chain` (the usual setup) and a paying attacker connected to it over TCP.
+async fn attacked(chain: &SimulatedChain) -> (Seller, Attacker<tokio::net::TcpStream>) {
+    let seller = seller(chain, |_, _| {}).await;
+    let a = Attacker::paying(tcp(seller.addr).await).await;
+    (seller, a)
+}
+
 /// The uploader's view of our channel: what it credited (0 if it forgot the channel).
 async fn credited(seller: &Seller, id: B256) -> u128 {
     seller
@@ -147,7 +192,7 @@ async fn credited(seller: &Seller, id: B256) -> u128 {
 }
 
 /// What is sent, and the client's expected verdict.
-type ForgedCase = (&'static str, ChannelMessage, fn(&ChannelError) -> bool);
+type ForgedCase = (&'static str, ChannelMessage, fn(&PeerMisbehaved) -> bool);
 
 fn misbehaved(events: &[CoordinatorEvent], f: impl Fn(&PeerError) -> bool) -> bool {
     events
@@ -188,8 +233,7 @@ async fn oversized_frame_is_a_codec_error_and_closes_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_message_ids_and_unrequested_pieces_are_ignored() {
     let chain = SimulatedChain::new();
-    let seller = seller(&chain, |_, _| {}).await;
-    let mut a = Attacker::paying(tcp(seller.addr).await).await;
+    let (seller, mut a) = attacked(&chain).await;
     for id in [21u8, 99, 200, 255] {
         a.send_frame(Message::Unknown {
             id,
@@ -215,8 +259,7 @@ async fn unknown_message_ids_and_unrequested_pieces_are_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_flood_while_blocked_is_bounded_and_rejected() {
     let chain = SimulatedChain::new();
-    let mut seller = seller(&chain, |_, _| {}).await;
-    let mut a = Attacker::paying(tcp(seller.addr).await).await;
+    let (mut seller, mut a) = attacked(&chain).await;
     a.send_frame(Message::Interested).await;
     // Never join the channel: everything is blocked until paid.
     let n = 2_000u32;
@@ -254,12 +297,9 @@ async fn a_request_flood_while_blocked_is_bounded_and_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_16_kib_are_rejected_as_invalid() {
     let chain = SimulatedChain::new();
-    let mut seller = seller(&chain, |_, _| {}).await;
-    let mut a = Attacker::paying(tcp(seller.addr).await).await;
-    a.send_frame(Message::Interested).await;
+    let (mut seller, mut a) = attacked(&chain).await;
     // First a normal request so the peer is classified and gated.
-    a.send_frame(Message::Request(block(0, 0))).await;
-    let _ = a.recv_channel(10).await;
+    a.asks_for_a_block().await;
     let big = BlockRequest::new(1, 0, 128 * 1024);
     a.send_frame(Message::Request(big)).await;
     let reject = a.recv_until(5, |m| matches!(m, Message::Reject(_))).await;
@@ -403,8 +443,7 @@ async fn a_peer_that_connects_and_sends_nothing_times_out() {
 
 /// An attacker with a running channel to the uploader.
 async fn funded(chain: &SimulatedChain) -> (Seller, Attacker<tokio::net::TcpStream>, B256) {
-    let seller = seller(chain, |_, _| {}).await;
-    let mut a = Attacker::paying(tcp(seller.addr).await).await;
+    let (seller, mut a) = attacked(chain).await;
     let id = a.open_channel(seller.account, chain).await;
     (seller, a, id)
 }
@@ -415,13 +454,7 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
     let (mut seller, mut a, id) = funded(&chain).await;
     let s = seller.account;
     a.pay(s, 64 * 1024).await;
-    until("the payment", 10, || {
-        seller.node.inspect(|c| {
-            c.identity(a.account())
-                .is_some_and(|i| i.wei_received == 64 * 1024)
-        })
-    })
-    .await;
+    seller.credits("the payment", a.account(), 64 * 1024).await;
     let before = credited(&seller, id).await;
     assert_eq!(before, 64 * 1024);
     let mallory = LocalSigner::random();
@@ -442,28 +475,15 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
                 &Voucher::sign(id, U256::from(500_000), &mallory).unwrap(),
                 false,
             ),
-            |e| {
-                matches!(
-                    e,
-                    ChannelError::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
-                )
-            },
+            |e| matches!(e, PeerMisbehaved::BadSignature { .. }),
         ),
         ("another channel's voucher", msg(&foreign, false), |e| {
-            matches!(
-                e,
-                ChannelError::PeerMisbehaved(PeerMisbehaved::UnknownChannel(_))
-            )
+            matches!(e, PeerMisbehaved::UnknownChannel(_))
         }),
         (
             "another channel's voucher, relabelled as ours",
             msg(&foreign, true),
-            |e| {
-                matches!(
-                    e,
-                    ChannelError::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
-                )
-            },
+            |e| matches!(e, PeerMisbehaved::BadSignature { .. }),
         ),
         (
             "replayed lower voucher",
@@ -471,12 +491,7 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
                 &Voucher::sign(id, U256::from(1_000), &*payer).unwrap(),
                 false,
             ),
-            |e| {
-                matches!(
-                    e,
-                    ChannelError::PeerMisbehaved(PeerMisbehaved::LowerVoucher { .. })
-                )
-            },
+            |e| matches!(e, PeerMisbehaved::LowerVoucher { .. }),
         ),
         (
             "voucher above the deposit",
@@ -484,25 +499,14 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
                 &Voucher::sign(id, U256::from(DEPOSIT + 1), &*payer).unwrap(),
                 false,
             ),
-            |e| {
-                matches!(
-                    e,
-                    ChannelError::PeerMisbehaved(PeerMisbehaved::OverDeposit { .. })
-                )
-            },
+            |e| matches!(e, PeerMisbehaved::OverDeposit { .. }),
         ),
     ];
     for (what, data, expected) in cases {
         // Over the wire (the backend drops what the client refuses)...
         a.send_channel(s, data.clone()).await;
         // ...and the client's precise verdict on the same envelope.
-        let env = Envelope {
-            recipient: s,
-            sender: a.account(),
-            data,
-        };
-        let err = seller.client.push_message(env).await.unwrap_err();
-        assert!(expected(&err), "{what}: {err:?}");
+        seller.refuses(what, a.account(), data, expected).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(credited(&seller, id).await, before, "nothing was credited");
@@ -511,26 +515,17 @@ async fn forged_foreign_lower_and_oversized_vouchers_credit_nothing() {
     assert!(u128::from(view.bytes_served) <= view.wei_received);
     // The honest channel still works afterwards.
     a.pay(s, 1_000).await;
-    until("the next genuine payment", 10, || {
-        seller.node.inspect(|c| {
-            c.identity(a.account())
-                .is_some_and(|i| i.wei_received == before + 1_000)
-        })
-    })
-    .await;
+    seller
+        .credits("the next genuine payment", a.account(), before + 1_000)
+        .await;
     let _ = seller.drain();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_by_the_wrong_participant_is_refused_and_the_proposal_abandoned() {
     let chain = SimulatedChain::new();
-    let mut seller = seller(&chain, |_, _| {}).await;
-    let mut a = Attacker::paying(tcp(seller.addr).await).await;
-    a.send_frame(Message::Interested).await;
-    a.send_frame(Message::Request(block(0, 0))).await;
-    let ChannelMessage::Propose(p) = a.recv_channel(10).await else {
-        panic!("expected a proposal");
-    };
+    let (mut seller, mut a) = attacked(&chain).await;
+    let p = a.asks_for_a_block().await;
     let id = p.fixed.channel_id();
     // Mallory signs the prefund and postfund in the payer's place (and deposits nothing).
     let mallory = LocalSigner::random();
@@ -541,22 +536,15 @@ async fn a_join_by_the_wrong_participant_is_refused_and_the_proposal_abandoned()
         postfund: sig,
     });
     a.send_channel(seller.account, join.clone()).await;
-    let err = seller
-        .client
-        .push_message(Envelope {
-            recipient: seller.account,
-            sender: a.account(),
-            data: join,
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ChannelError::PeerMisbehaved(PeerMisbehaved::BadSignature { .. })
-        ),
-        "{err:?}"
-    );
+    let bad_signature = |e: &PeerMisbehaved| matches!(e, PeerMisbehaved::BadSignature { .. });
+    seller
+        .refuses(
+            "a join by the wrong participant",
+            a.account(),
+            join,
+            bad_signature,
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let info = seller.client.channel_info(id).await.unwrap();
     assert_eq!(info.phase, PhaseKind::Proposed, "the join was refused");
@@ -581,13 +569,7 @@ async fn messages_after_close_change_nothing() {
     let (seller, mut a, id) = funded(&chain).await;
     let s = seller.account;
     a.pay(s, 100_000).await;
-    until("the payment", 10, || {
-        seller.node.inspect(|c| {
-            c.identity(a.account())
-                .is_some_and(|i| i.wei_received == 100_000)
-        })
-    })
-    .await;
+    seller.credits("the payment", a.account(), 100_000).await;
     // Cooperative close from our side; the uploader countersigns and concludes.
     a.ch.as_mut().unwrap().close().unwrap();
     let close = a.outbound().unwrap();
@@ -602,22 +584,10 @@ async fn messages_after_close_change_nothing() {
     let late = ChannelMessage::Voucher(VoucherMessage::from_voucher(&late));
     a.send_channel(s, late.clone()).await;
     a.send_channel(s, ChannelMessage::Close(c.clone())).await;
-    let err = seller
-        .client
-        .push_message(Envelope {
-            recipient: s,
-            sender: a.account(),
-            data: late,
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ChannelError::PeerMisbehaved(PeerMisbehaved::UnexpectedInPhase { .. })
-        ),
-        "{err:?}"
-    );
+    let unexpected = |e: &PeerMisbehaved| matches!(e, PeerMisbehaved::UnexpectedInPhase { .. });
+    seller
+        .refuses("a voucher after the close", a.account(), late, unexpected)
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(credited(&seller, id).await, 100_000);
     assert_eq!(
@@ -634,13 +604,7 @@ async fn a_stale_challenge_by_the_payer_is_countered_with_the_best_voucher() {
     let (mut seller, mut a, id) = funded(&chain).await;
     let s = seller.account;
     a.pay(s, 300_000).await;
-    until("the payment", 10, || {
-        seller.node.inspect(|c| {
-            c.identity(a.account())
-                .is_some_and(|i| i.wei_received == 300_000)
-        })
-    })
-    .await;
+    seller.credits("the payment", a.account(), 300_000).await;
     // The payer goes on chain with the postfund state (turn 1: the payee gets nothing).
     let now = chain.now();
     a.ch.as_mut().unwrap().challenge(now).unwrap();
@@ -664,12 +628,7 @@ async fn a_disconnect_in_the_middle_of_a_payment_loses_no_acknowledged_money() {
     let s = seller.account;
     let payer = a.account();
     a.pay(s, 200_000).await;
-    until("the first payment", 10, || {
-        seller
-            .node
-            .inspect(|c| c.identity(payer).is_some_and(|i| i.wei_received == 200_000))
-    })
-    .await;
+    seller.credits("the first payment", payer, 200_000).await;
     // Half a frame of the next voucher, then the connection drops.
     let v =
         a.ch.as_mut()

@@ -17,7 +17,7 @@ use payment_channel::party_node::{
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::faulty::FaultyChain;
 use payment_channel::virtual_channel::{HubLimits, PartyConfig};
-use payment_channel::{Address, MemoryStore, SimulatedChain, U256};
+use payment_channel::{Address, B256, MemoryStore, SimulatedChain, U256};
 use torrent_glue::adapter::{
     ChannelBackend, HubBackend, HubConfig, MemoryTorrent, Node, NodeConfig, PieceSink,
 };
@@ -331,6 +331,81 @@ async fn virtual_channels(p: &Peer) -> usize {
     }
 }
 
+/// The id of the first virtual channel of a party's hub backend.
+async fn first_virtual_channel(b: &HubBackend) -> B256 {
+    b.party_node()
+        .inspect(|p| p.channels().next().unwrap().id())
+        .await
+}
+
+/// Waits until the virtual channel `v` of a party's hub backend is defunded.
+async fn defunded(b: &Arc<HubBackend>, v: B256) {
+    until("V defunded", 30, || {
+        let b = b.clone();
+        async move {
+            b.party_node()
+                .inspect(|p| p.channel(&v).is_some_and(|c| c.is_defunded()))
+                .await
+        }
+    })
+    .await;
+}
+
+/// Whether every ledger of `node` is paid out on chain.
+async fn paid_out(node: &PartyNode) -> bool {
+    node.inspect(|p| p.ledgers().all(|l| l.chain().paid_out))
+        .await
+}
+
+/// Waits until every ledger of `node` is paid out (`what`: the wait's name).
+async fn ledgers_paid_out(what: &str, node: &PartyNode) {
+    until(what, 30, || {
+        let n = node.clone();
+        async move { paid_out(&n).await }
+    })
+    .await;
+}
+
+/// Lets the challenges on chain time out (the chain's clock past the challenge duration, up to
+/// 20 times, until every ledger of `node` is paid out), then waits for that payout.
+async fn challenges_time_out(sim: &SimulatedChain, what: &str, node: &PartyNode) {
+    for _ in 0..20 {
+        sim.advance_time(DURATION + 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if paid_out(node).await {
+            break;
+        }
+    }
+    ledgers_paid_out(what, node).await;
+}
+
+/// Opens the seller's ledger with the hub (it follows) and the buyer's (it leads).
+async fn ledgers_open(seller: &Peer, buyer: &Peer) {
+    ledger_open(seller, LedgerRole::Follower).await;
+    ledger_open(buyer, LedgerRole::Leader).await;
+}
+
+/// With their ledgers with the hub open, the buyer connects to the seller, which serves it.
+async fn download_through_the_hub(seller: &Peer, buyer: &Peer) {
+    ledgers_open(seller, buyer).await;
+    let at = serve(seller).await;
+    connect(buyer, at);
+}
+
+/// A hub on `sim`, a seller (no trust) and a buyer with ledgers with it, the buyer halfway
+/// through its download.
+async fn halfway_through_the_hub(sim: &SimulatedChain) -> (Hub, Peer, Peer) {
+    let hub = hub(sim).await;
+    let seller = new_seller(sim, &hub, Funding::Hub, 0).await;
+    let buyer = new_buyer(sim, &hub, Funding::Hub).await;
+    download_through_the_hub(&seller, &buyer).await;
+    until("half the download", 60, || async {
+        buyer.store.remaining() <= SIZE / 2
+    })
+    .await;
+    (hub, seller, buyer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_seeders_paid_through_the_hub_and_the_buyer_sends_two_transactions() {
     let sim = SimulatedChain::new();
@@ -425,11 +500,7 @@ async fn two_seeders_paid_through_the_hub_and_the_buyer_sends_two_transactions()
                 .map(|s| s.hub.clone().unwrap().party_node().clone()),
         )
     {
-        until("every ledger paid out", 30, || {
-            let n = n.clone();
-            async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
-        })
-        .await;
+        ledgers_paid_out("every ledger paid out", &n).await;
     }
     let mut total = 0u128;
     for s in &sellers {
@@ -560,17 +631,7 @@ async fn a_peer_claiming_our_hub_without_a_ledger_gets_only_the_trust() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_voucher() {
     let sim = SimulatedChain::new();
-    let hub = hub(&sim).await;
-    let seller = new_seller(&sim, &hub, Funding::Hub, 0).await;
-    let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
-    ledger_open(&seller, LedgerRole::Follower).await;
-    ledger_open(&buyer, LedgerRole::Leader).await;
-    let at = serve(&seller).await;
-    connect(&buyer, at);
-    until("half the download", 60, || async {
-        buyer.store.remaining() <= SIZE / 2
-    })
-    .await;
+    let (hub, seller, buyer) = halfway_through_the_hub(&sim).await;
     // The buyer goes silent mid-download: no hub connection, no peer connection (its node still
     // watches the chain, as every party's driver does).
     let bh = buyer.hub.clone().unwrap();
@@ -580,10 +641,7 @@ async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_vo
     }
     let b = buyer.account;
     let sh = seller.hub.clone().unwrap();
-    let v = sh
-        .party_node()
-        .inspect(|p| p.channels().next().unwrap().id())
-        .await;
+    let v = first_virtual_channel(&sh).await;
     let chain = seller.chain.clone();
     until("V challenged on chain by the seller", 30, || {
         let chain = chain.clone();
@@ -591,23 +649,7 @@ async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_vo
     })
     .await;
     // Let every challenge (V, then the ledgers no earlier than V) time out.
-    for _ in 0..20 {
-        sim.advance_time(DURATION + 1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let done = sh
-            .party_node()
-            .inspect(|p| p.ledgers().all(|l| l.chain().paid_out))
-            .await;
-        if done {
-            break;
-        }
-    }
-    let n = sh.party_node().clone();
-    until("the seller's ledger paid out", 30, || {
-        let n = n.clone();
-        async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
-    })
-    .await;
+    challenges_time_out(&sim, "the seller's ledger paid out", sh.party_node()).await;
     // Vouchers in flight when the buyer went silent still count: read the totals now.
     let received = seller.node.inspect(|c| c.identity(b).unwrap().wei_received);
     let largest = sh
@@ -631,17 +673,7 @@ async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_vo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_the_hub_on_chain() {
     let sim = SimulatedChain::new();
-    let hub = hub(&sim).await;
-    let seller = new_seller(&sim, &hub, Funding::Hub, 0).await;
-    let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
-    ledger_open(&seller, LedgerRole::Follower).await;
-    ledger_open(&buyer, LedgerRole::Leader).await;
-    let at = serve(&seller).await;
-    connect(&buyer, at);
-    until("half the download", 60, || async {
-        buyer.store.remaining() <= SIZE / 2
-    })
-    .await;
+    let (hub, seller, buyer) = halfway_through_the_hub(&sim).await;
     // V is running. The buyer loses the hub (vouchers and its final state go over the peer
     // wire): its final state reaches only the seller, and it never removes V from its ledger
     // with the hub.
@@ -653,10 +685,7 @@ async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_t
     })
     .await;
     let sh = seller.hub.clone().unwrap();
-    let v = sh
-        .party_node()
-        .inspect(|p| p.channels().next().unwrap().id())
-        .await;
+    let v = first_virtual_channel(&sh).await;
     // The seller relays the final state signed by all to the hub; they remove V from L(H,B).
     let n = sh.party_node().clone();
     until("the seller's side defunded off chain", 30, || {
@@ -695,23 +724,7 @@ async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_t
     // The seller closes its ledger with the hub cooperatively.
     let (sl, _) = sh.open_ledger(LedgerRole::Follower).await.unwrap();
     sh.party_node().close_ledger(sl).await.unwrap();
-    for _ in 0..20 {
-        sim.advance_time(DURATION + 1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let done = hub
-            .node
-            .inspect(|p| p.ledgers().all(|l| l.chain().paid_out))
-            .await;
-        if done {
-            break;
-        }
-    }
-    let n = hub.node.clone();
-    until("every hub ledger paid out", 30, || {
-        let n = n.clone();
-        async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
-    })
-    .await;
+    challenges_time_out(&sim, "every hub ledger paid out", &hub.node).await;
     assert_eq!(
         balance(&sim, seller.account),
         u128::from(FUNDS) + received,
@@ -748,8 +761,7 @@ async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
     )
     .await;
     let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
-    ledger_open(&seller, LedgerRole::Follower).await;
-    ledger_open(&buyer, LedgerRole::Leader).await;
+    ledgers_open(&seller, &buyer).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let at = listener.local_addr().unwrap();
     let n = seller.node.clone();
@@ -763,10 +775,7 @@ async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
     .await;
     // The seller stops: its node loop, its hub connection, its peer connections.
     let sh = seller.hub.clone().unwrap();
-    let v = sh
-        .party_node()
-        .inspect(|p| p.channels().next().unwrap().id())
-        .await;
+    let v = first_virtual_channel(&sh).await;
     sh.shutdown();
     accepting.abort();
     for k in seller.node.connections() {
@@ -806,27 +815,14 @@ async fn a_restarted_seeder_restores_its_virtual_channel_and_is_paid() {
     .await;
     assert_eq!(buyer.store.data(), content(SIZE));
     let sh = seller.hub.clone().unwrap();
-    until("V defunded", 30, || {
-        let sh = sh.clone();
-        async move {
-            sh.party_node()
-                .inspect(|p| p.channel(&v).is_some_and(|c| c.is_defunded()))
-                .await
-        }
-    })
-    .await;
+    defunded(&sh, v).await;
     assert_eq!(virtual_channels(&seller).await, 1, "no second channel");
     let paid = buyer
         .node
         .inspect(|c| c.identity(seller.account).unwrap().wei_paid);
     let (l, _) = sh.open_ledger(LedgerRole::Follower).await.unwrap();
     sh.party_node().close_ledger(l).await.unwrap();
-    let n = sh.party_node().clone();
-    until("the seller's ledger paid out", 30, || {
-        let n = n.clone();
-        async move { n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await }
-    })
-    .await;
+    ledgers_paid_out("the seller's ledger paid out", sh.party_node()).await;
     assert!(paid >= u128::from(SIZE));
     assert_eq!(
         balance(&sim, seller.account),
@@ -848,8 +844,7 @@ async fn time_to_first_paid_byte_direct_vs_virtual_on_the_simulator() {
         let seller = new_seller(&sim, &hub, funding, 0).await;
         let buyer = new_buyer(&sim, &hub, funding).await;
         if funding == Funding::Hub {
-            ledger_open(&seller, LedgerRole::Follower).await;
-            ledger_open(&buyer, LedgerRole::Leader).await;
+            ledgers_open(&seller, &buyer).await;
         }
         let at = serve(&seller).await;
         let started = tokio::time::Instant::now();
@@ -925,29 +920,15 @@ async fn vouchers_before_the_seller_saw_its_funding_are_kept_and_credited_once()
     let seller = new_seller(&sim, &hub, Funding::Hub, 0).await;
     hub.info.endpoint = real;
     let buyer = new_buyer(&sim, &hub, Funding::Hub).await;
-    ledger_open(&seller, LedgerRole::Follower).await;
-    ledger_open(&buyer, LedgerRole::Leader).await;
-    let at = serve(&seller).await;
-    connect(&buyer, at);
+    download_through_the_hub(&seller, &buyer).await;
     until("the download", 60, || async {
         buyer.store.remaining() == 0
     })
     .await;
     let sh = seller.hub.clone().unwrap();
     let (s, b) = (seller.account, buyer.account);
-    let v = sh
-        .party_node()
-        .inspect(|p| p.channels().next().unwrap().id())
-        .await;
-    until("V defunded", 30, || {
-        let sh = sh.clone();
-        async move {
-            sh.party_node()
-                .inspect(|p| p.channel(&v).is_some_and(|c| c.is_defunded()))
-                .await
-        }
-    })
-    .await;
+    let v = first_virtual_channel(&sh).await;
+    defunded(&sh, v).await;
     let paid = buyer.node.inspect(|c| c.identity(s).unwrap().wei_paid);
     let received = seller.node.inspect(|c| c.identity(b).unwrap().wei_received);
     let largest = sh
