@@ -31,7 +31,8 @@ use torrent_glue::{
 use torrent_glue::test_utils::{self, pseudo_random_content as content};
 
 use crate::support::{
-    balance, challenging, until, until_after_finalization, until_challenge_on_chain,
+    balance, challenging, unbounded_buyer, until, until_after_finalization,
+    until_challenge_on_chain,
 };
 
 const INFO_HASH: [u8; 20] = [0x17; 20];
@@ -192,12 +193,9 @@ async fn pair(
         chain,
         Arc::new(MemoryTorrent::empty(meta)),
         |c| {
-            c.upload = None;
-            let down = c.download.as_mut().unwrap();
+            let down = unbounded_buyer(c);
             down.granularity_bytes = granularity;
             down.pay_ahead = pay_ahead;
-            down.max_deposit = u128::MAX;
-            down.budget = u128::MAX;
         },
         buyer_pay_limit,
         true,
@@ -572,12 +570,9 @@ async fn uploader_whose_challenge_fails_twice_is_still_paid_for_what_it_served()
         &chain,
         Arc::new(MemoryTorrent::empty(meta)),
         |c| {
-            c.upload = None;
-            let down = c.download.as_mut().unwrap();
+            let down = unbounded_buyer(c);
             down.granularity_bytes = 64 * KIB;
             down.pay_ahead = false;
-            down.max_deposit = u128::MAX;
-            down.budget = u128::MAX;
         },
         Some(10),
         true,
@@ -664,10 +659,7 @@ async fn pieces_downloaded_are_announced_with_have_to_every_other_peer() {
         &chain,
         Arc::new(MemoryTorrent::empty(meta)),
         |c| {
-            c.upload = None;
-            let down = c.download.as_mut().unwrap();
-            down.max_deposit = u128::MAX;
-            down.budget = u128::MAX;
+            unbounded_buyer(c);
         },
         None,
         true,

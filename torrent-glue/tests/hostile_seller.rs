@@ -29,7 +29,8 @@ use torrent_glue::{Address, CoordinatorConfig, CoordinatorEvent, PeerError, Role
 
 use crate::support::{
     Attacker, CHALLENGE_DURATION, OUR_PSE_ID, Recv, balance, client_backend, content, liveness,
-    ready, start_node, tcp, until, until_after_finalization, until_challenge_on_chain,
+    ready, start_node, tcp, unbounded_buyer, until, until_after_finalization,
+    until_challenge_on_chain,
 };
 
 const PIECE: u32 = 64 * 1024;
@@ -92,15 +93,12 @@ async fn buyer_as(
     let (_, backend) = client_backend(chain, signer.clone(), Some(policy)).await;
     let mut config = CoordinatorConfig::new(account, account);
     config.liveness = liveness(Duration::from_secs(10));
-    config.upload = None;
-    let down = config.download.as_mut().unwrap();
+    let down = unbounded_buyer(&mut config);
     down.granularity_bytes = GRANULARITY;
     down.max_pay_ahead_bytes = PAY_AHEAD;
     down.in_flight_bytes = IN_FLIGHT;
     // Asking without delivering for half a second, once the window is full, is misbehaving.
     down.window_timeout = Duration::from_millis(500);
-    down.max_deposit = u128::MAX;
-    down.budget = u128::MAX;
     assert_eq!(down.window_bytes(), WINDOW);
     tweak(&mut config);
     let mut node_config = NodeConfig::new(*b"-TG0001-BUYER0000000");

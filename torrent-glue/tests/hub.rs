@@ -25,7 +25,7 @@ use torrent_glue::engine::HubInfo;
 use torrent_glue::test_utils::{self, pseudo_random_content as content};
 use torrent_glue::{Coordinator, CoordinatorConfig, LivenessConfig, TorrentKey};
 
-use crate::support::balance;
+use crate::support::{balance, unbounded_buyer};
 
 const INFO_HASH: [u8; 20] = [0x5a; 20];
 const T: TorrentKey = TorrentKey(0);
@@ -236,13 +236,10 @@ async fn peer(
         up.deposit = u128::from(CHANNEL);
         config.download = None;
     } else {
-        config.upload = None;
-        let down = config.download.as_mut().unwrap();
+        let down = unbounded_buyer(&mut config);
         down.granularity_bytes = 16 * KIB;
         // Paid as served: with two sellers, paying ahead would pay one for blocks the other sent.
         down.pay_ahead = false;
-        down.max_deposit = u128::MAX;
-        down.budget = u128::MAX;
     }
     let coordinator = Coordinator::with_signer(config, signer.clone()).unwrap();
     let mut node_config = NodeConfig::new(*b"-TG0001-000000000000");

@@ -33,9 +33,19 @@ use torrent_glue::engine::TERMS_KEY;
 use torrent_glue::identity::{self, ProofContext};
 use torrent_glue::test_utils;
 use torrent_glue::{
-    Address, ChannelId, Coordinator, CoordinatorConfig, CoordinatorEvent, EXTENSION_NAME,
-    LivenessConfig, Role, Terms, TorrentKey,
+    Address, ChannelId, Coordinator, CoordinatorConfig, CoordinatorEvent, DownloadConfig,
+    EXTENSION_NAME, LivenessConfig, Role, Terms, TorrentKey,
 };
+
+/// Makes `config` a buyer's (no upload) whose deposits and budget have no cap: its download
+/// settings, to tune further.
+pub fn unbounded_buyer(config: &mut CoordinatorConfig) -> &mut DownloadConfig {
+    config.upload = None;
+    let down = config.download.as_mut().unwrap();
+    down.max_deposit = u128::MAX;
+    down.budget = u128::MAX;
+    down
+}
 
 /// The info hash of the suites' torrent.
 pub const INFO_HASH: [u8; 20] = [0x42; 20];
@@ -285,14 +295,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
         let mut nonce = [0u8; 32];
         getrandom::fill(&mut nonce).expect("OS random generator");
         self.our_challenge = Some(nonce);
-        let id = self
-            .their_pse_id
-            .expect("the node advertised the extension");
-        self.send_frame(Message::Extended {
-            id,
-            payload: Bytes::from(identity::encode_challenge(&nonce)),
-        })
-        .await;
+        self.send_pse_payload(identity::encode_challenge(&nonce))
+            .await;
     }
 
     /// The nonce of the next channel we propose to the node on this connection: derived from
@@ -410,14 +414,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
             prover_peer_id: OUR_PEER_ID,
         };
         let sig = identity::prove(prover, &ctx).unwrap();
-        let id = self
-            .their_pse_id
-            .expect("the node advertised the extension before challenging");
-        self.send_frame(Message::Extended {
-            id,
-            payload: Bytes::from(identity::encode_proof(&sig)),
-        })
-        .await;
+        self.send_pse_payload(identity::encode_proof(&sig)).await;
     }
 
     /// Frames until `pred` holds (returning that frame); panics on close or after `secs`.
@@ -465,12 +462,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Attacker<S> {
     }
 
     pub async fn send_pse(&mut self, msg: &PseMessage) {
+        self.send_pse_payload(msg.encode()).await;
+    }
+
+    /// Sends `payload` as a message of the node's `pse` extension (it must have advertised it).
+    async fn send_pse_payload(&mut self, payload: Vec<u8>) {
         let id = self
             .their_pse_id
-            .expect("the uploader advertised the extension");
+            .expect("the node advertised the extension");
         self.send_frame(Message::Extended {
             id,
-            payload: Bytes::from(msg.encode()),
+            payload: Bytes::from(payload),
         })
         .await;
     }
