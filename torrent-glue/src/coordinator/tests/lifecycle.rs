@@ -213,12 +213,7 @@ fn departed_identities_without_history_are_reclaimed_and_their_proposals_abandon
     assert_eq!(h.c.resource_usage().identities, 51);
     // Past the response timeout the proposals are abandoned, then the identities reclaimed.
     h.advance(Duration::from_secs(21));
-    let abandoned = h
-        .channel()
-        .iter()
-        .filter(|c| matches!(c, ChannelCommand::Abandon { .. }))
-        .count();
-    assert_eq!(abandoned, 50);
+    assert_eq!(count!(h.channel(), ChannelCommand::Abandon { .. }), 50);
     h.advance(Duration::from_secs(21));
     let usage = h.c.resource_usage();
     assert_eq!(usage.peers, 0);
@@ -348,10 +343,6 @@ fn restored_setup_must_be_funded_in_time() {
 fn a_restored_channel_reported_twice_is_adopted_once() {
     let (mut h, buyer, id) = restored_payee(10);
     h.restore(id, buyer, Role::Payee, 1 << 30, 10, RestoredState::Open);
-    let restored_events = h
-        .events()
-        .into_iter()
-        .filter(|e| matches!(e, CoordinatorEvent::ChannelRestored { .. }))
-        .count();
+    let restored_events = count!(h.events(), CoordinatorEvent::ChannelRestored { .. });
     assert_eq!(restored_events, 1);
 }

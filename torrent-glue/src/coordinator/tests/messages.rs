@@ -48,14 +48,7 @@ fn channel_messages_for_us_are_pushed_and_acked_others_dropped_silently() {
     .unwrap();
     assert!(h.engine().is_empty());
     assert!(h.channel().is_empty());
-    let reasons: Vec<MessageDropReason> = h
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            CoordinatorEvent::MessageDropped { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let reasons = picked!(h.events(), CoordinatorEvent::MessageDropped { reason, .. } => reason);
     assert_eq!(
         reasons,
         vec![

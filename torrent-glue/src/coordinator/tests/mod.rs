@@ -13,6 +13,29 @@ use crate::channel::{FailedCommand, RestoredState};
 use crate::engine::Direction;
 use paid_wire::pse::PseMessage;
 
+/// What `$value` is for each of `$items` (iterated) that matches `$pattern`, in order.
+macro_rules! picked {
+    ($items:expr, $pattern:pat => $value:expr) => {
+        $items
+            .into_iter()
+            .filter_map(|item| match item {
+                $pattern => Some($value),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
+/// How many of `$items` (iterated) match `$pattern`.
+macro_rules! count {
+    ($items:expr, $pattern:pat) => {
+        $items
+            .into_iter()
+            .filter(|item| matches!(item, $pattern))
+            .count()
+    };
+}
+
 mod buyer_bound;
 mod deadlines;
 mod download;
@@ -403,29 +426,16 @@ fn message_to(k: PeerKey, json: &str) -> Vec<(PeerKey, PseMessage)> {
 }
 
 fn serves(cmds: &[EngineCommand]) -> Vec<BlockRequest> {
-    cmds.iter()
-        .filter_map(|c| match c {
-            EngineCommand::Serve { request, .. } => Some(*request),
-            _ => None,
-        })
-        .collect()
+    picked!(cmds, EngineCommand::Serve { request, .. } => *request)
 }
 
 /// The reasons of the proposals declined among `events`.
 fn declined(events: Vec<CoordinatorEvent>) -> Vec<DeclineReason> {
-    events
-        .into_iter()
-        .filter_map(|e| match e {
-            CoordinatorEvent::ProposalDeclined { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect()
+    picked!(events, CoordinatorEvent::ProposalDeclined { reason, .. } => reason)
 }
 
 fn creates(cmds: &[ChannelCommand]) -> usize {
-    cmds.iter()
-        .filter(|c| matches!(c, ChannelCommand::Create { .. }))
-        .count()
+    count!(cmds, ChannelCommand::Create { .. })
 }
 
 /// An uploader harness (default config): the buyer `0xB1`, connected as peer 1, asked for block
@@ -479,12 +489,7 @@ fn downloader(config: CoordinatorConfig, remaining: u64) -> (H, PeerKey, Address
 }
 
 fn pays(cmds: &[ChannelCommand]) -> Vec<u128> {
-    cmds.iter()
-        .filter_map(|c| match c {
-            ChannelCommand::Pay { amount, .. } => Some(*amount),
-            _ => None,
-        })
-        .collect()
+    picked!(cmds, ChannelCommand::Pay { amount, .. } => *amount)
 }
 
 fn buyer_config(granularity: u64) -> CoordinatorConfig {
