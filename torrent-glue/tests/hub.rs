@@ -127,12 +127,13 @@ struct Peer {
     party_store: Arc<MemoryStore>,
 }
 
+/// The suites' liveness with idle connections closed after 1 s, and 5 s for handshakes and
+/// answers.
 fn liveness() -> LivenessConfig {
     LivenessConfig {
         handshake_timeout: Duration::from_secs(5),
         response_timeout: Duration::from_secs(5),
-        idle_close_after: Some(Duration::from_secs(1)),
-        stall_timeout: None,
+        ..support::liveness(Duration::from_secs(1))
     }
 }
 
