@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use super::lifecycle::has_open;
+use super::state::has_open;
 use super::state::{Class, Identity, Peer};
 
 /// What an entry's deadlines are for; each lane is indexed separately.

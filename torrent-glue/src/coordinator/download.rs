@@ -6,7 +6,7 @@ use std::time::Instant;
 use paid_wire::choke::{ChannelId, PayReason, PayerAction, PaymentPlanner, StopOutcome};
 use payment_channel::Address;
 
-use super::lifecycle::slot_open;
+use super::state::slot_open;
 use super::state::{PendingProposal, Phase, Slot, Torrent};
 use super::{Coordinator, CoordinatorEvent, DeclineReason};
 use crate::channel::{ChannelCommand, Role};

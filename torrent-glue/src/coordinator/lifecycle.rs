@@ -395,11 +395,3 @@ impl Coordinator {
         }
     }
 }
-
-pub(super) fn slot_open(slot: Option<Slot>) -> bool {
-    slot.is_some_and(|s| s.phase == Phase::Open)
-}
-
-pub(super) fn has_open(ident: &Identity) -> bool {
-    slot_open(ident.payee) || slot_open(ident.payer)
-}

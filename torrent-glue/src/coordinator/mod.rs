@@ -135,7 +135,7 @@ pub use events::{
 use self::budget::Budget;
 use self::deadlines::{DueWalk, Lane, Timed, Timing};
 use self::download::allow_bytes;
-use self::lifecycle::has_open;
+use self::state::has_open;
 use self::state::{Claim, Class, Gate, Identity, Peer, PendingProposal, Phase, Torrent};
 use crate::EXTENSION_NAME;
 use crate::channel::{ChannelCommand, ChannelEvent, Role};

@@ -348,6 +348,16 @@ pub(crate) struct PendingProposal {
     pub(crate) expires: Instant,
 }
 
+/// Whether `slot` holds an open channel.
+pub(crate) fn slot_open(slot: Option<Slot>) -> bool {
+    slot.is_some_and(|s| s.phase == Phase::Open)
+}
+
+/// Whether the identity has an open channel in either direction.
+pub(crate) fn has_open(ident: &Identity) -> bool {
+    slot_open(ident.payee) || slot_open(ident.payer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use paid_wire::choke::{ChannelId, ChokeController, GateAction, PeerMisbehaviour,
 use paid_wire::message::BlockRequest;
 use payment_channel::Address;
 
-use super::lifecycle::slot_open;
+use super::state::slot_open;
 use super::state::{Class, Gate, Peer, Phase, Slot};
 use super::{Coordinator, CoordinatorEvent, OverduePolicy, UploadConfig};
 use crate::channel::{ChannelCommand, Role};
