@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use bendy::decoding::{Decoder, Object};
+use bendy::decoding::{Decoder, DictDecoder, Object};
 use bendy::encoding::{Encoder, SingleItemEncoder};
 use sha1::{Digest, Sha1};
 
@@ -157,10 +157,7 @@ impl Info {
     /// Parses and validates a bencoded `info` dictionary.
     pub fn from_bencode(raw: &[u8]) -> Result<Self, MetainfoError> {
         let mut dec = Decoder::new(raw).with_max_depth(MAX_DEPTH);
-        let obj = dec.next_object()?.ok_or(MetainfoError::Missing("info"))?;
-        let mut dict = obj
-            .try_into_dictionary()
-            .map_err(|_| MetainfoError::invalid("info", "not a dictionary"))?;
+        let mut dict = top_dictionary(&mut dec, "info")?;
         let (mut name, mut piece_length, mut pieces, mut length, mut files, mut private) =
             (None, None, None, None, None, false);
         while let Some((key, value)) = dict.next_pair()? {
@@ -326,10 +323,7 @@ impl Metainfo {
     /// Parses a `.torrent` file's bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, MetainfoError> {
         let mut dec = Decoder::new(bytes).with_max_depth(MAX_DEPTH);
-        let obj = dec.next_object()?.ok_or(MetainfoError::Missing("info"))?;
-        let mut dict = obj
-            .try_into_dictionary()
-            .map_err(|_| MetainfoError::invalid("metainfo", "not a dictionary"))?;
+        let mut dict = top_dictionary(&mut dec, "metainfo")?;
         let (mut announce, mut raw_info) = (None, None);
         let mut announce_list = Vec::new();
         while let Some((key, value)) = dict.next_pair()? {
@@ -610,6 +604,16 @@ fn check_component(c: &str, key: &'static str) -> Result<(), MetainfoError> {
             format!("unsafe path component {c:?}"),
         )),
     }
+}
+
+/// The dictionary that a bencoded `what` (a `.torrent` or an `info` dictionary) is made of.
+fn top_dictionary<'obj, 'ser>(
+    dec: &'obj mut Decoder<'ser>,
+    what: &'static str,
+) -> Result<DictDecoder<'obj, 'ser>, MetainfoError> {
+    let obj = dec.next_object()?.ok_or(MetainfoError::Missing("info"))?;
+    obj.try_into_dictionary()
+        .map_err(|_| MetainfoError::invalid(what, "not a dictionary"))
 }
 
 fn utf8(value: Object<'_, '_>, key: &'static str) -> Result<String, MetainfoError> {

@@ -381,33 +381,23 @@ impl PaidNode {
         buy: Option<BuyTerms>,
         liveness: LivenessConfig,
     ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
-        Self::start_with_identity(
+        Self::start_with_hub(
             torrent,
             wallet,
             sell,
             buy,
             liveness,
             IdentityConfig::default(),
+            None,
         )
         .await
     }
 
     /// [`PaidNode::start`] with the given identity rules (e.g.
     /// [`LegacyPolicy::TrustClaimedAccount`](torrent_glue::LegacyPolicy::TrustClaimedAccount)
-    /// to pay and be paid by web3torrent peers, which cannot prove their account).
-    pub async fn start_with_identity(
-        torrent: Arc<Torrent>,
-        wallet: &Wallet,
-        sell: Option<SellTerms>,
-        buy: Option<BuyTerms>,
-        liveness: LivenessConfig,
-        identity: IdentityConfig,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<CoordinatorEvent>), PaidError> {
-        Self::start_with_hub(torrent, wallet, sell, buy, liveness, identity, None).await
-    }
-
-    /// [`PaidNode::start_with_identity`], with channels through a hub when `hub` is given
-    /// (advertised in our handshake; direct channels with peers that use another hub or none).
+    /// to pay and be paid by web3torrent peers, which cannot prove their account), and with
+    /// channels through a hub when `hub` is given (advertised in our handshake; direct channels
+    /// with peers that use another hub or none).
     pub async fn start_with_hub(
         torrent: Arc<Torrent>,
         wallet: &Wallet,

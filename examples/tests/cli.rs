@@ -193,10 +193,7 @@ fn a_get_whose_only_peer_refuses_fails_fast_with_the_reason() {
         "{lines:?}"
     );
     assert!(took < Duration::from_secs(30), "took {took:?}, not fast");
-    let events: Vec<Value> = stdout(&o)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let events = json_lines(&stdout(&o));
     let failed = events
         .iter()
         .find(|e| e["event"] == "peer_failed")

@@ -158,44 +158,32 @@ fn sigkill_loop_on_both_sides_loses_no_money() {
             ),
         )
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     let relay = rt.block_on(relay(RATE));
-    let relay_addr = relay.addr.to_string();
     let (granularity, pay_ahead_arg) = (GRANULARITY.to_string(), pay_ahead.to_string());
-    let buyer_cmd = || {
-        chain_cmd(
-            &anvil,
-            &art,
-            dev_key(3),
-            &[
-                "get",
-                &torrent,
-                "--peer",
-                &relay_addr,
-                "--out",
-                &out,
-                "--granularity",
-                &granularity,
-                "--max-pay-ahead",
-                &pay_ahead_arg,
-                "--store",
-                &buyer_store,
-                "--answer-timeout",
-                "20",
-                "--timeout",
-                "600",
-            ],
-        )
-    };
+    let buyer_args = get_args(
+        &torrent,
+        &relay.addr.to_string(),
+        &out,
+        &[
+            "--granularity",
+            &granularity,
+            "--max-pay-ahead",
+            &pay_ahead_arg,
+            "--store",
+            &buyer_store,
+            "--answer-timeout",
+            "20",
+            "--timeout",
+            "600",
+        ],
+    );
+    let buyer_cmd = || chain_cmd(&anvil, &art, dev_key(3), &buyer_args);
     let start_seeder = |name| {
         let mut p = JsonProc::spawn(name, seeder_cmd());
-        let l = p.expect_event(Duration::from_secs(60), "listening");
-        *relay.upstream.lock().unwrap() = Some(l["addr"].as_str().unwrap().parse().unwrap());
-        (p, l["account"].as_str().unwrap().to_owned())
+        let (addr, account) = p.listening();
+        *relay.upstream.lock().unwrap() = Some(addr.parse().unwrap());
+        (p, account)
     };
     let started = Instant::now();
 

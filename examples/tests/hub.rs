@@ -33,7 +33,7 @@ use payment_channel::party_node::{NodeConfig, PartyNode};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
 use payment_channel::test_utils::faulty::FaultyChain;
-use payment_channel::virtual_channel::{PartyConfig, Side, VirtualParams};
+use payment_channel::virtual_channel::{Party, PartyConfig, Side, VirtualParams};
 use payment_channel::{Address, B256, MemoryStore, U256};
 use support::{JsonProc, arg, binary, dev_key};
 
@@ -156,6 +156,11 @@ where
     }
 }
 
+/// [`until`] `done` holds of `n`'s party.
+async fn until_on(n: &PartyNode, what: &str, done: impl Fn(&Party) -> bool + Copy) {
+    until(what, || async move { n.inspect(done).await }).await;
+}
+
 async fn ledger_with(n: &PartyNode, peer: Address) -> Option<(B256, LedgerPhase)> {
     n.inspect(|p| {
         p.ledgers()
@@ -248,49 +253,36 @@ async fn hub_killed_during_funding_and_defunding_loses_nothing() {
         })
         .await
         .unwrap();
-    until("payer's guarantee countersigned", || async {
-        payer
-            .node
-            .inspect(|p| {
-                p.channel(&v)
-                    .is_some_and(|c| c.is_guaranteed(Side::PayerSide))
-            })
-            .await
+    until_on(&payer.node, "payer's guarantee countersigned", |p| {
+        p.channel(&v)
+            .is_some_and(|c| c.is_guaranteed(Side::PayerSide))
     })
     .await;
     hub.kill_and_restart("payer side of V guaranteed");
     for n in [&payer.node, &payee.node] {
-        until("V running", || async {
-            n.inspect(|p| p.channel(&v).is_some_and(|c| c.is_running()))
-                .await
+        until_on(n, "V running", |p| {
+            p.channel(&v).is_some_and(|c| c.is_running())
         })
         .await;
     }
     for d in [40, 40, 40] {
         payer.node.pay(v, U256::from(d)).await.unwrap();
     }
-    until("vouchers received", || async {
-        payee
-            .node
-            .inspect(|p| p.channel(&v).map(|c| c.paid()) == Some(U256::from(PAID)))
-            .await
+    until_on(&payee.node, "vouchers received", |p| {
+        p.channel(&v).map(|c| c.paid()) == Some(U256::from(PAID))
     })
     .await;
 
     // 3. Defund V: kill once the payer signed the final state.
     payer.node.close_virtual(v).await.unwrap();
-    until("payer signed the final state", || async {
-        payer
-            .node
-            .inspect(|p| p.channel(&v).is_some_and(|c| c.final_amount().is_some()))
-            .await
+    until_on(&payer.node, "payer signed the final state", |p| {
+        p.channel(&v).is_some_and(|c| c.final_amount().is_some())
     })
     .await;
     hub.kill_and_restart("V's final state signed by the payer");
     for n in [&payer.node, &payee.node] {
-        until("V defunded", || async {
-            n.inspect(|p| p.channel(&v).is_some_and(|c| c.is_defunded()))
-                .await
+        until_on(n, "V defunded", |p| {
+            p.channel(&v).is_some_and(|c| c.is_defunded())
         })
         .await;
     }
@@ -307,8 +299,8 @@ async fn hub_killed_during_funding_and_defunding_loses_nothing() {
     .await;
     hub.kill_and_restart("payee ledger's final state signed");
     for n in [&payer.node, &payee.node] {
-        until("ledgers paid out", || async {
-            n.inspect(|p| p.ledgers().all(|l| l.chain().paid_out)).await
+        until_on(n, "ledgers paid out", |p| {
+            p.ledgers().all(|l| l.chain().paid_out)
         })
         .await;
     }

@@ -96,10 +96,8 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
         );
         let hub_ev = p.expect_event(Duration::from_secs(60), "hub");
         assert_eq!(hub_ev["hub"].as_str().unwrap(), hub_address);
-        let listening = p.expect_event(Duration::from_secs(60), "listening");
+        let (addr, account) = p.listening();
         p.expect_event(Duration::from_secs(60), "hub_ledger_open");
-        let addr = listening["addr"].as_str().unwrap().to_owned();
-        let account = listening["account"].as_str().unwrap().to_owned();
         seeders.push((p, addr, account));
     }
     let out = arg(&dir.path().join("dl"));
@@ -190,32 +188,13 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
             .concat(),
         ),
     );
-    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
-    let addr = listening["addr"].as_str().unwrap().to_owned();
+    let (addr, _) = seeder.listening();
     let out2 = arg(&dir.path().join("dl2"));
     let started = Instant::now();
-    let mut buyer = JsonProc::spawn(
-        "buyer-direct",
-        chain_cmd(
-            &anvil,
-            &art,
-            buyer_key,
-            &[
-                vec![
-                    "get".to_owned(),
-                    torrent,
-                    "--out".into(),
-                    out2,
-                    "--peer".into(),
-                    addr,
-                    "--timeout".into(),
-                    "300".into(),
-                ],
-                contracts[..4].to_vec(),
-            ]
-            .concat(),
-        ),
-    );
+    let mut extra = vec!["--timeout", "300"];
+    extra.extend(contracts[..4].iter().map(String::as_str));
+    let get = get_args(&torrent, &addr, &out2, &extra);
+    let mut buyer = JsonProc::spawn("buyer-direct", chain_cmd(&anvil, &art, buyer_key, &get));
     buyer.expect_event(Duration::from_secs(120), "started");
     let start_up = started.elapsed();
     buyer.expect_event(Duration::from_secs(120), "channel_opened");

@@ -41,10 +41,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn events(o: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    json_lines(&String::from_utf8_lossy(&o.stdout))
 }
 
 fn event(o: &Output, name: &str) -> Option<Value> {

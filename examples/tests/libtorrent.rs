@@ -16,24 +16,22 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{BuyTerms, PaidNode, TORRENT};
+use paid_torrent_examples::paid::TORRENT;
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
 use support::*;
-use torrent_glue::LivenessConfig;
+use torrent_glue::IdentityConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_free_seeder() {
-    if !libtorrent_available() {
+    let Some((dir, lt_dir)) = libtorrent_tempdir("lt") else {
         return;
-    }
-    let dir = tempdir();
-    let lt_dir = dir.path().join("lt");
+    };
     // 6 MiB + a short last piece.
     let data = content((6 << 20) + 12345, 1);
     let (seeder, addr, torrent_file, server) = free_seeder(dir.path(), &data, 256 << 10).await;
@@ -61,11 +59,9 @@ async fn libtorrent_downloads_from_our_free_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_download_multi_file_from_libtorrent_seeder() {
-    if !libtorrent_available() {
+    let Some((dir, our_dir)) = libtorrent_tempdir("ours") else {
         return;
-    }
-    let dir = tempdir();
-    let our_dir = dir.path().join("ours");
+    };
     let files = [
         ("album/01.flac", content(3 << 20, 2)),
         ("album/cover.jpg", content(70_000, 3)),
@@ -119,13 +115,11 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_free_allowance_from_paid_seeder() {
-    if !libtorrent_available() {
+    let Some((dir, lt_dir)) = libtorrent_tempdir("lt") else {
         return;
-    }
-    let dir = tempdir();
+    };
     let data = content((5 << 20) + 777, 11);
     let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, Some(1 << 30)).await;
-    let lt_dir = dir.path().join("lt");
     let torrent = ["--torrent", &arg(&torrent_file)];
     let (lt, exit) = LtPeer::download(torrent, &lt_dir, addr, 50, &[]).await;
     lt.assert_finished(exit);
@@ -143,13 +137,11 @@ async fn libtorrent_downloads_free_allowance_from_paid_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_gets_nothing_from_paid_only_seeder_and_stays_connected() {
-    if !libtorrent_available() {
+    let Some((dir, lt_dir)) = libtorrent_tempdir("lt") else {
         return;
-    }
-    let dir = tempdir();
+    };
     let data = content(3 << 20, 12);
     let (seller, addr, torrent_file) = paid_seeder(dir.path(), &data, None).await;
-    let lt_dir = dir.path().join("lt");
     let torrent = ["--torrent", &arg(&torrent_file)];
     let (lt, exit) = LtPeer::download(torrent, &lt_dir, addr, 8, &[]).await;
     assert_eq!(exit.expect("lt_peer exit")["reason"], "timeout");
@@ -172,33 +164,16 @@ async fn libtorrent_gets_nothing_from_paid_only_seeder_and_stays_connected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
-    if !libtorrent_available() {
+    let Some((dir, our_dir)) = libtorrent_tempdir("ours") else {
         return;
-    }
-    let dir = tempdir();
-    let our_dir = dir.path().join("ours");
+    };
     let data = content((4 << 20) + 4321, 13);
     let files = [("song.flac", data.clone())];
     let (mut lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "song.flac", &files, 128 << 10);
     let (proxy, recorded) = recording_proxy(lt_addr).await;
     let torrent =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
-    let wallet = native_wallet_on_its_own_chain().await;
-    let buy = BuyTerms {
-        budget: 1 << 40,
-        max_price_per_byte: 1,
-        granularity_bytes: 1 << 20,
-        max_pay_ahead_bytes: 1 << 20,
-    };
-    let (buyer, _) = PaidNode::start(
-        torrent.clone(),
-        &wallet,
-        None,
-        Some(buy),
-        LivenessConfig::default(),
-    )
-    .await
-    .unwrap();
+    let buyer = paid_buyer(torrent.clone(), 1 << 20, IdentityConfig::default()).await;
     let n = buyer.node.clone();
     tokio::spawn(async move {
         // libtorrent may still be checking its files: retry a few times.
@@ -241,11 +216,9 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
-    if !libtorrent_available() {
+    let Some((dir, lt_dir)) = libtorrent_tempdir("lt") else {
         return;
-    }
-    let dir = tempdir();
-    let lt_dir = dir.path().join("lt");
+    };
     // 14 MiB in 16 KiB pieces: 896 piece hashes, an info dictionary of two metadata pieces.
     let data = content(14 << 20, 8);
     let (seeder, addr, _, server) = free_seeder(dir.path(), &data, 16 << 10).await;
@@ -266,38 +239,21 @@ async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
-    if !libtorrent_available() {
+    let Some((dir, our_dir)) = libtorrent_tempdir("ours") else {
         return;
-    }
-    let dir = tempdir();
-    let our_dir = dir.path().join("ours");
+    };
     let files = [
         ("show/e01.mkv", content(2 << 20, 9)),
         ("show/e02.mkv", content(1_500_000, 10)),
     ];
     let (lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "show", &files, 32 << 10);
     // Our client as a user runs it, with only the magnet link and libtorrent's address.
-    let args = [
-        "get".to_owned(),
-        meta.magnet_link(),
-        "--free".into(),
-        "--peer".into(),
-        lt_addr.to_string(),
-        "--dir".into(),
-        arg(&our_dir),
-        "--timeout".into(),
-        "60s".into(),
-        "--json".into(),
-    ];
-    let o = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(binary())
-            .args(&args)
-            .output()
-            .unwrap()
+    let (link, peer, out) = (meta.magnet_link(), lt_addr.to_string(), arg(&our_dir));
+    let (stdout, _) = tokio::task::spawn_blocking(move || {
+        run_get(&[&link, "--free", "--peer", &peer, "--dir", &out])
     })
     .await
     .unwrap();
-    let stdout = assert_success(&o);
     assert!(
         stdout.contains(r#""event":"metadata""#),
         "the metadata came from libtorrent: {stdout}"

@@ -57,22 +57,9 @@ fn get_a_magnet_link_from_our_seeder_in_another_process() {
     let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     let link = magnet_with_peers(&meta, &[addr]);
     let out = dir.path().join("dl");
-    let o = cmd(&[
-        "get",
-        &link,
-        "--free",
-        "--dir",
-        &arg(&out),
-        "--timeout",
-        "60s",
-        "--json",
-    ])
-    .output()
-    .unwrap();
-    let stdout = assert_success(&o);
-    let got: serde_json::Value = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    let (_, events) = run_get(&[&link, "--free", "--dir", &arg(&out)]);
+    let got = events
+        .iter()
         .find(|v| v["event"] == "metadata")
         .expect("a metadata event");
     assert_eq!(got["info_hash"], meta.info_hash_hex());

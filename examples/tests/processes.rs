@@ -44,30 +44,12 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     let identity = format!("0x{}", hex::encode(content(32, 7)));
     let args = seed_args(&["--identity", &identity]);
     let mut seeder = JsonProc::spawn("seeder", chain_cmd(&anvil, &art, dev_key(0), &args));
-    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
-    let addr = listening["addr"].as_str().unwrap().to_owned();
-    let seller = listening["account"].as_str().unwrap().to_owned();
+    let (addr, seller) = seeder.listening();
     let before = anvil.balance(&seller);
     let out1 = arg(&dir.path().join("dl1"));
     let started = std::time::Instant::now();
-    let mut buyer = JsonProc::spawn(
-        "buyer",
-        chain_cmd(
-            &anvil,
-            &art,
-            dev_key(2),
-            &[
-                "get",
-                &torrent,
-                "--peer",
-                &addr,
-                "--out",
-                &out1,
-                "--timeout",
-                "300",
-            ],
-        ),
-    );
+    let get = get_args(&torrent, &addr, &out1, &["--timeout", "300"]);
+    let mut buyer = JsonProc::spawn("buyer", chain_cmd(&anvil, &art, dev_key(2), &get));
     let done = buyer.expect_event(Duration::from_secs(300), "done");
     println!(
         "run 1: {} bytes, {} payments, {} wei, transfer {:.2} s, total with close and payout {:.2} s",
@@ -94,38 +76,22 @@ fn two_processes_pay_for_64_mib_and_survive_a_sigkill() {
     let store = arg(&dir.path().join("seller.redb"));
     let seed_argv = seed_args(&["--store", &store]);
     let mut seeder = JsonProc::spawn("seeder-2", chain_cmd(&anvil, &art, dev_key(0), &seed_argv));
-    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
-    let addr = listening["addr"].as_str().unwrap().parse().unwrap();
-    let seller = listening["account"].as_str().unwrap().to_owned();
+    let (addr, seller) = seeder.listening();
     let before = anvil.balance(&seller);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker_runtime();
     // 8 MiB/s: the 64 MiB take 8 s, plenty of time to kill the downloader half way.
     let slow = rt.block_on(relay(8 * MIB));
-    *slow.upstream.lock().unwrap() = Some(addr);
+    *slow.upstream.lock().unwrap() = Some(addr.parse().unwrap());
     let slow = slow.addr;
     let out2 = arg(&dir.path().join("dl2"));
-    let mut buyer = JsonProc::spawn(
-        "buyer-2",
-        chain_cmd(
-            &anvil,
-            &art,
-            dev_key(3),
-            &[
-                "get",
-                &torrent,
-                "--peer",
-                &slow.to_string(),
-                "--out",
-                &out2,
-                "--granularity",
-                &GRANULARITY.to_string(),
-            ],
-        ),
+    let granularity = GRANULARITY.to_string();
+    let get = get_args(
+        &torrent,
+        &slow.to_string(),
+        &out2,
+        &["--granularity", &granularity],
     );
+    let mut buyer = JsonProc::spawn("buyer-2", chain_cmd(&anvil, &art, dev_key(3), &get));
     let progress = buyer
         .wait_for(Duration::from_secs(120), |v| {
             v["event"] == "status" && v["have"].as_u64().is_some_and(|h| h >= SIZE / 3)
@@ -224,30 +190,16 @@ fn two_processes_pay_in_an_erc20() {
             &seed_args(&torrent, &seed_dir, &["--asset", &token_arg]),
         ),
     );
-    let listening = seeder.expect_event(Duration::from_secs(60), "listening");
-    let addr = listening["addr"].as_str().unwrap().to_owned();
-    let seller: payment_channel::Address = listening["account"].as_str().unwrap().parse().unwrap();
+    let (addr, seller) = seeder.listening();
+    let seller: payment_channel::Address = seller.parse().unwrap();
     let out = arg(&dir.path().join("dl"));
-    let mut buyer = JsonProc::spawn(
-        "buyer-erc20",
-        chain_cmd(
-            &anvil,
-            &art,
-            dev_key(2),
-            &[
-                "get",
-                "--asset",
-                &token_arg,
-                &torrent,
-                "--peer",
-                &addr,
-                "--out",
-                &out,
-                "--timeout",
-                "300",
-            ],
-        ),
+    let get = get_args(
+        &torrent,
+        &addr,
+        &out,
+        &["--asset", &token_arg, "--timeout", "300"],
     );
+    let mut buyer = JsonProc::spawn("buyer-erc20", chain_cmd(&anvil, &art, dev_key(2), &get));
     let done = buyer.expect_event(Duration::from_secs(300), "done");
     assert!(buyer.child.wait().expect("buyer exit").success());
     seeder.terminate();

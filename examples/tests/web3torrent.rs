@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use alloy_primitives::hex;
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{BuyTerms, PaidNode, SellTerms, TORRENT};
+use paid_torrent_examples::paid::TORRENT;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::storage::OpenMode;
 use paid_torrent_examples::torrent::Torrent;
@@ -30,8 +30,7 @@ use payment_channel::state::FixedPart;
 use payment_channel::{Address, U256};
 use serde_json::{Value, json};
 use support::*;
-use tokio::net::TcpListener;
-use torrent_glue::{IdentityConfig, LegacyPolicy, LivenessConfig};
+use torrent_glue::{IdentityConfig, LegacyPolicy};
 
 const LIMIT: Duration = Duration::from_secs(40);
 const ACK: &str = "d7:command3:ack4:datade8:msg_typei0ee";
@@ -51,28 +50,43 @@ fn script(name: &str) -> PathBuf {
 /// Whether node and the npm packages are there. Without them: under CI the test fails; locally
 /// it prints how to install them and the caller skips.
 fn web3torrent_peer_available() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let packages = ["bittorrent-protocol", "bencode", "js-sha3"]
-        .iter()
-        .all(|p| node_modules().join(p).join("package.json").is_file());
-    if node && packages {
-        return true;
-    }
-    let help = "the web3torrent peer needs node and `scripts/install-web3torrent-peer.sh`";
-    if std::env::var_os("CI").is_some() {
-        panic!("{help}");
-    }
-    eprintln!("SKIPPED: {help}");
-    false
+    node_packages_available(
+        &node_modules(),
+        &["bittorrent-protocol", "bencode", "js-sha3"],
+        "the web3torrent peer needs node and `scripts/install-web3torrent-peer.sh`",
+    )
 }
 
 fn node(args: &[&str]) -> Command {
     let mut cmd = Command::new("node");
     cmd.args(args).env("NODE_PATH", node_modules());
     cmd
+}
+
+/// The web3torrent peer (`peer.js`) with `opts` and its account, outcome address and timing
+/// (it exits after 2.5 s without a message, or after 30 s).
+fn js_peer(name: &'static str, mut opts: Value) -> JsonProc {
+    for (key, value) in [
+        ("account", json!(JS_ACCOUNT)),
+        ("outcome", json!(JS_OUTCOME)),
+        ("quietMs", json!(2500)),
+        ("maxMs", json!(30000)),
+    ] {
+        opts[key] = value;
+    }
+    JsonProc::spawn(
+        name,
+        node(&[&script("peer.js").to_string_lossy(), &opts.to_string()]),
+    )
+}
+
+/// Waits for `js` to exit, prints the exchange under `title` and asserts that the peer exited
+/// because the exchange went quiet.
+async fn quiet_exit(js: JsonProc, title: &str) -> JsonProc {
+    let (js, exit) = js.exit_within(LIMIT).await;
+    transcript(&js, title);
+    assert_eq!(exit.expect("exit")["reason"], "quiet", "{:#?}", js.seen);
+    js
 }
 
 fn identity() -> IdentityConfig {
@@ -224,58 +238,17 @@ async fn web3torrent_leecher_gets_stop_with_channel_id_and_no_piece_before_payme
         return;
     }
     let dir = tempdir();
-    let seed_dir = dir.path().join("seed");
     let data = content((1 << 20) + 999, 21);
-    write(&seed_dir.join("movie.bin"), &data);
-    let meta = Metainfo::create(&seed_dir.join("movie.bin"), 256 << 10, None).unwrap();
-    let info_hash = hex::encode(meta.info_hash);
-    let torrent =
-        Torrent::open(meta, &seed_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
-    let sell = SellTerms {
-        price_per_byte: 1,
-        trust_bytes: 0,
-        deposit: 1 << 40,
-        free_bytes: None,
-        challenge_duration: 600,
-    };
-    let (seller, _events) = PaidNode::start_with_identity(
-        torrent,
-        &native_wallet_on_its_own_chain().await,
-        Some(sell),
-        None,
-        LivenessConfig::default(),
-        identity(),
-    )
-    .await
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let n = seller.node.clone();
-    tokio::spawn(async move { n.accept(listener).await });
+    let (torrent, _) = seed_movie(dir.path(), &data, 256 << 10);
+    let info_hash = hex::encode(torrent.meta().info_hash);
+    let (seller, addr) = paid_seller(torrent, None, identity()).await;
 
-    let opts = json!({
-        "mode": "leech",
-        "infoHash": info_hash,
-        "account": JS_ACCOUNT,
-        "outcome": JS_OUTCOME,
-        "peer": addr.to_string(),
-        "quietMs": 2500,
-        "maxMs": 30000,
-    })
-    .to_string();
-    let mut js = JsonProc::spawn(
+    let js = js_peer(
         "web3torrent leecher",
-        node(&[&script("peer.js").to_string_lossy(), &opts]),
+        json!({"mode": "leech", "infoHash": info_hash, "peer": addr.to_string()}),
     );
-    let (js, exit) = tokio::task::spawn_blocking(move || {
-        let exit = js.wait_event(LIMIT, "exit");
-        (js, exit)
-    })
-    .await
-    .unwrap();
-    transcript(&js, "a web3torrent leecher and our seeder");
+    let js = quiet_exit(js, "a web3torrent leecher and our seeder").await;
     let seen = &js.seen;
-    assert_eq!(exit.expect("exit")["reason"], "quiet", "{seen:#?}");
 
     // Our extended handshake: the keys web3torrent reads.
     let hs = js
@@ -355,54 +328,21 @@ async fn web3torrent_seeder_notices_are_acked_and_its_stops_never_paid() {
     let torrent =
         Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
 
-    let opts = json!({
-        "mode": "seed",
-        "infoHash": info_hash,
-        "pieces": pieces,
-        "account": JS_ACCOUNT,
-        "outcome": JS_OUTCOME,
-        "lowerCaseCopy": true,
-        "quietMs": 2500,
-        "maxMs": 30000,
-    })
-    .to_string();
-    let mut js = JsonProc::spawn(
+    let mut js = js_peer(
         "web3torrent seeder",
-        node(&[&script("peer.js").to_string_lossy(), &opts]),
+        json!({"mode": "seed", "infoHash": info_hash, "pieces": pieces, "lowerCaseCopy": true}),
     );
     let port = js.expect_event(Duration::from_secs(10), "listening")["port"]
         .as_u64()
         .unwrap();
-    let buy = BuyTerms {
-        budget: 1 << 40,
-        max_price_per_byte: 1,
-        granularity_bytes: 1 << 18,
-        max_pay_ahead_bytes: 1 << 18,
-    };
-    let (buyer, _events) = PaidNode::start_with_identity(
-        torrent.clone(),
-        &native_wallet_on_its_own_chain().await,
-        None,
-        Some(buy),
-        LivenessConfig::default(),
-        identity(),
-    )
-    .await
-    .unwrap();
+    let buyer = paid_buyer(torrent.clone(), 1 << 18, identity()).await;
     buyer
         .node
         .connect(format!("127.0.0.1:{port}").parse().unwrap(), TORRENT)
         .await
         .unwrap();
-    let (js, exit) = tokio::task::spawn_blocking(move || {
-        let exit = js.wait_event(LIMIT, "exit");
-        (js, exit)
-    })
-    .await
-    .unwrap();
-    transcript(&js, "our downloader and a web3torrent seeder");
+    let js = quiet_exit(js, "our downloader and a web3torrent seeder").await;
     let seen = &js.seen;
-    assert_eq!(exit.expect("exit")["reason"], "quiet", "{seen:#?}");
 
     let hs = js
         .last("extended_handshake")

@@ -18,7 +18,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
-use serde_json::Value;
 use sha1::{Digest, Sha1};
 use support::*;
 
@@ -32,19 +31,11 @@ fn node_modules() -> PathBuf {
 /// Whether node and webtorrent are there. Without them: under CI the test fails; locally it
 /// prints how to install them and the caller skips.
 fn webtorrent_available() -> bool {
-    let node = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if node && node_modules().join("webtorrent/package.json").is_file() {
-        return true;
-    }
-    let help = "the webtorrent peer needs node and `scripts/install-webtorrent.sh`";
-    if std::env::var_os("CI").is_some() {
-        panic!("{help}");
-    }
-    eprintln!("SKIPPED: {help}");
-    false
+    node_packages_available(
+        &node_modules(),
+        &["webtorrent"],
+        "the webtorrent peer needs node and `scripts/install-webtorrent.sh`",
+    )
 }
 
 /// `node peer.js ARGS…` with webtorrent on its module path.
@@ -152,10 +143,9 @@ fn webtorrent_gets_the_free_allowance_from_our_seeder() {
 
 #[test]
 fn our_paid_only_seeder_gives_webtorrent_nothing() {
-    if !webtorrent_available() {
+    let Some(dir) = tempdir_if(webtorrent_available()) else {
         return;
-    }
-    let dir = tempdir();
+    };
     let (seed_dir, _data, torrent) = seeded_torrent(dir.path(), "movie.bin", 2 << 20, 32);
     let (mut seeder, addr) = our_seeder(&torrent, &seed_dir, &[]);
     let wt = webtorrent_download(&torrent, &dir.path().join("wt"), &addr, 5);
@@ -176,10 +166,9 @@ fn our_paid_only_seeder_gives_webtorrent_nothing() {
 
 #[test]
 fn our_get_downloads_from_a_webtorrent_seeder() {
-    if !webtorrent_available() {
+    let Some(dir) = tempdir_if(webtorrent_available()) else {
         return;
-    }
-    let dir = tempdir();
+    };
     let data = content((3 << 20) + 4321, 33);
     let file = dir.path().join("movie.bin");
     write(&file, &data);
@@ -193,25 +182,14 @@ fn our_get_downloads_from_a_webtorrent_seeder() {
         .expect("port");
     let out = dir.path().join("ours");
     // Our client as a user runs it: paid by default; webtorrent is a free peer.
-    let o = cmd(&[
-        "get",
+    let (stdout, events) = run_get(&[
         &arg(&torrent),
         "--peer",
         &format!("127.0.0.1:{port}"),
         "--no-trackers",
         "--dir",
         &arg(&out),
-        "--timeout",
-        "60s",
-        "--json",
-    ])
-    .output()
-    .unwrap();
-    let stdout = assert_success(&o);
-    let events: Vec<Value> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    ]);
     let done = events
         .iter()
         .find(|v| v["event"] == "done")

@@ -60,29 +60,16 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
     if hub {
         return crate::demo_hub::run(size, seeders, &opts).await;
     }
-    let (
-        _cleanup,
-        Workspace {
-            seed_dir,
-            leech_dir,
-            file,
-            meta,
-        },
-    ) = workspace("demo", size)?;
+    let ws = workspace("demo", size)?;
     println!(
         "demo: {} file, {} pieces, info-hash {}, payments {}",
         paid_torrent_examples::units::format_size(size),
-        meta.info.piece_count(),
-        meta.info_hash_hex(),
+        ws.meta.info.piece_count(),
+        ws.meta.info_hash_hex(),
         if free { "off" } else { "on (simulated chain)" }
     );
-    let seeder = Torrent::open(
-        meta.clone(),
-        &seed_dir,
-        OpenMode::ReadOnly,
-        Strategy::RarestFirst,
-    )?;
-    let leecher = Torrent::open(meta, &leech_dir, OpenMode::ReadWrite, Strategy::RarestFirst)?;
+    let seeder = ws.seeder()?;
+    let leecher = ws.leecher()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let pb = progress_bar(size);
@@ -101,7 +88,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
         finish_bar(&pb, &leecher);
         let secs = started.elapsed().as_secs_f64();
         summary_common(&leecher, size, secs);
-        return verify_files(&file, &leech_dir.join("demo.bin"));
+        return ws.verify();
     }
     ticker.abort();
 
@@ -219,23 +206,49 @@ pub(crate) async fn run(args: DemoArgs) -> Result<()> {
             stats.paid
         )));
     }
-    verify_files(&file, &leech_dir.join("demo.bin"))
+    ws.verify()
 }
 
 pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
 
 /// A demo's files: a generated file of its size in `seed_dir`, its metainfo, and an empty
-/// `leech_dir` for the downloader.
+/// `leech_dir` for the downloader; all of them removed when it drops.
 pub(crate) struct Workspace {
     pub(crate) seed_dir: PathBuf,
     pub(crate) leech_dir: PathBuf,
     pub(crate) file: PathBuf,
     pub(crate) meta: Metainfo,
+    _cleanup: RemoveOnDrop,
 }
 
-/// Makes a [`Workspace`] under the temporary directory (`paid-torrent-NAME-PID`), removed when
-/// the returned guard drops.
-pub(crate) fn workspace(name: &str, size: u64) -> Result<(RemoveOnDrop, Workspace)> {
+impl Workspace {
+    /// The generated file, opened for seeding.
+    pub(crate) fn seeder(&self) -> Result<Arc<Torrent>> {
+        self.open(&self.seed_dir, OpenMode::ReadOnly)
+    }
+
+    /// The empty download folder, opened for the downloader.
+    pub(crate) fn leecher(&self) -> Result<Arc<Torrent>> {
+        self.open(&self.leech_dir, OpenMode::ReadWrite)
+    }
+
+    fn open(&self, dir: &Path, mode: OpenMode) -> Result<Arc<Torrent>> {
+        Ok(Torrent::open(
+            self.meta.clone(),
+            dir,
+            mode,
+            Strategy::RarestFirst,
+        )?)
+    }
+
+    /// Checks that the downloader's copy is the generated file.
+    pub(crate) fn verify(&self) -> Result<()> {
+        verify_files(&self.file, &self.leech_dir.join("demo.bin"))
+    }
+}
+
+/// Makes a [`Workspace`] under the temporary directory (`paid-torrent-NAME-PID`).
+pub(crate) fn workspace(name: &str, size: u64) -> Result<Workspace> {
     let work = std::env::temp_dir().join(format!("paid-torrent-{name}-{}", std::process::id()));
     let cleanup = RemoveOnDrop(work.clone());
     let (seed_dir, leech_dir) = (work.join("seed"), work.join("leech"));
@@ -244,15 +257,13 @@ pub(crate) fn workspace(name: &str, size: u64) -> Result<(RemoveOnDrop, Workspac
     let file = seed_dir.join("demo.bin");
     generate(&file, size)?;
     let meta = Metainfo::create(&file, DEFAULT_PIECE_LENGTH, None)?;
-    Ok((
-        cleanup,
-        Workspace {
-            seed_dir,
-            leech_dir,
-            file,
-            meta,
-        },
-    ))
+    Ok(Workspace {
+        seed_dir,
+        leech_dir,
+        file,
+        meta,
+        _cleanup: cleanup,
+    })
 }
 
 impl Drop for RemoveOnDrop {

@@ -9,9 +9,6 @@ use paid_torrent_examples::counted::{CountedChain, Tx};
 use paid_torrent_examples::paid::{
     BuyTerms, ChainChoice, HubTerms, PaidNode, SellTerms, TORRENT, Wallet,
 };
-use paid_torrent_examples::picker::Strategy;
-use paid_torrent_examples::storage::OpenMode;
-use paid_torrent_examples::torrent::Torrent;
 use payment_channel::chain::Chain;
 use payment_channel::ledger::LedgerRole;
 use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
@@ -19,10 +16,11 @@ use payment_channel::party_node::{LedgerService, NodeConfig, PartyNode};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::virtual_channel::{HubLimits, PartyConfig};
 use payment_channel::{Address, MemoryStore, SimulatedChain, U256};
+use torrent_glue::adapter::HubBackend;
 use torrent_glue::{IdentityConfig, LivenessConfig};
 
 use crate::Result;
-use crate::demo::{Workspace, verify_files, workspace};
+use crate::demo::workspace;
 use crate::failure::Failure;
 use crate::options::PayOpts;
 
@@ -65,6 +63,13 @@ async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
+/// The hub backend of a node started with hub terms.
+fn hub_of(node: &PaidNode) -> Result<Arc<HubBackend>> {
+    node.hub
+        .clone()
+        .ok_or_else(|| Failure::other("no hub backend"))
+}
+
 fn counted(sim: &SimulatedChain, a: Address) -> Arc<CountedChain> {
     Arc::new(CountedChain::new(Arc::new(sim.handle(a))))
 }
@@ -74,15 +79,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
     if seeders == 0 {
         return Err(Failure::usage("--seeders: at least one"));
     }
-    let (
-        _cleanup,
-        Workspace {
-            seed_dir,
-            leech_dir,
-            file,
-            meta,
-        },
-    ) = workspace("demo-hub", size)?;
+    let ws = workspace("demo-hub", size)?;
     println!(
         "demo --hub: {} file, {} seeders, one downloader, one hub (simulated chain)",
         paid_torrent_examples::units::format_size(size),
@@ -177,14 +174,8 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
     for _ in 0..seeders {
         let key = Arc::new(LocalSigner::random());
         let chain = counted(&sim, key.address());
-        let t = Torrent::open(
-            meta.clone(),
-            &seed_dir,
-            OpenMode::ReadOnly,
-            Strategy::RarestFirst,
-        )?;
         let (node, _events) = PaidNode::start_with_hub(
-            t,
+            ws.seeder()?,
             &wallet(chain.clone(), key),
             Some(SellTerms {
                 price_per_byte: price,
@@ -207,7 +198,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
     let ledger = (deposit + fee) * seeders as u128;
     let budget = ledger + deposit;
     sim.fund(key.address(), U256::from(ledger))?;
-    let leecher = Torrent::open(meta, &leech_dir, OpenMode::ReadWrite, Strategy::RarestFirst)?;
+    let leecher = ws.leecher()?;
     let buy = BuyTerms {
         budget,
         max_price_per_byte: price,
@@ -225,19 +216,16 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         Some(hub_terms(false, buyer_chain.clone(), Some(ledger))),
     )
     .await?;
-    let bh = buyer
-        .hub
-        .clone()
-        .ok_or_else(|| Failure::other("no hub backend"))?;
+    let bh = hub_of(&buyer)?;
+    let seller_hubs = sellers
+        .iter()
+        .map(|(s, _)| hub_of(s))
+        .collect::<Result<Vec<_>>>()?;
     until("the buyer's ledger", async || {
         bh.open_ledger(LedgerRole::Leader).await.is_some()
     })
     .await?;
-    for (s, _) in &sellers {
-        let h = s
-            .hub
-            .clone()
-            .ok_or_else(|| Failure::other("no hub backend"))?;
+    for h in &seller_hubs {
         until("a seeder's ledger", async || {
             h.open_ledger(LedgerRole::Follower).await.is_some()
         })
@@ -265,11 +253,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
             .await
     })
     .await?;
-    for (s, _) in &sellers {
-        let h = s
-            .hub
-            .clone()
-            .ok_or_else(|| Failure::other("no hub backend"))?;
+    for h in &seller_hubs {
         until("a seeder's side defunded", async || {
             h.party_node()
                 .inspect(|p| p.channels().all(|c| c.is_defunded()))
@@ -287,11 +271,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         .close_ledger(l)
         .await
         .map_err(Failure::other)?;
-    for (s, _) in &sellers {
-        let h = s
-            .hub
-            .clone()
-            .ok_or_else(|| Failure::other("no hub backend"))?;
+    for h in &seller_hubs {
         if let Some((l, _)) = h.open_ledger(LedgerRole::Follower).await {
             h.party_node()
                 .close_ledger(l)
@@ -397,5 +377,5 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
             "the buyer's refund is not what it left unspent",
         ));
     }
-    verify_files(&file, &leech_dir.join("demo.bin"))
+    ws.verify()
 }

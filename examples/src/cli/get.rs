@@ -480,17 +480,8 @@ pub(crate) async fn run(args: GetArgs, out: Out) -> Result<()> {
         challenge_duration: 600,
     });
     let same_process_chain = channels.chain.rpc.is_none();
-    let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
-    let hub = crate::wallet::hub_terms(
-        &channels.hub,
-        &channels.chain,
-        &channels.wallet,
-        &wallet,
-        sell.is_some(),
-        Some(buy.budget),
-        600,
-    )
-    .await?;
+    let (wallet, out, hub) =
+        crate::wallet::open_with_hub(&channels, out, sell.is_some(), Some(buy.budget), 600).await?;
     let paid = Paid {
         wallet: &wallet,
         buy,

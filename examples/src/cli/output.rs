@@ -36,6 +36,22 @@ impl Out {
             }
         }
     }
+
+    /// An event of one channel with `peer`: `{"event", "peer", "channel"}` in JSON, or the line
+    /// `human` makes of the channel id in hex.
+    fn channel_event(
+        &self,
+        event: &str,
+        peer: &Address,
+        channel_id: impl AsRef<[u8]>,
+        human: impl FnOnce(&str) -> String,
+    ) {
+        let channel = hex::encode(channel_id);
+        self.event(
+            json!({"event": event, "peer": peer.to_string(), "channel": channel}),
+            || human(&channel),
+        );
+    }
 }
 
 pub(crate) fn print_reports(mut rx: mpsc::UnboundedReceiver<PeerReport>) {
@@ -70,10 +86,9 @@ pub(crate) fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
         ),
         CoordinatorEvent::ChannelOpened {
             account, channel_id, ..
-        } => out.event(
-            json!({"event": "channel_opened", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
-            || format!("channel 0x{} with {account} open", hex::encode(channel_id)),
-        ),
+        } => out.channel_event("channel_opened", account, channel_id, |c| {
+            format!("channel 0x{c} with {account} open")
+        }),
         CoordinatorEvent::ChannelClosed {
             account,
             channel_id,
@@ -106,16 +121,14 @@ pub(crate) fn coordinator_event(out: &Out, e: &CoordinatorEvent) {
         ),
         CoordinatorEvent::Closing {
             account, channel_id, ..
-        } => out.event(
-            json!({"event": "closing", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
-            || format!("closing channel 0x{} with {account}", hex::encode(channel_id)),
-        ),
+        } => out.channel_event("closing", account, channel_id, |c| {
+            format!("closing channel 0x{c} with {account}")
+        }),
         CoordinatorEvent::Challenging {
             account, channel_id, ..
-        } => out.event(
-            json!({"event": "challenging", "peer": account.to_string(), "channel": hex::encode(channel_id)}),
-            || format!("{account} stopped answering: challenging channel 0x{}", hex::encode(channel_id)),
-        ),
+        } => out.channel_event("challenging", account, channel_id, |c| {
+            format!("{account} stopped answering: challenging channel 0x{c}")
+        }),
         // The seller asked for money it may not have (the buyer's window, the channel's terms).
         CoordinatorEvent::PeerMisbehaved { peer, error }
             if matches!(

@@ -63,17 +63,9 @@ pub(crate) async fn run(args: SeedArgs, out: Out) -> Result<()> {
         free_bytes,
         challenge_duration: challenge_duration.as_secs(),
     };
-    let (wallet, out) = crate::wallet::open(&channels.chain, &channels.wallet, out).await?;
-    let hub = crate::wallet::hub_terms(
-        &channels.hub,
-        &channels.chain,
-        &channels.wallet,
-        &wallet,
-        true,
-        None,
-        challenge_duration.as_secs(),
-    )
-    .await?;
+    let (wallet, out, hub) =
+        crate::wallet::open_with_hub(&channels, out, true, None, challenge_duration.as_secs())
+            .await?;
     seed_paid(
         t,
         listen,

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::Result;
 use crate::failure::{Failure, Kind};
-use crate::options::{AssetArg, ChainArgs, WalletArgs};
+use crate::options::{AssetArg, ChainArgs, ChannelArgs, WalletArgs};
 use crate::output::Out;
 
 /// The chain of `chain`, the asset of `--asset` on it and the wallet of `wallet`; `out` with the
@@ -355,13 +355,24 @@ pub(crate) fn read_key_file(path: &Path) -> Result<String> {
     Ok(std::fs::read_to_string(path)?)
 }
 
+/// [`open`] with the channel options of `seed`/`get`, and their hub settings ([`hub_terms`]).
+pub(crate) async fn open_with_hub(
+    channels: &ChannelArgs,
+    out: Out,
+    sell: bool,
+    buy_deposit: Option<u128>,
+    challenge_duration: u64,
+) -> Result<(Wallet, Out, Option<paid_torrent_examples::paid::HubTerms>)> {
+    let (wallet, out) = open(&channels.chain, &channels.wallet, out).await?;
+    let hub = hub_terms(channels, &wallet, sell, buy_deposit, challenge_duration).await?;
+    Ok((wallet, out, hub))
+}
+
 /// The hub settings of `seed`/`get` (`None` without `--hub`): `deposit` into our ledger when we
 /// buy, a ledger asked of the hub when we sell. The ledger and virtual channels are kept in
 /// `<store>.party` (in memory without `--store`).
-pub(crate) async fn hub_terms(
-    opts: &crate::options::HubOpts,
-    chain: &ChainArgs,
-    wallet_args: &WalletArgs,
+async fn hub_terms(
+    channels: &ChannelArgs,
     wallet: &Wallet,
     sell: bool,
     buy_deposit: Option<u128>,
@@ -369,6 +380,12 @@ pub(crate) async fn hub_terms(
 ) -> Result<Option<paid_torrent_examples::paid::HubTerms>> {
     use payment_channel::chain::CONSENSUS_APP_RUNTIME_HASH;
     use payment_channel::chain::sim::DEFAULT_CONSENSUS_APP;
+    let ChannelArgs {
+        wallet: wallet_args,
+        chain,
+        hub: opts,
+        ..
+    } = channels;
     let Some(hub) = &opts.hub else {
         return Ok(None);
     };

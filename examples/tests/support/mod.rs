@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use paid_torrent_examples::metainfo::Metainfo;
-use paid_torrent_examples::paid::{ChainChoice, PaidNode, SellTerms, Wallet};
+use paid_torrent_examples::paid::{BuyTerms, ChainChoice, PaidNode, SellTerms, Wallet};
 use paid_torrent_examples::peer::PeerConfig;
 use paid_torrent_examples::picker::Strategy;
 use paid_torrent_examples::session;
@@ -28,9 +28,10 @@ pub use payment_channel::test_utils::anvil::{Anvil, missing, repo_root};
 use payment_channel::{Address, SimulatedChain};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
-use torrent_glue::LivenessConfig;
+use torrent_glue::{CoordinatorEvent, IdentityConfig, LivenessConfig};
 
 /// The Debian interpreter that `python3-libtorrent` is built for.
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -44,16 +45,54 @@ pub fn libtorrent_available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
+    available(
+        ok,
+        "libtorrent for Python is missing: `sudo apt-get install -y python3-libtorrent` \
+         (Debian/Ubuntu; it runs under /usr/bin/python3)",
+    )
+}
+
+/// A temporary folder for a libtorrent test and its `<dir>/<sub>` path, or `None` (skip; a
+/// panic under CI) when libtorrent is missing.
+pub fn libtorrent_tempdir(sub: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    let dir = tempdir_if(libtorrent_available())?;
+    let path = dir.path().join(sub);
+    Some((dir, path))
+}
+
+/// `ok`, or, when a tool a test needs is missing (`help` says how to install it): a panic under
+/// CI (env `CI` set), else `false` after printing `help` (the caller skips).
+pub fn available(ok: bool, help: &str) -> bool {
     if ok {
         return true;
     }
-    let help = "libtorrent for Python is missing: `sudo apt-get install -y python3-libtorrent` \
-                (Debian/Ubuntu; it runs under /usr/bin/python3)";
     if std::env::var_os("CI").is_some() {
         panic!("{help}");
     }
     eprintln!("SKIPPED: {help}");
     false
+}
+
+/// Whether `node` runs and every one of `packages` is installed in `node_modules` (see
+/// [`available`]: `help` says how to install them).
+pub fn node_packages_available(node_modules: &Path, packages: &[&str], help: &str) -> bool {
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let packages = packages
+        .iter()
+        .all(|p| node_modules.join(p).join("package.json").is_file());
+    available(node && packages, help)
+}
+
+/// A runtime with one worker thread, for the async helpers ([`relay`]) of a blocking test.
+pub fn one_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Deterministic pseudo-random content.
@@ -155,6 +194,25 @@ impl JsonProc {
         self.wait_for(timeout, |v| v["event"] == event)
     }
 
+    /// Waits (on a blocking thread) at most `limit` for the `exit` event; returns the process
+    /// with it.
+    pub async fn exit_within(mut self, limit: Duration) -> (Self, Option<Value>) {
+        tokio::task::spawn_blocking(move || {
+            let exit = self.wait_event(limit, "exit");
+            (self, exit)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits (60 s at most) for the `listening` line of our `seed`; returns its `addr` and
+    /// `account`.
+    pub fn listening(&mut self) -> (String, String) {
+        let l = self.expect_event(Duration::from_secs(60), "listening");
+        let field = |k: &str| l[k].as_str().unwrap().to_owned();
+        (field("addr"), field("account"))
+    }
+
     /// Drains lines that already arrived.
     pub fn drain(&mut self) {
         while let Ok(v) = self.lines.try_recv() {
@@ -252,14 +310,9 @@ impl LtPeer {
         args.extend(["--save", &save, "--mode", "download", "--peer", &peer]);
         args.extend(["--timeout", &timeout]);
         args.extend(extra);
-        let mut lt = Self::spawn(&args);
-        let limit = Duration::from_secs(secs + 20);
-        tokio::task::spawn_blocking(move || {
-            let exit = lt.wait_event(limit, "exit");
-            (lt, exit)
-        })
-        .await
-        .unwrap()
+        let lt = Self::spawn(&args);
+        let (lt, exit) = lt.0.exit_within(Duration::from_secs(secs + 20)).await;
+        (Self(lt), exit)
     }
 
     /// libtorrent seeding `files` (paths under `<dir>/lt`, with their content): the torrent of
@@ -302,6 +355,12 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
+/// A temporary folder for a test that needs a tool, or `None` (skip) when `available` is
+/// false.
+pub fn tempdir_if(available: bool) -> Option<tempfile::TempDir> {
+    available.then(tempdir)
+}
+
 /// Path of a file in a folder, as a `String` for command lines.
 pub fn arg(p: &Path) -> String {
     p.to_str().expect("utf-8 path").to_owned()
@@ -325,30 +384,17 @@ pub async fn recording_proxy(target: SocketAddr) -> (SocketAddr, Arc<Mutex<Recor
     let rec = Arc::new(Mutex::new(Recorded::default()));
     let rec2 = rec.clone();
     tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                let _ = cw.shutdown().await;
-            });
+        while let Some((client, server)) = next_pair(&listener, || Some(target)).await {
+            let (mut cr, cw) = client.into_split();
+            let (sr, mut sw) = server.into_split();
+            pipe(sr, cw);
             let rec = rec2.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
                 let mut pending = BytesMut::new();
                 let mut codec = PeerCodec::new();
                 let mut handshake_done = false;
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
+                while let Some(n) = forward(&mut cr, &mut sw, &mut buf).await {
                     pending.extend_from_slice(&buf[..n]);
                     if !handshake_done {
                         if pending.len() < HANDSHAKE_LEN {
@@ -408,6 +454,72 @@ pub fn assert_success(o: &std::process::Output) -> String {
     stdout
 }
 
+/// The JSON lines of a command's output (other lines skipped).
+pub fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `paid-torrent get <args…> --timeout 60s --json` run to its end: asserts that it succeeded;
+/// returns its stdout and its JSON lines.
+pub fn run_get(args: &[&str]) -> (String, Vec<Value>) {
+    let o = Command::new(binary())
+        .arg("get")
+        .args(args)
+        .args(["--timeout", "60s", "--json"])
+        .output()
+        .unwrap();
+    let stdout = assert_success(&o);
+    let lines = json_lines(&stdout);
+    (stdout, lines)
+}
+
+/// `get <torrent> --peer <peer> --out <out> <extra…>`.
+pub fn get_args(torrent: &str, peer: &str, out: &str, extra: &[&str]) -> Vec<String> {
+    let args = ["get", torrent, "--peer", peer, "--out", out];
+    args.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
+/// The next client of `listener` with a connection to `target()` for it (a client with no
+/// target, or whose target refuses, is dropped); `None` once the listener fails.
+async fn next_pair(
+    listener: &TcpListener,
+    target: impl Fn() -> Option<SocketAddr>,
+) -> Option<(TcpStream, TcpStream)> {
+    loop {
+        let (client, _) = listener.accept().await.ok()?;
+        let Some(target) = target() else { continue };
+        if let Ok(server) = TcpStream::connect(target).await {
+            return Some((client, server));
+        }
+    }
+}
+
+/// Copies `from` to `to` in a task, then shuts `to` down.
+fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from, &mut to).await;
+        let _ = to.shutdown().await;
+    });
+}
+
+/// Reads what `from` has next into `buf` and writes it to `to`: its length, or `None` at the end
+/// of `from` or an error on either side.
+async fn forward(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let n = match from.read(buf).await {
+        Ok(0) | Err(_) => return None,
+        Ok(n) => n,
+    };
+    to.write_all(&buf[..n]).await.ok()?;
+    Some(n)
+}
+
 /// A throttled TCP relay to whatever address [`Relay::upstream`] names at the time a client
 /// connects (a seeder that restarts listens on a new port). What flows from upstream to the
 /// client is limited to `rate` bytes per second (a slow link), and the `piece` payload bytes
@@ -431,18 +543,10 @@ pub async fn relay(rate: u64) -> Relay {
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (up, counted) = (upstream.clone(), received.clone());
     tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let target = *up.lock().unwrap();
-            let Some(target) = target else { continue };
-            let Ok(server) = TcpStream::connect(target).await else {
-                continue;
-            };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                let _ = sw.shutdown().await;
-            });
+        while let Some((client, server)) = next_pair(&listener, || *up.lock().unwrap()).await {
+            let (cr, mut cw) = client.into_split();
+            let (mut sr, sw) = server.into_split();
+            pipe(cr, sw);
             let counted = counted.clone();
             tokio::spawn(async move {
                 let start = tokio::time::Instant::now();
@@ -451,14 +555,7 @@ pub async fn relay(rate: u64) -> Relay {
                 // The stream as the client sees it: the handshake, then frames.
                 let (mut stream, mut codec) = (BytesMut::new(), PeerCodec::new());
                 let mut handshake_left = HANDSHAKE_LEN;
-                loop {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
+                while let Some(n) = forward(&mut sr, &mut cw, &mut buf).await {
                     let skip = handshake_left.min(n);
                     handshake_left -= skip;
                     stream.extend_from_slice(&buf[skip..n]);
@@ -585,15 +682,12 @@ impl OpenTracker {
         let bin = ["/usr/bin/opentracker", "/usr/sbin/opentracker"]
             .into_iter()
             .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            let help = "opentracker is missing: `sudo apt-get install -y opentracker` \
-                        (scripts/ci-install.sh installs it)";
-            if std::env::var_os("CI").is_some() {
-                panic!("{help}");
-            }
-            eprintln!("SKIPPED: {help}");
+        let help = "opentracker is missing: `sudo apt-get install -y opentracker` \
+                    (scripts/ci-install.sh installs it)";
+        if !available(bin.is_some(), help) {
             return None;
-        };
+        }
+        let bin = bin.expect("checked by `available`");
         // It changes into (as root: chroots into) the folder and reads the whitelist there,
         // possibly as `nobody`.
         let dir = tempdir();
@@ -730,7 +824,18 @@ pub async fn paid_seeder(
     free_bytes: Option<u64>,
 ) -> (PaidNode, SocketAddr, PathBuf) {
     let (torrent, torrent_file) = seed_movie(dir, data, 256 << 10);
-    let wallet = native_wallet_on_its_own_chain().await;
+    let (node, addr) = paid_seller(torrent, free_bytes, IdentityConfig::default()).await;
+    (node, addr, torrent_file)
+}
+
+/// `torrent` sold (1 wei per byte, no trust) by a node with the `identity` rules on a
+/// simulated chain of its own, accepting peers on 127.0.0.1; `free_bytes` for peers without
+/// the extension. Returns the node and its address.
+pub async fn paid_seller(
+    torrent: Arc<Torrent>,
+    free_bytes: Option<u64>,
+    identity: IdentityConfig,
+) -> (PaidNode, SocketAddr) {
     let sell = SellTerms {
         price_per_byte: 1,
         trust_bytes: 0,
@@ -738,18 +843,45 @@ pub async fn paid_seeder(
         free_bytes,
         challenge_duration: 600,
     };
-    let (node, _) = PaidNode::start(
-        torrent,
-        &wallet,
-        Some(sell),
-        None,
-        LivenessConfig::default(),
-    )
-    .await
-    .unwrap();
+    let (node, _) = start_paid(torrent, Some(sell), None, identity).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let n = node.node.clone();
     tokio::spawn(async move { n.accept(listener).await });
-    (node, addr, torrent_file)
+    (node, addr)
+}
+
+/// `torrent` bought (at most 1 wei per byte, a budget of 2^40) by a node with the `identity`
+/// rules on a simulated chain of its own, paying `window` bytes at a time and at most `window`
+/// ahead.
+pub async fn paid_buyer(torrent: Arc<Torrent>, window: u64, identity: IdentityConfig) -> PaidNode {
+    let buy = BuyTerms {
+        budget: 1 << 40,
+        max_price_per_byte: 1,
+        granularity_bytes: window,
+        max_pay_ahead_bytes: window,
+    };
+    start_paid(torrent, None, Some(buy), identity).await.0
+}
+
+async fn start_paid(
+    torrent: Arc<Torrent>,
+    sell: Option<SellTerms>,
+    buy: Option<BuyTerms>,
+    identity: IdentityConfig,
+) -> (
+    PaidNode,
+    tokio::sync::mpsc::UnboundedReceiver<CoordinatorEvent>,
+) {
+    PaidNode::start_with_hub(
+        torrent,
+        &native_wallet_on_its_own_chain().await,
+        sell,
+        buy,
+        LivenessConfig::default(),
+        identity,
+        None,
+    )
+    .await
+    .unwrap()
 }
