@@ -26,7 +26,6 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod bitfield;
-pub mod counted;
 pub mod error;
 pub mod magnet;
 pub mod metainfo;

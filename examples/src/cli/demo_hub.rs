@@ -5,17 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paid_torrent_examples::counted::{CountedChain, Tx};
 use paid_torrent_examples::paid::{
     BuyTerms, ChainChoice, HubTerms, PaidNode, SellTerms, TORRENT, Wallet,
 };
-use payment_channel::chain::Chain;
+use payment_channel::chain::{Call, Chain, Recording};
 use payment_channel::ledger::LedgerRole;
 use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
 use payment_channel::party_node::{LedgerService, NodeConfig, PartyNode};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::virtual_channel::{HubLimits, PartyConfig};
-use payment_channel::{Address, MemoryStore, SimulatedChain, U256};
+use payment_channel::{Address, MemoryStore, SimulatedChain, SimulatedChainHandle, U256};
 use torrent_glue::adapter::HubBackend;
 use torrent_glue::{IdentityConfig, LivenessConfig};
 
@@ -38,10 +37,10 @@ mod gas {
 }
 
 /// What one transaction of the hub run costs (a ledger's deposit or close).
-fn priced(tx: Tx) -> u64 {
+fn priced(tx: Call) -> u64 {
     match tx {
-        Tx::Deposit => gas::LEDGER_DEPOSIT,
-        Tx::ConcludeAndTransferAllAssets => gas::LEDGER_CLOSE,
+        Call::Deposit => gas::LEDGER_DEPOSIT,
+        Call::ConcludeAndTransferAllAssets => gas::LEDGER_CLOSE,
         // Not on the cooperative path; priced as the close to stay on the safe side.
         _ => gas::LEDGER_CLOSE,
     }
@@ -70,8 +69,8 @@ fn hub_of(node: &PaidNode) -> Result<Arc<HubBackend>> {
         .ok_or_else(|| Failure::other("no hub backend"))
 }
 
-fn counted(sim: &SimulatedChain, a: Address) -> Arc<CountedChain> {
-    Arc::new(CountedChain::new(Arc::new(sim.handle(a))))
+fn counted(sim: &SimulatedChain, a: Address) -> Arc<Recording<SimulatedChainHandle>> {
+    Arc::new(Recording::new(sim.handle(a)))
 }
 
 /// Runs the demo: `seeders` seeders of a generated file of `size` bytes, one buyer, one hub.
@@ -142,7 +141,9 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         Duration::from_millis(500),
     ));
     let endpoint = net.local_addr().to_string();
-    let hub_terms = |seller: bool, chain: Arc<CountedChain>, ledger: Option<u128>| HubTerms {
+    let hub_terms = |seller: bool,
+                     chain: Arc<Recording<SimulatedChainHandle>>,
+                     ledger: Option<u128>| HubTerms {
         endpoint: endpoint.clone(),
         consensus_app: sim.consensus_app(),
         ledger_deposit: ledger,
@@ -157,7 +158,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         idle_close_after: Some(Duration::from_millis(500)),
         ..LivenessConfig::default()
     };
-    let wallet = |chain: Arc<CountedChain>, signer: Arc<LocalSigner>| Wallet {
+    let wallet = |chain: Arc<Recording<SimulatedChainHandle>>, signer: Arc<LocalSigner>| Wallet {
         signer,
         chain: chain as Arc<dyn Chain>,
         app: sim.app_definition(),
@@ -304,7 +305,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         "{:<10} {:>8} {:>11} {:>12} {:>11}  paid out",
         "party", "hub txs", "hub gas", "direct txs", "direct gas"
     );
-    let row = |name: &str, sent: &[(Tx, u64)], direct: (u64, u64), paid: U256| {
+    let row = |name: &str, sent: &[(Call, u64)], direct: (u64, u64), paid: U256| {
         let gas: u64 = sent.iter().map(|(t, _)| priced(*t)).sum();
         println!(
             "{name:<10} {:>8} {:>11} {:>12} {:>11}  {paid}",

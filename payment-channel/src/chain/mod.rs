@@ -6,6 +6,7 @@
 //! - `EthereumChain` (feature `ethereum`): JSON-RPC to a node running the real contracts.
 //!
 //! Both must behave identically: same reverts (as [`Revert`]), same events, same payouts.
+//! [`Recording`] wraps either and records the transactions it sent (by [`Call`]).
 
 use alloy_primitives::{Address, B256, U256};
 #[cfg(feature = "client")]
@@ -18,6 +19,8 @@ pub(crate) mod checks;
 #[cfg_attr(docsrs, doc(cfg(feature = "ethereum")))]
 pub mod ethereum;
 #[cfg(feature = "client")]
+mod recording;
+#[cfg(feature = "client")]
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub mod sim;
 #[cfg(feature = "ethereum")]
@@ -25,6 +28,9 @@ pub mod sim;
 pub use ethereum::EthereumChain;
 
 pub use self::action::ChainAction;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub use self::recording::{Call, Recording};
 
 #[cfg(feature = "client")]
 use crate::sign::Signature;

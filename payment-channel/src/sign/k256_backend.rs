@@ -8,7 +8,7 @@ use k256::elliptic_curve::ops::{Invert, LinearCombination, Reduce};
 use k256::elliptic_curve::point::AffineCoordinates;
 use k256::{ProjectivePoint, Scalar, U256 as KU256};
 
-use super::SignatureError;
+use super::{CheckedSig, SignatureError};
 
 pub(super) const NAME: &str = "k256";
 
@@ -58,33 +58,22 @@ impl PublicKey {
     }
 }
 
-/// The key that signed `prehash` with `(r, s, parity)`; the caller checked the ranges and low `s`.
-pub(super) fn recover(
-    prehash: &[u8; 32],
-    r: &[u8; 32],
-    s: &[u8; 32],
-    parity: u8,
-) -> Option<PublicKey> {
-    let sig = k256::ecdsa::Signature::from_scalars(*r, *s).ok()?;
-    let recid = RecoveryId::from_byte(parity)?;
+/// The key that signed `prehash` with `sig`.
+pub(super) fn recover(prehash: &[u8; 32], sig: &CheckedSig) -> Option<PublicKey> {
+    let recid = RecoveryId::from_byte(sig.parity)?;
+    let sig = k256::ecdsa::Signature::from_scalars(sig.r, sig.s).ok()?;
     VerifyingKey::recover_from_prehash(prehash, &sig, recid)
         .ok()
         .map(PublicKey)
 }
 
-/// Whether `(r, s, parity)` over `prehash` recovers to `key`, at the cost of one verification:
-/// it computes the point `R` that recovery would use and checks its `x` against `r` and its `y`
-/// parity against `parity`.
-pub(super) fn verify_recoverable(
-    prehash: &[u8; 32],
-    r: &[u8; 32],
-    s: &[u8; 32],
-    parity: u8,
-    key: &PublicKey,
-) -> bool {
+/// Whether `sig` over `prehash` recovers to `key`, at the cost of one verification: it computes
+/// the point `R` that recovery would use and checks its `x` against `r` and its `y` parity
+/// against `parity`.
+pub(super) fn verify_recoverable(prehash: &[u8; 32], sig: &CheckedSig, key: &PublicKey) -> bool {
     let (Some(r), Some(s)) = (
-        Option::<Scalar>::from(Scalar::from_repr((*r).into())),
-        Option::<Scalar>::from(Scalar::from_repr((*s).into())),
+        Option::<Scalar>::from(Scalar::from_repr(sig.r.into())),
+        Option::<Scalar>::from(Scalar::from_repr(sig.s.into())),
     ) else {
         return false;
     };
@@ -102,5 +91,5 @@ pub(super) fn verify_recoverable(
         return false;
     }
     let x = <Scalar as Reduce<KU256>>::reduce_bytes(&big_r.x());
-    x == r && u8::from(bool::from(big_r.y_is_odd())) == parity
+    x == r && u8::from(bool::from(big_r.y_is_odd())) == sig.parity
 }

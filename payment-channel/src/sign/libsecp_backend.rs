@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::{All, Message, Secp256k1};
 
-use super::SignatureError;
+use super::{CheckedSig, SignatureError};
 
 pub(super) const NAME: &str = "libsecp256k1";
 
@@ -55,17 +55,12 @@ impl PublicKey {
     }
 }
 
-/// The key that signed `prehash` with `(r, s, parity)`; the caller checked the ranges and low `s`.
-pub(super) fn recover(
-    prehash: &[u8; 32],
-    r: &[u8; 32],
-    s: &[u8; 32],
-    parity: u8,
-) -> Option<PublicKey> {
+/// The key that signed `prehash` with `sig`.
+pub(super) fn recover(prehash: &[u8; 32], sig: &CheckedSig) -> Option<PublicKey> {
     let mut rs = [0u8; 64];
-    rs[..32].copy_from_slice(r);
-    rs[32..].copy_from_slice(s);
-    let recid = RecoveryId::try_from(i32::from(parity)).ok()?;
+    rs[..32].copy_from_slice(&sig.r);
+    rs[32..].copy_from_slice(&sig.s);
+    let recid = RecoveryId::try_from(i32::from(sig.parity)).ok()?;
     let sig = RecoverableSignature::from_compact(&rs, recid).ok()?;
     CONTEXT
         .recover_ecdsa(Message::from_digest(*prehash), &sig)
@@ -73,15 +68,9 @@ pub(super) fn recover(
         .map(PublicKey)
 }
 
-/// Whether `(r, s, parity)` over `prehash` recovers to `key`. libsecp256k1's plain verification
-/// does not look at the parity `v` encodes, and a recovery there costs about what a verification
-/// does (26 µs against 22 µs), so this recovers and compares.
-pub(super) fn verify_recoverable(
-    prehash: &[u8; 32],
-    r: &[u8; 32],
-    s: &[u8; 32],
-    parity: u8,
-    key: &PublicKey,
-) -> bool {
-    recover(prehash, r, s, parity).is_some_and(|k| k == *key)
+/// Whether `sig` over `prehash` recovers to `key`. libsecp256k1's plain verification does not
+/// look at the parity `v` encodes, and a recovery there costs about what a verification does
+/// (26 µs against 22 µs), so this recovers and compares.
+pub(super) fn verify_recoverable(prehash: &[u8; 32], sig: &CheckedSig, key: &PublicKey) -> bool {
+    recover(prehash, sig).is_some_and(|k| k == *key)
 }

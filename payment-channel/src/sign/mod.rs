@@ -151,13 +151,18 @@ impl Signature {
         }
     }
 
-    /// The recovery parity (`v - 27`), with `r` and `s` checked: both in `[1, n)`, `s` low.
-    fn checked_parity(&self) -> Result<u8, SignatureError> {
+    /// The signature with `r` and `s` checked (both in `[1, n)`, `s` low) and its recovery
+    /// parity (`v - 27`): what the backends take.
+    fn checked(&self) -> Result<CheckedSig, SignatureError> {
         let parity = self.ecrecover_parity()?;
         if self.s.0 > HALF_ORDER {
             return Err(SignatureError::HighS);
         }
-        Ok(parity)
+        Ok(CheckedSig {
+            r: self.r.0,
+            s: self.s.0,
+            parity,
+        })
     }
 
     /// What the `ecrecover` precompile checks: `v` ∈ {27, 28}, `r` and `s` in `[1, n)` (high `s`
@@ -184,6 +189,16 @@ impl Signature {
             s: B256::from(s.to_be_bytes::<32>()),
         }
     }
+}
+
+/// A [`Signature`] as both backends' `recover` and `verify_recoverable` take it, from
+/// [`Signature::checked`]: `r` and `s` big-endian, each in `[1, n)`, `s` low, and `parity` (the
+/// recovery id, 0 or 1) for `v`.
+#[derive(Debug, Clone, Copy)]
+struct CheckedSig {
+    r: [u8; 32],
+    s: [u8; 32],
+    parity: u8,
 }
 
 impl Serialize for Signature {
@@ -363,8 +378,7 @@ pub fn recover_key_eth_message(hash: &B256, sig: &Signature) -> Result<PublicKey
 
 /// Recovers the public key that signed the digest `prehash` as given. Refuses high `s`.
 pub fn recover_key_prehash(prehash: &B256, sig: &Signature) -> Result<PublicKey, SignatureError> {
-    let parity = sig.checked_parity()?;
-    backend::recover(&prehash.0, &sig.r.0, &sig.s.0, parity)
+    backend::recover(&prehash.0, &sig.checked()?)
         .map(PublicKey)
         .ok_or(SignatureError::RecoveryFailed)
 }
@@ -396,10 +410,8 @@ pub fn verify_eth_message(hash: &B256, sig: &Signature, key: &PublicKey) -> bool
 
 /// Like [`verify_eth_message`] for a digest that is signed as given.
 pub fn verify_prehash_recoverable(prehash: &B256, sig: &Signature, key: &PublicKey) -> bool {
-    let Ok(parity) = sig.checked_parity() else {
-        return false;
-    };
-    backend::verify_recoverable(&prehash.0, &sig.r.0, &sig.s.0, parity, &key.0)
+    sig.checked()
+        .is_ok_and(|sig| backend::verify_recoverable(&prehash.0, &sig, &key.0))
 }
 
 #[cfg(test)]
@@ -496,17 +508,15 @@ mod differential {
     use super::{HALF_ORDER, Signature, k256_backend as rust, libsecp_backend as c};
 
     fn decide(prehash: &[u8; 32], sig: &Signature, k: &rust::PublicKey, l: &c::PublicKey) {
-        let parity = sig.checked_parity();
-        let (r, s) = (&sig.r.0, &sig.s.0);
-        match parity {
+        match sig.checked() {
             Err(_) => {}
-            Ok(p) => {
-                let kr = rust::recover(prehash, r, s, p).map(|k| k.to_uncompressed());
-                let lr = c::recover(prehash, r, s, p).map(|k| k.to_uncompressed());
+            Ok(checked) => {
+                let kr = rust::recover(prehash, &checked).map(|k| k.to_uncompressed());
+                let lr = c::recover(prehash, &checked).map(|k| k.to_uncompressed());
                 assert_eq!(kr, lr, "recovery differs for {sig:?}");
                 assert_eq!(
-                    rust::verify_recoverable(prehash, r, s, p, k),
-                    c::verify_recoverable(prehash, r, s, p, l),
+                    rust::verify_recoverable(prehash, &checked, k),
+                    c::verify_recoverable(prehash, &checked, l),
                     "verification differs for {sig:?}"
                 );
             }

@@ -2,67 +2,25 @@
 //! the gas of its transactions and the `from_block` of its event queries.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Mutex;
 
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
 
-use crate::chain::{Chain, ChainError, ChainEventRecord, OnChainStatus, ReclaimArgs, TxReceipt};
+pub use crate::chain::Call;
+use crate::chain::{
+    Chain, ChainError, ChainEventRecord, OnChainStatus, ReclaimArgs, Recording, TxReceipt,
+};
 use crate::sign::Signature;
 use crate::state::{FixedPart, SignedVariablePart, SingleAssetExit};
 use crate::sync::lock;
-
-/// A [`Chain`] method, for [`FaultyChain::fail_next`] and [`FaultyChain::calls`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Call {
-    /// [`Chain::now`].
-    Now,
-    /// [`Chain::block_number`].
-    BlockNumber,
-    /// [`Chain::balance`].
-    Balance,
-    /// [`Chain::deposit`].
-    Deposit,
-    /// [`Chain::holdings`].
-    Holdings,
-    /// [`Chain::allowance`].
-    Allowance,
-    /// [`Chain::approve`].
-    Approve,
-    /// [`Chain::decimals`].
-    Decimals,
-    /// [`Chain::code_hash`].
-    CodeHash,
-    /// [`Chain::status`].
-    Status,
-    /// [`Chain::challenge`].
-    Challenge,
-    /// [`Chain::checkpoint`].
-    Checkpoint,
-    /// [`Chain::conclude`].
-    Conclude,
-    /// [`Chain::transfer_all_assets`].
-    TransferAllAssets,
-    /// [`Chain::conclude_and_transfer_all_assets`].
-    ConcludeAndTransferAllAssets,
-    /// [`Chain::reclaim`].
-    Reclaim,
-    /// [`Chain::transfer`].
-    Transfer,
-    /// [`Chain::events`] (one channel).
-    Events,
-    /// [`Chain::adjudicator_events`] (all channels).
-    AdjudicatorEvents,
-}
 
 /// Forwards to `inner`, except that the next `n` calls of a method chosen with
 /// [`FaultyChain::fail_next`] fail with [`ChainError::Transport`] without reaching `inner` (a
 /// transaction that was never sent: node timeout, nonce clash, empty gas wallet). Counts every
 /// call, failed ones included ([`FaultyChain::calls`]), the gas of every transaction that went
 /// through ([`FaultyChain::gas_used`]) and the `from_block` of every event query
-/// ([`FaultyChain::event_queries`]).
+/// ([`FaultyChain::event_queries`]). The gas is what the [`Recording`] inside records.
 ///
 /// ```
 /// # use payment_channel::{SimulatedChain, Address, chain::Chain};
@@ -77,10 +35,9 @@ pub enum Call {
 /// ```
 #[derive(Debug)]
 pub struct FaultyChain<C> {
-    inner: C,
+    inner: Recording<C>,
     faults: Mutex<HashMap<Call, u32>>,
     counts: Mutex<HashMap<Call, u64>>,
-    gas: Mutex<Vec<(Call, u64)>>,
     from_blocks: Mutex<Vec<u64>>,
 }
 
@@ -88,17 +45,16 @@ impl<C: Chain> FaultyChain<C> {
     /// Wraps `inner`; nothing fails until [`FaultyChain::fail_next`].
     pub fn new(inner: C) -> Self {
         Self {
-            inner,
+            inner: Recording::new(inner),
             faults: Mutex::new(HashMap::new()),
             counts: Mutex::new(HashMap::new()),
-            gas: Mutex::new(Vec::new()),
             from_blocks: Mutex::new(Vec::new()),
         }
     }
 
     /// The wrapped chain.
     pub fn inner(&self) -> &C {
-        &self.inner
+        self.inner.inner()
     }
 
     /// Makes the next `n` calls of `call` fail (replacing any count left).
@@ -113,25 +69,13 @@ impl<C: Chain> FaultyChain<C> {
 
     /// The gas used by each transaction that went through, in order.
     pub fn gas_used(&self) -> Vec<(Call, u64)> {
-        lock(&self.gas).clone()
+        self.inner.sent()
     }
 
     /// The `from_block` of each [`Chain::events`] and [`Chain::adjudicator_events`] query, in
     /// order, failed ones included.
     pub fn event_queries(&self) -> Vec<u64> {
         lock(&self.from_blocks).clone()
-    }
-
-    /// A transaction: [`Self::enter`], then `send`, recording the gas it used.
-    async fn transact(
-        &self,
-        call: Call,
-        send: impl Future<Output = Result<TxReceipt, ChainError>>,
-    ) -> Result<TxReceipt, ChainError> {
-        self.enter(call)?;
-        let receipt = send.await?;
-        lock(&self.gas).push((call, receipt.gas_used));
-        Ok(receipt)
     }
 
     /// [`enter`](Self::enter) for a log query, recording the block it starts from.
@@ -156,17 +100,14 @@ impl<C: Chain> FaultyChain<C> {
     }
 }
 
-/// The `around` of [`FaultyChain`]'s calls: a read goes through [`FaultyChain::enter`], a
-/// transaction through [`FaultyChain::transact`] and an event query through
-/// [`FaultyChain::enter_log_query`].
+/// The `around` of [`FaultyChain`]'s calls: a read or a transaction goes through
+/// [`FaultyChain::enter`] (the inner [`Recording`] records the transaction's gas), an event
+/// query through [`FaultyChain::enter_log_query`].
 macro_rules! faulty_call {
-    (query $name:ident, $this:ident, $call:expr) => {{
+    ($kind:ident $name:ident, $this:ident, $call:expr) => {{
         $this.enter(Call::$name)?;
         $call.await
     }};
-    (tx $name:ident, $this:ident, $call:expr) => {
-        $this.transact(Call::$name, $call).await
-    };
     (log $name:ident, $this:ident, $call:expr, $from:ident) => {{
         $this.enter_log_query(Call::$name, $from)?;
         $call.await
