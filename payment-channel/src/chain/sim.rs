@@ -680,7 +680,12 @@ impl Tx {
                 fixed.app_definition
             )));
         };
-        app.state_is_supported(fixed, channel_id, &recovered_proof, &recovered_candidate)
+        app.state_is_supported(app::Support {
+            fixed,
+            channel_id,
+            proof: &recovered_proof,
+            candidate: &recovered_candidate,
+        })
     }
 
     fn deposit(

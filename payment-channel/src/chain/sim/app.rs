@@ -26,65 +26,61 @@ pub(crate) enum AppKind {
     Consensus,
 }
 
+/// The arguments of an app's `stateIsSupported(fixedPart, proof, candidate)`, with every signer
+/// recovered and the channel id the adjudicator derived from `fixedPart`.
+#[derive(Clone, Copy)]
+pub(super) struct Support<'a> {
+    pub(super) fixed: &'a FixedPart,
+    pub(super) channel_id: B256,
+    pub(super) proof: &'a [Recovered],
+    pub(super) candidate: &'a Recovered,
+}
+
 impl AppKind {
-    pub(super) fn state_is_supported(
-        self,
-        fixed: &FixedPart,
-        channel_id: B256,
-        proof: &[Recovered],
-        candidate: &Recovered,
-    ) -> Result<(), Revert> {
+    pub(super) fn state_is_supported(self, support: Support<'_>) -> Result<(), Revert> {
         match self {
-            Self::Payment => payment_app(fixed, channel_id, proof, candidate),
-            Self::VirtualPayment => virtual_payment_app(fixed, channel_id, proof, candidate),
-            Self::Consensus => consensus_app(fixed, proof, candidate),
+            Self::Payment => payment_app(support),
+            Self::VirtualPayment => virtual_payment_app(support),
+            Self::Consensus => consensus_app(support),
         }
     }
 }
 
 /// `ConsensusApp.stateIsSupported` (`Consensus.requireConsensus`): no proof, and the candidate
 /// signed by every participant.
-fn consensus_app(
-    fixed: &FixedPart,
-    proof: &[Recovered],
-    candidate: &Recovered,
-) -> Result<(), Revert> {
-    require(proof.is_empty(), "|proof|!=0")?;
+fn consensus_app(args: Support<'_>) -> Result<(), Revert> {
+    require(args.proof.is_empty(), "|proof|!=0")?;
     require(
-        usize::from(claimed_signers_num(candidate.signed_by)?) == fixed.participants.len(),
+        usize::from(claimed_signers_num(args.candidate.signed_by)?)
+            == args.fixed.participants.len(),
         "!unanimous",
     )
 }
 
 /// `PaymentApp.stateIsSupported`: the rules and their order are in [`crate::app`].
-fn payment_app(
-    fixed: &FixedPart,
-    channel_id: B256,
-    proof: &[Recovered],
-    candidate: &Recovered,
-) -> Result<(), Revert> {
-    let n = fixed.participants.len();
+fn payment_app(args: Support<'_>) -> Result<(), Revert> {
+    let n = args.fixed.participants.len();
     require(n >= 2, "need 2 participants")?;
-    if proof.is_empty() {
-        return require_unanimous_prefund_or_postfund(candidate, n);
+    if args.proof.is_empty() {
+        return require_unanimous_prefund_or_postfund(args.candidate, n);
     }
-    let [postfund] = proof else {
+    let [postfund] = args.proof else {
         return Err(Revert::from_reason("bad proof length"));
     };
     require_proof_of_unanimous_consensus_on_post_fund(postfund, n)?;
     require(
-        candidate.variable_part.turn_num == 2,
+        args.candidate.variable_part.turn_num == 2,
         "bad candidate turnNum; |proof|=1",
     )?;
     require(
         // `uint8(participants.length - 1)`: a truncating conversion, as in the contract.
-        is_claimed_signed_by(candidate.signed_by, (n - 1) % 256),
+        is_claimed_signed_by(args.candidate.signed_by, (n - 1) % 256),
         "redemption not signed by payee",
     )?;
-    let voucher = require_valid_voucher(&candidate.variable_part.app_data, fixed, channel_id)?;
+    let voucher = require_valid_voucher(args)?;
     let ([old], [new]) = (
         postfund.variable_part.outcome.as_slice(),
-        candidate.variable_part.outcome.as_slice(),
+        args.candidate.variable_part.outcome.as_slice(),
     ) else {
         return Err(Revert::from_reason("one asset only"));
     };
@@ -125,37 +121,31 @@ fn payment_app(
 
 /// `VirtualPaymentApp.stateIsSupported(fixedPart, proof, candidate)`. The contract either returns
 /// `(true, "")` or reverts, so `Ok(())` means supported.
-fn virtual_payment_app(
-    fixed: &FixedPart,
-    channel_id: B256,
-    proof: &[Recovered],
-    candidate: &Recovered,
-) -> Result<(), Revert> {
-    let n = fixed.participants.len();
+fn virtual_payment_app(args: Support<'_>) -> Result<(), Revert> {
+    let n = args.fixed.participants.len();
 
     // "states 0,1 can be supported via unanimous consensus"
-    if proof.is_empty() {
-        return require_unanimous_prefund_or_postfund(candidate, n);
+    if args.proof.is_empty() {
+        return require_unanimous_prefund_or_postfund(args.candidate, n);
     }
 
     // "State 2 can be supported via a forced transition from state 1"
-    if let [postfund] = proof {
+    if let [postfund] = args.proof {
         require_proof_of_unanimous_consensus_on_post_fund(postfund, n)?;
         require(
-            candidate.variable_part.turn_num == 2,
+            args.candidate.variable_part.turn_num == 2,
             "bad candidate turnNum; |proof|=1",
         )?;
         // `uint8(fixedPart.participants.length - 1)`: checked subtraction, truncating conversion.
         let bob_index = n.checked_sub(1).ok_or_else(panic_overflow)? % 256;
         require(
-            is_claimed_signed_by(candidate.signed_by, bob_index),
+            is_claimed_signed_by(args.candidate.signed_by, bob_index),
             "redemption not signed by Bob",
         )?;
-        let voucher_amount =
-            require_valid_voucher(&candidate.variable_part.app_data, fixed, channel_id)?;
+        let voucher_amount = require_valid_voucher(args)?;
         require_correct_adjustments(
             &postfund.variable_part.outcome,
-            &candidate.variable_part.outcome,
+            &args.candidate.variable_part.outcome,
             voucher_amount,
         )?;
         return Ok(());
@@ -225,14 +215,12 @@ fn decode_voucher(app_data: &[u8]) -> Result<(U256, Signature), Revert> {
     Ok((amount, signature))
 }
 
-fn require_valid_voucher(
-    app_data: &[u8],
-    fixed: &FixedPart,
-    channel_id: B256,
-) -> Result<U256, Revert> {
-    let (amount, signature) = decode_voucher(app_data)?;
-    let signer = recover_signer(&voucher_hash(channel_id, amount), &signature)?;
-    let alice: Address = *fixed.participants.first().ok_or_else(panic_oob)?;
+/// The amount of the voucher in the candidate's `appData`, which the payer (participant 0) must
+/// have signed for this channel.
+fn require_valid_voucher(args: Support<'_>) -> Result<U256, Revert> {
+    let (amount, signature) = decode_voucher(&args.candidate.variable_part.app_data)?;
+    let signer = recover_signer(&voucher_hash(args.channel_id, amount), &signature)?;
+    let alice: Address = *args.fixed.participants.first().ok_or_else(panic_oob)?;
     // "could be incorrect channelId or incorrect signature"
     require(signer == alice, "invalid signature for voucher")?;
     Ok(amount)
