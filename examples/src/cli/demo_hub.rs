@@ -69,7 +69,10 @@ fn hub_of(node: &PaidNode) -> Result<Arc<HubBackend>> {
         .ok_or_else(|| Failure::other("no hub backend"))
 }
 
-fn counted(sim: &SimulatedChain, a: Address) -> Arc<Recording<SimulatedChainHandle>> {
+/// A party's chain handle, recording the transactions it sends for the table.
+type CountedChain = Recording<SimulatedChainHandle>;
+
+fn counted(sim: &SimulatedChain, a: Address) -> Arc<CountedChain> {
     Arc::new(Recording::new(sim.handle(a)))
 }
 
@@ -141,9 +144,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         Duration::from_millis(500),
     ));
     let endpoint = net.local_addr().to_string();
-    let hub_terms = |seller: bool,
-                     chain: Arc<Recording<SimulatedChainHandle>>,
-                     ledger: Option<u128>| HubTerms {
+    let hub_terms = |seller: bool, chain: Arc<CountedChain>, ledger: Option<u128>| HubTerms {
         endpoint: endpoint.clone(),
         consensus_app: sim.consensus_app(),
         ledger_deposit: ledger,
@@ -158,7 +159,7 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         idle_close_after: Some(Duration::from_millis(500)),
         ..LivenessConfig::default()
     };
-    let wallet = |chain: Arc<Recording<SimulatedChainHandle>>, signer: Arc<LocalSigner>| Wallet {
+    let wallet = |chain: Arc<CountedChain>, signer: Arc<LocalSigner>| Wallet {
         signer,
         chain: chain as Arc<dyn Chain>,
         app: sim.app_definition(),
