@@ -93,6 +93,7 @@ use crate::sign::{PublicKey, Signer};
 use crate::state::FixedPart;
 use crate::voucher::Voucher;
 
+pub(crate) use self::onchain::finalize_on_timeout;
 pub use self::onchain::{Finalization, OnChain, RegisteredChallenge, share};
 pub use self::opening::ChannelParams;
 pub use self::outputs::{Event, Persist};
@@ -448,14 +449,13 @@ impl Channel {
     /// for the payout.
     pub fn handle_timeout(&mut self, now: u64) {
         if self.st.chain.finalized.is_none()
-            && let Some(c) = &self.st.chain.challenge
-            && c.finalizes_at <= now
+            && let Some(fin) = self
+                .st
+                .chain
+                .challenge
+                .as_ref()
+                .and_then(|c| c.finalization_by(now))
         {
-            let fin = Finalization {
-                outcome: c.candidate.outcome.clone(),
-                state_hash: c.state_hash,
-                at: c.finalizes_at,
-            };
             self.finalize(fin);
         }
     }

@@ -22,6 +22,28 @@ pub struct RegisteredChallenge {
     pub state_hash: B256,
 }
 
+impl RegisteredChallenge {
+    /// The challenge of `candidate` for channel `channel_id`, finalizing at `finalizes_at`.
+    pub fn new(channel_id: B256, finalizes_at: u64, candidate: &VariablePart) -> Self {
+        Self {
+            turn_num: candidate.turn_num,
+            finalizes_at,
+            candidate: candidate.clone(),
+            state_hash: candidate.hash(channel_id),
+        }
+    }
+
+    /// The finalization this challenge reaches by chain time `now`: `None` while its time is not
+    /// up (a ledger, a virtual channel and a payment channel all finalize this way).
+    pub fn finalization_by(&self, now: u64) -> Option<Finalization> {
+        (self.finalizes_at <= now).then(|| Finalization {
+            outcome: self.candidate.outcome.clone(),
+            state_hash: self.state_hash,
+            at: self.finalizes_at,
+        })
+    }
+}
+
 /// How the channel finalized on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finalization {
@@ -31,6 +53,20 @@ pub struct Finalization {
     pub state_hash: B256,
     /// Finalization time.
     pub at: u64,
+}
+
+/// Chain time `now` passed: records in `finalized` the finalization `challenge` reaches by then,
+/// unless finalized already. Whether it did (ledgers and virtual channels then emit `Finalized`).
+pub(crate) fn finalize_on_timeout(
+    finalized: &mut Option<Finalization>,
+    challenge: Option<&RegisteredChallenge>,
+    now: u64,
+) -> bool {
+    if finalized.is_some() {
+        return false;
+    }
+    *finalized = challenge.and_then(|c| c.finalization_by(now));
+    finalized.is_some()
 }
 
 /// What this side knows about the channel on chain.
@@ -87,13 +123,7 @@ impl Channel {
         if self.st.chain.finalized.is_some() {
             return Ok(false);
         }
-        let vp = candidate.variable_part.clone();
-        let reg = RegisteredChallenge {
-            turn_num: vp.turn_num,
-            finalizes_at,
-            state_hash: vp.hash(self.id),
-            candidate: vp,
-        };
+        let reg = RegisteredChallenge::new(self.id, finalizes_at, &candidate.variable_part);
         // A replay (e.g. after a restart) of this or an older registration.
         let older = reg.turn_num < self.st.chain.turn_num_record;
         if older || self.st.chain.challenge.as_ref() == Some(&reg) {
@@ -220,14 +250,10 @@ impl Channel {
         if c.paid_out {
             return Ok(None);
         }
-        let timed_out = c.challenge.as_ref().filter(|r| r.finalizes_at <= now);
-        let fin = c.finalized.clone().or_else(|| {
-            timed_out.map(|r| Finalization {
-                outcome: r.candidate.outcome.clone(),
-                state_hash: r.state_hash,
-                at: r.finalizes_at,
-            })
-        });
+        let fin = c
+            .finalized
+            .clone()
+            .or_else(|| c.challenge.as_ref()?.finalization_by(now));
         if let Some(fin) = fin {
             return Ok(self.transfer_action(&fin));
         }

@@ -47,6 +47,7 @@ pub use reclaim::{ReclaimError, reclaim_effect};
 pub use vars::{GuaranteeEntry, LedgerVars, Proposal};
 
 use crate::chain::{ChainAction, ChainEvent, ReclaimArgs};
+use crate::channel::finalize_on_timeout;
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
@@ -228,29 +229,12 @@ struct Queued {
     signature: Signature,
 }
 
-/// A challenge registered on chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerChallenge {
-    /// Candidate turn.
-    pub turn_num: u64,
-    /// Finalization time unless cleared.
-    pub finalizes_at: u64,
-    /// Candidate state.
-    pub candidate: VariablePart,
-    /// Its hash.
-    pub state_hash: B256,
-}
+/// A challenge registered on chain (the same record a payment channel keeps).
+pub type LedgerChallenge = crate::channel::RegisteredChallenge;
 
-/// The ledger's finalized outcome on chain (rewritten by each reclaim).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerFinalization {
-    /// The fingerprinted outcome.
-    pub outcome: Outcome,
-    /// `stateHash` for `reclaim`/`transferAllAssets` (zero after conclude).
-    pub state_hash: B256,
-    /// When it finalized.
-    pub at: u64,
-}
+/// The ledger's finalized outcome on chain, rewritten by each reclaim (the same record a payment
+/// channel keeps).
+pub type LedgerFinalization = crate::channel::Finalization;
 
 /// What the ledger knows about the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +273,32 @@ pub struct Ledger {
 }
 
 type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// Why the ledger has no final state to sign: see [`Ledger::closable_vars`].
+enum NotClosable {
+    /// No countersigned state yet.
+    NoState,
+    /// The countersigned state still holds guarantees.
+    GuaranteesRemain,
+}
+
+impl NotClosable {
+    /// Our close refused.
+    fn into_usage(self) -> LedgerError {
+        usage(match self {
+            Self::NoState => LedgerUsageError::WrongPhase("close"),
+            Self::GuaranteesRemain => LedgerUsageError::NotEmpty("guarantees remain"),
+        })
+    }
+
+    /// The peer's final state refused.
+    fn into_peer(self) -> LedgerError {
+        peer(match self {
+            Self::NoState => LedgerPeerError::Unexpected("final"),
+            Self::GuaranteesRemain => LedgerPeerError::InvalidFinal("guarantees remain"),
+        })
+    }
+}
 
 fn peer(e: LedgerPeerError) -> LedgerError {
     LedgerError::Peer(e)
@@ -631,12 +641,7 @@ impl Ledger {
         if self.phase != LedgerPhase::Open || self.chain.challenge.is_some() {
             return Err(usage(LedgerUsageError::WrongPhase("close")));
         }
-        let vars = self
-            .final_vars()
-            .ok_or_else(|| usage(LedgerUsageError::WrongPhase("close")))?;
-        if !vars.guarantees.is_empty() {
-            return Err(usage(LedgerUsageError::NotEmpty("guarantees remain")));
-        }
+        let vars = self.closable_vars().map_err(NotClosable::into_usage)?;
         if !self.queue.is_empty() {
             return Err(usage(LedgerUsageError::NotEmpty("proposals are pending")));
         }
@@ -877,11 +882,7 @@ impl Ledger {
         if self.phase != LedgerPhase::Open {
             return Err(peer(LedgerPeerError::Unexpected("proposals")));
         }
-        let current = self
-            .supported
-            .as_ref()
-            .map(|s| s.vars.turn_num)
-            .unwrap_or_default();
+        let current = self.countersigned_turn();
         let participants = self.participants();
         let mut queue = self.queue.clone();
         let mut added = false;
@@ -939,11 +940,7 @@ impl Ledger {
         if self.role != LedgerRole::Leader {
             return Err(peer(LedgerPeerError::WrongRole("countersign")));
         }
-        let current = self
-            .supported
-            .as_ref()
-            .map(|s| s.vars.turn_num)
-            .unwrap_or_default();
+        let current = self.countersigned_turn();
         let Some(pos) = self.queue.iter().position(|q| q.vars.turn_num == turn) else {
             return Err(peer(if turn <= current {
                 LedgerPeerError::StaleTurn { current, got: turn }
@@ -987,12 +984,7 @@ impl Ledger {
         ) {
             return Err(peer(LedgerPeerError::Unexpected("final")));
         }
-        let vars = self
-            .final_vars()
-            .ok_or_else(|| peer(LedgerPeerError::Unexpected("final")))?;
-        if !vars.guarantees.is_empty() {
-            return Err(peer(LedgerPeerError::InvalidFinal("guarantees remain")));
-        }
+        let vars = self.closable_vars().map_err(NotClosable::into_peer)?;
         let want = self.vp(&vars, true);
         if *state != want {
             return Err(peer(LedgerPeerError::InvalidFinal(
@@ -1047,12 +1039,11 @@ impl Ledger {
                     .supported
                     .as_ref()
                     .is_some_and(|s| s.vars.turn_num > turn_num);
-                self.chain.challenge = Some(LedgerChallenge {
-                    turn_num,
-                    finalizes_at: *finalizes_at,
-                    candidate: candidate.variable_part.clone(),
-                    state_hash: candidate.variable_part.hash(self.id()),
-                });
+                self.chain.challenge = Some(LedgerChallenge::new(
+                    self.id(),
+                    *finalizes_at,
+                    &candidate.variable_part,
+                ));
                 self.chain.challenge_requested = false;
                 self.emit(LedgerEvent::ChallengeRegistered {
                     turn_num,
@@ -1113,17 +1104,8 @@ impl Ledger {
 
     /// Chain time passed: a registered challenge finalizes at its time.
     pub fn handle_timeout(&mut self, now: u64) {
-        if self.chain.finalized.is_some() {
-            return;
-        }
-        if let Some(c) = &self.chain.challenge
-            && c.finalizes_at <= now
-        {
-            self.chain.finalized = Some(LedgerFinalization {
-                outcome: c.candidate.outcome.clone(),
-                state_hash: c.state_hash,
-                at: c.finalizes_at,
-            });
+        let challenge = self.chain.challenge.as_ref();
+        if finalize_on_timeout(&mut self.chain.finalized, challenge, now) {
             self.emit(LedgerEvent::Finalized);
         }
     }
@@ -1143,6 +1125,22 @@ impl Ledger {
         let mut v = s.vars.clone();
         v.turn_num = v.turn_num.checked_add(1)?;
         Some(v)
+    }
+
+    /// The final state's variables when the ledger can close (our close and a peer's final state
+    /// alike): a countersigned state without guarantees.
+    fn closable_vars(&self) -> Result<LedgerVars, NotClosable> {
+        let vars = self.final_vars().ok_or(NotClosable::NoState)?;
+        if vars.guarantees.is_empty() {
+            Ok(vars)
+        } else {
+            Err(NotClosable::GuaranteesRemain)
+        }
+    }
+
+    /// The turn of the countersigned state (0 before the postfund).
+    fn countersigned_turn(&self) -> u64 {
+        self.supported.as_ref().map_or(0, |s| s.vars.turn_num)
     }
 
     fn final_signed_by_both(&self) -> Option<SignedVariablePart> {

@@ -57,6 +57,7 @@ pub use party::{Envelope, HubLimits, Party, PartyConfig, PartyEvent, Payload};
 
 use crate::chain::ChainAction;
 use crate::chain::ChainEvent;
+use crate::channel::{RegisteredChallenge, finalize_on_timeout};
 use crate::ledger::{GuaranteeEntry, LedgerVars, Proposal};
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
@@ -233,16 +234,8 @@ struct FinalState {
     sigs: [Option<Signature>; 3],
 }
 
-/// V's finalization on chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VirtualFinalization {
-    /// The finalized outcome (what `reclaim` reads).
-    pub outcome: Outcome,
-    /// Its state hash (zero after `conclude`).
-    pub state_hash: B256,
-    /// When.
-    pub at: u64,
-}
+/// V's finalization on chain (the same record a payment channel keeps).
+pub type VirtualFinalization = crate::channel::Finalization;
 
 /// A challenge of V registered on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1109,17 +1102,10 @@ impl VirtualChannel {
 
     /// Chain time passed.
     pub fn handle_timeout(&mut self, now: u64) {
-        if self.chain.finalized.is_some() {
-            return;
-        }
-        if let Some(c) = &self.chain.challenge
-            && c.finalizes_at <= now
-        {
-            self.chain.finalized = Some(VirtualFinalization {
-                outcome: c.candidate.outcome.clone(),
-                state_hash: c.candidate.hash(self.id()),
-                at: c.finalizes_at,
-            });
+        let id = self.id();
+        let challenge = (self.chain.challenge.as_ref())
+            .map(|c| RegisteredChallenge::new(id, c.finalizes_at, &c.candidate));
+        if finalize_on_timeout(&mut self.chain.finalized, challenge.as_ref(), now) {
             self.emit(VirtualEvent::Finalized);
         }
     }
