@@ -190,7 +190,7 @@ impl Channel {
         if let Some(fin) = &self.st.chain.finalized
             && !self.st.chain.paid_out
         {
-            let amount = share(&fin.outcome, self.st.role);
+            let amount = share(&fin.outcome, self.st.head.role);
             self.st.chain.paid_out = true;
             self.changed();
             self.emit(Event::PaidOut { amount });
@@ -198,7 +198,7 @@ impl Channel {
     }
 
     pub(super) fn finalize(&mut self, fin: Finalization) {
-        let amount = share(&fin.outcome, self.st.role);
+        let amount = share(&fin.outcome, self.st.head.role);
         if let Some(t) = self.transfer_action(&fin) {
             self.act(t);
         }
@@ -219,7 +219,7 @@ impl Channel {
     /// its own payout) or nothing is held.
     pub(super) fn transfer_action(&self, fin: &Finalization) -> Option<ChainAction> {
         let c = &self.st.chain;
-        if c.paid_out || share(&fin.outcome, self.st.role).is_zero() || c.holdings.is_zero() {
+        if c.paid_out || share(&fin.outcome, self.st.head.role).is_zero() || c.holdings.is_zero() {
             return None;
         }
         Some(ChainAction::TransferAllAssets {
@@ -259,7 +259,7 @@ impl Channel {
         }
         if let Some(reg) = &c.challenge {
             if matches!(self.st.phase, Phase::Closed { .. }) {
-                let better = share(&reg.candidate.outcome, self.st.role) < self.final_share();
+                let better = share(&reg.candidate.outcome, self.st.head.role) < self.final_share();
                 return Ok(if better { self.conclude_action() } else { None });
             }
             return self.counter_action(reg);
@@ -270,12 +270,12 @@ impl Channel {
         if c.challenge_requested {
             return self.own_challenge_action();
         }
-        if self.st.role == Role::Payer
+        if self.st.head.role == Role::Payer
             && matches!(self.st.phase, Phase::Funding)
             && c.holdings < self.st.deposit
         {
             return Ok(Some(ChainAction::Deposit {
-                asset: self.st.asset,
+                asset: self.st.head.asset,
                 channel_id: self.id,
                 expected_held: c.holdings,
                 amount: self.st.deposit - c.holdings,

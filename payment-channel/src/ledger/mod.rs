@@ -52,6 +52,7 @@ use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
 };
+use crate::store::RecordHead;
 
 /// Turn of the ledger's prefund state.
 pub const PREFUND_TURN: u64 = 0;
@@ -256,10 +257,8 @@ const SNAPSHOT_VERSION: u8 = 1;
 /// One side of one ledger channel. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
-    version: u8,
-    role: LedgerRole,
-    fixed: FixedPart,
-    asset: Address,
+    #[serde(flatten)]
+    head: RecordHead<LedgerRole>,
     deposit: U256,
     phase: LedgerPhase,
     prefund: [Option<Signature>; 2],
@@ -336,7 +335,7 @@ impl Ledger {
         let sig = l.sign(signer, &l.prefund_vp())?;
         l.prefund[0] = Some(sig);
         l.send(LedgerBody::Open {
-            fixed: l.fixed.clone(),
+            fixed: l.head.fixed.clone(),
             asset,
             deposit,
             signature: sig,
@@ -400,10 +399,7 @@ impl Ledger {
 
     fn new(role: LedgerRole, fixed: FixedPart, asset: Address, deposit: U256) -> Self {
         Self {
-            version: SNAPSHOT_VERSION,
-            role,
-            fixed,
-            asset,
+            head: RecordHead::new(SNAPSHOT_VERSION, role, fixed, asset),
             deposit,
             phase: LedgerPhase::Proposed,
             prefund: [None; 2],
@@ -423,7 +419,7 @@ impl Ledger {
 
     /// Restores [`Ledger::to_bytes`]. Nothing is queued; call [`Ledger::resend`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerUsageError> {
-        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |l: &Self| l.version)
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |l: &Self| l.head.version)
             .map_err(LedgerUsageError::CorruptSnapshot)
     }
 
@@ -431,32 +427,35 @@ impl Ledger {
 
     /// The ledger's channel id.
     pub fn id(&self) -> B256 {
-        self.fixed.channel_id()
+        self.head.fixed.channel_id()
     }
 
     /// Our role.
     pub fn role(&self) -> LedgerRole {
-        self.role
+        self.head.role
     }
 
     /// The fixed part.
     pub fn fixed_part(&self) -> &FixedPart {
-        &self.fixed
+        &self.head.fixed
     }
 
     /// `[leader, follower]`.
     pub fn participants(&self) -> [Address; 2] {
-        [self.fixed.participants[0], self.fixed.participants[1]]
+        [
+            self.head.fixed.participants[0],
+            self.head.fixed.participants[1],
+        ]
     }
 
     /// The other participant.
     pub fn counterparty(&self) -> Address {
-        self.fixed.participants[1 - self.role.index()]
+        self.head.fixed.participants[1 - self.head.role.index()]
     }
 
     /// The asset.
     pub fn asset(&self) -> Address {
-        self.asset
+        self.head.asset
     }
 
     /// The leader's deposit.
@@ -497,7 +496,7 @@ impl Ledger {
     /// Our balance in the latest proposed state (what we can still lock).
     pub fn free_balance(&self) -> U256 {
         self.latest_proposed()
-            .map(|v| v.balances[self.role.index()])
+            .map(|v| v.balances[self.head.role.index()])
             .unwrap_or_default()
     }
 
@@ -515,20 +514,20 @@ impl Ledger {
 
     /// Re-queues every message the state implies (after a restore or a suspected loss).
     pub fn resend(&mut self) {
-        let me = self.role.index();
+        let me = self.head.role.index();
         match self.phase {
             LedgerPhase::Proposed => {
                 if let Some(signature) = self.prefund[0] {
                     self.send(LedgerBody::Open {
-                        fixed: self.fixed.clone(),
-                        asset: self.asset,
+                        fixed: self.head.fixed.clone(),
+                        asset: self.head.asset,
                         deposit: self.deposit,
                         signature,
                     });
                 }
             }
             LedgerPhase::Funding | LedgerPhase::Open => {
-                if self.role == LedgerRole::Follower
+                if self.head.role == LedgerRole::Follower
                     && let Some(signature) = self.prefund[1]
                 {
                     self.send(LedgerBody::Prefund { signature });
@@ -550,7 +549,7 @@ impl Ledger {
     }
 
     fn resend_consensus(&mut self) {
-        match self.role {
+        match self.head.role {
             LedgerRole::Leader if !self.queue.is_empty() => self.send_queue(),
             LedgerRole::Follower => {
                 if let Some(s) = &self.supported
@@ -572,7 +571,7 @@ impl Ledger {
     /// Leader: applies `proposal` to the latest proposed state, signs the result at the next turn,
     /// queues it and sends the whole queue. Returns the turn.
     pub fn propose(&mut self, signer: &dyn Signer, proposal: Proposal) -> Result<u64> {
-        if self.role != LedgerRole::Leader {
+        if self.head.role != LedgerRole::Leader {
             return Err(usage(LedgerUsageError::WrongRole("propose")));
         }
         if self.phase != LedgerPhase::Open || self.chain.finalized.is_some() {
@@ -600,7 +599,7 @@ impl Ledger {
     /// own objective will countersign it). A next proposal for the same target that differs is
     /// refused ([`LedgerPeerError::ProposalMismatch`]) and stays unsigned.
     pub fn countersign_next(&mut self, signer: &dyn Signer, expected: &Proposal) -> Result<bool> {
-        if self.role != LedgerRole::Follower {
+        if self.head.role != LedgerRole::Follower {
             return Err(usage(LedgerUsageError::WrongRole("countersign")));
         }
         if self.phase != LedgerPhase::Open || self.chain.finalized.is_some() {
@@ -646,7 +645,7 @@ impl Ledger {
             return Err(usage(LedgerUsageError::NotEmpty("proposals are pending")));
         }
         let signature = self.sign(signer, &self.vp(&vars, true))?;
-        self.final_sigs[self.role.index()] = Some(signature);
+        self.final_sigs[self.head.role.index()] = Some(signature);
         self.phase = LedgerPhase::Closing;
         self.send_final(signature);
         Ok(())
@@ -715,16 +714,16 @@ impl Ledger {
     /// duty has not landed before sending it.
     pub fn chain_duties(&self, signer: &dyn Signer, now: u64) -> Result<Vec<ChainAction>> {
         let mut duties = Vec::new();
-        let me = self.role.index();
+        let me = self.head.role.index();
         let fin = self.chain.finalized.as_ref();
         let disputed = self.chain.challenge.is_some() || fin.is_some();
-        if self.role == LedgerRole::Leader
+        if self.head.role == LedgerRole::Leader
             && self.phase == LedgerPhase::Funding
             && !disputed
             && self.chain.holdings < self.deposit
         {
             duties.push(ChainAction::Deposit {
-                asset: self.asset,
+                asset: self.head.asset,
                 channel_id: self.id(),
                 expected_held: self.chain.holdings,
                 amount: self.deposit - self.chain.holdings,
@@ -739,7 +738,7 @@ impl Ledger {
             };
             if submitter == me {
                 duties.push(ChainAction::ConcludeAndTransferAllAssets {
-                    fixed: self.fixed.clone(),
+                    fixed: self.head.fixed.clone(),
                     candidate: final_vp,
                 });
             }
@@ -755,7 +754,7 @@ impl Ledger {
             match &self.chain.challenge {
                 Some(c) if c.finalizes_at > now && c.turn_num < s.vars.turn_num => {
                     duties.push(ChainAction::Checkpoint {
-                        fixed: self.fixed.clone(),
+                        fixed: self.head.fixed.clone(),
                         proof: Vec::new(),
                         candidate,
                     });
@@ -764,7 +763,7 @@ impl Ledger {
                     let hash = candidate.variable_part.hash(self.id());
                     let challenger_sig = signer.sign_eth_message(&challenge_message_hash(hash))?;
                     duties.push(ChainAction::Challenge {
-                        fixed: self.fixed.clone(),
+                        fixed: self.head.fixed.clone(),
                         proof: Vec::new(),
                         candidate,
                         challenger_sig,
@@ -804,7 +803,7 @@ impl Ledger {
         match &msg.body {
             LedgerBody::Open { .. } => match self.phase {
                 // A resent open for a ledger we accepted: answer again.
-                _ if self.role == LedgerRole::Follower => {
+                _ if self.head.role == LedgerRole::Follower => {
                     self.resend();
                     Ok(())
                 }
@@ -822,7 +821,7 @@ impl Ledger {
     }
 
     fn on_prefund(&mut self, sig: &Signature) -> Result<()> {
-        if self.role != LedgerRole::Leader {
+        if self.head.role != LedgerRole::Leader {
             return Err(peer(LedgerPeerError::WrongRole("prefund")));
         }
         if self.phase != LedgerPhase::Proposed {
@@ -843,7 +842,7 @@ impl Ledger {
     }
 
     fn on_postfund(&mut self, signer: &dyn Signer, sig: &Signature) -> Result<()> {
-        let other = 1 - self.role.index();
+        let other = 1 - self.head.role.index();
         match self.phase {
             LedgerPhase::Proposed => return Err(peer(LedgerPeerError::Unexpected("postfund"))),
             LedgerPhase::Funding => {}
@@ -855,7 +854,7 @@ impl Ledger {
     }
 
     fn progress_funding(&mut self, signer: &dyn Signer) -> Result<()> {
-        let me = self.role.index();
+        let me = self.head.role.index();
         if self.phase != LedgerPhase::Funding {
             return Ok(());
         }
@@ -876,7 +875,7 @@ impl Ledger {
     }
 
     fn on_proposals(&mut self, updates: &[SignedUpdate]) -> Result<()> {
-        if self.role != LedgerRole::Follower {
+        if self.head.role != LedgerRole::Follower {
             return Err(peer(LedgerPeerError::WrongRole("proposals")));
         }
         if self.phase != LedgerPhase::Open {
@@ -907,7 +906,7 @@ impl Ledger {
                     "final flag on a proposal",
                 )));
             }
-            let signed = LedgerVars::from_variable_part(&u.state, self.asset, &participants)
+            let signed = LedgerVars::from_variable_part(&u.state, self.head.asset, &participants)
                 .map_err(peer)?;
             let expected = latest
                 .apply(&u.proposal, &participants)
@@ -937,7 +936,7 @@ impl Ledger {
     }
 
     fn on_countersign(&mut self, turn: u64, sig: &Signature) -> Result<()> {
-        if self.role != LedgerRole::Leader {
+        if self.head.role != LedgerRole::Leader {
             return Err(peer(LedgerPeerError::WrongRole("countersign")));
         }
         let current = self.countersigned_turn();
@@ -976,7 +975,7 @@ impl Ledger {
         state: &VariablePart,
         sig: &Signature,
     ) -> Result<()> {
-        let me = self.role.index();
+        let me = self.head.role.index();
         let other = 1 - me;
         if !matches!(
             self.phase,
@@ -1064,7 +1063,7 @@ impl Ledger {
                         ))
                     })?;
                     self.chain.finalized = Some(LedgerFinalization {
-                        outcome: vars.outcome(self.asset, &self.participants()),
+                        outcome: vars.outcome(self.head.asset, &self.participants()),
                         state_hash: B256::ZERO,
                         at: *finalizes_at,
                     });
@@ -1154,7 +1153,7 @@ impl Ledger {
     }
 
     fn vp(&self, vars: &LedgerVars, is_final: bool) -> VariablePart {
-        vars.variable_part(self.asset, &self.participants(), is_final)
+        vars.variable_part(self.head.asset, &self.participants(), is_final)
     }
 
     fn prefund_vp(&self) -> VariablePart {
@@ -1166,7 +1165,7 @@ impl Ledger {
     }
 
     fn sign(&self, signer: &dyn Signer, vp: &VariablePart) -> Result<Signature> {
-        if signer.address() != self.fixed.participants[self.role.index()] {
+        if signer.address() != self.head.fixed.participants[self.head.role.index()] {
             return Err(usage(LedgerUsageError::InvalidParams(
                 "signer is not our participant",
             )));
@@ -1181,7 +1180,8 @@ impl Ledger {
         sig: &Signature,
         what: &'static str,
     ) -> Result<()> {
-        if recover_eth_message(&vp.hash(self.id()), sig).ok() == Some(self.fixed.participants[who])
+        if recover_eth_message(&vp.hash(self.id()), sig).ok()
+            == Some(self.head.fixed.participants[who])
         {
             Ok(())
         } else {
