@@ -28,7 +28,7 @@ use std::time::Duration;
 use payment_channel::chain::ethereum::{NitroArtifacts, deploy};
 use payment_channel::chain::{Chain, EthereumChain};
 use payment_channel::ledger::{LedgerPhase, LedgerRole};
-use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
+use payment_channel::party_node::tcp::{RunningNode, TcpNet, TcpNodeConfig, start_node};
 use payment_channel::party_node::{NodeConfig, PartyNode};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::anvil::{Anvil, artifacts_dir};
@@ -93,39 +93,27 @@ async fn peer(url: &str, adjudicator: Address, apps: (Address, Address)) -> Peer
     let chain: Arc<dyn Chain> = Arc::new(chain);
     let chain = Arc::new(FaultyChain::new(chain));
     let signer: Arc<dyn Signer> = Arc::new(key.clone());
-    let (net, inbound) = TcpNet::bind(
-        signer.clone(),
+    let party = PartyConfig {
+        consensus_app: apps.0,
+        payment_app: apps.1,
+        hub: None,
+    };
+    let config = NodeConfig {
+        confirmations: Some(0),
+        max_retry_interval: 2,
+        ledger_service: None,
+        ..NodeConfig::default()
+    };
+    let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
-        TcpConfig::default(),
-    )
-    .await
-    .unwrap();
-    let (node, _events) = PartyNode::open(
-        signer,
-        PartyConfig {
-            consensus_app: apps.0,
-            payment_app: apps.1,
-            hub: None,
-        },
-        chain.clone(),
-        Arc::new(MemoryStore::new()),
-        Arc::new(net.clone()),
-        NodeConfig {
-            confirmations: Some(0),
-            max_retry_interval: 2,
-            ledger_service: None,
-            ..NodeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    tokio::spawn(run_node(
-        node.clone(),
-        net.clone(),
-        inbound,
         Duration::from_millis(100),
         Duration::from_millis(300),
-    ));
+    );
+    let store = Arc::new(MemoryStore::new());
+    let RunningNode { node, net, .. } =
+        start_node(tcp, signer, party, chain.clone(), store, config)
+            .await
+            .unwrap();
     Peer {
         node,
         net,

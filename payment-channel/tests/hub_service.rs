@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use payment_channel::chain::Chain;
 use payment_channel::ledger::LedgerPhase;
 use payment_channel::party_node::tcp::{
-    Frame, Inbound, TcpConfig, TcpNet, handshake_hash, run_node,
+    Frame, Inbound, RunningNode, TcpConfig, TcpNet, TcpNodeConfig, handshake_hash, start_node,
 };
 use payment_channel::party_node::{LedgerService, NodeConfig, NodeMessage, PartyNode};
 use payment_channel::sign::{LocalSigner, Signer};
@@ -324,41 +324,27 @@ struct Party3 {
 async fn start(b: &Backend, i: usize, hub: Option<(HubLimits, LedgerService)>) -> Party3 {
     let key = LocalSigner::random();
     let signer: Arc<dyn Signer> = Arc::new(key.clone());
-    let (net, inbound) = TcpNet::bind(
-        signer.clone(),
-        "127.0.0.1:0".parse().unwrap(),
-        TcpConfig::default(),
-    )
-    .await
-    .unwrap();
-    let config = PartyConfig {
+    let party = PartyConfig {
         consensus_app: b.consensus_app,
         payment_app: b.payment_app,
         hub: hub.as_ref().map(|(l, _)| l.clone()),
     };
-    let chain: Arc<dyn Chain> = b.chains[i].clone();
-    let (node, _events) = PartyNode::open(
-        signer,
-        config,
-        chain,
-        Arc::new(MemoryStore::new()),
-        Arc::new(net.clone()),
-        NodeConfig {
-            confirmations: Some(b.confirmations),
-            max_retry_interval: 5,
-            ledger_service: hub.map(|(_, s)| s),
-            ..NodeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    tokio::spawn(run_node(
-        node.clone(),
-        net.clone(),
-        inbound,
+    let config = NodeConfig {
+        confirmations: Some(b.confirmations),
+        max_retry_interval: 5,
+        ledger_service: hub.map(|(_, s)| s),
+        ..NodeConfig::default()
+    };
+    let tcp = TcpNodeConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
         Duration::from_millis(40),
         Duration::from_millis(500),
-    ));
+    );
+    let chain: Arc<dyn Chain> = b.chains[i].clone();
+    let store = Arc::new(MemoryStore::new());
+    let RunningNode { node, net, .. } = start_node(tcp, signer, party, chain, store, config)
+        .await
+        .unwrap();
     Party3 { node, net, key }
 }
 

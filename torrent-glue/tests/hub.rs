@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use payment_channel::chain::Chain;
 use payment_channel::ledger::LedgerRole;
-use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
+use payment_channel::party_node::tcp::{RunningNode, TcpNet, TcpNodeConfig, start_node};
 use payment_channel::party_node::{
     DEFAULT_STALLED_REMOVE_PATIENCE, LedgerService, NodeConfig as PartyNodeConfig, PartyNode,
 };
@@ -51,48 +51,36 @@ struct Hub {
 async fn hub(sim: &SimulatedChain) -> Hub {
     let key = Arc::new(LocalSigner::random());
     sim.fund(key.address(), U256::from(FUNDS)).unwrap();
-    let (net, inbound) = TcpNet::bind(
-        key.clone(),
+    let party = PartyConfig {
+        consensus_app: sim.consensus_app(),
+        payment_app: sim.app_definition(),
+        hub: Some(HubLimits {
+            max_amount: U256::from(HUB_LEDGER),
+            max_locked_per_ledger: U256::from(HUB_LEDGER),
+            min_fee: U256::from(FEE),
+        }),
+    };
+    let config = PartyNodeConfig {
+        confirmations: Some(0),
+        max_retry_interval: 5,
+        ledger_service: Some(LedgerService {
+            asset: Address::ZERO,
+            deposit: U256::from(HUB_LEDGER),
+            challenge_duration: DURATION,
+            max_ledgers: 10,
+        }),
+        ..PartyNodeConfig::default()
+    };
+    let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
-        TcpConfig::default(),
-    )
-    .await
-    .unwrap();
-    let (node, _events) = PartyNode::open(
-        key.clone(),
-        PartyConfig {
-            consensus_app: sim.consensus_app(),
-            payment_app: sim.app_definition(),
-            hub: Some(HubLimits {
-                max_amount: U256::from(HUB_LEDGER),
-                max_locked_per_ledger: U256::from(HUB_LEDGER),
-                min_fee: U256::from(FEE),
-            }),
-        },
-        Arc::new(sim.handle(key.address())),
-        Arc::new(MemoryStore::new()),
-        Arc::new(net.clone()),
-        PartyNodeConfig {
-            confirmations: Some(0),
-            max_retry_interval: 5,
-            ledger_service: Some(LedgerService {
-                asset: Address::ZERO,
-                deposit: U256::from(HUB_LEDGER),
-                challenge_duration: DURATION,
-                max_ledgers: 10,
-            }),
-            ..PartyNodeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
-    tokio::spawn(run_node(
-        node.clone(),
-        net.clone(),
-        inbound,
         Duration::from_millis(30),
         Duration::from_millis(300),
-    ));
+    );
+    let chain = Arc::new(sim.handle(key.address()));
+    let store = Arc::new(MemoryStore::new());
+    let RunningNode { node, net, .. } = start_node(tcp, key.clone(), party, chain, store, config)
+        .await
+        .unwrap();
     Hub {
         info: HubInfo {
             address: key.address(),

@@ -10,8 +10,8 @@ use paid_torrent_examples::paid::{
 };
 use payment_channel::chain::{Call, Chain, Recording};
 use payment_channel::ledger::LedgerRole;
-use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
-use payment_channel::party_node::{LedgerService, NodeConfig, PartyNode};
+use payment_channel::party_node::tcp::{RunningNode, TcpNodeConfig, start_node};
+use payment_channel::party_node::{LedgerService, NodeConfig, NodeError};
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::virtual_channel::{HubLimits, PartyConfig};
 use payment_channel::{Address, MemoryStore, SimulatedChain, SimulatedChainHandle, U256};
@@ -101,48 +101,50 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         hub_key.address(),
         U256::from(per_ledger) * U256::from(seeders as u64),
     )?;
-    let (net, inbound) = TcpNet::bind(
-        hub_key.clone(),
+    let party = PartyConfig {
+        consensus_app: sim.consensus_app(),
+        payment_app: sim.app_definition(),
+        hub: Some(HubLimits {
+            max_amount: U256::from(per_ledger),
+            max_locked_per_ledger: U256::from(per_ledger),
+            min_fee: U256::from(fee),
+        }),
+    };
+    let config = NodeConfig {
+        confirmations: Some(0),
+        max_retry_interval: 5,
+        ledger_service: Some(LedgerService {
+            asset: Address::ZERO,
+            deposit: U256::from(per_ledger),
+            challenge_duration: CHALLENGE,
+            max_ledgers: seeders + 1,
+        }),
+        ..NodeConfig::default()
+    };
+    let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().map_err(Failure::other)?,
-        TcpConfig::default(),
-    )
-    .await
-    .map_err(Failure::network)?;
-    let (hub_node, _hub_events) = PartyNode::open(
-        hub_key.clone(),
-        PartyConfig {
-            consensus_app: sim.consensus_app(),
-            payment_app: sim.app_definition(),
-            hub: Some(HubLimits {
-                max_amount: U256::from(per_ledger),
-                max_locked_per_ledger: U256::from(per_ledger),
-                min_fee: U256::from(fee),
-            }),
-        },
-        hub_chain.clone(),
-        Arc::new(MemoryStore::new()),
-        Arc::new(net.clone()),
-        NodeConfig {
-            confirmations: Some(0),
-            max_retry_interval: 5,
-            ledger_service: Some(LedgerService {
-                asset: Address::ZERO,
-                deposit: U256::from(per_ledger),
-                challenge_duration: CHALLENGE,
-                max_ledgers: seeders + 1,
-            }),
-            ..NodeConfig::default()
-        },
-    )
-    .await
-    .map_err(Failure::other)?;
-    let hub_loop = tokio::spawn(run_node(
-        hub_node.clone(),
-        net.clone(),
-        inbound,
         Duration::from_millis(50),
         Duration::from_millis(500),
-    ));
+    );
+    let store = Arc::new(MemoryStore::new());
+    let RunningNode {
+        node: hub_node,
+        net,
+        driver: hub_loop,
+        ..
+    } = start_node(
+        tcp,
+        hub_key.clone(),
+        party,
+        hub_chain.clone(),
+        store,
+        config,
+    )
+    .await
+    .map_err(|e| match e {
+        NodeError::Net(e) => Failure::network(e),
+        e => Failure::other(e),
+    })?;
     let endpoint = net.local_addr().to_string();
     let hub_terms = |seller: bool, chain: Arc<CountedChain>, ledger: Option<u128>| HubTerms {
         endpoint: endpoint.clone(),

@@ -23,7 +23,7 @@ impl Channel {
                 let amount = self.st.paid;
                 let sig = self.sign_state(&self.final_vp(amount))?;
                 let mut sigs = Sigs::default();
-                sigs.set(self.st.role, sig);
+                sigs.set(self.st.head.role, sig);
                 self.st.phase = Phase::Closing { amount, sigs };
                 self.changed();
                 self.send_close(amount, sig);
@@ -50,7 +50,7 @@ impl Channel {
             }
             .into());
         }
-        let role = self.st.role;
+        let role = self.st.head.role;
         let them = role.other();
         let hash = self.final_vp(c.amount).hash(self.id);
         match self.st.phase.clone() {
@@ -152,7 +152,7 @@ impl Channel {
     }
 
     pub(super) fn check_close_bound(&self, amount: U256) -> Result<(), Error> {
-        match self.st.role {
+        match self.st.head.role {
             Role::Payee if amount < self.st.paid => Err(PeerMisbehaved::CloseBelowPaid {
                 best: self.st.paid,
                 got: amount,
@@ -169,7 +169,7 @@ impl Channel {
 
     pub(super) fn final_share(&self) -> U256 {
         match self.final_amount() {
-            Some(a) => share(&self.outcome(a), self.st.role),
+            Some(a) => share(&self.outcome(a), self.st.head.role),
             None => U256::ZERO,
         }
     }
@@ -190,7 +190,7 @@ impl Channel {
             return None;
         }
         Some(ChainAction::Conclude {
-            fixed: self.st.fixed.clone(),
+            fixed: self.st.head.fixed.clone(),
             candidate: SignedVariablePart {
                 variable_part: self.final_vp(*amount),
                 sigs: sigs.to_vec(),

@@ -51,7 +51,7 @@ impl Channel {
         };
         if matches!(self.st.phase, Phase::Closed { .. }) {
             // A final state signed by both beats any challenge, and `conclude` works in Challenge mode.
-            if share(&reg.candidate.outcome, self.st.role) < self.final_share() {
+            if share(&reg.candidate.outcome, self.st.head.role) < self.final_share() {
                 self.request_conclude();
             }
             return Ok(());
@@ -66,7 +66,7 @@ impl Channel {
     pub(super) fn best_supported(
         &self,
     ) -> Result<Option<(Vec<SignedVariablePart>, SignedVariablePart)>, Error> {
-        if self.st.role == Role::Payee
+        if self.st.head.role == Role::Payee
             && self.st.postfund.both()
             && let Some(v) = self.st.best
             && !v.amount.is_zero()
@@ -112,7 +112,7 @@ impl Channel {
     /// What we can still claim off chain: the payee its best voucher, the payer its deposit
     /// minus what it signed away.
     pub(super) fn owed(&self) -> U256 {
-        match self.st.role {
+        match self.st.head.role {
             Role::Payee => self.st.best.map(|v| v.amount).unwrap_or_default(),
             Role::Payer => self.st.deposit.saturating_sub(self.st.paid),
         }
@@ -136,7 +136,7 @@ impl Channel {
         &self,
         reg: &RegisteredChallenge,
     ) -> Result<Option<ChainAction>, Error> {
-        if self.st.role != Role::Payee || reg.turn_num >= REDEMPTION_TURN {
+        if self.st.head.role != Role::Payee || reg.turn_num >= REDEMPTION_TURN {
             return Ok(None);
         }
         let best = self.st.best.map(|v| v.amount).unwrap_or_default();
@@ -161,7 +161,7 @@ impl Channel {
             .signer
             .sign_eth_message(&challenge_message_hash(hash))?;
         Ok(ChainAction::Challenge {
-            fixed: self.st.fixed.clone(),
+            fixed: self.st.head.fixed.clone(),
             proof,
             candidate,
             challenger_sig,

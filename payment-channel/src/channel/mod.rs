@@ -93,6 +93,7 @@ use crate::sign::{PublicKey, Signer};
 use crate::state::FixedPart;
 use crate::voucher::Voucher;
 
+pub(crate) use self::onchain::finalize_on_timeout;
 pub use self::onchain::{Finalization, OnChain, RegisteredChallenge, share};
 pub use self::opening::ChannelParams;
 pub use self::outputs::{Event, Persist};
@@ -139,7 +140,7 @@ impl fmt::Debug for Channel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
             .field("id", &self.id)
-            .field("role", &self.st.role)
+            .field("role", &self.st.head.role)
             .field("phase", &self.phase())
             .field("deposit", &self.st.deposit)
             .field("paid", &self.st.paid)
@@ -151,7 +152,7 @@ impl fmt::Debug for Channel {
 impl Channel {
     fn new(signer: Arc<dyn Signer>, st: State) -> Self {
         Self {
-            id: st.fixed.channel_id(),
+            id: st.head.fixed.channel_id(),
             me: signer.address(),
             signer,
             st,
@@ -169,7 +170,7 @@ impl Channel {
     }
     /// Our role.
     pub fn role(&self) -> Role {
-        self.st.role
+        self.st.head.role
     }
     /// Our address.
     pub fn me(&self) -> Address {
@@ -177,19 +178,19 @@ impl Channel {
     }
     /// The payer's address.
     pub fn payer(&self) -> Address {
-        self.st.fixed.participants[0]
+        self.st.head.fixed.participants[0]
     }
     /// The payee's address.
     pub fn payee(&self) -> Address {
-        self.st.fixed.participants[1]
+        self.st.head.fixed.participants[1]
     }
     /// The counterparty's address.
     pub fn counterparty(&self) -> Address {
-        self.st.fixed.participants[self.st.role.other().index()]
+        self.st.head.fixed.participants[self.st.head.role.other().index()]
     }
     /// The fixed part.
     pub fn fixed_part(&self) -> &FixedPart {
-        &self.st.fixed
+        &self.st.head.fixed
     }
     /// The deposit.
     pub fn deposit(&self) -> U256 {
@@ -197,7 +198,7 @@ impl Channel {
     }
     /// The asset of the deposit and the payments (`Address::ZERO`: the native coin).
     pub fn asset(&self) -> Address {
-        self.st.asset
+        self.st.head.asset
     }
     /// The advertised price.
     pub fn price(&self) -> Option<U256> {
@@ -304,7 +305,7 @@ impl Channel {
     /// Re-queues the message the counterparty needs for our phase (after a loss or a restart).
     /// Receivers treat duplicates as no-ops, so calling it too often is harmless.
     pub fn resend(&mut self) {
-        let msg = match (&self.st.phase, self.st.role) {
+        let msg = match (&self.st.phase, self.st.head.role) {
             (Phase::Proposed, Role::Payee) => Some(Message::Propose(self.propose_message())),
             (Phase::AwaitingPostfund, Role::Payer) => self.join_message().map(Message::Join),
             (Phase::Running, Role::Payer) => self
@@ -448,14 +449,13 @@ impl Channel {
     /// for the payout.
     pub fn handle_timeout(&mut self, now: u64) {
         if self.st.chain.finalized.is_none()
-            && let Some(c) = &self.st.chain.challenge
-            && c.finalizes_at <= now
+            && let Some(fin) = self
+                .st
+                .chain
+                .challenge
+                .as_ref()
+                .and_then(|c| c.finalization_by(now))
         {
-            let fin = Finalization {
-                outcome: c.candidate.outcome.clone(),
-                state_hash: c.state_hash,
-                at: c.finalizes_at,
-            };
             self.finalize(fin);
         }
     }
@@ -463,7 +463,7 @@ impl Channel {
     // ----- errors -----------------------------------------------------------------------------
 
     fn require_role(&self, needed: Role, operation: &'static str) -> Result<(), Error> {
-        if self.st.role == needed {
+        if self.st.head.role == needed {
             Ok(())
         } else {
             Err(UsageError::WrongRole { operation, needed }.into())
@@ -471,11 +471,11 @@ impl Channel {
     }
 
     fn require_peer_role(&self, needed: Role, message: &'static str) -> Result<(), Error> {
-        if self.st.role == needed {
+        if self.st.head.role == needed {
             Ok(())
         } else {
             Err(PeerMisbehaved::WrongRole {
-                role: self.st.role,
+                role: self.st.head.role,
                 message,
             }
             .into())

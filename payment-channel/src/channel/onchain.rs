@@ -22,6 +22,28 @@ pub struct RegisteredChallenge {
     pub state_hash: B256,
 }
 
+impl RegisteredChallenge {
+    /// The challenge of `candidate` for channel `channel_id`, finalizing at `finalizes_at`.
+    pub fn new(channel_id: B256, finalizes_at: u64, candidate: &VariablePart) -> Self {
+        Self {
+            turn_num: candidate.turn_num,
+            finalizes_at,
+            candidate: candidate.clone(),
+            state_hash: candidate.hash(channel_id),
+        }
+    }
+
+    /// The finalization this challenge reaches by chain time `now`: `None` while its time is not
+    /// up (a ledger, a virtual channel and a payment channel all finalize this way).
+    pub fn finalization_by(&self, now: u64) -> Option<Finalization> {
+        (self.finalizes_at <= now).then(|| Finalization {
+            outcome: self.candidate.outcome.clone(),
+            state_hash: self.state_hash,
+            at: self.finalizes_at,
+        })
+    }
+}
+
 /// How the channel finalized on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finalization {
@@ -31,6 +53,20 @@ pub struct Finalization {
     pub state_hash: B256,
     /// Finalization time.
     pub at: u64,
+}
+
+/// Chain time `now` passed: records in `finalized` the finalization `challenge` reaches by then,
+/// unless finalized already. Whether it did (ledgers and virtual channels then emit `Finalized`).
+pub(crate) fn finalize_on_timeout(
+    finalized: &mut Option<Finalization>,
+    challenge: Option<&RegisteredChallenge>,
+    now: u64,
+) -> bool {
+    if finalized.is_some() {
+        return false;
+    }
+    *finalized = challenge.and_then(|c| c.finalization_by(now));
+    finalized.is_some()
 }
 
 /// What this side knows about the channel on chain.
@@ -87,13 +123,7 @@ impl Channel {
         if self.st.chain.finalized.is_some() {
             return Ok(false);
         }
-        let vp = candidate.variable_part.clone();
-        let reg = RegisteredChallenge {
-            turn_num: vp.turn_num,
-            finalizes_at,
-            state_hash: vp.hash(self.id),
-            candidate: vp,
-        };
+        let reg = RegisteredChallenge::new(self.id, finalizes_at, &candidate.variable_part);
         // A replay (e.g. after a restart) of this or an older registration.
         let older = reg.turn_num < self.st.chain.turn_num_record;
         if older || self.st.chain.challenge.as_ref() == Some(&reg) {
@@ -160,7 +190,7 @@ impl Channel {
         if let Some(fin) = &self.st.chain.finalized
             && !self.st.chain.paid_out
         {
-            let amount = share(&fin.outcome, self.st.role);
+            let amount = share(&fin.outcome, self.st.head.role);
             self.st.chain.paid_out = true;
             self.changed();
             self.emit(Event::PaidOut { amount });
@@ -168,7 +198,7 @@ impl Channel {
     }
 
     pub(super) fn finalize(&mut self, fin: Finalization) {
-        let amount = share(&fin.outcome, self.st.role);
+        let amount = share(&fin.outcome, self.st.head.role);
         if let Some(t) = self.transfer_action(&fin) {
             self.act(t);
         }
@@ -189,7 +219,7 @@ impl Channel {
     /// its own payout) or nothing is held.
     pub(super) fn transfer_action(&self, fin: &Finalization) -> Option<ChainAction> {
         let c = &self.st.chain;
-        if c.paid_out || share(&fin.outcome, self.st.role).is_zero() || c.holdings.is_zero() {
+        if c.paid_out || share(&fin.outcome, self.st.head.role).is_zero() || c.holdings.is_zero() {
             return None;
         }
         Some(ChainAction::TransferAllAssets {
@@ -220,20 +250,16 @@ impl Channel {
         if c.paid_out {
             return Ok(None);
         }
-        let timed_out = c.challenge.as_ref().filter(|r| r.finalizes_at <= now);
-        let fin = c.finalized.clone().or_else(|| {
-            timed_out.map(|r| Finalization {
-                outcome: r.candidate.outcome.clone(),
-                state_hash: r.state_hash,
-                at: r.finalizes_at,
-            })
-        });
+        let fin = c
+            .finalized
+            .clone()
+            .or_else(|| c.challenge.as_ref()?.finalization_by(now));
         if let Some(fin) = fin {
             return Ok(self.transfer_action(&fin));
         }
         if let Some(reg) = &c.challenge {
             if matches!(self.st.phase, Phase::Closed { .. }) {
-                let better = share(&reg.candidate.outcome, self.st.role) < self.final_share();
+                let better = share(&reg.candidate.outcome, self.st.head.role) < self.final_share();
                 return Ok(if better { self.conclude_action() } else { None });
             }
             return self.counter_action(reg);
@@ -244,12 +270,12 @@ impl Channel {
         if c.challenge_requested {
             return self.own_challenge_action();
         }
-        if self.st.role == Role::Payer
+        if self.st.head.role == Role::Payer
             && matches!(self.st.phase, Phase::Funding)
             && c.holdings < self.st.deposit
         {
             return Ok(Some(ChainAction::Deposit {
-                asset: self.st.asset,
+                asset: self.st.head.asset,
                 channel_id: self.id,
                 expected_held: c.holdings,
                 amount: self.st.deposit - c.holdings,

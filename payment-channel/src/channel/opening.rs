@@ -146,7 +146,7 @@ impl Channel {
         let held = self.st.chain.holdings;
         if held < self.st.deposit {
             self.act(ChainAction::Deposit {
-                asset: self.st.asset,
+                asset: self.st.head.asset,
                 channel_id: self.id,
                 expected_held: held,
                 amount: self.st.deposit - held,
@@ -155,8 +155,8 @@ impl Channel {
     }
 
     pub(super) fn on_propose(&mut self, p: &Propose) -> Result<(), Error> {
-        let same = self.st.role == Role::Payer
-            && p.fixed == self.st.fixed
+        let same = self.st.head.role == Role::Payer
+            && p.fixed == self.st.head.fixed
             && p.deposit == self.st.deposit
             && p.price == self.st.price
             && Some(p.signature) == self.st.prefund.payee;
@@ -232,7 +232,7 @@ impl Channel {
     pub(super) fn on_deposited(&mut self, asset: Address, holdings: U256) -> Result<(), Error> {
         // Events come in chain order: the latest one tells the holdings (a re-scan after
         // a reorg replaces them rather than adding to them).
-        if asset == self.st.asset && holdings != self.st.chain.holdings {
+        if asset == self.st.head.asset && holdings != self.st.chain.holdings {
             self.st.chain.holdings = holdings;
             self.changed();
         }
@@ -245,8 +245,8 @@ impl Channel {
             return Ok(());
         }
         let sig = self.sign_state(&self.postfund_vp())?;
-        self.st.postfund.set(self.st.role, sig);
-        match self.st.role {
+        self.st.postfund.set(self.st.head.role, sig);
+        match self.st.head.role {
             Role::Payer => {
                 self.st.phase = Phase::AwaitingPostfund;
                 self.changed();
@@ -268,10 +268,10 @@ impl Channel {
 
     pub(super) fn propose_message(&self) -> Propose {
         Propose {
-            fixed: self.st.fixed.clone(),
+            fixed: self.st.head.fixed.clone(),
             deposit: self.st.deposit,
             price: self.st.price,
-            asset: self.st.asset,
+            asset: self.st.head.asset,
             signature: self
                 .st
                 .prefund

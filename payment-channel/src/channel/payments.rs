@@ -164,7 +164,7 @@ impl Channel {
     /// counted in [`Channel::paid`] until [`Channel::send_payment`] reaches its total; it is
     /// lost with the channel value (a restart signs again).
     pub fn presign(&self, delta: U256, count: usize) -> Option<PresignJob> {
-        if self.st.role != Role::Payer || !self.is_running() || delta.is_zero() {
+        if self.st.head.role != Role::Payer || !self.is_running() || delta.is_zero() {
             return None;
         }
         let room = MAX_PRESIGNED.saturating_sub(self.presigned.len());
@@ -223,7 +223,7 @@ impl Channel {
     /// Payee: the key to check a voucher of this channel with ([`VerifiedVoucher::verify`]),
     /// once the payer's key is known (from its prefund signature).
     pub fn voucher_key(&self) -> Option<PublicKey> {
-        match self.st.role {
+        match self.st.head.role {
             Role::Payee => self.payer_key,
             Role::Payer => None,
         }
@@ -233,7 +233,7 @@ impl Channel {
     /// received, within the deposit, and the channel running. A `false` is decided by
     /// [`Channel::handle_message`] without any signature check (a duplicate, or an error).
     pub fn voucher_needs_check(&self, m: &VoucherMessage) -> bool {
-        self.st.role == Role::Payee
+        self.st.head.role == Role::Payee
             && m.channel.matches(&self.id)
             && self.is_running()
             && m.amount > self.st.paid

@@ -11,6 +11,7 @@ use super::{Channel, OnChain, Role};
 use crate::error::{Error, UsageError};
 use crate::sign::{Signature, Signer, recover_key_eth_message};
 use crate::state::FixedPart;
+use crate::store::RecordHead;
 use crate::voucher::Voucher;
 
 /// The off-chain phase with its data.
@@ -69,12 +70,8 @@ impl Sigs {
 /// Everything a channel persists. Opaque; JSON inside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct State {
-    pub(super) version: u8,
-    pub(super) role: Role,
-    pub(super) fixed: FixedPart,
-    /// The asset of the deposit and of every outcome (`Address::ZERO`: the native coin).
-    #[serde(default)]
-    pub(super) asset: Address,
+    #[serde(flatten)]
+    pub(super) head: RecordHead<Role>,
     pub(super) deposit: U256,
     pub(super) price: Option<U256>,
     pub(super) phase: Phase,
@@ -97,10 +94,7 @@ impl State {
         price: Option<U256>,
     ) -> Self {
         Self {
-            version: SNAPSHOT_VERSION,
-            role,
-            fixed,
-            asset,
+            head: RecordHead::new(SNAPSHOT_VERSION, role, fixed, asset),
             deposit,
             price,
             phase: Phase::Proposed,
@@ -122,7 +116,7 @@ const SNAPSHOT_VERSION: u8 = 1;
 impl ChannelSnapshot {
     /// The channel.
     pub fn channel_id(&self) -> B256 {
-        self.0.fixed.channel_id()
+        self.0.head.fixed.channel_id()
     }
 
     /// The record's bytes (JSON).
@@ -132,7 +126,7 @@ impl ChannelSnapshot {
 
     /// Parses a record.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, UsageError> {
-        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |s: &State| s.version)
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |s: &State| s.head.version)
             .map(Self)
             .map_err(UsageError::CorruptSnapshot)
     }
@@ -149,7 +143,9 @@ impl Channel {
     ) -> Result<Self, Error> {
         let st = snapshot.0;
         let me = signer.address();
-        if st.fixed.participants.len() != 2 || st.fixed.participants[st.role.index()] != me {
+        if st.head.fixed.participants.len() != 2
+            || st.head.fixed.participants[st.head.role.index()] != me
+        {
             return Err(UsageError::InvalidParams("the signer is not our participant").into());
         }
         let mut ch = Self::new(signer, st);

@@ -13,7 +13,7 @@ impl Channel {
     /// `{payer: deposit − payee_amount, payee: payee_amount}`; callers keep `payee_amount ≤ deposit`.
     pub(super) fn outcome(&self, payee_amount: U256) -> Outcome {
         two_party_outcome(
-            self.st.asset,
+            self.st.head.asset,
             self.payer(),
             self.st.deposit.saturating_sub(payee_amount),
             self.payee(),
@@ -68,7 +68,8 @@ impl Channel {
         let ok = match (who, &self.payer_key) {
             (Role::Payer, Some(key)) => verify_eth_message(hash, sig, key),
             _ => {
-                recover_eth_message(hash, sig).ok() == Some(self.st.fixed.participants[who.index()])
+                recover_eth_message(hash, sig).ok()
+                    == Some(self.st.head.fixed.participants[who.index()])
             }
         };
         if ok {
@@ -87,7 +88,7 @@ impl Channel {
     ) -> Error {
         PeerMisbehaved::BadSignature {
             what,
-            expected: self.st.fixed.participants[who.index()],
+            expected: self.st.head.fixed.participants[who.index()],
             got: recover_eth_message(hash, sig).ok(),
         }
         .into()

@@ -47,10 +47,12 @@ pub use reclaim::{ReclaimError, reclaim_effect};
 pub use vars::{GuaranteeEntry, LedgerVars, Proposal};
 
 use crate::chain::{ChainAction, ChainEvent, ReclaimArgs};
+use crate::channel::finalize_on_timeout;
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
 };
+use crate::store::RecordHead;
 
 /// Turn of the ledger's prefund state.
 pub const PREFUND_TURN: u64 = 0;
@@ -228,29 +230,12 @@ struct Queued {
     signature: Signature,
 }
 
-/// A challenge registered on chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerChallenge {
-    /// Candidate turn.
-    pub turn_num: u64,
-    /// Finalization time unless cleared.
-    pub finalizes_at: u64,
-    /// Candidate state.
-    pub candidate: VariablePart,
-    /// Its hash.
-    pub state_hash: B256,
-}
+/// A challenge registered on chain (the same record a payment channel keeps).
+pub type LedgerChallenge = crate::channel::RegisteredChallenge;
 
-/// The ledger's finalized outcome on chain (rewritten by each reclaim).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerFinalization {
-    /// The fingerprinted outcome.
-    pub outcome: Outcome,
-    /// `stateHash` for `reclaim`/`transferAllAssets` (zero after conclude).
-    pub state_hash: B256,
-    /// When it finalized.
-    pub at: u64,
-}
+/// The ledger's finalized outcome on chain, rewritten by each reclaim (the same record a payment
+/// channel keeps).
+pub type LedgerFinalization = crate::channel::Finalization;
 
 /// What the ledger knows about the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,10 +257,8 @@ const SNAPSHOT_VERSION: u8 = 1;
 /// One side of one ledger channel. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
-    version: u8,
-    role: LedgerRole,
-    fixed: FixedPart,
-    asset: Address,
+    #[serde(flatten)]
+    head: RecordHead<LedgerRole>,
     deposit: U256,
     phase: LedgerPhase,
     prefund: [Option<Signature>; 2],
@@ -289,6 +272,32 @@ pub struct Ledger {
 }
 
 type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// Why the ledger has no final state to sign: see [`Ledger::closable_vars`].
+enum NotClosable {
+    /// No countersigned state yet.
+    NoState,
+    /// The countersigned state still holds guarantees.
+    GuaranteesRemain,
+}
+
+impl NotClosable {
+    /// Our close refused.
+    fn into_usage(self) -> LedgerError {
+        usage(match self {
+            Self::NoState => LedgerUsageError::WrongPhase("close"),
+            Self::GuaranteesRemain => LedgerUsageError::NotEmpty("guarantees remain"),
+        })
+    }
+
+    /// The peer's final state refused.
+    fn into_peer(self) -> LedgerError {
+        peer(match self {
+            Self::NoState => LedgerPeerError::Unexpected("final"),
+            Self::GuaranteesRemain => LedgerPeerError::InvalidFinal("guarantees remain"),
+        })
+    }
+}
 
 fn peer(e: LedgerPeerError) -> LedgerError {
     LedgerError::Peer(e)
@@ -326,7 +335,7 @@ impl Ledger {
         let sig = l.sign(signer, &l.prefund_vp())?;
         l.prefund[0] = Some(sig);
         l.send(LedgerBody::Open {
-            fixed: l.fixed.clone(),
+            fixed: l.head.fixed.clone(),
             asset,
             deposit,
             signature: sig,
@@ -390,10 +399,7 @@ impl Ledger {
 
     fn new(role: LedgerRole, fixed: FixedPart, asset: Address, deposit: U256) -> Self {
         Self {
-            version: SNAPSHOT_VERSION,
-            role,
-            fixed,
-            asset,
+            head: RecordHead::new(SNAPSHOT_VERSION, role, fixed, asset),
             deposit,
             phase: LedgerPhase::Proposed,
             prefund: [None; 2],
@@ -413,7 +419,7 @@ impl Ledger {
 
     /// Restores [`Ledger::to_bytes`]. Nothing is queued; call [`Ledger::resend`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LedgerUsageError> {
-        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |l: &Self| l.version)
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |l: &Self| l.head.version)
             .map_err(LedgerUsageError::CorruptSnapshot)
     }
 
@@ -421,32 +427,35 @@ impl Ledger {
 
     /// The ledger's channel id.
     pub fn id(&self) -> B256 {
-        self.fixed.channel_id()
+        self.head.fixed.channel_id()
     }
 
     /// Our role.
     pub fn role(&self) -> LedgerRole {
-        self.role
+        self.head.role
     }
 
     /// The fixed part.
     pub fn fixed_part(&self) -> &FixedPart {
-        &self.fixed
+        &self.head.fixed
     }
 
     /// `[leader, follower]`.
     pub fn participants(&self) -> [Address; 2] {
-        [self.fixed.participants[0], self.fixed.participants[1]]
+        [
+            self.head.fixed.participants[0],
+            self.head.fixed.participants[1],
+        ]
     }
 
     /// The other participant.
     pub fn counterparty(&self) -> Address {
-        self.fixed.participants[1 - self.role.index()]
+        self.head.fixed.participants[1 - self.head.role.index()]
     }
 
     /// The asset.
     pub fn asset(&self) -> Address {
-        self.asset
+        self.head.asset
     }
 
     /// The leader's deposit.
@@ -487,7 +496,7 @@ impl Ledger {
     /// Our balance in the latest proposed state (what we can still lock).
     pub fn free_balance(&self) -> U256 {
         self.latest_proposed()
-            .map(|v| v.balances[self.role.index()])
+            .map(|v| v.balances[self.head.role.index()])
             .unwrap_or_default()
     }
 
@@ -505,20 +514,20 @@ impl Ledger {
 
     /// Re-queues every message the state implies (after a restore or a suspected loss).
     pub fn resend(&mut self) {
-        let me = self.role.index();
+        let me = self.head.role.index();
         match self.phase {
             LedgerPhase::Proposed => {
                 if let Some(signature) = self.prefund[0] {
                     self.send(LedgerBody::Open {
-                        fixed: self.fixed.clone(),
-                        asset: self.asset,
+                        fixed: self.head.fixed.clone(),
+                        asset: self.head.asset,
                         deposit: self.deposit,
                         signature,
                     });
                 }
             }
             LedgerPhase::Funding | LedgerPhase::Open => {
-                if self.role == LedgerRole::Follower
+                if self.head.role == LedgerRole::Follower
                     && let Some(signature) = self.prefund[1]
                 {
                     self.send(LedgerBody::Prefund { signature });
@@ -540,7 +549,7 @@ impl Ledger {
     }
 
     fn resend_consensus(&mut self) {
-        match self.role {
+        match self.head.role {
             LedgerRole::Leader if !self.queue.is_empty() => self.send_queue(),
             LedgerRole::Follower => {
                 if let Some(s) = &self.supported
@@ -562,7 +571,7 @@ impl Ledger {
     /// Leader: applies `proposal` to the latest proposed state, signs the result at the next turn,
     /// queues it and sends the whole queue. Returns the turn.
     pub fn propose(&mut self, signer: &dyn Signer, proposal: Proposal) -> Result<u64> {
-        if self.role != LedgerRole::Leader {
+        if self.head.role != LedgerRole::Leader {
             return Err(usage(LedgerUsageError::WrongRole("propose")));
         }
         if self.phase != LedgerPhase::Open || self.chain.finalized.is_some() {
@@ -590,7 +599,7 @@ impl Ledger {
     /// own objective will countersign it). A next proposal for the same target that differs is
     /// refused ([`LedgerPeerError::ProposalMismatch`]) and stays unsigned.
     pub fn countersign_next(&mut self, signer: &dyn Signer, expected: &Proposal) -> Result<bool> {
-        if self.role != LedgerRole::Follower {
+        if self.head.role != LedgerRole::Follower {
             return Err(usage(LedgerUsageError::WrongRole("countersign")));
         }
         if self.phase != LedgerPhase::Open || self.chain.finalized.is_some() {
@@ -631,17 +640,12 @@ impl Ledger {
         if self.phase != LedgerPhase::Open || self.chain.challenge.is_some() {
             return Err(usage(LedgerUsageError::WrongPhase("close")));
         }
-        let vars = self
-            .final_vars()
-            .ok_or_else(|| usage(LedgerUsageError::WrongPhase("close")))?;
-        if !vars.guarantees.is_empty() {
-            return Err(usage(LedgerUsageError::NotEmpty("guarantees remain")));
-        }
+        let vars = self.closable_vars().map_err(NotClosable::into_usage)?;
         if !self.queue.is_empty() {
             return Err(usage(LedgerUsageError::NotEmpty("proposals are pending")));
         }
         let signature = self.sign(signer, &self.vp(&vars, true))?;
-        self.final_sigs[self.role.index()] = Some(signature);
+        self.final_sigs[self.head.role.index()] = Some(signature);
         self.phase = LedgerPhase::Closing;
         self.send_final(signature);
         Ok(())
@@ -710,16 +714,16 @@ impl Ledger {
     /// duty has not landed before sending it.
     pub fn chain_duties(&self, signer: &dyn Signer, now: u64) -> Result<Vec<ChainAction>> {
         let mut duties = Vec::new();
-        let me = self.role.index();
+        let me = self.head.role.index();
         let fin = self.chain.finalized.as_ref();
         let disputed = self.chain.challenge.is_some() || fin.is_some();
-        if self.role == LedgerRole::Leader
+        if self.head.role == LedgerRole::Leader
             && self.phase == LedgerPhase::Funding
             && !disputed
             && self.chain.holdings < self.deposit
         {
             duties.push(ChainAction::Deposit {
-                asset: self.asset,
+                asset: self.head.asset,
                 channel_id: self.id(),
                 expected_held: self.chain.holdings,
                 amount: self.deposit - self.chain.holdings,
@@ -734,7 +738,7 @@ impl Ledger {
             };
             if submitter == me {
                 duties.push(ChainAction::ConcludeAndTransferAllAssets {
-                    fixed: self.fixed.clone(),
+                    fixed: self.head.fixed.clone(),
                     candidate: final_vp,
                 });
             }
@@ -750,7 +754,7 @@ impl Ledger {
             match &self.chain.challenge {
                 Some(c) if c.finalizes_at > now && c.turn_num < s.vars.turn_num => {
                     duties.push(ChainAction::Checkpoint {
-                        fixed: self.fixed.clone(),
+                        fixed: self.head.fixed.clone(),
                         proof: Vec::new(),
                         candidate,
                     });
@@ -759,7 +763,7 @@ impl Ledger {
                     let hash = candidate.variable_part.hash(self.id());
                     let challenger_sig = signer.sign_eth_message(&challenge_message_hash(hash))?;
                     duties.push(ChainAction::Challenge {
-                        fixed: self.fixed.clone(),
+                        fixed: self.head.fixed.clone(),
                         proof: Vec::new(),
                         candidate,
                         challenger_sig,
@@ -799,7 +803,7 @@ impl Ledger {
         match &msg.body {
             LedgerBody::Open { .. } => match self.phase {
                 // A resent open for a ledger we accepted: answer again.
-                _ if self.role == LedgerRole::Follower => {
+                _ if self.head.role == LedgerRole::Follower => {
                     self.resend();
                     Ok(())
                 }
@@ -817,7 +821,7 @@ impl Ledger {
     }
 
     fn on_prefund(&mut self, sig: &Signature) -> Result<()> {
-        if self.role != LedgerRole::Leader {
+        if self.head.role != LedgerRole::Leader {
             return Err(peer(LedgerPeerError::WrongRole("prefund")));
         }
         if self.phase != LedgerPhase::Proposed {
@@ -838,7 +842,7 @@ impl Ledger {
     }
 
     fn on_postfund(&mut self, signer: &dyn Signer, sig: &Signature) -> Result<()> {
-        let other = 1 - self.role.index();
+        let other = 1 - self.head.role.index();
         match self.phase {
             LedgerPhase::Proposed => return Err(peer(LedgerPeerError::Unexpected("postfund"))),
             LedgerPhase::Funding => {}
@@ -850,7 +854,7 @@ impl Ledger {
     }
 
     fn progress_funding(&mut self, signer: &dyn Signer) -> Result<()> {
-        let me = self.role.index();
+        let me = self.head.role.index();
         if self.phase != LedgerPhase::Funding {
             return Ok(());
         }
@@ -871,17 +875,13 @@ impl Ledger {
     }
 
     fn on_proposals(&mut self, updates: &[SignedUpdate]) -> Result<()> {
-        if self.role != LedgerRole::Follower {
+        if self.head.role != LedgerRole::Follower {
             return Err(peer(LedgerPeerError::WrongRole("proposals")));
         }
         if self.phase != LedgerPhase::Open {
             return Err(peer(LedgerPeerError::Unexpected("proposals")));
         }
-        let current = self
-            .supported
-            .as_ref()
-            .map(|s| s.vars.turn_num)
-            .unwrap_or_default();
+        let current = self.countersigned_turn();
         let participants = self.participants();
         let mut queue = self.queue.clone();
         let mut added = false;
@@ -906,7 +906,7 @@ impl Ledger {
                     "final flag on a proposal",
                 )));
             }
-            let signed = LedgerVars::from_variable_part(&u.state, self.asset, &participants)
+            let signed = LedgerVars::from_variable_part(&u.state, self.head.asset, &participants)
                 .map_err(peer)?;
             let expected = latest
                 .apply(&u.proposal, &participants)
@@ -936,14 +936,10 @@ impl Ledger {
     }
 
     fn on_countersign(&mut self, turn: u64, sig: &Signature) -> Result<()> {
-        if self.role != LedgerRole::Leader {
+        if self.head.role != LedgerRole::Leader {
             return Err(peer(LedgerPeerError::WrongRole("countersign")));
         }
-        let current = self
-            .supported
-            .as_ref()
-            .map(|s| s.vars.turn_num)
-            .unwrap_or_default();
+        let current = self.countersigned_turn();
         let Some(pos) = self.queue.iter().position(|q| q.vars.turn_num == turn) else {
             return Err(peer(if turn <= current {
                 LedgerPeerError::StaleTurn { current, got: turn }
@@ -979,7 +975,7 @@ impl Ledger {
         state: &VariablePart,
         sig: &Signature,
     ) -> Result<()> {
-        let me = self.role.index();
+        let me = self.head.role.index();
         let other = 1 - me;
         if !matches!(
             self.phase,
@@ -987,12 +983,7 @@ impl Ledger {
         ) {
             return Err(peer(LedgerPeerError::Unexpected("final")));
         }
-        let vars = self
-            .final_vars()
-            .ok_or_else(|| peer(LedgerPeerError::Unexpected("final")))?;
-        if !vars.guarantees.is_empty() {
-            return Err(peer(LedgerPeerError::InvalidFinal("guarantees remain")));
-        }
+        let vars = self.closable_vars().map_err(NotClosable::into_peer)?;
         let want = self.vp(&vars, true);
         if *state != want {
             return Err(peer(LedgerPeerError::InvalidFinal(
@@ -1047,12 +1038,11 @@ impl Ledger {
                     .supported
                     .as_ref()
                     .is_some_and(|s| s.vars.turn_num > turn_num);
-                self.chain.challenge = Some(LedgerChallenge {
-                    turn_num,
-                    finalizes_at: *finalizes_at,
-                    candidate: candidate.variable_part.clone(),
-                    state_hash: candidate.variable_part.hash(self.id()),
-                });
+                self.chain.challenge = Some(LedgerChallenge::new(
+                    self.id(),
+                    *finalizes_at,
+                    &candidate.variable_part,
+                ));
                 self.chain.challenge_requested = false;
                 self.emit(LedgerEvent::ChallengeRegistered {
                     turn_num,
@@ -1073,7 +1063,7 @@ impl Ledger {
                         ))
                     })?;
                     self.chain.finalized = Some(LedgerFinalization {
-                        outcome: vars.outcome(self.asset, &self.participants()),
+                        outcome: vars.outcome(self.head.asset, &self.participants()),
                         state_hash: B256::ZERO,
                         at: *finalizes_at,
                     });
@@ -1113,17 +1103,8 @@ impl Ledger {
 
     /// Chain time passed: a registered challenge finalizes at its time.
     pub fn handle_timeout(&mut self, now: u64) {
-        if self.chain.finalized.is_some() {
-            return;
-        }
-        if let Some(c) = &self.chain.challenge
-            && c.finalizes_at <= now
-        {
-            self.chain.finalized = Some(LedgerFinalization {
-                outcome: c.candidate.outcome.clone(),
-                state_hash: c.state_hash,
-                at: c.finalizes_at,
-            });
+        let challenge = self.chain.challenge.as_ref();
+        if finalize_on_timeout(&mut self.chain.finalized, challenge, now) {
             self.emit(LedgerEvent::Finalized);
         }
     }
@@ -1145,6 +1126,22 @@ impl Ledger {
         Some(v)
     }
 
+    /// The final state's variables when the ledger can close (our close and a peer's final state
+    /// alike): a countersigned state without guarantees.
+    fn closable_vars(&self) -> Result<LedgerVars, NotClosable> {
+        let vars = self.final_vars().ok_or(NotClosable::NoState)?;
+        if vars.guarantees.is_empty() {
+            Ok(vars)
+        } else {
+            Err(NotClosable::GuaranteesRemain)
+        }
+    }
+
+    /// The turn of the countersigned state (0 before the postfund).
+    fn countersigned_turn(&self) -> u64 {
+        self.supported.as_ref().map_or(0, |s| s.vars.turn_num)
+    }
+
     fn final_signed_by_both(&self) -> Option<SignedVariablePart> {
         let [Some(a), Some(b)] = self.final_sigs else {
             return None;
@@ -1156,7 +1153,7 @@ impl Ledger {
     }
 
     fn vp(&self, vars: &LedgerVars, is_final: bool) -> VariablePart {
-        vars.variable_part(self.asset, &self.participants(), is_final)
+        vars.variable_part(self.head.asset, &self.participants(), is_final)
     }
 
     fn prefund_vp(&self) -> VariablePart {
@@ -1168,7 +1165,7 @@ impl Ledger {
     }
 
     fn sign(&self, signer: &dyn Signer, vp: &VariablePart) -> Result<Signature> {
-        if signer.address() != self.fixed.participants[self.role.index()] {
+        if signer.address() != self.head.fixed.participants[self.head.role.index()] {
             return Err(usage(LedgerUsageError::InvalidParams(
                 "signer is not our participant",
             )));
@@ -1183,7 +1180,8 @@ impl Ledger {
         sig: &Signature,
         what: &'static str,
     ) -> Result<()> {
-        if recover_eth_message(&vp.hash(self.id()), sig).ok() == Some(self.fixed.participants[who])
+        if recover_eth_message(&vp.hash(self.id()), sig).ok()
+            == Some(self.head.fixed.participants[who])
         {
             Ok(())
         } else {

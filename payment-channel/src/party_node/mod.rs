@@ -133,6 +133,9 @@ pub enum NodeError {
     /// A [`NodeMessage::LedgerRequest`] we do not serve (not a hub, or at the ledger limit).
     #[error("ledger request refused: {0}")]
     Refused(&'static str),
+    /// The node's [`TcpNet`](tcp::TcpNet) failed (it could not listen).
+    #[error("net: {0}")]
+    Net(#[from] tcp::NetError),
 }
 
 struct State {

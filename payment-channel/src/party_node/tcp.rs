@@ -17,7 +17,8 @@
 //! address for the life of the [`TcpNet`].
 //!
 //! [`run_node`] is the loop that joins a [`TcpNet`] and a [`PartyNode`]: messages in, chain
-//! watches and resends on a timer.
+//! watches and resends on a timer. [`start_node`] binds a net, opens a node on it and spawns
+//! that loop.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,10 +37,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use super::{NodeMessage, PartyNode, Transport, TransportError};
+use super::{NodeConfig, NodeError, NodeMessage, PartyNode, Transport, TransportError};
+use crate::chain::Chain;
 use crate::error::Reaction;
 use crate::sign::{Signature, SignatureError, Signer, recover_eth_message};
+use crate::store::ChannelStore;
 use crate::sync::lock;
+use crate::virtual_channel::{PartyConfig, PartyEvent};
 
 /// The domain string of [`handshake_hash`].
 pub const HANDSHAKE_DOMAIN: &[u8] = b"paid-torrent party-node handshake v1";
@@ -468,6 +472,76 @@ impl Transport<NodeMessage> for TcpNet {
     }
 }
 
+/// Where a node started by [`start_node`] listens, and how often its driver ([`run_node`])
+/// watches the chain (`tick`) and redials and resends (`resend_every`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpNodeConfig {
+    /// The address [`TcpNet::bind`] listens on.
+    pub listen: SocketAddr,
+    /// The net's limits.
+    pub tcp: TcpConfig,
+    /// Between two [`PartyNode::watch_chain`] calls.
+    pub tick: Duration,
+    /// Between two rounds of [`TcpNet::reconnect`] and [`PartyNode::resend`].
+    pub resend_every: Duration,
+}
+
+impl TcpNodeConfig {
+    /// Listens on `listen` with the default [`TcpConfig`]; the driver's two periods.
+    pub fn new(listen: SocketAddr, tick: Duration, resend_every: Duration) -> Self {
+        Self {
+            listen,
+            tcp: TcpConfig::default(),
+            tick,
+            resend_every,
+        }
+    }
+}
+
+/// A node started by [`start_node`]: the node, its net, its events and the task of its driver.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// The node (cheap to clone).
+    pub node: PartyNode,
+    /// Its net (cheap to clone).
+    pub net: TcpNet,
+    /// The node's events, as [`PartyNode::open`] returns them.
+    pub events: mpsc::UnboundedReceiver<PartyEvent>,
+    /// The [`run_node`] task; it ends when the net's inbound stream closes.
+    pub driver: JoinHandle<()>,
+}
+
+/// Binds a [`TcpNet`] as `tcp` says, opens a [`PartyNode`] on it and spawns its driver
+/// ([`run_node`]) on the current tokio runtime. The other arguments are those of
+/// [`PartyNode::open`] (the signer also proves the net's handshakes). Nothing runs after an
+/// error ([`NodeError::Net`] when the net cannot listen).
+pub async fn start_node(
+    tcp: TcpNodeConfig,
+    signer: Arc<dyn Signer>,
+    party_config: PartyConfig,
+    chain: Arc<dyn Chain>,
+    store: Arc<dyn ChannelStore>,
+    config: NodeConfig,
+) -> Result<RunningNode, NodeError> {
+    let (net, inbound) = TcpNet::bind(signer.clone(), tcp.listen, tcp.tcp).await?;
+    let transport = Arc::new(net.clone());
+    let (node, events) =
+        PartyNode::open(signer, party_config, chain, store, transport, config).await?;
+    let driver = tokio::spawn(run_node(
+        node.clone(),
+        net.clone(),
+        inbound,
+        tcp.tick,
+        tcp.resend_every,
+    ));
+    Ok(RunningNode {
+        node,
+        net,
+        events,
+        driver,
+    })
+}
+
 /// Runs `node` on `net`'s messages until `inbound` closes: each message is handed to the node
 /// (a peer whose message the party calls garbage is struck); every `tick` the chain is watched;
 /// every `resend_every` dropped connections we dialed are dialed again and the node resends
@@ -488,7 +562,7 @@ pub async fn run_node(
             m = inbound.recv() => {
                 let Some(Inbound { from, msg }) = m else { return };
                 if let Err(e) = node.handle_message(from, msg).await {
-                    let disconnect = matches!(&e, super::NodeError::Party(p) if p.reaction() != Reaction::Ignore);
+                    let disconnect = matches!(&e, NodeError::Party(p) if p.reaction() != Reaction::Ignore);
                     tracing::debug!(peer = %from, error = %e, "message refused");
                     if disconnect {
                         net.strike(from);

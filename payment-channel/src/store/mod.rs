@@ -31,6 +31,39 @@ pub use self::memory::MemoryStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
 pub use self::redb::RedbStore;
 
+/// What every snapshot record of a channel (a payment channel's, a ledger's, a virtual
+/// channel's) starts with, flattened into the record's JSON: its format version, our role, the
+/// channel's fixed part and the asset of its outcomes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RecordHead<R> {
+    /// The record's format (checked by [`decode_snapshot`]).
+    pub(crate) version: u8,
+    /// Our role in the channel.
+    pub(crate) role: R,
+    /// The channel.
+    pub(crate) fixed: crate::state::FixedPart,
+    /// The asset of the deposits and of every outcome (`Address::ZERO`: the native coin).
+    #[serde(default)]
+    pub(crate) asset: alloy_primitives::Address,
+}
+
+impl<R> RecordHead<R> {
+    /// The head of a new record in format `version`.
+    pub(crate) fn new(
+        version: u8,
+        role: R,
+        fixed: crate::state::FixedPart,
+        asset: alloy_primitives::Address,
+    ) -> Self {
+        Self {
+            version,
+            role,
+            fixed,
+            asset,
+        }
+    }
+}
+
 /// Decodes a versioned JSON snapshot record (a channel's, a ledger's, a virtual channel's):
 /// `Err` holds why it is corrupt (unparsable, or a `version` other than `expected`), for the
 /// record's own `CorruptSnapshot` error.

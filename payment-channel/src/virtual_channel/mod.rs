@@ -57,12 +57,14 @@ pub use party::{Envelope, HubLimits, Party, PartyConfig, PartyEvent, Payload};
 
 use crate::chain::ChainAction;
 use crate::chain::ChainEvent;
+use crate::channel::{RegisteredChallenge, finalize_on_timeout};
 use crate::ledger::{GuaranteeEntry, LedgerVars, Proposal};
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     Allocation, AssetMetadata, FixedPart, MAX_UINT48, Outcome, SignedVariablePart, SingleAssetExit,
     VariablePart, address_to_destination, allocation_type, challenge_message_hash,
 };
+use crate::store::RecordHead;
 use crate::voucher::Voucher;
 
 /// Prefund turn of V.
@@ -233,16 +235,8 @@ struct FinalState {
     sigs: [Option<Signature>; 3],
 }
 
-/// V's finalization on chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VirtualFinalization {
-    /// The finalized outcome (what `reclaim` reads).
-    pub outcome: Outcome,
-    /// Its state hash (zero after `conclude`).
-    pub state_hash: B256,
-    /// When.
-    pub at: u64,
-}
+/// V's finalization on chain (the same record a payment channel keeps).
+pub type VirtualFinalization = crate::channel::Finalization;
 
 /// A challenge of V registered on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,10 +263,8 @@ const SNAPSHOT_VERSION: u8 = 1;
 /// One party's objective for one virtual channel. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualChannel {
-    version: u8,
-    role: VirtualRole,
-    fixed: FixedPart,
-    asset: Address,
+    #[serde(flatten)]
+    head: RecordHead<VirtualRole>,
     amount: U256,
     fee: U256,
     /// `[L(P,H), L(H,B)]`, the ones we are in.
@@ -362,8 +354,8 @@ impl VirtualChannel {
         let signature = v.sign(signer, &v.funding_vp(PREFUND_TURN))?;
         v.prefund[0] = Some(signature);
         let body = VirtualBody::Propose {
-            fixed: v.fixed.clone(),
-            asset: v.asset,
+            fixed: v.head.fixed.clone(),
+            asset: v.head.asset,
             amount: v.amount,
             fee: v.fee,
             signature,
@@ -454,10 +446,7 @@ impl VirtualChannel {
         ledgers: [Option<B256>; 2],
     ) -> Self {
         Self {
-            version: SNAPSHOT_VERSION,
-            role,
-            fixed,
-            asset,
+            head: RecordHead::new(SNAPSHOT_VERSION, role, fixed, asset),
             amount,
             fee,
             ledgers,
@@ -481,7 +470,7 @@ impl VirtualChannel {
 
     /// Restores [`VirtualChannel::to_bytes`]; nothing is queued (call [`VirtualChannel::resend`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, VirtualUsageError> {
-        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |v: &Self| v.version)
+        crate::store::decode_snapshot(bytes, SNAPSHOT_VERSION, |v: &Self| v.head.version)
             .map_err(VirtualUsageError::CorruptSnapshot)
     }
 
@@ -489,17 +478,17 @@ impl VirtualChannel {
 
     /// V's channel id.
     pub fn id(&self) -> B256 {
-        self.fixed.channel_id()
+        self.head.fixed.channel_id()
     }
 
     /// Our role.
     pub fn role(&self) -> VirtualRole {
-        self.role
+        self.head.role
     }
 
     /// V's fixed part.
     pub fn fixed_part(&self) -> &FixedPart {
-        &self.fixed
+        &self.head.fixed
     }
 
     /// `a0`.
@@ -553,7 +542,7 @@ impl VirtualChannel {
 
     /// The guarantee V needs in the ledger of `side` (§2 layout).
     pub fn guarantee(&self, side: Side) -> GuaranteeEntry {
-        let d = |i: usize| address_to_destination(self.fixed.participants[i]);
+        let d = |i: usize| address_to_destination(self.head.fixed.participants[i]);
         let (left, right) = match side {
             Side::PayerSide => (d(0), d(1)),
             Side::PayeeSide => (d(1), d(2)),
@@ -635,7 +624,7 @@ impl VirtualChannel {
                     continue;
                 }
                 let hub_waits =
-                    self.role == VirtualRole::Hub && side == Side::PayeeSide && !self.added[0];
+                    self.head.role == VirtualRole::Hub && side == Side::PayeeSide && !self.added[0];
                 if self.prefund_complete() && !hub_waits {
                     wants.push((lid, self.add_proposal(side)));
                 }
@@ -679,11 +668,11 @@ impl VirtualChannel {
     }
 
     fn progress(&mut self, signer: &dyn Signer) -> Result<()> {
-        let me = self.role.index();
+        let me = self.head.role.index();
         if !self.prefund_complete() {
             return Ok(());
         }
-        let ready = match self.role {
+        let ready = match self.head.role {
             VirtualRole::Payer => self.added[0],
             VirtualRole::Hub => self.added[0] && self.added[1],
             VirtualRole::Payee => self.added[1],
@@ -704,7 +693,7 @@ impl VirtualChannel {
 
     /// Payer: signs a voucher for `delta` more and sends it to the payee.
     pub fn pay(&mut self, signer: &dyn Signer, delta: U256) -> Result<Voucher> {
-        if self.role != VirtualRole::Payer {
+        if self.head.role != VirtualRole::Payer {
             return Err(usage(VirtualUsageError::WrongRole("pay")));
         }
         if !self.running || self.fin.is_some() || self.disputed() {
@@ -723,14 +712,17 @@ impl VirtualChannel {
         let voucher = Voucher::sign(self.id(), total, signer)?;
         self.paid = total;
         self.best = Some(voucher);
-        self.send(self.fixed.participants[2], VirtualBody::Voucher(voucher));
+        self.send(
+            self.head.fixed.participants[2],
+            VirtualBody::Voucher(voucher),
+        );
         self.emit(VirtualEvent::PaymentSent { total });
         Ok(voucher)
     }
 
     /// Payer: signs the final state paying the payee everything it paid and sends it to both.
     pub fn close(&mut self, signer: &dyn Signer) -> Result<()> {
-        if self.role != VirtualRole::Payer {
+        if self.head.role != VirtualRole::Payer {
             return Err(usage(VirtualUsageError::WrongRole("close")));
         }
         if !self.running || self.disputed() {
@@ -758,10 +750,10 @@ impl VirtualChannel {
 
     /// Hub or payee: asks the payer for the final state.
     pub fn request_final(&mut self) -> Result<()> {
-        if self.role == VirtualRole::Payer {
+        if self.head.role == VirtualRole::Payer {
             return Err(usage(VirtualUsageError::WrongRole("request final")));
         }
-        self.send(self.fixed.participants[0], VirtualBody::RequestFinal);
+        self.send(self.head.fixed.participants[0], VirtualBody::RequestFinal);
         Ok(())
     }
 
@@ -777,12 +769,12 @@ impl VirtualChannel {
 
     /// Re-queues the messages the state implies.
     pub fn resend(&mut self) {
-        let me = self.role.index();
+        let me = self.head.role.index();
         if let Some(signature) = self.prefund[me] {
-            if self.role == VirtualRole::Payer {
+            if self.head.role == VirtualRole::Payer {
                 let body = VirtualBody::Propose {
-                    fixed: self.fixed.clone(),
-                    asset: self.asset,
+                    fixed: self.head.fixed.clone(),
+                    asset: self.head.asset,
                     amount: self.amount,
                     fee: self.fee,
                     signature,
@@ -795,10 +787,10 @@ impl VirtualChannel {
         if let Some(signature) = self.postfund[me] {
             self.broadcast(VirtualBody::Postfund { signature });
         }
-        if self.role == VirtualRole::Payer
+        if self.head.role == VirtualRole::Payer
             && let Some(v) = self.best
         {
-            self.send(self.fixed.participants[2], VirtualBody::Voucher(v));
+            self.send(self.head.fixed.participants[2], VirtualBody::Voucher(v));
         }
         if let Some(f) = &self.fin
             && let Some(signature) = f.sigs[me]
@@ -821,17 +813,17 @@ impl VirtualChannel {
         if msg.channel_id != self.id() {
             return Err(peer(VirtualPeerError::UnknownChannel(msg.channel_id)));
         }
-        let Some(from_idx) = self.fixed.participants.iter().position(|p| *p == from) else {
+        let Some(from_idx) = self.head.fixed.participants.iter().position(|p| *p == from) else {
             return Err(peer(VirtualPeerError::NotParticipant(from)));
         };
-        if from_idx == self.role.index() {
+        if from_idx == self.head.role.index() {
             return Err(peer(VirtualPeerError::NotParticipant(from)));
         }
         match &msg.body {
             VirtualBody::Propose { signature, .. } => {
                 // A resent proposal: the payer has not seen our prefund.
                 if from_idx == 0 && self.prefund[0] == Some(*signature) {
-                    if let Some(mine) = self.prefund[self.role.index()] {
+                    if let Some(mine) = self.prefund[self.head.role.index()] {
                         self.send(from, VirtualBody::Prefund { signature: mine });
                     }
                     Ok(())
@@ -881,7 +873,7 @@ impl VirtualChannel {
                 self.on_final(signer, &all, state)
             }
             VirtualBody::RequestFinal => {
-                if self.role != VirtualRole::Payer {
+                if self.head.role != VirtualRole::Payer {
                     return Err(peer(VirtualPeerError::WrongRole("request final")));
                 }
                 if !self.running || self.disputed() {
@@ -893,7 +885,7 @@ impl VirtualChannel {
     }
 
     fn on_voucher(&mut self, from_idx: usize, v: &Voucher) -> Result<()> {
-        if self.role != VirtualRole::Payee {
+        if self.head.role != VirtualRole::Payee {
             return Err(peer(VirtualPeerError::WrongRole("voucher")));
         }
         if from_idx != 0 {
@@ -905,7 +897,8 @@ impl VirtualChannel {
         if self.fin.is_some() || self.disputed() {
             return Err(peer(VirtualPeerError::Unexpected("voucher")));
         }
-        if v.channel_id != self.id() || v.recover_signer().ok() != Some(self.fixed.participants[0])
+        if v.channel_id != self.id()
+            || v.recover_signer().ok() != Some(self.head.fixed.participants[0])
         {
             return Err(peer(VirtualPeerError::InvalidVoucher));
         }
@@ -948,13 +941,13 @@ impl VirtualChannel {
         let [exit] = state.outcome.as_slice() else {
             return Err(F("not one asset"));
         };
-        if exit.asset != self.asset || exit.asset_metadata != AssetMetadata::default() {
+        if exit.asset != self.head.asset || exit.asset_metadata != AssetMetadata::default() {
             return Err(F("asset changed"));
         }
         let [a, b] = exit.allocations.as_slice() else {
             return Err(F("not two allocations"));
         };
-        let dest = |i: usize| address_to_destination(self.fixed.participants[i]);
+        let dest = |i: usize| address_to_destination(self.head.fixed.participants[i]);
         if a.destination != dest(0) || b.destination != dest(2) {
             return Err(F("destinations differ from the postfund's"));
         }
@@ -984,7 +977,7 @@ impl VirtualChannel {
             return Err(peer(VirtualPeerError::Unexpected("final")));
         }
         let x = self.check_final_shape(state).map_err(peer)?;
-        match self.role {
+        match self.head.role {
             VirtualRole::Payee if x < self.paid => {
                 return Err(peer(VirtualPeerError::FinalBelowPaid {
                     best: self.paid,
@@ -1010,7 +1003,7 @@ impl VirtualChannel {
         for (i, sig) in sigs {
             self.check_sig(*i, state, sig, "final")?;
         }
-        let me = self.role.index();
+        let me = self.head.role.index();
         let mut fin = self.fin.clone().unwrap_or(FinalState {
             amount: x,
             sigs: [None; 3],
@@ -1046,9 +1039,9 @@ impl VirtualChannel {
         };
         let state = self.final_vp(f.amount);
         for i in to {
-            if *i != self.role.index() {
+            if *i != self.head.role.index() {
                 self.send(
-                    self.fixed.participants[*i],
+                    self.head.fixed.participants[*i],
                     VirtualBody::FinalSupport {
                         state: state.clone(),
                         signatures: signatures.clone(),
@@ -1109,17 +1102,10 @@ impl VirtualChannel {
 
     /// Chain time passed.
     pub fn handle_timeout(&mut self, now: u64) {
-        if self.chain.finalized.is_some() {
-            return;
-        }
-        if let Some(c) = &self.chain.challenge
-            && c.finalizes_at <= now
-        {
-            self.chain.finalized = Some(VirtualFinalization {
-                outcome: c.candidate.outcome.clone(),
-                state_hash: c.candidate.hash(self.id()),
-                at: c.finalizes_at,
-            });
+        let id = self.id();
+        let challenge = (self.chain.challenge.as_ref())
+            .map(|c| RegisteredChallenge::new(id, c.finalizes_at, &c.candidate));
+        if finalize_on_timeout(&mut self.chain.finalized, challenge.as_ref(), now) {
             self.emit(VirtualEvent::Finalized);
         }
     }
@@ -1143,7 +1129,7 @@ impl VirtualChannel {
         }
         if let Some(candidate) = self.final_signed() {
             duties.push(ChainAction::Conclude {
-                fixed: self.fixed.clone(),
+                fixed: self.head.fixed.clone(),
                 candidate,
             });
             return Ok(duties);
@@ -1163,7 +1149,7 @@ impl VirtualChannel {
                     .and_then(|e| e.allocations.get(1))
                     .map(|a| a.amount)
                     .unwrap_or_default();
-                self.role == VirtualRole::Payee
+                self.head.role == VirtualRole::Payee
                     && c.candidate.turn_num < FINAL_TURN
                     && paid_on_chain < self.paid
             }
@@ -1175,7 +1161,7 @@ impl VirtualChannel {
         let hash = candidate.variable_part.hash(self.id());
         let challenger_sig = signer.sign_eth_message(&challenge_message_hash(hash))?;
         duties.push(ChainAction::Challenge {
-            fixed: self.fixed.clone(),
+            fixed: self.head.fixed.clone(),
             proof,
             candidate,
             challenger_sig,
@@ -1194,7 +1180,7 @@ impl VirtualChannel {
             variable_part: self.funding_vp(POSTFUND_TURN),
             sigs,
         });
-        if self.role == VirtualRole::Payee
+        if self.head.role == VirtualRole::Payee
             && let (Some(pf), Some(v)) = (&postfund, &self.best)
         {
             let mut state = self.final_vp(v.amount);
@@ -1236,11 +1222,14 @@ impl VirtualChannel {
 
     fn outcome(&self, x: U256) -> Outcome {
         vec![SingleAssetExit {
-            asset: self.asset,
+            asset: self.head.asset,
             asset_metadata: AssetMetadata::default(),
             allocations: vec![
-                Allocation::simple(self.fixed.participants[0], self.amount.saturating_sub(x)),
-                Allocation::simple(self.fixed.participants[2], x),
+                Allocation::simple(
+                    self.head.fixed.participants[0],
+                    self.amount.saturating_sub(x),
+                ),
+                Allocation::simple(self.head.fixed.participants[2], x),
             ],
         }]
     }
@@ -1264,7 +1253,7 @@ impl VirtualChannel {
     }
 
     fn sign(&self, signer: &dyn Signer, vp: &VariablePart) -> Result<Signature> {
-        if signer.address() != self.fixed.participants[self.role.index()] {
+        if signer.address() != self.head.fixed.participants[self.head.role.index()] {
             return Err(usage(VirtualUsageError::InvalidParams(
                 "signer is not our participant",
             )));
@@ -1279,7 +1268,8 @@ impl VirtualChannel {
         sig: &Signature,
         what: &'static str,
     ) -> Result<()> {
-        if recover_eth_message(&vp.hash(self.id()), sig).ok() == Some(self.fixed.participants[who])
+        if recover_eth_message(&vp.hash(self.id()), sig).ok()
+            == Some(self.head.fixed.participants[who])
         {
             Ok(())
         } else {
@@ -1298,10 +1288,10 @@ impl VirtualChannel {
     }
 
     fn broadcast(&mut self, body: VirtualBody) {
-        let me = self.role.index();
+        let me = self.head.role.index();
         for i in 0..3 {
             if i != me {
-                self.send(self.fixed.participants[i], body.clone());
+                self.send(self.head.fixed.participants[i], body.clone());
             }
         }
     }
