@@ -999,15 +999,14 @@ async fn erc20_short_balance_fails_before_anything_is_sent() {
         token_world(payment_channel::TokenBehaviour::Standard, 18, 5_000).await;
     let a = payer.client.address();
     let blocks = w.chain.block_number();
-    let id = payee.client.create(a, u(10_000), None).await.unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
+    let (id, err) = proposal_error(&mut payer, &mut payee, 10_000).await;
     assert!(
         matches!(
-            errors.as_slice(),
-            [Error::Chain(ChainError::InsufficientFunds { needed, available })]
+            &err,
+            Error::Chain(ChainError::InsufficientFunds { needed, available })
                 if *needed == u(10_000) && *available == u(5_000)
         ),
-        "{errors:?}"
+        "{err:?}"
     );
     assert_eq!(w.chain.block_number(), blocks, "no transaction at all");
     assert_eq!(w.chain.asset_holdings_of(token, id), U256::ZERO);
@@ -1027,15 +1026,14 @@ async fn fee_on_transfer_token_is_refused_after_a_small_probe() {
     )
     .await;
     let a = payer.client.address();
-    let id = payee.client.create(a, u(100_000), None).await.unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
+    let (id, err) = proposal_error(&mut payer, &mut payee, 100_000).await;
     assert!(
         matches!(
-            errors.as_slice(),
-            [Error::Chain(ChainError::TokenMisbehaved { token: t, sent, received })]
+            &err,
+            Error::Chain(ChainError::TokenMisbehaved { token: t, sent, received })
                 if *t == token && *sent == u(100) && *received == u(99)
         ),
-        "{errors:?}"
+        "{err:?}"
     );
     // Only the probe (a thousandth of the deposit) went in; the channel never runs.
     assert_eq!(w.chain.asset_holdings_of(token, id), u(100));
@@ -1070,25 +1068,17 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
     let mut payer = open(payer_key.clone(), Some(policy)).await;
     let mut payee = open(payee_key, None).await;
     let a = payer.client.address();
-    payee.client.create(a, u(1_000), None).await.unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
+    let (_, err) = proposal_error(&mut payer, &mut payee, 1_000).await;
     assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Rejected(PolicyRejection::AppCode { app, .. })] if *app == vpa
-        ),
-        "{errors:?}"
+        matches!(&err, Error::Rejected(PolicyRejection::AppCode { app, .. }) if *app == vpa),
+        "{err:?}"
     );
     // Without a policy (manual join) the proposal is refused just the same.
     let mut manual = open(payer_key, None).await;
-    payee.client.create(a, u(1_000), None).await.unwrap();
-    let errors = pump(&mut manual, &mut payee).await;
+    let (_, err) = proposal_error(&mut manual, &mut payee, 1_000).await;
     assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Rejected(PolicyRejection::AppCode { .. })]
-        ),
-        "{errors:?}"
+        matches!(&err, Error::Rejected(PolicyRejection::AppCode { .. })),
+        "{err:?}"
     );
     assert!(manual.client.channel_ids().is_empty());
     assert_eq!(w.chain.balance_of(a), u(100_000), "nothing deposited");
@@ -1189,6 +1179,16 @@ type Faulty = Arc<FaultyChain<SimulatedChainHandle>>;
 /// A client with a fresh memory store whose chain handle fails on demand.
 async fn faulty_node(w: &World, signer: Arc<LocalSigner>, config: ClientConfig) -> (Node, Faulty) {
     faulty_node_on(w, signer, Arc::new(MemoryStore::new()), config).await
+}
+
+/// The payee proposes a channel of `deposit` to `payer`, and both are pumped: the channel and the
+/// one error it caused (asserted to be the only one).
+async fn proposal_error(payer: &mut Node, payee: &mut Node, deposit: u64) -> (B256, Error) {
+    let a = payer.client.address();
+    let id = payee.client.create(a, u(deposit), None).await.unwrap();
+    let mut errors = pump(payer, payee).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    (id, errors.remove(0))
 }
 
 /// A funded payer (auto-joining) and a payee, each with a chain handle that fails on demand.
