@@ -600,15 +600,15 @@ impl World {
 pub fn channel_ops(data: &[u8]) {
     let mut u = arbitrary::Unstructured::new(data);
     let mut world = World::new();
-    for _ in 0..MAX_OPS {
-        let Ok(op) = ChannelOp::arbitrary(&mut u) else {
-            break;
-        };
-        world.step(op);
-        world.check();
-        if u.is_empty() {
-            break;
-        }
-    }
+    crate::run_ops(
+        &mut u,
+        MAX_OPS,
+        crate::FirstOp::Always,
+        None,
+        |op: ChannelOp| {
+            world.step(op);
+            world.check();
+        },
+    );
     world.settle();
 }

@@ -876,19 +876,16 @@ pub fn glue_events(data: &[u8]) {
         m: Model::default(),
         config,
     };
-    for _ in 0..MAX_OPS {
-        let Ok(op) = GlueOp::arbitrary(&mut u) else {
-            break;
-        };
-        if std::env::var_os("GLUE_DEBUG").is_some() {
-            eprintln!("{op:?}");
-        }
-        h.step(op);
-        h.check();
-        if u.is_empty() {
-            break;
-        }
-    }
+    crate::run_ops(
+        &mut u,
+        MAX_OPS,
+        crate::FirstOp::Always,
+        Some("GLUE_DEBUG"),
+        |op: GlueOp| {
+            h.step(op);
+            h.check();
+        },
+    );
     // Everyone leaves; after the grace periods nothing is held for them but accounting.
     let peers: Vec<PeerKey> = h.m.connected.drain().map(|(_, k)| k).collect();
     for key in peers {

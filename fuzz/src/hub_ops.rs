@@ -918,19 +918,16 @@ pub fn hub_ops(data: &[u8]) {
     };
     let mut w = World::new(cfg);
     w.check();
-    for _ in 0..MAX_OPS {
-        if u.is_empty() {
-            break;
-        }
-        let Ok(op) = HubOp::arbitrary(&mut u) else {
-            break;
-        };
-        if std::env::var_os("HUB_DEBUG").is_some() {
-            eprintln!("{op:?}");
-        }
-        w.apply(op);
-        w.check();
-    }
+    crate::run_ops(
+        &mut u,
+        MAX_OPS,
+        crate::FirstOp::IfInputLeft,
+        Some("HUB_DEBUG"),
+        |op: HubOp| {
+            w.apply(op);
+            w.check();
+        },
+    );
     w.settle();
     w.final_oracles();
 }

@@ -14,6 +14,9 @@ pub use channel_ops::{ChannelOp, Forgery, Who, channel_ops};
 pub use glue_events::{Chan, Ext, GlueOp, Hs, Len, glue_events};
 pub use hub_ops::{HubConfig, HubOp, hub_ops};
 
+use std::fmt::Debug;
+
+use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use paid_wire::bencode::Value;
 use paid_wire::codec::{HandshakeCodec, PeerCodec};
@@ -27,6 +30,41 @@ use tokio_util::codec::Decoder;
 
 /// Max frame length used for the codec checks: small, so oversize paths are reachable.
 const FUZZ_MAX_FRAME: u32 = 64 * 1024;
+
+/// Whether [`run_ops`] draws its first operation from an input already used up (`arbitrary`
+/// then yields a default value).
+#[derive(Clone, Copy)]
+enum FirstOp {
+    /// Draw it anyway: every input runs at least one operation.
+    Always,
+    /// Draw it only if input is left.
+    IfInputLeft,
+}
+
+/// Draws up to `max` operations of type `T` from `u` and hands each to `apply`; stops at the
+/// first that does not decode, or when the input is used up (see [`FirstOp`] for the first
+/// one). Prints each operation to stderr when the environment variable `debug_var` (if any) is
+/// set.
+fn run_ops<'a, T: Arbitrary<'a> + Debug>(
+    u: &mut Unstructured<'a>,
+    max: usize,
+    first: FirstOp,
+    debug_var: Option<&str>,
+    mut apply: impl FnMut(T),
+) {
+    for i in 0..max {
+        if u.is_empty() && (i > 0 || matches!(first, FirstOp::IfInputLeft)) {
+            break;
+        }
+        let Ok(op) = T::arbitrary(u) else {
+            break;
+        };
+        if debug_var.is_some_and(|var| std::env::var_os(var).is_some()) {
+            eprintln!("{op:?}");
+        }
+        apply(op);
+    }
+}
 
 /// Peer-wire decoding.
 ///

@@ -188,6 +188,11 @@ impl ExtendedHandshake {
         self.extra.get(key.as_bytes()).and_then(Value::as_bytes)
     }
 
+    fn set_extra_bytes(&mut self, key: &str, value: Vec<u8>) {
+        self.extra
+            .insert(key.as_bytes().to_vec(), Value::Bytes(value));
+    }
+
     /// web3torrent `pseAccount`: the sender's signing address, as raw bytes (web3torrent sends
     /// the `0x…` hex string). `None` if absent or not a byte string.
     pub fn pse_account(&self) -> Option<&[u8]> {
@@ -196,10 +201,7 @@ impl ExtendedHandshake {
 
     /// Sets web3torrent `pseAccount`.
     pub fn set_pse_account(&mut self, account: impl Into<Vec<u8>>) {
-        self.extra.insert(
-            PSE_ACCOUNT_KEY.as_bytes().to_vec(),
-            Value::Bytes(account.into()),
-        );
+        self.set_extra_bytes(PSE_ACCOUNT_KEY, account.into());
     }
 
     /// web3torrent `outcomeAddress`: where the sender wants to be paid, as raw bytes.
@@ -210,10 +212,7 @@ impl ExtendedHandshake {
 
     /// Sets web3torrent `outcomeAddress`.
     pub fn set_outcome_address(&mut self, address: impl Into<Vec<u8>>) {
-        self.extra.insert(
-            OUTCOME_ADDRESS_KEY.as_bytes().to_vec(),
-            Value::Bytes(address.into()),
-        );
+        self.set_extra_bytes(OUTCOME_ADDRESS_KEY, address.into());
     }
 
     /// [`PSE_AUTH_KEY`]: the identity-proof version the sender speaks. `None` if absent or not

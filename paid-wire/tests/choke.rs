@@ -55,6 +55,14 @@ fn fast() -> ChokeConfig {
     }
 }
 
+/// [`cfg`] at `price_per_byte` wei per byte.
+fn priced(price_per_byte: u128) -> ChokeConfig {
+    ChokeConfig {
+        price_per_byte,
+        ..cfg()
+    }
+}
+
 /// [`attached`], then requests for blocks `0..n` (unpaid: queued), then the actions drained.
 fn queued(config: ChokeConfig, n: u32) -> (ChokeController, Instant) {
     let (mut c, now) = attached(config);
@@ -63,6 +71,16 @@ fn queued(config: ChokeConfig, n: u32) -> (ChokeController, Instant) {
     }
     drain(&mut c);
     (c, now)
+}
+
+/// A controller without a channel yet that got requests for blocks `0..n` at `now` (its
+/// actions not drained).
+fn requested(now: Instant, n: u32, config: ChokeConfig) -> ChokeController {
+    let mut c = ChokeController::new(config).unwrap();
+    for i in 0..n {
+        c.handle_request(now, req(i)).unwrap();
+    }
+    c
 }
 
 fn serves(actions: &[GateAction]) -> Vec<BlockRequest> {
@@ -104,10 +122,7 @@ fn uncovered_requests_queue_and_stop_is_sent_once_per_exhaustion() {
 
 #[test]
 fn payment_converts_wei_to_bytes_with_floor_and_carry() {
-    let (mut c, now) = attached(ChokeConfig {
-        price_per_byte: 3,
-        ..cfg()
-    });
+    let (mut c, now) = attached(priced(3));
     let out = c.handle_payment(now, CH, 10).unwrap();
     assert_eq!(out.credited_bytes, 3); // floor(10 / 3), 1 wei carried
     let out = c.handle_payment(now, CH, 2).unwrap();
@@ -124,10 +139,7 @@ fn regression_unit_mix_wei_vs_bytes() {
     // web3torrent compared a byte buffer with a wei price; at 5 wei/byte, 16384 wei buys
     // 3276 bytes, not a 16 KiB block.
     let price = 5u128;
-    let (mut c, now) = attached(ChokeConfig {
-        price_per_byte: price,
-        ..cfg()
-    });
+    let (mut c, now) = attached(priced(price));
     c.handle_request(now, req(0)).unwrap();
     assert_eq!(drain(&mut c), vec![GateAction::SendStop { channel_id: CH }]);
     c.handle_payment(now, CH, u128::from(BLOCK)).unwrap();
@@ -673,10 +685,7 @@ fn trust_window_grows_per_qualifying_payment_up_to_cap() {
 #[test]
 fn regression_2220_burst_of_first_requests_one_channel() {
     let now = Instant::now();
-    let mut c = ChokeController::new(cfg()).unwrap();
-    for i in 0..50 {
-        c.handle_request(now, req(i)).unwrap();
-    }
+    let mut c = requested(now, 50, cfg());
     let a = drain(&mut c);
     assert_eq!(
         a,
@@ -697,37 +706,34 @@ fn regression_2220_burst_of_first_requests_one_channel() {
 fn regression_1178_no_free_data_while_joining() {
     let now = Instant::now();
     // Default policy, no trust: nothing is served while the channel is being set up.
-    let mut c = ChokeController::new(cfg()).unwrap();
-    for i in 0..5 {
-        c.handle_request(now, req(i)).unwrap();
-    }
+    let mut c = requested(now, 5, cfg());
     assert!(serves(&drain(&mut c)).is_empty());
     assert_eq!(c.stats().bytes_committed, 0);
 
     // Trust served before the channel (default flag): at most the allowance.
-    let mut c = ChokeController::new(ChokeConfig {
-        trust: TrustPolicy::fixed(u64::from(BLOCK)),
-        ..cfg()
-    })
-    .unwrap();
-    for i in 0..5 {
-        c.handle_request(now, req(i)).unwrap();
-    }
+    let mut c = requested(
+        now,
+        5,
+        ChokeConfig {
+            trust: TrustPolicy::fixed(u64::from(BLOCK)),
+            ..cfg()
+        },
+    );
     assert_eq!(
         drain(&mut c),
         vec![GateAction::NeedChannel, GateAction::Serve(req(0))]
     );
 
     // Strict: not even the allowance before the channel; served once it is ready.
-    let mut c = ChokeController::new(ChokeConfig {
-        trust: TrustPolicy::fixed(u64::from(BLOCK)),
-        serve_trust_before_channel: false,
-        ..cfg()
-    })
-    .unwrap();
-    for i in 0..5 {
-        c.handle_request(now, req(i)).unwrap();
-    }
+    let mut c = requested(
+        now,
+        5,
+        ChokeConfig {
+            trust: TrustPolicy::fixed(u64::from(BLOCK)),
+            serve_trust_before_channel: false,
+            ..cfg()
+        },
+    );
     assert_eq!(drain(&mut c), vec![GateAction::NeedChannel]);
     c.handle_channel_ready(now, CH).unwrap();
     assert_eq!(
@@ -773,10 +779,7 @@ fn payment_before_channel_or_on_another_channel_is_misuse() {
 
 #[test]
 fn zero_payment_is_harmless() {
-    let (mut c, now) = attached(ChokeConfig {
-        price_per_byte: 7,
-        ..cfg()
-    });
+    let (mut c, now) = attached(priced(7));
     // While not stopped.
     let out = c.handle_payment(now, CH, 0).unwrap();
     assert_eq!(out.credited_bytes, 0);
@@ -897,13 +900,30 @@ fn set_fast_negotiated_switches_reject_vs_drop() {
 // ------------------------------------------------------------------------------- payer
 
 fn planner(granularity: u64) -> PaymentPlanner {
-    PaymentPlanner::new(PayerConfig::new(1, granularity)).unwrap()
+    planner_with(1, granularity, |_| {})
+}
+
+/// A planner at `price` wei per byte paying by `granularity` bytes, `tweak` applied to its
+/// configuration.
+fn planner_with(
+    price: u128,
+    granularity: u64,
+    tweak: impl FnOnce(&mut PayerConfig),
+) -> PaymentPlanner {
+    let mut config = PayerConfig::new(price, granularity);
+    tweak(&mut config);
+    PaymentPlanner::new(config).unwrap()
 }
 
 fn pay(bytes: u64, reason: PayReason) -> PayerAction {
+    pay_at(1, bytes, reason)
+}
+
+/// A payment for `bytes` at `price` wei per byte.
+fn pay_at(price: u128, bytes: u64, reason: PayReason) -> PayerAction {
     PayerAction::Pay {
         channel_id: CH,
-        amount: u128::from(bytes),
+        amount: price * u128::from(bytes),
         bytes,
         reason,
     }
@@ -931,21 +951,13 @@ fn payer_pays_ahead_on_prompt_only_when_not_stopped() {
     p.handle_stop(CH);
     drain_payer(&mut p);
     assert!(!p.handle_prompt(CH, 5000), "the STOP payment covers it");
-    let mut off = PaymentPlanner::new(PayerConfig {
-        pay_ahead: false,
-        ..PayerConfig::new(1, 1000)
-    })
-    .unwrap();
+    let mut off = planner_with(1, 1000, |c| c.pay_ahead = false);
     assert!(!off.handle_prompt(CH, 1));
 }
 
 #[test]
 fn payer_budget_partial_payment_then_out_of_funds_once() {
-    let mut p = PaymentPlanner::new(PayerConfig {
-        budget_wei: Some(2500),
-        ..PayerConfig::new(2, 1000)
-    })
-    .unwrap();
+    let mut p = planner_with(2, 1000, |c| c.budget_wei = Some(2500));
     p.handle_stop(CH);
     p.handle_start();
     assert_eq!(p.handle_stop(CH), StopOutcome::Paid); // 250 bytes: the remainder
@@ -956,40 +968,18 @@ fn payer_budget_partial_payment_then_out_of_funds_once() {
     assert_eq!(
         a,
         vec![
-            PayerAction::Pay {
-                channel_id: CH,
-                amount: 2000,
-                bytes: 1000,
-                reason: PayReason::Stop
-            },
-            PayerAction::Pay {
-                channel_id: CH,
-                amount: 500,
-                bytes: 250,
-                reason: PayReason::Stop
-            },
+            pay_at(2, 1000, PayReason::Stop),
+            pay_at(2, 250, PayReason::Stop),
             PayerAction::OutOfFunds { channel_id: CH },
         ]
     );
     p.raise_budget(2000);
-    assert_eq!(
-        drain_payer(&mut p),
-        vec![PayerAction::Pay {
-            channel_id: CH,
-            amount: 2000,
-            bytes: 1000,
-            reason: PayReason::Stop
-        }]
-    );
+    assert_eq!(drain_payer(&mut p), vec![pay_at(2, 1000, PayReason::Stop)]);
 }
 
 #[test]
 fn payer_defers_while_too_much_paid_data_is_undelivered() {
-    let mut p = PaymentPlanner::new(PayerConfig {
-        max_unreceived_bytes: Some(1500),
-        ..PayerConfig::new(1, 1000)
-    })
-    .unwrap();
+    let mut p = planner_with(1, 1000, |c| c.max_unreceived_bytes = Some(1500));
     assert_eq!(p.handle_stop(CH), StopOutcome::Paid);
     p.handle_start();
     assert!(p.handle_prompt(CH, 0)); // 2000 unreceived now

@@ -158,9 +158,7 @@ fn malformed_handshakes_are_typed_errors() {
         (b"d1:vi1ee", invalid("v")),
         (b"d1:v1:\xffe", invalid("v")),
     ];
-    for (wire, err) in cases {
-        assert_eq!(ExtendedHandshake::decode(wire), Err(err), "{wire:?}");
-    }
+    common::assert_decode_errors(ExtendedHandshake::decode, cases);
     assert!(ExtendedHandshake::decode(b"").is_err());
     assert!(ExtendedHandshake::decode(b"d").is_err());
 }

@@ -1,5 +1,7 @@
 //! BEP 9 `ut_metadata`: message codec, serving and assembling.
 
+mod common;
+
 use bytes::Bytes;
 use paid_wire::error::{BencodeError, MetadataError};
 use paid_wire::message::Message;
@@ -78,14 +80,7 @@ fn malformed_messages_are_typed_errors() {
             E::Bencode(BencodeError::DuplicateKey { offset: 24 }),
         ),
     ];
-    for (wire, err) in cases {
-        assert_eq!(
-            MetadataMessage::decode(wire),
-            Err(err),
-            "{}",
-            String::from_utf8_lossy(wire)
-        );
-    }
+    common::assert_decode_errors(MetadataMessage::decode, cases);
 }
 
 #[test]

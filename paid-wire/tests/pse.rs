@@ -246,14 +246,7 @@ fn malformed_payloads_are_typed_errors() {
         ),
         (b"", PseError::Bencode(BencodeError::UnexpectedEof)),
     ];
-    for (input, err) in cases {
-        assert_eq!(
-            PseMessage::decode(input),
-            Err(err),
-            "{}",
-            String::from_utf8_lossy(input)
-        );
-    }
+    common::assert_decode_errors(PseMessage::decode, cases);
 }
 
 /// The commands this crate adds to web3torrent's (`prompt`, `auth-challenge`, `auth-proof`).
@@ -329,14 +322,7 @@ fn malformed_auth_data_is_a_typed_error() {
         (b"d7:command10:auth-proof4:datai1ee", &proof),
         (b"d7:command10:auth-proof4:datad9:signaturei1eee", &proof),
     ];
-    for (input, err) in cases {
-        assert_eq!(
-            PseMessage::decode(input).as_ref(),
-            Err(err),
-            "{}",
-            String::from_utf8_lossy(input)
-        );
-    }
+    common::assert_decode_errors(PseMessage::decode, cases);
     // Upper-case hex is accepted, as for channel ids.
     let mut upper = b"d7:command14:auth-challenge4:datad5:nonce66:0x".to_vec();
     upper.extend_from_slice(&[b'A'; 64]);

@@ -246,9 +246,7 @@ fn short_and_long_fixed_frames_are_rejected() {
             },
         ),
     ];
-    for (wire, err) in cases {
-        assert_eq!(Message::decode(&mut &wire[..]), Err(err));
-    }
+    common::assert_decode_errors(|mut wire| Message::decode(&mut wire), cases);
     assert_eq!(
         check_frame_len(id::CHOKE, 1 << 20),
         Err(DecodeError::IncorrectLength {

@@ -128,22 +128,35 @@ async fn deployed_contracts_have_the_constant_hashes() {
     let chain = EthereumChain::connect(&anvil.url, &key, d.nitro_adjudicator)
         .await
         .unwrap();
-    assert_eq!(
-        chain.code_hash(d.nitro_adjudicator).await.unwrap(),
-        NITRO_ADJUDICATOR_RUNTIME_HASH
-    );
-    assert_eq!(
-        chain.code_hash(d.payment_app).await.unwrap(),
-        PAYMENT_APP_RUNTIME_HASH
-    );
-    assert_ne!(
-        chain.code_hash(d.virtual_payment_app).await.unwrap(),
-        NITRO_ADJUDICATOR_RUNTIME_HASH
-    );
-    assert_eq!(
-        chain.code_hash(d.consensus_app).await.unwrap(),
-        CONSENSUS_APP_RUNTIME_HASH
-    );
+    // (contract, address, a runtime hash, whether its code hash is that one)
+    for (name, address, hash, same) in [
+        (
+            "NitroAdjudicator",
+            d.nitro_adjudicator,
+            NITRO_ADJUDICATOR_RUNTIME_HASH,
+            true,
+        ),
+        ("PaymentApp", d.payment_app, PAYMENT_APP_RUNTIME_HASH, true),
+        (
+            "VirtualPaymentApp",
+            d.virtual_payment_app,
+            NITRO_ADJUDICATOR_RUNTIME_HASH,
+            false,
+        ),
+        (
+            "ConsensusApp",
+            d.consensus_app,
+            CONSENSUS_APP_RUNTIME_HASH,
+            true,
+        ),
+    ] {
+        let code = chain.code_hash(address).await.unwrap();
+        assert_eq!(
+            code == hash,
+            same,
+            "{name}: code hash {code}, against {hash}"
+        );
+    }
     // Where the simulator puts it, so that ledger channel ids agree across backends.
     assert_eq!(
         d.consensus_app,

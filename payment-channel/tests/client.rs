@@ -428,24 +428,16 @@ async fn pollable_outbox_without_transport() {
         ..ClientConfig::new(chain.app_definition())
     };
     let policy = JoinPolicy::new(chain.app_definition(), u(1_000), u(1_000));
-    let (payer, _) = Client::open(
-        config(Some(policy)),
-        payer_key.clone(),
-        Arc::new(chain.handle(payer_key.address())),
-        Arc::new(MemoryStore::new()),
-        None,
-    )
-    .await
-    .unwrap();
-    let (payee, _) = Client::open(
-        config(None),
-        payee_key.clone(),
-        Arc::new(chain.handle(payee_key.address())),
-        Arc::new(MemoryStore::new()),
-        None,
-    )
-    .await
-    .unwrap();
+    let mut clients = Vec::new();
+    for (key, join) in [(&payer_key, Some(policy)), (&payee_key, None)] {
+        let chain = Arc::new(chain.handle(key.address()));
+        let store = Arc::new(MemoryStore::new());
+        let (client, _) = Client::open(config(join), key.clone(), chain, store, None)
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    let (payee, payer) = (clients.pop().unwrap(), clients.pop().unwrap());
     let id = payee.create(payer.address(), u(1_000), None).await.unwrap();
     let mut turns = 0;
     loop {
@@ -866,20 +858,10 @@ mod on_anvil {
 
         pay(&mut payer, &mut payee, id, &[150; 20]).await;
         close_and_watch(&mut payer, &mut payee, id).await;
-        assert_eq!(
-            payee_chain
-                .balance(token, payee_key.address())
-                .await
-                .unwrap(),
-            u(3_000)
-        );
-        assert_eq!(
-            payee_chain
-                .balance(token, payer_key.address())
-                .await
-                .unwrap(),
-            u(7_000)
-        );
+        for (who, balance) in [(payee_key.address(), 3_000), (payer_key.address(), 7_000)] {
+            let got = payee_chain.balance(token, who).await.unwrap();
+            assert_eq!(got, u(balance), "{who}'s balance");
+        }
         assert_eq!(payee_chain.holdings(token, id).await.unwrap(), U256::ZERO);
 
         // A fee-on-transfer token: only the probe goes in, and the deposit stops with a typed error.
@@ -914,14 +896,15 @@ mod on_anvil {
 
 // ---------------------------------------------------------------- the app's code and ERC-20 channels
 
-/// A token deployed on `w`'s chain, a payer holding `minted` of it (and no native coin) that
-/// auto-joins channels in that token only, and a payee that proposes channels in it.
-async fn token_pair(
-    w: &World,
+/// A new [`World`] with a token deployed on its chain, a payer holding `minted` of it (and no
+/// native coin) that auto-joins channels in that token only, and a payee that proposes channels
+/// in it.
+async fn token_world(
     behaviour: payment_channel::TokenBehaviour,
     decimals: u8,
     minted: u64,
-) -> (Address, Node, Node) {
+) -> (World, Address, Node, Node) {
+    let w = World::new();
     let token = w.chain.deploy_token(behaviour, decimals);
     let (payer_key, payee_key) = (key(1), key(2));
     w.chain.mint(token, payer_key.address(), u(minted)).unwrap();
@@ -939,14 +922,13 @@ async fn token_pair(
     let payee = w
         .node_with(payee_key, Arc::new(MemoryStore::new()), payee_config)
         .await;
-    (token, payer, payee)
+    (w, token, payer, payee)
 }
 
 #[tokio::test]
 async fn erc20_channel_deposit_vouchers_close_and_payout_in_the_token() {
-    let w = World::new();
-    let (token, mut payer, mut payee) =
-        token_pair(&w, payment_channel::TokenBehaviour::Standard, 6, 100_000).await;
+    let (w, token, mut payer, mut payee) =
+        token_world(payment_channel::TokenBehaviour::Standard, 6, 100_000).await;
     let (a, b) = (payer.client.address(), payee.client.address());
     let id = payee.client.create(a, u(10_000), Some(u(1))).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
@@ -975,9 +957,8 @@ async fn erc20_channel_deposit_vouchers_close_and_payout_in_the_token() {
 
 #[tokio::test]
 async fn erc20_payee_challenge_pays_out_in_the_token() {
-    let w = World::new();
-    let (token, mut payer, mut payee) =
-        token_pair(&w, payment_channel::TokenBehaviour::Standard, 18, 100_000).await;
+    let (w, token, mut payer, mut payee) =
+        token_world(payment_channel::TokenBehaviour::Standard, 18, 100_000).await;
     let (a, b) = (payer.client.address(), payee.client.address());
     let id = payee.client.create(a, u(10_000), None).await.unwrap();
     assert!(pump(&mut payer, &mut payee).await.is_empty());
@@ -994,9 +975,8 @@ async fn erc20_payee_challenge_pays_out_in_the_token() {
 #[tokio::test]
 async fn erc20_allowance_is_reused_and_never_raised_beyond_the_deposit() {
     use payment_channel::chain::Chain;
-    let w = World::new();
-    let (token, mut payer, mut payee) =
-        token_pair(&w, payment_channel::TokenBehaviour::Standard, 18, 100_000).await;
+    let (w, token, mut payer, mut payee) =
+        token_world(payment_channel::TokenBehaviour::Standard, 18, 100_000).await;
     let a = payer.client.address();
     let handle = w.chain.handle(a);
     // A standing allowance above the deposit is used as it is (no approve).
@@ -1015,20 +995,18 @@ async fn erc20_allowance_is_reused_and_never_raised_beyond_the_deposit() {
 #[tokio::test]
 async fn erc20_short_balance_fails_before_anything_is_sent() {
     use payment_channel::chain::{Chain, ChainError};
-    let w = World::new();
-    let (token, mut payer, mut payee) =
-        token_pair(&w, payment_channel::TokenBehaviour::Standard, 18, 5_000).await;
+    let (w, token, mut payer, mut payee) =
+        token_world(payment_channel::TokenBehaviour::Standard, 18, 5_000).await;
     let a = payer.client.address();
     let blocks = w.chain.block_number();
-    let id = payee.client.create(a, u(10_000), None).await.unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
+    let (id, err) = proposal_error(&mut payer, &mut payee, 10_000).await;
     assert!(
         matches!(
-            errors.as_slice(),
-            [Error::Chain(ChainError::InsufficientFunds { needed, available })]
+            &err,
+            Error::Chain(ChainError::InsufficientFunds { needed, available })
                 if *needed == u(10_000) && *available == u(5_000)
         ),
-        "{errors:?}"
+        "{err:?}"
     );
     assert_eq!(w.chain.block_number(), blocks, "no transaction at all");
     assert_eq!(w.chain.asset_holdings_of(token, id), U256::ZERO);
@@ -1041,24 +1019,21 @@ async fn erc20_short_balance_fails_before_anything_is_sent() {
 #[tokio::test]
 async fn fee_on_transfer_token_is_refused_after_a_small_probe() {
     use payment_channel::chain::ChainError;
-    let w = World::new();
-    let (token, mut payer, mut payee) = token_pair(
-        &w,
+    let (w, token, mut payer, mut payee) = token_world(
         payment_channel::TokenBehaviour::FeeOnTransfer,
         18,
         1_000_000,
     )
     .await;
     let a = payer.client.address();
-    let id = payee.client.create(a, u(100_000), None).await.unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
+    let (id, err) = proposal_error(&mut payer, &mut payee, 100_000).await;
     assert!(
         matches!(
-            errors.as_slice(),
-            [Error::Chain(ChainError::TokenMisbehaved { token: t, sent, received })]
+            &err,
+            Error::Chain(ChainError::TokenMisbehaved { token: t, sent, received })
                 if *t == token && *sent == u(100) && *received == u(99)
         ),
-        "{errors:?}"
+        "{err:?}"
     );
     // Only the probe (a thousandth of the deposit) went in; the channel never runs.
     assert_eq!(w.chain.asset_holdings_of(token, id), u(100));
@@ -1093,25 +1068,17 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
     let mut payer = open(payer_key.clone(), Some(policy)).await;
     let mut payee = open(payee_key, None).await;
     let a = payer.client.address();
-    payee.client.create(a, u(1_000), None).await.unwrap();
-    let errors = pump(&mut payer, &mut payee).await;
+    let (_, err) = proposal_error(&mut payer, &mut payee, 1_000).await;
     assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Rejected(PolicyRejection::AppCode { app, .. })] if *app == vpa
-        ),
-        "{errors:?}"
+        matches!(&err, Error::Rejected(PolicyRejection::AppCode { app, .. }) if *app == vpa),
+        "{err:?}"
     );
     // Without a policy (manual join) the proposal is refused just the same.
     let mut manual = open(payer_key, None).await;
-    payee.client.create(a, u(1_000), None).await.unwrap();
-    let errors = pump(&mut manual, &mut payee).await;
+    let (_, err) = proposal_error(&mut manual, &mut payee, 1_000).await;
     assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Rejected(PolicyRejection::AppCode { .. })]
-        ),
-        "{errors:?}"
+        matches!(&err, Error::Rejected(PolicyRejection::AppCode { .. })),
+        "{err:?}"
     );
     assert!(manual.client.channel_ids().is_empty());
     assert_eq!(w.chain.balance_of(a), u(100_000), "nothing deposited");
@@ -1212,6 +1179,24 @@ type Faulty = Arc<FaultyChain<SimulatedChainHandle>>;
 /// A client with a fresh memory store whose chain handle fails on demand.
 async fn faulty_node(w: &World, signer: Arc<LocalSigner>, config: ClientConfig) -> (Node, Faulty) {
     faulty_node_on(w, signer, Arc::new(MemoryStore::new()), config).await
+}
+
+/// The payee proposes a channel of `deposit` to `payer`, and both are pumped: the channel and the
+/// one error it caused (asserted to be the only one).
+async fn proposal_error(payer: &mut Node, payee: &mut Node, deposit: u64) -> (B256, Error) {
+    let a = payer.client.address();
+    let id = payee.client.create(a, u(deposit), None).await.unwrap();
+    let mut errors = pump(payer, payee).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    (id, errors.remove(0))
+}
+
+/// A funded payer (auto-joining) and a payee, each with a chain handle that fails on demand.
+async fn faulty_pair(w: &World) -> (Node, Faulty, Node, Faulty) {
+    let (payer_key, payee_key) = w.funded_keys();
+    let (payer, payer_chain) = faulty_node(w, payer_key, w.config(Some(w.policy()))).await;
+    let (payee, payee_chain) = faulty_node(w, payee_key, w.config(None)).await;
+    (payer, payer_chain, payee, payee_chain)
 }
 
 /// The phase of channel `id` at `n`.
@@ -1382,9 +1367,7 @@ async fn a_failed_deposit_is_retried_by_the_watcher_and_never_doubled() {
 #[tokio::test]
 async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
     let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let (mut payer, chain) = faulty_node(&w, payer_key, w.config(Some(w.policy()))).await;
-    let (mut payee, payee_chain) = faulty_node(&w, payee_key, w.config(None)).await;
+    let (mut payer, chain, mut payee, payee_chain) = faulty_pair(&w).await;
     let id = open_and_pay(&mut payer, &mut payee, &[600]).await;
     chain.fail_next(Call::Conclude, 2);
     payee_chain.fail_next(Call::Conclude, 2);
@@ -1401,9 +1384,7 @@ async fn a_failed_conclude_is_retried_until_the_close_pays_out() {
 #[tokio::test]
 async fn nobody_pays_gas_for_a_transaction_that_pays_them_nothing() {
     let w = World::new();
-    let (payer_key, payee_key) = w.funded_keys();
-    let (mut payer, payer_chain) = faulty_node(&w, payer_key, w.config(Some(w.policy()))).await;
-    let (mut payee, payee_chain) = faulty_node(&w, payee_key, w.config(None)).await;
+    let (mut payer, payer_chain, mut payee, payee_chain) = faulty_pair(&w).await;
     // A payee without a voucher.
     let id = open_and_pay(&mut payer, &mut payee, &[]).await;
     assert!(matches!(
@@ -1498,20 +1479,14 @@ async fn events_are_applied_after_the_configured_confirmations_and_once() {
     let id = open(&mut payer, &mut payee).await;
     // The deposit is in the latest block: not confirmed yet.
     assert_eq!(phase(&payee, id).await, PhaseKind::Funding);
-    w.chain.advance_time(0);
-    payee.client.watch_chain().await.unwrap();
-    assert_eq!(
-        phase(&payee, id).await,
-        PhaseKind::Funding,
-        "one confirmation"
-    );
-    w.chain.advance_time(0);
-    payee.client.watch_chain().await.unwrap();
-    assert_eq!(
-        phase(&payee, id).await,
-        PhaseKind::Running,
-        "two confirmations"
-    );
+    for (want, confirmations) in [
+        (PhaseKind::Funding, "one confirmation"),
+        (PhaseKind::Running, "two confirmations"),
+    ] {
+        w.chain.advance_time(0);
+        payee.client.watch_chain().await.unwrap();
+        assert_eq!(phase(&payee, id).await, want, "{confirmations}");
+    }
     assert!(pump(&mut payer, &mut payee).await.is_empty());
     pay(&mut payer, &mut payee, id, &[300]).await;
 

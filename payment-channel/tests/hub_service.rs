@@ -26,7 +26,8 @@ use payment_channel::party_node::{LedgerService, NodeConfig, NodeMessage, PartyN
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::faulty::{Call, FaultyChain};
 use payment_channel::virtual_channel::{
-    Envelope, HubLimits, PartyConfig, Payload, VirtualBody, VirtualMessage, VirtualParams,
+    Envelope, HubLimits, PartyConfig, Payload, VirtualBody, VirtualChannel, VirtualMessage,
+    VirtualParams,
 };
 use payment_channel::{Address, B256, MemoryStore, SimulatedChain, U256};
 use tokio::net::TcpStream;
@@ -378,6 +379,25 @@ where
     }
 }
 
+/// Waits until `holds` is true of virtual channel `vs[i]` at the payer, at the hub and at payee
+/// `i`, for every `i`.
+async fn until_every_virtual(
+    what: &str,
+    vs: &[B256],
+    [payer, hub]: [&Party3; 2],
+    payees: &[Party3],
+    holds: impl Fn(&VirtualChannel) -> bool + Copy,
+) {
+    for (v, payee) in vs.iter().zip(payees) {
+        for n in [&payer.node, &hub.node, &payee.node] {
+            until(what, || async {
+                n.inspect(|p| p.channel(v).is_some_and(holds)).await
+            })
+            .await;
+        }
+    }
+}
+
 async fn ledger_open_with(p: &PartyNode, peer: Address) -> Option<B256> {
     p.inspect(|party| {
         party
@@ -444,15 +464,14 @@ async fn one_payer_n_payees(b: Backend, pays: &[u64]) -> Report {
         };
         vs.push(payer.node.propose_virtual(&params).await.unwrap());
     }
-    for (i, v) in vs.iter().enumerate() {
-        for n in [&payer.node, &hub.node, &payees[i].node] {
-            until("virtual channel running", || async {
-                n.inspect(|p| p.channel(v).is_some_and(|c| c.is_running()))
-                    .await
-            })
-            .await;
-        }
-    }
+    until_every_virtual(
+        "virtual channel running",
+        &vs,
+        [&payer, &hub],
+        &payees,
+        |c| c.is_running(),
+    )
+    .await;
     for (i, v) in vs.iter().enumerate() {
         let third = pays[i] / 3;
         for d in [third, third, pays[i] - 2 * third] {
@@ -469,15 +488,10 @@ async fn one_payer_n_payees(b: Backend, pays: &[u64]) -> Report {
     for v in &vs {
         payer.node.close_virtual(*v).await.unwrap();
     }
-    for (i, v) in vs.iter().enumerate() {
-        for n in [&payer.node, &hub.node, &payees[i].node] {
-            until("defunded", || async {
-                n.inspect(|p| p.channel(v).is_some_and(|c| c.is_defunded()))
-                    .await
-            })
-            .await;
-        }
-    }
+    until_every_virtual("defunded", &vs, [&payer, &hub], &payees, |c| {
+        c.is_defunded()
+    })
+    .await;
     payer.node.close_ledger(pl).await.unwrap();
     for (p, l) in payees.iter().zip(&payee_ledgers) {
         p.node.close_ledger(*l).await.unwrap();

@@ -86,6 +86,28 @@ impl Env {
             .await
     }
 
+    /// `by` checkpoints the payee's redemption of a voucher of `amount` over the postfund.
+    async fn checkpoint_redemption(
+        &self,
+        by: &SimulatedChainHandle,
+        amount: u64,
+    ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+        let (_, candidate) = self.redemption(amount);
+        by.checkpoint(&self.f.fixed, &[self.postfund()], &candidate)
+            .await
+    }
+
+    /// The payee pays this channel out with `outcome`, its state hash given as `state_hash`.
+    async fn payee_transfer(
+        &self,
+        outcome: &[SingleAssetExit],
+        state_hash: B256,
+    ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+        self.payee
+            .transfer_all_assets(self.id(), outcome, state_hash)
+            .await
+    }
+
     /// Concludes with a final state paying `paid` and returns its outcome.
     async fn conclude(&self, paid: u64) -> Vec<SingleAssetExit> {
         let state = self.f.final_state(5, wei(paid));
@@ -134,6 +156,12 @@ async fn funded() -> Env {
 
 fn reverted<T: std::fmt::Debug>(r: Result<T, ChainError>) -> Revert {
     expect_revert(r)
+}
+
+/// Asserts that `r` is the revert `want`.
+#[track_caller]
+fn assert_reverted<T: std::fmt::Debug>(r: Result<T, ChainError>, want: Revert) {
+    assert_eq!(reverted(r), want);
 }
 
 fn other(reason: &str) -> Revert {
@@ -187,13 +215,11 @@ async fn deposit_requires_expected_held() {
     let e = funded().await;
     let block = e.sim.block_number();
     for expected_held in [U256::ZERO, wei(2000)] {
-        assert_eq!(
-            reverted(
-                e.payer
-                    .deposit(Address::ZERO, e.id(), expected_held, wei(1))
-                    .await
-            ),
-            Revert::HeldMismatch
+        assert_reverted(
+            e.payer
+                .deposit(Address::ZERO, e.id(), expected_held, wei(1))
+                .await,
+            Revert::HeldMismatch,
         );
     }
     assert_eq!(e.sim.block_number(), block, "a revert mines no block");
@@ -205,13 +231,11 @@ async fn deposit_requires_expected_held() {
 async fn deposit_to_external_destination_reverts() {
     let e = env();
     let external = address_to_destination(e.f.payee.address());
-    assert_eq!(
-        reverted(
-            e.payer
-                .deposit(Address::ZERO, external, U256::ZERO, wei(1))
-                .await
-        ),
-        other("Deposit to external destination")
+    assert_reverted(
+        e.payer
+            .deposit(Address::ZERO, external, U256::ZERO, wei(1))
+            .await,
+        other("Deposit to external destination"),
     );
 }
 
@@ -240,13 +264,11 @@ async fn deposit_overflowing_holdings_panics() {
         .deposit(Address::ZERO, e.id(), U256::ZERO, U256::MAX - wei(1))
         .await
         .unwrap();
-    assert_eq!(
-        reverted(
-            e.payer
-                .deposit(Address::ZERO, e.id(), U256::MAX - wei(1), wei(2))
-                .await
-        ),
-        other(PANIC_OVERFLOW)
+    assert_reverted(
+        e.payer
+            .deposit(Address::ZERO, e.id(), U256::MAX - wei(1), wei(2))
+            .await,
+        other(PANIC_OVERFLOW),
     );
 }
 
@@ -297,15 +319,8 @@ async fn challenge_with_unanimous_prefund_is_supported() {
 #[tokio::test]
 async fn challenge_in_open_mode_rejects_a_decreased_turn_but_allows_equal() {
     let e = funded().await;
-    let (_, candidate) = e.redemption(300);
-    e.payee
-        .checkpoint(&e.f.fixed, &[e.postfund()], &candidate)
-        .await
-        .unwrap();
-    assert_eq!(
-        reverted(e.challenge_postfund().await),
-        Revert::TurnNumRecordDecreased
-    );
+    e.checkpoint_redemption(&e.payee, 300).await.unwrap();
+    assert_reverted(e.challenge_postfund().await, Revert::TurnNumRecordDecreased);
     e.challenge_redemption(300).await.unwrap();
     assert_eq!(e.sim.status_of(e.id()).turn_num_record, 2);
 }
@@ -314,14 +329,14 @@ async fn challenge_in_open_mode_rejects_a_decreased_turn_but_allows_equal() {
 async fn challenge_in_challenge_mode_requires_an_increased_turn() {
     let e = funded().await;
     e.challenge_postfund().await.unwrap();
-    assert_eq!(
-        reverted(e.challenge_postfund().await),
-        Revert::TurnNumRecordNotIncreased
+    assert_reverted(
+        e.challenge_postfund().await,
+        Revert::TurnNumRecordNotIncreased,
     );
     e.challenge_redemption(300).await.unwrap();
-    assert_eq!(
-        reverted(e.challenge_redemption(400).await),
-        Revert::TurnNumRecordNotIncreased
+    assert_reverted(
+        e.challenge_redemption(400).await,
+        Revert::TurnNumRecordNotIncreased,
     );
 }
 
@@ -330,10 +345,7 @@ async fn challenge_after_finalization_reverts() {
     let e = funded().await;
     e.challenge_postfund().await.unwrap();
     e.sim.advance_time(100);
-    assert_eq!(
-        reverted(e.challenge_redemption(300).await),
-        Revert::ChannelFinalized
-    );
+    assert_reverted(e.challenge_redemption(300).await, Revert::ChannelFinalized);
 }
 
 #[tokio::test]
@@ -344,9 +356,9 @@ async fn challenger_must_be_a_participant() {
     // A participant's signature over another state is someone else's signature here.
     let over_another_state = e.f.challenger_sig(&e.f.payee, &e.f.prefund());
     for sig in [by_stranger, over_another_state] {
-        assert_eq!(
-            reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
-            Revert::ChallengerNotParticipant
+        assert_reverted(
+            e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await,
+            Revert::ChallengerNotParticipant,
         );
     }
     assert_eq!(e.sim.status_of(e.id()), OnChainStatus::default());
@@ -358,15 +370,15 @@ async fn unrecoverable_signatures_revert_invalid_signature() {
     let postfund = e.postfund();
     let mut sig = e.f.challenger_sig(&e.f.payee, &postfund.variable_part);
     sig.v = 0;
-    assert_eq!(
-        reverted(e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await),
-        Revert::InvalidSignature
+    assert_reverted(
+        e.payee.challenge(&e.f.fixed, &[], &postfund, &sig).await,
+        Revert::InvalidSignature,
     );
     let mut bad = e.postfund();
     bad.sigs[1].r = B256::ZERO;
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[], &bad).await),
-        Revert::InvalidSignature
+    assert_reverted(
+        e.challenge_by_payee(&[], &bad).await,
+        Revert::InvalidSignature,
     );
 }
 
@@ -401,10 +413,7 @@ async fn unknown_app_definition_reverts_like_a_call_to_no_contract() {
 #[tokio::test]
 async fn challenge_deadline_overflowing_uint48_panics() {
     let e = env_with(MAX_UINT48, None);
-    assert_eq!(
-        reverted(e.challenge_postfund().await),
-        other(PANIC_OVERFLOW)
-    );
+    assert_reverted(e.challenge_postfund().await, other(PANIC_OVERFLOW));
 }
 
 #[tokio::test]
@@ -418,88 +427,159 @@ async fn asset_type_outside_the_enum_fails_calldata_decoding() {
 
 // ---------------------------------------------------------------- VirtualPaymentApp.stateIsSupported
 
-#[tokio::test]
-async fn app_without_proof_needs_unanimity() {
-    let e = funded().await;
-    let only_payer = e.f.sign(&e.f.postfund(), &[&e.f.payer]);
-    // The same signer twice sets one bit.
-    let twice = e.f.sign(&e.f.postfund(), &[&e.f.payer, &e.f.payer]);
-    for candidate in [only_payer, twice] {
-        assert_eq!(
-            reverted(e.challenge_by_payee(&[], &candidate).await),
-            revert("!unanimous; |proof|=0")
-        );
-    }
+/// A challenge by the payee: the proof and the candidate it signed.
+type Challenge = (Vec<SignedVariablePart>, SignedVariablePart);
+
+/// A labelled unsupported challenge, built on a funded [`Env`], and its revert reason.
+type RefusedCase = (&'static str, fn(&Env) -> Challenge, &'static str);
+
+/// The payee signs `state` and would challenge with it over the postfund (see
+/// [`Env::payee_redemption_refused`]).
+fn payee_redemption(e: &Env, state: &VariablePart) -> Challenge {
+    (vec![e.postfund()], e.f.sign(state, &[&e.f.payee]))
 }
 
-#[tokio::test]
-async fn app_without_proof_supports_only_turns_0_and_1() {
-    let e = funded().await;
-    let (state, _) = e.redemption(300);
-    let both = e.f.signed_by_both(&state);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[], &both).await),
-        revert("bad candidate turnNum; |proof|=0")
-    );
-}
-
-#[tokio::test]
-async fn app_proof_must_be_the_unanimous_postfund() {
-    let e = funded().await;
-    let (_, candidate) = e.redemption(300);
-    let prefund = e.f.signed_by_both(&e.f.prefund());
-    let half = e.f.sign(&e.f.postfund(), &[&e.f.payee]);
-    for (proof, reason) in [
-        (prefund, "bad proof[0].turnNum; |proof|=1"),
-        (half, "postfund !unanimous; |proof|=1"),
-    ] {
-        assert_eq!(
-            reverted(e.challenge_by_payee(&[proof], &candidate).await),
-            revert(reason)
-        );
-    }
-}
-
-#[tokio::test]
-async fn app_candidate_after_postfund_must_be_turn_2() {
-    let e = funded().await;
+/// A redemption of a 300 wei voucher, with `edit` applied to the state.
+fn edited_redemption(e: &Env, edit: fn(&mut VariablePart)) -> Challenge {
     let mut state = e.f.redemption(&e.f.voucher(wei(300)));
-    state.turn_num = 3;
-    assert_eq!(
-        e.payee_redemption_refused(&state).await,
-        revert("bad candidate turnNum; |proof|=1")
-    );
+    edit(&mut state);
+    payee_redemption(e, &state)
 }
 
+/// Every challenge `VirtualPaymentApp` does not support, each on a freshly funded channel, with
+/// its revert reason.
 #[tokio::test]
-async fn app_redemption_must_be_signed_by_the_payee() {
-    let e = funded().await;
-    let (state, _) = e.redemption(300);
-    let by_payer = e.f.sign(&state, &[&e.f.payer]);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[e.postfund()], &by_payer).await),
-        revert("redemption not signed by payee")
-    );
-}
-
-#[tokio::test]
-async fn app_voucher_must_be_signed_by_alice_for_this_channel() {
-    let e = funded().await;
-    let forged = e.f.voucher_signed_by(wei(300), &e.f.stranger);
-    let state = e.f.redemption(&forged);
-    assert_eq!(
-        e.payee_redemption_refused(&state).await,
-        revert("invalid signature for voucher")
-    );
-    // A voucher of another channel.
-    let other = ChannelFixture::new(e.sim.app_definition(), 8, 100, wei(1000));
-    let mut foreign = other.voucher(wei(300));
-    foreign.channel_id = e.id();
-    let state = e.f.redemption(&foreign);
-    assert_eq!(
-        e.payee_redemption_refused(&state).await,
-        revert("invalid signature for voucher")
-    );
+async fn app_refuses_unsupported_challenges() {
+    let cases: [RefusedCase; 16] = [
+        // Without a proof the candidate needs unanimity...
+        (
+            "without proof, signed by the payer only",
+            |e| (vec![], e.f.sign(&e.f.postfund(), &[&e.f.payer])),
+            "!unanimous; |proof|=0",
+        ),
+        // ...and the same signer twice sets one bit.
+        (
+            "without proof, signed twice by the payer",
+            |e| (vec![], e.f.sign(&e.f.postfund(), &[&e.f.payer, &e.f.payer])),
+            "!unanimous; |proof|=0",
+        ),
+        // Without a proof only turns 0 and 1 are supported.
+        (
+            "without proof, a redemption signed by both",
+            |e| (vec![], e.f.signed_by_both(&e.redemption(300).0)),
+            "bad candidate turnNum; |proof|=0",
+        ),
+        // The proof must be the unanimous postfund.
+        (
+            "the prefund as proof",
+            |e| {
+                (
+                    vec![e.f.signed_by_both(&e.f.prefund())],
+                    e.redemption(300).1,
+                )
+            },
+            "bad proof[0].turnNum; |proof|=1",
+        ),
+        (
+            "a postfund signed by the payee only as proof",
+            |e| {
+                (
+                    vec![e.f.sign(&e.f.postfund(), &[&e.f.payee])],
+                    e.redemption(300).1,
+                )
+            },
+            "postfund !unanimous; |proof|=1",
+        ),
+        // After the postfund the candidate must be turn 2.
+        (
+            "a redemption at turn 3",
+            |e| edited_redemption(e, |s| s.turn_num = 3),
+            "bad candidate turnNum; |proof|=1",
+        ),
+        (
+            "a redemption signed by the payer",
+            |e| {
+                (
+                    vec![e.postfund()],
+                    e.f.sign(&e.redemption(300).0, &[&e.f.payer]),
+                )
+            },
+            "redemption not signed by payee",
+        ),
+        // The voucher must be signed by alice for this channel.
+        (
+            "a voucher signed by a stranger",
+            |e| {
+                let forged = e.f.voucher_signed_by(wei(300), &e.f.stranger);
+                payee_redemption(e, &e.f.redemption(&forged))
+            },
+            "invalid signature for voucher",
+        ),
+        (
+            "a voucher of another channel",
+            |e| {
+                let other = ChannelFixture::new(e.sim.app_definition(), 8, 100, wei(1000));
+                let mut foreign = other.voucher(wei(300));
+                foreign.channel_id = e.id();
+                payee_redemption(e, &e.f.redemption(&foreign))
+            },
+            "invalid signature for voucher",
+        ),
+        // The one asset of the postfund is kept.
+        (
+            "another asset",
+            |e| edited_redemption(e, |s| s.outcome[0].asset = Address::repeat_byte(0x70)),
+            "asset changed",
+        ),
+        (
+            "two exits",
+            |e| edited_redemption(e, |s| s.outcome.push(s.outcome[0].clone())),
+            "one asset only",
+        ),
+        // Both adjustments are checked.
+        (
+            "the payer's amount off",
+            |e| edited_redemption(e, |s| s.outcome[0].allocations[0].amount = wei(701)),
+            "payer not adjusted correctly",
+        ),
+        (
+            "the payee's amount off",
+            |e| edited_redemption(e, |s| s.outcome[0].allocations[1].amount = wei(299)),
+            "payee not adjusted correctly",
+        ),
+        // Longer proofs are refused.
+        (
+            "two postfunds as proof",
+            |e| (vec![e.postfund(), e.postfund()], e.redemption(300).1),
+            "bad proof length",
+        ),
+        // Bounds are checked before arithmetic: a voucher above the payer's postfund allocation
+        // is refused before any subtraction...
+        (
+            "a voucher above the payer's amount",
+            |e| (vec![e.postfund()], e.redemption(1001).1),
+            "voucher above payer's amount",
+        ),
+        // ...and a one-allocation outcome before any allocation is read.
+        (
+            "one allocation",
+            |e| {
+                let mut state = e.f.redemption(&e.f.voucher(wei(0)));
+                state.outcome[0].allocations.truncate(1);
+                payee_redemption(e, &state)
+            },
+            "allocation count changed",
+        ),
+    ];
+    for (label, challenge, reason) in cases {
+        let e = funded().await;
+        let (proof, candidate) = challenge(&e);
+        assert_eq!(
+            reverted(e.challenge_by_payee(&proof, &candidate).await),
+            revert(reason),
+            "{label}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -531,78 +611,12 @@ async fn app_voucher_app_data_must_decode() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn app_keeps_the_one_asset_of_the_postfund() {
-    let e = funded().await;
-    let voucher = e.f.voucher(wei(300));
-    let mut token = e.f.redemption(&voucher);
-    token.outcome[0].asset = Address::repeat_byte(0x70);
-    let mut two_exits = e.f.redemption(&voucher);
-    two_exits.outcome.push(two_exits.outcome[0].clone());
-    for (state, reason) in [(token, "asset changed"), (two_exits, "one asset only")] {
-        assert_eq!(e.payee_redemption_refused(&state).await, revert(reason));
-    }
-}
-
-#[tokio::test]
-async fn app_checks_both_adjustments() {
-    let e = funded().await;
-    let voucher = e.f.voucher(wei(300));
-    let mut alice = e.f.redemption(&voucher);
-    alice.outcome[0].allocations[0].amount = wei(701);
-    let mut bob = e.f.redemption(&voucher);
-    bob.outcome[0].allocations[1].amount = wei(299);
-    for (state, reason) in [
-        (alice, "payer not adjusted correctly"),
-        (bob, "payee not adjusted correctly"),
-    ] {
-        assert_eq!(e.payee_redemption_refused(&state).await, revert(reason));
-    }
-}
-
-#[tokio::test]
-async fn app_rejects_longer_proofs() {
-    let e = funded().await;
-    let (_, candidate) = e.redemption(300);
-    assert_eq!(
-        reverted(
-            e.challenge_by_payee(&[e.postfund(), e.postfund()], &candidate)
-                .await
-        ),
-        revert("bad proof length")
-    );
-}
-
-#[tokio::test]
-async fn app_checks_bounds_before_arithmetic() {
-    let e = funded().await;
-    // A voucher above the payer's postfund allocation is refused before any subtraction.
-    let (_, candidate) = e.redemption(1001);
-    assert_eq!(
-        reverted(e.challenge_by_payee(&[e.postfund()], &candidate).await),
-        revert("voucher above payer's amount")
-    );
-    // A one-allocation outcome is refused before any allocation is read.
-    let voucher = e.f.voucher(wei(0));
-    let mut state = e.f.redemption(&voucher);
-    state.outcome[0].allocations.truncate(1);
-    assert_eq!(
-        e.payee_redemption_refused(&state).await,
-        revert("allocation count changed")
-    );
-}
-
 // ---------------------------------------------------------------- checkpoint
 
 #[tokio::test]
 async fn checkpoint_in_open_mode_records_turn() {
     let e = funded().await;
-    let (_, candidate) = e.redemption(300);
-    let r = e
-        .payer
-        .checkpoint(&e.f.fixed, &[e.postfund()], &candidate)
-        .await
-        .unwrap();
+    let r = e.checkpoint_redemption(&e.payer, 300).await.unwrap();
     assert_eq!(
         e.sim.status_of(e.id()),
         OnChainStatus {
@@ -627,12 +641,7 @@ async fn checkpoint_in_open_mode_records_turn() {
 async fn checkpoint_clears_a_challenge() {
     let e = funded().await;
     e.challenge_postfund().await.unwrap();
-    let (_, candidate) = e.redemption(300);
-    let r = e
-        .payee
-        .checkpoint(&e.f.fixed, &[e.postfund()], &candidate)
-        .await
-        .unwrap();
+    let r = e.checkpoint_redemption(&e.payee, 300).await.unwrap();
     let status = e.sim.status_of(e.id());
     assert_eq!(status.mode(e.sim.now()), ChannelMode::Open);
     assert_eq!(status.turn_num_record, 2);
@@ -651,25 +660,20 @@ async fn checkpoint_requires_increase_support_and_no_finalization() {
     let e = funded().await;
     // turnNumRecord is 0 on a fresh channel: turn 0 is not an increase.
     let prefund = e.f.signed_by_both(&e.f.prefund());
-    assert_eq!(
-        reverted(e.payee.checkpoint(&e.f.fixed, &[], &prefund).await),
-        Revert::TurnNumRecordNotIncreased
+    assert_reverted(
+        e.payee.checkpoint(&e.f.fixed, &[], &prefund).await,
+        Revert::TurnNumRecordNotIncreased,
     );
     let half = e.f.sign(&e.f.postfund(), &[&e.f.payer]);
-    assert_eq!(
-        reverted(e.payee.checkpoint(&e.f.fixed, &[], &half).await),
-        revert("!unanimous; |proof|=0")
+    assert_reverted(
+        e.payee.checkpoint(&e.f.fixed, &[], &half).await,
+        revert("!unanimous; |proof|=0"),
     );
     e.challenge_postfund().await.unwrap();
     e.sim.advance_time(100);
-    let (_, candidate) = e.redemption(300);
-    assert_eq!(
-        reverted(
-            e.payee
-                .checkpoint(&e.f.fixed, &[e.postfund()], &candidate)
-                .await
-        ),
-        Revert::ChannelFinalized
+    assert_reverted(
+        e.checkpoint_redemption(&e.payee, 300).await,
+        Revert::ChannelFinalized,
     );
 }
 
@@ -709,35 +713,33 @@ async fn conclude_finalizes_now_with_the_outcome_fingerprint() {
 async fn conclude_requires_final_unanimous_unfinalized() {
     let e = funded().await;
     let not_final = e.f.signed_by_both(&e.f.postfund());
-    assert_eq!(
-        reverted(e.payer.conclude(&e.f.fixed, &not_final).await),
-        Revert::StateMustBeFinal
+    assert_reverted(
+        e.payer.conclude(&e.f.fixed, &not_final).await,
+        Revert::StateMustBeFinal,
     );
     let state = e.f.final_state(9, wei(300));
     let half = e.f.sign(&state, &[&e.f.payee]);
-    assert_eq!(
-        reverted(e.payer.conclude(&e.f.fixed, &half).await),
-        Revert::NotUnanimous
+    assert_reverted(
+        e.payer.conclude(&e.f.fixed, &half).await,
+        Revert::NotUnanimous,
     );
     let with_stranger = e.f.sign(&state, &[&e.f.payee, &e.f.stranger]);
-    assert_eq!(
-        reverted(e.payer.conclude(&e.f.fixed, &with_stranger).await),
-        Revert::NotUnanimous
+    assert_reverted(
+        e.payer.conclude(&e.f.fixed, &with_stranger).await,
+        Revert::NotUnanimous,
     );
     let mut broken = e.f.signed_by_both(&state);
     broken.sigs[0].v = 30;
-    assert_eq!(
-        reverted(e.payer.conclude(&e.f.fixed, &broken).await),
-        Revert::InvalidSignature
+    assert_reverted(
+        e.payer.conclude(&e.f.fixed, &broken).await,
+        Revert::InvalidSignature,
     );
     e.conclude(300).await;
-    assert_eq!(
-        reverted(
-            e.payer
-                .conclude(&e.f.fixed, &e.f.signed_by_both(&state))
-                .await
-        ),
-        Revert::ChannelFinalized
+    assert_reverted(
+        e.payer
+            .conclude(&e.f.fixed, &e.f.signed_by_both(&state))
+            .await,
+        Revert::ChannelFinalized,
     );
 }
 
@@ -757,23 +759,16 @@ async fn conclude_does_not_consult_the_app() {
 async fn transfer_requires_finalization() {
     let e = funded().await;
     let outcome = e.f.postfund().outcome;
-    assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-                .await
-        ),
-        Revert::ChannelNotFinalized
+    assert_reverted(
+        e.payee_transfer(&outcome, B256::ZERO).await,
+        Revert::ChannelNotFinalized,
     );
     e.challenge_postfund().await.unwrap();
     e.sim.advance_time(99);
-    assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, e.f.postfund().hash(e.id()))
-                .await
-        ),
-        Revert::ChannelNotFinalized
+    assert_reverted(
+        e.payee_transfer(&outcome, e.f.postfund().hash(e.id()))
+            .await,
+        Revert::ChannelNotFinalized,
     );
 }
 
@@ -782,26 +777,15 @@ async fn transfer_requires_the_stored_fingerprint() {
     let e = funded().await;
     let outcome = e.conclude(300).await;
     let wrong_outcome = e.f.outcome(wei(301));
-    assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &wrong_outcome, B256::ZERO)
-                .await
-        ),
-        Revert::IncorrectFingerprint
+    assert_reverted(
+        e.payee_transfer(&wrong_outcome, B256::ZERO).await,
+        Revert::IncorrectFingerprint,
     );
-    assert_eq!(
-        reverted(
-            e.payee
-                .transfer_all_assets(e.id(), &outcome, B256::repeat_byte(1))
-                .await
-        ),
-        Revert::IncorrectFingerprint
+    assert_reverted(
+        e.payee_transfer(&outcome, B256::repeat_byte(1)).await,
+        Revert::IncorrectFingerprint,
     );
-    e.payee
-        .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-        .await
-        .unwrap();
+    e.payee_transfer(&outcome, B256::ZERO).await.unwrap();
 }
 
 #[tokio::test]
@@ -844,9 +828,9 @@ async fn transfer_pays_in_order_while_holdings_last_and_stores_the_rest() {
     );
     // The original outcome no longer matches; topping up (deposit does not check the mode) and
     // paying the remaining outcome finishes the payout and deletes the status.
-    assert_eq!(
-        reverted(e.payee.transfer_all_assets(id, &outcome, B256::ZERO).await),
-        Revert::IncorrectFingerprint
+    assert_reverted(
+        e.payee.transfer_all_assets(id, &outcome, B256::ZERO).await,
+        Revert::IncorrectFingerprint,
     );
     e.payer
         .deposit(Address::ZERO, id, U256::ZERO, wei(500))
@@ -883,9 +867,7 @@ async fn conclude_and_transfer(
     outcome: Vec<SingleAssetExit>,
 ) -> Result<payment_channel::chain::TxReceipt, ChainError> {
     let outcome = conclude_with(e, outcome).await;
-    e.payee
-        .transfer_all_assets(e.id(), &outcome, B256::ZERO)
-        .await
+    e.payee_transfer(&outcome, B256::ZERO).await
 }
 
 #[tokio::test]
@@ -893,9 +875,9 @@ async fn transfer_refuses_guarantees() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1].allocation_type = 2;
-    assert_eq!(
-        reverted(conclude_and_transfer(&e, outcome).await),
-        other("cannot transfer a guarantee")
+    assert_reverted(
+        conclude_and_transfer(&e, outcome).await,
+        other("cannot transfer a guarantee"),
     );
 }
 
@@ -916,9 +898,9 @@ async fn transfer_to_a_contract_without_receive_fails() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome[0].allocations[1] = Allocation::simple(e.sim.app_definition(), wei(300));
-    assert_eq!(
-        reverted(conclude_and_transfer(&e, outcome).await),
-        other("Could not transfer ETH")
+    assert_reverted(
+        conclude_and_transfer(&e, outcome).await,
+        other("Could not transfer ETH"),
     );
     assert_eq!(e.sim.holdings_of(e.id()), wei(1000), "the revert is atomic");
 }
@@ -940,9 +922,9 @@ async fn transfer_of_a_duplicated_asset_overdraws_and_panics() {
     let e = funded().await;
     let mut outcome = e.f.outcome(wei(300));
     outcome.push(outcome[0].clone());
-    assert_eq!(
-        reverted(conclude_and_transfer(&e, outcome).await),
-        other(PANIC_OVERFLOW)
+    assert_reverted(
+        conclude_and_transfer(&e, outcome).await,
+        other(PANIC_OVERFLOW),
     );
 }
 
@@ -1082,16 +1064,16 @@ async fn erc20_deposits_follow_the_token_and_leave_nothing_on_failure() {
     assert_eq!(h.decimals(token).await.unwrap(), 18);
     // No allowance: OpenZeppelin's revert, nothing moved.
     sim.mint(token, payer, wei(1000)).unwrap();
-    assert_eq!(
-        reverted(h.deposit(token, id, U256::ZERO, wei(600)).await),
-        revert("ERC20: insufficient allowance")
+    assert_reverted(
+        h.deposit(token, id, U256::ZERO, wei(600)).await,
+        revert("ERC20: insufficient allowance"),
     );
     h.approve(token, wei(5000)).await.unwrap();
     assert_eq!(h.allowance(token).await.unwrap(), wei(5000));
     // Allowance but not the balance.
-    assert_eq!(
-        reverted(h.deposit(token, id, U256::ZERO, wei(1001)).await),
-        revert("ERC20: transfer amount exceeds balance")
+    assert_reverted(
+        h.deposit(token, id, U256::ZERO, wei(1001)).await,
+        revert("ERC20: transfer amount exceeds balance"),
     );
     assert_eq!(h.balance(token, payer).await.unwrap(), wei(1000));
     // The deposit moves the tokens and spends the allowance; no native coin is involved.
@@ -1108,9 +1090,9 @@ async fn erc20_deposits_follow_the_token_and_leave_nothing_on_failure() {
     let liar = sim.deploy_token(TokenBehaviour::FalseOnTransferFrom, 18);
     sim.mint(liar, payer, wei(1000)).unwrap();
     h.approve(liar, wei(1000)).await.unwrap();
-    assert_eq!(
-        reverted(h.deposit(liar, id, U256::ZERO, wei(10)).await),
-        revert("SafeERC20: ERC20 operation did not succeed")
+    assert_reverted(
+        h.deposit(liar, id, U256::ZERO, wei(10)).await,
+        revert("SafeERC20: ERC20 operation did not succeed"),
     );
     assert_eq!(h.holdings(liar, id).await.unwrap(), U256::ZERO);
     // A fee-on-transfer token: the adjudicator records more than it received.

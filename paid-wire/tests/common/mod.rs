@@ -1,8 +1,10 @@
-//! proptest strategies shared by the integration tests.
+//! proptest strategies and table checks shared by the integration tests.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 
 use bytes::Bytes;
 use paid_wire::bencode::Value;
@@ -138,4 +140,23 @@ pub fn dict<const N: usize>(entries: [(&str, Value); N]) -> Value {
             .map(|(k, v)| (k.as_bytes().to_vec(), v))
             .collect::<BTreeMap<_, _>>(),
     )
+}
+
+/// Asserts that `decode` rejects each input of `cases` with exactly its error (the input, as
+/// text, in the failure message).
+pub fn assert_decode_errors<'a, T, E>(
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    cases: impl IntoIterator<Item = (&'a [u8], impl Borrow<E>)>,
+) where
+    T: Debug + PartialEq,
+    E: Debug + PartialEq,
+{
+    for (wire, err) in cases {
+        assert_eq!(
+            decode(wire).as_ref(),
+            Err(err.borrow()),
+            "{}",
+            String::from_utf8_lossy(wire)
+        );
+    }
 }

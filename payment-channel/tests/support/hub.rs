@@ -532,6 +532,32 @@ async fn challenge_without_proof(
         .await
 }
 
+/// The hub challenges L(H,B) with `l2` (no proof), the payee challenges V with its redemption of
+/// `PAID` (postfund with `b0` for the payee), both recorded under `labels`; after the challenge
+/// duration, the hub's `reclaim` in L(H,B) reverts with `reclaim_revert`. Returns the hub's
+/// `transferAllAssets` of L(H,B), for the caller to judge.
+async fn challenge_l2_and_v_then_fail_reclaim(
+    env: &HubEnv,
+    s: &Setup,
+    rec: &mut Rec,
+    l2: &SignedVariablePart,
+    b0: u64,
+    labels: [&'static str; 2],
+    reclaim_revert: &str,
+) -> Result<payment_channel::chain::TxReceipt, ChainError> {
+    let postfund = s.v_unanimous(1, b0);
+    let redemption = s.v_redemption(PAID);
+    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, l2).await;
+    rec.ok(labels[0], CHALLENGE_LEDGER_GAS, r);
+    let r = s.redeem(&env.payee, &postfund, &redemption).await;
+    rec.ok(labels[1], CHALLENGE_V_GAS, r);
+    (env.advance)(CHALLENGE_DURATION + 1).await;
+    let args = s.reclaim_args(true, l2, false, &redemption);
+    rec.revert(env.hub.reclaim(&args).await, reclaim_revert)
+        .await;
+    s.l2.transfer_challenged(&env.hub, l2).await
+}
+
 /// After V finalized with `redemption` (challenged) and both ledgers with `l1`/`l2` (challenged,
 /// or `concluded`), reclaims in both ledgers and pays both out, L(H,B) first; the report, checked
 /// with [`assert_settled`].
@@ -699,20 +725,16 @@ pub async fn type_1_guarantee_is_not_reclaimable(env: &HubEnv, nonce: u64) -> Hu
         2,
         false,
     );
-    let postfund = s.v_unanimous(1, 0);
-    let redemption = s.v_redemption(PAID);
-    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
-    rec.ok("challenge L(H,B) (type 1)", CHALLENGE_LEDGER_GAS, r);
-    let r = s.redeem(&env.payee, &postfund, &redemption).await;
-    rec.ok("challenge V (redemption)", CHALLENGE_V_GAS, r);
-    (env.advance)(CHALLENGE_DURATION + 1).await;
-    let args = s.reclaim_args(true, &l2, false, &redemption);
-    rec.revert(
-        env.hub.reclaim(&args).await,
+    let r = challenge_l2_and_v_then_fail_reclaim(
+        env,
+        &s,
+        &mut rec,
+        &l2,
+        0,
+        ["challenge L(H,B) (type 1)", "challenge V (redemption)"],
         "reverted: not a guarantee allocation",
     )
     .await;
-    let r = s.l2.transfer_challenged(&env.hub, &l2).await;
     rec.ok("transferAllAssets L(H,B) (type 1)", TRANSFER_ALL_GAS, r);
     let report = rec.finish(&s).await;
     assert_eq!(
@@ -745,24 +767,19 @@ pub async fn b0_breaks_reclaim(env: &HubEnv, nonce: u64) -> HubReport {
     fund(env, &s, &mut rec, false, true).await;
     let g = s.guarantee(true, A0 + B0, allocation_type::GUARANTEE);
     let l2 = s.ledger_with(true, g, 2, false);
-    let postfund = s.v_unanimous(1, B0);
-    let redemption = s.v_redemption(PAID);
-    let r = challenge_without_proof(&env.hub, &env.hub_key, &s.l2, &l2).await;
-    rec.ok("challenge L(H,B) (turn 2)", CHALLENGE_LEDGER_GAS, r);
-    let r = s.redeem(&env.payee, &postfund, &redemption).await;
-    rec.ok(
-        "challenge V (VirtualPaymentApp, b0 > 0)",
-        CHALLENGE_V_GAS,
-        r,
-    );
-    (env.advance)(CHALLENGE_DURATION + 1).await;
-    let args = s.reclaim_args(true, &l2, false, &redemption);
-    rec.revert(
-        env.hub.reclaim(&args).await,
+    let r = challenge_l2_and_v_then_fail_reclaim(
+        env,
+        &s,
+        &mut rec,
+        &l2,
+        B0,
+        [
+            "challenge L(H,B) (turn 2)",
+            "challenge V (VirtualPaymentApp, b0 > 0)",
+        ],
         "reverted: totalReclaimed!=guarantee.amount",
     )
     .await;
-    let r = s.l2.transfer_challenged(&env.hub, &l2).await;
     rec.revert(r, "reverted: cannot transfer a guarantee").await;
     let report = rec.finish(&s).await;
     assert_eq!(report.channels[1].holdings, u(LEDGER_DEPOSIT), "locked");
