@@ -913,19 +913,10 @@ impl Client {
         let chain = &self.inner.chain;
         match action {
             ChainAction::Deposit {
-                asset,
-                channel_id,
-                expected_held,
-                amount,
+                asset, channel_id, ..
             } => {
-                let Some((held, missing)) = checks::deposit_shortfall(
-                    chain.as_ref(),
-                    *asset,
-                    *channel_id,
-                    *expected_held,
-                    *amount,
-                )
-                .await?
+                let Some((held, missing)) =
+                    checks::deposit_shortfall(chain.as_ref(), action).await?
                 else {
                     return Ok(());
                 };
@@ -937,20 +928,14 @@ impl Client {
                 }
             }
             ChainAction::Challenge {
-                fixed,
-                proof,
-                candidate,
-                challenger_sig,
+                fixed, candidate, ..
             } => {
                 let id = fixed.channel_id();
                 let turn = candidate.variable_part.turn_num;
                 if self.challenge_is_moot(id, turn, candidate).await? {
                     return Ok(());
                 }
-                if let Err(e) = chain
-                    .challenge(fixed, proof, candidate, challenger_sig)
-                    .await
-                {
+                if let Err(e) = action.send(chain.as_ref()).await {
                     // Someone may have registered the turn, or finalized, in between.
                     if !self.challenge_is_moot(id, turn, candidate).await? {
                         return Err(e.into());
@@ -969,18 +954,13 @@ impl Client {
                 if chain.holdings(asset, id).await?.is_zero() {
                     return Ok(());
                 }
-                match chain.conclude(fixed, candidate).await {
+                match action.send(chain.as_ref()).await {
                     Ok(_) | Err(ChainError::Reverted(Revert::ChannelFinalized)) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            ChainAction::TransferAllAssets {
-                channel_id,
-                outcome,
-                state_hash,
-            } => {
-                checks::transfer_all_assets_once(chain.as_ref(), *channel_id, outcome, *state_hash)
-                    .await?;
+            ChainAction::TransferAllAssets { .. } => {
+                checks::transfer_all_assets_once(chain.as_ref(), action).await?;
             }
             // A two-party channel asks for none of the others (checkpoints, reclaims and the
             // combined conclude-and-transfer are ledger and virtual-channel actions).

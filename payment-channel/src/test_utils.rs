@@ -95,49 +95,7 @@ pub async fn send_chain_action(
     chain: &dyn Chain,
     action: &ChainAction,
 ) -> Result<TxReceipt, ChainError> {
-    match action {
-        ChainAction::Deposit {
-            asset,
-            channel_id,
-            expected_held,
-            amount,
-        } => {
-            chain
-                .deposit(*asset, *channel_id, *expected_held, *amount)
-                .await
-        }
-        ChainAction::Challenge {
-            fixed,
-            proof,
-            candidate,
-            challenger_sig,
-        } => {
-            chain
-                .challenge(fixed, proof, candidate, challenger_sig)
-                .await
-        }
-        ChainAction::Checkpoint {
-            fixed,
-            proof,
-            candidate,
-        } => chain.checkpoint(fixed, proof, candidate).await,
-        ChainAction::Conclude { fixed, candidate } => chain.conclude(fixed, candidate).await,
-        ChainAction::ConcludeAndTransferAllAssets { fixed, candidate } => {
-            chain
-                .conclude_and_transfer_all_assets(fixed, candidate)
-                .await
-        }
-        ChainAction::Reclaim(args) => chain.reclaim(args).await,
-        ChainAction::TransferAllAssets {
-            channel_id,
-            outcome,
-            state_hash,
-        } => {
-            chain
-                .transfer_all_assets(*channel_id, outcome, *state_hash)
-                .await
-        }
-    }
+    action.send(chain).await
 }
 
 /// Sends the transaction of a channel's `action` from `from` on `sim`, as the async client would:

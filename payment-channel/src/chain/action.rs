@@ -5,6 +5,8 @@
 use alloy_primitives::{Address, B256, U256};
 
 use super::ReclaimArgs;
+#[cfg(feature = "client")]
+use super::{Chain, ChainError, TxReceipt};
 use crate::sign::Signature;
 use crate::state::{FixedPart, Outcome, SignedVariablePart};
 
@@ -88,6 +90,57 @@ impl ChainAction {
             Self::ConcludeAndTransferAllAssets { .. } => "concludeAndTransferAllAssets",
             Self::Reclaim(_) => "reclaim",
             Self::TransferAllAssets { .. } => "transferAllAssets",
+        }
+    }
+
+    /// Sends the action on `chain` as it stands: the one place each variant meets its [`Chain`]
+    /// call. No check that it landed already or became moot; the drivers wrap their own checks
+    /// around it (and a revert comes back as the error).
+    #[cfg(feature = "client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+    pub async fn send(&self, chain: &dyn Chain) -> Result<TxReceipt, ChainError> {
+        match self {
+            Self::Deposit {
+                asset,
+                channel_id,
+                expected_held,
+                amount,
+            } => {
+                chain
+                    .deposit(*asset, *channel_id, *expected_held, *amount)
+                    .await
+            }
+            Self::Challenge {
+                fixed,
+                proof,
+                candidate,
+                challenger_sig,
+            } => {
+                chain
+                    .challenge(fixed, proof, candidate, challenger_sig)
+                    .await
+            }
+            Self::Checkpoint {
+                fixed,
+                proof,
+                candidate,
+            } => chain.checkpoint(fixed, proof, candidate).await,
+            Self::Conclude { fixed, candidate } => chain.conclude(fixed, candidate).await,
+            Self::ConcludeAndTransferAllAssets { fixed, candidate } => {
+                chain
+                    .conclude_and_transfer_all_assets(fixed, candidate)
+                    .await
+            }
+            Self::Reclaim(args) => chain.reclaim(args).await,
+            Self::TransferAllAssets {
+                channel_id,
+                outcome,
+                state_hash,
+            } => {
+                chain
+                    .transfer_all_assets(*channel_id, outcome, *state_hash)
+                    .await
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use alloy_primitives::{Address, B256, U256};
 
-use super::{Chain, ChainError, ChannelMode};
+use super::{Chain, ChainAction, ChainError, ChannelMode};
 use crate::state::Outcome;
 
 /// The asset of a one-asset outcome (`Address::ZERO`, the native coin, for an empty one).
@@ -38,39 +38,50 @@ pub(crate) async fn turn_is_moot(
     })
 }
 
-/// What a deposit of `amount` on top of `expected_held` still misses, judged by the holdings the
-/// chain has now (a deposit that landed in a block not applied yet is not sent again, a partial
-/// one is completed): `None` when nothing is missing, else `(held, missing)`.
+/// What `action`, a deposit of `amount` on top of `expected_held`, still misses, judged by the
+/// holdings the chain has now (a deposit that landed in a block not applied yet is not sent
+/// again, a partial one is completed): `None` when nothing is missing (or `action` is no
+/// deposit), else `(held, missing)`.
 pub(crate) async fn deposit_shortfall(
     chain: &dyn Chain,
-    asset: Address,
-    channel_id: B256,
-    expected_held: U256,
-    amount: U256,
+    action: &ChainAction,
 ) -> Result<Option<(U256, U256)>, ChainError> {
+    let ChainAction::Deposit {
+        asset,
+        channel_id,
+        expected_held,
+        amount,
+    } = *action
+    else {
+        return Ok(None);
+    };
     let target = expected_held.saturating_add(amount);
     let held = chain.holdings(asset, channel_id).await?;
     Ok((held < target).then(|| (held, target - held)))
 }
 
-/// `transferAllAssets` unless the channel holds nothing of the outcome's asset (paid out
-/// already); a failure is an error only if the holdings are still there afterwards (someone
-/// else may have paid out in between).
+/// Sends `action`, a `transferAllAssets`, unless the channel holds nothing of the outcome's
+/// asset (paid out already); a failure is an error only if the holdings are still there
+/// afterwards (someone else may have paid out in between). Any other action is left alone.
 pub(crate) async fn transfer_all_assets_once(
     chain: &dyn Chain,
-    channel_id: B256,
-    outcome: &Outcome,
-    state_hash: B256,
+    action: &ChainAction,
 ) -> Result<(), ChainError> {
+    let ChainAction::TransferAllAssets {
+        channel_id,
+        outcome,
+        ..
+    } = action
+    else {
+        return Ok(());
+    };
     let asset = first_asset(outcome);
-    if chain.holdings(asset, channel_id).await?.is_zero() {
+    if chain.holdings(asset, *channel_id).await?.is_zero() {
         return Ok(());
     }
     tracing::info!(channel = %channel_id, "transferAllAssets");
-    if let Err(e) = chain
-        .transfer_all_assets(channel_id, outcome, state_hash)
-        .await
-        && !chain.holdings(asset, channel_id).await?.is_zero()
+    if let Err(e) = action.send(chain).await
+        && !chain.holdings(asset, *channel_id).await?.is_zero()
     {
         return Err(e);
     }

@@ -531,19 +531,9 @@ impl PartyNode {
         let chain = &self.inner.chain;
         match duty {
             ChainAction::Deposit {
-                asset,
-                channel_id,
-                expected_held,
-                amount,
+                asset, channel_id, ..
             } => {
-                let Some((held, missing)) = checks::deposit_shortfall(
-                    chain.as_ref(),
-                    *asset,
-                    *channel_id,
-                    *expected_held,
-                    *amount,
-                )
-                .await?
+                let Some((held, missing)) = checks::deposit_shortfall(chain.as_ref(), duty).await?
                 else {
                     return Ok(());
                 };
@@ -558,29 +548,24 @@ impl PartyNode {
                 }
             }
             ChainAction::Challenge {
-                fixed,
-                proof,
-                candidate,
-                challenger_sig,
+                fixed, candidate, ..
             } => {
-                let call = chain.challenge(fixed, proof, candidate, challenger_sig);
+                let call = duty.send(chain.as_ref());
                 self.register_turn(fixed, candidate, true, call).await?;
             }
             ChainAction::Checkpoint {
-                fixed,
-                proof,
-                candidate,
+                fixed, candidate, ..
             } => {
-                let call = chain.checkpoint(fixed, proof, candidate);
+                let call = duty.send(chain.as_ref());
                 self.register_turn(fixed, candidate, false, call).await?;
             }
-            ChainAction::Conclude { fixed, candidate } => {
+            ChainAction::Conclude { fixed, .. } => {
                 let id = fixed.channel_id();
                 if self.finalized(id).await? {
                     return Ok(());
                 }
                 tracing::info!(channel = %id, "conclude");
-                if let Err(e) = chain.conclude(fixed, candidate).await
+                if let Err(e) = duty.send(chain.as_ref()).await
                     && !self.finalized(id).await?
                 {
                     return Err(e.into());
@@ -594,9 +579,7 @@ impl PartyNode {
                     return Ok(());
                 }
                 tracing::info!(channel = %id, "concludeAndTransferAllAssets");
-                if let Err(e) = chain
-                    .conclude_and_transfer_all_assets(fixed, candidate)
-                    .await
+                if let Err(e) = duty.send(chain.as_ref()).await
                     && !moot(chain.holdings(asset, id).await?, self.finalized(id).await?)
                 {
                     return Err(e.into());
@@ -614,7 +597,7 @@ impl PartyNode {
                     return self.sync_reclaims(st, source).await;
                 }
                 tracing::info!(ledger = %source, channel = %target, "reclaim");
-                match chain.reclaim(args).await {
+                match duty.send(chain.as_ref()).await {
                     Ok(_) => {
                         st.party.handle_reclaimed(source, target)?;
                     }
@@ -626,13 +609,8 @@ impl PartyNode {
                     }
                 }
             }
-            ChainAction::TransferAllAssets {
-                channel_id,
-                outcome,
-                state_hash,
-            } => {
-                checks::transfer_all_assets_once(chain.as_ref(), *channel_id, outcome, *state_hash)
-                    .await?;
+            ChainAction::TransferAllAssets { .. } => {
+                checks::transfer_all_assets_once(chain.as_ref(), duty).await?;
             }
         }
         Ok(())
