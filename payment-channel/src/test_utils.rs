@@ -36,7 +36,7 @@
 //!     sim.advance_time(secs);
 //!     std::future::ready(())
 //! };
-//! scenario_conclude(chain_for, advance, &config).await;
+//! Scenario::new(chain_for, advance, config).conclude().await;
 //! # });
 //! ```
 
@@ -476,6 +476,24 @@ async fn assert_paid_out(chain: &dyn Chain, f: &ChannelFixture, before: (U256, U
     assert_eq!(chain.status(id).await.unwrap(), OnChainStatus::default());
 }
 
+/// Checks that `transferAllAssets` of `state` (its outcome and hash) on channel `id` reverts with
+/// `reason`.
+async fn assert_transfer_refused(
+    chain: &dyn Chain,
+    id: B256,
+    state: &VariablePart,
+    reason: Revert,
+) {
+    assert_eq!(
+        expect_revert(
+            chain
+                .transfer_all_assets(id, &state.outcome, state.hash(id))
+                .await
+        ),
+        reason
+    );
+}
+
 /// Checks that the channel `id` is challenged at turn `turn`, finalizing one challenge duration
 /// after the block of `receipt`.
 async fn assert_challenge_at(
@@ -493,234 +511,7 @@ async fn assert_challenge_at(
     );
 }
 
-/// Scenario (a): deposit → `conclude` with a final state signed by both → `transferAllAssets`:
-/// the payee gets exactly the voucher amount, the payer the rest, holdings end at 0.
-pub async fn scenario_conclude(
-    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
-    advance_time: impl AdvanceTime,
-    config: &ScenarioConfig,
-) {
-    let _ = &advance_time;
-    let (f, id, payer, payee) = open_funded(&chain_for, config).await;
-    let from_block = payer.block_number().await.unwrap();
-
-    let paid = config.voucher_amount;
-    let final_state = f.final_state(3, paid);
-    let receipt = payee
-        .conclude(&f.fixed, &f.signed_by_both(&final_state))
-        .await
-        .unwrap();
-    let status = payee.status(id).await.unwrap();
-    assert_eq!(
-        status,
-        OnChainStatus {
-            turn_num_record: 0,
-            finalizes_at: receipt.block_timestamp,
-            fingerprint: fingerprint(B256::ZERO, hash_outcome(&final_state.outcome)),
-        }
-    );
-
-    pay_out(payee.as_ref(), &f, &final_state.outcome, B256::ZERO, paid).await;
-
-    let events = payee.events(id, from_block).await.unwrap();
-    assert!(events.iter().any(|r| matches!(
-        r.event,
-        ChainEvent::Concluded { finalizes_at, .. } if finalizes_at == receipt.block_timestamp
-    )));
-    assert!(events.iter().any(|r| matches!(
-        r.event,
-        ChainEvent::AllocationUpdated { asset_index: 0, initial_holdings, final_holdings, .. }
-            if initial_holdings == f.deposit && final_holdings == U256::ZERO
-    )));
-}
-
-/// Scenario (b): the payee alone force-closes with the redemption state (proof = postfund signed
-/// by both, candidate = turn 2 signed by the payee with the voucher as app data), waits out the
-/// challenge, and `transferAllAssets` pays it exactly the voucher.
-pub async fn scenario_payee_redeems(
-    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
-    advance_time: impl AdvanceTime,
-    config: &ScenarioConfig,
-) {
-    let (f, id, _, payee) = open_funded(&chain_for, config).await;
-
-    let postfund = f.signed_by_both(&f.postfund());
-    let voucher = f.voucher(config.voucher_amount);
-    let redemption = f.redemption(&voucher);
-    let receipt = f
-        .payee_challenges(payee.as_ref(), &postfund, &redemption)
-        .await
-        .unwrap();
-    let finalizes_at = receipt.block_timestamp + config.challenge_duration;
-    let state_hash = redemption.hash(id);
-    assert_eq!(
-        payee.status(id).await.unwrap(),
-        OnChainStatus {
-            turn_num_record: 2,
-            finalizes_at,
-            fingerprint: fingerprint(state_hash, hash_outcome(&redemption.outcome)),
-        }
-    );
-    let events = payee.events(id, receipt.block_number).await.unwrap();
-    assert!(events.iter().any(|r| matches!(
-        &r.event,
-        ChainEvent::ChallengeRegistered { finalizes_at: at, candidate: c, .. }
-            if *at == finalizes_at && c.variable_part.turn_num == 2
-    )));
-
-    // Not before the challenge times out.
-    assert_eq!(
-        expect_revert(
-            payee
-                .transfer_all_assets(id, &redemption.outcome, state_hash)
-                .await
-        ),
-        Revert::ChannelNotFinalized
-    );
-    advance_time.advance(config.challenge_duration + 1).await;
-
-    pay_out_challenged(payee.as_ref(), &f, &redemption, config.voucher_amount).await;
-}
-
-/// Scenario (c): the payer challenges with the postfund (`[deposit, 0]`); before the timeout the
-/// payee counters with a turn-2 challenge carrying the voucher; the payout reflects the voucher.
-pub async fn scenario_payee_counters_stale_challenge(
-    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
-    advance_time: impl AdvanceTime,
-    config: &ScenarioConfig,
-) {
-    let (f, id, payer, payee) = open_funded(&chain_for, config).await;
-
-    let postfund_state = f.postfund();
-    let postfund = f.signed_by_both(&postfund_state);
-    let stale = f
-        .payer_challenges_with_postfund(payer.as_ref())
-        .await
-        .unwrap();
-    assert_challenge_at(payer.as_ref(), id, 1, &stale, config).await;
-
-    // Half-way through the challenge, the payee answers with the voucher.
-    advance_time.advance(config.challenge_duration / 2).await;
-    let voucher = f.voucher(config.voucher_amount);
-    let redemption = f.redemption(&voucher);
-    let counter = f
-        .payee_challenges(payee.as_ref(), &postfund, &redemption)
-        .await
-        .unwrap();
-    assert_challenge_at(payee.as_ref(), id, 2, &counter, config).await;
-
-    // The payer cannot go back to the postfund.
-    assert_eq!(
-        expect_revert(f.payer_challenges_with_postfund(payer.as_ref()).await),
-        Revert::TurnNumRecordNotIncreased
-    );
-
-    advance_time.advance(config.challenge_duration + 1).await;
-    // The stale state no longer matches the stored fingerprint.
-    assert_eq!(
-        expect_revert(
-            payer
-                .transfer_all_assets(id, &postfund_state.outcome, postfund_state.hash(id))
-                .await
-        ),
-        Revert::IncorrectFingerprint
-    );
-    pay_out_challenged(payee.as_ref(), &f, &redemption, config.voucher_amount).await;
-}
-
-/// Scenario (d): invalid challenges revert with typed errors and nothing is paid: a forged
-/// challenger signature, a forged voucher, a redemption not signed by the payee, an unrecoverable
-/// signature, states from another channel (nonce `channel_nonce + 1`), and a lower turn than the
-/// on-chain record.
-pub async fn scenario_invalid_challenges(
-    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
-    advance_time: impl AdvanceTime,
-    config: &ScenarioConfig,
-) {
-    let (f, id, payer, payee) = open_funded(&chain_for, config).await;
-
-    let postfund_state = f.postfund();
-    let postfund = f.signed_by_both(&postfund_state);
-    let voucher = f.voucher(config.voucher_amount);
-    let redemption = f.redemption(&voucher);
-    let candidate = f.sign(&redemption, &[&f.payee]);
-    let payee_sig = f.challenger_sig(&f.payee, &redemption);
-    let proof = std::slice::from_ref(&postfund);
-
-    // A voucher signed by someone other than the payer.
-    let fake_redemption = f.redemption(&f.voucher_signed_by(config.voucher_amount, &f.stranger));
-    // A signature `ecrecover` cannot recover (s = 0).
-    let mut broken = candidate.clone();
-    broken.sigs[0].s = B256::ZERO;
-    // States signed for another channel of the same participants.
-    let other = ScenarioConfig {
-        channel_nonce: config.channel_nonce + 1,
-        ..config.clone()
-    }
-    .fixture();
-    let other_postfund = other.signed_by_both(&other.postfund());
-    let other_redemption = other.redemption(&other.voucher(config.voucher_amount));
-    let refused: [(&[SignedVariablePart], SignedVariablePart, Signature, Revert); 5] = [
-        // A challenger signature by a non-participant.
-        (
-            proof,
-            candidate.clone(),
-            f.challenger_sig(&f.stranger, &redemption),
-            Revert::ChallengerNotParticipant,
-        ),
-        (
-            proof,
-            f.sign(&fake_redemption, &[&f.payee]),
-            f.challenger_sig(&f.payee, &fake_redemption),
-            revert("invalid signature for voucher"),
-        ),
-        // The redemption state signed by a stranger instead of the payee.
-        (
-            proof,
-            f.sign(&redemption, &[&f.stranger]),
-            payee_sig,
-            revert("redemption not signed by payee"),
-        ),
-        (proof, broken, payee_sig, Revert::InvalidSignature),
-        (
-            std::slice::from_ref(&other_postfund),
-            other.sign(&other_redemption, &[&other.payee]),
-            f.challenger_sig(&f.payee, &other_redemption),
-            revert("postfund !unanimous; |proof|=1"),
-        ),
-    ];
-    for (proof, candidate, sig, expected) in refused {
-        let result = payee.challenge(&f.fixed, proof, &candidate, &sig).await;
-        assert_eq!(expect_revert(result), expected);
-    }
-
-    // The payee checkpoints the redemption; then a challenge with the (lower) postfund fails.
-    payee.checkpoint(&f.fixed, proof, &candidate).await.unwrap();
-    assert_eq!(
-        expect_revert(f.payer_challenges_with_postfund(payer.as_ref()).await),
-        Revert::TurnNumRecordDecreased
-    );
-
-    // Nothing happened to the funds, and nothing can be paid out.
-    advance_time.advance(config.challenge_duration + 1).await;
-    let status = payee.status(id).await.unwrap();
-    assert_eq!(status.turn_num_record, 2);
-    assert_eq!(status.finalizes_at, 0);
-    assert_eq!(payee.holdings(f.asset, id).await.unwrap(), f.deposit);
-    assert_eq!(
-        expect_revert(
-            payee
-                .transfer_all_assets(id, &redemption.outcome, redemption.hash(id))
-                .await
-        ),
-        Revert::ChannelNotFinalized
-    );
-    let (payer_dest, payee_dest) = destination_balances(payee.as_ref(), &f).await;
-    assert_eq!(payer_dest, U256::ZERO);
-    assert_eq!(payee_dest, U256::ZERO);
-}
-
-/// One forged redemption of [`scenario_forged_redemptions`]: a name, the state the payee signs
+/// One forged redemption of [`Scenario::forged_redemptions`]: a name, the state the payee signs
 /// (with the proof it uses) and the reason `PaymentApp` refuses it with.
 struct Forgery {
     name: &'static str,
@@ -825,67 +616,303 @@ fn forgeries(f: &ChannelFixture, voucher_amount: U256) -> Vec<Forgery> {
     forgeries
 }
 
-/// Scenario (e), `PaymentApp` only: every redemption a payee can forge from one voucher is refused
-/// with its reason and changes nothing (see [`crate::app`]): a redirected destination, an appended
-/// allocation, a changed allocation type or metadata, a changed or added asset, amounts that do not
-/// add up, a voucher above the payer's amount, a voucher by someone else. The honest redemption
-/// then pays exactly the voucher.
-pub async fn scenario_forged_redemptions(
-    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
-    advance_time: impl AdvanceTime,
-    config: &ScenarioConfig,
-) {
-    let (f, id, _, payee) = open_funded(&chain_for, config).await;
-    for forgery in forgeries(&f, config.voucher_amount) {
-        let result = f
-            .payee_challenges(payee.as_ref(), &forgery.proof, &forgery.state)
-            .await;
-        assert_eq!(
-            expect_revert(result),
-            revert(forgery.reason),
-            "{}",
-            forgery.name
-        );
-        assert_eq!(
-            payee.status(id).await.unwrap(),
-            OnChainStatus::default(),
-            "{}: nothing registered",
-            forgery.name
-        );
-    }
-    // The honest redemption still works and pays exactly the voucher.
-    let postfund = f.signed_by_both(&f.postfund());
-    let redemption = f.redemption(&f.voucher(config.voucher_amount));
-    f.payee_challenges(payee.as_ref(), &postfund, &redemption)
-        .await
-        .unwrap();
-    advance_time.advance(config.challenge_duration + 1).await;
-    pay_out_challenged(payee.as_ref(), &f, &redemption, config.voucher_amount).await;
+/// Where a shared scenario runs, its one argument: `chain_for` gives an account's chain handle,
+/// `advance_time` moves the chain's clock (see [`AdvanceTime`]) and `config` sets the channel.
+/// The scenarios are its methods.
+pub struct Scenario<C, A> {
+    /// An account's chain handle.
+    pub chain_for: C,
+    /// Moves the chain's clock.
+    pub advance_time: A,
+    /// The channel and its amounts.
+    pub config: ScenarioConfig,
 }
 
-/// Why this crate does not use the published `VirtualPaymentApp`: with `config.app_definition`
-/// pointing at it, a payee holding a single voucher of `config.voucher_amount` redirects the
-/// payer's change to itself, challenges alone, and after the timeout receives the **whole
-/// deposit**. Returns what the payee's destination received (the deposit).
-pub async fn scenario_virtual_payment_app_theft(
-    chain_for: impl Fn(Address) -> Arc<dyn Chain>,
-    advance_time: impl AdvanceTime,
-    config: &ScenarioConfig,
-) -> U256 {
-    let (f, id, _, payee) = open_funded(&chain_for, config).await;
-    let postfund = f.signed_by_both(&f.postfund());
-    let mut theft = f.redemption(&f.voucher(config.voucher_amount));
-    theft.outcome[0].allocations[0].destination =
-        crate::state::address_to_destination(f.payee_destination);
-    f.payee_challenges(payee.as_ref(), &postfund, &theft)
-        .await
-        .expect("VirtualPaymentApp accepts the redirected redemption");
-    advance_time.advance(config.challenge_duration + 1).await;
-    let (_, payee_before) = destination_balances(payee.as_ref(), &f).await;
-    payee
-        .transfer_all_assets(id, &theft.outcome, theft.hash(id))
-        .await
-        .unwrap();
-    let (_, payee_after) = destination_balances(payee.as_ref(), &f).await;
-    payee_after - payee_before
+/// Shows the config (the clock and the chain handles are closures).
+impl<C, A> std::fmt::Debug for Scenario<C, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scenario")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, A> Scenario<C, A>
+where
+    C: Fn(Address) -> Arc<dyn Chain>,
+    A: AdvanceTime,
+{
+    /// A scenario run with these surroundings.
+    pub fn new(chain_for: C, advance_time: A, config: ScenarioConfig) -> Self {
+        Self {
+            chain_for,
+            advance_time,
+            config,
+        }
+    }
+
+    /// The payee's honest redemption of `f`'s channel: one voucher of `config.voucher_amount`.
+    fn redemption(&self, f: &ChannelFixture) -> VariablePart {
+        f.redemption(&f.voucher(self.config.voucher_amount))
+    }
+
+    /// Moves the clock past a whole challenge duration, so that a challenge registered now
+    /// finalizes.
+    async fn pass_challenge_duration(&self) {
+        self.advance_time
+            .advance(self.config.challenge_duration + 1)
+            .await;
+    }
+
+    /// Scenario (a): deposit → `conclude` with a final state signed by both → `transferAllAssets`:
+    /// the payee gets exactly the voucher amount, the payer the rest, holdings end at 0.
+    pub async fn conclude(&self) {
+        let (f, id, payer, payee) = open_funded(&self.chain_for, &self.config).await;
+        let from_block = payer.block_number().await.unwrap();
+
+        let paid = self.config.voucher_amount;
+        let final_state = f.final_state(3, paid);
+        let receipt = payee
+            .conclude(&f.fixed, &f.signed_by_both(&final_state))
+            .await
+            .unwrap();
+        let status = payee.status(id).await.unwrap();
+        assert_eq!(
+            status,
+            OnChainStatus {
+                turn_num_record: 0,
+                finalizes_at: receipt.block_timestamp,
+                fingerprint: fingerprint(B256::ZERO, hash_outcome(&final_state.outcome)),
+            }
+        );
+
+        pay_out(payee.as_ref(), &f, &final_state.outcome, B256::ZERO, paid).await;
+
+        let events = payee.events(id, from_block).await.unwrap();
+        assert!(events.iter().any(|r| matches!(
+            r.event,
+            ChainEvent::Concluded { finalizes_at, .. } if finalizes_at == receipt.block_timestamp
+        )));
+        assert!(events.iter().any(|r| matches!(
+            r.event,
+            ChainEvent::AllocationUpdated { asset_index: 0, initial_holdings, final_holdings, .. }
+                if initial_holdings == f.deposit && final_holdings == U256::ZERO
+        )));
+    }
+
+    /// Scenario (b): the payee alone force-closes with the redemption state (proof = postfund signed
+    /// by both, candidate = turn 2 signed by the payee with the voucher as app data), waits out the
+    /// challenge, and `transferAllAssets` pays it exactly the voucher.
+    pub async fn payee_redeems(&self) {
+        let (f, id, _, payee) = open_funded(&self.chain_for, &self.config).await;
+
+        let postfund = f.signed_by_both(&f.postfund());
+        let redemption = self.redemption(&f);
+        let receipt = f
+            .payee_challenges(payee.as_ref(), &postfund, &redemption)
+            .await
+            .unwrap();
+        let finalizes_at = receipt.block_timestamp + self.config.challenge_duration;
+        let state_hash = redemption.hash(id);
+        assert_eq!(
+            payee.status(id).await.unwrap(),
+            OnChainStatus {
+                turn_num_record: 2,
+                finalizes_at,
+                fingerprint: fingerprint(state_hash, hash_outcome(&redemption.outcome)),
+            }
+        );
+        let events = payee.events(id, receipt.block_number).await.unwrap();
+        assert!(events.iter().any(|r| matches!(
+            &r.event,
+            ChainEvent::ChallengeRegistered { finalizes_at: at, candidate: c, .. }
+                if *at == finalizes_at && c.variable_part.turn_num == 2
+        )));
+
+        // Not before the challenge times out.
+        assert_transfer_refused(payee.as_ref(), id, &redemption, Revert::ChannelNotFinalized).await;
+        self.pass_challenge_duration().await;
+
+        pay_out_challenged(payee.as_ref(), &f, &redemption, self.config.voucher_amount).await;
+    }
+
+    /// Scenario (c): the payer challenges with the postfund (`[deposit, 0]`); before the timeout the
+    /// payee counters with a turn-2 challenge carrying the voucher; the payout reflects the voucher.
+    pub async fn payee_counters_stale_challenge(&self) {
+        let (f, id, payer, payee) = open_funded(&self.chain_for, &self.config).await;
+
+        let postfund_state = f.postfund();
+        let postfund = f.signed_by_both(&postfund_state);
+        let stale = f
+            .payer_challenges_with_postfund(payer.as_ref())
+            .await
+            .unwrap();
+        assert_challenge_at(payer.as_ref(), id, 1, &stale, &self.config).await;
+
+        // Half-way through the challenge, the payee answers with the voucher.
+        self.advance_time
+            .advance(self.config.challenge_duration / 2)
+            .await;
+        let redemption = self.redemption(&f);
+        let counter = f
+            .payee_challenges(payee.as_ref(), &postfund, &redemption)
+            .await
+            .unwrap();
+        assert_challenge_at(payee.as_ref(), id, 2, &counter, &self.config).await;
+
+        // The payer cannot go back to the postfund.
+        assert_eq!(
+            expect_revert(f.payer_challenges_with_postfund(payer.as_ref()).await),
+            Revert::TurnNumRecordNotIncreased
+        );
+
+        self.pass_challenge_duration().await;
+        // The stale state no longer matches the stored fingerprint.
+        assert_transfer_refused(
+            payer.as_ref(),
+            id,
+            &postfund_state,
+            Revert::IncorrectFingerprint,
+        )
+        .await;
+        pay_out_challenged(payee.as_ref(), &f, &redemption, self.config.voucher_amount).await;
+    }
+
+    /// Scenario (d): invalid challenges revert with typed errors and nothing is paid: a forged
+    /// challenger signature, a forged voucher, a redemption not signed by the payee, an unrecoverable
+    /// signature, states from another channel (nonce `channel_nonce + 1`), and a lower turn than the
+    /// on-chain record.
+    pub async fn invalid_challenges(&self) {
+        let (f, id, payer, payee) = open_funded(&self.chain_for, &self.config).await;
+
+        let postfund_state = f.postfund();
+        let postfund = f.signed_by_both(&postfund_state);
+        let redemption = self.redemption(&f);
+        let candidate = f.sign(&redemption, &[&f.payee]);
+        let payee_sig = f.challenger_sig(&f.payee, &redemption);
+        let proof = std::slice::from_ref(&postfund);
+
+        // A voucher signed by someone other than the payer.
+        let fake_redemption =
+            f.redemption(&f.voucher_signed_by(self.config.voucher_amount, &f.stranger));
+        // A signature `ecrecover` cannot recover (s = 0).
+        let mut broken = candidate.clone();
+        broken.sigs[0].s = B256::ZERO;
+        // States signed for another channel of the same participants.
+        let other = ScenarioConfig {
+            channel_nonce: self.config.channel_nonce + 1,
+            ..self.config.clone()
+        }
+        .fixture();
+        let other_postfund = other.signed_by_both(&other.postfund());
+        let other_redemption = self.redemption(&other);
+        let refused: [(&[SignedVariablePart], SignedVariablePart, Signature, Revert); 5] = [
+            // A challenger signature by a non-participant.
+            (
+                proof,
+                candidate.clone(),
+                f.challenger_sig(&f.stranger, &redemption),
+                Revert::ChallengerNotParticipant,
+            ),
+            (
+                proof,
+                f.sign(&fake_redemption, &[&f.payee]),
+                f.challenger_sig(&f.payee, &fake_redemption),
+                revert("invalid signature for voucher"),
+            ),
+            // The redemption state signed by a stranger instead of the payee.
+            (
+                proof,
+                f.sign(&redemption, &[&f.stranger]),
+                payee_sig,
+                revert("redemption not signed by payee"),
+            ),
+            (proof, broken, payee_sig, Revert::InvalidSignature),
+            (
+                std::slice::from_ref(&other_postfund),
+                other.sign(&other_redemption, &[&other.payee]),
+                f.challenger_sig(&f.payee, &other_redemption),
+                revert("postfund !unanimous; |proof|=1"),
+            ),
+        ];
+        for (proof, candidate, sig, expected) in refused {
+            let result = payee.challenge(&f.fixed, proof, &candidate, &sig).await;
+            assert_eq!(expect_revert(result), expected);
+        }
+
+        // The payee checkpoints the redemption; then a challenge with the (lower) postfund fails.
+        payee.checkpoint(&f.fixed, proof, &candidate).await.unwrap();
+        assert_eq!(
+            expect_revert(f.payer_challenges_with_postfund(payer.as_ref()).await),
+            Revert::TurnNumRecordDecreased
+        );
+
+        // Nothing happened to the funds, and nothing can be paid out.
+        self.pass_challenge_duration().await;
+        let status = payee.status(id).await.unwrap();
+        assert_eq!(status.turn_num_record, 2);
+        assert_eq!(status.finalizes_at, 0);
+        assert_eq!(payee.holdings(f.asset, id).await.unwrap(), f.deposit);
+        assert_transfer_refused(payee.as_ref(), id, &redemption, Revert::ChannelNotFinalized).await;
+        let (payer_dest, payee_dest) = destination_balances(payee.as_ref(), &f).await;
+        assert_eq!(payer_dest, U256::ZERO);
+        assert_eq!(payee_dest, U256::ZERO);
+    }
+
+    /// Scenario (e), `PaymentApp` only: every redemption a payee can forge from one voucher is refused
+    /// with its reason and changes nothing (see [`crate::app`]): a redirected destination, an appended
+    /// allocation, a changed allocation type or metadata, a changed or added asset, amounts that do not
+    /// add up, a voucher above the payer's amount, a voucher by someone else. The honest redemption
+    /// then pays exactly the voucher.
+    pub async fn forged_redemptions(&self) {
+        let (f, id, _, payee) = open_funded(&self.chain_for, &self.config).await;
+        for forgery in forgeries(&f, self.config.voucher_amount) {
+            let result = f
+                .payee_challenges(payee.as_ref(), &forgery.proof, &forgery.state)
+                .await;
+            assert_eq!(
+                expect_revert(result),
+                revert(forgery.reason),
+                "{}",
+                forgery.name
+            );
+            assert_eq!(
+                payee.status(id).await.unwrap(),
+                OnChainStatus::default(),
+                "{}: nothing registered",
+                forgery.name
+            );
+        }
+        // The honest redemption still works and pays exactly the voucher.
+        let postfund = f.signed_by_both(&f.postfund());
+        let redemption = self.redemption(&f);
+        f.payee_challenges(payee.as_ref(), &postfund, &redemption)
+            .await
+            .unwrap();
+        self.pass_challenge_duration().await;
+        pay_out_challenged(payee.as_ref(), &f, &redemption, self.config.voucher_amount).await;
+    }
+
+    /// Why this crate does not use the published `VirtualPaymentApp`: with `config.app_definition`
+    /// pointing at it, a payee holding a single voucher of `config.voucher_amount` redirects the
+    /// payer's change to itself, challenges alone, and after the timeout receives the **whole
+    /// deposit**. Returns what the payee's destination received (the deposit).
+    pub async fn virtual_payment_app_theft(&self) -> U256 {
+        let (f, id, _, payee) = open_funded(&self.chain_for, &self.config).await;
+        let postfund = f.signed_by_both(&f.postfund());
+        let mut theft = self.redemption(&f);
+        theft.outcome[0].allocations[0].destination =
+            crate::state::address_to_destination(f.payee_destination);
+        f.payee_challenges(payee.as_ref(), &postfund, &theft)
+            .await
+            .expect("VirtualPaymentApp accepts the redirected redemption");
+        self.pass_challenge_duration().await;
+        let (_, payee_before) = destination_balances(payee.as_ref(), &f).await;
+        payee
+            .transfer_all_assets(id, &theft.outcome, theft.hash(id))
+            .await
+            .unwrap();
+        let (_, payee_after) = destination_balances(payee.as_ref(), &f).await;
+        payee_after - payee_before
+    }
 }

@@ -17,11 +17,7 @@ use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::anvil::{
     Anvil, artifacts_dir, deployed, dev_key as key, simulated_dev_chain,
 };
-use payment_channel::test_utils::{
-    PAYEE_KEY, PAYER_KEY, ScenarioConfig, scenario_conclude, scenario_forged_redemptions,
-    scenario_invalid_challenges, scenario_payee_counters_stale_challenge, scenario_payee_redeems,
-    scenario_virtual_payment_app_theft,
-};
+use payment_channel::test_utils::{PAYEE_KEY, PAYER_KEY, Scenario, ScenarioConfig};
 use support::scenarios::{self, Env, Report};
 
 /// A node with the contracts deployed and handles for dev accounts #1 (payer) and #2 (payee);
@@ -288,34 +284,36 @@ macro_rules! shared_scenario {
         #[tokio::test]
         async fn $test() {
             shared($name, $nonce, async |s, c| {
-                $scenario(s.chain_for(), s.advance_time(), &c).await
+                Scenario::new(s.chain_for(), s.advance_time(), c)
+                    .$scenario()
+                    .await
             })
             .await;
         }
     };
 }
 
-shared_scenario!(shared_scenario_conclude, "conclude", 11, scenario_conclude);
+shared_scenario!(shared_scenario_conclude, "conclude", 11, conclude);
 
 shared_scenario!(
     shared_scenario_payee_redeems,
     "payee_redeems",
     12,
-    scenario_payee_redeems
+    payee_redeems
 );
 
 shared_scenario!(
     shared_scenario_payee_counters_stale_challenge,
     "payee_counters",
     13,
-    scenario_payee_counters_stale_challenge
+    payee_counters_stale_challenge
 );
 
 shared_scenario!(
     shared_scenario_invalid_challenges,
     "invalid_challenges",
     14,
-    scenario_invalid_challenges
+    invalid_challenges
 );
 
 /// Two challenges that each pass gas estimation land in the same block; the second one reverts
@@ -391,7 +389,7 @@ shared_scenario!(
     shared_scenario_forged_redemptions,
     "forged_redemptions",
     15,
-    scenario_forged_redemptions
+    forged_redemptions
 );
 
 /// The deployed app is what the pinned compiler builds from `contracts/PaymentApp.sol`: its
@@ -427,7 +425,9 @@ async fn virtual_payment_app_lets_a_payee_take_the_whole_deposit() {
     let mut c = ScenarioConfig::new(s.deployment.virtual_payment_app, 16);
     c.deposit = U256::from(10u64).pow(U256::from(15u8));
     c.voucher_amount = U256::from(1u8);
-    let taken = scenario_virtual_payment_app_theft(s.chain_for(), s.advance_time(), &c).await;
+    let taken = Scenario::new(s.chain_for(), s.advance_time(), c.clone())
+        .virtual_payment_app_theft()
+        .await;
     assert_eq!(taken, c.deposit, "the payee took everything");
     // The same theft on PaymentApp is refused (scenario e), and an honest redemption costs:
     for (name, app, nonce) in [
@@ -463,10 +463,11 @@ async fn shared_scenarios_in_an_erc20() {
         asset: token,
         ..ScenarioConfig::new(s.env.app, nonce)
     };
-    scenario_conclude(s.chain_for(), s.advance_time(), &config(31)).await;
-    scenario_payee_redeems(s.chain_for(), s.advance_time(), &config(32)).await;
-    scenario_payee_counters_stale_challenge(s.chain_for(), s.advance_time(), &config(33)).await;
-    scenario_forged_redemptions(s.chain_for(), s.advance_time(), &config(35)).await;
+    let on = |nonce| Scenario::new(s.chain_for(), s.advance_time(), config(nonce));
+    on(31).conclude().await;
+    on(32).payee_redeems().await;
+    on(33).payee_counters_stale_challenge().await;
+    on(35).forged_redemptions().await;
 
     // Gas: approve + deposit in the token vs a native deposit (first deposit into a channel).
     let id = |b: u8| B256::repeat_byte(b);

@@ -1011,21 +1011,21 @@ macro_rules! run_scenario {
             sim.advance_time(secs);
             std::future::ready(())
         };
-        $name(chain_for, advance, &config).await
+        Scenario::new(chain_for, advance, config).$name().await
     }};
 }
 
 #[tokio::test]
 async fn scenario_e_forged_redemptions_are_refused() {
-    run_scenario!(scenario_forged_redemptions);
+    run_scenario!(forged_redemptions);
 }
 
 #[tokio::test]
 async fn scenarios_in_an_erc20() {
-    run_scenario!(scenario_conclude, sim_token_env);
-    run_scenario!(scenario_payee_redeems, sim_token_env);
-    run_scenario!(scenario_payee_counters_stale_challenge, sim_token_env);
-    run_scenario!(scenario_forged_redemptions, sim_token_env);
+    run_scenario!(conclude, sim_token_env);
+    run_scenario!(payee_redeems, sim_token_env);
+    run_scenario!(payee_counters_stale_challenge, sim_token_env);
+    run_scenario!(forged_redemptions, sim_token_env);
 }
 
 /// The flaw that made this crate write its own app, kept as a test: on `VirtualPaymentApp`, one
@@ -1042,7 +1042,9 @@ async fn virtual_payment_app_lets_a_payee_take_the_whole_deposit() {
         sim.advance_time(secs);
         std::future::ready(())
     };
-    let taken = scenario_virtual_payment_app_theft(chain_for, advance, &config).await;
+    let taken = Scenario::new(chain_for, advance, config.clone())
+        .virtual_payment_app_theft()
+        .await;
     assert_eq!(taken, config.deposit);
     assert_ne!(
         sim.code_hash(vpa),
@@ -1109,22 +1111,22 @@ async fn erc20_deposits_follow_the_token_and_leave_nothing_on_failure() {
 
 #[tokio::test]
 async fn scenario_a_conclude_and_transfer() {
-    run_scenario!(scenario_conclude);
+    run_scenario!(conclude);
 }
 
 #[tokio::test]
 async fn scenario_b_payee_redeems_by_challenge() {
-    run_scenario!(scenario_payee_redeems);
+    run_scenario!(payee_redeems);
 }
 
 #[tokio::test]
 async fn scenario_c_payee_counters_a_stale_challenge() {
-    run_scenario!(scenario_payee_counters_stale_challenge);
+    run_scenario!(payee_counters_stale_challenge);
 }
 
 #[tokio::test]
 async fn scenario_d_invalid_challenges_pay_nothing() {
-    run_scenario!(scenario_invalid_challenges);
+    run_scenario!(invalid_challenges);
 }
 
 #[test]
