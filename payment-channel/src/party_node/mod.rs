@@ -134,6 +134,8 @@ pub enum NodeError {
     #[error("ledger request refused: {0}")]
     Refused(&'static str),
     /// The node's [`TcpNet`](tcp::TcpNet) failed (it could not listen).
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     #[error("net: {0}")]
     Net(#[from] tcp::NetError),
 }
