@@ -124,11 +124,9 @@ impl Default for UploadConfig {
     /// STOP overdue after 60 s, 100 MB (1e8 wei) deposit.
     fn default() -> Self {
         Self {
-            choke: ChokeConfig {
-                blocked: BlockedPolicy::QueueUntilPaid,
-                payment_timeout: Some(Duration::from_secs(60)),
-                ..ChokeConfig::default()
-            },
+            choke: ChokeConfig::default()
+                .with_blocked(BlockedPolicy::QueueUntilPaid)
+                .with_payment_timeout(Some(Duration::from_secs(60))),
             deposit: 100_000_000,
             send_prompts: true,
             on_overdue: OverduePolicy::Disconnect,
