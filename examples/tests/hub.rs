@@ -102,20 +102,14 @@ async fn peer(url: &str, adjudicator: Address, apps: (Address, Address)) -> Peer
     .unwrap();
     let (node, _events) = PartyNode::open(
         signer,
-        PartyConfig {
-            consensus_app: apps.0,
-            payment_app: apps.1,
-            hub: None,
-        },
+        PartyConfig::new(apps.0, apps.1),
         chain.clone(),
         Arc::new(MemoryStore::new()),
         Arc::new(net.clone()),
-        NodeConfig {
-            confirmations: Some(0),
-            max_retry_interval: 2,
-            ledger_service: None,
-            ..NodeConfig::default()
-        },
+        NodeConfig::default()
+            .with_confirmations(Some(0))
+            .with_max_retry_interval(2)
+            .with_ledger_service(None),
     )
     .await
     .unwrap();

@@ -43,11 +43,10 @@ fn u(n: u64) -> U256 {
 
 async fn listening(max_frame: usize) -> (TcpNet, mpsc::UnboundedReceiver<Inbound>, LocalSigner) {
     let key = LocalSigner::random();
-    let config = TcpConfig {
-        max_frame,
-        handshake_timeout: Duration::from_secs(5),
-        max_strikes: 3,
-    };
+    let config = TcpConfig::default()
+        .with_max_frame(max_frame)
+        .with_handshake_timeout(Duration::from_secs(5))
+        .with_max_strikes(3);
     let (net, rx) = TcpNet::bind(
         Arc::new(key.clone()),
         "127.0.0.1:0".parse().unwrap(),
@@ -331,11 +330,8 @@ async fn start(b: &Backend, i: usize, hub: Option<(HubLimits, LedgerService)>) -
     )
     .await
     .unwrap();
-    let config = PartyConfig {
-        consensus_app: b.consensus_app,
-        payment_app: b.payment_app,
-        hub: hub.as_ref().map(|(l, _)| l.clone()),
-    };
+    let config = PartyConfig::new(b.consensus_app, b.payment_app)
+        .with_hub(hub.as_ref().map(|(l, _)| l.clone()));
     let chain: Arc<dyn Chain> = b.chains[i].clone();
     let (node, _events) = PartyNode::open(
         signer,
@@ -343,12 +339,10 @@ async fn start(b: &Backend, i: usize, hub: Option<(HubLimits, LedgerService)>) -
         chain,
         Arc::new(MemoryStore::new()),
         Arc::new(net.clone()),
-        NodeConfig {
-            confirmations: Some(b.confirmations),
-            max_retry_interval: 5,
-            ledger_service: hub.map(|(_, s)| s),
-            ..NodeConfig::default()
-        },
+        NodeConfig::default()
+            .with_confirmations(Some(b.confirmations))
+            .with_max_retry_interval(5)
+            .with_ledger_service(hub.map(|(_, s)| s)),
     )
     .await
     .unwrap();

@@ -60,29 +60,23 @@ async fn hub(sim: &SimulatedChain) -> Hub {
     .unwrap();
     let (node, _events) = PartyNode::open(
         key.clone(),
-        PartyConfig {
-            consensus_app: sim.consensus_app(),
-            payment_app: sim.app_definition(),
-            hub: Some(HubLimits {
-                max_amount: U256::from(HUB_LEDGER),
-                max_locked_per_ledger: U256::from(HUB_LEDGER),
-                min_fee: U256::from(FEE),
-            }),
-        },
+        PartyConfig::new(sim.consensus_app(), sim.app_definition()).with_hub(Some(HubLimits {
+            max_amount: U256::from(HUB_LEDGER),
+            max_locked_per_ledger: U256::from(HUB_LEDGER),
+            min_fee: U256::from(FEE),
+        })),
         Arc::new(sim.handle(key.address())),
         Arc::new(MemoryStore::new()),
         Arc::new(net.clone()),
-        PartyNodeConfig {
-            confirmations: Some(0),
-            max_retry_interval: 5,
-            ledger_service: Some(LedgerService {
+        PartyNodeConfig::default()
+            .with_confirmations(Some(0))
+            .with_max_retry_interval(5)
+            .with_ledger_service(Some(LedgerService {
                 asset: Address::ZERO,
                 deposit: U256::from(HUB_LEDGER),
                 challenge_duration: DURATION,
                 max_ledgers: 10,
-            }),
-            ..PartyNodeConfig::default()
-        },
+            })),
     )
     .await
     .unwrap();

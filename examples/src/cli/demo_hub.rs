@@ -111,29 +111,23 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
     .map_err(Failure::network)?;
     let (hub_node, _hub_events) = PartyNode::open(
         hub_key.clone(),
-        PartyConfig {
-            consensus_app: sim.consensus_app(),
-            payment_app: sim.app_definition(),
-            hub: Some(HubLimits {
-                max_amount: U256::from(per_ledger),
-                max_locked_per_ledger: U256::from(per_ledger),
-                min_fee: U256::from(fee),
-            }),
-        },
+        PartyConfig::new(sim.consensus_app(), sim.app_definition()).with_hub(Some(HubLimits {
+            max_amount: U256::from(per_ledger),
+            max_locked_per_ledger: U256::from(per_ledger),
+            min_fee: U256::from(fee),
+        })),
         hub_chain.clone(),
         Arc::new(MemoryStore::new()),
         Arc::new(net.clone()),
-        NodeConfig {
-            confirmations: Some(0),
-            max_retry_interval: 5,
-            ledger_service: Some(LedgerService {
+        NodeConfig::default()
+            .with_confirmations(Some(0))
+            .with_max_retry_interval(5)
+            .with_ledger_service(Some(LedgerService {
                 asset: Address::ZERO,
                 deposit: U256::from(per_ledger),
                 challenge_duration: CHALLENGE,
                 max_ledgers: seeders + 1,
-            }),
-            ..NodeConfig::default()
-        },
+            })),
     )
     .await
     .map_err(Failure::other)?;

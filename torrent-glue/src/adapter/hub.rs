@@ -251,10 +251,7 @@ impl HubBackend {
             chain,
             store,
             Arc::new(router),
-            PartyNodeConfig {
-                confirmations: config.confirmations,
-                ..PartyNodeConfig::default()
-            },
+            PartyNodeConfig::default().with_confirmations(config.confirmations),
         )
         .await?;
         let run = tokio::spawn(run_node(
