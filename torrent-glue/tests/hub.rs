@@ -124,11 +124,9 @@ struct Peer {
 /// The suites' liveness with idle connections closed after 1 s, and 5 s for handshakes and
 /// answers.
 fn liveness() -> LivenessConfig {
-    LivenessConfig {
-        handshake_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(5),
-        ..support::liveness(Duration::from_secs(1))
-    }
+    support::liveness(Duration::from_secs(1))
+        .with_handshake_timeout(Duration::from_secs(5))
+        .with_response_timeout(Duration::from_secs(5))
 }
 
 struct Role {
@@ -196,22 +194,18 @@ async fn peer(
                     chain.clone(),
                     party_store.clone(),
                     direct,
-                    HubConfig {
-                        hub: hub.info.clone(),
-                        party: PartyConfig {
-                            consensus_app: sim.consensus_app(),
-                            payment_app: sim.app_definition(),
-                            hub: None,
-                        },
-                        asset: Address::ZERO,
-                        challenge_duration: DURATION,
-                        ledger_deposit: (ledger && !role.seller).then(|| U256::from(BUYER_LEDGER)),
-                        request_ledger: ledger && role.seller,
-                        fee: U256::from(FEE),
-                        confirmations: Some(0),
-                        watch_every: Duration::from_millis(30),
-                        resend_every: Duration::from_millis(300),
-                    },
+                    HubConfig::new(
+                        hub.info.clone(),
+                        PartyConfig::new(sim.consensus_app(), sim.app_definition()),
+                    )
+                    .with_asset(Address::ZERO)
+                    .with_challenge_duration(DURATION)
+                    .with_ledger_deposit((ledger && !role.seller).then(|| U256::from(BUYER_LEDGER)))
+                    .with_request_ledger(ledger && role.seller)
+                    .with_fee(U256::from(FEE))
+                    .with_confirmations(Some(0))
+                    .with_watch_every(Duration::from_millis(30))
+                    .with_resend_every(Duration::from_millis(300)),
                 )
                 .await
                 .unwrap(),

@@ -150,10 +150,8 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         chain: Some(chain),
         watch_every: Duration::from_millis(50),
     };
-    let liveness = LivenessConfig {
-        idle_close_after: Some(Duration::from_millis(500)),
-        ..LivenessConfig::default()
-    };
+    let liveness =
+        LivenessConfig::default().with_idle_close_after(Some(Duration::from_millis(500)));
     let wallet = |chain: Arc<CountedChain>, signer: Arc<LocalSigner>| Wallet {
         signer,
         chain: chain as Arc<dyn Chain>,
