@@ -459,10 +459,7 @@ async fn shared_scenarios_in_an_erc20() {
     let Some(s) = setup().await else { return };
     let token = deploy_token(&s.anvil.url, &key(0).secret_bytes(), &dir, key(1).address()).await;
     assert_eq!(s.payer.decimals(token).await.unwrap(), 18);
-    let config = |nonce| ScenarioConfig {
-        asset: token,
-        ..ScenarioConfig::new(s.env.app, nonce)
-    };
+    let config = |nonce| ScenarioConfig::new(s.env.app, nonce).with_asset(token);
     scenario_conclude(s.chain_for(), s.advance_time(), &config(31)).await;
     scenario_payee_redeems(s.chain_for(), s.advance_time(), &config(32)).await;
     scenario_payee_counters_stale_challenge(s.chain_for(), s.advance_time(), &config(33)).await;

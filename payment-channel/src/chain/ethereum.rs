@@ -56,6 +56,7 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::{SolError, SolEvent};
 use async_trait::async_trait;
+use derive_setters::Setters;
 use tokio::sync::Mutex;
 
 use crate::abi::{IERC20, NitroAdjudicator};
@@ -109,7 +110,9 @@ pub enum SetupError {
 }
 
 /// Tuning of an [`EthereumChain`] handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct EthereumConfig {
     /// Interval between `eth_getTransactionReceipt` polls.
     pub receipt_poll_interval: Duration,
