@@ -477,7 +477,9 @@ impl Transport<NodeMessage> for TcpNet {
 
 /// Where a node started by [`start_node`] listens, and how often its driver ([`run_node`])
 /// watches the chain (`tick`) and redials and resends (`resend_every`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct TcpNodeConfig {
     /// The address [`TcpNet::bind`] listens on.
     pub listen: SocketAddr,
