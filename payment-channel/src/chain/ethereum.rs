@@ -575,12 +575,8 @@ impl crate::chain::Backend for EthereumChain {
                 candidate,
                 challenger_sig,
             } => {
-                let call = adjudicator.challenge(
-                    fixed.to_abi(),
-                    proof.iter().map(SignedVariablePart::to_abi).collect(),
-                    candidate.to_abi(),
-                    challenger_sig.to_abi(),
-                );
+                let (fixed, proof, candidate) = support_to_abi(fixed, proof, candidate);
+                let call = adjudicator.challenge(fixed, proof, candidate, challenger_sig.to_abi());
                 self.send(call, U256::ZERO).await
             }
             TxCall::Checkpoint {
@@ -588,11 +584,8 @@ impl crate::chain::Backend for EthereumChain {
                 proof,
                 candidate,
             } => {
-                let call = adjudicator.checkpoint(
-                    fixed.to_abi(),
-                    proof.iter().map(SignedVariablePart::to_abi).collect(),
-                    candidate.to_abi(),
-                );
+                let (fixed, proof, candidate) = support_to_abi(fixed, proof, candidate);
+                let call = adjudicator.checkpoint(fixed, proof, candidate);
                 self.send(call, U256::ZERO).await
             }
             TxCall::Conclude { fixed, candidate } => {
@@ -676,6 +669,23 @@ impl crate::chain::Backend for EthereumChain {
 }
 
 impl_chain_backend!(EthereumChain);
+
+/// The arguments `challenge` and `checkpoint` share, in their ABI form.
+type AbiSupport = (
+    crate::abi::FixedPart,
+    Vec<crate::abi::SignedVariablePart>,
+    crate::abi::SignedVariablePart,
+);
+
+/// A support (fixed part, proof, candidate) as `challenge` and `checkpoint` take it.
+fn support_to_abi(
+    fixed: &FixedPart,
+    proof: &[SignedVariablePart],
+    candidate: &SignedVariablePart,
+) -> AbiSupport {
+    let proof = proof.iter().map(SignedVariablePart::to_abi).collect();
+    (fixed.to_abi(), proof, candidate.to_abi())
+}
 
 impl EthereumChain {
     /// `eth_getLogs` of `filter`, decoded and in chain order.
