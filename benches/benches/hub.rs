@@ -43,15 +43,11 @@ fn big() -> U256 {
 }
 
 fn config(hub: bool) -> PartyConfig {
-    PartyConfig {
-        consensus_app: CONSENSUS_APP,
-        payment_app: PAYMENT_APP,
-        hub: hub.then(|| HubLimits {
-            max_amount: big(),
-            max_locked_per_ledger: big() * U256::from(1_000u64),
-            min_fee: U256::ZERO,
-        }),
-    }
+    PartyConfig::new(CONSENSUS_APP, PAYMENT_APP).with_hub(hub.then(|| HubLimits {
+        max_amount: big(),
+        max_locked_per_ledger: big() * U256::from(1_000u64),
+        min_fee: U256::ZERO,
+    }))
 }
 
 /// Parties by index: 0 the hub, then payees, then payers.

@@ -307,16 +307,14 @@ impl BuyTerms {
     /// The downloader's configuration: the buyer's window
     /// ([`DownloadConfig::window_bytes`]) counts the [`PIPELINE`] of requests in flight.
     pub fn download_config(&self) -> DownloadConfig {
-        DownloadConfig {
-            granularity_bytes: self.granularity_bytes,
-            pay_ahead: self.max_pay_ahead_bytes > 0,
-            max_pay_ahead_bytes: self.max_pay_ahead_bytes,
-            max_price_per_byte: self.max_price_per_byte,
-            max_deposit: self.budget,
-            budget: self.budget,
-            in_flight_bytes: PIPELINE as u64 * u64::from(BLOCK_LEN),
-            ..DownloadConfig::default()
-        }
+        DownloadConfig::default()
+            .with_granularity_bytes(self.granularity_bytes)
+            .with_pay_ahead(self.max_pay_ahead_bytes > 0)
+            .with_max_pay_ahead_bytes(self.max_pay_ahead_bytes)
+            .with_max_price_per_byte(self.max_price_per_byte)
+            .with_max_deposit(self.budget)
+            .with_budget(self.budget)
+            .with_in_flight_bytes(PIPELINE as u64 * u64::from(BLOCK_LEN))
     }
 }
 
@@ -440,25 +438,24 @@ impl PaidNode {
                         h.chain.unwrap_or_else(|| wallet.chain.clone()),
                         h.store,
                         direct,
-                        HubConfig {
-                            hub: HubInfo {
+                        HubConfig::new(
+                            HubInfo {
                                 address: Address::ZERO,
                                 endpoint: h.endpoint,
                             },
-                            party: payment_channel::virtual_channel::PartyConfig {
-                                consensus_app: h.consensus_app,
-                                payment_app: wallet.app,
-                                hub: None,
-                            },
-                            asset: wallet.units.asset,
-                            challenge_duration: h.challenge_duration,
-                            ledger_deposit: h.ledger_deposit.map(U256::from),
-                            request_ledger: h.request_ledger,
-                            fee: U256::from(h.fee),
-                            confirmations: None,
-                            watch_every: h.watch_every,
-                            resend_every: Duration::from_secs(2),
-                        },
+                            payment_channel::virtual_channel::PartyConfig::new(
+                                h.consensus_app,
+                                wallet.app,
+                            ),
+                        )
+                        .with_asset(wallet.units.asset)
+                        .with_challenge_duration(h.challenge_duration)
+                        .with_ledger_deposit(h.ledger_deposit.map(U256::from))
+                        .with_request_ledger(h.request_ledger)
+                        .with_fee(U256::from(h.fee))
+                        .with_confirmations(None)
+                        .with_watch_every(h.watch_every)
+                        .with_resend_every(Duration::from_secs(2)),
                     )
                     .await?,
                 );

@@ -93,17 +93,11 @@ async fn peer(url: &str, adjudicator: Address, apps: (Address, Address)) -> Peer
     let chain: Arc<dyn Chain> = Arc::new(chain);
     let chain = Arc::new(FaultyChain::new(chain));
     let signer: Arc<dyn Signer> = Arc::new(key.clone());
-    let party = PartyConfig {
-        consensus_app: apps.0,
-        payment_app: apps.1,
-        hub: None,
-    };
-    let config = NodeConfig {
-        confirmations: Some(0),
-        max_retry_interval: 2,
-        ledger_service: None,
-        ..NodeConfig::default()
-    };
+    let party = PartyConfig::new(apps.0, apps.1);
+    let config = NodeConfig::default()
+        .with_confirmations(Some(0))
+        .with_max_retry_interval(2)
+        .with_ledger_service(None);
     let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_millis(100),

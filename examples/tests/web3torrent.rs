@@ -91,10 +91,7 @@ async fn quiet_exit(js: JsonProc, title: &str) -> JsonProc {
 
 fn identity() -> IdentityConfig {
     // web3torrent sends its account and no proof of it: believed, as web3torrent does.
-    IdentityConfig {
-        legacy: LegacyPolicy::TrustClaimedAccount,
-        ..IdentityConfig::default()
-    }
+    IdentityConfig::default().with_legacy(LegacyPolicy::TrustClaimedAccount)
 }
 
 fn checksummed(address: &str) -> String {

@@ -253,12 +253,11 @@ fn config() -> CoordinatorConfig {
     c.non_paying = NonPayingPolicy::Refuse;
     c.max_deferred_requests = 8;
     c.max_outbox = 4;
-    c.liveness = LivenessConfig {
-        handshake_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(20),
-        idle_close_after: Some(Duration::from_secs(30)),
-        stall_timeout: Some(Duration::from_secs(40)),
-    };
+    c.liveness = LivenessConfig::default()
+        .with_handshake_timeout(Duration::from_secs(5))
+        .with_response_timeout(Duration::from_secs(20))
+        .with_idle_close_after(Some(Duration::from_secs(30)))
+        .with_stall_timeout(Some(Duration::from_secs(40)));
     let up = c.upload.as_mut().expect("default upload config");
     up.deposit = 1 << 24;
     up.choke.price_per_byte = PRICE;

@@ -203,11 +203,7 @@ impl World {
             .map(|(i, k)| {
                 Party::new(
                     k.clone(),
-                    PartyConfig {
-                        consensus_app,
-                        payment_app: PAYMENT_APP,
-                        hub: (i == HUB).then(limits),
-                    },
+                    PartyConfig::new(consensus_app, PAYMENT_APP).with_hub((i == HUB).then(limits)),
                 )
             })
             .collect();

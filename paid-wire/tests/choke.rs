@@ -32,10 +32,7 @@ fn drain_payer(p: &mut PaymentPlanner) -> Vec<PayerAction> {
 }
 
 fn cfg() -> ChokeConfig {
-    ChokeConfig {
-        prompt: None,
-        ..ChokeConfig::default()
-    }
+    ChokeConfig::default().with_prompt(None)
 }
 
 /// A controller with the channel attached and the action queue empty.
@@ -49,18 +46,12 @@ fn attached(config: ChokeConfig) -> (ChokeController, Instant) {
 
 /// [`cfg`] with BEP 6 negotiated.
 fn fast() -> ChokeConfig {
-    ChokeConfig {
-        fast_negotiated: true,
-        ..cfg()
-    }
+    cfg().with_fast_negotiated(true)
 }
 
 /// [`cfg`] at `price_per_byte` wei per byte.
 fn priced(price_per_byte: u128) -> ChokeConfig {
-    ChokeConfig {
-        price_per_byte,
-        ..cfg()
-    }
+    cfg().with_price_per_byte(price_per_byte)
 }
 
 /// [`attached`], then requests for blocks `0..n` (unpaid: queued), then the actions drained.
@@ -258,10 +249,7 @@ fn oversized_request_without_fast_is_dropped_silently() {
 
 #[test]
 fn max_block_len_is_configurable() {
-    let (mut c, now) = attached(ChokeConfig {
-        max_block_len: 1 << 17,
-        ..cfg()
-    });
+    let (mut c, now) = attached(cfg().with_max_block_len(1 << 17));
     c.handle_payment(now, CH, 1 << 17).unwrap();
     let r = BlockRequest {
         index: 0,
@@ -276,11 +264,7 @@ fn max_block_len_is_configurable() {
 #[test]
 fn queue_overflow_rejects_with_fast_and_drops_without() {
     for fast in [true, false] {
-        let (mut c, now) = attached(ChokeConfig {
-            max_queue_len: 2,
-            fast_negotiated: fast,
-            ..cfg()
-        });
+        let (mut c, now) = attached(cfg().with_max_queue_len(2).with_fast_negotiated(fast));
         c.handle_request(now, req(0)).unwrap();
         c.handle_request(now, req(1)).unwrap();
         drain(&mut c);
@@ -304,11 +288,11 @@ fn queue_overflow_rejects_with_fast_and_drops_without() {
 
 #[test]
 fn disconnect_after_n_strikes_is_emitted_once() {
-    let (mut c, now) = attached(ChokeConfig {
-        max_queue_len: 0,
-        disconnect_after_strikes: Some(3),
-        ..cfg()
-    });
+    let (mut c, now) = attached(
+        cfg()
+            .with_max_queue_len(0)
+            .with_disconnect_after_strikes(Some(3)),
+    );
     for i in 0..5 {
         let _ = c.handle_request(now, req(i));
     }
@@ -328,10 +312,7 @@ fn disconnect_after_n_strikes_is_emitted_once() {
 #[test]
 fn cancel_removes_a_queued_request_and_rejects_it_under_fast() {
     for fast in [true, false] {
-        let (mut c, now) = attached(ChokeConfig {
-            fast_negotiated: fast,
-            ..cfg()
-        });
+        let (mut c, now) = attached(cfg().with_fast_negotiated(fast));
         c.handle_request(now, req(0)).unwrap();
         c.handle_request(now, req(1)).unwrap();
         drain(&mut c);
@@ -356,11 +337,11 @@ fn cancel_removes_a_queued_request_and_rejects_it_under_fast() {
 
 #[test]
 fn refuse_immediately_policy_rejects_and_still_stops_once() {
-    let (mut c, now) = attached(ChokeConfig {
-        fast_negotiated: true,
-        blocked: BlockedPolicy::RefuseImmediately,
-        ..cfg()
-    });
+    let (mut c, now) = attached(
+        cfg()
+            .with_fast_negotiated(true)
+            .with_blocked(BlockedPolicy::RefuseImmediately),
+    );
     assert_eq!(
         c.handle_request(now, req(0)),
         Ok(RequestOutcome::Rejected(RefuseReason::Unpaid))
@@ -385,10 +366,7 @@ fn refuse_immediately_policy_rejects_and_still_stops_once() {
 
 #[test]
 fn refuse_immediately_without_fast_drops() {
-    let (mut c, now) = attached(ChokeConfig {
-        blocked: BlockedPolicy::RefuseImmediately,
-        ..cfg()
-    });
+    let (mut c, now) = attached(cfg().with_blocked(BlockedPolicy::RefuseImmediately));
     assert_eq!(
         c.handle_request(now, req(0)),
         Ok(RequestOutcome::Dropped(RefuseReason::Unpaid))
@@ -480,11 +458,11 @@ fn permanent_stop_before_any_channel_carries_no_id() {
 
 #[test]
 fn unpaid_stop_times_out_once_and_clears_the_queue() {
-    let (mut c, now) = attached(ChokeConfig {
-        fast_negotiated: true,
-        payment_timeout: Some(Duration::from_secs(30)),
-        ..cfg()
-    });
+    let (mut c, now) = attached(
+        cfg()
+            .with_fast_negotiated(true)
+            .with_payment_timeout(Some(Duration::from_secs(30))),
+    );
     assert_eq!(c.next_deadline(), None);
     c.handle_request(now, req(0)).unwrap();
     drain(&mut c);
@@ -507,10 +485,7 @@ fn unpaid_stop_times_out_once_and_clears_the_queue() {
 
 #[test]
 fn payment_disarms_the_timeout() {
-    let (mut c, now) = attached(ChokeConfig {
-        payment_timeout: Some(Duration::from_secs(5)),
-        ..cfg()
-    });
+    let (mut c, now) = attached(cfg().with_payment_timeout(Some(Duration::from_secs(5))));
     c.handle_request(now, req(0)).unwrap();
     c.handle_payment(now, CH, u128::from(BLOCK)).unwrap();
     assert_eq!(c.next_deadline(), None);
@@ -561,14 +536,14 @@ fn refund_serves_waiting_requests() {
 
 #[test]
 fn low_watermark_prompt_is_emitted_once_per_refill() {
-    let (mut c, now) = attached(ChokeConfig {
-        prompt: Some(PromptPolicy {
-            watermark: Watermark::PercentOfLastPayment(50),
-            suggested_bytes: None,
-        }),
-        price_per_byte: 2,
-        ..cfg()
-    });
+    let (mut c, now) = attached(
+        cfg()
+            .with_prompt(Some(PromptPolicy {
+                watermark: Watermark::PercentOfLastPayment(50),
+                suggested_bytes: None,
+            }))
+            .with_price_per_byte(2),
+    );
     c.handle_payment(now, CH, 2 * 4 * u128::from(BLOCK))
         .unwrap(); // 4 blocks
     c.handle_request(now, req(0)).unwrap();
@@ -595,14 +570,14 @@ fn low_watermark_prompt_is_emitted_once_per_refill() {
 
 #[test]
 fn prompt_with_fixed_watermark_and_suggestion() {
-    let (mut c, now) = attached(ChokeConfig {
-        prompt: Some(PromptPolicy {
-            watermark: Watermark::Bytes(u64::from(BLOCK) + 1),
-            suggested_bytes: Some(1 << 20),
-        }),
-        trust: TrustPolicy::fixed(2 * u64::from(BLOCK)),
-        ..cfg()
-    });
+    let (mut c, now) = attached(
+        cfg()
+            .with_prompt(Some(PromptPolicy {
+                watermark: Watermark::Bytes(u64::from(BLOCK) + 1),
+                suggested_bytes: Some(1 << 20),
+            }))
+            .with_trust(TrustPolicy::fixed(2 * u64::from(BLOCK))),
+    );
     c.handle_request(now, req(0)).unwrap();
     assert_eq!(
         drain(&mut c),
@@ -620,13 +595,10 @@ fn prompt_with_fixed_watermark_and_suggestion() {
 #[test]
 fn no_prompt_while_a_stop_is_outstanding() {
     let now = Instant::now();
-    let mut c = ChokeController::new(ChokeConfig {
-        prompt: Some(PromptPolicy {
-            watermark: Watermark::Bytes(u64::MAX),
-            suggested_bytes: None,
-        }),
-        ..cfg()
-    })
+    let mut c = ChokeController::new(cfg().with_prompt(Some(PromptPolicy {
+        watermark: Watermark::Bytes(u64::MAX),
+        suggested_bytes: None,
+    })))
     .unwrap();
     c.handle_request(now, req(0)).unwrap();
     assert_eq!(drain(&mut c), vec![GateAction::NeedChannel]);
@@ -645,10 +617,7 @@ fn no_prompt_while_a_stop_is_outstanding() {
 
 #[test]
 fn initial_trust_is_served_free_then_blocks() {
-    let (mut c, now) = attached(ChokeConfig {
-        trust: TrustPolicy::fixed(2 * u64::from(BLOCK)),
-        ..cfg()
-    });
+    let (mut c, now) = attached(cfg().with_trust(TrustPolicy::fixed(2 * u64::from(BLOCK))));
     assert_eq!(c.handle_request(now, req(0)), Ok(RequestOutcome::Served));
     assert_eq!(c.handle_request(now, req(1)), Ok(RequestOutcome::Served));
     assert_eq!(c.handle_request(now, req(2)), Ok(RequestOutcome::Queued));
@@ -659,10 +628,8 @@ fn initial_trust_is_served_free_then_blocks() {
 #[test]
 fn trust_window_grows_per_qualifying_payment_up_to_cap() {
     let kib = 1024u64;
-    let (mut c, now) = attached(ChokeConfig {
-        trust: TrustPolicy::growing(64 * kib, 64 * kib, 200 * kib),
-        ..cfg()
-    });
+    let (mut c, now) =
+        attached(cfg().with_trust(TrustPolicy::growing(64 * kib, 64 * kib, 200 * kib)));
     assert_eq!(c.trust_allowance(), 64 * kib);
     c.handle_payment(now, CH, u128::from(64 * kib)).unwrap();
     assert_eq!(c.trust_allowance(), 128 * kib);
@@ -714,10 +681,7 @@ fn regression_1178_no_free_data_while_joining() {
     let mut c = requested(
         now,
         5,
-        ChokeConfig {
-            trust: TrustPolicy::fixed(u64::from(BLOCK)),
-            ..cfg()
-        },
+        cfg().with_trust(TrustPolicy::fixed(u64::from(BLOCK))),
     );
     assert_eq!(
         drain(&mut c),
@@ -728,11 +692,9 @@ fn regression_1178_no_free_data_while_joining() {
     let mut c = requested(
         now,
         5,
-        ChokeConfig {
-            trust: TrustPolicy::fixed(u64::from(BLOCK)),
-            serve_trust_before_channel: false,
-            ..cfg()
-        },
+        cfg()
+            .with_trust(TrustPolicy::fixed(u64::from(BLOCK)))
+            .with_serve_trust_before_channel(false),
     );
     assert_eq!(drain(&mut c), vec![GateAction::NeedChannel]);
     c.handle_channel_ready(now, CH).unwrap();
@@ -811,10 +773,8 @@ fn zero_payment_is_harmless() {
 
 #[test]
 fn huge_amounts_saturate_instead_of_overflowing() {
-    let (mut c, now) = attached(ChokeConfig {
-        trust: TrustPolicy::growing(u64::MAX, u64::MAX, u64::MAX),
-        ..cfg()
-    });
+    let (mut c, now) =
+        attached(cfg().with_trust(TrustPolicy::growing(u64::MAX, u64::MAX, u64::MAX)));
     c.handle_payment(now, CH, u128::MAX).unwrap();
     c.handle_payment(now, CH, u128::MAX).unwrap();
     assert_eq!(c.stats().wei_received, u128::MAX);
@@ -822,14 +782,12 @@ fn huge_amounts_saturate_instead_of_overflowing() {
     assert_eq!(c.credit(), u64::MAX);
     assert_eq!(c.handle_request(now, req(0)), Ok(RequestOutcome::Served));
 
-    let mut c = ChokeController::new(ChokeConfig {
-        price_per_byte: u128::MAX,
-        prompt: Some(PromptPolicy {
+    let mut c = ChokeController::new(cfg().with_price_per_byte(u128::MAX).with_prompt(Some(
+        PromptPolicy {
             watermark: Watermark::Bytes(u64::MAX),
             suggested_bytes: Some(u64::MAX),
-        }),
-        ..cfg()
-    })
+        },
+    )))
     .unwrap();
     c.handle_channel_ready(now, CH).unwrap();
     c.handle_payment(now, CH, u128::MAX).unwrap();
@@ -847,27 +805,18 @@ fn config_validation() {
     let bad = |c: ChokeConfig| ChokeController::new(c).unwrap_err();
     assert_eq!(bad(ChokeConfig::with_price(0)), ConfigError::ZeroPrice);
     assert_eq!(
-        bad(ChokeConfig {
-            max_block_len: 0,
-            ..cfg()
-        }),
+        bad(cfg().with_max_block_len(0)),
         ConfigError::ZeroMaxBlockLen
     );
     assert_eq!(
-        bad(ChokeConfig {
-            prompt: Some(PromptPolicy {
-                watermark: Watermark::PercentOfLastPayment(101),
-                suggested_bytes: None
-            }),
-            ..cfg()
-        }),
+        bad(cfg().with_prompt(Some(PromptPolicy {
+            watermark: Watermark::PercentOfLastPayment(101),
+            suggested_bytes: None
+        }))),
         ConfigError::WatermarkPercentOver100 { percent: 101 }
     );
     assert_eq!(
-        bad(ChokeConfig {
-            disconnect_after_strikes: Some(0),
-            ..cfg()
-        }),
+        bad(cfg().with_disconnect_after_strikes(Some(0))),
         ConfigError::ZeroStrikeLimit
     );
     assert_eq!(
@@ -882,10 +831,7 @@ fn config_validation() {
 
 #[test]
 fn set_fast_negotiated_switches_reject_vs_drop() {
-    let (mut c, now) = attached(ChokeConfig {
-        max_queue_len: 0,
-        ..cfg()
-    });
+    let (mut c, now) = attached(cfg().with_max_queue_len(0));
     assert!(!c.fast_negotiated());
     let _ = c.handle_request(now, req(0));
     c.set_fast_negotiated(true);
@@ -1125,24 +1071,24 @@ mod props {
             prop::option::of(1u64..10_000),
         )
             .prop_map(
-                |(price, qlen, fast, refuse, (ti, tinc, tmax), before, wm, timeout)| ChokeConfig {
-                    price_per_byte: price,
-                    max_queue_len: qlen,
-                    fast_negotiated: fast,
-                    blocked: if refuse {
-                        BlockedPolicy::RefuseImmediately
-                    } else {
-                        BlockedPolicy::QueueUntilPaid
-                    },
-                    trust: TrustPolicy::growing(ti, tinc, tmax),
-                    serve_trust_before_channel: before,
-                    prompt: wm.map(|watermark| PromptPolicy {
-                        watermark,
-                        suggested_bytes: None,
-                    }),
-                    payment_timeout: timeout.map(Duration::from_millis),
-                    disconnect_after_strikes: Some(3),
-                    ..ChokeConfig::default()
+                |(price, qlen, fast, refuse, (ti, tinc, tmax), before, wm, timeout)| {
+                    ChokeConfig::default()
+                        .with_price_per_byte(price)
+                        .with_max_queue_len(qlen)
+                        .with_fast_negotiated(fast)
+                        .with_blocked(if refuse {
+                            BlockedPolicy::RefuseImmediately
+                        } else {
+                            BlockedPolicy::QueueUntilPaid
+                        })
+                        .with_trust(TrustPolicy::growing(ti, tinc, tmax))
+                        .with_serve_trust_before_channel(before)
+                        .with_prompt(wm.map(|watermark| PromptPolicy {
+                            watermark,
+                            suggested_bytes: None,
+                        }))
+                        .with_payment_timeout(timeout.map(Duration::from_millis))
+                        .with_disconnect_after_strikes(Some(3))
                 },
             )
     }
@@ -1375,14 +1321,14 @@ fn simulate(total: u64, granularity: u64, pipeline: u32, prompt: bool) -> SimRes
     let price = 3u128;
     let blocks = u32::try_from(total / u64::from(BLOCK)).unwrap();
     let t0 = Instant::now();
-    let mut seeder = ChokeController::new(ChokeConfig {
-        price_per_byte: price,
-        prompt: prompt.then_some(PromptPolicy {
-            watermark: Watermark::PercentOfLastPayment(50),
-            suggested_bytes: None,
-        }),
-        ..ChokeConfig::default()
-    })
+    let mut seeder = ChokeController::new(
+        ChokeConfig::default()
+            .with_price_per_byte(price)
+            .with_prompt(prompt.then_some(PromptPolicy {
+                watermark: Watermark::PercentOfLastPayment(50),
+                suggested_bytes: None,
+            })),
+    )
     .unwrap();
     let mut payer = PaymentPlanner::new(PayerConfig::new(price, granularity)).unwrap();
     payer.set_bytes_wanted(Some(total));

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
+use derive_setters::Setters;
 use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use tokio::sync::mpsc;
 
@@ -89,7 +90,9 @@ impl<M: Send + 'static, T: Transport<M> + ?Sized> Transport<M> for Arc<T> {
 struct _ObjectSafe(Box<dyn Transport>);
 
 /// Settings of a [`Client`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The deployed `PaymentApp` (used in the channels we create).
     pub app_definition: Address,

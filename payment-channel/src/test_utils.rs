@@ -49,6 +49,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use derive_setters::Setters;
 
 use crate::SimulatedChain;
 use crate::chain::{
@@ -313,7 +314,9 @@ impl ChannelFixture {
 }
 
 /// Parameters of a scenario run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct ScenarioConfig {
     /// The app address on the chain under test (`PaymentApp`, unless a scenario says otherwise).
     pub app_definition: Address,

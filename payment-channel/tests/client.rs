@@ -50,11 +50,9 @@ impl World {
     }
 
     fn config(&self, policy: Option<JoinPolicy>) -> ClientConfig {
-        ClientConfig {
-            challenge_duration: 600,
-            auto_join: policy,
-            ..ClientConfig::new(self.chain.app_definition())
-        }
+        ClientConfig::new(self.chain.app_definition())
+            .with_challenge_duration(600)
+            .with_auto_join(policy)
     }
 
     fn policy(&self) -> JoinPolicy {
@@ -423,10 +421,7 @@ async fn pollable_outbox_without_transport() {
     let chain = SimulatedChain::new();
     let (payer_key, payee_key) = (key(1), key(2));
     chain.fund(payer_key.address(), u(1_000)).unwrap();
-    let config = |policy| ClientConfig {
-        auto_join: policy,
-        ..ClientConfig::new(chain.app_definition())
-    };
+    let config = |policy| ClientConfig::new(chain.app_definition()).with_auto_join(policy);
     let policy = JoinPolicy::new(chain.app_definition(), u(1_000), u(1_000));
     let mut clients = Vec::new();
     for (key, join) in [(&payer_key, Some(policy)), (&payee_key, None)] {
@@ -652,23 +647,20 @@ mod on_anvil {
             policy: Option<JoinPolicy>,
             asset: Address,
         ) -> Node {
-            let config = ClientConfig {
-                asset,
+            let config = self
+                .config(policy)
+                .with_asset(asset)
                 // Anvil mines a block per transaction and none in between: no block would ever
                 // confirm the last transaction. Confirmations are tested in `tests/ethereum.rs`.
-                confirmations: Some(0),
-                ..self.config(policy)
-            };
+                .with_confirmations(Some(0));
             self.node_with(signer, chain, config).await
         }
 
         /// Channels on the deployed app with 600 s challenges, auto-joining under `policy`.
         fn config(&self, policy: Option<JoinPolicy>) -> ClientConfig {
-            ClientConfig {
-                challenge_duration: 600,
-                auto_join: policy,
-                ..ClientConfig::new(self.app)
-            }
+            ClientConfig::new(self.app)
+                .with_challenge_duration(600)
+                .with_auto_join(policy)
         }
 
         /// A client for `signer` sending through `chain`, with `config` and a fresh memory store.
@@ -915,10 +907,7 @@ async fn token_world(
     let payer = w
         .node(payer_key, Arc::new(MemoryStore::new()), Some(policy))
         .await;
-    let payee_config = ClientConfig {
-        asset: token,
-        ..w.config(None)
-    };
+    let payee_config = w.config(None).with_asset(token);
     let payee = w
         .node_with(payee_key, Arc::new(MemoryStore::new()), payee_config)
         .await;
@@ -1049,10 +1038,10 @@ async fn joiner_refuses_an_app_whose_code_is_not_payment_app() {
     let vpa = Address::repeat_byte(0x77);
     w.chain.install_virtual_payment_app(vpa);
     let (payer_key, payee_key) = w.funded_keys();
-    let config = |policy| ClientConfig {
-        challenge_duration: 600,
-        auto_join: policy,
-        ..ClientConfig::new(vpa)
+    let config = |policy| {
+        ClientConfig::new(vpa)
+            .with_challenge_duration(600)
+            .with_auto_join(policy)
     };
     let policy = JoinPolicy::new(vpa, u(10_000), u(15_000));
     let open = |key: Arc<LocalSigner>, policy| {
@@ -1129,10 +1118,7 @@ async fn a_proposal_whose_id_has_history_on_chain_is_refused() {
         let chain = chain.clone();
         async move {
             Client::open(
-                ClientConfig {
-                    auto_join: policy,
-                    ..ClientConfig::new(chain.app_definition())
-                },
+                ClientConfig::new(chain.app_definition()).with_auto_join(policy),
                 key.clone(),
                 Arc::new(chain.handle(key.address())),
                 Arc::new(MemoryStore::new()),
@@ -1471,10 +1457,7 @@ async fn watch_chain_makes_one_log_query_for_all_channels() {
 #[tokio::test]
 async fn events_are_applied_after_the_configured_confirmations_and_once() {
     let w = World::new();
-    let config = ClientConfig {
-        confirmations: Some(2),
-        ..w.config(None)
-    };
+    let config = w.config(None).with_confirmations(Some(2));
     let (mut payer, mut payee, chain) = payer_and_faulty_payee_with(&w, config).await;
     let id = open(&mut payer, &mut payee).await;
     // The deposit is in the latest block: not confirmed yet.
@@ -1593,10 +1576,7 @@ async fn payee_checks_vouchers_off_the_lock_and_credits_only_verified_ones() {
     use payment_channel::voucher::Voucher;
 
     let (w, mut payer, payee_key) = World::with_payer().await;
-    let config = ClientConfig {
-        offload_signatures: true,
-        ..w.config(None)
-    };
+    let config = w.config(None).with_offload_signatures(true);
     let mut payee = w
         .node_with(payee_key, Arc::new(MemoryStore::new()), config)
         .await;

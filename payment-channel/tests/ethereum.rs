@@ -459,10 +459,7 @@ async fn shared_scenarios_in_an_erc20() {
     let Some(s) = setup().await else { return };
     let token = deploy_token(&s.anvil.url, &key(0).secret_bytes(), &dir, key(1).address()).await;
     assert_eq!(s.payer.decimals(token).await.unwrap(), 18);
-    let config = |nonce| ScenarioConfig {
-        asset: token,
-        ..ScenarioConfig::new(s.env.app, nonce)
-    };
+    let config = |nonce| ScenarioConfig::new(s.env.app, nonce).with_asset(token);
     let on = |nonce| Scenario::new(s.chain_for(), s.advance_time(), config(nonce));
     on(31).conclude().await;
     on(32).payee_redeems().await;

@@ -92,13 +92,11 @@ async fn party(
     let meter = Arc::new(GasMeter::new(chain));
     let signer = Arc::new(signer);
     let inbox = net.join(signer.address());
-    let config = ClientConfig {
-        challenge_duration: 600,
-        auto_join: policy,
+    let config = ClientConfig::new(deployment.payment_app)
+        .with_challenge_duration(600)
+        .with_auto_join(policy)
         // Anvil mines only on transactions: nothing would confirm the last one.
-        confirmations: Some(0),
-        ..ClientConfig::new(deployment.payment_app)
-    };
+        .with_confirmations(Some(0));
     let (client, events) = Client::open(
         config,
         signer,

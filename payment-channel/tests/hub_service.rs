@@ -44,11 +44,10 @@ fn u(n: u64) -> U256 {
 
 async fn listening(max_frame: usize) -> (TcpNet, mpsc::UnboundedReceiver<Inbound>, LocalSigner) {
     let key = LocalSigner::random();
-    let config = TcpConfig {
-        max_frame,
-        handshake_timeout: Duration::from_secs(5),
-        max_strikes: 3,
-    };
+    let config = TcpConfig::default()
+        .with_max_frame(max_frame)
+        .with_handshake_timeout(Duration::from_secs(5))
+        .with_max_strikes(3);
     let (net, rx) = TcpNet::bind(
         Arc::new(key.clone()),
         "127.0.0.1:0".parse().unwrap(),
@@ -325,17 +324,12 @@ struct Party3 {
 async fn start(b: &Backend, i: usize, hub: Option<(HubLimits, LedgerService)>) -> Party3 {
     let key = LocalSigner::random();
     let signer: Arc<dyn Signer> = Arc::new(key.clone());
-    let party = PartyConfig {
-        consensus_app: b.consensus_app,
-        payment_app: b.payment_app,
-        hub: hub.as_ref().map(|(l, _)| l.clone()),
-    };
-    let config = NodeConfig {
-        confirmations: Some(b.confirmations),
-        max_retry_interval: 5,
-        ledger_service: hub.map(|(_, s)| s),
-        ..NodeConfig::default()
-    };
+    let party = PartyConfig::new(b.consensus_app, b.payment_app)
+        .with_hub(hub.as_ref().map(|(l, _)| l.clone()));
+    let config = NodeConfig::default()
+        .with_confirmations(Some(b.confirmations))
+        .with_max_retry_interval(5)
+        .with_ledger_service(hub.map(|(_, s)| s));
     let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_millis(40),

@@ -19,11 +19,7 @@ fn party(hub: bool) -> Party {
     };
     Party::new(
         Arc::new(LocalSigner::random()),
-        PartyConfig {
-            consensus_app: Address::repeat_byte(0xc0),
-            payment_app: PAYMENT_APP,
-            hub: hub.then_some(limits),
-        },
+        PartyConfig::new(Address::repeat_byte(0xc0), PAYMENT_APP).with_hub(hub.then_some(limits)),
     )
 }
 

@@ -78,11 +78,7 @@ impl Net {
     fn add(&mut self, hub: Option<HubLimits>) -> Address {
         let key = Arc::new(LocalSigner::random());
         let a = key.address();
-        let config = PartyConfig {
-            consensus_app: CONSENSUS_APP,
-            payment_app: PAYMENT_APP,
-            hub,
-        };
+        let config = PartyConfig::new(CONSENSUS_APP, PAYMENT_APP).with_hub(hub);
         self.parties.insert(a, Party::new(key.clone(), config));
         self.keys.insert(a, key);
         a

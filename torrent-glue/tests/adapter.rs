@@ -93,10 +93,7 @@ struct Party {
 
 /// The suites' liveness with idle connections closed after 1 s, and 5 s for handshakes.
 fn liveness() -> LivenessConfig {
-    LivenessConfig {
-        handshake_timeout: Duration::from_secs(5),
-        ..support::liveness(Duration::from_secs(1))
-    }
+    support::liveness(Duration::from_secs(1)).with_handshake_timeout(Duration::from_secs(5))
 }
 
 async fn party(

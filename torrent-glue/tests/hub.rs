@@ -51,26 +51,21 @@ struct Hub {
 async fn hub(sim: &SimulatedChain) -> Hub {
     let key = Arc::new(LocalSigner::random());
     sim.fund(key.address(), U256::from(FUNDS)).unwrap();
-    let party = PartyConfig {
-        consensus_app: sim.consensus_app(),
-        payment_app: sim.app_definition(),
-        hub: Some(HubLimits {
+    let party =
+        PartyConfig::new(sim.consensus_app(), sim.app_definition()).with_hub(Some(HubLimits {
             max_amount: U256::from(HUB_LEDGER),
             max_locked_per_ledger: U256::from(HUB_LEDGER),
             min_fee: U256::from(FEE),
-        }),
-    };
-    let config = PartyNodeConfig {
-        confirmations: Some(0),
-        max_retry_interval: 5,
-        ledger_service: Some(LedgerService {
+        }));
+    let config = PartyNodeConfig::default()
+        .with_confirmations(Some(0))
+        .with_max_retry_interval(5)
+        .with_ledger_service(Some(LedgerService {
             asset: Address::ZERO,
             deposit: U256::from(HUB_LEDGER),
             challenge_duration: DURATION,
             max_ledgers: 10,
-        }),
-        ..PartyNodeConfig::default()
-    };
+        }));
     let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         Duration::from_millis(30),
@@ -118,11 +113,9 @@ struct Peer {
 /// The suites' liveness with idle connections closed after 1 s, and 5 s for handshakes and
 /// answers.
 fn liveness() -> LivenessConfig {
-    LivenessConfig {
-        handshake_timeout: Duration::from_secs(5),
-        response_timeout: Duration::from_secs(5),
-        ..support::liveness(Duration::from_secs(1))
-    }
+    support::liveness(Duration::from_secs(1))
+        .with_handshake_timeout(Duration::from_secs(5))
+        .with_response_timeout(Duration::from_secs(5))
 }
 
 struct Role {
@@ -190,22 +183,18 @@ async fn peer(
                     chain.clone(),
                     party_store.clone(),
                     direct,
-                    HubConfig {
-                        hub: hub.info.clone(),
-                        party: PartyConfig {
-                            consensus_app: sim.consensus_app(),
-                            payment_app: sim.app_definition(),
-                            hub: None,
-                        },
-                        asset: Address::ZERO,
-                        challenge_duration: DURATION,
-                        ledger_deposit: (ledger && !role.seller).then(|| U256::from(BUYER_LEDGER)),
-                        request_ledger: ledger && role.seller,
-                        fee: U256::from(FEE),
-                        confirmations: Some(0),
-                        watch_every: Duration::from_millis(30),
-                        resend_every: Duration::from_millis(300),
-                    },
+                    HubConfig::new(
+                        hub.info.clone(),
+                        PartyConfig::new(sim.consensus_app(), sim.app_definition()),
+                    )
+                    .with_asset(Address::ZERO)
+                    .with_challenge_duration(DURATION)
+                    .with_ledger_deposit((ledger && !role.seller).then(|| U256::from(BUYER_LEDGER)))
+                    .with_request_ledger(ledger && role.seller)
+                    .with_fee(U256::from(FEE))
+                    .with_confirmations(Some(0))
+                    .with_watch_every(Duration::from_millis(30))
+                    .with_resend_every(Duration::from_millis(300)),
                 )
                 .await
                 .unwrap(),

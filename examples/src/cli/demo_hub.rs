@@ -101,26 +101,21 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         hub_key.address(),
         U256::from(per_ledger) * U256::from(seeders as u64),
     )?;
-    let party = PartyConfig {
-        consensus_app: sim.consensus_app(),
-        payment_app: sim.app_definition(),
-        hub: Some(HubLimits {
+    let party =
+        PartyConfig::new(sim.consensus_app(), sim.app_definition()).with_hub(Some(HubLimits {
             max_amount: U256::from(per_ledger),
             max_locked_per_ledger: U256::from(per_ledger),
             min_fee: U256::from(fee),
-        }),
-    };
-    let config = NodeConfig {
-        confirmations: Some(0),
-        max_retry_interval: 5,
-        ledger_service: Some(LedgerService {
+        }));
+    let config = NodeConfig::default()
+        .with_confirmations(Some(0))
+        .with_max_retry_interval(5)
+        .with_ledger_service(Some(LedgerService {
             asset: Address::ZERO,
             deposit: U256::from(per_ledger),
             challenge_duration: CHALLENGE,
             max_ledgers: seeders + 1,
-        }),
-        ..NodeConfig::default()
-    };
+        }));
     let tcp = TcpNodeConfig::new(
         "127.0.0.1:0".parse().map_err(Failure::other)?,
         Duration::from_millis(50),
@@ -157,10 +152,8 @@ pub(crate) async fn run(size: u64, seeders: usize, opts: &PayOpts) -> Result<()>
         chain: Some(chain),
         watch_every: Duration::from_millis(50),
     };
-    let liveness = LivenessConfig {
-        idle_close_after: Some(Duration::from_millis(500)),
-        ..LivenessConfig::default()
-    };
+    let liveness =
+        LivenessConfig::default().with_idle_close_after(Some(Duration::from_millis(500)));
     let wallet = |chain: Arc<CountedChain>, signer: Arc<LocalSigner>| Wallet {
         signer,
         chain: chain as Arc<dyn Chain>,

@@ -142,25 +142,20 @@ pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
         min_fee: U256::from(args.fee),
     };
     let deposit = args.ledger_deposit.map_or(max_locked, U256::from);
-    let party_config = PartyConfig {
-        consensus_app,
-        payment_app: eth.app,
-        hub: Some(limits),
-    };
+    let party_config = PartyConfig::new(consensus_app, eth.app).with_hub(Some(limits));
     let (net, inbound) = TcpNet::bind(signer.clone(), args.listen, TcpConfig::default())
         .await
         .map_err(|e| Failure::network(format!("listen on {}: {e}", args.listen)))?;
-    let node_config = NodeConfig {
-        confirmations: args.confirmations,
-        max_retry_interval: 30,
-        ledger_service: Some(LedgerService {
+    let node_config = NodeConfig::default()
+        .with_confirmations(args.confirmations)
+        .with_max_retry_interval(30)
+        .with_ledger_service(Some(LedgerService {
             asset: Address::ZERO,
             deposit,
             challenge_duration: args.challenge_duration.as_secs().max(1),
             max_ledgers: args.max_ledgers,
-        }),
-        stalled_remove_patience: Some(args.stalled_remove_patience.as_secs().max(1)),
-    };
+        }))
+        .with_stalled_remove_patience(Some(args.stalled_remove_patience.as_secs().max(1)));
     let chain: Arc<dyn Chain> = Arc::new(chain);
     let (node, mut events) = PartyNode::open(
         signer.clone(),

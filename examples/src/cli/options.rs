@@ -162,11 +162,9 @@ pub(crate) struct LivenessOpts {
 
 impl LivenessOpts {
     pub(crate) fn config(self) -> LivenessConfig {
-        LivenessConfig {
-            idle_close_after: Some(self.idle_close),
-            response_timeout: self.answer_timeout,
-            ..LivenessConfig::default()
-        }
+        LivenessConfig::default()
+            .with_idle_close_after(Some(self.idle_close))
+            .with_response_timeout(self.answer_timeout)
     }
 }
 

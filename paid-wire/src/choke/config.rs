@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use derive_setters::Setters;
+
 use super::error::ConfigError;
 
 /// BitTorrent's de-facto block size (16 KiB), the default [`ChokeConfig::max_block_len`].
@@ -134,10 +136,12 @@ impl Default for PromptPolicy {
 
 /// Configuration of one [`ChokeController`](super::ChokeController).
 ///
-/// Build it with struct-update syntax over the defaults
-/// (`ChokeConfig { max_queue_len: 64, ..ChokeConfig::default() }`); it is deliberately not
-/// `#[non_exhaustive]` so that this works outside the crate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Build it from [`ChokeConfig::default`] (or [`ChokeConfig::with_price`]) and the `with_*`
+/// setters (`ChokeConfig::default().with_max_queue_len(64)`), or assign the public fields of a
+/// `let mut` binding. Non-exhaustive: a field may be added in a minor release.
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct ChokeConfig {
     /// Price in the smallest currency unit ("wei") per byte. Must be non-zero. Default 1
     /// (web3torrent's `WEI_PER_BYTE`).

@@ -2,12 +2,17 @@
 
 use std::collections::VecDeque;
 
+use derive_setters::Setters;
+
 use super::ChannelId;
 use super::error::ConfigError;
 
-/// Configuration of a [`PaymentPlanner`]; build it from [`PayerConfig::new`] with struct-update
-/// syntax for the optional limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Configuration of a [`PaymentPlanner`]; build it from [`PayerConfig::new`] and the `with_*`
+/// setters for the optional limits (`PayerConfig::new(1, 1024).with_budget_wei(Some(10_000))`).
+/// Non-exhaustive: a field may be added in a minor release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct PayerConfig {
     /// Price in wei per byte (must match the payee's; a mismatch only mis-sizes payments).
     pub price_per_byte: u128,

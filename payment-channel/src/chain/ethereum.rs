@@ -56,11 +56,13 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::{SolError, SolEvent};
 use async_trait::async_trait;
+use derive_setters::Setters;
 use tokio::sync::Mutex;
 
 use crate::abi::{IERC20, NitroAdjudicator};
 use crate::chain::{
-    Chain, ChainError, ChainEvent, ChainEventRecord, OnChainStatus, ReclaimArgs, Revert, TxReceipt,
+    Chain, ChainError, ChainEvent, ChainEventRecord, OnChainStatus, ReclaimArgs, Revert, TxCall,
+    TxReceipt, impl_chain_backend,
 };
 use crate::sign::Signature;
 use crate::state::{
@@ -109,7 +111,9 @@ pub enum SetupError {
 }
 
 /// Tuning of an [`EthereumChain`] handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct EthereumConfig {
     /// Interval between `eth_getTransactionReceipt` polls.
     pub receipt_poll_interval: Duration,
@@ -472,7 +476,7 @@ fn revert_from_data(data: &serde_json::Value) -> Option<Revert> {
 }
 
 #[async_trait]
-impl Chain for EthereumChain {
+impl crate::chain::Backend for EthereumChain {
     fn account(&self) -> Address {
         self.account
     }
@@ -497,34 +501,6 @@ impl Chain for EthereumChain {
             .await
     }
 
-    async fn deposit(
-        &self,
-        asset: Address,
-        channel_id: B256,
-        expected_held: U256,
-        amount: U256,
-    ) -> Result<TxReceipt, ChainError> {
-        // The node refuses a value the account cannot pay before executing anything (as the
-        // simulator does); a token's balance is the token's to check: its revert reason comes
-        // back from the gas estimate, before anything is sent.
-        let value = if asset == Address::ZERO {
-            let available = self.balance(asset, self.account).await?;
-            if available < amount {
-                return Err(ChainError::InsufficientFunds {
-                    needed: amount,
-                    available,
-                });
-            }
-            amount
-        } else {
-            U256::ZERO
-        };
-        let call = self
-            .adjudicator
-            .deposit(asset, channel_id, expected_held, amount);
-        Ok(self.send(call, value).await?.0)
-    }
-
     async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
         self.view(self.adjudicator.holdings(asset, channel_id))
             .await
@@ -534,12 +510,6 @@ impl Chain for EthereumChain {
         let erc20 = IERC20::new(token, self.provider.clone());
         self.view(erc20.allowance(self.account, Chain::adjudicator(self)))
             .await
-    }
-
-    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-        let erc20 = IERC20::new(token, self.provider.clone());
-        let call = erc20.approve(Chain::adjudicator(self), amount);
-        Ok(self.send(call, U256::ZERO).await?.0)
     }
 
     async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
@@ -568,91 +538,99 @@ impl Chain for EthereumChain {
         })
     }
 
-    async fn challenge(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-        challenger_sig: &Signature,
-    ) -> Result<TxReceipt, ChainError> {
-        let call = self.adjudicator.challenge(
-            fixed.to_abi(),
-            proof.iter().map(SignedVariablePart::to_abi).collect(),
-            candidate.to_abi(),
-            challenger_sig.to_abi(),
-        );
-        Ok(self.send(call, U256::ZERO).await?.0)
-    }
-
-    async fn checkpoint(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let call = self.adjudicator.checkpoint(
-            fixed.to_abi(),
-            proof.iter().map(SignedVariablePart::to_abi).collect(),
-            candidate.to_abi(),
-        );
-        Ok(self.send(call, U256::ZERO).await?.0)
-    }
-
-    async fn conclude(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let call = self
-            .adjudicator
-            .conclude(fixed.to_abi(), candidate.to_abi());
-        Ok(self.send(call, U256::ZERO).await?.0)
-    }
-
-    async fn transfer_all_assets(
-        &self,
-        channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-    ) -> Result<TxReceipt, ChainError> {
-        let call =
-            self.adjudicator
-                .transferAllAssets(channel_id, outcome_to_abi(outcome), state_hash);
-        Ok(self.send(call, U256::ZERO).await?.0)
-    }
-
-    async fn conclude_and_transfer_all_assets(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let call = self
-            .adjudicator
-            .concludeAndTransferAllAssets(fixed.to_abi(), candidate.to_abi());
-        Ok(self.send(call, U256::ZERO).await?.0)
-    }
-
-    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
-        let call = self.adjudicator.reclaim(args.to_abi());
-        Ok(self.send(call, U256::ZERO).await?.0)
-    }
-
-    async fn transfer(
-        &self,
-        asset_index: u64,
-        from_channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-        indices: &[u64],
-    ) -> Result<TxReceipt, ChainError> {
-        let call = self.adjudicator.transfer(
-            U256::from(asset_index),
-            from_channel_id,
-            encode_outcome(outcome).into(),
-            state_hash,
-            indices.iter().map(|i| U256::from(*i)).collect(),
-        );
-        Ok(self.send(call, U256::ZERO).await?.0)
+    /// One adjudicator (or token) call per [`TxCall`], sent by [`EthereumChain::send`]; only a
+    /// native deposit carries a value.
+    async fn send_tx(&self, call: TxCall<'_>) -> Result<TxReceipt, ChainError> {
+        let adjudicator = &self.adjudicator;
+        let sent = match call {
+            TxCall::Deposit {
+                asset,
+                channel_id,
+                expected_held,
+                amount,
+            } => {
+                // The node refuses a value the account cannot pay before executing anything (as
+                // the simulator does); a token's balance is the token's to check: its revert
+                // reason comes back from the gas estimate, before anything is sent.
+                let value = if asset == Address::ZERO {
+                    let available = Chain::balance(self, asset, self.account).await?;
+                    if available < amount {
+                        return Err(ChainError::InsufficientFunds {
+                            needed: amount,
+                            available,
+                        });
+                    }
+                    amount
+                } else {
+                    U256::ZERO
+                };
+                let call = adjudicator.deposit(asset, channel_id, expected_held, amount);
+                self.send(call, value).await
+            }
+            TxCall::Approve { token, amount } => {
+                let erc20 = IERC20::new(token, self.provider.clone());
+                let call = erc20.approve(Chain::adjudicator(self), amount);
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::Challenge {
+                fixed,
+                proof,
+                candidate,
+                challenger_sig,
+            } => {
+                let (fixed, proof, candidate) = support_to_abi(fixed, proof, candidate);
+                let call = adjudicator.challenge(fixed, proof, candidate, challenger_sig.to_abi());
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::Checkpoint {
+                fixed,
+                proof,
+                candidate,
+            } => {
+                let (fixed, proof, candidate) = support_to_abi(fixed, proof, candidate);
+                let call = adjudicator.checkpoint(fixed, proof, candidate);
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::Conclude { fixed, candidate } => {
+                let call = adjudicator.conclude(fixed.to_abi(), candidate.to_abi());
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::TransferAllAssets {
+                channel_id,
+                outcome,
+                state_hash,
+            } => {
+                let call =
+                    adjudicator.transferAllAssets(channel_id, outcome_to_abi(outcome), state_hash);
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::ConcludeAndTransferAllAssets { fixed, candidate } => {
+                let call =
+                    adjudicator.concludeAndTransferAllAssets(fixed.to_abi(), candidate.to_abi());
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::Reclaim { args } => {
+                let call = adjudicator.reclaim(args.to_abi());
+                self.send(call, U256::ZERO).await
+            }
+            TxCall::Transfer {
+                asset_index,
+                from_channel_id,
+                outcome,
+                state_hash,
+                indices,
+            } => {
+                let call = adjudicator.transfer(
+                    U256::from(asset_index),
+                    from_channel_id,
+                    encode_outcome(outcome).into(),
+                    state_hash,
+                    indices.iter().map(|i| U256::from(*i)).collect(),
+                );
+                self.send(call, U256::ZERO).await
+            }
+        };
+        Ok(sent?.0)
     }
 
     async fn events(
@@ -661,12 +639,12 @@ impl Chain for EthereumChain {
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
         // Some nodes reject a range that starts after the latest block; it is simply empty.
-        let latest = self.block_number().await?;
+        let latest = Chain::block_number(self).await?;
         if from_block > latest {
             return Ok(Vec::new());
         }
         let filter = Filter::new()
-            .address(self.adjudicator())
+            .address(Chain::adjudicator(self))
             .topic1(channel_id)
             .from_block(from_block)
             .to_block(latest);
@@ -682,7 +660,7 @@ impl Chain for EthereumChain {
             return Ok(Vec::new());
         }
         let filter = Filter::new()
-            .address(self.adjudicator())
+            .address(Chain::adjudicator(self))
             .from_block(from_block)
             .to_block(to_block);
         self.logs(&filter).await
@@ -691,6 +669,25 @@ impl Chain for EthereumChain {
     fn default_confirmations(&self) -> u64 {
         self.config.confirmations
     }
+}
+
+impl_chain_backend!(EthereumChain);
+
+/// The arguments `challenge` and `checkpoint` share, in their ABI form.
+type AbiSupport = (
+    crate::abi::FixedPart,
+    Vec<crate::abi::SignedVariablePart>,
+    crate::abi::SignedVariablePart,
+);
+
+/// A support (fixed part, proof, candidate) as `challenge` and `checkpoint` take it.
+fn support_to_abi(
+    fixed: &FixedPart,
+    proof: &[SignedVariablePart],
+    candidate: &SignedVariablePart,
+) -> AbiSupport {
+    let proof = proof.iter().map(SignedVariablePart::to_abi).collect();
+    (fixed.to_abi(), proof, candidate.to_abi())
 }
 
 impl EthereumChain {

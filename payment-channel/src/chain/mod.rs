@@ -486,19 +486,16 @@ pub trait Chain: Send + Sync {
     }
 }
 
-/// Implements [`Chain`] for a wrapper of another chain: `impl_chain_wrapper!(impl[generics] for
-/// Type, inner: |this| expr, around: hook)`. Each method calls the same method of the inner chain
-/// (`expr`, borrowed from `this: &Self`); the async ones go through `hook!(kind Name, this, call)`
-/// (`hook!(log Name, this, call, from_block)` for an event query), where `kind` is `query` (a
-/// read), `tx` (a transaction) or `log` (an event query), `Name` the method's name in CamelCase
-/// and `call` the inner call's future, not yet awaited.
-///
-/// The list of methods is written once, here: one missing is a compile error in every wrapper,
-/// unless the trait gives it a default.
+/// The list of [`Chain`]'s methods, written once: `chain_methods!('l, mac! { head })` expands to
+/// `mac! { head sync {..} query {..} tx {..} log {..} }`, with the references of the transaction
+/// arguments borrowed for `'l` (`'_` in a method's signature, a named lifetime in [`TxCall`]).
+/// Each async method is `Name method(args)`, `Name` being its [`Call`]; an event query also names
+/// its `from_block` argument. One missing is a compile error in every implementation, unless the
+/// trait gives it a default.
 #[cfg(feature = "client")]
-macro_rules! impl_chain_wrapper {
-    (impl[$($gen:tt)*] for $ty:ty, inner: |$this:ident| $inner:expr, around: $around:ident) => {
-        $crate::chain::impl_chain_wrapper! { @impl [$($gen)*] $ty, $this, $inner, $around,
+macro_rules! chain_methods {
+    ($l:lifetime, $mac:ident! { $($head:tt)* }) => {
+        $crate::chain::$mac! { $($head)*
             sync {
                 account() -> Address;
                 adjudicator() -> Address;
@@ -518,33 +515,33 @@ macro_rules! impl_chain_wrapper {
                 Deposit deposit(asset: Address, channel_id: B256, expected_held: U256, amount: U256);
                 Approve approve(token: Address, amount: U256);
                 Challenge challenge(
-                    fixed: &FixedPart,
-                    proof: &[SignedVariablePart],
-                    candidate: &SignedVariablePart,
-                    challenger_sig: &Signature
+                    fixed: &$l FixedPart,
+                    proof: &$l [SignedVariablePart],
+                    candidate: &$l SignedVariablePart,
+                    challenger_sig: &$l Signature
                 );
                 Checkpoint checkpoint(
-                    fixed: &FixedPart,
-                    proof: &[SignedVariablePart],
-                    candidate: &SignedVariablePart
+                    fixed: &$l FixedPart,
+                    proof: &$l [SignedVariablePart],
+                    candidate: &$l SignedVariablePart
                 );
-                Conclude conclude(fixed: &FixedPart, candidate: &SignedVariablePart);
+                Conclude conclude(fixed: &$l FixedPart, candidate: &$l SignedVariablePart);
                 TransferAllAssets transfer_all_assets(
                     channel_id: B256,
-                    outcome: &[SingleAssetExit],
+                    outcome: &$l [SingleAssetExit],
                     state_hash: B256
                 );
                 ConcludeAndTransferAllAssets conclude_and_transfer_all_assets(
-                    fixed: &FixedPart,
-                    candidate: &SignedVariablePart
+                    fixed: &$l FixedPart,
+                    candidate: &$l SignedVariablePart
                 );
-                Reclaim reclaim(args: &ReclaimArgs);
+                Reclaim reclaim(args: &$l ReclaimArgs);
                 Transfer transfer(
                     asset_index: u64,
                     from_channel_id: B256,
-                    outcome: &[SingleAssetExit],
+                    outcome: &$l [SingleAssetExit],
                     state_hash: B256,
-                    indices: &[u64]
+                    indices: &$l [u64]
                 );
             }
             log {
@@ -553,36 +550,136 @@ macro_rules! impl_chain_wrapper {
             }
         }
     };
+}
+#[cfg(feature = "client")]
+pub(crate) use chain_methods;
+
+/// Declares [`TxCall`] and [`Backend`] from the method list.
+#[cfg(feature = "client")]
+macro_rules! declare_backend {
     (
-        @impl [$($gen:tt)*] $ty:ty, $this:ident, $inner:expr, $around:ident,
+        $l:lifetime
+        sync { $($sync:ident() -> $sync_ret:ty;)* }
+        query { $($q_name:ident $query:ident($($q_arg:ident: $q_ty:ty),*) -> $q_ret:ty;)* }
+        tx { $($t_name:ident $tx:ident($($t_arg:ident: $t_ty:ty),*);)* }
+        log { $($l_name:ident $log:ident($($l_arg:ident: $l_ty:ty),*) from $from:ident;)* }
+    ) => {
+        /// A transaction [`Chain`] can send, with its arguments borrowed: what a [`Backend`]
+        /// sends. Each variant is named as its [`Call`] and holds the method's arguments.
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) enum TxCall<$l> {
+            $($t_name { $($t_arg: $t_ty),* },)*
+        }
+
+        /// What `EthereumChain` and `SimulatedChainHandle` implement; `impl_chain_backend!`
+        /// makes it their [`Chain`]. The reads and event queries are [`Chain`]'s; every
+        /// transaction is one [`Backend::send_tx`].
+        #[async_trait]
+        pub(crate) trait Backend: Send + Sync {
+            $(fn $sync(&self) -> $sync_ret;)*
+            $(async fn $query(&self, $($q_arg: $q_ty),*) -> Result<$q_ret, ChainError>;)*
+            $(async fn $log(&self, $($l_arg: $l_ty),*) -> Result<Vec<ChainEventRecord>, ChainError>;)*
+            /// Sends `call` and waits until it is mined, as [`Chain`]'s transaction methods do.
+            async fn send_tx(&self, call: TxCall<'_>) -> Result<TxReceipt, ChainError>;
+        }
+    };
+}
+#[cfg(feature = "client")]
+pub(crate) use declare_backend;
+
+#[cfg(feature = "client")]
+chain_methods!('a, declare_backend! { 'a });
+
+/// Implements [`Chain`] for a wrapper of another chain: `impl_chain_wrapper!(impl[generics] for
+/// Type, inner: |this| expr, around: hook)`. Each method calls the same method of the inner chain
+/// (`expr`, borrowed from `this: &Self`); the async ones go through `hook!(kind Name, this, call)`
+/// (`hook!(log Name, this, call, from_block)` for an event query), where `kind` is `query` (a
+/// read), `tx` (a transaction) or `log` (an event query), `Name` the method's [`Call`] and `call`
+/// the inner call's future, not yet awaited.
+#[cfg(feature = "client")]
+macro_rules! impl_chain_wrapper {
+    (impl[$($gen:tt)*] for $ty:ty, inner: |$this:ident| $inner:expr, around: $around:ident) => {
+        $crate::chain::chain_methods!('_, impl_chain! {
+            [$($gen)*] $ty, $this, $inner, [$around], Chain
+        });
+    };
+}
+#[cfg(feature = "client")]
+pub(crate) use impl_chain_wrapper;
+
+/// Implements [`Chain`] for a [`Backend`]: the reads and event queries are the backend's, each
+/// transaction method sends its [`TxCall`] with [`Backend::send_tx`].
+#[cfg(feature = "client")]
+macro_rules! impl_chain_backend {
+    ($ty:ty) => {
+        $crate::chain::chain_methods!('_, impl_chain! {
+            [] $ty, this, *this, [$crate::chain::forward], Backend
+        });
+    };
+}
+#[cfg(feature = "client")]
+pub(crate) use impl_chain_backend;
+
+/// The [`Chain`] impl behind [`impl_chain_wrapper!`] (`via` = `Chain`: the inner chain's methods)
+/// and [`impl_chain_backend!`] (`via` = `Backend`).
+#[cfg(feature = "client")]
+macro_rules! impl_chain {
+    (
+        [$($gen:tt)*] $ty:ty, $this:ident, $inner:expr, $around:tt, $via:ident
         sync { $($sync:ident() -> $sync_ret:ty;)* }
         query { $($q_name:ident $query:ident($($q_arg:ident: $q_ty:ty),*) -> $q_ret:ty;)* }
         tx { $($t_name:ident $tx:ident($($t_arg:ident: $t_ty:ty),*);)* }
         log { $($l_name:ident $log:ident($($l_arg:ident: $l_ty:ty),*) from $from:ident;)* }
     ) => {
         #[async_trait]
-        impl<$($gen)*> Chain for $ty {
+        impl<$($gen)*> $crate::chain::Chain for $ty {
             $(fn $sync(&self) -> $sync_ret {
                 let $this = self;
-                ($inner).$sync()
+                $crate::chain::$via::$sync(&($inner))
             })*
             $(async fn $query(&self, $($q_arg: $q_ty),*) -> Result<$q_ret, ChainError> {
                 let $this = self;
-                $around!(query $q_name, $this, ($inner).$query($($q_arg),*))
+                $crate::chain::around!($around query $q_name, $this, $crate::chain::$via::$query(&($inner), $($q_arg),*))
             })*
             $(async fn $tx(&self, $($t_arg: $t_ty),*) -> Result<TxReceipt, ChainError> {
                 let $this = self;
-                $around!(tx $t_name, $this, ($inner).$tx($($t_arg),*))
+                $crate::chain::around!($around tx $t_name, $this, $crate::chain::send_via!(
+                    $via, &($inner), $t_name $tx($($t_arg),*)
+                ))
             })*
             $(async fn $log(&self, $($l_arg: $l_ty),*) -> Result<Vec<ChainEventRecord>, ChainError> {
                 let $this = self;
-                $around!(log $l_name, $this, ($inner).$log($($l_arg),*), $from)
+                $crate::chain::around!($around log $l_name, $this, $crate::chain::$via::$log(&($inner), $($l_arg),*), $from)
             })*
         }
     };
 }
 #[cfg(feature = "client")]
-pub(crate) use impl_chain_wrapper;
+pub(crate) use impl_chain;
+
+/// A transaction of [`impl_chain!`]: the inner chain's method, or the backend's
+/// [`Backend::send_tx`] of its [`TxCall`].
+#[cfg(feature = "client")]
+macro_rules! send_via {
+    (Chain, $inner:expr, $name:ident $tx:ident($($arg:ident),*)) => {
+        $crate::chain::Chain::$tx($inner, $($arg),*)
+    };
+    (Backend, $inner:expr, $name:ident $tx:ident($($arg:ident),*)) => {
+        $crate::chain::Backend::send_tx($inner, $crate::chain::TxCall::$name { $($arg),* })
+    };
+}
+#[cfg(feature = "client")]
+pub(crate) use send_via;
+
+/// Invokes the `around` hook of [`impl_chain!`], given as `[path]`.
+#[cfg(feature = "client")]
+macro_rules! around {
+    ([$($hook:tt)*] $($args:tt)*) => {
+        $($hook)*!($($args)*)
+    };
+}
+#[cfg(feature = "client")]
+pub(crate) use around;
 
 /// The `around` of a plain forwarding: awaits the inner call.
 #[cfg(feature = "client")]
@@ -591,6 +688,8 @@ macro_rules! forward {
         $call.await
     };
 }
+#[cfg(feature = "client")]
+pub(crate) use forward;
 
 // Every pointer to a chain (`Arc<dyn Chain>`, `Box<C>`, `&C`) is one.
 #[cfg(feature = "client")]

@@ -51,9 +51,12 @@ use alloy_sol_types::SolValue;
 use async_trait::async_trait;
 
 use super::{
-    CONSENSUS_APP_RUNTIME_HASH, Chain, ChainError, ChainEvent, ChainEventRecord, ChannelMode,
-    OnChainStatus, ReclaimArgs, Revert, TxReceipt, fingerprint,
+    CONSENSUS_APP_RUNTIME_HASH, ChainError, ChainEvent, ChainEventRecord, ChannelMode,
+    OnChainStatus, ReclaimArgs, Revert, TxCall, TxReceipt, fingerprint, impl_chain_backend,
 };
+// The docs' [`Chain`]: this module implements it with `impl_chain_backend!`, calling none of it.
+#[cfg(doc)]
+use super::Chain;
 use crate::sign::{Signature, ecrecover, eth_message_hash};
 use crate::state::allocation_type::GUARANTEE;
 use crate::state::{
@@ -1256,10 +1259,16 @@ impl SimulatedChainHandle {
     pub fn chain(&self) -> &SimulatedChain {
         &self.chain
     }
+
+    /// The events mined so far that `keep` selects, in chain order.
+    fn events_where(&self, keep: impl Fn(&ChainEventRecord) -> bool) -> Vec<ChainEventRecord> {
+        let world = self.chain.world();
+        world.events.iter().filter(|r| keep(r)).cloned().collect()
+    }
 }
 
 #[async_trait]
-impl Chain for SimulatedChainHandle {
+impl super::Backend for SimulatedChainHandle {
     fn account(&self) -> Address {
         self.account
     }
@@ -1280,19 +1289,6 @@ impl Chain for SimulatedChainHandle {
         Ok(self.chain.asset_balance_of(asset, owner))
     }
 
-    async fn deposit(
-        &self,
-        asset: Address,
-        channel_id: B256,
-        expected_held: U256,
-        amount: U256,
-    ) -> Result<TxReceipt, ChainError> {
-        let sender = self.account;
-        self.chain.transact(sender, |tx| {
-            tx.deposit(sender, asset, channel_id, expected_held, amount)
-        })
-    }
-
     async fn holdings(&self, asset: Address, channel_id: B256) -> Result<U256, ChainError> {
         Ok(self.chain.asset_holdings_of(asset, channel_id))
     }
@@ -1306,15 +1302,6 @@ impl Chain for SimulatedChainHandle {
             .get(&(self.account, world.adjudicator))
             .copied()
             .unwrap_or_default())
-    }
-
-    async fn approve(&self, token: Address, amount: U256) -> Result<TxReceipt, ChainError> {
-        let owner = self.account;
-        let spender = self.chain.adjudicator_address();
-        self.chain.transact(owner, |tx| {
-            tx.approve(owner, token, spender, amount)
-                .map_err(revert_err)
-        })
     }
 
     async fn decimals(&self, token: Address) -> Result<u8, ChainError> {
@@ -1332,93 +1319,78 @@ impl Chain for SimulatedChainHandle {
         Ok(self.chain.status_of(channel_id))
     }
 
-    async fn challenge(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-        challenger_sig: &Signature,
-    ) -> Result<TxReceipt, ChainError> {
-        let (fixed, proof, candidate) = decode_support(fixed, proof, candidate)?;
-        self.chain.transact(self.account, |tx| {
-            tx.challenge(&fixed, &proof, &candidate, challenger_sig)
-                .map_err(revert_err)
-        })
-    }
-
-    async fn checkpoint(
-        &self,
-        fixed: &FixedPart,
-        proof: &[SignedVariablePart],
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let (fixed, proof, candidate) = decode_support(fixed, proof, candidate)?;
-        self.chain.transact(self.account, |tx| {
-            tx.checkpoint(&fixed, &proof, &candidate)
-                .map_err(revert_err)
-        })
-    }
-
-    async fn conclude(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let fixed = decode_fixed(fixed);
-        let candidate = decode_signed(candidate)?;
-        self.chain.transact(self.account, |tx| {
-            tx.conclude(&fixed, &candidate).map_err(revert_err)
-        })
-    }
-
-    async fn transfer_all_assets(
-        &self,
-        channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-    ) -> Result<TxReceipt, ChainError> {
-        let outcome = decode_outcome(outcome)?;
-        self.chain.transact(self.account, |tx| {
-            tx.transfer_all_assets(channel_id, outcome, state_hash)
-                .map_err(revert_err)
-        })
-    }
-
-    async fn conclude_and_transfer_all_assets(
-        &self,
-        fixed: &FixedPart,
-        candidate: &SignedVariablePart,
-    ) -> Result<TxReceipt, ChainError> {
-        let fixed = decode_fixed(fixed);
-        let candidate = decode_signed(candidate)?;
-        self.chain.transact(self.account, |tx| {
-            tx.conclude_and_transfer_all_assets(&fixed, &candidate)
-                .map_err(revert_err)
-        })
-    }
-
-    async fn reclaim(&self, args: &ReclaimArgs) -> Result<TxReceipt, ChainError> {
-        let args = ReclaimArgs {
-            source_outcome: decode_outcome(&args.source_outcome)?,
-            target_outcome: decode_outcome(&args.target_outcome)?,
-            ..args.clone()
-        };
-        self.chain
-            .transact(self.account, |tx| tx.reclaim(&args).map_err(revert_err))
-    }
-
-    async fn transfer(
-        &self,
-        asset_index: u64,
-        from_channel_id: B256,
-        outcome: &[SingleAssetExit],
-        state_hash: B256,
-        indices: &[u64],
-    ) -> Result<TxReceipt, ChainError> {
-        let outcome = decode_outcome(outcome)?;
-        self.chain.transact(self.account, |tx| {
-            tx.transfer(asset_index, from_channel_id, outcome, state_hash, indices)
-                .map_err(revert_err)
+    /// Every transaction decodes its arguments like the contract's ABI decoder (a malformed one
+    /// reverts) and runs in one [`SimulatedChain::transact`] from this handle's account.
+    async fn send_tx(&self, call: TxCall<'_>) -> Result<TxReceipt, ChainError> {
+        let sender = self.account;
+        self.chain.transact(sender, |tx| match call {
+            TxCall::Deposit {
+                asset,
+                channel_id,
+                expected_held,
+                amount,
+            } => tx.deposit(sender, asset, channel_id, expected_held, amount),
+            TxCall::Approve { token, amount } => {
+                let spender = tx.adjudicator;
+                tx.approve(sender, token, spender, amount)
+                    .map_err(revert_err)
+            }
+            TxCall::Challenge {
+                fixed,
+                proof,
+                candidate,
+                challenger_sig,
+            } => {
+                let (fixed, proof, candidate) = decode_support(fixed, proof, candidate)?;
+                tx.challenge(&fixed, &proof, &candidate, challenger_sig)
+                    .map_err(revert_err)
+            }
+            TxCall::Checkpoint {
+                fixed,
+                proof,
+                candidate,
+            } => {
+                let (fixed, proof, candidate) = decode_support(fixed, proof, candidate)?;
+                tx.checkpoint(&fixed, &proof, &candidate)
+                    .map_err(revert_err)
+            }
+            TxCall::Conclude { fixed, candidate } => {
+                let (fixed, candidate) = (decode_fixed(fixed), decode_signed(candidate)?);
+                tx.conclude(&fixed, &candidate).map_err(revert_err)
+            }
+            TxCall::TransferAllAssets {
+                channel_id,
+                outcome,
+                state_hash,
+            } => {
+                let outcome = decode_outcome(outcome)?;
+                tx.transfer_all_assets(channel_id, outcome, state_hash)
+                    .map_err(revert_err)
+            }
+            TxCall::ConcludeAndTransferAllAssets { fixed, candidate } => {
+                let (fixed, candidate) = (decode_fixed(fixed), decode_signed(candidate)?);
+                tx.conclude_and_transfer_all_assets(&fixed, &candidate)
+                    .map_err(revert_err)
+            }
+            TxCall::Reclaim { args } => {
+                let args = ReclaimArgs {
+                    source_outcome: decode_outcome(&args.source_outcome)?,
+                    target_outcome: decode_outcome(&args.target_outcome)?,
+                    ..args.clone()
+                };
+                tx.reclaim(&args).map_err(revert_err)
+            }
+            TxCall::Transfer {
+                asset_index,
+                from_channel_id,
+                outcome,
+                state_hash,
+                indices,
+            } => {
+                let outcome = decode_outcome(outcome)?;
+                tx.transfer(asset_index, from_channel_id, outcome, state_hash, indices)
+                    .map_err(revert_err)
+            }
         })
     }
 
@@ -1428,13 +1400,7 @@ impl Chain for SimulatedChainHandle {
         from_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
         Ok(self
-            .chain
-            .world()
-            .events
-            .iter()
-            .filter(|r| r.block_number >= from_block && r.event.channel_id() == channel_id)
-            .cloned()
-            .collect())
+            .events_where(|r| r.block_number >= from_block && r.event.channel_id() == channel_id))
     }
 
     async fn adjudicator_events(
@@ -1442,16 +1408,16 @@ impl Chain for SimulatedChainHandle {
         from_block: u64,
         to_block: u64,
     ) -> Result<Vec<ChainEventRecord>, ChainError> {
-        Ok(self
-            .chain
-            .world()
-            .events
-            .iter()
-            .filter(|r| (from_block..=to_block).contains(&r.block_number))
-            .cloned()
-            .collect())
+        Ok(self.events_where(|r| (from_block..=to_block).contains(&r.block_number)))
+    }
+
+    /// No reorgs.
+    fn default_confirmations(&self) -> u64 {
+        0
     }
 }
+
+impl_chain_backend!(SimulatedChainHandle);
 
 #[cfg(test)]
 mod tests {

@@ -32,6 +32,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256, keccak256};
+use derive_setters::Setters;
 use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
@@ -83,7 +84,9 @@ pub struct LedgerService {
 pub const DEFAULT_STALLED_REMOVE_PATIENCE: u64 = 600;
 
 /// Settings of a [`PartyNode`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// Blocks that must follow a block before its events are applied; `None`: the chain's
     /// [`Chain::default_confirmations`].
@@ -134,6 +137,8 @@ pub enum NodeError {
     #[error("ledger request refused: {0}")]
     Refused(&'static str),
     /// The node's [`TcpNet`](tcp::TcpNet) failed (it could not listen).
+    #[cfg(feature = "tcp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tcp")))]
     #[error("net: {0}")]
     Net(#[from] tcp::NetError),
 }

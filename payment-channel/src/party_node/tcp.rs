@@ -29,6 +29,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, keccak256};
 use async_trait::async_trait;
 use bytes::Bytes;
+use derive_setters::Setters;
 use futures_util::{SinkExt, StreamExt};
 use k256::elliptic_curve::rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -92,7 +93,9 @@ pub enum Frame {
 }
 
 /// Settings of a [`TcpNet`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct TcpConfig {
     /// Largest frame accepted (and sent), bytes.
     pub max_frame: usize,
@@ -474,7 +477,9 @@ impl Transport<NodeMessage> for TcpNet {
 
 /// Where a node started by [`start_node`] listens, and how often its driver ([`run_node`])
 /// watches the chain (`tick`) and redials and resends (`resend_every`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct TcpNodeConfig {
     /// The address [`TcpNet::bind`] listens on.
     pub listen: SocketAddr,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256};
+use derive_setters::Setters;
 use serde::{Deserialize, Serialize};
 
 use super::error::{Rejection, VirtualError, VirtualPeerError, VirtualUsageError};
@@ -35,7 +36,9 @@ pub struct HubLimits {
 }
 
 /// A party's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct PartyConfig {
     /// The deployed `ConsensusApp` (ledgers).
     pub consensus_app: Address,
@@ -43,6 +46,17 @@ pub struct PartyConfig {
     pub payment_app: Address,
     /// Set when we act as a hub.
     pub hub: Option<HubLimits>,
+}
+
+impl PartyConfig {
+    /// A party on these contracts that does not act as a hub.
+    pub fn new(consensus_app: Address, payment_app: Address) -> Self {
+        Self {
+            consensus_app,
+            payment_app,
+            hub: None,
+        }
+    }
 }
 
 /// What a message carries.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex as StdMutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use derive_setters::Setters;
 use paid_wire::ChannelId;
 use payment_channel::chain::Chain;
 use payment_channel::ledger::{LedgerPhase, LedgerRole};
@@ -35,7 +36,9 @@ const MAX_EARLY_CHANNELS: usize = 64;
 const MAX_REQUESTS: usize = 1024;
 
 /// Settings of a [`HubBackend`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct HubConfig {
     /// Our hub (the one we advertise: set [`HubBackend::hub`] in
     /// [`CoordinatorConfig::hub`](crate::CoordinatorConfig::hub)). An address of zero accepts
@@ -62,6 +65,26 @@ pub struct HubConfig {
     pub watch_every: Duration,
     /// How often the node redials the hub and resends what its state implies.
     pub resend_every: Duration,
+}
+
+impl HubConfig {
+    /// Through `hub` on `party`'s contracts, in the native coin: one-hour challenges, neither
+    /// a ledger deposit nor a ledger request, no fee, the chain's confirmations, a chain watch
+    /// every second and a resend every 2 s.
+    pub fn new(hub: HubInfo, party: PartyConfig) -> Self {
+        Self {
+            hub,
+            party,
+            asset: Address::ZERO,
+            challenge_duration: 3600,
+            ledger_deposit: None,
+            request_ledger: false,
+            fee: U256::ZERO,
+            confirmations: None,
+            watch_every: Duration::from_secs(1),
+            resend_every: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Why a [`HubBackend`] did not start.
@@ -251,10 +274,7 @@ impl HubBackend {
             chain,
             store,
             Arc::new(router),
-            PartyNodeConfig {
-                confirmations: config.confirmations,
-                ..PartyNodeConfig::default()
-            },
+            PartyNodeConfig::default().with_confirmations(config.confirmations),
         )
         .await?;
         let run = tokio::spawn(run_node(

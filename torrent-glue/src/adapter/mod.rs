@@ -41,6 +41,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use derive_setters::Setters;
 use tokio::sync::mpsc;
 
 pub use self::client::{ClientBackend, DEFAULT_PRESIGN_AHEAD};
@@ -55,7 +56,9 @@ use crate::engine::{Direction, EngineCommand, PeerKey, TorrentKey};
 use crate::error::UsageError;
 
 /// Settings of a [`Node`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct NodeConfig {
     /// Our BitTorrent peer id.
     pub peer_id: [u8; 20],

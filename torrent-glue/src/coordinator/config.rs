@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use derive_setters::Setters;
 use paid_wire::choke::{BlockedPolicy, ChokeConfig};
 use payment_channel::Address;
 
@@ -11,8 +12,13 @@ use crate::error::ConfigError;
 
 /// Configuration of a [`Coordinator`](crate::Coordinator).
 ///
-/// Build it with [`CoordinatorConfig::new`] and struct-update syntax.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Build it with [`CoordinatorConfig::new`] and the `with_*` setters
+/// (`CoordinatorConfig::new(account, account).with_upload(None)`), or assign the public fields of
+/// a `let mut` binding. This and the other configs here are non-exhaustive: a field may be added
+/// in a minor release.
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct CoordinatorConfig {
     /// Our `pseAccount`: the payment-channel signing address. Channel messages addressed to
     /// anyone else are dropped.
@@ -63,13 +69,6 @@ impl CoordinatorConfig {
         }
     }
 
-    /// Sets [`hub`](Self::hub).
-    #[must_use]
-    pub fn with_hub(mut self, hub: Option<HubInfo>) -> Self {
-        self.hub = hub;
-        self
-    }
-
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.account == Address::ZERO {
@@ -99,7 +98,9 @@ impl CoordinatorConfig {
 }
 
 /// The uploader's (payee's) policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct UploadConfig {
     /// Per-connection gate: price per byte, trust allowance, pay-ahead prompt watermark,
     /// blocked-request policy, queue bound, payment timeout, strike limit. Its
@@ -124,11 +125,9 @@ impl Default for UploadConfig {
     /// STOP overdue after 60 s, 100 MB (1e8 wei) deposit.
     fn default() -> Self {
         Self {
-            choke: ChokeConfig {
-                blocked: BlockedPolicy::QueueUntilPaid,
-                payment_timeout: Some(Duration::from_secs(60)),
-                ..ChokeConfig::default()
-            },
+            choke: ChokeConfig::default()
+                .with_blocked(BlockedPolicy::QueueUntilPaid)
+                .with_payment_timeout(Some(Duration::from_secs(60))),
             deposit: 100_000_000,
             send_prompts: true,
             on_overdue: OverduePolicy::Disconnect,
@@ -160,7 +159,9 @@ pub enum OverduePolicy {
 }
 
 /// The downloader's (payer's) policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct DownloadConfig {
     /// Bytes bought per payment (the payment granularity): the trust/overhead trade-off of
     /// web3torrent's `PEER_TRUST × BLOCK_LENGTH`.
@@ -281,7 +282,9 @@ pub enum NonPayingPolicy {
 
 /// Timers that detect unresponsive or vanished counterparties. A channel is challenged when the
 /// counterparty stops answering channel messages for [`response_timeout`](Self::response_timeout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct LivenessConfig {
     /// A peer that set the BEP 10 bit but sent no extended handshake this long after connecting
     /// is treated as non-paying. Default 10 s.
@@ -328,7 +331,9 @@ pub enum LegacyPolicy {
 }
 
 /// Identity proofs, and what one stranger may cost us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Setters)]
+#[setters(prefix = "with_")]
+#[non_exhaustive]
 pub struct IdentityConfig {
     /// Peers that announce no `pseAuth`. Default [`LegacyPolicy::NonPaying`].
     pub legacy: LegacyPolicy,

@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use paid_wire::choke::{
-    BlockedPolicy, ChokeConfig, ChokeController, PayerConfig, PaymentPlanner, PromptPolicy,
-    TrustPolicy,
+    BlockedPolicy, ChokeConfig, ChokeController, PayerConfig, PaymentPlanner, TrustPolicy,
 };
 use payment_channel::Address;
 use payment_channel::sign::Signature;
@@ -170,14 +169,12 @@ impl Coordinator {
             }
         };
         let planner = self.config.download.and_then(|d| {
-            PaymentPlanner::new(PayerConfig {
-                price_per_byte: terms.price_per_byte,
-                granularity_bytes: d.granularity_bytes,
-                pay_ahead: d.pay_ahead,
-                budget_wei: None,
-                // The coordinator's window bounds payments per identity and per channel.
-                max_unreceived_bytes: None,
-            })
+            // Neither a budget nor an unreceived-bytes limit: the coordinator's window bounds
+            // payments per identity and per channel.
+            PaymentPlanner::new(
+                PayerConfig::new(terms.price_per_byte, d.granularity_bytes)
+                    .with_pay_ahead(d.pay_ahead),
+            )
             .ok()
         });
         let Some(peer) = self.peers.get_mut(&key) else {
@@ -259,15 +256,14 @@ impl Coordinator {
             (None, _) => Gate::Open,
             (Some(_), NonPayingPolicy::Refuse) => Gate::Refuse,
             (Some(up), NonPayingPolicy::FreeAllowance { bytes }) => {
-                let config = ChokeConfig {
-                    fast_negotiated: fast,
-                    blocked: BlockedPolicy::RefuseImmediately,
-                    trust: TrustPolicy::fixed(bytes),
-                    serve_trust_before_channel: true,
-                    prompt: None::<PromptPolicy>,
-                    payment_timeout: None,
-                    ..up.choke
-                };
+                let config = up
+                    .choke
+                    .with_fast_negotiated(fast)
+                    .with_blocked(BlockedPolicy::RefuseImmediately)
+                    .with_trust(TrustPolicy::fixed(bytes))
+                    .with_serve_trust_before_channel(true)
+                    .with_prompt(None)
+                    .with_payment_timeout(None);
                 ChokeController::new(config).map_or(Gate::Refuse, |c| Gate::Credit(Box::new(c)))
             }
             (Some(_), NonPayingPolicy::AllowedFastPreview) if fast => {

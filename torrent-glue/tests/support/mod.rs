@@ -173,12 +173,11 @@ pub async fn start_node(
 
 /// The suites' liveness: 2 s for handshakes and answers, idle connections closed after `idle`.
 pub fn liveness(idle: Duration) -> LivenessConfig {
-    LivenessConfig {
-        handshake_timeout: Duration::from_secs(2),
-        response_timeout: Duration::from_secs(2),
-        idle_close_after: Some(idle),
-        stall_timeout: None,
-    }
+    LivenessConfig::default()
+        .with_handshake_timeout(Duration::from_secs(2))
+        .with_response_timeout(Duration::from_secs(2))
+        .with_idle_close_after(Some(idle))
+        .with_stall_timeout(None)
 }
 
 /// The suites' torrent content: `size` bytes of a fixed pattern.
