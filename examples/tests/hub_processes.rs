@@ -157,7 +157,8 @@ fn a_hub_two_seeders_and_a_downloader_as_processes_on_anvil() {
             .unwrap_or(0);
         assert!(
             p.seen.iter().any(|v| v["event"] == "hub_ledger_closed"),
-            "the seeder's ledger closed"
+            "the seeder's ledger closed; its last events: {:?}",
+            &p.seen[p.seen.len().saturating_sub(5)..]
         );
         let payout = anvil.balance(account);
         assert_eq!(

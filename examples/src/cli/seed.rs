@@ -302,14 +302,24 @@ async fn close_hub_ledger(h: &torrent_glue::adapter::HubBackend, out: &Out) {
     let Some((id, _)) = h.open_ledger(LedgerRole::Follower).await else {
         return;
     };
-    if let Err(e) = h.party_node().close_ledger(id).await {
-        out.event(
-            json!({"event": "hub_ledger_kept", "reason": e.to_string()}),
-            || format!("ledger with the hub kept open: {e}"),
-        );
-        return;
-    }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // A buyer that just finished may still be removing its virtual channel's guarantee from the
+    // ledger (the Remove is a round trip through the hub): until it lands, the ledger refuses
+    // to close, so the close is retried until the same deadline.
+    loop {
+        match h.party_node().close_ledger(id).await {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                out.event(
+                    json!({"event": "hub_ledger_kept", "reason": e.to_string()}),
+                    || format!("ledger with the hub kept open: {e}"),
+                );
+                h.shutdown();
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
     while tokio::time::Instant::now() < deadline {
         let paid_out = h
             .party_node()
