@@ -58,7 +58,7 @@ impl LtSeeding {
     }
 
     /// Our torrent, opened for writing in `our_dir`, and a [`recording_proxy`] to libtorrent.
-    async fn leecher_through_proxy(&self) -> (Torrent, SocketAddr, Arc<Mutex<Recorded>>) {
+    async fn leecher_through_proxy(&self) -> (Arc<Torrent>, SocketAddr, Arc<Mutex<Recorded>>) {
         let (proxy, recorded) = recording_proxy(self.addr).await;
         let ours = Torrent::open(
             self.meta.clone(),
