@@ -143,6 +143,13 @@ async fn until_on(n: &PartyNode, what: &str, done: impl Fn(&Party) -> bool + Cop
     until(what, || async move { n.inspect(done).await }).await;
 }
 
+/// [`until_on`] each of `nodes`.
+async fn until_all(nodes: [&PartyNode; 2], what: &str, done: impl Fn(&Party) -> bool + Copy) {
+    for n in nodes {
+        until_on(n, what, done).await;
+    }
+}
+
 async fn ledger_with(n: &PartyNode, peer: Address) -> Option<(B256, LedgerPhase)> {
     n.inspect(|p| {
         p.ledgers()
@@ -241,12 +248,10 @@ async fn hub_killed_during_funding_and_defunding_loses_nothing() {
     })
     .await;
     hub.kill_and_restart("payer side of V guaranteed");
-    for n in [&payer.node, &payee.node] {
-        until_on(n, "V running", |p| {
-            p.channel(&v).is_some_and(|c| c.is_running())
-        })
-        .await;
-    }
+    until_all([&payer.node, &payee.node], "V running", |p| {
+        p.channel(&v).is_some_and(|c| c.is_running())
+    })
+    .await;
     for d in [40, 40, 40] {
         payer.node.pay(v, U256::from(d)).await.unwrap();
     }
@@ -262,12 +267,10 @@ async fn hub_killed_during_funding_and_defunding_loses_nothing() {
     })
     .await;
     hub.kill_and_restart("V's final state signed by the payer");
-    for n in [&payer.node, &payee.node] {
-        until_on(n, "V defunded", |p| {
-            p.channel(&v).is_some_and(|c| c.is_defunded())
-        })
-        .await;
-    }
+    until_all([&payer.node, &payee.node], "V defunded", |p| {
+        p.channel(&v).is_some_and(|c| c.is_defunded())
+    })
+    .await;
 
     // 4. Close the ledgers: kill once the payee signed its ledger's final state.
     payer.node.close_ledger(pl).await.unwrap();
@@ -280,12 +283,10 @@ async fn hub_killed_during_funding_and_defunding_loses_nothing() {
     })
     .await;
     hub.kill_and_restart("payee ledger's final state signed");
-    for n in [&payer.node, &payee.node] {
-        until_on(n, "ledgers paid out", |p| {
-            p.ledgers().all(|l| l.chain().paid_out)
-        })
-        .await;
-    }
+    until_all([&payer.node, &payee.node], "ledgers paid out", |p| {
+        p.ledgers().all(|l| l.chain().paid_out)
+    })
+    .await;
     let bal = |a: Address| {
         let c = payer.chain.clone();
         async move { c.balance(Address::ZERO, a).await.unwrap() }

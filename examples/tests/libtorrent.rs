@@ -12,7 +12,10 @@
 
 mod support;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paid_torrent_examples::metainfo::Metainfo;
@@ -26,6 +29,61 @@ use support::*;
 use torrent_glue::IdentityConfig;
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// A libtorrent seeder ([`LtPeer::seed`]) in a fresh temporary directory, and the folder our
+/// client downloads into.
+struct LtSeeding {
+    /// The temporary directory, removed on drop.
+    _dir: tempfile::TempDir,
+    our_dir: PathBuf,
+    lt: LtPeer,
+    addr: SocketAddr,
+    meta: Metainfo,
+    torrent_file: PathBuf,
+}
+
+impl LtSeeding {
+    /// libtorrent seeding `files` as the torrent of `root`; `None` (skip) without libtorrent.
+    fn start(root: &str, files: &[(&str, Vec<u8>)], piece_length: u32) -> Option<Self> {
+        let (dir, our_dir) = libtorrent_tempdir("ours")?;
+        let (lt, addr, meta, torrent_file) = LtPeer::seed(dir.path(), root, files, piece_length);
+        Some(Self {
+            _dir: dir,
+            our_dir,
+            lt,
+            addr,
+            meta,
+            torrent_file,
+        })
+    }
+
+    /// Our torrent, opened for writing in `our_dir`, and a [`recording_proxy`] to libtorrent.
+    async fn leecher_through_proxy(&self) -> (Arc<Torrent>, SocketAddr, Arc<Mutex<Recorded>>) {
+        let (proxy, recorded) = recording_proxy(self.addr).await;
+        let ours = Torrent::open(
+            self.meta.clone(),
+            &self.our_dir,
+            OpenMode::ReadWrite,
+            Strategy::RarestFirst,
+        )
+        .unwrap();
+        (ours, proxy, recorded)
+    }
+}
+
+/// What the recording proxy saw us send, checked: it all parsed, and (BEP 10) we sent only the
+/// extended handshake (ext id 0), never an extension message.
+fn recorded_without_extension_messages(recorded: &Mutex<Recorded>) -> Recorded {
+    let rec = recorded.lock().unwrap().clone();
+    assert!(rec.parse_error.is_none(), "{rec:?}");
+    assert!(
+        rec.messages
+            .iter()
+            .all(|(_, ext)| ext.is_none_or(|id| id == 0)),
+        "we sent an extension message to libtorrent: {rec:?}"
+    );
+    rec
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_downloads_from_our_free_seeder() {
@@ -59,18 +117,16 @@ async fn libtorrent_downloads_from_our_free_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_download_multi_file_from_libtorrent_seeder() {
-    let Some((dir, our_dir)) = libtorrent_tempdir("ours") else {
-        return;
-    };
     let files = [
         ("album/01.flac", content(3 << 20, 2)),
         ("album/cover.jpg", content(70_000, 3)),
         ("album/notes/readme.txt", content(1_234_567, 4)),
     ];
-    let (mut lt, lt_addr, meta, torrent_file) = LtPeer::seed(dir.path(), "album", &files, 64 << 10);
-    let (proxy, recorded) = recording_proxy(lt_addr).await;
-    let leecher =
-        Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
+    let Some(mut seeding) = LtSeeding::start("album", &files, 64 << 10) else {
+        return;
+    };
+    let (leecher, proxy, recorded) = seeding.leecher_through_proxy().await;
+    let our_dir = &seeding.our_dir;
     tokio::time::timeout(
         LIMIT,
         session::download(leecher.clone(), &[proxy], PeerConfig::default(), 20, None),
@@ -82,28 +138,21 @@ async fn we_download_multi_file_from_libtorrent_seeder() {
         assert_eq!(&std::fs::read(our_dir.join(p)).unwrap(), d, "{p}");
     }
     // A fresh open re-verifies everything from disk.
-    let meta = Metainfo::load(&torrent_file).unwrap();
-    let again = Torrent::open(meta, &our_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
+    let meta = Metainfo::load(&seeding.torrent_file).unwrap();
+    let again = Torrent::open(meta, our_dir, OpenMode::ReadOnly, Strategy::RarestFirst).unwrap();
     assert!(again.is_complete());
 
-    let rec = recorded.lock().unwrap().clone();
-    assert!(rec.parse_error.is_none(), "{rec:?}");
+    let rec = recorded_without_extension_messages(&recorded);
     assert!(
         rec.messages.iter().any(|m| m.0 == Some(6)),
         "we sent requests"
     );
-    // BEP 10: only the extended handshake (ext id 0); never an extension message.
-    assert!(
-        rec.messages
-            .iter()
-            .all(|(_, ext)| ext.is_none_or(|id| id == 0)),
-        "we sent an extension message to libtorrent: {rec:?}"
-    );
-    lt.drain();
-    for d in lt
+    seeding.lt.drain();
+    for d in seeding
+        .lt
         .events("peer_disconnected")
         .iter()
-        .chain(lt.events("peer_error").iter())
+        .chain(seeding.lt.events("peer_error").iter())
     {
         let err = d["error"].as_str().unwrap_or_default();
         assert!(
@@ -164,15 +213,12 @@ async fn libtorrent_gets_nothing_from_paid_only_seeder_and_stays_connected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
-    let Some((dir, our_dir)) = libtorrent_tempdir("ours") else {
-        return;
-    };
     let data = content((4 << 20) + 4321, 13);
     let files = [("song.flac", data.clone())];
-    let (mut lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "song.flac", &files, 128 << 10);
-    let (proxy, recorded) = recording_proxy(lt_addr).await;
-    let torrent =
-        Torrent::open(meta, &our_dir, OpenMode::ReadWrite, Strategy::RarestFirst).unwrap();
+    let Some(mut seeding) = LtSeeding::start("song.flac", &files, 128 << 10) else {
+        return;
+    };
+    let (torrent, proxy, recorded) = seeding.leecher_through_proxy().await;
     let buyer = paid_buyer(torrent.clone(), 1 << 20, IdentityConfig::default()).await;
     let n = buyer.node.clone();
     tokio::spawn(async move {
@@ -185,32 +231,28 @@ async fn paid_downloader_gets_file_from_libtorrent_without_sending_extension() {
     tokio::time::timeout(LIMIT, torrent.wait_complete())
         .await
         .expect("download timed out");
-    assert_eq!(std::fs::read(our_dir.join("song.flac")).unwrap(), data);
-    let rec = recorded.lock().unwrap().clone();
-    assert!(rec.parse_error.is_none(), "{rec:?}");
-    // We advertised the extension ...
+    assert_eq!(
+        std::fs::read(seeding.our_dir.join("song.flac")).unwrap(),
+        data
+    );
+    // We never sent an extension message, libtorrent not advertising it ...
+    let rec = recorded_without_extension_messages(&recorded);
+    // ... though we advertised the extension.
     assert!(
         rec.ext_handshakes
             .iter()
             .any(|h| h.windows(22).any(|w| w == b"paidStreamingExtension")),
         "our extended handshake advertises paidStreamingExtension"
     );
-    // ... and, libtorrent not advertising it, never sent an extension message.
-    assert!(
-        rec.messages
-            .iter()
-            .all(|(_, ext)| ext.is_none_or(|id| id == 0)),
-        "we sent an extension message to libtorrent: {rec:?}"
-    );
     assert!(
         buyer.client.channel_ids().is_empty(),
         "no channel with a stock peer"
     );
-    lt.drain();
+    seeding.lt.drain();
     assert!(
-        lt.events("peer_error").is_empty(),
+        seeding.lt.events("peer_error").is_empty(),
         "libtorrent reported errors: {:#?}",
-        lt.events("peer_error")
+        seeding.lt.events("peer_error")
     );
 }
 
@@ -239,16 +281,16 @@ async fn libtorrent_gets_the_metadata_of_a_magnet_link_from_our_free_seeder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
-    let Some((dir, our_dir)) = libtorrent_tempdir("ours") else {
-        return;
-    };
     let files = [
         ("show/e01.mkv", content(2 << 20, 9)),
         ("show/e02.mkv", content(1_500_000, 10)),
     ];
-    let (lt, lt_addr, meta, _) = LtPeer::seed(dir.path(), "show", &files, 32 << 10);
+    let Some(seeding) = LtSeeding::start("show", &files, 32 << 10) else {
+        return;
+    };
     // Our client as a user runs it, with only the magnet link and libtorrent's address.
-    let (link, peer, out) = (meta.magnet_link(), lt_addr.to_string(), arg(&our_dir));
+    let link = seeding.meta.magnet_link();
+    let (peer, out) = (seeding.addr.to_string(), arg(&seeding.our_dir));
     let (stdout, _) = tokio::task::spawn_blocking(move || {
         run_get(&[&link, "--free", "--peer", &peer, "--dir", &out])
     })
@@ -259,7 +301,7 @@ async fn we_get_a_magnet_link_from_a_libtorrent_seeder() {
         "the metadata came from libtorrent: {stdout}"
     );
     for (p, d) in &files {
-        assert_eq!(&std::fs::read(our_dir.join(p)).unwrap(), d, "{p}");
+        assert_eq!(&std::fs::read(seeding.our_dir.join(p)).unwrap(), d, "{p}");
     }
-    drop(lt);
+    drop(seeding);
 }

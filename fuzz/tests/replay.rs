@@ -337,6 +337,11 @@ impl<const OPS: u32> Script<OPS> {
     fn op(&mut self, v: u32) -> &mut Enc {
         self.0.variant(v, OPS)
     }
+    /// Appends op `v` with the fields `fields` writes; returns the script for chaining.
+    fn push(&mut self, v: u32, fields: impl FnOnce(&mut Enc) -> &mut Enc) -> &mut Self {
+        fields(self.op(v));
+        self
+    }
     fn bytes(&self) -> Vec<u8> {
         self.0.0.clone()
     }
@@ -363,28 +368,22 @@ type Ch = Script<C_OPS>;
 
 impl Ch {
     fn join(&mut self) -> &mut Self {
-        self.op(C_JOIN);
-        self
+        self.push(C_JOIN, |e| e)
     }
     fn pay(&mut self, x: u16) -> &mut Self {
-        self.op(C_PAY).u16(x);
-        self
+        self.push(C_PAY, |e| e.u16(x))
     }
     fn deliver(&mut self, to: u32, drop: bool, dup: bool) -> &mut Self {
-        self.op(C_DELIVER).variant(to, 2).bool(drop).bool(dup);
-        self
+        self.push(C_DELIVER, |e| e.variant(to, 2).bool(drop).bool(dup))
     }
     fn to(&mut self, op: u32, who: u32) -> &mut Self {
-        self.op(op).variant(who, 2);
-        self
+        self.push(op, |e| e.variant(who, 2))
     }
     fn advance(&mut self, s: u8) -> &mut Self {
-        self.op(C_ADVANCE).u8(s);
-        self
+        self.push(C_ADVANCE, |e| e.u8(s))
     }
     fn mutate(&mut self, to: u32, at: u16, xor: u8) -> &mut Self {
-        self.op(C_MUTATE).variant(to, 2).u16(at).u8(xor);
-        self
+        self.push(C_MUTATE, |e| e.variant(to, 2).u16(at).u8(xor))
     }
     fn forge(&mut self, kind: u32, arg: Option<(u32, u16)>) -> &mut Self {
         self.op(C_FORGE).variant(kind, 6);
@@ -563,28 +562,25 @@ type Gl = Script<G_OPS>;
 
 impl Gl {
     fn connect(&mut self, peer: u8, ext: bool, fast: bool) -> &mut Self {
-        self.op(G_CONNECT).u8(peer).bool(ext).bool(fast);
-        self
+        self.push(G_CONNECT, |e| e.u8(peer).bool(ext).bool(fast))
     }
     fn paying(&mut self, peer: u8, account: u8) -> &mut Self {
-        self.op(G_HANDSHAKE)
-            .u8(peer)
-            .variant(0, 3)
-            .u8(account)
-            .u8(3)
-            .bool(false)
-            // auth: Some(true), an honest proof of the account.
-            .bool(true)
-            .bool(true);
-        self
+        self.push(G_HANDSHAKE, |e| {
+            e.u8(peer)
+                .variant(0, 3)
+                .u8(account)
+                .u8(3)
+                .bool(false)
+                // auth: Some(true), an honest proof of the account.
+                .bool(true)
+                .bool(true)
+        })
     }
     fn self_account(&mut self, peer: u8) -> &mut Self {
-        self.op(G_HANDSHAKE).u8(peer).variant(1, 3);
-        self
+        self.push(G_HANDSHAKE, |e| e.u8(peer).variant(1, 3))
     }
     fn interested(&mut self, peer: u8) -> &mut Self {
-        self.op(G_INTEREST).u8(peer).bool(true);
-        self
+        self.push(G_INTEREST, |e| e.u8(peer).bool(true))
     }
     fn request(&mut self, peer: u8, index: u8, len: Option<u32>) -> &mut Self {
         let e = self.op(G_REQUEST).u8(peer).u8(index);
@@ -595,16 +591,13 @@ impl Gl {
         self
     }
     fn sent(&mut self, peer: u8, n: u8) -> &mut Self {
-        self.op(G_SENT).u8(peer).u8(n).variant(0, 3);
-        self
+        self.push(G_SENT, |e| e.u8(peer).u8(n).variant(0, 3))
     }
     fn bogus(&mut self, peer: u8, n: u8) -> &mut Self {
-        self.op(G_BOGUS).u8(peer).u8(n);
-        self
+        self.push(G_BOGUS, |e| e.u8(peer).u8(n))
     }
     fn cancel(&mut self, peer: u8, n: u8) -> &mut Self {
-        self.op(G_CANCEL).u8(peer).u8(n);
-        self
+        self.push(G_CANCEL, |e| e.u8(peer).u8(n))
     }
     fn ext(&mut self, peer: u8, variant: u32) -> &mut Enc {
         self.op(G_EXT).u8(peer).variant(variant, E_VARIANTS)
@@ -613,12 +606,10 @@ impl Gl {
         self.op(G_CHANNEL).variant(variant, CH_VARIANTS)
     }
     fn tick(&mut self, t: u8) -> &mut Self {
-        self.op(G_TICK).u8(t);
-        self
+        self.push(G_TICK, |e| e.u8(t))
     }
     fn disconnect(&mut self, peer: u8) -> &mut Self {
-        self.op(G_DISCONNECT).u8(peer);
-        self
+        self.push(G_DISCONNECT, |e| e.u8(peer))
     }
 }
 
@@ -797,37 +788,31 @@ const P: u8 = 0;
 const H: u8 = 1;
 const B0: u8 = 2;
 
-struct Hb(Enc);
+/// A `hub_ops` script.
+type Hb = Script<H_OPS>;
 
 impl Hb {
-    /// `payees` in 1..=3; `hostile`: `None`, or the party index (payer, hub, first payee).
-    fn new(payees: u8, hostile: Option<u8>) -> Self {
+    /// The script's setup: `payees` in 1..=3; `hostile`: `None`, or the party index (payer, hub,
+    /// first payee).
+    fn hub(payees: u8, hostile: Option<u8>) -> Self {
         let mut e = Enc::default();
         e.u8(payees - 1).u8(hostile.map_or(0, |h| 3 + h));
         Self(e)
     }
-    fn op(&mut self, v: u32) -> &mut Enc {
-        self.0.variant(v, H_OPS)
-    }
     fn propose(&mut self, payee: u8, amount: u8, fee: u8) -> &mut Self {
-        self.op(H_PROPOSE).u8(payee).u8(amount).u8(fee);
-        self
+        self.push(H_PROPOSE, |e| e.u8(payee).u8(amount).u8(fee))
     }
     fn pay(&mut self, channel: u8, delta: u8) -> &mut Self {
-        self.op(H_PAY).u8(channel).u8(delta);
-        self
+        self.push(H_PAY, |e| e.u8(channel).u8(delta))
     }
     fn close(&mut self, channel: u8) -> &mut Self {
-        self.op(H_CLOSE).u8(channel);
-        self
+        self.push(H_CLOSE, |e| e.u8(channel))
     }
     fn request_final(&mut self, by_hub: bool, channel: u8) -> &mut Self {
-        self.op(H_REQUEST_FINAL).bool(by_hub).u8(channel);
-        self
+        self.push(H_REQUEST_FINAL, |e| e.bool(by_hub).u8(channel))
     }
     fn deliver(&mut self, pick: u8, drop: bool, dup: bool, crash: bool) -> &mut Self {
-        self.op(H_DELIVER).u8(pick).bool(drop).bool(dup).bool(crash);
-        self
+        self.push(H_DELIVER, |e| e.u8(pick).bool(drop).bool(dup).bool(crash))
     }
     fn deliver_n(&mut self, n: usize) -> &mut Self {
         for _ in 0..n {
@@ -836,8 +821,7 @@ impl Hb {
         self
     }
     fn who(&mut self, op: u32, who: u8) -> &mut Self {
-        self.op(op).u8(who);
-        self
+        self.push(op, |e| e.u8(who))
     }
     fn close_ledger(&mut self, payee: Option<u8>) -> &mut Self {
         let e = self.op(H_CLOSE_LEDGER);
@@ -848,28 +832,21 @@ impl Hb {
         self
     }
     fn challenge(&mut self, who: u8, channel: u8) -> &mut Self {
-        self.op(H_CHALLENGE).u8(who).u8(channel);
-        self
+        self.push(H_CHALLENGE, |e| e.u8(who).u8(channel))
     }
     fn challenge_ledger(&mut self, who: u8, ledger: u8) -> &mut Self {
-        self.op(H_CHALLENGE_LEDGER).u8(who).u8(ledger);
-        self
+        self.push(H_CHALLENGE_LEDGER, |e| e.u8(who).u8(ledger))
     }
     fn advance(&mut self, secs: u8) -> &mut Self {
-        self.op(H_ADVANCE).u8(secs);
-        self
+        self.push(H_ADVANCE, |e| e.u8(secs))
     }
     fn tamper(&mut self, op: u32, pick: u8, at: u16, xor: u8) -> &mut Self {
-        self.op(op).u8(pick).u16(at).u8(xor);
-        self
-    }
-    fn bytes(&self) -> Vec<u8> {
-        self.0.0.clone()
+        self.push(op, |e| e.u8(pick).u16(at).u8(xor))
     }
 }
 
 fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let happy = Hb::new(3, None)
+    let happy = Hb::hub(3, None)
         .propose(0, 99, 2)
         .propose(1, 49, 1)
         .propose(2, 149, 3)
@@ -883,7 +860,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .close(2)
         .deliver_n(6)
         .bytes();
-    let mut lossy = Hb::new(2, None);
+    let mut lossy = Hb::hub(2, None);
     lossy.propose(0, 80, 1).propose(1, 60, 2);
     for i in 0..14u8 {
         lossy.deliver(i * 7, i % 4 == 1, i % 5 == 2, false);
@@ -898,7 +875,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .request_final(true, 0)
         .request_final(false, 1)
         .deliver_n(8);
-    let mut crashes = Hb::new(1, None);
+    let mut crashes = Hb::hub(1, None);
     crashes.propose(0, 100, 1);
     for i in 0..10u8 {
         crashes.deliver(0, false, false, i % 3 == 0);
@@ -914,7 +891,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .deliver_n(6)
         .who(H_CRASH, P)
         .close_ledger(None);
-    let silent_payer = Hb::new(1, Some(P))
+    let silent_payer = Hb::hub(1, Some(P))
         .propose(0, 100, 2)
         .deliver_n(16)
         .pay(0, 40)
@@ -925,7 +902,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .who(H_DUTIES, B0)
         .who(H_DUTIES, H)
         .bytes();
-    let mut hostile_hub = Hb::new(2, Some(H));
+    let mut hostile_hub = Hb::hub(2, Some(H));
     hostile_hub.propose(0, 90, 1).propose(1, 70, 2);
     for i in 0..12u16 {
         hostile_hub
@@ -933,7 +910,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .deliver(0, false, false, false);
     }
     hostile_hub.deliver_n(10).pay(0, 50).deliver_n(2).close(0);
-    let mut rollback = Hb::new(1, Some(P));
+    let mut rollback = Hb::hub(1, Some(P));
     rollback
         .propose(0, 120, 2)
         .deliver_n(16)
@@ -952,7 +929,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .advance(120)
         .who(H_DUTIES, P)
         .who(H_DUTIES, H);
-    let limits = Hb::new(1, None)
+    let limits = Hb::hub(1, None)
         .propose(0, 249, 1)
         .propose(0, 150, 0)
         .propose(0, 150, 1)
@@ -960,7 +937,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
         .propose(0, 99, 1)
         .deliver_n(40)
         .bytes();
-    let mut tamper = Hb::new(1, None);
+    let mut tamper = Hb::hub(1, None);
     tamper.propose(0, 60, 1);
     for i in 0..12u16 {
         tamper
@@ -968,7 +945,7 @@ fn hub_seeds() -> Vec<(&'static str, Vec<u8>)> {
             .deliver(0, false, false, false);
     }
     tamper.deliver_n(8).pay(0, 20).tamper(H_TAMPER, 0, 90, 0x01);
-    let mut hostile_payee = Hb::new(2, Some(B0));
+    let mut hostile_payee = Hb::hub(2, Some(B0));
     hostile_payee.propose(0, 100, 1).propose(1, 100, 1);
     for i in 0..8u16 {
         hostile_payee

@@ -7,7 +7,7 @@ use payment_channel::error::{Error, PeerMisbehaved, Reaction, UsageError};
 use payment_channel::message::{
     Close, Envelope, Join, MAX_VOUCHER_ENVELOPE_LEN, Message, VoucherMessage,
 };
-use payment_channel::sign::Signer;
+use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::state::{FixedPart, VariablePart, two_party_outcome};
 use payment_channel::test_utils::pair::*;
 use payment_channel::voucher::Voucher;
@@ -51,6 +51,52 @@ fn voucher_msg(v: &Voucher) -> Message {
     Message::Voucher(VoucherMessage::from_voucher(v))
 }
 
+/// A running channel of `deposit` in which the payer paid each of `payments`, all delivered.
+fn paid(deposit: u64, payments: &[u64]) -> Pair {
+    let mut p = Pair::running(deposit);
+    for &delta in payments {
+        p.pay(delta);
+    }
+    p.drive();
+    p
+}
+
+/// `who` closes cooperatively and every message is delivered.
+fn close_and_drive(p: &mut Pair, who: Who) {
+    p.close(who);
+    p.drive();
+}
+
+/// Asserts what the chain paid out: `payee` to the payee and `payer` to the payer.
+fn assert_payout(p: &Pair, payee: u64, payer: u64) {
+    assert_eq!(
+        p.chain.paid_to(p.payee_addr()),
+        u(payee),
+        "paid to the payee"
+    );
+    assert_eq!(
+        p.chain.paid_to(p.payer_addr()),
+        u(payer),
+        "paid to the payer"
+    );
+}
+
+/// Lets the challenge period run out, then asserts the payout as [`assert_payout`] does.
+fn timeout_pays_out(p: &mut Pair, payee: u64, payer: u64) {
+    p.advance(DURATION);
+    assert_payout(p, payee, payer);
+}
+
+/// Asserts that no transaction of either side reverted.
+fn assert_no_reverts(p: &Pair) {
+    assert!(
+        p.payer.reverts.is_empty() && p.payee.reverts.is_empty(),
+        "{:?} {:?}",
+        p.payer.reverts,
+        p.payee.reverts
+    );
+}
+
 #[test]
 fn create_join_pay_close_pays_out() {
     let mut p = Pair::running(1_000);
@@ -65,14 +111,14 @@ fn create_join_pay_close_pays_out() {
         p.pay(i);
         p.drive();
     }
-    let total = u((1..=25).sum());
+    let sum: u64 = (1..=25).sum();
+    let total = u(sum);
     assert_eq!(p.payer.ch.paid(), total);
     assert_eq!(p.payee.ch.paid(), total);
     assert_eq!(p.payee.received_total(), total);
     assert_eq!(p.payee.stored_voucher.unwrap().amount, total);
 
-    p.close(Who::Payer);
-    p.drive();
+    close_and_drive(&mut p, Who::Payer);
     for s in [&p.payer, &p.payee] {
         assert!(s.has_event(|e| *e == Event::Closed { amount: total }));
         assert!(s.has_event(|e| matches!(e, Event::Finalized { .. })));
@@ -88,32 +134,25 @@ fn create_join_pay_close_pays_out() {
         == Event::PaidOut {
             amount: u(1_000) - total
         }));
-    assert_eq!(p.chain.paid_to(p.payee_addr()), total);
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(1_000) - total);
+    assert_payout(&p, sum, 1_000 - sum);
     assert_eq!(p.chain.holdings[&p.id()], U256::ZERO);
     // One conclude and one transfer: the second side saw them done.
     let n = |what| p.chain.calls.iter().filter(|(_, c)| *c == what).count();
     assert_eq!(n("conclude"), 1);
     assert_eq!(n("transferAllAssets"), 1);
-    assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
+    assert_no_reverts(&p);
 }
 
 #[test]
 fn payee_initiated_close() {
-    let mut p = Pair::running(500);
-    p.pay(70);
-    p.drive();
-    p.close(Who::Payee);
-    p.drive();
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(70));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(430));
+    let mut p = paid(500, &[70]);
+    close_and_drive(&mut p, Who::Payee);
+    assert_payout(&p, 70, 430);
 }
 
 #[test]
 fn close_before_last_voucher_arrives_credits_it() {
-    let mut p = Pair::running(500);
-    p.pay(10);
-    p.drive();
+    let mut p = paid(500, &[10]);
     p.pay(5); // in flight
     p.close(Who::Payer);
     // Deliver the close before the voucher.
@@ -127,7 +166,7 @@ fn close_before_last_voucher_arrives_credits_it() {
     // The late voucher is covered by the final state: a no-op.
     p.deliver_env(Who::Payee, &voucher);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(15));
+    assert_payout(&p, 15, 485);
 }
 
 #[test]
@@ -231,8 +270,7 @@ fn survives_drop_duplicate_and_reorder() {
         p.flush(Who::Payee);
     }
     assert!(p.payee.ch.is_settled() && p.payer.ch.is_settled());
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(300));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(700));
+    assert_payout(&p, 300, 700);
 }
 
 #[test]
@@ -271,11 +309,7 @@ fn duplicates_are_no_ops_everywhere() {
 
 #[test]
 fn stale_challenge_is_countered() {
-    let mut p = Pair::running(1_000);
-    for _ in 0..4 {
-        p.pay(25);
-    }
-    p.drive();
+    let mut p = paid(1_000, &[25; 4]);
     assert_eq!(p.payee.ch.paid(), u(100));
     // The payer goes on chain with the postfund, which pays the payee nothing.
     p.challenge(Who::Payer);
@@ -298,8 +332,7 @@ fn stale_challenge_is_countered() {
     p.advance(DURATION - 1);
     assert!(p.payee.ch.on_chain().finalized.is_none());
     p.advance(1);
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(100));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(900));
+    assert_payout(&p, 100, 900);
     assert!(
         p.payee
             .has_event(|e| *e == Event::PaidOut { amount: u(100) })
@@ -308,15 +341,12 @@ fn stale_challenge_is_countered() {
         p.payer
             .has_event(|e| *e == Event::PaidOut { amount: u(900) })
     );
-    assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
+    assert_no_reverts(&p);
 }
 
 #[test]
 fn payee_challenges_with_best_voucher_when_payer_vanishes() {
-    let mut p = Pair::running(1_000);
-    p.pay(40);
-    p.pay(2);
-    p.drive();
+    let mut p = paid(1_000, &[40, 2]);
     p.challenge(Who::Payee);
     assert_eq!(p.challenge_turn(Who::Payee), 2);
     // A second challenge cannot improve on it.
@@ -324,9 +354,7 @@ fn payee_challenges_with_best_voucher_when_payer_vanishes() {
         p.payee.ch.challenge(p.chain.now),
         Err(Error::Usage(UsageError::CannotChallenge(_)))
     ));
-    p.advance(DURATION);
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(42));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(958));
+    timeout_pays_out(&mut p, 42, 958);
 }
 
 /// Issue 13 (gas for nothing): a payee without a voucher above zero has nothing to claim, so it
@@ -343,8 +371,7 @@ fn payee_without_voucher_does_not_challenge_and_the_payer_recovers_its_deposit()
     assert_eq!(p.payee.ch.chain_duty(p.chain.now).unwrap(), None);
     p.challenge(Who::Payer);
     assert_eq!(p.challenge_turn(Who::Payer), 1);
-    p.advance(DURATION);
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(300));
+    timeout_pays_out(&mut p, 0, 300);
 }
 
 #[test]
@@ -355,15 +382,12 @@ fn payer_recovers_deposit_when_payee_never_countersigns_postfund() {
     assert_eq!(p.payer.ch.phase(), PhaseKind::AwaitingPostfund);
     p.challenge(Who::Payer);
     assert_eq!(p.challenge_turn(Who::Payer), 0);
-    p.advance(DURATION);
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(300));
+    timeout_pays_out(&mut p, 0, 300);
 }
 
 #[test]
 fn challenge_answered_by_conclude_when_closed() {
-    let mut p = Pair::running(1_000);
-    p.pay(60);
-    p.drive();
+    let mut p = paid(1_000, &[60]);
     // The payee signs the final state but its countersignature never reaches the payer... the
     // payer, now closed on the payee side only, challenges with the postfund.
     p.close(Who::Payer);
@@ -371,14 +395,12 @@ fn challenge_answered_by_conclude_when_closed() {
     p.to_payer.clear();
     // The payee already concluded as responder; the chain is finalized with 60 to the payee.
     assert!(p.chain.is_finalized(&p.id()));
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(60));
+    assert_payout(&p, 60, 940);
 }
 
 #[test]
 fn stale_challenge_during_close_is_concluded() {
-    let mut p = Pair::running(1_000);
-    p.pay(60);
-    p.drive();
+    let mut p = paid(1_000, &[60]);
     // Build a fully-signed final state on the payee side without letting its conclude through:
     // deliver the payer's close to a payee that has not finished; then the payer challenges.
     p.close(Who::Payer);
@@ -390,15 +412,12 @@ fn stale_challenge_during_close_is_concluded() {
     p.deliver_env(Who::Payee, &close);
     p.drive();
     assert!(p.chain.is_finalized(&p.id()));
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(60));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(940));
+    assert_payout(&p, 60, 940);
 }
 
 #[test]
 fn bad_inputs_are_typed_and_change_nothing() {
-    let mut p = Pair::running(1_000);
-    p.pay(100);
-    p.drive();
+    let mut p = paid(1_000, &[100]);
     let id = p.id();
     let payer_key = p.payer.signer.clone();
     let mallory = signer(9);
@@ -449,8 +468,9 @@ fn bad_inputs_are_typed_and_change_nothing() {
 
     // A close that pays the payee less than it holds, and one the payer never paid.
     let (payer_addr, payee_addr) = (p.payer_addr(), p.payee_addr());
-    let final_hash = |amount: u64| {
-        VariablePart {
+    // The close paying the payee `amount`, signed by `by`.
+    let close_msg = |amount: u64, by: &LocalSigner| {
+        let final_hash = VariablePart {
             outcome: two_party_outcome(
                 Address::ZERO,
                 payer_addr,
@@ -462,30 +482,21 @@ fn bad_inputs_are_typed_and_change_nothing() {
             turn_num: 3,
             is_final: true,
         }
-        .hash(id)
+        .hash(id);
+        Message::Close(Close {
+            channel_id: id,
+            amount: u(amount),
+            signature: by.sign_eth_message(&final_hash).unwrap(),
+        })
     };
-    let low_close = Close {
-        channel_id: id,
-        amount: u(10),
-        signature: payer_key.sign_eth_message(&final_hash(10)).unwrap(),
-    };
-    let err = rejects_peer(&mut p.payee.ch, &Message::Close(low_close));
+    let err = rejects_peer(&mut p.payee.ch, &close_msg(10, &payer_key));
     assert!(matches!(err, PeerMisbehaved::CloseBelowPaid { .. }));
     assert_eq!(err.reaction(), Reaction::Challenge);
-    let greedy = Close {
-        channel_id: id,
-        amount: u(900),
-        signature: p.payee.signer.sign_eth_message(&final_hash(900)).unwrap(),
-    };
-    let err = rejects_peer(&mut p.payer.ch, &Message::Close(greedy));
+    let payee_key = p.payee.signer.clone();
+    let err = rejects_peer(&mut p.payer.ch, &close_msg(900, &payee_key));
     assert!(matches!(err, PeerMisbehaved::CloseAboveSent { .. }));
     // A close signed by someone else.
-    let forged_close = Close {
-        channel_id: id,
-        amount: u(100),
-        signature: mallory.sign_eth_message(&final_hash(100)).unwrap(),
-    };
-    let err = rejects_peer(&mut p.payee.ch, &Message::Close(forged_close));
+    let err = rejects_peer(&mut p.payee.ch, &close_msg(100, &mallory));
     assert!(matches!(err, PeerMisbehaved::BadSignature { .. }));
 
     // Nothing above happened as far as the counterparty or the chain are concerned.
@@ -559,11 +570,8 @@ fn join_by_wrong_participant_is_rejected() {
 
 #[test]
 fn messages_after_close_are_rejected() {
-    let mut p = Pair::running(1_000);
-    p.pay(100);
-    p.drive();
-    p.close(Who::Payer);
-    p.drive();
+    let mut p = paid(1_000, &[100]);
+    close_and_drive(&mut p, Who::Payer);
     assert_eq!(p.payee.ch.phase(), PhaseKind::Finalized);
     let payer = p.payer.signer.clone();
     let higher = Voucher::sign(p.id(), u(200), &*payer).unwrap();
@@ -577,9 +585,7 @@ fn messages_after_close_are_rejected() {
     assert!(p.payer.ch.close().is_err());
 
     // Before finalization (closed off chain only), a different close is a conflict.
-    let mut q = Pair::running(1_000);
-    q.pay(5);
-    q.drive();
+    let mut q = paid(1_000, &[5]);
     q.payer.ch.close().unwrap();
     q.flush(Who::Payer);
     let close = q.to_payee.pop_front().unwrap();
@@ -615,9 +621,7 @@ fn messages_after_close_are_rejected() {
 
 #[test]
 fn usage_errors_sign_nothing() {
-    let mut p = Pair::running(100);
-    p.pay(60);
-    p.drive();
+    let mut p = paid(100, &[60]);
     let (before, quiet) = fingerprint(&mut p.payer.ch);
     assert!(quiet);
     let err = p.payer.ch.send_payment(u(41)).unwrap_err();
@@ -665,11 +669,7 @@ fn usage_errors_sign_nothing() {
 
 #[test]
 fn restore_mid_stream_and_close_with_largest_voucher() {
-    let mut p = Pair::running(1_000);
-    for _ in 0..5 {
-        p.pay(30);
-    }
-    p.drive();
+    let mut p = paid(1_000, &[30; 5]);
     // The payee "crashes": rebuild it from what it stored. The snapshot is from before the
     // payments (vouchers are persisted alone); the store's voucher brings it up to date.
     let snap = ChannelSnapshot::from_bytes(p.payee.stored_snapshot.as_ref().unwrap()).unwrap();
@@ -686,9 +686,8 @@ fn restore_mid_stream_and_close_with_largest_voucher() {
     p.pay(10);
     p.drive();
     assert_eq!(p.payee.ch.paid(), u(160));
-    p.close(Who::Payee);
-    p.drive();
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(160));
+    close_and_drive(&mut p, Who::Payee);
+    assert_payout(&p, 160, 840);
 }
 
 #[test]
@@ -723,37 +722,22 @@ fn voucher_envelope_is_small_and_round_trips() {
 #[test]
 fn lifecycle_and_stale_challenge_on_simulated_chain() {
     // Close path.
-    let mut p = Pair::running_on(1_000, PairChain::default());
-    p.pay(300);
-    p.drive();
-    p.close(Who::Payer);
-    p.drive();
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(300));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(700));
-    assert!(p.payer.reverts.is_empty() && p.payee.reverts.is_empty());
+    let mut p = paid(1_000, &[300]);
+    close_and_drive(&mut p, Who::Payer);
+    assert_payout(&p, 300, 700);
+    assert_no_reverts(&p);
 
     // Challenge path, with the real VirtualPaymentApp rules checking the counter-challenge.
-    let mut p = Pair::running_on(1_000, PairChain::default());
-    p.pay(120);
-    p.drive();
+    let mut p = paid(1_000, &[120]);
     p.challenge(Who::Payer);
     assert_eq!(p.challenge_turn(Who::Payee), 2);
-    p.advance(DURATION);
-    assert_eq!(p.chain.paid_to(p.payee_addr()), u(120));
-    assert_eq!(p.chain.paid_to(p.payer_addr()), u(880));
-    assert!(
-        p.payer.reverts.is_empty() && p.payee.reverts.is_empty(),
-        "{:?} {:?}",
-        p.payer.reverts,
-        p.payee.reverts
-    );
+    timeout_pays_out(&mut p, 120, 880);
+    assert_no_reverts(&p);
 }
 
 #[test]
 fn replayed_chain_events_are_no_ops() {
-    let mut p = Pair::running(1_000);
-    p.pay(80);
-    p.drive();
+    let mut p = paid(1_000, &[80]);
     p.challenge(Who::Payer);
     assert_eq!(p.challenge_turn(Who::Payee), 2);
     // A restarted watcher reads the whole log again, in order.

@@ -1599,12 +1599,12 @@ fn final_signed_then(lost: impl Fn(&World, &Envelope) -> bool) -> (World, B256) 
     (w, v)
 }
 
-/// Balances after V (a0 = 100, fee 2) paid 40: payer −42, hub +2, payee +40, nothing held.
-fn assert_paid_40(w: &World, honest: &[Address]) {
+/// Runs the `honest` parties to the end ([`run_to_the_end`]), then checks everyone's balances
+/// after V (a0 = 100, fee 2) paid 40: payer −42, hub +2, payee +40, nothing held.
+fn end_paid_40(w: &mut World, honest: &[Address]) {
+    run_to_the_end(w, honest);
     for (who, owed) in [(w.payer, -42), (w.hub, 2), (w.payees[0], 40)] {
-        if honest.contains(&who) {
-            assert_eq!(w.net.wallet(who), owed, "an honest party's payout");
-        }
+        assert_eq!(w.net.wallet(who), owed, "a party's payout");
     }
     assert!(
         w.net.chain.holdings.values().all(|h| h.is_zero()),
@@ -1640,8 +1640,7 @@ fn payer_silent_after_final_payee_paid_off_chain_hub_recovers_on_chain() {
     w.net.p(hub).challenge_ledger(pl).unwrap();
     assert!(w.net.p(hub).stalled_removes().is_empty());
     w.net.p(hub).close_ledger(hl).unwrap();
-    run_to_the_end(&mut w, &[hub, b]);
-    assert_paid_40(&w, &[w.payer, hub, b]);
+    end_paid_40(&mut w, &[hub, b]);
 }
 
 #[test]
@@ -1662,8 +1661,7 @@ fn payer_silent_while_sending_final_payee_relays_it_to_the_hub() {
     );
     w.net.p(hub).challenge_ledger(pl).unwrap();
     w.net.p(hub).close_ledger(hl).unwrap();
-    run_to_the_end(&mut w, &[hub, b]);
-    assert_paid_40(&w, &[w.payer, hub, b]);
+    end_paid_40(&mut w, &[hub, b]);
 }
 
 #[test]
@@ -1690,8 +1688,7 @@ fn hub_challenging_the_payer_first_still_removes_v_with_the_payee() {
         "payee not defunded"
     );
     w.net.p(hub).close_ledger(hl).unwrap();
-    run_to_the_end(&mut w, &[hub, b]);
-    assert_paid_40(&w, &[w.payer, hub, b]);
+    end_paid_40(&mut w, &[hub, b]);
     let hub_ledger = w.net.p(hub).ledger(&hl).unwrap().clone();
     assert!(
         hub_ledger.chain().challenge.is_none(),
@@ -1704,7 +1701,7 @@ fn hub_silent_after_final_payee_and_payer_exit_on_chain() {
     // Everyone signs the final; the hub sends its signature, then is gone (no Remove anywhere).
     let (mut w, v) =
         final_signed_then(|w, e| (e.to == w.hub || e.from == w.hub) && !is_final_msg(e));
-    let (payer, hub, b, pl) = (w.payer, w.hub, w.payees[0], w.payer_ledger);
+    let (payer, b, pl) = (w.payer, w.payees[0], w.payer_ledger);
     for a in [payer, b] {
         let c = w.net.p(a).channel(&v).unwrap();
         assert_eq!(c.final_amount(), Some(u(40)));
@@ -1714,18 +1711,16 @@ fn hub_silent_after_final_payee_and_payer_exit_on_chain() {
     assert_eq!(w.net.p(payer).stalled_removes(), vec![pl]);
     w.net.p(b).challenge_virtual(v).unwrap();
     w.net.p(payer).challenge_ledger(pl).unwrap();
-    run_to_the_end(&mut w, &[payer, b]);
-    assert_paid_40(&w, &[payer, hub, b]);
+    end_paid_40(&mut w, &[payer, b]);
 }
 
 #[test]
 fn payer_silent_before_final_payee_redeems_and_hub_recovers() {
     let (mut w, v) = paid_world(40);
-    let (payer, hub, b) = (w.payer, w.hub, w.payees[0]);
+    let (hub, b) = (w.hub, w.payees[0]);
     w.net.p(b).request_final(v).unwrap();
     w.net.p(b).challenge_virtual(v).unwrap();
-    run_to_the_end(&mut w, &[hub, b]);
-    assert_paid_40(&w, &[payer, hub, b]);
+    end_paid_40(&mut w, &[hub, b]);
 }
 
 #[test]
@@ -1809,6 +1804,5 @@ fn hub_taking_the_payee_ledger_on_chain_alone_gets_v_concluded_by_the_payee() {
     );
     w.net.p(payer).challenge_ledger(pl).unwrap();
     // The hub's V conclude never lands: only the payer's and the payee's duties run.
-    run_to_the_end(&mut w, &[payer, b]);
-    assert_paid_40(&w, &[payer, hub, b]);
+    end_paid_40(&mut w, &[payer, b]);
 }

@@ -368,8 +368,8 @@ async fn download_through_the_hub(seller: &Peer, buyer: &Peer) {
 }
 
 /// A hub on `sim`, a seller (no trust) and a buyer with ledgers with it, the buyer halfway
-/// through its download.
-async fn halfway_through_the_hub(sim: &SimulatedChain) -> (Hub, Peer, Peer) {
+/// through its download; with the buyer's hub connection (which the scenarios cut).
+async fn halfway_through_the_hub(sim: &SimulatedChain) -> (Hub, Peer, Peer, Arc<HubBackend>) {
     let hub = hub(sim).await;
     let seller = new_seller(sim, &hub, Funding::Hub, 0).await;
     let buyer = new_buyer(sim, &hub, Funding::Hub).await;
@@ -378,7 +378,8 @@ async fn halfway_through_the_hub(sim: &SimulatedChain) -> (Hub, Peer, Peer) {
         buyer.store.remaining() <= SIZE / 2
     })
     .await;
-    (hub, seller, buyer)
+    let buyer_hub = buyer.hub.clone().unwrap();
+    (hub, seller, buyer, buyer_hub)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -606,10 +607,9 @@ async fn a_peer_claiming_our_hub_without_a_ledger_gets_only_the_trust() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_voucher() {
     let sim = SimulatedChain::new();
-    let (hub, seller, buyer) = halfway_through_the_hub(&sim).await;
+    let (hub, seller, buyer, bh) = halfway_through_the_hub(&sim).await;
     // The buyer goes silent mid-download: no hub connection, no peer connection (its node still
     // watches the chain, as every party's driver does).
-    let bh = buyer.hub.clone().unwrap();
     bh.shutdown();
     for k in buyer.node.connections() {
         buyer.node.disconnect(k);
@@ -648,11 +648,10 @@ async fn a_silent_buyer_is_challenged_and_the_seller_gets_exactly_its_largest_vo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buyer_silent_after_its_final_state_the_seller_is_paid_off_chain_and_the_hub_on_chain() {
     let sim = SimulatedChain::new();
-    let (hub, seller, buyer) = halfway_through_the_hub(&sim).await;
+    let (hub, seller, buyer, bh) = halfway_through_the_hub(&sim).await;
     // V is running. The buyer loses the hub (vouchers and its final state go over the peer
     // wire): its final state reaches only the seller, and it never removes V from its ledger
     // with the hub.
-    let bh = buyer.hub.clone().unwrap();
     let (pl, _) = bh.open_ledger(LedgerRole::Leader).await.unwrap();
     bh.shutdown();
     until("the download", 60, || async {
