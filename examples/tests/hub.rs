@@ -126,16 +126,8 @@ fn fund(url: &str, a: Address) {
     .unwrap();
 }
 
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+async fn until<Fut: Future<Output = bool>>(what: &str, f: impl FnMut() -> Fut) {
+    payment_channel::test_utils::until(what, Duration::from_secs(120), f).await
 }
 
 /// [`until`] `done` holds of `n`'s party.

@@ -3,13 +3,15 @@
 //!
 //! - [`ChannelFixture`] builds the states, vouchers and signatures of a `[payer, payee]`
 //!   payment channel by hand (on `PaymentApp`, or on `VirtualPaymentApp` to show its flaw).
-//! - The `scenario_*` functions are chain-level scripts that run against **any** [`Chain`]
+//! - [`Scenario`]'s methods are chain-level scripts that run against **any** [`Chain`]
 //!   implementation: the [`SimulatedChain`](crate::SimulatedChain) in this crate's tests, and the
 //!   real contracts on a dev chain in the Ethereum backend's tests. They panic (like a test) when
 //!   the chain deviates from the Nitro v2 rules.
 //!
+//! - [`until`] waits, in async tests, for a condition to hold.
+//!
 //! # Calling a scenario
-//! Every scenario takes the same three arguments:
+//! [`Scenario::new`] takes three arguments:
 //! - `chain_for: impl Fn(Address) -> Arc<dyn Chain>`: a handle that sends transactions from the
 //!   given account. The scenarios send from [`PAYER_KEY`]'s and [`PAYEE_KEY`]'s addresses (anvil's
 //!   dev accounts #1 and #2, which anvil funds and unlocks); on another chain, fund them first
@@ -87,6 +89,23 @@ pub fn ready<F: Future>(f: F) -> F::Output {
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => v,
         std::task::Poll::Pending => panic!("an in-memory future must complete at once"),
+    }
+}
+
+/// Polls `done` every 20 ms until it yields `true`; panics (like a failed assertion) naming
+/// `what` if `timeout` passes first. The tokio timer drives it.
+pub async fn until<F, Fut>(what: &str, timeout: std::time::Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

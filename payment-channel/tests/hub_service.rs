@@ -361,16 +361,8 @@ async fn start_hub(b: &Backend) -> Party3 {
     start(b, 1, Some((limits, service))).await
 }
 
-async fn until<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn until<Fut: Future<Output = bool>>(what: &str, f: impl FnMut() -> Fut) {
+    payment_channel::test_utils::until(what, Duration::from_secs(90), f).await
 }
 
 /// Waits until `holds` is true of virtual channel `vs[i]` at the payer, at the hub and at payee

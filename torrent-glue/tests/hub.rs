@@ -238,19 +238,8 @@ async fn peer(
     }
 }
 
-async fn until<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn until<Fut: Future<Output = bool>>(what: &str, secs: u64, f: impl FnMut() -> Fut) {
+    payment_channel::test_utils::until(what, Duration::from_secs(secs), f).await
 }
 
 async fn ledger_open(p: &Peer, role: LedgerRole) {
