@@ -731,13 +731,14 @@ async fn payee_redeems_on_chain_against_a_silent_payer_through_the_drivers() {
         })
         .await
         .unwrap();
-    until("V running", || async {
-        payee
-            .node
-            .inspect(|p| p.channel(&v).is_some_and(|c| c.is_running()))
-            .await
-    })
-    .await;
+    // Running at the payer too: the payee may see all signatures before the payer does.
+    for n in [&payer.node, &payee.node] {
+        until("V running", || async {
+            n.inspect(|p| p.channel(&v).is_some_and(|c| c.is_running()))
+                .await
+        })
+        .await;
+    }
     payer.node.pay(v, u(40)).await.unwrap();
     until("voucher received", || async {
         payee
