@@ -29,7 +29,7 @@ use payment_channel::chain::{ChainAction, ChainEvent};
 use payment_channel::ledger::LedgerBody;
 use payment_channel::sign::{LocalSigner, Signer};
 use payment_channel::test_utils::pair::signer;
-use payment_channel::test_utils::{ready, send_chain_action};
+use payment_channel::test_utils::ready;
 use payment_channel::virtual_channel::{
     Envelope, HubLimits, Party, PartyConfig, Payload, Side, VirtualBody, VirtualParams,
 };
@@ -374,7 +374,7 @@ impl World {
                 self.sim.fund(me, *amount).expect("the simulator funds");
                 *self.funded.entry(me).or_default() += *amount;
             }
-            let landed = ready(send_chain_action(&h, &d)).is_ok();
+            let landed = ready(d.send(&h)).is_ok();
             if let (ChainAction::Reclaim(args), true) = (&d, landed) {
                 let idx = usize::try_from(args.index_of_target_in_source).unwrap_or(0);
                 let target = args.source_outcome[0].allocations[idx].destination;

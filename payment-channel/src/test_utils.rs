@@ -109,15 +109,6 @@ where
     }
 }
 
-/// Sends `action` on `chain` as it is, with no check that it landed already or became moot (a
-/// hostile or careless driver; a revert comes back as the error).
-pub async fn send_chain_action(
-    chain: &dyn Chain,
-    action: &ChainAction,
-) -> Result<TxReceipt, ChainError> {
-    action.send(chain).await
-}
-
 /// Sends the transaction of a channel's `action` from `from` on `sim`, as the async client would:
 /// a deposit is funded just in time (`from` gets the amount first); a conclude of a finalized
 /// channel and a transfer of an empty one are skipped, like the client's idempotent retries.
@@ -144,7 +135,7 @@ pub fn run_chain_action(
         }
         _ => {}
     }
-    Some(ready(send_chain_action(&sim.handle(from), action)).map(|_| ()))
+    Some(ready(action.send(&sim.handle(from))).map(|_| ()))
 }
 
 /// A two-party payment channel and everything needed to build its states by hand.
