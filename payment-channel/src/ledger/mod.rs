@@ -47,7 +47,7 @@ pub use reclaim::{ReclaimError, reclaim_effect};
 pub use vars::{GuaranteeEntry, LedgerVars, Proposal};
 
 use crate::chain::{ChainAction, ChainEvent, ReclaimArgs};
-use crate::channel::finalize_on_timeout;
+use crate::channel::{Finalization, RegisteredChallenge, finalize_on_timeout};
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
     FixedPart, MAX_UINT48, Outcome, SignedVariablePart, VariablePart, challenge_message_hash,
@@ -230,22 +230,15 @@ struct Queued {
     signature: Signature,
 }
 
-/// A challenge registered on chain (the same record a payment channel keeps).
-pub type LedgerChallenge = crate::channel::RegisteredChallenge;
-
-/// The ledger's finalized outcome on chain, rewritten by each reclaim (the same record a payment
-/// channel keeps).
-pub type LedgerFinalization = crate::channel::Finalization;
-
 /// What the ledger knows about the chain.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerChain {
     /// Latest reported holdings.
     pub holdings: U256,
     /// Registered challenge.
-    pub challenge: Option<LedgerChallenge>,
-    /// Finalization.
-    pub finalized: Option<LedgerFinalization>,
+    pub challenge: Option<RegisteredChallenge>,
+    /// Finalization (its outcome rewritten by each reclaim).
+    pub finalized: Option<Finalization>,
     /// We want a challenge registered.
     pub challenge_requested: bool,
     /// Holdings reached zero after finalization.
@@ -1038,7 +1031,7 @@ impl Ledger {
                     .supported
                     .as_ref()
                     .is_some_and(|s| s.vars.turn_num > turn_num);
-                self.chain.challenge = Some(LedgerChallenge::new(
+                self.chain.challenge = Some(RegisteredChallenge::new(
                     self.id(),
                     *finalizes_at,
                     &candidate.variable_part,
@@ -1062,7 +1055,7 @@ impl Ledger {
                             "conclude without a final state",
                         ))
                     })?;
-                    self.chain.finalized = Some(LedgerFinalization {
+                    self.chain.finalized = Some(Finalization {
                         outcome: vars.outcome(self.head.asset, &self.participants()),
                         state_hash: B256::ZERO,
                         at: *finalizes_at,

@@ -57,7 +57,7 @@ pub use party::{Envelope, HubLimits, Party, PartyConfig, PartyEvent, Payload};
 
 use crate::chain::ChainAction;
 use crate::chain::ChainEvent;
-use crate::channel::{RegisteredChallenge, finalize_on_timeout};
+use crate::channel::{Finalization, RegisteredChallenge, finalize_on_timeout};
 use crate::ledger::{GuaranteeEntry, LedgerVars, Proposal};
 use crate::sign::{Signature, Signer, recover_eth_message};
 use crate::state::{
@@ -235,9 +235,6 @@ struct FinalState {
     sigs: [Option<Signature>; 3],
 }
 
-/// V's finalization on chain (the same record a payment channel keeps).
-pub type VirtualFinalization = crate::channel::Finalization;
-
 /// A challenge of V registered on chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualChallenge {
@@ -253,7 +250,7 @@ pub struct VirtualChain {
     /// Registered challenge.
     pub challenge: Option<VirtualChallenge>,
     /// Finalization.
-    pub finalized: Option<VirtualFinalization>,
+    pub finalized: Option<Finalization>,
     /// We want V on chain.
     pub challenge_requested: bool,
 }
@@ -1079,7 +1076,7 @@ impl VirtualChannel {
                             "conclude without a final state",
                         ))
                     })?;
-                    self.chain.finalized = Some(VirtualFinalization {
+                    self.chain.finalized = Some(Finalization {
                         outcome: self.final_vp(x).outcome,
                         state_hash: B256::ZERO,
                         at: *finalizes_at,
