@@ -76,8 +76,8 @@ pub(crate) struct HubArgs {
 pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
     use payment_channel::chain::sim::DEFAULT_CONSENSUS_APP;
     use payment_channel::chain::{CONSENSUS_APP_RUNTIME_HASH, Chain, EthereumChain};
-    use payment_channel::party_node::tcp::{TcpConfig, TcpNet, run_node};
-    use payment_channel::party_node::{LedgerService, NodeConfig, PartyNode};
+    use payment_channel::party_node::tcp::{RunningNode, TcpNodeConfig, start_node};
+    use payment_channel::party_node::{LedgerService, NodeConfig, NodeError};
     use payment_channel::sign::{LocalSigner, Signer};
     use payment_channel::virtual_channel::{HubLimits, PartyConfig};
     use payment_channel::{RedbStore, U256};
@@ -143,9 +143,6 @@ pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
     };
     let deposit = args.ledger_deposit.map_or(max_locked, U256::from);
     let party_config = PartyConfig::new(consensus_app, eth.app).with_hub(Some(limits));
-    let (net, inbound) = TcpNet::bind(signer.clone(), args.listen, TcpConfig::default())
-        .await
-        .map_err(|e| Failure::network(format!("listen on {}: {e}", args.listen)))?;
     let node_config = NodeConfig::default()
         .with_confirmations(args.confirmations)
         .with_max_retry_interval(30)
@@ -157,17 +154,24 @@ pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
         }))
         .with_stalled_remove_patience(Some(args.stalled_remove_patience.as_secs().max(1)));
     let chain: Arc<dyn Chain> = Arc::new(chain);
-    let (node, mut events) = PartyNode::open(
+    let tcp = TcpNodeConfig::new(args.listen, args.watch_every, args.resend_every);
+    let RunningNode {
+        node,
+        net,
+        mut events,
+        driver,
+    } = start_node(
+        tcp,
         signer.clone(),
         party_config,
         chain,
         Arc::new(store),
-        Arc::new(net.clone()),
         node_config,
     )
     .await
     .map_err(|e| match e {
-        payment_channel::party_node::NodeError::Chain(c) => Failure::chain(c),
+        NodeError::Net(e) => Failure::network(format!("listen on {}: {e}", args.listen)),
+        NodeError::Chain(c) => Failure::chain(c),
         other => Failure::other(other),
     })?;
     let (ledgers, channels) = node
@@ -189,15 +193,8 @@ pub(crate) async fn run(args: HubArgs, out: Out) -> Result<()> {
             tracing::info!(event = ?e, "hub");
         }
     });
-    let runner = tokio::spawn(run_node(
-        node,
-        net.clone(),
-        inbound,
-        args.watch_every,
-        args.resend_every,
-    ));
     crate::seed::shutdown_signal().await;
-    runner.abort();
+    driver.abort();
     net.shutdown();
     out.event(json!({"event": "stopped"}), || "hub stopped".into());
     Ok(())
