@@ -453,9 +453,7 @@ impl PaidNode {
                         .with_ledger_deposit(h.ledger_deposit.map(U256::from))
                         .with_request_ledger(h.request_ledger)
                         .with_fee(U256::from(h.fee))
-                        .with_confirmations(None)
-                        .with_watch_every(h.watch_every)
-                        .with_resend_every(Duration::from_secs(2)),
+                        .with_watch_every(h.watch_every),
                     )
                     .await?,
                 );
